@@ -1,0 +1,1 @@
+"""Layer 0: shared types, errors, settings and seeded randomness."""

@@ -1,0 +1,51 @@
+"""Settings: defaults < privrec.toml < PRIVREC_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from privrec.core.types import DEFAULT_EVENT_WEIGHTS
+
+
+class Settings(BaseSettings):
+    """Runtime settings of privrec.
+
+    Attributes:
+        data_dir: the one directory that holds the event store, keys, artifacts and ledger.
+        pseudonym_key: hex HMAC key; if unset, one is generated into data_dir/keys with mode 0600.
+        store_key: hex AES key of the event store; if unset, generated like the pseudonym key.
+        event_weights: weight of each event type in the user x item matrix.
+        retention_days: per event type, how long events are kept (None = forever).
+        keep_query_text: store search query text (otherwise only its embedding/hash is kept).
+        rating_min / rating_max: the rating scale accepted at the gate.
+        max_line_bytes: lines longer than this are rejected without being parsed.
+        ingest_batch_size: rows validated and appended per batch.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PRIVREC_", toml_file="privrec.toml", extra="forbid")
+
+    data_dir: Path = Path("privrec-data")
+    pseudonym_key: SecretStr | None = None
+    store_key: SecretStr | None = None
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    retention_days: dict[str, int | None] = Field(default_factory=dict)
+    keep_query_text: bool = False
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    max_line_bytes: int = 1_000_000
+    ingest_batch_size: int = 200_000
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order of precedence: init arguments, environment, privrec.toml, defaults."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)

@@ -1,0 +1,1 @@
+"""Layer 3: vocabularies, the InteractionDataset, dataset loaders, splitters."""

@@ -1,0 +1,1 @@
+"""Layer 6: metrics, protocols, cross-validation, reports, privacy and robustness audits."""

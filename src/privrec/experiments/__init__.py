@@ -1,0 +1,1 @@
+"""Layer 6: A/B tests (assignment, outcome attribution, statistics)."""

@@ -1,0 +1,223 @@
+"""The model contract every recommender follows (design.md, "The model contract").
+
+A user is represented by their history at request time, so a new user is served at once and an
+erased user's vector disappears with their events. Learned state is set only by `fit` (or `load`)
+and saved as safetensors arrays plus a JSON config: never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+from safetensors.numpy import load_file, save_file
+
+from privrec.core.errors import ConfigError, NotFittedError
+from privrec.core.types import Explanation, UserHistory
+from privrec.data.dataset import InteractionDataset
+from privrec.privacy.guarantee import PrivacyGuarantee
+
+FORMAT_VERSION = 1
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's configuration: unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator: make a model loadable by its `name`."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two models named {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The registered model class called `name`."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"model: unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def registered_models() -> dict[str, type[Recommender]]:
+    """All registered model classes by name."""
+    return dict(_REGISTRY)
+
+
+class Recommender(ABC):
+    """Base class of all recommenders.
+
+    Subclasses set `name` and `Config`, implement `fit`, `score_matrix`, `_state` and
+    `_set_state`, and may override `score`, `explain`, `forget_user`.
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise ConfigError("give either a config object or keyword parameters, not both")
+        try:
+            self.config = config if config is not None else self.Config(**params)
+        except Exception as exc:  # pydantic's error already names the field
+            raise ConfigError(f"{self.name}: {exc}") from exc
+        self.n_items: int = 0
+        self.privacy: PrivacyGuarantee | None = None
+        self._fitted = False
+
+    # ---- training ------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> Recommender:
+        """Learn from `dataset`; returns self."""
+
+    # ---- scoring -------------------------------------------------------------------------
+    @abstractmethod
+    def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Scores of every item (columns) for each user given as a row of history weights.
+
+        This batched form is what evaluation uses; `score` derives from it.
+        """
+
+    def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
+        """Stack histories into a CSR matrix (max weight per item, 1.0 when unweighted)."""
+        rows, cols, vals = [], [], []
+        for r, h in enumerate(histories):
+            w = h.weights if h.weights is not None else np.ones(len(h), np.float32)
+            rows.append(np.full(len(h), r))
+            cols.append(h.items)
+            vals.append(w)
+        if not histories:
+            return sp.csr_matrix((0, self.n_items), dtype=np.float32)
+        r = np.concatenate(rows)
+        c = np.concatenate(cols)
+        v = np.concatenate(vals).astype(np.float32)
+        ok = (c >= 0) & (c < self.n_items)
+        r, c, v = r[ok], c[ok], v[ok]
+        # duplicates: keep the strongest event per item, as InteractionDataset.matrix(aggregate="max")
+        order = np.lexsort((v, c, r))
+        r, c, v = r[order], c[order], v[order]
+        last = np.ones(len(r), dtype=bool)
+        last[:-1] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+        return sp.csr_matrix((v[last], (r[last], c[last])), shape=(len(histories), self.n_items), dtype=np.float32)
+
+    def score(self, history: UserHistory, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores of all items (or of `items`) for one user's history."""
+        self._check_fitted()
+        s = self.score_matrix(self.history_matrix([history]))[0]
+        return s if items is None else s[np.asarray(items, dtype=np.int64)]
+
+    def recommend(
+        self,
+        history: UserHistory,
+        k: int = 10,
+        *,
+        exclude: np.ndarray | list[int] | None = None,
+        exclude_history: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k item indices and their scores, best first.
+
+        Args:
+            history: the user's history.
+            k: how many items.
+            exclude: item indices never to return.
+            exclude_history: drop items already in the history (the usual shop behaviour).
+        """
+        s = self.score(history).astype(np.float64, copy=True)
+        if exclude_history and len(history):
+            s[history.items[(history.items >= 0) & (history.items < self.n_items)]] = -np.inf
+        if exclude is not None:
+            s[np.asarray(exclude, dtype=np.int64)] = -np.inf
+        return top_k(s, k)
+
+    def explain(self, history: UserHistory, item: int) -> Explanation:
+        """Why `item` is recommended; models that can say more override this."""
+        return Explanation(item=int(item), kind="model", text=f"recommended by {self.name}")
+
+    # ---- persistence -------------------------------------------------------------------------
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """The learned arrays to save."""
+
+    @abstractmethod
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore learned arrays saved by `_state`."""
+
+    def _meta(self) -> dict[str, Any]:
+        """Small JSON-serialisable learned values (override to add)."""
+        return {}
+
+    def save(self, path: str | Path) -> Path:
+        """Save to directory `path` (config.json + state.safetensors); returns the path."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
+        save_file(arrays, str(path / "state.safetensors"))
+        doc = {
+            "format": FORMAT_VERSION,
+            "model": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "n_items": self.n_items,
+            "privacy": self.privacy.to_dict() if self.privacy else None,
+            "meta": self._meta(),
+        }
+        (path / "config.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load a model saved by `save`; works on the base class (dispatches on the saved name)."""
+        path = Path(path)
+        doc = json.loads((path / "config.json").read_text())
+        if doc.get("format") != FORMAT_VERSION:
+            raise ConfigError(f"{path}: unsupported model format {doc.get('format')!r}")
+        klass = model_class(doc["model"]) if cls is Recommender else cls
+        if klass.name != doc["model"]:
+            raise ConfigError(f"{path}: holds a {doc['model']!r} model, not {klass.name!r}")
+        model = klass(klass.Config(**doc["config"]))
+        model.n_items = int(doc["n_items"])
+        if doc.get("privacy"):
+            model.privacy = PrivacyGuarantee(**doc["privacy"])
+        arrays = load_file(str(path / "state.safetensors"))
+        model._set_state(arrays, doc.get("meta", {}))
+        model._fitted = True
+        return model
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not self._fitted:
+            raise NotFittedError(f"{self.name}: call fit() or load() first")
+
+    def _mark_fitted(self, n_items: int) -> None:
+        self.n_items = int(n_items)
+        self._fitted = True
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest finite scores, best first (ties: lower index first)."""
+    k = int(min(k, scores.shape[0]))
+    if k <= 0:
+        return np.empty(0, np.int64), np.empty(0, scores.dtype)
+    part = np.argpartition(-scores, k - 1)[:k]
+    order = np.lexsort((part, -scores[part]))
+    idx = part[order]
+    idx = idx[np.isfinite(scores[idx])]
+    return idx.astype(np.int64), scores[idx]
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Row-wise top-k indices (best first) of a dense score matrix."""
+    k = int(min(k, scores.shape[1]))
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)

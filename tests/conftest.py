@@ -1,0 +1,40 @@
+"""Shared fixtures: the read-only real datasets and isolated data directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """Where the real datasets live: $PRIVREC_SHARED_DATA or ../shared/data beside the repo."""
+    return Path(os.environ.get("PRIVREC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets folder; tests that need it skip with a clear message when it is absent."""
+    d = shared_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"real datasets not found at {d} (set PRIVREC_SHARED_DATA to the shared/data folder)")
+    return d
+
+
+def need(path: Path) -> Path:
+    """Skip the calling test when one dataset file or folder is missing."""
+    if not path.exists():
+        pytest.skip(f"dataset not available: {path}")
+    return path
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh privrec data directory, with no key from the environment."""
+    monkeypatch.delenv("PRIVREC_PSEUDONYM_KEY", raising=False)
+    monkeypatch.delenv("PRIVREC_STORE_KEY", raising=False)
+    monkeypatch.setenv("PRIVREC_DATA_DIR", str(tmp_path / "privrec-data"))
+    return tmp_path / "privrec-data"

@@ -17,6 +17,7 @@ LAYER = {
     "evaluation": 6,
     "experiments": 6,
     "service": 7,
+    "pipeline": 7,
     "server": 8,
     "cli": 8,
     "__main__": 9,

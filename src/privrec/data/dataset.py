@@ -33,6 +33,9 @@ class InteractionDataset:
         item_meta: one row per item index with ITEM_META_COLUMNS (missing values allowed).
         event_weights: weight of each event type in `matrix()`.
         name: a label for reports.
+        arrival: int64 per event, its row position in the source (the gated event frame), so
+            splitters can reproduce protocols defined on the source row order; None if unknown.
+        n_rejects: how many source rows the privacy gate rejected while loading (0 if unknown).
     """
 
     users: Vocabulary
@@ -45,6 +48,8 @@ class InteractionDataset:
     item_meta: pd.DataFrame
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     name: str = "dataset"
+    arrival: np.ndarray | None = None
+    n_rejects: int = 0
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -86,6 +91,7 @@ class InteractionDataset:
         rating = ev["rating"].to_numpy(np.float32, na_value=np.nan) if "rating" in ev else np.full(len(ev), np.nan, np.float32)
         keep = (u >= 0) & (i >= 0)
         u, i, types, ts, rating = u[keep], i[keep], types[keep], ts[keep], rating[keep]
+        arrival = np.arange(len(ev), dtype=np.int64)[keep]
         order = np.lexsort((np.arange(len(u)), ts, u))
         meta = cls._align_meta(items, item_meta)
         return cls(
@@ -99,6 +105,7 @@ class InteractionDataset:
             item_meta=meta,
             event_weights=dict(event_weights or DEFAULT_EVENT_WEIGHTS),
             name=name,
+            arrival=arrival[order],
         )
 
     @staticmethod
@@ -210,6 +217,8 @@ class InteractionDataset:
             item_meta=self.item_meta,
             event_weights=dict(self.event_weights),
             name=name or self.name,
+            arrival=None if self.arrival is None else self.arrival[mask],
+            n_rejects=self.n_rejects,
         )
 
     def to_frame(self) -> pd.DataFrame:

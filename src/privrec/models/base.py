@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import load_file, save_file
 
 from privrec.core.errors import ConfigError, NotFittedError
-from privrec.core.types import Explanation, UserHistory
+from privrec.core.types import EVENT_TYPES, Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.privacy.guarantee import PrivacyGuarantee
 
@@ -30,6 +30,22 @@ class ModelConfig(BaseModel):
     """Base of every model's configuration: unknown fields are rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(ModelConfig):
+    """Shared fields of models that read the user x item matrix (see `Recommender.input_matrix`).
+
+    Attributes:
+        binary: 1.0 wherever the user touched the item (event weights and ratings ignored).
+        use_ratings: take a rating event's value instead of its event-type weight.
+        event_weights: weight per event type (None: the dataset's weights).
+        aggregate: "max" keeps the strongest event per (user, item); "sum" adds them up.
+    """
+
+    binary: bool = False
+    use_ratings: bool = False
+    event_weights: dict[str, float] | None = None
+    aggregate: Literal["max", "sum"] = "max"
 
 
 def register(cls: type[Recommender]) -> type[Recommender]:
@@ -78,6 +94,35 @@ class Recommender(ABC):
     @abstractmethod
     def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> Recommender:
         """Learn from `dataset`; returns self."""
+
+    def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
+        """The user x item matrix this model trains on, weighted as its config says.
+
+        Its rows are also the right history rows for `score_matrix` (evaluation should build test
+        histories with this, so training and scoring see the same weighting).
+        """
+        c = self.config
+        return dataset.matrix(
+            getattr(c, "event_weights", None),
+            binary=bool(getattr(c, "binary", False)),
+            use_ratings=bool(getattr(c, "use_ratings", False)),
+            aggregate=getattr(c, "aggregate", "max"),
+        )
+
+    def _history_input(self, histories: sp.csr_matrix) -> sp.csr_matrix:
+        """Validate a history matrix (float32 CSR, n_items columns; 1.0 values if config.binary)."""
+        self._check_fitted()
+        h = sp.csr_matrix(histories, dtype=np.float32, copy=True)
+        if h.shape[1] != self.n_items:
+            raise ValueError(
+                f"histories: has {h.shape[1]} item columns but the model knows {self.n_items} items; "
+                "build it with history_matrix() or input_matrix()"
+            )
+        h.sum_duplicates()
+        h.eliminate_zeros()
+        if getattr(self.config, "binary", False):
+            h.data[:] = 1.0
+        return h
 
     # ---- scoring -------------------------------------------------------------------------
     @abstractmethod
@@ -221,3 +266,45 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     vals = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+# How an explanation names what the user did with an item, strongest intent first.
+_VERBS: dict[str, str] = {
+    "purchase": "bought",
+    "favorite": "saved",
+    "cart": "added to your cart",
+    "rating": "rated",
+    "search": "searched for",
+    "view": "viewed",
+}
+
+
+def history_explanation(
+    history: UserHistory, item: int, items: np.ndarray, contributions: np.ndarray, *, n: int = 3
+) -> Explanation:
+    """An Explanation of kind "history": the history items that contributed most to `item`'s score.
+
+    Args:
+        history: the user's history (event types, when present, choose the verb).
+        item: the explained item.
+        items: distinct history item indices.
+        contributions: each one's additive share of the score (same length as `items`).
+        n: at most this many contributors (positive contributions only).
+    """
+    items = np.asarray(items, dtype=np.int64)
+    contributions = np.asarray(contributions, dtype=np.float64)
+    order = np.lexsort((items, -contributions))
+    order = [j for j in order if contributions[j] > 0][:n]
+    contributors = [(int(items[j]), float(contributions[j])) for j in order]
+    if not contributors:
+        return Explanation(item=int(item), kind="model", text="no item in your history points to this one", contributors=[])
+    rank = {t: r for r, t in enumerate(_VERBS)}
+    verbs: dict[int, str] = {}
+    if history.event_types is not None and len(history.event_types) == len(history):
+        for it, code in zip(history.items.tolist(), history.event_types.tolist(), strict=True):
+            name = EVENT_TYPES[int(code)] if 0 <= int(code) < len(EVENT_TYPES) else "view"
+            if it not in verbs or rank[name] < rank[verbs[it]]:
+                verbs[it] = name
+    parts = [f"{_VERBS[verbs[it]] if it in verbs else 'interacted with'} item {it}" for it, _ in contributors]
+    text = "because you " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+    return Explanation(item=int(item), kind="history", text=text, contributors=contributors)

@@ -1,0 +1,256 @@
+"""The `privrec` command line (Typer, with rich progress bars and tables)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from privrec.core.errors import PrivrecError
+from privrec.core.settings import Settings
+
+app = typer.Typer(
+    name="privrec",
+    help="Privacy-preserving recommendations for e-commerce, with utility and privacy both measured.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default ./privrec-data or $PRIVREC_DATA_DIR).")
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return Settings(data_dir=data_dir) if data_dir else Settings()
+
+
+def _recsys(data_dir: Path | None) -> Any:
+    from privrec.service import RecSys
+
+    return RecSys(_settings(data_dir))
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Show privrec's own errors as one clear line and exit 2, instead of a traceback."""
+    try:
+        yield
+    except PrivrecError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    """privrec: behaviour in, privacy first; recommendations out, measured."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="A JSONL, CSV or Parquet file of events.", exists=True, dir_okay=False)],
+    data_dir: DataDir = None,
+) -> None:
+    """Validate, pseudonymise and store events from a file; bad rows go to a rejects file."""
+    with _errors(), _recsys(data_dir) as rs, _progress() as prog:
+        task = prog.add_task(f"ingesting {path.name}", total=None)
+        report = rs.ingest_file(path, progress=lambda n: prog.update(task, completed=n))
+        prog.update(task, total=report.read, completed=report.read)
+    console.print_json(json.dumps(report.to_dict()))
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (popularity, itemknn, ease, als, bpr).")] = "ease",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Hyper-parameter NAME=VALUE (JSON value).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Train a model on everything in the store and make it the active version."""
+    params = _parse_params(param or [])
+    with _errors(), _recsys(data_dir) as rs, _progress() as prog:
+        task = prog.add_task(f"training {model}", total=None)
+        path, secs = rs.train(model, params=params)
+        prog.update(task, total=1, completed=1)
+    console.print(f"trained [bold]{model}[/] in {secs:.1f}s -> {path}")
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--param")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path | None, typer.Option("--dataset", help="A dataset folder (default: the store).")] = None,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names (default: all).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Compare models under the dataset's standard protocol; print a table, write HTML + JSON."""
+    from privrec.data.loaders import detect_format, load_dataset
+    from privrec.evaluation.compare import compare_models
+    from privrec.evaluation.report import render_table, write_report
+    from privrec.pipeline import ROSTERS, split_for
+
+    wanted = [m.strip() for m in models.split(",")] if models else None
+    with _errors(), _recsys(data_dir) as rs:
+        if dataset is not None:
+            fmt = detect_format(dataset)
+            ds = load_dataset(dataset, gate=rs.gate)
+        else:
+            fmt, ds = "shop", rs.dataset()
+        train_ds, test_ds, protocol, description = split_for(ds, fmt)
+        key = fmt if fmt in ROSTERS else ("loo" if protocol == "loo" else "shop")
+        roster = [s for s in ROSTERS[key] if wanted is None or s.name in wanted]
+        with _progress() as prog:
+            task = prog.add_task("models", total=2 * len(roster))
+            results, _ = compare_models(
+                roster, train_ds, test_ds, protocol=protocol,
+                on_step=lambda m, step: prog.update(task, advance=1, description=f"{step} {m}"),
+            )  # fmt: skip
+            prog.update(task, completed=2 * len(roster), description="done")
+        html, js = write_report(
+            results, out or rs.reports_dir, title=f"privrec: {ds.name}",
+            dataset_info={"name": ds.name, "users": ds.n_users, "items": ds.n_items, "events": ds.n_events, "protocol": description},
+        )  # fmt: skip
+    console.print(render_table(results))
+    console.print(f"report: {html}\njson:   {js}")
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="The shop's user id (pseudonymised before any lookup).")],
+    k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (default: the demo's best).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Recommend items to a user, each with the reason."""
+    from rich.table import Table
+
+    with _errors(), _recsys(data_dir) as rs:
+        recs = rs.recommend(user, k, model=model)
+    table = Table(title=f"top {k}")
+    for col in ("#", "item", "title", "score", "why"):
+        table.add_column(col)
+    for n, r in enumerate(recs, 1):
+        table.add_row(str(n), r.item, r.title or "", f"{r.score:.4f}", r.explanation)
+    console.print(table)
+
+
+@app.command()
+def forget(
+    user: Annotated[str, typer.Argument(help="The shop's user id.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Erase everything stored about a user and print the receipt."""
+    with _errors(), _recsys(data_dir) as rs:
+        receipt = rs.forget(user)
+    console.print_json(json.dumps(receipt))
+
+
+@app.command("export-user")
+def export_user(
+    user: Annotated[str, typer.Argument(help="The shop's user id.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here instead of printing it.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Right of access: everything stored about a user, as JSON."""
+    with _errors(), _recsys(data_dir) as rs:
+        doc = rs.export_user(user)
+    text = json.dumps(doc, indent=2)
+    if out:
+        out.write_text(text)
+        out.chmod(0o600)
+        console.print(f"wrote {out}")
+    else:
+        console.print_json(text)
+
+
+@app.command()
+def retention(
+    days: Annotated[int | None, typer.Option("--days", help="Delete events older than this many days.", min=0)] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Apply the retention rule (--days N, or retention_days per event type from privrec.toml)."""
+    with _errors(), _recsys(data_dir) as rs:
+        n = rs.retention(days)
+    console.print(f"deleted {n} events")
+
+
+@app.command("rotate-key")
+def rotate_key(data_dir: DataDir = None) -> None:
+    """Rotate the pseudonym key and re-key every stored pseudonym."""
+    with _errors(), _recsys(data_dir) as rs:
+        n = rs.rotate_key()
+    console.print(f"re-keyed {n} stored events")
+
+
+@app.command()
+def demo(
+    dataset: Annotated[Path | None, typer.Option("--dataset", help="A real dataset folder instead of the demo shop.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the demo shop and of training.")] = 42,
+    users: Annotated[int, typer.Option("--users", help="Shoppers in the demo shop.", min=50)] = 3000,
+    items: Annotated[int, typer.Option("--items", help="Products in the demo shop.", min=50)] = 3000,
+    data_dir: DataDir = None,
+) -> None:
+    """The main job: demo shop (or --dataset) -> gate -> store -> train -> evaluate -> report."""
+    from privrec.evaluation.report import render_table
+    from privrec.pipeline import run_demo
+
+    with _errors(), _recsys(data_dir) as rs, _progress() as prog:
+        stages = prog.add_task("main job", total=None)
+        models_task = prog.add_task("models", total=None, visible=False)
+
+        def on_stage(text: str) -> None:
+            prog.update(stages, description=text)
+
+        def on_step(model: str, step: str) -> None:
+            prog.update(models_task, visible=True, advance=0.5, description=f"{step} {model}")
+
+        result = run_demo(rs, dataset=dataset, out_dir=out, seed=seed, n_users=users, n_items=items, on_stage=on_stage, on_step=on_step)
+        prog.update(stages, total=1, completed=1, description="main job done")
+    console.print(render_table(result.results))
+    if result.ingest:
+        console.print(f"gate: {json.dumps(result.ingest)}")
+    console.print(f"protocol: {result.protocol}")
+    console.print(f"best model: [bold]{result.best_model}[/] (now serving)")
+    if result.sample:
+        console.print(f"sample recommendations for {result.sample['user']}:")
+        for r in result.sample["recommendations"]:
+            console.print(f"  - {r['title'] or r['item']}  [dim]({r['explanation']})[/]")
+    console.print(f"report: {result.report_html}\njson:   {result.report_json}\ntook {result.seconds:.1f}s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,488 @@
+"""Benchmark reports: a JSON file with every figure and a self-contained HTML page.
+
+The HTML page has no external references (no CDN, no web fonts): plots are PNG files written
+beside it and embedded as base64 data URIs, so the page works offline and can be mailed as one
+file. `render_table` gives the same comparison as a rich table for the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import privrec
+
+__all__ = [
+    "BEAUTY_LOO_FULL_RANKING",
+    "MS_RECOMMENDERS_ML100K",
+    "ModelResult",
+    "PROTOCOL_FULL_RANKING",
+    "PROTOCOL_LOO",
+    "render_table",
+    "write_report",
+]
+
+# Keys of an evaluation result that are not metrics.
+_NON_METRIC = {"n_users", "k", "eval_seconds", "fit_seconds", "train_seconds", "fold", "users", "per_user", "n_ratings"}
+
+PROTOCOL_FULL_RANKING = (
+    "Full ranking: every test user is scored against every item in the catalogue; the user's "
+    "training items are removed (set to -inf) and the top k are kept, ties broken by the lower item "
+    "index. Every held-out interaction is relevant (no rating threshold). Precision@k = hits/k; "
+    "Recall@k = hits / relevant items; NDCG@k uses binary gain and a 1/ln(1+rank) discount with the "
+    "ideal list of min(relevant, k) hits; MAP sums the precision at each hit within the top k and "
+    "divides by the number of relevant items (Microsoft Recommenders' definitions). Means run over "
+    "users with at least one test item and a non-empty training history. Hyper-parameters were "
+    "chosen on a validation split carved from the training part, never on the test part."
+)
+PROTOCOL_LOO = (
+    "Leave-one-out, full ranking: each user's last interaction is held out and ranked against every "
+    "item in the catalogue, the user's earlier items removed. HR@k (= Recall@k with one held-out "
+    "item) and NDCG@k (binary gain, one relevant item) are averaged over users; MRR uses the full "
+    "ranking. Figures measured against 99 sampled negatives are on another scale and are not compared."
+)
+
+# Published anchors (read from /work/shared/anchors.md; metric keys follow the protocol's names).
+MS_RECOMMENDERS_ML100K: list[dict[str, Any]] = [
+    {"model": "BiVAE", "map@10": 0.146, "ndcg@10": 0.475, "precision@10": 0.412, "recall@10": 0.219, "train_seconds": (11, 23)},
+    {"model": "BPR (Cornac)", "map@10": 0.132, "ndcg@10": 0.442, "precision@10": 0.388, "recall@10": 0.213, "train_seconds": (5, 6)},
+    {"model": "LightGCN", "map@10": (0.089, 0.122), "ndcg@10": (0.416, 0.420), "precision@10": (0.360, 0.380), "recall@10": (0.144, 0.196), "train_seconds": (16, 23)},
+    {"model": "NCF", "map@10": 0.108, "ndcg@10": 0.396, "precision@10": 0.347, "recall@10": 0.181, "train_seconds": (67, 113)},
+    {"model": "SAR", "map@10": 0.111, "ndcg@10": 0.382, "precision@10": 0.331, "recall@10": 0.176, "train_seconds": (0.23, 0.33)},
+    {"model": "SVD (rating model)", "map@10": 0.013, "ndcg@10": 0.096, "precision@10": 0.091, "recall@10": 0.033, "rmse": 0.939, "train_seconds": 0.9},
+    {"model": "ALS (Spark, explicit)", "map@10": 0.005, "ndcg@10": 0.044, "precision@10": 0.048, "recall@10": 0.018, "rmse": 0.965, "train_seconds": (7, 12)},
+]
+for _a in MS_RECOMMENDERS_ML100K:
+    _a["source"] = "Microsoft Recommenders README, Algorithm Comparison (GPU box)"
+
+BEAUTY_LOO_FULL_RANKING: list[dict[str, Any]] = [
+    {"model": "PopRec", "hr@10": 0.0152, "ndcg@10": 0.0068, "source": "S3-Rec repository"},
+    {"model": "GRU4Rec", "hr@10": 0.0283, "ndcg@10": 0.0137, "source": "S3-Rec repository"},
+    {"model": "BERT4Rec", "hr@10": 0.0347, "ndcg@10": 0.0170, "source": "S3-Rec repository"},
+    {"model": "SASRec", "hr@10": 0.0605, "ndcg@10": 0.0318, "source": "S3-Rec repository"},
+    {"model": "S3-Rec", "hr@10": 0.0647, "ndcg@10": 0.0327, "source": "S3-Rec repository"},
+    {"model": "TIGER", "hr@10": 0.0648, "ndcg@10": 0.0384, "source": "TIGER paper, Table 1"},
+    {"model": "DuoRec", "hr@10": 0.0845, "ndcg@10": 0.0443, "source": "FEARec paper"},
+    {"model": "FEARec", "hr@10": 0.0884, "ndcg@10": 0.0459, "source": "FEARec paper"},
+    {"model": "SASRec + sampled softmax", "hr@10": 0.0921, "ndcg@10": 0.0531, "source": "uSASRec paper repository"},
+    {"model": "uSASRec", "hr@10": 0.0928, "ndcg@10": 0.0523, "source": "uSASRec paper repository"},
+]
+
+
+@dataclass
+class ModelResult:
+    """One model's figures for a report.
+
+    Attributes:
+        model: display name.
+        metrics: metric key -> value (e.g. "ndcg@10" -> 0.41).
+        train_seconds / eval_seconds: wall-clock times, when measured.
+        n_users: users evaluated.
+        params: hyper-parameters used.
+        privacy: the training's privacy guarantee as a dict (epsilon, delta, unit, ...), or None.
+        notes: free text shown in the JSON.
+    """
+
+    model: str
+    metrics: dict[str, float]
+    train_seconds: float | None = None
+    eval_seconds: float | None = None
+    n_users: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] | None = None
+    notes: str = ""
+
+    @classmethod
+    def from_eval(
+        cls,
+        model: str,
+        result: Mapping[str, Any],
+        *,
+        train_seconds: float | None = None,
+        params: Mapping[str, Any] | None = None,
+        privacy: Any = None,
+        notes: str = "",
+    ) -> ModelResult:
+        """Build from an `evaluate_ranking` / `evaluate_loo` / `evaluate_rating` result dict."""
+        mets = {k: float(v) for k, v in result.items() if k not in _NON_METRIC and _is_number(v)}
+        if privacy is not None and hasattr(privacy, "to_dict"):
+            privacy = privacy.to_dict()
+        return cls(
+            model=model,
+            metrics=mets,
+            train_seconds=train_seconds if train_seconds is not None else result.get("fit_seconds"),
+            eval_seconds=result.get("eval_seconds"),
+            n_users=result.get("n_users"),
+            params=dict(params or {}),
+            privacy=dict(privacy) if privacy else None,
+            notes=notes,
+        )
+
+    @classmethod
+    def coerce(cls, obj: ModelResult | Mapping[str, Any]) -> ModelResult:
+        """Accept a ModelResult, a dict with a "metrics" mapping, or a flat dict of metric values."""
+        if isinstance(obj, ModelResult):
+            return obj
+        d = dict(obj)
+        if "model" not in d:
+            raise ValueError("results: every entry needs a 'model' name")
+        if "metrics" in d:
+            known = {f for f in cls.__dataclass_fields__}
+            return cls(**{k: v for k, v in d.items() if k in known})
+        return cls.from_eval(
+            str(d.pop("model")),
+            d,
+            train_seconds=d.get("train_seconds"),
+            params=d.get("params"),
+            privacy=d.get("privacy"),
+            notes=str(d.get("notes", "")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return _jsonable(asdict(self))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _is_value(v: Any) -> bool:
+    """A metric value: a number or a published (low, high) range."""
+    return _is_number(v) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v))
+
+
+def _anchor_metrics(a: Mapping[str, Any]) -> dict[str, Any]:
+    if "metrics" in a:
+        return dict(a["metrics"])
+    skip = {"model", "source", "train_seconds", "notes", "eval_seconds", "n_users"}
+    return {k: v for k, v in a.items() if k not in skip and _is_value(v)}
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON types; NaN/inf become null; tuples become lists; numpy scalars become Python."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    if x is None or isinstance(x, str):
+        return x
+    if hasattr(x, "to_dict"):
+        return _jsonable(x.to_dict())
+    return str(x)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return f"{_fmt(v[0], digits)}–{_fmt(v[1], digits)}"
+    if _is_number(v):
+        f = float(v)
+        if not math.isfinite(f):
+            return "–"
+        return f"{f:.{digits}f}"
+    return str(v)
+
+
+def _fmt_seconds(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return f"{_fmt_seconds(v[0])}–{_fmt_seconds(v[1])}"
+    f = float(v)
+    return f"{f:.2f}" if f < 100 else f"{f:.0f}"
+
+
+def _fmt_privacy(p: Mapping[str, Any] | None) -> str:
+    if not p:
+        return "none"
+    eps, delta, unit = p.get("epsilon"), p.get("delta"), p.get("unit")
+    parts = []
+    if eps is not None:
+        parts.append(f"ε={float(eps):g}")
+    if delta is not None:
+        parts.append(f"δ={float(delta):g}")
+    if unit:
+        parts.append(f"per {unit}")
+    return ", ".join(parts) if parts else "yes"
+
+
+def _metric_keys(results: Sequence[ModelResult], anchors: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None) -> list[str]:
+    if metrics is not None:
+        return list(metrics)
+    keys: list[str] = []
+    for r in results:
+        for k in r.metrics:
+            if k not in keys:
+                keys.append(k)
+    for a in anchors:
+        for k in _anchor_metrics(a):
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def _higher_is_better(key: str) -> bool:
+    return key.split("@")[0] not in ("rmse", "mae")
+
+
+def _best_per_metric(results: Sequence[ModelResult], keys: Sequence[str]) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for key in keys:
+        vals = [float(r.metrics[key]) for r in results if _is_number(r.metrics.get(key)) and math.isfinite(float(r.metrics[key]))]
+        if vals:
+            best[key] = max(vals) if _higher_is_better(key) else min(vals)
+    return best
+
+
+def _chart_keys(keys: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
+    if wanted is not None:
+        return [k for k in wanted if k in keys]
+    out = []
+    for prefix in ("ndcg@", "recall@"):
+        hit = [k for k in keys if k.startswith(prefix)]
+        if hit:
+            out.append(hit[0])
+    if not any(k.startswith("recall@") for k in out):
+        out += [k for k in keys if k.startswith("hr@")][:1]
+    return out
+
+
+def _bar_chart(key: str, results: Sequence[ModelResult], anchors: Sequence[Mapping[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    names, vals, errs, colors, hatches = [], [], [], [], []
+    for r in results:
+        v = r.metrics.get(key)
+        if _is_number(v) and math.isfinite(float(v)):
+            names.append(r.model)
+            vals.append(float(v))
+            errs.append((0.0, 0.0))
+            colors.append("#3b6ea8")
+            hatches.append("")
+    for a in anchors:
+        v = _anchor_metrics(a).get(key)
+        if v is None:
+            continue
+        if isinstance(v, (tuple, list)):
+            lo, hi = float(v[0]), float(v[1])
+            mid = (lo + hi) / 2
+            vals.append(mid)
+            errs.append((mid - lo, hi - mid))
+        else:
+            vals.append(float(v))
+            errs.append((0.0, 0.0))
+        names.append(f"{a['model']} (published)")
+        colors.append("#b8b8b8")
+        hatches.append("//")
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(names) + 2.0), 3.8), dpi=110)
+    x = np.arange(len(names))
+    bars = ax.bar(x, vals, color=colors, edgecolor="#555555", linewidth=0.6)
+    for bar, h in zip(bars, hatches, strict=True):
+        bar.set_hatch(h)
+    e = np.array(errs).T if errs else None
+    if e is not None and e.size and e.max() > 0:
+        ax.errorbar(x, vals, yerr=e, fmt="none", ecolor="#333333", capsize=3, linewidth=0.8)
+    for xi, v in zip(x, vals, strict=True):
+        ax.text(xi, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(key)
+    ax.set_title(f"{key} per model")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    # no Software metadata: the PNG then holds no URL and no version string
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
+
+
+def write_report(
+    results: Sequence[ModelResult | Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    title: str,
+    dataset_info: Mapping[str, Any],
+    anchors: Sequence[Mapping[str, Any]] | None = None,
+    protocol: str = PROTOCOL_FULL_RANKING,
+    metrics: Sequence[str] | None = None,
+    chart_metrics: Sequence[str] | None = None,
+    name: str = "report",
+) -> tuple[Path, Path]:
+    """Write `<name>.json` and `<name>.html` (plus one PNG per chart) into `out_dir`.
+
+    Args:
+        results: our models' figures (ModelResult, or dicts as `ModelResult.coerce` accepts).
+        out_dir: folder to write into (created if needed).
+        title: page title.
+        dataset_info: facts about the data (name, users, items, events, split), shown as a list.
+        anchors: published rows to show beside ours, each {"model", metric keys..., "source"} or
+            {"model", "metrics": {...}, "source"}; a value may be a (low, high) range.
+        protocol: a short description of the protocol (default: full ranking).
+        metrics: table columns (default: every metric key in results, then in anchors).
+        chart_metrics: which metrics get a bar chart (default: the first NDCG@k and Recall@k, or HR@k).
+        name: file stem.
+
+    Returns:
+        (html_path, json_path).
+    """
+    import jinja2
+
+    res = [ModelResult.coerce(r) for r in results]
+    anc = [dict(a) for a in (anchors or [])]
+    for a in anc:
+        if "model" not in a:
+            raise ValueError("anchors: every entry needs a 'model' name")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = _metric_keys(res, anc, metrics)
+    best = _best_per_metric(res, keys)
+    generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+    charts = []
+    for key in _chart_keys(keys, chart_metrics):
+        png = _bar_chart(key, res, anc)
+        fname = f"{name}-{_safe_name(key)}.png"
+        (out / fname).write_bytes(png)
+        charts.append({"metric": key, "file": fname, "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")})
+
+    rows = []
+    for r in res:
+        cells = []
+        for key in keys:
+            v = r.metrics.get(key)
+            is_best = _is_number(v) and key in best and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15)
+            cells.append({"text": _fmt(v), "best": bool(is_best) and len(res) > 1})
+        rows.append(
+            {
+                "model": r.model,
+                "published": False,
+                "cells": cells,
+                "train": _fmt_seconds(r.train_seconds),
+                "eval": _fmt_seconds(r.eval_seconds),
+                "users": "–" if r.n_users is None else str(r.n_users),
+                "privacy": _fmt_privacy(r.privacy),
+            }
+        )
+    sources: list[str] = []
+    for a in anc:
+        am = _anchor_metrics(a)
+        rows.append(
+            {
+                "model": a["model"],
+                "published": True,
+                "cells": [{"text": _fmt(am.get(key), 3), "best": False} for key in keys],
+                "train": _fmt_seconds(a.get("train_seconds")),
+                "eval": "–",
+                "users": "–",
+                "privacy": "none",
+            }
+        )
+        src = a.get("source")
+        if src and src not in sources:
+            sources.append(str(src))
+
+    doc = {
+        "title": title,
+        "generated_at": generated,
+        "privrec_version": privrec.__version__,
+        "dataset": dict(dataset_info),
+        "protocol": protocol,
+        "metrics": keys,
+        "results": [r.to_dict() for r in res],
+        "anchors": [{"model": a["model"], "metrics": _anchor_metrics(a), "train_seconds": a.get("train_seconds"), "source": a.get("source")} for a in anc],
+        "charts": [{"metric": c["metric"], "file": c["file"]} for c in charts],
+    }
+    json_path = out / f"{name}.json"
+    json_path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("privrec.evaluation", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+    html = env.get_template("report.html.j2").render(
+        title=title,
+        generated_at=generated,
+        version=privrec.__version__,
+        dataset_info={str(k): v for k, v in dataset_info.items()},
+        metric_keys=keys,
+        rows=rows,
+        any_anchor=bool(anc),
+        anchor_sources=sources,
+        charts=charts,
+        protocol=protocol,
+    )
+    html_path = out / f"{name}.html"
+    html_path.write_text(html, encoding="utf-8")
+    return html_path, json_path
+
+
+def render_table(
+    results: Sequence[ModelResult | Mapping[str, Any]],
+    *,
+    anchors: Sequence[Mapping[str, Any]] | None = None,
+    metrics: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """The comparison as a `rich.table.Table` (models x metrics, times; published rows dimmed)."""
+    from rich.table import Table
+
+    res = [ModelResult.coerce(r) for r in results]
+    anc = [dict(a) for a in (anchors or [])]
+    keys = _metric_keys(res, anc, metrics)
+    best = _best_per_metric(res, keys)
+    table = Table(title=title)
+    table.add_column("model", style="bold")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("train s", justify="right")
+    table.add_column("eval s", justify="right")
+    table.add_column("users", justify="right")
+    for r in res:
+        cells = []
+        for key in keys:
+            v = r.metrics.get(key)
+            text = _fmt(v)
+            if len(res) > 1 and _is_number(v) and key in best and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15):
+                text = f"[bold green]{text}[/]"
+            cells.append(text)
+        table.add_row(r.model, *cells, _fmt_seconds(r.train_seconds), _fmt_seconds(r.eval_seconds), "–" if r.n_users is None else str(r.n_users))
+    if anc:
+        table.add_section()
+    for a in anc:
+        am = _anchor_metrics(a)
+        table.add_row(
+            f"{a['model']} (published)", *[_fmt(am.get(k), 3) for k in keys], _fmt_seconds(a.get("train_seconds")), "–", "–", style="dim italic"
+        )
+    return table

@@ -1,0 +1,154 @@
+"""Implicit-feedback ALS (Hu, Koren & Volinsky 2008) trained by the `implicit` library (CPU).
+
+Training wraps `implicit.cpu.als.AlternatingLeastSquares` and keeps only the item factors Y.
+A user is represented by their history: at request time the user vector is the exact
+least-squares solution given Y (implicit's confidence convention, c_j = alpha * h_j):
+
+    x_u = (Y^T Y + reg I + sum_j (c_j - 1) y_j y_j^T)^-1  sum_j c_j y_j
+
+computed in float64 for a batch of histories (a small BLAS product per user and one batched
+solve), so a new user is served at once and an erased user leaves no vector behind.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+from threadpoolctl import threadpool_limits
+
+from privrec.core.rng import DEFAULT_SEED
+from privrec.core.types import Explanation, UserHistory
+from privrec.data.dataset import InteractionDataset
+from privrec.models.base import InputConfig, Recommender, history_explanation, register
+
+
+class ALSConfig(InputConfig):
+    """ALS settings.
+
+    Attributes:
+        embedding_size: number of latent factors.
+        reg: L2 regularisation (implicit's `regularization`).
+        epochs: ALS iterations.
+        alpha: confidence scale, c = alpha * weight (implicit's convention).
+        use_cg: train with implicit's conjugate-gradient solver (faster) instead of Cholesky.
+        num_threads: training threads (0: all cores).
+        seed: seeds the initial factors; `fit(rng=...)` overrides it.
+        binary: use a 0/1 matrix (True) or event weights / ratings as confidences.
+    """
+
+    embedding_size: int = Field(default=64, ge=1)
+    reg: float = Field(default=0.01, ge=0.0)
+    epochs: int = Field(default=15, ge=1)
+    alpha: float = Field(default=1.0, gt=0.0)
+    use_cg: bool = True
+    num_threads: int = Field(default=0, ge=0)
+    seed: int = DEFAULT_SEED
+    binary: bool = True
+
+
+def seed_from(rng: int | np.random.Generator | None, default: int) -> int:
+    """The integer seed to use: the config's, an int given to fit, or one drawn from a Generator."""
+    if rng is None:
+        return int(default)
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(0, 2**31 - 1))
+    return int(rng)
+
+
+@register
+class ALS(Recommender):
+    """Implicit ALS with user vectors solved from the history at request time."""
+
+    name = "als"
+    Config = ALSConfig
+    config: ALSConfig
+
+    def __init__(self, config: ALSConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.item_factors = np.zeros((0, self.config.embedding_size), np.float32)
+        self._yty = np.zeros((self.config.embedding_size,) * 2, np.float64)
+
+    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> ALS:
+        """Train item factors with implicit on `input_matrix(dataset)`."""
+        return self.fit_matrix(self.input_matrix(dataset), rng=rng)
+
+    def fit_matrix(self, x: sp.csr_matrix, *, rng: int | np.random.Generator | None = None) -> ALS:
+        """Train on a ready user x item confidence matrix (float32 CSR; not copied when it is one)."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        c = self.config
+        threads = c.num_threads or (os.cpu_count() or 1)
+        # implicit runs its own threads; a threaded BLAS underneath would oversubscribe the cores
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=c.embedding_size,
+                regularization=c.reg,
+                alpha=c.alpha,
+                dtype=np.float32,
+                use_cg=c.use_cg,
+                iterations=c.epochs,
+                num_threads=threads,
+                random_state=seed_from(rng, c.seed),
+            )
+            model.fit(x if isinstance(x, sp.csr_matrix) else sp.csr_matrix(x), show_progress=False)
+        self._set_items(np.asarray(model.item_factors, dtype=np.float32))
+        self._mark_fitted(x.shape[1])
+        return self
+
+    def _set_items(self, y: np.ndarray) -> None:
+        self.item_factors = y
+        y64 = y.astype(np.float64)
+        self._yty = y64.T @ y64
+
+    # ---- user vectors from histories ----------------------------------------------------------
+    def _systems(self, h: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Per history row, the normal equations (A_u, b_u) of the user's least squares."""
+        c = self.config
+        y = self.item_factors.astype(np.float64, copy=False)
+        f = y.shape[1]
+        conf = h.data.astype(np.float64) * c.alpha
+        a = np.broadcast_to(self._yty + c.reg * np.eye(f), (h.shape[0], f, f)).copy()
+        ind, ptr = h.indices, h.indptr
+        for u in range(h.shape[0]):
+            s, e = ptr[u], ptr[u + 1]
+            if s == e:
+                continue
+            yh = y[ind[s:e]]
+            a[u] += (yh.T * (conf[s:e] - 1.0)) @ yh
+        cp = sp.csr_matrix((np.where(conf > 0, conf, 0.0), ind, ptr), shape=h.shape)
+        b = np.asarray(cp @ y)
+        return a, b
+
+    def user_vectors(self, histories: sp.csr_matrix) -> np.ndarray:
+        """The exact ALS user factors for each history row (float32)."""
+        h = self._history_input(histories)
+        if h.shape[0] == 0:
+            return np.zeros((0, self.item_factors.shape[1]), np.float32)
+        a, b = self._systems(h)
+        return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
+
+    def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
+        """x_u . y_i for each history row's solved x_u."""
+        return self.user_vectors(histories) @ self.item_factors.T
+
+    def explain(self, history: UserHistory, item: int) -> Explanation:
+        """History items ranked by their exact additive share c_j y_i^T A_u^-1 y_j of the score."""
+        self._check_fitted()
+        h = self._history_input(self.history_matrix([history]))
+        a, _ = self._systems(h)
+        items = h.indices.astype(np.int64)
+        y = self.item_factors.astype(np.float64)
+        weighted = np.linalg.solve(a[0], y[int(item)])
+        contrib = (y[items] @ weighted) * h.data.astype(np.float64) * self.config.alpha
+        return history_explanation(history, int(item), items, contrib)
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"item_factors": self.item_factors}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self._set_items(arrays["item_factors"].astype(np.float32))

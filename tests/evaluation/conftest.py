@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from privrec.data.dataset import InteractionDataset
+from privrec.data.vocab import Vocabulary
 from privrec.models.base import ModelConfig, Recommender
 
 
@@ -81,8 +82,8 @@ def make_dataset(pairs: list[tuple[str, str]], *, items: list[str] | None = None
     )
     if ratings is not None:
         ev["rating"] = ratings
-    meta = pd.DataFrame({"item": items}) if items is not None else None
-    return InteractionDataset.from_events(ev, item_meta=meta)
+    vocab = Vocabulary(items) if items is not None else None
+    return InteractionDataset.from_events(ev, items=vocab)
 
 
 def split_by(ds: InteractionDataset, test_mask: np.ndarray) -> tuple[InteractionDataset, InteractionDataset]:

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,10 +34,8 @@ import pandas as pd
 from privrec.core.errors import NotFoundError, ValidationError
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
+from privrec.events.gate import Gate
 from privrec.privacy.pseudonym import Pseudonymiser
-
-if TYPE_CHECKING:
-    from privrec.events.gate import Gate
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +43,7 @@ __all__ = [
     "BENCHMARK_KEY_SEED",
     "SYNTHETIC_BASE_TS",
     "benchmark_pseudonymiser",
+    "dataset_from_raw_events",
     "detect_format",
     "load_amazon_s3rec",
     "load_dataset",
@@ -76,8 +75,6 @@ def benchmark_pseudonymiser(seed: int = BENCHMARK_KEY_SEED) -> Pseudonymiser:
 def _make_gate(gate: Gate | None, pseudonymiser: Pseudonymiser | None, **gate_args: Any) -> Gate:
     if gate is not None:
         return gate
-    from privrec.events.gate import Gate
-
     return Gate(pseudonymiser or benchmark_pseudonymiser(), **gate_args)
 
 
@@ -134,13 +131,36 @@ def _gate_and_build(
         reasons = [f"line {line}: {why}" for line, why in bad[:3]]
         reasons += [f"line {r.line}: {r.reason}" for r in result.rejects[: max(0, 3 - len(reasons))]]
         logger.warning("dataset=%s rejected=%d first=%s", name, n_rejects, " | ".join(reasons))
-    logger.info("dataset=%s accepted=%d rejected=%d", name, len(accepted), n_rejects)
+    # Duplicates (same event_id, e.g. a row repeated in the file) are idempotent drops, not rejects.
+    logger.info("dataset=%s accepted=%d rejected=%d duplicates=%d", name, len(accepted), n_rejects, result.duplicates)
     if item_meta is not None and restrict_meta_to_events:
         seen = set(accepted["item"].astype(str).tolist())
         item_meta = item_meta[np.fromiter((k in seen for k in item_meta["item"].tolist()), dtype=bool, count=len(item_meta))]
     ds = InteractionDataset.from_events(accepted, item_meta=item_meta, event_weights=event_weights, name=name, items=items)
     ds.n_rejects = n_rejects
     return ds
+
+
+def dataset_from_raw_events(
+    events: pd.DataFrame,
+    *,
+    name: str = "dataset",
+    gate: Gate | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
+    event_weights: Mapping[str, float] | None = None,
+    item_meta: pd.DataFrame | None = None,
+    line_numbers: np.ndarray | None = None,
+) -> InteractionDataset:
+    """Gate a raw event frame (user,item,type,timestamp[,rating,query,session,event_id]) into a dataset.
+
+    The same path the loaders take: rejects are logged and counted in `n_rejects`; without a
+    gate or pseudonymiser the in-memory benchmark key is used.
+    """
+    lines = np.arange(1, len(events) + 1, dtype=np.int64) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)
+    return _gate_and_build(
+        name, events, lines, [],
+        gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights, item_meta=item_meta,
+    )  # fmt: skip
 
 
 def _sorted_keys(keys: Any) -> list[str]:
@@ -321,7 +341,8 @@ def _unisrec_stem(folder: Path) -> str:
 
 def _read_index(path: Path) -> list[str]:
     """`key<TAB>index` lines -> keys in index order."""
-    pairs = [ln.rstrip("\n").split("\t") for ln in open(path, encoding="utf-8") if ln.strip()]
+    with open(path, encoding="utf-8") as fh:
+        pairs = [ln.rstrip("\n").split("\t") for ln in fh if ln.strip()]
     out = [""] * len(pairs)
     for key, idx in pairs:
         out[int(idx)] = key
@@ -363,8 +384,13 @@ def _unisrec_sequences(folder: Path, stem: str) -> dict[int, list[int]]:
             raise ValidationError(f"{stem}.valid.inter", f"user index {u} has a test row but no validation row")
         vh, vt = valid[u]
         seq += [vt, tt]
-        if seq[:-1][-len(th) :] != th or seq[:-2][-len(vh) :] != vh or (rows and rows[0][2] != seq[:1]):
-            raise ValidationError(f"{stem}.test.inter", f"user index {u}: histories do not form one leave-one-out sequence")
+        consistent = seq[:-1][-len(th) :] == th and seq[:-2][-len(vh) :] == vh
+        # Every training row p must read seq[:p] (its last len(history) items) -> seq[p].
+        consistent = consistent and all(
+            h == seq[:p][-len(h) :] and t == seq[p] for p, (_, _, h, t) in enumerate(rows, start=1)
+        )
+        if not consistent:
+            raise ValidationError(f"{stem}.train.inter", f"user index {u}: the rows do not form one leave-one-out sequence")
         seqs[u] = seq
     return seqs
 
@@ -543,6 +569,12 @@ def detect_format(path: str | Path) -> str:
         return "amazon-s3rec"
     if any(p.glob("UserBehavior*.csv")):
         return "taobao"
+    txt = [x for x in p.glob("*.txt") if x.name.lower() not in ("readme.txt", "license.txt")]
+    if len(txt) == 1:
+        with open(txt[0], encoding="utf-8", errors="replace") as fh:
+            first = fh.readline().split()
+        if len(first) >= 2 and all(t.isdigit() for t in first):
+            return "amazon-s3rec"  # "user item item ..." lines without the companion files
     raise ValidationError(
         "path",
         f"{p}: unknown dataset layout; expected u.data (MovieLens), <Name>.train.inter (UniSRec), "

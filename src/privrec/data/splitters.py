@@ -92,6 +92,8 @@ def stratified_split(
         "rank": upstream's later vectorised algorithm: `np.random.seed(seed)`, one uniform draw
             per row in source order, rows ranked by draw inside their group, ranks
             `<= round(ratio * n)` go to train. Same counts, different rows.
+        (Some upstream revisions compare `rank / n <= ratio` instead, which rounds the train
+        count down, e.g. n=1 -> 0; that variant is not reproduced.)
 
     Args:
         ds: the dataset (any event types; every event is one row).

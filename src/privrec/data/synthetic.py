@@ -24,16 +24,13 @@ Same arguments, same output (numpy Generators seeded from `seed`); the catalogue
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from privrec.data.dataset import InteractionDataset
-
-if TYPE_CHECKING:
-    from privrec.events.gate import Gate
-    from privrec.privacy.pseudonym import Pseudonymiser
+from privrec.data.loaders import dataset_from_raw_events
+from privrec.events.gate import Gate
+from privrec.privacy.pseudonym import Pseudonymiser
 
 __all__ = ["END_TS", "SPAN_DAYS", "generate_shop", "generate_shop_dataset"]
 
@@ -88,6 +85,8 @@ _BRANDS: dict[str, list[str]] = {
     "Pets": ["Pawsome", "Whisker", "Barkley"],
 }
 _HOUSE_BRAND = "Nimbus"
+_TYPE_NAMES = ("search", "view", "cart", "favorite", "purchase")
+_CODE = {t: k for k, t in enumerate(_TYPE_NAMES)}
 _STYLE_DIM = 6
 
 
@@ -206,25 +205,17 @@ def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tu
     brands = sorted({b for bs in _BRANDS.values() for b in bs} | {_HOUSE_BRAND})
     begin = END_TS - SPAN_DAYS * 86_400
 
-    cols: dict[str, list] = {k: [] for k in ("user", "item", "type", "timestamp", "query", "session")}
+    in_stock = h["in_stock"]
+    cat_total = np.where(nonempty, cat_size, 0.0) / cat_size.sum()
+    parts: list[tuple[np.ndarray, ...]] = []  # per user: (user, item, type code, ts, session, query)
     session_no = 0
-
-    def emit(user: str, item: int, typ: str, ts: float, session: str, query: str | None = None) -> None:
-        cols["user"].append(user)
-        cols["item"].append(item)
-        cols["type"].append(typ)
-        cols["timestamp"].append(int(ts))
-        cols["query"].append(query)
-        cols["session"].append(session)
-
     for u in range(n_users):
-        user = f"shopper-{u:05d}"
-        # Tastes: favourite categories (popular ones more often), brands, price level, style.
+        # Tastes: favourite categories (big ones more often), brands, price level, style.
         n_fav = int(rng.integers(2, 5))
-        fav = rng.choice(n_cats, size=n_fav, replace=False, p=np.where(nonempty, cat_size, 0) / cat_size.sum())
-        cat_pref = np.full(n_cats, 0.0)
-        cat_pref[fav] = rng.dirichlet(np.ones(n_fav)) * 0.9
-        cat_pref += 0.1 * np.where(nonempty, cat_size, 0) / cat_size.sum()
+        fav = rng.choice(n_cats, size=min(n_fav, int(nonempty.sum())), replace=False, p=cat_total)
+        cat_pref = 0.1 * cat_total
+        cat_pref[fav] += rng.dirichlet(np.ones(len(fav))) * 0.9
+        cat_pref /= cat_pref.sum()
         fav_depts = set(h["cat_dept"][fav])
         brand_pool = [b for b in range(n_brands) if h["brand_dept"][b] in fav_depts or h["brand_dept"][b] == "*"]
         fav_brands = rng.choice(brand_pool, size=min(len(brand_pool), int(rng.integers(1, 4))), replace=False)
@@ -233,59 +224,89 @@ def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tu
         price_level = rng.normal(0.0, 0.4)
         price_sens = rng.uniform(0.5, 2.5)
         style = rng.normal(0.0, 1.0, size=_STYLE_DIM)
-
         affinity = (
             h["log_pop"]
             + brand_bonus[brand_of]
             + 0.6 * (h["style"] @ style) / np.sqrt(_STYLE_DIM)
             - price_sens * (h["log_rel_price"] - price_level) ** 2
         )
-        w = np.exp(affinity - affinity.max())
-        cum = np.cumsum(w)  # per-category sampling: searchsorted inside the category's slice
-        cat_mean = np.array([affinity[starts[c] : starts[c + 1]].mean() if nonempty[c] else 0.0 for c in range(n_cats)])
+        cum = np.cumsum(np.exp(affinity - affinity.max()))  # sampling inside a category's slice
+        cat_mean = np.zeros(n_cats)
+        cat_mean[nonempty] = np.add.reduceat(affinity, starts[:-1][nonempty]) / cat_size[nonempty]
 
-        def draw(c: int, k: int) -> np.ndarray:
-            lo = cum[starts[c] - 1] if starts[c] > 0 else 0.0
-            hi = cum[starts[c + 1] - 1]
-            x = lo + rng.random(k) * (hi - lo)
-            return np.minimum(np.searchsorted(cum, x, side="right"), starts[c + 1] - 1)
+        # Sessions: start times, focus category, number of views.
+        n_sess = 1 + min(40, int(rng.poisson(np.exp(rng.normal(1.2, 0.7)))))
+        t0 = np.sort(rng.uniform(begin, END_TS - 7_200, size=n_sess))
+        focus = rng.choice(n_cats, size=n_sess, p=cat_pref)
+        n_views = np.minimum(30, rng.geometric(0.25, size=n_sess))
+        n_v = int(n_views.sum())
+        sess = np.repeat(np.arange(n_sess), n_views)
+        first = np.concatenate([[0], np.cumsum(n_views)[:-1]])
+        last = first + n_views - 1
 
-        n_sessions = 1 + min(40, int(rng.poisson(np.exp(rng.normal(1.2, 0.7)))))
-        session_starts = np.sort(rng.uniform(begin, END_TS - 7_200, size=n_sessions))
-        for t0 in session_starts:
-            session_no += 1
-            sess = f"sess-{session_no:07d}"
-            focus = int(rng.choice(n_cats, p=cat_pref))
-            n_views = min(30, int(rng.geometric(0.25)))
-            view_cats = np.where(rng.random(n_views) < 0.85, focus, rng.choice(n_cats, size=n_views, p=cat_pref))
-            items = np.array([draw(int(c), 1)[0] for c in view_cats])
-            t = float(t0)
-            carted: list[int] = []
-            if rng.random() < 0.3:
-                i0 = int(items[0])
-                q = _query(rng, brands[brand_of[i0]], h["adj"][i0], h["noun"][i0], h["variant"][i0])
-                emit(user, i0, "search", t, sess, q)
-                t += 2 + rng.exponential(8)
-            for i in items:
-                i = int(i)
-                emit(user, i, "view", t, sess)
-                rel = float(np.clip(affinity[i] - cat_mean[cat_of[i]], -2.0, 2.0))
-                boost = float(np.exp(0.6 * rel))
-                if h["in_stock"][i] and rng.random() < min(0.6, 0.07 * boost) and i not in carted:
-                    emit(user, i, "cart", t + 3 + rng.exponential(10), sess)
-                    carted.append(i)
-                if rng.random() < min(0.5, 0.05 * boost):
-                    emit(user, i, "favorite", t + 2 + rng.exponential(6), sess)
-                t += 5 + rng.exponential(40)
-            t_end = t + 30 + rng.exponential(120)
-            for i in carted:
-                if rng.random() < 0.5:
-                    emit(user, i, "purchase", t_end, sess)
+        # Views: 85% in the focus category, drawn by affinity inside the category.
+        vc = focus[sess]
+        wander = rng.random(n_v) >= 0.85
+        vc[wander] = rng.choice(n_cats, size=int(wander.sum()), p=cat_pref)
+        lo = np.where(starts[vc] > 0, cum[np.maximum(starts[vc] - 1, 0)], 0.0)
+        hi = cum[starts[vc + 1] - 1]
+        items = np.minimum(np.searchsorted(cum, lo + rng.random(n_v) * (hi - lo), side="right"), starts[vc + 1] - 1)
 
-    events = pd.DataFrame(cols)
-    events["item"] = catalogue["item"].to_numpy()[events["item"].to_numpy(np.int64)]
-    events = events.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    events["timestamp"] = np.minimum(events["timestamp"].to_numpy(np.int64), END_TS - 1)
+        # Times: an optional search opens the session, then views 5 s + Exp(40 s) apart.
+        has_search = rng.random(n_sess) < 0.3
+        offset = np.where(has_search, 2.0 + rng.exponential(8.0, size=n_sess), 0.0)
+        gaps = 5.0 + rng.exponential(40.0, size=n_v)
+        before = np.cumsum(gaps) - gaps
+        view_t = t0[sess] + offset[sess] + before - before[first][sess]
+        end_t = view_t[last] + gaps[last] + 30.0 + rng.exponential(120.0, size=n_sess)
+
+        # Funnel: cart / favorite more likely for items the shopper likes; half of carts bought.
+        boost = np.exp(0.6 * np.clip(affinity[items] - cat_mean[cat_of[items]], -2.0, 2.0))
+        cart = in_stock[items] & (rng.random(n_v) < np.minimum(0.6, 0.07 * boost))
+        cart_idx = np.nonzero(cart)[0]
+        _, keep = np.unique(sess[cart_idx] * n_items + items[cart_idx], return_index=True)
+        cart = np.zeros(n_v, dtype=bool)
+        cart[cart_idx[keep]] = True  # once per item and session
+        fav_ev = rng.random(n_v) < np.minimum(0.5, 0.035 * boost)
+        buy = cart & (rng.random(n_v) < 0.5)
+        cart_t = view_t + 3.0 + rng.exponential(10.0, size=n_v)
+        fav_t = view_t + 2.0 + rng.exponential(6.0, size=n_v)
+
+        s_idx = np.nonzero(has_search)[0]
+        s_items = items[first[s_idx]]
+        queries = [
+            _query(rng, brands[brand_of[i]], h["adj"][i], h["noun"][i], h["variant"][i]) for i in s_items.tolist()
+        ]
+        ev_item = np.concatenate([s_items, items, items[cart], items[fav_ev], items[buy]])
+        ev_type = np.concatenate(
+            [
+                np.full(len(s_idx), _CODE["search"]),
+                np.full(n_v, _CODE["view"]),
+                np.full(int(cart.sum()), _CODE["cart"]),
+                np.full(int(fav_ev.sum()), _CODE["favorite"]),
+                np.full(int(buy.sum()), _CODE["purchase"]),
+            ]
+        )
+        ev_t = np.concatenate([t0[s_idx], view_t, cart_t[cart], fav_t[fav_ev], end_t[sess[buy]]])
+        ev_sess = session_no + np.concatenate([s_idx, sess, sess[cart], sess[fav_ev], sess[buy]])
+        ev_query = np.full(len(ev_item), None, dtype=object)
+        ev_query[: len(queries)] = queries
+        parts.append((np.full(len(ev_item), u), ev_item, ev_type, ev_t, ev_sess, ev_query))
+        session_no += n_sess
+
+    user, item, typ, ts, sess_no, query = (np.concatenate(col) for col in zip(*parts, strict=True))
+    order = np.argsort(ts, kind="stable")
+    events = pd.DataFrame(
+        {
+            "user": [f"shopper-{x:05d}" for x in user[order].tolist()],
+            "item": catalogue["item"].to_numpy()[item[order]],
+            "type": np.array(_TYPE_NAMES, dtype=object)[typ[order]],
+            "timestamp": np.minimum(ts[order].astype(np.int64), END_TS - 1),
+            "query": query[order],
+            # Opaque session ids: nothing in them links to the user id.
+            "session": [f"sess-{x:07d}" for x in sess_no[order].tolist()],
+        }
+    )
     events["event_id"] = [f"ev-{k:08d}" for k in range(len(events))]
     return events, catalogue
 
@@ -304,10 +325,7 @@ def generate_shop_dataset(
     Without a gate or pseudonymiser, the loaders' in-memory benchmark key is used (see
     `privrec.data.loaders`).
     """
-    from privrec.data.loaders import _gate_and_build
-
     events, catalogue = generate_shop(n_items, n_users, seed)
-    return _gate_and_build(
-        f"demo-shop-{seed}", events, np.arange(1, len(events) + 1, dtype=np.int64), [],
-        gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights, item_meta=catalogue,
-    )  # fmt: skip
+    return dataset_from_raw_events(
+        events, name=f"demo-shop-{seed}", gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights, item_meta=catalogue
+    )

@@ -105,7 +105,7 @@ def ranking_metrics_from_hits(
         out["recall"] = np.where(has, n_hits / safe, 0.0)
     if "ndcg" in wanted:
         disc = _discounts(k)
-        dcg = hf @ disc
+        dcg = (hf * disc).sum(axis=1)  # row-wise, not BLAS: a row never depends on its batch
         ideal = np.concatenate([[0.0], np.cumsum(disc)])  # ideal[m] = DCG of m hits at the top
         idcg = ideal[np.minimum(n_rel, k).astype(np.int64)]
         out["ndcg"] = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
@@ -289,12 +289,15 @@ def batch_intra_list_diversity(top: np.ndarray, valid: np.ndarray, item_features
     `item_features_unit` must have unit-norm (or zero) rows; `valid` masks real entries.
     """
     f = item_features_unit[top] * valid[..., None]
-    sim = np.einsum("bid,bjd->bij", f, f)
     kk = top.shape[1]
-    iu = np.triu_indices(kk, k=1)
-    pair_ok = valid[:, iu[0]] & valid[:, iu[1]]
-    n_pairs = pair_ok.sum(axis=1)
-    s = (sim[:, iu[0], iu[1]] * pair_ok).sum(axis=1)
+    s = np.zeros(top.shape[0], dtype=np.float64)
+    n_pairs = np.zeros(top.shape[0], dtype=np.int64)
+    # pair by pair with row-wise reductions (no BLAS): each row's value is independent of the batch
+    for i in range(kk):
+        for j in range(i + 1, kk):
+            ok = valid[:, i] & valid[:, j]
+            s += np.where(ok, (f[:, i, :] * f[:, j, :]).sum(axis=1), 0.0)
+            n_pairs += ok
     return np.where(n_pairs > 0, 1.0 - s / np.maximum(n_pairs, 1), np.nan)
 
 

@@ -2,7 +2,7 @@
 
 Full ranking: every user is scored against every item; items in the user's training history are
 set to -inf (they cannot be recommended again, as in Microsoft Recommenders' `remove_seen=True`
-and the S3-Rec full-ranking evaluation); the top k comes from `argpartition`, ties broken by the
+and the S3-Rec full-ranking evaluation); the top k comes from a partial sort (`np.partition`), ties broken by the
 lower item index (as `models.base.top_k`). Users are processed in batches, so only a
 (batch_size x n_items) block of scores exists at any time.
 
@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
-from privrec.core.rng import make_rng
 from privrec.data.dataset import InteractionDataset
+from privrec.data.splitters import user_kfold_holdout
 from privrec.evaluation import metrics as M
 from privrec.models.base import Recommender
 
@@ -46,7 +45,6 @@ __all__ = [
     "parse_metric",
     "recommend_top_k",
     "top_k_rows",
-    "user_kfold_fold_in",
 ]
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -131,16 +129,15 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     if k == n:
         return np.argsort(neg, axis=1, kind="stable").astype(np.int64)
     thr = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]
-    better = neg < thr
-    eq = neg == thr
-    need = k - better.sum(axis=1)
-    n_eq = eq.sum(axis=1)
-    take = better | eq
-    tied = np.nonzero(n_eq > need)[0]
-    if tied.size:  # only rows with ties at the cut need the lower-index rule
-        cs = np.cumsum(eq[tied], axis=1, dtype=np.int32)
-        take[tied] = better[tied] | (eq[tied] & (cs <= need[tied, None]))
-    idx = np.nonzero(take)[1].reshape(b, k)  # ascending item index within each row
+    take = neg <= thr  # the top k plus any items tied with the k-th
+    extra = np.nonzero(take.sum(axis=1) > k)[0]
+    if extra.size:  # rows with ties at the cut: keep the lowest-index tied items only
+        nb = neg[extra]
+        better = nb < thr[extra]
+        eq = nb == thr[extra]
+        need = k - better.sum(axis=1)
+        take[extra] = better | (eq & (np.cumsum(eq, axis=1, dtype=np.int32) <= need[:, None]))
+    idx = (np.flatnonzero(take) % n).reshape(b, k)  # ascending item index within each row
     vals = np.take_along_axis(neg, idx, axis=1)
     order = np.argsort(vals, axis=1, kind="stable")
     return np.take_along_axis(idx, order, axis=1).astype(np.int64)
@@ -185,6 +182,21 @@ def _scores_for(
     s = np.array(s, dtype=dtype, copy=True)  # we mask in place; never touch the model's arrays
     np.nan_to_num(s, copy=False, nan=-np.inf)
     return s
+
+
+def _history(
+    model: Recommender | None, train: InteractionDataset, history_matrix: sp.spmatrix | None, *, ratings: bool = False
+) -> sp.csr_matrix:
+    """The history rows to score: given, else the model's own `input_matrix(train)` weighting."""
+    if history_matrix is not None:
+        hist = sp.csr_matrix(history_matrix)
+    elif model is not None and hasattr(model, "input_matrix"):
+        hist = model.input_matrix(train)
+    else:
+        hist = train.matrix(use_ratings=ratings)
+    if hist.shape != (train.n_users, train.n_items):
+        raise ValueError(f"history_matrix: shape {hist.shape}, expected {(train.n_users, train.n_items)}")
+    return hist
 
 
 def _batches(n: int, size: int) -> Iterable[slice]:
@@ -234,9 +246,7 @@ def recommend_top_k(
     """
     if model is None and scorer is None:
         raise ValueError("model: give a fitted model or a scorer")
-    hist = sp.csr_matrix(history_matrix) if history_matrix is not None else train.matrix()
-    if hist.shape != (train.n_users, train.n_items):
-        raise ValueError(f"history_matrix: shape {hist.shape}, expected {(train.n_users, train.n_items)}")
+    hist = _history(model, train, history_matrix)
     u = np.arange(train.n_users) if users is None else np.asarray(users, dtype=np.int64)
     kk = min(int(k), train.n_items)
     out = np.full((u.shape[0], kk), -1, dtype=np.int64)
@@ -276,8 +286,8 @@ def evaluate_ranking(
         batch_size: users scored at once.
         exclude_train: set the user's training items to -inf before ranking.
         users: restrict to these user indices (still only those with test items).
-        history_matrix: the user x item history the model expects (e.g. rating-weighted);
-            default `train.matrix()` (event-type weights, strongest event per item).
+        history_matrix: the user x item history rows to score; default `model.input_matrix(train)`
+            (the weighting the model trained with), or `train.matrix()` without a model.
         scorer: instead of `model.score_matrix`, a function from user indices to dense scores
             (for models that need more than a weighted history, e.g. ordered sequences).
         item_features: (n_items, d) vectors for "diversity".
@@ -306,9 +316,7 @@ def evaluate_ranking(
         raise ValueError(f"model: trained on {model.n_items} items but the data has {n_items}")
 
     train_bin = _binary_csr(train)
-    hist = sp.csr_matrix(history_matrix) if history_matrix is not None else train.matrix()
-    if hist.shape != (n_users, n_items):
-        raise ValueError(f"history_matrix: shape {hist.shape}, expected {(n_users, n_items)}")
+    hist = _history(model, train, history_matrix)
     test_bin = _binary_csr(test)
     counts = _item_counts(train_bin) if item_counts is None else np.asarray(item_counts)
 
@@ -335,8 +343,7 @@ def evaluate_ranking(
         pos = counts > 0
         if tot > 0:
             nov_info[pos] = -np.log2(counts[pos] / tot)
-    nov_acc = {s.key: [0.0, 0] for s in specs if s.name == "novelty"}
-    nov_user = {s.key: [] for s in specs if s.name == "novelty"} if per_user else {}
+    nov_acc: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {s.key: ([], []) for s in specs if s.name == "novelty"}
     feats = M._normalise_rows(item_features) if item_features is not None else None
     if feats is not None and feats.shape[0] != n_items:
         raise ValueError(f"item_features: {feats.shape[0]} rows, expected one per item ({n_items})")
@@ -344,8 +351,9 @@ def evaluate_ranking(
     for rows, s, top, valid in _ranked_batches(model, scorer, hist, train_bin if exclude_train else None, eval_users, k_max, batch_size):
         b = rows.shape[0]
         tst = test_bin[rows]
+        rel_rows, rel_cols = _rows_of(tst), tst.indices
         rel = np.zeros((b, n_items), dtype=bool)
-        rel[_rows_of(tst), tst.indices] = True
+        rel[rel_rows, rel_cols] = True
         n_rel = n_rel_all[rows]
         hits = np.take_along_axis(rel, top, axis=1) & valid
 
@@ -365,15 +373,13 @@ def evaluate_ranking(
                 sel = top[:, :kk]
                 info = nov_info[sel]  # type: ignore[index]
                 ok = valid[:, :kk] & ~np.isnan(info)
-                nov_acc[spec.key][0] += float(np.where(ok, info, 0.0).sum())
-                nov_acc[spec.key][1] += int(ok.sum())
-                if per_user:
-                    cnt = ok.sum(axis=1)
-                    nov_user[spec.key].append(np.where(cnt > 0, np.where(ok, info, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan))
+                # per-user sums first, totals at the end: the result never depends on batching
+                nov_acc[spec.key][0].append(np.where(ok, info, 0.0).sum(axis=1))
+                nov_acc[spec.key][1].append(ok.sum(axis=1))
             elif spec.name == "diversity":
                 per[spec.key].append(M.batch_intra_list_diversity(top[:, :kk], valid[:, :kk], feats))  # type: ignore[arg-type]
         if need_full_mrr:
-            per["mrr"].append(_full_rank_rr(s, rel))
+            per["mrr"].append(_full_rank_rr(s, rel_rows, rel_cols))
 
     out: dict[str, Any] = {}
     per_arrays: dict[str, np.ndarray] = {}
@@ -382,10 +388,10 @@ def evaluate_ranking(
             denom = int((counts > 0).sum()) or n_items
             out[spec.key] = float(cover[spec.key].sum() / denom)
         elif spec.name == "novelty":
-            tot_info, cnt = nov_acc[spec.key]
-            out[spec.key] = tot_info / cnt if cnt else 0.0
-            if per_user:
-                per_arrays[spec.key] = np.concatenate(nov_user[spec.key]) if nov_user[spec.key] else np.empty(0)
+            sums, cnts = (np.concatenate(x) if x else np.empty(0) for x in nov_acc[spec.key])
+            total = int(cnts.sum())
+            out[spec.key] = float(sums.sum() / total) if total else 0.0  # pooled over all recommendations
+            per_arrays[spec.key] = np.where(cnts > 0, sums / np.maximum(cnts, 1), np.nan)
         else:
             arr = np.concatenate(per[spec.key]) if per[spec.key] else np.empty(0)
             if spec.name == "diversity":
@@ -404,14 +410,25 @@ def evaluate_ranking(
     return out
 
 
-def _full_rank_rr(s: np.ndarray, rel: np.ndarray) -> np.ndarray:
-    """1 / (full-ranking rank of the first relevant item), same tie rule as top_k_rows; 0 if unrankable."""
+def _full_rank_rr(s: np.ndarray, rel_rows: np.ndarray, rel_cols: np.ndarray) -> np.ndarray:
+    """1 / (full-ranking rank of the first relevant item), same tie rule as top_k_rows; 0 if unrankable.
+
+    `rel_rows`/`rel_cols` list the relevant (row, item) pairs, rows ascending.
+    """
     b, n = s.shape
-    best = np.where(rel, s, -np.inf).max(axis=1)
-    ok = np.isfinite(best) & rel.any(axis=1)
-    at_best = rel & (s == best[:, None])
-    first = np.argmax(at_best, axis=1)
-    ahead = (s > best[:, None]).sum(axis=1) + ((s == best[:, None]) & (np.arange(n)[None, :] < first[:, None])).sum(axis=1)
+    best = np.full(b, -np.inf, dtype=np.float64)
+    np.maximum.at(best, rel_rows, s[rel_rows, rel_cols].astype(np.float64))
+    ok = np.isfinite(best)
+    thr = best.astype(s.dtype)[:, None]
+    ahead = (s > thr).sum(axis=1)
+    # ties with the best relevant score: items with a lower index rank ahead of it
+    first = np.full(b, n, dtype=np.int64)
+    at_best = s[rel_rows, rel_cols] == thr[rel_rows, 0]
+    np.minimum.at(first, rel_rows[at_best], rel_cols[at_best])
+    n_eq = (s == thr).sum(axis=1)
+    tied = np.nonzero(ok & (n_eq > 1))[0]
+    for r in tied:  # rare: exact score ties with the best relevant item
+        ahead[r] += int(np.count_nonzero(s[r, : first[r]] == thr[r, 0]))
     return np.where(ok, 1.0 / (ahead + 1.0), 0.0)
 
 
@@ -473,13 +490,13 @@ def evaluate_rating(
     """RMSE and MAE of a rating model's scores on the test events that carry a rating.
 
     The model's score for (user, item) is read as its predicted rating. The history defaults to
-    `train.matrix(use_ratings=True)`.
+    `model.input_matrix(train)` (or `train.matrix(use_ratings=True)` for a bare scorer).
     """
     t0 = time.perf_counter()
     if model is None and scorer is None:
         raise ValueError("model: give a fitted model or a scorer")
     _check_same_space(train, test)
-    hist = sp.csr_matrix(history_matrix) if history_matrix is not None else train.matrix(use_ratings=True)
+    hist = _history(model, train, history_matrix, ratings=True)
     has = ~np.isnan(test.rating)
     u, i, r = test.user_idx[has].astype(np.int64), test.item_idx[has].astype(np.int64), test.rating[has].astype(np.float64)
     if skip_cold_users:
@@ -508,82 +525,6 @@ def evaluate_rating(
 
 
 # ---- user k-fold cross-validation --------------------------------------------------------------
-def _user_kfold_masks(
-    dataset: InteractionDataset,
-    folds: int = 5,
-    *,
-    seed: int = 42,
-    holdout_fraction: float = 0.2,
-    holdout: str = "random",
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per fold, (event in a fold user?, event held out?) boolean masks; see user_kfold_fold_in."""
-    if folds < 2:
-        raise ValueError("folds: need at least 2")
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError("holdout_fraction: must lie strictly between 0 and 1")
-    if holdout not in ("random", "temporal"):
-        raise ValueError("holdout: must be 'random' or 'temporal'")
-    rng = make_rng(seed)
-    active = np.unique(dataset.user_idx)
-    if active.shape[0] < folds:
-        raise ValueError(f"folds: {folds} folds need at least {folds} users, the dataset has {active.shape[0]}")
-    fold_of = np.full(dataset.n_users, -1, dtype=np.int64)
-    for f, part in enumerate(np.array_split(rng.permutation(active), folds)):
-        fold_of[part] = f
-
-    # one row per (user, item) pair with its last timestamp and a random key
-    ev = pd.DataFrame({"u": dataset.user_idx, "i": dataset.item_idx, "ts": dataset.ts})
-    pairs = ev.groupby(["u", "i"], sort=True)["ts"].max().reset_index()
-    pairs["rand"] = rng.random(len(pairs))
-    if holdout == "temporal":
-        pairs = pairs.sort_values(["u", "ts", "i"], ascending=[True, False, True], kind="stable")
-    else:
-        pairs = pairs.sort_values(["u", "rand"], kind="stable")
-    pairs["pos"] = pairs.groupby("u").cumcount()
-    n_pairs = pairs.groupby("u")["i"].transform("size").to_numpy()
-    n_hold = np.where(n_pairs >= 2, np.maximum(1, np.rint(holdout_fraction * n_pairs)), 0)
-    n_hold = np.minimum(n_hold, n_pairs - 1)
-    pairs["held"] = pairs["pos"].to_numpy() < n_hold
-    hp = pairs[pairs["held"]]
-    held_keys = hp["u"].to_numpy(np.int64) * dataset.n_items + hp["i"].to_numpy(np.int64)
-    ev_key = dataset.user_idx.astype(np.int64) * dataset.n_items + dataset.item_idx
-    ev_held = np.isin(ev_key, held_keys)
-
-    ev_fold = fold_of[dataset.user_idx]
-    return [(ev_fold == f, ev_held) for f in range(folds)]
-
-
-def user_kfold_fold_in(
-    dataset: InteractionDataset,
-    folds: int = 5,
-    *,
-    seed: int = 42,
-    holdout_fraction: float = 0.2,
-    holdout: str = "random",
-) -> list[tuple[InteractionDataset, InteractionDataset, InteractionDataset]]:
-    """Split users into k folds; each fold's users' histories split into fold-in and held-out parts.
-
-    Returns, per fold, (train, fold_in, held_out): `train` holds every event of the other users;
-    `fold_in` and `held_out` hold the fold's users' events, split per (user, item) pair so one item
-    never sits on both sides. Per user, round(holdout_fraction * n_items) items are held out (at
-    least 1, and only users with 2+ distinct items hold anything out); "random" picks them at
-    random (seeded), "temporal" takes the most recent (by their last event). Every user is in
-    exactly one fold; the folds differ in size by at most one user.
-    """
-    out = []
-    for f, (in_fold, held) in enumerate(
-        _user_kfold_masks(dataset, folds, seed=seed, holdout_fraction=holdout_fraction, holdout=holdout)
-    ):
-        out.append(
-            (
-                dataset.subset(~in_fold, name=f"{dataset.name}-cv{f}-train"),
-                dataset.subset(in_fold & ~held, name=f"{dataset.name}-cv{f}-foldin"),
-                dataset.subset(in_fold & held, name=f"{dataset.name}-cv{f}-heldout"),
-            )
-        )
-    return out
-
-
 def cross_validate(
     model_factory: Callable[[], Recommender],
     dataset: InteractionDataset,
@@ -593,31 +534,35 @@ def cross_validate(
     metrics: Sequence[str] | None = None,
     seed: int = 42,
     holdout_fraction: float = 0.2,
-    holdout: str = "random",
-    fit_on_fold_in: bool = False,
+    order: str = "time",
     batch_size: int = 1024,
 ) -> dict[str, Any]:
-    """User k-fold cross-validation ("strong generalisation").
+    """User k-fold cross-validation ("strong generalisation") on `splitters.user_kfold_holdout`.
 
-    Each fold: a fresh model from `model_factory()` is fitted (rng=seed) on the other users' events
-    (plus the fold users' fold-in part when `fit_on_fold_in`); the fold users are then served from
-    their fold-in history and judged on their held-out items with `evaluate_ranking`. Popularity
-    for novelty/coverage comes from the fitting data.
+    Each fold: a fresh model from `model_factory()` is fitted (rng=seed) on the other users'
+    events only; the fold's users are then served from their fold-in history and judged on their
+    held-out events with `evaluate_ranking` (fold-in items masked). Popularity for
+    novelty/coverage comes from the fitting data.
+
+    Args:
+        model_factory: returns a new, unfitted model.
+        dataset: all events.
+        folds: number of user folds.
+        k, metrics, batch_size: as `evaluate_ranking`.
+        seed: fold assignment, random holdout and every fit.
+        holdout_fraction, order: per test user, the share of events held out, the latest
+            ("time") or a seeded random choice ("random").
 
     Returns:
-        {"folds": [per-fold results with "fit_seconds"], "mean": {key: mean}, "std": {key: std},
-         "n_folds": folds}.
+        {"folds": [per-fold results with "fit_seconds" and "fold"], "mean": {key: mean},
+         "std": {key: sample std}, "n_folds": folds}.
     """
-    masks = _user_kfold_masks(dataset, folds, seed=seed, holdout_fraction=holdout_fraction, holdout=holdout)
     results = []
-    for f, (in_fold, held) in enumerate(masks):
-        fit_mask = ~(in_fold & held) if fit_on_fold_in else ~in_fold
-        fit_ds = dataset.subset(fit_mask, name=f"{dataset.name}-cv{f}-fit")
-        fold_in = dataset.subset(in_fold & ~held, name=f"{dataset.name}-cv{f}-foldin")
-        held_out = dataset.subset(in_fold & held, name=f"{dataset.name}-cv{f}-heldout")
+    splits = user_kfold_holdout(dataset, folds, seed=seed, holdout_fraction=holdout_fraction, order=order)  # type: ignore[arg-type]
+    for f, (train, fold_in, held_out) in enumerate(splits):
         model = model_factory()
         t0 = time.perf_counter()
-        model.fit(fit_ds, rng=seed)
+        model.fit(train, rng=seed)
         fit_s = time.perf_counter() - t0
         res = evaluate_ranking(
             model,
@@ -626,7 +571,7 @@ def cross_validate(
             k=k,
             metrics=metrics,
             batch_size=batch_size,
-            item_counts=_item_counts(_binary_csr(fit_ds)),
+            item_counts=_item_counts(_binary_csr(train)),
         )
         res["fit_seconds"] = fit_s
         res["fold"] = f

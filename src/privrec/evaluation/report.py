@@ -210,7 +210,7 @@ def _fmt_seconds(v: Any) -> str:
     if isinstance(v, (tuple, list)) and len(v) == 2:
         return f"{_fmt_seconds(v[0])}–{_fmt_seconds(v[1])}"
     f = float(v)
-    return f"{f:.2f}" if f < 100 else f"{f:.0f}"
+    return f"{f:.3g}" if f < 100 else f"{f:.0f}"
 
 
 def _fmt_privacy(p: Mapping[str, Any] | None) -> str:

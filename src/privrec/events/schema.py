@@ -7,7 +7,9 @@ message of every row it rejects, so both paths always agree.
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -21,10 +23,52 @@ MAX_FUTURE_SKEW_S = 86_400.0
 MAX_ID_LEN = 256
 MAX_QUERY_LEN = 1_000
 
+# Columns of a gated event frame: the output of the privacy gate and what the event store holds.
+EVENT_COLUMNS: tuple[str, ...] = ("event_id", "user", "item", "type", "ts", "rating", "query", "session")
+# Columns of the item catalogue (public shop data, no personal data).
+ITEM_COLUMNS: tuple[str, ...] = ("item", "title", "category", "brand", "price", "in_stock", "text")
+# Field names that producers often use instead of ours; an error names them with a hint. Other
+# unknown field names are echoed only when they look like column names (see describe_error): a
+# key of a malformed record may itself be a raw user id.
+FIELD_ALIASES: dict[str, str] = {
+    "ts": "timestamp", "time": "timestamp", "timestamp_ms": "timestamp", "datetime": "timestamp",
+    "user_id": "user", "userid": "user", "customer_id": "user", "item_id": "item", "itemid": "item",
+    "product_id": "item", "sku": "item", "event_type": "type", "behavior_type": "type",
+    "behaviour_type": "type", "action": "type", "session_id": "session", "id": "event_id",
+    "score": "rating", "search": "query", "category_id": "", "category": "", "price": "", "title": "",
+}  # fmt: skip
+
 
 def max_timestamp() -> float:
     """The latest timestamp accepted right now."""
     return time.time() + MAX_FUTURE_SKEW_S
+
+
+def coerce_timestamp(v: Any) -> Any:
+    """Turn a timestamp as given (Unix seconds, numeric or ISO-8601 text, datetime) into seconds.
+
+    Values of other kinds are returned unchanged for pydantic's float validation. The bulk path
+    of the gate calls this same function, so both paths parse text identically.
+
+    Raises:
+        ValueError: a boolean, or text that is neither a number nor an ISO-8601 date-time.
+    """
+    if isinstance(v, bool):
+        raise ValueError("must be Unix seconds or an ISO-8601 date-time, not a boolean")
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+        try:
+            v = datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("must be Unix seconds or an ISO-8601 date-time") from None
+    if isinstance(v, datetime):  # includes pandas.Timestamp; naive means UTC
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)
+        return v.timestamp()
+    return v
 
 
 class Event(BaseModel):
@@ -65,33 +109,18 @@ class Event(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _parse_timestamp(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise ValueError("must be Unix seconds or an ISO-8601 date-time, not a boolean")
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                pass
-            from datetime import datetime, timezone
-
-            try:
-                dt = datetime.fromisoformat(v)
-            except ValueError:
-                raise ValueError("must be Unix seconds or an ISO-8601 date-time") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
-            return dt.timestamp()
-        return v
+        return coerce_timestamp(v)
 
     @field_validator("timestamp")
     @classmethod
     def _timestamp_in_range(cls, v: float) -> float:
         if v != v:  # NaN
             raise ValueError("is not a number")
+        # The value itself is left out of messages: reasons never echo input (design.md).
         if v < MIN_TIMESTAMP:
-            raise ValueError(f"{v:.0f} is before 1990-01-01 (Unix seconds expected, not milliseconds?)")
+            raise ValueError("is before 1990-01-01 (Unix seconds expected)")
         if v > max_timestamp():
-            raise ValueError(f"{v:.0f} is in the future (Unix seconds expected, not milliseconds?)")
+            raise ValueError("is in the future (Unix seconds expected, not milliseconds?)")
         return v
 
     @model_validator(mode="after")
@@ -103,8 +132,12 @@ class Event(BaseModel):
         if self.type is EventType.RATING and self.rating is None:
             raise ValueError("rating: is required for events of type 'rating'")
         if self.rating is not None and not (lo <= self.rating <= hi):
-            raise ValueError(f"rating: {self.rating} is outside the rating scale [{lo}, {hi}]")
+            raise ValueError(f"rating: is outside the rating scale [{lo:g}, {hi:g}]")
         return self
+
+
+# Lower-case letters and underscores only: column names, never ids (which carry digits or symbols).
+_COLUMN_NAME = re.compile(r"[a-z][a-z_]{0,31}")
 
 
 def describe_error(exc: Exception) -> str:
@@ -117,17 +150,25 @@ def describe_error(exc: Exception) -> str:
     if not isinstance(exc, PydValidationError):
         return str(exc)
     parts = []
+    unnamed_extra = 0
     for err in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "is missing"
         elif err["type"] == "extra_forbidden":
-            msg = "is not a known field"
+            hint = FIELD_ALIASES.get(loc.lower())
+            if hint is None and not _COLUMN_NAME.fullmatch(loc):
+                unnamed_extra += 1  # not echoed: it may be personal data (an id used as a key)
+                continue
+            msg = "is not a known field" + (f" (did you mean {hint}?)" if hint else "")
         elif err["type"] == "enum":
             msg = "is not one of " + ", ".join(t.value for t in EventType)
         if ":" in msg and not loc:
             parts.append(msg)
         else:
             parts.append(f"{loc}: {msg}" if loc else msg)
+    if unnamed_extra:
+        known = ", ".join(Event.model_fields)
+        parts.append(f"{unnamed_extra} unknown field(s): not a known field; the fields are {known}")
     return "; ".join(parts)

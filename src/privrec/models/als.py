@@ -41,7 +41,7 @@ class ALSConfig(InputConfig):
     """
 
     embedding_size: int = Field(default=64, ge=1)
-    reg: float = Field(default=0.01, ge=0.0)
+    reg: float = Field(default=10.0, ge=0.0)
     epochs: int = Field(default=15, ge=1)
     alpha: float = Field(default=1.0, gt=0.0)
     use_cg: bool = True

@@ -24,6 +24,32 @@ def _mac(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_LEN]
 
 
+class _PaddedMac:
+    """HMAC-SHA256 with the key pads hashed once: the same output as `_mac`, about 2x faster.
+
+    OpenSSL 3's one-shot HMAC pays a provider look-up on every call, which dominates for the
+    short messages of per-event ids; copying pre-hashed pad states avoids it (RFC 2104).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:  # the SHA-256 block size; longer keys are hashed first (RFC 2104)
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def many(self, messages: Iterable[bytes]) -> list[str]:
+        inner, outer, n = self._inner, self._outer, PSEUDONYM_HEX_LEN
+        out = []
+        for m in messages:
+            i = inner.copy()
+            i.update(m)
+            o = outer.copy()
+            o.update(i.digest())
+            out.append(o.hexdigest()[:n])
+        return out
+
+
 class Pseudonymiser:
     """Maps external user ids to pseudonyms with a secret key chain.
 
@@ -38,6 +64,7 @@ class Pseudonymiser:
         self._keys = list(keys)
         self._key_file = key_file
         self._cache: dict[str, str] = {}
+        self._fast: list[_PaddedMac] | None = None
 
     @classmethod
     def from_data_dir(cls, data_dir: Path, env_key: str | None = None) -> Pseudonymiser:
@@ -91,3 +118,28 @@ class Pseudonymiser:
     def rekey(self, old_pseudonym: str) -> str:
         """Map a pseudonym of the previous generation to this generation's pseudonym."""
         return _mac(self._keys[-1], old_pseudonym)
+
+    def rekey_many(self, old_pseudonyms: Iterable[str]) -> list[str]:
+        """`rekey` for a batch (same results, faster)."""
+        return self._macs()[-1].many(p.encode("ascii") for p in old_pseudonyms)
+
+    def derive(self, message: str) -> str:
+        """Chain-HMAC an arbitrary message, uncached (e.g. an event id built from a raw user id).
+
+        The result is re-keyed by `rekey` exactly like a user pseudonym, so values derived from
+        raw ids (event ids, session ids) survive a key rotation.
+        """
+        return self.derive_many([message.encode("utf-8")])[0]
+
+    def derive_many(self, messages: Iterable[bytes]) -> list[str]:
+        """`derive` for a batch of UTF-8 encoded messages (no cache: each message is usually unique)."""
+        macs = self._macs()
+        out = macs[0].many(messages)
+        for mac in macs[1:]:
+            out = mac.many(p.encode("ascii") for p in out)
+        return out
+
+    def _macs(self) -> list[_PaddedMac]:
+        if self._fast is None:
+            self._fast = [_PaddedMac(k) for k in self._keys]
+        return self._fast

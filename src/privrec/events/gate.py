@@ -1,0 +1,582 @@
+"""The privacy gate: validate, pseudonymise and minimise events before anything stores them.
+
+Every event enters privrec here, whether it comes from the HTTP API, a file or a dataset loader.
+The gate checks the rules of `privrec.events.schema.Event`, replaces the raw user id by its keyed
+pseudonym, pseudonymises the session id, derives a keyed idempotency key (`event_id`) and drops
+the search text unless the settings keep it. Raw ids exist only in memory inside this module.
+
+Two paths, one set of rules:
+- `Gate.process_records` validates Python mappings one by one with pydantic.
+- `Gate.process_frame` checks the same rules column-wise (numpy / pandas / pyarrow), which is
+  what makes bulk ingestion fast. It is conservative: anything unusual (whitespace to strip,
+  a numeric id given as a float, a timestamp that is neither a plain number nor text) is sent
+  to pydantic, and every row the bulk check rejects is re-validated by `Event` to get its exact
+  message. If pydantic accepts such a row, the row is accepted with pydantic's values: pydantic
+  is the authority. A randomized test checks that both paths agree on messy rows.
+
+A null value (None, NaN, NA) in a record or frame means the field is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError as PydValidationError
+
+from privrec.core.errors import ConfigError, ValidationError
+from privrec.core.settings import Settings
+from privrec.core.types import EVENT_TYPES
+from privrec.events.schema import (
+    EVENT_COLUMNS,
+    MAX_ID_LEN,
+    MAX_QUERY_LEN,
+    MIN_TIMESTAMP,
+    Event,
+    coerce_timestamp,
+    describe_error,
+    max_timestamp,
+)
+from privrec.privacy.pseudonym import Pseudonymiser
+
+__all__ = ["EVENT_COLUMNS", "INPUT_FIELDS", "Gate", "GateResult", "Reject", "empty_events"]
+
+logger = logging.getLogger(__name__)
+
+# The fields an input record may carry (the Event model's fields).
+INPUT_FIELDS: tuple[str, ...] = tuple(Event.model_fields)
+
+# Domain-separation prefixes of the keyed derivations (never change: stored ids depend on them).
+_EVENT_PREFIX = "\x1fevent"
+_CONTENT_PREFIX = "\x1fevent-content"
+_SESSION_PREFIX = "\x1fsession\x1f"
+
+# Plain decimal numbers: the only text the bulk path converts to float itself. Python's float()
+# and pydantic accept more spellings (whitespace, "inf", "1_0"); those go to pydantic.
+_DECIMAL = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+# Larger integers may round differently on the way to float; let pydantic decide.
+_EXACT_INT = 2**53
+# Any valid row with these values, used to validate one field on its own with `Event`.
+_FILLER = {"user": "u", "item": "i", "type": "view", "timestamp": MIN_TIMESTAMP + 1.0}
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row the gate refused.
+
+    Attributes:
+        line: 1-based line (or record / row) number in the source.
+        reason: the fields and their problems; never a raw id or any raw input value.
+        user: the pseudonym of the row's user when the user field itself was valid, else None.
+    """
+
+    line: int
+    reason: str
+    user: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (one line of a rejects file)."""
+        return {"line": int(self.line), "reason": self.reason, "user": self.user}
+
+
+@dataclass
+class GateResult:
+    """What the gate let through and what it refused.
+
+    Attributes:
+        accepted: gated events, one row each, columns EVENT_COLUMNS (see `empty_events`).
+        rejects: refused rows, in input order.
+        read: rows looked at.
+        duplicates: rows dropped because an earlier row of the same input had the same event_id.
+    """
+
+    accepted: pd.DataFrame
+    rejects: list[Reject] = field(default_factory=list)
+    read: int = 0
+    duplicates: int = 0
+
+
+def empty_events() -> pd.DataFrame:
+    """An empty gated-event frame with the right columns and dtypes."""
+    return pd.DataFrame(
+        {
+            "event_id": pd.Series([], dtype="str"),
+            "user": pd.Series([], dtype="str"),
+            "item": pd.Series([], dtype="str"),
+            "type": pd.Series([], dtype="str"),
+            "ts": pd.Series([], dtype=np.float64),
+            "rating": pd.Series([], dtype=np.float64),
+            "query": pd.Series([], dtype=object),
+            "session": pd.Series([], dtype=object),
+        }
+    )
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
+
+
+def _is_text_dtype(dt: Any) -> bool:
+    if isinstance(dt, pd.StringDtype):
+        return True
+    return isinstance(dt, pd.ArrowDtype) and pa.types.is_string(dt.pyarrow_dtype) or (
+        isinstance(dt, pd.ArrowDtype) and pa.types.is_large_string(dt.pyarrow_dtype)
+    )
+
+
+def _as_str_series(values: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Object array of str/None -> str Series; strings that are not valid Unicode become bad."""
+    try:
+        return pd.Series(values, dtype="str"), np.ones(len(values), dtype=bool)
+    except (UnicodeEncodeError, pa.ArrowException, TypeError, ValueError):
+        # Lone surrogates (e.g. from a JSON "\ud800" escape) cannot be stored; pydantic decides.
+        good = np.ones(len(values), dtype=bool)
+        for i, v in enumerate(values):
+            if v is not None:
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    good[i] = False
+        values = np.where(good, values, None)
+        return pd.Series(values, dtype="str"), good
+
+
+def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_len: int) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Check a text field column-wise.
+
+    Returns:
+        (values, ok, present): values as a str Series (NA where absent or unusable); ok where
+        the value is present and certainly valid as given; present where it is not null.
+    """
+    if col is None:
+        return pd.Series([None] * n, dtype="str"), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    dt = col.dtype
+    if isinstance(dt, pd.CategoricalDtype):
+        col = col.astype(object)
+        dt = col.dtype
+    present = col.notna().to_numpy(dtype=bool)
+    typed = present.copy()
+    if _is_text_dtype(dt):
+        s = col.astype("str")
+    elif pd.api.types.is_bool_dtype(dt) or pd.api.types.is_float_dtype(dt):
+        s = pd.Series([None] * n, dtype="str")  # floats and booleans are never ids (pydantic agrees)
+        typed[:] = False
+    elif pd.api.types.is_integer_dtype(dt):
+        s = col.astype("str") if allow_int else pd.Series([None] * n, dtype="str")
+        typed &= allow_int
+    elif dt == object:
+        arr = col.to_numpy(dtype=object)
+        kind = pd.api.types.infer_dtype(arr, skipna=True)
+        if kind in ("string", "empty"):
+            is_str = np.fromiter((type(v) is str for v in arr), dtype=bool, count=n)  # not str subclasses
+            vals = np.where(is_str, arr, None)
+            typed &= is_str
+        else:
+            is_str = np.fromiter((type(v) is str for v in arr), dtype=bool, count=n)
+            # Python ints only: pydantic's id validator turns int into text but not numpy ints.
+            is_int = np.fromiter((type(v) is int for v in arr), dtype=bool, count=n) if allow_int else np.zeros(n, bool)
+            vals = np.where(is_str, arr, None)
+            for i in np.flatnonzero(is_int):
+                vals[i] = str(arr[i])
+            typed &= is_str | is_int
+        s, good = _as_str_series(vals)
+        typed &= good
+    else:
+        s = pd.Series([None] * n, dtype="str")
+        typed[:] = False
+    s = s.reset_index(drop=True)
+    # Only values that need no stripping take the fast path; whitespace rules are pydantic's.
+    unchanged = (s.str.strip() == s).to_numpy(dtype=bool, na_value=False)
+    length = s.str.len().to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = typed & unchanged & (length >= min_len) & (length <= max_len)
+    return s, ok, present
+
+
+def _float_text(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Plain decimal text -> float64; returns (values, parsed mask). Other text stays NaN."""
+    s = s.astype("str").reset_index(drop=True)
+    plain = s.str.fullmatch(_DECIMAL).to_numpy(dtype=bool, na_value=False)
+    out = np.full(len(s), np.nan)
+    if plain.any():
+        out[plain] = pd.to_numeric(s[plain], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return out, plain & ~np.isnan(out)
+
+
+def _py_number(v: Any) -> float | None:
+    """A Python int/float as pydantic would take it, or None when pydantic must decide."""
+    t = type(v)
+    if t is float:
+        return v
+    if t is int and -_EXACT_INT <= v <= _EXACT_INT:
+        return float(v)
+    return None
+
+
+def _py_timestamp(v: Any) -> float | None:
+    try:
+        r = coerce_timestamp(v)
+    except (ValueError, OverflowError):
+        return None
+    return _py_number(r)
+
+
+def _timestamps(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check the timestamp column; returns (seconds, ok, present)."""
+    if col is None:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    dt = col.dtype
+    present = col.notna().to_numpy(dtype=bool)
+    ts = np.full(n, np.nan)
+    if pd.api.types.is_bool_dtype(dt):
+        pass
+    elif pd.api.types.is_integer_dtype(dt) or pd.api.types.is_float_dtype(dt):
+        ts = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        if pd.api.types.is_integer_dtype(dt):
+            big = np.abs(col.to_numpy(dtype=np.float64, na_value=0.0)) > _EXACT_INT
+            ts[big] = np.nan
+    else:
+        if _is_text_dtype(dt):
+            ts, parsed = _float_text(col)
+            rest = present & ~parsed
+        else:
+            rest = present
+        if rest.any():
+            # Everything else (ISO text, datetimes, mixed objects) is parsed by the schema's own
+            # function, once per distinct value.
+            idx = np.flatnonzero(rest)
+            vals = col.iloc[idx].tolist()
+            cache: dict[Any, float | None] = {}
+            for i, v in zip(idx, vals, strict=True):
+                key = (type(v), v)  # the type too: True == 1 but pydantic refuses booleans
+                try:
+                    r = cache[key] if key in cache else cache.setdefault(key, _py_timestamp(v))
+                except TypeError:  # unhashable (a list or dict): not a timestamp
+                    r = None
+                if r is not None:
+                    ts[i] = r
+    with np.errstate(invalid="ignore"):
+        ok = present & (ts >= MIN_TIMESTAMP) & (ts <= max_timestamp())
+    return ts, ok, present
+
+
+def _ratings(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check the rating column's type; returns (values, ok-as-number, present)."""
+    if col is None:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    dt = col.dtype
+    present = col.notna().to_numpy(dtype=bool)
+    r = np.full(n, np.nan)
+    if pd.api.types.is_bool_dtype(dt):
+        pass  # pydantic takes True as 1.0; let it decide
+    elif pd.api.types.is_integer_dtype(dt) or pd.api.types.is_float_dtype(dt):
+        r = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif _is_text_dtype(dt):
+        r, _ = _float_text(col)
+    elif dt == object:
+        for i, v in enumerate(col.tolist()):
+            if not present[i]:
+                continue
+            x = _py_number(v)
+            if x is None and type(v) is str:
+                x, plain = _float_text(pd.Series([v], dtype="str"))
+                x = float(x[0]) if plain[0] else None
+            if x is not None:
+                r[i] = x
+    ok = present & ~np.isnan(r)
+    return r, ok, present
+
+
+class Gate:
+    """The privacy gate.
+
+    Args:
+        pseudonymiser: maps raw user ids to pseudonyms (and derives event / session ids).
+        rating_min / rating_max: the accepted rating scale.
+        keep_query_text: keep search query text (minimisation drops it by default).
+        max_line_bytes: file lines longer than this are rejected without being parsed (used by
+            `privrec.events.ingest`).
+        consent: reserved for consent checks (issue 4); must be None for now.
+    """
+
+    def __init__(
+        self,
+        pseudonymiser: Pseudonymiser,
+        *,
+        rating_min: float = 1.0,
+        rating_max: float = 5.0,
+        keep_query_text: bool = False,
+        max_line_bytes: int = 1_000_000,
+        consent: Callable[[list[str]], Any] | None = None,
+    ) -> None:
+        if not rating_min <= rating_max:
+            raise ConfigError(f"rating_min: {rating_min} is above rating_max {rating_max}; swap them")
+        if max_line_bytes < 1:
+            raise ConfigError("max_line_bytes: must be positive")
+        if consent is not None:
+            raise ConfigError("consent: consent checks are not available yet; pass None")
+        self.pseudonymiser = pseudonymiser
+        self.rating_min = float(rating_min)
+        self.rating_max = float(rating_max)
+        self.keep_query_text = bool(keep_query_text)
+        self.max_line_bytes = int(max_line_bytes)
+        self.consent = consent
+        self._context = {"rating_min": self.rating_min, "rating_max": self.rating_max}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pseudonymiser: Pseudonymiser) -> Gate:
+        """A gate configured by the settings' rating scale, query policy and line limit."""
+        return cls(
+            pseudonymiser,
+            rating_min=settings.rating_min,
+            rating_max=settings.rating_max,
+            keep_query_text=settings.keep_query_text,
+            max_line_bytes=settings.max_line_bytes,
+        )
+
+    # ---- the two entry points ------------------------------------------------------------
+    def process_records(
+        self, records: Iterable[Mapping[str, Any] | Event], *, first_line: int = 1, lines: Sequence[int] | None = None
+    ) -> GateResult:
+        """Validate Python records one by one with pydantic, then pseudonymise and minimise.
+
+        Args:
+            records: mappings of field name to value (or `Event` objects).
+            first_line: the number of the first record in reject reports.
+            lines: explicit numbers per record (overrides `first_line`).
+        """
+        events: list[Event] = []
+        ev_lines: list[int] = []
+        rejects: list[Reject] = []
+        read = 0
+        for k, rec in enumerate(records):
+            read += 1
+            line = int(lines[k]) if lines is not None else first_line + k
+            if isinstance(rec, Event):
+                raw: dict[str, Any] = rec.model_dump(mode="json", exclude_none=True)
+            elif isinstance(rec, Mapping):
+                raw = {str(key): v for key, v in rec.items() if not _is_null(v)}
+            else:
+                rejects.append(Reject(line, "record: is not a mapping of field names to values"))
+                continue
+            checked = self._validate(raw, line)
+            if isinstance(checked, Reject):
+                rejects.append(checked)
+            else:
+                events.append(checked)
+                ev_lines.append(line)
+        clean = _events_to_clean(events)
+        return self._finalise(clean, np.asarray(ev_lines, dtype=np.int64), rejects, read)
+
+    def process_frame(self, df: pd.DataFrame, *, line_numbers: Sequence[int] | np.ndarray | None = None) -> GateResult:
+        """The fast bulk path: check a raw frame column-wise, then pseudonymise and minimise.
+
+        Args:
+            df: raw events, columns named like `Event`'s fields (user, item, type, timestamp,
+                optional rating, query, session, event_id). Any other non-null column rejects
+                its row, as in `Event`.
+            line_numbers: source line number of each row (default 1..n).
+
+        Raises:
+            ValidationError: the frame's shape itself is wrong (duplicate column names,
+                line_numbers of another length).
+        """
+        n = len(df)
+        lines = np.arange(1, n + 1, dtype=np.int64) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)
+        if lines.shape != (n,):
+            raise ValidationError("line_numbers", f"has {lines.size} entries for {n} rows; give one per row")
+        if df.columns.has_duplicates:
+            raise ValidationError("columns", "a column name appears twice; rename or drop the duplicate")
+        if n == 0:
+            return GateResult(empty_events(), [], 0, 0)
+        df = df.reset_index(drop=True)
+        df.columns = [str(c) for c in df.columns]
+        get = df.get
+
+        user, ok_user, _ = _text(get("user"), n, allow_int=True, min_len=1, max_len=MAX_ID_LEN)
+        item, ok_item, _ = _text(get("item"), n, allow_int=True, min_len=1, max_len=MAX_ID_LEN)
+        etype, ok_type, _ = _text(get("type"), n, allow_int=False, min_len=1, max_len=MAX_ID_LEN)
+        ok_type &= etype.isin(EVENT_TYPES).to_numpy(dtype=bool)
+        ts, ok_ts, _ = _timestamps(get("timestamp"), n)
+        rating, ok_rating, has_rating = _ratings(get("rating"), n)
+        query, ok_query, has_query = _text(get("query"), n, allow_int=False, min_len=0, max_len=MAX_QUERY_LEN)
+        session, ok_session, has_session = _text(get("session"), n, allow_int=True, min_len=0, max_len=MAX_ID_LEN)
+        given, ok_given, has_given = _text(get("event_id"), n, allow_int=True, min_len=1, max_len=MAX_ID_LEN)
+
+        ok = ok_user & ok_item & ok_type & ok_ts
+        is_rating = (etype == "rating").to_numpy(dtype=bool, na_value=False)
+        with np.errstate(invalid="ignore"):
+            in_scale = (rating >= self.rating_min) & (rating <= self.rating_max)
+        ok &= np.where(has_rating, ok_rating & in_scale, ~is_rating)
+        ok &= ok_query | ~has_query
+        ok &= ok_session | ~has_session
+        ok &= ok_given | ~has_given
+        for c in df.columns:
+            if c not in INPUT_FIELDS:
+                ok &= df[c].isna().to_numpy(dtype=bool)
+
+        rejects: list[Reject] = []
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            # Pydantic is the authority: re-validate every row the bulk check refused.
+            sub = df.iloc[bad]
+            values = {c: sub[c].tolist() for c in sub.columns}
+            fixed_idx: list[int] = []
+            fixed: list[Event] = []
+            for j, i in enumerate(bad):
+                raw = {c: v[j] for c, v in values.items() if not _is_null(v[j])}
+                checked = self._validate(raw, int(lines[i]))
+                if isinstance(checked, Reject):
+                    rejects.append(checked)
+                else:
+                    fixed_idx.append(int(i))
+                    fixed.append(checked)
+            if fixed:
+                ok[fixed_idx] = True
+                f = _events_to_clean(fixed)
+                user, item, etype, query, session, given = (
+                    _put(s, fixed_idx, f[c]) for s, c in ((user, "user"), (item, "item"), (etype, "type"), (query, "query"), (session, "session"), (given, "event_id"))
+                )
+                ts[fixed_idx] = f["ts"].to_numpy()
+                rating[fixed_idx] = f["rating"].to_numpy()
+            if len(rejects) > 1:
+                logger.debug("gate rejected=%d of=%d", len(rejects), n)
+
+        clean = pd.DataFrame(
+            {"user": user, "item": item, "type": etype, "ts": ts, "rating": rating, "query": query, "session": session, "event_id": given}
+        )
+        keep = ok
+        if not keep.all():
+            clean = clean[keep].reset_index(drop=True)
+        return self._finalise(clean, lines[keep], rejects, n)
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _validate(self, raw: dict[str, Any], line: int) -> Event | Reject:
+        """Validate one record with pydantic; a Reject names the fields and never the values."""
+        try:
+            return Event.model_validate(raw, context=self._context)
+        except PydValidationError as err:
+            return self._reject(line, raw, err)
+        except (TypeError, ValueError, OverflowError) as err:  # e.g. a timestamp too large for a datetime
+            return Reject(line, f"record: could not be validated ({type(err).__name__})", None)
+
+    def _reject(self, line: int, raw: Mapping[str, Any], err: PydValidationError) -> Reject:
+        reason = describe_error(err)
+        pseudonym = None
+        raw_user = raw.get("user")
+        if raw_user is not None and not any(e["loc"][:1] == ("user",) for e in err.errors()):
+            try:
+                user = Event.model_validate({**_FILLER, "user": raw_user}).user
+            except PydValidationError:
+                user = None
+            if user is not None:
+                pseudonym = self.pseudonymiser.pseudonymise(user)
+                if len(user) >= 4 and user in reason:  # belt and braces: never echo the raw id
+                    reason = reason.replace(user, "[redacted]")
+        return Reject(line, reason, pseudonym)
+
+    def _finalise(self, clean: pd.DataFrame, lines: np.ndarray, rejects: list[Reject], read: int) -> GateResult:
+        """Pseudonymise, derive ids, minimise and de-duplicate validated rows."""
+        n = len(clean)
+        if n == 0:
+            return GateResult(empty_events(), rejects, read, 0)
+        p = self.pseudonymiser
+        user = pa.array(clean["user"], type=pa.string())
+        codes, uniq = pd.factorize(clean["user"])
+        pseudonyms = np.asarray(p.pseudonymise_many(uniq.tolist()), dtype=object)[codes]
+
+        session_raw = clean["session"].astype("str")
+        has_session = session_raw.notna().to_numpy(dtype=bool) & (session_raw != "").to_numpy(dtype=bool, na_value=False)
+        sessions = np.full(n, None, dtype=object)
+        if has_session.any():
+            scodes, suniq = pd.factorize(session_raw[has_session])
+            derived = p.derive_many((_SESSION_PREFIX + s).encode("utf-8") for s in suniq.tolist())
+            sessions[has_session] = np.asarray(derived, dtype=object)[scodes]
+
+        event_ids = p.derive_many(self._id_messages(clean, user))
+
+        queries = np.full(n, None, dtype=object)
+        if self.keep_query_text:
+            q = clean["query"].astype(object)
+            queries[:] = q.where(q.notna(), None).to_numpy(dtype=object)
+
+        accepted = pd.DataFrame(
+            {
+                "event_id": pd.Series(event_ids, dtype="str"),
+                "user": pd.Series(pseudonyms, dtype="str"),
+                "item": clean["item"].astype("str"),
+                "type": clean["type"].astype("str"),
+                "ts": clean["ts"].to_numpy(dtype=np.float64),
+                "rating": clean["rating"].to_numpy(dtype=np.float64),
+                "query": pd.Series(queries, dtype=object),
+                "session": pd.Series(sessions, dtype=object),
+            }
+        )
+        accepted = self._consent_filter(accepted)
+        dup = accepted["event_id"].duplicated().to_numpy(dtype=bool)
+        duplicates = int(dup.sum())
+        if duplicates:
+            accepted = accepted[~dup].reset_index(drop=True)
+        return GateResult(accepted, rejects, read, duplicates)
+
+    @staticmethod
+    def _id_messages(clean: pd.DataFrame, user: pa.Array) -> list[bytes]:
+        """The messages whose keyed chain-HMAC is each event's stored event_id.
+
+        Given ids: "\\x1fevent\\x1f" + raw user + "\\x1f" + given id (so a raw id embedded in a
+        shop's event id never reaches storage). Otherwise the event's content: raw user, item,
+        type, timestamp (integer microseconds), session and query, under another prefix.
+        """
+        sep = "\x1f"
+        given = pa.array(clean["event_id"], type=pa.string())
+        by_given = pc.binary_join_element_wise(pa.scalar(_EVENT_PREFIX), user, given, sep)
+        micros = np.round(clean["ts"].to_numpy(dtype=np.float64) * 1e6).astype(np.int64)
+        parts = [
+            pa.scalar(_CONTENT_PREFIX),
+            user,
+            pa.array(clean["item"], type=pa.string()),
+            pa.array(clean["type"], type=pa.string()),
+            pc.cast(pa.array(micros), pa.string()),
+            pc.fill_null(pa.array(clean["session"], type=pa.string()), ""),
+            pc.fill_null(pa.array(clean["query"], type=pa.string()), ""),
+        ]
+        by_content = pc.binary_join_element_wise(*parts, sep)
+        msgs = pc.if_else(pc.is_valid(given), by_given, by_content)
+        return pc.cast(msgs, pa.binary()).to_pylist()
+
+    def _consent_filter(self, accepted: pd.DataFrame) -> pd.DataFrame:
+        """Extension point for consent (issue 4): drop rows whose user has not consented.
+
+        It will receive the gated frame (pseudonymous users), ask `self.consent` about the
+        distinct pseudonyms and drop (and count) refused rows. Today every row passes.
+        """
+        return accepted
+
+
+def _put(s: pd.Series, idx: list[int], values: pd.Series) -> pd.Series:
+    out = s.astype(object).copy()
+    v = values.astype(object).to_numpy()
+    out.iloc[idx] = np.where(pd.isna(v), None, v)
+    return out.astype("str")
+
+
+def _events_to_clean(events: list[Event]) -> pd.DataFrame:
+    """Validated `Event`s as a clean frame (raw user ids; the input of `Gate._finalise`)."""
+    return pd.DataFrame(
+        {
+            "user": pd.Series([e.user for e in events], dtype="str"),
+            "item": pd.Series([e.item for e in events], dtype="str"),
+            "type": pd.Series([e.type.value for e in events], dtype="str"),
+            "ts": np.asarray([e.timestamp for e in events], dtype=np.float64),
+            "rating": np.asarray([np.nan if e.rating is None else e.rating for e in events], dtype=np.float64),
+            "query": pd.Series([e.query for e in events], dtype="str"),
+            "session": pd.Series([e.session for e in events], dtype="str"),
+            "event_id": pd.Series([e.event_id for e in events], dtype="str"),
+        }
+    )

@@ -18,7 +18,7 @@ from _common import emit, machine, shared_data, tune_and_test
 from privrec.data.loaders import load_movielens_100k
 from privrec.data.splitters import stratified_split, validation_split
 
-BIVAE = {"map": 0.146, "ndcg@10": 0.475, "precision@10": 0.412, "recall@10": 0.219}
+BIVAE = {"map@10": 0.146, "ndcg@10": 0.475, "precision@10": 0.412, "recall@10": 0.219}
 METRICS = ("map", "ndcg@10", "precision@10", "recall@10", "coverage@10", "novelty@10")
 
 # (model, grid searched on validation, fixed parameters)
@@ -42,7 +42,7 @@ def main() -> None:
         rows.append(row)
         m = row["metrics"]
         print(
-            f"{name:11s} MAP {m['map']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  P@10 {m['precision@10']:.4f}  "
+            f"{name:11s} MAP {m['map@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  P@10 {m['precision@10']:.4f}  "
             f"R@10 {m['recall@10']:.4f}  fit {row['train_seconds']:.2f}s  params {row['params']}",
             flush=True,
         )

@@ -18,7 +18,7 @@ from typing import Any
 from privrec.core.errors import ValidationError
 from privrec.data.dataset import InteractionDataset
 from privrec.data.loaders import detect_format, load_dataset
-from privrec.data.splitters import leave_one_out, stratified_split, temporal_split
+from privrec.data.splitters import leave_one_out_test, stratified_split, temporal_split
 from privrec.data.synthetic import generate_shop
 from privrec.evaluation.compare import ModelSpec, compare_models, drop_seen_test_items
 from privrec.evaluation.report import ModelResult, write_report
@@ -74,27 +74,11 @@ def split_for(ds: InteractionDataset, fmt: str) -> tuple[InteractionDataset, Int
         train, test = stratified_split(ds, 0.75, filter_by="item", seed=42)
         return train, test, "ranking", "Microsoft Recommenders protocol: stratified 75/25 by item, seed 42, k=10"
     if fmt in ("amazon-s3rec", "unisrec"):
-        train, _valid, test = leave_one_out(ds)
-        # Validation events stay in training at test time, as in the published leave-one-out tables.
-        train = ds.subset(~_mask_of(ds, test))
+        train, test = leave_one_out_test(ds)
         return train, test, "loo", "leave-one-out (last item = test), full ranking over all items, seen items masked"
     train, test = temporal_split(ds, 0.8, drop_unseen=True)
     test = drop_seen_test_items(train, test)
     return train, test, "ranking", "global temporal 80/20 split; test = items first touched after the cut, full ranking"
-
-
-def _mask_of(ds: InteractionDataset, part: InteractionDataset) -> Any:
-    import numpy as np
-
-    key = ds.user_idx.astype(np.int64) * (ds.ts.size + 1)
-    # Events are unique by (user, ts, item, type) in loaders; match on that tuple.
-    full = set(zip(part.user_idx.tolist(), part.item_idx.tolist(), part.ts.tolist(), strict=True))
-    del key
-    return np.fromiter(
-        ((u, i, t) in full for u, i, t in zip(ds.user_idx.tolist(), ds.item_idx.tolist(), ds.ts.tolist(), strict=True)),
-        dtype=bool,
-        count=ds.n_events,
-    )
 
 
 def run_demo(

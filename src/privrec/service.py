@@ -24,7 +24,7 @@ from privrec.core.types import EVENT_CODE, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
 from privrec.events.gate import Gate
-from privrec.events.ingest import BatchReport, ingest_file, ingest_records
+from privrec.events.ingest import BatchReport, ingest_file, ingest_frame, ingest_records
 from privrec.events.store import EventStore
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
@@ -132,6 +132,11 @@ class RecSys:
         """Ingest Python event records through the gate."""
         rejects = self.data_dir / "rejects" / f"api.{int(time.time())}.rejects.jsonl"
         return ingest_records(records, self.gate, self.store, rejects_path=rejects)
+
+    def ingest_frame(self, frame: pd.DataFrame) -> BatchReport:
+        """Ingest a raw event frame (Event's fields as columns) through the gate's bulk path."""
+        rejects = self.data_dir / "rejects" / f"frame.{int(time.time())}.rejects.jsonl"
+        return ingest_frame(frame, self.gate, self.store, rejects_path=rejects)
 
     def add_items(self, catalogue: pd.DataFrame) -> int:
         """Insert or update catalogue rows (item, title, category, brand, price, in_stock, text)."""

@@ -227,6 +227,17 @@ def leave_one_out(ds: InteractionDataset) -> tuple[InteractionDataset, Interacti
     )
 
 
+def leave_one_out_test(ds: InteractionDataset) -> tuple[InteractionDataset, InteractionDataset]:
+    """(train, test) of the leave-one-out protocol at test time: the validation event is trained on.
+
+    The same test events as `leave_one_out` (each eligible user's last event); everything else,
+    the validation event included, is training data, as in the published leave-one-out tables.
+    """
+    after, n = _last_positions(ds)
+    test = (n >= 3) & (after == 0)
+    return ds.subset(~test, name=f"{ds.name}:train"), ds.subset(test, name=f"{ds.name}:test")
+
+
 # ---- user k-fold ---------------------------------------------------------------------------
 def _user_folds(ds: InteractionDataset, k: int, seed: int) -> np.ndarray:
     if int(k) < 2:

@@ -201,11 +201,16 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
 
 def _float_text(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Plain decimal text -> float64; returns (values, parsed mask). Other text stays NaN."""
-    s = s.astype("str").reset_index(drop=True)
-    plain = s.str.fullmatch(_DECIMAL).to_numpy(dtype=bool, na_value=False)
-    out = np.full(len(s), np.nan)
+    arr = pa.array(s.astype("str"), type=pa.string())
+    plain = pc.fill_null(pc.match_substring_regex(arr, "^" + _DECIMAL + "$"), False).to_numpy(zero_copy_only=False)
+    out = np.full(len(arr), np.nan)
     if plain.any():
-        out[plain] = pd.to_numeric(s[plain], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        sub = arr.filter(pa.array(plain))
+        try:
+            vals = pc.cast(sub, pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:  # a spelling Arrow's parser refuses: let pandas (or pydantic) decide
+            vals = pd.to_numeric(pd.Series(sub.to_pylist(), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        out[plain] = vals
     return out, plain & ~np.isnan(out)
 
 
@@ -482,24 +487,31 @@ class Gate:
         return Reject(line, reason, pseudonym)
 
     def _finalise(self, clean: pd.DataFrame, lines: np.ndarray, rejects: list[Reject], read: int) -> GateResult:
-        """Pseudonymise, derive ids, minimise and de-duplicate validated rows."""
+        """Pseudonymise, derive ids, minimise and de-duplicate validated rows.
+
+        Works on Arrow arrays: distinct users and sessions are keyed once each, and no per-row
+        Python object is made except the event-id messages.
+        """
         n = len(clean)
         if n == 0:
             return GateResult(empty_events(), rejects, read, 0)
         p = self.pseudonymiser
         user = pa.array(clean["user"], type=pa.string())
-        codes, uniq = pd.factorize(clean["user"])
-        pseudonyms = np.asarray(p.pseudonymise_many(uniq.tolist()), dtype=object)[codes]
+        enc = pc.dictionary_encode(user)
+        pseudonyms = pc.take(pa.array(p.pseudonymise_many(enc.dictionary.to_pylist()), type=pa.string()), enc.indices)
 
-        session_raw = clean["session"].astype("str")
-        has_session = session_raw.notna().to_numpy(dtype=bool) & (session_raw != "").to_numpy(dtype=bool, na_value=False)
-        sessions = np.full(n, None, dtype=object)
-        if has_session.any():
-            scodes, suniq = pd.factorize(session_raw[has_session])
-            derived = p.derive_many((_SESSION_PREFIX + s).encode("utf-8") for s in suniq.tolist())
-            sessions[has_session] = np.asarray(derived, dtype=object)[scodes]
+        session = pa.array(clean["session"], type=pa.string())
+        # An empty session id carries nothing; store it as absent.
+        session = pc.if_else(pc.equal(session, ""), pa.scalar(None, pa.string()), session)
+        if session.null_count < n:
+            senc = pc.dictionary_encode(session)
+            msgs = pc.binary_join_element_wise(pa.scalar(_SESSION_PREFIX), senc.dictionary, "")
+            derived = pa.array(p.derive_many(pc.cast(msgs, pa.binary()).to_pylist()), type=pa.string())
+            sessions = pc.take(derived, senc.indices).to_numpy(zero_copy_only=False)
+        else:
+            sessions = np.full(n, None, dtype=object)
 
-        event_ids = p.derive_many(self._id_messages(clean, user))
+        event_ids = pa.array(p.derive_many(self._id_messages(clean, user)), type=pa.string())
 
         queries = np.full(n, None, dtype=object)
         if self.keep_query_text:
@@ -508,10 +520,10 @@ class Gate:
 
         accepted = pd.DataFrame(
             {
-                "event_id": pd.Series(event_ids, dtype="str"),
-                "user": pd.Series(pseudonyms, dtype="str"),
-                "item": clean["item"].astype("str"),
-                "type": clean["type"].astype("str"),
+                "event_id": pd.array(event_ids, dtype="str"),
+                "user": pd.array(pseudonyms, dtype="str"),
+                "item": pd.array(pa.array(clean["item"], type=pa.string()), dtype="str"),
+                "type": pd.array(pa.array(clean["type"], type=pa.string()), dtype="str"),
                 "ts": clean["ts"].to_numpy(dtype=np.float64),
                 "rating": clean["rating"].to_numpy(dtype=np.float64),
                 "query": pd.Series(queries, dtype=object),
@@ -519,9 +531,10 @@ class Gate:
             }
         )
         accepted = self._consent_filter(accepted)
-        dup = accepted["event_id"].duplicated().to_numpy(dtype=bool)
-        duplicates = int(dup.sum())
-        if duplicates:
+        duplicates = 0
+        if pc.count_distinct(event_ids).as_py() < n:
+            dup = accepted["event_id"].duplicated().to_numpy(dtype=bool)
+            duplicates = int(dup.sum())
             accepted = accepted[~dup].reset_index(drop=True)
         return GateResult(accepted, rejects, read, duplicates)
 

@@ -1,0 +1,146 @@
+"""The model contract, checked for every registered model on a small synthetic shop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from privrec.core.errors import ConfigError, NotFittedError
+from privrec.core.types import Explanation, UserHistory
+from privrec.data.dataset import InteractionDataset
+from privrec.models.base import Recommender
+from privrec.models.zoo import available_models, create_model
+
+from .conftest import group_items
+
+# Small, fast settings per model for the synthetic data; models not listed use their defaults.
+FAST_PARAMS: dict[str, dict[str, Any]] = {
+    "popularity": {"by_category": True},
+    "itemknn": {"k": 10},
+    "ease": {"reg": 5.0},
+    "als": {"embedding_size": 8, "reg": 1.0, "alpha": 5.0, "epochs": 10, "num_threads": 1},
+    "bpr": {"embedding_size": 16, "epochs": 40, "batch_size": 32, "learning_rate": 0.02},
+}
+MODELS = available_models()
+
+
+def build(name: str, **extra: Any) -> Recommender:
+    return create_model(name, **{**FAST_PARAMS.get(name, {}), **extra})
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def fitted(request: pytest.FixtureRequest, two_groups: InteractionDataset) -> Recommender:
+    return build(request.param).fit(two_groups, rng=7)
+
+
+def test_the_zoo_has_the_classic_models() -> None:
+    assert {"popularity", "itemknn", "ease", "als", "bpr"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("group", [0, 1])
+def test_users_get_items_of_their_own_group(fitted: Recommender, two_groups: InteractionDataset, group: int) -> None:
+    own = set(group_items(group).tolist())
+    users = [u for u in range(two_groups.n_users) if two_groups.users.keys[u][1] == "ab"[group]]
+    hits = 0
+    for u in users:
+        items, _ = fitted.recommend(two_groups.history(u), k=3)
+        hits += sum(int(i) in own for i in items)
+    assert hits == 3 * len(users)
+
+
+@pytest.mark.parametrize("group", [0, 1])
+def test_a_brand_new_user_is_served_from_their_history(fitted: Recommender, group: int) -> None:
+    own = group_items(group)
+    history = UserHistory.of(own[[0, 2]])
+    items, scores = fitted.recommend(history, k=3)
+    assert len(items) == 3
+    assert set(items.tolist()) <= set(own.tolist())
+    assert not set(items.tolist()) & set(history.items.tolist())
+
+
+def test_recommend_excludes_history_and_sorts(fitted: Recommender, two_groups: InteractionDataset) -> None:
+    h = two_groups.history(0)
+    items, scores = fitted.recommend(h, k=5)
+    assert len(items) == 5 and len(set(items.tolist())) == 5
+    assert not set(items.tolist()) & set(h.items.tolist())
+    assert np.all(np.diff(scores) <= 0)
+    assert items.dtype == np.int64
+    extra = fitted.recommend(h, k=5, exclude=items[:2])[0]
+    assert not set(extra.tolist()) & set(items[:2].tolist())
+
+
+def test_score_shapes_and_dtype(fitted: Recommender, two_groups: InteractionDataset) -> None:
+    s = fitted.score(two_groups.history(1))
+    assert s.shape == (two_groups.n_items,) and s.dtype == np.float32 and np.isfinite(s).all()
+    part = fitted.score(two_groups.history(1), items=np.array([3, 1]))
+    np.testing.assert_array_equal(part, s[[3, 1]])
+    empty = fitted.score(UserHistory.of([]))
+    assert empty.shape == (two_groups.n_items,) and np.isfinite(empty).all()
+
+
+def test_score_matrix_equals_rowwise_score(fitted: Recommender, two_groups: InteractionDataset) -> None:
+    histories = [two_groups.history(u) for u in range(two_groups.n_users)] + [UserHistory.of([]), UserHistory.of([5])]
+    batch = fitted.score_matrix(fitted.history_matrix(histories))
+    assert batch.shape == (len(histories), two_groups.n_items) and batch.dtype == np.float32
+    rows = np.stack([fitted.score(h) for h in histories])
+    np.testing.assert_allclose(batch, rows, rtol=1e-5, atol=1e-6)
+
+
+def test_input_matrix_rows_are_valid_histories(fitted: Recommender, two_groups: InteractionDataset) -> None:
+    x = fitted.input_matrix(two_groups)
+    assert x.shape == (two_groups.n_users, two_groups.n_items)
+    assert fitted.score_matrix(x[:4]).shape == (4, two_groups.n_items)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_same_seed_same_scores(name: str, two_groups: InteractionDataset) -> None:
+    x = two_groups.matrix()[:10]
+    a = build(name).fit(two_groups, rng=3).score_matrix(x)
+    b = build(name).fit(two_groups, rng=3).score_matrix(x)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_round_trip_without_pickle(fitted: Recommender, two_groups: InteractionDataset, tmp_path: Path) -> None:
+    x = two_groups.matrix()
+    fitted.save(tmp_path / "m")
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["config.json", "state.safetensors"]
+    for p in (tmp_path / "m").iterdir():
+        assert not p.read_bytes().startswith(b"\x80"), f"{p.name} looks like a pickle"
+    loaded = Recommender.load(tmp_path / "m")
+    assert type(loaded) is type(fitted) and loaded.config == fitted.config
+    np.testing.assert_allclose(loaded.score_matrix(x), fitted.score_matrix(x), rtol=1e-6, atol=1e-6)
+    h = two_groups.history(2)
+    np.testing.assert_array_equal(loaded.recommend(h, k=5)[0], fitted.recommend(h, k=5)[0])
+    assert type(fitted).load(tmp_path / "m").n_items == fitted.n_items
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_rejects_unknown_fields(name: str) -> None:
+    with pytest.raises(ConfigError, match="no_such_field"):
+        create_model(name, no_such_field=1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unfitted_model_refuses(name: str, tmp_path: Path) -> None:
+    model = build(name)
+    with pytest.raises(NotFittedError):
+        model.score(UserHistory.of([1]))
+    with pytest.raises(NotFittedError):
+        model.recommend(UserHistory.of([1]))
+    with pytest.raises(NotFittedError):
+        model.save(tmp_path / "m")
+
+
+def test_explain_names_the_item(fitted: Recommender, two_groups: InteractionDataset) -> None:
+    h = two_groups.history(0)
+    item = int(fitted.recommend(h, k=1)[0][0])
+    e = fitted.explain(h, item)
+    assert isinstance(e, Explanation) and e.item == item and e.text
+    assert {c for c, _ in e.contributors} <= set(h.items.tolist())
+    if e.kind == "history":
+        weights = [w for _, w in e.contributors]
+        assert weights == sorted(weights, reverse=True) and all(w > 0 for w in weights)

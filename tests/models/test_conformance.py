@@ -21,7 +21,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "popularity": {"by_category": True},
     "itemknn": {"k": 10},
     "ease": {"reg": 5.0},
-    "als": {"embedding_size": 8, "reg": 1.0, "alpha": 5.0, "epochs": 10, "num_threads": 1},
+    "als": {"embedding_size": 2, "reg": 1.0, "alpha": 5.0, "epochs": 10, "num_threads": 1},  # rank 2 = the groups
     "bpr": {"embedding_size": 16, "epochs": 40, "batch_size": 32, "learning_rate": 0.02},
 }
 MODELS = available_models()

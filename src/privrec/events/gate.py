@@ -125,9 +125,12 @@ def _is_null(v: Any) -> bool:
 def _is_text_dtype(dt: Any) -> bool:
     if isinstance(dt, pd.StringDtype):
         return True
-    return isinstance(dt, pd.ArrowDtype) and pa.types.is_string(dt.pyarrow_dtype) or (
-        isinstance(dt, pd.ArrowDtype) and pa.types.is_large_string(dt.pyarrow_dtype)
-    )
+    return isinstance(dt, pd.ArrowDtype) and (pa.types.is_string(dt.pyarrow_dtype) or pa.types.is_large_string(dt.pyarrow_dtype))
+
+
+def _types(arr: np.ndarray) -> np.ndarray:
+    """The exact type of each element of an object array (a C-level loop, no Python frames)."""
+    return np.fromiter(map(type, arr), dtype=object, count=len(arr))
 
 
 def _as_str_series(values: np.ndarray) -> tuple[pd.Series, np.ndarray]:
@@ -172,19 +175,16 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
         typed &= allow_int
     elif dt == object:
         arr = col.to_numpy(dtype=object)
-        kind = pd.api.types.infer_dtype(arr, skipna=True)
-        if kind in ("string", "empty"):
-            is_str = np.fromiter((type(v) is str for v in arr), dtype=bool, count=n)  # not str subclasses
-            vals = np.where(is_str, arr, None)
-            typed &= is_str
-        else:
-            is_str = np.fromiter((type(v) is str for v in arr), dtype=bool, count=n)
-            # Python ints only: pydantic's id validator turns int into text but not numpy ints.
-            is_int = np.fromiter((type(v) is int for v in arr), dtype=bool, count=n) if allow_int else np.zeros(n, bool)
-            vals = np.where(is_str, arr, None)
+        types = _types(arr)
+        is_str = types == str  # exactly str; subclasses go to pydantic
+        vals = np.where(is_str, arr, None)
+        typed &= is_str
+        if allow_int:
+            # Python ints only: pydantic's id validator turns int into text, not numpy ints.
+            is_int = types == int
             for i in np.flatnonzero(is_int):
                 vals[i] = str(arr[i])
-            typed &= is_str | is_int
+            typed |= is_int
         s, good = _as_str_series(vals)
         typed &= good
     else:
@@ -224,6 +224,23 @@ def _py_number(v: Any) -> float | None:
     return None
 
 
+def _object_numbers(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Python ints and floats of an object array as float64 (NaN elsewhere); returns (values, mask)."""
+    types = _types(arr)
+    num = (types == int) | (types == float)
+    out = np.full(len(arr), np.nan)
+    if num.any():
+        try:
+            out[num] = arr[num].astype(np.float64)  # the same rounding as float(v)
+        except OverflowError:  # an int beyond float range somewhere: one by one
+            for i in np.flatnonzero(num):
+                try:
+                    out[i] = float(arr[i])
+                except OverflowError:
+                    num[i] = False
+    return out, num
+
+
 def _py_timestamp(v: Any) -> float | None:
     try:
         r = coerce_timestamp(v)
@@ -242,16 +259,21 @@ def _timestamps(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray, 
     if pd.api.types.is_bool_dtype(dt):
         pass
     elif pd.api.types.is_integer_dtype(dt) or pd.api.types.is_float_dtype(dt):
+        # Huge values lose precision here but are far out of range, so pydantic gets them anyway.
         ts = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        if pd.api.types.is_integer_dtype(dt):
-            big = np.abs(col.to_numpy(dtype=np.float64, na_value=0.0)) > _EXACT_INT
-            ts[big] = np.nan
     else:
         if _is_text_dtype(dt):
             ts, parsed = _float_text(col)
-            rest = present & ~parsed
+        elif dt == object:
+            arr = col.to_numpy(dtype=object)
+            ts, parsed = _object_numbers(arr)
+            is_str = _types(arr) == str
+            if is_str.any():
+                texts, _ = _as_str_series(arr[is_str])
+                ts[is_str], parsed[is_str] = _float_text(texts)
         else:
-            rest = present
+            parsed = np.zeros(n, dtype=bool)
+        rest = present & ~parsed
         if rest.any():
             # Everything else (ISO text, datetimes, mixed objects) is parsed by the schema's own
             # function, once per distinct value.
@@ -285,15 +307,12 @@ def _ratings(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray, np.
     elif _is_text_dtype(dt):
         r, _ = _float_text(col)
     elif dt == object:
-        for i, v in enumerate(col.tolist()):
-            if not present[i]:
-                continue
-            x = _py_number(v)
-            if x is None and type(v) is str:
-                x, plain = _float_text(pd.Series([v], dtype="str"))
-                x = float(x[0]) if plain[0] else None
-            if x is not None:
-                r[i] = x
+        arr = col.to_numpy(dtype=object)
+        r, _ = _object_numbers(arr)
+        is_str = _types(arr) == str
+        if is_str.any():
+            texts, _ = _as_str_series(arr[is_str])
+            r[is_str], _ = _float_text(texts)
     ok = present & ~np.isnan(r)
     return r, ok, present
 
@@ -511,7 +530,10 @@ class Gate:
         else:
             sessions = np.full(n, None, dtype=object)
 
-        event_ids = pa.array(p.derive_many(self._id_messages(clean, user)), type=pa.string())
+        ids = p.derive_many(self._id_messages(clean, user))
+        # id -> first row with it; a plain dict is cheaper here than Arrow's or pandas' hashing.
+        first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
+        event_ids = pa.array(ids, type=pa.string())
 
         queries = np.full(n, None, dtype=object)
         if self.keep_query_text:
@@ -530,12 +552,12 @@ class Gate:
                 "session": pd.Series(sessions, dtype=object),
             }
         )
+        duplicates = n - len(first)
+        if duplicates:
+            keep = np.zeros(n, dtype=bool)
+            keep[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = True
+            accepted = accepted[keep].reset_index(drop=True)
         accepted = self._consent_filter(accepted)
-        duplicates = 0
-        if pc.count_distinct(event_ids).as_py() < n:
-            dup = accepted["event_id"].duplicated().to_numpy(dtype=bool)
-            duplicates = int(dup.sum())
-            accepted = accepted[~dup].reset_index(drop=True)
         return GateResult(accepted, rejects, read, duplicates)
 
     @staticmethod

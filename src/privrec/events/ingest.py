@@ -15,7 +15,9 @@ import csv
 import io
 import itertools
 import json
+import json.scanner
 import logging
+import operator
 import os
 import queue
 import threading
@@ -296,7 +298,8 @@ class _RejectWriter:
 
     def __enter__(self) -> _RejectWriter:
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, mode=0o700)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             self._fh = os.fdopen(fd, "w", encoding="utf-8")
         return self
@@ -461,34 +464,48 @@ def _json_kind(obj: Any) -> str:
     return {list: "array", str: "string", int: "number", float: "number"}.get(type(obj), "value")
 
 
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner: one call per line
+
+
+def _parse_json_line(text: str) -> Any:
+    """One JSON value filling the whole line (json.loads without its Python-level overhead)."""
+    text = text.strip()
+    try:
+        obj, end = _scan_json(text, 0)
+    except StopIteration as stop:
+        raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return obj
+
+
 def _jsonl_batches(path: Path, gate: Gate, batch_size: int) -> Iterator[_RawBatch]:
     with open(path, "rb") as fh:
         for lines, pre in _line_batches(fh, batch_size, gate.max_line_bytes):
             rejects = list(pre)
             texts = lines.data.decode("utf-8").split("\n")[:-1]
-            numbers = lines.numbers
+            numbers = lines.numbers.tolist()
+            objs: list[Any] = []
+            failed: set[int] = set()
             try:
-                objs: list[Any] = list(map(json.loads, texts))
+                objs = list(map(_parse_json_line, texts))
             except (ValueError, RecursionError):
                 objs = []
                 for t, no in zip(texts, numbers, strict=True):
                     try:
-                        objs.append(json.loads(t))
+                        objs.append(_parse_json_line(t))
                     except (ValueError, RecursionError) as err:
                         objs.append(None)
-                        rejects.append(Reject(int(no), _json_reason(err)))
-                failed = {r.line for r in rejects}
-            else:
-                failed = set()
+                        failed.add(no)
+                        rejects.append(Reject(no, _json_reason(err)))
             plain: list[dict[str, Any]] = []
             plain_lines: list[int] = []
             odd: list[dict[str, Any]] = []
             odd_lines: list[int] = []
-            for obj, no in zip(objs, numbers.tolist(), strict=True):
-                if obj is None and no in failed:
-                    continue
-                if not isinstance(obj, dict):
-                    rejects.append(Reject(no, f"line: is a JSON {_json_kind(obj)}, not an object of field names and values"))
+            for obj, no in zip(objs, numbers, strict=True):
+                if type(obj) is not dict:
+                    if no not in failed:
+                        rejects.append(Reject(no, f"line: is a JSON {_json_kind(obj)}, not an object of field names and values"))
                     continue
                 if not obj.keys() <= _KNOWN:
                     obj = {k: v for k, v in obj.items() if v is not None}  # null means absent
@@ -501,9 +518,10 @@ def _jsonl_batches(path: Path, gate: Gate, batch_size: int) -> Iterator[_RawBatc
             frame = None
             if plain:
                 present = set().union(*plain)
-                keys = [k for k in INPUT_FIELDS if k in present]
                 # dtype=object keeps each value's JSON type, exactly what pydantic would see.
-                frame = pd.DataFrame({k: pd.Series([d.get(k) for d in plain], dtype=object) for k in keys})
+                frame = pd.DataFrame(
+                    {k: pd.Series(list(map(operator.methodcaller("get", k), plain)), dtype=object) for k in INPUT_FIELDS if k in present}
+                )
             yield _RawBatch(
                 frame=frame,
                 lines=np.asarray(plain_lines, dtype=np.int64),

@@ -144,8 +144,10 @@ class EventStore:
     between threads (calls are serialised).
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, data_dir: Path, key_hex: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, data_dir: Path, key_hex: str, *, insert_threads: int | None = 1) -> None:
         self._con: duckdb.DuckDBPyConnection | None = con
+        self._threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+        self._insert_threads = insert_threads if insert_threads and insert_threads != self._threads else None
         self.data_dir = data_dir
         self.path = data_dir / STORE_FILE
         self._key_hex = key_hex
@@ -153,7 +155,9 @@ class EventStore:
 
     # ---- opening and closing ---------------------------------------------------------------
     @classmethod
-    def open(cls, data_dir: str | Path, key: str | bytes | None = None, *, threads: int | None = None) -> EventStore:
+    def open(
+        cls, data_dir: str | Path, key: str | bytes | None = None, *, threads: int | None = None, insert_threads: int | None = 1
+    ) -> EventStore:
         """Open (or create) the store in `data_dir`.
 
         Args:
@@ -161,6 +165,8 @@ class EventStore:
             key: the store key (hex text or bytes); default PRIVREC_STORE_KEY, else the key file
                 `keys/store.key` (created on first use).
             threads: DuckDB worker threads (default: DuckDB's choice, all cores).
+            insert_threads: DuckDB threads while appending (default 1, the cheapest per event;
+                None uses `threads`).
 
         Raises:
             StoreError: wrong key, a file in use by another process, a newer store format, or
@@ -191,7 +197,7 @@ class EventStore:
         except duckdb.Error as err:
             con.close()
             raise StoreError(_open_problem(err, data_dir / STORE_FILE)) from None
-        store = cls(con, data_dir, key_hex)
+        store = cls(con, data_dir, key_hex, insert_threads=insert_threads)
         try:
             store._init_schema()
         except BaseException:
@@ -269,10 +275,19 @@ class EventStore:
             except duckdb.Error as err:
                 raise StoreError(f"event store: commit failed, nothing was changed ({_first_line(err)})") from None
 
-    def _query(self, sql: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a query and fetch all rows under the lock (a result is only valid until the next query)."""
         with self._lock:
             try:
-                return self._conn().execute(sql, params or [])
+                return self._conn().execute(sql, params or []).fetchall()
+            except duckdb.Error as err:
+                raise StoreError(f"event store: query failed ({_first_line(err)})") from None
+
+    def _arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Run a query and fetch the result as an Arrow table under the lock."""
+        with self._lock:
+            try:
+                return self._conn().execute(sql, params or []).arrow().read_all()
             except duckdb.Error as err:
                 raise StoreError(f"event store: query failed ({_first_line(err)})") from None
 
@@ -288,8 +303,7 @@ class EventStore:
 
     def meta(self) -> dict[str, str]:
         """The store's metadata (format_version, created_at, pseudonym_generation, ...)."""
-        with self._lock:
-            return dict(self._query("SELECT key, value FROM meta ORDER BY key").fetchall())
+        return dict(self._rows("SELECT key, value FROM meta ORDER BY key"))
 
     # ---- pseudonym key generation ------------------------------------------------------------
     @property
@@ -335,19 +349,29 @@ class EventStore:
         if n == 0:
             return 0, 0
         table = _events_table(frame)
-        if pc.count_distinct(table["event_id"]).as_py() < n:
-            keep = ~frame["event_id"].duplicated().to_numpy(dtype=bool)
-            table = table.filter(pa.array(keep))
         with self._tx() as con:
             con.register("_batch", table)
+            if con.execute("SELECT count(*) > count(DISTINCT event_id) FROM _batch").fetchone()[0]:
+                # Repeated ids inside the frame (the gate's output never has them): keep the first.
+                con.unregister("_batch")
+                keep = ~frame["event_id"].duplicated().to_numpy(dtype=bool)
+                table = table.filter(pa.array(keep))
+                con.register("_batch", table)
+            # One DuckDB thread for bulk inserts: on few cores the parallel insert costs about
+            # twice the CPU, and ingestion already runs the gate on another core.
+            if self._insert_threads:
+                con.execute(f"SET threads = {self._insert_threads}")
             try:
-                # Anti-join against stored ids; DuckDB builds the hash table on the smaller side.
+                # Anti-join on event_id: DuckDB builds the hash table on the batch (RIGHT_ANTI)
+                # and streams the stored ids past it. Costs a scan of the stored ids per batch.
                 inserted = con.execute(
                     "INSERT INTO events SELECT b.event_id, b.user, b.item, b.type, b.ts, b.rating, b.query, b.session "
                     "FROM _batch AS b WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = b.event_id)"
                 ).fetchone()[0]
             finally:
                 con.unregister("_batch")
+                if self._insert_threads:
+                    con.execute(f"SET threads = {self._threads}")
         return int(inserted), n - int(inserted)
 
     def upsert_items(self, frame: pd.DataFrame) -> int:
@@ -390,27 +414,23 @@ class EventStore:
     # ---- reading -------------------------------------------------------------------------------
     def count(self) -> int:
         """Number of stored events."""
-        return int(self._query("SELECT count(*) FROM events").fetchone()[0])
+        return int(self._rows("SELECT count(*) FROM events")[0][0])
 
     def events(self, user: str | None = None) -> pd.DataFrame:
         """All events, or one pseudonym's, ordered by time (ties in arrival order)."""
-        with self._lock:
-            if user is None:
-                cur = self._query(f"{_SELECT_EVENTS} ORDER BY ts, rowid")
-            else:
-                cur = self._query(f'{_SELECT_EVENTS} WHERE "user" = ? ORDER BY ts, rowid', [str(user)])
-            table = cur.arrow().read_all()
+        if user is None:
+            table = self._arrow(f"{_SELECT_EVENTS} ORDER BY ts, rowid")
+        else:
+            table = self._arrow(f'{_SELECT_EVENTS} WHERE "user" = ? ORDER BY ts, rowid', [str(user)])
         return _events_frame(table)
 
     def users(self) -> list[str]:
         """The distinct pseudonyms with stored events, sorted."""
-        return [r[0] for r in self._query('SELECT DISTINCT "user" FROM events ORDER BY 1').fetchall()]
+        return [r[0] for r in self._rows('SELECT DISTINCT "user" FROM events ORDER BY 1')]
 
     def items(self) -> pd.DataFrame:
         """The item catalogue (columns ITEM_COLUMNS), ordered by item."""
-        with self._lock:
-            table = self._query("SELECT * FROM items ORDER BY item").arrow().read_all()
-        out = table.to_pandas()
+        out = self._arrow("SELECT * FROM items ORDER BY item").to_pandas()
         for c in ("title", "category", "brand", "text"):
             out[c] = out[c].astype(object).where(out[c].notna(), None)
         out["item"] = out["item"].astype("str")
@@ -427,7 +447,7 @@ class EventStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             n = self.count()
-            self._query(f"COPY ({_SELECT_EVENTS} ORDER BY ts, rowid) TO {_sql_text(str(path))} (FORMAT parquet)")
+            self._rows(f"COPY ({_SELECT_EVENTS} ORDER BY ts, rowid) TO {_sql_text(str(path))} (FORMAT parquet)")
         return n
 
     # ---- deleting and re-keying -------------------------------------------------------------
@@ -584,8 +604,6 @@ def _open_problem(err: duckdb.Error, path: Path) -> str:
         return f"{path.name}: wrong store key; give the key the store was created with (PRIVREC_STORE_KEY or keys/{STORE_KEY_FILE})"
     if "lock" in text.lower() or "conflict" in text.lower():
         return f"{path.name}: the event store is open in another process or object; close it first"
-    if "without a key" in text or "not a valid DuckDB" in text.lower() or "encrypt" in text.lower():
-        return f"{path.name}: cannot open the event store ({_first_line(err)})"
     return f"{path.name}: cannot open the event store ({_first_line(err)})"
 
 

@@ -23,7 +23,9 @@ from threadpoolctl import threadpool_limits
 from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
-from privrec.models.base import InputConfig, Recommender, history_explanation, register
+from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
+
+_CHUNK = 1024  # histories solved together
 
 
 class ALSConfig(InputConfig):
@@ -48,15 +50,6 @@ class ALSConfig(InputConfig):
     num_threads: int = Field(default=0, ge=0)
     seed: int = DEFAULT_SEED
     binary: bool = True
-
-
-def seed_from(rng: int | np.random.Generator | None, default: int) -> int:
-    """The integer seed to use: the config's, an int given to fit, or one drawn from a Generator."""
-    if rng is None:
-        return int(default)
-    if isinstance(rng, np.random.Generator):
-        return int(rng.integers(0, 2**31 - 1))
-    return int(rng)
 
 
 @register
@@ -126,10 +119,13 @@ class ALS(Recommender):
     def user_vectors(self, histories: sp.csr_matrix) -> np.ndarray:
         """The exact ALS user factors for each history row (float32)."""
         h = self._history_input(histories)
-        if h.shape[0] == 0:
-            return np.zeros((0, self.item_factors.shape[1]), np.float32)
-        a, b = self._systems(h)
-        return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
+        out = np.zeros((h.shape[0], self.item_factors.shape[1]), np.float32)
+        # chunks bound the stacked f x f systems (1024 users x 64^2 float64 = 32 MB)
+        for r0 in range(0, h.shape[0], _CHUNK):
+            r1 = min(h.shape[0], r0 + _CHUNK)
+            a, b = self._systems(h[r0:r1])
+            out[r0:r1] = np.linalg.solve(a, b[..., None])[..., 0]
+        return out
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         """x_u . y_i for each history row's solved x_u."""

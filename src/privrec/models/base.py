@@ -247,6 +247,16 @@ class Recommender(ABC):
         self._fitted = True
 
 
+def seed_from(rng: int | np.random.Generator | None, default: int) -> int:
+    """The integer seed a training run uses: `default` (the config's seed), an int given to
+    `fit(rng=...)`, or one drawn from a Generator given to it."""
+    if rng is None:
+        return int(default)
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(0, 2**31 - 1))
+    return int(rng)
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the k largest finite scores, best first (ties: lower index first)."""
     k = int(min(k, scores.shape[0]))

@@ -7,7 +7,7 @@ weights h_j is
 
 (FISM, Kabbur et al. 2013; NAIS), and item i scores u . p_i + b_i. The tables P (target items),
 Q (history items) and b are trained with Bayesian Personalised Ranking (Rendle et al. 2009):
-uniformly sampled positive events (u, i), a uniformly sampled item j the user never touched,
+triples of a positive event (u, i) and a uniformly sampled item j the user never touched, with
 loss -log sigmoid(x_ui - x_uj) + reg (|p_i|^2 + |p_j|^2 + |u|^2 + b_i^2 + b_j^2), Adam. While
 training, the positive item i is left out of its own user's sum (as in FISM), so the model learns
 to predict an item from the *other* items. An epoch visits every positive event once; a batch
@@ -18,8 +18,9 @@ Because the user vector is a function of the history only, a new user is scored 
 erased user's events stop influencing their own scores at once (their influence on P, Q and b goes
 with the next retrain). Scoring needs numpy only; torch is imported by `fit`.
 
-Reproducible: one seed drives initialisation (torch.Generator) and sampling (numpy Generator),
-and training runs on `num_threads` CPU threads with deterministic ops.
+Reproducible: one seed drives initialisation (torch.Generator) and sampling (numpy Generator).
+Training runs on one torch thread by default: bit-identical for a seed, and on 2 shared cores
+also the fastest for these small ops (with more threads the gradient sums are order-dependent).
 
 Extension point (APR, issue 6): `_extra_loss(params, batch, loss)` may return an extra term. The
 tables reach the loss only through `pair_scores(params, batch)`, so an adversarial subclass can
@@ -40,7 +41,7 @@ from pydantic import Field
 from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
-from privrec.models.base import InputConfig, Recommender, history_explanation, register
+from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,9 +70,9 @@ class BPRConfig(InputConfig):
 
     embedding_size: int = Field(default=64, ge=1)
     epochs: int = Field(default=20, ge=1)
-    learning_rate: float = Field(default=0.005, gt=0.0)
+    learning_rate: float = Field(default=0.01, gt=0.0)
     reg: float = Field(default=1e-3, ge=0.0)
-    batch_size: int = Field(default=1024, ge=1)
+    batch_size: int = Field(default=4096, ge=1)
     history_norm: float = Field(default=0.5, ge=0.0, le=1.0)
     init_std: float = Field(default=0.01, gt=0.0)
     num_threads: int = Field(default=1, ge=1)
@@ -114,14 +115,6 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _seed(rng: int | np.random.Generator | None, default: int) -> int:
-    if rng is None:
-        return int(default)
-    if isinstance(rng, np.random.Generator):
-        return int(rng.integers(0, 2**31 - 1))
-    return int(rng)
-
-
 @register
 class BPR(Recommender):
     """Asymmetric BPR-MF (FISM-style user = normalised sum of history embeddings)."""
@@ -148,9 +141,9 @@ class BPR(Recommender):
         import torch
 
         c = self.config
-        x = self._history_input_unfitted(x)
+        x = self._clean_matrix(x)
         n_items = x.shape[1]
-        seed = _seed(rng, c.seed)
+        seed = seed_from(rng, c.seed)
         gen = np.random.default_rng(seed)
         with torch_threads(c.num_threads):
             tg = torch.Generator().manual_seed(seed)
@@ -179,7 +172,7 @@ class BPR(Recommender):
         self._mark_fitted(n_items)
         return self
 
-    def _history_input_unfitted(self, x: sp.csr_matrix) -> sp.csr_matrix:
+    def _clean_matrix(self, x: sp.csr_matrix) -> sp.csr_matrix:
         h = sp.csr_matrix(x, dtype=np.float32, copy=True)
         h.sum_duplicates()
         h.eliminate_zeros()
@@ -225,30 +218,35 @@ class BPR(Recommender):
         summed = F.embedding_bag(
             batch.hist_items, q, batch.hist_offsets, mode="sum", per_sample_weights=batch.hist_weights
         )
-        summed = summed[batch.triple_user] - batch.pos_weight[:, None] * q[batch.pos]
-        rest = batch.hist_total[batch.triple_user] - batch.pos_weight
+        summed = summed.index_select(0, batch.triple_user) - batch.pos_weight[:, None] * q.index_select(0, batch.pos)
+        rest = batch.hist_total.index_select(0, batch.triple_user) - batch.pos_weight
         scale = torch.where(rest > 0, rest.clamp(min=1e-12).pow(-self.config.history_norm), torch.zeros_like(rest))
         return summed * scale[:, None]
 
     def pair_scores(self, params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj, user vectors) for a batch, from the given (possibly perturbed) tables."""
+        x_pos, x_neg, u, _ = self._forward(params, batch)
+        return x_pos, x_neg, u
+
+    def _forward(
+        self, params: dict[str, torch.Tensor], batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores, user vectors and the batch's L2 term (index_select: its backward is a fast index_add)."""
         u = self.user_vectors_torch(params, batch)
         p, b = params["target"], params["bias"]
-        x_pos = (u * p[batch.pos]).sum(1) + b[batch.pos]
-        x_neg = (u * p[batch.neg]).sum(1) + b[batch.neg]
-        return x_pos, x_neg, u
+        p_pos, p_neg = p.index_select(0, batch.pos), p.index_select(0, batch.neg)
+        b_pos, b_neg = b.index_select(0, batch.pos), b.index_select(0, batch.neg)
+        x_pos = (u * p_pos).sum(1) + b_pos
+        x_neg = (u * p_neg).sum(1) + b_neg
+        l2 = (p_pos.pow(2).sum(1) + p_neg.pow(2).sum(1) + u.pow(2).sum(1) + b_pos.pow(2) + b_neg.pow(2)).mean()
+        return x_pos, x_neg, u, l2
 
     def loss(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         """BPR loss plus L2 on the batch's embeddings, plus `_extra_loss` when it gives one."""
         import torch.nn.functional as F
 
-        x_pos, x_neg, u = self.pair_scores(params, batch)
+        x_pos, x_neg, _, l2 = self._forward(params, batch)
         base = -F.logsigmoid(x_pos - x_neg).mean()
-        p, b = params["target"], params["bias"]
-        l2 = (
-            p[batch.pos].pow(2).sum(1) + p[batch.neg].pow(2).sum(1) + u.pow(2).sum(1)
-            + b[batch.pos].pow(2) + b[batch.neg].pow(2)
-        ).mean()
         loss = base + self.config.reg * l2
         extra = self._extra_loss(params, batch, base)
         return loss if extra is None else loss + extra

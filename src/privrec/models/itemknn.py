@@ -33,7 +33,9 @@ class ItemKNNConfig(InputConfig):
     Attributes:
         k: neighbours kept per item.
         shrink: added to the cosine denominator; damps similarities from few co-occurrences.
-        formula: "sum" (top-N ranking) or "weighted_average" (Sarwar et al.'s prediction).
+        formula: "sum" (top-N ranking) or "weighted_average" (Sarwar et al.'s rating prediction;
+            use it with binary=False, use_ratings=True; it ranks poorly for top-N: on a
+            MovieLens-100K random split NDCG@10 was 0.02 against 0.39 for "sum").
         binary: use a 0/1 matrix (True) or event weights / ratings (False).
     """
 

@@ -47,7 +47,7 @@ class PopularityConfig(InputConfig):
     binary: bool = False
     half_life_days: float | None = Field(default=None, gt=0)
     by_category: bool = False
-    category_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    category_weight: float = Field(default=0.8, ge=0.0, le=1.0)
     category_depth: int | None = Field(default=None, ge=1)
     category_separator: str = ">"
 

@@ -31,8 +31,8 @@ METRICS = ("hr@10", "ndcg@10", "mrr", "coverage@10")
 ROSTER = [
     ("popularity", {"binary": [True]}, {}),
     ("itemknn", {"k": [50, 200], "shrink": [0.0, 10.0]}, {"binary": True}),
-    ("ease", {"reg": [50.0, 150.0, 300.0]}, {"binary": True}),
-    ("als", {"embedding_size": [64, 128], "reg": [0.1, 1.0]}, {"binary": True, "epochs": 15, "alpha": 1.0}),
+    ("ease", {"reg": [20.0, 50.0, 150.0]}, {"binary": True}),
+    ("als", {"alpha": [1.0, 10.0, 20.0], "reg": [10.0, 30.0]}, {"binary": True, "epochs": 15, "embedding_size": 64}),
     ("bpr", {"embedding_size": [64], "epochs": [20]}, {"binary": True}),
 ]
 

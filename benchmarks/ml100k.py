@@ -26,7 +26,7 @@ ROSTER = [
     ("popularity", {"binary": [True]}, {}),
     ("itemknn", {"k": [50, 100, 200, 400], "shrink": [0.0, 10.0]}, {"binary": True}),
     ("ease", {"reg": [100.0, 200.0, 300.0, 500.0, 800.0]}, {"binary": True}),
-    ("als", {"embedding_size": [32, 64, 128], "reg": [0.01, 0.1, 1.0]}, {"binary": True, "epochs": 15, "alpha": 1.0}),
+    ("als", {"embedding_size": [32, 64, 128], "reg": [1.0, 10.0, 30.0]}, {"binary": True, "epochs": 15, "alpha": 1.0}),
     ("bpr", {"embedding_size": [64], "epochs": [20, 40], "reg": [1e-5, 1e-4]}, {"binary": True}),
 ]
 

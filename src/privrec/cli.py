@@ -235,10 +235,19 @@ def demo(
         def on_stage(text: str) -> None:
             prog.update(stages, description=text)
 
-        def on_step(model: str, step: str) -> None:
-            prog.update(models_task, visible=True, advance=0.5, description=f"{step} {model}")
+        def on_models(n: int) -> None:
+            prog.update(models_task, visible=True, total=2 * n, completed=0)
 
-        result = run_demo(rs, dataset=dataset, out_dir=out, seed=seed, n_users=users, n_items=items, on_stage=on_stage, on_step=on_step)
+        def on_step(model: str, step: str) -> None:
+            # Advance after the previous step finished; the final step is closed below.
+            done = prog.tasks[models_task].completed
+            prog.update(models_task, completed=done + (1 if prog.tasks[models_task].description != "models" else 0), description=f"{step} {model}")
+
+        result = run_demo(
+            rs, dataset=dataset, out_dir=out, seed=seed, n_users=users, n_items=items,
+            on_stage=on_stage, on_step=on_step, on_models=on_models,
+        )  # fmt: skip
+        prog.update(models_task, completed=prog.tasks[models_task].total or 0, description="models done")
         prog.update(stages, total=1, completed=1, description="main job done")
     console.print(render_table(result.results))
     if result.ingest:

@@ -33,21 +33,21 @@ ROSTERS: dict[str, list[ModelSpec]] = {
         ModelSpec("popularity", {}),
         ModelSpec("itemknn", {"k": 100, "shrink": 10.0}),
         ModelSpec("ease", {"reg": 200.0}),
-        ModelSpec("als", {"embedding_size": 64, "reg": 0.1, "epochs": 15, "alpha": 2.0}),
-        ModelSpec("bpr", {"embedding_size": 64, "epochs": 20}),
+        ModelSpec("als", {"embedding_size": 64, "reg": 10.0, "epochs": 15, "alpha": 2.0}),
+        ModelSpec("bpr", {"embedding_size": 64, "epochs": 10}),
     ],
     "movielens-100k": [
         ModelSpec("popularity", {}),
-        ModelSpec("itemknn", {"k": 100}),
-        ModelSpec("ease", {"reg": 300.0}),
-        ModelSpec("als", {"embedding_size": 64, "reg": 0.1, "epochs": 15, "binary": True}),
-        ModelSpec("bpr", {"embedding_size": 64, "epochs": 30, "binary": True}),
+        ModelSpec("itemknn", {"k": 400, "shrink": 10.0}),
+        ModelSpec("ease", {"reg": 500.0}),
+        ModelSpec("als", {"embedding_size": 64, "reg": 10.0, "epochs": 15, "binary": True}),
+        ModelSpec("bpr", {"embedding_size": 64, "epochs": 20, "binary": True}),
     ],
     "loo": [
         ModelSpec("popularity", {}),
-        ModelSpec("itemknn", {"k": 100}),
-        ModelSpec("ease", {"reg": 300.0}),
-        ModelSpec("als", {"embedding_size": 64, "reg": 0.1, "epochs": 15, "binary": True}),
+        ModelSpec("itemknn", {"k": 200, "shrink": 10.0}),
+        ModelSpec("ease", {"reg": 50.0}),
+        ModelSpec("als", {"embedding_size": 64, "reg": 30.0, "alpha": 20.0, "epochs": 15, "binary": True}),
         ModelSpec("bpr", {"embedding_size": 64, "epochs": 20, "binary": True}),
     ],
 }
@@ -92,6 +92,7 @@ def run_demo(
     models: Sequence[str] | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_step: Callable[[str, str], None] | None = None,
+    on_models: Callable[[int], None] | None = None,
 ) -> DemoResult:
     """Run the main job; see the module docstring."""
     t_start = time.perf_counter()
@@ -118,6 +119,8 @@ def run_demo(
     if not roster:
         raise ValidationError("models", f"none of {list(models or [])} is in the roster")
     stage(f"training and evaluating {len(roster)} models")
+    if on_models:
+        on_models(len(roster))
     results, _fitted = compare_models(roster, train, test, protocol=protocol, k=10, seed=seed, on_step=on_step)
     key = "ndcg@10"
     best = max(results, key=lambda r: r.metrics.get(key, float("-inf")))

@@ -215,3 +215,20 @@ def test_values_that_are_not_unicode_or_not_numbers_go_to_pydantic(gate: Gate) -
     ref = gate.process_records(rows)
     assert [(r.line, r.reason) for r in bulk.rejects] == [(r.line, r.reason) for r in ref.rejects]
     assert [r.line for r in bulk.rejects] == [1, 2, 3, 4, 5, 6, 7] and len(bulk.accepted) == 1
+
+
+def test_event_ids_use_the_pseudonymiser_chain_so_rotation_rekeys_them() -> None:
+    """derive == the HMAC-SHA256 chain of pseudonyms; rekey after rotation maps old ids to new."""
+    import hashlib
+    import hmac
+
+    keys = [b"a" * 32, b"b" * 16, b"c" * 80]  # short and over-long keys too
+    p = Pseudonymiser(keys)
+    msg = f"\x1fevent\x1f{RAW}\x1fé-1"
+    ref = msg
+    for k in keys:
+        ref = hmac.new(k, ref.encode(), hashlib.sha256).hexdigest()[:32]
+    assert p.derive(msg) == ref == p.derive_many([msg.encode()])[0]
+    before = Pseudonymiser(keys[:2])
+    assert p.rekey_many([before.derive(msg)]) == [p.rekey(before.derive(msg))] == [ref]
+    assert p.derive(RAW) == p.pseudonymise(RAW)

@@ -205,3 +205,12 @@ def test_line_framing_across_block_boundaries(monkeypatch: pytest.MonkeyPatch, b
     expect_kept = [(i + 1, ln) for i, ln in enumerate(lines) if ln and len(ln) <= 40 and b"\xff" not in ln]
     expect_rejected = [i + 1 for i, ln in enumerate(lines) if len(ln) > 40 or b"\xff" in ln]
     assert kept == expect_kept and sorted(rejected) == expect_rejected
+
+
+def test_records_report_rejects_without_a_file(env: tuple[Gate, EventStore]) -> None:
+    gate, store = env
+    rows = [_good(1), {"user": RAW, "item": "a", "type": "teleport", "timestamp": TS}, "junk"]
+    report = ingest_records(rows, gate, store)
+    assert (report.read, report.accepted, report.rejected) == (3, 1, 2)
+    assert [r["line"] for r in report.sample_rejects] == [2, 3]
+    assert "type" in report.sample_rejects[0]["reason"] and RAW not in json.dumps(report.to_dict())

@@ -191,9 +191,10 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
         s = pd.Series([None] * n, dtype="str")
         typed[:] = False
     s = s.reset_index(drop=True)
+    arr = pa.array(s, type=pa.string())
     # Only values that need no stripping take the fast path; whitespace rules are pydantic's.
-    unchanged = (s.str.strip() == s).to_numpy(dtype=bool, na_value=False)
-    length = s.str.len().to_numpy(dtype=np.float64, na_value=np.nan)
+    unchanged = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), arr), False).to_numpy(zero_copy_only=False)
+    length = pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64)  # code points, as pydantic counts
     with np.errstate(invalid="ignore"):
         ok = typed & unchanged & (length >= min_len) & (length <= max_len)
     return s, ok, present
@@ -469,7 +470,7 @@ class Gate:
                 )
                 ts[fixed_idx] = f["ts"].to_numpy()
                 rating[fixed_idx] = f["rating"].to_numpy()
-            if len(rejects) > 1:
+            if rejects:
                 logger.debug("gate rejected=%d of=%d", len(rejects), n)
 
         clean = pd.DataFrame(
@@ -582,7 +583,7 @@ class Gate:
             pc.fill_null(pa.array(clean["query"], type=pa.string()), ""),
         ]
         by_content = pc.binary_join_element_wise(*parts, sep)
-        msgs = pc.if_else(pc.is_valid(given), by_given, by_content)
+        msgs = by_content if given.null_count == len(given) else pc.if_else(pc.is_valid(given), by_given, by_content)
         return pc.cast(msgs, pa.binary()).to_pylist()
 
     def _consent_filter(self, accepted: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from privrec.core.errors import NotFoundError, ValidationError
@@ -45,6 +46,7 @@ DEFAULT_BATCH_SIZE = 200_000
 _READ_BLOCK = 8 << 20  # bytes read from a file at a time
 _MAX_BATCH_BYTES = 64 << 20  # a batch also ends here, so long lines cannot make it huge
 _KNOWN = frozenset(INPUT_FIELDS)
+MAX_SAMPLE_REJECTS = 10
 
 Progress = Callable[[int], None]
 
@@ -59,7 +61,8 @@ class BatchReport:
         rejected: rows refused by the gate or unreadable (see the rejects file).
         duplicates: rows whose event is already stored or repeated earlier in the input.
         seconds: wall-clock time.
-        rejects_path: where the rejects were written (None when nothing was written).
+        rejects_path: where the rejects were written (None when no file was asked for).
+        sample_rejects: the first few rejects (line, reason, pseudonym or None), for display.
     """
 
     read: int = 0
@@ -68,6 +71,7 @@ class BatchReport:
     duplicates: int = 0
     seconds: float = 0.0
     rejects_path: str | None = None
+    sample_rejects: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -148,7 +152,8 @@ def ingest_records(
 ) -> BatchReport:
     """Ingest Python event records (mappings with Event's fields), batch by batch.
 
-    Rejects are numbered by record (1-based) and written to `rejects_path` if given.
+    Rejects are numbered by record (1-based), counted in the report (the first few in
+    `sample_rejects`) and written to `rejects_path` if given.
     """
     size = _check_batch_size(batch_size)
 
@@ -172,7 +177,11 @@ def ingest_frame(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
 ) -> BatchReport:
-    """Ingest a raw event frame (columns like Event's fields) through the gate's bulk path."""
+    """Ingest a raw event frame (columns like Event's fields) through the gate's bulk path.
+
+    Rejects are numbered by `line_numbers` (default: row position, 1-based), counted in the
+    report and written to `rejects_path` if given.
+    """
     size = _check_batch_size(batch_size)
     lines = np.arange(1, len(frame) + 1, dtype=np.int64) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)
 
@@ -221,6 +230,8 @@ def _run(batches: Iterable[_RawBatch], gate: Gate, store: EventStore, rejects_pa
                 writer.put(result.accepted)
                 rejects = sorted(raw.rejects + result.rejects, key=lambda r: r.line)
                 out.write(rejects)
+                if len(report.sample_rejects) < MAX_SAMPLE_REJECTS:
+                    report.sample_rejects += [r.to_dict() for r in rejects[: MAX_SAMPLE_REJECTS - len(report.sample_rejects)]]
                 report.read += result.read + len(raw.rejects)
                 report.rejected += len(rejects)
                 report.duplicates += result.duplicates
@@ -608,31 +619,41 @@ def _csv_fast(data: bytes, names: list[str], numbers: np.ndarray) -> tuple[pd.Da
 
 
 def _csv_python(data: bytes, names: list[str], numbers: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
-    """Python's csv module, one line at a time (quoted fields; a bad line cannot swallow others)."""
+    """Python's csv module for quoted data, strictly one line per row (a bad line cannot swallow others)."""
     n_cols = len(names)
+    lines = data.decode("utf-8").replace("\r\n", "\n").split("\n")[:-1]
     rows: list[list[str]] = []
-    keep = np.zeros(numbers.size, dtype=bool)
-    bad: list[Reject] = []
-    for k, line in enumerate(data.decode("utf-8").split("\n")[:-1]):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if '"' in line:
+    try:
+        rows = list(csv.reader(lines, strict=True))
+    except csv.Error:
+        rows = []
+    if len(rows) != len(lines):  # a record spanned lines (an open quote) or a line was malformed
+        rows = []
+        for line in lines:
             try:
                 parsed = list(csv.reader([line], strict=True))
+                rows.append(parsed[0] if len(parsed) == 1 else [])
             except csv.Error:
-                bad.append(Reject(int(numbers[k]), "line: malformed CSV quoting (an unclosed or stray quote)"))
-                continue
-            row = parsed[0] if len(parsed) == 1 else []
-        else:
-            row = line.split(",")
-        if len(row) != n_cols:
+                rows.append(None)  # type: ignore[arg-type]
+    keep = np.zeros(len(lines), dtype=bool)
+    good: list[list[str]] = []
+    bad: list[Reject] = []
+    for k, row in enumerate(rows):
+        if row is None:
+            bad.append(Reject(int(numbers[k]), "line: malformed CSV quoting (an unclosed or stray quote)"))
+        elif len(row) != n_cols:
             bad.append(_ragged(int(numbers[k]), len(row), n_cols))
-            continue
-        rows.append(row)
-        keep[k] = True
-    cols = list(zip(*rows, strict=True)) if rows else [()] * n_cols
-    frame = pd.DataFrame({name: pd.Series([v if v != "" else None for v in col], dtype="str") for name, col in zip(names, cols, strict=True)})
+        else:
+            good.append(row)
+            keep[k] = True
+    cols = list(zip(*good, strict=True)) if good else [()] * n_cols
+    frame = pd.DataFrame({name: pd.array(_empty_is_null(col), dtype="str") for name, col in zip(names, cols, strict=True)})
     return frame, keep, bad
+
+
+def _empty_is_null(values: tuple[str, ...]) -> pa.Array:
+    arr = pa.array(values, type=pa.string())
+    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
 
 
 # ---- Parquet -------------------------------------------------------------------------------------

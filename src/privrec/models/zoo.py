@@ -17,6 +17,10 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.ease",
     "privrec.models.als",
     "privrec.models.bpr",
+    "privrec.models.sasrec",
+    "privrec.models.bert4rec",
+    "privrec.models.content",
+    "privrec.models.hybrid",
 )
 
 for _module in MODEL_MODULES:

@@ -1,0 +1,143 @@
+"""Deterministic A/B assignment: a pseudonym and an experiment salt always give the same variant.
+
+bucket = the first 8 bytes of SHA-256(salt, 0x1f, pseudonym) as a number in [0, 1); the variants
+own consecutive slices of [0, 1) in proportion to their weights. No state is kept, so a shopper's
+variant is the same on every server and after a restart, and a new salt reshuffles everyone.
+The unit id stored with exposures is another slice of the same hash: it identifies the shopper
+inside one experiment only and cannot be joined with the event store without the salt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from privrec.core.errors import ValidationError
+
+__all__ = ["Experiment", "Variant", "assign", "bucket", "unit_id"]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _digest(salt: str, pseudonym: str) -> bytes:
+    return hashlib.sha256(f"{salt}\x1f{pseudonym}".encode()).digest()
+
+
+def bucket(salt: str, pseudonym: str) -> float:
+    """The shopper's position in [0, 1) for this salt."""
+    return int.from_bytes(_digest(salt, pseudonym)[:8], "big") / 2.0**64
+
+
+def unit_id(salt: str, pseudonym: str) -> str:
+    """The shopper's id inside one experiment (16 hex characters)."""
+    return _digest(salt, pseudonym)[8:16].hex()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of an experiment.
+
+    Attributes:
+        name: the variant's name ("control", "ease", ...).
+        model: the model it serves (None: the default model).
+        weight: its share of traffic (relative to the other variants).
+        params: recommendation options it sets (diversity, category_cap, in_stock, ...).
+    """
+
+    name: str
+    model: str | None = None
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "model": self.model, "weight": self.weight, "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An A/B test: named variants, a salt, a status.
+
+    Attributes:
+        name: lower-case id (letters, digits, '-', '_').
+        variants: two or more variants; the first is the control.
+        salt: the assignment salt (random when created).
+        status: "running" or "stopped".
+        created_at: Unix seconds.
+        description: free text.
+    """
+
+    name: str
+    variants: tuple[Variant, ...]
+    salt: str = field(default_factory=lambda: secrets.token_hex(8))
+    status: str = "running"
+    created_at: float = 0.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ValidationError("name", "use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+        if len(self.variants) < 2:
+            raise ValidationError("variants", f"has {len(self.variants)}; an experiment needs at least two")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValidationError("variants", "two variants share a name; give each its own")
+        for v in self.variants:
+            if not _NAME.fullmatch(v.name):
+                raise ValidationError("variants.name", f"{v.name!r} is not a valid name; use lower-case letters, digits, '-' or '_'")
+            if not (v.weight > 0 and v.weight < 1e9):
+                raise ValidationError("variants.weight", f"variant {v.name!r} needs a positive weight")
+        if self.status not in ("running", "stopped"):
+            raise ValidationError("status", "must be 'running' or 'stopped'")
+
+    @property
+    def shares(self) -> list[float]:
+        """Each variant's expected share of units."""
+        total = sum(v.weight for v in self.variants)
+        return [v.weight / total for v in self.variants]
+
+    def variant_of(self, pseudonym: str) -> Variant:
+        """The variant this pseudonym is assigned to."""
+        return assign(self, pseudonym)
+
+    def to_dict(self, *, with_salt: bool = True) -> dict[str, Any]:
+        """JSON-ready form (the salt is left out of public views)."""
+        d: dict[str, Any] = {
+            "name": self.name,
+            "variants": [v.to_dict() for v in self.variants],
+            "status": self.status,
+            "created_at": self.created_at,
+            "description": self.description,
+        }
+        if with_salt:
+            d["salt"] = self.salt
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Experiment:
+        """Inverse of `to_dict`."""
+        variants = tuple(
+            Variant(name=str(v["name"]), model=v.get("model"), weight=float(v.get("weight", 1.0)), params=dict(v.get("params") or {}))
+            for v in d.get("variants", [])
+        )
+        kw: dict[str, Any] = {"name": str(d["name"]), "variants": variants}
+        for key in ("salt", "status", "created_at", "description"):
+            if d.get(key) is not None:
+                kw[key] = d[key]
+        return cls(**kw)
+
+
+def assign(experiment: Experiment, pseudonym: str, shares: Sequence[float] | None = None) -> Variant:
+    """The variant of `pseudonym` (deterministic from the pseudonym and the salt)."""
+    b = bucket(experiment.salt, pseudonym)
+    acc = 0.0
+    sh = list(shares) if shares is not None else experiment.shares
+    for v, s in zip(experiment.variants, sh, strict=True):
+        acc += s
+        if b < acc:
+            return v
+    return experiment.variants[-1]

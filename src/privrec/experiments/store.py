@@ -1,0 +1,178 @@
+"""Where experiments, exposures and outcomes live: one SQLite file in the data directory (mode 0600).
+
+Exposures (one row per recommendation list shown in an experiment: recommendation id, variant,
+the shopper's unit id inside the experiment, the recommended item keys) are buffered in memory
+and written in batches by `flush`, so serving never waits on the disk. Outcomes (click, cart,
+purchase carrying a recommendation id) are attributed to the exposure with that id. No raw user
+id and no pseudonym is stored: the unit id is a salted hash that only the experiment uses; on
+erasure the service recomputes it and deletes the shopper's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from privrec.core.errors import NotFoundError, ValidationError
+from privrec.experiments.assignment import Experiment
+
+__all__ = ["ExperimentStore", "OUTCOME_TYPES"]
+
+OUTCOME_TYPES = ("click", "cart", "purchase")
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS exposures (rec_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, variant TEXT NOT NULL, "
+    "unit TEXT NOT NULL, ts REAL NOT NULL, items TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS exposures_exp ON exposures (experiment)",
+    "CREATE INDEX IF NOT EXISTS exposures_unit ON exposures (unit)",
+    "CREATE TABLE IF NOT EXISTS outcomes (rec_id TEXT NOT NULL, type TEXT NOT NULL, item TEXT NOT NULL, value REAL, ts REAL NOT NULL, "
+    "PRIMARY KEY (rec_id, type, item))",
+)
+
+
+class ExperimentStore:
+    """Experiments and their exposures and outcomes in `<data_dir>/experiments.sqlite`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        new = not self.path.exists()
+        self._con = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        if new:
+            self.path.chmod(0o600)
+        self._lock = threading.RLock()
+        self._pending: list[tuple[Any, ...]] = []
+        self._pending_lock = threading.Lock()
+        with self._lock:
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=NORMAL")
+            for ddl in _DDL:
+                self._con.execute(ddl)
+        self._cache: dict[str, Experiment] = {e.name: e for e in self._load_all()}
+
+    def close(self) -> None:
+        """Flush and close."""
+        self.flush()
+        with self._lock:
+            self._con.close()
+
+    # ---- experiments -------------------------------------------------------------------------
+    def _load_all(self) -> list[Experiment]:
+        with self._lock:
+            rows = self._con.execute("SELECT doc FROM experiments ORDER BY name").fetchall()
+        return [Experiment.from_dict(json.loads(r[0])) for r in rows]
+
+    def create(self, experiment: Experiment) -> Experiment:
+        """Save a new experiment (ValidationError if the name is taken)."""
+        if experiment.name in self._cache:
+            raise ValidationError("name", f"an experiment named {experiment.name!r} exists; choose another name or stop it first")
+        if not experiment.created_at:
+            experiment = Experiment.from_dict({**experiment.to_dict(), "created_at": time.time()})
+        with self._lock:
+            self._con.execute("INSERT INTO experiments VALUES (?, ?)", [experiment.name, json.dumps(experiment.to_dict())])
+        self._cache[experiment.name] = experiment
+        return experiment
+
+    def get(self, name: str) -> Experiment:
+        """One experiment (NotFoundError if unknown)."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            raise NotFoundError(f"experiment: no experiment named {name!r}; list them with GET /v1/experiments") from None
+
+    def list(self) -> list[Experiment]:
+        """All experiments, by name."""
+        return [self._cache[k] for k in sorted(self._cache)]
+
+    def set_status(self, name: str, status: str) -> Experiment:
+        """Stop or restart an experiment."""
+        exp = Experiment.from_dict({**self.get(name).to_dict(), "status": status})
+        with self._lock:
+            self._con.execute("UPDATE experiments SET doc = ? WHERE name = ?", [json.dumps(exp.to_dict()), name])
+        self._cache[name] = exp
+        return exp
+
+    # ---- exposures and outcomes --------------------------------------------------------------
+    def record_exposure(self, rec_id: str, experiment: str, variant: str, unit: str, items: Sequence[str]) -> None:
+        """Buffer one exposure (written by the next `flush`)."""
+        row = (rec_id, experiment, variant, unit, time.time(), json.dumps(list(items)))
+        with self._pending_lock:
+            self._pending.append(row)
+
+    def flush(self) -> int:
+        """Write buffered exposures; returns how many."""
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+        if rows:
+            with self._lock:
+                self._con.execute("BEGIN")
+                self._con.executemany("INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._con.execute("COMMIT")
+        return len(rows)
+
+    def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
+        """Attribute outcomes {rec_id, type, item, value}; returns how many were attributed.
+
+        An outcome counts when its recommendation id was shown in an experiment and its item was
+        on that list; repeats of the same (id, type, item) count once.
+        """
+        rows = [o for o in outcomes if o.get("rec_id") and o.get("type") in OUTCOME_TYPES]
+        if not rows:
+            return 0
+        self.flush()
+        n = 0
+        with self._lock:
+            ids = sorted({str(o["rec_id"]) for o in rows})
+            shown: dict[str, set[str]] = {}
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk : chunk + 500]
+                q = f"SELECT rec_id, items FROM exposures WHERE rec_id IN ({','.join('?' * len(part))})"
+                for rid, items in self._con.execute(q, part).fetchall():
+                    shown[rid] = set(json.loads(items))
+            self._con.execute("BEGIN")
+            for o in rows:
+                items = shown.get(str(o["rec_id"]))
+                if items is None or str(o["item"]) not in items:
+                    continue
+                cur = self._con.execute(
+                    "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?)",
+                    [str(o["rec_id"]), str(o["type"]), str(o["item"]), float(o.get("value") or 0.0), time.time()],
+                )
+                n += cur.rowcount
+            self._con.execute("COMMIT")
+        return n
+
+    def records(self, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(exposures, outcomes) of one experiment."""
+        self.get(name)
+        self.flush()
+        with self._lock:
+            ex = self._con.execute("SELECT rec_id, variant, unit FROM exposures WHERE experiment = ?", [name]).fetchall()
+            oc = self._con.execute(
+                "SELECT o.rec_id, o.type, o.item, o.value FROM outcomes AS o JOIN exposures AS e ON e.rec_id = o.rec_id WHERE e.experiment = ?",
+                [name],
+            ).fetchall()
+        return (
+            [{"rec_id": r, "variant": v, "unit": u} for r, v, u in ex],
+            [{"rec_id": r, "type": t, "item": i, "value": val} for r, t, i, val in oc],
+        )
+
+    def erase_units(self, units: Mapping[str, str]) -> int:
+        """Delete the exposures and outcomes of one shopper ({experiment: unit id}); returns rows deleted."""
+        self.flush()
+        n = 0
+        with self._lock:
+            self._con.execute("BEGIN")
+            for exp, unit in units.items():
+                ids = [r[0] for r in self._con.execute("SELECT rec_id FROM exposures WHERE experiment = ? AND unit = ?", [exp, unit])]
+                for chunk in range(0, len(ids), 500):
+                    part = ids[chunk : chunk + 500]
+                    marks = ",".join("?" * len(part))
+                    n += self._con.execute(f"DELETE FROM outcomes WHERE rec_id IN ({marks})", part).rowcount
+                n += self._con.execute("DELETE FROM exposures WHERE experiment = ? AND unit = ?", [exp, unit]).rowcount
+            self._con.execute("COMMIT")
+        return n

@@ -1,0 +1,231 @@
+"""Explanations for every recommended item (layer 5), from the user's own history and public
+item data only.
+
+Kinds, in the order they are tried for one item:
+
+- "search": the item matched the shopper's query ("matches your search 'q'").
+- "context": the shopper is looking at an item that drives this one ("because you are looking at 'X'").
+- "cold_item": a new arrival nobody has touched yet ("new arrival similar to 'X'", X from the
+  shopper's history in the same category).
+- "history": the history items that contributed most ("because you bought 'X' and viewed 'Y'").
+- "popular": the fallback ("popular in <category>").
+
+Contributions are computed for all k items at once where the model's structure allows it (EASE:
+h_j * B[j, i]; item-kNN: h_j * sim(i, j)); any other model is asked item by item through its
+own `explain`. The texts name catalogue titles (public data) and the shopper's own actions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from privrec.core.types import EVENT_TYPES, UserHistory
+from privrec.models.base import Recommender
+from privrec.models.rules import ItemTable
+
+__all__ = ["ItemExplanation", "contributions", "explain_items", "strongest_actions"]
+
+# What the shopper did, strongest intent first: (event type, verb phrase template)
+_ACTIONS: dict[str, str] = {
+    "purchase": "bought {t}",
+    "favorite": "saved {t}",
+    "cart": "added {t} to your cart",
+    "rating": "rated {t}",
+    "search": "searched for {t}",
+    "view": "viewed {t}",
+}
+_RANK = {t: r for r, t in enumerate(_ACTIONS)}
+_MAX_TITLE = 60
+
+
+@dataclass
+class ItemExplanation:
+    """Why one item is shown.
+
+    Attributes:
+        kind: search, context, cold_item, history or popular.
+        text: one short sentence.
+        because: the history or catalogue items it rests on: {"item", "title", "action"}.
+    """
+
+    kind: str
+    text: str
+    because: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"kind": self.kind, "text": self.text, "because": self.because}
+
+
+def _title(table: ItemTable, i: int) -> str:
+    t = table.titles[int(i)] or table.keys[int(i)]
+    return t if len(t) <= _MAX_TITLE else t[: _MAX_TITLE - 1].rstrip() + "…"
+
+
+def _quoted(table: ItemTable, i: int) -> str:
+    return f"'{_title(table, i)}'"
+
+
+def strongest_actions(history: UserHistory) -> dict[int, str]:
+    """Per distinct history item, the strongest thing the shopper did with it (event type name)."""
+    out: dict[int, str] = {}
+    if history.event_types is None or len(history.event_types) != len(history):
+        return {int(i): "view" for i in np.unique(history.items)}
+    for it, code in zip(history.items.tolist(), history.event_types.tolist(), strict=True):
+        name = EVENT_TYPES[int(code)] if 0 <= int(code) < len(EVENT_TYPES) else "view"
+        if it not in out or _RANK.get(name, 9) < _RANK.get(out[it], 9):
+            out[it] = name
+    return out
+
+
+def _distinct_weights(model: Recommender, history: UserHistory) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct in-range history items and their weight as the model sees it (max per item)."""
+    items = np.asarray(history.items, dtype=np.int64)
+    w = np.ones(len(items), np.float64) if history.weights is None else np.asarray(history.weights, dtype=np.float64)
+    ok = (items >= 0) & (items < model.n_items)
+    items, w = items[ok], w[ok]
+    if not len(items):
+        return items, w
+    order = np.lexsort((w, items))
+    items, w = items[order], w[order]
+    last = np.ones(len(items), dtype=bool)
+    last[:-1] = items[1:] != items[:-1]
+    items, w = items[last], w[last]
+    if getattr(model.config, "binary", False):
+        w = np.ones_like(w)
+    return items, w
+
+
+def contributions(model: Recommender, history: UserHistory, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(history items, matrix [len(targets), len(items)] of additive score shares), or None
+    where the model's structure is not known (then ask `model.explain`)."""
+    items, w = _distinct_weights(model, history)
+    targets = np.asarray(targets, dtype=np.int64)
+    weights = getattr(model, "weights", None)
+    if model.name == "ease" and isinstance(weights, np.ndarray) and weights.ndim == 2:
+        if not len(items):
+            return items, np.zeros((len(targets), 0))
+        return items, (weights[np.ix_(items, targets)].T.astype(np.float64) * w[None, :])
+    sim = getattr(model, "similarity", None)
+    if model.name == "itemknn" and sp.issparse(sim) and getattr(model.config, "formula", "sum") == "sum":
+        if not len(items):
+            return items, np.zeros((len(targets), 0))
+        block = np.asarray(sim[targets][:, items].todense(), dtype=np.float64)
+        return items, block * w[None, :]
+    return None
+
+
+def _history_text(parts: list[str]) -> str:
+    return "because you " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+
+
+def _popular(table: ItemTable, i: int) -> ItemExplanation:
+    cat = table.category_name(i)
+    if cat:
+        leaf = cat.split(">")[-1].strip()
+        return ItemExplanation("popular", f"popular in {leaf}", [])
+    return ItemExplanation("popular", "popular with shoppers", [])
+
+
+def explain_items(
+    model: Recommender | None,
+    history: UserHistory,
+    items: Sequence[int] | np.ndarray,
+    table: ItemTable,
+    *,
+    personalized: bool = True,
+    query: str | None = None,
+    matched: Sequence[bool] | np.ndarray | None = None,
+    filled: Sequence[bool] | np.ndarray | None = None,
+    context_item: int | None = None,
+    n_reasons: int = 2,
+) -> list[ItemExplanation]:
+    """One explanation per item in `items` (see the module docstring for the kinds).
+
+    Args:
+        model: the model that ranked the items (None: non-personalised ranking).
+        history: the shopper's history in the model's index space (empty when anonymous).
+        items: the recommended item indices.
+        table: the compiled catalogue.
+        personalized: False when the shopper's consent rules out personal data.
+        query: the search query the items answer, if any.
+        matched: per item, whether it matched `query`.
+        filled: per item, whether it was chosen by popularity because the model had no signal.
+        context_item: the item the shopper is looking at, if any.
+        n_reasons: history items named per explanation.
+    """
+    idx = np.asarray(items, dtype=np.int64)
+    k = len(idx)
+    filled_a = np.zeros(k, bool) if filled is None else np.asarray(filled, dtype=bool)
+    matched_a = np.zeros(k, bool) if matched is None else np.asarray(matched, dtype=bool)
+    out: list[ItemExplanation] = []
+    use_history = personalized and model is not None and len(history) > 0
+    actions = strongest_actions(history) if use_history else {}
+    contrib = contributions(model, history, idx) if use_history and model is not None else None
+    q = (query or "").strip()
+    if len(q) > 60:
+        q = q[:59].rstrip() + "…"
+    for r, i in enumerate(idx.tolist()):
+        reasons: list[tuple[int, float]] = []
+        if use_history and model is not None:
+            if contrib is not None:
+                hist_items, mat = contrib
+                row = mat[r]
+                order = np.lexsort((hist_items, -row))
+                reasons = [(int(hist_items[j]), float(row[j])) for j in order if row[j] > 0][:n_reasons]
+            elif not filled_a[r]:
+                exp = model.explain(history, int(i))
+                reasons = [(int(j), float(c)) for j, c in exp.contributors if c > 0][:n_reasons]
+        because = [{"item": table.keys[j], "title": _title(table, j), "action": actions.get(j, "view")} for j, _ in reasons]
+        if q and matched_a[r]:
+            text = f"matches your search '{q}'"
+            if reasons:
+                text += "; " + _history_text([_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=_quoted(table, j)) for j, _ in reasons[:1]])
+            out.append(ItemExplanation("search", text, because[:1]))
+            continue
+        if context_item is not None and reasons and reasons[0][0] == int(context_item):
+            out.append(ItemExplanation("context", f"because you are looking at {_quoted(table, context_item)}", because[:1]))
+            continue
+        if table.popularity[i] <= 0:
+            sim = _similar_in_history(table, i, [j for j, _ in reasons] + sorted(actions)) if use_history else None
+            if sim is not None:
+                out.append(
+                    ItemExplanation(
+                        "cold_item",
+                        f"new arrival similar to {_quoted(table, sim)}",
+                        [{"item": table.keys[sim], "title": _title(table, sim), "action": actions.get(sim, "view")}],
+                    )
+                )
+                continue
+            cat = table.category_name(i)
+            leaf = cat.split(">")[-1].strip() if cat else None
+            out.append(ItemExplanation("cold_item", f"new arrival in {leaf}" if leaf else "new arrival", []))
+            continue
+        if reasons and not filled_a[r]:
+            parts = [_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=_quoted(table, j)) for j, _ in reasons]
+            out.append(ItemExplanation("history", _history_text(parts), because))
+            continue
+        out.append(_popular(table, i))
+    return out
+
+
+def _similar_in_history(table: ItemTable, item: int, candidates: list[int]) -> int | None:
+    """The history item most like `item` by public data: same category and brand, then same category."""
+    c, b = int(table.category[item]), int(table.brand[item])
+    best, best_score = None, 0
+    for j in candidates:
+        score = 0
+        if c >= 0 and int(table.category[j]) == c:
+            score += 2
+        elif int(table.top_category[item]) >= 0 and int(table.top_category[j]) == int(table.top_category[item]):
+            score += 1
+        if b >= 0 and int(table.brand[j]) == b:
+            score += 1
+        if score > best_score:
+            best, best_score = j, score
+    return best

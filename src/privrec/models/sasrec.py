@@ -1,0 +1,45 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the user's ordered history.
+
+Each position of a training window predicts the next item (teacher forcing over the whole
+window); at request time the output at the latest item scores every item. The loss can be the
+original binary cross-entropy with one negative ("bce"), full softmax cross-entropy (as in
+"SASRec+", Klenitskiy & Vasilev 2023) or sampled softmax with many shared negatives (the
+uSASRec / gSASRec family's cheap stand-in for it). See `privrec.models.sequential` for the
+network, item representation (ID, frozen text + adaptor, or both), training and persistence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from privrec.models.base import register
+from privrec.models.sequential import PAD, SequentialConfig, SequentialRecommender, TrainBatch, pad_left, windows
+
+
+class SASRecConfig(SequentialConfig):
+    """SASRec settings (all shared with BERT4Rec; see SequentialConfig)."""
+
+
+@register
+class SASRec(SequentialRecommender):
+    """Causal transformer next-item model."""
+
+    name = "sasrec"
+    Config = SASRecConfig
+    config: SASRecConfig
+    causal = True
+
+    def _make_batches(self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator) -> Iterator[TrainBatch]:
+        c = self.config
+        wins = [w for s in seqs if len(s) >= 2 for w in windows(s, c.max_len + 1, c.long_sequences) if len(w) >= 2]
+        order = gen.permutation(len(wins))
+        for start in range(0, len(order), c.batch_size):
+            chosen = [wins[i] for i in order[start : start + c.batch_size]]
+            seq = pad_left([w[:-1] + 1 for w in chosen])
+            target = pad_left([w[1:] + 1 for w in chosen])
+            yield TrainBatch(seq, target, self._negatives(target, n_items, gen))
+
+
+__all__ = ["PAD", "SASRec", "SASRecConfig"]

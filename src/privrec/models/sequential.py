@@ -1,0 +1,756 @@
+"""Shared pieces of the sequential transformers (SASRec, BERT4Rec): data, network, training, scoring.
+
+A user is their *ordered* history (oldest first), so these models read `dataset.sequences()` to
+train and a UserHistory's `items` (chronological) to score. Token ids inside the network:
+0 = padding, 1..n_items = items (item index + 1), n_items + 1 = [MASK] (BERT4Rec).
+
+Item representation (`item_repr`):
+    "id":       a learned embedding per item (the classic models);
+    "text":     a frozen text embedding per item (n_items, t) through a learned adaptor
+                (linear or MLP), so an item never seen in training still has a representation;
+    "id+text":  the sum of both; items absent from training get a zero ID part at the end of
+                `fit`, so they are represented by their text alone.
+The text matrix is given to `fit(item_text_embeddings=...)` or by path in the config; it is saved
+with the model (it is needed to score), as one more safetensors array.
+
+Network: item embedding (scaled by sqrt(d)) + a learned position embedding counted from the END
+of the sequence (the latest item is position 0, whatever the padding), dropout, `num_blocks`
+pre-LayerNorm transformer blocks (multi-head self-attention; causal for SASRec, bidirectional for
+BERT4Rec; padding is never attended to), a final LayerNorm. Scores are dot products with the
+same item table (tied input/output embeddings). Because positions count from the end and padding
+is masked, a user's scores do not depend on how much padding their batch holds.
+
+Losses (`loss`): "full_softmax" (cross-entropy over all items, the strongest and the slowest),
+"sampled_softmax" (cross-entropy over the target and `n_negatives` items drawn uniformly, shared
+by the batch; a negative equal to a row's target is masked out) and "bce" (one uniform negative
+per target, binary cross-entropy: the original SASRec loss). Only positions with a target are
+projected onto the item table, so padding costs no softmax.
+
+Order through the CSR contract: `score_matrix` receives CSR rows, which have no order. These
+models therefore write order into the values: `input_matrix` and `history_matrix` put 1 + the
+position of an item's LAST occurrence in the history, and `score_matrix` orders each row's
+items by value (ties: by item index; a plain 0/1 matrix is read in item-index order). Repeats
+collapse to their last occurrence there; `score(history)` and `score_sequences` keep them. For
+evaluation with exact sequences use `sequence_scorer(model, dataset)` as the `scorer=` hook.
+
+Training: Adam, an epoch visits each user's training window(s) once, in a seeded random order;
+with `validation` (an InteractionDataset holding each user's next item) the model is checked
+every `eval_every` epochs by full-ranking NDCG@10 and the best epoch's weights are kept; training
+stops after `patience` checks without improvement. Runs under torch.distributed when a process
+group is initialised (see `privrec.models.distributed`): every rank builds the same global batch
+from the same seed and trains on its share; gradients are averaged by DDP and the loss is scaled
+so that the result equals single-process training on the global batch.
+
+Reproducible on CPU for a seed: initialisation, dropout, batch order, masks and negatives all come
+from the seed (torch's global RNG is forked, so the caller's state is untouched). With
+`num_threads=1` runs are bit-identical; with more threads some reductions may differ in the last
+bits.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from privrec.core.errors import ConfigError
+from privrec.core.rng import DEFAULT_SEED
+from privrec.core.types import Explanation, UserHistory
+from privrec.data.dataset import InteractionDataset
+from privrec.models.base import ModelConfig, Recommender, history_explanation, seed_from
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+PAD = 0
+
+
+class SequentialConfig(ModelConfig):
+    """Settings shared by SASRec and BERT4Rec.
+
+    Attributes:
+        embedding_size: model width d.
+        num_blocks: transformer blocks.
+        num_heads: attention heads (must divide embedding_size).
+        ffn_factor: feed-forward hidden size = ffn_factor * embedding_size.
+        max_len: the longest history the network reads (older items are dropped).
+        dropout: dropout on embeddings, attention weights, residual branches.
+        epochs: maximum passes over the training sequences.
+        learning_rate: Adam step size.
+        weight_decay: AdamW decoupled weight decay (0: plain Adam).
+        batch_size: training sequences per step (the global batch under DDP).
+        loss: "full_softmax", "sampled_softmax" or "bce" (see the module docstring).
+        n_negatives: negatives per batch for "sampled_softmax".
+        long_sequences: "last" trains on each user's latest window only (the published SASRec);
+            "chunks" also on the earlier, non-overlapping windows of long histories.
+        eval_every: epochs between validation checks (when `fit` gets validation data).
+        patience: validation checks without improvement before stopping.
+        eval_mask_history: mask the user's history items when ranking the validation item.
+        time_budget_s: stop training after this many seconds (None: no limit; runs that hit it
+            are no longer reproducible across machines).
+        grad_clip: clip the global gradient norm to this (None: no clipping).
+        item_repr: "id", "text" or "id+text".
+        text_adaptor: "linear" or "mlp" (text -> d).
+        item_text_embeddings: path of an (n_items, t) float32 matrix (.npy or .safetensors) used
+            when `fit` is not given one.
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        num_threads: torch CPU threads while training and scoring.
+        score_batch_size: histories scored at once.
+        seed: seeds everything; `fit(rng=...)` overrides it.
+    """
+
+    embedding_size: int = Field(default=64, ge=1)
+    num_blocks: int = Field(default=2, ge=1)
+    num_heads: int = Field(default=1, ge=1)
+    ffn_factor: int = Field(default=1, ge=1)
+    max_len: int = Field(default=50, ge=2)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    epochs: int = Field(default=200, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    batch_size: int = Field(default=128, ge=1)
+    loss: Literal["full_softmax", "sampled_softmax", "bce"] = "full_softmax"
+    n_negatives: int = Field(default=256, ge=1)
+    long_sequences: Literal["last", "chunks"] = "last"
+    eval_every: int = Field(default=1, ge=1)
+    patience: int = Field(default=5, ge=1)
+    eval_mask_history: bool = True
+    time_budget_s: float | None = Field(default=None, gt=0.0)
+    grad_clip: float | None = Field(default=None, gt=0.0)
+    item_repr: Literal["id", "text", "id+text"] = "id"
+    text_adaptor: Literal["linear", "mlp"] = "linear"
+    item_text_embeddings: str | None = None
+    device: str = "auto"
+    num_threads: int = Field(default=2, ge=1)
+    score_batch_size: int = Field(default=512, ge=1)
+    seed: int = DEFAULT_SEED
+
+
+# ---- torch helpers ----------------------------------------------------------------------------
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """"auto" -> CUDA when available (cuda:local_rank under torchrun), else CPU."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank or 0)
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for CUDA but none is available; use 'auto' or 'cpu'")
+    return dev
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on `n` CPU threads inside the block, restoring the previous setting after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def load_text_matrix(path: str | Path) -> np.ndarray:
+    """An (n_items, t) float32 matrix from .npy, or the only (or "embeddings") array of a .safetensors file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"item_text_embeddings: {p} does not exist; give the path of an (n_items, d) .npy or .safetensors matrix")
+    if p.suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+    elif p.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(p))
+        if "embeddings" in arrays:
+            arr = arrays["embeddings"]
+        elif len(arrays) == 1:
+            arr = next(iter(arrays.values()))
+        else:
+            raise ConfigError(f"item_text_embeddings: {p} holds {sorted(arrays)}; name the matrix 'embeddings'")
+    else:
+        raise ConfigError(f"item_text_embeddings: {p} is neither .npy nor .safetensors")
+    return np.asarray(arr, dtype=np.float32)
+
+
+# ---- the network --------------------------------------------------------------------------------
+def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray | None, text_dim: int | None) -> nn.Module:
+    """The network for `n_items` items (text given at fit time, or only its width at load time)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    d = c.embedding_size
+    if d % c.num_heads:
+        raise ConfigError(f"num_heads: {c.num_heads} does not divide embedding_size {d}; choose a divisor")
+
+    class ItemEncoder(nn.Module):
+        """Token id -> vector: ID embedding, text adaptor, or both summed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            n_tokens = n_items + 2
+            self.use_id = "id" in c.item_repr.split("+")
+            self.use_text = "text" in c.item_repr.split("+")
+            if self.use_id:
+                self.id_emb = nn.Embedding(n_tokens, d, padding_idx=PAD)
+                nn.init.normal_(self.id_emb.weight, std=d**-0.5)
+                with torch.no_grad():
+                    self.id_emb.weight[PAD].zero_()
+            if self.use_text:
+                t = text.shape[1] if text is not None else int(text_dim)  # type: ignore[arg-type]
+                buf = torch.zeros(n_tokens, t)
+                if text is not None:
+                    buf[1 : n_items + 1] = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))
+                self.register_buffer("text", buf)
+                if c.text_adaptor == "linear":
+                    self.adaptor: nn.Module = nn.Linear(t, d)
+                else:
+                    self.adaptor = nn.Sequential(nn.Linear(t, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+                # text-only needs a vector for [MASK] (its text row is empty)
+                self.mask_emb = nn.Parameter(torch.randn(d) * d**-0.5)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            out = None
+            if self.use_id:
+                out = self.id_emb(ids)
+            if self.use_text:
+                tx = self.adaptor(self.text[ids])
+                tx = torch.where((ids == n_items + 1).unsqueeze(-1), tx + self.mask_emb, tx)
+                tx = tx * (ids != PAD).unsqueeze(-1).to(tx.dtype)
+                out = tx if out is None else out + tx
+            return out  # type: ignore[return-value]
+
+        def table(self) -> torch.Tensor:
+            """Vectors of the real items 1..n_items (row r = item index r)."""
+            return self.forward(torch.arange(1, n_items + 1, device=self._device()))
+
+        def _device(self) -> torch.device:
+            return next(self.parameters()).device
+
+    class Block(nn.Module):
+        """Pre-LayerNorm transformer block."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln1 = nn.LayerNorm(d)
+            self.qkv = nn.Linear(d, 3 * d)
+            self.proj = nn.Linear(d, d)
+            self.ln2 = nn.LayerNorm(d)
+            self.ff1 = nn.Linear(d, c.ffn_factor * d)
+            self.ff2 = nn.Linear(c.ffn_factor * d, d)
+            self.drop = nn.Dropout(c.dropout)
+            self.att_drop = nn.Dropout(c.dropout)
+
+        def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+            b, length, _ = x.shape
+            h = c.num_heads
+            q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            att = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5
+            att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
+            o = (self.att_drop(att) @ v).transpose(1, 2).reshape(b, length, d)
+            x = x + self.drop(self.proj(o))
+            return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.ln2(x))))))
+
+    class SeqNet(nn.Module):
+        """Embeddings + blocks; `forward` returns the training loss, `last_hidden` serves scoring."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = ItemEncoder()
+            self.pos = nn.Embedding(c.max_len, d)
+            nn.init.normal_(self.pos.weight, std=d**-0.5)
+            self.drop = nn.Dropout(c.dropout)
+            self.blocks = nn.ModuleList([Block() for _ in range(c.num_blocks)])
+            self.ln = nn.LayerNorm(d)
+
+        def hidden(self, seq: torch.Tensor) -> torch.Tensor:
+            """(B, L) left-padded token ids -> (B, L, d)."""
+            length = seq.shape[1]
+            dev = seq.device
+            pos = torch.arange(length - 1, -1, -1, device=dev).clamp(max=c.max_len - 1)
+            x = self.items(seq) * math.sqrt(d) + self.pos(pos)[None]
+            x = self.drop(x)
+            allowed = (seq != PAD)[:, None, None, :]
+            if causal:
+                allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=dev).tril()
+            # every query sees itself, so padding rows stay finite (their outputs are never used)
+            allowed = allowed | torch.eye(length, dtype=torch.bool, device=dev)
+            for blk in self.blocks:
+                x = blk(x, allowed)
+            return self.ln(x)
+
+        def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
+            return self.hidden(seq)[:, -1]
+
+        def forward(
+            self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor, norm: torch.Tensor
+        ) -> torch.Tensor:
+            """Training loss: sum over this batch's targets / `norm` (the global target count / world)."""
+            hid = self.hidden(seq)
+            sel = target != PAD
+            hsel = hid[sel]
+            tgt = target[sel]
+            if c.loss == "full_softmax":
+                logits = hsel @ self.items.table().T
+                loss = F.cross_entropy(logits, tgt - 1, reduction="sum")
+            elif c.loss == "sampled_softmax":
+                pos_logit = (hsel * self.items(tgt)).sum(-1, keepdim=True)
+                neg_logit = hsel @ self.items(negatives).T
+                neg_logit = neg_logit.masked_fill(negatives[None, :] == tgt[:, None], float("-inf"))
+                logits = torch.cat([pos_logit, neg_logit], dim=1)
+                loss = (torch.logsumexp(logits, dim=1) - logits[:, 0]).sum()
+            else:  # bce: negatives holds one negative per target
+                pos_logit = (hsel * self.items(tgt)).sum(-1)
+                neg_logit = (hsel * self.items(negatives)).sum(-1)
+                loss = -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit)).sum()
+            return loss / norm
+
+    return SeqNet()
+
+
+# ---- training batches ------------------------------------------------------------------------------
+@dataclass
+class TrainBatch:
+    """One global step: left-padded inputs and targets (0 = no target) and the negatives."""
+
+    seq: np.ndarray
+    target: np.ndarray
+    negatives: np.ndarray
+
+
+def pad_left(seqs: Sequence[np.ndarray], length: int | None = None) -> np.ndarray:
+    """Stack token sequences into an int64 array, left-padded with 0 to `length` (default: the longest)."""
+    n = max((len(s) for s in seqs), default=0) if length is None else int(length)
+    out = np.zeros((len(seqs), max(n, 1)), dtype=np.int64)
+    for r, s in enumerate(seqs):
+        if len(s):
+            out[r, out.shape[1] - len(s) :] = s[-out.shape[1] :]
+    return out
+
+
+def windows(seq: np.ndarray, size: int, mode: str) -> list[np.ndarray]:
+    """The latest `size` items of `seq` ("last"), or all non-overlapping windows from the end ("chunks")."""
+    if mode == "last" or len(seq) <= size:
+        return [seq[-size:]]
+    out = []
+    end = len(seq)
+    while end > 1:
+        out.append(seq[max(0, end - size) : end])
+        end -= size
+    return out[::-1]
+
+
+# ---- distributed context --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in torch.distributed (world_size 1 without a process group)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def current(cls) -> DistInfo:
+        """The initialised default process group's rank and size, else (0, 1)."""
+        import os
+
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        return cls()
+
+    def share(self, n: int) -> np.ndarray:
+        """The rows of an n-row global batch this rank trains on (strided, so sizes differ by <= 1)."""
+        return np.arange(self.rank, n, self.world_size)
+
+
+# ---- the model base class ---------------------------------------------------------------------------
+class SequentialRecommender(Recommender):
+    """Base of the transformer sequence models; subclasses set `causal` and `_make_batches`."""
+
+    Config: ClassVar[type[ModelConfig]] = SequentialConfig
+    config: SequentialConfig
+    causal: ClassVar[bool] = True
+
+    def __init__(self, config: SequentialConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.net: nn.Module | None = None
+        self._table: torch.Tensor | None = None
+        self.train_log: list[dict[str, float]] = []
+        self.best_epoch: int = 0
+        self.train_seconds: float = 0.0
+
+    # ---- training -----------------------------------------------------------------------------
+    def fit(
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        validation: InteractionDataset | None = None,
+        item_text_embeddings: np.ndarray | None = None,
+    ) -> SequentialRecommender:
+        """Train on the chronological sequences of `dataset`.
+
+        Args:
+            dataset: training events (each user's events in time order).
+            rng: seed (overrides config.seed).
+            validation: each user's next item after `dataset` (e.g. `leave_one_out`'s valid
+                part): enables model selection by NDCG@10 and early stopping.
+            item_text_embeddings: (n_items, t) text vectors when item_repr uses text.
+        """
+        return self.fit_sequences(
+            dataset.sequences(),
+            dataset.n_items,
+            rng=rng,
+            validation=_validation_pairs(dataset, validation) if validation is not None else None,
+            item_text_embeddings=item_text_embeddings,
+        )
+
+    def fit_sequences(
+        self,
+        sequences: Sequence[np.ndarray],
+        n_items: int,
+        *,
+        rng: int | np.random.Generator | None = None,
+        validation: tuple[list[np.ndarray], np.ndarray] | None = None,
+        item_text_embeddings: np.ndarray | None = None,
+    ) -> SequentialRecommender:
+        """Train on item-index sequences (oldest first); `validation` = (histories, next items)."""
+        import torch
+
+        c = self.config
+        seed = seed_from(rng, c.seed)
+        text = self._text_matrix(item_text_embeddings, n_items)
+        info = DistInfo.current()
+        device = resolve_device(c.device, info.local_rank)
+        seqs = [np.asarray(s, dtype=np.int64) for s in sequences]
+        t0 = time.perf_counter()
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch_threads(c.num_threads), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            net = _build_net(n_items, c, self.causal, text, None).to(device)
+            self.n_items = int(n_items)
+            self._train(net, seqs, n_items, seed, device, info, validation, t0)
+            if "id" in c.item_repr.split("+") and "text" in c.item_repr.split("+"):
+                seen = np.zeros(n_items + 2, dtype=bool)
+                for s in seqs:
+                    seen[s[(s >= 0) & (s < n_items)] + 1] = True
+                with torch.no_grad():
+                    net.items.id_emb.weight[torch.from_numpy(~seen).to(device)] = 0.0
+        net.eval()
+        self.net = net
+        self._table = None
+        self.train_seconds = time.perf_counter() - t0
+        self._mark_fitted(n_items)
+        return self
+
+    def _text_matrix(self, given: np.ndarray | None, n_items: int) -> np.ndarray | None:
+        c = self.config
+        if "text" not in c.item_repr.split("+"):
+            return None
+        if given is None and c.item_text_embeddings is None:
+            raise ConfigError(
+                f"item_repr: {c.item_repr!r} needs item text embeddings; pass fit(item_text_embeddings=...) "
+                "or set item_text_embeddings to a .npy/.safetensors path"
+            )
+        text = np.asarray(given, dtype=np.float32) if given is not None else load_text_matrix(c.item_text_embeddings)  # type: ignore[arg-type]
+        if text.ndim != 2 or text.shape[0] != n_items:
+            raise ConfigError(f"item_text_embeddings: shape {text.shape}, expected ({n_items}, d): one row per item index")
+        if not np.isfinite(text).all():
+            raise ConfigError("item_text_embeddings: holds NaN or infinite values")
+        return text
+
+    def _make_batches(self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator) -> Iterator[TrainBatch]:
+        """One epoch of global batches (subclasses define the task)."""
+        raise NotImplementedError
+
+    def _negatives(self, target: np.ndarray, n_items: int, gen: np.random.Generator) -> np.ndarray:
+        """Negatives for one batch: shared uniform items (sampled softmax) or one per target (bce)."""
+        c = self.config
+        if c.loss == "sampled_softmax":
+            return gen.integers(1, n_items + 1, size=c.n_negatives).astype(np.int64)
+        if c.loss == "bce":
+            return gen.integers(1, n_items + 1, size=int((target != PAD).sum())).astype(np.int64)
+        return np.zeros(0, dtype=np.int64)
+
+    def _train(
+        self,
+        net: nn.Module,
+        seqs: list[np.ndarray],
+        n_items: int,
+        seed: int,
+        device: torch.device,
+        info: DistInfo,
+        validation: tuple[list[np.ndarray], np.ndarray] | None,
+        t0: float,
+    ) -> None:
+        import torch
+
+        c = self.config
+        gen = np.random.default_rng(seed)
+        model: nn.Module = net
+        if info.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers (the frozen text matrix) are the same on every rank: no need to broadcast them each step
+            model = DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt: torch.optim.Optimizer
+        if c.weight_decay > 0:
+            opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=c.learning_rate)
+        self.train_log = []
+        best, best_state, bad = -1.0, None, 0
+        self.best_epoch = c.epochs
+        for epoch in range(1, c.epochs + 1):
+            net.train()
+            total, count = 0.0, 0
+            for batch in self._make_batches(seqs, n_items, gen):
+                rows = info.share(batch.seq.shape[0])
+                if info.world_size > 1 and batch.seq.shape[0] < info.world_size:
+                    continue  # a rank would hold no rows; skipped on every rank alike
+                n_targets = int((batch.target != PAD).sum())
+                if n_targets == 0:
+                    continue
+                seq = torch.from_numpy(batch.seq[rows]).to(device)
+                tgt = torch.from_numpy(batch.target[rows]).to(device)
+                neg = batch.negatives
+                if c.loss == "bce":  # one negative per target: this rank's targets' share
+                    owner = np.repeat(np.arange(batch.seq.shape[0]), (batch.target != PAD).sum(axis=1))
+                    neg = neg[np.isin(owner, rows)]
+                negt = torch.from_numpy(neg).to(device)
+                norm = torch.tensor(n_targets / info.world_size, dtype=torch.float32, device=device)
+                loss = model(seq, tgt, negt, norm)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+                opt.step()
+                total += float(loss.detach()) * float(norm)
+                count += n_targets
+            entry: dict[str, float] = {"epoch": epoch, "loss": total / max(count, 1) * info.world_size, "seconds": time.perf_counter() - t0}
+            stop = False
+            if validation is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
+                net.eval()
+                self.net, self.n_items, self._table = net, n_items, None
+                metrics = self._validate(validation, info, device)
+                entry.update(metrics)
+                if metrics["ndcg@10"] > best:
+                    best, bad, self.best_epoch = metrics["ndcg@10"], 0, epoch
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    bad += 1
+                    stop = bad >= c.patience
+            self.train_log.append(entry)
+            log.info("%s epoch=%d %s", self.name, epoch, " ".join(f"{k}={v:.5g}" for k, v in entry.items() if k != "epoch"))
+            if c.time_budget_s is not None and time.perf_counter() - t0 > c.time_budget_s:
+                stop = True
+            if info.world_size > 1:  # every rank stops together (the time budget may differ per rank)
+                import torch.distributed as dist
+
+                flag = torch.tensor([1.0 if stop else 0.0], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item() > 0)
+            if stop:
+                break
+        if validation is None:
+            self.best_epoch = len(self.train_log)
+        elif best_state is not None:
+            net.load_state_dict(best_state)
+
+    def _validate(self, validation: tuple[list[np.ndarray], np.ndarray], info: DistInfo, device: torch.device) -> dict[str, float]:
+        """Full-ranking HR@10 / NDCG@10 of the next item (this rank's share, summed over ranks)."""
+        histories, targets = validation
+        mine = info.share(len(histories))
+        hr = nd = 0.0
+        step = self.config.score_batch_size
+        for start in range(0, len(mine), step):
+            rows = mine[start : start + step]
+            s = self._score_tokens([histories[r] for r in rows], device)
+            if self.config.eval_mask_history:
+                for j, r in enumerate(rows):
+                    h = histories[r]
+                    s[j, h[(h >= 0) & (h < self.n_items) & (h != targets[r])]] = -np.inf
+            tgt = targets[rows]
+            ts = s[np.arange(len(rows)), tgt][:, None]
+            # rank = items scored higher, plus ties with a lower index (as top_k breaks ties)
+            rank = (s > ts).sum(1) + ((s == ts) & (np.arange(s.shape[1])[None, :] < tgt[:, None])).sum(1)
+            hr += float((rank < 10).sum())
+            nd += float((np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)).sum())
+        totals = np.array([hr, nd, float(len(mine))])
+        if info.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            t = torch.tensor(totals, dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            totals = t.cpu().numpy()
+        n = max(totals[2], 1.0)
+        return {"hr@10": totals[0] / n, "ndcg@10": totals[1] / n}
+
+    # ---- scoring -----------------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.net.parameters()).device  # type: ignore[union-attr]
+
+    def _item_table(self) -> torch.Tensor:
+        import torch
+
+        if self._table is None:
+            with torch.no_grad():
+                self._table = self.net.items.table()  # type: ignore[union-attr]
+        return self._table
+
+    def _inference_tokens(self, history: np.ndarray) -> np.ndarray:
+        """Token ids the network reads for one history (SASRec: the last max_len items)."""
+        return history[-self.config.max_len :] + 1
+
+    def _score_tokens(self, histories: Sequence[np.ndarray], device: torch.device | None = None) -> np.ndarray:
+        """Scores (len(histories), n_items) float32 of item-index histories (already cleaned)."""
+        import torch
+
+        net = self.net
+        assert net is not None
+        dev = device or self._device()
+        out = np.empty((len(histories), self.n_items), dtype=np.float32)
+        step = self.config.score_batch_size
+        was_training = net.training
+        net.eval()
+        with torch.no_grad(), torch_threads(self.config.num_threads):
+            table = self._item_table()
+            for start in range(0, len(histories), step):
+                toks = [self._inference_tokens(np.asarray(h, dtype=np.int64)) for h in histories[start : start + step]]
+                seq = torch.from_numpy(pad_left(toks)).to(dev)
+                h = net.last_hidden(seq)
+                out[start : start + len(toks)] = (h @ table.T).float().cpu().numpy()
+        if was_training:
+            net.train()
+        return out
+
+    def _clean(self, items: np.ndarray) -> np.ndarray:
+        it = np.asarray(items, dtype=np.int64).ravel()
+        return it[(it >= 0) & (it < self.n_items)]
+
+    def score_sequences(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores of every item for each chronological item-index sequence (float32, one row each)."""
+        self._check_fitted()
+        return self._score_tokens([self._clean(s) for s in sequences])
+
+    def score(self, history: UserHistory, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores from the ordered history (repeats kept)."""
+        s = self.score_sequences([history.items])[0]
+        return s if items is None else s[np.asarray(items, dtype=np.int64)]
+
+    def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Scores of CSR history rows, each row's items ordered by value (see the module docstring)."""
+        h = self._history_input(histories)
+        seqs = []
+        for r in range(h.shape[0]):
+            lo, hi = h.indptr[r], h.indptr[r + 1]
+            cols, vals = h.indices[lo:hi], h.data[lo:hi]
+            seqs.append(cols[np.lexsort((cols, vals))].astype(np.int64))
+        return self._score_tokens(seqs)
+
+    def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
+        """User x item matrix whose values are 1 + the position of the item's last event (order kept)."""
+        return order_matrix(dataset.sequences(), dataset.n_items)
+
+    def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
+        """Histories as rows whose values encode order (1 + position of the last occurrence)."""
+        return order_matrix([h.items for h in histories], self.n_items)
+
+    def explain(self, history: UserHistory, item: int) -> Explanation:
+        """Occlusion: each history item's share = the score drop when all its occurrences are removed."""
+        self._check_fitted()
+        items = self._clean(history.items)[-self.config.max_len :]
+        distinct = np.unique(items)
+        if distinct.size == 0:
+            return Explanation(item=int(item), kind="model", text="no history to explain from", contributors=[])
+        variants = [items] + [items[items != j] for j in distinct]
+        s = self._score_tokens(variants)[:, int(item)].astype(np.float64)
+        return history_explanation(history, int(item), distinct, s[0] - s[1:])
+
+    # ---- persistence ---------------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        assert self.net is not None
+        return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        import torch
+
+        text_dim = arrays["items.text"].shape[1] if "items.text" in arrays else None
+        net = _build_net(self.n_items, self.config, self.causal, None, text_dim)
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True)
+        net.to(resolve_device(self.config.device))
+        net.eval()
+        self.net, self._table = net, None
+        self.train_log = list(meta.get("train_log", []))
+        self.best_epoch = int(meta.get("best_epoch", 0))
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+
+    def _meta(self) -> dict[str, Any]:
+        return {"train_log": self.train_log, "best_epoch": self.best_epoch, "train_seconds": self.train_seconds}
+
+
+# ---- helpers used by models, benchmarks and evaluation ----------------------------------------------
+def order_matrix(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
+    """CSR rows with value 1 + the position of each item's last occurrence in its sequence."""
+    rows, cols, vals = [], [], []
+    for r, s in enumerate(sequences):
+        s = np.asarray(s, dtype=np.int64)
+        ok = (s >= 0) & (s < n_items)
+        pos = np.nonzero(ok)[0]
+        s = s[ok]
+        if not s.size:
+            continue
+        # the last occurrence of each item: first occurrence in the reversed sequence
+        uniq, first_rev = np.unique(s[::-1], return_index=True)
+        rows.append(np.full(uniq.size, r))
+        cols.append(uniq)
+        vals.append(pos[::-1][first_rev] + 1.0)
+    if not rows:
+        return sp.csr_matrix((len(sequences), n_items), dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(sequences), n_items),
+        dtype=np.float32,
+    )
+
+
+def _validation_pairs(train: InteractionDataset, valid: InteractionDataset) -> tuple[list[np.ndarray], np.ndarray]:
+    """(training history, next item) for each user holding a validation event (their first one)."""
+    seqs = train.sequences()
+    off = valid.user_offsets()
+    users = np.nonzero(np.diff(off) > 0)[0]
+    targets = valid.item_idx[off[users]].astype(np.int64)
+    return [seqs[u] for u in users], targets
+
+
+def sequence_scorer(model: SequentialRecommender, dataset: InteractionDataset) -> Callable[[np.ndarray], np.ndarray]:
+    """A `scorer=` for evaluation protocols: user indices -> scores from their exact ordered history."""
+    seqs = dataset.sequences()
+
+    def scorer(users: np.ndarray) -> np.ndarray:
+        return model.score_sequences([seqs[int(u)] for u in users])
+
+    return scorer

@@ -1,0 +1,184 @@
+"""An on-disk embedding cache, so re-runs never encode the same text twice with the same model.
+
+Vectors live in one SQLite file, `<directory>/embeddings.sqlite`, in a table keyed by
+(model id, sha256 of the UTF-8 text); the model id comes from `SentenceEncoder.model_id` and names
+the model weights, the LoRA adapter and the maximum sequence length, so a different model never
+sees another's vectors. Vectors are stored as raw little-endian float32 bytes (no pickle), and the
+text itself is never stored, only its hash.
+
+Only catalogue text (public product titles and categories) should go through the cache. Search
+queries are personal data: encode them with `use_cache=False` (the content model does).
+
+The default directory is `$PRIVREC_TEXT_CACHE_DIR` when set, otherwise
+`<data_dir>/cache/embeddings` (data_dir from privrec's settings). SQLite makes concurrent readers
+and writers (several processes) safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from privrec.core.errors import ConfigError
+
+__all__ = ["CACHE_ENV", "EmbeddingCache", "default_cache_dir", "text_hash"]
+
+CACHE_ENV = "PRIVREC_TEXT_CACHE_DIR"
+_FILE = "embeddings.sqlite"
+_CHUNK = 500  # keys per SELECT (SQLite's variable limit is 999 on old builds)
+
+
+def default_cache_dir() -> Path:
+    """`$PRIVREC_TEXT_CACHE_DIR`, else `<data_dir>/cache/embeddings`."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    from privrec.core.settings import Settings
+
+    return Path(Settings().data_dir) / "cache" / "embeddings"
+
+
+def text_hash(text: str) -> bytes:
+    """The 32-byte sha256 of a text's UTF-8 bytes (the cache key next to the model id)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class EmbeddingCache:
+    """Embeddings keyed by (model id, text hash) in `<directory>/embeddings.sqlite`.
+
+    Args:
+        directory: where the cache file lives (created on first use); None: `default_cache_dir()`.
+
+    Attributes:
+        hits / misses: lookups answered / not answered since this object was made.
+    """
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.path = self.directory / _FILE
+        self.hits = 0
+        self.misses = 0
+        self._local = threading.local()
+
+    # ---- connection -------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), timeout=60.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS embeddings ("
+                    " model TEXT NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL,"
+                    " PRIMARY KEY (model, hash)) WITHOUT ROWID"
+                )
+                conn.commit()
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(
+                    f"text.cache_dir: cannot use {str(self.directory)!r} for the embedding cache ({exc}); "
+                    f"give a writable folder (or set {CACHE_ENV})"
+                ) from exc
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (it reopens on the next use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---- reading and writing ------------------------------------------------------------------
+    def get_many(self, model_id: str, texts: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """Look up `texts` for `model_id`.
+
+        Returns:
+            (vectors, found): vectors is (n, dim) float32 with zero rows where not found, or None
+            when nothing was found; found is a bool array per text.
+        """
+        n = len(texts)
+        found = np.zeros(n, dtype=bool)
+        if n == 0:
+            return None, found
+        hashes = [text_hash(t) for t in texts]
+        where: dict[bytes, list[int]] = {}
+        for i, h in enumerate(hashes):
+            where.setdefault(h, []).append(i)
+        keys = list(where)
+        out: np.ndarray | None = None
+        conn = self._conn()
+        for start in range(0, len(keys), _CHUNK):
+            part = keys[start : start + _CHUNK]
+            q = f"SELECT hash, dim, vec FROM embeddings WHERE model = ? AND hash IN ({','.join('?' * len(part))})"
+            for h, dim, blob in conn.execute(q, [model_id, *part]):
+                if out is None:
+                    out = np.zeros((n, int(dim)), dtype=np.float32)
+                if int(dim) != out.shape[1]:
+                    continue  # a corrupt row: treat as missing, it will be re-encoded
+                vec = np.frombuffer(blob, dtype="<f4")
+                for i in where[bytes(h)]:
+                    out[i] = vec
+                    found[i] = True
+        self.hits += int(found.sum())
+        self.misses += int(n - found.sum())
+        return out, found
+
+    def put_many(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Store one vector per text for `model_id` (existing entries are replaced)."""
+        vectors = np.asarray(vectors, dtype="<f4")
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise ValueError(f"vectors: shape {vectors.shape} does not give one row per text ({len(texts)})")
+        dim = int(vectors.shape[1])
+        rows = [(model_id, text_hash(t), dim, np.ascontiguousarray(v).tobytes()) for t, v in zip(texts, vectors, strict=True)]
+        conn = self._conn()
+        with conn:
+            conn.executemany("INSERT OR REPLACE INTO embeddings (model, hash, dim, vec) VALUES (?, ?, ?, ?)", rows)
+
+    # ---- housekeeping ------------------------------------------------------------------------
+    def count(self, model_id: str | None = None) -> int:
+        """How many vectors are stored (for one model id, or in all)."""
+        if not self.path.exists():
+            return 0
+        conn = self._conn()
+        if model_id is None:
+            return int(conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+        return int(conn.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model_id,)).fetchone()[0])
+
+    def models(self) -> dict[str, int]:
+        """Model id -> number of vectors stored for it."""
+        if not self.path.exists():
+            return {}
+        return {m: int(c) for m, c in self._conn().execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model")}
+
+    def clear(self, model_id: str | None = None) -> int:
+        """Delete the vectors of one model id (or all); returns how many were deleted."""
+        if not self.path.exists():
+            return 0
+        conn = self._conn()
+        with conn:
+            if model_id is None:
+                cur = conn.execute("DELETE FROM embeddings")
+            else:
+                cur = conn.execute("DELETE FROM embeddings WHERE model = ?", (model_id,))
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        return int(cur.rowcount)
+
+    def size_bytes(self) -> int:
+        """Bytes the cache takes on disk (the SQLite file with its write-ahead log)."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            p = self.path.with_name(self.path.name + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.directory)!r})"

@@ -261,5 +261,43 @@ def demo(
     console.print(f"report: {result.report_html}\njson:   {result.report_json}\ntook {result.seconds:.1f}s")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
+    data_dir: DataDir = None,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request (route templates and key ids only).")] = False,
+) -> None:
+    """Serve the HTTP API (/v1, OpenAPI at /v1/openapi.json), the web pages and /metrics.
+
+    API keys come from PRIVREC_API_KEYS ("client:KEY,admin:KEY") or from DATA_DIR/keys/api-keys.json,
+    which is created (mode 0600) on the first start and printed once.
+    """
+    import uvicorn
+
+    from privrec.server.app import create_app
+    from privrec.server.security import load_or_create_keys
+    from privrec.server.settings import ServerSettings
+
+    with _errors():
+        settings = _settings(data_dir)
+        server = ServerSettings()
+        if server.api_keys is None:
+            keys, created = load_or_create_keys(Path(settings.data_dir))
+            if created:
+                console.print("[bold]API keys created[/] (shown once; stored with mode 0600 in "
+                              f"{Path(settings.data_dir) / 'keys' / 'api-keys.json'}):")
+                for role, key in keys:
+                    console.print(f"  {role:6} {key}")
+            else:
+                console.print(f"API keys: {Path(settings.data_dir) / 'keys' / 'api-keys.json'}")
+        application = create_app(settings, server=server)
+    logging.getLogger("privrec.server.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    if access_log:
+        logging.getLogger("privrec.server.access").addHandler(logging.StreamHandler())
+    console.print(f"serving on http://{host}:{port}/  (API: /v1, schema: /v1/openapi.json, operator: /ops)")
+    uvicorn.run(application, host=host, port=port, access_log=False, log_level="warning", loop="auto", http="auto")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -214,3 +214,31 @@ def test_records_report_rejects_without_a_file(env: tuple[Gate, EventStore]) -> 
     assert (report.read, report.accepted, report.rejected) == (3, 1, 2)
     assert [r["line"] for r in report.sample_rejects] == [2, 3]
     assert "type" in report.sample_rejects[0]["reason"] and RAW not in json.dumps(report.to_dict())
+
+
+def test_a_failing_batch_stops_ingestion_cleanly(env: tuple[Gate, EventStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store error surfaces as StoreError; batches before it stay stored; re-running resumes."""
+    import threading
+
+    from privrec.core.errors import StoreError
+
+    gate, store = env
+    src = tmp_path / "e.csv"
+    pd.DataFrame([_good(i) for i in range(50)]).to_csv(src, index=False)
+    real = store.append
+    calls = {"n": 0}
+
+    def flaky(frame: pd.DataFrame) -> tuple[int, int]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise StoreError("event store: disk full (simulated)")
+        return real(frame)
+
+    monkeypatch.setattr(store, "append", flaky)
+    with pytest.raises(StoreError, match="disk full"):
+        ingest_file(src, gate, store, rejects_path=tmp_path / "r", batch_size=10)
+    assert store.count() == 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("privrec-ingest")]
+    monkeypatch.setattr(store, "append", real)
+    again = ingest_file(src, gate, store, rejects_path=tmp_path / "r", batch_size=10)
+    assert (again.accepted, again.duplicates, store.count()) == (40, 10, 50)

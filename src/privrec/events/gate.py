@@ -128,6 +128,11 @@ def _is_text_dtype(dt: Any) -> bool:
     return isinstance(dt, pd.ArrowDtype) and (pa.types.is_string(dt.pyarrow_dtype) or pa.types.is_large_string(dt.pyarrow_dtype))
 
 
+def _null_text(n: int) -> pd.Series:
+    """n missing values as a str Series (built by Arrow: far cheaper than from Python Nones)."""
+    return pd.Series(pa.nulls(n, pa.string()).to_pandas(), dtype="str")
+
+
 def _types(arr: np.ndarray) -> np.ndarray:
     """The exact type of each element of an object array (a C-level loop, no Python frames)."""
     return np.fromiter(map(type, arr), dtype=object, count=len(arr))
@@ -158,7 +163,7 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
         the value is present and certainly valid as given; present where it is not null.
     """
     if col is None:
-        return pd.Series([None] * n, dtype="str"), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        return _null_text(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     dt = col.dtype
     if isinstance(dt, pd.CategoricalDtype):
         col = col.astype(object)
@@ -168,10 +173,10 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
     if _is_text_dtype(dt):
         s = col.astype("str")
     elif pd.api.types.is_bool_dtype(dt) or pd.api.types.is_float_dtype(dt):
-        s = pd.Series([None] * n, dtype="str")  # floats and booleans are never ids (pydantic agrees)
+        s = _null_text(n)  # floats and booleans are never ids (pydantic agrees)
         typed[:] = False
     elif pd.api.types.is_integer_dtype(dt):
-        s = col.astype("str") if allow_int else pd.Series([None] * n, dtype="str")
+        s = col.astype("str") if allow_int else _null_text(n)
         typed &= allow_int
     elif dt == object:
         arr = col.to_numpy(dtype=object)
@@ -188,7 +193,7 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
         s, good = _as_str_series(vals)
         typed &= good
     else:
-        s = pd.Series([None] * n, dtype="str")
+        s = _null_text(n)
         typed[:] = False
     s = s.reset_index(drop=True)
     arr = pa.array(s, type=pa.string())
@@ -466,19 +471,29 @@ class Gate:
                 ok[fixed_idx] = True
                 f = _events_to_clean(fixed)
                 user, item, etype, query, session, given = (
-                    _put(s, fixed_idx, f[c]) for s, c in ((user, "user"), (item, "item"), (etype, "type"), (query, "query"), (session, "session"), (given, "event_id"))
+                    _put(s, fixed_idx, f[c].to_pylist())
+                    for s, c in ((user, "user"), (item, "item"), (etype, "type"), (query, "query"), (session, "session"), (given, "event_id"))
                 )
                 ts[fixed_idx] = f["ts"].to_numpy()
                 rating[fixed_idx] = f["rating"].to_numpy()
             if rejects:
                 logger.debug("gate rejected=%d of=%d", len(rejects), n)
 
-        clean = pd.DataFrame(
-            {"user": user, "item": item, "type": etype, "ts": ts, "rating": rating, "query": query, "session": session, "event_id": given}
+        clean = pa.table(
+            {
+                "user": pa.array(user, type=pa.string()),
+                "item": pa.array(item, type=pa.string()),
+                "type": pa.array(etype, type=pa.string()),
+                "ts": pa.array(ts, type=pa.float64()),
+                "rating": pa.array(rating, type=pa.float64()),
+                "query": pa.array(query, type=pa.string()),
+                "session": pa.array(session, type=pa.string()),
+                "event_id": pa.array(given, type=pa.string()),
+            }
         )
         keep = ok
         if not keep.all():
-            clean = clean[keep].reset_index(drop=True)
+            clean = clean.filter(pa.array(keep))
         return self._finalise(clean, lines[keep], rejects, n)
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -506,23 +521,24 @@ class Gate:
                     reason = reason.replace(user, "[redacted]")
         return Reject(line, reason, pseudonym)
 
-    def _finalise(self, clean: pd.DataFrame, lines: np.ndarray, rejects: list[Reject], read: int) -> GateResult:
+    def _finalise(self, clean: pa.Table, lines: np.ndarray, rejects: list[Reject], read: int) -> GateResult:
         """Pseudonymise, derive ids, minimise and de-duplicate validated rows.
 
-        Works on Arrow arrays: distinct users and sessions are keyed once each, and no per-row
-        Python object is made except the event-id messages.
+        `clean` holds the validated raw values (Arrow columns like `_events_to_clean`). Distinct
+        users and sessions are keyed once each; the only per-row Python objects made are the
+        event-id messages.
         """
-        n = len(clean)
+        n = clean.num_rows
         if n == 0:
             return GateResult(empty_events(), rejects, read, 0)
+        col = {name: clean[name].combine_chunks() for name in clean.column_names}
         p = self.pseudonymiser
-        user = pa.array(clean["user"], type=pa.string())
+        user = col["user"]
         enc = pc.dictionary_encode(user)
         pseudonyms = pc.take(pa.array(p.pseudonymise_many(enc.dictionary.to_pylist()), type=pa.string()), enc.indices)
 
-        session = pa.array(clean["session"], type=pa.string())
         # An empty session id carries nothing; store it as absent.
-        session = pc.if_else(pc.equal(session, ""), pa.scalar(None, pa.string()), session)
+        session = pc.if_else(pc.equal(col["session"], ""), pa.scalar(None, pa.string()), col["session"])
         if session.null_count < n:
             senc = pc.dictionary_encode(session)
             msgs = pc.binary_join_element_wise(pa.scalar(_SESSION_PREFIX), senc.dictionary, "")
@@ -531,24 +547,20 @@ class Gate:
         else:
             sessions = np.full(n, None, dtype=object)
 
-        ids = p.derive_many(self._id_messages(clean, user))
+        ids = p.derive_many(self._id_messages(col))
         # id -> first row with it; a plain dict is cheaper here than Arrow's or pandas' hashing.
         first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
-        event_ids = pa.array(ids, type=pa.string())
 
-        queries = np.full(n, None, dtype=object)
-        if self.keep_query_text:
-            q = clean["query"].astype(object)
-            queries[:] = q.where(q.notna(), None).to_numpy(dtype=object)
+        queries = col["query"].to_numpy(zero_copy_only=False) if self.keep_query_text else np.full(n, None, dtype=object)
 
         accepted = pd.DataFrame(
             {
-                "event_id": pd.array(event_ids, dtype="str"),
+                "event_id": pd.array(pa.array(ids, type=pa.string()), dtype="str"),
                 "user": pd.array(pseudonyms, dtype="str"),
-                "item": pd.array(pa.array(clean["item"], type=pa.string()), dtype="str"),
-                "type": pd.array(pa.array(clean["type"], type=pa.string()), dtype="str"),
-                "ts": clean["ts"].to_numpy(dtype=np.float64),
-                "rating": clean["rating"].to_numpy(dtype=np.float64),
+                "item": pd.array(col["item"], dtype="str"),
+                "type": pd.array(col["type"], dtype="str"),
+                "ts": col["ts"].to_numpy(),
+                "rating": col["rating"].to_numpy(zero_copy_only=False),
                 "query": pd.Series(queries, dtype=object),
                 "session": pd.Series(sessions, dtype=object),
             }
@@ -562,28 +574,29 @@ class Gate:
         return GateResult(accepted, rejects, read, duplicates)
 
     @staticmethod
-    def _id_messages(clean: pd.DataFrame, user: pa.Array) -> list[bytes]:
+    def _id_messages(col: Mapping[str, pa.Array]) -> list[bytes]:
         """The messages whose keyed chain-HMAC is each event's stored event_id.
 
-        Given ids: "\\x1fevent\\x1f" + raw user + "\\x1f" + given id (so a raw id embedded in a
+        Given ids: "\x1fevent\x1f" + raw user + "\x1f" + given id (so a raw id embedded in a
         shop's event id never reaches storage). Otherwise the event's content: raw user, item,
         type, timestamp (integer microseconds), session and query, under another prefix.
         """
         sep = "\x1f"
-        given = pa.array(clean["event_id"], type=pa.string())
-        by_given = pc.binary_join_element_wise(pa.scalar(_EVENT_PREFIX), user, given, sep)
-        micros = np.round(clean["ts"].to_numpy(dtype=np.float64) * 1e6).astype(np.int64)
+        user, given = col["user"], col["event_id"]
+        micros = np.round(col["ts"].to_numpy() * 1e6).astype(np.int64)
         parts = [
             pa.scalar(_CONTENT_PREFIX),
             user,
-            pa.array(clean["item"], type=pa.string()),
-            pa.array(clean["type"], type=pa.string()),
+            col["item"],
+            col["type"],
             pc.cast(pa.array(micros), pa.string()),
-            pc.fill_null(pa.array(clean["session"], type=pa.string()), ""),
-            pc.fill_null(pa.array(clean["query"], type=pa.string()), ""),
+            pc.fill_null(col["session"], ""),
+            pc.fill_null(col["query"], ""),
         ]
-        by_content = pc.binary_join_element_wise(*parts, sep)
-        msgs = by_content if given.null_count == len(given) else pc.if_else(pc.is_valid(given), by_given, by_content)
+        msgs = pc.binary_join_element_wise(*parts, sep)
+        if given.null_count < len(given):
+            by_given = pc.binary_join_element_wise(pa.scalar(_EVENT_PREFIX), user, given, sep)
+            msgs = pc.if_else(pc.is_valid(given), by_given, msgs)
         return pc.cast(msgs, pa.binary()).to_pylist()
 
     def _consent_filter(self, accepted: pd.DataFrame) -> pd.DataFrame:
@@ -595,24 +608,24 @@ class Gate:
         return accepted
 
 
-def _put(s: pd.Series, idx: list[int], values: pd.Series) -> pd.Series:
+def _put(s: pd.Series, idx: list[int], values: list[str | None]) -> pd.Series:
+    """`s` with the rows at `idx` replaced (for the rows pydantic accepted)."""
     out = s.astype(object).copy()
-    v = values.astype(object).to_numpy()
-    out.iloc[idx] = np.where(pd.isna(v), None, v)
+    out.iloc[idx] = values
     return out.astype("str")
 
 
-def _events_to_clean(events: list[Event]) -> pd.DataFrame:
-    """Validated `Event`s as a clean frame (raw user ids; the input of `Gate._finalise`)."""
-    return pd.DataFrame(
+def _events_to_clean(events: list[Event]) -> pa.Table:
+    """Validated `Event`s as a clean table (raw user ids; the input of `Gate._finalise`)."""
+    return pa.table(
         {
-            "user": pd.Series([e.user for e in events], dtype="str"),
-            "item": pd.Series([e.item for e in events], dtype="str"),
-            "type": pd.Series([e.type.value for e in events], dtype="str"),
-            "ts": np.asarray([e.timestamp for e in events], dtype=np.float64),
-            "rating": np.asarray([np.nan if e.rating is None else e.rating for e in events], dtype=np.float64),
-            "query": pd.Series([e.query for e in events], dtype="str"),
-            "session": pd.Series([e.session for e in events], dtype="str"),
-            "event_id": pd.Series([e.event_id for e in events], dtype="str"),
+            "user": pa.array([e.user for e in events], type=pa.string()),
+            "item": pa.array([e.item for e in events], type=pa.string()),
+            "type": pa.array([e.type.value for e in events], type=pa.string()),
+            "ts": pa.array([e.timestamp for e in events], type=pa.float64()),
+            "rating": pa.array([np.nan if e.rating is None else e.rating for e in events], type=pa.float64()),
+            "query": pa.array([e.query for e in events], type=pa.string()),
+            "session": pa.array([e.session for e in events], type=pa.string()),
+            "event_id": pa.array([e.event_id for e in events], type=pa.string()),
         }
     )

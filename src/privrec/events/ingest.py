@@ -11,6 +11,7 @@ event ids are idempotency keys, so ingesting a file again (or after a crash) add
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -219,8 +220,8 @@ def _run(batches: Iterable[_RawBatch], gate: Gate, store: EventStore, rejects_pa
     writer = _Writer(store)
     writer.start()
     try:
-        with _RejectWriter(rejects_path) as out:
-            for raw in batches:
+        with _RejectWriter(rejects_path) as out, contextlib.closing(_prefetch(batches)) as feed:
+            for raw in feed:
                 results: list[GateResult] = []
                 if raw.frame is not None and len(raw.frame):
                     results.append(gate.process_frame(raw.frame, line_numbers=raw.lines))
@@ -243,6 +244,56 @@ def _run(batches: Iterable[_RawBatch], gate: Gate, store: EventStore, rejects_pa
     report.duplicates += stored_dups
     report.seconds = time.perf_counter() - t0
     return report
+
+
+_DONE = object()
+
+
+def _prefetch(batches: Iterable[_RawBatch]) -> Iterator[_RawBatch]:
+    """Read the next batch on a helper thread while this one is gated.
+
+    File parsing is mostly Arrow and numpy work that releases the GIL, so it overlaps with
+    the gate's Python work. At most one batch waits, which bounds memory.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        it = iter(batches)
+        try:
+            for b in it:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put(err)
+            return
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # the reader's file is closed on this thread, where the generator ran
+        q.put(_DONE)
+
+    t = threading.Thread(target=produce, name="privrec-ingest-reader", daemon=True)
+    t.start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # stopped early: unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(timeout=0.05)
+        t.join()
 
 
 class _Writer(threading.Thread):

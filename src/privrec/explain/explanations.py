@@ -62,13 +62,24 @@ class ItemExplanation:
         return {"kind": self.kind, "text": self.text, "because": self.because}
 
 
+def _short_titles(table: ItemTable) -> list[str]:
+    """Display titles (at most _MAX_TITLE characters), computed once per table."""
+    got = table.extras.get("short_titles")
+    if got is None:
+        got = [
+            (t if len(t) <= _MAX_TITLE else t[: _MAX_TITLE - 1].rstrip() + "…")
+            for t in (table.titles[i] or table.keys[i] for i in range(table.n_items))
+        ]
+        table.extras["short_titles"] = got
+    return got  # type: ignore[return-value]
+
+
 def _title(table: ItemTable, i: int) -> str:
-    t = table.titles[int(i)] or table.keys[int(i)]
-    return t if len(t) <= _MAX_TITLE else t[: _MAX_TITLE - 1].rstrip() + "…"
+    return _short_titles(table)[int(i)]
 
 
 def _quoted(table: ItemTable, i: int) -> str:
-    return f"'{_title(table, i)}'"
+    return f"'{_short_titles(table)[int(i)]}'"
 
 
 def strongest_actions(history: UserHistory) -> dict[int, str]:
@@ -161,8 +172,9 @@ def explain_items(
     """
     idx = np.asarray(items, dtype=np.int64)
     k = len(idx)
-    filled_a = np.zeros(k, bool) if filled is None else np.asarray(filled, dtype=bool)
-    matched_a = np.zeros(k, bool) if matched is None else np.asarray(matched, dtype=bool)
+    filled_a = [False] * k if filled is None else np.asarray(filled, dtype=bool).tolist()
+    matched_a = [False] * k if matched is None else np.asarray(matched, dtype=bool).tolist()
+    pop_l = table.popularity[idx].tolist()
     out: list[ItemExplanation] = []
     use_history = personalized and model is not None and len(history) > 0
     actions = strongest_actions(history) if use_history else {}
@@ -170,14 +182,18 @@ def explain_items(
     q = (query or "").strip()
     if len(q) > 60:
         q = q[:59].rstrip() + "…"
+    hist_l: list[int] = []
+    mat_l: list[list[float]] = []
+    if contrib is not None:
+        hist_l = contrib[0].tolist()
+        mat_l = contrib[1].tolist()
     for r, i in enumerate(idx.tolist()):
         reasons: list[tuple[int, float]] = []
         if use_history and model is not None:
             if contrib is not None:
-                hist_items, mat = contrib
-                row = mat[r]
-                order = np.lexsort((hist_items, -row))
-                reasons = [(int(hist_items[j]), float(row[j])) for j in order if row[j] > 0][:n_reasons]
+                # positive shares, largest first (ties: lower item index first)
+                pos = sorted(((-c, h) for h, c in zip(hist_l, mat_l[r], strict=True) if c > 0))[:n_reasons]
+                reasons = [(h, -c) for c, h in pos]
             elif not filled_a[r]:
                 exp = model.explain(history, int(i))
                 reasons = [(int(j), float(c)) for j, c in exp.contributors if c > 0][:n_reasons]
@@ -191,7 +207,7 @@ def explain_items(
         if context_item is not None and reasons and reasons[0][0] == int(context_item):
             out.append(ItemExplanation("context", f"because you are looking at {_quoted(table, context_item)}", because[:1]))
             continue
-        if table.popularity[i] <= 0:
+        if pop_l[r] <= 0:
             sim = _similar_in_history(table, i, [j for j, _ in reasons] + sorted(actions)) if use_history else None
             if sim is not None:
                 out.append(

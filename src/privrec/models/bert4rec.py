@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from privrec.models.base import register
-from privrec.models.sequential import PAD, SequentialConfig, SequentialRecommender, TrainBatch, pad_left, windows
+from privrec.models.sequential import PAD, SequentialConfig, SequentialRecommender, TrainBatch, batch_order, pad_left, windows
 
 
 class BERT4RecConfig(SequentialConfig):
@@ -57,9 +57,9 @@ class BERT4Rec(SequentialRecommender):
         c = self.config
         mask_id = n_items + 1
         wins = [w for s in seqs if len(s) >= 1 for w in windows(s, c.max_len, c.long_sequences) if len(w) >= 1]
-        order = gen.permutation(len(wins))
-        for start in range(0, len(order), c.batch_size):
-            chosen = [wins[i] for i in order[start : start + c.batch_size]]
+        lengths = np.array([len(w) for w in wins], dtype=np.int64)
+        for idx in batch_order(lengths, c.batch_size, c.length_pool, gen):
+            chosen = [wins[i] for i in idx]
             tokens = pad_left([w + 1 for w in chosen])
             real = tokens != PAD
             masked = (gen.random(tokens.shape) < c.mask_prob) & real

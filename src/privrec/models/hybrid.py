@@ -314,6 +314,8 @@ class HybridRecommender(Recommender):
         h = h[idx]
         histories = [histories[i] for i in idx.tolist()]
         targets = targets[idx]
+        if h.shape[0] == 0:  # nobody to learn from: equal weights
+            return self._full({n: 1.0 for n in names}, names), {"users": 0}
         z = {n: self._component_z(n, h, histories) for n in names}
         mask = h.copy()
         mask.data[:] = 1.0

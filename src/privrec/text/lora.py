@@ -102,6 +102,7 @@ class AdapterInfo:
         steps: optimiser steps taken.
         seconds: training wall time.
         losses: mean loss per logged chunk of steps (first to last).
+        model: the fine-tuned SentenceTransformer in memory (eval mode, adapter not merged).
     """
 
     name: str
@@ -110,6 +111,7 @@ class AdapterInfo:
     steps: int
     seconds: float
     losses: list[float] = field(default_factory=list)
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 def co_interaction_pairs(
@@ -286,7 +288,7 @@ def train_lora_on_pairs(
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir), safe_serialization=True)
-    info = AdapterInfo(name=name, path=out_dir, n_pairs=int(len(pairs)), steps=step, seconds=seconds, losses=losses)
+    info = AdapterInfo(name=name, path=out_dir, n_pairs=int(len(pairs)), steps=step, seconds=seconds, losses=losses, model=model)
     base_id = SentenceEncoder(base_path, device="cpu").model_id
     (out_dir / "privrec_adapter.json").write_text(
         json.dumps(

@@ -1,0 +1,194 @@
+"""Distributed training of the sequence models (SASRec, BERT4Rec) with torch.distributed DDP.
+
+Launch on one or more machines with torchrun (gloo on CPU, NCCL on CUDA, chosen automatically):
+
+    torchrun --nproc_per_node=2 -m privrec.models.distributed \\
+        --model sasrec --dataset ../shared/data/amazon-beauty --out runs/sasrec \\
+        --split loo --set embedding_size=64 --set loss=sampled_softmax
+
+Every rank loads the dataset, builds the same global batches from the same seed and trains on its
+strided share of each; DDP averages the gradients and the loss is scaled so that the update equals
+single-process training on the whole global batch (`SequentialRecommender._train`). Validation
+(`--split loo`) is shared out across ranks and its sums all-reduced, so every rank takes the same
+early-stopping decision. Rank 0 saves the model (safetensors + JSON) and prints a JSON summary as
+its last line.
+
+`fit_local(...)` runs the same thing in N local processes (torch.multiprocessing, gloo on
+127.0.0.1 and a free port): the tests use it, and it is handy on a many-core box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from privrec.data.dataset import InteractionDataset
+from privrec.models.base import Recommender
+from privrec.models.sequential import DistInfo
+
+__all__ = ["fit_local", "free_port", "init_process_group", "main"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_process_group(backend: str = "auto", *, rank: int | None = None, world_size: int | None = None) -> DistInfo:
+    """Join the default process group (torchrun's env:// variables unless rank/world_size are given).
+
+    backend "auto": NCCL when CUDA is available, else gloo.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        kwargs: dict[str, Any] = {}
+        if rank is not None:
+            kwargs = {"rank": rank, "world_size": world_size}
+        dist.init_process_group(backend=backend, **kwargs)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return DistInfo.current()
+
+
+def _fit_worker(
+    rank: int,
+    world_size: int,
+    port: int,
+    model_name: str,
+    params: dict[str, Any],
+    dataset: InteractionDataset,
+    validation: InteractionDataset | None,
+    seed: int,
+    out: str,
+) -> None:
+    """One process of `fit_local`: join the group, train, rank 0 saves."""
+    import torch.distributed as dist
+
+    from privrec.models.zoo import create_model
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_RANK": str(rank)})
+    init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model = create_model(model_name, **params)
+        model.fit(dataset, rng=seed, validation=validation)  # type: ignore[call-arg]
+        if rank == 0:
+            model.save(out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def fit_local(
+    model_name: str,
+    dataset: InteractionDataset,
+    *,
+    world_size: int = 2,
+    params: dict[str, Any] | None = None,
+    validation: InteractionDataset | None = None,
+    seed: int = 42,
+    out: str | Path | None = None,
+) -> Recommender:
+    """Train `model_name` with DDP in `world_size` local CPU processes (gloo); returns the fitted model.
+
+    The model is saved by rank 0 to `out` (a temporary folder by default) and loaded back here.
+    """
+    import torch.multiprocessing as mp
+
+    params = dict(params or {})
+    params.setdefault("device", "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(out) if out is not None else Path(tmp) / "model"
+        mp.spawn(
+            _fit_worker,
+            args=(world_size, free_port(), model_name, params, dataset, validation, seed, str(target)),
+            nprocs=world_size,
+            join=True,
+        )
+        return Recommender.load(target)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point (run it under torchrun; alone it trains in one process)."""
+    parser = argparse.ArgumentParser(prog="python -m privrec.models.distributed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, choices=["sasrec", "bert4rec"])
+    parser.add_argument("--dataset", required=True, help="dataset folder or file (any format privrec.data.loaders detects)")
+    parser.add_argument("--out", required=True, help="folder for the trained model (written by rank 0)")
+    parser.add_argument("--config", help="model settings as a JSON object, or the path of a JSON file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one setting (JSON value), repeatable")
+    parser.add_argument("--split", choices=["none", "loo"], default="none", help="loo: train on all but the last two items, validate on the second to last")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
+    args = parser.parse_args(argv)
+
+    import time
+
+    import torch.distributed as dist
+
+    from privrec.data.loaders import load_dataset
+    from privrec.data.splitters import leave_one_out
+    from privrec.models.zoo import create_model
+
+    params: dict[str, Any] = {}
+    if args.config:
+        p = Path(args.config)
+        params.update(json.loads(p.read_text()) if p.exists() else json.loads(args.config))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        params[key.strip()] = _parse_value(value)
+
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    info = init_process_group(args.backend) if distributed else DistInfo()
+    try:
+        ds = load_dataset(args.dataset)
+        valid = None
+        if args.split == "loo":
+            ds, valid, _ = leave_one_out(ds)
+        model = create_model(args.model, **params)
+        t0 = time.perf_counter()
+        model.fit(ds, rng=args.seed, validation=valid)  # type: ignore[call-arg]
+        seconds = time.perf_counter() - t0
+        if info.rank == 0:
+            model.save(args.out)
+            log = getattr(model, "train_log", [])
+            summary = {
+                "model": args.model,
+                "world_size": info.world_size,
+                "params": params,
+                "epochs_run": len(log),
+                "best_epoch": getattr(model, "best_epoch", None),
+                "final": log[-1] if log else None,
+                "train_seconds": round(seconds, 3),
+                "out": str(args.out),
+            }
+            print(json.dumps(summary, default=float), flush=True)
+        if distributed:
+            dist.barrier()
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

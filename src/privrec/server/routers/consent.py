@@ -1,0 +1,34 @@
+"""The shopper's consent level. The shopper is named by the `X-User-Id` header, never the URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header
+from starlette.concurrency import run_in_threadpool
+
+from privrec.server.deps import client, recsys
+from privrec.server.problems import problem_responses
+from privrec.server.responses import JSON
+from privrec.server.schemas import ConsentIn, ConsentOut
+
+router = APIRouter(prefix="/v1/me", tags=["consent"], dependencies=[Depends(client)])
+UserHeader = Header(alias="X-User-Id", min_length=1, max_length=256, description="the shopper's id in the shop")
+
+LEVELS = {
+    "personalized": "every event type is stored and used for your recommendations",
+    "purchases_only": "only purchases are stored and used",
+    "anonymous": "nothing more is stored; you see non-personalised (popular) items",
+}
+
+
+@router.get("/consent", response_model=ConsentOut, responses=problem_responses(401, 403, 422, 429))
+async def get_consent(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
+    """The shopper's consent level."""
+    return JSON({"level": rs.consent(user), "levels": LEVELS})
+
+
+@router.put("/consent", response_model=ConsentOut, responses=problem_responses(401, 403, 413, 422, 429))
+async def put_consent(body: ConsentIn, user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
+    """Set the shopper's consent level; it applies from the next request."""
+    return JSON(await run_in_threadpool(rs.set_consent, user, body.level))

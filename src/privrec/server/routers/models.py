@@ -1,0 +1,48 @@
+"""Models: list versions, activate one (atomic hot swap), train while serving, follow jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from privrec.server.deps import admin, recsys
+from privrec.server.problems import problem_responses
+from privrec.server.responses import JSON
+from privrec.server.schemas import ActivateIn, JobOut, TrainIn
+
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(admin)])
+ModelName = Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@router.get("/models", responses=problem_responses(401, 403, 429))
+async def list_models(rs: Any = Depends(recsys)) -> JSON:
+    """Every model: its versions, the active one, the one being served, and its privacy guarantee."""
+    return JSON({"models": await run_in_threadpool(rs.model_versions)})
+
+
+@router.post("/models/{name}/activate", responses=problem_responses(401, 403, 404, 413, 422, 429))
+async def activate(body: ActivateIn, name: str = ModelName, rs: Any = Depends(recsys)) -> JSON:
+    """Serve `version`: it is loaded first, then swapped in atomically; no request fails meanwhile."""
+    return JSON(await run_in_threadpool(rs.activate_model, name, body.version))
+
+
+@router.post("/models/{name}/train", status_code=202, response_model=JobOut, responses=problem_responses(401, 403, 404, 413, 422, 429))
+async def train(request: Request, body: TrainIn, name: str = ModelName, rs: Any = Depends(recsys)) -> JSON:
+    """Train `name` on the store in the background and hot-swap the new version in when done."""
+    from privrec.models.zoo import available_models, create_model
+
+    if name not in available_models():
+        from privrec.core.errors import NotFoundError
+
+        raise NotFoundError(f"model: {name!r} is not a known model; known: {', '.join(available_models())}")
+    create_model(name, **body.params)  # validates the parameters now, not in the background
+    job = request.app.state.jobs.submit("train", lambda: rs.train_and_activate(name, params=body.params))
+    return JSON(job, status_code=202)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=problem_responses(401, 403, 404, 422, 429))
+async def job(request: Request, job_id: str = Path(pattern=r"^[0-9a-f]{12}$")) -> JSON:
+    """A background job's status and result."""
+    return JSON(request.app.state.jobs.get(job_id))

@@ -1,0 +1,20 @@
+"""The privacy budget: the ledger of differentially private releases and each model's guarantee."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from privrec.server.deps import admin, recsys
+from privrec.server.problems import problem_responses
+from privrec.server.responses import JSON
+
+router = APIRouter(prefix="/v1/privacy", tags=["privacy"], dependencies=[Depends(admin)])
+
+
+@router.get("/budget", responses=problem_responses(401, 403, 429))
+async def budget(rs: Any = Depends(recsys)) -> JSON:
+    """Spent and remaining privacy budget (where a ledger exists) and the served models' guarantees."""
+    return JSON(await run_in_threadpool(rs.privacy_budget))

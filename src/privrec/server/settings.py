@@ -1,0 +1,42 @@
+"""Server settings: defaults < PRIVREC_* environment variables < arguments.
+
+Kept apart from `privrec.core.settings.Settings` (which rejects unknown fields) so the core
+settings stay the same for every entry point; both read the PRIVREC_ prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """How `privrec serve` behaves.
+
+    Attributes:
+        api_keys: "role:key,role:key" (roles: client, admin); if unset, the keys file of the data
+            directory (`keys/api-keys.json`, created with one key per role on first start).
+        cors_origins: origins allowed by CORS; empty (the default) turns CORS off.
+        max_body_bytes: largest request body, except batch ingestion.
+        max_batch_bytes: largest body of POST /v1/events/batch.
+        max_batch_events: most events in one batch.
+        rate_client / rate_admin: requests per second per key (token bucket, burst = 2 x rate).
+        pages: the web pages: "auto" (on for the demo data directory), "on" or "off".
+        preload_max_events: read every history into memory at start when the store holds at most this many events.
+        refresh_seconds: how often versions activated elsewhere and popularity are picked up.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PRIVREC_", extra="ignore")
+
+    api_keys: SecretStr | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=20_000, ge=1)
+    rate_client: float = Field(default=2000.0, gt=0)
+    rate_admin: float = Field(default=200.0, gt=0)
+    pages: Literal["auto", "on", "off"] = "auto"
+    preload_max_events: int = 5_000_000
+    refresh_seconds: float = Field(default=5.0, gt=0)

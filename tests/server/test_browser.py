@@ -1,0 +1,99 @@
+"""End to end in headless Chromium (Debian's chromium) driven by Playwright.
+
+A shopper sees recommendations with explanations, switches consent to anonymous and sees
+non-personalised results, deletes their data and receives a receipt. Screenshots go to a
+temporary folder (printed; kept by pytest's tmp_path retention).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import make_app
+
+CHROMIUM = Path(os.environ.get("PRIVREC_CHROMIUM", "/usr/bin/chromium"))
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def live_server(shop_dir: Path):  # noqa: ANN201
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(make_app(shop_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    t0 = time.time()
+    while not server.started:
+        if time.time() - t0 > 60:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    t.join(timeout=10)
+
+
+def test_shopper_journey_in_chromium(live_server: str, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to run the browser test")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print(f"screenshots: {shots}")
+    with sync_api.sync_playwright() as pw:
+        # a fresh profile (Playwright passes it to chromium as --user-data-dir)
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True, viewport={"width": 1200, "height": 900}
+        )
+        try:
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(live_server + "/")
+            page.get_by_test_id("user-input").fill("shopper-00005")
+            page.get_by_test_id("signin").click()
+            recs = page.get_by_test_id("recs")
+            recs.wait_for()
+            assert recs.get_attribute("data-personalized") == "yes"
+            assert page.locator("[data-testid=recs] [data-testid=item]").count() == 8
+            first_why = page.locator("[data-testid=recs] [data-testid=why]").first
+            first_why.locator("summary").click()
+            text = first_why.get_by_test_id("explanation").inner_text()
+            assert text.startswith(("because you", "popular", "new arrival"))
+            page.screenshot(path=str(shots / "1-recommendations.png"), full_page=True)
+
+            page.get_by_test_id("privacy-link").click()
+            page.get_by_test_id("consent-anonymous").check()
+            page.get_by_test_id("save-consent").click()
+            assert page.get_by_test_id("consent-level").inner_text() == "anonymous"
+            page.screenshot(path=str(shots / "2-consent-anonymous.png"), full_page=True)
+
+            page.goto(live_server + "/")
+            assert page.get_by_test_id("recs").get_attribute("data-personalized") == "no"
+            page.get_by_test_id("not-personalized").wait_for()
+            kinds = page.locator("[data-testid=recs] [data-testid=explanation]").evaluate_all("els => els.map(e => e.dataset.kind)")
+            assert kinds and set(kinds) == {"popular"}
+            page.screenshot(path=str(shots / "3-not-personalised.png"), full_page=True)
+
+            page.get_by_test_id("privacy-link").click()
+            page.get_by_test_id("delete").click()
+            receipt = page.get_by_test_id("receipt")
+            receipt.wait_for()
+            assert int(page.get_by_test_id("events-deleted").inner_text()) > 0
+            assert page.get_by_test_id("erased-at").inner_text().endswith("Z")
+            page.screenshot(path=str(shots / "4-receipt.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(list(shots.glob("*.png"))) == 4

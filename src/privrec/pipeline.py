@@ -111,8 +111,12 @@ def run_demo(
         fmt, roster_key = "shop", "shop"
     else:
         fmt = detect_format(dataset)
-        stage(f"loading {fmt} from {dataset} through the privacy gate")
-        ds = load_dataset(dataset, gate=rs.gate)
+        _prepare_demo_dir(rs)
+        stage(f"loading {fmt} from {dataset} through the privacy gate into the encrypted store")
+        gate = _StoringGate(rs)
+        ds = load_dataset(dataset, gate=gate)  # type: ignore[arg-type]
+        rs.add_items(ds.item_meta)
+        ingest_info = {"accepted": gate.inserted, "duplicates": gate.duplicates, "rejected": int(ds.n_rejects)}
         roster_key = fmt if fmt in ROSTERS else ("loo" if fmt in ("amazon-s3rec", "unisrec") else "shop")
     train, test, protocol, description = split_for(ds, fmt)
     roster = [s for s in ROSTERS[roster_key] if models is None or s.name in models]
@@ -151,6 +155,10 @@ def run_demo(
     if dataset is None:
         user = "shopper-00001"
         sample = {"user": user, "recommendations": [r.to_dict() for r in rs.recommend(user, 5)]}
+    else:
+        user = _first_raw_user(dataset, fmt)
+        if user is not None:
+            sample = {"user": user, "recommendations": [r.to_dict() for r in rs.recommend(user, 5)]}
     return DemoResult(
         dataset=ds.name,
         protocol=description,
@@ -162,6 +170,40 @@ def run_demo(
         sample=sample,
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _first_raw_user(path: Path, fmt: str) -> str | None:
+    """A user id of the dataset's first line, to show a sample recommendation (never stored)."""
+    try:
+        if fmt == "movielens-100k":
+            return (Path(path) / "u.data").read_text().split("\t", 1)[0]
+        if fmt == "amazon-s3rec":
+            txt = next(Path(path).glob("*.txt"))
+            return txt.read_text().split(" ", 1)[0]
+    except (OSError, StopIteration):
+        return None
+    return None
+
+
+class _StoringGate:
+    """The data directory's gate, storing every accepted batch as it passes (used by loaders)."""
+
+    def __init__(self, rs: RecSys) -> None:
+        self._gate = rs.gate
+        self._store = rs.store
+        self._store.bind_generation(rs.pseudonymiser.generation)
+        self.inserted = 0
+        self.duplicates = 0
+
+    def process_frame(self, df: Any, *, line_numbers: Any = None) -> Any:
+        result = self._gate.process_frame(df, line_numbers=line_numbers)
+        ins, dup = self._store.append(result.accepted)
+        self.inserted += ins
+        self.duplicates += dup
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gate, name)
 
 
 def _prepare_demo_dir(rs: RecSys) -> None:

@@ -433,6 +433,11 @@ class RecSys:
         swap = self.activate_model(name, path.name)
         return {"model": name, "version": path.name, "train_seconds": round(secs, 3), **{k: v for k, v in swap.items() if k != "model"}}
 
+    def configure_serving(self, *, cache_entries: int | None = None) -> None:
+        """Serving options: how many finished lists the cache keeps (0 turns it off)."""
+        if cache_entries is not None:
+            self._serving_state().cache.max_entries = max(0, int(cache_entries))
+
     def serving_stats(self) -> dict[str, Any]:
         """Counters for the metrics endpoint (no personal data)."""
         st = self.__dict__.get("_serving")
@@ -1126,6 +1131,8 @@ class _RecCache:
         return got
 
     def put(self, key: tuple[Any, ...], value: list[dict[str, Any]]) -> None:
+        if self.max_entries <= 0:
+            return
         with self._lock:
             self._d[key] = value
             if len(self._d) > self.max_entries:
@@ -1190,6 +1197,14 @@ class _ServingState:
         path = self.rs.models_dir / name / version
         if not (path / "config.json").exists():
             raise NotFoundError(f"model {name!r} has no version {version!r}; list them with GET /v1/models")
+        # Read the artifact once in chunks first (file reads release the GIL): the loader then
+        # copies from the page cache instead of holding the GIL through the disk reads, so
+        # requests keep flowing while a large model (EASE: ~1 GB) loads for a hot swap.
+        for f in path.glob("*.safetensors"):
+            with open(f, "rb", buffering=0) as fh:
+                buf = bytearray(8 << 20)
+                while fh.readinto(buf):
+                    time.sleep(0)
         model = Recommender.load(path)
         items = Vocabulary(json.loads((path / "items.json").read_text()))
         meta = InteractionDataset._align_meta(items, self.rs.store.items())

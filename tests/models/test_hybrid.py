@@ -38,6 +38,7 @@ def test_weights_are_fitted_on_validation(hybrid: HybridRecommender) -> None:
     assert abs(sum(hybrid.weights.values()) - 1) < 1e-9 and abs(sum(hybrid.cold_weights.values()) - 1) < 1e-9
     warm, cold = hybrid.tuning["warm"], hybrid.tuning["cold"]
     assert warm["users"] > 0 and cold["users"] > 0
+    assert set(cold["alone"]) == {"cf", "content", "popularity"}  # CF reported on new users too
     # the search starts from equal weights and only keeps improvements; on this shop it does at
     # least as well as popularity alone
     assert warm["ndcg@10"] >= warm["alone"]["popularity"]
@@ -107,6 +108,12 @@ def test_an_optional_sequential_component_sees_the_order(shop: InteractionDatase
     assert s.shape == (shop.n_items,) and np.isfinite(s).all()
 
 
+def test_the_cold_route_can_include_cf(shop: InteractionDataset) -> None:
+    m = HybridRecommender(**FAST, cold_components=("cf", "content", "popularity")).fit(shop)
+    assert set(m.cold_weights) == {"cf", "content", "popularity"}
+    assert m.recommend_with_route(UserHistory.of([3]), k=2).weights == m.cold_weights
+
+
 def test_bad_component_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="no_such_model"):
         HybridRecommender(cf="no_such_model")
@@ -114,6 +121,8 @@ def test_bad_component_settings_are_config_errors() -> None:
         HybridRecommender(weights={"sequential": 1.0})
     with pytest.raises(ConfigError, match="cold route"):
         HybridRecommender(cold_weights={"cf": 1.0})
+    with pytest.raises(ConfigError, match="cold_components"):
+        HybridRecommender(cf=None, cold_components=("cf", "content"))
 
 
 def test_save_load_round_trip(hybrid: HybridRecommender, shop: InteractionDataset, tmp_path: Path) -> None:

@@ -206,6 +206,7 @@ def test_helpers() -> None:
     np.testing.assert_array_equal(pad_left([np.array([1, 2]), np.array([3])]), [[1, 2], [0, 3]])
     np.testing.assert_array_equal(pad_left([np.array([1, 2, 3])], 2), [[2, 3]])
     assert [w.tolist() for w in windows(np.arange(7), 3, "chunks")] == [[0], [1, 2, 3], [4, 5, 6]]
+    assert [w.tolist() for w in windows(np.arange(7), 4, "chunks", step=3)] == [[0, 1, 2, 3], [3, 4, 5, 6]]
     assert [w.tolist() for w in windows(np.arange(7), 3, "last")] == [[4, 5, 6]]
     lengths = np.random.default_rng(0).integers(1, 50, size=103)
     batches = batch_order(lengths, 10, 4, np.random.default_rng(1))

@@ -240,7 +240,7 @@ def _similar_in_history(table: ItemTable, item: int, candidates: list[int]) -> i
             score += 2
         elif int(table.top_category[item]) >= 0 and int(table.top_category[j]) == int(table.top_category[item]):
             score += 1
-        if b >= 0 and int(table.brand[j]) == b:
+        if score and b >= 0 and int(table.brand[j]) == b:  # the brand counts only within the same department
             score += 1
         if score > best_score:
             best, best_score = j, score

@@ -80,7 +80,7 @@ class ContentConfig(InputConfig):
     adapters_dir: str | None = None
     device: str = "auto"
     max_seq_length: int | None = Field(default=None, ge=8)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=32, ge=1)
     cache: bool = True
     cache_dir: str | None = None
     recency_half_life: float | None = Field(default=8.0, gt=0)

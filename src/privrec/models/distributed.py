@@ -25,6 +25,7 @@ import os
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender
 from privrec.models.sequential import DistInfo
 
-__all__ = ["fit_local", "free_port", "init_process_group", "main"]
+__all__ = ["Job", "fit_local", "free_port", "init_process_group", "main"]
 
 
 def free_port() -> int:
@@ -62,18 +63,19 @@ def init_process_group(backend: str = "auto", *, rank: int | None = None, world_
     return DistInfo.current()
 
 
-def _fit_worker(
-    rank: int,
-    world_size: int,
-    port: int,
-    model_name: str,
-    params: dict[str, Any],
-    dataset: InteractionDataset,
-    validation: InteractionDataset | None,
-    seed: int,
-    out: str,
-) -> None:
-    """One process of `fit_local`: join the group, train, rank 0 saves."""
+@dataclass
+class Job:
+    """One model to train in `fit_local`: the model name, its settings and data, the seed."""
+
+    model: str
+    dataset: InteractionDataset
+    params: dict[str, Any] = field(default_factory=dict)
+    validation: InteractionDataset | None = None
+    seed: int = 42
+
+
+def _fit_worker(rank: int, world_size: int, port: int, jobs: list[Job], outs: list[str]) -> None:
+    """One process of `fit_local`: join the group, train every job, rank 0 saves each."""
     import torch.distributed as dist
 
     from privrec.models.zoo import create_model
@@ -81,42 +83,31 @@ def _fit_worker(
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_RANK": str(rank)})
     init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        model = create_model(model_name, **params)
-        model.fit(dataset, rng=seed, validation=validation)  # type: ignore[call-arg]
-        if rank == 0:
-            model.save(out)
-        dist.barrier()
+        for job, out in zip(jobs, outs, strict=True):
+            model = create_model(job.model, **job.params)
+            model.fit(job.dataset, rng=job.seed, validation=job.validation)  # type: ignore[call-arg]
+            if rank == 0:
+                model.save(out)
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def fit_local(
-    model_name: str,
-    dataset: InteractionDataset,
-    *,
-    world_size: int = 2,
-    params: dict[str, Any] | None = None,
-    validation: InteractionDataset | None = None,
-    seed: int = 42,
-    out: str | Path | None = None,
-) -> Recommender:
-    """Train `model_name` with DDP in `world_size` local CPU processes (gloo); returns the fitted model.
+def fit_local(jobs: Job | list[Job], *, world_size: int = 2) -> list[Recommender]:
+    """Train each job with DDP in `world_size` local CPU processes (gloo on 127.0.0.1).
 
-    The model is saved by rank 0 to `out` (a temporary folder by default) and loaded back here.
+    The processes start once for all jobs (starting them is the slow part); rank 0 saves each model
+    to a temporary folder and this process loads them back. Settings default to device="cpu".
     """
     import torch.multiprocessing as mp
 
-    params = dict(params or {})
-    params.setdefault("device", "cpu")
+    jobs = [jobs] if isinstance(jobs, Job) else list(jobs)
+    for job in jobs:
+        job.params = {"device": "cpu", **job.params}
     with tempfile.TemporaryDirectory() as tmp:
-        target = Path(out) if out is not None else Path(tmp) / "model"
-        mp.spawn(
-            _fit_worker,
-            args=(world_size, free_port(), model_name, params, dataset, validation, seed, str(target)),
-            nprocs=world_size,
-            join=True,
-        )
-        return Recommender.load(target)
+        outs = [str(Path(tmp) / f"model{i}") for i in range(len(jobs))]
+        mp.spawn(_fit_worker, args=(world_size, free_port(), jobs, outs), nprocs=world_size, join=True)
+        return [Recommender.load(o) for o in outs]
 
 
 def _parse_value(text: str) -> Any:

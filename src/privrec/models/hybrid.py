@@ -12,8 +12,8 @@ item counts are heavy-tailed), and the hybrid score is the weighted sum sum_c w_
 
 Routing (visible in `route_for`, `recommend_with_route` and the kind of `explain`):
     "cold_user"       a history with at most `cold_user_max_items` (default 2) distinct items,
-                      an empty one included: served from content + popularity only, with their
-                      own weights (`cold_weights`);
+                      an empty one included: served from `cold_components` only (default content +
+                      popularity), with their own weights (`cold_weights`);
     "warm"            everything else: all components with the warm `weights`;
     "cold_item-boost" (per item, for a warm user) an item with no training interaction: CF,
                       sequential and popularity know nothing about it, so their normalised score
@@ -83,7 +83,9 @@ class HybridConfig(ModelConfig):
         content_params: parameters of the content component.
         popularity_params: parameters of the popularity component.
         weights: fixed warm-route weights per component (None: fitted on validation).
-        cold_weights: fixed cold-route weights, keys among "content" and "popularity" (None: fitted).
+        cold_weights: fixed cold-route weights, keys among `cold_components` (None: fitted).
+        cold_components: the components the cold-user route uses (default content + popularity;
+            add "cf" to let item-item CF serve users with one or two items too).
         cold_user_max_items: histories with at most this many distinct items take the cold route.
         cold_item_boost: added to the score of items with no training interaction.
         max_valid_users: at most this many validation users for each weight search.
@@ -101,6 +103,7 @@ class HybridConfig(ModelConfig):
     popularity_params: dict[str, Any] = Field(default_factory=dict)
     weights: dict[str, float] | None = None
     cold_weights: dict[str, float] | None = None
+    cold_components: tuple[str, ...] = COLD_COMPONENTS
     cold_user_max_items: int = Field(default=2, ge=0)
     cold_item_boost: float = 0.0
     max_valid_users: int = Field(default=2000, ge=1)
@@ -114,6 +117,14 @@ class HybridConfig(ModelConfig):
     def _grid_ok(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if not v or any(x < 0 for x in v):
             raise ValueError("grid: give at least one non-negative weight")
+        return v
+
+    @field_validator("cold_components")
+    @classmethod
+    def _cold_ok(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [k for k in v if k not in COMPONENTS]
+        if bad or not v or len(set(v)) != len(v):
+            raise ValueError(f"give distinct components among {list(COMPONENTS)}; got {list(v)}")
         return v
 
     @field_validator("weights", "cold_weights")
@@ -197,8 +208,11 @@ class HybridRecommender(Recommender):
         for key in (*(c.weights or {}), *(c.cold_weights or {})):
             if key not in out:
                 raise ConfigError(f"hybrid.weights: {key!r} is not a component of this hybrid ({list(out)})")
-        if c.cold_weights is not None and any(k not in COLD_COMPONENTS for k in c.cold_weights):
-            raise ConfigError("hybrid.cold_weights: the cold route uses only 'content' and 'popularity'")
+        missing = [k for k in c.cold_components if k not in out]
+        if missing:
+            raise ConfigError(f"hybrid.cold_components: {missing} not among this hybrid's components ({list(out)})")
+        if c.cold_weights is not None and any(k not in c.cold_components for k in c.cold_weights):
+            raise ConfigError(f"hybrid.cold_weights: the cold route uses only {list(c.cold_components)} (cold_components)")
         return out
 
     @property
@@ -216,7 +230,7 @@ class HybridRecommender(Recommender):
         if c.weights is not None and c.cold_weights is not None:
             self._fit_components(dataset, seed, content=True)
             self.weights = self._full(c.weights, list(self.components))
-            self.cold_weights = self._full(c.cold_weights, list(COLD_COMPONENTS))
+            self.cold_weights = self._full(c.cold_weights, list(c.cold_components))
             self.tuning = {"fixed": True}
         else:
             sub, valid = validation_split(dataset, protocol="leave_one_out")
@@ -225,7 +239,7 @@ class HybridRecommender(Recommender):
             self._mark_fitted(dataset.n_items)
             weights, cold, info = self._tune(sub, valid, seed)
             self.weights = self._full(c.weights, list(self.components)) if c.weights is not None else weights
-            self.cold_weights = self._full(c.cold_weights, list(COLD_COMPONENTS)) if c.cold_weights is not None else cold
+            self.cold_weights = self._full(c.cold_weights, list(c.cold_components)) if c.cold_weights is not None else cold
             self.tuning = info
             if c.refit:
                 self._fit_components(dataset, seed, content=False)
@@ -283,25 +297,33 @@ class HybridRecommender(Recommender):
         else:
             weights = self._full(c.weights or {n: 1.0 for n in names}, names)
 
-        cold_names = list(COLD_COMPONENTS)
+        cold_names = list(c.cold_components)
         has = np.nonzero(distinct > 0)[0]
         if c.cold_weights is None and c.cold_user_max_items > 0 and has.size:
             pick = np.sort(rng.choice(has, size=min(c.max_valid_users, has.size), replace=False))
             last = 1 + (np.arange(pick.size) % c.cold_user_max_items)
             hist = self._histories_of(sub, users[pick], last)
-            cold, res = self._search(cold_names, hist, targets[pick], cold_route=True)
+            # every component's own score on these simulated new users is reported, for the record
+            cold, res = self._search(cold_names, hist, targets[pick], cold_route=True, report=names)
             info["cold"] = res
-        elif c.cold_weights is None:
-            cold = {"content": 0.0, "popularity": 1.0}
+        elif c.cold_weights is None:  # only empty histories are cold: content has nothing to say
+            cold = self._full({n: float(n != "content") for n in cold_names} if cold_names != ["content"] else {"content": 1.0}, cold_names)
         else:
             cold = self._full(c.cold_weights, cold_names)
         info["seconds"] = round(time.perf_counter() - t0, 2)
         return weights, cold, info
 
     def _search(
-        self, names: list[str], histories: list[UserHistory], targets: np.ndarray, *, cold_route: bool = False
+        self,
+        names: list[str],
+        histories: list[UserHistory],
+        targets: np.ndarray,
+        *,
+        cold_route: bool = False,
+        report: list[str] | None = None,
     ) -> tuple[dict[str, float], dict[str, Any]]:
-        """Coordinate search of component weights maximising NDCG@10 of `targets`."""
+        """Coordinate search of the weights of `names` maximising NDCG@10 of `targets`; the result
+        also holds each component's NDCG@10 alone (for `names` and `report`)."""
         c = self.config
         h = self.history_matrix(histories)
         if cold_route:  # a simulated new user keeps at most cold_user_max_items distinct items
@@ -316,17 +338,18 @@ class HybridRecommender(Recommender):
         targets = targets[idx]
         if h.shape[0] == 0:  # nobody to learn from: equal weights
             return self._full({n: 1.0 for n in names}, names), {"users": 0}
-        z = {n: self._component_z(n, h, histories) for n in names}
+        shown = list(dict.fromkeys([*names, *(report or [])]))
+        z = {n: self._component_z(n, h, histories) for n in shown}
         mask = h.copy()
         mask.data[:] = 1.0
         mask_rows = np.repeat(np.arange(h.shape[0]), np.diff(mask.indptr))
         ar = np.arange(h.shape[0])
 
         def objective(w: dict[str, float]) -> float:
-            if not any(w[n] > 0 for n in names):
+            if not any(v > 0 for v in w.values()):
                 return -1.0
             s = np.zeros((h.shape[0], self.n_items), np.float32)
-            for n in names:
+            for n in w:
                 if w[n]:
                     s += np.float32(w[n]) * z[n]
             s[mask_rows, mask.indices] = -np.inf
@@ -334,7 +357,7 @@ class HybridRecommender(Recommender):
             rank = (s > t).sum(axis=1) + 0.5 * ((s == t).sum(axis=1) - 1)
             return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
 
-        alone = {n: objective({m: float(m == n) for m in names}) for n in names}
+        alone = {n: objective({n: 1.0}) for n in shown}
         w = {n: 1.0 for n in names}
         best = objective(w)
         for _ in range(c.rounds):
@@ -462,9 +485,11 @@ class HybridRecommender(Recommender):
         h = self.history_matrix([history])
         parts = {n: float(w * self._component_z(n, h, [history])[0, item]) for n, w in weights.items() if w}
         if route == "cold_user":
-            e = self.content.explain(history, item)
-            if e.kind in ("history", "search") and parts.get("content", 0.0) >= parts.get("popularity", 0.0):
-                return Explanation(item=item, kind="cold_user", text=f"new here: {e.text}", contributors=e.contributors)
+            best = max(parts, key=lambda n: parts[n]) if parts else "popularity"
+            if best != "popularity":
+                e = self.components[best].explain(history, item)
+                if e.kind in ("history", "search"):
+                    return Explanation(item=item, kind="cold_user", text=f"new here: {e.text}", contributors=e.contributors)
             return Explanation(item=item, kind="cold_user", text="new here: popular in the shop", contributors=[])
         if route == "cold_item-boost":
             e = self.content.explain(history, item)

@@ -253,7 +253,11 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
         def __init__(self) -> None:
             super().__init__()
             self.ln1 = nn.LayerNorm(d)
-            self.qkv = nn.Linear(d, 3 * d)
+            self.q = nn.Linear(d, d)
+            # no key bias: it adds the same amount to every key's logit, so its true gradient is
+            # exactly 0 and Adam would turn rounding noise into full-size steps
+            self.k = nn.Linear(d, d, bias=False)
+            self.v = nn.Linear(d, d)
             self.proj = nn.Linear(d, d)
             self.ln2 = nn.LayerNorm(d)
             self.ff1 = nn.Linear(d, c.ffn_factor * d)
@@ -265,9 +269,12 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
             """(B, L, d) -> (B, L, d), or (B, 1, d) for the last position only (scoring)."""
             b, length, _ = x.shape
             h = c.num_heads
-            q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            y = self.ln1(x)
+            k = self.k(y).view(b, length, h, d // h).transpose(1, 2)
+            v = self.v(y).view(b, length, h, d // h).transpose(1, 2)
             if last_only:
-                q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
+                y, allowed, x = y[:, -1:], allowed[:, :, -1:], x[:, -1:]
+            q = self.q(y).view(b, y.shape[1], h, d // h).transpose(1, 2)
             att = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5
             att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
             o = (self.att_drop(att) @ v).transpose(1, 2).reshape(b, q.shape[2], d)
@@ -369,15 +376,21 @@ def batch_order(lengths: np.ndarray, batch_size: int, pool: int, gen: np.random.
     return [batches[i] for i in gen.permutation(len(batches))]
 
 
-def windows(seq: np.ndarray, size: int, mode: str) -> list[np.ndarray]:
-    """The latest `size` items of `seq` ("last"), or all non-overlapping windows from the end ("chunks")."""
+def windows(seq: np.ndarray, size: int, mode: str, step: int | None = None) -> list[np.ndarray]:
+    """The latest `size` items of `seq` ("last"), or windows ending every `step` items from the end
+    back to the start ("chunks"; default step = size: no overlap; SASRec uses step = size - 1 so
+    every transition is a target exactly once)."""
     if mode == "last" or len(seq) <= size:
         return [seq[-size:]]
+    step = size if step is None else int(step)
     out = []
     end = len(seq)
-    while end > 1:
-        out.append(seq[max(0, end - size) : end])
-        end -= size
+    while True:
+        start = max(0, end - size)
+        out.append(seq[start:end])
+        if start == 0:
+            break
+        end -= step
     return out[::-1]
 
 
@@ -534,10 +547,11 @@ class SequentialRecommender(Recommender):
         if info.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # buffers (the frozen text matrix) are the same on every rank: no need to broadcast them each step
-            model = DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-            )
+            import inspect
+
+            # buffers (the frozen text matrix) are the same on every rank: no need to sync them each step
+            sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+            model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False})
         params = [p for p in net.parameters() if p.requires_grad]
         opt: torch.optim.Optimizer
         if c.weight_decay > 0:

@@ -257,6 +257,7 @@ def create_app(settings: Settings | None = None, *, server: ServerSettings | Non
     owns = recsys is None
     rs = recsys if recsys is not None else RecSys(settings)
     keys = parse_keys(server.api_keys.get_secret_value()) if server.api_keys else load_or_create_keys(rs.data_dir)[0]
+    rs.configure_serving(cache_entries=server.cache_entries)
     stop = threading.Event()
 
     @asynccontextmanager

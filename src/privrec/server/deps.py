@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the RecSys, and the caller's role."""
+"""FastAPI dependencies: the RecSys, and the caller's role (async: a sync dependency would cost a thread hop per request)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from fastapi import Request
 from privrec.server.security import Principal, authorize
 
 
-def recsys(request: Request) -> Any:
+async def recsys(request: Request) -> Any:
     """The app's RecSys."""
     return request.app.state.rs
 
 
-def client(request: Request) -> Principal:
+async def client(request: Request) -> Principal:
     """A caller with the client (or admin) role."""
     st = request.app.state
     p = authorize(st.keyring, st.limiter, request.headers, "client")
@@ -22,7 +22,7 @@ def client(request: Request) -> Principal:
     return p
 
 
-def admin(request: Request) -> Principal:
+async def admin(request: Request) -> Principal:
     """A caller with the admin role."""
     st = request.app.state
     p = authorize(st.keyring, st.limiter, request.headers, "admin")

@@ -222,7 +222,7 @@ class SentenceEncoder:
         self,
         texts: Sequence[str],
         *,
-        batch_size: int = 64,
+        batch_size: int = 32,
         progress: ProgressCallback | None = None,
         show_progress_bar: bool = False,
         use_cache: bool = True,

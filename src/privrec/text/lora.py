@@ -85,7 +85,7 @@ class LoraTrainConfig(BaseModel):
     warmup_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     scale: float = Field(default=20.0, gt=0)
     symmetric: bool = True
-    max_seq_length: int = Field(default=64, ge=8)
+    max_seq_length: int = Field(default=48, ge=8)
     window: int = Field(default=1, ge=1)
     seed: int = 42
     device: str = "auto"

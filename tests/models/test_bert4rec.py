@@ -19,7 +19,7 @@ from .seq_fixtures import N_CHAIN, chain_dataset, next_item_hit_rate, text_matri
 torch = pytest.importorskip("torch")
 
 FAST: dict[str, Any] = {
-    "embedding_size": 16,
+    "embedding_size": 32,
     "num_blocks": 1,
     "num_heads": 2,
     "epochs": 40,
@@ -27,6 +27,7 @@ FAST: dict[str, Any] = {
     "learning_rate": 0.01,
     "dropout": 0.0,
     "mask_prob": 0.3,
+    "mask_last_prob": 0.5,
     "num_threads": 1,
 }
 
@@ -42,11 +43,11 @@ def model(chain: InteractionDataset) -> BERT4Rec:
 
 
 def test_learns_that_i_is_followed_by_i_plus_1(model: BERT4Rec) -> None:
-    assert next_item_hit_rate(model) >= 0.8
+    assert next_item_hit_rate(model) >= 0.85
 
 
 def test_sampled_softmax_learns_too(chain: InteractionDataset) -> None:
-    m = BERT4Rec(**FAST, loss="sampled_softmax", n_negatives=16, mask_last_prob=0.5).fit(chain, rng=3)
+    m = BERT4Rec(**{**FAST, "embedding_size": 16}, loss="sampled_softmax", n_negatives=16).fit(chain, rng=3)
     assert next_item_hit_rate(m) >= 0.6  # chance: 1/22
 
 

@@ -211,3 +211,31 @@ def test_openapi_is_versioned_and_documents_problems(client) -> None:  # noqa: A
     op = schema["paths"]["/v1/recommendations"]["post"]
     assert "application/problem+json" in op["responses"]["422"]["content"]
     assert "bearer" in schema["components"]["securitySchemes"]
+
+
+def test_fast_path_matches_the_fastapi_route(shop_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    bodies = [
+        {"user": U, "k": 4, "rules": {"diversity": 0.2}},
+        {"user": U, "k": 0},
+        {"user": U, "extra": 1},
+        {"user": U, "model": "nosuchmodel"},
+        {"user": U, "context_item": "no-such-item"},
+    ]
+    answers = []
+    for fast in (True, False):
+        with TestClient(make_app(shop_dir, fast_path=fast), raise_server_exceptions=False) as c:
+            got = []
+            for b in bodies:
+                r = c.post("/v1/recommendations", json=b, headers=C)
+                doc = r.json()
+                doc.pop("recommendation_id", None)
+                got.append((r.status_code, r.headers["content-type"], doc))
+            r = c.post("/v1/recommendations", json=bodies[0])
+            got.append((r.status_code, r.headers["content-type"], r.json()))
+            answers.append(got)
+    assert [a[:2] for a in answers[0]] == [a[:2] for a in answers[1]]
+    assert answers[0][0][2] == answers[1][0][2]  # the same list, explanations and all
+    for (_, _, a), (_, _, b) in zip(answers[0][1:], answers[1][1:], strict=True):
+        assert a["status"] == b["status"] and a["type"] == b["type"] and a["detail"] == b["detail"]

@@ -179,6 +179,12 @@ def explain_items(
     use_history = personalized and model is not None and len(history) > 0
     actions = strongest_actions(history) if use_history else {}
     contrib = contributions(model, history, idx) if use_history and model is not None else None
+    titles = _short_titles(table)
+    keys = table.keys
+
+    def quoted(j: int) -> str:
+        return f"'{titles[j]}'"
+
     q = (query or "").strip()
     if len(q) > 60:
         q = q[:59].rstrip() + "…"
@@ -197,11 +203,11 @@ def explain_items(
             elif not filled_a[r]:
                 exp = model.explain(history, int(i))
                 reasons = [(int(j), float(c)) for j, c in exp.contributors if c > 0][:n_reasons]
-        because = [{"item": table.keys[j], "title": _title(table, j), "action": actions.get(j, "view")} for j, _ in reasons]
+        because = [{"item": keys[j], "title": titles[j], "action": actions.get(j, "view")} for j, _ in reasons]
         if q and matched_a[r]:
             text = f"matches your search '{q}'"
             if reasons:
-                text += "; " + _history_text([_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=_quoted(table, j)) for j, _ in reasons[:1]])
+                text += "; " + _history_text([_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j)) for j, _ in reasons[:1]])
             out.append(ItemExplanation("search", text, because[:1]))
             continue
         if context_item is not None and reasons and reasons[0][0] == int(context_item):
@@ -223,7 +229,7 @@ def explain_items(
             out.append(ItemExplanation("cold_item", f"new arrival in {leaf}" if leaf else "new arrival", []))
             continue
         if reasons and not filled_a[r]:
-            parts = [_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=_quoted(table, j)) for j, _ in reasons]
+            parts = [_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j)) for j, _ in reasons]
             out.append(ItemExplanation("history", _history_text(parts), because))
             continue
         out.append(_popular(table, i))

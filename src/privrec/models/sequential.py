@@ -109,7 +109,8 @@ class SequentialConfig(ModelConfig):
         item_text_embeddings: path of an (n_items, t) float32 matrix (.npy or .safetensors) used
             when `fit` is not given one.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
-        num_threads: torch CPU threads while training and scoring.
+        num_threads: torch CPU threads while training and scoring (1 by default: on the shared
+            2-core box, 2 threads measured 5-7x slower per step under load, and 1 is bit-reproducible).
         score_batch_size: histories scored at once.
         seed: seeds everything; `fit(rng=...)` overrides it.
     """
@@ -137,7 +138,7 @@ class SequentialConfig(ModelConfig):
     text_adaptor: Literal["linear", "mlp"] = "linear"
     item_text_embeddings: str | None = None
     device: str = "auto"
-    num_threads: int = Field(default=2, ge=1)
+    num_threads: int = Field(default=1, ge=1)
     score_batch_size: int = Field(default=512, ge=1)
     seed: int = DEFAULT_SEED
 
@@ -553,11 +554,13 @@ class SequentialRecommender(Recommender):
             sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
             model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False})
         params = [p for p in net.parameters() if p.requires_grad]
+        # the fused kernel is ~10% faster on CPU for these small models (and the usual choice on CUDA)
+        fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
         opt: torch.optim.Optimizer
         if c.weight_decay > 0:
-            opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+            opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay, **fused)
         else:
-            opt = torch.optim.Adam(params, lr=c.learning_rate)
+            opt = torch.optim.Adam(params, lr=c.learning_rate, **fused)
         self.train_log = []
         best, best_state, bad = -1.0, None, 0
         self.best_epoch = c.epochs

@@ -35,6 +35,7 @@ from privrec.core.errors import (
     ValidationError,
 )
 from privrec.core.settings import Settings
+from privrec.server import fastpath
 from privrec.server.jobs import JobRunner
 from privrec.server.problems import PROBLEM_SCHEMA, PROBLEM_TYPE, ProblemError, problem_body, problem_response
 from privrec.server.routers.metrics import Metrics
@@ -68,6 +69,13 @@ _PAGE_HEADERS = [
 _REPORT_HEADERS = [(b"content-security-policy", b"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox")]
 
 
+class _FastRoute:
+    path = "/v1/recommendations"
+
+
+_FAST_ROUTE = _FastRoute()
+
+
 class _TooLarge(Exception):
     pass
 
@@ -75,11 +83,13 @@ class _TooLarge(Exception):
 class Gatekeeper:
     """Size limit, security headers, metrics and the access log, for every HTTP request."""
 
-    def __init__(self, app: ASGIApp, server: ServerSettings, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, server: ServerSettings, metrics: Metrics, state: Any = None) -> None:
         self.app = app
         self.max_body = server.max_body_bytes
         self.max_batch = server.max_batch_bytes
         self.metrics = metrics
+        self.state = state if server.fast_path else None
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,7 +136,12 @@ class Gatekeeper:
                             raise _TooLarge
                     return msg
 
-                await self.app(scope, counting_receive if declared is None else receive, send_wrapper)
+                recv = counting_receive if declared is None else receive
+                if self.state is not None and path == fastpath.PATH and scope["method"] == "POST":
+                    scope["route"] = _FAST_ROUTE
+                    await fastpath.handle(self.state, scope, recv, send_wrapper, _ERROR_STATUS)
+                else:
+                    await self.app(scope, recv, send_wrapper)
         except _TooLarge:
             if not status[0]:
                 await self._problem(send_wrapper, 413, f"the request body is larger than {limit} bytes; send less", "body-too-large", path)
@@ -143,9 +158,15 @@ class Gatekeeper:
             route = scope.get("route")
             template = getattr(route, "path", None) or ("/static" if path.startswith("/static/") else "unmatched")
             secs = time.perf_counter() - t0
-            m = self.metrics
-            m.latency.labels(scope["method"], template).observe(secs)
-            m.requests.labels(scope["method"], template, str(status[0])).inc()
+            key = (scope["method"], template, status[0])
+            children = self._children.get(key)
+            if children is None:
+                m = self.metrics
+                children = (m.latency.labels(scope["method"], template), m.requests.labels(scope["method"], template, str(status[0])))
+                if len(self._children) < 10_000:
+                    self._children[key] = children
+            children[0].observe(secs)
+            children[1].inc()
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("request method=%s route=%s status=%d ms=%.2f key=%s", scope["method"], template, status[0],
                                 secs * 1000, scope.get("privrec.key", "-"))  # fmt: skip
@@ -181,22 +202,8 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> Any:
-        errors = []
-        for e in exc.errors():
-            loc = [str(x) for x in e.get("loc", ())]
-            if loc and loc[0] in ("body", "query", "path", "header"):
-                where, loc = loc[0], loc[1:]
-            else:
-                where = "request"
-            field = ".".join(loc) or where
-            msg = str(e.get("msg", "is invalid"))
-            if e.get("type") == "missing":
-                msg = "is missing"
-            elif e.get("type") == "extra_forbidden":
-                msg = "is not a known field"
-            errors.append({"in": where, "field": field, "problem": msg})  # never the input value: it may be a raw id
-        detail = "; ".join(f"{e['in']} {e['field']}: {e['problem']}" for e in errors[:5]) or "the request is invalid"
-        return problem_response(422, detail, slug="invalid-request", instance=_instance(request), errors=errors[:50])
+        detail, errors = fastpath.validation_errors(list(exc.errors()), "request")
+        return problem_response(422, detail, slug="invalid-request", instance=_instance(request), errors=errors)
 
     @app.exception_handler(PrivrecError)
     async def on_privrec(request: Request, exc: PrivrecError) -> Any:
@@ -342,7 +349,7 @@ def create_app(settings: Settings | None = None, *, server: ServerSettings | Non
         pages.install(app)
     _install_handlers(app)
     _custom_openapi(app)
-    app.add_middleware(Gatekeeper, server=server, metrics=app.state.metrics)
+    app.add_middleware(Gatekeeper, server=server, metrics=app.state.metrics, state=app.state)
     if server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -27,6 +27,7 @@ class ServerSettings(BaseSettings):
         preload_max_events: read every history into memory at start when the store holds at most this many events.
         refresh_seconds: how often versions activated elsewhere and popularity are picked up.
         cache_entries: finished recommendation lists kept in memory (0: compute every request).
+        fast_path: answer POST /v1/recommendations without FastAPI's routing (same model, checks and errors).
     """
 
     model_config = SettingsConfigDict(env_prefix="PRIVREC_", extra="ignore")
@@ -42,3 +43,4 @@ class ServerSettings(BaseSettings):
     preload_max_events: int = 5_000_000
     refresh_seconds: float = Field(default=5.0, gt=0)
     cache_entries: int = Field(default=100_000, ge=0)
+    fast_path: bool = True

@@ -61,6 +61,8 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
         versions = rs.list_models().get(model, {}).get("versions", [])
         if len(versions) >= 2:
             info["reused"] = True
+            rs.activate(model, versions[0])  # the swap phase then loads the other version cold
+            rs.set_default_model(model)
             return info
         t0 = time.perf_counter()
         if rs.store.count() == 0:
@@ -88,6 +90,7 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
 
         fitted = Recommender.load(path)
         rs.save_model(fitted, rs.dataset(), name=model, activate=False)
+        rs.activate(model, rs.list_models()[model]["versions"][0])
     return info
 
 

@@ -191,6 +191,9 @@ def test_patience_and_time_budget_stop_early(chain: InteractionDataset) -> None:
     assert len(m.train_log) < 50
     t = SASRec(**{**FAST, "epochs": 50, "time_budget_s": 1e-6}).fit(sub)
     assert len(t.train_log) == 1 and t.best_epoch == 1
+    # the epoch where time runs out is validated even off the eval_every schedule
+    v = SASRec(**{**FAST, "epochs": 50, "eval_every": 5, "time_budget_s": 1e-6}).fit(sub, validation=valid)
+    assert len(v.train_log) == 1 and "ndcg@10" in v.train_log[0] and v.best_epoch == 1
 
 
 def test_explain_uses_history_items(model: SASRec) -> None:

@@ -50,6 +50,7 @@ bits.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import time
@@ -100,7 +101,8 @@ class SequentialConfig(ModelConfig):
             batch holds sequences of similar length and little padding (1: plain random batches).
         eval_every: epochs between validation checks (when `fit` gets validation data).
         patience: validation checks without improvement before stopping.
-        eval_mask_history: mask the user's history items when ranking the validation item.
+        eval_mask_history: mask the user's history items (except the validation item itself)
+            when ranking the validation item.
         time_budget_s: stop training after this many seconds (None: no limit; runs that hit it
             are no longer reproducible across machines).
         grad_clip: clip the global gradient norm to this (None: no clipping).
@@ -548,8 +550,6 @@ class SequentialRecommender(Recommender):
         if info.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            import inspect
-
             # buffers (the frozen text matrix) are the same on every rank: no need to sync them each step
             sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
             model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False})
@@ -591,12 +591,19 @@ class SequentialRecommender(Recommender):
                 total += float(loss.detach()) * float(norm)
                 count += n_targets
             entry: dict[str, float] = {"epoch": epoch, "loss": total / max(count, 1) * info.world_size, "seconds": time.perf_counter() - t0}
-            stop = False
-            if validation is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
+            out_of_time = c.time_budget_s is not None and time.perf_counter() - t0 > c.time_budget_s
+            if info.world_size > 1:  # clocks differ per rank: all stop (and validate) together
+                import torch.distributed as dist
+
+                flag = torch.tensor([1.0 if out_of_time else 0.0], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item() > 0)
+            stop = out_of_time
+            if validation is not None and (epoch % c.eval_every == 0 or epoch == c.epochs or out_of_time):
                 net.eval()
                 self.net, self.n_items, self._table = net, n_items, None
                 tv = time.perf_counter()
-                metrics = self._validate(validation, info, device)
+                metrics = self._validate(validation, info, device)  # all-reduced: the same on every rank
                 entry.update(metrics)
                 entry["val_seconds"] = time.perf_counter() - tv
                 if metrics["ndcg@10"] > best:
@@ -604,22 +611,14 @@ class SequentialRecommender(Recommender):
                     best_state = copy.deepcopy(net.state_dict())
                 else:
                     bad += 1
-                    stop = bad >= c.patience
+                    stop = stop or bad >= c.patience
             self.train_log.append(entry)
             log.info("%s epoch=%d %s", self.name, epoch, " ".join(f"{k}={v:.5g}" for k, v in entry.items() if k != "epoch"))
-            if c.time_budget_s is not None and time.perf_counter() - t0 > c.time_budget_s:
-                stop = True
-            if info.world_size > 1:  # every rank stops together (the time budget may differ per rank)
-                import torch.distributed as dist
-
-                flag = torch.tensor([1.0 if stop else 0.0], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item() > 0)
             if stop:
                 break
-        if validation is None:
+        if best_state is None:
             self.best_epoch = len(self.train_log)
-        elif best_state is not None:
+        else:
             net.load_state_dict(best_state)
 
     def _validate(self, validation: tuple[list[np.ndarray], np.ndarray], info: DistInfo, device: torch.device) -> dict[str, float]:

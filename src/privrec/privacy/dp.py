@@ -18,6 +18,7 @@ A `Release` describes one DP release before its noise is drawn (what a ledger re
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,13 +94,18 @@ def calibrate_gaussians(
         the k noise multipliers (all 0 when epsilon is inf).
     """
     check_epsilon_delta(epsilon, delta)
-    ratios = [float(r) for r in ratios]
-    if not ratios or any(r <= 0 for r in ratios):
+    ratios_t = tuple(float(r) for r in ratios)
+    if not ratios_t or any(r <= 0 for r in ratios_t):
         raise ConfigError("ratios: give one positive ratio per release")
     if math.isinf(epsilon):
-        return [0.0] * len(ratios)
-    if len(ratios) == 1:
+        return [0.0] * len(ratios_t)
+    if len(ratios_t) == 1:
         return [gaussian_sigma(epsilon, delta)]
+    return list(_calibrate_cached(ratios_t, float(epsilon), float(delta), float(tol)))
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate_cached(ratios: tuple[float, ...], epsilon: float, delta: float, tol: float) -> tuple[float, ...]:
     dpa = _dpa()
     from dp_accounting import pld
 
@@ -114,7 +120,7 @@ def calibrate_gaussians(
         dpa.ExplicitBracketInterval(_BRACKET[0] / max(ratios), _BRACKET[1] / min(ratios)),
         tol=tol,
     )
-    return [float(z) * r for r in ratios]
+    return tuple(float(z) * r for r in ratios)
 
 
 def split_ratios(shares: Sequence[float]) -> list[float]:

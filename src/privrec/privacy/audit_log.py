@@ -1,0 +1,137 @@
+"""An append-only, hash-chained audit log (JSON lines, mode 0600) for erasure receipts and the like.
+
+Each line is one JSON object with the fields given by the caller plus
+
+- ``seq``: 0, 1, 2, ... (position in the log),
+- ``time``: UTC ISO time of the append,
+- ``prev``: the ``hash`` of the previous line ("" for the first),
+- ``hash``: SHA-256 of the line's canonical JSON without ``hash`` itself.
+
+Rewriting or deleting an earlier line breaks the chain, which `verify` reports; appending only
+needs the last line. The log holds pseudonyms and counts, never raw user ids or event contents
+(callers pass only those; `append` refuses a few obviously personal keys as a guard).
+
+Erasure receipts (`erasure_receipt`) record: the pseudonym, the time, what was deleted (events,
+consent record, cached results), which models were updated exactly, which are left for a retrain
+and the deadline by which that retrain must happen.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from privrec.core.errors import ValidationError
+
+AUDIT_FILE = "audit.log"
+_FORBIDDEN_KEYS = frozenset({"user_id", "raw_user_id", "email", "name", "ip", "query"})
+
+
+def _canonical(entry: Mapping[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class AuditLog:
+    """The append-only audit log at ``<data_dir>/audit.log`` (or a given file path)."""
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path)
+        self.path = p if p.suffix else p / AUDIT_FILE
+
+    def append(self, action: str, **fields: Any) -> dict[str, Any]:
+        """Append one entry (`action` plus JSON-ready fields) and return it with seq/time/prev/hash."""
+        bad = _FORBIDDEN_KEYS & set(fields)
+        if bad:
+            raise ValidationError(sorted(bad)[0], "personal data does not belong in the audit log; record the pseudonym only")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        os.chmod(self.path, 0o600)
+        with os.fdopen(fd, "a+", encoding="utf-8") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                fh.seek(0)
+                last = None
+                seq = 0
+                for line in fh:
+                    if line.strip():
+                        last = line
+                        seq += 1
+                prev = json.loads(last)["hash"] if last else ""
+                entry: dict[str, Any] = {"seq": seq, "time": _iso(time.time()), "action": action, **fields, "prev": prev}
+                entry["hash"] = hashlib.sha256(_canonical(entry)).hexdigest()
+                fh.seek(0, os.SEEK_END)
+                fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return entry
+
+    def entries(self, action: str | None = None) -> list[dict[str, Any]]:
+        """Every entry (optionally only those of one action), oldest first."""
+        if not self.path.exists():
+            return []
+        out = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [e for e in out if action is None or e.get("action") == action]
+
+    def verify(self) -> tuple[bool, int | None]:
+        """(True, None) if the chain is intact, else (False, seq of the first broken entry)."""
+        prev = ""
+        for i, e in enumerate(self.entries()):
+            body = {k: v for k, v in e.items() if k != "hash"}
+            if e.get("seq") != i or e.get("prev") != prev or hashlib.sha256(_canonical(body)).hexdigest() != e.get("hash"):
+                return False, i
+            prev = e["hash"]
+        return True, None
+
+
+def erasure_receipt(
+    pseudonym: str,
+    *,
+    events_deleted: int,
+    consent_deleted: bool = False,
+    cache_entries_deleted: int = 0,
+    models_updated: Iterable[str] = (),
+    models_pending: Iterable[str] = (),
+    retrain_within_days: float = 30.0,
+    seconds: float | None = None,
+    erased_at: float | None = None,
+) -> dict[str, Any]:
+    """The receipt of one erasure (what `AuditLog.append("erase", **receipt)` records).
+
+    Args:
+        pseudonym: the erased user's pseudonym.
+        events_deleted: events removed from the store.
+        consent_deleted: whether a consent record was removed.
+        cache_entries_deleted: cached results removed.
+        models_updated: models whose state was downdated exactly (the user's influence is gone).
+        models_pending: models that still carry aggregate influence until their next retrain.
+        retrain_within_days: the deadline for that retrain, in days after the erasure.
+        seconds: how long the erasure took.
+        erased_at: Unix time of the erasure (now by default).
+    """
+    t = time.time() if erased_at is None else float(erased_at)
+    pending = sorted(set(models_pending))
+    return {
+        "pseudonym": pseudonym,
+        "erased_at": _iso(t),
+        "deleted": {
+            "events": int(events_deleted),
+            "consent_record": bool(consent_deleted),
+            "cached_results": int(cache_entries_deleted),
+        },
+        "models_updated_exactly": sorted(set(models_updated)),
+        "models_pending_retrain": pending,
+        "retrain_deadline": _iso(t + retrain_within_days * 86400.0) if pending else None,
+        **({"seconds": round(float(seconds), 4)} if seconds is not None else {}),
+    }

@@ -1,0 +1,119 @@
+"""Exact unlearning: after `forget`, a model equals the same model trained without the user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from privrec.core.errors import ConfigError
+from privrec.data.dataset import InteractionDataset
+from privrec.data.synthetic import generate_shop_dataset
+from privrec.models.bpr import BPR
+from privrec.models.ease import EASE
+from privrec.models.itemknn import ItemKNN
+from privrec.models.popularity import Popularity
+from privrec.models.unlearning import EASEUnlearner, forget, supports_exact_unlearning, user_rows
+
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def shop() -> InteractionDataset:
+    return generate_shop_dataset(n_items=200, n_users=300, seed=3)
+
+
+def without(ds: InteractionDataset, users: list[int]) -> InteractionDataset:
+    return ds.subset(~np.isin(ds.user_idx, users))
+
+
+def heavy_users(ds: InteractionDataset, n: int) -> list[int]:
+    """Users with the most events (their erasure changes the most)."""
+    counts = np.bincount(ds.user_idx, minlength=ds.n_users)
+    return [int(u) for u in np.argsort(-counts, kind="stable")[:n]]
+
+
+CASES: list[tuple[type, dict[str, Any]]] = [
+    (Popularity, {"binary": True}),
+    (Popularity, {"binary": False}),
+    (Popularity, {"binary": False, "aggregate": "sum", "by_category": True}),
+    (ItemKNN, {"k": 5, "shrink": 0.0}),
+    (ItemKNN, {"k": 20, "shrink": 10.0}),
+    (ItemKNN, {"k": 3, "binary": False}),
+    (EASE, {"reg": 10.0}),
+    (EASE, {"reg": 50.0, "binary": False}),
+]
+
+
+def _state_diff(a: Any, b: Any) -> float:
+    diffs = []
+    for name in ("popularity", "gram", "similarity", "weights"):
+        if hasattr(a, name):
+            x, y = getattr(a, name), getattr(b, name)
+            x = x.toarray() if sp.issparse(x) else np.asarray(x)
+            y = y.toarray() if sp.issparse(y) else np.asarray(y)
+            diffs.append(float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0)
+    return max(diffs)
+
+
+@pytest.mark.parametrize(("cls", "params"), CASES, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(CASES)])
+@pytest.mark.parametrize("n_forget", [1, 3])
+def test_forget_equals_retrain_without_the_user(shop: InteractionDataset, cls: type, params: dict[str, Any], n_forget: int) -> None:
+    users = heavy_users(shop, n_forget)
+    model = cls(**params).fit(shop)
+    forget(model, user_rows(model, shop, users))
+    retrained = cls(**params).fit(without(shop, users))
+    assert _state_diff(model, retrained) < TOL
+    x = retrained.input_matrix(shop)
+    np.testing.assert_allclose(model.score_matrix(x), retrained.score_matrix(x), rtol=0, atol=1e-5)
+    # the forgotten user's own history no longer reaches the model: their items get the same
+    # scores as in a model that never saw them
+    h = shop.history(users[0])
+    np.testing.assert_allclose(model.score(h), retrained.score(h), rtol=0, atol=1e-5)
+
+
+def test_forgotten_user_would_change_the_model_otherwise(shop: InteractionDataset) -> None:
+    """Guard against a vacuous test: without forget, the states differ a lot."""
+    users = heavy_users(shop, 1)
+    for cls, params in [(ItemKNN, {"k": 5}), (EASE, {"reg": 10.0}), (Popularity, {})]:
+        full = cls(**params).fit(shop)
+        retrained = cls(**params).fit(without(shop, users))
+        assert _state_diff(full, retrained) > 1e-3
+
+
+def test_successive_erasures_with_one_ease_unlearner(shop: InteractionDataset) -> None:
+    users = heavy_users(shop, 4)
+    model = EASE(reg=20.0).fit(shop)
+    un = EASEUnlearner(model)
+    for u in users:
+        forget(model, user_rows(model, shop, [u]), ease=un)
+    retrained = EASE(reg=20.0).fit(without(shop, users))
+    assert _state_diff(model, retrained) < TOL
+
+
+def test_itemknn_forget_of_a_user_who_alone_had_an_item(two_groups: InteractionDataset) -> None:
+    # an item only one user touched loses its whole Gram row and column
+    counts = np.bincount(two_groups.item_idx, minlength=two_groups.n_items)
+    users_of = {}
+    for u, i in zip(two_groups.user_idx.tolist(), two_groups.item_idx.tolist(), strict=True):
+        users_of.setdefault(i, set()).add(u)
+    lonely = [i for i in range(two_groups.n_items) if counts[i] and len(users_of[i]) == 1]
+    user = next(iter(users_of[lonely[0]])) if lonely else heavy_users(two_groups, 1)[0]
+    model = ItemKNN(k=4).fit(two_groups)
+    forget(model, user_rows(model, two_groups, [user]))
+    retrained = ItemKNN(k=4).fit(without(two_groups, [user]))
+    assert _state_diff(model, retrained) < TOL
+
+
+def test_unsupported_models_refuse(shop: InteractionDataset) -> None:
+    pop = Popularity(half_life_days=30.0).fit(shop)
+    assert not supports_exact_unlearning(pop)
+    with pytest.raises(ConfigError):
+        forget(pop, user_rows(pop, shop, [0]))
+    bpr = BPR(epochs=1, embedding_size=4)
+    bpr._mark_fitted(shop.n_items)
+    assert not supports_exact_unlearning(bpr)
+    with pytest.raises(ConfigError):
+        forget(bpr, sp.csr_matrix((1, shop.n_items)))

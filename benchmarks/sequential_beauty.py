@@ -14,10 +14,13 @@ the two differ only for the few users whose test item already occurs in their hi
 (`test_item_in_history` below). The uSASRec paper's own evaluation code could not be checked
 from here, so we do not know which of the two its 0.0928 / 0.0523 used.
 
-`--refit` also refits each model on training + validation for the selected number of epochs and
-evaluates that (more data, no model selection on the test item either).
+Two rows per model: "selected" = the model trained on the training part, epoch chosen on the
+validation item (S3-Rec's own protocol); "refit" = the same settings refit on training +
+validation for the selected number of epochs (the protocol of `benchmarks/beauty.py`; no test
+item is looked at either). The refit row is the headline: it has seen the most recent
+transitions, which matters on Amazon data where many test and validation items are new.
 
-Run: .venv/bin/python benchmarks/sequential_beauty.py [--models sasrec,bert4rec] [--refit] [--quick]
+Run: .venv/bin/python benchmarks/sequential_beauty.py [--models sasrec,bert4rec] [--no-refit] [--quick]
 (JSON on the last line). Training runs on 1 CPU thread (see SequentialConfig.num_threads).
 """
 
@@ -138,7 +141,7 @@ def run(name: str, params: dict[str, Any], sub: Any, valid: Any, train: Any, tes
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="sasrec,bert4rec")
-    ap.add_argument("--refit", action="store_true", help="also refit on train+valid for the selected epochs")
+    ap.add_argument("--no-refit", dest="refit", action="store_false", help="skip the refit on train+valid")
     ap.add_argument("--quick", action="store_true", help="2 epochs per model: a smoke run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -30,7 +30,6 @@ from privrec.core.errors import ConfigError
 from privrec.privacy.guarantee import PrivacyGuarantee
 
 PLD_DISCRETIZATION = 1e-3  # PLD value discretisation for calibration: pessimistic, a few seconds
-_BRACKET = (0.02, 500.0)  # search interval of noise multipliers
 _NOISE_BLOCK = 256  # rows of symmetric noise drawn at once
 
 
@@ -112,12 +111,16 @@ def _calibrate_cached(ratios: tuple[float, ...], epsilon: float, delta: float, t
     def event(z: float) -> Any:
         return dpa.ComposedDpEvent([dpa.GaussianDpEvent(z * r) for r in ratios])
 
+    z0 = gaussian_sigma(epsilon, delta) * math.sqrt(sum(1.0 / (r * r) for r in ratios))
+
     z = dpa.calibrate_dp_mechanism(
         lambda: pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION),
         event,
         float(epsilon),
         float(delta),
-        dpa.ExplicitBracketInterval(_BRACKET[0] / max(ratios), _BRACKET[1] / min(ratios)),
+        # Gaussians compose like one Gaussian of multiplier z / sqrt(sum 1/r^2): the answer lies
+        # close to that value, so search around it (the accountant, not this guess, decides).
+        dpa.ExplicitBracketInterval(0.5 * z0, 2.0 * z0),
         tol=tol,
     )
     return tuple(float(z) * r for r in ratios)

@@ -50,6 +50,8 @@ class DPItemKNNConfig(InputConfig):
         threshold: entries below this many noise standard deviations are dropped.
         k: neighbours kept per item.
         shrink: added to the cosine denominator.
+        similarity: "cosine" or "cooccurrence" (the denoised co-occurrence itself, unnormalised:
+            noisy norms of rare items can inflate their cosines).
         seed: seeds the noise; `fit(rng=...)` overrides it.
         binary: 0/1 rows (True) or event weights (False) before the unit-norm scaling.
     """
@@ -63,6 +65,7 @@ class DPItemKNNConfig(InputConfig):
     threshold: float = Field(default=0.0, ge=0.0)
     k: int = Field(default=100, ge=1)
     shrink: float = Field(default=0.0, ge=0.0)
+    similarity: str = Field(default="cosine", pattern="^(cosine|cooccurrence)$")
     seed: int = DEFAULT_SEED
     binary: bool = True
 
@@ -128,6 +131,8 @@ class DPItemKNN(Recommender):
         if private and c.threshold > 0:
             g[off & (g < c.threshold * rel.noise_std)] = 0.0
         g[g < 0] = 0.0  # co-occurrences are never negative (post-processing)
+        if c.similarity == "cooccurrence":
+            sq = np.ones(m)  # unit norms: the cosine formula then keeps the raw values (/ (1 + shrink))
         g[np.diag_indices(m)] = sq
         self.similarity = cosine_topk(sp.csr_matrix(g), c.k, c.shrink)
         self._sim_t = self.similarity.T.tocsr()

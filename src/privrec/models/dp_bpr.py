@@ -1,0 +1,296 @@
+"""DP-BPR: the FISM-style BPR of `models.bpr` trained with DP-SGD (Opacus), user-level.
+
+One training example is one *user*: their loss is the mean BPR loss over `pairs_per_user`
+(positive, negative) pairs drawn from their history at every step, with the user vector the
+normalised sum of their other history items (as in `bpr`). Opacus computes per-example (= per
+user) gradients, clips each to `max_grad_norm`, adds Gaussian noise and samples users by
+Poisson sampling at rate `sample_rate`; its accountant (RDP or PRV) chooses the noise multiplier
+for the target (epsilon, delta) over `epochs` passes. Because the example is the user's whole
+history, the per-example guarantee is a user-level guarantee (anchors.md).
+
+The learned tables are those of `BPR`, so scoring, explanations and persistence are inherited.
+Histories longer than `max_history` are cut to their most recent items while training (scoring
+uses the whole history).
+
+With epsilon = inf the same per-user loss is trained with plain Adam (no clipping, no noise).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from privrec.data.dataset import InteractionDataset
+from privrec.models.base import register, seed_from
+from privrec.models.bpr import BPR, BPRConfig, torch_threads
+from privrec.models.dp_popularity import active_users, charge, resolve_delta
+from privrec.privacy.dp import Release, dpsgd_epsilon
+from privrec.privacy.ledger import PrivacyLedger
+
+log = logging.getLogger(__name__)
+
+
+class DPBPRConfig(BPRConfig):
+    """DP-BPR settings (plus those of `BPRConfig`; batch_size is unused: Poisson sampling decides).
+
+    Attributes:
+        epsilon: user-level budget of the whole training run (inf: no DP).
+        delta: None means 1 / (10 x number of users).
+        max_grad_norm: per-user gradient clipping bound.
+        sample_rate: Poisson sampling probability of each user per step.
+        pairs_per_user: (positive, negative) pairs per user per step.
+        max_history: most recent history items used while training.
+        accountant: Opacus accountant, "rdp" or "prv".
+        optimizer: "sgd" (with `momentum`; the default, robust to DP noise) or "adam".
+        momentum: SGD momentum.
+    """
+
+    epsilon: float = Field(default=8.0, gt=0.0)
+    delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    sample_rate: float = Field(default=0.1, gt=0.0, le=1.0)
+    pairs_per_user: int = Field(default=16, ge=1)
+    max_history: int = Field(default=200, ge=1)
+    accountant: str = Field(default="rdp", pattern="^(rdp|prv)$")
+    optimizer: str = Field(default="sgd", pattern="^(sgd|adam)$")
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    epochs: int = Field(default=10, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0.0)
+    embedding_size: int = Field(default=32, ge=1)
+    reg: float = Field(default=0.0, ge=0.0)
+
+
+def _padded_histories(x: sp.csr_matrix, max_history: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(items, weights, lengths): each user's last `max_history` items, padded with n_items / 0."""
+    n_users, n_items = x.shape
+    lengths = np.minimum(np.diff(x.indptr), max_history)
+    width = max(int(lengths.max()) if n_users else 1, 1)
+    items = np.full((n_users, width), n_items, dtype=np.int64)
+    weights = np.zeros((n_users, width), dtype=np.float32)
+    for u in range(n_users):  # once per fit; histories are short
+        a, b = x.indptr[u], x.indptr[u + 1]
+        idx, w = x.indices[a:b], x.data[a:b]
+        if b - a > max_history:  # keep the strongest (then highest index) items: CSR has no order
+            keep = np.lexsort((idx, w))[-max_history:]
+            idx, w = idx[keep], w[keep]
+        items[u, : idx.size] = idx
+        weights[u, : idx.size] = w
+    return items, weights, lengths.astype(np.int64)
+
+
+def _build_module(n_items: int, d: int, init_std: float, history_norm: float, reg: float, seed: int) -> Any:
+    import torch
+    from torch import nn
+
+    class FISMLoss(nn.Module):
+        """Per-user BPR loss; every table is used once per forward (what Opacus' hooks need)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(seed)
+            self.target = nn.Embedding(n_items + 1, d)
+            self.context = nn.Embedding(n_items + 1, d)
+            self.bias = nn.Embedding(n_items + 1, 1)
+            with torch.no_grad():
+                self.target.weight.copy_(torch.randn(n_items + 1, d, generator=g) * init_std)
+                self.context.weight.copy_(torch.randn(n_items + 1, d, generator=g) * init_std)
+                self.bias.weight.zero_()
+
+        def forward(self, hist: Any, hist_w: Any, pos_slot: Any, neg: Any, pair_mask: Any) -> Any:
+            # hist: (B, L) items (padding = n_items), hist_w: (B, L), pos_slot: (B, S) positions in
+            # hist, neg: (B, S) items, pair_mask: (B, S) 1 for real pairs
+            q = self.context(hist) * hist_w.unsqueeze(-1)  # (B, L, d)
+            total_q = q.sum(1)  # (B, d)
+            total_w = hist_w.sum(1)  # (B,)
+            q_pos = torch.gather(q, 1, pos_slot.unsqueeze(-1).expand(-1, -1, q.shape[-1]))  # (B, S, d)
+            w_pos = torch.gather(hist_w, 1, pos_slot)  # (B, S)
+            pos = torch.gather(hist, 1, pos_slot)  # (B, S)
+            rest = total_w.unsqueeze(1) - w_pos
+            scale = torch.where(rest > 0, rest.clamp(min=1e-12).pow(-history_norm), torch.zeros_like(rest))
+            u = (total_q.unsqueeze(1) - q_pos) * scale.unsqueeze(-1)  # (B, S, d)
+            s = pos.shape[1]
+            both = torch.cat([pos, neg], dim=1)  # (B, 2S)
+            p = self.target(both)
+            b = self.bias(both).squeeze(-1)
+            x_pos = (u * p[:, :s]).sum(-1) + b[:, :s]
+            x_neg = (u * p[:, s:]).sum(-1) + b[:, s:]
+            pair = -torch.nn.functional.logsigmoid(x_pos - x_neg)
+            if reg > 0:
+                pair = pair + reg * (p.pow(2).sum(-1)[:, :s] + p.pow(2).sum(-1)[:, s:] + u.pow(2).sum(-1))
+            n = pair_mask.sum(1).clamp(min=1.0)
+            return (pair * pair_mask).sum(1) / n  # (B,)
+
+    return FISMLoss()
+
+
+@register
+class DPBPR(BPR):
+    """BPR trained with user-level DP-SGD (see the module docstring)."""
+
+    name = "dp_bpr"
+    Config = DPBPRConfig
+    config: DPBPRConfig
+
+    def __init__(self, config: DPBPRConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.noise_multiplier = 0.0
+        self.steps = 0
+
+    def fit(
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
+    ) -> DPBPR:
+        """Train with DP-SGD on `input_matrix(dataset)` (the ledger is charged before training)."""
+        return self.fit_matrix(self.input_matrix(dataset), rng=rng, ledger=ledger)
+
+    def fit_matrix(  # type: ignore[override]
+        self,
+        x: sp.csr_matrix,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
+    ) -> DPBPR:
+        """Train on a ready user x item matrix."""
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        c = self.config
+        x = self._clean_matrix(x)
+        n_users, n_items = x.shape
+        seed = seed_from(rng, c.seed)
+        gen = np.random.default_rng(seed)
+        users = np.nonzero(np.diff(x.indptr))[0]
+        delta = resolve_delta(c.delta, active_users(x))
+        private = not math.isinf(c.epsilon)
+        items, weights, lengths = _padded_histories(x, c.max_history)
+        train_x = x  # for negative sampling (membership of (user, item))
+        keys = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train_x.indptr)) * n_items + train_x.indices
+        with torch_threads(c.num_threads):
+            torch.manual_seed(seed)
+            module = _build_module(n_items, c.embedding_size, c.init_std, c.history_norm, c.reg, seed)
+            if c.optimizer == "adam":
+                optimizer = torch.optim.Adam(module.parameters(), lr=c.learning_rate)
+            else:  # SGD: Adam's per-coordinate scaling blows the DP noise of untouched rows up to full steps
+                optimizer = torch.optim.SGD(module.parameters(), lr=c.learning_rate, momentum=c.momentum)
+            loader = DataLoader(
+                TensorDataset(torch.from_numpy(users.astype(np.int64))),
+                batch_size=max(1, int(round(c.sample_rate * users.size))),
+                shuffle=True,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            if private:
+                from opacus import PrivacyEngine
+
+                engine = PrivacyEngine(accountant=c.accountant)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    module, optimizer, loader = engine.make_private_with_epsilon(
+                        module=module,
+                        optimizer=optimizer,
+                        data_loader=loader,
+                        target_epsilon=c.epsilon,
+                        target_delta=delta,
+                        epochs=c.epochs,
+                        max_grad_norm=c.max_grad_norm,
+                        poisson_sampling=True,
+                        noise_generator=torch.Generator().manual_seed(seed + 1),
+                    )
+                self.noise_multiplier = float(optimizer.noise_multiplier)
+                sample_rate = 1.0 / len(loader)
+                steps = c.epochs * len(loader)
+                eps_check = dpsgd_epsilon(self.noise_multiplier, delta, sample_rate=sample_rate, steps=steps, accountant=c.accountant)
+                release = Release(
+                    name=f"{self.name}:dp-sgd",
+                    epsilon=c.epsilon,
+                    delta=delta,
+                    mechanism="dp-sgd (gaussian, poisson sampling, per-user clipping)",
+                    accountant=f"{c.accountant} (opacus)",
+                    details={
+                        "noise_multiplier": self.noise_multiplier,
+                        "max_grad_norm": c.max_grad_norm,
+                        "sample_rate": sample_rate,
+                        "steps": steps,
+                        "epsilon_accounted": eps_check,
+                        "example": "one user (all their events)",
+                    },
+                )
+                charge(ledger, release, self.name)  # before the first noisy step
+            self.train_losses = []
+            self.steps = 0
+            for _epoch in range(c.epochs):
+                total, count = 0.0, 0
+                for (batch_users,) in loader:
+                    if batch_users.numel() == 0:
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
+                    b = batch_users.numpy()
+                    inputs = self._step_inputs(b, items, weights, lengths, keys, n_items, gen)
+                    losses = module(*inputs)
+                    loss = losses.mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * b.size
+                    count += b.size
+                    self.steps += 1
+                self.train_losses.append(total / max(count, 1))
+            base = module._module if hasattr(module, "_module") else module
+            self.target = base.target.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
+            self.context = base.context.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
+            self.bias = base.bias.weight.detach()[:n_items, 0].numpy().astype(np.float32, copy=True)
+        self.privacy = release.guarantee() if private else None
+        self._mark_fitted(n_items)
+        return self
+
+    def _step_inputs(
+        self,
+        b: np.ndarray,
+        items: np.ndarray,
+        weights: np.ndarray,
+        lengths: np.ndarray,
+        keys: np.ndarray,
+        n_items: int,
+        gen: np.random.Generator,
+    ) -> tuple[Any, ...]:
+        """Histories of the batch users, `pairs_per_user` positive slots and sampled negatives."""
+        import torch
+
+        s = self.config.pairs_per_user
+        ln = lengths[b]
+        hist = items[b][:, : max(int(ln.max()), 1)]
+        hw = weights[b][:, : hist.shape[1]]
+        pos_slot = (gen.random((b.size, s)) * np.maximum(ln, 1)[:, None]).astype(np.int64)
+        mask = np.ones((b.size, s), dtype=np.float32)
+        mask[ln == 0] = 0.0
+        neg = gen.integers(0, n_items, size=(b.size, s))
+        for _ in range(20):  # rejection: negatives outside the user's (whole) history
+            want = b[:, None].astype(np.int64) * n_items + neg
+            pos = np.searchsorted(keys, want)
+            bad = (pos < keys.size) & (keys[np.minimum(pos, keys.size - 1)] == want)
+            if not bad.any():
+                break
+            neg[bad] = gen.integers(0, n_items, size=int(bad.sum()))
+        return (
+            torch.from_numpy(hist),
+            torch.from_numpy(hw),
+            torch.from_numpy(pos_slot),
+            torch.from_numpy(neg.astype(np.int64)),
+            torch.from_numpy(mask),
+        )
+
+    def _meta(self) -> dict[str, Any]:
+        return {**super()._meta(), "noise_multiplier": self.noise_multiplier, "steps": self.steps}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super()._set_state(arrays, meta)
+        self.noise_multiplier = float(meta.get("noise_multiplier", 0.0))
+        self.steps = int(meta.get("steps", 0))

@@ -261,7 +261,8 @@ def main() -> None:
         max_valid_users=500 if args.quick else 2000,
     ).fit(train, rng=SEED)
     hybrid_fit = round(time.perf_counter() - t0, 1)
-    print(f"hybrid fit {hybrid_fit}s weights {hybrid.weights} cold {hybrid.cold_weights} tuning {hybrid.tuning}", flush=True)
+    print(f"hybrid fit {hybrid_fit}s weights {hybrid.weights} cold {hybrid.cold_weights} boost {hybrid.item_boost} "
+          f"tuning {hybrid.tuning}", flush=True)  # fmt: skip
     ease = hybrid.components["cf"]
 
     # ---- evaluation 1: cold items ------------------------------------------------------------------
@@ -315,7 +316,13 @@ def main() -> None:
             "cold_items": cold_rows,
             "new_users": user_rows,
             "hybrid_routes_for_new_users": sorted(routes),
-            "hybrid": {"weights": hybrid.weights, "cold_weights": hybrid.cold_weights, "tuning": hybrid.tuning, "fit_seconds": hybrid_fit},
+            "hybrid": {
+                "weights": hybrid.weights,
+                "cold_weights": hybrid.cold_weights,
+                "new_item_boost": hybrid.item_boost,
+                "tuning": hybrid.tuning,
+                "fit_seconds": hybrid_fit,
+            },
             "lora": lora_info,
             "text": {
                 "encoder": enc.model_id,

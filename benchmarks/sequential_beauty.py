@@ -20,7 +20,7 @@ validation for the selected number of epochs (the protocol of `benchmarks/beauty
 item is looked at either). The refit row is the headline: it has seen the most recent
 transitions, which matters on Amazon data where many test and validation items are new.
 
-Run: .venv/bin/python benchmarks/sequential_beauty.py [--models sasrec,bert4rec] [--no-refit] [--quick]
+Run: .venv/bin/python benchmarks/sequential_beauty.py [--models sasrec,bert4rec] [--text] [--no-refit] [--quick]
 (JSON on the last line). Training runs on 1 CPU thread (see SequentialConfig.num_threads).
 """
 
@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from typing import Any
 
 import numpy as np
-from _common import emit, machine, shared_data
+from _common import REPO, emit, machine, shared_data
 
 from privrec.data.loaders import load_amazon_s3rec
 from privrec.data.splitters import leave_one_out, leave_one_out_test
@@ -85,6 +86,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "time_budget_s": 1200,
     },
 }
+# --text: SASRec whose items are the sum of an ID embedding and their frozen MiniLM text vector
+# through an MLP adaptor (an item unseen in training keeps its text part).
+TEXT_VARIANT = {"item_repr": "id+text", "text_adaptor": "mlp"}
 QUICK = {"epochs": 2, "eval_every": 1, "time_budget_s": None}
 
 
@@ -101,10 +105,34 @@ def evaluate(model: Any, train: Any, test: Any) -> dict[str, dict[str, float]]:
     }
 
 
-def run(name: str, params: dict[str, Any], sub: Any, valid: Any, train: Any, test: Any, refit: bool) -> list[dict[str, Any]]:
+def item_text_matrix(ds: Any, cache_dir: str) -> tuple[Any, dict[str, Any]]:
+    """MiniLM vectors of every item's text (title + categories), through the shared embedding cache."""
+    from privrec.text.cache import EmbeddingCache
+    from privrec.text.encoder import SentenceEncoder
+
+    enc = SentenceEncoder(cache=EmbeddingCache(cache_dir))
+    t0 = time.perf_counter()
+    vecs = enc.encode(ds.item_text(), batch_size=64)
+    return vecs, {"encoder": enc.model_id, "seconds": round(time.perf_counter() - t0, 1), "texts_encoded": enc.texts_encoded}
+
+
+def run(
+    name: str,
+    params: dict[str, Any],
+    sub: Any,
+    valid: Any,
+    train: Any,
+    test: Any,
+    refit: bool,
+    *,
+    label: str | None = None,
+    text: Any = None,
+) -> list[dict[str, Any]]:
+    label = label or name
+    extra = {} if text is None else {"item_text_embeddings": text}
     model = create_model(name, **params)
     t0 = time.perf_counter()
-    model.fit(sub, validation=valid, rng=42)
+    model.fit(sub, validation=valid, rng=42, **extra)
     fit_s = time.perf_counter() - t0
     log = model.train_log
     best = next(e for e in log if e["epoch"] == model.best_epoch)
@@ -112,7 +140,7 @@ def run(name: str, params: dict[str, Any], sub: Any, valid: Any, train: Any, tes
     figures = evaluate(model, train, test)
     rows = [
         {
-            "model": name,
+            "model": label,
             "params": params,
             "test": figures,
             "valid_at_best_epoch": {"hr@10": round(best["hr@10"], 5), "ndcg@10": round(best["ndcg@10"], 5)},
@@ -125,16 +153,16 @@ def run(name: str, params: dict[str, Any], sub: Any, valid: Any, train: Any, tes
             "curve": [{k: round(v, 5) for k, v in e.items()} for e in log if "ndcg@10" in e],
         }
     ]
-    print(f"{name:9s} masked {figures['masked']}  unmasked {figures['unmasked']}  best epoch {model.best_epoch}  fit {fit_s:.0f}s", flush=True)
+    print(f"{label:9s} masked {figures['masked']}  unmasked {figures['unmasked']}  best epoch {model.best_epoch}  fit {fit_s:.0f}s", flush=True)
     if refit:
         again = {**params, "epochs": model.best_epoch, "time_budget_s": None}
         m2 = create_model(name, **again)
         t0 = time.perf_counter()
-        m2.fit(train, rng=42)
+        m2.fit(train, rng=42, **extra)
         fit2 = time.perf_counter() - t0
         fig2 = evaluate(m2, train, test)
-        rows.append({"model": f"{name} (refit on train+valid, {model.best_epoch} epochs)", "params": again, "test": fig2, "train_seconds": round(fit2, 1)})
-        print(f"{name:9s} refit  masked {fig2['masked']}  unmasked {fig2['unmasked']}  fit {fit2:.0f}s", flush=True)
+        rows.append({"model": f"{label} (refit on train+valid, {model.best_epoch} epochs)", "params": again, "test": fig2, "train_seconds": round(fit2, 1)})
+        print(f"{label:9s} refit  masked {fig2['masked']}  unmasked {fig2['unmasked']}  fit {fit2:.0f}s", flush=True)
     return rows
 
 
@@ -143,6 +171,8 @@ def main() -> None:
     ap.add_argument("--models", default="sasrec,bert4rec")
     ap.add_argument("--no-refit", dest="refit", action="store_false", help="skip the refit on train+valid")
     ap.add_argument("--quick", action="store_true", help="2 epochs per model: a smoke run")
+    ap.add_argument("--text", action="store_true", help="also SASRec with ID + MiniLM text item vectors")
+    ap.add_argument("--cache-dir", default=os.environ.get("PRIVREC_TEXT_CACHE_DIR") or str(REPO / "privrec-data" / "cache" / "embeddings"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
@@ -156,6 +186,11 @@ def main() -> None:
     for name in args.models.split(","):
         params = {**CONFIGS[name], **(QUICK if args.quick else {})}
         rows += run(name, params, sub, valid, train, test, args.refit)
+    text_info = None
+    if args.text:
+        text, text_info = item_text_matrix(ds, args.cache_dir)
+        params = {**CONFIGS["sasrec"], **TEXT_VARIANT, **(QUICK if args.quick else {})}
+        rows += run("sasrec", params, sub, valid, train, test, args.refit, label="sasrec+text", text=text)
     emit(
         {
             "benchmark": "sequential_beauty",
@@ -165,6 +200,7 @@ def main() -> None:
             "items": ds.n_items,
             "events": ds.n_events,
             "test_item_in_history": round(repeats, 5),
+            "text": text_info,
             "rows": rows,
             "published": PUBLISHED,
             "seconds": round(time.perf_counter() - t0, 1),

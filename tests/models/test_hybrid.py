@@ -45,6 +45,12 @@ def test_weights_are_fitted_on_validation(hybrid: HybridRecommender) -> None:
     assert cold["ndcg@10"] >= cold["alone"]["popularity"]
 
 
+def test_the_new_item_boost_is_fitted_on_pseudo_new_items(hybrid: HybridRecommender) -> None:
+    info = hybrid.tuning["warm"]["new_item_boost"]
+    assert info["boost"] == hybrid.item_boost and info["boost"] in hybrid.config.cold_item_boost_grid
+    assert info["ndcg@10"] >= info["ndcg@10_no_boost"] and info["pseudo_new_items"] >= 1
+
+
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_new_users_take_the_cold_route(hybrid: HybridRecommender, n: int) -> None:
     h = UserHistory.of(GROUPS[1][:n])
@@ -97,7 +103,7 @@ def test_fixed_weights_skip_the_search(shop: InteractionDataset) -> None:
     m = HybridRecommender(**FAST, weights={"cf": 3.0, "content": 1.0}, cold_weights={"popularity": 1.0}).fit(shop)
     assert m.weights == {"cf": 0.75, "content": 0.25, "popularity": 0.0}
     assert m.cold_weights == {"content": 0.0, "popularity": 1.0}
-    assert m.tuning["fixed"] is True
+    assert m.tuning["fixed"] is True and m.item_boost == 0.0
 
 
 def test_an_optional_sequential_component_sees_the_order(shop: InteractionDataset) -> None:
@@ -131,6 +137,7 @@ def test_save_load_round_trip(hybrid: HybridRecommender, shop: InteractionDatase
     loaded = Recommender.load(tmp_path / "h")
     assert isinstance(loaded, HybridRecommender)
     assert loaded.weights == hybrid.weights and loaded.cold_weights == hybrid.cold_weights
+    assert loaded.item_boost == hybrid.item_boost
     assert list(loaded.components) == list(hybrid.components)
     x = hybrid.input_matrix(shop)
     np.testing.assert_array_equal(loaded.score_matrix(x), hybrid.score_matrix(x))

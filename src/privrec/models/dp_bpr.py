@@ -17,6 +17,7 @@ With epsilon = inf the same per-user loss is trained with plain Adam (no clippin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -49,20 +50,23 @@ class DPBPRConfig(BPRConfig):
         accountant: Opacus accountant, "rdp" or "prv".
         optimizer: "sgd" (with `momentum`; the default, robust to DP noise) or "adam".
         momentum: SGD momentum.
+        grad_sample_mode: Opacus' per-user gradient clipping: "ghost" (norms only, memory-light)
+            or "hooks" (materialised per-user gradients).
     """
 
     epsilon: float = Field(default=8.0, gt=0.0)
     delta: float | None = Field(default=None, gt=0.0, lt=1.0)
-    max_grad_norm: float = Field(default=1.0, gt=0.0)
-    sample_rate: float = Field(default=0.1, gt=0.0, le=1.0)
+    max_grad_norm: float = Field(default=0.1, gt=0.0)
+    sample_rate: float = Field(default=0.5, gt=0.0, le=1.0)
     pairs_per_user: int = Field(default=16, ge=1)
     max_history: int = Field(default=200, ge=1)
     accountant: str = Field(default="rdp", pattern="^(rdp|prv)$")
     optimizer: str = Field(default="sgd", pattern="^(sgd|adam)$")
+    grad_sample_mode: str = Field(default="ghost", pattern="^(ghost|hooks)$")
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    epochs: int = Field(default=10, ge=1)
-    learning_rate: float = Field(default=0.05, gt=0.0)
-    embedding_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    learning_rate: float = Field(default=5.0, gt=0.0)
+    embedding_size: int = Field(default=8, ge=1)
     reg: float = Field(default=0.0, ge=0.0)
 
 
@@ -82,6 +86,15 @@ def _padded_histories(x: sp.csr_matrix, max_history: int) -> tuple[np.ndarray, n
         items[u, : idx.size] = idx
         weights[u, : idx.size] = w
     return items, weights, lengths.astype(np.int64)
+
+
+class _PerUserLoss:
+    """The "criterion" Opacus wraps: the module already returns one loss per user."""
+
+    reduction = "mean"
+
+    def __call__(self, losses: Any, target: Any = None) -> Any:
+        return losses if self.reduction == "none" else losses.mean()
 
 
 def _build_module(n_items: int, d: int, init_std: float, history_norm: float, reg: float, seed: int) -> Any:
@@ -141,6 +154,7 @@ class DPBPR(BPR):
         super().__init__(config, **params)
         self.noise_multiplier = 0.0
         self.steps = 0
+        self.release: Release | None = None  # what the ledger recorded (in memory only)
 
     def fit(
         self,
@@ -193,9 +207,10 @@ class DPBPR(BPR):
                 engine = PrivacyEngine(accountant=c.accountant)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    module, optimizer, loader = engine.make_private_with_epsilon(
+                    made = engine.make_private_with_epsilon(
                         module=module,
                         optimizer=optimizer,
+                        criterion=_PerUserLoss(),
                         data_loader=loader,
                         target_epsilon=c.epsilon,
                         target_delta=delta,
@@ -203,7 +218,12 @@ class DPBPR(BPR):
                         max_grad_norm=c.max_grad_norm,
                         poisson_sampling=True,
                         noise_generator=torch.Generator().manual_seed(seed + 1),
+                        grad_sample_mode=c.grad_sample_mode,
                     )
+                if c.grad_sample_mode == "ghost":
+                    module, optimizer, criterion, loader = made
+                else:
+                    module, optimizer, loader = made
                 self.noise_multiplier = float(optimizer.noise_multiplier)
                 sample_rate = 1.0 / len(loader)
                 steps = c.epochs * len(loader)
@@ -224,8 +244,13 @@ class DPBPR(BPR):
                     },
                 )
                 charge(ledger, release, self.name)  # before the first noisy step
+            if not private or c.grad_sample_mode != "ghost":
+                criterion = _PerUserLoss()
             self.train_losses = []
             self.steps = 0
+            quiet = contextlib.ExitStack()  # Opacus' ghost clipping warns about backward hooks each step
+            quiet.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
             for _epoch in range(c.epochs):
                 total, count = 0.0, 0
                 for (batch_users,) in loader:
@@ -235,7 +260,7 @@ class DPBPR(BPR):
                     b = batch_users.numpy()
                     inputs = self._step_inputs(b, items, weights, lengths, keys, n_items, gen)
                     losses = module(*inputs)
-                    loss = losses.mean()
+                    loss = criterion(losses, None)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -243,11 +268,13 @@ class DPBPR(BPR):
                     count += b.size
                     self.steps += 1
                 self.train_losses.append(total / max(count, 1))
+            quiet.close()
             base = module._module if hasattr(module, "_module") else module
             self.target = base.target.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
             self.context = base.context.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
             self.bias = base.bias.weight.detach()[:n_items, 0].numpy().astype(np.float32, copy=True)
         self.privacy = release.guarantee() if private else None
+        self.release = release if private else None
         self._mark_fitted(n_items)
         return self
 
@@ -279,13 +306,8 @@ class DPBPR(BPR):
             if not bad.any():
                 break
             neg[bad] = gen.integers(0, n_items, size=int(bad.sum()))
-        return (
-            torch.from_numpy(hist),
-            torch.from_numpy(hw),
-            torch.from_numpy(pos_slot),
-            torch.from_numpy(neg.astype(np.int64)),
-            torch.from_numpy(mask),
-        )
+        # contiguous: Opacus' ghost-clipping norm sampler views the index tensors flat
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (hist, hw, pos_slot, neg.astype(np.int64), mask))
 
     def _meta(self) -> dict[str, Any]:
         return {**super()._meta(), "noise_multiplier": self.noise_multiplier, "steps": self.steps}

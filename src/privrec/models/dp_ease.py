@@ -35,6 +35,7 @@ from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
 from privrec.models.dp_popularity import active_users, release_gram, resolve_delta
 from privrec.models.ease import ease_weights
+from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
 
 _TIE = 1e-6  # weight of the popularity tie-breaker
@@ -112,6 +113,7 @@ class DPEASE(Recommender):
         self.rank = 0
         self.ridge = 0.0
         self.noisy_gram: np.ndarray | None = None  # the released matrix (kept in memory only)
+        self.release: Release | None = None  # what the ledger recorded (in memory only)
 
     def fit(
         self,
@@ -154,7 +156,7 @@ class DPEASE(Recommender):
         self.selected = rel.selected
         self.popularity = np.maximum(rel.counts, 0.0).astype(np.float32)
         self.privacy = rel.release.guarantee() if private else None
-        self.release_details = rel.release.details
+        self.release = rel.release if private else None
         self._mark_fitted(dataset.n_items)
         return self
 

@@ -32,6 +32,7 @@ from privrec.models.base import InputConfig, Recommender, history_explanation, r
 from privrec.models.dp_ease import auto_top_items
 from privrec.models.dp_popularity import active_users, release_gram, resolve_delta
 from privrec.models.itemknn import cosine_topk
+from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
 
 _TIE = 1e-6
@@ -86,6 +87,7 @@ class DPItemKNN(Recommender):
         self.popularity = np.zeros(0, np.float32)
         self.noise_std = 0.0
         self.noisy_gram: np.ndarray | None = None  # the released matrix (kept in memory only)
+        self.release: Release | None = None  # what the ledger recorded (in memory only)
 
     def fit(
         self,
@@ -137,6 +139,7 @@ class DPItemKNN(Recommender):
         self.similarity = cosine_topk(sp.csr_matrix(g), c.k, c.shrink)
         self._sim_t = self.similarity.T.tocsr()
         self.privacy = rel.release.guarantee() if private else None
+        self.release = rel.release if private else None
         self._mark_fitted(dataset.n_items)
         return self
 

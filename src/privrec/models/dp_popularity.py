@@ -128,6 +128,7 @@ class DPPopularity(Popularity):
         super().__init__(config, **params)
         self.noise_std = 0.0
         self.sensitivity = 0.0
+        self.release: Release | None = None  # what the ledger recorded (in memory only)
 
     def fit(
         self,
@@ -163,6 +164,7 @@ class DPPopularity(Popularity):
         self.popularity = np.maximum(noisy, 0.0).astype(np.float32)
         self.item_category, self.categories = self._categories(dataset)
         self.privacy = None if math.isinf(c.epsilon) else release.guarantee()
+        self.release = None if math.isinf(c.epsilon) else release
         self._mark_fitted(dataset.n_items)
         return self
 

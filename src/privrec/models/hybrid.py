@@ -18,17 +18,21 @@ Routing (visible in `route_for`, `recommend_with_route` and the kind of `explain
     "cold_item-boost" (per item, for a warm user) an item with no training interaction: CF,
                       sequential and popularity know nothing about it, so their normalised score
                       for it is set to 0 (the row mean: neither pushed up nor down), its content
-                      score counts as usual, and `cold_item_boost` is added. The same neutral
-                      treatment applies to new items in the cold-user route.
+                      score counts as usual, and a boost is added (`cold_item_boost`, or fitted:
+                      see below). The same treatment applies to new items in the cold-user route.
 
 Weights are fitted on a validation split carved out of the training data: each user's last
 training event is held out (`validation_split(protocol="leave_one_out")`), the components are
 fitted on the rest, and a coordinate search over `grid` (`rounds` passes) maximises NDCG@10 of the
 held-out item (full ranking, training items masked) for up to `max_valid_users` sampled users with
 more than `cold_user_max_items` items. The cold weights are fitted the same way on validation users
-whose history is cut to their last 1..cold_user_max_items events (a simulated new user). Then the
-components are refitted on all the training data (`refit=True`). Fixed `weights` / `cold_weights`
-skip the search.
+whose history is cut to their last 1..cold_user_max_items events (a simulated new user). The
+new-item boost (when `cold_item_boost` is None) is fitted on the warm validation users with a
+seeded `cold_item_fraction` of the items made "new" for the occasion (their CF / sequential /
+popularity scores neutral, as for a real new item): the boost in `cold_item_boost_grid` with the
+best NDCG@10 over all those users, so it trades the new items' chances against the others'. Then
+the components are refitted on all the training data (`refit=True`). Fixed `weights` /
+`cold_weights` skip the search (and a None boost is then 0).
 
 History rows: the hybrid's `history_matrix` / `input_matrix` are the content model's
 (recency- and event-type-weighted, see `privrec.models.content`); binary CF models such as EASE
@@ -87,7 +91,9 @@ class HybridConfig(ModelConfig):
         cold_components: the components the cold-user route uses (default content + popularity;
             add "cf" to let item-item CF serve users with one or two items too).
         cold_user_max_items: histories with at most this many distinct items take the cold route.
-        cold_item_boost: added to the score of items with no training interaction.
+        cold_item_boost: added to the score of items with no training interaction (None: fitted).
+        cold_item_fraction: share of items treated as new when fitting the boost.
+        cold_item_boost_grid: the boosts tried.
         max_valid_users: at most this many validation users for each weight search.
         grid: the weight values the coordinate search tries.
         rounds: passes of the coordinate search.
@@ -105,7 +111,9 @@ class HybridConfig(ModelConfig):
     cold_weights: dict[str, float] | None = None
     cold_components: tuple[str, ...] = COLD_COMPONENTS
     cold_user_max_items: int = Field(default=2, ge=0)
-    cold_item_boost: float = 0.0
+    cold_item_boost: float | None = None
+    cold_item_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    cold_item_boost_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
     max_valid_users: int = Field(default=2000, ge=1)
     grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
     rounds: int = Field(default=2, ge=1)
@@ -189,6 +197,7 @@ class HybridRecommender(Recommender):
         self.components: dict[str, Recommender] = self._build_components()
         self.weights: dict[str, float] = {}
         self.cold_weights: dict[str, float] = {}
+        self.item_boost = 0.0  # added to new items' scores (config.cold_item_boost or fitted)
         self.item_events = np.zeros(0, np.int64)  # training interactions per item (0: a new item)
         self.tuning: dict[str, Any] = {}
 
@@ -231,13 +240,15 @@ class HybridRecommender(Recommender):
             self._fit_components(dataset, seed, content=True)
             self.weights = self._full(c.weights, list(self.components))
             self.cold_weights = self._full(c.cold_weights, list(c.cold_components))
+            self.item_boost = float(c.cold_item_boost or 0.0)
             self.tuning = {"fixed": True}
         else:
             sub, valid = validation_split(dataset, protocol="leave_one_out")
             self._fit_components(sub, seed, content=True)
             self._set_item_events(sub)
             self._mark_fitted(dataset.n_items)
-            weights, cold, info = self._tune(sub, valid, seed)
+            weights, cold, boost, info = self._tune(sub, valid, seed)
+            self.item_boost = float(c.cold_item_boost) if c.cold_item_boost is not None else boost
             self.weights = self._full(c.weights, list(self.components)) if c.weights is not None else weights
             self.cold_weights = self._full(c.cold_weights, list(c.cold_components)) if c.cold_weights is not None else cold
             self.tuning = info
@@ -278,7 +289,9 @@ class HybridRecommender(Recommender):
             out.append(UserHistory(items=ds.item_idx[a:b].astype(np.int64), weights=w[a:b], event_types=ds.event_type[a:b]))
         return out
 
-    def _tune(self, sub: InteractionDataset, valid: InteractionDataset, seed: int) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    def _tune(
+        self, sub: InteractionDataset, valid: InteractionDataset, seed: int
+    ) -> tuple[dict[str, float], dict[str, float], float, dict[str, Any]]:
         c = self.config
         rng = np.random.default_rng(seed)
         t0 = time.perf_counter()
@@ -289,10 +302,17 @@ class HybridRecommender(Recommender):
 
         warm = np.nonzero(distinct > c.cold_user_max_items)[0]
         names = list(self.components)
-        if c.weights is None and warm.size:
+        boost = 0.0
+        if (c.weights is None or c.cold_item_boost is None) and warm.size:
             pick = np.sort(rng.choice(warm, size=min(c.max_valid_users, warm.size), replace=False))
             hist = self._histories_of(sub, users[pick])
-            weights, res = self._search(names, hist, targets[pick])
+            known = np.nonzero(self.item_events > 0)[0]
+            pseudo = np.zeros(self.n_items, bool)
+            pseudo[rng.choice(known, size=max(1, int(round(c.cold_item_fraction * known.size))), replace=False)] = True
+            fixed = self._full(c.weights, names) if c.weights is not None else None
+            weights, boost, res = self._search(
+                names, hist, targets[pick], fixed=fixed, pseudo_new=pseudo if c.cold_item_boost is None else None
+            )
             info["warm"] = res
         else:
             weights = self._full(c.weights or {n: 1.0 for n in names}, names)
@@ -304,14 +324,14 @@ class HybridRecommender(Recommender):
             last = 1 + (np.arange(pick.size) % c.cold_user_max_items)
             hist = self._histories_of(sub, users[pick], last)
             # every component's own score on these simulated new users is reported, for the record
-            cold, res = self._search(cold_names, hist, targets[pick], cold_route=True, report=names)
+            cold, _, res = self._search(cold_names, hist, targets[pick], cold_route=True, report=names)
             info["cold"] = res
         elif c.cold_weights is None:  # only empty histories are cold: content has nothing to say
             cold = self._full({n: float(n != "content") for n in cold_names} if cold_names != ["content"] else {"content": 1.0}, cold_names)
         else:
             cold = self._full(c.cold_weights, cold_names)
         info["seconds"] = round(time.perf_counter() - t0, 2)
-        return weights, cold, info
+        return weights, cold, boost, info
 
     def _search(
         self,
@@ -321,9 +341,14 @@ class HybridRecommender(Recommender):
         *,
         cold_route: bool = False,
         report: list[str] | None = None,
-    ) -> tuple[dict[str, float], dict[str, Any]]:
-        """Coordinate search of the weights of `names` maximising NDCG@10 of `targets`; the result
-        also holds each component's NDCG@10 alone (for `names` and `report`)."""
+        fixed: dict[str, float] | None = None,
+        pseudo_new: np.ndarray | None = None,
+    ) -> tuple[dict[str, float], float, dict[str, Any]]:
+        """Coordinate search of the weights of `names` (unless `fixed`) maximising NDCG@10 of
+        `targets`, then, with `pseudo_new` (items to treat as new), of the new-item boost.
+
+        Returns (weights, boost, report); the report also holds each component's NDCG@10 alone
+        (for `names` and `report`)."""
         c = self.config
         h = self.history_matrix(histories)
         if cold_route:  # a simulated new user keeps at most cold_user_max_items distinct items
@@ -337,7 +362,7 @@ class HybridRecommender(Recommender):
         histories = [histories[i] for i in idx.tolist()]
         targets = targets[idx]
         if h.shape[0] == 0:  # nobody to learn from: equal weights
-            return self._full({n: 1.0 for n in names}, names), {"users": 0}
+            return fixed or self._full({n: 1.0 for n in names}, names), 0.0, {"users": 0}
         shown = list(dict.fromkeys([*names, *(report or [])]))
         z = {n: self._component_z(n, h, histories) for n in shown}
         mask = h.copy()
@@ -345,22 +370,28 @@ class HybridRecommender(Recommender):
         mask_rows = np.repeat(np.arange(h.shape[0]), np.diff(mask.indptr))
         ar = np.arange(h.shape[0])
 
-        def objective(w: dict[str, float]) -> float:
-            if not any(v > 0 for v in w.values()):
-                return -1.0
-            s = np.zeros((h.shape[0], self.n_items), np.float32)
-            for n in w:
-                if w[n]:
-                    s += np.float32(w[n]) * z[n]
+        def ndcg(s: np.ndarray) -> float:
             s[mask_rows, mask.indices] = -np.inf
             t = s[ar, targets][:, None]
             rank = (s > t).sum(axis=1) + 0.5 * ((s == t).sum(axis=1) - 1)
             return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
 
+        def combined(w: dict[str, float], zs: dict[str, np.ndarray]) -> np.ndarray:
+            s = np.zeros((h.shape[0], self.n_items), np.float32)
+            for n in w:
+                if w[n]:
+                    s += np.float32(w[n]) * zs[n]
+            return s
+
+        def objective(w: dict[str, float]) -> float:
+            if not any(v > 0 for v in w.values()):
+                return -1.0
+            return ndcg(combined(w, z))
+
         alone = {n: objective({n: 1.0}) for n in shown}
-        w = {n: 1.0 for n in names}
+        w = dict(fixed) if fixed is not None else {n: 1.0 for n in names}
         best = objective(w)
-        for _ in range(c.rounds):
+        for _ in range(c.rounds if fixed is None else 0):
             improved = False
             for n in names:
                 for g in c.grid:
@@ -373,8 +404,24 @@ class HybridRecommender(Recommender):
             if not improved:
                 break
         weights = self._full(w, names)
-        res = {"users": int(h.shape[0]), "ndcg@10": round(best, 5), "alone": {k: round(v, 5) for k, v in alone.items()}}
-        return weights, res
+        res: dict[str, Any] = {"users": int(h.shape[0]), "ndcg@10": round(best, 5), "alone": {k: round(v, 5) for k, v in alone.items()}}
+        boost = 0.0
+        if pseudo_new is not None and pseudo_new.any():
+            # the same users with some items made "new": only their text score still speaks
+            zn = {n: (a if n == "content" else np.where(pseudo_new[None, :], np.float32(0.0), a)) for n, a in z.items()}
+            base = combined(weights, zn)
+            by_boost = {}
+            for b in c.cold_item_boost_grid:
+                by_boost[float(b)] = ndcg(base + np.float32(b) * pseudo_new[None, :].astype(np.float32))
+            boost = max(by_boost, key=lambda b: (by_boost[b], -b))
+            res["new_item_boost"] = {
+                "boost": boost,
+                "ndcg@10": round(by_boost[boost], 5),
+                "ndcg@10_no_boost": round(by_boost.get(0.0, float("nan")), 5),
+                "pseudo_new_items": int(pseudo_new.sum()),
+                "targets_new": int(pseudo_new[targets].sum()),
+            }
+        return weights, boost, res
 
     # ---- scoring ------------------------------------------------------------------------------
     def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
@@ -405,8 +452,8 @@ class HybridRecommender(Recommender):
         for name, w in weights.items():
             if w:
                 s += np.float32(w) * self._component_z(name, h, histories)
-        if self.config.cold_item_boost:
-            s[:, self.item_events == 0] += np.float32(self.config.cold_item_boost)
+        if self.item_boost:
+            s[:, self.item_events == 0] += np.float32(self.item_boost)
         return s
 
     def _cold_rows(self, h: sp.csr_matrix) -> np.ndarray:
@@ -527,6 +574,7 @@ class HybridRecommender(Recommender):
         self.components = comps
         self.weights = {str(k): float(v) for k, v in meta["weights"].items()}
         self.cold_weights = {str(k): float(v) for k, v in meta["cold_weights"].items()}
+        self.item_boost = float(meta.get("item_boost", 0.0))
         self.tuning = dict(meta.get("tuning", {}))
 
     def _meta(self) -> dict[str, Any]:
@@ -540,4 +588,10 @@ class HybridRecommender(Recommender):
             }
             for name, comp in self.components.items()
         }
-        return {"components": comps, "weights": self.weights, "cold_weights": self.cold_weights, "tuning": self.tuning}
+        return {
+            "components": comps,
+            "weights": self.weights,
+            "cold_weights": self.cold_weights,
+            "item_boost": self.item_boost,
+            "tuning": self.tuning,
+        }

@@ -21,6 +21,10 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.bert4rec",
     "privrec.models.content",
     "privrec.models.hybrid",
+    "privrec.models.dp_popularity",
+    "privrec.models.dp_itemknn",
+    "privrec.models.dp_ease",
+    "privrec.models.dp_bpr",
 )
 
 for _module in MODEL_MODULES:

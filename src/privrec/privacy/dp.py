@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,8 +71,8 @@ def gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.0) -> fl
 def laplace_scale(epsilon: float, sensitivity: float = 1.0) -> float:
     """Scale b of the Laplace mechanism for pure epsilon-DP and an L1 sensitivity (b = sensitivity / epsilon).
 
-    Checked with the PLD accountant of `dp_accounting` (the Laplace PLD with parameter b gives
-    epsilon = sensitivity / b at delta 0).
+    The tests check it against the PLD accountant of `dp_accounting` (its Laplace event with
+    parameter b gives epsilon = sensitivity / b).
     """
     check_epsilon_delta(epsilon, 0.0)
     if math.isinf(epsilon):
@@ -173,15 +174,17 @@ def dpsgd_noise_multiplier(
         return 0.0
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(
-        get_noise_multiplier(
-            target_epsilon=float(epsilon),
-            target_delta=float(delta),
-            sample_rate=float(sample_rate),
-            steps=int(steps),
-            accountant=accountant,
+    with warnings.catch_warnings():  # RDP's "optimal order is the largest alpha" note at large epsilon
+        warnings.simplefilter("ignore", UserWarning)
+        return float(
+            get_noise_multiplier(
+                target_epsilon=float(epsilon),
+                target_delta=float(delta),
+                sample_rate=float(sample_rate),
+                steps=int(steps),
+                accountant=accountant,
+            )
         )
-    )
 
 
 def dpsgd_epsilon(noise_multiplier: float, delta: float, *, sample_rate: float, steps: int, accountant: str = "prv") -> float:
@@ -192,7 +195,9 @@ def dpsgd_epsilon(noise_multiplier: float, delta: float, *, sample_rate: float, 
 
     acc = create_accountant(accountant)
     acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
-    return float(acc.get_epsilon(delta=float(delta)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(acc.get_epsilon(delta=float(delta)))
 
 
 # ---- mechanisms -----------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """An on-disk embedding cache, so re-runs never encode the same text twice with the same model.
 
-Vectors live in one SQLite file, `<directory>/embeddings.sqlite`, in a table keyed by
-(model id, sha256 of the UTF-8 text); the model id comes from `SentenceEncoder.model_id` and names
-the model weights, the LoRA adapter and the maximum sequence length, so a different model never
-sees another's vectors. Vectors are stored as raw little-endian float32 bytes (no pickle), and the
-text itself is never stored, only its hash.
+Vectors live in one SQLite file, `<directory>/vectors.sqlite`, keyed by (model id, sha256 of the
+UTF-8 text); the model id comes from `SentenceEncoder.model_id` and names the model weights, the
+LoRA adapter and the maximum sequence length, so a different model never sees another's vectors.
+Vectors are stored as raw little-endian float32 bytes (no pickle), and the text itself is never
+stored, only its hash. Model ids are kept once in a small table; 16 KiB pages hold about ten
+384-d vectors each, so the file is close to the raw size of the vectors (1.6 KB per vector).
 
 Only catalogue text (public product titles and categories) should go through the cache. Search
 queries are personal data: encode them with `use_cache=False` (the content model does).
@@ -30,7 +31,7 @@ from privrec.core.errors import ConfigError
 __all__ = ["CACHE_ENV", "EmbeddingCache", "default_cache_dir", "text_hash"]
 
 CACHE_ENV = "PRIVREC_TEXT_CACHE_DIR"
-_FILE = "embeddings.sqlite"
+_FILE = "vectors.sqlite"
 _CHUNK = 500  # keys per SELECT (SQLite's variable limit is 999 on old builds)
 
 
@@ -50,7 +51,7 @@ def text_hash(text: str) -> bytes:
 
 
 class EmbeddingCache:
-    """Embeddings keyed by (model id, text hash) in `<directory>/embeddings.sqlite`.
+    """Embeddings keyed by (model id, text hash) in `<directory>/vectors.sqlite`.
 
     Args:
         directory: where the cache file lives (created on first use); None: `default_cache_dir()`.
@@ -73,11 +74,13 @@ class EmbeddingCache:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(str(self.path), timeout=60.0)
+                conn.execute("PRAGMA page_size=16384")  # takes effect only on a new file
                 conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS embeddings ("
-                    " model TEXT NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL,"
-                    " PRIMARY KEY (model, hash)) WITHOUT ROWID"
+                    " model INTEGER NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL,"
+                    " UNIQUE (model, hash))"
                 )
                 conn.commit()
             except (OSError, sqlite3.Error) as exc:
@@ -94,6 +97,15 @@ class EmbeddingCache:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def _model_key(self, model_id: str, *, create: bool) -> int | None:
+        conn = self._conn()
+        row = conn.execute("SELECT id FROM models WHERE name = ?", (model_id,)).fetchone()
+        if row is None and create:
+            with conn:
+                conn.execute("INSERT OR IGNORE INTO models (name) VALUES (?)", (model_id,))
+            row = conn.execute("SELECT id FROM models WHERE name = ?", (model_id,)).fetchone()
+        return None if row is None else int(row[0])
 
     # ---- reading and writing ------------------------------------------------------------------
     def get_many(self, model_id: str, texts: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray]:
@@ -114,10 +126,11 @@ class EmbeddingCache:
         keys = list(where)
         out: np.ndarray | None = None
         conn = self._conn()
-        for start in range(0, len(keys), _CHUNK):
+        mkey = self._model_key(model_id, create=False)
+        for start in range(0, len(keys) if mkey is not None else 0, _CHUNK):
             part = keys[start : start + _CHUNK]
             q = f"SELECT hash, dim, vec FROM embeddings WHERE model = ? AND hash IN ({','.join('?' * len(part))})"
-            for h, dim, blob in conn.execute(q, [model_id, *part]):
+            for h, dim, blob in conn.execute(q, [mkey, *part]):
                 if out is None:
                     out = np.zeros((n, int(dim)), dtype=np.float32)
                 if int(dim) != out.shape[1]:
@@ -136,10 +149,13 @@ class EmbeddingCache:
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             raise ValueError(f"vectors: shape {vectors.shape} does not give one row per text ({len(texts)})")
         dim = int(vectors.shape[1])
-        rows = [(model_id, text_hash(t), dim, np.ascontiguousarray(v).tobytes()) for t, v in zip(texts, vectors, strict=True)]
+        mkey = self._model_key(model_id, create=True)
+        rows = [(mkey, text_hash(t), dim, np.ascontiguousarray(v).tobytes()) for t, v in zip(texts, vectors, strict=True)]
         conn = self._conn()
         with conn:
             conn.executemany("INSERT OR REPLACE INTO embeddings (model, hash, dim, vec) VALUES (?, ?, ?, ?)", rows)
+        if len(rows) >= 1000:  # fold a large write into the main file so the log stays small
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ---- housekeeping ------------------------------------------------------------------------
     def count(self, model_id: str | None = None) -> int:
@@ -149,13 +165,15 @@ class EmbeddingCache:
         conn = self._conn()
         if model_id is None:
             return int(conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
-        return int(conn.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model_id,)).fetchone()[0])
+        mkey = self._model_key(model_id, create=False)
+        return 0 if mkey is None else int(conn.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (mkey,)).fetchone()[0])
 
     def models(self) -> dict[str, int]:
         """Model id -> number of vectors stored for it."""
         if not self.path.exists():
             return {}
-        return {m: int(c) for m, c in self._conn().execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model")}
+        q = "SELECT m.name, COUNT(*) FROM embeddings e JOIN models m ON m.id = e.model GROUP BY m.name"
+        return {m: int(c) for m, c in self._conn().execute(q)}
 
     def clear(self, model_id: str | None = None) -> int:
         """Delete the vectors of one model id (or all); returns how many were deleted."""
@@ -166,7 +184,7 @@ class EmbeddingCache:
             if model_id is None:
                 cur = conn.execute("DELETE FROM embeddings")
             else:
-                cur = conn.execute("DELETE FROM embeddings WHERE model = ?", (model_id,))
+                cur = conn.execute("DELETE FROM embeddings WHERE model = (SELECT id FROM models WHERE name = ?)", (model_id,))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
         return int(cur.rowcount)

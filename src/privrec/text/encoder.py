@@ -8,8 +8,8 @@ A LoRA adapter trained by `privrec.text.lora` is loaded by name from `<root>/ada
 (root: the data directory by default) and merged into the transformer weights, so encoding with
 an adapter costs the same as without.
 
-Every encoder has a `model_id` that names exactly what produces its vectors (model folder name,
-a hash of its weights, the adapter's name and weight hash, the maximum sequence length); the
+Every encoder has a `model_id` that names exactly what produces its vectors (model name, a hash
+of its weights, the adapter's weight hash, the maximum sequence length); the
 embedding cache (`privrec.text.cache`) keys vectors by it, so a changed model or adapter never
 reuses stale vectors.
 
@@ -188,12 +188,13 @@ class SentenceEncoder:
     # ---- identity -------------------------------------------------------------------------
     @property
     def model_id(self) -> str:
-        """What produces the vectors: model name and weight hash, adapter and hash, max length."""
+        """What produces the vectors: model name and weight hash, adapter weight hash, max length."""
         if self._model_id is None:
             name = DEFAULT_MODEL_NAME if self._is_default else self.model_path.name
             mid = f"{name}@{_weights_hash(self.model_path)[:16]}"
             if self.adapter_dir is not None:
-                mid += f"+lora:{self.adapter}@{_weights_hash(self.adapter_dir)[:16]}"
+                # the adapter's weights, not its name, identify it: a renamed copy reuses the cache
+                mid += f"+lora@{_weights_hash(self.adapter_dir)[:16]}"
             if self.max_seq_length is not None:
                 mid += f"/len{self.max_seq_length}"
             self._model_id = mid

@@ -1,0 +1,194 @@
+"""User-level DP models: noise calibrated by the accounting libraries, seeded, and charged to the
+ledger before any noise is drawn."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import dp_accounting
+from privrec.core.errors import BudgetExceededError, ConfigError
+from privrec.data.dataset import InteractionDataset
+from privrec.data.synthetic import generate_shop_dataset
+from privrec.models.base import Recommender
+from privrec.models.dp_bpr import DPBPR
+from privrec.models.dp_ease import DPEASE, spectral_denoise
+from privrec.models.dp_itemknn import DPItemKNN
+from privrec.models.dp_popularity import DPPopularity, most_recent_items, unit_rows, window_pairs
+from privrec.privacy import dp as dp_module
+from privrec.privacy.ledger import Budget, PrivacyLedger
+
+
+@pytest.fixture(scope="module")
+def shop() -> InteractionDataset:
+    return generate_shop_dataset(n_items=240, n_users=500, seed=11)
+
+
+def delta_of(ds: InteractionDataset) -> float:
+    n = int(np.count_nonzero(np.bincount(ds.user_idx, minlength=ds.n_users)))
+    return 1.0 / (10 * n)
+
+
+def clean_gram(model: Recommender, ds: InteractionDataset, selected: np.ndarray) -> np.ndarray:
+    x = unit_rows(model.input_matrix(ds).astype(np.float64)[:, selected])
+    return (x.T @ x).toarray()
+
+
+# ---- the noise matches the calibration -----------------------------------------------------------------
+def test_dp_ease_gram_noise_is_the_analytic_gaussian_of_dp_accounting(shop: InteractionDataset) -> None:
+    eps = 2.0
+    m = DPEASE(epsilon=eps, top_items=shop.n_items).fit(shop)  # no selection step: one Gaussian
+    z = dp_accounting.get_sigma_gaussian(eps, delta_of(shop))
+    assert m.noise_std == pytest.approx(z / math.sqrt(2), rel=1e-9)  # upper-triangle sensitivity 1/sqrt(2)
+    noise = m.noisy_gram - clean_gram(m, shop, m.selected)
+    off = noise[np.triu_indices(shop.n_items, 1)]
+    assert off.std() == pytest.approx(z / math.sqrt(2), rel=0.03)
+    assert abs(off.mean()) < 0.05 * z
+    assert np.diag(noise).std() == pytest.approx(z, rel=0.15)
+    assert m.privacy is not None and m.privacy.epsilon == eps and m.privacy.unit == "user"
+    assert m.privacy.delta == pytest.approx(delta_of(shop))
+
+
+def test_composed_selection_and_gram_spend_exactly_epsilon(shop: InteractionDataset) -> None:
+    eps, delta = 1.0, delta_of(shop)
+    m = DPItemKNN(epsilon=eps, top_items=60, selection_share=0.2, k=10).fit(shop)
+    z_sel = m.release.details["noise_multiplier_selection"]
+    z_gram = m.release.details["noise_multiplier_matrix"]
+    acc = dp_accounting.pld.PLDAccountant()
+    spent = acc.compose(dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z_sel), dp_accounting.GaussianDpEvent(z_gram)])).get_epsilon(delta)
+    assert spent <= eps * 1.001 and spent >= eps * 0.98
+    assert z_sel / z_gram == pytest.approx(2.0, rel=1e-6)  # shares 0.2 / 0.8
+    assert m.selected.size == 60
+
+
+def test_dp_popularity_noise_and_contribution_bound(shop: InteractionDataset) -> None:
+    eps, c = 1.0, 16
+    m = DPPopularity(epsilon=eps, max_items=c).fit(shop, rng=5)
+    assert m.sensitivity == pytest.approx(math.sqrt(c))
+    assert m.noise_std == pytest.approx(dp_accounting.get_sigma_gaussian(eps, delta_of(shop)) * math.sqrt(c), rel=1e-9)
+    exact = DPPopularity(epsilon=math.inf, max_items=c).fit(shop)
+    diff = m.popularity.astype(np.float64) - exact.popularity
+    big = exact.popularity > 5 * m.noise_std  # away from the clipping at 0
+    if big.sum() > 30:
+        assert diff[big].std() == pytest.approx(m.noise_std, rel=0.35)
+    # one user's influence on the exact counts is at most sqrt(c) in L2
+    heavy = int(np.argmax(np.bincount(shop.user_idx)))
+    without = DPPopularity(epsilon=math.inf, max_items=c).fit(shop.subset(shop.user_idx != heavy))
+    assert np.linalg.norm(exact.popularity.astype(np.float64) - without.popularity) <= math.sqrt(c) + 1e-6
+
+
+def test_one_user_moves_the_released_gram_by_at_most_the_sensitivity(shop: InteractionDataset) -> None:
+    heavy = int(np.argmax(np.bincount(shop.user_idx)))
+    sel = np.arange(shop.n_items)
+    model = DPEASE(epsilon=math.inf)
+    a = clean_gram(model, shop, sel)
+    b = clean_gram(model, shop.subset(shop.user_idx != heavy), sel)
+    d = a - b
+    upper = np.concatenate([d[np.triu_indices(len(sel), 1)], np.diag(d) / math.sqrt(2)])
+    assert np.linalg.norm(upper) <= 1 / math.sqrt(2) + 1e-9
+    w = window_pairs(shop, sel, 3).toarray() - window_pairs(shop.subset(shop.user_idx != heavy), sel, 3).toarray()
+    assert np.linalg.norm(w[np.triu_indices(len(sel), 1)]) <= 1.0 + 1e-9
+
+
+# ---- seeds ------------------------------------------------------------------------------------------------
+CASES: list[tuple[type, dict[str, Any]]] = [
+    (DPPopularity, {"epsilon": 1.0}),
+    (DPItemKNN, {"epsilon": 2.0, "k": 20, "top_items": 100}),
+    (DPItemKNN, {"epsilon": 2.0, "k": 20, "window": 2, "similarity": "cooccurrence"}),
+    (DPEASE, {"epsilon": 4.0, "top_items": 80}),
+]
+
+
+@pytest.mark.parametrize(("cls", "params"), CASES, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(CASES)])
+def test_same_seed_same_model_other_seed_other_noise(shop: InteractionDataset, cls: type, params: dict[str, Any]) -> None:
+    x = shop.matrix(binary=True)[:50]
+    a = cls(**params).fit(shop, rng=3).score_matrix(x)
+    b = cls(**params).fit(shop, rng=3).score_matrix(x)
+    np.testing.assert_array_equal(a, b)
+    c = cls(**params, seed=3).fit(shop).score_matrix(x)
+    np.testing.assert_array_equal(a, c)  # fit(rng=3) and config seed=3 are the same run
+    d = cls(**params).fit(shop, rng=4).score_matrix(x)
+    assert not np.array_equal(a, d)
+
+
+def test_dp_bpr_is_seeded_and_accounted_by_opacus(two_groups: InteractionDataset, tmp_path: Path) -> None:
+    params = {"epsilon": 4.0, "epochs": 3, "sample_rate": 0.5, "embedding_size": 4}
+    ledger = PrivacyLedger(tmp_path, Budget(10.0, 1e-2))
+    a = DPBPR(**params).fit(two_groups, rng=1, ledger=ledger)
+    b = DPBPR(**params).fit(two_groups, rng=1)
+    np.testing.assert_array_equal(a.target, b.target)
+    entry = ledger.entries()[0]
+    assert entry["model"] == "dp_bpr" and entry["epsilon"] == 4.0 and entry["unit"] == "user"
+    d = entry["details"]
+    # the noise multiplier Opacus chose meets the target under its own accountant
+    eps = dp_module.dpsgd_epsilon(d["noise_multiplier"], entry["delta"], sample_rate=d["sample_rate"], steps=d["steps"], accountant="rdp")
+    assert eps <= 4.0 * 1.01
+    assert a.noise_multiplier > 0 and a.privacy is not None and a.privacy.mechanism.startswith("dp-sgd")
+
+
+# ---- the ledger ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("cls", "params"), CASES + [(DPBPR, {"epsilon": 1.0, "epochs": 1})])
+def test_over_budget_release_is_refused_before_any_noise(
+    two_groups: InteractionDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cls: type, params: dict[str, Any]
+) -> None:
+    ledger = PrivacyLedger(tmp_path, Budget(1.5, 1e-2))
+    ledger.charge(dp_module.Release("earlier", 1.0, 1e-4, "gaussian", "x"))
+    drawn: list[str] = []
+    real_noise, real_sym = dp_module.GaussianMechanism.add_noise, dp_module.GaussianMechanism.add_symmetric_noise
+    monkeypatch.setattr(dp_module.GaussianMechanism, "add_noise", lambda self, *a, **k: drawn.append("noise") or real_noise(self, *a, **k))
+    monkeypatch.setattr(dp_module.GaussianMechanism, "add_symmetric_noise", lambda self, *a, **k: drawn.append("sym") or real_sym(self, *a, **k))
+    model = cls(**{**params, "epsilon": 1.0})
+    with pytest.raises(BudgetExceededError):
+        model.fit(two_groups, ledger=ledger)
+    assert drawn == []
+    assert len(ledger.entries()) == 1
+    assert not model._fitted
+    ok = cls(**{**params, "epsilon": 0.5}).fit(two_groups, ledger=ledger)
+    assert ok.privacy is not None and ledger.spent().epsilon == pytest.approx(1.5)
+
+
+def test_non_private_fit_charges_nothing(two_groups: InteractionDataset, tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path, Budget(1.0, 1e-2))
+    m = DPEASE(epsilon=math.inf).fit(two_groups, ledger=ledger)
+    assert m.privacy is None and ledger.entries() == []
+
+
+def test_delta_above_one_over_ten_n_is_refused(two_groups: InteractionDataset) -> None:
+    with pytest.raises(ConfigError, match="delta"):
+        DPPopularity(epsilon=1.0, delta=0.01).fit(two_groups)  # 40 users: bound 1/400
+
+
+# ---- helpers and post-processing ---------------------------------------------------------------------------
+def test_most_recent_items_keeps_the_latest_distinct_items(two_groups: InteractionDataset) -> None:
+    mask = most_recent_items(two_groups, 2)
+    assert np.diff(mask.indptr).max() <= 2
+    u = 0
+    seq = two_groups.sequences()[u]
+    latest = list(dict.fromkeys(seq[::-1].tolist()))[:2]
+    assert sorted(mask[u].indices.tolist()) == sorted(latest)
+
+
+def test_spectral_denoise_recovers_a_low_rank_signal() -> None:
+    rng = np.random.default_rng(0)
+    n, s = 200, 0.5
+    v = rng.standard_normal((n, 2))
+    signal = v @ np.diag([60.0, 40.0]) @ v.T / n
+    noise = dp_module.GaussianMechanism(s, 1.0).add_symmetric_noise(np.zeros((n, n)), rng)
+    est, rank = spectral_denoise(signal + noise, s)
+    assert rank == 2
+    assert np.linalg.norm(est - signal) < 0.5 * np.linalg.norm(noise)
+
+
+def test_models_save_and_load_their_guarantee(shop: InteractionDataset, tmp_path: Path) -> None:
+    for m in [DPEASE(epsilon=3.0, top_items=50).fit(shop), DPItemKNN(epsilon=3.0, top_items=50, k=5).fit(shop)]:
+        m.save(tmp_path / m.name)
+        back = Recommender.load(tmp_path / m.name)
+        assert back.privacy == m.privacy
+        x = shop.matrix(binary=True)[:20]
+        np.testing.assert_allclose(back.score_matrix(x), m.score_matrix(x), rtol=1e-6, atol=1e-6)
+    assert sp.issparse(back.similarity)

@@ -1,0 +1,103 @@
+"""DP mechanisms and accounting: calibration comes from dp-accounting / Opacus and is consistent."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import dp_accounting
+from privrec.core.errors import ConfigError
+from privrec.privacy.dp import (
+    GaussianMechanism,
+    LaplaceMechanism,
+    Release,
+    calibrate_gaussians,
+    dpsgd_epsilon,
+    dpsgd_noise_multiplier,
+    epsilon_of,
+    gaussian_event,
+    gaussian_sigma,
+    laplace_scale,
+    split_ratios,
+)
+
+
+@pytest.mark.parametrize("eps", [0.5, 1.0, 8.0])
+def test_gaussian_sigma_is_dp_accountings_analytic_gaussian(eps: float) -> None:
+    delta = 1e-5
+    assert gaussian_sigma(eps, delta) == pytest.approx(dp_accounting.get_sigma_gaussian(eps, delta), rel=1e-12)
+    assert gaussian_sigma(eps, delta, sensitivity=3.0) == pytest.approx(3 * dp_accounting.get_sigma_gaussian(eps, delta))
+    # and the PLD accountant agrees that this sigma gives epsilon
+    assert epsilon_of(gaussian_event([gaussian_sigma(eps, delta)]), delta) == pytest.approx(eps, rel=2e-3)
+
+
+def test_infinite_epsilon_means_no_noise() -> None:
+    assert gaussian_sigma(math.inf, 1e-5) == 0.0
+    assert calibrate_gaussians([1.0, 2.0], math.inf, 1e-5) == [0.0, 0.0]
+    x = np.arange(5.0)
+    np.testing.assert_array_equal(GaussianMechanism(0.0).add_noise(x, np.random.default_rng(0)), x)
+
+
+def test_bad_parameters_are_refused() -> None:
+    for eps, delta in [(0.0, 1e-5), (-1.0, 1e-5), (1.0, 1.0), (1.0, -0.1)]:
+        with pytest.raises(ConfigError):
+            gaussian_sigma(eps, delta)
+    with pytest.raises(ConfigError):
+        gaussian_sigma(1.0, 0.0)  # Gaussian needs delta > 0
+    with pytest.raises(ConfigError):
+        split_ratios([0.0, 1.0])
+
+
+def test_composed_calibration_meets_the_target_and_is_not_wasteful() -> None:
+    eps, delta = 2.0, 1e-5
+    z = calibrate_gaussians(split_ratios([0.1, 0.9]), eps, delta)
+    assert z[0] / z[1] == pytest.approx(3.0, rel=1e-6)
+    spent = epsilon_of(gaussian_event(z), delta)
+    assert spent <= eps + 1e-6 and spent > 0.99 * eps
+    # two Gaussians compose like one with 1/z^2 = sum 1/z_i^2: close to the analytic Gaussian
+    z_eff = 1.0 / math.sqrt(sum(1 / v**2 for v in z))
+    assert z_eff == pytest.approx(gaussian_sigma(eps, delta), rel=0.02)
+
+
+def test_mechanisms_are_seeded_and_scaled() -> None:
+    mech = GaussianMechanism(2.0, sensitivity=1.5)
+    a = mech.add_noise(np.zeros(20000), np.random.default_rng(3))
+    b = mech.add_noise(np.zeros(20000), np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert a.std() == pytest.approx(3.0, rel=0.03)
+    lap = LaplaceMechanism.calibrated(0.5, sensitivity=2.0)
+    assert lap.scale == laplace_scale(0.5, 2.0) == 4.0
+    d = lap.add_noise(np.zeros(20000), np.random.default_rng(1))
+    assert np.abs(d).mean() == pytest.approx(4.0, rel=0.05)  # E|Laplace(b)| = b
+
+
+def test_laplace_scale_matches_the_pld_accountant() -> None:
+    b = laplace_scale(1.3, sensitivity=1.0)
+    eps = epsilon_of(dp_accounting.LaplaceDpEvent(b), 1e-9)  # (PLD truncation makes delta=0 infinite)
+    assert eps == pytest.approx(1.3, rel=1e-2)
+
+
+def test_symmetric_noise_has_goe_structure() -> None:
+    mech = GaussianMechanism(1.0, sensitivity=1 / math.sqrt(2))
+    n = 300
+    m = mech.add_symmetric_noise(np.zeros((n, n)), np.random.default_rng(0))
+    np.testing.assert_array_equal(m, m.T)
+    off = m[np.triu_indices(n, 1)]
+    assert off.std() == pytest.approx(1 / math.sqrt(2), rel=0.02)
+    assert np.diag(m).std() == pytest.approx(1.0, rel=0.15)
+    again = mech.add_symmetric_noise(np.zeros((n, n)), np.random.default_rng(0))
+    np.testing.assert_array_equal(m, again)
+
+
+def test_dpsgd_accounting_round_trips_through_opacus() -> None:
+    z = dpsgd_noise_multiplier(4.0, 1e-5, sample_rate=0.1, steps=100, accountant="rdp")
+    assert z > 0
+    assert dpsgd_epsilon(z, 1e-5, sample_rate=0.1, steps=100, accountant="rdp") == pytest.approx(4.0, rel=0.02)
+
+
+def test_release_carries_its_guarantee() -> None:
+    r = Release("x:counts", 1.0, 1e-6, "gaussian", "analytic gaussian (dp-accounting)")
+    g = r.guarantee()
+    assert (g.epsilon, g.delta, g.unit, g.mechanism) == (1.0, 1e-6, "user", "gaussian")

@@ -117,3 +117,13 @@ def test_unsupported_models_refuse(shop: InteractionDataset) -> None:
     assert not supports_exact_unlearning(bpr)
     with pytest.raises(ConfigError):
         forget(bpr, sp.csr_matrix((1, shop.n_items)))
+
+
+def test_fit_with_the_unlearner_equals_a_plain_fit(shop: InteractionDataset) -> None:
+    plain = EASE(reg=15.0).fit(shop)
+    model = EASE(reg=15.0)
+    un = EASEUnlearner.fit(model, shop)
+    assert _state_diff(model, plain) < 1e-7
+    users = heavy_users(shop, 2)
+    forget(model, user_rows(model, shop, users), ease=un)
+    assert _state_diff(model, EASE(reg=15.0).fit(without(shop, users))) < TOL

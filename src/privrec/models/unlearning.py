@@ -250,6 +250,24 @@ class EASEUnlearner:
         self.model = model
         self.p = ease_inverse(model.gram, model.config.reg)
 
+    @classmethod
+    def fit(cls, model: EASE, dataset: InteractionDataset) -> EASEUnlearner:
+        """Fit `model` on `dataset` and keep its inverse: one inverse instead of two.
+
+        The model ends in the same state as `model.fit(dataset)` (same Gram matrix, same
+        Cholesky inverse, same weights).
+        """
+        if type(model) is not EASE:
+            raise ConfigError(f"{model.name}: EASEUnlearner handles the plain EASE model only")
+        x = model.input_matrix(dataset).astype(np.float64)
+        model.gram = sp.csr_matrix(x.T @ x).astype(np.float32).toarray()
+        un = cls.__new__(cls)
+        un.model = model
+        un.p = ease_inverse(model.gram, model.config.reg)
+        model.weights = weights_from_inverse(un.p)
+        model._mark_fitted(dataset.n_items)
+        return un
+
     def forget(self, rows: sp.spmatrix) -> UnlearningResult:
         """Remove the users' rows: G -= X^T X, Woodbury downdate of P, B recomputed."""
         t0 = time.perf_counter()

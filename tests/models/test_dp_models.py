@@ -125,10 +125,14 @@ def test_dp_bpr_is_seeded_and_accounted_by_opacus(two_groups: InteractionDataset
     entry = ledger.entries()[0]
     assert entry["model"] == "dp_bpr" and entry["epsilon"] == 4.0 and entry["unit"] == "user"
     d = entry["details"]
-    # the noise multiplier Opacus chose meets the target under its own accountant
-    eps = dp_module.dpsgd_epsilon(d["noise_multiplier"], entry["delta"], sample_rate=d["sample_rate"], steps=d["steps"], accountant="rdp")
-    assert eps <= 4.0 * 1.01
-    assert a.noise_multiplier > 0 and a.privacy is not None and a.privacy.mechanism.startswith("dp-sgd")
+    # basic composition of the popularity prior and DP-SGD adds up to the target
+    assert d["popularity_epsilon"] + d["dpsgd_epsilon"] == pytest.approx(4.0)
+    assert d["popularity_delta"] + d["dpsgd_delta"] == pytest.approx(entry["delta"])
+    assert d["popularity_noise_multiplier"] == pytest.approx(dp_accounting.get_sigma_gaussian(d["popularity_epsilon"], d["popularity_delta"]))
+    # the noise multiplier Opacus chose meets its share under its own accountant
+    eps = dp_module.dpsgd_epsilon(d["noise_multiplier"], d["dpsgd_delta"], sample_rate=d["sample_rate"], steps=d["steps"], accountant="rdp")
+    assert eps <= d["dpsgd_epsilon"] * 1.01
+    assert a.noise_multiplier > 0 and a.privacy is not None and "dp-sgd" in a.privacy.mechanism
 
 
 # ---- the ledger ------------------------------------------------------------------------------------------
@@ -192,3 +196,55 @@ def test_models_save_and_load_their_guarantee(shop: InteractionDataset, tmp_path
         x = shop.matrix(binary=True)[:20]
         np.testing.assert_allclose(back.score_matrix(x), m.score_matrix(x), rtol=1e-6, atol=1e-6)
     assert sp.issparse(back.similarity)
+
+
+# ---- DP-SGD for SASRec -----------------------------------------------------------------------------------------
+def test_dp_sasrec_per_user_gradients_are_exact() -> None:
+    """Opacus' per-example gradients of the batch-first SASRec loss equal each user's own gradient."""
+    import copy
+
+    import torch
+    from opacus import GradSampleModule
+
+    from privrec.models.dp_sasrec import DPSASRecConfig, _per_user_module
+    from privrec.models.sequential import _build_net
+
+    c = DPSASRecConfig(embedding_size=8, max_len=6, num_blocks=2, dropout=0.0)
+    torch.manual_seed(0)
+    mod = _per_user_module(_build_net(20, c, True, None, None), 6, 8)
+    ref = copy.deepcopy(mod)
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 7, 8]])
+    tgt = torch.tensor([[0, 0, 4, 5, 6, 7], [0, 2, 3, 4, 5, 6], [0, 0, 0, 0, 8, 9]])
+    neg = torch.tensor([[0, 0, 11, 12, 13, 14], [0, 15, 16, 17, 18, 19], [0, 0, 0, 0, 10, 11]])
+    params = dict(ref.named_parameters())
+    per_user = []
+    for i in range(3):
+        loss = ref(seq[i : i + 1], tgt[i : i + 1], neg[i : i + 1]).sum()
+        per_user.append(dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True), strict=True)))
+    gsm = GradSampleModule(mod)
+    gsm(seq, tgt, neg).mean().backward()  # loss_reduction "mean", as in training
+    for name, p in gsm.named_parameters():
+        n = name.removeprefix("_module.")
+        for i in range(3):
+            want = per_user[i][n] if per_user[i][n] is not None else torch.zeros_like(p)
+            torch.testing.assert_close(p.grad_sample[i], want, rtol=1e-4, atol=1e-6)
+
+
+def test_dp_sasrec_trains_seeded_and_charges_the_ledger(two_groups: InteractionDataset, tmp_path: Path) -> None:
+    from privrec.models.dp_sasrec import DPSASRec
+
+    params = {"epsilon": 6.0, "epochs": 2, "embedding_size": 8, "sample_rate": 0.5, "max_len": 8}
+    ledger = PrivacyLedger(tmp_path, Budget(10.0, 1e-2))
+    a = DPSASRec(**params).fit(two_groups, rng=2, ledger=ledger)
+    b = DPSASRec(**params).fit(two_groups, rng=2)
+    x = a.input_matrix(two_groups)[:8]
+    np.testing.assert_array_equal(a.score_matrix(x), b.score_matrix(x))
+    (entry,) = ledger.entries()
+    assert entry["model"] == "dp_sasrec" and entry["epsilon"] == 6.0 and entry["unit"] == "user"
+    d = entry["details"]
+    assert dp_module.dpsgd_epsilon(d["noise_multiplier"], entry["delta"], sample_rate=d["sample_rate"], steps=d["steps"], accountant="rdp") <= 6.0 * 1.01
+    assert a.privacy is not None and a.privacy.epsilon == 6.0
+    with pytest.raises(BudgetExceededError):
+        DPSASRec(**params).fit(two_groups, ledger=ledger)
+    with pytest.raises(ConfigError):
+        DPSASRec(loss="full_softmax")

@@ -30,8 +30,8 @@ from pydantic import Field
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import register, seed_from
 from privrec.models.bpr import BPR, BPRConfig, torch_threads
-from privrec.models.dp_popularity import active_users, charge, resolve_delta
-from privrec.privacy.dp import Release, dpsgd_epsilon
+from privrec.models.dp_popularity import active_users, charge, resolve_delta, unit_rows
+from privrec.privacy.dp import GaussianMechanism, Release, dpsgd_epsilon, gaussian_sigma
 from privrec.privacy.ledger import PrivacyLedger
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class DPBPRConfig(BPRConfig):
         momentum: SGD momentum.
         grad_sample_mode: Opacus' per-user gradient clipping: "ghost" (norms only, memory-light)
             or "hooks" (materialised per-user gradients).
+        popularity_prior: the item biases are fixed to prior_scale * log(1 + popularity), the
+            popularity released first with a share `prior_share` of (epsilon, delta) (Gaussian
+            noise on the column sums of unit-norm user rows); DP-SGD gets the rest, and the two
+            compose by basic composition. Without it the biases are trained by DP-SGD.
     """
 
     epsilon: float = Field(default=8.0, gt=0.0)
@@ -63,9 +67,12 @@ class DPBPRConfig(BPRConfig):
     accountant: str = Field(default="rdp", pattern="^(rdp|prv)$")
     optimizer: str = Field(default="sgd", pattern="^(sgd|adam)$")
     grad_sample_mode: str = Field(default="ghost", pattern="^(ghost|hooks)$")
+    popularity_prior: bool = True
+    prior_share: float = Field(default=0.5, gt=0.0, lt=1.0)
+    prior_scale: float = Field(default=1.0, ge=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     epochs: int = Field(default=20, ge=1)
-    learning_rate: float = Field(default=5.0, gt=0.0)
+    learning_rate: float = Field(default=0.5, gt=0.0)
     embedding_size: int = Field(default=8, ge=1)
     reg: float = Field(default=0.0, ge=0.0)
 
@@ -188,13 +195,18 @@ class DPBPR(BPR):
         items, weights, lengths = _padded_histories(x, c.max_history)
         train_x = x  # for negative sampling (membership of (user, item))
         keys = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train_x.indptr)) * n_items + train_x.indices
+        share = c.prior_share if (c.popularity_prior and private) else 0.0
+        eps_sgd, delta_sgd = (1 - share) * c.epsilon, (1 - share) * delta
         with torch_threads(c.num_threads):
             torch.manual_seed(seed)
             module = _build_module(n_items, c.embedding_size, c.init_std, c.history_norm, c.reg, seed)
+            if c.popularity_prior:
+                module.bias.weight.requires_grad_(False)  # set from the (DP) popularity below
+            trainable = [p for p in module.parameters() if p.requires_grad]
             if c.optimizer == "adam":
-                optimizer = torch.optim.Adam(module.parameters(), lr=c.learning_rate)
+                optimizer = torch.optim.Adam(trainable, lr=c.learning_rate)
             else:  # SGD: Adam's per-coordinate scaling blows the DP noise of untouched rows up to full steps
-                optimizer = torch.optim.SGD(module.parameters(), lr=c.learning_rate, momentum=c.momentum)
+                optimizer = torch.optim.SGD(trainable, lr=c.learning_rate, momentum=c.momentum)
             loader = DataLoader(
                 TensorDataset(torch.from_numpy(users.astype(np.int64))),
                 batch_size=max(1, int(round(c.sample_rate * users.size))),
@@ -212,8 +224,8 @@ class DPBPR(BPR):
                         optimizer=optimizer,
                         criterion=_PerUserLoss(),
                         data_loader=loader,
-                        target_epsilon=c.epsilon,
-                        target_delta=delta,
+                        target_epsilon=eps_sgd,
+                        target_delta=delta_sgd,
                         epochs=c.epochs,
                         max_grad_norm=c.max_grad_norm,
                         poisson_sampling=True,
@@ -227,23 +239,36 @@ class DPBPR(BPR):
                 self.noise_multiplier = float(optimizer.noise_multiplier)
                 sample_rate = 1.0 / len(loader)
                 steps = c.epochs * len(loader)
-                eps_check = dpsgd_epsilon(self.noise_multiplier, delta, sample_rate=sample_rate, steps=steps, accountant=c.accountant)
+                eps_check = dpsgd_epsilon(self.noise_multiplier, delta_sgd, sample_rate=sample_rate, steps=steps, accountant=c.accountant)
+                z_pop = gaussian_sigma(share * c.epsilon, share * delta) if share > 0 else None
                 release = Release(
-                    name=f"{self.name}:dp-sgd",
+                    name=f"{self.name}:{'popularity+' if share else ''}dp-sgd",
                     epsilon=c.epsilon,
                     delta=delta,
-                    mechanism="dp-sgd (gaussian, poisson sampling, per-user clipping)",
-                    accountant=f"{c.accountant} (opacus)",
+                    mechanism=("gaussian counts + " if share else "") + "dp-sgd (gaussian, poisson sampling, per-user clipping)",
+                    accountant=f"{c.accountant} (opacus)" + (" + analytic gaussian (dp-accounting), basic composition" if share else ""),
                     details={
                         "noise_multiplier": self.noise_multiplier,
                         "max_grad_norm": c.max_grad_norm,
                         "sample_rate": sample_rate,
                         "steps": steps,
+                        "dpsgd_epsilon": eps_sgd,
+                        "dpsgd_delta": delta_sgd,
                         "epsilon_accounted": eps_check,
+                        "popularity_noise_multiplier": z_pop,
+                        "popularity_epsilon": share * c.epsilon,
+                        "popularity_delta": share * delta,
                         "example": "one user (all their events)",
                     },
                 )
-                charge(ledger, release, self.name)  # before the first noisy step
+                charge(ledger, release, self.name)  # before any noise is drawn
+            if c.popularity_prior:
+                counts = np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
+                if share > 0:
+                    counts = GaussianMechanism(gaussian_sigma(share * c.epsilon, share * delta), 1.0).add_noise(counts, gen)
+                with torch.no_grad():
+                    base0 = module._module if hasattr(module, "_module") else module
+                    base0.bias.weight[:n_items, 0] = torch.from_numpy(c.prior_scale * np.log1p(np.maximum(counts, 0.0))).float()
             if not private or c.grad_sample_mode != "ghost":
                 criterion = _PerUserLoss()
             self.train_losses = []

@@ -25,6 +25,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.dp_itemknn",
     "privrec.models.dp_ease",
     "privrec.models.dp_bpr",
+    "privrec.models.dp_sasrec",
 )
 
 for _module in MODEL_MODULES:

@@ -169,13 +169,13 @@ def recommend(
 
 @app.command()
 def forget(
-    user: Annotated[str, typer.Argument(help="The shop's user id.")],
+    user: Annotated[list[str], typer.Argument(help="The shop's user id (several: erased as one batch).")],
     data_dir: DataDir = None,
 ) -> None:
-    """Erase everything stored about a user and print the receipt."""
+    """Erase everything stored about a user, remove them from the models and print the receipt."""
     with _errors(), _recsys(data_dir) as rs:
-        receipt = rs.forget(user)
-    console.print_json(json.dumps(receipt))
+        receipts = rs.forget_many(user)
+    console.print_json(json.dumps(receipts[0] if len(receipts) == 1 else receipts))
 
 
 @app.command("export-user")
@@ -213,6 +213,84 @@ def rotate_key(data_dir: DataDir = None) -> None:
     with _errors(), _recsys(data_dir) as rs:
         n = rs.rotate_key()
     console.print(f"re-keyed {n} stored events")
+
+
+@app.command("robustness-report")
+def robustness_report(
+    dataset: Annotated[str | None, typer.Option("--dataset", help="ml100k, beauty or a dataset folder (default: the store).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports/robustness).")] = None,
+    attacks: Annotated[str, typer.Option("--attacks", help="Comma-separated attacks.")] = "random,average,bandwagon,segment",
+    fractions: Annotated[str, typer.Option("--fractions", help="Comma-separated fake-shopper fractions.")] = "0.01,0.03,0.05",
+    defences: Annotated[str, typer.Option("--defences", help="Comma-separated: apr, detect, detect+apr, dp.")] = "apr,detect,detect+apr,dp",
+    epochs: Annotated[int, typer.Option("--epochs", help="BPR/APR training epochs.", min=1)] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the attacks and models.")] = 42,
+    data_dir: DataDir = None,
+) -> None:
+    """Poisoning attacks (fake shoppers), detection and defences: table + JSON, Markdown, HTML, PNG."""
+    from privrec.data.loaders import detect_format
+    from privrec.evaluation.robustness import RobustnessConfig, write_report
+    from privrec.evaluation.robustness import robustness_report as run_report
+    from privrec.pipeline import split_for
+
+    try:
+        fracs = [float(f) for f in fractions.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{fractions!r}: expected numbers like 0.01,0.03", param_hint="--fractions") from None
+    names = [a.strip() for a in attacks.split(",") if a.strip()]
+    cfg = RobustnessConfig(
+        base_params={"binary": True, "embedding_size": 64, "epochs": epochs, "reg": 1e-4},
+        attacks=tuple(names), fractions=tuple(fracs), defences=tuple(d.strip() for d in defences.split(",") if d.strip()),
+        defended=(("bandwagon" if "bandwagon" in names or not names else names[0], 0.03),), seed=seed,
+    )  # fmt: skip
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with _errors(), _recsys(data_dir) as rs:
+        if dataset is None:
+            fmt, ds = "shop", rs.dataset()
+        else:
+            ds = rs.load_public_dataset(dataset)
+            fmt = detect_format(dataset) if Path(dataset).is_dir() else {"ml100k": "movielens-100k", "beauty": "amazon-s3rec"}.get(dataset.lower(), "shop")
+        train_ds, test_ds, protocol, _ = split_for(ds, fmt)
+        report = run_report(train_ds, test_ds, protocol=protocol, config=cfg, progress=lambda line: console.print(line))  # type: ignore[arg-type]
+        paths = write_report(report, out or rs.reports_dir / "robustness")
+    console.print(paths["markdown"].read_text())
+    console.print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+
+
+@app.command("privacy-report")
+def privacy_report(
+    dataset: Annotated[str | None, typer.Option("--dataset", help="ml100k, beauty or a dataset folder (default: the store).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports/privacy).")] = None,
+    epsilons: Annotated[str | None, typer.Option("--epsilons", help="Comma-separated epsilons, e.g. 1,4,inf (default 0.5,1,2,4,8,inf).")] = None,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated DP models (default: all).")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="loo or ranking.")] = "loo",
+    audit: Annotated[bool, typer.Option("--audit/--no-audit", help="Run the membership-inference audit.")] = True,
+    audit_users: Annotated[int | None, typer.Option("--audit-users", help="At most this many users per audit.", min=20)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, models and audit.")] = 42,
+    data_dir: DataDir = None,
+) -> None:
+    """Privacy-utility frontier of the DP models with the attack AUC and the ledger: PNG + HTML + JSON."""
+    try:
+        eps = [float(e) for e in epsilons.split(",")] if epsilons else None
+    except ValueError:
+        raise typer.BadParameter(f"{epsilons!r}: expected numbers like 1,4,inf", param_hint="--epsilons") from None
+    names = models.split(",") if models else None
+    with _errors(), _recsys(data_dir) as rs:
+        ds = rs.load_public_dataset(dataset) if dataset else None
+        n_eps = len(eps) if eps else 6
+        n_models = len(names) if names else 4
+        with _progress() as prog:
+            task = prog.add_task("privacy frontier", total=n_eps * n_models)
+
+            def on_point(p: Any) -> None:
+                prog.update(task, advance=1, description=f"{p.model} eps={p.epsilon:g} ndcg@10={p.ndcg_at_10:.4f}")
+
+            paths = rs.privacy_report(out, dataset=ds, epsilons=eps, models=names, protocol=protocol, audit=audit,
+                                      audit_users=audit_users, seed=seed, on_point=on_point)  # fmt: skip
+            prog.update(task, description="privacy frontier done")
+    console.print("\n".join(f"{k}: {v}" for k, v in paths.items()))
 
 
 @app.command()

@@ -148,9 +148,16 @@ def run_demo(
     spec = next(s for s in roster if s.display == best.model)
     from privrec.models.zoo import create_model
 
-    final = create_model(spec.name, **dict(spec.params)).fit(ds, rng=seed)
-    rs.save_model(final, ds)
-    rs.set_default_model(final.name)
+    if dataset is None:
+        # the store holds exactly `ds`: train through the service, so the version records what it
+        # was trained on and `forget` can later take a shopper out of it exactly
+        path, _ = rs.train(spec.name, params=dict(spec.params), seed=seed)
+        final_name = path.parent.name
+    else:
+        final = create_model(spec.name, **dict(spec.params)).fit(ds, rng=seed)
+        rs.save_model(final, ds)
+        final_name = final.name
+    rs.set_default_model(final_name)
     sample: dict[str, Any] = {}
     if dataset is None:
         user = "shopper-00001"

@@ -6,8 +6,10 @@ place: raw user ids are pseudonymised on entry and never leave this object.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import os
 import secrets
 import shutil
 import threading
@@ -31,11 +33,22 @@ from privrec.events.ingest import BatchReport, ingest_file, ingest_frame, ingest
 from privrec.events.store import EventStore
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
+from privrec.privacy.audit_log import AuditLog, erasure_receipt
+from privrec.privacy.consent import allowed_types
+from privrec.privacy.ledger import Budget, PrivacyLedger
 from privrec.privacy.pseudonym import Pseudonymiser
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_FILE = "ACTIVE"
+# Beside each saved model version: what it was trained on, so `forget` can take out exactly the
+# events the model saw. Event ids are keyed HMACs; only their first 64 bits are kept (no user id).
+TRAINED_EVENTS_FILE = "trained_events.npy"
+TRAINING_FILE = "training.json"
+PENDING_RETRAINS_FILE = "pending-retrains.json"
+# EASE keeps (G + reg I)^-1 in memory after training through the service (8 n^2 bytes), so an
+# erasure is a rank-k update instead of a new inverse; above this many items it is not kept.
+UNLEARNER_MAX_ITEMS = 20_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,11 @@ class RecSys:
         self._pseudonymiser: Pseudonymiser | None = None
         self._store: EventStore | None = None
         self._served: dict[str, ServedModel] = {}
+        self._unlearners: dict[tuple[str, str], Any] = {}  # (model, version) -> EASEUnlearner
+        self._deleters: list[threading.Thread] = []  # background removal of superseded versions
+        self._erasure_jobs: list[threading.Thread] = []  # background model updates (forget(background=True))
+        self._unlearn_lock = threading.Lock()  # one model update at a time (they work in place)
+        self._pending_lock = threading.Lock()  # read-modify-write of the pending retrains file
 
     # ---- plumbing ------------------------------------------------------------------------
     @property
@@ -104,7 +122,11 @@ class RecSys:
         return self._store
 
     def close(self) -> None:
-        """Close the store (checkpointing it)."""
+        """Close the store (checkpointing it), after background erasures and version deletions finish."""
+        self.wait_for_erasures()
+        for t in self._deleters:
+            t.join()
+        self._deleters.clear()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -127,45 +149,94 @@ class RecSys:
 
     # ---- ingestion ---------------------------------------------------------------------------
     def ingest_file(self, path: str | Path, *, progress: Callable[[int], None] | None = None) -> BatchReport:
-        """Ingest a JSONL, CSV or Parquet file through the gate; rejects go beside the store."""
+        """Ingest a JSONL, CSV or Parquet file through the gate and the consent check; rejects go beside the store."""
         rejects = self.data_dir / "rejects" / f"{Path(path).name}.{int(time.time())}.rejects.jsonl"
-        return ingest_file(Path(path), self.gate, self.store, rejects_path=rejects, progress=progress)
+        return ingest_file(Path(path), self.gate, self.store, rejects_path=rejects, progress=progress, consent=self._consent_filter())
 
     def ingest_events(self, records: Iterable[Mapping[str, Any]]) -> BatchReport:
-        """Ingest Python event records through the gate."""
+        """Ingest Python event records through the gate and the consent check."""
         rejects = self.data_dir / "rejects" / f"api.{int(time.time())}.rejects.jsonl"
-        return ingest_records(records, self.gate, self.store, rejects_path=rejects)
+        return ingest_records(records, self.gate, self.store, rejects_path=rejects, consent=self._consent_filter())
 
     def ingest_frame(self, frame: pd.DataFrame) -> BatchReport:
-        """Ingest a raw event frame (Event's fields as columns) through the gate's bulk path."""
+        """Ingest a raw event frame (Event's fields as columns) through the gate's bulk path and the consent check."""
         rejects = self.data_dir / "rejects" / f"frame.{int(time.time())}.rejects.jsonl"
-        return ingest_frame(frame, self.gate, self.store, rejects_path=rejects)
+        return ingest_frame(frame, self.gate, self.store, rejects_path=rejects, consent=self._consent_filter())
+
+    def _consent_book(self) -> Any:
+        """The consent registry (the serving state's when it exists, so both see one table)."""
+        st = self.__dict__.get("_serving")
+        return st.consent if st is not None else _consent_backend(self.data_dir)
+
+    def _consent_filter(self) -> Callable[[pd.DataFrame], np.ndarray]:
+        """Which rows of a gated frame the users' stored consent lets the store keep.
+
+        Read from the consent table on every batch, so a change applies to the next ingestion.
+        """
+        book = self._consent_book()
+
+        def keep(frame: pd.DataFrame) -> np.ndarray:
+            users = frame["user"].astype(str)
+            levels = book.levels(pd.unique(users).tolist())
+            restricted = {p: lv for p, lv in levels.items() if lv != DEFAULT_CONSENT}
+            if not restricted:
+                return np.ones(len(frame), dtype=bool)
+            lv = users.map(restricted).fillna(DEFAULT_CONSENT).to_numpy(dtype=object)
+            types = frame["type"].astype(str).to_numpy(dtype=object)
+            ok = lv == DEFAULT_CONSENT
+            for level in set(restricted.values()):
+                ok |= (lv == level) & np.isin(types, sorted(allowed_types(level)))
+            return ok
+
+        return keep
 
     def add_items(self, catalogue: pd.DataFrame) -> int:
         """Insert or update catalogue rows (item, title, category, brand, price, in_stock, text)."""
         return self.store.upsert_items(catalogue)
 
     def dataset(self, name: str = "store") -> InteractionDataset:
-        """Everything in the store as an InteractionDataset (pseudonymous users)."""
+        """Everything in the store that the users' consent allows, as an InteractionDataset (pseudonymous users)."""
         events = self.store.events()
+        if len(events):
+            events = events[self._consent_filter()(events)].reset_index(drop=True)
         items = self.store.items()
         return InteractionDataset.from_events(
             events, item_meta=items if len(items) else None, event_weights=self.settings.event_weights, name=name
         )
 
     # ---- models ---------------------------------------------------------------------------------
-    def save_model(self, model: Recommender, dataset: InteractionDataset, *, name: str | None = None, activate: bool = True) -> Path:
-        """Save a fitted model as a new version with its item vocabulary; optionally activate it."""
+    def save_model(
+        self,
+        model: Recommender,
+        dataset: InteractionDataset,
+        *,
+        name: str | None = None,
+        activate: bool = True,
+        training: _TrainingRecord | None = None,
+        items: Vocabulary | None = None,
+    ) -> Path:
+        """Save a fitted model as a new version with its item vocabulary; optionally activate it.
+
+        `training` (what the model was trained on) lets `forget` unlearn exactly later.
+        """
         name = name or model.name
         base = self.models_dir / name
         base.mkdir(parents=True, exist_ok=True)
-        version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{len(list(base.glob('v*'))) + 1:03d}"
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        n = max([int(p.name.rsplit("-", 1)[-1]) for p in base.glob("v*-*") if p.name.rsplit("-", 1)[-1].isdigit()] + [0]) + 1
+        version = f"{stamp}-{n:03d}"
         path = base / f"v{version}"
         tmp = base / f".tmp-{version}"
-        model.save(tmp)
-        # Item keys are public catalogue ids; no user data goes into an artifact.
-        (tmp / "items.json").write_text(json.dumps(dataset.items.keys))
-        tmp.rename(path)
+        try:
+            model.save(tmp)
+            # Item keys are public catalogue ids; no user data goes into an artifact.
+            (tmp / "items.json").write_text(json.dumps((items or dataset.items).keys))
+            if training is not None:
+                training.write(tmp)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written version must not linger
+            raise
         if activate:
             self.activate(name, path.name)
         return path
@@ -219,16 +290,46 @@ class RecSys:
         self._served[name] = served
         return served
 
+    @property
+    def ledger(self) -> PrivacyLedger:
+        """The data directory's privacy-budget ledger, with the configured total budget."""
+        return PrivacyLedger(self.data_dir, Budget(self.settings.privacy_budget_epsilon, self.settings.privacy_budget_delta))
+
     def train(self, model_name: str, *, params: Mapping[str, Any] | None = None, activate: bool = True, seed: int = 42) -> tuple[Path, float]:
-        """Fit `model_name` on everything in the store and save it; returns (artifact, seconds)."""
-        ds = self.dataset()
+        """Fit `model_name` on everything in the store and save it; returns (artifact, seconds).
+
+        A differentially private model charges the ledger before it draws noise; a release the
+        budget cannot afford raises BudgetExceededError and nothing is saved.
+        """
+        from privrec.models.ease import EASE
+        from privrec.models.unlearning import EASEUnlearner
+
+        events = self.store.events()
+        if len(events):
+            # events stored before a user lowered their consent are not trained on
+            events = events[self._consent_filter()(events)].reset_index(drop=True)
+        items = self.store.items()
+        ds = InteractionDataset.from_events(
+            events, item_meta=items if len(items) else None, event_weights=self.settings.event_weights, name="store"
+        )
         if ds.n_events == 0:
             raise ValidationError("store", "holds no events; ingest some first (`privrec ingest FILE`)")
         model = create_model(model_name, **dict(params or {}))
         t0 = time.perf_counter()
-        model.fit(ds, rng=seed)
+        unlearner = None
+        if type(model) is EASE and ds.n_items <= UNLEARNER_MAX_ITEMS:
+            unlearner = EASEUnlearner.fit(model, ds)  # same model, and the inverse is kept for erasures
+        elif "ledger" in inspect.signature(model.fit).parameters:
+            model.fit(ds, rng=seed, ledger=self.ledger)  # type: ignore[call-arg]
+        else:
+            model.fit(ds, rng=seed)
         secs = time.perf_counter() - t0
-        path = self.save_model(model, ds, activate=activate)
+        record = _TrainingRecord.of(events, self.store.pseudonym_generation, self.settings.event_weights)
+        path = self.save_model(model, ds, activate=activate, training=record)
+        if unlearner is not None:
+            self._unlearners = {k: v for k, v in self._unlearners.items() if k[0] != model.name}
+            self._unlearners[(model.name, path.name)] = unlearner
+        self._clear_pending_retrain(model.name)
         if not (self.models_dir / "DEFAULT").exists():
             self.set_default_model(model.name)
         return path, secs
@@ -255,7 +356,14 @@ class RecSys:
         if k < 1 or k > 1000:
             raise ValidationError("k", f"{k} is out of range; ask for 1 to 1000 items")
         served = self.served(model)
+        level = self.consent(user_id)
         history = self.user_history(user_id, served.items)
+        if level == "anonymous":
+            history = UserHistory.of([])
+        elif level == "purchases_only" and len(history) and history.event_types is not None:
+            keep = history.event_types == _PURCHASE_CODE
+            history = UserHistory(items=history.items[keep], weights=None if history.weights is None else history.weights[keep],
+                                  event_types=history.event_types[keep])  # fmt: skip
         idx, scores = served.model.recommend(history, k)
         out = []
         for i, s in zip(idx.tolist(), scores.tolist(), strict=True):
@@ -287,33 +395,285 @@ class RecSys:
         """Right of access: everything stored about this user, as JSON-ready data."""
         pseudonym = self.pseudonymiser.pseudonymise(user_id)
         ev = self.store.events(user=pseudonym)
+        book = self._consent_book()
+        experiments: list[dict[str, Any]] = []
+        exp_path = self.data_dir / "experiments.sqlite"
+        if exp_path.exists():
+            from privrec.experiments.assignment import unit_id
+
+            st = self.__dict__.get("_serving")
+            store = st.experiments if st is not None else _open_experiments(exp_path)
+            experiments = store.unit_records({e.name: unit_id(e.salt, pseudonym) for e in store.list()})
+            if st is None:
+                store.close()
+        audit = [e for e in AuditLog(self.data_dir).entries() if e.get("pseudonym") == pseudonym or pseudonym in (e.get("pseudonyms") or ())]
         return {
             "pseudonym": pseudonym,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "events": json.loads(ev.to_json(orient="records")) if len(ev) else [],
             "n_events": int(len(ev)),
-            "models": "models hold no per-user state: a user's vector is derived from these events at request time",
+            "consent_record": book.record(pseudonym),
+            "experiments": experiments,
+            "audit_log": audit,
+            "models": "models hold no per-user state: a user's vector is derived from these events at request time; "
+            "aggregate model statistics are not personal records (erasure removes the user's share of them)",
+            "privacy_ledger": "global (releases over all users), holds nothing about one user",
         }
 
-    def forget(self, user_id: str) -> dict[str, Any]:
-        """Right to erasure: delete the user's events at once and write a receipt to the audit log."""
-        pseudonym = self.pseudonymiser.pseudonymise(user_id)
+    def forget(self, user_id: str, *, background: bool = False) -> dict[str, Any]:
+        """Right to erasure: events, consent record and cached results go at once; then the models.
+
+        Each active model that can unlearn exactly (popularity counts, item-kNN co-occurrences,
+        the EASE Gram matrix and inverse) is downdated by the user's trained events and saved as
+        a new active version (older versions, which still hold the user, are deleted). The
+        others are recorded as pending a retrain before the deadline of `retrain_deadline_days`.
+        The receipt is appended to the hash-chained audit log and returned.
+
+        With `background=True` it returns once the events, consent record and cached results are
+        gone (no stored row of the user is readable any more): the store compaction and the exact
+        model updates then run on a worker thread. Until they finish, the affected models stand
+        in the pending retrains with the deadline (so a crash leaves a retrain due, never a
+        silent gap); the worker clears them and appends an `erase-models` audit entry.
+        `wait_for_erasures` waits for the worker.
+        """
+        return self.forget_many([user_id], background=background)[0]
+
+    def wait_for_erasures(self) -> None:
+        """Wait until background erasures (`forget(..., background=True)`) have finished."""
+        for t in list(self._erasure_jobs):
+            t.join()
+        self._erasure_jobs = [t for t in self._erasure_jobs if t.is_alive()]
+
+    def forget_many(self, user_ids: Iterable[str], *, background: bool = False) -> list[dict[str, Any]]:
+        """Erase several users as one batch (an operator's queue of requests): one receipt each.
+
+        Same guarantees as `forget`, but the store is compacted once and every model is updated
+        once for all of them (one rank-k update of EASE, one new version per model).
+        """
+        ids = list(dict.fromkeys(str(u) for u in user_ids))
+        if not ids:
+            return []
+        erased_at = time.time()
         t0 = time.perf_counter()
-        deleted = self.store.erase_user(pseudonym)
-        receipt = {
-            "pseudonym": pseudonym,
-            "erased_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "events_deleted": int(deleted),
-            "seconds": round(time.perf_counter() - t0, 4),
-            "models": "user vectors are derived from stored events, so recommendations for this user no longer use them; "
-            "models trained before the erasure still carry aggregate statistics until the next training run",
-        }
-        receipt.update(self._forget_serving_state(pseudonym))
-        audit = self.data_dir / "audit.log"
-        with open(audit, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"action": "erase", **receipt}) + "\n")
-        audit.chmod(0o600)
-        return receipt
+        pseudonyms = [self.pseudonymiser.pseudonymise(u) for u in ids]
+        events = [self.store.events(user=p) for p in pseudonyms]  # read first: what to take out of the models
+        deleted = [self.store.erase_user(p, compact=False) for p in pseudonyms]
+        if any(deleted) and not background:
+            self.store.compact()  # afterwards no block of the deleted rows is left in the file
+        serving = [self._forget_serving_state(p) for p in pseudonyms]
+        erased = pd.concat(events, ignore_index=True)
+        with self._unlearn_lock:
+            models = self._unlearn(erased, plan_only=background)
+        exact = [m["model"] for m in models if m["status"] in ("exact", "unaffected")]
+        scheduled = [m["model"] for m in models if m["status"] == "scheduled"]
+        pending = [m["model"] for m in models if m["status"] in ("retrain", "scheduled")]
+        secs = time.perf_counter() - t0
+        receipts = []
+        for p, n, srv in zip(pseudonyms, deleted, serving, strict=True):
+            receipt = erasure_receipt(
+                p,
+                events_deleted=n,
+                consent_deleted=bool(srv.get("consent_record_deleted")),
+                cache_entries_deleted=int(bool(srv.get("cached_results_deleted"))),
+                models_updated=exact,
+                models_pending=pending,
+                retrain_within_days=self.settings.retrain_deadline_days,
+                seconds=secs,
+                erased_at=erased_at,
+            )
+            receipt["events_deleted"] = int(n)  # flat copy, as the HTTP API has always returned it
+            receipt.update(srv)
+            receipt["models"] = models
+            if len(ids) > 1:
+                receipt["batch_size"] = len(ids)
+            if background:
+                receipt["store_compaction"] = "scheduled" if any(deleted) else "not needed"
+                receipt["models_updating_exactly"] = scheduled
+            receipts.append(receipt)
+        token = secrets.token_hex(8)  # names this erasure in the pending retrains (no personal data)
+        if pending:
+            self._add_pending_retrains(pending, receipts[0]["retrain_deadline"], token)
+        log = AuditLog(self.data_dir)
+        for receipt in receipts:
+            log.append("erase", **receipt)
+        if background and (scheduled or any(deleted)):
+            job = threading.Thread(target=self._finish_erasure, args=(erased, pseudonyms, token, set(scheduled), any(deleted)),
+                                   name="privrec-erasure", daemon=True)  # fmt: skip
+            job.start()
+            self._erasure_jobs.append(job)
+        return receipts
+
+    def _finish_erasure(self, erased: pd.DataFrame, pseudonyms: list[str], token: str, models: set[str], compact: bool) -> None:
+        """The background half of an erasure: compact the store, update the scheduled models exactly."""
+        t0 = time.perf_counter()
+        try:
+            if compact:
+                self.store.compact()
+            with self._unlearn_lock:
+                done = self._unlearn(erased, only=models) if models else []
+            for m in done:
+                if m["status"] in ("exact", "unaffected"):
+                    self._remove_pending_retrain(m["model"], token)
+            AuditLog(self.data_dir).append("erase-models", erasure=token, pseudonyms=pseudonyms, models=done,
+                                           store_compacted=compact, seconds=round(time.perf_counter() - t0, 4))  # fmt: skip
+        except Exception as exc:  # the pending retrains stay: the deadline still holds
+            logger.error("background erasure failed error=%s; the affected models stay pending a retrain", type(exc).__name__)
+
+    def _unlearn(self, events: pd.DataFrame, *, plan_only: bool = False, only: set[str] | None = None) -> list[dict[str, Any]]:
+        """Take the erased users' trained events out of every active model that allows it exactly.
+
+        `plan_only`: decide each model's status without changing it ("scheduled" where an exact
+        update is possible). `only`: look at these models only.
+        """
+        from privrec.models.ease import EASE
+        from privrec.models.unlearning import EASEUnlearner, supports_exact_unlearning, user_rows
+        from privrec.models.unlearning import forget as forget_exact
+
+        out: list[dict[str, Any]] = []
+        for name, info in self.list_models().items():
+            version = info["active"]
+            if not version or (only is not None and name not in only):
+                continue
+            path = self.models_dir / name / version
+            t0 = time.perf_counter()
+            record = _TrainingRecord.read(path)
+            if plan_only:
+                try:
+                    cfg = json.loads((path / "config.json").read_text())
+                    model = create_model(cfg["model"], **cfg["config"])  # an unfitted twin: the kind is all we need
+                except Exception:
+                    out.append({"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"})
+                    continue
+                un = None
+            else:
+                try:
+                    un = self._unlearners.get((name, version))
+                    model = un.model if un is not None else Recommender.load(path)
+                except Exception as exc:  # an unreadable artifact must not stop the erasure
+                    logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
+                    out.append({"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"})
+                    continue
+            if record is None or record.generation != self.store.pseudonym_generation:
+                out.append({"model": name, "version": version, "status": "retrain",
+                            "reason": "no record of the events it was trained on (or the key was rotated since)"})  # fmt: skip
+                continue
+            trained = record.contains(events["event_id"]) if len(events) else np.zeros(0, bool)
+            if not trained.any():
+                out.append({"model": name, "version": version, "status": "unaffected", "reason": "trained without this user's events"})
+                continue
+            if not supports_exact_unlearning(model):
+                dp = model.privacy is not None or name.startswith("dp_")
+                why = ("differentially private: the guarantee bounds the user's influence until the retrain" if dp else
+                       "no exact unlearning: the user's vector is derived from their (deleted) history at request time and is gone; "
+                       "the item parameters carry the user until the retrain")  # fmt: skip
+                out.append({"model": name, "version": version, "status": "retrain", "reason": why})
+                continue
+            if plan_only:
+                out.append({"model": name, "version": version, "status": "scheduled", "reason": "exact update on the background worker"})
+                continue
+            mine = events[trained]
+            vocab = Vocabulary(json.loads((path / "items.json").read_text()))
+            uds = InteractionDataset.from_events(mine, items=vocab, event_weights=record.event_weights)
+            try:
+                if un is not None:
+                    # the downdate works in place: drop the cached inverse unless it all succeeds
+                    self._unlearners.pop((name, version), None)
+                elif type(model) is EASE and model.n_items <= UNLEARNER_MAX_ITEMS:
+                    un = EASEUnlearner(model)  # one inverse now; kept, so the next erasure is a rank-k update
+                res = forget_exact(model, user_rows(model, uds, np.arange(uds.n_users)), ease=un)
+                new = self.save_model(model, uds, name=name, activate=False, training=record.without(mine["event_id"]), items=vocab)
+            except Exception as exc:
+                logger.warning("forget: exact unlearning failed model=%s error=%s", name, type(exc).__name__)
+                out.append({"model": name, "version": version, "status": "retrain", "reason": f"exact update failed ({type(exc).__name__})"})
+                continue
+            if un is not None:
+                self._unlearners[(name, new.name)] = un
+            self._activate_after_forget(name, new.name)
+            removed = self._drop_versions(name, keep=new.name)
+            out.append({"model": name, "version": new.name, "previous_version": version, "status": "exact", "method": res.method,
+                        "items_touched": res.items_touched, "old_versions_deleted": removed,
+                        "seconds": round(time.perf_counter() - t0, 4)})  # fmt: skip
+        return out
+
+    def _activate_after_forget(self, name: str, version: str) -> None:
+        """Point ACTIVE at the downdated version; a serving process swaps it in too."""
+        st = self.__dict__.get("_serving")
+        if st is not None and name in st.loaded:
+            self.activate_model(name, version)
+        else:
+            self.activate(name, version)
+
+    def _drop_versions(self, name: str, *, keep: str) -> int:
+        """Delete every other version of `name`: they were trained with the erased user's data.
+
+        Each is renamed out of the way at once (no longer listed, loadable or activatable) and its
+        files are unlinked on a background thread: unlinking a 1 GB EASE artifact takes ~0.4 s.
+        """
+        base = self.models_dir / name
+        doomed = []
+        for p in base.glob("v*"):
+            if p.is_dir() and p.name != keep:
+                trash = base / f".trash-{p.name}"
+                p.rename(trash)
+                doomed.append(trash)
+                self._unlearners.pop((name, p.name), None)
+        renamed = len(doomed)
+        doomed += [p for p in base.glob(".trash-*") if p not in doomed]  # left by an interrupted run
+        if doomed:
+            t = threading.Thread(target=lambda: [shutil.rmtree(p, ignore_errors=True) for p in doomed], name="privrec-drop-versions", daemon=True)
+            t.start()
+            self._deleters.append(t)
+        return renamed
+
+    # ---- pending retrains ---------------------------------------------------------------------------
+    def pending_retrains(self) -> dict[str, dict[str, Any]]:
+        """Models that still carry erased users' influence: {model: {deadline, since, erasures}}."""
+        path = self.data_dir / PENDING_RETRAINS_FILE
+        if not path.exists():
+            return {}
+        try:
+            return dict(json.loads(path.read_text()))
+        except ValueError:
+            raise ValidationError(PENDING_RETRAINS_FILE, "is not valid JSON; retrain every model, then delete the file") from None
+
+    def _write_pending(self, doc: Mapping[str, Any]) -> None:
+        path = self.data_dir / PENDING_RETRAINS_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(dict(doc), indent=2, sort_keys=True))
+        tmp.replace(path)
+
+    def _add_pending_retrains(self, models: Iterable[str], deadline: str, token: str) -> None:
+        with self._pending_lock:
+            doc = self.pending_retrains()
+            for m in models:
+                cur = doc.get(m)
+                if cur is None:
+                    doc[m] = {"deadline": deadline, "since": _now_iso(), "erasures": 1, "erasure_ids": [token]}
+                else:  # the earliest deadline stands: a retrain clears every erasure before it
+                    cur["erasures"] = int(cur.get("erasures", 0)) + 1
+                    cur["erasure_ids"] = [*cur.get("erasure_ids", []), token]
+            self._write_pending(doc)
+
+    def _remove_pending_retrain(self, name: str, token: str) -> None:
+        """One erasure's claim on `name` is settled (updated exactly); drop the entry when none is left."""
+        with self._pending_lock:
+            doc = self.pending_retrains()
+            cur = doc.get(name)
+            if cur is None or token not in cur.get("erasure_ids", []):
+                return
+            cur["erasure_ids"] = [t for t in cur["erasure_ids"] if t != token]
+            cur["erasures"] = max(0, int(cur.get("erasures", 1)) - 1)
+            if not cur["erasure_ids"]:
+                doc.pop(name)
+            self._write_pending(doc)
+
+    def _clear_pending_retrain(self, name: str) -> None:
+        with self._pending_lock:
+            doc = self.pending_retrains()
+            if doc.pop(name, None) is not None:
+                self._write_pending(doc)
 
     def retention(self, days: int | None = None) -> int:
         """Delete events older than `days` (or the per-type retention of the settings)."""
@@ -549,7 +909,8 @@ class RecSys:
                     price = float(cat.table.price[i]) if i >= 0 else float("nan")
                     o["value"] = price if np.isfinite(price) else 0.0
             attributed = st.experiments.record_outcomes(outcomes)
-        rejects = [] if result is None else [r.to_dict() for r in result.rejects]
+        # by input position, whatever order the gate's checks found them in
+        rejects = [] if result is None else sorted((r.to_dict() for r in result.rejects), key=lambda r: r.get("line") or 0)
         secs = time.perf_counter() - t0
         return {
             "received": n,
@@ -607,8 +968,19 @@ class RecSys:
                 exp_name, variant = exp.name, v.name
                 model = v.model or model
                 rules = {**rules, **v.params}
-        loaded = self.serving_model(model)
-        items = st.top_items(loaded, p, level, k, rules, context_item)
+        base_scores = None
+        if level == "anonymous":
+            # nothing personal: the DP popularity release where one is trained (its noisy counts
+            # bound any one shopper's influence), else the model's catalogue popularity
+            dp = self._dp_popularity()
+            if dp is not None:
+                loaded, base_scores = dp
+            else:
+                loaded = self.serving_model(model)
+                note = note or "no dp_popularity model is trained; serving catalogue popularity counts"
+        else:
+            loaded = self.serving_model(model)
+        items = st.top_items(loaded, p, level, k, rules, context_item, base_scores=base_scores)
         rec_id = secrets.token_hex(8)
         if exp_name is not None:
             from privrec.experiments.assignment import unit_id
@@ -616,7 +988,7 @@ class RecSys:
             st.experiments.record_exposure(rec_id, exp_name, str(variant), unit_id(st.experiments.get(exp_name).salt, p), [r["item"] for r in items])
         out = {
             "recommendation_id": rec_id,
-            "model": loaded.served.name if level != "anonymous" else "popularity",
+            "model": loaded.served.name if level != "anonymous" or base_scores is not None else "popularity",
             "version": loaded.served.version,
             "personalized": level != "anonymous",
             "consent": level,
@@ -627,6 +999,14 @@ class RecSys:
         if note:
             out["note"] = note
         return out
+
+    def _dp_popularity(self) -> tuple[LoadedModel, np.ndarray] | None:
+        """The active dp_popularity model and its released (noisy) counts, or None."""
+        if not (self.models_dir / "dp_popularity" / ACTIVE_FILE).exists():
+            return None
+        loaded = self.serving_model("dp_popularity")
+        pop = getattr(loaded.served.model, "popularity", None)
+        return (loaded, np.asarray(pop, dtype=np.float64)) if pop is not None else None
 
     def similar_items(self, item: str, k: int = 10, *, model: str | None = None, rules: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Items like `item` for a product page (no personal data involved)."""
@@ -771,19 +1151,94 @@ class RecSys:
 
     # ---- privacy ----------------------------------------------------------------------------------------
     def privacy_budget(self) -> dict[str, Any]:
-        """The privacy-budget ledger (where the ledger module is present) and each served model's guarantee."""
+        """The privacy-budget ledger (spent, left, releases), each model's guarantee and pending retrains."""
         out: dict[str, Any] = {"ledger": None, "models": {}}
-        try:
-            from privrec.privacy import ledger as ledger_mod  # issue 4; optional until it lands
-        except ImportError:
-            ledger_mod = None
-        if ledger_mod is not None:
-            out["ledger"] = _ledger_summary(ledger_mod, self.data_dir)
-        if out["ledger"] is None:
-            out["ledger_note"] = "no privacy-budget ledger in this data directory yet (no differentially private release recorded)"
+        led = self.ledger
+        out["ledger"] = led.summary()
+        if not led.path.exists():
+            out["ledger_note"] = "no differentially private release recorded in this data directory yet"
         for name, info in self.model_versions().items():
             out["models"][name] = {"version": info["active"], "privacy": info["privacy"]}
+        out["pending_retrains"] = self.pending_retrains()
         return out
+
+    def load_public_dataset(self, name_or_path: str | Path) -> InteractionDataset:
+        """A public dataset by alias (`ml100k`, `beauty`: under $PRIVREC_SHARED_DATA or ../shared/data) or folder."""
+        from privrec.data.loaders import load_dataset
+
+        folder = Path(name_or_path)
+        alias = PUBLIC_DATASETS.get(str(name_or_path).lower())
+        if alias is not None:
+            roots = [Path(os.environ["PRIVREC_SHARED_DATA"])] if os.environ.get("PRIVREC_SHARED_DATA") else []
+            roots += [Path("shared/data"), Path("../shared/data")]
+            found = [r / alias for r in roots if (r / alias).is_dir()]
+            if not found:
+                raise NotFoundError(f"dataset: {name_or_path!r} ({alias}) not found under {', '.join(map(str, roots))}; set PRIVREC_SHARED_DATA")
+            folder = found[0]
+        if not folder.is_dir():
+            raise ValidationError("dataset", f"{str(name_or_path)!r} is neither {' nor '.join(PUBLIC_DATASETS)} nor a dataset folder")
+        return load_dataset(folder, gate=self.gate)
+
+    def privacy_report(
+        self,
+        out_dir: str | Path | None = None,
+        *,
+        dataset: InteractionDataset | None = None,
+        epsilons: Iterable[float] | None = None,
+        models: Iterable[str] | None = None,
+        protocol: str = "loo",
+        audit: bool = True,
+        audit_users: int | None = None,
+        seed: int = 42,
+        on_point: Callable[[Any], None] | None = None,
+    ) -> dict[str, Path]:
+        """The privacy-utility frontier of the DP models (with the attack AUC): PNG, HTML and JSON.
+
+        Measures `dataset` (default: the store's data). The frontier's own releases are charged to
+        a ledger beside the report (they train evaluation models and are never served); the data
+        directory's ledger (what was released for serving) is included in the report.
+
+        Args:
+            out_dir: where the files go (default DATA_DIR/reports/privacy).
+            dataset: the data to measure (default: everything in the store).
+            epsilons: the privacy levels (default 0.5, 1, 2, 4, 8, inf).
+            models: DP models of the roster to run (default: all of them).
+            protocol: "loo" (leave-one-out) or "ranking" (stratified 75/25 split).
+            audit: run the membership-inference audit at each point.
+            audit_users: at most this many users in each audit (bounds its cost).
+            seed: seeds the split, the models and the audit.
+            on_point: called with each measured point (progress display).
+        """
+        import math
+
+        from privrec.evaluation.privacy_report import DEFAULT_ROSTER, EPSILONS, write_privacy_report
+
+        if protocol not in ("loo", "ranking"):
+            raise ValidationError("protocol", f"{protocol!r} is not a protocol; use loo or ranking")
+        eps = [float(e) for e in (EPSILONS if epsilons is None else epsilons)]
+        if not eps or any(not (e > 0) for e in eps):
+            raise ValidationError("epsilons", "give one or more positive numbers (inf for the non-private model)")
+        wanted = list(DEFAULT_ROSTER) if models is None else [m.strip() for m in models if m.strip()]
+        unknown = [m for m in wanted if m not in DEFAULT_ROSTER]
+        if unknown or not wanted:
+            raise ValidationError("models", f"{', '.join(unknown) or '(none)'}: choose from {', '.join(DEFAULT_ROSTER)}")
+        ds = dataset if dataset is not None else self.dataset()
+        if ds.n_events == 0:
+            raise ValidationError("store", "holds no events; ingest some first or give --dataset")
+        out = Path(out_dir) if out_dir is not None else self.reports_dir / "privacy"
+        out.mkdir(parents=True, exist_ok=True)
+        frontier_ledger = PrivacyLedger(out / "frontier-ledger.jsonl", Budget(math.inf, 0.99))
+        frontier_ledger.path.unlink(missing_ok=True)  # one report, one ledger of its releases
+        extra = {
+            "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items, "events": ds.n_events, "protocol": protocol},
+            "frontier_ledger_note": "the frontier's models are evaluation models, never served; their releases are in 'ledger'",
+            "data_dir_ledger": self.ledger.summary() if dataset is None else None,
+        }
+        return write_privacy_report(
+            out, dataset=ds, protocol=protocol, ledger=frontier_ledger, extra=extra,
+            roster={m: DEFAULT_ROSTER[m] for m in wanted}, epsilons=eps, audit=audit,
+            audit_kwargs={"max_users": audit_users} if audit_users else None, seed=seed, on_point=on_point,
+        )  # fmt: skip
 
     def _forget_serving_state(self, pseudonym: str) -> dict[str, Any]:
         """Erase a pseudonym's consent record, in-memory history, cached lists and experiment rows."""
@@ -804,6 +1259,8 @@ class RecSys:
                 store.close()
         return out
 
+
+PUBLIC_DATASETS: dict[str, str] = {"ml100k": "movielens-100k", "beauty": "amazon-beauty"}
 
 # ==== serving helpers (issue 5) ==================================================================
 CONSENT_LEVELS: tuple[str, ...] = ("personalized", "purchases_only", "anonymous")
@@ -1026,6 +1483,13 @@ class _ConsentBook:
         rec = self._levels.get(pseudonym)
         return None if rec is None else str(rec["level"])
 
+    def levels(self, pseudonyms: list[str]) -> dict[str, str]:
+        return {p: self.get(p) or DEFAULT_CONSENT for p in pseudonyms}
+
+    def record(self, pseudonym: str) -> dict[str, Any] | None:
+        rec = self._levels.get(pseudonym)
+        return None if rec is None else {"level": str(rec["level"]), "updated": rec.get("updated_at")}
+
     def set(self, pseudonym: str, level: str) -> None:
         with self._lock:
             self._levels[pseudonym] = {"level": level, "updated_at": _now_iso()}
@@ -1059,6 +1523,18 @@ class _ConsentAdapter:
     def set(self, pseudonym: str, level: str) -> None:
         self._r.set(pseudonym, level)
 
+    def levels(self, pseudonyms: list[str]) -> dict[str, str]:
+        """Levels of many pseudonyms at once (one query per chunk, not per user)."""
+        fn = getattr(self._r, "levels", None)
+        if callable(fn):
+            return {p: str(getattr(v, "value", v)) for p, v in fn(pseudonyms).items()}
+        return {p: self.get(p) or DEFAULT_CONSENT for p in pseudonyms}
+
+    def record(self, pseudonym: str) -> dict[str, Any] | None:
+        """The stored consent record (level and time of the change), or None."""
+        fn = getattr(self._r, "record", None)
+        return fn(pseudonym) if callable(fn) else None
+
     def delete(self, pseudonym: str) -> bool:
         for name in ("delete", "erase", "forget", "remove"):
             fn = getattr(self._r, name, None)
@@ -1078,32 +1554,64 @@ def _consent_backend(data_dir: Path) -> Any:
             cls = getattr(mod, cname, None)
             if cls is not None and hasattr(cls, "from_data_dir") and hasattr(cls, "get") and hasattr(cls, "set"):
                 try:
-                    return _ConsentAdapter(cls.from_data_dir(data_dir))
+                    adapter = _ConsentAdapter(cls.from_data_dir(data_dir))
                 except Exception as exc:  # fall back rather than refuse to serve
                     logger.warning("consent registry unavailable error=%s; using consent.json", type(exc).__name__)
+                else:
+                    _migrate_consent_json(data_dir, adapter)
+                    return adapter
     return _ConsentBook(data_dir / "consent.json")
 
 
-def _ledger_summary(mod: Any, data_dir: Path) -> dict[str, Any] | None:
-    """The ledger's own summary, whatever its class is called (guarded; None if unreadable)."""
-    for cname in ("PrivacyLedger", "Ledger", "BudgetLedger"):
-        cls = getattr(mod, cname, None)
-        if cls is None:
-            continue
-        for ctor in ("from_data_dir", "open"):
-            make = getattr(cls, ctor, None)
-            if make is None:
-                continue
-            try:
-                led = make(data_dir)
-                for m in ("summary", "to_dict", "report"):
-                    fn = getattr(led, m, None)
-                    if callable(fn):
-                        return json.loads(json.dumps(fn(), default=str))
-            except Exception as exc:
-                logger.warning("ledger unreadable error=%s", type(exc).__name__)
-                return None
-    return None
+def _migrate_consent_json(data_dir: Path, adapter: _ConsentAdapter) -> None:
+    """Move levels from the older consent.json into the registry once (then delete the file)."""
+    old = data_dir / "consent.json"
+    if not old.exists():
+        return
+    book = _ConsentBook(old)
+    for p in list(book._levels):
+        if adapter.record(p) is None:
+            adapter.set(p, str(book._levels[p]["level"]))
+    old.unlink()
+
+
+@dataclass(frozen=True)
+class _TrainingRecord:
+    """What a model version was trained on: 64-bit prefixes of the event ids, key generation, weights."""
+
+    event_ids: np.ndarray  # sorted unique uint64
+    generation: int | None
+    event_weights: dict[str, float]
+
+    @staticmethod
+    def _keys(event_ids: Iterable[str]) -> np.ndarray:
+        return np.unique(np.fromiter((int(str(e)[:16], 16) for e in event_ids), dtype=np.uint64))
+
+    @classmethod
+    def of(cls, events: pd.DataFrame, generation: int | None, weights: Mapping[str, float]) -> _TrainingRecord:
+        return cls(cls._keys(events["event_id"]), generation, dict(weights))
+
+    def contains(self, event_ids: Iterable[str]) -> np.ndarray:
+        keys = np.fromiter((int(str(e)[:16], 16) for e in event_ids), dtype=np.uint64)
+        pos = np.minimum(np.searchsorted(self.event_ids, keys), max(len(self.event_ids) - 1, 0))
+        return (self.event_ids[pos] == keys) if len(self.event_ids) else np.zeros(len(keys), bool)
+
+    def without(self, event_ids: Iterable[str]) -> _TrainingRecord:
+        return _TrainingRecord(np.setdiff1d(self.event_ids, self._keys(event_ids), assume_unique=True), self.generation, self.event_weights)
+
+    def write(self, path: Path) -> None:
+        np.save(path / TRAINED_EVENTS_FILE, self.event_ids, allow_pickle=False)
+        (path / TRAINING_FILE).write_text(json.dumps({"events": int(len(self.event_ids)), "pseudonym_generation": self.generation,
+                                                      "event_weights": self.event_weights}))  # fmt: skip
+
+    @classmethod
+    def read(cls, path: Path) -> _TrainingRecord | None:
+        try:
+            doc = json.loads((path / TRAINING_FILE).read_text())
+            ids = np.load(path / TRAINED_EVENTS_FILE, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return cls(ids.astype(np.uint64), doc.get("pseudonym_generation"), dict(doc.get("event_weights") or {}))
 
 
 def _open_experiments(path: Path) -> Any:
@@ -1282,15 +1790,19 @@ class _ServingState:
         query: str | None = None,
         match: np.ndarray | None = None,
         personal_search: bool = False,
+        base_scores: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
-        """The finished list (items with explanations), from the cache when nothing changed."""
+        """The finished list (items with explanations), from the cache when nothing changed.
+
+        `base_scores` replaces the catalogue popularity for non-personal lists (the DP release).
+        """
         from privrec.explain.explanations import explain_items
         from privrec.models.rules import apply_rules
 
         key = None
         if query is None:
             gen = self.history.generation(pseudonym) if pseudonym else 0
-            key = (pseudonym, loaded.served.name, loaded.served.version, gen, level, k, _freeze(rules_spec), context_item)
+            key = (pseudonym, loaded.served.name, loaded.served.version, gen, level, k, _freeze(rules_spec), context_item, base_scores is not None)
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
@@ -1332,6 +1844,9 @@ class _ServingState:
             s = self.scores(loaded, h)
             res = apply_rules(s, k, rules, table, purchased=purchased, seen=seen)
             exps = explain_items(model, h, res.items, table, personalized=True, filled=res.filled, context_item=ctx)
+        elif base_scores is not None:
+            res = apply_rules(base_scores, k, rules, table, purchased=purchased, seen=seen)
+            exps = explain_items(None, history, res.items, table, personalized=False)
         else:
             res = apply_rules(table.popularity, k, rules, table, purchased=purchased, seen=seen, ranking=loaded.pop_ranking)
             exps = explain_items(None, history, res.items, table, personalized=False)

@@ -23,6 +23,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "ease": {"reg": 5.0},
     "als": {"embedding_size": 2, "reg": 1.0, "alpha": 5.0, "epochs": 10, "num_threads": 1},  # rank 2 = the groups
     "bpr": {"embedding_size": 16, "epochs": 40, "batch_size": 32, "learning_rate": 0.02},
+    "apr": {"embedding_size": 16, "epochs": 40, "batch_size": 32, "learning_rate": 0.02, "eps": 0.1, "adv_start_epoch": 10},
     "sasrec": {"embedding_size": 16, "num_blocks": 1, "epochs": 30, "batch_size": 16, "learning_rate": 0.01, "num_threads": 1},
     "bert4rec": {"embedding_size": 16, "num_blocks": 1, "epochs": 30, "batch_size": 16, "learning_rate": 0.01, "num_threads": 1},
     "content": {"cache": False},  # no on-disk embedding cache in tests

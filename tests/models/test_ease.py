@@ -75,3 +75,19 @@ def test_explain_splits_the_score_over_the_history() -> None:
     e = m.explain(h, item)
     positive = m.weights[h.items, item][m.weights[h.items, item] > 0]
     np.testing.assert_allclose(sorted((w for _, w in e.contributors), reverse=True), sorted(positive, reverse=True)[:3], rtol=1e-6)
+
+
+def test_a_sparse_gram_is_saved_as_csr_and_loads_the_same(tmp_path) -> None:  # noqa: ANN001
+    """Sparse co-occurrences are stored as CSR (small artifacts, fast saves after an erasure)."""
+    rng = np.random.default_rng(3)
+    x = np.zeros((60, 50))
+    for u in range(60):
+        x[u, rng.choice(50, size=2, replace=False)] = 1.0  # two items a user: a sparse Gram matrix
+    m = EASE(reg=1.0).fit(dataset(x))
+    assert "gram_data" in m._state() and "gram" not in m._state()
+    back = EASE.load(m.save(tmp_path / "ease"))
+    np.testing.assert_array_equal(back.gram, m.gram)
+    np.testing.assert_array_equal(back.weights, m.weights)
+    dense = EASE(reg=1.0).fit(dataset(np.ones((5, 4))))
+    assert "gram" in dense._state()
+    np.testing.assert_array_equal(EASE.load(dense.save(tmp_path / "dense")).gram, dense.gram)

@@ -94,6 +94,8 @@ def test_export_and_erase_with_receipt(client) -> None:  # noqa: ANN001
     assert exp.status_code == 200 and exp.json()["n_events"] > 0 and "attachment" in exp.headers["content-disposition"]
     receipt = client.delete("/v1/me/data", headers=h).json()
     assert receipt["events_deleted"] > 0 and receipt["erased_at"] and len(receipt["pseudonym"]) == 32
+    # the trained models are updated exactly on a background worker; the receipt says which
+    assert set(receipt["models_updating_exactly"]) == {"popularity", "itemknn"}
     assert client.get("/v1/me/data", headers=h).json()["n_events"] == 0
     r = client.post("/v1/recommendations", json={"user": "shopper-00002", "k": 3}, headers=C).json()
     assert all(i["explanation"]["kind"] == "popular" for i in r["items"])

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
         rating_min / rating_max: the rating scale accepted at the gate.
         max_line_bytes: lines longer than this are rejected without being parsed.
         ingest_batch_size: rows validated and appended per batch.
+        max_events_per_user_per_minute: the gate rejects a pseudonym's rows beyond this many in
+            any 60 seconds of event time within one batch (a flood or a fake-shopper bot); None
+            turns the limit off. Generous by default: people rarely exceed one event a second.
+        privacy_budget_epsilon / privacy_budget_delta: the total (epsilon, delta) that all DP
+            releases trained through the service may spend together (basic composition).
+        retrain_deadline_days: after an erasure, models that cannot unlearn exactly must be
+            retrained within this many days (the receipt names the deadline).
     """
 
     model_config = SettingsConfigDict(env_prefix="PRIVREC_", toml_file="privrec.toml", extra="forbid")
@@ -37,6 +44,10 @@ class Settings(BaseSettings):
     rating_max: float = 5.0
     max_line_bytes: int = 1_000_000
     ingest_batch_size: int = 200_000
+    max_events_per_user_per_minute: int | None = Field(default=600, ge=1)
+    privacy_budget_epsilon: float = Field(default=10.0, gt=0.0)
+    privacy_budget_delta: float = Field(default=1e-2, ge=0.0, lt=1.0)
+    retrain_deadline_days: float = Field(default=30.0, gt=0.0)
 
     @classmethod
     def settings_customise_sources(

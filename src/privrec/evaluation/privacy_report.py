@@ -249,6 +249,8 @@ def write_privacy_report(
     epsilons: Sequence[float] = EPSILONS,
     audit_kwargs: Mapping[str, Any] | None = None,
     seed: int = 42,
+    audit: bool = True,
+    on_point: Callable[[FrontierPoint], None] | None = None,
 ) -> dict[str, Path]:
     """Write frontier.png, privacy_report.html and privacy_report.json into `out_dir`.
 
@@ -267,6 +269,8 @@ def write_privacy_report(
         title: page title.
         extra: more JSON-ready facts to include (timings, targets, erasure benchmarks).
         roster, epsilons, audit_kwargs, seed: for measuring `dataset`.
+        audit: run the membership audit at each point (and for the baseline) when measuring.
+        on_point: called with each measured point (progress display).
 
     Returns:
         {"png": path, "html": path, "json": path}.
@@ -281,13 +285,13 @@ def write_privacy_report(
         train, test = leave_one_out_test(dataset) if protocol == "loo" else stratified_split(dataset, 0.75, filter_by="item", seed=seed)
         points = run_frontier(
             train, test, dataset_name=dataset.name, protocol=protocol, roster=roster, epsilons=epsilons,
-            ledger=ledger, audit_kwargs=audit_kwargs, seed=seed,
+            ledger=ledger, audit=audit, audit_kwargs=audit_kwargs, seed=seed, on_point=on_point,
         )
         if baselines is None:
             ease = create_model("ease").fit(train, rng=seed)
             m = evaluate(ease, train, test, protocol)
-            res = membership_audit(lambda: create_model("ease"), train, seed=seed, **dict(audit_kwargs or {}))
-            baselines = {dataset.name: {"model": "ease", "ndcg_at_10": m["ndcg@10"], "attack_auc": res.auc}}
+            auc = membership_audit(lambda: create_model("ease"), train, seed=seed, **dict(audit_kwargs or {})).auc if audit else None
+            baselines = {dataset.name: {"model": "ease", "ndcg_at_10": m["ndcg@10"], "attack_auc": auc}}
     png = plot_frontier(points, out / "frontier.png", baselines=baselines)
     ledger_doc = ledger.summary() if ledger is not None else None
     doc = {

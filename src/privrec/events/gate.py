@@ -333,6 +333,10 @@ class Gate:
         max_line_bytes: file lines longer than this are rejected without being parsed (used by
             `privrec.events.ingest`).
         consent: reserved for consent checks (issue 4); must be None for now.
+        max_events_per_user_per_minute: flood limit per pseudonym within one input batch: a row
+            is rejected when the same user already has this many rows in the 60 seconds up to
+            its timestamp (earlier rows first; rejected rows still count, so a sustained flood
+            stays cut off). None: no limit.
     """
 
     def __init__(
@@ -344,6 +348,7 @@ class Gate:
         keep_query_text: bool = False,
         max_line_bytes: int = 1_000_000,
         consent: Callable[[list[str]], Any] | None = None,
+        max_events_per_user_per_minute: int | None = None,
     ) -> None:
         if not rating_min <= rating_max:
             raise ConfigError(f"rating_min: {rating_min} is above rating_max {rating_max}; swap them")
@@ -357,6 +362,9 @@ class Gate:
         self.keep_query_text = bool(keep_query_text)
         self.max_line_bytes = int(max_line_bytes)
         self.consent = consent
+        if max_events_per_user_per_minute is not None and max_events_per_user_per_minute < 1:
+            raise ConfigError("max_events_per_user_per_minute: must be at least 1 (or None for no limit)")
+        self.max_events_per_minute = max_events_per_user_per_minute
         self._context = {"rating_min": self.rating_min, "rating_max": self.rating_max}
 
     @classmethod
@@ -368,6 +376,7 @@ class Gate:
             rating_max=settings.rating_max,
             keep_query_text=settings.keep_query_text,
             max_line_bytes=settings.max_line_bytes,
+            max_events_per_user_per_minute=settings.max_events_per_user_per_minute,
         )
 
     # ---- the two entry points ------------------------------------------------------------
@@ -570,8 +579,42 @@ class Gate:
             keep = np.zeros(n, dtype=bool)
             keep[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = True
             accepted = accepted[keep].reset_index(drop=True)
+            lines = lines[keep]
+        if self.max_events_per_minute is not None and len(accepted):
+            accepted, rejects = self._flood_filter(accepted, np.asarray(lines), rejects)
         accepted = self._consent_filter(accepted)
         return GateResult(accepted, rejects, read, duplicates)
+
+    def _flood_filter(self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]) -> tuple[pd.DataFrame, list[Reject]]:
+        """Reject each row beyond `max_events_per_minute` rows of its user in a 60 s window.
+
+        Only the flooding pseudonym's excess rows go; every other row of the batch is kept.
+        """
+        limit = int(self.max_events_per_minute or 0)
+        users = accepted["user"].to_numpy(dtype=object)
+        codes, uniq = pd.factorize(users)
+        counts = np.bincount(codes, minlength=len(uniq))
+        heavy = np.flatnonzero(counts > limit)
+        if heavy.size == 0:  # the usual case: nobody has enough rows to flood
+            return accepted, rejects
+        ts = accepted["ts"].to_numpy(np.float64)
+        excess = np.zeros(len(accepted), dtype=bool)
+        for c in heavy:
+            rows = np.flatnonzero(codes == c)
+            rows = rows[np.argsort(ts[rows], kind="stable")]  # by time, ties in input order
+            t = ts[rows]
+            # rows of this user in (t - 60, t] that come before this one
+            before = np.arange(len(rows)) - np.searchsorted(t, t - 60.0, side="right")
+            excess[rows[before >= limit]] = True
+        n = int(excess.sum())
+        logger.info("gate flood_rejected=%d users=%d limit_per_minute=%d", n, int(heavy.size), limit)
+        reason = (
+            f"user: more than {limit} events within 60 seconds from this user "
+            "(setting max_events_per_user_per_minute); this row was not stored"
+        )
+        flood = [Reject(int(line), reason, str(u)) for line, u in zip(lines[excess].tolist(), users[excess].tolist(), strict=True)]
+        merged = sorted(rejects + flood, key=lambda r: r.line)
+        return accepted[~excess].reset_index(drop=True), merged
 
     @staticmethod
     def _id_messages(col: Mapping[str, pa.Array]) -> list[bytes]:

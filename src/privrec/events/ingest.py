@@ -38,7 +38,7 @@ from privrec.core.errors import NotFoundError, ValidationError
 from privrec.events.gate import INPUT_FIELDS, Gate, GateResult, Reject
 from privrec.events.store import EventStore
 
-__all__ = ["BatchReport", "detect_format", "ingest_file", "ingest_frame", "ingest_records"]
+__all__ = ["BatchReport", "ConsentFilter", "detect_format", "ingest_file", "ingest_frame", "ingest_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +50,21 @@ _KNOWN = frozenset(INPUT_FIELDS)
 MAX_SAMPLE_REJECTS = 10
 
 Progress = Callable[[int], None]
+# Given a gated frame (pseudonymous users), which rows the users' consent lets the store keep.
+ConsentFilter = Callable[[pd.DataFrame], np.ndarray]
 
 
 @dataclass
 class BatchReport:
-    """What one ingestion did. Always read == accepted + rejected + duplicates.
+    """What one ingestion did. Always read == accepted + rejected + duplicates + consent_dropped.
 
     Attributes:
         read: rows (non-blank lines, records) looked at.
         accepted: events newly stored.
         rejected: rows refused by the gate or unreadable (see the rejects file).
         duplicates: rows whose event is already stored or repeated earlier in the input.
+        consent_dropped: valid rows not stored because the user's consent level excludes them
+            (anonymous: every row; purchases_only: every type but purchase).
         seconds: wall-clock time.
         rejects_path: where the rejects were written (None when no file was asked for).
         sample_rejects: the first few rejects (line, reason, pseudonym or None), for display.
@@ -70,6 +74,7 @@ class BatchReport:
     accepted: int = 0
     rejected: int = 0
     duplicates: int = 0
+    consent_dropped: int = 0
     seconds: float = 0.0
     rejects_path: str | None = None
     sample_rejects: list[dict[str, Any]] = field(default_factory=list)
@@ -110,6 +115,7 @@ def ingest_file(
     rejects_path: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    consent: ConsentFilter | None = None,
 ) -> BatchReport:
     """Stream a JSONL, CSV or Parquet file through the gate into the store, batch by batch.
 
@@ -121,6 +127,7 @@ def ingest_file(
             `<data_dir>/rejects/<file name>.rejects.jsonl`.
         batch_size: rows validated and appended per transaction.
         progress: called with the number of rows read so far after each batch.
+        consent: keeps the rows the users' consent allows (see `ConsentFilter`); None keeps all.
 
     Raises:
         ValidationError: unknown extension, an unreadable CSV header or Parquet file.
@@ -134,7 +141,7 @@ def ingest_file(
     if rejects_path is None:
         rejects_path = store.data_dir / "rejects" / f"{path.name}.rejects.jsonl"
     readers = {"jsonl": _jsonl_batches, "csv": _csv_batches, "parquet": _parquet_batches}
-    report = _run(readers[fmt](path, gate, _check_batch_size(batch_size)), gate, store, Path(rejects_path), progress)
+    report = _run(readers[fmt](path, gate, _check_batch_size(batch_size)), gate, store, Path(rejects_path), progress, consent)
     logger.info(
         "ingest format=%s read=%d accepted=%d rejected=%d duplicates=%d seconds=%.3f",
         fmt, report.read, report.accepted, report.rejected, report.duplicates, report.seconds,
@@ -150,6 +157,7 @@ def ingest_records(
     rejects_path: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    consent: ConsentFilter | None = None,
 ) -> BatchReport:
     """Ingest Python event records (mappings with Event's fields), batch by batch.
 
@@ -165,7 +173,7 @@ def ingest_records(
             yield _RawBatch(records=chunk, record_lines=list(range(first, first + len(chunk))))
             first += len(chunk)
 
-    return _run(batches(), gate, store, None if rejects_path is None else Path(rejects_path), progress)
+    return _run(batches(), gate, store, None if rejects_path is None else Path(rejects_path), progress, consent)
 
 
 def ingest_frame(
@@ -177,6 +185,7 @@ def ingest_frame(
     rejects_path: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    consent: ConsentFilter | None = None,
 ) -> BatchReport:
     """Ingest a raw event frame (columns like Event's fields) through the gate's bulk path.
 
@@ -190,7 +199,7 @@ def ingest_frame(
         for start in range(0, len(frame), size):
             yield _RawBatch(frame=frame.iloc[start : start + size], lines=lines[start : start + size])
 
-    return _run(batches(), gate, store, None if rejects_path is None else Path(rejects_path), progress)
+    return _run(batches(), gate, store, None if rejects_path is None else Path(rejects_path), progress, consent)
 
 
 # ---- the common loop ---------------------------------------------------------------------------
@@ -211,7 +220,14 @@ def _check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def _run(batches: Iterable[_RawBatch], gate: Gate, store: EventStore, rejects_path: Path | None, progress: Progress | None) -> BatchReport:
+def _run(
+    batches: Iterable[_RawBatch],
+    gate: Gate,
+    store: EventStore,
+    rejects_path: Path | None,
+    progress: Progress | None,
+    consent: ConsentFilter | None = None,
+) -> BatchReport:
     t0 = time.perf_counter()
     report = BatchReport(rejects_path=None if rejects_path is None else str(rejects_path))
     store.bind_generation(gate.pseudonymiser.generation)
@@ -228,7 +244,14 @@ def _run(batches: Iterable[_RawBatch], gate: Gate, store: EventStore, rejects_pa
                 if raw.records:
                     results.append(gate.process_records(raw.records, lines=raw.record_lines))
                 result = _merge(results)
-                writer.put(result.accepted)
+                accepted = result.accepted
+                if consent is not None and len(accepted):
+                    # after the gate (pseudonyms only), before the store: refused rows never land
+                    keep = np.asarray(consent(accepted), dtype=bool)
+                    if not keep.all():
+                        report.consent_dropped += int((~keep).sum())
+                        accepted = accepted[keep].reset_index(drop=True)
+                writer.put(accepted)
                 rejects = sorted(raw.rejects + result.rejects, key=lambda r: r.line)
                 out.write(rejects)
                 if len(report.sample_rejects) < MAX_SAMPLE_REJECTS:

@@ -161,6 +161,21 @@ class ExperimentStore:
             [{"rec_id": r, "type": t, "item": i, "value": val} for r, t, i, val in oc],
         )
 
+    def unit_records(self, units: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Exposures (with their outcomes) of one shopper ({experiment: unit id}), for access requests."""
+        self.flush()
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for exp, unit in units.items():
+                rows = self._con.execute(
+                    "SELECT rec_id, variant, ts, items FROM exposures WHERE experiment = ? AND unit = ? ORDER BY ts", [exp, unit]
+                ).fetchall()
+                for rec_id, variant, ts, items in rows:
+                    oc = self._con.execute("SELECT type, item, value, ts FROM outcomes WHERE rec_id = ?", [rec_id]).fetchall()
+                    out.append({"experiment": exp, "variant": variant, "recommendation_id": rec_id, "ts": ts, "items": items,
+                                "outcomes": [{"type": t, "item": i, "value": v, "ts": ots} for t, i, v, ots in oc]})  # fmt: skip
+        return out
+
     def erase_units(self, units: Mapping[str, str]) -> int:
         """Delete the exposures and outcomes of one shopper ({experiment: unit id}); returns rows deleted."""
         self.flush()

@@ -130,6 +130,7 @@ class BPR(Recommender):
         self.context = np.zeros((0, d), np.float32)  # Q
         self.bias = np.zeros(0, np.float32)  # b
         self.train_losses: list[float] = []
+        self._epoch = 0
 
     # ---- training --------------------------------------------------------------------------
     def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> BPR:
@@ -156,6 +157,7 @@ class BPR(Recommender):
             data = _TrainData(x)
             self.train_losses = []
             for epoch in range(c.epochs):
+                self._epoch = epoch  # read by subclasses' _extra_loss (APR's adv_start_epoch)
                 total = 0.0
                 for batch_users in data.user_batches(c.batch_size, gen):
                     batch = self._make_batch(data, batch_users, gen)

@@ -72,6 +72,8 @@ class DPSASRecConfig(SASRecConfig):
             raise ValueError("item_repr: dp_sasrec supports 'id' only")
         if self.long_sequences != "last":
             raise ValueError("long_sequences: dp_sasrec trains on each user's last window only (one example per user)")
+        if self.adv_eps != 0.0:
+            raise ValueError("adv_eps: adversarial training is not available with DP-SGD (per-user gradients); set 0")
         return self
 
 

@@ -118,6 +118,10 @@ class SequentialConfig(ModelConfig):
             2-core machine 2 threads measured 5-7x slower per step while other jobs ran).
         score_batch_size: histories scored at once.
         seed: seeds everything; `fit(rng=...)` overrides it.
+        adv_eps: adversarial training of the ID embeddings (APR, He et al. 2018, issue 6): each
+            step also takes the loss with the table moved by eps along its row-normalised
+            gradient (0: off). Not for DP-SGD (its per-sample gradients) or DDP runs.
+        adv_reg: weight of that adversarial loss.
     """
 
     embedding_size: int = Field(default=64, ge=1)
@@ -146,6 +150,8 @@ class SequentialConfig(ModelConfig):
     num_threads: int = Field(default=1, ge=1)
     score_batch_size: int = Field(default=512, ge=1)
     seed: int = DEFAULT_SEED
+    adv_eps: float = Field(default=0.0, ge=0.0)
+    adv_reg: float = Field(default=1.0, ge=0.0)
 
 
 # ---- torch helpers ----------------------------------------------------------------------------
@@ -235,10 +241,14 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
                 # text-only needs a vector for [MASK] (its text row is empty)
                 self.mask_emb = nn.Parameter(torch.randn(d) * d**-0.5)
 
+        delta: torch.Tensor | None = None  # an adversarial perturbation of the ID table (training only)
+
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             out = None
             if self.use_id:
                 out = self.id_emb(ids)
+                if self.delta is not None:
+                    out = out + F.embedding(ids, self.delta)
             if self.use_text:
                 tx = self.adaptor(self.text[ids])
                 tx = torch.where((ids == n_items + 1).unsqueeze(-1), tx + self.mask_emb, tx)
@@ -323,6 +333,20 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
             self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor, norm: torch.Tensor
         ) -> torch.Tensor:
             """Training loss: sum over this batch's targets / `norm` (the global target count / world)."""
+            loss = self._loss(seq, target, negatives, norm)
+            if c.adv_eps > 0.0 and c.adv_reg > 0.0 and self.training and self.items.use_id:
+                # APR: the fast-gradient perturbation of the ID table, held constant (no gradient
+                # through it), row-wise normalised so each touched item moves by adv_eps
+                w = self.items.id_emb.weight
+                (g,) = torch.autograd.grad(loss, [w], retain_graph=True)
+                self.items.delta = c.adv_eps * g.detach() / g.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
+                try:
+                    loss = loss + c.adv_reg * self._loss(seq, target, negatives, norm)
+                finally:
+                    self.items.delta = None
+            return loss
+
+        def _loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
             hid = self.hidden(seq)
             sel = target != PAD
             hsel = hid[sel]

@@ -42,6 +42,7 @@ from privrec.models.itemknn import ItemKNN
 from privrec.models.popularity import Popularity
 
 _BLOCK = 1024
+_UPDATE_BLOCK = 128  # rows per step of the fused EASE downdate (a few MB: stays in cache)
 
 
 @dataclass(frozen=True)
@@ -284,10 +285,16 @@ class EASEUnlearner:
         s = np.eye(xj.shape[0]) - xj @ u[cols, :]  # k x k, positive definite while G' + reg I is
         w = np.linalg.solve(s, u.T)  # k x n
         n = p.shape[0]
-        for r0 in range(0, n, _BLOCK):
-            r1 = min(n, r0 + _BLOCK)
-            p[r0:r1] += u[r0:r1] @ w
-        weights_from_inverse(p, out=m.weights)
+        # One pass over P: the new diagonal is known up front (diag(P) + rowwise u . w^T), so each
+        # block is updated and turned into B's rows while it is still in cache.
+        neg_diag = -(p.diagonal() + np.einsum("ik,ki->i", u, w))
+        out = m.weights
+        for r0 in range(0, n, _UPDATE_BLOCK):
+            r1 = min(n, r0 + _UPDATE_BLOCK)
+            blk = p[r0:r1]
+            blk += u[r0:r1] @ w
+            np.divide(blk, neg_diag[None, :], out=out[r0:r1], casting="same_kind")  # as weights_from_inverse
+        out[np.diag_indices(n)] = 0.0
         return UnlearningResult(m.name, x.shape[0], int(cols.size), time.perf_counter() - t0, "exact: Gram downdated, Woodbury update of the inverse")
 
 

@@ -17,6 +17,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.ease",
     "privrec.models.als",
     "privrec.models.bpr",
+    "privrec.models.apr",
     "privrec.models.sasrec",
     "privrec.models.bert4rec",
     "privrec.models.content",

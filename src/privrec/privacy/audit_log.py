@@ -66,7 +66,8 @@ class AuditLog:
                     if line.strip():
                         last = line
                         seq += 1
-                prev = json.loads(last)["hash"] if last else ""
+                # a line written before the log was chained has no hash: chain from "" then
+                prev = str(json.loads(last).get("hash", "")) if last else ""
                 entry: dict[str, Any] = {"seq": seq, "time": _iso(time.time()), "action": action, **fields, "prev": prev}
                 entry["hash"] = hashlib.sha256(_canonical(entry)).hexdigest()
                 fh.seek(0, os.SEEK_END)

@@ -113,6 +113,11 @@ class ConsentStore:
                 "CREATE TABLE IF NOT EXISTS consent (pseudonym TEXT PRIMARY KEY, level TEXT NOT NULL, updated REAL NOT NULL)"
             )
 
+    @classmethod
+    def from_data_dir(cls, data_dir: str | Path) -> ConsentStore:
+        """The consent table of a data directory (created on first use)."""
+        return cls(data_dir)
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection for one transaction (committed on success), always closed."""

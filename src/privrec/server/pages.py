@@ -195,7 +195,7 @@ async def delete(request: Request, csrf: str = Form("")) -> Response:
     user = _shopper(request)
     if not user:
         return RedirectResponse("/?signin=1", status_code=303)
-    receipt = await run_in_threadpool(request.app.state.rs.forget, user)
+    receipt = await run_in_threadpool(request.app.state.rs.forget, user, background=True)
     return _render(request, "receipt.html.j2", title="Your data was deleted", receipt=receipt)
 
 

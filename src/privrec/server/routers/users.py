@@ -30,8 +30,10 @@ async def export_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
 
 @router.delete("/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)])
 async def erase_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
-    """Erase the shopper's events, consent record, cached results and experiment records; returns the receipt."""
-    return JSON(await run_in_threadpool(rs.forget, user))
+    """Erase the shopper's events, consent record, cached results and experiment records; returns the receipt.
+
+    The models are updated on a background worker (the receipt lists them and their deadline)."""
+    return JSON(await run_in_threadpool(rs.forget, user, background=True))
 
 
 @router.post("/v1/admin/users/export", responses=problem_responses(401, 403, 413, 422, 429), dependencies=[Depends(admin)])
@@ -44,5 +46,5 @@ async def export_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
 
 @router.post("/v1/admin/users/erase", responses=problem_responses(401, 403, 413, 422, 429), dependencies=[Depends(admin)])
 async def erase_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
-    """Erase a shopper's data on their behalf; returns the receipt."""
-    return JSON(await run_in_threadpool(rs.forget, body.user))
+    """Erase a shopper's data on their behalf; returns the receipt (models are updated in the background)."""
+    return JSON(await run_in_threadpool(rs.forget, body.user, background=True))

@@ -36,7 +36,7 @@ encoded without the cache, after a warm-up), the time of the full catalogue enco
 missed, and the embedding cache's size on disk. The LoRA adapter is trained on co-interaction
 pairs of the training part only (no cold item, no new user).
 
-Run: .venv/bin/python benchmarks/cold_start.py [--quick]   (JSON on the last line)
+Run: .venv/bin/python benchmarks/cold_start.py [--quick] [--lora-pairs N] [--lora-lr LR] [--lora-window W]   (JSON on the last line)
 The embedding cache lives in $PRIVREC_TEXT_CACHE_DIR, else privrec-data/cache/embeddings under the
 repository (git-ignored), so a rerun encodes nothing twice; adapters go to privrec-data/bench.
 """
@@ -206,6 +206,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a fast smoke run (tiny LoRA, fewer validation users)")
     ap.add_argument("--lora-pairs", type=int, default=3000)
     ap.add_argument("--lora-epochs", type=int, default=1)
+    ap.add_argument("--lora-lr", type=float, default=None, help="LoRA learning rate (default: LoraTrainConfig's)")
+    ap.add_argument("--lora-window", type=int, default=None, help="pair window (default: LoraTrainConfig's)")
     ap.add_argument("--cache-dir", default=os.environ.get(CACHE_ENV) or str(REPO / "privrec-data" / "cache" / "embeddings"))
     ap.add_argument("--work-dir", default=str(REPO / "privrec-data" / "bench"))
     args = ap.parse_args()
@@ -240,6 +242,10 @@ def main() -> None:
     print(f"frozen content fit {frozen_fit}", flush=True)
 
     lora_cfg = LoraTrainConfig(max_pairs=400 if args.quick else args.lora_pairs, epochs=args.lora_epochs, seed=SEED)
+    if args.lora_lr is not None:
+        lora_cfg = lora_cfg.model_copy(update={"learning_rate": args.lora_lr})
+    if args.lora_window is not None:
+        lora_cfg = lora_cfg.model_copy(update={"window": args.lora_window})
     if args.quick:
         lora_cfg = lora_cfg.model_copy(update={"max_steps": 5})
     info = finetune_lora(train, name=ADAPTER, root=args.work_dir, config=lora_cfg)

@@ -248,3 +248,12 @@ def test_dp_sasrec_trains_seeded_and_charges_the_ledger(two_groups: InteractionD
         DPSASRec(**params).fit(two_groups, ledger=ledger)
     with pytest.raises(ConfigError):
         DPSASRec(loss="full_softmax")
+
+
+def test_dp_sasrec_ghost_clipping_trains(two_groups: InteractionDataset) -> None:
+    """Opacus' ghost clipping (norms only) runs on the per-user module (it needs contiguous inputs)."""
+    from privrec.models.dp_sasrec import DPSASRec
+
+    m = DPSASRec(epsilon=6.0, delta=1e-3, epochs=2, embedding_size=8, sample_rate=0.5, max_len=8, grad_sample_mode="ghost").fit(two_groups, rng=3)
+    scores = m.score_matrix(m.input_matrix(two_groups)[:4])
+    assert np.isfinite(scores).all() and m.noise_multiplier > 0

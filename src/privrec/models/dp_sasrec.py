@@ -97,7 +97,7 @@ def _per_user_module(net: nn.Module, max_len: int, d: int) -> nn.Module:
             tok = self.emb(torch.cat([seq, target, neg], dim=1))  # (B, 3L, d): one call
             x_tok, t_emb, n_emb = tok[:, :length], tok[:, length : 2 * length], tok[:, 2 * length :]
             pos_idx = torch.arange(length - 1, -1, -1, device=seq.device).clamp(max=max_len - 1)
-            x = x_tok * math.sqrt(d) + self.pos(pos_idx.unsqueeze(0).expand(b, -1))
+            x = x_tok * math.sqrt(d) + self.pos(pos_idx.unsqueeze(0).repeat(b, 1))  # contiguous: Opacus' ghost norms view() it
             x = self.drop(x)
             allowed = (seq != PAD)[:, None, None, :] & torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
             allowed = allowed | torch.eye(length, dtype=torch.bool, device=seq.device)

@@ -37,6 +37,16 @@ missed, and the embedding cache's size on disk. The LoRA adapter is trained on c
 pairs of the training part only (no cold item, no new user).
 
 Run: .venv/bin/python benchmarks/cold_start.py [--quick] [--lora-pairs N] [--lora-lr LR] [--lora-window W]   (JSON on the last line)
+
+Validated mode (LoRA settings chosen without looking at the test cases):
+  .venv/bin/python benchmarks/cold_start.py --select-lora 'lr=5e-5,1e-4,2e-4;window=2' [--lora-seeds 42,43] [--time-budget S]
+A further 5% of the items (seed 44, disjoint from the test cold items) are validation cold items,
+also removed from training (and from the LoRA pairs, which come from the training part only). Each
+candidate is fine-tuned (seed 42) and scored on the validation cold items (ranked among all items
+except the test cold items, and among validation cold items only); the one with the best validation
+HR@10 among all items (ties: NDCG@10) is then compared with the frozen encoder on the test cold
+items, once. Optional extra training seeds of the chosen setting show the seed spread. This mode
+skips the hybrid, the new-user evaluation and the throughput probe.
 The embedding cache lives in $PRIVREC_TEXT_CACHE_DIR, else privrec-data/cache/embeddings under the
 repository (git-ignored), so a rerun encodes nothing twice; adapters go to privrec-data/bench.
 """
@@ -65,7 +75,7 @@ from privrec.models.content import ContentRecommender
 from privrec.models.hybrid import HybridRecommender
 from privrec.models.popularity import Popularity
 from privrec.text.cache import CACHE_ENV, EmbeddingCache
-from privrec.text.lora import LoraTrainConfig, finetune_lora
+from privrec.text.lora import LoraTrainConfig, co_interaction_pairs, finetune_lora, train_lora_on_pairs
 
 SEED = 42
 K = 10
@@ -123,9 +133,20 @@ def _stats(s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eval_cold_items(
-    scorer: Any, hist: sp.csr_matrix, train_bin: sp.csr_matrix, test_bin: sp.csr_matrix, cold_items: np.ndarray, batch: int = 512
+    scorer: Any,
+    hist: sp.csr_matrix,
+    train_bin: sp.csr_matrix,
+    test_bin: sp.csr_matrix,
+    cold_items: np.ndarray,
+    batch: int = 512,
+    exclude: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """HR@10 / NDCG@10 of held-out cold items: (A) among all items, (B) among cold items only."""
+    """HR@10 / NDCG@10 of held-out cold items: (A) among all items, (B) among cold items only.
+
+    `exclude` (a boolean item mask, optional) removes those items from every ranking (used by the
+    validation protocol so that validation never looks at the test cold items).
+    """
+    excl_idx = np.nonzero(exclude)[0] if exclude is not None else np.zeros(0, np.int64)
     users = np.nonzero(np.diff(test_bin.indptr) > 0)[0]
     users = users[np.diff(hist.indptr)[users] > 0]  # warm users (all have a training history)
     cold_idx = np.nonzero(cold_items)[0]
@@ -135,6 +156,8 @@ def eval_cold_items(
         s = np.asarray(scorer(hist[rows]), dtype=np.float64)
         tb = train_bin[rows]
         s[np.repeat(np.arange(rows.size), np.diff(tb.indptr)), tb.indices] = -np.inf
+        if excl_idx.size:
+            s[:, excl_idx] = -np.inf
         te = test_bin[rows]
         r_of = np.repeat(np.arange(rows.size), np.diff(te.indptr))
         cols = te.indices
@@ -200,6 +223,199 @@ def _small(ds: InteractionDataset, n_items: int) -> InteractionDataset:
     return InteractionDataset.from_events(ev, item_meta=ds.item_meta.iloc[:n_items], items=Vocabulary(list(ikeys[:n_items])), name=ds.name)
 
 
+# ---- validated LoRA selection (--select-lora) ---------------------------------------------------
+VAL_SEED = SEED + 2  # the validation cold items' draw (seed 44)
+
+
+def split_with_validation(ds: InteractionDataset, frac: float = 0.1, val_frac: float = 0.05) -> dict[str, Any]:
+    """`split` plus a separate, disjoint set of validation cold items, also removed from training.
+
+    The test cold items and new users are exactly those of `split` (same seeds); the validation
+    cold items are `val_frac` of all items drawn (seed 44) among the remaining ones. Training keeps
+    the events of warm users on items that are neither test nor validation cold items.
+    """
+    base = split(ds, frac)
+    cold_items, new_users = base["cold_items"], base["new_users"]
+    val_items = np.zeros(ds.n_items, bool)
+    pool = np.nonzero(~cold_items)[0]
+    val_items[np.random.default_rng(VAL_SEED).choice(pool, int(round(val_frac * ds.n_items)), replace=False)] = True
+    assert not (val_items & cold_items).any()
+    ev_cold, ev_val, ev_new = cold_items[ds.item_idx], val_items[ds.item_idx], new_users[ds.user_idx]
+    train = ds.subset(~ev_cold & ~ev_val & ~ev_new, name="beauty:cold-start:train-minus-valid")
+    return {
+        "train": train,
+        "cold_test": ds.subset(ev_cold & ~ev_new, name="beauty:cold-items"),
+        "cold_valid": ds.subset(ev_val & ~ev_new, name="beauty:cold-items-valid"),
+        "cold_items": cold_items,
+        "val_items": val_items,
+        "new_users": new_users,
+    }
+
+
+def _parse_grid(spec: str) -> list[dict[str, Any]]:
+    """'lr=5e-5,1e-4,2e-4;window=2' -> the cross product as LoraTrainConfig updates."""
+    keys = {"lr": ("learning_rate", float), "window": ("window", int), "pairs": ("max_pairs", int)}
+    axes: list[tuple[str, list[Any]]] = []
+    for part in filter(None, (x.strip() for x in spec.split(";"))):
+        k, _, vals = part.partition("=")
+        if k.strip() not in keys:
+            raise SystemExit(f"--select-lora: unknown key {k!r} (use {sorted(keys)})")
+        field, typ = keys[k.strip()]
+        axes.append((field, [typ(v) for v in vals.split(",") if v.strip()]))
+    grid: list[dict[str, Any]] = [{}]
+    for field, vals in axes:
+        grid = [{**g, field: v} for g in grid for v in vals]
+    return grid
+
+
+def _tag(cfg: LoraTrainConfig) -> str:
+    return f"lr{cfg.learning_rate:g}-w{cfg.window}-p{cfg.max_pairs}-s{cfg.seed}"
+
+
+def run_select(args: argparse.Namespace) -> None:
+    """Choose the LoRA setting on validation cold items, then test frozen vs the chosen one once."""
+    t_start = time.perf_counter()
+    ds = load_amazon_s3rec(shared_data() / "amazon-beauty")
+    if args.quick:
+        ds = _small(ds, 1500)
+    sp_ = split_with_validation(ds, val_frac=args.val_frac)
+    train, cold_test, cold_valid = sp_["train"], sp_["cold_test"], sp_["cold_valid"]
+    cold_items, val_items = sp_["cold_items"], sp_["val_items"]
+    print(f"[validated] train events {train.n_events}; test cold items {int(cold_items.sum())} ({cold_test.n_events} events); "
+          f"validation cold items {int(val_items.sum())} ({cold_valid.n_events} events); new users {int(sp_['new_users'].sum())} "
+          "(excluded everywhere)", flush=True)  # fmt: skip
+    held_out = cold_items | val_items
+    assert not held_out[train.item_idx].any(), "a held-out item has a training event"
+
+    train_bin = train.matrix(binary=True)
+    valid_bin = cold_valid.matrix(binary=True)
+    test_bin = cold_test.matrix(binary=True)
+    # test: the user's validation-item interactions are known positives too (filtered setting)
+    test_mask = ((train_bin + valid_bin) > 0).astype(np.float32).tocsr()
+
+    def evaluate(m: ContentRecommender, which: str) -> dict[str, float]:
+        hist = m.input_matrix(train)
+        if which == "valid":  # rank among all items except the test cold items; cold-only = validation cold items
+            return eval_cold_items(m.score_matrix, hist, train_bin, valid_bin, val_items, exclude=cold_items)
+        return eval_cold_items(m.score_matrix, hist, test_mask, test_bin, cold_items)
+
+    def fmt(r: dict[str, float]) -> str:
+        return (f"HR@10 all {r['hr_all']:.4f} NDCG@10 all {r['ndcg_all']:.4f} | cold-only HR@10 {r['hr_cold']:.4f} "
+                f"NDCG@10 {r['ndcg_cold']:.4f} | cases {r['cases']}")  # fmt: skip
+
+    t0 = time.perf_counter()
+    frozen = ContentRecommender(cache_dir=args.cache_dir)
+    frozen.fit(train)
+    print(f"frozen fit {time.perf_counter() - t0:.1f}s (texts encoded {frozen.encoder.texts_encoded})", flush=True)
+    frozen_valid = evaluate(frozen, "valid")
+    print(f"VALID frozen                  {fmt(frozen_valid)}", flush=True)
+
+    base_cfg = LoraTrainConfig(max_pairs=400 if args.quick else args.lora_pairs, epochs=args.lora_epochs, seed=SEED)
+    if args.quick:
+        base_cfg = base_cfg.model_copy(update={"max_steps": 5})
+    texts = ds.item_text()
+
+    def fit_lora(cfg: LoraTrainConfig) -> tuple[ContentRecommender, dict[str, Any]]:
+        pairs = co_interaction_pairs(train, max_pairs=cfg.max_pairs, seed=cfg.seed, window=cfg.window, texts=texts)
+        # the adapter sees training pairs only: no test or validation cold item, no new user
+        assert not held_out[pairs].any(), "a LoRA pair involves a held-out cold item"
+        name = f"{ADAPTER}-val-{_tag(cfg)}"
+        info = train_lora_on_pairs(texts, pairs, name=name, root=args.work_dir, config=cfg)
+        info.model = None
+        t1 = time.perf_counter()
+        m = ContentRecommender(cache_dir=args.cache_dir, adapter=name, adapters_dir=args.work_dir)
+        m.fit(train)
+        meta = {"adapter": name, "config": {k: cfg.model_dump()[k] for k in ("learning_rate", "window", "max_pairs", "seed", "epochs", "max_steps")},
+                "pairs": info.n_pairs, "pairs_with_held_out_items": int(held_out[pairs].any(axis=1).sum()),
+                "steps": info.steps, "train_seconds": round(info.seconds, 1), "loss_first": info.losses[0], "loss_last": info.losses[-1],
+                "encode_seconds": round(time.perf_counter() - t1, 1), "texts_encoded": m.encoder.texts_encoded}  # fmt: skip
+        return m, meta
+
+    # ---- 1. selection on the validation cold items ----
+    candidates = [base_cfg.model_copy(update=u) for u in _parse_grid(args.select_lora)]
+    rows: list[dict[str, Any]] = []
+    fitted: dict[str, ContentRecommender] = {}
+    for cfg in candidates:
+        m, meta = fit_lora(cfg)
+        meta["valid"] = evaluate(m, "valid")
+        rows.append(meta)
+        fitted[_tag(cfg)] = m
+        print(f"VALID lora {_tag(cfg):18s} {fmt(meta['valid'])}  (train {meta['train_seconds']}s, encode {meta['encode_seconds']}s, "
+              f"loss {meta['loss_first']:.3f}->{meta['loss_last']:.3f})", flush=True)  # fmt: skip
+    # pre-registered criterion: validation HR@10 among all items (the headline), ties by NDCG@10 among all items
+    best_i = max(range(len(rows)), key=lambda i: (rows[i]["valid"]["hr_all"], rows[i]["valid"]["ndcg_all"]))
+    chosen = candidates[best_i]
+    print(f"CHOSEN {_tag(chosen)} (validation HR@10 all {rows[best_i]['valid']['hr_all']:.4f} vs frozen "
+          f"{frozen_valid['hr_all']:.4f})", flush=True)  # fmt: skip
+
+    # ---- 2. the test cold items, once: frozen vs the chosen setting ----
+    frozen_test = evaluate(frozen, "test")
+    print(f"TEST frozen                   {fmt(frozen_test)}", flush=True)
+    seed_rows: list[dict[str, Any]] = [{"seed": chosen.seed, "test": evaluate(fitted[_tag(chosen)], "test"), **rows[best_i]}]
+    print(f"TEST lora {_tag(chosen):19s} {fmt(seed_rows[0]['test'])}", flush=True)
+
+    # ---- 3. more training seeds of the chosen setting, while the time budget allows ----
+    per_fit = max(r["train_seconds"] + r["encode_seconds"] for r in rows)
+    skipped: list[int] = []
+    for sd in args.lora_seeds:
+        if sd == chosen.seed:
+            continue
+        left = args.time_budget - (time.perf_counter() - t_start)
+        if left < 1.15 * per_fit + 30:
+            print(f"seed {sd} skipped: {left:.0f}s of the time budget left, a fit takes ~{per_fit:.0f}s", flush=True)
+            skipped.append(sd)
+            continue
+        cfg = chosen.model_copy(update={"seed": sd})
+        m, meta = fit_lora(cfg)
+        meta["valid"] = evaluate(m, "valid")
+        meta["test"] = evaluate(m, "test")
+        seed_rows.append({"seed": sd, **meta})
+        print(f"VALID lora {_tag(cfg):18s} {fmt(meta['valid'])}", flush=True)
+        print(f"TEST lora {_tag(cfg):19s} {fmt(meta['test'])}", flush=True)
+        del m
+
+    metrics = ("hr_all", "ndcg_all", "hr_cold", "ndcg_cold")
+    summary: dict[str, Any] = {}
+    for k in metrics:
+        v = np.array([r["test"][k] for r in seed_rows])
+        summary[k] = {"frozen": frozen_test[k], "lora_mean": float(v.mean()), "lora_min": float(v.min()), "lora_max": float(v.max()),
+                      "lora_seeds": v.tolist(), "lora_minus_frozen_min": float(v.min() - frozen_test[k]),
+                      "lora_minus_frozen_max": float(v.max() - frozen_test[k])}  # fmt: skip
+        print(f"TEST {k:9s} frozen {frozen_test[k]:.4f}  lora {v.mean():.4f} (seeds {', '.join(f'{x:.4f}' for x in v)})", flush=True)
+    first = seed_rows[0]["test"]
+    emit(
+        {
+            "benchmark": "cold_start_validated",
+            "dataset": "amazon-beauty (S3-Rec 5-core)",
+            "protocol": f"test cold items: 10% of items (seed 42) as in cold_start.json; validation cold items: a disjoint "
+            f"{args.val_frac:.0%} of items (seed {VAL_SEED}); new users (10%, seed 43) excluded; training = warm users on the other "
+            "items (LoRA pairs from it only). LoRA setting chosen by validation HR@10 among all items (ties: NDCG@10), "
+            "validation ranking excludes the test cold items; then frozen vs chosen LoRA on the test cold items once "
+            "(training and validation-item interactions of the user masked). No hybrid / new-user evaluation in this mode.",
+            "quick": bool(args.quick),
+            "users": ds.n_users,
+            "items": ds.n_items,
+            "train_events": train.n_events,
+            "test_cold_items": int(cold_items.sum()),
+            "valid_cold_items": int(val_items.sum()),
+            "grid": args.select_lora,
+            "selection_criterion": "valid hr_all, then ndcg_all",
+            "valid": {"frozen": frozen_valid, "candidates": rows},
+            "chosen": {k: chosen.model_dump()[k] for k in ("learning_rate", "window", "max_pairs", "epochs")},
+            "chosen_differs_from_defaults": (chosen.learning_rate, chosen.window) != (LoraTrainConfig().learning_rate, LoraTrainConfig().window),
+            "test": {"frozen": frozen_test, "lora_by_seed": seed_rows, "summary": summary, "seeds_skipped_for_time": skipped},
+            "acceptance": {
+                "lora_beats_frozen_hr_all_seed42": first["hr_all"] > frozen_test["hr_all"],
+                "lora_beats_frozen_ndcg_all_seed42": first["ndcg_all"] > frozen_test["ndcg_all"],
+                "lora_beats_frozen_hr_cold_seed42": first["hr_cold"] > frozen_test["hr_cold"],
+                "lora_beats_frozen_all_metrics_all_seeds": all(summary[k]["lora_minus_frozen_min"] > 0 for k in metrics),
+            },
+            "seconds": round(time.perf_counter() - t_start, 1),
+            "machine": machine(),
+        }
+    )
+
+
 # ---- main -------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -210,8 +426,18 @@ def main() -> None:
     ap.add_argument("--lora-window", type=int, default=None, help="pair window (default: LoraTrainConfig's)")
     ap.add_argument("--cache-dir", default=os.environ.get(CACHE_ENV) or str(REPO / "privrec-data" / "cache" / "embeddings"))
     ap.add_argument("--work-dir", default=str(REPO / "privrec-data" / "bench"))
+    ap.add_argument("--select-lora", default=None, metavar="GRID",
+                    help="validated mode: choose LoRA among GRID (e.g. 'lr=5e-5,1e-4,2e-4;window=2') on separate validation "
+                    "cold items, then report frozen vs the chosen LoRA on the test cold items (cold items only; no hybrid/new users)")  # fmt: skip
+    ap.add_argument("--val-frac", type=float, default=0.05, help="validated mode: share of items held out as validation cold items")
+    ap.add_argument("--lora-seeds", default="42", help="validated mode: training seeds of the chosen setting, e.g. 42,43")
+    ap.add_argument("--time-budget", type=float, default=float("inf"), help="validated mode: skip extra seeds that would overrun (s)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.select_lora:
+        args.lora_seeds = [int(x) for x in str(args.lora_seeds).split(",") if x.strip()]
+        run_select(args)
+        return
     t_start = time.perf_counter()
     cache = EmbeddingCache(args.cache_dir)
 

@@ -77,6 +77,20 @@ def auto_top_items(n_users: int, noise_multiplier: float, n_items: int, cap: int
     return int(min(n_items, cap, max(50, round(n_users / (4.0 * noise_multiplier)))))
 
 
+def choose_top_items(
+    top: int | None, *, epsilon: float, delta: float, selection_share: float, n_users: int, n_items: int, cap: int
+) -> int:
+    """`top` if given; else every item without noise, or `auto_top_items` for the Gram release's noise."""
+    if top is not None:
+        return top
+    if math.isinf(epsilon):
+        return n_items
+    from privrec.privacy.dp import calibrate_gaussians, gaussian_sigma, split_ratios
+
+    z_gram = calibrate_gaussians(split_ratios([selection_share, 1 - selection_share]), epsilon, delta)[1] if gaussian_sigma(epsilon, delta) > 0 else 0.0
+    return auto_top_items(n_users, z_gram, n_items, cap)
+
+
 def spectral_denoise(g: np.ndarray, noise_std: float) -> tuple[np.ndarray, int]:
     """Low-rank shrinkage of a symmetric matrix observed with GOE noise (off-diagonal std `noise_std`).
 
@@ -126,21 +140,13 @@ class DPEASE(Recommender):
         ledger: PrivacyLedger | None = None,
     ) -> DPEASE:
         """One DP release (recorded in `ledger` before noise is drawn), then post-processing."""
-        from privrec.privacy.dp import calibrate_gaussians, gaussian_sigma, split_ratios
-
         c = self.config
         x = self.input_matrix(dataset).astype(np.float64)
         n_users = active_users(x)
         delta = resolve_delta(c.delta, n_users)
         private = not math.isinf(c.epsilon)
-        top = c.top_items
-        if top is None:
-            if private:
-                z = gaussian_sigma(c.epsilon, delta)
-                z_gram = calibrate_gaussians(split_ratios([c.selection_share, 1 - c.selection_share]), c.epsilon, delta)[1] if z > 0 else 0.0
-                top = auto_top_items(n_users, z_gram, dataset.n_items, c.max_items_auto)
-            else:
-                top = dataset.n_items
+        top = choose_top_items(c.top_items, epsilon=c.epsilon, delta=delta, selection_share=c.selection_share,
+                               n_users=n_users, n_items=dataset.n_items, cap=c.max_items_auto)  # fmt: skip
         gen = np.random.default_rng(seed_from(rng, c.seed))
         rel = release_gram(
             dataset, x, model=self.name, epsilon=c.epsilon, delta=delta, top_items=top,

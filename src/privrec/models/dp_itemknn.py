@@ -29,7 +29,7 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
-from privrec.models.dp_ease import auto_top_items
+from privrec.models.dp_ease import choose_top_items
 from privrec.models.dp_popularity import active_users, release_gram, resolve_delta
 from privrec.models.itemknn import cosine_topk
 from privrec.privacy.dp import Release
@@ -97,20 +97,13 @@ class DPItemKNN(Recommender):
         ledger: PrivacyLedger | None = None,
     ) -> DPItemKNN:
         """One DP release (recorded in `ledger` before noise is drawn), then neighbours."""
-        from privrec.privacy.dp import calibrate_gaussians, split_ratios
-
         c = self.config
         x = self.input_matrix(dataset).astype(np.float64)
         n_users = active_users(x)
         delta = resolve_delta(c.delta, n_users)
         private = not math.isinf(c.epsilon)
-        top = c.top_items
-        if top is None:
-            if private:
-                z_gram = calibrate_gaussians(split_ratios([c.selection_share, 1 - c.selection_share]), c.epsilon, delta)[1]
-                top = auto_top_items(n_users, z_gram, dataset.n_items, c.max_items_auto)
-            else:
-                top = dataset.n_items
+        top = choose_top_items(c.top_items, epsilon=c.epsilon, delta=delta, selection_share=c.selection_share,
+                               n_users=n_users, n_items=dataset.n_items, cap=c.max_items_auto)  # fmt: skip
         gen = np.random.default_rng(seed_from(rng, c.seed))
         rel = release_gram(
             dataset, x, model=self.name, epsilon=c.epsilon, delta=delta, top_items=top,

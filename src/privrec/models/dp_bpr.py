@@ -104,6 +104,40 @@ class _PerUserLoss:
         return losses if self.reduction == "none" else losses.mean()
 
 
+def make_private(
+    module: Any, optimizer: Any, loader: Any, *, epsilon: float, delta: float, epochs: int, max_grad_norm: float,
+    accountant: str, grad_sample_mode: str, noise_seed: int, device: Any = None,
+) -> tuple[Any, Any, Any, Any]:
+    """Opacus DP-SGD for a module that returns one loss per user: (module, optimizer, criterion, loader).
+
+    Poisson sampling, per-user clipping at `max_grad_norm`, and the noise multiplier Opacus' accountant
+    sets for (epsilon, delta) over `epochs`. "ghost" clipping also wraps the criterion.
+    """
+    import torch
+    from opacus import PrivacyEngine
+
+    engine = PrivacyEngine(accountant=accountant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        made = engine.make_private_with_epsilon(
+            module=module,
+            optimizer=optimizer,
+            criterion=_PerUserLoss(),
+            data_loader=loader,
+            target_epsilon=epsilon,
+            target_delta=delta,
+            epochs=epochs,
+            max_grad_norm=max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=torch.Generator(device=device).manual_seed(noise_seed),
+            grad_sample_mode=grad_sample_mode,
+        )
+    if grad_sample_mode == "ghost":
+        return made
+    module, optimizer, loader = made
+    return module, optimizer, _PerUserLoss(), loader
+
+
 def _build_module(n_items: int, d: int, init_std: float, history_norm: float, reg: float, seed: int) -> Any:
     import torch
     from torch import nn
@@ -213,29 +247,12 @@ class DPBPR(BPR):
                 shuffle=True,
                 generator=torch.Generator().manual_seed(seed),
             )
+            criterion: Any = _PerUserLoss()
             if private:
-                from opacus import PrivacyEngine
-
-                engine = PrivacyEngine(accountant=c.accountant)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    made = engine.make_private_with_epsilon(
-                        module=module,
-                        optimizer=optimizer,
-                        criterion=_PerUserLoss(),
-                        data_loader=loader,
-                        target_epsilon=eps_sgd,
-                        target_delta=delta_sgd,
-                        epochs=c.epochs,
-                        max_grad_norm=c.max_grad_norm,
-                        poisson_sampling=True,
-                        noise_generator=torch.Generator().manual_seed(seed + 1),
-                        grad_sample_mode=c.grad_sample_mode,
-                    )
-                if c.grad_sample_mode == "ghost":
-                    module, optimizer, criterion, loader = made
-                else:
-                    module, optimizer, loader = made
+                module, optimizer, criterion, loader = make_private(
+                    module, optimizer, loader, epsilon=eps_sgd, delta=delta_sgd, epochs=c.epochs, max_grad_norm=c.max_grad_norm,
+                    accountant=c.accountant, grad_sample_mode=c.grad_sample_mode, noise_seed=seed + 1,
+                )  # fmt: skip
                 self.noise_multiplier = float(optimizer.noise_multiplier)
                 sample_rate = 1.0 / len(loader)
                 steps = c.epochs * len(loader)
@@ -269,8 +286,6 @@ class DPBPR(BPR):
                 with torch.no_grad():
                     base0 = module._module if hasattr(module, "_module") else module
                     base0.bias.weight[:n_items, 0] = torch.from_numpy(c.prior_scale * np.log1p(np.maximum(counts, 0.0))).float()
-            if not private or c.grad_sample_mode != "ghost":
-                criterion = _PerUserLoss()
             self.train_losses = []
             self.steps = 0
             quiet = contextlib.ExitStack()  # Opacus' ghost clipping warns about backward hooks each step

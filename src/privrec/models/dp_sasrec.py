@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import register
+from privrec.models.dp_bpr import _PerUserLoss, make_private
 from privrec.models.dp_popularity import charge, resolve_delta
 from privrec.models.sasrec import SASRec, SASRecConfig
 from privrec.models.sequential import PAD, pad_left
@@ -130,13 +131,6 @@ def _negatives_outside(seq: np.ndarray, target: np.ndarray, n_items: int, gen: n
     return np.where(target != PAD, neg, PAD)
 
 
-class _PerUserLoss:
-    reduction = "mean"
-
-    def __call__(self, losses: Any, target: Any = None) -> Any:
-        return losses if self.reduction == "none" else losses.mean()
-
-
 @register
 class DPSASRec(SASRec):
     """SASRec trained with user-level DP-SGD (see the module docstring)."""
@@ -190,28 +184,10 @@ class DPSASRec(SASRec):
         )
         criterion: Any = _PerUserLoss()
         if private:
-            from opacus import PrivacyEngine
-
-            engine = PrivacyEngine(accountant=c.accountant)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                made = engine.make_private_with_epsilon(
-                    module=module,
-                    optimizer=optimizer,
-                    criterion=_PerUserLoss(),
-                    data_loader=loader,
-                    target_epsilon=c.epsilon,
-                    target_delta=delta,
-                    epochs=c.epochs,
-                    max_grad_norm=c.max_grad_norm,
-                    poisson_sampling=True,
-                    noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
-                    grad_sample_mode=c.grad_sample_mode,
-                )
-            if c.grad_sample_mode == "ghost":
-                module, optimizer, criterion, loader = made
-            else:
-                module, optimizer, loader = made
+            module, optimizer, criterion, loader = make_private(
+                module, optimizer, loader, epsilon=c.epsilon, delta=delta, epochs=c.epochs, max_grad_norm=c.max_grad_norm,
+                accountant=c.accountant, grad_sample_mode=c.grad_sample_mode, noise_seed=seed + 1, device=device,
+            )  # fmt: skip
             self.noise_multiplier = float(optimizer.noise_multiplier)
             sample_rate = 1.0 / len(loader)
             steps = c.epochs * len(loader)

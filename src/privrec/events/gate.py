@@ -20,7 +20,7 @@ A null value (None, NaN, NA) in a record or frame means the field is absent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,7 +332,6 @@ class Gate:
         keep_query_text: keep search query text (minimisation drops it by default).
         max_line_bytes: file lines longer than this are rejected without being parsed (used by
             `privrec.events.ingest`).
-        consent: reserved for consent checks (issue 4); must be None for now.
         max_events_per_user_per_minute: flood limit per pseudonym within one input batch: a row
             is rejected when the same user already has this many rows in the 60 seconds up to
             its timestamp (earlier rows first; rejected rows still count, so a sustained flood
@@ -347,21 +346,17 @@ class Gate:
         rating_max: float = 5.0,
         keep_query_text: bool = False,
         max_line_bytes: int = 1_000_000,
-        consent: Callable[[list[str]], Any] | None = None,
         max_events_per_user_per_minute: int | None = None,
     ) -> None:
         if not rating_min <= rating_max:
             raise ConfigError(f"rating_min: {rating_min} is above rating_max {rating_max}; swap them")
         if max_line_bytes < 1:
             raise ConfigError("max_line_bytes: must be positive")
-        if consent is not None:
-            raise ConfigError("consent: consent checks are not available yet; pass None")
         self.pseudonymiser = pseudonymiser
         self.rating_min = float(rating_min)
         self.rating_max = float(rating_max)
         self.keep_query_text = bool(keep_query_text)
         self.max_line_bytes = int(max_line_bytes)
-        self.consent = consent
         if max_events_per_user_per_minute is not None and max_events_per_user_per_minute < 1:
             raise ConfigError("max_events_per_user_per_minute: must be at least 1 (or None for no limit)")
         self.max_events_per_minute = max_events_per_user_per_minute
@@ -582,7 +577,6 @@ class Gate:
             lines = lines[keep]
         if self.max_events_per_minute is not None and len(accepted):
             accepted, rejects = self._flood_filter(accepted, np.asarray(lines), rejects)
-        accepted = self._consent_filter(accepted)
         return GateResult(accepted, rejects, read, duplicates)
 
     def _flood_filter(self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]) -> tuple[pd.DataFrame, list[Reject]]:
@@ -642,13 +636,6 @@ class Gate:
             msgs = pc.if_else(pc.is_valid(given), by_given, msgs)
         return pc.cast(msgs, pa.binary()).to_pylist()
 
-    def _consent_filter(self, accepted: pd.DataFrame) -> pd.DataFrame:
-        """Extension point for consent (issue 4): drop rows whose user has not consented.
-
-        It will receive the gated frame (pseudonymous users), ask `self.consent` about the
-        distinct pseudonyms and drop (and count) refused rows. Today every row passes.
-        """
-        return accepted
 
 
 def _put(s: pd.Series, idx: list[int], values: list[str | None]) -> pd.Series:

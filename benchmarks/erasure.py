@@ -4,7 +4,9 @@ Beauty's raw events are ingested through the privacy gate into a fresh data dire
 popularity, item-kNN and EASE are trained and saved by the service; then `RecSys.forget` erases
 10 seeded users one at a time (store, consent, caches, then an exact downdate of every model,
 each saved as a new active version, and the receipt in the audit log). Reported: seconds per
-`forget` (median, max; target < 1 s) with the share of each step, and, for each model, the
+`forget` (median, max; target < 1 s), each model's share (they run in parallel, beside the store
+compaction), the time until the new versions' derived arrays (EASE's B, 586 MB, written by a
+worker after `forget` returns) are on disk, and, for each model, the
 largest difference between the downdated model and the same model retrained from scratch
 without those users (state and scores of 2,000 sampled users; target < 1e-6). Then 10 more users
 are erased as one batch (`RecSys.forget_many`), and 10 more with `forget(..., background=True)`
@@ -92,11 +94,14 @@ def main() -> None:
             t0 = time.perf_counter()
             receipt = rs.forget(user)
             secs = time.perf_counter() - t0
+            rs.wait_for_erasures()  # the downdated versions' derived arrays (EASE's B) reach the disk
+            durable = time.perf_counter() - t0
             per_model = {m["model"]: m.get("seconds") for m in receipt["models"]}
-            forgets.append({"seconds": round(secs, 4), "events_deleted": receipt["events_deleted"], "models_seconds": per_model,
-                            "store_consent_cache_audit_seconds": round(secs - sum(v or 0.0 for v in per_model.values()), 4),
-                            "exact": receipt["models_updated_exactly"], "pending": receipt["models_pending_retrain"]})  # fmt: skip
-            print(f"forget: {receipt['events_deleted']:3d} events, {secs:.3f}s  models {per_model}  exact {receipt['models_updated_exactly']}", flush=True)
+            forgets.append({"seconds": round(secs, 4), "durable_seconds": round(durable, 4), "events_deleted": receipt["events_deleted"],
+                            "models_seconds": per_model, "exact": receipt["models_updated_exactly"],
+                            "pending": receipt["models_pending_retrain"]})  # fmt: skip
+            print(f"forget: {receipt['events_deleted']:3d} events, {secs:.3f}s (on disk {durable:.3f}s)  models {per_model}  "
+                  f"exact {receipt['models_updated_exactly']}", flush=True)  # fmt: skip
 
         # an operator's queue of requests as one batch: one compaction, one update per model
         t0 = time.perf_counter()
@@ -151,9 +156,11 @@ def main() -> None:
         "events": int(len(events)),
         "models": MODELS,
         "forgotten_users": N_FORGET,
-        "forget_one_by_one": "RecSys.forget per user (store erase + compaction, consent, caches, exact model downdates saved as new versions, audit)",
+        "forget_one_by_one": "RecSys.forget per user (store erase + compaction, consent, caches, exact model downdates saved as new versions, "
+        "audit); the models are updated in parallel beside the compaction, so their seconds overlap",
         "forget_seconds_median": round(statistics.median(secs), 4),
         "forget_seconds_max": round(max(secs), 4),
+        "durable_seconds_median": round(statistics.median(f["durable_seconds"] for f in forgets), 4),
         "forget_target_seconds": 1.0,
         "forgets": forgets,
         "forget_many": batch_info,

@@ -44,7 +44,7 @@ from privrec.evaluation.privacy_report import FrontierPoint, evaluate, write_pri
 from privrec.models.ease import EASE
 from privrec.models.itemknn import ItemKNN
 from privrec.models.popularity import Popularity
-from privrec.models.unlearning import EASEUnlearner, forget, user_rows
+from privrec.models.unlearning import forget, user_rows
 from privrec.models.zoo import create_model
 from privrec.privacy.ledger import Budget, PrivacyLedger
 
@@ -145,7 +145,7 @@ def tune(name: str, candidates: list[dict[str, Any]], sub_train: Any, valid: Any
     return candidates[best], table
 
 
-def unlearning_benchmark(name: str, cfg: Mapping[str, Any], train: Any, ease_unlearner: EASEUnlearner | None, ease_model: EASE | None) -> list[dict[str, Any]]:
+def unlearning_benchmark(name: str, cfg: Mapping[str, Any], train: Any, ease_model: EASE | None) -> list[dict[str, Any]]:
     """Forget users one by one (timed); compare with a retrain without them."""
     counts = np.bincount(train.user_idx, minlength=train.n_users)
     order = np.argsort(-counts, kind="stable")
@@ -153,14 +153,10 @@ def unlearning_benchmark(name: str, cfg: Mapping[str, Any], train: Any, ease_unl
     users = [int(order[0]), int(order[len(order) // 2])] + [int(u) for u in rng.choice(np.nonzero(counts)[0], cfg["unlearn_users"] - 2, replace=False)]
     out = []
     for label, cls, params in cfg["unlearning"]:
-        if cls is EASE and ease_model is not None:
-            model, un = ease_model, ease_unlearner
-        else:
-            model = cls(**params).fit(train)
-            un = None
+        model = ease_model if cls is EASE and ease_model is not None else cls(**params).fit(train)
         times = []
         for u in users:
-            res = forget(model, user_rows(model, train, [u]), ease=un)
+            res = forget(model, user_rows(model, train, [u]))
             times.append(res.seconds)
         row: dict[str, Any] = {
             "model": label,
@@ -198,8 +194,7 @@ def run_dataset(name: str, ledger: PrivacyLedger, epsilons: tuple[float, ...], m
     # the best non-private model: reference utility, attack, and the EASE reused for unlearning
     ref_name, ref_params = cfg["reference"]
     t = time.perf_counter()
-    ref_model = EASE(**ref_params)
-    unlearner = EASEUnlearner.fit(ref_model, train)
+    ref_model = EASE(**ref_params).fit(train)
     ref_fit = time.perf_counter() - t
     ref_metrics = evaluate(ref_model, train, test, protocol)
     ref_attack = membership_audit(lambda: create_model(ref_name, **ref_params), train, seed=SEED, **cfg["audit"])
@@ -243,7 +238,7 @@ def run_dataset(name: str, ledger: PrivacyLedger, epsilons: tuple[float, ...], m
                 f"AUC {att.auc:.3f}±{att.auc_std:.3f}  fit {fit_s:.1f}s  {pt.params}"
             )
 
-    unlearning = unlearning_benchmark(name, cfg, train, unlearner, ref_model)
+    unlearning = unlearning_benchmark(name, cfg, train, ref_model)
     ref = ref_metrics["ndcg@10"]
 
     def best_at(eps: float) -> dict[str, Any]:

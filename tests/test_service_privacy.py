@@ -158,6 +158,9 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
             # ...and the forgotten users did change the model (the test would notice a no-op)
             assert np.abs(before[name].score_matrix(x) - fresh.score_matrix(x)).max() > 1e-4, name
             assert len(rs.list_models()[name]["versions"]) == 1  # older versions held the users
+        rs.wait_for_erasures()  # EASE's B is written after forget returns; then the version is complete
+        ease_dir = rs.models_dir / "ease" / rs.list_models()["ease"]["active"]
+        assert (ease_dir / "derived.safetensors").exists() and not (ease_dir / "derived.pending").exists()
 
 
 def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) -> None:
@@ -184,7 +187,7 @@ def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) ->
 
 
 def test_forget_in_a_new_process_and_of_unknown_users(data_dir: Path) -> None:
-    """Without the EASE inverse in memory (a CLI run), one inverse is built; unknown users change nothing."""
+    """A fresh process loads the models from their artifacts (EASE: G, B, diag(P); no inverse); unknown users change nothing."""
     with RecSys(Settings(data_dir=data_dir)) as rs:
         r = rs.forget("nobody-at-all")
         assert r["events_deleted"] == 0 and {m["status"] for m in r["models"]} == {"unaffected"}

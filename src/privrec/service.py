@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,6 @@ TRAINING_FILE = "training.json"
 PENDING_RETRAINS_FILE = "pending-retrains.json"
 # EASE keeps (G + reg I)^-1 in memory after training through the service (8 n^2 bytes), so an
 # erasure is a rank-k update instead of a new inverse; above this many items it is not kept.
-UNLEARNER_MAX_ITEMS = 20_000
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,10 @@ class RecSys:
         self._pseudonymiser: Pseudonymiser | None = None
         self._store: EventStore | None = None
         self._served: dict[str, ServedModel] = {}
-        self._unlearners: dict[tuple[str, str], Any] = {}  # (model, version) -> EASEUnlearner
+        self._live: dict[tuple[str, str], Recommender] = {}  # (model, version) -> in memory, for exact erasures
         self._deleters: list[threading.Thread] = []  # background removal of superseded versions
         self._erasure_jobs: list[threading.Thread] = []  # background model updates (forget(background=True))
+        self._derived_writers: dict[str, threading.Thread] = {}  # model -> writer of a downdated version's derived arrays
         self._unlearn_lock = threading.Lock()  # one model update at a time (they work in place)
         self._pending_lock = threading.Lock()  # read-modify-write of the pending retrains file
 
@@ -214,10 +215,12 @@ class RecSys:
         activate: bool = True,
         training: _TrainingRecord | None = None,
         items: Vocabulary | None = None,
+        derived: bool = True,
     ) -> Path:
         """Save a fitted model as a new version with its item vocabulary; optionally activate it.
 
-        `training` (what the model was trained on) lets `forget` unlearn exactly later.
+        `training` (what the model was trained on) lets `forget` unlearn exactly later;
+        `derived=False` leaves the derived arrays to `model.save_derived` (see `Recommender.save`).
         """
         name = name or model.name
         base = self.models_dir / name
@@ -228,7 +231,7 @@ class RecSys:
         path = base / f"v{version}"
         tmp = base / f".tmp-{version}"
         try:
-            model.save(tmp)
+            model.save(tmp, derived=derived)
             # Item keys are public catalogue ids; no user data goes into an artifact.
             (tmp / "items.json").write_text(json.dumps((items or dataset.items).keys))
             if training is not None:
@@ -301,8 +304,7 @@ class RecSys:
         A differentially private model charges the ledger before it draws noise; a release the
         budget cannot afford raises BudgetExceededError and nothing is saved.
         """
-        from privrec.models.ease import EASE
-        from privrec.models.unlearning import EASEUnlearner
+        from privrec.models.unlearning import supports_exact_unlearning
 
         events = self.store.events()
         if len(events):
@@ -316,19 +318,16 @@ class RecSys:
             raise ValidationError("store", "holds no events; ingest some first (`privrec ingest FILE`)")
         model = create_model(model_name, **dict(params or {}))
         t0 = time.perf_counter()
-        unlearner = None
-        if type(model) is EASE and ds.n_items <= UNLEARNER_MAX_ITEMS:
-            unlearner = EASEUnlearner.fit(model, ds)  # same model, and the inverse is kept for erasures
-        elif "ledger" in inspect.signature(model.fit).parameters:
+        if "ledger" in inspect.signature(model.fit).parameters:
             model.fit(ds, rng=seed, ledger=self.ledger)  # type: ignore[call-arg]
         else:
             model.fit(ds, rng=seed)
         secs = time.perf_counter() - t0
         record = _TrainingRecord.of(events, self.store.pseudonym_generation, self.settings.event_weights)
         path = self.save_model(model, ds, activate=activate, training=record)
-        if unlearner is not None:
-            self._unlearners = {k: v for k, v in self._unlearners.items() if k[0] != model.name}
-            self._unlearners[(model.name, path.name)] = unlearner
+        if supports_exact_unlearning(model):  # kept, so an erasure need not load it first
+            self._live = {k: v for k, v in self._live.items() if k[0] != model.name}
+            self._live[(model.name, path.name)] = model
         self._clear_pending_retrain(model.name)
         if not (self.models_dir / "DEFAULT").exists():
             self.set_default_model(model.name)
@@ -439,10 +438,19 @@ class RecSys:
         return self.forget_many([user_id], background=background)[0]
 
     def wait_for_erasures(self) -> None:
-        """Wait until background erasures (`forget(..., background=True)`) have finished."""
+        """Wait until background erasures (`forget(..., background=True)`) have finished and the
+        downdated versions are fully on disk."""
         for t in list(self._erasure_jobs):
             t.join()
         self._erasure_jobs = [t for t in self._erasure_jobs if t.is_alive()]
+        for name in list(self._derived_writers):
+            self._wait_derived(name)
+
+    def _wait_derived(self, name: str) -> None:
+        """Wait for the writer of `name`'s derived arrays: the next downdate changes them in place."""
+        t = self._derived_writers.pop(name, None)
+        if t is not None:
+            t.join()
 
     def forget_many(self, user_ids: Iterable[str], *, background: bool = False) -> list[dict[str, Any]]:
         """Erase several users as one batch (an operator's queue of requests): one receipt each.
@@ -458,12 +466,17 @@ class RecSys:
         pseudonyms = [self.pseudonymiser.pseudonymise(u) for u in ids]
         events = [self.store.events(user=p) for p in pseudonyms]  # read first: what to take out of the models
         deleted = [self.store.erase_user(p, compact=False) for p in pseudonyms]
-        if any(deleted) and not background:
-            self.store.compact()  # afterwards no block of the deleted rows is left in the file
         serving = [self._forget_serving_state(p) for p in pseudonyms]
         erased = pd.concat(events, ignore_index=True)
-        with self._unlearn_lock:
-            models = self._unlearn(erased, plan_only=background)
+        generation = self.store.pseudonym_generation
+        with ThreadPoolExecutor(1, thread_name_prefix="privrec-compact") as pool:
+            # afterwards no block of the deleted rows is left in the file; DuckDB works without the
+            # GIL, so the rewrite runs beside the model updates (they read no store row)
+            compaction = pool.submit(self.store.compact) if any(deleted) and not background else None
+            with self._unlearn_lock:
+                models = self._unlearn(erased, plan_only=background, generation=generation)
+            if compaction is not None:
+                compaction.result()  # raises what the compaction raised
         exact = [m["model"] for m in models if m["status"] in ("exact", "unaffected")]
         scheduled = [m["model"] for m in models if m["status"] == "scheduled"]
         pending = [m["model"] for m in models if m["status"] in ("retrain", "scheduled")]
@@ -510,7 +523,7 @@ class RecSys:
             if compact:
                 self.store.compact()
             with self._unlearn_lock:
-                done = self._unlearn(erased, only=models) if models else []
+                done = self._unlearn(erased, only=models, generation=self.store.pseudonym_generation) if models else []
             for m in done:
                 if m["status"] in ("exact", "unaffected"):
                     self._remove_pending_retrain(m["model"], token)
@@ -519,81 +532,81 @@ class RecSys:
         except Exception as exc:  # the pending retrains stay: the deadline still holds
             logger.error("background erasure failed error=%s; the affected models stay pending a retrain", type(exc).__name__)
 
-    def _unlearn(self, events: pd.DataFrame, *, plan_only: bool = False, only: set[str] | None = None) -> list[dict[str, Any]]:
+    def _unlearn(self, events: pd.DataFrame, *, generation: int | None, plan_only: bool = False,
+                 only: set[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Take the erased users' trained events out of every active model that allows it exactly.
 
-        `plan_only`: decide each model's status without changing it ("scheduled" where an exact
-        update is possible). `only`: look at these models only.
+        `generation`: the store's pseudonym key generation. `plan_only`: decide each model's status
+        without changing it ("scheduled" where an exact update is possible). `only`: look at these
+        models only.
+
+        Each downdated version is saved without its derived arrays (EASE's B: 586 MB on Beauty),
+        which a writer thread adds right after; `Recommender.load` waits for them (see
+        `Recommender.save`), and a crash before they land costs a recomputation, never exactness.
         """
-        from privrec.models.ease import EASE
-        from privrec.models.unlearning import EASEUnlearner, supports_exact_unlearning, user_rows
+        todo = [(name, info["active"]) for name, info in self.list_models().items() if info["active"] and (only is None or name in only)]
+        if plan_only or len(todo) < 2:
+            return [self._unlearn_one(name, version, events, generation, plan_only) for name, version in todo]
+        # Models are independent and their updates are numpy/scipy work that releases the GIL: on
+        # several cores the erasure takes as long as the slowest model instead of the sum.
+        with ThreadPoolExecutor(min(len(todo), 4), thread_name_prefix="privrec-unlearn") as pool:
+            return list(pool.map(lambda nv: self._unlearn_one(nv[0], nv[1], events, generation, plan_only), todo))
+
+    def _unlearn_one(self, name: str, version: str, events: pd.DataFrame, generation: int | None, plan_only: bool) -> dict[str, Any]:
+        """`_unlearn` for one model's active version: its entry of the receipt's model list."""
+        from privrec.models.unlearning import supports_exact_unlearning, user_rows
         from privrec.models.unlearning import forget as forget_exact
 
-        out: list[dict[str, Any]] = []
-        for name, info in self.list_models().items():
-            version = info["active"]
-            if not version or (only is not None and name not in only):
-                continue
-            path = self.models_dir / name / version
-            t0 = time.perf_counter()
-            record = _TrainingRecord.read(path)
-            if plan_only:
-                try:
-                    cfg = json.loads((path / "config.json").read_text())
-                    model = create_model(cfg["model"], **cfg["config"])  # an unfitted twin: the kind is all we need
-                except Exception:
-                    out.append({"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"})
-                    continue
-                un = None
-            else:
-                try:
-                    un = self._unlearners.get((name, version))
-                    model = un.model if un is not None else Recommender.load(path)
-                except Exception as exc:  # an unreadable artifact must not stop the erasure
-                    logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
-                    out.append({"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"})
-                    continue
-            if record is None or record.generation != self.store.pseudonym_generation:
-                out.append({"model": name, "version": version, "status": "retrain",
-                            "reason": "no record of the events it was trained on (or the key was rotated since)"})  # fmt: skip
-                continue
-            trained = record.contains(events["event_id"]) if len(events) else np.zeros(0, bool)
-            if not trained.any():
-                out.append({"model": name, "version": version, "status": "unaffected", "reason": "trained without this user's events"})
-                continue
-            if not supports_exact_unlearning(model):
-                dp = model.privacy is not None or name.startswith("dp_")
-                why = ("differentially private: the guarantee bounds the user's influence until the retrain" if dp else
-                       "no exact unlearning: the user's vector is derived from their (deleted) history at request time and is gone; "
-                       "the item parameters carry the user until the retrain")  # fmt: skip
-                out.append({"model": name, "version": version, "status": "retrain", "reason": why})
-                continue
-            if plan_only:
-                out.append({"model": name, "version": version, "status": "scheduled", "reason": "exact update on the background worker"})
-                continue
-            mine = events[trained]
-            vocab = Vocabulary(json.loads((path / "items.json").read_text()))
-            uds = InteractionDataset.from_events(mine, items=vocab, event_weights=record.event_weights)
+        path = self.models_dir / name / version
+        t0 = time.perf_counter()
+        record = _TrainingRecord.read(path)
+        if plan_only:
             try:
-                if un is not None:
-                    # the downdate works in place: drop the cached inverse unless it all succeeds
-                    self._unlearners.pop((name, version), None)
-                elif type(model) is EASE and model.n_items <= UNLEARNER_MAX_ITEMS:
-                    un = EASEUnlearner(model)  # one inverse now; kept, so the next erasure is a rank-k update
-                res = forget_exact(model, user_rows(model, uds, np.arange(uds.n_users)), ease=un)
-                new = self.save_model(model, uds, name=name, activate=False, training=record.without(mine["event_id"]), items=vocab)
-            except Exception as exc:
-                logger.warning("forget: exact unlearning failed model=%s error=%s", name, type(exc).__name__)
-                out.append({"model": name, "version": version, "status": "retrain", "reason": f"exact update failed ({type(exc).__name__})"})
-                continue
-            if un is not None:
-                self._unlearners[(name, new.name)] = un
-            self._activate_after_forget(name, new.name)
-            removed = self._drop_versions(name, keep=new.name)
-            out.append({"model": name, "version": new.name, "previous_version": version, "status": "exact", "method": res.method,
-                        "items_touched": res.items_touched, "old_versions_deleted": removed,
-                        "seconds": round(time.perf_counter() - t0, 4)})  # fmt: skip
-        return out
+                cfg = json.loads((path / "config.json").read_text())
+                model = create_model(cfg["model"], **cfg["config"])  # an unfitted twin: the kind is all we need
+            except Exception:
+                return {"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"}
+        else:
+            try:
+                model = self._live.get((name, version)) or Recommender.load(path)
+            except Exception as exc:  # an unreadable artifact must not stop the erasure
+                logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
+                return {"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"}
+        if record is None or record.generation != generation:
+            return {"model": name, "version": version, "status": "retrain",
+                    "reason": "no record of the events it was trained on (or the key was rotated since)"}  # fmt: skip
+        trained = record.contains(events["event_id"]) if len(events) else np.zeros(0, bool)
+        if not trained.any():
+            return {"model": name, "version": version, "status": "unaffected", "reason": "trained without this user's events"}
+        if not supports_exact_unlearning(model):
+            dp = model.privacy is not None or name.startswith("dp_")
+            why = ("differentially private: the guarantee bounds the user's influence until the retrain" if dp else
+                   "no exact unlearning: the user's vector is derived from their (deleted) history at request time and is gone; "
+                   "the item parameters carry the user until the retrain")  # fmt: skip
+            return {"model": name, "version": version, "status": "retrain", "reason": why}
+        if plan_only:
+            return {"model": name, "version": version, "status": "scheduled", "reason": "exact update on the background worker"}
+        mine = events[trained]
+        vocab = Vocabulary(json.loads((path / "items.json").read_text()))
+        uds = InteractionDataset.from_events(mine, items=vocab, event_weights=record.event_weights)
+        try:
+            self._wait_derived(name)  # the downdate works in place on the arrays being written
+            self._live.pop((name, version), None)  # in place too: kept again only if it all succeeds
+            res = forget_exact(model, user_rows(model, uds, np.arange(uds.n_users)))
+            new = self.save_model(model, uds, name=name, activate=False, training=record.without(mine["event_id"]), items=vocab,
+                                  derived=False)  # fmt: skip
+            writer = threading.Thread(target=_save_derived, args=(model, new), name="privrec-save-derived", daemon=True)
+            writer.start()
+            self._derived_writers[name] = writer
+        except Exception as exc:
+            logger.warning("forget: exact unlearning failed model=%s error=%s", name, type(exc).__name__)
+            return {"model": name, "version": version, "status": "retrain", "reason": f"exact update failed ({type(exc).__name__})"}
+        self._live[(name, new.name)] = model
+        self._activate_after_forget(name, new.name)
+        removed = self._drop_versions(name, keep=new.name)
+        return {"model": name, "version": new.name, "previous_version": version, "status": "exact", "method": res.method,
+                "items_touched": res.items_touched, "old_versions_deleted": removed,
+                "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
 
     def _activate_after_forget(self, name: str, version: str) -> None:
         """Point ACTIVE at the downdated version; a serving process swaps it in too."""
@@ -616,7 +629,7 @@ class RecSys:
                 trash = base / f".trash-{p.name}"
                 p.rename(trash)
                 doomed.append(trash)
-                self._unlearners.pop((name, p.name), None)
+                self._live.pop((name, p.name), None)
         renamed = len(doomed)
         doomed += [p for p in base.glob(".trash-*") if p not in doomed]  # left by an interrupted run
         if doomed:
@@ -1273,6 +1286,14 @@ _RULE_FIELDS = (
 )  # fmt: skip
 _SERVING_INIT_LOCK = threading.Lock()
 _PURCHASE_CODE = EVENT_CODE["purchase"]
+
+
+def _save_derived(model: Recommender, path: Path) -> None:
+    """`model.save_derived(path)` on a worker thread: a failure is logged, and loading recomputes."""
+    try:
+        model.save_derived(path)
+    except Exception as exc:
+        logger.error("saving derived arrays failed model=%s error=%s; loading will recompute them", model.name, type(exc).__name__)
 
 
 def _now_iso() -> str:

@@ -124,7 +124,7 @@ def test_save_load_round_trip_without_pickle(fitted: Recommender, two_groups: In
     x = two_groups.matrix()
     fitted.save(tmp_path / "m")
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files == ["config.json", "state.safetensors"]
+    assert files == ["config.json", *(["derived.safetensors"] if fitted._derived() else []), "state.safetensors"]
     for p in (tmp_path / "m").iterdir():
         assert not p.read_bytes().startswith(b"\x80"), f"{p.name} looks like a pickle"
     loaded = Recommender.load(tmp_path / "m")

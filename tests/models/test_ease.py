@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,7 +38,7 @@ def test_ease_matches_the_closed_form() -> None:
     b = steck(x, 2.0)
     np.testing.assert_allclose(m.weights, b, rtol=1e-5, atol=1e-6)
     assert np.all(np.diag(m.weights) == 0)
-    np.testing.assert_array_equal(m.gram, x.T @ x)
+    np.testing.assert_array_equal(m.gram.toarray(), x.T @ x)
     h = UserHistory.of([0, 3])
     np.testing.assert_allclose(m.score(h), b[0] + b[3], rtol=1e-5, atol=1e-6)
 
@@ -77,17 +79,32 @@ def test_explain_splits_the_score_over_the_history() -> None:
     np.testing.assert_allclose(sorted((w for _, w in e.contributors), reverse=True), sorted(positive, reverse=True)[:3], rtol=1e-6)
 
 
-def test_a_sparse_gram_is_saved_as_csr_and_loads_the_same(tmp_path) -> None:  # noqa: ANN001
-    """Sparse co-occurrences are stored as CSR (small artifacts, fast saves after an erasure)."""
+def test_the_gram_is_saved_as_csr_and_b_as_a_derived_file(tmp_path) -> None:  # noqa: ANN001
+    """G (the state) is CSR, small; B lies in its own file and is recomputed from G without it."""
     rng = np.random.default_rng(3)
     x = np.zeros((60, 50))
     for u in range(60):
         x[u, rng.choice(50, size=2, replace=False)] = 1.0  # two items a user: a sparse Gram matrix
     m = EASE(reg=1.0).fit(dataset(x))
-    assert "gram_data" in m._state() and "gram" not in m._state()
-    back = EASE.load(m.save(tmp_path / "ease"))
-    np.testing.assert_array_equal(back.gram, m.gram)
+    assert set(m._state()) == {"gram_data", "gram_indices", "gram_indptr"} and m._state()["gram_data"].size == m.gram.nnz
+    path = m.save(tmp_path / "ease")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "derived.safetensors", "state.safetensors"]
+    back = EASE.load(path)
+    np.testing.assert_array_equal(back.gram.toarray(), m.gram.toarray())
     np.testing.assert_array_equal(back.weights, m.weights)
-    dense = EASE(reg=1.0).fit(dataset(np.ones((5, 4))))
-    assert "gram" in dense._state()
-    np.testing.assert_array_equal(EASE.load(dense.save(tmp_path / "dense")).gram, dense.gram)
+    (path / "derived.safetensors").unlink()  # e.g. a crash before a deferred write
+    np.testing.assert_array_equal(EASE.load(path).weights, m.weights)
+
+
+def test_a_deferred_derived_file_is_waited_for(tmp_path) -> None:  # noqa: ANN001
+    """save(derived=False) leaves a marker; load waits for save_derived instead of recomputing."""
+    m = EASE(reg=1.0).fit(dataset(np.eye(6)[[0, 1, 2, 3, 4, 5, 0, 1]] + np.eye(6)[[1, 2, 3, 4, 5, 0, 2, 3]]))
+    path = m.save(tmp_path / "ease", derived=False)
+    assert (path / "derived.pending").exists() and not (path / "derived.safetensors").exists()
+    m.weights = m.weights + 1.0  # what the writer holds differs from what G gives: shows which was used
+    writer = threading.Timer(0.3, m.save_derived, args=(path,))
+    writer.start()
+    back = EASE.load(path)
+    writer.join()
+    np.testing.assert_array_equal(back.weights, m.weights)
+    assert not (path / "derived.pending").exists()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
 
 from privrec.core.errors import ConfigError
 from privrec.data.dataset import InteractionDataset
@@ -15,7 +17,7 @@ from privrec.models.bpr import BPR
 from privrec.models.ease import EASE
 from privrec.models.itemknn import ItemKNN
 from privrec.models.popularity import Popularity
-from privrec.models.unlearning import EASEUnlearner, forget, supports_exact_unlearning, user_rows
+from privrec.models.unlearning import forget, supports_exact_unlearning, user_rows
 
 TOL = 1e-6
 
@@ -83,14 +85,14 @@ def test_forgotten_user_would_change_the_model_otherwise(shop: InteractionDatase
         assert _state_diff(full, retrained) > 1e-3
 
 
-def test_successive_erasures_with_one_ease_unlearner(shop: InteractionDataset) -> None:
+def test_successive_ease_erasures_stay_exact(shop: InteractionDataset) -> None:
     users = heavy_users(shop, 4)
     model = EASE(reg=20.0).fit(shop)
-    un = EASEUnlearner(model)
     for u in users:
-        forget(model, user_rows(model, shop, [u]), ease=un)
+        forget(model, user_rows(model, shop, [u]))
     retrained = EASE(reg=20.0).fit(without(shop, users))
     assert _state_diff(model, retrained) < TOL
+    np.testing.assert_allclose(model.p_diag, retrained.p_diag, rtol=1e-6)
 
 
 def test_itemknn_forget_of_a_user_who_alone_had_an_item(two_groups: InteractionDataset) -> None:
@@ -119,11 +121,19 @@ def test_unsupported_models_refuse(shop: InteractionDataset) -> None:
         forget(bpr, sp.csr_matrix((1, shop.n_items)))
 
 
-def test_fit_with_the_unlearner_equals_a_plain_fit(shop: InteractionDataset) -> None:
-    plain = EASE(reg=15.0).fit(shop)
-    model = EASE(reg=15.0)
-    un = EASEUnlearner.fit(model, shop)
-    assert _state_diff(model, plain) < 1e-7
+def test_ease_unlearns_after_a_reload_and_from_an_old_artifact(shop: InteractionDataset, tmp_path: Path) -> None:
+    """diag(P) travels with B; an artifact saved before it did gets it from G and B."""
+    model = EASE(reg=15.0).fit(shop)
     users = heavy_users(shop, 2)
-    forget(model, user_rows(model, shop, users), ease=un)
-    assert _state_diff(model, EASE(reg=15.0).fit(without(shop, users))) < TOL
+    expect = EASE(reg=15.0).fit(without(shop, users))
+    back = EASE.load(model.save(tmp_path / "new"))
+    np.testing.assert_array_equal(back.p_diag, model.p_diag)
+    old = tmp_path / "old"
+    model.save(old)
+    arrays = load_file(str(old / "derived.safetensors"))
+    save_file({"weights": arrays["weights"]}, str(old / "derived.safetensors"))  # no p_diag
+    legacy = EASE.load(old)
+    np.testing.assert_allclose(legacy.p_diag, model.p_diag, rtol=1e-5)
+    for m in (back, legacy):
+        forget(m, user_rows(m, shop, users))
+        assert _state_diff(m, expect) < TOL

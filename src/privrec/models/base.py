@@ -8,6 +8,8 @@ and saved as safetensors arrays plus a JSON config: never pickle.
 from __future__ import annotations
 
 import json
+import os
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,6 +25,10 @@ from privrec.data.dataset import InteractionDataset
 from privrec.privacy.guarantee import PrivacyGuarantee
 
 FORMAT_VERSION = 1
+STATE_FILE = "state.safetensors"
+DERIVED_FILE = "derived.safetensors"  # arrays recomputable from the state (a cache)
+DERIVED_PENDING = "derived.pending"  # present while a deferred `save_derived` is writing
+DERIVED_WAIT_SECONDS = 60.0  # how long `load` waits for a pending derived file before recomputing
 _REGISTRY: dict[str, type[Recommender]] = {}
 
 
@@ -200,13 +206,26 @@ class Recommender(ABC):
         """Small JSON-serialisable learned values (override to add)."""
         return {}
 
-    def save(self, path: str | Path) -> Path:
-        """Save to directory `path` (config.json + state.safetensors); returns the path."""
+    def _derived(self) -> dict[str, np.ndarray]:
+        """Large arrays that `_set_state` can recompute from `_state` alone (override to add).
+
+        They are saved apart (`derived.safetensors`), so a caller in a hurry can write the state
+        now and the derived arrays later (`save(..., derived=False)`, then `save_derived`);
+        `_set_state` gets them when the file is there and recomputes them when not.
+        """
+        return {}
+
+    def save(self, path: str | Path, *, derived: bool = True) -> Path:
+        """Save to directory `path` (config.json + state.safetensors [+ derived.safetensors]).
+
+        With `derived=False` the derived arrays are not written; a `derived.pending` marker says
+        that `save_derived` will follow (`load` waits for it for a while, then recomputes).
+        """
         self._check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
-        save_file(arrays, str(path / "state.safetensors"))
+        save_file(arrays, str(path / STATE_FILE))
         doc = {
             "format": FORMAT_VERSION,
             "model": self.name,
@@ -216,7 +235,21 @@ class Recommender(ABC):
             "meta": self._meta(),
         }
         (path / "config.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        if derived:
+            self.save_derived(path)
+        elif self._derived():
+            (path / DERIVED_PENDING).write_text("")
         return path
+
+    def save_derived(self, path: str | Path) -> None:
+        """Write the derived arrays into saved directory `path` (atomically), clear the marker."""
+        path = Path(path)
+        arrays = {k: np.ascontiguousarray(v) for k, v in self._derived().items()}
+        if arrays:
+            tmp = path / f".{DERIVED_FILE}.tmp"
+            save_file(arrays, str(tmp))
+            os.replace(tmp, path / DERIVED_FILE)
+        (path / DERIVED_PENDING).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -232,7 +265,10 @@ class Recommender(ABC):
         model.n_items = int(doc["n_items"])
         if doc.get("privacy"):
             model.privacy = PrivacyGuarantee(**doc["privacy"])
-        arrays = load_file(str(path / "state.safetensors"))
+        arrays = load_file(str(path / STATE_FILE))
+        derived = _wait_for_derived(path)
+        if derived is not None:
+            arrays.update(load_file(str(derived)))
         model._set_state(arrays, doc.get("meta", {}))
         model._fitted = True
         return model
@@ -245,6 +281,23 @@ class Recommender(ABC):
     def _mark_fitted(self, n_items: int) -> None:
         self.n_items = int(n_items)
         self._fitted = True
+
+
+def _wait_for_derived(path: Path) -> Path | None:
+    """The derived file of saved directory `path`, waiting while a writer is still at it.
+
+    A marker older than DERIVED_WAIT_SECONDS is taken as a writer that died: None (recompute).
+    """
+    derived, marker = path / DERIVED_FILE, path / DERIVED_PENDING
+    while not derived.exists():
+        try:
+            age = time.time() - marker.stat().st_mtime
+        except FileNotFoundError:  # no writer pending (or it finished between the two checks)
+            return derived if derived.exists() else None
+        if age > DERIVED_WAIT_SECONDS:
+            return None
+        time.sleep(0.05)
+    return derived
 
 
 def seed_from(rng: int | np.random.Generator | None, default: int) -> int:

@@ -6,9 +6,15 @@ history row h gets the scores h B.
 
 The inverse is computed in float64 by an in-place Cholesky factorisation (LAPACK potrf/potri),
 so the peak memory is about one float64 n x n array plus two float32 ones (G and B): for
-12k items about 2.3 GB. G is kept (float32; exact for integer counts below 2^24) because it is
-the sufficient statistic: removing a user u is exactly G -= x_u^T x_u followed by a new inverse
-(or a rank-|h_u| Woodbury downdate of P) in issue 4.
+12k items about 2.3 GB. G is kept (sparse CSR, float32; exact for integer counts below 2^24)
+because it is the sufficient statistic: removing a user u is exactly G -= x_u^T x_u followed by
+a new inverse (or a rank-|h_u| Woodbury downdate of P, `models/unlearning.py`). Co-occurrences
+are sparse on shop data (Beauty: ~1% of item pairs), so G costs megabytes, not 4 n^2 bytes.
+
+Saved state: G (the state), and B with diag(P) (derived: `_set_state` recomputes them from G
+when the derived file is absent, e.g. when an erasure saved the new version and a crash came
+before B was written). B and diag(P) together determine P = (I - B) diag(diag(P)), which is what
+exact unlearning needs: no inverse is kept beside the model.
 """
 
 from __future__ import annotations
@@ -40,13 +46,30 @@ class EASEConfig(InputConfig):
     binary: bool = True
 
 
-def ease_weights(gram: np.ndarray, reg: float) -> np.ndarray:
-    """B = I - P / diag(P) with P = (gram + reg I)^-1, diag(B) = 0, as float32.
+def dense64(gram: np.ndarray | sp.spmatrix) -> np.ndarray:
+    """A fresh C-order float64 copy of a dense or sparse square matrix."""
+    if sp.issparse(gram):
+        c = sp.coo_matrix(gram)
+        a = np.zeros(c.shape, dtype=np.float64)
+        a[c.row, c.col] = c.data
+        return a
+    return np.array(gram, dtype=np.float64, order="C", copy=True)
 
-    `gram` is not modified; the work happens in one float64 copy that becomes P in place.
+
+def ease_weights(gram: np.ndarray | sp.spmatrix, reg: float) -> np.ndarray:
+    """B = I - P / diag(P) with P = (gram + reg I)^-1, diag(B) = 0, as float32."""
+    return ease_solution(gram, reg)[0]
+
+
+def ease_solution(gram: np.ndarray | sp.spmatrix, reg: float) -> tuple[np.ndarray, np.ndarray]:
+    """B (float32, as `ease_weights`) and diag(P) (float64).
+
+    P = (I - B) diag(diag(P)), so the pair determines P: exact unlearning updates them without
+    keeping P (`models/unlearning.py`). `gram` (dense or sparse) is not modified; the work happens
+    in one float64 copy that becomes P in place.
     """
     n = gram.shape[0]
-    a = np.array(gram, dtype=np.float64, order="C", copy=True)
+    a = dense64(gram)
     a[np.diag_indices(n)] += reg
     # a is symmetric, so its transpose is the same matrix in Fortran order: LAPACK works in place
     at = a.T
@@ -67,7 +90,7 @@ def ease_weights(gram: np.ndarray, reg: float) -> np.ndarray:
         r1 = min(n, r0 + _BLOCK)
         out[r0:r1] = p[r0:r1] / -diag[None, :]
     out[np.diag_indices(n)] = 0.0
-    return out
+    return out, diag
 
 
 def _mirror_lower(p: np.ndarray) -> None:
@@ -92,20 +115,16 @@ class EASE(Recommender):
 
     def __init__(self, config: EASEConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
-        self.gram = np.zeros((0, 0), np.float32)  # G = X^T X, kept for exact unlearning
+        self.gram = sp.csr_matrix((0, 0), dtype=np.float32)  # G = X^T X, kept for exact unlearning
         self.weights = np.zeros((0, 0), np.float32)  # B
+        self.p_diag = np.zeros(0, np.float64)  # diag(P): with B it determines P (for unlearning)
 
     def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> EASE:
         """Compute G and B; `rng` is unused (EASE is closed form)."""
-        x = self.input_matrix(dataset).astype(np.float64)
-        self.gram = sp.csr_matrix(x.T @ x).astype(np.float32).toarray()
-        self.weights = ease_weights(self.gram, self.config.reg)
+        self.gram = gram_of(self.input_matrix(dataset))
+        self.weights, self.p_diag = ease_solution(self.gram, self.config.reg)
         self._mark_fitted(dataset.n_items)
         return self
-
-    def refresh_weights(self) -> None:
-        """Recompute B from the current Gram matrix (after an update of `gram`)."""
-        self.weights = ease_weights(self.gram, self.config.reg)
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         """h B for each history row."""
@@ -122,25 +141,40 @@ class EASE(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         g = self.gram
-        # row-major positions are already in CSR order; comparing the bits as int32 is faster
-        # than a float comparison (a -0.0 entry is kept: it equals 0 exactly)
-        flat = np.flatnonzero(np.ascontiguousarray(g).view(np.int32) != 0)
-        if flat.size * 3 >= g.size:
-            return {"weights": self.weights, "gram": g}
-        # Co-occurrence counts are sparse on real data (Beauty: ~1% of pairs): stored as CSR the
-        # Gram matrix costs megabytes instead of 4 n^2 bytes, so saving after an erasure is fast.
-        n = g.shape[1]
-        rows = flat // n
-        indptr = np.zeros(g.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=g.shape[0]), out=indptr[1:])
-        return {"weights": self.weights, "gram_data": g.ravel()[flat].astype(np.float32), "gram_indices": (flat % n).astype(np.int32),
-                "gram_indptr": indptr}  # fmt: skip
+        return {"gram_data": g.data.astype(np.float32, copy=False), "gram_indices": g.indices.astype(np.int32, copy=False),
+                "gram_indptr": g.indptr.astype(np.int64, copy=False)}  # fmt: skip
+
+    def _derived(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights, "p_diag": self.p_diag}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.weights = arrays["weights"].astype(np.float32, copy=False)
-        if "gram" in arrays:
-            self.gram = arrays["gram"].astype(np.float32, copy=False)
+        if "gram" in arrays:  # artifacts saved before G was kept sparse
+            self.gram = sp.csr_matrix(arrays["gram"].astype(np.float32, copy=False))
         else:
-            n = self.weights.shape[0]
-            c = sp.csr_matrix((arrays["gram_data"], arrays["gram_indices"], arrays["gram_indptr"]), shape=(n, n), dtype=np.float32)
-            self.gram = c.toarray()
+            n = arrays["gram_indptr"].shape[0] - 1
+            self.gram = sp.csr_matrix((arrays["gram_data"], arrays["gram_indices"], arrays["gram_indptr"]), shape=(n, n), dtype=np.float32)
+        if "weights" not in arrays:  # derived file not written (see the module docstring): as `fit`
+            self.weights, self.p_diag = ease_solution(self.gram, self.config.reg)
+            return
+        self.weights = arrays["weights"].astype(np.float32, copy=False)
+        if "p_diag" in arrays:
+            self.p_diag = arrays["p_diag"].astype(np.float64, copy=False)
+        else:  # saved before diag(P) was kept: (G + reg I)(I - B) = diag(P)^-1 gives it from G and B
+            g = sp.csr_matrix(self.gram, dtype=np.float64)
+            gb = np.asarray(g.multiply(self.weights.T).sum(axis=1)).ravel()  # sum_i G_ji B_ij
+            self.p_diag = 1.0 / (g.diagonal() + self.config.reg - gb)
+
+
+def gram_of(x: sp.spmatrix) -> sp.csr_matrix:
+    """G = X^T X as canonical CSR float32 (summed in float64: exact for counts and weights)."""
+    x = sp.csr_matrix(x, dtype=np.float64)
+    return canonical_gram(x.T @ x)
+
+
+def canonical_gram(g: sp.spmatrix) -> sp.csr_matrix:
+    """A (float64) Gram matrix as float32 CSR without explicit zeros, indices sorted."""
+    g = sp.csr_matrix(g, dtype=np.float32)
+    g.sum_duplicates()
+    g.eliminate_zeros()
+    g.sort_indices()
+    return g

@@ -558,6 +558,9 @@ class HybridRecommender(Recommender):
                 out[f"{name}.{key}"] = arr
         return out
 
+    def _derived(self) -> dict[str, np.ndarray]:
+        return {f"{name}.{key}": arr for name, comp in self.components.items() for key, arr in comp._derived().items()}
+
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.item_events = arrays["item_events"].astype(np.int64)
         comps: dict[str, Recommender] = {}

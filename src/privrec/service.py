@@ -29,7 +29,7 @@ from privrec.core.settings import Settings
 from privrec.core.types import EVENT_CODE, EVENT_TYPES, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
-from privrec.events.gate import Gate
+from privrec.events.gate import ArrivalRateLimiter, Gate
 from privrec.events.ingest import BatchReport, ingest_file, ingest_frame, ingest_records
 from privrec.events.store import EventStore
 from privrec.models.base import Recommender
@@ -898,7 +898,9 @@ class RecSys:
                 lvl = levels.get(u)
                 if lvl is None:
                     lvl = levels[u] = st.consent_of(self.pseudonymiser.pseudonymise(u)) if u else "personalized"
-                if lvl == "anonymous" or (lvl == "purchases_only" and rec.get("type") != "purchase"):
+                # before the gate (the gate would keep the event): a dropped event must not count
+                # as an experiment outcome either; the policy itself is `allowed_types`
+                if lvl != DEFAULT_CONSENT and rec.get("type") not in allowed_types(lvl):
                     dropped += 1
                     continue
             if rid is not None and rec.get("type") in _OUTCOME_OF:
@@ -1688,6 +1690,8 @@ class _ServingState:
         self.consent = _consent_backend(rs.data_dir)
         self.consent_cache: dict[str, str] = {}
         self.gate = rs.gate
+        if rs.settings.max_events_per_user_per_minute is not None:  # across requests, by arrival time
+            self.gate.arrivals = ArrivalRateLimiter(rs.settings.max_events_per_user_per_minute)
         self._experiments: Any = None
         self.default_name: str | None = None
         self._versions: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()

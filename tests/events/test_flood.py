@@ -7,7 +7,7 @@ import pytest
 
 from privrec.core.errors import ConfigError
 from privrec.core.settings import Settings
-from privrec.events.gate import Gate
+from privrec.events.gate import ArrivalRateLimiter, Gate
 from privrec.privacy.pseudonym import Pseudonymiser
 
 T0 = 1_600_000_000.0
@@ -66,3 +66,42 @@ def test_no_limit_keeps_everything_and_settings_configure_it() -> None:
     assert Settings().max_events_per_user_per_minute is not None  # a generous default is on
     with pytest.raises(ConfigError, match="max_events_per_user_per_minute"):
         _gate(0)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_arrival_limit_holds_across_batches_and_slides_with_wall_time() -> None:
+    """A bot sending one event per request, each with a fresh timestamp, is still cut off."""
+    gate, clock = _gate(1000), _Clock()
+    gate.arrivals = ArrivalRateLimiter(3, clock=clock)
+    bot = gate.pseudonymiser.pseudonymise(BOT)
+    kept = []
+    for i in range(5):  # five requests within one second; timestamps a day apart
+        clock.now = i * 0.2
+        res = gate.process_frame(pd.DataFrame([{"user": BOT, "item": f"push-{i}", "type": "view", "timestamp": T0 + 86_400 * i},
+                                               {"user": f"shopper-{i}", "item": "sku", "type": "view", "timestamp": T0}]))  # fmt: skip
+        kept += list(res.accepted.loc[res.accepted["user"] == bot, "item"])
+        assert (res.accepted["user"] != bot).sum() == 1  # the other shopper's event always stays
+        if i >= 3:
+            assert [r.line for r in res.rejects] == [1] and "arrived within 60 seconds" in res.rejects[0].reason
+            assert BOT not in res.rejects[0].reason and res.rejects[0].user == bot
+    assert kept == ["push-0", "push-1", "push-2"]
+    clock.now = 61.0  # a minute later the bot may send again
+    res = gate.process_frame(pd.DataFrame([{"user": BOT, "item": "late", "type": "view", "timestamp": T0}]))
+    assert list(res.accepted["item"]) == ["late"]
+
+
+def test_the_server_gate_limits_arrivals(tmp_path) -> None:  # noqa: ANN001
+    from privrec.service import RecSys
+
+    with RecSys(Settings(data_dir=tmp_path / "d", max_events_per_user_per_minute=4)) as rs:
+        got = [rs.ingest_api([{"user": BOT, "item": f"i{k}", "type": "view", "timestamp": T0 + 3600 * k}]) for k in range(6)]
+        assert [g["accepted"] for g in got] == [1, 1, 1, 1, 0, 0]
+        assert got[-1]["rejected"] == 1 and "arrived within 60 seconds" in got[-1]["rejects"][0]["reason"]
+        assert rs.ingest_api([{"user": "someone-else", "item": "i0", "type": "view", "timestamp": T0}])["accepted"] == 1

@@ -20,7 +20,10 @@ A null value (None, NaN, NA) in a record or frame means the field is absent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,6 +326,46 @@ def _ratings(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray, np.
     return r, ok, present
 
 
+class ArrivalRateLimiter:
+    """At most `limit` accepted rows per pseudonym in any `window` seconds of arrival time.
+
+    The gate's own flood limit looks at one batch and at the events' timestamps (a file may
+    rightly hold a year of one shopper's history in one batch). A live service also needs the
+    rate at which rows arrive, whatever timestamps they claim, across requests: a bot sending one
+    event per request gets cut off too. Memory holds only pseudonyms seen within the window.
+    Thread-safe.
+    """
+
+    def __init__(self, limit: int, *, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit < 1:
+            raise ConfigError("max_events_per_user_per_minute: must be at least 1 (or None for no limit)")
+        self.limit = int(limit)
+        self.window = float(window)
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def admit(self, users: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Which of these rows (in order, all arriving now) stay within their user's limit."""
+        ok = np.ones(len(users), dtype=bool)
+        with self._lock:
+            now = self._clock()
+            horizon = now - self.window
+            if now >= self._next_sweep:  # forget users idle for a whole window
+                self._seen = {u: q for u, q in self._seen.items() if q and q[-1] > horizon}
+                self._next_sweep = now + self.window
+            for i, u in enumerate(users):
+                q = self._seen.setdefault(str(u), deque())
+                while q and q[0] <= horizon:
+                    q.popleft()
+                if len(q) >= self.limit:
+                    ok[i] = False
+                else:
+                    q.append(now)
+        return ok
+
+
 class Gate:
     """The privacy gate.
 
@@ -336,6 +379,9 @@ class Gate:
             is rejected when the same user already has this many rows in the 60 seconds up to
             its timestamp (earlier rows first; rejected rows still count, so a sustained flood
             stays cut off). None: no limit.
+
+    Attribute `arrivals` (None by default): an `ArrivalRateLimiter` that a long-lived gate (the
+    server's) sets to limit each pseudonym's accepted rows per minute of arrival across batches.
     """
 
     def __init__(
@@ -360,6 +406,7 @@ class Gate:
         if max_events_per_user_per_minute is not None and max_events_per_user_per_minute < 1:
             raise ConfigError("max_events_per_user_per_minute: must be at least 1 (or None for no limit)")
         self.max_events_per_minute = max_events_per_user_per_minute
+        self.arrivals: ArrivalRateLimiter | None = None
         self._context = {"rating_min": self.rating_min, "rating_max": self.rating_max}
 
     @classmethod
@@ -575,11 +622,31 @@ class Gate:
             keep[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = True
             accepted = accepted[keep].reset_index(drop=True)
             lines = lines[keep]
+        lines = np.asarray(lines)
         if self.max_events_per_minute is not None and len(accepted):
-            accepted, rejects = self._flood_filter(accepted, np.asarray(lines), rejects)
+            accepted, lines, rejects = self._flood_filter(accepted, lines, rejects)
+        if self.arrivals is not None and len(accepted):
+            accepted, rejects = self._arrival_filter(accepted, lines, rejects)
         return GateResult(accepted, rejects, read, duplicates)
 
-    def _flood_filter(self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]) -> tuple[pd.DataFrame, list[Reject]]:
+    def _arrival_filter(self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]) -> tuple[pd.DataFrame, list[Reject]]:
+        """Reject the rows beyond `arrivals`' limit of their pseudonym (every other row is kept)."""
+        assert self.arrivals is not None
+        users = accepted["user"].to_numpy(dtype=object)
+        ok = self.arrivals.admit(users)
+        if ok.all():
+            return accepted, rejects
+        limit = self.arrivals.limit
+        reason = (
+            f"user: more than {limit} events arrived within 60 seconds from this user "
+            "(setting max_events_per_user_per_minute); this row was not stored"
+        )
+        over = ~ok
+        logger.info("gate arrival_rate_rejected=%d limit_per_minute=%d", int(over.sum()), limit)
+        flood = [Reject(int(line), reason, str(u)) for line, u in zip(lines[over].tolist(), users[over].tolist(), strict=True)]
+        return accepted[ok].reset_index(drop=True), sorted(rejects + flood, key=lambda r: r.line)
+
+    def _flood_filter(self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
         """Reject each row beyond `max_events_per_minute` rows of its user in a 60 s window.
 
         Only the flooding pseudonym's excess rows go; every other row of the batch is kept.
@@ -590,7 +657,7 @@ class Gate:
         counts = np.bincount(codes, minlength=len(uniq))
         heavy = np.flatnonzero(counts > limit)
         if heavy.size == 0:  # the usual case: nobody has enough rows to flood
-            return accepted, rejects
+            return accepted, lines, rejects
         ts = accepted["ts"].to_numpy(np.float64)
         excess = np.zeros(len(accepted), dtype=bool)
         for c in heavy:
@@ -608,7 +675,7 @@ class Gate:
         )
         flood = [Reject(int(line), reason, str(u)) for line, u in zip(lines[excess].tolist(), users[excess].tolist(), strict=True)]
         merged = sorted(rejects + flood, key=lambda r: r.line)
-        return accepted[~excess].reset_index(drop=True), merged
+        return accepted[~excess].reset_index(drop=True), lines[~excess], merged
 
     @staticmethod
     def _id_messages(col: Mapping[str, pa.Array]) -> list[bytes]:

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
         max_line_bytes: lines longer than this are rejected without being parsed.
         ingest_batch_size: rows validated and appended per batch.
         max_events_per_user_per_minute: the gate rejects a pseudonym's rows beyond this many in
-            any 60 seconds of event time within one batch (a flood or a fake-shopper bot); None
+            any 60 seconds of event time within one batch (a flood or a fake-shopper bot) and, in
+            the server, beyond this many arriving within any 60 seconds across requests; None
             turns the limit off. Generous by default: people rarely exceed one event a second.
         privacy_budget_epsilon / privacy_budget_delta: the total (epsilon, delta) that all DP
             releases trained through the service may spend together (basic composition).

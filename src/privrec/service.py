@@ -47,8 +47,6 @@ ACTIVE_FILE = "ACTIVE"
 TRAINED_EVENTS_FILE = "trained_events.npy"
 TRAINING_FILE = "training.json"
 PENDING_RETRAINS_FILE = "pending-retrains.json"
-# EASE keeps (G + reg I)^-1 in memory after training through the service (8 n^2 bytes), so an
-# erasure is a rank-k update instead of a new inverse; above this many items it is not kept.
 
 
 @dataclass(frozen=True)
@@ -568,7 +566,8 @@ class RecSys:
                 return {"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"}
         else:
             try:
-                model = self._live.get((name, version)) or Recommender.load(path)
+                live = self._live.get((name, version))
+                model = live if live is not None else Recommender.load(path)
             except Exception as exc:  # an unreadable artifact must not stop the erasure
                 logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
                 return {"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"}

@@ -5,11 +5,11 @@ weights are B = I - P / diag(P) (column j divided by P_jj), so diag(B) = 0, and 
 history row h gets the scores h B.
 
 The inverse is computed in float64 by an in-place Cholesky factorisation (LAPACK potrf/potri),
-so the peak memory is about one float64 n x n array plus two float32 ones (G and B): for
-12k items about 2.3 GB. G is kept (sparse CSR, float32; exact for integer counts below 2^24)
-because it is the sufficient statistic: removing a user u is exactly G -= x_u^T x_u followed by
-a new inverse (or a rank-|h_u| Woodbury downdate of P, `models/unlearning.py`). Co-occurrences
-are sparse on shop data (Beauty: ~1% of item pairs), so G costs megabytes, not 4 n^2 bytes.
+so the peak memory is about one float64 n x n array plus one float32 one (B): for 12k items
+about 1.8 GB. G is kept (sparse CSR, float32; exact for integer counts below 2^24) because it is
+the sufficient statistic: removing a user u is exactly G -= x_u^T x_u followed by a new inverse,
+or a rank-|h_u| Woodbury update of B (`models/unlearning.py`). Co-occurrences are sparse on shop
+data (Beauty: ~1% of item pairs), so G costs megabytes, not 4 n^2 bytes.
 
 Saved state: G (the state), and B with diag(P) (derived: `_set_state` recomputes them from G
 when the derived file is absent, e.g. when an erasure saved the new version and a crash came

@@ -43,31 +43,38 @@ def test_pretraining_epochs_match_bpr_until_the_adversary_starts(two_groups: Int
     assert a.train_losses[3] != b.train_losses[3]
 
 
-def test_apr_is_more_robust_to_its_own_adversary(two_groups: InteractionDataset) -> None:
+@pytest.mark.parametrize("perturb", ["user_item", "tables"])
+def test_apr_is_more_robust_to_its_own_adversary(two_groups: InteractionDataset, perturb: str) -> None:
     """The claim APR is trained for: under a worst-case embedding perturbation of size eps, the
     BPR loss grows less than for a plain BPR model."""
     import torch
+    import torch.nn.functional as F
 
     from privrec.models.bpr import _TrainData
 
     eps = 0.5
     params = {**FAST, "epochs": 20}
-    models = {"bpr": BPR(**params).fit(two_groups, rng=1), "apr": APR(**params, eps=eps, reg_adv=1.0).fit(two_groups, rng=1)}
+    models = {"bpr": BPR(**params).fit(two_groups, rng=1), "apr": APR(**params, eps=eps, reg_adv=1.0, perturb=perturb).fit(two_groups, rng=1)}
     x = BPR(**params)._clean_matrix(two_groups.matrix())
     data = _TrainData(x)
+
+    def step(g: torch.Tensor) -> torch.Tensor:
+        return eps * g / g.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
     growth = {}
     for name, m in models.items():
-        gen = np.random.default_rng(0)
-        batch = m._make_batch(data, data.active, gen)
+        batch = m._make_batch(data, data.active, np.random.default_rng(0))
         t = {k: torch.nn.Parameter(torch.from_numpy(getattr(m, k).copy())) for k in ("target", "context", "bias")}
-        xp, xn, _ = m.pair_scores(t, batch)
-        clean = -torch.nn.functional.logsigmoid(xp - xn).mean()
-        grads = torch.autograd.grad(clean, [t["target"], t["context"]])
-        adv = dict(t)
-        for k, g in zip(("target", "context"), grads, strict=True):
-            adv[k] = t[k] + eps * g / g.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        xp, xn, _ = m.pair_scores(adv, batch)
-        growth[name] = float((-torch.nn.functional.logsigmoid(xp - xn).mean() - clean).detach())
+        u = m.user_vectors_torch(t, batch)
+        xp, xn, _ = m.scores_for(u, t, batch)
+        clean = -F.logsigmoid(xp - xn).mean()
+        if perturb == "tables":
+            g_t, g_c = torch.autograd.grad(clean, [t["target"], t["context"]])
+            xp, xn, _ = m.pair_scores({**t, "target": t["target"] + step(g_t), "context": t["context"] + step(g_c)}, batch)
+        else:
+            g_u, g_t = torch.autograd.grad(clean, [u, t["target"]])
+            xp, xn, _ = m.scores_for(u + step(g_u), {**t, "target": t["target"] + step(g_t)}, batch)
+        growth[name] = float((-F.logsigmoid(xp - xn).mean() - clean).detach())
     assert growth["apr"] < growth["bpr"]
 
 

@@ -235,13 +235,19 @@ class BPR(Recommender):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scores, user vectors and the batch's L2 term (index_select: its backward is a fast index_add)."""
         u = self.user_vectors_torch(params, batch)
+        x_pos, x_neg, l2 = self.scores_for(u, params, batch)
+        return x_pos, x_neg, u, l2
+
+    @staticmethod
+    def scores_for(u: torch.Tensor, params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_ui, x_uj, the batch's L2 term) for given user vectors (one per triple)."""
         p, b = params["target"], params["bias"]
         p_pos, p_neg = p.index_select(0, batch.pos), p.index_select(0, batch.neg)
         b_pos, b_neg = b.index_select(0, batch.pos), b.index_select(0, batch.neg)
         x_pos = (u * p_pos).sum(1) + b_pos
         x_neg = (u * p_neg).sum(1) + b_neg
         l2 = (p_pos.pow(2).sum(1) + p_neg.pow(2).sum(1) + u.pow(2).sum(1) + b_pos.pow(2) + b_neg.pow(2)).mean()
-        return x_pos, x_neg, u, l2
+        return x_pos, x_neg, l2
 
     def loss(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         """BPR loss plus L2 on the batch's embeddings, plus `_extra_loss` when it gives one."""

@@ -1,7 +1,6 @@
 """APR vs BPR, both tuned on validation, over several training seeds.
 
-`benchmarks/robustness.py` compares one BPR and one APR fit per dataset (seed 42, APR's eps tuned
-with no pretraining). Training noise alone moves BPR's NDCG@10 by a few percent, and APR as
+`benchmarks/robustness.py` compares one BPR and one APR fit per dataset (seed 42). Training noise alone moves BPR's NDCG@10 by a few percent, and APR as
 published (He et al. 2018) first trains plain BPR and only then adds the adversarial term with a
 large eps (0.5). Here each model gets a small grid chosen on the validation split of the
 training part (BPR: epochs; APR: eps and the pretraining epochs `adv_start_epoch`; 64 dims,
@@ -13,8 +12,8 @@ al., Deep Learning, 2016, algorithm 7.2; an epoch here is one pass over the even
 "no_refit" (on the training part without the validation data, i.e. the data the choice was made
 on: RecBole's train/valid/test protocol; test users are still scored from their whole training
 history, which these history-based models fold in). The other two protocols were added
-after the first showed a validation choice (40 epochs) that did not carry over to the refit on
-ML-100K, where BPR at 40 epochs drops as much (see RESULTS.md). Reported per protocol: each
+while tracking down a refit failure on ML-100K, which came from APR's table-wise adversary (see
+RESULTS.md and `models/apr.py`). Reported per protocol: each
 model's mean and standard deviation and the paired differences (APR - BPR, same seed).
 
 Protocols: ML-100K, Microsoft Recommenders' stratified 75/25 split (every test rating relevant);

@@ -31,6 +31,16 @@ def need(path: Path) -> Path:
     return path
 
 
+def assert_no_raw_ids(folder: Path, raw_ids: list[str]) -> None:
+    """Fail if any file below `folder` holds one of the raw user ids (store, keys, models, logs...)."""
+    raw = [u.encode() for u in raw_ids]
+    for f in folder.rglob("*"):
+        if f.is_file():
+            blob = f.read_bytes()
+            leaked = [u for u in raw if u in blob]
+            assert not leaked, f"{f.relative_to(folder)} holds raw user ids {leaked[:3]}"
+
+
 @pytest.fixture()
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh privrec data directory, with no key from the environment."""

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from privrec.cli import app
 from privrec.data.synthetic import generate_shop
+from tests.conftest import assert_no_raw_ids
 
 runner = CliRunner()
 
@@ -47,12 +48,7 @@ def test_cli_round_trip_and_no_raw_ids_on_disk(shop_file: tuple[Path, list[str]]
     assert exported["n_events"] > 0
 
     # Nothing in the data directory holds a raw user id (store, keys, models, rejects, logs).
-    raw = [u.encode() for u in users]
-    for f in data_dir.rglob("*"):
-        if f.is_file():
-            blob = f.read_bytes()
-            leaked = [u for u in raw if u in blob]
-            assert not leaked, f"{f.relative_to(data_dir)} holds raw user ids {leaked[:3]}"
+    assert_no_raw_ids(data_dir, users)
 
     out = _run("forget", users[0], "--data-dir", dd)
     receipt = json.loads(out[out.index("{") :])

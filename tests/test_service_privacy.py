@@ -23,6 +23,7 @@ from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
 from privrec.privacy.audit_log import AuditLog
 from privrec.service import RecSys
+from tests.conftest import assert_no_raw_ids
 
 NOW = 1_719_700_000
 EXACT = {"popularity": {}, "itemknn": {"k": 20, "shrink": 2.0}, "ease": {"reg": 50.0}}
@@ -267,12 +268,7 @@ def test_no_raw_user_id_anywhere_in_the_data_dir(tmp_path: Path, shop_events: tu
         rs.flush_experiments()
         rs.export_user(users[2])
         rs.forget(users[3])
-    raw = [u.encode() for u in users]
-    for f in d.rglob("*"):
-        if f.is_file():
-            blob = f.read_bytes()
-            leaked = [u for u in raw if u in blob]
-            assert not leaked, f"{f.relative_to(d)} holds raw user ids {leaked[:3]}"
+    assert_no_raw_ids(d, users)
 
 
 def test_settings_retention_per_event_type(tmp_path: Path) -> None:

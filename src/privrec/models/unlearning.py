@@ -84,6 +84,17 @@ def _clean_rows(model: Recommender, rows: sp.spmatrix | np.ndarray) -> sp.csr_ma
     return x
 
 
+def _removal(model: Recommender, rows: sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The users' cleaned rows and the items they touched (checks that the model is fitted)."""
+    model._check_fitted()
+    x = _clean_rows(model, rows)
+    return x, np.unique(x.indices)
+
+
+def _nothing_removed(model: Recommender, x: sp.csr_matrix, t0: float) -> UnlearningResult:
+    return UnlearningResult(model.name, x.shape[0], 0, time.perf_counter() - t0, "exact: nothing to remove")
+
+
 def supports_exact_unlearning(model: Recommender) -> bool:
     """Whether `forget` can remove a user exactly from this (non-private) model."""
     if type(model) is Popularity:
@@ -140,11 +151,9 @@ def _topk(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int) -> tuple
 def forget_itemknn(model: ItemKNN, rows: sp.spmatrix) -> UnlearningResult:
     """G -= X^T X and the affected neighbour lists recomputed (see the module docstring)."""
     t0 = time.perf_counter()
-    model._check_fitted()
-    x = _clean_rows(model, rows)
-    h = np.unique(x.indices)
+    x, h = _removal(model, rows)
     if h.size == 0:
-        return UnlearningResult(model.name, x.shape[0], 0, time.perf_counter() - t0, "exact: nothing to remove")
+        return _nothing_removed(model, x, t0)
     g = sp.csr_matrix(model.gram - sp.csr_matrix(x.T @ x), dtype=np.float64)
     g.eliminate_zeros()
     g.sort_indices()
@@ -217,11 +226,9 @@ def forget_itemknn(model: ItemKNN, rows: sp.spmatrix) -> UnlearningResult:
 def forget_ease(model: EASE, rows: sp.spmatrix) -> UnlearningResult:
     """G -= X^T X and the Woodbury update of B and diag(P) (see the module docstring)."""
     t0 = time.perf_counter()
-    model._check_fitted()
-    x = _clean_rows(model, rows)
-    cols = np.unique(x.indices)
+    x, cols = _removal(model, rows)
     if cols.size == 0:
-        return UnlearningResult(model.name, x.shape[0], 0, time.perf_counter() - t0, "exact: nothing to remove")
+        return _nothing_removed(model, x, t0)
     model.gram = canonical_gram(sp.csr_matrix(model.gram, dtype=np.float64) - sp.csr_matrix(x.T @ x))
     b, d = model.weights, model.p_diag
     xj = x[:, cols].toarray()  # k users x |J| items, float64

@@ -348,22 +348,23 @@ class ArrivalRateLimiter:
 
     def admit(self, users: Sequence[str] | np.ndarray) -> np.ndarray:
         """Which of these rows (in order, all arriving now) stay within their user's limit."""
-        ok = np.ones(len(users), dtype=bool)
+        codes, uniq = pd.factorize(np.asarray(users, dtype=object))
+        rank = pd.Series(codes).groupby(codes).cumcount().to_numpy()  # i-th row of its user in this batch
+        counts = np.bincount(codes, minlength=len(uniq))
+        room = np.empty(len(uniq), dtype=np.int64)
         with self._lock:
             now = self._clock()
             horizon = now - self.window
             if now >= self._next_sweep:  # forget users idle for a whole window
                 self._seen = {u: q for u, q in self._seen.items() if q and q[-1] > horizon}
                 self._next_sweep = now + self.window
-            for i, u in enumerate(users):
+            for c, u in enumerate(uniq):  # per user, not per row: a batch holds few users' floods
                 q = self._seen.setdefault(str(u), deque())
                 while q and q[0] <= horizon:
                     q.popleft()
-                if len(q) >= self.limit:
-                    ok[i] = False
-                else:
-                    q.append(now)
-        return ok
+                room[c] = max(self.limit - len(q), 0)
+                q.extend([now] * int(min(room[c], counts[c])))
+        return rank < room[codes]
 
 
 class Gate:

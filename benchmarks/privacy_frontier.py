@@ -26,7 +26,9 @@ Run: .venv/bin/python benchmarks/privacy_frontier.py [--datasets ml100k,beauty] 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -49,6 +51,8 @@ from privrec.models.zoo import create_model
 from privrec.privacy.ledger import Budget, PrivacyLedger
 
 INF = math.inf
+# item-text embeddings of the content part: catalogue text only, cached across runs
+TEXT = {"cache_dir": os.environ.get("PRIVREC_TEXT_CACHE_DIR") or str(REPO / "privrec-data" / "cache" / "embeddings")}
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, INF)
 SEED = 42
 
@@ -77,6 +81,14 @@ CONFIG: dict[str, dict[str, Any]] = {
                 for m in (60, 80, 100, 200, 300, 500) for s in (0.15, 0.3) for r in (30.0, 60.0) for rn in (0.0, 0.2)
             ] if not math.isinf(e) else [{"epsilon": e}],
             "dp_bpr": lambda e: [{"epsilon": e, "grad_sample_mode": "hooks"}],
+            # public item text (no privacy cost) + DP EASE; movie titles say little, so small content weights
+            "dp_hybrid": lambda e: [
+                {"epsilon": e, "cf": "dp_ease", "cf_params": cf, "content_params": {**TEXT, "binary": True},
+                 "content_weight": w, "cf_weight": 1.0, "popularity_weight": 0.0}
+                for cf in ([{"top_items": 80, "selection_share": 0.3, "reg": 60.0, "reg_noise": 0.0},
+                            {"top_items": 200, "selection_share": 0.15, "reg": 30.0, "reg_noise": 0.0}] if not math.isinf(e) else [{}])
+                for w in (0.1, 0.2)
+            ],
         },
         "audit": {"repeats": 3},
         "tune_seeds": 2,
@@ -99,10 +111,21 @@ CONFIG: dict[str, dict[str, Any]] = {
             ] if not math.isinf(e) else [{"epsilon": e, "top_items": 3000, "k": 100, "window": 3, "similarity": "cooccurrence"}],
             "dp_ease": lambda e: [{"epsilon": e, "top_items": 300 if e < 4 else 1000, "selection_share": 0.15}],
             "dp_bpr": lambda e: [{"epsilon": e, "sample_rate": 0.05, "epochs": 1}],
+            # public item text (no privacy cost; recency half-life 1 event) + DP window co-occurrence
+            "dp_hybrid": lambda e: [
+                {"epsilon": e, "cf": "dp_itemknn", "content_params": {**TEXT, "recency_half_life": 1.0},
+                 "cf_params": {"top_items": (300 if e < 4 else 1000) if not math.isinf(e) else 3000, "k": 100, "window": 3,
+                               "similarity": "cooccurrence", "selection_share": 0.15, "threshold": 2.0},
+                 "content_weight": 1.0, "cf_weight": wd, "popularity_weight": wp}
+                for wd in (0.1, 0.2, 0.4) for wp in (0.0, 0.05)
+            ],
         },
         "audit": {"repeats": 1, "max_eval_users": 1000},
         "tune_seeds": 1,
         "test_seeds": 2,
+        # a stronger non-private model measured elsewhere under the same protocol (leave-one-out,
+        # full ranking, history masked): the targets are checked against it too
+        "recorded_nonprivate": ("sequential_beauty.json", "hybrid (SASRec + EASE + content + popularity), benchmarks/sequential_beauty.py"),
         "unlearn_users": 5,
         "ease_retrain_check": False,  # one more 12k-item inverse; exactness is checked on ML-100K and in tests
     },
@@ -249,11 +272,22 @@ def run_dataset(name: str, ledger: PrivacyLedger, epsilons: tuple[float, ...], m
         b = max(pts, key=lambda p: p.ndcg_at_10)
         return {"model": b.model, "ndcg@10": b.ndcg_at_10, "fraction_of_reference": b.ndcg_at_10 / ref}
 
-    targets = {}
+    # "the best non-private NDCG@10 under the same protocol": the reference, any model at epsilon
+    # inf, or a stronger model recorded by another benchmark; the targets are met only against it
+    candidates = [(ref, f"{ref_name} (reference)")] + [(p.ndcg_at_10, f"{p.model} at epsilon inf") for p in points if math.isinf(p.epsilon)]
+    if cfg.get("recorded_nonprivate"):
+        fname, label = cfg["recorded_nonprivate"]
+        path = REPO / "benchmarks" / "results" / fname
+        if path.exists():
+            rows = json.loads(path.read_text().strip().splitlines()[-1]).get("rows", [])
+            candidates += [(float(r["test"]["masked"]["ndcg@10"]), label) for r in rows if r.get("model", "").startswith("hybrid")]
+    strongest, strongest_model = max(candidates)
+    targets: dict[str, Any] = {"best_nonprivate": {"model": strongest_model, "ndcg@10": strongest}}
     for eps, need in ((8.0, 0.9), (1.0, 0.7)):
         b = best_at(eps)
         if b:
-            targets[f"eps{eps:g}"] = {**b, "target_fraction": need, "met": b["fraction_of_reference"] >= need, "missed_by": max(0.0, need - b["fraction_of_reference"])}
+            frac = b["ndcg@10"] / strongest
+            targets[f"eps{eps:g}"] = {**b, "fraction_of_best_nonprivate": frac, "target_fraction": need, "met": frac >= need, "missed_by": max(0.0, need - frac)}
     low = [p for p in points if p.epsilon <= 1.0]
     targets["attack_auc_eps_le_1"] = {
         "max_auc": max((p.attack_auc or 0.0) for p in low) if low else None,
@@ -281,7 +315,7 @@ def run_dataset(name: str, ledger: PrivacyLedger, epsilons: tuple[float, ...], m
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="ml100k,beauty")
-    ap.add_argument("--models", default="dp_popularity,dp_itemknn,dp_ease,dp_bpr")
+    ap.add_argument("--models", default="dp_popularity,dp_itemknn,dp_ease,dp_bpr,dp_hybrid")
     ap.add_argument("--epsilons", default=",".join("inf" if math.isinf(e) else f"{e:g}" for e in EPSILONS))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "privacy"))
     args = ap.parse_args()

@@ -33,6 +33,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "dp_itemknn": {"k": 10, "epsilon": float("inf")},
     "dp_ease": {"reg": 5.0, "epsilon": float("inf")},
     "dp_bpr": {"epochs": 60, "sample_rate": 1.0, "epsilon": float("inf")},
+    "dp_hybrid": {"epsilon": float("inf"), "cf_params": {"k": 10}, "content_params": {"cache": False}},
     "dp_sasrec": {"embedding_size": 16, "epochs": 100, "sample_rate": 0.5, "learning_rate": 0.005, "dropout": 0.2, "num_threads": 1, "epsilon": float("inf")},
 }
 # Global (non-personalised) models: the per-user group tests do not apply to them.

@@ -33,13 +33,10 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
-from privrec.models.dp_popularity import active_users, release_gram, resolve_delta
+from privrec.models.dp_popularity import active_users, release_gram, resolve_delta, selected_above_rest
 from privrec.models.ease import ease_weights
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
-
-_TIE = 1e-6  # weight of the popularity tie-breaker
-
 
 class DPEASEConfig(InputConfig):
     """DP EASE settings.
@@ -173,17 +170,14 @@ class DPEASE(Recommender):
         top = float(self.popularity.max()) if self.popularity.size else 0.0
         return (self.popularity / top if top > 0 else self.popularity).astype(np.float64)
 
+    def selected_scores(self, histories: sp.csr_matrix) -> np.ndarray:
+        """h B: scores of the selected items only (columns in `selected` order), float64."""
+        h = self._history_input(histories)
+        return np.asarray(h[:, self.selected] @ self.weights, dtype=np.float64)
+
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         """h B on the selected items; the other items below them, by noisy popularity."""
-        h = self._history_input(histories)
-        prior = self._prior()
-        sel = self.selected
-        part = np.asarray(h[:, sel] @ self.weights, dtype=np.float64) + _TIE * prior[sel][None, :]
-        out = np.empty((h.shape[0], self.n_items), dtype=np.float64)
-        floor = part.min(axis=1, keepdims=True) if part.shape[1] else np.zeros((h.shape[0], 1))
-        out[:] = floor - 1.0 + 0.5 * prior[None, :]
-        out[:, sel] = part
-        return out.astype(np.float32)
+        return selected_above_rest(self.selected_scores(histories), self.selected, self._prior(), self.n_items)
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
         """History items j ranked by h_j * B[j, item] (both selected), else "popular"."""

@@ -30,13 +30,10 @@ from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
 from privrec.models.dp_ease import choose_top_items
-from privrec.models.dp_popularity import active_users, release_gram, resolve_delta
+from privrec.models.dp_popularity import active_users, release_gram, resolve_delta, selected_above_rest
 from privrec.models.itemknn import cosine_topk
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
-
-_TIE = 1e-6
-
 
 class DPItemKNNConfig(InputConfig):
     """DP item-kNN settings.
@@ -140,17 +137,14 @@ class DPItemKNN(Recommender):
         top = float(self.popularity.max()) if self.popularity.size else 0.0
         return (self.popularity / top if top > 0 else self.popularity).astype(np.float64)
 
+    def selected_scores(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Sum of similarities to the history: scores of the selected items only (`selected` order)."""
+        h = self._history_input(histories)
+        return np.asarray((h[:, self.selected] @ self._sim_t).todense(), dtype=np.float64)
+
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         """Sum of similarities to the history (selected items); the others below, by popularity."""
-        h = self._history_input(histories)
-        prior = self._prior()
-        sel = self.selected
-        part = np.asarray((h[:, sel] @ self._sim_t).todense(), dtype=np.float64) + _TIE * prior[sel][None, :]
-        out = np.empty((h.shape[0], self.n_items), dtype=np.float64)
-        floor = part.min(axis=1, keepdims=True) if part.shape[1] else np.zeros((h.shape[0], 1))
-        out[:] = floor - 1.0 + 0.5 * prior[None, :]
-        out[:, sel] = part
-        return out.astype(np.float32)
+        return selected_above_rest(self.selected_scores(histories), self.selected, self._prior(), self.n_items)
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
         """History items ranked by their similarity to `item` (both selected), else "popular"."""

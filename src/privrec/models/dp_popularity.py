@@ -74,6 +74,20 @@ def unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(scale) @ x)
 
 
+_TIE = 1e-6  # weight of the popularity tie-breaker among the selected items
+
+
+def selected_above_rest(part: np.ndarray, selected: np.ndarray, prior: np.ndarray, n_items: int) -> np.ndarray:
+    """Full score rows from scores of the selected items: those items first (noisy popularity
+    `prior` in [0, 1] breaks their ties), every other item below them, ranked by `prior`."""
+    part = part + _TIE * prior[selected][None, :]
+    out = np.empty((part.shape[0], n_items), dtype=np.float64)
+    floor = part.min(axis=1, keepdims=True) if part.shape[1] else np.zeros((part.shape[0], 1))
+    out[:] = floor - 1.0 + 0.5 * prior[None, :]
+    out[:, selected] = part
+    return out.astype(np.float32)
+
+
 def select_items(
     counts: np.ndarray, top_items: int | None, n_items: int
 ) -> np.ndarray:

@@ -174,6 +174,42 @@ def _component_class(name: str) -> type[Recommender]:
         return model_class(name)
 
 
+# ---- components inside one artifact (also used by `dp_hybrid`) ---------------------------------
+def components_state(components: dict[str, Recommender], *, derived: bool = False) -> dict[str, np.ndarray]:
+    """Every component's arrays (or derived arrays) under "<component>.<name>"."""
+    return {f"{name}.{key}": arr for name, comp in components.items() for key, arr in (comp._derived() if derived else comp._state()).items()}
+
+
+def components_meta(components: dict[str, Recommender]) -> dict[str, Any]:
+    """What `restore_components` needs besides the arrays: model name, config, privacy, metadata."""
+    return {
+        name: {
+            "model": comp.name,
+            "config": comp.config.model_dump(mode="json"),
+            "n_items": comp.n_items,
+            "privacy": comp.privacy.to_dict() if comp.privacy else None,
+            "meta": comp._meta(),
+        }
+        for name, comp in components.items()
+    }
+
+
+def restore_components(arrays: dict[str, np.ndarray], docs: dict[str, Any]) -> dict[str, Recommender]:
+    """Fitted components rebuilt from `components_state` arrays and `components_meta` documents."""
+    comps: dict[str, Recommender] = {}
+    for name, doc in docs.items():
+        klass = _component_class(doc["model"])
+        comp = klass(klass.Config(**doc["config"]))
+        comp.n_items = int(doc["n_items"])
+        if doc.get("privacy"):
+            comp.privacy = PrivacyGuarantee(**doc["privacy"])
+        prefix = f"{name}."
+        comp._set_state({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}, doc.get("meta", {}))
+        comp._fitted = True
+        comps[name] = comp
+    return comps
+
+
 def _zscore(x: np.ndarray) -> np.ndarray:
     """Row-wise (x - mean) / std in float32; constant rows become 0."""
     x = np.asarray(x, dtype=np.float32)
@@ -552,47 +588,22 @@ class HybridRecommender(Recommender):
 
     # ---- persistence --------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"item_events": self.item_events}
-        for name, comp in self.components.items():
-            for key, arr in comp._state().items():
-                out[f"{name}.{key}"] = arr
-        return out
+        return {"item_events": self.item_events, **components_state(self.components)}
 
     def _derived(self) -> dict[str, np.ndarray]:
-        return {f"{name}.{key}": arr for name, comp in self.components.items() for key, arr in comp._derived().items()}
+        return components_state(self.components, derived=True)
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.item_events = arrays["item_events"].astype(np.int64)
-        comps: dict[str, Recommender] = {}
-        for name, doc in meta["components"].items():
-            klass = _component_class(doc["model"])
-            comp = klass(klass.Config(**doc["config"]))
-            comp.n_items = int(doc["n_items"])
-            if doc.get("privacy"):
-                comp.privacy = PrivacyGuarantee(**doc["privacy"])
-            prefix = f"{name}."
-            comp._set_state({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}, doc.get("meta", {}))
-            comp._fitted = True
-            comps[name] = comp
-        self.components = comps
+        self.components = restore_components(arrays, meta["components"])
         self.weights = {str(k): float(v) for k, v in meta["weights"].items()}
         self.cold_weights = {str(k): float(v) for k, v in meta["cold_weights"].items()}
         self.item_boost = float(meta.get("item_boost", 0.0))
         self.tuning = dict(meta.get("tuning", {}))
 
     def _meta(self) -> dict[str, Any]:
-        comps = {
-            name: {
-                "model": comp.name,
-                "config": comp.config.model_dump(mode="json"),
-                "n_items": comp.n_items,
-                "privacy": comp.privacy.to_dict() if comp.privacy else None,
-                "meta": comp._meta(),
-            }
-            for name, comp in self.components.items()
-        }
         return {
-            "components": comps,
+            "components": components_meta(self.components),
             "weights": self.weights,
             "cold_weights": self.cold_weights,
             "item_boost": self.item_boost,

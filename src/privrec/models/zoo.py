@@ -27,6 +27,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.dp_ease",
     "privrec.models.dp_bpr",
     "privrec.models.dp_sasrec",
+    "privrec.models.dp_hybrid",
 )
 
 for _module in MODEL_MODULES:

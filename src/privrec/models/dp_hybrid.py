@@ -1,0 +1,185 @@
+"""DP hybrid: public item text plus one user-level DP co-occurrence release.
+
+The content model reads no interactions at all: item vectors come from the item text (the shop's
+public catalogue) through the pretrained sentence encoder, and a shopper's profile is built from
+their own history at request time. Nobody else's data enters it, so it costs no privacy budget.
+This is the billboard model of DP recommendation (also the setting of DP item-kNN / DP EASE here):
+what is released and shared is differentially private; each shopper's own history is used only
+for their own recommendations. The collaborative part is one DP model (`dp_itemknn` or
+`dp_ease`), the only release, recorded in the ledger; its noisy selection counts give the
+popularity part for free (post-processing).
+
+Score of item i for a history h:
+
+    content_weight * cos(profile(h), e_i)                  (in [-1, 1])
+  + cf_weight * s_i(h) / max_j |s_j(h)|                  (DP model, selected items; 0 for the rest)
+  + popularity_weight * log1p(1000 p_i) / log1p(1000)    (p: noisy counts / their maximum)
+
+The guarantee is the DP component's. A LoRA adapter is refused: it is trained on shoppers'
+interactions, outside the release. At epsilon = inf nothing is noised (no guarantee).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field, field_validator
+
+from privrec.core.errors import ConfigError
+from privrec.core.rng import DEFAULT_SEED
+from privrec.core.types import Explanation, UserHistory
+from privrec.data.dataset import InteractionDataset
+from privrec.models.base import ModelConfig, Recommender, register, seed_from
+from privrec.models.content import ContentRecommender
+from privrec.models.dp_ease import DPEASE
+from privrec.models.dp_itemknn import DPItemKNN
+from privrec.models.hybrid import components_meta, components_state, restore_components
+from privrec.privacy.dp import Release
+from privrec.privacy.ledger import PrivacyLedger
+
+CF_MODELS: dict[str, type[DPEASE] | type[DPItemKNN]] = {"dp_itemknn": DPItemKNN, "dp_ease": DPEASE}
+_POP_SCALE = 1000.0  # log1p(1000 p): item counts are heavy-tailed
+
+
+class DPHybridConfig(ModelConfig):
+    """DP hybrid settings.
+
+    Attributes:
+        epsilon: user-level budget of the DP component's one release (inf: no noise, no guarantee).
+        cf: the DP component, "dp_itemknn" or "dp_ease".
+        cf_params: its other parameters (epsilon comes from `epsilon`).
+        content_params: parameters of the content component (no `adapter`: see the module docstring).
+        content_weight, cf_weight, popularity_weight: the blend (see the module docstring).
+        seed: seeds the DP noise; `fit(rng=...)` overrides it.
+    """
+
+    epsilon: float = Field(default=1.0, gt=0.0)
+    cf: str = "dp_itemknn"
+    cf_params: dict[str, Any] = Field(default_factory=dict)
+    content_params: dict[str, Any] = Field(default_factory=dict)
+    content_weight: float = Field(default=1.0, ge=0.0)
+    cf_weight: float = Field(default=0.2, ge=0.0)
+    popularity_weight: float = Field(default=0.05, ge=0.0)
+    seed: int = DEFAULT_SEED
+
+    @field_validator("cf")
+    @classmethod
+    def _cf_ok(cls, v: str) -> str:
+        if v not in CF_MODELS:
+            raise ValueError(f"cf: {v!r} is not one of {sorted(CF_MODELS)}")
+        return v
+
+    @field_validator("cf_params")
+    @classmethod
+    def _cf_params_ok(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "epsilon" in v:
+            raise ValueError("cf_params: give the budget as the hybrid's `epsilon`, not inside cf_params")
+        return v
+
+    @field_validator("content_params")
+    @classmethod
+    def _content_ok(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v.get("adapter"):
+            raise ValueError("content_params.adapter: a LoRA adapter is trained on shoppers' interactions, "
+                             "outside the DP release; use the pretrained encoder")  # fmt: skip
+        return v
+
+
+@register
+class DPHybrid(Recommender):
+    """Content (public item text) + one DP collaborative release (see the module docstring)."""
+
+    name = "dp_hybrid"
+    Config = DPHybridConfig
+    config: DPHybridConfig
+
+    def __init__(self, config: DPHybridConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        c = self.config
+        try:
+            self.content = ContentRecommender(**c.content_params)
+            self.cf: DPEASE | DPItemKNN = CF_MODELS[c.cf](epsilon=c.epsilon, **c.cf_params)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.name}: {exc}") from exc
+        self.release: Release | None = None
+
+    @property
+    def components(self) -> dict[str, Recommender]:
+        return {"content": self.content, "cf": self.cf}
+
+    def fit(
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
+    ) -> DPHybrid:
+        """Embed the item text (no interactions read), then the DP component's one release."""
+        self.content.fit(dataset)
+        self.cf.fit(dataset, rng=seed_from(rng, self.config.seed), ledger=ledger)
+        self.privacy = self.cf.privacy
+        self.release = self.cf.release
+        self._mark_fitted(dataset.n_items)
+        return self
+
+    # ---- history rows: the content component's (recency- and event-weighted) ---------------------
+    def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
+        """History rows as the content component weighs them (the DP part only sees presence)."""
+        return self.content.history_matrix(histories)
+
+    def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
+        """Every user's history row as the content component weighs it."""
+        return self.content.input_matrix(dataset)
+
+    # ---- scoring ----------------------------------------------------------------------------------
+    def _parts(self, histories: sp.csr_matrix) -> dict[str, np.ndarray]:
+        h = self._history_input(histories)
+        c = self.config
+        parts: dict[str, np.ndarray] = {}
+        if c.content_weight:
+            parts["content"] = c.content_weight * self.content.score_matrix(h).astype(np.float64)
+        if c.cf_weight:
+            sel = self.cf.selected_scores(h)
+            top = np.abs(sel).max(axis=1, keepdims=True) if sel.shape[1] else np.ones((h.shape[0], 1))
+            cf = np.zeros((h.shape[0], self.n_items))
+            cf[:, self.cf.selected] = sel / np.where(top > 0, top, 1.0)
+            parts["cf"] = c.cf_weight * cf
+        if c.popularity_weight:
+            p = np.maximum(self.cf.popularity.astype(np.float64), 0.0)
+            p = p / p.max() if p.size and p.max() > 0 else p
+            parts["popularity"] = np.broadcast_to(c.popularity_weight * np.log1p(_POP_SCALE * p) / math.log1p(_POP_SCALE), (h.shape[0], self.n_items))
+        return parts
+
+    def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
+        """The weighted blend of the three parts (see the module docstring)."""
+        parts = self._parts(histories)
+        if not parts:
+            raise ConfigError(f"{self.name}: every weight is 0; give at least one positive weight")
+        return sum(parts.values()).astype(np.float32)  # type: ignore[union-attr]
+
+    def explain(self, history: UserHistory, item: int) -> Explanation:
+        """The explanation of the part that contributes most to the item's score."""
+        self._check_fitted()
+        parts = self._parts(self.history_matrix([history]))
+        best = max(parts, key=lambda n: float(parts[n][0, int(item)])) if parts else "popularity"
+        if best == "popularity":
+            return Explanation(item=int(item), kind="popular", text="popular")
+        return (self.content if best == "content" else self.cf).explain(history, int(item))
+
+    # ---- persistence --------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        return components_state(self.components)
+
+    def _derived(self) -> dict[str, np.ndarray]:
+        return components_state(self.components, derived=True)
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        comps = restore_components(arrays, meta["components"])
+        self.content = comps["content"]  # type: ignore[assignment]
+        self.cf = comps["cf"]  # type: ignore[assignment]
+
+    def _meta(self) -> dict[str, Any]:
+        return {"components": components_meta(self.components)}

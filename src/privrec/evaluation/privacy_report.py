@@ -50,6 +50,8 @@ DEFAULT_ROSTER: dict[str, ParamsFor] = {
     "dp_itemknn": lambda eps: {"epsilon": eps, "k": 100, "selection_share": 0.15},
     "dp_ease": lambda eps: {"epsilon": eps, "selection_share": 0.15},
     "dp_bpr": lambda eps: {"epsilon": eps},
+    # public item text + one DP co-occurrence release (needs item text; encodes it once, cached)
+    "dp_hybrid": lambda eps: {"epsilon": eps},
 }
 
 

@@ -883,7 +883,12 @@ class RecSys:
         lines: list[int] = []
         outcomes: list[dict[str, Any]] = []
         dropped = 0
-        levels: dict[str, str] = {}
+        # every sender's consent level in one query (a new shopper costs no connection of their own)
+        users = {str(r["user"]).strip() for r in records if isinstance(r, dict) and isinstance(r.get("user"), (str, int)) and not isinstance(r.get("user"), bool)}
+        users.discard("")
+        pseudo = {u: self.pseudonymiser.pseudonymise(u) for u in users}
+        known = st.consent_of_many(list(pseudo.values()))
+        levels = {u: known[p] for u, p in pseudo.items()}
         for line, rec in enumerate(records, start=1):
             if not isinstance(rec, dict):
                 keep.append({"_bad": True})
@@ -893,10 +898,7 @@ class RecSys:
             value = rec.pop("value", None)
             user = rec.get("user")
             if isinstance(user, (str, int)) and not isinstance(user, bool):
-                u = str(user).strip()
-                lvl = levels.get(u)
-                if lvl is None:
-                    lvl = levels[u] = st.consent_of(self.pseudonymiser.pseudonymise(u)) if u else "personalized"
+                lvl = levels.get(str(user).strip(), DEFAULT_CONSENT)
                 # before the gate (the gate would keep the event): a dropped event must not count
                 # as an experiment outcome either; the policy itself is `allowed_types`
                 if lvl != DEFAULT_CONSENT and rec.get("type") not in allowed_types(lvl):
@@ -1715,6 +1717,18 @@ class _ServingState:
                 self.consent_cache.clear()
             self.consent_cache[pseudonym] = lvl
         return lvl
+
+    def consent_of_many(self, pseudonyms: list[str]) -> dict[str, str]:
+        """`consent_of` for many pseudonyms: the cached ones, the others in one query."""
+        out = {p: lvl for p in pseudonyms if (lvl := self.consent_cache.get(p)) is not None}
+        missing = [p for p in dict.fromkeys(pseudonyms) if p not in out]
+        if missing:
+            got = self.consent.levels(missing)
+            if len(self.consent_cache) + len(missing) > 500_000:
+                self.consent_cache.clear()
+            for p in missing:
+                out[p] = self.consent_cache[p] = got.get(p) or DEFAULT_CONSENT
+        return out
 
     def load(self, name: str, version: str) -> LoadedModel:
         """Load a version (or reuse it if it was loaded recently) with its compiled catalogue."""

@@ -173,7 +173,8 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baseline
     Args:
         points: frontier points (any number of datasets).
         path: the PNG file.
-        baselines: dataset -> {"model": name, "ndcg_at_10": value, "attack_auc": value}: the best
+        baselines: dataset -> {"model": name, "ndcg_at_10": value, "attack_auc": value} (and
+            optionally "attack_model" when the attacked model is not "model"): the best
             non-private model, drawn as a horizontal line.
     """
     import matplotlib
@@ -182,7 +183,7 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baseline
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(p.dataset for p in points))
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.8 * max(len(datasets), 1)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4.8 * max(len(datasets), 1)), squeeze=False)
     finite = [p.epsilon for p in points if not math.isinf(p.epsilon)] or [1.0]
     fmax = max(finite)
     for row, ds in enumerate(datasets):
@@ -200,7 +201,8 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baseline
             for frac, style in ((0.9, ":"), (0.7, "-.")):
                 ax_u.axhline(frac * base["ndcg_at_10"], color="grey", linestyle=style, linewidth=0.8, label=f"{int(frac * 100)}% of it")
             if base.get("attack_auc") is not None:
-                ax_a.axhline(base["attack_auc"], color="black", linestyle="--", linewidth=1, label=f"{base['model']} (non-private)")
+                attacked = base.get("attack_model", base["model"])  # the attacked model may be another one
+                ax_a.axhline(base["attack_auc"], color="black", linestyle="--", linewidth=1, label=f"{attacked} (non-private)")
         ax_a.axhline(0.5, color="grey", linestyle=":", linewidth=0.8, label="chance")
         ax_a.axhline(0.55, color="red", linestyle=":", linewidth=0.8, label="0.55")
         for ax, ylabel in ((ax_u, "NDCG@10"), (ax_a, "attack AUC")):
@@ -213,7 +215,7 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baseline
             ax.set_ylabel(ylabel)
             ax.set_title(f"{ds}: {ylabel}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # below: never over a line
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +327,7 @@ def write_privacy_report(
         _table(rows, cols),
     ]
     if baselines:
-        parts += ["<h2>Best non-private models</h2>", _table([{"dataset": k, **dict(v)} for k, v in baselines.items()], ["dataset", "model", "ndcg_at_10", "attack_auc"])]
+        parts += ["<h2>Best non-private models</h2>", _table([{"dataset": k, **dict(v)} for k, v in baselines.items()], ["dataset", "model", "ndcg_at_10", "attack_model", "attack_auc"])]
     if extra:
         parts += ["<h2>More</h2>", f"<pre>{html.escape(json.dumps(dict(extra), indent=2, default=_json_default))}</pre>"]
     if ledger_doc is not None:

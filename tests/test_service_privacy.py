@@ -94,6 +94,11 @@ def test_consent_applies_to_every_ingestion_path(tmp_path: Path) -> None:
         assert rs.ingest_file(f).to_dict()["consent_dropped"] == 2
         fr = rs.ingest_frame(pd.DataFrame([_ev("anon", "sku-3", "purchase", 200), _ev("buyer", "sku-3", "purchase", 201)]))
         assert (fr.accepted, fr.consent_dropped) == (1, 1)
+        # the HTTP path looks up all senders of a batch at once: each must still get their own level
+        api = rs.ingest_api([_ev(u, "sku-5", t, 400 + i) for i, (u, t) in enumerate(
+            [("anon", "purchase"), ("buyer", "view"), ("fan", "view"), ("buyer", "purchase"), ("new", "cart")]
+        )])  # fmt: skip
+        assert (api["accepted"], api["consent_dropped"]) == (3, 2)
         anon = rs.pseudonymiser.pseudonymise("anon")
         buyer = rs.pseudonymiser.pseudonymise("buyer")
         assert len(rs.store.events(user=anon)) == 0  # an anonymous shopper's events are never stored

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +299,26 @@ def test_search_query_text_is_not_stored_by_default(tmp_path: Path) -> None:
             assert rs.store.events()["query"].tolist() == [stored]
         if not keep:
             assert not any(q.encode() in f.read_bytes() for f in d.rglob("*") if f.is_file())
+
+
+def test_consent_of_an_older_version_moves_into_the_store(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    with RecSys(Settings(data_dir=d)) as rs:
+        p = rs.pseudonymiser.pseudonymise("old-anon")
+    (d / "consent.json").write_text(json.dumps({p: {"level": "anonymous", "updated_at": "2025-01-01T00:00:00Z"}}))
+    with RecSys(Settings(data_dir=d)) as rs:
+        assert rs.ingest_events([_ev("old-anon", "sku-1", "view")]).consent_dropped == 1
+    assert not (d / "consent.json").exists()
+
+
+def test_an_unreadable_consent_store_is_an_error_not_personalised(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    with RecSys(Settings(data_dir=d)) as rs:
+        rs.set_consent("anon", "anonymous")
+    (d / "consent.sqlite").unlink()
+    (d / "consent.sqlite").mkdir()  # the store cannot be opened
+    with RecSys(Settings(data_dir=d)) as rs:
+        with pytest.raises(sqlite3.Error):
+            rs.ingest_events([_ev("anon", "sku-1", "view")])
+        (d / "consent.sqlite").rmdir()
+        assert len(rs.store.events(user=rs.pseudonymiser.pseudonymise("anon"))) == 0  # nothing stored meanwhile

@@ -165,7 +165,7 @@ class RecSys:
     def _consent_book(self) -> Any:
         """The consent registry (the serving state's when it exists, so both see one table)."""
         st = self.__dict__.get("_serving")
-        return st.consent if st is not None else _consent_backend(self.data_dir)
+        return st.consent if st is not None else _Consent(self.data_dir)
 
     def _consent_filter(self) -> Callable[[pd.DataFrame], np.ndarray]:
         """Which rows of a gated frame the users' stored consent lets the store keep.
@@ -1259,7 +1259,7 @@ class RecSys:
     def _forget_serving_state(self, pseudonym: str) -> dict[str, Any]:
         """Erase a pseudonym's consent record, in-memory history, cached lists and experiment rows."""
         state = self.__dict__.get("_serving")
-        consent = state.consent if state is not None else _consent_backend(self.data_dir)
+        consent = state.consent if state is not None else _Consent(self.data_dir)
         out: dict[str, Any] = {"consent_record_deleted": bool(consent.delete(pseudonym))}
         if state is not None:
             state.consent_cache.pop(pseudonym, None)
@@ -1491,112 +1491,48 @@ class _HistoryIndex:
         return np.fromiter((pop.get(k, 0) for k in keys), dtype=np.float64, count=len(keys))
 
 
-class _ConsentBook:
-    """Consent levels by pseudonym in `<data_dir>/consent.json` (mode 0600), the fallback until the
-    privacy layer's consent registry is present."""
+class _Consent:
+    """The privacy layer's consent store (`privacy.consent.ConsentStore`), levels as strings.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            self._levels: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
-        except ValueError:
-            raise ValidationError("consent.json", "is not valid JSON; restore it from a backup") from None
+    No fallback: if the store cannot be opened, consent is not silently taken as `personalized`
+    (an anonymous shopper's events would then be stored); the error reaches the caller.
+    """
 
-    def get(self, pseudonym: str) -> str | None:
-        rec = self._levels.get(pseudonym)
-        return None if rec is None else str(rec["level"])
+    def __init__(self, data_dir: Path) -> None:
+        from privrec.privacy.consent import ConsentStore
 
-    def levels(self, pseudonyms: list[str]) -> dict[str, str]:
-        return {p: self.get(p) or DEFAULT_CONSENT for p in pseudonyms}
+        self._store = ConsentStore.from_data_dir(data_dir)
+        self._migrate(data_dir / "consent.json")
 
-    def record(self, pseudonym: str) -> dict[str, Any] | None:
-        rec = self._levels.get(pseudonym)
-        return None if rec is None else {"level": str(rec["level"]), "updated": rec.get("updated_at")}
-
-    def set(self, pseudonym: str, level: str) -> None:
-        with self._lock:
-            self._levels[pseudonym] = {"level": level, "updated_at": _now_iso()}
-            self._write()
-
-    def delete(self, pseudonym: str) -> bool:
-        with self._lock:
-            if self._levels.pop(pseudonym, None) is None:
-                return False
-            self._write()
-            return True
-
-    def _write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._levels))
-        tmp.chmod(0o600)
-        tmp.replace(self.path)
-
-
-class _ConsentAdapter:
-    """The privacy layer's consent registry behind _ConsentBook's three methods."""
-
-    def __init__(self, registry: Any) -> None:
-        self._r = registry
-
-    def get(self, pseudonym: str) -> str | None:
-        v = self._r.get(pseudonym)
-        v = getattr(v, "level", v)
-        return None if v is None else str(getattr(v, "value", v))
-
-    def set(self, pseudonym: str, level: str) -> None:
-        self._r.set(pseudonym, level)
+    def get(self, pseudonym: str) -> str:
+        return self._store.get(pseudonym).value
 
     def levels(self, pseudonyms: list[str]) -> dict[str, str]:
         """Levels of many pseudonyms at once (one query per chunk, not per user)."""
-        fn = getattr(self._r, "levels", None)
-        if callable(fn):
-            return {p: str(getattr(v, "value", v)) for p, v in fn(pseudonyms).items()}
-        return {p: self.get(p) or DEFAULT_CONSENT for p in pseudonyms}
+        return {p: v.value for p, v in self._store.levels(pseudonyms).items()}
+
+    def set(self, pseudonym: str, level: str) -> None:
+        self._store.set(pseudonym, level)
 
     def record(self, pseudonym: str) -> dict[str, Any] | None:
         """The stored consent record (level and time of the change), or None."""
-        fn = getattr(self._r, "record", None)
-        return fn(pseudonym) if callable(fn) else None
+        return self._store.record(pseudonym)
 
     def delete(self, pseudonym: str) -> bool:
-        for name in ("delete", "erase", "forget", "remove"):
-            fn = getattr(self._r, name, None)
-            if callable(fn):
-                return bool(fn(pseudonym))
-        return False
+        return self._store.delete(pseudonym)
 
-
-def _consent_backend(data_dir: Path) -> Any:
-    """The consent registry of the privacy layer where present (guarded), else `_ConsentBook`."""
-    try:
-        from privrec.privacy import consent as mod  # issue 4; optional until it lands
-    except ImportError:
-        mod = None
-    if mod is not None:
-        for cname in ("ConsentRegistry", "ConsentStore", "ConsentBook", "ConsentLedger"):
-            cls = getattr(mod, cname, None)
-            if cls is not None and hasattr(cls, "from_data_dir") and hasattr(cls, "get") and hasattr(cls, "set"):
-                try:
-                    adapter = _ConsentAdapter(cls.from_data_dir(data_dir))
-                except Exception as exc:  # fall back rather than refuse to serve
-                    logger.warning("consent registry unavailable error=%s; using consent.json", type(exc).__name__)
-                else:
-                    _migrate_consent_json(data_dir, adapter)
-                    return adapter
-    return _ConsentBook(data_dir / "consent.json")
-
-
-def _migrate_consent_json(data_dir: Path, adapter: _ConsentAdapter) -> None:
-    """Move levels from the older consent.json into the registry once (then delete the file)."""
-    old = data_dir / "consent.json"
-    if not old.exists():
-        return
-    book = _ConsentBook(old)
-    for p in list(book._levels):
-        if adapter.record(p) is None:
-            adapter.set(p, str(book._levels[p]["level"]))
-    old.unlink()
+    def _migrate(self, old: Path) -> None:
+        """Levels from an older version's consent.json move into the store once; the file goes."""
+        if not old.exists():
+            return
+        try:
+            levels = json.loads(old.read_text())
+        except ValueError:
+            raise ValidationError("consent.json", "is not valid JSON; restore it from a backup") from None
+        for p, rec in levels.items():
+            if self._store.record(p) is None:
+                self._store.set(p, str(rec["level"]))
+        old.unlink()
 
 
 @dataclass(frozen=True)
@@ -1688,7 +1624,7 @@ class _ServingState:
         self.load_lock = threading.Lock()
         self.swap_lock = threading.Lock()
         self.cache = _RecCache()
-        self.consent = _consent_backend(rs.data_dir)
+        self.consent = _Consent(rs.data_dir)
         self.consent_cache: dict[str, str] = {}
         self.gate = rs.gate
         if rs.settings.max_events_per_user_per_minute is not None:  # across requests, by arrival time

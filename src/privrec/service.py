@@ -1646,16 +1646,11 @@ class _ServingState:
         return self._experiments is not None or (self.rs.data_dir / "experiments.sqlite").exists()
 
     def consent_of(self, pseudonym: str) -> str:
-        lvl = self.consent_cache.get(pseudonym)
-        if lvl is None:
-            lvl = self.consent.get(pseudonym) or DEFAULT_CONSENT
-            if len(self.consent_cache) > 500_000:
-                self.consent_cache.clear()
-            self.consent_cache[pseudonym] = lvl
-        return lvl
+        lvl = self.consent_cache.get(pseudonym)  # the hot path of every request: a dict lookup
+        return lvl if lvl is not None else self.consent_of_many([pseudonym])[pseudonym]
 
     def consent_of_many(self, pseudonyms: list[str]) -> dict[str, str]:
-        """`consent_of` for many pseudonyms: the cached ones, the others in one query."""
+        """Consent levels of pseudonyms: the cached ones, the others in one query (then cached)."""
         out = {p: lvl for p in pseudonyms if (lvl := self.consent_cache.get(p)) is not None}
         missing = [p for p in dict.fromkeys(pseudonyms) if p not in out]
         if missing:

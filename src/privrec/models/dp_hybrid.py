@@ -104,7 +104,11 @@ class DPHybrid(Recommender):
             self.cf: DPEASE | DPItemKNN = CF_MODELS[c.cf](epsilon=c.epsilon, **c.cf_params)
         except ConfigError as exc:
             raise ConfigError(f"{self.name}: {exc}") from exc
-        self.release: Release | None = None
+
+    @property
+    def release(self) -> Release | None:
+        """What the ledger recorded: the DP component's one release (in memory only)."""
+        return self.cf.release
 
     @property
     def components(self) -> dict[str, Recommender]:
@@ -121,7 +125,6 @@ class DPHybrid(Recommender):
         self.content.fit(dataset)
         self.cf.fit(dataset, rng=seed_from(rng, self.config.seed), ledger=ledger)
         self.privacy = self.cf.privacy
-        self.release = self.cf.release
         self._mark_fitted(dataset.n_items)
         return self
 

@@ -24,7 +24,11 @@ def shared_data() -> Path:
 
 def machine() -> dict[str, Any]:
     """Facts about the machine the figures were measured on."""
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def tune_and_test(
@@ -48,7 +52,16 @@ def tune_and_test(
 
     t0 = time.perf_counter()
     if any(len(v) > 1 for v in grid.values()):
-        best, table = grid_search(model_class(name), grid, sub_train, valid, metric=metric, protocol=protocol, fixed=fixed, seed=seed)
+        best, table = grid_search(
+            model_class(name),
+            grid,
+            sub_train,
+            valid,
+            metric=metric,
+            protocol=protocol,
+            fixed=fixed,
+            seed=seed,
+        )
         tuning = table.to_dict(orient="records")
     else:
         best, tuning = {k: v[0] for k, v in grid.items()}, []
@@ -62,7 +75,9 @@ def tune_and_test(
         res = evaluate_loo(model, train, test, k=10, metrics=metrics)
     else:
         res = evaluate_ranking(model, train, test, k=10, metrics=metrics)
-    out = {k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and k not in ("n_users",)}
+    out = {
+        k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and k not in ("n_users",)
+    }
     return {
         "model": name,
         "params": params,

@@ -13,10 +13,10 @@ import statistics
 import time
 
 import numpy as np
-from _common import emit, machine, shared_data
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
+from _common import emit, machine, shared_data
 from privrec.data.loaders import load_amazon_s3rec, load_movielens_100k
 from privrec.models.als import ALS
 
@@ -25,9 +25,14 @@ REPEATS = 5
 
 def _direct(x, cfg):  # type: ignore[no-untyped-def]
     m = AlternatingLeastSquares(
-        factors=cfg.embedding_size, regularization=cfg.reg, alpha=cfg.alpha,
-        iterations=cfg.epochs, random_state=cfg.seed, num_threads=2, use_cg=cfg.use_cg,
-    )  # fmt: skip
+        factors=cfg.embedding_size,
+        regularization=cfg.reg,
+        alpha=cfg.alpha,
+        iterations=cfg.epochs,
+        random_state=cfg.seed,
+        num_threads=2,
+        use_cg=cfg.use_cg,
+    )
     m.fit(x, show_progress=False)
     return m
 
@@ -54,8 +59,19 @@ def main() -> None:
                 t_ours.append(time.perf_counter() - t)
         mi, mo = statistics.median(t_imp), statistics.median(t_ours)
         same = bool(np.allclose(ref.item_factors, ours.item_factors, atol=1e-5))
-        rows.append({"dataset": name, "implicit_s": round(mi, 3), "privrec_s": round(mo, 3), "ratio": round(mo / mi, 3), "same_item_factors": same})
-        print(f"{name}: implicit {mi:.3f}s  privrec ALS.fit(dataset) {mo:.3f}s  ratio {mo / mi:.2f}  same factors {same}", flush=True)
+        rows.append(
+            {
+                "dataset": name,
+                "implicit_s": round(mi, 3),
+                "privrec_s": round(mo, 3),
+                "ratio": round(mo / mi, 3),
+                "same_item_factors": same,
+            }
+        )
+        print(
+            f"{name}: implicit {mi:.3f}s  privrec ALS.fit(dataset) {mo:.3f}s  ratio {mo / mi:.2f}  same factors {same}",
+            flush=True,
+        )
     emit({"benchmark": "als_speed", "target_ratio": 1.5, "rows": rows, "machine": machine()})
 
 

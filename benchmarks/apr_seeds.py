@@ -27,10 +27,15 @@ import json
 import time
 
 import numpy as np
-from _common import REPO, emit, machine, shared_data
 
+from _common import REPO, emit, machine, shared_data
 from privrec.data.loaders import load_amazon_s3rec, load_movielens_100k
-from privrec.data.splitters import leave_one_out, leave_one_out_test, stratified_split, validation_split
+from privrec.data.splitters import (
+    leave_one_out,
+    leave_one_out_test,
+    stratified_split,
+    validation_split,
+)
 from privrec.evaluation.protocol import evaluate_loo, evaluate_ranking
 from privrec.models.zoo import create_model
 
@@ -38,8 +43,18 @@ BASE = {"binary": True, "embedding_size": 64, "reg": 1e-4}
 GRID = {
     "bpr": [{"epochs": e} for e in (10, 20, 30)],
     "apr": [
-        {"epochs": 20, "eps": 0.05, "adv_start_epoch": 0, "reg_adv": 1.0},  # robustness.py's kind of setting
-        {"epochs": 20, "eps": 0.5, "adv_start_epoch": 10, "reg_adv": 1.0},  # the paper's: pretrain, then eps 0.5
+        {
+            "epochs": 20,
+            "eps": 0.05,
+            "adv_start_epoch": 0,
+            "reg_adv": 1.0,
+        },  # robustness.py's kind of setting
+        {
+            "epochs": 20,
+            "eps": 0.5,
+            "adv_start_epoch": 10,
+            "reg_adv": 1.0,
+        },  # the paper's: pretrain, then eps 0.5
         {"epochs": 40, "eps": 0.5, "adv_start_epoch": 20, "reg_adv": 1.0},
     ],
 }
@@ -67,7 +82,13 @@ def steps_scaled(params: dict, scale: float) -> dict:
 def main() -> None:
     LOG.write_text("")
     t0 = time.perf_counter()
-    out: dict = {"benchmark": "apr_seeds", "seeds": list(SEEDS), "base": BASE, "grid": GRID, "datasets": {}}
+    out: dict = {
+        "benchmark": "apr_seeds",
+        "seeds": list(SEEDS),
+        "base": BASE,
+        "grid": GRID,
+        "datasets": {},
+    }
     for name in ("ml100k", "beauty"):
         if name == "ml100k":
             ds = load_movielens_100k(shared_data() / "movielens-100k")
@@ -83,38 +104,62 @@ def main() -> None:
         tuning: dict = {"bpr": [], "apr": []}
         for model, grid in GRID.items():
             for g in grid:
-                v = float(ev(create_model(model, **BASE, **g).fit(sub, rng=42), sub, valid, metrics=["ndcg@10"])["ndcg@10"])
+                v = float(
+                    ev(
+                        create_model(model, **BASE, **g).fit(sub, rng=42),
+                        sub,
+                        valid,
+                        metrics=["ndcg@10"],
+                    )["ndcg@10"]
+                )
                 tuning[model].append({**g, "valid_ndcg@10": v})
                 say(f"{name} {model} {g}: valid NDCG@10 {v:.4f}")
             best = max(tuning[model], key=lambda r: r["valid_ndcg@10"])
             chosen[model] = {k: v for k, v in best.items() if k != "valid_ndcg@10"}
         say(f"{name} chosen: {chosen}")
         summary: dict = {"chosen": chosen, "tuning": tuning, "protocols": {}}
-        ratio = sub.n_events / train.n_events  # one epoch = one pass over the events: steps grow with the data
+        ratio = (
+            sub.n_events / train.n_events
+        )  # one epoch = one pass over the events: steps grow with the data
         summary["events_ratio_valid_split"] = ratio
-        for protocol, fit_on, scale in (("refit", train, 1.0), ("refit_same_steps", train, ratio), ("no_refit", sub, 1.0)):
+        for protocol, fit_on, scale in (
+            ("refit", train, 1.0),
+            ("refit_same_steps", train, ratio),
+            ("no_refit", sub, 1.0),
+        ):
             res: dict = {"bpr": [], "apr": []}
             for seed in SEEDS:
-                for model, params in (("bpr", {**BASE, **steps_scaled(chosen["bpr"], scale)}), ("apr", {**BASE, **steps_scaled(chosen["apr"], scale)})):
+                for model, params in (
+                    ("bpr", {**BASE, **steps_scaled(chosen["bpr"], scale)}),
+                    ("apr", {**BASE, **steps_scaled(chosen["apr"], scale)}),
+                ):
                     t = time.perf_counter()
                     m = create_model(model, **params).fit(fit_on, rng=seed)
                     fit_s = time.perf_counter() - t
                     # test users are scored from their whole training history either way
                     ndcg = float(ev(m, train, test, metrics=["ndcg@10"])["ndcg@10"])
                     res[model].append(ndcg)
-                    say(f"{name} {protocol} {model} seed {seed}: NDCG@10 {ndcg:.4f} (fit {fit_s:.0f}s)")
+                    say(
+                        f"{name} {protocol} {model} seed {seed}: NDCG@10 {ndcg:.4f} (fit {fit_s:.0f}s)"
+                    )
             b, a = np.array(res["bpr"]), np.array(res["apr"])
             d = a - b
             summary["protocols"][protocol] = {
-                "bpr_ndcg@10": res["bpr"], "apr_ndcg@10": res["apr"],
-                "bpr_mean": float(b.mean()), "bpr_std": float(b.std(ddof=1)),
-                "apr_mean": float(a.mean()), "apr_std": float(a.std(ddof=1)),
-                "paired_diff_mean": float(d.mean()), "paired_diff_std": float(d.std(ddof=1)),
+                "bpr_ndcg@10": res["bpr"],
+                "apr_ndcg@10": res["apr"],
+                "bpr_mean": float(b.mean()),
+                "bpr_std": float(b.std(ddof=1)),
+                "apr_mean": float(a.mean()),
+                "apr_std": float(a.std(ddof=1)),
+                "paired_diff_mean": float(d.mean()),
+                "paired_diff_std": float(d.std(ddof=1)),
                 "relative": float(d.mean() / b.mean()),
                 "apr_wins": int((d > 0).sum()),
-            }  # fmt: skip
-            say(f"{name} {protocol}: BPR {b.mean():.4f}±{b.std(ddof=1):.4f}  APR {a.mean():.4f}±{a.std(ddof=1):.4f}  "
-                f"paired diff {d.mean():+.4f}±{d.std(ddof=1):.4f} ({d.mean() / b.mean():+.1%}), APR ahead on {(d > 0).sum()}/{len(d)} seeds")  # fmt: skip
+            }
+            say(
+                f"{name} {protocol}: BPR {b.mean():.4f}±{b.std(ddof=1):.4f}  APR {a.mean():.4f}±{a.std(ddof=1):.4f}  "
+                f"paired diff {d.mean():+.4f}±{d.std(ddof=1):.4f} ({d.mean() / b.mean():+.1%}), APR ahead on {(d > 0).sum()}/{len(d)} seeds"
+            )
         out["datasets"][name] = summary
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["machine"] = machine()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 from _common import emit, machine, shared_data, tune_and_test
-
 from privrec.data.loaders import load_amazon_s3rec
 from privrec.data.splitters import leave_one_out, leave_one_out_test
 
@@ -32,7 +31,11 @@ ROSTER = [
     ("popularity", {"binary": [True]}, {}),
     ("itemknn", {"k": [50, 200], "shrink": [0.0, 10.0]}, {"binary": True}),
     ("ease", {"reg": [20.0, 50.0, 150.0]}, {"binary": True}),
-    ("als", {"alpha": [1.0, 10.0, 20.0], "reg": [10.0, 30.0]}, {"binary": True, "epochs": 15, "embedding_size": 64}),
+    (
+        "als",
+        {"alpha": [1.0, 10.0, 20.0], "reg": [10.0, 30.0]},
+        {"binary": True, "epochs": 15, "embedding_size": 64},
+    ),
     ("bpr", {"embedding_size": [64], "epochs": [20]}, {"binary": True}),
 ]
 
@@ -44,7 +47,9 @@ def main() -> None:
     train, test = leave_one_out_test(ds)
     rows = []
     for name, grid, fixed in ROSTER:
-        row = tune_and_test(name, grid, fixed, sub_train, valid, train, test, protocol="loo", metrics=METRICS)
+        row = tune_and_test(
+            name, grid, fixed, sub_train, valid, train, test, protocol="loo", metrics=METRICS
+        )
         rows.append(row)
         m = row["metrics"]
         print(

@@ -57,7 +57,6 @@ import argparse
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,8 +64,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import scipy.sparse as sp
-from _common import REPO, emit, machine, shared_data
 
+from _common import REPO, emit, machine, shared_data
 from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.data.loaders import load_amazon_s3rec
@@ -75,7 +74,12 @@ from privrec.models.content import ContentRecommender
 from privrec.models.hybrid import HybridRecommender
 from privrec.models.popularity import Popularity
 from privrec.text.cache import CACHE_ENV, EmbeddingCache
-from privrec.text.lora import LoraTrainConfig, co_interaction_pairs, finetune_lora, train_lora_on_pairs
+from privrec.text.lora import (
+    LoraTrainConfig,
+    co_interaction_pairs,
+    finetune_lora,
+    train_lora_on_pairs,
+)
 
 SEED = 42
 K = 10
@@ -88,13 +92,23 @@ def split(ds: InteractionDataset, frac: float = 0.1) -> dict[str, Any]:
     cold_items = np.zeros(ds.n_items, bool)
     cold_items[np.random.default_rng(SEED).choice(ds.n_items, n_cold, replace=False)] = True
     new_users = np.zeros(ds.n_users, bool)
-    new_users[np.random.default_rng(SEED + 1).choice(ds.n_users, int(round(frac * ds.n_users)), replace=False)] = True
+    new_users[
+        np.random.default_rng(SEED + 1).choice(
+            ds.n_users, int(round(frac * ds.n_users)), replace=False
+        )
+    ] = True
     ev_cold = cold_items[ds.item_idx]
     ev_new = new_users[ds.user_idx]
     train = ds.subset(~ev_cold & ~ev_new, name="beauty:cold-start:train")
     cold_test = ds.subset(ev_cold & ~ev_new, name="beauty:cold-items")
     new_user_events = ds.subset(ev_new & ~ev_cold, name="beauty:new-users")
-    return {"train": train, "cold_test": cold_test, "new": new_user_events, "cold_items": cold_items, "new_users": new_users}
+    return {
+        "train": train,
+        "cold_test": cold_test,
+        "new": new_user_events,
+        "cold_items": cold_items,
+        "new_users": new_users,
+    }
 
 
 def new_user_cases(new: InteractionDataset, n_max: int = 2) -> list[tuple[UserHistory, int, int]]:
@@ -111,7 +125,15 @@ def new_user_cases(new: InteractionDataset, n_max: int = 2) -> list[tuple[UserHi
             target = int(new.item_idx[a + n])
             if target in set(items.tolist()):
                 continue  # a repeat of a history item cannot be ranked (it is masked)
-            cases.append((UserHistory(items=items, weights=w[a : a + n], event_types=new.event_type[a : a + n]), target, n))
+            cases.append(
+                (
+                    UserHistory(
+                        items=items, weights=w[a : a + n], event_types=new.event_type[a : a + n]
+                    ),
+                    target,
+                    n,
+                )
+            )
     return cases
 
 
@@ -150,7 +172,12 @@ def eval_cold_items(
     users = np.nonzero(np.diff(test_bin.indptr) > 0)[0]
     users = users[np.diff(hist.indptr)[users] > 0]  # warm users (all have a training history)
     cold_idx = np.nonzero(cold_items)[0]
-    acc: dict[str, list[np.ndarray]] = {"hr_all": [], "ndcg_all": [], "hr_cold": [], "ndcg_cold": []}
+    acc: dict[str, list[np.ndarray]] = {
+        "hr_all": [],
+        "ndcg_all": [],
+        "hr_cold": [],
+        "ndcg_cold": [],
+    }
     for start in range(0, users.size, batch):
         rows = users[start : start + batch]
         s = np.asarray(scorer(hist[rows]), dtype=np.float64)
@@ -163,7 +190,10 @@ def eval_cold_items(
         cols = te.indices
         t = s[r_of, cols]
         sub = s[r_of].copy()  # one row per case
-        sub[np.repeat(np.arange(cols.size), np.diff(te.indptr)[r_of]), te.indices[_case_cols(te, r_of)]] = -np.inf
+        sub[
+            np.repeat(np.arange(cols.size), np.diff(te.indptr)[r_of]),
+            te.indices[_case_cols(te, r_of)],
+        ] = -np.inf
         sub[np.arange(cols.size), cols] = t  # un-mask the case's own item
         hr, nd = _stats(sub, t)
         acc["hr_all"].append(hr)
@@ -182,10 +212,21 @@ def _case_cols(te: sp.csr_matrix, r_of: np.ndarray) -> np.ndarray:
     """For case j (row r_of[j]), the positions in te.indices of all relevant items of its row."""
     starts = te.indptr[r_of]
     lens = np.diff(te.indptr)[r_of]
-    return np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lens, strict=True)]) if r_of.size else np.zeros(0, np.int64)
+    return (
+        np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lens, strict=True)])
+        if r_of.size
+        else np.zeros(0, np.int64)
+    )
 
 
-def eval_new_users(scorer: Any, histories: list[UserHistory], targets: np.ndarray, ns: np.ndarray, n_items: int, batch: int = 1024) -> dict[str, Any]:
+def eval_new_users(
+    scorer: Any,
+    histories: list[UserHistory],
+    targets: np.ndarray,
+    ns: np.ndarray,
+    n_items: int,
+    batch: int = 1024,
+) -> dict[str, Any]:
     hr_all, nd_all = [], []
     for start in range(0, len(histories), batch):
         hs = histories[start : start + batch]
@@ -197,7 +238,11 @@ def eval_new_users(scorer: Any, histories: list[UserHistory], targets: np.ndarra
         hr_all.append(hr)
         nd_all.append(nd)
     hr, nd = np.concatenate(hr_all), np.concatenate(nd_all)
-    out: dict[str, Any] = {"hr@10": float(hr.mean()), "ndcg@10": float(nd.mean()), "cases": int(hr.size)}
+    out: dict[str, Any] = {
+        "hr@10": float(hr.mean()),
+        "ndcg@10": float(nd.mean()),
+        "cases": int(hr.size),
+    }
     for n in (1, 2):
         sel = ns == n
         out[f"hr@10_n{n}"] = float(hr[sel].mean()) if sel.any() else None
@@ -219,15 +264,29 @@ def _small(ds: InteractionDataset, n_items: int) -> InteractionDataset:
 
     keep = ds.item_idx < n_items
     ukeys, ikeys = np.asarray(ds.users.keys, dtype=object), np.asarray(ds.items.keys, dtype=object)
-    ev = pd.DataFrame({"user": ukeys[ds.user_idx[keep]], "item": ikeys[ds.item_idx[keep]], "type": ds.event_type[keep], "ts": ds.ts[keep]})
-    return InteractionDataset.from_events(ev, item_meta=ds.item_meta.iloc[:n_items], items=Vocabulary(list(ikeys[:n_items])), name=ds.name)
+    ev = pd.DataFrame(
+        {
+            "user": ukeys[ds.user_idx[keep]],
+            "item": ikeys[ds.item_idx[keep]],
+            "type": ds.event_type[keep],
+            "ts": ds.ts[keep],
+        }
+    )
+    return InteractionDataset.from_events(
+        ev,
+        item_meta=ds.item_meta.iloc[:n_items],
+        items=Vocabulary(list(ikeys[:n_items])),
+        name=ds.name,
+    )
 
 
 # ---- validated LoRA selection (--select-lora) ---------------------------------------------------
 VAL_SEED = SEED + 2  # the validation cold items' draw (seed 44)
 
 
-def split_with_validation(ds: InteractionDataset, frac: float = 0.1, val_frac: float = 0.05) -> dict[str, Any]:
+def split_with_validation(
+    ds: InteractionDataset, frac: float = 0.1, val_frac: float = 0.05
+) -> dict[str, Any]:
     """`split` plus a separate, disjoint set of validation cold items, also removed from training.
 
     The test cold items and new users are exactly those of `split` (same seeds); the validation
@@ -238,9 +297,17 @@ def split_with_validation(ds: InteractionDataset, frac: float = 0.1, val_frac: f
     cold_items, new_users = base["cold_items"], base["new_users"]
     val_items = np.zeros(ds.n_items, bool)
     pool = np.nonzero(~cold_items)[0]
-    val_items[np.random.default_rng(VAL_SEED).choice(pool, int(round(val_frac * ds.n_items)), replace=False)] = True
+    val_items[
+        np.random.default_rng(VAL_SEED).choice(
+            pool, int(round(val_frac * ds.n_items)), replace=False
+        )
+    ] = True
     assert not (val_items & cold_items).any()
-    ev_cold, ev_val, ev_new = cold_items[ds.item_idx], val_items[ds.item_idx], new_users[ds.user_idx]
+    ev_cold, ev_val, ev_new = (
+        cold_items[ds.item_idx],
+        val_items[ds.item_idx],
+        new_users[ds.user_idx],
+    )
     train = ds.subset(~ev_cold & ~ev_val & ~ev_new, name="beauty:cold-start:train-minus-valid")
     return {
         "train": train,
@@ -281,9 +348,12 @@ def run_select(args: argparse.Namespace) -> None:
     sp_ = split_with_validation(ds, val_frac=args.val_frac)
     train, cold_test, cold_valid = sp_["train"], sp_["cold_test"], sp_["cold_valid"]
     cold_items, val_items = sp_["cold_items"], sp_["val_items"]
-    print(f"[validated] train events {train.n_events}; test cold items {int(cold_items.sum())} ({cold_test.n_events} events); "
-          f"validation cold items {int(val_items.sum())} ({cold_valid.n_events} events); new users {int(sp_['new_users'].sum())} "
-          "(excluded everywhere)", flush=True)  # fmt: skip
+    print(
+        f"[validated] train events {train.n_events}; test cold items {int(cold_items.sum())} ({cold_test.n_events} events); "
+        f"validation cold items {int(val_items.sum())} ({cold_valid.n_events} events); new users {int(sp_['new_users'].sum())} "
+        "(excluded everywhere)",
+        flush=True,
+    )
     held_out = cold_items | val_items
     assert not held_out[train.item_idx].any(), "a held-out item has a training event"
 
@@ -295,28 +365,41 @@ def run_select(args: argparse.Namespace) -> None:
 
     def evaluate(m: ContentRecommender, which: str) -> dict[str, float]:
         hist = m.input_matrix(train)
-        if which == "valid":  # rank among all items except the test cold items; cold-only = validation cold items
-            return eval_cold_items(m.score_matrix, hist, train_bin, valid_bin, val_items, exclude=cold_items)
+        if (
+            which == "valid"
+        ):  # rank among all items except the test cold items; cold-only = validation cold items
+            return eval_cold_items(
+                m.score_matrix, hist, train_bin, valid_bin, val_items, exclude=cold_items
+            )
         return eval_cold_items(m.score_matrix, hist, test_mask, test_bin, cold_items)
 
     def fmt(r: dict[str, float]) -> str:
-        return (f"HR@10 all {r['hr_all']:.4f} NDCG@10 all {r['ndcg_all']:.4f} | cold-only HR@10 {r['hr_cold']:.4f} "
-                f"NDCG@10 {r['ndcg_cold']:.4f} | cases {r['cases']}")  # fmt: skip
+        return (
+            f"HR@10 all {r['hr_all']:.4f} NDCG@10 all {r['ndcg_all']:.4f} | cold-only HR@10 {r['hr_cold']:.4f} "
+            f"NDCG@10 {r['ndcg_cold']:.4f} | cases {r['cases']}"
+        )
 
     t0 = time.perf_counter()
     frozen = ContentRecommender(cache_dir=args.cache_dir)
     frozen.fit(train)
-    print(f"frozen fit {time.perf_counter() - t0:.1f}s (texts encoded {frozen.encoder.texts_encoded})", flush=True)
+    print(
+        f"frozen fit {time.perf_counter() - t0:.1f}s (texts encoded {frozen.encoder.texts_encoded})",
+        flush=True,
+    )
     frozen_valid = evaluate(frozen, "valid")
     print(f"VALID frozen                  {fmt(frozen_valid)}", flush=True)
 
-    base_cfg = LoraTrainConfig(max_pairs=400 if args.quick else args.lora_pairs, epochs=args.lora_epochs, seed=SEED)
+    base_cfg = LoraTrainConfig(
+        max_pairs=400 if args.quick else args.lora_pairs, epochs=args.lora_epochs, seed=SEED
+    )
     if args.quick:
         base_cfg = base_cfg.model_copy(update={"max_steps": 5})
     texts = ds.item_text()
 
     def fit_lora(cfg: LoraTrainConfig) -> tuple[ContentRecommender, dict[str, Any]]:
-        pairs = co_interaction_pairs(train, max_pairs=cfg.max_pairs, seed=cfg.seed, window=cfg.window, texts=texts)
+        pairs = co_interaction_pairs(
+            train, max_pairs=cfg.max_pairs, seed=cfg.seed, window=cfg.window, texts=texts
+        )
         # the adapter sees training pairs only: no test or validation cold item, no new user
         assert not held_out[pairs].any(), "a LoRA pair involves a held-out cold item"
         name = f"{ADAPTER}-val-{_tag(cfg)}"
@@ -325,10 +408,21 @@ def run_select(args: argparse.Namespace) -> None:
         t1 = time.perf_counter()
         m = ContentRecommender(cache_dir=args.cache_dir, adapter=name, adapters_dir=args.work_dir)
         m.fit(train)
-        meta = {"adapter": name, "config": {k: cfg.model_dump()[k] for k in ("learning_rate", "window", "max_pairs", "seed", "epochs", "max_steps")},
-                "pairs": info.n_pairs, "pairs_with_held_out_items": int(held_out[pairs].any(axis=1).sum()),
-                "steps": info.steps, "train_seconds": round(info.seconds, 1), "loss_first": info.losses[0], "loss_last": info.losses[-1],
-                "encode_seconds": round(time.perf_counter() - t1, 1), "texts_encoded": m.encoder.texts_encoded}  # fmt: skip
+        meta = {
+            "adapter": name,
+            "config": {
+                k: cfg.model_dump()[k]
+                for k in ("learning_rate", "window", "max_pairs", "seed", "epochs", "max_steps")
+            },
+            "pairs": info.n_pairs,
+            "pairs_with_held_out_items": int(held_out[pairs].any(axis=1).sum()),
+            "steps": info.steps,
+            "train_seconds": round(info.seconds, 1),
+            "loss_first": info.losses[0],
+            "loss_last": info.losses[-1],
+            "encode_seconds": round(time.perf_counter() - t1, 1),
+            "texts_encoded": m.encoder.texts_encoded,
+        }
         return m, meta
 
     # ---- 1. selection on the validation cold items ----
@@ -340,18 +434,28 @@ def run_select(args: argparse.Namespace) -> None:
         meta["valid"] = evaluate(m, "valid")
         rows.append(meta)
         fitted[_tag(cfg)] = m
-        print(f"VALID lora {_tag(cfg):18s} {fmt(meta['valid'])}  (train {meta['train_seconds']}s, encode {meta['encode_seconds']}s, "
-              f"loss {meta['loss_first']:.3f}->{meta['loss_last']:.3f})", flush=True)  # fmt: skip
+        print(
+            f"VALID lora {_tag(cfg):18s} {fmt(meta['valid'])}  (train {meta['train_seconds']}s, encode {meta['encode_seconds']}s, "
+            f"loss {meta['loss_first']:.3f}->{meta['loss_last']:.3f})",
+            flush=True,
+        )
     # pre-registered criterion: validation HR@10 among all items (the headline), ties by NDCG@10 among all items
-    best_i = max(range(len(rows)), key=lambda i: (rows[i]["valid"]["hr_all"], rows[i]["valid"]["ndcg_all"]))
+    best_i = max(
+        range(len(rows)), key=lambda i: (rows[i]["valid"]["hr_all"], rows[i]["valid"]["ndcg_all"])
+    )
     chosen = candidates[best_i]
-    print(f"CHOSEN {_tag(chosen)} (validation HR@10 all {rows[best_i]['valid']['hr_all']:.4f} vs frozen "
-          f"{frozen_valid['hr_all']:.4f})", flush=True)  # fmt: skip
+    print(
+        f"CHOSEN {_tag(chosen)} (validation HR@10 all {rows[best_i]['valid']['hr_all']:.4f} vs frozen "
+        f"{frozen_valid['hr_all']:.4f})",
+        flush=True,
+    )
 
     # ---- 2. the test cold items, once: frozen vs the chosen setting ----
     frozen_test = evaluate(frozen, "test")
     print(f"TEST frozen                   {fmt(frozen_test)}", flush=True)
-    seed_rows: list[dict[str, Any]] = [{"seed": chosen.seed, "test": evaluate(fitted[_tag(chosen)], "test"), **rows[best_i]}]
+    seed_rows: list[dict[str, Any]] = [
+        {"seed": chosen.seed, "test": evaluate(fitted[_tag(chosen)], "test"), **rows[best_i]}
+    ]
     print(f"TEST lora {_tag(chosen):19s} {fmt(seed_rows[0]['test'])}", flush=True)
 
     # ---- 3. more training seeds of the chosen setting, while the time budget allows ----
@@ -362,7 +466,10 @@ def run_select(args: argparse.Namespace) -> None:
             continue
         left = args.time_budget - (time.perf_counter() - t_start)
         if left < 1.15 * per_fit + 30:
-            print(f"seed {sd} skipped: {left:.0f}s of the time budget left, a fit takes ~{per_fit:.0f}s", flush=True)
+            print(
+                f"seed {sd} skipped: {left:.0f}s of the time budget left, a fit takes ~{per_fit:.0f}s",
+                flush=True,
+            )
             skipped.append(sd)
             continue
         cfg = chosen.model_copy(update={"seed": sd})
@@ -378,10 +485,19 @@ def run_select(args: argparse.Namespace) -> None:
     summary: dict[str, Any] = {}
     for k in metrics:
         v = np.array([r["test"][k] for r in seed_rows])
-        summary[k] = {"frozen": frozen_test[k], "lora_mean": float(v.mean()), "lora_min": float(v.min()), "lora_max": float(v.max()),
-                      "lora_seeds": v.tolist(), "lora_minus_frozen_min": float(v.min() - frozen_test[k]),
-                      "lora_minus_frozen_max": float(v.max() - frozen_test[k])}  # fmt: skip
-        print(f"TEST {k:9s} frozen {frozen_test[k]:.4f}  lora {v.mean():.4f} (seeds {', '.join(f'{x:.4f}' for x in v)})", flush=True)
+        summary[k] = {
+            "frozen": frozen_test[k],
+            "lora_mean": float(v.mean()),
+            "lora_min": float(v.min()),
+            "lora_max": float(v.max()),
+            "lora_seeds": v.tolist(),
+            "lora_minus_frozen_min": float(v.min() - frozen_test[k]),
+            "lora_minus_frozen_max": float(v.max() - frozen_test[k]),
+        }
+        print(
+            f"TEST {k:9s} frozen {frozen_test[k]:.4f}  lora {v.mean():.4f} (seeds {', '.join(f'{x:.4f}' for x in v)})",
+            flush=True,
+        )
     first = seed_rows[0]["test"]
     emit(
         {
@@ -401,14 +517,25 @@ def run_select(args: argparse.Namespace) -> None:
             "grid": args.select_lora,
             "selection_criterion": "valid hr_all, then ndcg_all",
             "valid": {"frozen": frozen_valid, "candidates": rows},
-            "chosen": {k: chosen.model_dump()[k] for k in ("learning_rate", "window", "max_pairs", "epochs")},
-            "chosen_differs_from_defaults": (chosen.learning_rate, chosen.window) != (LoraTrainConfig().learning_rate, LoraTrainConfig().window),
-            "test": {"frozen": frozen_test, "lora_by_seed": seed_rows, "summary": summary, "seeds_skipped_for_time": skipped},
+            "chosen": {
+                k: chosen.model_dump()[k]
+                for k in ("learning_rate", "window", "max_pairs", "epochs")
+            },
+            "chosen_differs_from_defaults": (chosen.learning_rate, chosen.window)
+            != (LoraTrainConfig().learning_rate, LoraTrainConfig().window),
+            "test": {
+                "frozen": frozen_test,
+                "lora_by_seed": seed_rows,
+                "summary": summary,
+                "seeds_skipped_for_time": skipped,
+            },
             "acceptance": {
                 "lora_beats_frozen_hr_all_seed42": first["hr_all"] > frozen_test["hr_all"],
                 "lora_beats_frozen_ndcg_all_seed42": first["ndcg_all"] > frozen_test["ndcg_all"],
                 "lora_beats_frozen_hr_cold_seed42": first["hr_cold"] > frozen_test["hr_cold"],
-                "lora_beats_frozen_all_metrics_all_seeds": all(summary[k]["lora_minus_frozen_min"] > 0 for k in metrics),
+                "lora_beats_frozen_all_metrics_all_seeds": all(
+                    summary[k]["lora_minus_frozen_min"] > 0 for k in metrics
+                ),
             },
             "seconds": round(time.perf_counter() - t_start, 1),
             "machine": machine(),
@@ -419,19 +546,49 @@ def run_select(args: argparse.Namespace) -> None:
 # ---- main -------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a fast smoke run (tiny LoRA, fewer validation users)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a fast smoke run (tiny LoRA, fewer validation users)"
+    )
     ap.add_argument("--lora-pairs", type=int, default=3000)
     ap.add_argument("--lora-epochs", type=int, default=1)
-    ap.add_argument("--lora-lr", type=float, default=None, help="LoRA learning rate (default: LoraTrainConfig's)")
-    ap.add_argument("--lora-window", type=int, default=None, help="pair window (default: LoraTrainConfig's)")
-    ap.add_argument("--cache-dir", default=os.environ.get(CACHE_ENV) or str(REPO / "privrec-data" / "cache" / "embeddings"))
+    ap.add_argument(
+        "--lora-lr",
+        type=float,
+        default=None,
+        help="LoRA learning rate (default: LoraTrainConfig's)",
+    )
+    ap.add_argument(
+        "--lora-window", type=int, default=None, help="pair window (default: LoraTrainConfig's)"
+    )
+    ap.add_argument(
+        "--cache-dir",
+        default=os.environ.get(CACHE_ENV) or str(REPO / "privrec-data" / "cache" / "embeddings"),
+    )
     ap.add_argument("--work-dir", default=str(REPO / "privrec-data" / "bench"))
-    ap.add_argument("--select-lora", default=None, metavar="GRID",
-                    help="validated mode: choose LoRA among GRID (e.g. 'lr=5e-5,1e-4,2e-4;window=2') on separate validation "
-                    "cold items, then report frozen vs the chosen LoRA on the test cold items (cold items only; no hybrid/new users)")  # fmt: skip
-    ap.add_argument("--val-frac", type=float, default=0.05, help="validated mode: share of items held out as validation cold items")
-    ap.add_argument("--lora-seeds", default="42", help="validated mode: training seeds of the chosen setting, e.g. 42,43")
-    ap.add_argument("--time-budget", type=float, default=float("inf"), help="validated mode: skip extra seeds that would overrun (s)")
+    ap.add_argument(
+        "--select-lora",
+        default=None,
+        metavar="GRID",
+        help="validated mode: choose LoRA among GRID (e.g. 'lr=5e-5,1e-4,2e-4;window=2') on separate validation "
+        "cold items, then report frozen vs the chosen LoRA on the test cold items (cold items only; no hybrid/new users)",
+    )
+    ap.add_argument(
+        "--val-frac",
+        type=float,
+        default=0.05,
+        help="validated mode: share of items held out as validation cold items",
+    )
+    ap.add_argument(
+        "--lora-seeds",
+        default="42",
+        help="validated mode: training seeds of the chosen setting, e.g. 42,43",
+    )
+    ap.add_argument(
+        "--time-budget",
+        type=float,
+        default=float("inf"),
+        help="validated mode: skip extra seeds that would overrun (s)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.select_lora:
@@ -447,8 +604,11 @@ def main() -> None:
     sp_ = split(ds)
     train, cold_test, new = sp_["train"], sp_["cold_test"], sp_["new"]
     cold_items = sp_["cold_items"]
-    print(f"train events {train.n_events}, cold items {int(cold_items.sum())}, cold test events {cold_test.n_events}, "
-          f"new users {int(sp_['new_users'].sum())}", flush=True)  # fmt: skip
+    print(
+        f"train events {train.n_events}, cold items {int(cold_items.sum())}, cold test events {cold_test.n_events}, "
+        f"new users {int(sp_['new_users'].sum())}",
+        flush=True,
+    )
 
     # ---- encoders and throughput -------------------------------------------------------------
     frozen = ContentRecommender(cache_dir=args.cache_dir)
@@ -459,15 +619,23 @@ def main() -> None:
     t0 = time.perf_counter()
     enc.encode(sample, use_cache=False)
     throughput = 512 / (time.perf_counter() - t0)
-    print(f"encoding throughput {throughput:.1f} items/s on {os.cpu_count()} CPUs (device {enc.device})", flush=True)
+    print(
+        f"encoding throughput {throughput:.1f} items/s on {os.cpu_count()} CPUs (device {enc.device})",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     before = enc.texts_encoded
     frozen.fit(train)
-    frozen_fit = {"seconds": round(time.perf_counter() - t0, 2), "texts_encoded": enc.texts_encoded - before}
+    frozen_fit = {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "texts_encoded": enc.texts_encoded - before,
+    }
     print(f"frozen content fit {frozen_fit}", flush=True)
 
-    lora_cfg = LoraTrainConfig(max_pairs=400 if args.quick else args.lora_pairs, epochs=args.lora_epochs, seed=SEED)
+    lora_cfg = LoraTrainConfig(
+        max_pairs=400 if args.quick else args.lora_pairs, epochs=args.lora_epochs, seed=SEED
+    )
     if args.lora_lr is not None:
         lora_cfg = lora_cfg.model_copy(update={"learning_rate": args.lora_lr})
     if args.lora_window is not None:
@@ -475,32 +643,55 @@ def main() -> None:
     if args.quick:
         lora_cfg = lora_cfg.model_copy(update={"max_steps": 5})
     info = finetune_lora(train, name=ADAPTER, root=args.work_dir, config=lora_cfg)
-    lora_info = {"pairs": info.n_pairs, "steps": info.steps, "seconds": round(info.seconds, 1),
-                 "loss_first": info.losses[0], "loss_last": info.losses[-1], "config": lora_cfg.model_dump(mode="json")}  # fmt: skip
+    lora_info = {
+        "pairs": info.n_pairs,
+        "steps": info.steps,
+        "seconds": round(info.seconds, 1),
+        "loss_first": info.losses[0],
+        "loss_last": info.losses[-1],
+        "config": lora_cfg.model_dump(mode="json"),
+    }
     print(f"lora {lora_info}", flush=True)
     info.model = None
     t0 = time.perf_counter()
-    tuned = ContentRecommender(cache_dir=args.cache_dir, adapter=ADAPTER, adapters_dir=args.work_dir)
+    tuned = ContentRecommender(
+        cache_dir=args.cache_dir, adapter=ADAPTER, adapters_dir=args.work_dir
+    )
     tuned.fit(train)
-    tuned_fit = {"seconds": round(time.perf_counter() - t0, 2), "texts_encoded": tuned.encoder.texts_encoded}
+    tuned_fit = {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "texts_encoded": tuned.encoder.texts_encoded,
+    }
     print(f"lora content fit {tuned_fit}", flush=True)
 
     pop = Popularity().fit(train)
     t0 = time.perf_counter()
     hybrid = HybridRecommender(
         cf_params={"reg": 150.0},
-        content_params={"cache_dir": args.cache_dir, "adapter": ADAPTER, "adapters_dir": args.work_dir},
+        content_params={
+            "cache_dir": args.cache_dir,
+            "adapter": ADAPTER,
+            "adapters_dir": args.work_dir,
+        },
         max_valid_users=500 if args.quick else 2000,
     ).fit(train, rng=SEED)
     hybrid_fit = round(time.perf_counter() - t0, 1)
-    print(f"hybrid fit {hybrid_fit}s weights {hybrid.weights} cold {hybrid.cold_weights} boost {hybrid.item_boost} "
-          f"tuning {hybrid.tuning}", flush=True)  # fmt: skip
+    print(
+        f"hybrid fit {hybrid_fit}s weights {hybrid.weights} cold {hybrid.cold_weights} boost {hybrid.item_boost} "
+        f"tuning {hybrid.tuning}",
+        flush=True,
+    )
     ease = hybrid.components["cf"]
 
     # ---- evaluation 1: cold items ------------------------------------------------------------------
     train_bin = train.matrix(binary=True)
     test_bin = cold_test.matrix(binary=True)
-    models: dict[str, Recommender] = {"popularity": pop, "content_frozen": frozen, "content_lora": tuned, "hybrid": hybrid}
+    models: dict[str, Recommender] = {
+        "popularity": pop,
+        "content_frozen": frozen,
+        "content_lora": tuned,
+        "hybrid": hybrid,
+    }
     cold_rows: dict[str, Any] = {}
     for name, m in models.items():
         t0 = time.perf_counter()
@@ -508,8 +699,11 @@ def main() -> None:
         cold_rows[name] = eval_cold_items(m.score_matrix, hist, train_bin, test_bin, cold_items)
         cold_rows[name]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         r = cold_rows[name]
-        print(f"cold items  {name:15s} HR@10 all {r['hr_all']:.4f} (cold-only {r['hr_cold']:.4f})  "
-              f"NDCG@10 all {r['ndcg_all']:.4f}  cases {r['cases']}", flush=True)  # fmt: skip
+        print(
+            f"cold items  {name:15s} HR@10 all {r['hr_all']:.4f} (cold-only {r['hr_cold']:.4f})  "
+            f"NDCG@10 all {r['ndcg_all']:.4f}  cases {r['cases']}",
+            flush=True,
+        )
 
     # ---- evaluation 2: new users ----------------------------------------------------------------------
     cases = new_user_cases(new)
@@ -518,21 +712,34 @@ def main() -> None:
     ns = np.array([c[2] for c in cases], np.int64)
     routes = {hybrid.route_for(h) for h in hs}
     user_rows: dict[str, Any] = {}
-    for name, m in {"popularity": pop, "ease": ease, "content_frozen": frozen, "content_lora": tuned, "hybrid": hybrid}.items():
+    for name, m in {
+        "popularity": pop,
+        "ease": ease,
+        "content_frozen": frozen,
+        "content_lora": tuned,
+        "hybrid": hybrid,
+    }.items():
         user_rows[name] = eval_new_users(history_scorer(m), hs, targets, ns, ds.n_items)
         r = user_rows[name]
-        print(f"new users   {name:15s} HR@10 {r['hr@10']:.4f} (n=1 {r['hr@10_n1']:.4f}, n=2 {r['hr@10_n2']:.4f})  "
-              f"NDCG@10 {r['ndcg@10']:.4f}  cases {r['cases']}", flush=True)  # fmt: skip
+        print(
+            f"new users   {name:15s} HR@10 {r['hr@10']:.4f} (n=1 {r['hr@10_n1']:.4f}, n=2 {r['hr@10_n2']:.4f})  "
+            f"NDCG@10 {r['ndcg@10']:.4f}  cases {r['cases']}",
+            flush=True,
+        )
 
     pop_all, pop_cold = cold_rows["popularity"]["hr_all"], cold_rows["popularity"]["hr_cold"]
     best_text = max(cold_rows["content_frozen"]["hr_all"], cold_rows["content_lora"]["hr_all"])
-    best_text_cold = max(cold_rows["content_frozen"]["hr_cold"], cold_rows["content_lora"]["hr_cold"])
+    best_text_cold = max(
+        cold_rows["content_frozen"]["hr_cold"], cold_rows["content_lora"]["hr_cold"]
+    )
     acceptance = {
         "text_vs_popularity_all_items": best_text >= 5 * pop_all and best_text > 0,
         "text_vs_popularity_cold_only": best_text_cold >= 5 * pop_cold,
         "ratio_cold_only": best_text_cold / pop_cold if pop_cold > 0 else None,
-        "lora_beats_frozen": cold_rows["content_lora"]["hr_all"] > cold_rows["content_frozen"]["hr_all"],
-        "hybrid_beats_popularity_new_users": user_rows["hybrid"]["hr@10"] > user_rows["popularity"]["hr@10"],
+        "lora_beats_frozen": cold_rows["content_lora"]["hr_all"]
+        > cold_rows["content_frozen"]["hr_all"],
+        "hybrid_beats_popularity_new_users": user_rows["hybrid"]["hr@10"]
+        > user_rows["popularity"]["hr@10"],
     }
     emit(
         {

@@ -32,10 +32,10 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import emit, machine
-from privacy_frontier import load
 from scipy.linalg import eigh
 
+from _common import emit, machine
+from privacy_frontier import load
 from privrec.evaluation.privacy_report import evaluate
 from privrec.models.dp_ease import DPEASE, spectral_denoise
 from privrec.models.dp_popularity import unit_rows
@@ -61,7 +61,9 @@ def with_weights(model: DPEASE, selected: np.ndarray, weights: np.ndarray) -> DP
     return model
 
 
-def decompose(train: Any, test: Any, epsilon: float, seeds: int, genres: np.ndarray) -> dict[str, Any]:
+def decompose(
+    train: Any, test: Any, epsilon: float, seeds: int, genres: np.ndarray
+) -> dict[str, Any]:
     s = SETTINGS[epsilon]
     m = s["top_items"]
     x = DPEASE().input_matrix(train).astype(np.float64)
@@ -77,24 +79,50 @@ def decompose(train: Any, test: Any, epsilon: float, seeds: int, genres: np.ndar
     for i in range(seeds):
         model = DPEASE(epsilon=epsilon, **s).fit(train, rng=42 + i)
         add("dp_ease", ndcg(model, train, test))
-        sel, gn, noise_std, ridge = model.selected.copy(), model.noisy_gram, model.noise_std, model.ridge
+        sel, gn, noise_std, ridge = (
+            model.selected.copy(),
+            model.noisy_gram,
+            model.noise_std,
+            model.ridge,
+        )
         overlaps.append(len(set(sel.tolist()) & set(true_top.tolist())))
         ranks.append(model.rank)
         xs = unit_rows(x[:, sel])
         exact = np.asarray((xs.T @ xs).toarray())
-        add("exact_dp_selected", ndcg(with_weights(model, sel, ease_weights(exact, EXACT_REG)), train, test))
+        add(
+            "exact_dp_selected",
+            ndcg(with_weights(model, sel, ease_weights(exact, EXACT_REG)), train, test),
+        )
         w, v = eigh(exact)
         top = np.argsort(w)[::-1][: max(model.rank, 1)]
         low = (v[:, top] * w[top]) @ v[:, top].T
         add("oracle_rank", ndcg(with_weights(model, sel, ease_weights(low, ridge)), train, test))
         # the same noise level on the truly top items (what a free, perfect selection would give)
-        g = GaussianMechanism(noise_std, 1.0).add_symmetric_noise(exact_top, np.random.default_rng(1000 + i))
-        add("dp_true_top", ndcg(with_weights(model, true_top, ease_weights(spectral_denoise(g, noise_std)[0], ridge)), train, test))
+        g = GaussianMechanism(noise_std, 1.0).add_symmetric_noise(
+            exact_top, np.random.default_rng(1000 + i)
+        )
+        add(
+            "dp_true_top",
+            ndcg(
+                with_weights(
+                    model, true_top, ease_weights(spectral_denoise(g, noise_std)[0], ridge)
+                ),
+                train,
+                test,
+            ),
+        )
         # free post-processing of the real release
         low_n, _ = spectral_denoise(gn, noise_std)
         q, _r = np.linalg.qr(np.hstack([genres[sel], np.ones((sel.size, 1))]))
         resid = gn - low_n
-        add("dp_public_genres", ndcg(with_weights(model, sel, ease_weights(low_n + q @ (q.T @ resid @ q) @ q.T, ridge)), train, test))
+        add(
+            "dp_public_genres",
+            ndcg(
+                with_weights(model, sel, ease_weights(low_n + q @ (q.T @ resid @ q) @ q.T, ridge)),
+                train,
+                test,
+            ),
+        )
         b = ease_weights(low_n, ridge).astype(np.float64)
         d = np.sqrt(np.maximum(np.diag(low_n), 1e-12))
         cos = low_n / d[:, None] / d[None, :]
@@ -131,12 +159,24 @@ def main() -> None:
     for eps in (1.0, 8.0):
         r = decompose(train, test, eps, args.seeds, genres)
         parts.append(r)
-        line = "  ".join(f"{k} {v:.4f}" for k, v in r.items() if isinstance(v, float) and k not in ("epsilon", "noise_std"))
+        line = "  ".join(
+            f"{k} {v:.4f}"
+            for k, v in r.items()
+            if isinstance(v, float) and k not in ("epsilon", "noise_std")
+        )
         print(f"eps {eps:g}: {line}", flush=True)
-    emit({
-        "benchmark": "dp_ease_loss", "dataset": "ml100k", "reference_ease": reference, "ease_all_unit_rows": ease_all,
-        "seeds": args.seeds, "by_epsilon": parts, "seconds": round(time.perf_counter() - t0, 1), "machine": machine(),
-    })
+    emit(
+        {
+            "benchmark": "dp_ease_loss",
+            "dataset": "ml100k",
+            "reference_ease": reference,
+            "ease_all_unit_rows": ease_all,
+            "seeds": args.seeds,
+            "by_epsilon": parts,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "machine": machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

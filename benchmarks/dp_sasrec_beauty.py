@@ -16,7 +16,6 @@ import time
 import warnings
 
 from _common import emit, machine, shared_data
-
 from privrec.data.loaders import load_amazon_s3rec
 from privrec.data.splitters import leave_one_out_test
 from privrec.evaluation.protocol import evaluate_loo
@@ -32,15 +31,35 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     ds = load_amazon_s3rec(shared_data() / "amazon-beauty")
     train, test = leave_one_out_test(ds)
-    params = {"epsilon": args.epsilon, "epochs": args.epochs, "sample_rate": 0.05, "embedding_size": 32, "max_len": 50,
-              "grad_sample_mode": "ghost", "learning_rate": args.lr, "num_threads": 1}  # fmt: skip
+    params = {
+        "epsilon": args.epsilon,
+        "epochs": args.epochs,
+        "sample_rate": 0.05,
+        "embedding_size": 32,
+        "max_len": 50,
+        "grad_sample_mode": "ghost",
+        "learning_rate": args.lr,
+        "num_threads": 1,
+    }
     t = time.perf_counter()
     model = create_model("dp_sasrec", **params).fit(train, rng=42)
     fit_s = time.perf_counter() - t
     metrics = evaluate_loo(model, train, test, metrics=["hr@10", "ndcg@10"])
-    print(f"dp_sasrec {params}: {metrics} fit {fit_s:.0f}s noise multiplier {model.noise_multiplier:.3f}", flush=True)
-    emit({"benchmark": "dp_sasrec_beauty", "params": params, "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
-          "fit_seconds": round(fit_s, 1), "noise_multiplier": model.noise_multiplier, "machine": machine()})  # fmt: skip
+    print(
+        f"dp_sasrec {params}: {metrics} fit {fit_s:.0f}s noise multiplier {model.noise_multiplier:.3f}",
+        flush=True,
+    )
+    emit(
+        {
+            "benchmark": "dp_sasrec_beauty",
+            "params": params,
+            "hr@10": metrics["hr@10"],
+            "ndcg@10": metrics["ndcg@10"],
+            "fit_seconds": round(fit_s, 1),
+            "noise_multiplier": model.noise_multiplier,
+            "machine": machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -45,9 +45,19 @@ def taobao_to_csv(src: Path, dst: Path) -> int:
     if raw and not raw.endswith(b"\n"):
         raw = raw[: raw.rfind(b"\n") + 1]  # the slice ends mid-line: drop the truncated line
     df = pd.read_csv(
-        __import__("io").BytesIO(raw), header=None, names=["user", "item", "category", "behavior", "timestamp"], dtype=str
+        __import__("io").BytesIO(raw),
+        header=None,
+        names=["user", "item", "category", "behavior", "timestamp"],
+        dtype=str,
     )
-    out = pd.DataFrame({"user": df["user"], "item": df["item"], "type": df["behavior"].map(TAOBAO_TYPES), "timestamp": df["timestamp"]})
+    out = pd.DataFrame(
+        {
+            "user": df["user"],
+            "item": df["item"],
+            "type": df["behavior"].map(TAOBAO_TYPES),
+            "timestamp": df["timestamp"],
+        }
+    )
     out.to_csv(dst, index=False)
     return len(out)
 
@@ -58,11 +68,25 @@ def generate_csv(path: Path, n: int, seed: int = 7) -> int:
     n_users, n_items = 50_000, 100_000
     users = np.minimum(rng.zipf(1.3, n), n_users) - 1
     items = np.minimum(rng.zipf(1.2, n), n_items) - 1
-    types = rng.choice(["view", "cart", "favorite", "purchase", "search", "rating"], size=n, p=[0.7, 0.1, 0.05, 0.05, 0.05, 0.05])
+    types = rng.choice(
+        ["view", "cart", "favorite", "purchase", "search", "rating"],
+        size=n,
+        p=[0.7, 0.1, 0.05, 0.05, 0.05, 0.05],
+    )
     end = 1_719_792_000  # 2024-07-01
     ts = np.sort(rng.integers(end - 90 * 86_400, end, n))
     sessions = users * 1000 + (ts // 1800) % 1000
-    words = np.array(["green tea", "running shoes", "usb-c cable", "yoga mat", "coffee beans", "dog food", "face cream"])
+    words = np.array(
+        [
+            "green tea",
+            "running shoes",
+            "usb-c cable",
+            "yoga mat",
+            "coffee beans",
+            "dog food",
+            "face cream",
+        ]
+    )
     df = pd.DataFrame(
         {
             "user": np.char.add("shopper-", users.astype(str)),
@@ -80,7 +104,9 @@ def generate_csv(path: Path, n: int, seed: int = 7) -> int:
     return n
 
 
-def child(case: str, csv_path: Path, data_dir: Path, batch_size: int, threads: int | None, repeat: bool) -> dict:
+def child(
+    case: str, csv_path: Path, data_dir: Path, batch_size: int, threads: int | None, repeat: bool
+) -> dict:
     """Ingest one CSV into a fresh store in this process; report throughput and peak RSS."""
     from privrec.events.gate import Gate
     from privrec.events.ingest import ingest_file
@@ -98,13 +124,27 @@ def child(case: str, csv_path: Path, data_dir: Path, batch_size: int, threads: i
     t0 = time.perf_counter()
     with EventStore.open(data_dir, threads=threads) as store:
         c = cpu()
-        r1 = ingest_file(csv_path, gate, store, rejects_path=data_dir / "rejects.jsonl", batch_size=batch_size)
+        r1 = ingest_file(
+            csv_path, gate, store, rejects_path=data_dir / "rejects.jsonl", batch_size=batch_size
+        )
         # CPU seconds of this process (all threads): what the work costs whatever else runs.
-        out["first"] = r1.to_dict() | {"events_per_s": round(r1.read / r1.seconds), "cpu_s": round(cpu() - c, 2)}
+        out["first"] = r1.to_dict() | {
+            "events_per_s": round(r1.read / r1.seconds),
+            "cpu_s": round(cpu() - c, 2),
+        }
         if repeat:
             c = cpu()
-            r2 = ingest_file(csv_path, gate, store, rejects_path=data_dir / "rejects2.jsonl", batch_size=batch_size)
-            out["again"] = r2.to_dict() | {"events_per_s": round(r2.read / r2.seconds), "cpu_s": round(cpu() - c, 2)}
+            r2 = ingest_file(
+                csv_path,
+                gate,
+                store,
+                rejects_path=data_dir / "rejects2.jsonl",
+                batch_size=batch_size,
+            )
+            out["again"] = r2.to_dict() | {
+                "events_per_s": round(r2.read / r2.seconds),
+                "cpu_s": round(cpu() - c, 2),
+            }
         out["stored"] = store.count()
     out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     out["seconds_incl_open_close"] = round(time.perf_counter() - t0, 3)
@@ -125,8 +165,19 @@ def prepare(case: str, csv_path: Path, args: argparse.Namespace) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def run_child(case: str, csv_path: Path, data_dir: Path, args: argparse.Namespace, repeat: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", case, str(csv_path), str(data_dir), "--batch-size", str(args.batch_size)]
+def run_child(
+    case: str, csv_path: Path, data_dir: Path, args: argparse.Namespace, repeat: bool
+) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        case,
+        str(csv_path),
+        str(data_dir),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if repeat:
@@ -138,7 +189,9 @@ def run_child(case: str, csv_path: Path, data_dir: Path, args: argparse.Namespac
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--events", type=int, default=1_000_000, help="events in the generated log")
     ap.add_argument("--batch-size", type=int, default=200_000)
     ap.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
@@ -148,31 +201,51 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         case, csv_path, data_dir = args.child
-        print(json.dumps(child(case, Path(csv_path), Path(data_dir), args.batch_size, args.threads, args.repeat)))
+        print(
+            json.dumps(
+                child(
+                    case, Path(csv_path), Path(data_dir), args.batch_size, args.threads, args.repeat
+                )
+            )
+        )
         return
     if args.prepare:
         case, csv_path = args.prepare
         t = time.perf_counter()
-        n = taobao_to_csv(shared_data_dir() / TAOBAO, Path(csv_path)) if case == "taobao" else generate_csv(Path(csv_path), args.events)
+        n = (
+            taobao_to_csv(shared_data_dir() / TAOBAO, Path(csv_path))
+            if case == "taobao"
+            else generate_csv(Path(csv_path), args.events)
+        )
         print(json.dumps({"rows": n, "seconds": round(time.perf_counter() - t, 2)}))
         return
 
-    results: dict = {"target_events_per_s": TARGET_EVENTS_PER_S, "cpus": os.cpu_count(), "batch_size": args.batch_size}
+    results: dict = {
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "cpus": os.cpu_count(),
+        "batch_size": args.batch_size,
+    }
     with tempfile.TemporaryDirectory(prefix="privrec-bench-") as tmp:
         tmp_path = Path(tmp)
         src = shared_data_dir() / TAOBAO
         if src.is_file():
             csv_path = tmp_path / "taobao.csv"
             prep = prepare("taobao", csv_path, args)
-            results["taobao"] = run_child("taobao", csv_path, tmp_path / "store-taobao", args, repeat=False) | {"rows": prep["rows"]}
+            results["taobao"] = run_child(
+                "taobao", csv_path, tmp_path / "store-taobao", args, repeat=False
+            ) | {"rows": prep["rows"]}
         else:
             results["taobao"] = {"skipped": f"not found: {src}"}
         gen = tmp_path / "generated.csv"
         prep = prepare("generated", gen, args)
         results["generated_file_s"] = prep["seconds"]
-        results["generated"] = run_child("generated", gen, tmp_path / "store-gen", args, repeat=True) | {"rows": prep["rows"]}
+        results["generated"] = run_child(
+            "generated", gen, tmp_path / "store-gen", args, repeat=True
+        ) | {"rows": prep["rows"]}
 
-    print("privrec ingestion benchmark (gate + AES-GCM encrypted DuckDB store, end to end from CSV)")
+    print(
+        "privrec ingestion benchmark (gate + AES-GCM encrypted DuckDB store, end to end from CSV)"
+    )
     for case in ("taobao", "generated"):
         r = results[case]
         if "skipped" in r:
@@ -186,8 +259,14 @@ def main() -> None:
         )
         if "again" in r:
             a = r["again"]
-            print(f"  {'(again)':<10} {a['read']:>9,} rows  {a['events_per_s']:>9,} events/s  accepted {a['accepted']:,}  duplicates {a['duplicates']:,}")
-    ok = all(results[c]["first"]["events_per_s"] >= TARGET_EVENTS_PER_S for c in ("taobao", "generated") if "first" in results[c])
+            print(
+                f"  {'(again)':<10} {a['read']:>9,} rows  {a['events_per_s']:>9,} events/s  accepted {a['accepted']:,}  duplicates {a['duplicates']:,}"
+            )
+    ok = all(
+        results[c]["first"]["events_per_s"] >= TARGET_EVENTS_PER_S
+        for c in ("taobao", "generated")
+        if "first" in results[c]
+    )
     results["meets_target"] = ok
     print(f"  target {TARGET_EVENTS_PER_S:,} events/s: {'met' if ok else 'NOT met'}")
     print(json.dumps(results))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 from _common import emit, machine, shared_data, tune_and_test
-
 from privrec.data.loaders import load_movielens_100k
 from privrec.data.splitters import stratified_split, validation_split
 
@@ -26,7 +25,11 @@ ROSTER = [
     ("popularity", {"binary": [True]}, {}),
     ("itemknn", {"k": [50, 100, 200, 400], "shrink": [0.0, 10.0]}, {"binary": True}),
     ("ease", {"reg": [100.0, 200.0, 300.0, 500.0, 800.0]}, {"binary": True}),
-    ("als", {"embedding_size": [32, 64, 128], "reg": [1.0, 10.0, 30.0]}, {"binary": True, "epochs": 15, "alpha": 1.0}),
+    (
+        "als",
+        {"embedding_size": [32, 64, 128], "reg": [1.0, 10.0, 30.0]},
+        {"binary": True, "epochs": 15, "alpha": 1.0},
+    ),
     ("bpr", {"embedding_size": [64], "epochs": [20, 40], "reg": [1e-5, 1e-4]}, {"binary": True}),
 ]
 
@@ -38,7 +41,9 @@ def main() -> None:
     sub_train, valid = validation_split(train, protocol="stratified", ratio=0.75, seed=43)
     rows = []
     for name, grid, fixed in ROSTER:
-        row = tune_and_test(name, grid, fixed, sub_train, valid, train, test, protocol="ranking", metrics=METRICS)
+        row = tune_and_test(
+            name, grid, fixed, sub_train, valid, train, test, protocol="ranking", metrics=METRICS
+        )
         rows.append(row)
         m = row["metrics"]
         print(

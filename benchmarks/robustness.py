@@ -28,9 +28,13 @@ import sys
 import time
 
 from _common import REPO, emit, machine, shared_data
-
 from privrec.data.loaders import load_amazon_s3rec, load_movielens_100k
-from privrec.data.splitters import leave_one_out, leave_one_out_test, stratified_split, validation_split
+from privrec.data.splitters import (
+    leave_one_out,
+    leave_one_out_test,
+    stratified_split,
+    validation_split,
+)
 from privrec.evaluation.attacks import ATTACKS, choose_targets, inject_attack
 from privrec.evaluation.detection import detect_fake_profiles, precision_recall
 from privrec.evaluation.protocol import evaluate_loo, evaluate_ranking
@@ -39,7 +43,12 @@ from privrec.models.zoo import create_model
 
 RESULTS = REPO / "benchmarks" / "results"
 LOG = RESULTS / "robustness.log"
-BPR = {"binary": True, "embedding_size": 64, "epochs": 20, "reg": 1e-4}  # benchmarks/ml100k.py's chosen BPR
+BPR = {
+    "binary": True,
+    "embedding_size": 64,
+    "epochs": 20,
+    "reg": 1e-4,
+}  # benchmarks/ml100k.py's chosen BPR
 # APR's candidates, chosen on validation: small eps from the start (the BPR base's 20 epochs), and
 # the paper's recipe (plain BPR first, then eps 0.5), as in benchmarks/apr_seeds.py
 APR_GRID = [{"eps": e} for e in (0.01, 0.05, 0.1)] + [
@@ -58,23 +67,47 @@ def say(line: str) -> None:
         fh.write(line + "\n")
 
 
-def tune_apr(sub_train, valid, protocol: str, grid: list[dict] = APR_GRID) -> tuple[dict, list[dict]]:
+def tune_apr(
+    sub_train, valid, protocol: str, grid: list[dict] = APR_GRID
+) -> tuple[dict, list[dict]]:
     """APR's settings by validation NDCG@10 (over the BPR base); BPR's own validation figure beside it."""
     ev = evaluate_loo if protocol == "loo" else evaluate_ranking
     rows = []
     bpr = create_model("bpr", **BPR).fit(sub_train, rng=42)
-    rows.append({"model": "bpr", "valid_ndcg@10": float(ev(bpr, sub_train, valid, metrics=["ndcg@10"])["ndcg@10"])})
+    rows.append(
+        {
+            "model": "bpr",
+            "valid_ndcg@10": float(ev(bpr, sub_train, valid, metrics=["ndcg@10"])["ndcg@10"]),
+        }
+    )
     for g in grid:
         m = create_model("apr", **{**BPR, "reg_adv": 1.0, **g}).fit(sub_train, rng=42)
-        rows.append({"model": "apr", **g, "valid_ndcg@10": float(ev(m, sub_train, valid, metrics=["ndcg@10"])["ndcg@10"])})
-        say(f"  tune apr {g}: valid ndcg@10 {rows[-1]['valid_ndcg@10']:.4f} (bpr {rows[0]['valid_ndcg@10']:.4f})")
+        rows.append(
+            {
+                "model": "apr",
+                **g,
+                "valid_ndcg@10": float(ev(m, sub_train, valid, metrics=["ndcg@10"])["ndcg@10"]),
+            }
+        )
+        say(
+            f"  tune apr {g}: valid ndcg@10 {rows[-1]['valid_ndcg@10']:.4f} (bpr {rows[0]['valid_ndcg@10']:.4f})"
+        )
     best = max(rows[1:], key=lambda r: r["valid_ndcg@10"])
-    return {"reg_adv": 1.0, **{k: v for k, v in best.items() if k not in ("model", "valid_ndcg@10")}}, rows
+    return {
+        "reg_adv": 1.0,
+        **{k: v for k, v in best.items() if k not in ("model", "valid_ndcg@10")},
+    }, rows
 
 
 def headline(report: dict) -> dict:
     bpr, apr = report["clean"]["none"]["ndcg"], report["clean"]["apr"]["ndcg"]
-    return {"bpr_ndcg@10": bpr, "apr_ndcg@10": apr, "gap": apr - bpr, "relative": (apr - bpr) / bpr, "apr_matches_or_beats_bpr": apr >= bpr}
+    return {
+        "bpr_ndcg@10": bpr,
+        "apr_ndcg@10": apr,
+        "gap": apr - bpr,
+        "relative": (apr - bpr) / bpr,
+        "apr_matches_or_beats_bpr": apr >= bpr,
+    }
 
 
 def main() -> None:
@@ -91,10 +124,16 @@ def main() -> None:
     apr, tuning = tune_apr(sub_train, valid, "ranking")
     say(f"ml100k: chosen APR {apr}")
     cfg = RobustnessConfig(base_params=BPR, apr_params=apr, seed=42)
-    rep = robustness_report(train, test, protocol="ranking", config=cfg, progress=lambda s: say("  " + s))
+    rep = robustness_report(
+        train, test, protocol="ranking", config=cfg, progress=lambda s: say("  " + s)
+    )
     write_report(rep, RESULTS / "robustness" / "ml100k")
-    out["ml100k"] = {"protocol": "Microsoft Recommenders stratified 75/25 by item, seed 42; full ranking, k=10",
-                     "apr_tuning": tuning, "headline": headline(rep), "report": rep}  # fmt: skip
+    out["ml100k"] = {
+        "protocol": "Microsoft Recommenders stratified 75/25 by item, seed 42; full ranking, k=10",
+        "apr_tuning": tuning,
+        "headline": headline(rep),
+        "report": rep,
+    }
     say(f"ml100k headline: {json.dumps(out['ml100k']['headline'])}")
 
     # ---- Amazon Beauty: headline + bandwagon 3% ------------------------------------------------
@@ -107,9 +146,17 @@ def main() -> None:
         say(f"beauty: {ds}")
         apr_b, tuning_b = tune_apr(sub_train, valid, "loo")
         say(f"beauty: chosen APR {apr_b}")
-        cfg_b = RobustnessConfig(base_params=BPR, apr_params=apr_b, attacks=("bandwagon",), fractions=(0.03,),
-                                 defences=("apr", "detect"), seed=42)  # fmt: skip
-        rep_b = robustness_report(train, test, protocol="loo", config=cfg_b, progress=lambda s: say("  " + s))
+        cfg_b = RobustnessConfig(
+            base_params=BPR,
+            apr_params=apr_b,
+            attacks=("bandwagon",),
+            fractions=(0.03,),
+            defences=("apr", "detect"),
+            seed=42,
+        )
+        rep_b = robustness_report(
+            train, test, protocol="loo", config=cfg_b, progress=lambda s: say("  " + s)
+        )
         # detection for every attack at 3% (no training needed)
         targets = choose_targets(train, 5, seed=42)
         det = {}
@@ -117,11 +164,17 @@ def main() -> None:
             p = inject_attack(train, kind, fraction=0.03, targets=targets, seed=42)
             pr = precision_recall(detect_fake_profiles(p.dataset).flagged, p.fake_users)
             det[kind] = {"precision": pr["precision"], "recall": pr["recall"]}
-            say(f"  beauty detection {kind} 3%: precision {pr['precision']:.3f} recall {pr['recall']:.3f}")
+            say(
+                f"  beauty detection {kind} 3%: precision {pr['precision']:.3f} recall {pr['recall']:.3f}"
+            )
         rep_b["detection_3pct"] = det
         write_report(rep_b, RESULTS / "robustness" / "beauty")
-        out["beauty"] = {"protocol": "leave-one-out, full ranking over all items, training items masked",
-                         "apr_tuning": tuning_b, "headline": headline(rep_b), "report": rep_b}  # fmt: skip
+        out["beauty"] = {
+            "protocol": "leave-one-out, full ranking over all items, training items masked",
+            "apr_tuning": tuning_b,
+            "headline": headline(rep_b),
+            "report": rep_b,
+        }
         say(f"beauty headline: {json.dumps(out['beauty']['headline'])}")
 
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -129,14 +182,25 @@ def main() -> None:
     (RESULTS / "robustness.json").write_text(json.dumps(out, indent=2, default=float))
     summary = {
         "benchmark": "robustness",
-        "ml100k": {**out["ml100k"]["headline"], "apr": apr, "defended": out["ml100k"]["report"]["defended"],
-                   "grid": out["ml100k"]["report"]["grid"], "clean_detection": out["ml100k"]["report"]["clean_detection"]},
-        "beauty": None if "beauty" not in out else {**out["beauty"]["headline"], "apr": apr_b, "defended": out["beauty"]["report"]["defended"],
-                                                    "detection_3pct": out["beauty"]["report"]["detection_3pct"]},
+        "ml100k": {
+            **out["ml100k"]["headline"],
+            "apr": apr,
+            "defended": out["ml100k"]["report"]["defended"],
+            "grid": out["ml100k"]["report"]["grid"],
+            "clean_detection": out["ml100k"]["report"]["clean_detection"],
+        },
+        "beauty": None
+        if "beauty" not in out
+        else {
+            **out["beauty"]["headline"],
+            "apr": apr_b,
+            "defended": out["beauty"]["report"]["defended"],
+            "detection_3pct": out["beauty"]["report"]["detection_3pct"],
+        },
         "published": PUBLISHED,
         "seconds": out["seconds"],
         "machine": out["machine"],
-    }  # fmt: skip
+    }
     with LOG.open("a") as fh:
         fh.write(json.dumps(summary, default=float) + "\n")
     emit(summary)

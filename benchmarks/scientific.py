@@ -42,12 +42,19 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import REPO, emit, machine, shared_data, tune_and_test
-from sequential_beauty import CONFIGS, QUICK, TEXT_VARIANT, evaluate, history_scorer, item_text_matrix
 
+from _common import REPO, emit, machine, shared_data, tune_and_test
 from privrec.data.loaders import load_unisrec, load_unisrec_split
 from privrec.data.splitters import leave_one_out, leave_one_out_test
 from privrec.models.zoo import create_model
+from sequential_beauty import (
+    CONFIGS,
+    QUICK,
+    TEXT_VARIANT,
+    evaluate,
+    history_scorer,
+    item_text_matrix,
+)
 
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")
 CLASSIC = [
@@ -65,7 +72,9 @@ def _short(res: dict[str, Any]) -> dict[str, float]:
     return {k: round(float(res[k]), 5) for k in METRICS if k in res}
 
 
-def sasrec_rows(label: str, params: dict[str, Any], sub: Any, valid: Any, train: Any, test: Any, text: Any) -> tuple[list[dict[str, Any]], int]:
+def sasrec_rows(
+    label: str, params: dict[str, Any], sub: Any, valid: Any, train: Any, test: Any, text: Any
+) -> tuple[list[dict[str, Any]], int]:
     """Select the epoch on the validation item, refit on train + valid for that many, test once."""
     extra = {} if text is None else {"item_text_embeddings": text}
     m = create_model("sasrec", **params)
@@ -79,13 +88,19 @@ def sasrec_rows(label: str, params: dict[str, Any], sub: Any, valid: Any, train:
     m2.fit(train, rng=42, **extra)
     fit_s = time.perf_counter() - t0
     fig = evaluate(m2, train, test)
-    print(f"{label:12s} refit {m.best_epoch} epochs: masked {fig['masked']}  fit {fit_s:.0f}s (selection {sel_s:.0f}s)", flush=True)
+    print(
+        f"{label:12s} refit {m.best_epoch} epochs: masked {fig['masked']}  fit {fit_s:.0f}s (selection {sel_s:.0f}s)",
+        flush=True,
+    )
     row = {
         "model": label,
         "params": again,
         "test": fig,
         "metrics": fig["masked"],
-        "valid_at_best_epoch": {"hr@10": round(best["hr@10"], 5), "ndcg@10": round(best["ndcg@10"], 5)},
+        "valid_at_best_epoch": {
+            "hr@10": round(best["hr@10"], 5),
+            "ndcg@10": round(best["ndcg@10"], 5),
+        },
         "best_epoch": m.best_epoch,
         "train_seconds": round(fit_s, 1),
         "selection_seconds": round(sel_s, 1),
@@ -96,18 +111,30 @@ def sasrec_rows(label: str, params: dict[str, Any], sub: Any, valid: Any, train:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="2 SASRec epochs, small grids: a smoke run")
-    ap.add_argument("--cache-dir", default=os.environ.get("PRIVREC_TEXT_CACHE_DIR") or str(REPO / "privrec-data" / "cache" / "embeddings"))
+    ap.add_argument(
+        "--quick", action="store_true", help="2 SASRec epochs, small grids: a smoke run"
+    )
+    ap.add_argument(
+        "--cache-dir",
+        default=os.environ.get("PRIVREC_TEXT_CACHE_DIR")
+        or str(REPO / "privrec-data" / "cache" / "embeddings"),
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
     folder = shared_data() / "amazon-scientific-unisrec"
-    f_train, f_valid, f_test = load_unisrec_split(folder)  # raises unless it reproduces the files' split
+    f_train, f_valid, f_test = load_unisrec_split(
+        folder
+    )  # raises unless it reproduces the files' split
     ds = load_unisrec(folder)
     sub, valid, test0 = leave_one_out(ds)
     train, test = leave_one_out_test(ds)
     for a, b in ((f_train, sub), (f_valid, valid), (f_test, test0), (f_test, test)):
-        assert a.n_events == b.n_events and np.array_equal(a.user_idx, b.user_idx) and np.array_equal(a.item_idx, b.item_idx)
+        assert (
+            a.n_events == b.n_events
+            and np.array_equal(a.user_idx, b.user_idx)
+            and np.array_equal(a.item_idx, b.item_idx)
+        )
     rows: list[dict[str, Any]] = []
     valid_ndcg: dict[str, float] = {}
     for name, grid, fixed in [*CLASSIC, CONTENT]:
@@ -115,20 +142,31 @@ def main() -> None:
             grid = {k: v[:1] for k, v in grid.items()}
         if name == "content":
             fixed = {**fixed, "cache_dir": args.cache_dir}
-        row = tune_and_test(name, grid, fixed, sub, valid, train, test, protocol="loo", metrics=METRICS)
+        row = tune_and_test(
+            name, grid, fixed, sub, valid, train, test, protocol="loo", metrics=METRICS
+        )
         row["metrics"] = _short(row["metrics"])
         if row["tuning"]:
             valid_ndcg[name] = max(r["ndcg@10"] for r in row["tuning"])
         rows.append(row)
-        print(f"{name:12s} {row['metrics']}  fit {row['train_seconds']:.1f}s  params {row['params']}", flush=True)
+        print(
+            f"{name:12s} {row['metrics']}  fit {row['train_seconds']:.1f}s  params {row['params']}",
+            flush=True,
+        )
 
     text, text_info = item_text_matrix(ds, args.cache_dir)
     q = {**QUICK} if args.quick else {}
     seq: dict[str, tuple[float, dict[str, Any]]] = {}  # variant -> (validation NDCG@10, settings)
-    for label, params, t in (("sasrec", {**SASREC, **q}, None), ("sasrec+text", {**SASREC, **TEXT_VARIANT, **q}, text)):
+    for label, params, t in (
+        ("sasrec", {**SASREC, **q}, None),
+        ("sasrec+text", {**SASREC, **TEXT_VARIANT, **q}, text),
+    ):
         r, best_epoch = sasrec_rows(label, params, sub, valid, train, test, t)
         rows += r
-        seq[label] = (r[0]["valid_at_best_epoch"]["ndcg@10"], {**params, "epochs": max(1, best_epoch), "time_budget_s": None})
+        seq[label] = (
+            r[0]["valid_at_best_epoch"]["ndcg@10"],
+            {**params, "epochs": max(1, best_epoch), "time_budget_s": None},
+        )
 
     # The hybrid's parts: the classic CF model, the SASRec variant and the content half-life that
     # did best on the validation item (the text SASRec reads the MiniLM matrix from a file).
@@ -156,7 +194,9 @@ def main() -> None:
     hyb.fit(train, rng=42)
     fit_s = time.perf_counter() - t1
     fig = evaluate(hyb, train, test, scorer=history_scorer(hyb, train), unmasked=False)
-    print(f"hybrid       masked {fig['masked']}  weights {hyb.weights}  fit {fit_s:.0f}s", flush=True)
+    print(
+        f"hybrid       masked {fig['masked']}  weights {hyb.weights}  fit {fit_s:.0f}s", flush=True
+    )
     rows.append(
         {
             "model": f"hybrid ({cf} + {seq_name} + content + popularity)",

@@ -42,8 +42,8 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import REPO, emit, machine, shared_data
 
+from _common import REPO, emit, machine, shared_data
 from privrec.data.loaders import load_amazon_s3rec
 from privrec.data.splitters import leave_one_out, leave_one_out_test
 from privrec.evaluation.protocol import evaluate_loo
@@ -120,12 +120,20 @@ def _metrics(res: dict[str, Any]) -> dict[str, float]:
     return {k: round(float(res[k]), 5) for k in METRICS}
 
 
-def evaluate(model: Any, train: Any, test: Any, *, scorer: Any = None, unmasked: bool = True) -> dict[str, dict[str, float]]:
+def evaluate(
+    model: Any, train: Any, test: Any, *, scorer: Any = None, unmasked: bool = True
+) -> dict[str, dict[str, float]]:
     """Test figures with the user's exact ordered history, history items masked and not."""
     scorer = scorer or sequence_scorer(model, train)
-    out = {"masked": _metrics(evaluate_loo(model, train, test, metrics=METRICS, scorer=scorer, exclude_train=True))}
+    out = {
+        "masked": _metrics(
+            evaluate_loo(model, train, test, metrics=METRICS, scorer=scorer, exclude_train=True)
+        )
+    }
     if unmasked:
-        out["unmasked"] = _metrics(evaluate_loo(model, train, test, metrics=METRICS, scorer=scorer, exclude_train=False))
+        out["unmasked"] = _metrics(
+            evaluate_loo(model, train, test, metrics=METRICS, scorer=scorer, exclude_train=False)
+        )
     return out
 
 
@@ -138,7 +146,11 @@ def history_scorer(model: Any, ds: Any) -> Any:
 
     def scorer(users: np.ndarray) -> np.ndarray:
         hs = [
-            UserHistory(items=ds.item_idx[off[u] : off[u + 1]].astype(np.int64), weights=w[off[u] : off[u + 1]], event_types=ds.event_type[off[u] : off[u + 1]])
+            UserHistory(
+                items=ds.item_idx[off[u] : off[u + 1]].astype(np.int64),
+                weights=w[off[u] : off[u + 1]],
+                event_types=ds.event_type[off[u] : off[u + 1]],
+            )
             for u in np.asarray(users, dtype=np.int64).tolist()
         ]
         return model.score_histories(hs)
@@ -155,7 +167,10 @@ def run_hybrid(params: dict[str, Any], train: Any, test: Any) -> list[dict[str, 
     t0 = time.perf_counter()
     # masked only: the hybrid's "unmasked" figure would cost a second full scoring pass
     figures = evaluate(model, train, test, scorer=history_scorer(model, train), unmasked=False)
-    print(f"hybrid    masked {figures['masked']}  weights {model.weights}  fit {fit_s:.0f}s", flush=True)
+    print(
+        f"hybrid    masked {figures['masked']}  weights {model.weights}  fit {fit_s:.0f}s",
+        flush=True,
+    )
     return [
         {
             "model": "hybrid (SASRec + EASE + content + popularity, weights fitted on the validation item)",
@@ -178,7 +193,11 @@ def item_text_matrix(ds: Any, cache_dir: str) -> tuple[Any, dict[str, Any]]:
     enc = SentenceEncoder(cache=EmbeddingCache(cache_dir))
     t0 = time.perf_counter()
     vecs = enc.encode(ds.item_text(), batch_size=64)
-    return vecs, {"encoder": enc.model_id, "seconds": round(time.perf_counter() - t0, 1), "texts_encoded": enc.texts_encoded}
+    return vecs, {
+        "encoder": enc.model_id,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "texts_encoded": enc.texts_encoded,
+    }
 
 
 def run(
@@ -208,17 +227,25 @@ def run(
             "model": label,
             "params": params,
             "test": figures,
-            "valid_at_best_epoch": {"hr@10": round(best["hr@10"], 5), "ndcg@10": round(best["ndcg@10"], 5)},
+            "valid_at_best_epoch": {
+                "hr@10": round(best["hr@10"], 5),
+                "ndcg@10": round(best["ndcg@10"], 5),
+            },
             "best_epoch": model.best_epoch,
             "epochs_run": len(log),
             "train_seconds": round(fit_s, 1),
-            "train_seconds_per_epoch": round((log[-1]["seconds"] - sum(e.get("val_seconds", 0.0) for e in log)) / len(log), 1),
+            "train_seconds_per_epoch": round(
+                (log[-1]["seconds"] - sum(e.get("val_seconds", 0.0) for e in log)) / len(log), 1
+            ),
             "validation_seconds_total": round(sum(e.get("val_seconds", 0.0) for e in log), 1),
             "eval_seconds": round(time.perf_counter() - t0, 1),
             "curve": [{k: round(v, 5) for k, v in e.items()} for e in log if "ndcg@10" in e],
         }
     ]
-    print(f"{label:9s} masked {figures['masked']}  unmasked {figures['unmasked']}  best epoch {model.best_epoch}  fit {fit_s:.0f}s", flush=True)
+    print(
+        f"{label:9s} masked {figures['masked']}  unmasked {figures['unmasked']}  best epoch {model.best_epoch}  fit {fit_s:.0f}s",
+        flush=True,
+    )
     if refit:
         again = {**params, "epochs": model.best_epoch, "time_budget_s": None}
         m2 = create_model(name, **again)
@@ -226,18 +253,36 @@ def run(
         m2.fit(train, rng=42, **extra)
         fit2 = time.perf_counter() - t0
         fig2 = evaluate(m2, train, test)
-        rows.append({"model": f"{label} (refit on train+valid, {model.best_epoch} epochs)", "params": again, "test": fig2, "train_seconds": round(fit2, 1)})
-        print(f"{label:9s} refit  masked {fig2['masked']}  unmasked {fig2['unmasked']}  fit {fit2:.0f}s", flush=True)
+        rows.append(
+            {
+                "model": f"{label} (refit on train+valid, {model.best_epoch} epochs)",
+                "params": again,
+                "test": fig2,
+                "train_seconds": round(fit2, 1),
+            }
+        )
+        print(
+            f"{label:9s} refit  masked {fig2['masked']}  unmasked {fig2['unmasked']}  fit {fit2:.0f}s",
+            flush=True,
+        )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="sasrec,bert4rec")
-    ap.add_argument("--no-refit", dest="refit", action="store_false", help="skip the refit on train+valid")
+    ap.add_argument(
+        "--no-refit", dest="refit", action="store_false", help="skip the refit on train+valid"
+    )
     ap.add_argument("--quick", action="store_true", help="2 epochs per model: a smoke run")
-    ap.add_argument("--text", action="store_true", help="also SASRec with ID + MiniLM text item vectors")
-    ap.add_argument("--cache-dir", default=os.environ.get("PRIVREC_TEXT_CACHE_DIR") or str(REPO / "privrec-data" / "cache" / "embeddings"))
+    ap.add_argument(
+        "--text", action="store_true", help="also SASRec with ID + MiniLM text item vectors"
+    )
+    ap.add_argument(
+        "--cache-dir",
+        default=os.environ.get("PRIVREC_TEXT_CACHE_DIR")
+        or str(REPO / "privrec-data" / "cache" / "embeddings"),
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
@@ -262,7 +307,9 @@ def main() -> None:
     if args.text:
         text, text_info = item_text_matrix(ds, args.cache_dir)
         params = {**CONFIGS["sasrec"], **TEXT_VARIANT, **(QUICK if args.quick else {})}
-        rows += run("sasrec", params, sub, valid, train, test, args.refit, label="sasrec+text", text=text)
+        rows += run(
+            "sasrec", params, sub, valid, train, test, args.refit, label="sasrec+text", text=text
+        )
     emit(
         {
             "benchmark": "sequential_beauty",

@@ -43,7 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 CLIENT_KEY = "bench-client-" + "c" * 24
 ADMIN_KEY = "bench-admin-" + "a" * 24
-PARAMS = {"ease": {"reg": 50.0}, "itemknn": {"k": 200, "shrink": 10.0}}  # benchmarks/beauty.py's tuned values
+PARAMS = {
+    "ease": {"reg": 50.0},
+    "itemknn": {"k": 200, "shrink": 10.0},
+}  # benchmarks/beauty.py's tuned values
 TARGET_RPS, TARGET_P99_MS, TARGET_EVENTS_PER_S = 1000.0, 25.0, 20000.0
 
 
@@ -76,7 +79,14 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
                         users.append(p[0])
                         items.append(it)
                         pos.append(k)
-            frame = pd.DataFrame({"user": users, "item": items, "type": "purchase", "timestamp": SYNTHETIC_BASE_TS + np.asarray(pos)})
+            frame = pd.DataFrame(
+                {
+                    "user": users,
+                    "item": items,
+                    "type": "purchase",
+                    "timestamp": SYNTHETIC_BASE_TS + np.asarray(pos),
+                }
+            )
             info["ingest"] = rs.ingest_frame(frame).to_dict()
         info["prepare_ingest_s"] = round(time.perf_counter() - t0, 1)
         if not versions:
@@ -110,18 +120,44 @@ def serve(data_dir: str, port: int, cache_entries: int) -> None:
     from privrec.server.settings import ServerSettings
 
     logging.basicConfig(level=logging.WARNING)
-    server = ServerSettings(api_keys=f"client:{CLIENT_KEY},admin:{ADMIN_KEY}", rate_client=1e9, rate_admin=1e9, pages="off",
-                            cache_entries=cache_entries, max_batch_events=20000)  # fmt: skip
+    server = ServerSettings(
+        api_keys=f"client:{CLIENT_KEY},admin:{ADMIN_KEY}",
+        rate_client=1e9,
+        rate_admin=1e9,
+        pages="off",
+        cache_entries=cache_entries,
+        max_batch_events=20000,
+    )
     app = create_app(Settings(data_dir=Path(data_dir)), server=server)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools",
-                backlog=2048, timeout_keep_alive=60)  # fmt: skip
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        backlog=2048,
+        timeout_keep_alive=60,
+    )
 
 
-def _http(method: str, url: str, body: dict[str, Any] | None = None, key: str = ADMIN_KEY, timeout: float = 120) -> tuple[int, Any]:
+def _http(
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    key: str = ADMIN_KEY,
+    timeout: float = 120,
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
@@ -143,7 +179,7 @@ def wait_ready(base: str, proc: mp.Process, timeout: float = 600) -> dict[str, A
 
 
 def metric(base: str, name: str) -> float:
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
@@ -152,8 +188,10 @@ def metric(base: str, name: str) -> float:
 
 # ---- load generator process -------------------------------------------------------------------------
 def _request(path: str, body: bytes, key: str) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> int:
@@ -198,11 +236,22 @@ async def _phase(spec: dict[str, Any]) -> dict[str, Any]:
         if kind == "ingest":
             n = spec["batch"]
             base = 1_719_700_000 + counter[0]
-            evs = [{"user": f"bench-{counter[0]}-{j % 500}", "item": items[rng.randrange(len(items))], "type": "view" if j % 4 else "purchase",
-                    "timestamp": base + j * 1e-3} for j in range(n)]  # fmt: skip
+            evs = [
+                {
+                    "user": f"bench-{counter[0]}-{j % 500}",
+                    "item": items[rng.randrange(len(items))],
+                    "type": "view" if j % 4 else "purchase",
+                    "timestamp": base + j * 1e-3,
+                }
+                for j in range(n)
+            ]
             events_sent[0] += n
             return _request("/v1/events/batch", json.dumps({"events": evs}).encode(), CLIENT_KEY)
-        return _request("/v1/recommendations", json.dumps({"user": users[rng.randrange(len(users))], "k": 10}).encode(), CLIENT_KEY)
+        return _request(
+            "/v1/recommendations",
+            json.dumps({"user": users[rng.randrange(len(users))], "k": 10}).encode(),
+            CLIENT_KEY,
+        )
 
     t_start = time.perf_counter()
     t_end = t_start + seconds
@@ -260,8 +309,14 @@ async def _phase(spec: dict[str, Any]) -> dict[str, Any]:
             q.put_nowait(None)
         await asyncio.gather(*tasks)
     secs = time.perf_counter() - t_start
-    return {"lat_ms": lat, "statuses": statuses, "errors": errors[0], "seconds": secs,
-            "events": events_sent[0], "not_sent": not_sent[0]}
+    return {
+        "lat_ms": lat,
+        "statuses": statuses,
+        "errors": errors[0],
+        "seconds": secs,
+        "events": events_sent[0],
+        "not_sent": not_sent[0],
+    }
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -275,7 +330,9 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
-def run_phase(spec: dict[str, Any], during: Any = None, server_pid: int | None = None) -> dict[str, Any]:
+def run_phase(
+    spec: dict[str, Any], during: Any = None, server_pid: int | None = None
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     cpu0 = cpu_seconds(server_pid)
     parent, child = ctx.Pipe(duplex=False)
@@ -320,9 +377,16 @@ def _free_port() -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", choices=sorted(PARAMS), default="ease")
-    ap.add_argument("--data-dir", type=Path, default=None, help="reuse/prepare this data directory (default: a temporary one)")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="reuse/prepare this data directory (default: a temporary one)",
+    )
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rate", type=float, default=TARGET_RPS)
@@ -339,8 +403,15 @@ def main() -> None:
     prep = prepare(args.data_dir, args.model, beauty)
     print(f"prepared: {prep}", flush=True)
     users = beauty_users(beauty)
-    results: dict[str, Any] = {"benchmark": "serve_load", "model": args.model, "dataset": "amazon-beauty", "users": len(users),
-                               "machine": machine(), "load_avg_start": os.getloadavg(), "prepare": prep}  # fmt: skip
+    results: dict[str, Any] = {
+        "benchmark": "serve_load",
+        "model": args.model,
+        "dataset": "amazon-beauty",
+        "users": len(users),
+        "machine": machine(),
+        "load_avg_start": os.getloadavg(),
+        "prepare": prep,
+    }
     ctx = mp.get_context("spawn")
     for cache in (True, False):
         port = _free_port()
@@ -352,19 +423,40 @@ def main() -> None:
             ready = wait_ready(base, server)
             results.setdefault("server_start_s", round(time.time() - t0, 1))
             versions = _http("GET", base + "/v1/models")[1]["models"][args.model]["versions"]
-            common = {"port": port, "connections": args.connections, "users": users, "seconds": args.seconds}
+            common = {
+                "port": port,
+                "connections": args.connections,
+                "users": users,
+                "seconds": args.seconds,
+            }
             run_phase({**common, "kind": "recs", "seconds": 2.0})  # warm-up
             if cache:
                 h0, m0 = metric(base, "privrec_cache_hits"), metric(base, "privrec_cache_misses")
                 print("phase recs-closed", flush=True)
-                results["recs_closed"] = run_phase({**common, "kind": "recs"}, server_pid=server.pid)
+                results["recs_closed"] = run_phase(
+                    {**common, "kind": "recs"}, server_pid=server.pid
+                )
                 print("phase recs-open", flush=True)
-                results["recs_open"] = run_phase({**common, "kind": "recs", "rate": args.rate, "connections": 64}, server_pid=server.pid)
+                results["recs_open"] = run_phase(
+                    {**common, "kind": "recs", "rate": args.rate, "connections": 64},
+                    server_pid=server.pid,
+                )
                 h1, m1 = metric(base, "privrec_cache_hits"), metric(base, "privrec_cache_misses")
-                results["recs_cache_hit_ratio"] = round((h1 - h0) / max(1.0, (h1 - h0) + (m1 - m0)), 3)
+                results["recs_cache_hit_ratio"] = round(
+                    (h1 - h0) / max(1.0, (h1 - h0) + (m1 - m0)), 3
+                )
                 print("phase ingest", flush=True)
                 items = [str(i) for i in range(1, 12102)]
-                results["ingest"] = run_phase({**common, "kind": "ingest", "connections": 2, "items": items, "batch": args.batch}, server_pid=server.pid)
+                results["ingest"] = run_phase(
+                    {
+                        **common,
+                        "kind": "ingest",
+                        "connections": 2,
+                        "items": items,
+                        "batch": args.batch,
+                    },
+                    server_pid=server.pid,
+                )
                 print("phase hotswap", flush=True)
 
                 def swap() -> list[dict[str, Any]]:
@@ -372,33 +464,62 @@ def main() -> None:
                     out = []
                     for v in (versions[-1], versions[0], versions[-1]):
                         t = time.perf_counter()
-                        code, doc = _http("POST", f"{base}/v1/models/{args.model}/activate", {"version": v})
-                        out.append({"version": v, "status": code, "seconds": round(time.perf_counter() - t, 2)})
+                        code, doc = _http(
+                            "POST", f"{base}/v1/models/{args.model}/activate", {"version": v}
+                        )
+                        out.append(
+                            {
+                                "version": v,
+                                "status": code,
+                                "seconds": round(time.perf_counter() - t, 2),
+                            }
+                        )
                         time.sleep(args.seconds * 0.15)
                     return out
 
-                results["hotswap"] = run_phase({**common, "kind": "recs", "seconds": args.seconds * 1.2}, during=swap, server_pid=server.pid)
+                results["hotswap"] = run_phase(
+                    {**common, "kind": "recs", "seconds": args.seconds * 1.2},
+                    during=swap,
+                    server_pid=server.pid,
+                )
                 results["ready"] = ready
             else:
                 print("phase recs-nocache", flush=True)
-                results["recs_open_nocache"] = run_phase({**common, "kind": "recs", "rate": args.rate, "connections": 64}, server_pid=server.pid)
+                results["recs_open_nocache"] = run_phase(
+                    {**common, "kind": "recs", "rate": args.rate, "connections": 64},
+                    server_pid=server.pid,
+                )
                 print("phase recs-closed-nocache", flush=True)
-                results["recs_closed_nocache"] = run_phase({**common, "kind": "recs"}, server_pid=server.pid)
+                results["recs_closed_nocache"] = run_phase(
+                    {**common, "kind": "recs"}, server_pid=server.pid
+                )
         finally:
             server.terminate()
             server.join(timeout=30)
     results["load_avg_end"] = os.getloadavg()
-    rc, ro, ing, hs = results["recs_closed"], results["recs_open"], results["ingest"], results["hotswap"]
+    rc, ro, ing, hs = (
+        results["recs_closed"],
+        results["recs_open"],
+        results["ingest"],
+        results["hotswap"],
+    )
     results["targets"] = {
         "recs_req_per_s>=1000": rc["req_per_s"] >= TARGET_RPS and rc["failed"] == 0,
-        "recs_p99_ms<=25_at_1000_rps": (ro["p99_ms"] or 1e9) <= TARGET_P99_MS and ro["not_sent"] == 0 and ro["failed"] == 0,
-        "ingest_events_per_s>=20000": ing["events_per_s"] >= TARGET_EVENTS_PER_S and ing["failed"] == 0,
-        "no_failed_request_during_hot_swap": hs["failed"] == 0 and all(s["status"] == 200 for s in hs["during"]),
+        "recs_p99_ms<=25_at_1000_rps": (ro["p99_ms"] or 1e9) <= TARGET_P99_MS
+        and ro["not_sent"] == 0
+        and ro["failed"] == 0,
+        "ingest_events_per_s>=20000": ing["events_per_s"] >= TARGET_EVENTS_PER_S
+        and ing["failed"] == 0,
+        "no_failed_request_during_hot_swap": hs["failed"] == 0
+        and all(s["status"] == 200 for s in hs["during"]),
     }
     for name, r in results.items():
         if isinstance(r, dict) and "req_per_s" in r:
-            print(f"{name:22} {r['req_per_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  failed {r['failed']}  "
-                  f"server CPU {r.get('server_cpu_ms_per_request')} ms/request ({r.get('server_cpu_share')} cores)", flush=True)
+            print(
+                f"{name:22} {r['req_per_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  failed {r['failed']}  "
+                f"server CPU {r.get('server_cpu_ms_per_request')} ms/request ({r.get('server_cpu_share')} cores)",
+                flush=True,
+            )
     if tmp is not None:
         tmp.cleanup()
     print(json.dumps(results))

@@ -20,7 +20,9 @@ def shared_data() -> Path:
     """The real datasets folder; tests that need it skip with a clear message when it is absent."""
     d = shared_data_dir()
     if not d.is_dir():
-        pytest.skip(f"real datasets not found at {d} (set PRIVREC_SHARED_DATA to the shared/data folder)")
+        pytest.skip(
+            f"real datasets not found at {d} (set PRIVREC_SHARED_DATA to the shared/data folder)"
+        )
     return d
 
 

@@ -19,7 +19,11 @@ runner = CliRunner()
 def shop_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     events, _catalogue = generate_shop(n_items=150, n_users=120, seed=3)
     path = tmp_path_factory.mktemp("shop") / "events.jsonl"
-    cols = [c for c in ("user", "item", "type", "timestamp", "rating", "query", "session", "event_id") if c in events]
+    cols = [
+        c
+        for c in ("user", "item", "type", "timestamp", "rating", "query", "session", "event_id")
+        if c in events
+    ]
     events[cols].to_json(path, orient="records", lines=True)
     return path, sorted(set(events["user"].astype(str)))
 
@@ -30,7 +34,9 @@ def _run(*args: str) -> str:
     return result.output
 
 
-def test_cli_round_trip_and_no_raw_ids_on_disk(shop_file: tuple[Path, list[str]], data_dir: Path) -> None:
+def test_cli_round_trip_and_no_raw_ids_on_disk(
+    shop_file: tuple[Path, list[str]], data_dir: Path
+) -> None:
     path, users = shop_file
     dd = str(data_dir)
     out = _run("ingest", str(path), "--data-dir", dd)

@@ -25,14 +25,29 @@ def shop_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     with RecSys(Settings(data_dir=d)) as rs:
         rs.add_items(catalogue)
         rs.ingest_frame(events)
-        rs.train("dp_popularity", params={"epsilon": 1.0})  # a release for the data directory's ledger
+        rs.train(
+            "dp_popularity", params={"epsilon": 1.0}
+        )  # a release for the data directory's ledger
     return d
 
 
-def test_privacy_report_writes_png_html_json_with_the_ledger(shop_dir: Path, tmp_path: Path) -> None:
+def test_privacy_report_writes_png_html_json_with_the_ledger(
+    shop_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "report"
-    args = ["privacy-report", "--data-dir", str(shop_dir), "--out", str(out), "--epsilons", "1,inf",
-            "--models", "dp_popularity,dp_itemknn", "--audit-users", "120"]  # fmt: skip
+    args = [
+        "privacy-report",
+        "--data-dir",
+        str(shop_dir),
+        "--out",
+        str(out),
+        "--epsilons",
+        "1,inf",
+        "--models",
+        "dp_popularity,dp_itemknn",
+        "--audit-users",
+        "120",
+    ]
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "privacy frontier done" in result.output
@@ -41,11 +56,16 @@ def test_privacy_report_writes_png_html_json_with_the_ledger(shop_dir: Path, tmp
     assert "Privacy-budget ledger" in html and "<img" in html
     doc = json.loads((out / "privacy_report.json").read_text())
     assert {(p["model"], p["epsilon"]) for p in doc["points"]} == {
-        ("dp_popularity", 1.0), ("dp_popularity", "inf"), ("dp_itemknn", 1.0), ("dp_itemknn", "inf")
-    }  # fmt: skip
+        ("dp_popularity", 1.0),
+        ("dp_popularity", "inf"),
+        ("dp_itemknn", 1.0),
+        ("dp_itemknn", "inf"),
+    }
     assert all(p["attack_auc"] is not None for p in doc["points"])
     assert doc["ledger"]["releases"] == 2  # the frontier's two finite-epsilon releases
-    assert doc["data_dir_ledger"]["releases"] == 1 and doc["data_dir_ledger"]["epsilon_spent"] == 1.0
+    assert (
+        doc["data_dir_ledger"]["releases"] == 1 and doc["data_dir_ledger"]["epsilon_spent"] == 1.0
+    )
 
 
 def test_privacy_report_names_bad_options(shop_dir: Path, tmp_path: Path) -> None:
@@ -53,16 +73,26 @@ def test_privacy_report_names_bad_options(shop_dir: Path, tmp_path: Path) -> Non
     assert bad.exit_code == 2 and "models" in bad.output
     bad = runner.invoke(app, ["privacy-report", "--data-dir", str(shop_dir), "--epsilons", "one"])
     assert bad.exit_code == 2 and "--epsilons" in bad.output
-    bad = runner.invoke(app, ["privacy-report", "--data-dir", str(shop_dir), "--dataset", str(tmp_path / "nope")])
+    bad = runner.invoke(
+        app, ["privacy-report", "--data-dir", str(shop_dir), "--dataset", str(tmp_path / "nope")]
+    )
     assert bad.exit_code == 2 and "dataset" in bad.output
 
 
 def test_forget_several_users_as_one_batch(shop_dir: Path) -> None:
     with RecSys(Settings(data_dir=shop_dir)) as rs:
         rs.train("itemknn", params={"k": 20})
-    result = runner.invoke(app, ["forget", "shopper-00001", "shopper-00002", "--data-dir", str(shop_dir)], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["forget", "shopper-00001", "shopper-00002", "--data-dir", str(shop_dir)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     receipts = json.loads(result.output[result.output.index("[") :])
     assert [r["batch_size"] for r in receipts] == [2, 2]
-    assert all(r["models_updated_exactly"] == ["itemknn"] and r["models_pending_retrain"] == ["dp_popularity"] for r in receipts)
+    assert all(
+        r["models_updated_exactly"] == ["itemknn"]
+        and r["models_pending_retrain"] == ["dp_popularity"]
+        for r in receipts
+    )
     assert all(r["retrain_deadline"] for r in receipts)

@@ -59,7 +59,11 @@ def _violations() -> list[str]:
 
 def test_every_package_has_a_layer() -> None:
     for child in SRC.iterdir():
-        if child.name.startswith("_") or child.suffix not in ("", ".py") or child.name == "py.typed":
+        if (
+            child.name.startswith("_")
+            or child.suffix not in ("", ".py")
+            or child.name == "py.typed"
+        ):
             continue
         assert child.stem in LAYER, f"{child.name} has no layer in design.md's table"
 

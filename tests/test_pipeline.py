@@ -15,7 +15,14 @@ from privrec.service import RecSys
 
 def test_small_demo_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     with RecSys(Settings(data_dir=data_dir)) as rs:
-        result = run_demo(rs, n_users=300, n_items=300, seed=5, models=["popularity", "itemknn", "ease"], out_dir=tmp_path / "rep")
+        result = run_demo(
+            rs,
+            n_users=300,
+            n_items=300,
+            seed=5,
+            models=["popularity", "itemknn", "ease"],
+            out_dir=tmp_path / "rep",
+        )
         assert result.ingest["accepted"] > 0 and result.ingest["rejected"] == 0
         by = {r.model: r.metrics["ndcg@10"] for r in result.results}
         assert by["ease"] > by["popularity"] and by["itemknn"] > by["popularity"]

@@ -42,7 +42,9 @@ def shop_events() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def trained_template(tmp_path_factory: pytest.TempPathFactory, shop_events: tuple[pd.DataFrame, pd.DataFrame]) -> Path:
+def trained_template(
+    tmp_path_factory: pytest.TempPathFactory, shop_events: tuple[pd.DataFrame, pd.DataFrame]
+) -> Path:
     """A data directory with the shop ingested and popularity, item-kNN and EASE trained."""
     events, catalogue = shop_events
     d = tmp_path_factory.mktemp("privacy-shop") / "data"
@@ -74,7 +76,9 @@ def _active(rs: RecSys, name: str) -> tuple[Recommender, Vocabulary]:
 
 def _retrained(rs: RecSys, name: str, items: Vocabulary) -> tuple[Recommender, InteractionDataset]:
     """The same model trained from scratch on what the store holds now (same item vocabulary)."""
-    ds = InteractionDataset.from_events(rs.store.events(), items=items, event_weights=rs.settings.event_weights)
+    ds = InteractionDataset.from_events(
+        rs.store.events(), items=items, event_weights=rs.settings.event_weights
+    )
     return create_model(name, **EXACT[name]).fit(ds, rng=42), ds
 
 
@@ -83,26 +87,58 @@ def test_consent_applies_to_every_ingestion_path(tmp_path: Path) -> None:
     with RecSys(Settings(data_dir=tmp_path / "d")) as rs:
         rs.set_consent("anon", "anonymous")
         rs.set_consent("buyer", "purchases_only")
-        rows = [_ev(u, "sku-1", t, i) for i, (u, t) in enumerate(
-            [("anon", "view"), ("anon", "purchase"), ("buyer", "view"), ("buyer", "cart"), ("buyer", "purchase"), ("fan", "view")]
-        )]  # fmt: skip
+        rows = [
+            _ev(u, "sku-1", t, i)
+            for i, (u, t) in enumerate(
+                [
+                    ("anon", "view"),
+                    ("anon", "purchase"),
+                    ("buyer", "view"),
+                    ("buyer", "cart"),
+                    ("buyer", "purchase"),
+                    ("fan", "view"),
+                ]
+            )
+        ]
         rep = rs.ingest_events(rows)
         assert (rep.accepted, rep.consent_dropped) == (2, 4)
         assert rep.read == rep.accepted + rep.rejected + rep.duplicates + rep.consent_dropped
         # the file path (what `privrec ingest` runs) and the frame path filter the same way
         f = tmp_path / "more.jsonl"
-        f.write_text("".join(json.dumps(_ev(u, "sku-2", t, 100 + i)) + "\n" for i, (u, t) in enumerate([("anon", "cart"), ("buyer", "view"), ("fan", "cart")])))
+        f.write_text(
+            "".join(
+                json.dumps(_ev(u, "sku-2", t, 100 + i)) + "\n"
+                for i, (u, t) in enumerate([("anon", "cart"), ("buyer", "view"), ("fan", "cart")])
+            )
+        )
         assert rs.ingest_file(f).to_dict()["consent_dropped"] == 2
-        fr = rs.ingest_frame(pd.DataFrame([_ev("anon", "sku-3", "purchase", 200), _ev("buyer", "sku-3", "purchase", 201)]))
+        fr = rs.ingest_frame(
+            pd.DataFrame(
+                [_ev("anon", "sku-3", "purchase", 200), _ev("buyer", "sku-3", "purchase", 201)]
+            )
+        )
         assert (fr.accepted, fr.consent_dropped) == (1, 1)
         # the HTTP path looks up all senders of a batch at once: each must still get their own level
-        api = rs.ingest_api([_ev(u, "sku-5", t, 400 + i) for i, (u, t) in enumerate(
-            [("anon", "purchase"), ("buyer", "view"), ("fan", "view"), ("buyer", "purchase"), ("new", "cart")]
-        )])  # fmt: skip
+        api = rs.ingest_api(
+            [
+                _ev(u, "sku-5", t, 400 + i)
+                for i, (u, t) in enumerate(
+                    [
+                        ("anon", "purchase"),
+                        ("buyer", "view"),
+                        ("fan", "view"),
+                        ("buyer", "purchase"),
+                        ("new", "cart"),
+                    ]
+                )
+            ]
+        )
         assert (api["accepted"], api["consent_dropped"]) == (3, 2)
         anon = rs.pseudonymiser.pseudonymise("anon")
         buyer = rs.pseudonymiser.pseudonymise("buyer")
-        assert len(rs.store.events(user=anon)) == 0  # an anonymous shopper's events are never stored
+        assert (
+            len(rs.store.events(user=anon)) == 0
+        )  # an anonymous shopper's events are never stored
         assert set(rs.store.events(user=buyer)["type"]) == {"purchase"}
         # a change applies to the next ingestion
         rs.set_consent("anon", "personalized")
@@ -131,7 +167,11 @@ def test_ledger_charged_by_training_and_refuses_over_budget(data_dir: Path) -> N
         rs.train("dp_popularity", params={"epsilon": 2.0})
         before = rs.list_models()["dp_popularity"]
         budget = rs.privacy_budget()["ledger"]
-        assert budget["releases"] == 1 and budget["epsilon_spent"] == pytest.approx(2.0) and budget["epsilon_left"] == pytest.approx(1.0)
+        assert (
+            budget["releases"] == 1
+            and budget["epsilon_spent"] == pytest.approx(2.0)
+            and budget["epsilon_left"] == pytest.approx(1.0)
+        )
         ledger_bytes = rs.ledger.path.read_bytes()
         with pytest.raises(BudgetExceededError, match="epsilon=2"):
             rs.train("dp_popularity", params={"epsilon": 2.0})
@@ -151,7 +191,10 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
         users = ["shopper-00007", "shopper-00019", "shopper-00044"]
         receipts = rs.forget_many(users) if batch else [rs.forget(u) for u in users]
         assert len(receipts) == 3 and len({r["pseudonym"] for r in receipts}) == 3
-        assert AuditLog(rs.data_dir).verify() == (True, None) and len(AuditLog(rs.data_dir).entries("erase")) == 3
+        assert (
+            AuditLog(rs.data_dir).verify() == (True, None)
+            and len(AuditLog(rs.data_dir).entries("erase")) == 3
+        )
         r = receipts[-1]
         assert r["events_deleted"] > 0 and r["deleted"]["events"] == r["events_deleted"]
         assert set(r["models_updated_exactly"]) == set(EXACT) and r["models_pending_retrain"] == []
@@ -167,7 +210,9 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
             assert len(rs.list_models()[name]["versions"]) == 1  # older versions held the users
         rs.wait_for_erasures()  # EASE's B is written after forget returns; then the version is complete
         ease_dir = rs.models_dir / "ease" / rs.list_models()["ease"]["active"]
-        assert (ease_dir / "derived.safetensors").exists() and not (ease_dir / "derived.pending").exists()
+        assert (ease_dir / "derived.safetensors").exists() and not (
+            ease_dir / "derived.pending"
+        ).exists()
 
 
 def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) -> None:
@@ -175,7 +220,9 @@ def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) ->
         rs.train("als", params={"epochs": 2, "embedding_size": 8})
         r = rs.forget("shopper-00011", background=True)
         p = r["pseudonym"]
-        assert len(rs.store.events(user=p)) == 0 and r["events_deleted"] > 0  # the data is gone at once
+        assert (
+            len(rs.store.events(user=p)) == 0 and r["events_deleted"] > 0
+        )  # the data is gone at once
         assert sorted(r["models_updating_exactly"]) == sorted(EXACT)
         # until the worker is done, every affected model carries the deadline
         assert set(r["models_pending_retrain"]) == {*EXACT, "als"} and r["retrain_deadline"]
@@ -189,8 +236,15 @@ def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) ->
         log = AuditLog(rs.data_dir)
         assert log.verify() == (True, None)
         done = log.entries("erase-models")[-1]
-        assert done["pseudonyms"] == [p] and done["store_compacted"] and {m["status"] for m in done["models"]} == {"exact"}
-        assert [e["action"] for e in rs.export_user("shopper-00011")["audit_log"]] == ["erase", "erase-models"]
+        assert (
+            done["pseudonyms"] == [p]
+            and done["store_compacted"]
+            and {m["status"] for m in done["models"]} == {"exact"}
+        )
+        assert [e["action"] for e in rs.export_user("shopper-00011")["audit_log"]] == [
+            "erase",
+            "erase-models",
+        ]
 
 
 def test_forget_in_a_new_process_and_of_unknown_users(data_dir: Path) -> None:
@@ -223,13 +277,20 @@ def test_forget_records_pending_retrains_and_audits(data_dir: Path) -> None:
 def test_events_of_a_user_who_arrived_after_training_are_not_subtracted(data_dir: Path) -> None:
     """Exactness needs the trained events only: a late event must not be taken out of the model."""
     with RecSys(Settings(data_dir=data_dir)) as rs:
-        rs.ingest_events([_ev("late-user", "sku-000001", "purchase", 5), _ev("shopper-00009", "sku-000002", "purchase", 6)])
+        rs.ingest_events(
+            [
+                _ev("late-user", "sku-000001", "purchase", 5),
+                _ev("shopper-00009", "sku-000002", "purchase", 6),
+            ]
+        )
         rs.forget("late-user")
         rs.forget("shopper-00009")
         pop, items = _active(rs, "popularity")
         # retrain on the store without the late events of shopper-00009 (the model never saw them)
         ev = rs.store.events()
-        ds = InteractionDataset.from_events(ev, items=items, event_weights=rs.settings.event_weights)
+        ds = InteractionDataset.from_events(
+            ev, items=items, event_weights=rs.settings.event_weights
+        )
         fresh = create_model("popularity").fit(ds, rng=42)
         assert np.abs(pop.popularity - fresh.popularity).max() < 1e-6
 
@@ -238,7 +299,12 @@ def test_events_of_a_user_who_arrived_after_training_are_not_subtracted(data_dir
 def test_export_holds_everything_stored_about_the_user(data_dir: Path) -> None:
     with RecSys(Settings(data_dir=data_dir)) as rs:
         rs.set_consent("shopper-00005", "purchases_only")
-        rs.create_experiment({"name": "exp1", "variants": [{"name": "a", "model": "itemknn"}, {"name": "b", "model": "ease"}]})
+        rs.create_experiment(
+            {
+                "name": "exp1",
+                "variants": [{"name": "a", "model": "itemknn"}, {"name": "b", "model": "ease"}],
+            }
+        )
         rec = rs.recommend_for("shopper-00005", 3, experiment="exp1")
         rs.flush_experiments()
         doc = rs.export_user("shopper-00005")
@@ -248,13 +314,19 @@ def test_export_holds_everything_stored_about_the_user(data_dir: Path) -> None:
         assert [e["recommendation_id"] for e in doc["experiments"]] == [rec["recommendation_id"]]
         rs.forget("shopper-00005")
         after = rs.export_user("shopper-00005")
-        assert after["n_events"] == 0 and after["consent_record"] is None and after["experiments"] == []
+        assert (
+            after["n_events"] == 0
+            and after["consent_record"] is None
+            and after["experiments"] == []
+        )
         assert [e["action"] for e in after["audit_log"]] == ["erase"]  # the receipt about them
         assert "shopper-00005" not in json.dumps(after)
 
 
 # ---- nothing raw on disk ------------------------------------------------------------------------------
-def test_no_raw_user_id_anywhere_in_the_data_dir(tmp_path: Path, shop_events: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+def test_no_raw_user_id_anywhere_in_the_data_dir(
+    tmp_path: Path, shop_events: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
     events, catalogue = shop_events
     d = tmp_path / "d"
     users = sorted(set(events["user"].astype(str)))
@@ -262,13 +334,20 @@ def test_no_raw_user_id_anywhere_in_the_data_dir(tmp_path: Path, shop_events: tu
         rs.add_items(catalogue)
         rs.ingest_frame(events)
         bad = tmp_path / "bad.jsonl"
-        bad.write_text(json.dumps({"user": users[0], "item": "x", "type": "bogus", "timestamp": NOW}) + "\n")
+        bad.write_text(
+            json.dumps({"user": users[0], "item": "x", "type": "bogus", "timestamp": NOW}) + "\n"
+        )
         rs.ingest_file(bad)  # a reject file is written
         rs.train("popularity")
         rs.train("ease", params={"reg": 50.0})
         rs.train("dp_popularity", params={"epsilon": 1.0})
         rs.set_consent(users[1], "purchases_only")
-        rs.create_experiment({"name": "e", "variants": [{"name": "a", "model": "ease"}, {"name": "b", "model": "popularity"}]})
+        rs.create_experiment(
+            {
+                "name": "e",
+                "variants": [{"name": "a", "model": "ease"}, {"name": "b", "model": "popularity"}],
+            }
+        )
         for u in users[:20]:
             rs.recommend_for(u, 5, experiment="e")
         rs.flush_experiments()
@@ -284,8 +363,13 @@ def test_settings_retention_per_event_type(tmp_path: Path) -> None:
         import time
 
         now = time.time()
-        rs.ingest_events([_ev("u1", "a", "view", 0) | {"timestamp": now - 40 * day}, _ev("u1", "b", "view", 0) | {"timestamp": now - day},
-                          _ev("u1", "c", "purchase", 0) | {"timestamp": now - 400 * day}])  # fmt: skip
+        rs.ingest_events(
+            [
+                _ev("u1", "a", "view", 0) | {"timestamp": now - 40 * day},
+                _ev("u1", "b", "view", 0) | {"timestamp": now - day},
+                _ev("u1", "c", "purchase", 0) | {"timestamp": now - 400 * day},
+            ]
+        )
         assert rs.retention() == 1
         assert sorted(rs.store.events()["item"]) == ["b", "c"]
 
@@ -305,7 +389,9 @@ def test_consent_of_an_older_version_moves_into_the_store(tmp_path: Path) -> Non
     d = tmp_path / "d"
     with RecSys(Settings(data_dir=d)) as rs:
         p = rs.pseudonymiser.pseudonymise("old-anon")
-    (d / "consent.json").write_text(json.dumps({p: {"level": "anonymous", "updated_at": "2025-01-01T00:00:00Z"}}))
+    (d / "consent.json").write_text(
+        json.dumps({p: {"level": "anonymous", "updated_at": "2025-01-01T00:00:00Z"}})
+    )
     with RecSys(Settings(data_dir=d)) as rs:
         assert rs.ingest_events([_ev("old-anon", "sku-1", "view")]).consent_dropped == 1
     assert not (d / "consent.json").exists()
@@ -321,4 +407,6 @@ def test_an_unreadable_consent_store_is_an_error_not_personalised(tmp_path: Path
         with pytest.raises(sqlite3.Error):
             rs.ingest_events([_ev("anon", "sku-1", "view")])
         (d / "consent.sqlite").rmdir()
-        assert len(rs.store.events(user=rs.pseudonymiser.pseudonymise("anon"))) == 0  # nothing stored meanwhile
+        assert (
+            len(rs.store.events(user=rs.pseudonymiser.pseudonymise("anon"))) == 0
+        )  # nothing stored meanwhile

@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from privrec.core.errors import PrivrecError
 from privrec.core.settings import Settings
@@ -26,7 +33,10 @@ console = Console()
 err = Console(stderr=True)
 
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory (default ./privrec-data or $PRIVREC_DATA_DIR).")
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Data directory (default ./privrec-data or $PRIVREC_DATA_DIR)."
+    ),
 ]
 
 
@@ -63,14 +73,22 @@ def _progress() -> Progress:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
     """privrec: behaviour in, privacy first; recommendations out, measured."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s %(message)s",
+    )
 
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A JSONL, CSV or Parquet file of events.", exists=True, dir_okay=False)],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A JSONL, CSV or Parquet file of events.", exists=True, dir_okay=False),
+    ],
     data_dir: DataDir = None,
 ) -> None:
     """Validate, pseudonymise and store events from a file; bad rows go to a rejects file."""
@@ -83,8 +101,13 @@ def ingest(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name (popularity, itemknn, ease, als, bpr).")] = "ease",
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Hyper-parameter NAME=VALUE (JSON value).")] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name (popularity, itemknn, ease, als, bpr).")
+    ] = "ease",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Hyper-parameter NAME=VALUE (JSON value)."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Train a model on everything in the store and make it the active version."""
@@ -111,9 +134,15 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 
 @app.command()
 def evaluate(
-    dataset: Annotated[Path | None, typer.Option("--dataset", help="A dataset folder (default: the store).")] = None,
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated model names (default: all).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="A dataset folder (default: the store).")
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="Comma-separated model names (default: all).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Compare models under the dataset's standard protocol; print a table, write HTML + JSON."""
@@ -135,23 +164,38 @@ def evaluate(
         with _progress() as prog:
             task = prog.add_task("models", total=2 * len(roster))
             results, _ = compare_models(
-                roster, train_ds, test_ds, protocol=protocol,
+                roster,
+                train_ds,
+                test_ds,
+                protocol=protocol,
                 on_step=lambda m, step: prog.update(task, advance=1, description=f"{step} {m}"),
-            )  # fmt: skip
+            )
             prog.update(task, completed=2 * len(roster), description="done")
         html, js = write_report(
-            results, out or rs.reports_dir, title=f"privrec: {ds.name}",
-            dataset_info={"name": ds.name, "users": ds.n_users, "items": ds.n_items, "events": ds.n_events, "protocol": description},
-        )  # fmt: skip
+            results,
+            out or rs.reports_dir,
+            title=f"privrec: {ds.name}",
+            dataset_info={
+                "name": ds.name,
+                "users": ds.n_users,
+                "items": ds.n_items,
+                "events": ds.n_events,
+                "protocol": description,
+            },
+        )
     console.print(render_table(results))
     console.print(f"report: {html}\njson:   {js}")
 
 
 @app.command()
 def recommend(
-    user: Annotated[str, typer.Argument(help="The shop's user id (pseudonymised before any lookup).")],
+    user: Annotated[
+        str, typer.Argument(help="The shop's user id (pseudonymised before any lookup).")
+    ],
     k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (default: the demo's best).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name (default: the demo's best).")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Recommend items to a user, each with the reason."""
@@ -169,7 +213,9 @@ def recommend(
 
 @app.command()
 def forget(
-    user: Annotated[list[str], typer.Argument(help="The shop's user id (several: erased as one batch).")],
+    user: Annotated[
+        list[str], typer.Argument(help="The shop's user id (several: erased as one batch).")
+    ],
     data_dir: DataDir = None,
 ) -> None:
     """Erase everything stored about a user, remove them from the models and print the receipt."""
@@ -181,7 +227,9 @@ def forget(
 @app.command("export-user")
 def export_user(
     user: Annotated[str, typer.Argument(help="The shop's user id.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here instead of printing it.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the JSON here instead of printing it.")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Right of access: everything stored about a user, as JSON."""
@@ -198,7 +246,9 @@ def export_user(
 
 @app.command()
 def retention(
-    days: Annotated[int | None, typer.Option("--days", help="Delete events older than this many days.", min=0)] = None,
+    days: Annotated[
+        int | None, typer.Option("--days", help="Delete events older than this many days.", min=0)
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Apply the retention rule (--days N, or retention_days per event type from privrec.toml)."""
@@ -217,11 +267,23 @@ def rotate_key(data_dir: DataDir = None) -> None:
 
 @app.command("robustness-report")
 def robustness_report(
-    dataset: Annotated[str | None, typer.Option("--dataset", help="ml100k, beauty or a dataset folder (default: the store).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports/robustness).")] = None,
-    attacks: Annotated[str, typer.Option("--attacks", help="Comma-separated attacks.")] = "random,average,bandwagon,segment",
-    fractions: Annotated[str, typer.Option("--fractions", help="Comma-separated fake-shopper fractions.")] = "0.01,0.03,0.05",
-    defences: Annotated[str, typer.Option("--defences", help="Comma-separated: apr, detect, detect+apr, dp.")] = "apr,detect,detect+apr,dp",
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="ml100k, beauty or a dataset folder (default: the store)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder (default: DATA_DIR/reports/robustness)."),
+    ] = None,
+    attacks: Annotated[
+        str, typer.Option("--attacks", help="Comma-separated attacks.")
+    ] = "random,average,bandwagon,segment",
+    fractions: Annotated[
+        str, typer.Option("--fractions", help="Comma-separated fake-shopper fractions.")
+    ] = "0.01,0.03,0.05",
+    defences: Annotated[
+        str, typer.Option("--defences", help="Comma-separated: apr, detect, detect+apr, dp.")
+    ] = "apr,detect,detect+apr,dp",
     epochs: Annotated[int, typer.Option("--epochs", help="BPR/APR training epochs.", min=1)] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the attacks and models.")] = 42,
     data_dir: DataDir = None,
@@ -235,13 +297,18 @@ def robustness_report(
     try:
         fracs = [float(f) for f in fractions.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"{fractions!r}: expected numbers like 0.01,0.03", param_hint="--fractions") from None
+        raise typer.BadParameter(
+            f"{fractions!r}: expected numbers like 0.01,0.03", param_hint="--fractions"
+        ) from None
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     cfg = RobustnessConfig(
         base_params={"binary": True, "embedding_size": 64, "epochs": epochs, "reg": 1e-4},
-        attacks=tuple(names), fractions=tuple(fracs), defences=tuple(d.strip() for d in defences.split(",") if d.strip()),
-        defended=(("bandwagon" if "bandwagon" in names or not names else names[0], 0.03),), seed=seed,
-    )  # fmt: skip
+        attacks=tuple(names),
+        fractions=tuple(fracs),
+        defences=tuple(d.strip() for d in defences.split(",") if d.strip()),
+        defended=(("bandwagon" if "bandwagon" in names or not names else names[0], 0.03),),
+        seed=seed,
+    )
     try:
         cfg.check()
     except ValueError as exc:
@@ -251,9 +318,21 @@ def robustness_report(
             fmt, ds = "shop", rs.dataset()
         else:
             ds = rs.load_public_dataset(dataset)
-            fmt = detect_format(dataset) if Path(dataset).is_dir() else {"ml100k": "movielens-100k", "beauty": "amazon-s3rec"}.get(dataset.lower(), "shop")
+            fmt = (
+                detect_format(dataset)
+                if Path(dataset).is_dir()
+                else {"ml100k": "movielens-100k", "beauty": "amazon-s3rec"}.get(
+                    dataset.lower(), "shop"
+                )
+            )
         train_ds, test_ds, protocol, _ = split_for(ds, fmt)
-        report = run_report(train_ds, test_ds, protocol=protocol, config=cfg, progress=lambda line: console.print(line))  # type: ignore[arg-type]
+        report = run_report(
+            train_ds,
+            test_ds,
+            protocol=protocol,
+            config=cfg,
+            progress=lambda line: console.print(line),
+        )  # type: ignore[arg-type]
         paths = write_report(report, out or rs.reports_dir / "robustness")
     console.print(paths["markdown"].read_text())
     console.print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -261,13 +340,30 @@ def robustness_report(
 
 @app.command("privacy-report")
 def privacy_report(
-    dataset: Annotated[str | None, typer.Option("--dataset", help="ml100k, beauty or a dataset folder (default: the store).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports/privacy).")] = None,
-    epsilons: Annotated[str | None, typer.Option("--epsilons", help="Comma-separated epsilons, e.g. 1,4,inf (default 0.5,1,2,4,8,inf).")] = None,
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated DP models (default: all).")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="ml100k, beauty or a dataset folder (default: the store)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder (default: DATA_DIR/reports/privacy)."),
+    ] = None,
+    epsilons: Annotated[
+        str | None,
+        typer.Option(
+            "--epsilons", help="Comma-separated epsilons, e.g. 1,4,inf (default 0.5,1,2,4,8,inf)."
+        ),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="Comma-separated DP models (default: all).")
+    ] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="loo or ranking.")] = "loo",
-    audit: Annotated[bool, typer.Option("--audit/--no-audit", help="Run the membership-inference audit.")] = True,
-    audit_users: Annotated[int | None, typer.Option("--audit-users", help="At most this many users per audit.", min=20)] = None,
+    audit: Annotated[
+        bool, typer.Option("--audit/--no-audit", help="Run the membership-inference audit.")
+    ] = True,
+    audit_users: Annotated[
+        int | None, typer.Option("--audit-users", help="At most this many users per audit.", min=20)
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, models and audit.")] = 42,
     data_dir: DataDir = None,
 ) -> None:
@@ -275,7 +371,9 @@ def privacy_report(
     try:
         eps = [float(e) for e in epsilons.split(",")] if epsilons else None
     except ValueError:
-        raise typer.BadParameter(f"{epsilons!r}: expected numbers like 1,4,inf", param_hint="--epsilons") from None
+        raise typer.BadParameter(
+            f"{epsilons!r}: expected numbers like 1,4,inf", param_hint="--epsilons"
+        ) from None
     names = models.split(",") if models else None
     with _errors(), _recsys(data_dir) as rs:
         ds = rs.load_public_dataset(dataset) if dataset else None
@@ -285,21 +383,45 @@ def privacy_report(
             task = prog.add_task("privacy frontier", total=n_eps * n_models)
 
             def on_point(p: Any) -> None:
-                prog.update(task, advance=1, description=f"{p.model} eps={p.epsilon:g} ndcg@10={p.ndcg_at_10:.4f}")
+                prog.update(
+                    task,
+                    advance=1,
+                    description=f"{p.model} eps={p.epsilon:g} ndcg@10={p.ndcg_at_10:.4f}",
+                )
 
-            paths = rs.privacy_report(out, dataset=ds, epsilons=eps, models=names, protocol=protocol, audit=audit,
-                                      audit_users=audit_users, seed=seed, on_point=on_point)  # fmt: skip
+            paths = rs.privacy_report(
+                out,
+                dataset=ds,
+                epsilons=eps,
+                models=names,
+                protocol=protocol,
+                audit=audit,
+                audit_users=audit_users,
+                seed=seed,
+                on_point=on_point,
+            )
             prog.update(task, description="privacy frontier done")
     console.print("\n".join(f"{k}: {v}" for k, v in paths.items()))
 
 
 @app.command()
 def demo(
-    dataset: Annotated[Path | None, typer.Option("--dataset", help="A real dataset folder instead of the demo shop.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the demo shop and of training.")] = 42,
-    users: Annotated[int, typer.Option("--users", help="Shoppers in the demo shop.", min=50)] = 3000,
-    items: Annotated[int, typer.Option("--items", help="Products in the demo shop.", min=50)] = 3000,
+    dataset: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="A real dataset folder instead of the demo shop."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the demo shop and of training.")
+    ] = 42,
+    users: Annotated[
+        int, typer.Option("--users", help="Shoppers in the demo shop.", min=50)
+    ] = 3000,
+    items: Annotated[
+        int, typer.Option("--items", help="Products in the demo shop.", min=50)
+    ] = 3000,
     data_dir: DataDir = None,
 ) -> None:
     """The main job: demo shop (or --dataset) -> gate -> store -> train -> evaluate -> report."""
@@ -319,13 +441,26 @@ def demo(
         def on_step(model: str, step: str) -> None:
             # Advance after the previous step finished; the final step is closed below.
             done = prog.tasks[models_task].completed
-            prog.update(models_task, completed=done + (1 if prog.tasks[models_task].description != "models" else 0), description=f"{step} {model}")
+            prog.update(
+                models_task,
+                completed=done + (1 if prog.tasks[models_task].description != "models" else 0),
+                description=f"{step} {model}",
+            )
 
         result = run_demo(
-            rs, dataset=dataset, out_dir=out, seed=seed, n_users=users, n_items=items,
-            on_stage=on_stage, on_step=on_step, on_models=on_models,
-        )  # fmt: skip
-        prog.update(models_task, completed=prog.tasks[models_task].total or 0, description="models done")
+            rs,
+            dataset=dataset,
+            out_dir=out,
+            seed=seed,
+            n_users=users,
+            n_items=items,
+            on_stage=on_stage,
+            on_step=on_step,
+            on_models=on_models,
+        )
+        prog.update(
+            models_task, completed=prog.tasks[models_task].total or 0, description="models done"
+        )
         prog.update(stages, total=1, completed=1, description="main job done")
     console.print(render_table(result.results))
     if result.ingest:
@@ -336,15 +471,25 @@ def demo(
         console.print(f"sample recommendations for {result.sample['user']}:")
         for r in result.sample["recommendations"]:
             console.print(f"  - {r['title'] or r['item']}  [dim]({r['explanation']})[/]")
-    console.print(f"report: {result.report_html}\njson:   {result.report_json}\ntook {result.seconds:.1f}s")
+    console.print(
+        f"report: {result.report_html}\njson:   {result.report_json}\ntook {result.seconds:.1f}s"
+    )
 
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
     data_dir: DataDir = None,
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request (route templates and key ids only).")] = False,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per request (route templates and key ids only).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (/v1, OpenAPI at /v1/openapi.json), the web pages and /metrics.
 
@@ -363,18 +508,32 @@ def serve(
         if server.api_keys is None:
             keys, created = load_or_create_keys(Path(settings.data_dir))
             if created:
-                console.print("[bold]API keys created[/] (shown once; stored with mode 0600 in "
-                              f"{Path(settings.data_dir) / 'keys' / 'api-keys.json'}):")
+                console.print(
+                    "[bold]API keys created[/] (shown once; stored with mode 0600 in "
+                    f"{Path(settings.data_dir) / 'keys' / 'api-keys.json'}):"
+                )
                 for role, key in keys:
                     console.print(f"  {role:6} {key}")
             else:
                 console.print(f"API keys: {Path(settings.data_dir) / 'keys' / 'api-keys.json'}")
         application = create_app(settings, server=server)
-    logging.getLogger("privrec.server.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    logging.getLogger("privrec.server.access").setLevel(
+        logging.INFO if access_log else logging.WARNING
+    )
     if access_log:
         logging.getLogger("privrec.server.access").addHandler(logging.StreamHandler())
-    console.print(f"serving on http://{host}:{port}/  (API: /v1, schema: /v1/openapi.json, operator: /ops)")
-    uvicorn.run(application, host=host, port=port, access_log=False, log_level="warning", loop="auto", http="auto")
+    console.print(
+        f"serving on http://{host}:{port}/  (API: /v1, schema: /v1/openapi.json, operator: /ops)"
+    )
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        loop="auto",
+        http="auto",
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,7 +47,9 @@ ROSTERS: dict[str, list[ModelSpec]] = {
         ModelSpec("popularity", {}),
         ModelSpec("itemknn", {"k": 200, "shrink": 10.0}),
         ModelSpec("ease", {"reg": 50.0}),
-        ModelSpec("als", {"embedding_size": 64, "reg": 30.0, "alpha": 20.0, "epochs": 15, "binary": True}),
+        ModelSpec(
+            "als", {"embedding_size": 64, "reg": 30.0, "alpha": 20.0, "epochs": 15, "binary": True}
+        ),
         ModelSpec("bpr", {"embedding_size": 64, "epochs": 20, "binary": True}),
     ],
 }
@@ -68,17 +70,34 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def split_for(ds: InteractionDataset, fmt: str) -> tuple[InteractionDataset, InteractionDataset, str, str]:
+def split_for(
+    ds: InteractionDataset, fmt: str
+) -> tuple[InteractionDataset, InteractionDataset, str, str]:
     """The standard split and protocol of each dataset: (train, test, protocol, description)."""
     if fmt == "movielens-100k":
         train, test = stratified_split(ds, 0.75, filter_by="item", seed=42)
-        return train, test, "ranking", "Microsoft Recommenders protocol: stratified 75/25 by item, seed 42, k=10"
+        return (
+            train,
+            test,
+            "ranking",
+            "Microsoft Recommenders protocol: stratified 75/25 by item, seed 42, k=10",
+        )
     if fmt in ("amazon-s3rec", "unisrec"):
         train, test = leave_one_out_test(ds)
-        return train, test, "loo", "leave-one-out (last item = test), full ranking over all items, seen items masked"
+        return (
+            train,
+            test,
+            "loo",
+            "leave-one-out (last item = test), full ranking over all items, seen items masked",
+        )
     train, test = temporal_split(ds, 0.8, drop_unseen=True)
     test = drop_seen_test_items(train, test)
-    return train, test, "ranking", "global temporal 80/20 split; test = items first touched after the cut, full ranking"
+    return (
+        train,
+        test,
+        "ranking",
+        "global temporal 80/20 split; test = items first touched after the cut, full ranking",
+    )
 
 
 def run_demo(
@@ -116,8 +135,14 @@ def run_demo(
         gate = _StoringGate(rs)
         ds = load_dataset(dataset, gate=gate)  # type: ignore[arg-type]
         rs.add_items(ds.item_meta)
-        ingest_info = {"accepted": gate.inserted, "duplicates": gate.duplicates, "rejected": int(ds.n_rejects)}
-        roster_key = fmt if fmt in ROSTERS else ("loo" if fmt in ("amazon-s3rec", "unisrec") else "shop")
+        ingest_info = {
+            "accepted": gate.inserted,
+            "duplicates": gate.duplicates,
+            "rejected": int(ds.n_rejects),
+        }
+        roster_key = (
+            fmt if fmt in ROSTERS else ("loo" if fmt in ("amazon-s3rec", "unisrec") else "shop")
+        )
     train, test, protocol, description = split_for(ds, fmt)
     roster = [s for s in ROSTERS[roster_key] if models is None or s.name in models]
     if not roster:
@@ -125,7 +150,9 @@ def run_demo(
     stage(f"training and evaluating {len(roster)} models")
     if on_models:
         on_models(len(roster))
-    results, _fitted = compare_models(roster, train, test, protocol=protocol, k=10, seed=seed, on_step=on_step)
+    results, _fitted = compare_models(
+        roster, train, test, protocol=protocol, k=10, seed=seed, on_step=on_step
+    )
     key = "ndcg@10"
     best = max(results, key=lambda r: r.metrics.get(key, float("-inf")))
     stage("writing the report")

@@ -91,10 +91,16 @@ class RecSys:
         self._pseudonymiser: Pseudonymiser | None = None
         self._store: EventStore | None = None
         self._served: dict[str, ServedModel] = {}
-        self._live: dict[tuple[str, str], Recommender] = {}  # (model, version) -> in memory, for exact erasures
+        self._live: dict[
+            tuple[str, str], Recommender
+        ] = {}  # (model, version) -> in memory, for exact erasures
         self._deleters: list[threading.Thread] = []  # background removal of superseded versions
-        self._erasure_jobs: list[threading.Thread] = []  # background model updates (forget(background=True))
-        self._derived_writers: dict[str, threading.Thread] = {}  # model -> writer of a downdated version's derived arrays
+        self._erasure_jobs: list[
+            threading.Thread
+        ] = []  # background model updates (forget(background=True))
+        self._derived_writers: dict[
+            str, threading.Thread
+        ] = {}  # model -> writer of a downdated version's derived arrays
         self._unlearn_lock = threading.Lock()  # one model update at a time (they work in place)
         self._pending_lock = threading.Lock()  # read-modify-write of the pending retrains file
 
@@ -103,7 +109,11 @@ class RecSys:
     def pseudonymiser(self) -> Pseudonymiser:
         """The data directory's pseudonymiser (key created on first use, mode 0600)."""
         if self._pseudonymiser is None:
-            env = self.settings.pseudonym_key.get_secret_value() if self.settings.pseudonym_key else None
+            env = (
+                self.settings.pseudonym_key.get_secret_value()
+                if self.settings.pseudonym_key
+                else None
+            )
             self._pseudonymiser = Pseudonymiser.from_data_dir(self.data_dir, env_key=env)
         return self._pseudonymiser
 
@@ -147,20 +157,33 @@ class RecSys:
         return self.data_dir / "reports"
 
     # ---- ingestion ---------------------------------------------------------------------------
-    def ingest_file(self, path: str | Path, *, progress: Callable[[int], None] | None = None) -> BatchReport:
+    def ingest_file(
+        self, path: str | Path, *, progress: Callable[[int], None] | None = None
+    ) -> BatchReport:
         """Ingest a JSONL, CSV or Parquet file through the gate and the consent check; rejects go beside the store."""
         rejects = self.data_dir / "rejects" / f"{Path(path).name}.{int(time.time())}.rejects.jsonl"
-        return ingest_file(Path(path), self.gate, self.store, rejects_path=rejects, progress=progress, consent=self._consent_filter())
+        return ingest_file(
+            Path(path),
+            self.gate,
+            self.store,
+            rejects_path=rejects,
+            progress=progress,
+            consent=self._consent_filter(),
+        )
 
     def ingest_events(self, records: Iterable[Mapping[str, Any]]) -> BatchReport:
         """Ingest Python event records through the gate and the consent check."""
         rejects = self.data_dir / "rejects" / f"api.{int(time.time())}.rejects.jsonl"
-        return ingest_records(records, self.gate, self.store, rejects_path=rejects, consent=self._consent_filter())
+        return ingest_records(
+            records, self.gate, self.store, rejects_path=rejects, consent=self._consent_filter()
+        )
 
     def ingest_frame(self, frame: pd.DataFrame) -> BatchReport:
         """Ingest a raw event frame (Event's fields as columns) through the gate's bulk path and the consent check."""
         rejects = self.data_dir / "rejects" / f"frame.{int(time.time())}.rejects.jsonl"
-        return ingest_frame(frame, self.gate, self.store, rejects_path=rejects, consent=self._consent_filter())
+        return ingest_frame(
+            frame, self.gate, self.store, rejects_path=rejects, consent=self._consent_filter()
+        )
 
     def _consent_book(self) -> Any:
         """The consent registry (the serving state's when it exists, so both see one table)."""
@@ -200,7 +223,10 @@ class RecSys:
             events = events[self._consent_filter()(events)].reset_index(drop=True)
         items = self.store.items()
         return InteractionDataset.from_events(
-            events, item_meta=items if len(items) else None, event_weights=self.settings.event_weights, name=name
+            events,
+            item_meta=items if len(items) else None,
+            event_weights=self.settings.event_weights,
+            name=name,
         )
 
     # ---- models ---------------------------------------------------------------------------------
@@ -224,7 +250,17 @@ class RecSys:
         base = self.models_dir / name
         base.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        n = max([int(p.name.rsplit("-", 1)[-1]) for p in base.glob("v*-*") if p.name.rsplit("-", 1)[-1].isdigit()] + [0]) + 1
+        n = (
+            max(
+                [
+                    int(p.name.rsplit("-", 1)[-1])
+                    for p in base.glob("v*-*")
+                    if p.name.rsplit("-", 1)[-1].isdigit()
+                ]
+                + [0]
+            )
+            + 1
+        )
         version = f"{stamp}-{n:03d}"
         path = base / f"v{version}"
         tmp = base / f".tmp-{version}"
@@ -266,7 +302,9 @@ class RecSys:
             return out
         for base in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
             versions = sorted(p.name for p in base.glob("v*") if (p / "config.json").exists())
-            active = (base / ACTIVE_FILE).read_text().strip() if (base / ACTIVE_FILE).exists() else None
+            active = (
+                (base / ACTIVE_FILE).read_text().strip() if (base / ACTIVE_FILE).exists() else None
+            )
             out[base.name] = {"versions": versions, "active": active}
         return out
 
@@ -275,13 +313,17 @@ class RecSys:
         if name is None:
             default = self.models_dir / "DEFAULT"
             if not default.exists():
-                raise NotFoundError("no model has been trained yet; run `privrec train` or `privrec demo`")
+                raise NotFoundError(
+                    "no model has been trained yet; run `privrec train` or `privrec demo`"
+                )
             name = default.read_text().strip()
         if name in self._served:
             return self._served[name]
         active = self.models_dir / name / ACTIVE_FILE
         if not active.exists():
-            raise NotFoundError(f"model {name!r} has no active version; run `privrec train --model {name}`")
+            raise NotFoundError(
+                f"model {name!r} has no active version; run `privrec train --model {name}`"
+            )
         version = active.read_text().strip()
         path = self.models_dir / name / version
         model = Recommender.load(path)
@@ -294,9 +336,19 @@ class RecSys:
     @property
     def ledger(self) -> PrivacyLedger:
         """The data directory's privacy-budget ledger, with the configured total budget."""
-        return PrivacyLedger(self.data_dir, Budget(self.settings.privacy_budget_epsilon, self.settings.privacy_budget_delta))
+        return PrivacyLedger(
+            self.data_dir,
+            Budget(self.settings.privacy_budget_epsilon, self.settings.privacy_budget_delta),
+        )
 
-    def train(self, model_name: str, *, params: Mapping[str, Any] | None = None, activate: bool = True, seed: int = 42) -> tuple[Path, float]:
+    def train(
+        self,
+        model_name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        activate: bool = True,
+        seed: int = 42,
+    ) -> tuple[Path, float]:
         """Fit `model_name` on everything in the store and save it; returns (artifact, seconds).
 
         A differentially private model charges the ledger before it draws noise; a release the
@@ -310,10 +362,15 @@ class RecSys:
             events = events[self._consent_filter()(events)].reset_index(drop=True)
         items = self.store.items()
         ds = InteractionDataset.from_events(
-            events, item_meta=items if len(items) else None, event_weights=self.settings.event_weights, name="store"
+            events,
+            item_meta=items if len(items) else None,
+            event_weights=self.settings.event_weights,
+            name="store",
         )
         if ds.n_events == 0:
-            raise ValidationError("store", "holds no events; ingest some first (`privrec ingest FILE`)")
+            raise ValidationError(
+                "store", "holds no events; ingest some first (`privrec ingest FILE`)"
+            )
         model = create_model(model_name, **dict(params or {}))
         t0 = time.perf_counter()
         if "ledger" in inspect.signature(model.fit).parameters:
@@ -321,7 +378,9 @@ class RecSys:
         else:
             model.fit(ds, rng=seed)
         secs = time.perf_counter() - t0
-        record = _TrainingRecord.of(events, self.store.pseudonym_generation, self.settings.event_weights)
+        record = _TrainingRecord.of(
+            events, self.store.pseudonym_generation, self.settings.event_weights
+        )
         path = self.save_model(model, ds, activate=activate, training=record)
         if supports_exact_unlearning(model):  # kept, so an erasure need not load it first
             self._live = {k: v for k, v in self._live.items() if k[0] != model.name}
@@ -332,12 +391,16 @@ class RecSys:
         return path, secs
 
     # ---- serving -------------------------------------------------------------------------------
-    def user_history(self, user_id: str, items: Vocabulary, weights: Mapping[str, float] | None = None) -> UserHistory:
+    def user_history(
+        self, user_id: str, items: Vocabulary, weights: Mapping[str, float] | None = None
+    ) -> UserHistory:
         """The stored history of a raw user id, in `items`' index space (unknown items dropped)."""
         pseudonym = self.pseudonymiser.pseudonymise(user_id)
         return self._history_of(pseudonym, items, weights)
 
-    def _history_of(self, pseudonym: str, items: Vocabulary, weights: Mapping[str, float] | None = None) -> UserHistory:
+    def _history_of(
+        self, pseudonym: str, items: Vocabulary, weights: Mapping[str, float] | None = None
+    ) -> UserHistory:
         ev = self.store.events(user=pseudonym)
         if not len(ev):
             return UserHistory.of([])
@@ -348,7 +411,9 @@ class RecSys:
         keep = idx >= 0
         return UserHistory(items=idx[keep], weights=wv[keep], event_types=types[keep])
 
-    def recommend(self, user_id: str, k: int = 10, *, model: str | None = None) -> list[Recommendation]:
+    def recommend(
+        self, user_id: str, k: int = 10, *, model: str | None = None
+    ) -> list[Recommendation]:
         """Top-k recommendations for a raw user id, each with its explanation."""
         if k < 1 or k > 1000:
             raise ValidationError("k", f"{k} is out of range; ask for 1 to 1000 items")
@@ -359,8 +424,11 @@ class RecSys:
             history = UserHistory.of([])
         elif level == "purchases_only" and len(history) and history.event_types is not None:
             keep = history.event_types == _PURCHASE_CODE
-            history = UserHistory(items=history.items[keep], weights=None if history.weights is None else history.weights[keep],
-                                  event_types=history.event_types[keep])  # fmt: skip
+            history = UserHistory(
+                items=history.items[keep],
+                weights=None if history.weights is None else history.weights[keep],
+                event_types=history.event_types[keep],
+            )
         idx, scores = served.model.recommend(history, k)
         out = []
         for i, s in zip(idx.tolist(), scores.tolist(), strict=True):
@@ -400,15 +468,21 @@ class RecSys:
 
             st = self.__dict__.get("_serving")
             store = st.experiments if st is not None else _open_experiments(exp_path)
-            experiments = store.unit_records({e.name: unit_id(e.salt, pseudonym) for e in store.list()})
+            experiments = store.unit_records(
+                {e.name: unit_id(e.salt, pseudonym) for e in store.list()}
+            )
             if st is None:
                 store.close()
-        audit = [e for e in AuditLog(self.data_dir).entries() if e.get("pseudonym") == pseudonym or pseudonym in (e.get("pseudonyms") or ())]
+        audit = [
+            e
+            for e in AuditLog(self.data_dir).entries()
+            if e.get("pseudonym") == pseudonym or pseudonym in (e.get("pseudonyms") or ())
+        ]
         return {
             "pseudonym": pseudonym,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "events": json.loads(ev.to_json(orient="records")) if len(ev) else [],
-            "n_events": int(len(ev)),
+            "n_events": len(ev),
             "consent_record": book.record(pseudonym),
             "experiments": experiments,
             "audit_log": audit,
@@ -450,7 +524,9 @@ class RecSys:
         if t is not None:
             t.join()
 
-    def forget_many(self, user_ids: Iterable[str], *, background: bool = False) -> list[dict[str, Any]]:
+    def forget_many(
+        self, user_ids: Iterable[str], *, background: bool = False
+    ) -> list[dict[str, Any]]:
         """Erase several users as one batch (an operator's queue of requests): one receipt each.
 
         Same guarantees as `forget`, but the store is compacted once and every model is updated
@@ -462,7 +538,9 @@ class RecSys:
         erased_at = time.time()
         t0 = time.perf_counter()
         pseudonyms = [self.pseudonymiser.pseudonymise(u) for u in ids]
-        events = [self.store.events(user=p) for p in pseudonyms]  # read first: what to take out of the models
+        events = [
+            self.store.events(user=p) for p in pseudonyms
+        ]  # read first: what to take out of the models
         deleted = [self.store.erase_user(p, compact=False) for p in pseudonyms]
         serving = [self._forget_serving_state(p) for p in pseudonyms]
         erased = pd.concat(events, ignore_index=True)
@@ -470,7 +548,9 @@ class RecSys:
         with ThreadPoolExecutor(1, thread_name_prefix="privrec-compact") as pool:
             # afterwards no block of the deleted rows is left in the file; DuckDB works without the
             # GIL, so the rewrite runs beside the model updates (they read no store row)
-            compaction = pool.submit(self.store.compact) if any(deleted) and not background else None
+            compaction = (
+                pool.submit(self.store.compact) if any(deleted) and not background else None
+            )
             with self._unlearn_lock:
                 models = self._unlearn(erased, plan_only=background, generation=generation)
             if compaction is not None:
@@ -501,37 +581,69 @@ class RecSys:
                 receipt["store_compaction"] = "scheduled" if any(deleted) else "not needed"
                 receipt["models_updating_exactly"] = scheduled
             receipts.append(receipt)
-        token = secrets.token_hex(8)  # names this erasure in the pending retrains (no personal data)
+        token = secrets.token_hex(
+            8
+        )  # names this erasure in the pending retrains (no personal data)
         if pending:
             self._add_pending_retrains(pending, receipts[0]["retrain_deadline"], token)
         log = AuditLog(self.data_dir)
         for receipt in receipts:
             log.append("erase", **receipt)
         if background and (scheduled or any(deleted)):
-            job = threading.Thread(target=self._finish_erasure, args=(erased, pseudonyms, token, set(scheduled), any(deleted)),
-                                   name="privrec-erasure", daemon=True)  # fmt: skip
+            job = threading.Thread(
+                target=self._finish_erasure,
+                args=(erased, pseudonyms, token, set(scheduled), any(deleted)),
+                name="privrec-erasure",
+                daemon=True,
+            )
             job.start()
             self._erasure_jobs.append(job)
         return receipts
 
-    def _finish_erasure(self, erased: pd.DataFrame, pseudonyms: list[str], token: str, models: set[str], compact: bool) -> None:
+    def _finish_erasure(
+        self,
+        erased: pd.DataFrame,
+        pseudonyms: list[str],
+        token: str,
+        models: set[str],
+        compact: bool,
+    ) -> None:
         """The background half of an erasure: compact the store, update the scheduled models exactly."""
         t0 = time.perf_counter()
         try:
             if compact:
                 self.store.compact()
             with self._unlearn_lock:
-                done = self._unlearn(erased, only=models, generation=self.store.pseudonym_generation) if models else []
+                done = (
+                    self._unlearn(erased, only=models, generation=self.store.pseudonym_generation)
+                    if models
+                    else []
+                )
             for m in done:
                 if m["status"] in ("exact", "unaffected"):
                     self._remove_pending_retrain(m["model"], token)
-            AuditLog(self.data_dir).append("erase-models", erasure=token, pseudonyms=pseudonyms, models=done,
-                                           store_compacted=compact, seconds=round(time.perf_counter() - t0, 4))  # fmt: skip
+            AuditLog(self.data_dir).append(
+                "erase-models",
+                erasure=token,
+                pseudonyms=pseudonyms,
+                models=done,
+                store_compacted=compact,
+                seconds=round(time.perf_counter() - t0, 4),
+            )
         except Exception as exc:  # the pending retrains stay: the deadline still holds
-            logger.error("background erasure failed error=%s; the affected models stay pending a retrain", type(exc).__name__)
+            logger.error(
+                "background erasure failed error=%s; the affected models stay pending a retrain",
+                type(exc).__name__,
+            )
 
-    def _unlearn(self, events: pd.DataFrame, *, generation: int | None, plan_only: bool = False,
-                 only: set[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def _unlearn(
+        self,
+        events: pd.DataFrame,
+        *,
+        generation: int | None,
+        plan_only: bool = False,
+        only: set[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Take the erased users' trained events out of every active model that allows it exactly.
 
         `generation`: the store's pseudonym key generation. `plan_only`: decide each model's status
@@ -542,18 +654,31 @@ class RecSys:
         which a writer thread adds right after; `Recommender.load` waits for them (see
         `Recommender.save`), and a crash before they land costs a recomputation, never exactness.
         """
-        todo = [(name, info["active"]) for name, info in self.list_models().items() if info["active"] and (only is None or name in only)]
+        todo = [
+            (name, info["active"])
+            for name, info in self.list_models().items()
+            if info["active"] and (only is None or name in only)
+        ]
         if plan_only or len(todo) < 2:
-            return [self._unlearn_one(name, version, events, generation, plan_only) for name, version in todo]
+            return [
+                self._unlearn_one(name, version, events, generation, plan_only)
+                for name, version in todo
+            ]
         # Models are independent and their updates are numpy/scipy work that releases the GIL: on
         # several cores the erasure takes as long as the slowest model instead of the sum.
         with ThreadPoolExecutor(min(len(todo), 4), thread_name_prefix="privrec-unlearn") as pool:
-            return list(pool.map(lambda nv: self._unlearn_one(nv[0], nv[1], events, generation, plan_only), todo))
+            return list(
+                pool.map(
+                    lambda nv: self._unlearn_one(nv[0], nv[1], events, generation, plan_only), todo
+                )
+            )
 
-    def _unlearn_one(self, name: str, version: str, events: pd.DataFrame, generation: int | None, plan_only: bool) -> dict[str, Any]:
+    def _unlearn_one(
+        self, name: str, version: str, events: pd.DataFrame, generation: int | None, plan_only: bool
+    ) -> dict[str, Any]:
         """`_unlearn` for one model's active version: its entry of the receipt's model list."""
-        from privrec.models.unlearning import supports_exact_unlearning, user_rows
         from privrec.models.unlearning import forget as forget_exact
+        from privrec.models.unlearning import supports_exact_unlearning, user_rows
 
         path = self.models_dir / name / version
         t0 = time.perf_counter()
@@ -561,51 +686,107 @@ class RecSys:
         if plan_only:
             try:
                 cfg = json.loads((path / "config.json").read_text())
-                model = create_model(cfg["model"], **cfg["config"])  # an unfitted twin: the kind is all we need
+                model = create_model(
+                    cfg["model"], **cfg["config"]
+                )  # an unfitted twin: the kind is all we need
             except Exception:
-                return {"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"}
+                return {
+                    "model": name,
+                    "version": version,
+                    "status": "retrain",
+                    "reason": "artifact unreadable",
+                }
         else:
             try:
                 live = self._live.get((name, version))
                 model = live if live is not None else Recommender.load(path)
             except Exception as exc:  # an unreadable artifact must not stop the erasure
-                logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
-                return {"model": name, "version": version, "status": "retrain", "reason": "artifact unreadable"}
+                logger.warning(
+                    "forget: model load failed model=%s error=%s", name, type(exc).__name__
+                )
+                return {
+                    "model": name,
+                    "version": version,
+                    "status": "retrain",
+                    "reason": "artifact unreadable",
+                }
         if record is None or record.generation != generation:
-            return {"model": name, "version": version, "status": "retrain",
-                    "reason": "no record of the events it was trained on (or the key was rotated since)"}  # fmt: skip
+            return {
+                "model": name,
+                "version": version,
+                "status": "retrain",
+                "reason": "no record of the events it was trained on (or the key was rotated since)",
+            }
         trained = record.contains(events["event_id"]) if len(events) else np.zeros(0, bool)
         if not trained.any():
-            return {"model": name, "version": version, "status": "unaffected", "reason": "trained without this user's events"}
+            return {
+                "model": name,
+                "version": version,
+                "status": "unaffected",
+                "reason": "trained without this user's events",
+            }
         if not supports_exact_unlearning(model):
             dp = model.privacy is not None or name.startswith("dp_")
-            why = ("differentially private: the guarantee bounds the user's influence until the retrain" if dp else
-                   "no exact unlearning: the user's vector is derived from their (deleted) history at request time and is gone; "
-                   "the item parameters carry the user until the retrain")  # fmt: skip
+            why = (
+                "differentially private: the guarantee bounds the user's influence until the retrain"
+                if dp
+                else "no exact unlearning: the user's vector is derived from their (deleted) history at request time and is gone; "
+                "the item parameters carry the user until the retrain"
+            )
             return {"model": name, "version": version, "status": "retrain", "reason": why}
         if plan_only:
-            return {"model": name, "version": version, "status": "scheduled", "reason": "exact update on the background worker"}
+            return {
+                "model": name,
+                "version": version,
+                "status": "scheduled",
+                "reason": "exact update on the background worker",
+            }
         mine = events[trained]
         vocab = Vocabulary(json.loads((path / "items.json").read_text()))
         uds = InteractionDataset.from_events(mine, items=vocab, event_weights=record.event_weights)
         try:
             self._wait_derived(name)  # the downdate works in place on the arrays being written
-            self._live.pop((name, version), None)  # in place too: kept again only if it all succeeds
+            self._live.pop(
+                (name, version), None
+            )  # in place too: kept again only if it all succeeds
             res = forget_exact(model, user_rows(model, uds, np.arange(uds.n_users)))
-            new = self.save_model(model, uds, name=name, activate=False, training=record.without(mine["event_id"]), items=vocab,
-                                  derived=False)  # fmt: skip
-            writer = threading.Thread(target=_save_derived, args=(model, new), name="privrec-save-derived", daemon=True)
+            new = self.save_model(
+                model,
+                uds,
+                name=name,
+                activate=False,
+                training=record.without(mine["event_id"]),
+                items=vocab,
+                derived=False,
+            )
+            writer = threading.Thread(
+                target=_save_derived, args=(model, new), name="privrec-save-derived", daemon=True
+            )
             writer.start()
             self._derived_writers[name] = writer
         except Exception as exc:
-            logger.warning("forget: exact unlearning failed model=%s error=%s", name, type(exc).__name__)
-            return {"model": name, "version": version, "status": "retrain", "reason": f"exact update failed ({type(exc).__name__})"}
+            logger.warning(
+                "forget: exact unlearning failed model=%s error=%s", name, type(exc).__name__
+            )
+            return {
+                "model": name,
+                "version": version,
+                "status": "retrain",
+                "reason": f"exact update failed ({type(exc).__name__})",
+            }
         self._live[(name, new.name)] = model
         self._activate_after_forget(name, new.name)
         removed = self._drop_versions(name, keep=new.name)
-        return {"model": name, "version": new.name, "previous_version": version, "status": "exact", "method": res.method,
-                "items_touched": res.items_touched, "old_versions_deleted": removed,
-                "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
+        return {
+            "model": name,
+            "version": new.name,
+            "previous_version": version,
+            "status": "exact",
+            "method": res.method,
+            "items_touched": res.items_touched,
+            "old_versions_deleted": removed,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
 
     def _activate_after_forget(self, name: str, version: str) -> None:
         """Point ACTIVE at the downdated version; a serving process swaps it in too."""
@@ -630,9 +811,15 @@ class RecSys:
                 doomed.append(trash)
                 self._live.pop((name, p.name), None)
         renamed = len(doomed)
-        doomed += [p for p in base.glob(".trash-*") if p not in doomed]  # left by an interrupted run
+        doomed += [
+            p for p in base.glob(".trash-*") if p not in doomed
+        ]  # left by an interrupted run
         if doomed:
-            t = threading.Thread(target=lambda: [shutil.rmtree(p, ignore_errors=True) for p in doomed], name="privrec-drop-versions", daemon=True)
+            t = threading.Thread(
+                target=lambda: [shutil.rmtree(p, ignore_errors=True) for p in doomed],
+                name="privrec-drop-versions",
+                daemon=True,
+            )
             t.start()
             self._deleters.append(t)
         return renamed
@@ -646,7 +833,10 @@ class RecSys:
         try:
             return dict(json.loads(path.read_text()))
         except ValueError:
-            raise ValidationError(PENDING_RETRAINS_FILE, "is not valid JSON; retrain every model, then delete the file") from None
+            raise ValidationError(
+                PENDING_RETRAINS_FILE,
+                "is not valid JSON; retrain every model, then delete the file",
+            ) from None
 
     def _write_pending(self, doc: Mapping[str, Any]) -> None:
         path = self.data_dir / PENDING_RETRAINS_FILE
@@ -662,7 +852,12 @@ class RecSys:
             for m in models:
                 cur = doc.get(m)
                 if cur is None:
-                    doc[m] = {"deadline": deadline, "since": _now_iso(), "erasures": 1, "erasure_ids": [token]}
+                    doc[m] = {
+                        "deadline": deadline,
+                        "since": _now_iso(),
+                        "erasures": 1,
+                        "erasure_ids": [token],
+                    }
                 else:  # the earliest deadline stands: a retrain clears every erasure before it
                     cur["erasures"] = int(cur.get("erasures", 0)) + 1
                     cur["erasure_ids"] = [*cur.get("erasure_ids", []), token]
@@ -749,7 +944,9 @@ class RecSys:
             return st.default_name
         default = self.models_dir / "DEFAULT"
         if not default.exists():
-            raise NotFoundError("no model has been trained yet; run `privrec train` or `privrec demo`")
+            raise NotFoundError(
+                "no model has been trained yet; run `privrec train` or `privrec demo`"
+            )
         name = default.read_text().strip()
         if st is not None:
             st.default_name = name
@@ -767,7 +964,9 @@ class RecSys:
             if got is None:
                 active = self.models_dir / name / ACTIVE_FILE
                 if not active.exists():
-                    raise NotFoundError(f"model {name!r} has no active version; train it first (POST /v1/models/{name}/train)")
+                    raise NotFoundError(
+                        f"model {name!r} has no active version; train it first (POST /v1/models/{name}/train)"
+                    )
                 got = st.load(name, active.read_text().strip())
                 st.loaded[name] = got
         return got
@@ -785,7 +984,12 @@ class RecSys:
             self.activate(name, version)
             self._served[name] = loaded.served
             st.loaded[name] = loaded  # one reference assignment: atomic for readers
-        return {"model": name, "active": version, "previous": previous.served.version if previous else None, "load_seconds": loaded.load_seconds}
+        return {
+            "model": name,
+            "active": version,
+            "previous": previous.served.version if previous else None,
+            "load_seconds": loaded.load_seconds,
+        }
 
     def refresh_models(self) -> list[str]:
         """Pick up versions activated outside this process (and new default models); returns swapped names."""
@@ -799,11 +1003,18 @@ class RecSys:
                 swapped.append(name)
         return swapped
 
-    def train_and_activate(self, name: str, *, params: Mapping[str, Any] | None = None, seed: int = 42) -> dict[str, Any]:
+    def train_and_activate(
+        self, name: str, *, params: Mapping[str, Any] | None = None, seed: int = 42
+    ) -> dict[str, Any]:
         """Train on the store while serving continues, then hot-swap the new version in."""
         path, secs = self.train(name, params=params, activate=False, seed=seed)
         swap = self.activate_model(name, path.name)
-        return {"model": name, "version": path.name, "train_seconds": round(secs, 3), **{k: v for k, v in swap.items() if k != "model"}}
+        return {
+            "model": name,
+            "version": path.name,
+            "train_seconds": round(secs, 3),
+            **{k: v for k, v in swap.items() if k != "model"},
+        }
 
     def configure_serving(self, *, cache_entries: int | None = None) -> None:
         """Serving options: how many finished lists the cache keeps (0 turns it off)."""
@@ -815,9 +1026,14 @@ class RecSys:
         st = self.__dict__.get("_serving")
         if st is None:
             return {}
-        return {"cache_hits": st.cache.hits, "cache_misses": st.cache.misses, "cache_entries": len(st.cache),
-                "users_in_memory": st.history.n_users, "events_in_memory": st.history.n_events,
-                "models": {n: m.served.version for n, m in st.loaded.items()}}  # fmt: skip
+        return {
+            "cache_hits": st.cache.hits,
+            "cache_misses": st.cache.misses,
+            "cache_entries": len(st.cache),
+            "users_in_memory": st.history.n_users,
+            "events_in_memory": st.history.n_events,
+            "models": {n: m.served.version for n, m in st.loaded.items()},
+        }
 
     def flush_experiments(self) -> None:
         """Write buffered experiment exposures."""
@@ -835,16 +1051,27 @@ class RecSys:
         """Every saved model with its versions, the active one, the one served, and its privacy guarantee."""
         st = self._serving_state()
         out = {}
-        default = (self.models_dir / "DEFAULT").read_text().strip() if (self.models_dir / "DEFAULT").exists() else None
+        default = (
+            (self.models_dir / "DEFAULT").read_text().strip()
+            if (self.models_dir / "DEFAULT").exists()
+            else None
+        )
         for name, info in self.list_models().items():
             cur = st.loaded.get(name)
             privacy = None
             if info["active"]:
                 try:
-                    privacy = json.loads((self.models_dir / name / info["active"] / "config.json").read_text()).get("privacy")
+                    privacy = json.loads(
+                        (self.models_dir / name / info["active"] / "config.json").read_text()
+                    ).get("privacy")
                 except (OSError, ValueError):
                     privacy = None
-            out[name] = {**info, "served": cur.served.version if cur else None, "default": name == default, "privacy": privacy}
+            out[name] = {
+                **info,
+                "served": cur.served.version if cur else None,
+                "default": name == default,
+                "privacy": privacy,
+            }
         return out
 
     # ---- consent -----------------------------------------------------------------------------
@@ -859,14 +1086,21 @@ class RecSys:
         only purchases are stored and used; `personalized`: every event type.
         """
         if level not in CONSENT_LEVELS:
-            raise ValidationError("level", f"{level!r} is not a consent level; use one of {', '.join(CONSENT_LEVELS)}")
+            raise ValidationError(
+                "level", f"{level!r} is not a consent level; use one of {', '.join(CONSENT_LEVELS)}"
+            )
         p = self.pseudonymiser.pseudonymise(user_id)
         st = self._serving_state()
         previous = st.consent_of(p)
         st.consent.set(p, level)
         st.consent_cache[p] = level
         st.history.bump(p)
-        return {"level": level, "previous": previous, "updated_at": _now_iso(), "applies": "from the next request"}
+        return {
+            "level": level,
+            "previous": previous,
+            "updated_at": _now_iso(),
+            "applies": "from the next request",
+        }
 
     # ---- ingestion with consent, outcomes and cache invalidation --------------------------------
     def ingest_api(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -884,7 +1118,13 @@ class RecSys:
         outcomes: list[dict[str, Any]] = []
         dropped = 0
         # every sender's consent level in one query (a new shopper costs no connection of their own)
-        users = {str(r["user"]).strip() for r in records if isinstance(r, dict) and isinstance(r.get("user"), (str, int)) and not isinstance(r.get("user"), bool)}
+        users = {
+            str(r["user"]).strip()
+            for r in records
+            if isinstance(r, dict)
+            and isinstance(r.get("user"), (str, int))
+            and not isinstance(r.get("user"), bool)
+        }
         users.discard("")
         pseudo = {u: self.pseudonymiser.pseudonymise(u) for u in users}
         known = st.consent_of_many(list(pseudo.values()))
@@ -905,13 +1145,24 @@ class RecSys:
                     dropped += 1
                     continue
             if rid is not None and rec.get("type") in _OUTCOME_OF:
-                outcomes.append({"rec_id": str(rid), "type": _OUTCOME_OF[rec["type"]], "item": str(rec.get("item")), "value": value})
+                outcomes.append(
+                    {
+                        "rec_id": str(rid),
+                        "type": _OUTCOME_OF[rec["type"]],
+                        "item": str(rec.get("item")),
+                        "value": value,
+                    }
+                )
             keep.append(rec)
             lines.append(line)
         frame = pd.DataFrame.from_records(keep) if keep else pd.DataFrame({"user": []})
         if "_bad" in frame.columns:
             frame = frame.rename(columns={"_bad": "record_is_not_an_object"})
-        result = st.gate.process_frame(frame, line_numbers=np.asarray(lines, dtype=np.int64)) if keep else None
+        result = (
+            st.gate.process_frame(frame, line_numbers=np.asarray(lines, dtype=np.int64))
+            if keep
+            else None
+        )
         inserted = duplicates = 0
         if result is not None and len(result.accepted):
             inserted, duplicates = self.store.append(result.accepted)
@@ -926,7 +1177,11 @@ class RecSys:
                     o["value"] = price if np.isfinite(price) else 0.0
             attributed = st.experiments.record_outcomes(outcomes)
         # by input position, whatever order the gate's checks found them in
-        rejects = [] if result is None else sorted((r.to_dict() for r in result.rejects), key=lambda r: r.get("line") or 0)
+        rejects = (
+            []
+            if result is None
+            else sorted((r.to_dict() for r in result.rejects), key=lambda r: r.get("line") or 0)
+        )
         secs = time.perf_counter() - t0
         return {
             "received": n,
@@ -993,7 +1248,9 @@ class RecSys:
                 loaded, base_scores = dp
             else:
                 loaded = self.serving_model(model)
-                note = note or "no dp_popularity model is trained; serving catalogue popularity counts"
+                note = (
+                    note or "no dp_popularity model is trained; serving catalogue popularity counts"
+                )
         else:
             loaded = self.serving_model(model)
         items = st.top_items(loaded, p, level, k, rules, context_item, base_scores=base_scores)
@@ -1001,10 +1258,18 @@ class RecSys:
         if exp_name is not None:
             from privrec.experiments.assignment import unit_id
 
-            st.experiments.record_exposure(rec_id, exp_name, str(variant), unit_id(st.experiments.get(exp_name).salt, p), [r["item"] for r in items])
+            st.experiments.record_exposure(
+                rec_id,
+                exp_name,
+                str(variant),
+                unit_id(st.experiments.get(exp_name).salt, p),
+                [r["item"] for r in items],
+            )
         out = {
             "recommendation_id": rec_id,
-            "model": loaded.served.name if level != "anonymous" or base_scores is not None else "popularity",
+            "model": loaded.served.name
+            if level != "anonymous" or base_scores is not None
+            else "popularity",
             "version": loaded.served.version,
             "personalized": level != "anonymous",
             "consent": level,
@@ -1024,16 +1289,32 @@ class RecSys:
         pop = getattr(loaded.served.model, "popularity", None)
         return (loaded, np.asarray(pop, dtype=np.float64)) if pop is not None else None
 
-    def similar_items(self, item: str, k: int = 10, *, model: str | None = None, rules: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def similar_items(
+        self,
+        item: str,
+        k: int = 10,
+        *,
+        model: str | None = None,
+        rules: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Items like `item` for a product page (no personal data involved)."""
         if k < 1 or k > 1000:
             raise ValidationError("k", f"{k} is out of range; ask for 1 to 1000 items")
         st = self._serving_state()
         loaded = self.serving_model(model)
         if loaded.index.get(item, -1) < 0:
-            raise NotFoundError(f"item: {item!r} is not in the catalogue of model {loaded.served.name!r}")
-        items = st.top_items(loaded, None, "anonymous", k, {**dict(rules or {}), "exclude_items": [item]}, item)
-        return {"item": item, "model": loaded.served.name, "version": loaded.served.version, "items": items}
+            raise NotFoundError(
+                f"item: {item!r} is not in the catalogue of model {loaded.served.name!r}"
+            )
+        items = st.top_items(
+            loaded, None, "anonymous", k, {**dict(rules or {}), "exclude_items": [item]}, item
+        )
+        return {
+            "item": item,
+            "model": loaded.served.name,
+            "version": loaded.served.version,
+            "items": items,
+        }
 
     def explain_for(self, user_id: str, item: str, *, model: str | None = None) -> dict[str, Any]:
         """Why `item` would be shown to this user (their score, rank and the explanation)."""
@@ -1043,7 +1324,9 @@ class RecSys:
         loaded = self.serving_model(model)
         i = loaded.index.get(item, -1)
         if i < 0:
-            raise NotFoundError(f"item: {item!r} is not in the catalogue of model {loaded.served.name!r}")
+            raise NotFoundError(
+                f"item: {item!r} is not in the catalogue of model {loaded.served.name!r}"
+            )
         p = self.pseudonymiser.pseudonymise(user_id)
         level = st.consent_of(p)
         history = st.history_for(loaded, p, level)
@@ -1051,12 +1334,27 @@ class RecSys:
         scores = st.scores(loaded, history) if personalized else loaded.table.popularity
         s = float(scores[i])
         rank = int(np.count_nonzero(scores > s)) + 1
-        exp = explain_items(loaded.served.model if personalized else None, history, [i], loaded.table, personalized=personalized)[0]
-        return {"item": item, "model": loaded.served.name if personalized else "popularity", "version": loaded.served.version,
-                "score": s, "rank": rank, "personalized": personalized, "explanation": exp.to_dict()}  # fmt: skip
+        exp = explain_items(
+            loaded.served.model if personalized else None,
+            history,
+            [i],
+            loaded.table,
+            personalized=personalized,
+        )[0]
+        return {
+            "item": item,
+            "model": loaded.served.name if personalized else "popularity",
+            "version": loaded.served.version,
+            "score": s,
+            "rank": rank,
+            "personalized": personalized,
+            "explanation": exp.to_dict(),
+        }
 
     # ---- catalogue and search ------------------------------------------------------------------------
-    def catalogue(self, *, q: str | None = None, category: str | None = None, limit: int = 24, offset: int = 0) -> dict[str, Any]:
+    def catalogue(
+        self, *, q: str | None = None, category: str | None = None, limit: int = 24, offset: int = 0
+    ) -> dict[str, Any]:
         """Browse the catalogue of the default model: optional title filter and category prefix."""
         loaded = self.serving_model()
         t = loaded.table
@@ -1068,13 +1366,21 @@ class RecSys:
         idx = np.flatnonzero(mask)
         idx = idx[np.lexsort((idx, -t.popularity[idx]))]
         page = idx[offset : offset + limit]
-        return {"total": int(len(idx)), "offset": offset, "limit": limit, "items": [loaded.item_dict(int(i)) for i in page]}
+        return {
+            "total": len(idx),
+            "offset": offset,
+            "limit": limit,
+            "items": [loaded.item_dict(int(i)) for i in page],
+        }
 
     def categories(self) -> list[dict[str, Any]]:
         """Categories of the default model's catalogue with their item counts."""
         t = self.serving_model().table
         counts = np.bincount(t.category[t.category >= 0], minlength=len(t.categories))
-        return [{"category": c, "items": int(n)} for c, n in zip(t.categories, counts.tolist(), strict=True)]
+        return [
+            {"category": c, "items": int(n)}
+            for c, n in zip(t.categories, counts.tolist(), strict=True)
+        ]
 
     def item(self, item: str) -> dict[str, Any]:
         """One catalogue item (public data)."""
@@ -1084,7 +1390,14 @@ class RecSys:
             raise NotFoundError(f"item: {item!r} is not in the catalogue")
         return loaded.item_dict(i)
 
-    def search(self, query: str, k: int = 10, *, user_id: str | None = None, rules: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        user_id: str | None = None,
+        rules: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Product search: semantic where a text model is available, else title substring match.
 
         With a user who consented to personalisation, matches are re-ranked by their model score.
@@ -1103,21 +1416,42 @@ class RecSys:
             p = self.pseudonymiser.pseudonymise(user_id)
             level = st.consent_of(p)
         personalized = bool(p) and level != "anonymous"
-        items = st.top_items(loaded, p, level, k, {**dict(rules or {}), "exclude_seen": False, "exclude_purchased": False},
-                             None, query=query, match=match, personal_search=personalized)  # fmt: skip
-        return {"query": query, "mode": mode, "note": note, "personalized": personalized, "model": loaded.served.name,
-                "version": loaded.served.version, "items": items}  # fmt: skip
+        items = st.top_items(
+            loaded,
+            p,
+            level,
+            k,
+            {**dict(rules or {}), "exclude_seen": False, "exclude_purchased": False},
+            None,
+            query=query,
+            match=match,
+            personal_search=personalized,
+        )
+        return {
+            "query": query,
+            "mode": mode,
+            "note": note,
+            "personalized": personalized,
+            "model": loaded.served.name,
+            "version": loaded.served.version,
+            "items": items,
+        }
 
     # ---- experiments ------------------------------------------------------------------------------------
     def create_experiment(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """Create and start an A/B experiment {name, variants: [{name, model, weight, params}], description}."""
         from privrec.experiments.assignment import Experiment
 
-        exp = Experiment.from_dict({k: v for k, v in spec.items() if k in ("name", "variants", "description")})
+        exp = Experiment.from_dict(
+            {k: v for k, v in spec.items() if k in ("name", "variants", "description")}
+        )
         known = self.list_models()
         for v in exp.variants:
             if v.model is not None and not (known.get(v.model) or {}).get("active"):
-                raise ValidationError("variants.model", f"variant {v.name!r} names model {v.model!r}, which has no active version")
+                raise ValidationError(
+                    "variants.model",
+                    f"variant {v.name!r} names model {v.model!r}, which has no active version",
+                )
             _rules_from(v.params, None)  # validates the params
         return self._serving_state().experiments.create(exp).to_dict(with_salt=False)
 
@@ -1131,7 +1465,9 @@ class RecSys:
 
     def stop_experiment(self, name: str) -> dict[str, Any]:
         """Stop an experiment: shoppers get the default again; its data stays for the report."""
-        return self._serving_state().experiments.set_status(name, "stopped").to_dict(with_salt=False)
+        return (
+            self._serving_state().experiments.set_status(name, "stopped").to_dict(with_salt=False)
+        )
 
     def experiment_report(self, name: str, *, alpha: float = 0.05) -> dict[str, Any]:
         """CTR, conversion and revenue per variant with intervals, tests and the SRM check."""
@@ -1141,9 +1477,14 @@ class RecSys:
         exp = store.get(name)
         exposures, outcomes = store.records(name)
         data = counts_from_records([v.name for v in exp.variants], exposures, outcomes)
-        return {"experiment": exp.to_dict(with_salt=False), **analyse(data, exp.shares, alpha=alpha)}
+        return {
+            "experiment": exp.to_dict(with_salt=False),
+            **analyse(data, exp.shares, alpha=alpha),
+        }
 
-    def replay_experiment(self, name: str, *, k: int = 10, paired: bool = False, max_users: int | None = 5000) -> dict[str, Any]:
+    def replay_experiment(
+        self, name: str, *, k: int = 10, paired: bool = False, max_users: int | None = 5000
+    ) -> dict[str, Any]:
         """Estimate an experiment offline: leave-one-out on the store, variants refitted on the rest."""
         from privrec.data.splitters import leave_one_out_test
         from privrec.experiments.replay import replay
@@ -1157,7 +1498,9 @@ class RecSys:
         def fit(variant: Any, data: InteractionDataset) -> Recommender:
             mname = variant.model or self.default_model_name()
             version = (self.models_dir / mname / ACTIVE_FILE).read_text().strip()
-            cfg = json.loads((self.models_dir / mname / version / "config.json").read_text())["config"]
+            cfg = json.loads((self.models_dir / mname / version / "config.json").read_text())[
+                "config"
+            ]
             return create_model(mname, **cfg).fit(data, rng=42)
 
         report = replay(exp, train, test, fit, k=k, paired=paired, max_users=max_users)
@@ -1172,7 +1515,9 @@ class RecSys:
         led = self.ledger
         out["ledger"] = led.summary()
         if not led.path.exists():
-            out["ledger_note"] = "no differentially private release recorded in this data directory yet"
+            out["ledger_note"] = (
+                "no differentially private release recorded in this data directory yet"
+            )
         for name, info in self.model_versions().items():
             out["models"][name] = {"version": info["active"], "privacy": info["privacy"]}
         out["pending_retrains"] = self.pending_retrains()
@@ -1185,14 +1530,23 @@ class RecSys:
         folder = Path(name_or_path)
         alias = PUBLIC_DATASETS.get(str(name_or_path).lower())
         if alias is not None:
-            roots = [Path(os.environ["PRIVREC_SHARED_DATA"])] if os.environ.get("PRIVREC_SHARED_DATA") else []
+            roots = (
+                [Path(os.environ["PRIVREC_SHARED_DATA"])]
+                if os.environ.get("PRIVREC_SHARED_DATA")
+                else []
+            )
             roots += [Path("shared/data"), Path("../shared/data")]
             found = [r / alias for r in roots if (r / alias).is_dir()]
             if not found:
-                raise NotFoundError(f"dataset: {name_or_path!r} ({alias}) not found under {', '.join(map(str, roots))}; set PRIVREC_SHARED_DATA")
+                raise NotFoundError(
+                    f"dataset: {name_or_path!r} ({alias}) not found under {', '.join(map(str, roots))}; set PRIVREC_SHARED_DATA"
+                )
             folder = found[0]
         if not folder.is_dir():
-            raise ValidationError("dataset", f"{str(name_or_path)!r} is neither {' nor '.join(PUBLIC_DATASETS)} nor a dataset folder")
+            raise ValidationError(
+                "dataset",
+                f"{str(name_or_path)!r} is neither {' nor '.join(PUBLIC_DATASETS)} nor a dataset folder",
+            )
         return load_dataset(folder, gate=self.gate)
 
     def privacy_report(
@@ -1233,11 +1587,18 @@ class RecSys:
             raise ValidationError("protocol", f"{protocol!r} is not a protocol; use loo or ranking")
         eps = [float(e) for e in (EPSILONS if epsilons is None else epsilons)]
         if not eps or any(not (e > 0) for e in eps):
-            raise ValidationError("epsilons", "give one or more positive numbers (inf for the non-private model)")
-        wanted = list(DEFAULT_ROSTER) if models is None else [m.strip() for m in models if m.strip()]
+            raise ValidationError(
+                "epsilons", "give one or more positive numbers (inf for the non-private model)"
+            )
+        wanted = (
+            list(DEFAULT_ROSTER) if models is None else [m.strip() for m in models if m.strip()]
+        )
         unknown = [m for m in wanted if m not in DEFAULT_ROSTER]
         if unknown or not wanted:
-            raise ValidationError("models", f"{', '.join(unknown) or '(none)'}: choose from {', '.join(DEFAULT_ROSTER)}")
+            raise ValidationError(
+                "models",
+                f"{', '.join(unknown) or '(none)'}: choose from {', '.join(DEFAULT_ROSTER)}",
+            )
         ds = dataset if dataset is not None else self.dataset()
         if ds.n_events == 0:
             raise ValidationError("store", "holds no events; ingest some first or give --dataset")
@@ -1246,15 +1607,29 @@ class RecSys:
         frontier_ledger = PrivacyLedger(out / "frontier-ledger.jsonl", Budget(math.inf, 0.99))
         frontier_ledger.path.unlink(missing_ok=True)  # one report, one ledger of its releases
         extra = {
-            "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items, "events": ds.n_events, "protocol": protocol},
+            "dataset": {
+                "name": ds.name,
+                "users": ds.n_users,
+                "items": ds.n_items,
+                "events": ds.n_events,
+                "protocol": protocol,
+            },
             "frontier_ledger_note": "the frontier's models are evaluation models, never served; their releases are in 'ledger'",
             "data_dir_ledger": self.ledger.summary() if dataset is None else None,
         }
         return write_privacy_report(
-            out, dataset=ds, protocol=protocol, ledger=frontier_ledger, extra=extra,
-            roster={m: DEFAULT_ROSTER[m] for m in wanted}, epsilons=eps, audit=audit,
-            audit_kwargs={"max_users": audit_users} if audit_users else None, seed=seed, on_point=on_point,
-        )  # fmt: skip
+            out,
+            dataset=ds,
+            protocol=protocol,
+            ledger=frontier_ledger,
+            extra=extra,
+            roster={m: DEFAULT_ROSTER[m] for m in wanted},
+            epsilons=eps,
+            audit=audit,
+            audit_kwargs={"max_users": audit_users} if audit_users else None,
+            seed=seed,
+            on_point=on_point,
+        )
 
     def _forget_serving_state(self, pseudonym: str) -> dict[str, Any]:
         """Erase a pseudonym's consent record, in-memory history, cached lists and experiment rows."""
@@ -1284,9 +1659,17 @@ DEFAULT_CONSENT = "personalized"
 # Outcome of an event that carries a recommendation id: a view of a recommended item is a click.
 _OUTCOME_OF = {"view": "click", "cart": "cart", "purchase": "purchase"}
 _RULE_FIELDS = (
-    "exclude_items", "exclude_purchased", "exclude_seen", "include_categories", "exclude_categories",
-    "in_stock", "price_min", "price_max", "diversity", "category_cap",
-)  # fmt: skip
+    "exclude_items",
+    "exclude_purchased",
+    "exclude_seen",
+    "include_categories",
+    "exclude_categories",
+    "in_stock",
+    "price_min",
+    "price_max",
+    "diversity",
+    "category_cap",
+)
 _SERVING_INIT_LOCK = threading.Lock()
 _PURCHASE_CODE = EVENT_CODE["purchase"]
 
@@ -1296,7 +1679,11 @@ def _save_derived(model: Recommender, path: Path) -> None:
     try:
         model.save_derived(path)
     except Exception as exc:
-        logger.error("saving derived arrays failed model=%s error=%s; loading will recompute them", model.name, type(exc).__name__)
+        logger.error(
+            "saving derived arrays failed model=%s error=%s; loading will recompute them",
+            model.name,
+            type(exc).__name__,
+        )
 
 
 def _now_iso() -> str:
@@ -1304,7 +1691,9 @@ def _now_iso() -> str:
 
 
 def _freeze(rules: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple, set)) else v) for k, v in rules.items()))
+    return tuple(
+        sorted((k, tuple(v) if isinstance(v, (list, tuple, set)) else v) for k, v in rules.items())
+    )
 
 
 def _rules_from(spec: Mapping[str, Any], loaded: LoadedModel | None) -> Any:
@@ -1320,7 +1709,11 @@ def _rules_from(spec: Mapping[str, Any], loaded: LoadedModel | None) -> Any:
             continue
         if key == "exclude_items":
             keys = [str(x) for x in v]
-            kw[key] = tuple(i for i in (loaded.index.get(x, -1) for x in keys) if i >= 0) if loaded is not None else ()
+            kw[key] = (
+                tuple(i for i in (loaded.index.get(x, -1) for x in keys) if i >= 0)
+                if loaded is not None
+                else ()
+            )
         elif key in ("include_categories", "exclude_categories"):
             kw[key] = tuple(str(x) for x in v)
         elif key in ("exclude_purchased", "exclude_seen", "in_stock"):
@@ -1345,7 +1738,9 @@ class LoadedModel:
 
     _static: list[dict[str, Any] | None] | None = None
 
-    def item_dict(self, i: int, score: float | None = None, explanation: dict[str, Any] | None = None) -> dict[str, Any]:
+    def item_dict(
+        self, i: int, score: float | None = None, explanation: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Public facts of item `i` (plus its score and explanation) as JSON-ready data."""
         if self._static is None:
             self._static = [None] * self.table.n_items
@@ -1371,7 +1766,9 @@ class LoadedModel:
         """Substring match of the query's words in titles: 0 no match, 1 all words, 1.5 the whole phrase."""
         if self._titles is None:
             t = self.table
-            self._titles = [f"{t.titles[i]} {t.category_name(i) or ''}".lower() for i in range(t.n_items)]
+            self._titles = [
+                f"{t.titles[i]} {t.category_name(i) or ''}".lower() for i in range(t.n_items)
+            ]
         q = " ".join(query.lower().split())
         words = q.split()
         out = np.zeros(len(self._titles), np.float32)
@@ -1437,7 +1834,10 @@ class _HistoryIndex:
         if self.preloaded or self._store is None:
             return [], []
         ev = self._store.events(user=pseudonym)
-        got = (ev["item"].astype(str).tolist(), ev["type"].map(EVENT_CODE).fillna(0).astype(int).tolist())
+        got = (
+            ev["item"].astype(str).tolist(),
+            ev["type"].map(EVENT_CODE).fillna(0).astype(int).tolist(),
+        )
         with self._lock:
             if len(self._users) > 200_000:
                 self._users.pop(next(iter(self._users)))
@@ -1454,7 +1854,9 @@ class _HistoryIndex:
                 got = self._users.get(p)
                 if got is None:
                     if not self.preloaded and self._store is not None:
-                        self._gen[p] = self._gen.get(p, 0) + 1  # read again from the store next time
+                        self._gen[p] = (
+                            self._gen.get(p, 0) + 1
+                        )  # read again from the store next time
                         continue
                     got = self._users[p] = ([], [])
                 if it not in got[0]:
@@ -1528,7 +1930,9 @@ class _Consent:
         try:
             levels = json.loads(old.read_text())
         except ValueError:
-            raise ValidationError("consent.json", "is not valid JSON; restore it from a backup") from None
+            raise ValidationError(
+                "consent.json", "is not valid JSON; restore it from a backup"
+            ) from None
         for p, rec in levels.items():
             if self._store.record(p) is None:
                 self._store.set(p, str(rec["level"]))
@@ -1548,7 +1952,9 @@ class _TrainingRecord:
         return np.unique(np.fromiter((int(str(e)[:16], 16) for e in event_ids), dtype=np.uint64))
 
     @classmethod
-    def of(cls, events: pd.DataFrame, generation: int | None, weights: Mapping[str, float]) -> _TrainingRecord:
+    def of(
+        cls, events: pd.DataFrame, generation: int | None, weights: Mapping[str, float]
+    ) -> _TrainingRecord:
         return cls(cls._keys(events["event_id"]), generation, dict(weights))
 
     def contains(self, event_ids: Iterable[str]) -> np.ndarray:
@@ -1557,12 +1963,23 @@ class _TrainingRecord:
         return (self.event_ids[pos] == keys) if len(self.event_ids) else np.zeros(len(keys), bool)
 
     def without(self, event_ids: Iterable[str]) -> _TrainingRecord:
-        return _TrainingRecord(np.setdiff1d(self.event_ids, self._keys(event_ids), assume_unique=True), self.generation, self.event_weights)
+        return _TrainingRecord(
+            np.setdiff1d(self.event_ids, self._keys(event_ids), assume_unique=True),
+            self.generation,
+            self.event_weights,
+        )
 
     def write(self, path: Path) -> None:
         np.save(path / TRAINED_EVENTS_FILE, self.event_ids, allow_pickle=False)
-        (path / TRAINING_FILE).write_text(json.dumps({"events": int(len(self.event_ids)), "pseudonym_generation": self.generation,
-                                                      "event_weights": self.event_weights}))  # fmt: skip
+        (path / TRAINING_FILE).write_text(
+            json.dumps(
+                {
+                    "events": len(self.event_ids),
+                    "pseudonym_generation": self.generation,
+                    "event_weights": self.event_weights,
+                }
+            )
+        )
 
     @classmethod
     def read(cls, path: Path) -> _TrainingRecord | None:
@@ -1571,7 +1988,11 @@ class _TrainingRecord:
             ids = np.load(path / TRAINED_EVENTS_FILE, allow_pickle=False)
         except (OSError, ValueError):
             return None
-        return cls(ids.astype(np.uint64), doc.get("pseudonym_generation"), dict(doc.get("event_weights") or {}))
+        return cls(
+            ids.astype(np.uint64),
+            doc.get("pseudonym_generation"),
+            dict(doc.get("event_weights") or {}),
+        )
 
 
 def _open_experiments(path: Path) -> Any:
@@ -1627,7 +2048,9 @@ class _ServingState:
         self.consent = _Consent(rs.data_dir)
         self.consent_cache: dict[str, str] = {}
         self.gate = rs.gate
-        if rs.settings.max_events_per_user_per_minute is not None:  # across requests, by arrival time
+        if (
+            rs.settings.max_events_per_user_per_minute is not None
+        ):  # across requests, by arrival time
             self.gate.arrivals = ArrivalRateLimiter(rs.settings.max_events_per_user_per_minute)
         self._experiments: Any = None
         self.default_name: str | None = None
@@ -1673,7 +2096,9 @@ class _ServingState:
         t0 = time.perf_counter()
         path = self.rs.models_dir / name / version
         if not (path / "config.json").exists():
-            raise NotFoundError(f"model {name!r} has no version {version!r}; list them with GET /v1/models")
+            raise NotFoundError(
+                f"model {name!r} has no version {version!r}; list them with GET /v1/models"
+            )
         # Read the artifact once in chunks first (file reads release the GIL): the loader then
         # copies from the page cache instead of holding the GIL through the disk reads, so
         # requests keep flowing while a large model (EASE: ~1 GB) loads for a hot swap.
@@ -1688,8 +2113,13 @@ class _ServingState:
         served = ServedModel(name=name, version=version, model=model, items=items, item_meta=meta)
         keys = items.keys
         table = ItemTable.from_meta(meta, popularity=self.history.popularity_for(keys))
-        got = LoadedModel(served=served, table=table, index={k: i for i, k in enumerate(keys)},
-                          pop_ranking=table.popularity_ranking(), load_seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+        got = LoadedModel(
+            served=served,
+            table=table,
+            index={k: i for i, k in enumerate(keys)},
+            pop_ranking=table.popularity_ranking(),
+            load_seconds=round(time.perf_counter() - t0, 3),
+        )
         self._versions[(name, version)] = got
         # keep the two latest versions per model, so a swap back is instant
         same = [key for key in self._versions if key[0] == name]
@@ -1723,18 +2153,28 @@ class _ServingState:
                 items.append(i)
                 ts.append(t)
                 ws.append(float(w_of.get(EVENT_TYPES[t], 1.0)))
-        return UserHistory(items=np.asarray(items, np.int64), weights=np.asarray(ws, np.float32), event_types=np.asarray(ts, np.int8))
+        return UserHistory(
+            items=np.asarray(items, np.int64),
+            weights=np.asarray(ws, np.float32),
+            event_types=np.asarray(ts, np.int8),
+        )
 
     def scores(self, loaded: LoadedModel, history: UserHistory) -> np.ndarray:
         from privrec.models.rules import fast_scores
 
-        s = fast_scores(loaded.served.model, history.items, history.weights if history.weights is not None else np.ones(len(history), np.float32))
+        s = fast_scores(
+            loaded.served.model,
+            history.items,
+            history.weights if history.weights is not None else np.ones(len(history), np.float32),
+        )
         return s if s is not None else loaded.served.model.score(history)
 
     def search_scores(self, loaded: LoadedModel, query: str) -> tuple[np.ndarray, str, str | None]:
         """Per item, how well it matches the query (0: not at all), the mode and a note."""
         for cand in self.loaded.values():
-            fn = getattr(cand.served.model, "search_scores", None) or getattr(cand.served.model, "score_query", None)
+            fn = getattr(cand.served.model, "search_scores", None) or getattr(
+                cand.served.model, "score_query", None
+            )
             if callable(fn) and cand.served.items.keys == loaded.served.items.keys:
                 try:
                     s = np.asarray(fn(query), dtype=np.float32)
@@ -1744,8 +2184,16 @@ class _ServingState:
                         top[best] = np.maximum(s[best] - s[best].min(), 0) + 1.0
                         return top, "semantic", f"semantic search by model {cand.served.name!r}"
                 except Exception as exc:
-                    logger.warning("semantic search failed model=%s error=%s", cand.served.name, type(exc).__name__)
-        return loaded.title_match(query), "substring", "title substring search (no semantic search model is served)"
+                    logger.warning(
+                        "semantic search failed model=%s error=%s",
+                        cand.served.name,
+                        type(exc).__name__,
+                    )
+        return (
+            loaded.title_match(query),
+            "substring",
+            "title substring search (no semantic search model is served)",
+        )
 
     def top_items(
         self,
@@ -1771,7 +2219,17 @@ class _ServingState:
         key = None
         if query is None:
             gen = self.history.generation(pseudonym) if pseudonym else 0
-            key = (pseudonym, loaded.served.name, loaded.served.version, gen, level, k, _freeze(rules_spec), context_item, base_scores is not None)
+            key = (
+                pseudonym,
+                loaded.served.name,
+                loaded.served.version,
+                gen,
+                level,
+                k,
+                _freeze(rules_spec),
+                context_item,
+                base_scores is not None,
+            )
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
@@ -1783,7 +2241,11 @@ class _ServingState:
             ctx = loaded.index.get(context_item, -1)
             if ctx < 0:
                 raise NotFoundError(f"context_item: {context_item!r} is not in the catalogue")
-        purchased = history.items[history.event_types == _PURCHASE_CODE] if len(history) and history.event_types is not None else None
+        purchased = (
+            history.items[history.event_types == _PURCHASE_CODE]
+            if len(history) and history.event_types is not None
+            else None
+        )
         seen = history.items if len(history) else None
         personal = len(history) > 0
         model = loaded.served.model
@@ -1797,29 +2259,58 @@ class _ServingState:
                     if hi > lo:
                         s[m] += 0.5 * (ps[m] - lo) / (hi - lo)
             res = apply_rules(s, k, rules, table, purchased=purchased, seen=seen, floor=-np.inf)
-            exps = explain_items(model if personal_search else None, history, res.items, table, personalized=personal_search,
-                                 query=query, matched=match[res.items] > 0)  # fmt: skip
+            exps = explain_items(
+                model if personal_search else None,
+                history,
+                res.items,
+                table,
+                personalized=personal_search,
+                query=query,
+                matched=match[res.items] > 0,
+            )
         elif personal or ctx is not None:
             h = history
             if ctx is not None:
                 w = float(self.rs.settings.event_weights.get("purchase", 5.0))
                 h = UserHistory(
                     items=np.append(history.items, ctx).astype(np.int64),
-                    weights=np.append(history.weights if history.weights is not None else np.ones(len(history), np.float32), w).astype(np.float32),
-                    event_types=np.append(history.event_types if history.event_types is not None else np.zeros(len(history), np.int8),
-                                          EVENT_CODE["view"]).astype(np.int8),  # fmt: skip
+                    weights=np.append(
+                        history.weights
+                        if history.weights is not None
+                        else np.ones(len(history), np.float32),
+                        w,
+                    ).astype(np.float32),
+                    event_types=np.append(
+                        history.event_types
+                        if history.event_types is not None
+                        else np.zeros(len(history), np.int8),
+                        EVENT_CODE["view"],
+                    ).astype(np.int8),
                 )
                 seen = np.append(seen if seen is not None else np.empty(0, np.int64), ctx)
             s = self.scores(loaded, h)
             res = apply_rules(s, k, rules, table, purchased=purchased, seen=seen)
-            exps = explain_items(model, h, res.items, table, personalized=True, filled=res.filled, context_item=ctx)
+            exps = explain_items(
+                model, h, res.items, table, personalized=True, filled=res.filled, context_item=ctx
+            )
         elif base_scores is not None:
             res = apply_rules(base_scores, k, rules, table, purchased=purchased, seen=seen)
             exps = explain_items(None, history, res.items, table, personalized=False)
         else:
-            res = apply_rules(table.popularity, k, rules, table, purchased=purchased, seen=seen, ranking=loaded.pop_ranking)
+            res = apply_rules(
+                table.popularity,
+                k,
+                rules,
+                table,
+                purchased=purchased,
+                seen=seen,
+                ranking=loaded.pop_ranking,
+            )
             exps = explain_items(None, history, res.items, table, personalized=False)
-        items = [loaded.item_dict(i, sc, e.to_dict()) for i, sc, e in zip(res.items.tolist(), res.scores.tolist(), exps, strict=True)]
+        items = [
+            loaded.item_dict(i, sc, e.to_dict())
+            for i, sc, e in zip(res.items.tolist(), res.scores.tolist(), exps, strict=True)
+        ]
         if key is not None:
             self.cache.put(key, items)
         return items

@@ -18,7 +18,6 @@ from privrec.data.loaders import (
     SYNTHETIC_BASE_TS,
     benchmark_pseudonymiser,
     detect_format,
-    load_amazon_s3rec,
     load_dataset,
     load_movielens_100k,
     load_taobao_userbehavior,
@@ -40,17 +39,28 @@ def _is_chronological(ds) -> bool:
 
 # ---- small files -----------------------------------------------------------------------------
 def test_movielens_small(tmp_path: Path) -> None:
-    (tmp_path / "u.data").write_text("7\t2\t4\t881250949\n7\t1\t5\t881250950\n9\t2\t3\t891717742\n9\t3\t9\t891717743\n")
+    (tmp_path / "u.data").write_text(
+        "7\t2\t4\t881250949\n7\t1\t5\t881250950\n9\t2\t3\t891717742\n9\t3\t9\t891717743\n"
+    )
     (tmp_path / "u.item").write_bytes(
         "1|Misérables, Les (1995)|01-Jan-1995||http://x|0|0|0|0|0|0|0|0|1|0|0|0|0|0|0|0|0|0|0\n"
         "2|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
-        "3|Heat (1995)|01-Jan-1995||http://x|0|1|0|0|0|0|1|0|0|0|0|0|0|0|0|0|1|0|0\n".encode("latin-1")
+        "3|Heat (1995)|01-Jan-1995||http://x|0|1|0|0|0|0|1|0|0|0|0|0|0|0|0|0|1|0|0\n".encode(
+            "latin-1"
+        )
     )
     ds = load_movielens_100k(tmp_path)
-    assert (ds.n_users, ds.n_items, ds.n_events, ds.n_rejects) == (2, 3, 3, 1)  # rating 9 is off the scale
+    assert (ds.n_users, ds.n_items, ds.n_events, ds.n_rejects) == (
+        2,
+        3,
+        3,
+        1,
+    )  # rating 9 is off the scale
     assert ds.items.keys == ["1", "2", "3"]
     meta = ds.item_meta.set_index("item")
-    assert meta.loc["1", "title"] == "Misérables, Les (1995)" and meta.loc["1", "category"] == "Drama"
+    assert (
+        meta.loc["1", "title"] == "Misérables, Les (1995)" and meta.loc["1", "category"] == "Drama"
+    )
     assert meta.loc["2", "category"] == "Animation|Children's|Comedy"
     assert meta.loc["2", "text"] == "Toy Story (1995). Animation, Children's, Comedy"
     assert all(HEX32.fullmatch(u) for u in ds.users.keys) and "7" not in ds.users
@@ -65,7 +75,9 @@ def test_taobao_truncated_and_unknown_lines_are_counted_rejects(tmp_path: Path) 
     )
     ds = load_taobao_userbehavior(tmp_path)
     assert ds.n_events == 4 and ds.n_rejects == 3
-    assert ds.n_items == 3  # items 12 and 543546 appear only on rejected lines: not in the vocabulary
+    assert (
+        ds.n_items == 3
+    )  # items 12 and 543546 appear only on rejected lines: not in the vocabulary
     types = sorted(ds.to_frame()["type"].tolist())
     from privrec.core.types import EVENT_CODE
 
@@ -77,11 +89,20 @@ def test_s3rec_small(tmp_path: Path) -> None:
     (tmp_path / "Toys.txt").write_text("1 3 1 2\n2 2 3\n")
     (tmp_path / "toys_items.jsonl").write_text(
         "\n".join(
-            json.dumps({"s3rec_item_id": k, "asin": f"A{k}", "title": f"Toy {k}", "categories": [["Toys", "Games"], ["Toys", "Puzzles"]]})
+            json.dumps(
+                {
+                    "s3rec_item_id": k,
+                    "asin": f"A{k}",
+                    "title": f"Toy {k}",
+                    "categories": [["Toys", "Games"], ["Toys", "Puzzles"]],
+                }
+            )
             for k in (1, 2, 3, 4)
         )
     )
-    (tmp_path / "Toys_item2attributes.json").write_text(json.dumps({"1": [5, 6], "2": [5], "3": [7], "4": [8]}))
+    (tmp_path / "Toys_item2attributes.json").write_text(
+        json.dumps({"1": [5, 6], "2": [5], "3": [7], "4": [8]})
+    )
     ds = load_dataset(tmp_path)
     assert (ds.n_users, ds.n_items, ds.n_events) == (2, 4, 5)
     assert ds.items.keys == ["1", "2", "3", "4"]  # item 4 has no events but is in the catalogue
@@ -89,7 +110,9 @@ def test_s3rec_small(tmp_path: Path) -> None:
     assert ds.ts[0] == SYNTHETIC_BASE_TS and _is_chronological(ds)
     meta = ds.item_meta.set_index("item")
     assert meta.loc["1", "category"] == "Toys > Games" and meta.loc["1", "asin"] == "A1"
-    assert meta.loc["1", "text"] == "Toy 1. Toys > Games. Toys > Puzzles" and meta.loc["1", "attributes"] == (5, 6)
+    assert meta.loc["1", "text"] == "Toy 1. Toys > Games. Toys > Puzzles" and meta.loc[
+        "1", "attributes"
+    ] == (5, 6)
 
 
 def _write_unisrec(folder: Path, seqs: dict[str, list[str]], max_len: int = 50) -> None:
@@ -97,7 +120,8 @@ def _write_unisrec(folder: Path, seqs: dict[str, list[str]], max_len: int = 50) 
     (folder / "Mini.item2index").write_text("".join(f"{a}\t{k}\n" for k, a in enumerate(items)))
     (folder / "Mini.user2index").write_text("".join(f"{u}\t{k}\n" for k, u in enumerate(seqs)))
     (folder / "Mini.text").write_text(
-        "item_id:token\ttext:token_seq\n" + "".join(f"{a}\tThing {a}. Industrial & Scientific Parts. Acme Co. \n" for a in items)
+        "item_id:token\ttext:token_seq\n"
+        + "".join(f"{a}\tThing {a}. Industrial & Scientific Parts. Acme Co. \n" for a in items)
     )
     idx = {a: k for k, a in enumerate(items)}
     head = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
@@ -110,12 +134,17 @@ def _write_unisrec(folder: Path, seqs: dict[str, list[str]], max_len: int = 50) 
         rows["valid"].append((u, ids[: n - 2][-max_len:], ids[n - 2]))
         rows["test"].append((u, ids[: n - 1][-max_len:], ids[n - 1]))
     for part, rs in rows.items():
-        (folder / f"Mini.{part}.inter").write_text(head + "".join(f"{u}\t{' '.join(map(str, h))}\t{t}\n" for u, h, t in rs))
+        (folder / f"Mini.{part}.inter").write_text(
+            head + "".join(f"{u}\t{' '.join(map(str, h))}\t{t}\n" for u, h, t in rs)
+        )
 
 
 def test_unisrec_rebuilds_long_truncated_sequences(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    seqs = {"rev-A": [f"B{int(x):03d}" for x in rng.integers(0, 90, 60)], "rev-B": ["B001", "B002", "B003", "B004", "B001"]}
+    seqs = {
+        "rev-A": [f"B{int(x):03d}" for x in rng.integers(0, 90, 60)],
+        "rev-B": ["B001", "B002", "B003", "B004", "B001"],
+    }
     _write_unisrec(tmp_path, seqs, max_len=10)
     assert detect_format(tmp_path) == "unisrec"
     ds = load_unisrec(tmp_path)
@@ -170,7 +199,10 @@ def test_real_movielens_100k(shared_data: Path) -> None:
     # The benchmark protocol: per item, round(0.75 n) ratings in train.
     train, test = stratified_split(ds, 0.75, filter_by="item", seed=42)
     n = np.bincount(ds.item_idx, minlength=ds.n_items)
-    assert train.n_events == sum(round(0.75 * int(m)) for m in n) and train.n_events + test.n_events == 100_000
+    assert (
+        train.n_events == sum(round(0.75 * int(m)) for m in n)
+        and train.n_events + test.n_events == 100_000
+    )
 
 
 @pytest.mark.slow
@@ -193,7 +225,10 @@ def test_real_amazon_beauty(shared_data: Path) -> None:
     assert lengths.min() == 5 and lengths.max() == 204
     assert _is_chronological(ds)
     assert ds.items.keys[:3] == ["1", "2", "3"]
-    assert ds.item_meta["title"].notna().all() and ds.item_meta["category"].str.startswith("Beauty").all()
+    assert (
+        ds.item_meta["title"].notna().all()
+        and ds.item_meta["category"].str.startswith("Beauty").all()
+    )
     assert ds.item_meta.loc[0, "asin"] == "B004756YJA"
     # The first user's sequence is line 1 of Beauty.txt.
     assert ds.items.decode(ds.sequences()[0]) == ["1", "2", "3", "4", "5"]
@@ -208,9 +243,13 @@ def test_real_amazon_scientific_and_its_split(shared_data: Path) -> None:
     assert train.n_events + valid.n_events + test.n_events == 59_427
     # Item index i is UniSRec's item i; user 0's valid/test targets are 12 and 13 (first rows of the files).
     assert train.items.key(0) == "B00TNNWMXI"
-    assert valid.item_idx[valid.user_idx == 0].tolist() == [12] and test.item_idx[test.user_idx == 0].tolist() == [13]
+    assert valid.item_idx[valid.user_idx == 0].tolist() == [12] and test.item_idx[
+        test.user_idx == 0
+    ].tolist() == [13]
     assert train.item_meta["text"].notna().all()
-    assert (train.item_meta["category"].dropna().str.startswith("Industrial & Scientific")).mean() > 0.9
+    assert (
+        train.item_meta["category"].dropna().str.startswith("Industrial & Scientific")
+    ).mean() > 0.9
 
 
 @pytest.mark.slow
@@ -252,7 +291,9 @@ def test_unisrec_inconsistent_files_are_refused(tmp_path: Path) -> None:
     _write_unisrec(tmp_path, {"r1": ["A", "B", "C", "D", "E"], "r2": ["C", "D", "E", "A"]})
     test_file = tmp_path / "Mini.test.inter"
     lines = test_file.read_text().splitlines()
-    lines[1] = lines[1].rsplit("\t", 1)[0].replace("\t0 ", "\t4 ") + "\t" + lines[1].rsplit("\t", 1)[1]
+    lines[1] = (
+        lines[1].rsplit("\t", 1)[0].replace("\t0 ", "\t4 ") + "\t" + lines[1].rsplit("\t", 1)[1]
+    )
     test_file.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValidationError, match="leave-one-out"):
         load_unisrec(tmp_path)

@@ -24,13 +24,21 @@ def _ds(rows: list[tuple[str, str, float]], *, type_: str = "view") -> Interacti
     return InteractionDataset.from_events(ev, name="toy")
 
 
-def _random_rows(n_items: int = 40, n_users: int = 30, seed: int = 0) -> list[tuple[str, str, float]]:
+def _random_rows(
+    n_items: int = 40, n_users: int = 30, seed: int = 0
+) -> list[tuple[str, str, float]]:
     """Item j gets 1 + j % 13 events from random users, rows shuffled (source order is random)."""
     rng = np.random.default_rng(seed)
     rows = []
     for j in range(n_items):
         for _ in range(1 + j % 13):
-            rows.append((f"u{rng.integers(n_users)}", f"i{j}", float(rng.integers(1_600_000_000, 1_600_100_000))))
+            rows.append(
+                (
+                    f"u{rng.integers(n_users)}",
+                    f"i{j}",
+                    float(rng.integers(1_600_000_000, 1_600_100_000)),
+                )
+            )
     return [rows[k] for k in rng.permutation(len(rows))]
 
 
@@ -48,9 +56,13 @@ def test_stratified_counts_per_item_are_python_round(method: str) -> None:
     n = np.bincount(ds.item_idx, minlength=ds.n_items)
     n_train = np.bincount(train.item_idx, minlength=ds.n_items)
     n_test = np.bincount(test.item_idx, minlength=ds.n_items)
-    assert [int(x) for x in n_train] == [round(0.75 * int(m)) for m in n]  # halves to even: 2 -> 2, 6 -> 4
+    assert [int(x) for x in n_train] == [
+        round(0.75 * int(m)) for m in n
+    ]  # halves to even: 2 -> 2, 6 -> 4
     assert (n_train + n_test == n).all()
-    assert _keys(train).isdisjoint(_keys(test)) and _keys(train) | _keys(test) == set(range(ds.n_events))
+    assert _keys(train).isdisjoint(_keys(test)) and _keys(train) | _keys(test) == set(
+        range(ds.n_events)
+    )
     # known roundings
     assert round(0.75 * 2) == 2 and round(0.75 * 6) == 4 and round(0.75 * 1) == 1
 
@@ -88,7 +100,9 @@ def _reference_rank(df: pd.DataFrame, col: str, ratio: float, seed: int) -> set[
     return set(d.loc[d["rank"] <= np.round(ratio * d["count"]), "row"].tolist())
 
 
-@pytest.mark.parametrize(("method", "ref"), [("shuffle", _reference_shuffle), ("rank", _reference_rank)])
+@pytest.mark.parametrize(
+    ("method", "ref"), [("shuffle", _reference_shuffle), ("rank", _reference_rank)]
+)
 @pytest.mark.parametrize("filter_by", ["item", "user"])
 def test_stratified_matches_the_reference_algorithm_on_source_rows(method, ref, filter_by) -> None:
     rows = _random_rows(seed=3)
@@ -120,7 +134,10 @@ def test_temporal_split_by_ratio_and_cutoff() -> None:
     rows = [("a", "x", 10.0), ("b", "y", 20.0), ("a", "y", 30.0), ("b", "z", 40.0)]
     ds = _ds([(u, i, t + 1_600_000_000) for u, i, t in rows])
     train, test = temporal_split(ds, 0.5)
-    assert sorted(train.ts - 1_600_000_000) == [10.0, 20.0] and sorted(test.ts - 1_600_000_000) == [30.0, 40.0]
+    assert sorted(train.ts - 1_600_000_000) == [10.0, 20.0] and sorted(test.ts - 1_600_000_000) == [
+        30.0,
+        40.0,
+    ]
     train, test = temporal_split(ds, cutoff_ts=1_600_000_030)
     assert train.n_events == 2 and test.n_events == 2
     _, test = temporal_split(ds, cutoff_ts=1_600_000_030, drop_unseen=True)
@@ -185,7 +202,9 @@ def test_user_kfold_holdout_splits_test_histories() -> None:
             n = int((fold_in.user_idx == u).sum() + (holdout.user_idx == u).sum())
             assert int((holdout.user_idx == u).sum()) == max(1, round(0.25 * n))
             # time order: every holdout event is no earlier than every fold-in event
-            assert holdout.ts[holdout.user_idx == u].min() >= fold_in.ts[fold_in.user_idx == u].max()
+            assert (
+                holdout.ts[holdout.user_idx == u].min() >= fold_in.ts[fold_in.user_idx == u].max()
+            )
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -196,7 +215,9 @@ def test_validation_split_uses_train_only_and_another_seed() -> None:
     assert _keys(sub) | _keys(valid) == _keys(train)
     assert _keys(valid).isdisjoint(_keys(test))
     n_tr = np.bincount(train.item_idx, minlength=ds.n_items)
-    assert [int(x) for x in np.bincount(sub.item_idx, minlength=ds.n_items)] == [round(0.75 * int(m)) for m in n_tr]
+    assert [int(x) for x in np.bincount(sub.item_idx, minlength=ds.n_items)] == [
+        round(0.75 * int(m)) for m in n_tr
+    ]
     sub_loo, valid_loo = validation_split(train, protocol="leave_one_out")
     assert sub_loo.n_events + valid_loo.n_events == train.n_events
     assert len(np.unique(valid_loo.user_idx)) == valid_loo.n_events

@@ -76,7 +76,9 @@ def test_events_have_the_raw_schema_and_a_funnel(shop) -> None:
 def test_searches_describe_the_clicked_item(shop) -> None:
     ev, cat = shop
     s = ev[ev["type"] == "search"].merge(cat[["item", "title"]], on="item")
-    words_found = [all(w in t.lower() for w in q.split()) for q, t in zip(s["query"], s["title"], strict=True)]
+    words_found = [
+        all(w in t.lower() for w in q.split()) for q, t in zip(s["query"], s["title"], strict=True)
+    ]
     assert np.mean(words_found) > 0.95
 
 
@@ -90,7 +92,9 @@ def test_later_purchases_follow_earlier_browsing(shop) -> None:
     early_views = ev.loc[~late & (ev["type"] == "view"), ["user", "category"]].drop_duplicates()
     late_buys = ev.loc[late & (ev["type"] == "purchase"), ["user", "category"]]
     late_buys = late_buys[late_buys["user"].isin(set(early_views["user"]))]
-    hit = late_buys.merge(early_views.assign(seen=True), on=["user", "category"], how="left")["seen"].notna()
+    hit = late_buys.merge(early_views.assign(seen=True), on=["user", "category"], how="left")[
+        "seen"
+    ].notna()
     per_user_hit = hit.groupby(late_buys["user"].to_numpy()).mean()
     chance = early_views.assign(p=early_views["category"].map(share)).groupby("user")["p"].sum()
     assert len(per_user_hit) > 300
@@ -105,7 +109,9 @@ def test_item_cooccurrence_beats_popularity(shop) -> None:
     u = ev["user"].map(users).to_numpy()
     i = ev["item"].map(items).to_numpy()
     train = ev["timestamp"].to_numpy() < END_TS - 15 * 86_400
-    x = sp.csr_matrix((np.ones(int(train.sum())), (u[train], i[train])), shape=(len(users), len(items)))
+    x = sp.csr_matrix(
+        (np.ones(int(train.sum())), (u[train], i[train])), shape=(len(users), len(items))
+    )
     x.data[:] = 1.0
     pop = np.asarray(x.sum(axis=0)).ravel()
     xn = x.multiply(1.0 / np.sqrt(np.maximum(pop, 1.0))).tocsc()

@@ -70,7 +70,12 @@ class Cooc(Recommender):
         self.c, self.pop = arrays["c"], arrays["pop"]
 
 
-def make_dataset(pairs: list[tuple[str, str]], *, items: list[str] | None = None, ratings: list[float] | None = None) -> InteractionDataset:
+def make_dataset(
+    pairs: list[tuple[str, str]],
+    *,
+    items: list[str] | None = None,
+    ratings: list[float] | None = None,
+) -> InteractionDataset:
     """A dataset of purchase events (user, item), one second apart, in list order."""
     ev = pd.DataFrame(
         {
@@ -86,7 +91,9 @@ def make_dataset(pairs: list[tuple[str, str]], *, items: list[str] | None = None
     return InteractionDataset.from_events(ev, items=vocab)
 
 
-def split_by(ds: InteractionDataset, test_mask: np.ndarray) -> tuple[InteractionDataset, InteractionDataset]:
+def split_by(
+    ds: InteractionDataset, test_mask: np.ndarray
+) -> tuple[InteractionDataset, InteractionDataset]:
     return ds.subset(~test_mask, name="train"), ds.subset(test_mask, name="test")
 
 
@@ -110,7 +117,9 @@ def tiny() -> tuple[InteractionDataset, InteractionDataset]:
     return split_by(ds, is_test)
 
 
-def random_split(n_users: int, n_items: int, per_user: int, seed: int, test_frac: float = 0.25) -> tuple[InteractionDataset, InteractionDataset]:
+def random_split(
+    n_users: int, n_items: int, per_user: int, seed: int, test_frac: float = 0.25
+) -> tuple[InteractionDataset, InteractionDataset]:
     """A random implicit dataset with a per-event random train/test split (shared vocabularies)."""
     rng = np.random.default_rng(seed)
     pop = rng.zipf(1.6, size=n_items).astype(float)

@@ -12,9 +12,20 @@ import pytest
 
 from privrec.data.dataset import InteractionDataset
 from privrec.data.splitters import stratified_split
-from privrec.evaluation.attacks import ATTACKS, choose_targets, inject_attack, item_popularity, with_users
+from privrec.evaluation.attacks import (
+    ATTACKS,
+    choose_targets,
+    inject_attack,
+    item_popularity,
+    with_users,
+)
 from privrec.evaluation.detection import detect_fake_profiles, precision_recall, profile_features
-from privrec.evaluation.robustness import RobustnessConfig, robustness_report, target_hit_rate, write_report
+from privrec.evaluation.robustness import (
+    RobustnessConfig,
+    robustness_report,
+    target_hit_rate,
+    write_report,
+)
 from privrec.models.zoo import create_model
 
 N_USERS, N_ITEMS = 300, 400
@@ -35,7 +46,9 @@ def make_shop(seed: int = 0) -> InteractionDataset:
         for i, ts in zip(items, t, strict=True):
             rows.append((f"user{u:03d}", f"item{i:02d}", "rating", ts, float(rng.integers(1, 6))))
     ev = pd.DataFrame(rows, columns=["user", "item", "type", "ts", "rating"])
-    meta = pd.DataFrame({"item": [f"item{i:02d}" for i in range(N_ITEMS)], "category": [f"cat{c}" for c in cats]})
+    meta = pd.DataFrame(
+        {"item": [f"item{i:02d}" for i in range(N_ITEMS)], "category": [f"cat{c}" for c in cats]}
+    )
     return InteractionDataset.from_events(ev, item_meta=meta, name="shop")
 
 
@@ -70,7 +83,10 @@ def test_injection_appends_fakes_who_hold_the_targets(shop: InteractionDataset, 
     assert np.isfinite(fake_r).all() and fake_r.min() >= 1 and fake_r.max() <= 5
     if kind == "bandwagon":
         top = np.argsort(-item_popularity(shop), kind="stable")[:10]
-        assert set(p.selected.tolist()) == set(top.tolist()) - set(p.targets.tolist()) or len(set(p.selected) & set(top)) >= 8
+        assert (
+            set(p.selected.tolist()) == set(top.tolist()) - set(p.targets.tolist())
+            or len(set(p.selected) & set(top)) >= 8
+        )
     if kind == "segment":
         cat = shop.item_meta["category"].to_numpy()
         assert (cat[p.selected] == cat[p.targets[0]]).all()
@@ -116,7 +132,12 @@ def test_rate_features_see_a_bot_burst(shop: InteractionDataset) -> None:
 
 
 def test_precision_recall_counts() -> None:
-    assert precision_recall(np.array([1, 2, 3, 4]), np.array([3, 4, 5])) == {"precision": 0.5, "recall": 2 / 3, "flagged": 4.0, "fakes": 3.0}
+    assert precision_recall(np.array([1, 2, 3, 4]), np.array([3, 4, 5])) == {
+        "precision": 0.5,
+        "recall": 2 / 3,
+        "flagged": 4.0,
+        "fakes": 3.0,
+    }
 
 
 def test_report_runs_end_to_end_and_writes_files(shop: InteractionDataset, tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ def test_an_undefended_memorising_model_is_attacked(shop: InteractionDataset) ->
 
 
 def test_a_strongly_private_model_is_not(shop: InteractionDataset) -> None:
-    res = membership_audit(lambda: create_model("dp_popularity", epsilon=0.5), shop, seed=1, repeats=2)
+    res = membership_audit(
+        lambda: create_model("dp_popularity", epsilon=0.5), shop, seed=1, repeats=2
+    )
     assert res.auc < 0.62  # chance is 0.5; two repeats of ~150 vs ~150 users
     assert len(res.per_repeat) == 2
 
@@ -57,15 +59,38 @@ def test_the_audit_is_seeded(shop: InteractionDataset) -> None:
 def test_frontier_and_report(shop: InteractionDataset, tmp_path: Path) -> None:
     train, test = leave_one_out_test(shop)
     ledger = PrivacyLedger(tmp_path / "ledger", Budget(100.0, 0.5))
-    roster = {"dp_popularity": lambda e: {"epsilon": e}, "dp_ease": lambda e: {"epsilon": e, "top_items": 60}}
+    roster = {
+        "dp_popularity": lambda e: {"epsilon": e},
+        "dp_ease": lambda e: {"epsilon": e, "top_items": 60},
+    }
     points = run_frontier(
-        train, test, dataset_name="shop", protocol="loo", roster=roster, epsilons=(1.0, math.inf),
-        ledger=ledger, audit_kwargs={"max_eval_users": 40}, seed=0,
+        train,
+        test,
+        dataset_name="shop",
+        protocol="loo",
+        roster=roster,
+        epsilons=(1.0, math.inf),
+        ledger=ledger,
+        audit_kwargs={"max_eval_users": 40},
+        seed=0,
     )
-    assert [(p.model, p.epsilon) for p in points] == [("dp_popularity", 1.0), ("dp_popularity", math.inf), ("dp_ease", 1.0), ("dp_ease", math.inf)]
+    assert [(p.model, p.epsilon) for p in points] == [
+        ("dp_popularity", 1.0),
+        ("dp_popularity", math.inf),
+        ("dp_ease", 1.0),
+        ("dp_ease", math.inf),
+    ]
     assert all(0 <= p.ndcg_at_10 <= 1 and p.attack_auc is not None for p in points)
-    assert [e["model"] for e in ledger.entries()] == ["dp_popularity", "dp_ease"]  # inf releases nothing
-    paths = write_privacy_report(tmp_path / "report", points=points, ledger=ledger, baselines={"shop": {"model": "ease", "ndcg_at_10": 0.1, "attack_auc": 0.9}})
+    assert [e["model"] for e in ledger.entries()] == [
+        "dp_popularity",
+        "dp_ease",
+    ]  # inf releases nothing
+    paths = write_privacy_report(
+        tmp_path / "report",
+        points=points,
+        ledger=ledger,
+        baselines={"shop": {"model": "ease", "ndcg_at_10": 0.1, "attack_auc": 0.9}},
+    )
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = paths["html"].read_text()
     assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page

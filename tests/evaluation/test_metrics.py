@@ -36,7 +36,9 @@ def test_ndcg_worked_example_natural_log():
     assert M.ndcg_at_k(RANKED, REL, 5) == pytest.approx(0.4981901, abs=1e-6)
     # the ratio does not depend on the log base: the same with log2
     l2 = math.log2
-    assert M.ndcg_at_k(RANKED, REL, 5) == pytest.approx((1 / l2(3) + 1 / l2(5)) / (1 / l2(2) + 1 / l2(3) + 1 / l2(4)))
+    assert M.ndcg_at_k(RANKED, REL, 5) == pytest.approx(
+        (1 / l2(3) + 1 / l2(5)) / (1 / l2(2) + 1 / l2(3) + 1 / l2(4))
+    )
 
 
 def test_average_precision_worked_example():
@@ -49,8 +51,12 @@ def test_average_precision_worked_example():
 def test_map_normalisations_differ_when_relevant_exceeds_k():
     # ranked [1,2,3,4,5], relevant {2,4,9,10,11}, k = 3: one hit at rank 2 -> sum = 1/2
     rel = {2, 4, 9, 10, 11}
-    assert M.average_precision_at_k(RANKED, rel, 3) == pytest.approx(0.5 / 5)  # MS `map` (old map_at_k)
-    assert M.average_precision_at_k(RANKED, rel, 3, normalize="min_k") == pytest.approx(0.5 / 3)  # MS new map_at_k
+    assert M.average_precision_at_k(RANKED, rel, 3) == pytest.approx(
+        0.5 / 5
+    )  # MS `map` (old map_at_k)
+    assert M.average_precision_at_k(RANKED, rel, 3, normalize="min_k") == pytest.approx(
+        0.5 / 3
+    )  # MS new map_at_k
     with pytest.raises(ValueError):
         M.average_precision_at_k(RANKED, rel, 3, normalize="k")
 
@@ -68,7 +74,9 @@ def test_hit_rate_and_reciprocal_rank():
 def test_k_larger_than_list():
     # ranked [7, 3], relevant {3}, k = 5: one hit at rank 2
     r = [7, 3]
-    assert M.precision_at_k(r, {3}, 5) == pytest.approx(1 / 5)  # divided by k, not by the list length
+    assert M.precision_at_k(r, {3}, 5) == pytest.approx(
+        1 / 5
+    )  # divided by k, not by the list length
     assert M.recall_at_k(r, {3}, 5) == 1.0
     assert M.ndcg_at_k(r, {3}, 5) == pytest.approx((1 / ln(3)) / (1 / ln(2)))  # = ln2/ln3 = 0.6309
     assert M.average_precision_at_k(r, {3}, 5) == pytest.approx(0.5)
@@ -78,7 +86,13 @@ def test_k_larger_than_list():
 def test_empty_list_and_no_relevant_items():
     assert M.precision_at_k([], {1}, 3) == 0.0
     assert M.recall_at_k([], {1}, 3) == 0.0
-    for f in (M.precision_at_k, M.recall_at_k, M.ndcg_at_k, M.average_precision_at_k, M.hit_rate_at_k):
+    for f in (
+        M.precision_at_k,
+        M.recall_at_k,
+        M.ndcg_at_k,
+        M.average_precision_at_k,
+        M.hit_rate_at_k,
+    ):
         assert f([1, 2, 3], set(), 3) == 0.0
     assert M.reciprocal_rank([1, 2, 3], []) == 0.0
 
@@ -93,7 +107,9 @@ def test_duplicates_count_once():
     # AP = (1/1 + 2/3) / 2
     assert M.average_precision_at_k(r, rel, 3) == pytest.approx((1 + 2 / 3) / 2)
     # NDCG = (1/ln2 + 1/ln4) / (1/ln2 + 1/ln3)
-    assert M.ndcg_at_k(r, rel, 3) == pytest.approx((1 / ln(2) + 1 / ln(4)) / (1 / ln(2) + 1 / ln(3)))
+    assert M.ndcg_at_k(r, rel, 3) == pytest.approx(
+        (1 / ln(2) + 1 / ln(4)) / (1 / ln(2) + 1 / ln(3))
+    )
 
 
 def test_perfect_list_scores_one():

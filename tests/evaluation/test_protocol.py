@@ -25,7 +25,11 @@ def fixed(scores=DESCENDING, n_items=6) -> FixedRanking:
 def test_known_ranking_gives_known_metrics(tiny):
     train, test = tiny
     res = P.evaluate_ranking(
-        fixed(), train, test, k=3, metrics=("precision@3", "recall@3", "ndcg@3", "map", "map_min", "hr@3", "mrr", "mrr@1")
+        fixed(),
+        train,
+        test,
+        k=3,
+        metrics=("precision@3", "recall@3", "ndcg@3", "map", "map_min", "hr@3", "mrr", "mrr@1"),
     )
     # u0: train {i0} masked -> ranking i1 i2 i3 | i4 i5 ; relevant {i1, i3} -> hits [1, 0, 1]
     #     P = 2/3, R = 1, AP = (1/1 + 2/3)/2 = 5/6, NDCG = (1/ln2 + 1/ln4) / (1/ln2 + 1/ln3), RR = 1
@@ -47,7 +51,9 @@ def test_known_ranking_gives_known_metrics(tiny):
 def test_default_metrics_are_microsoft_recommenders_four(tiny):
     train, test = tiny
     res = P.evaluate_ranking(fixed(), train, test, k=3)
-    assert {"map@3", "ndcg@3", "precision@3", "recall@3", "n_users", "k", "eval_seconds"} <= set(res)
+    assert {"map@3", "ndcg@3", "precision@3", "recall@3", "n_users", "k", "eval_seconds"} <= set(
+        res
+    )
 
 
 def test_training_items_are_masked(tiny):
@@ -60,7 +66,9 @@ def test_training_items_are_masked(tiny):
     for row, seen in zip(top, train_sets, strict=True):
         assert not (set(row.tolist()) & seen)
     # without masking u0's top 3 is i0 i1 i2: one hit (i1 at rank 2)
-    res = P.evaluate_ranking(fixed(), train, test, k=3, metrics=("precision@3",), exclude_train=False, per_user=True)
+    res = P.evaluate_ranking(
+        fixed(), train, test, k=3, metrics=("precision@3",), exclude_train=False, per_user=True
+    )
     assert res["per_user"]["precision@3"][0] == pytest.approx(1 / 3)
 
 
@@ -69,9 +77,16 @@ def test_masked_relevant_item_is_never_a_hit():
     ds = make_dataset([("u0", "i0"), ("u0", "i0"), ("u0", "i1")], items=["i0", "i1"])
     train, test = split_by(ds, np.array([False, True, False]))
     # only one item (i1) is rankable; top 2 = [i1, (masked i0)] -> 0 hits, but 1 relevant
-    res = P.evaluate_ranking(fixed((5.0, 1.0), 2), train, test, k=2, metrics=("precision@2", "recall@2", "hr@2", "mrr"))
+    res = P.evaluate_ranking(
+        fixed((5.0, 1.0), 2), train, test, k=2, metrics=("precision@2", "recall@2", "hr@2", "mrr")
+    )
     assert res["n_users"] == 1
-    assert res["precision@2"] == 0.0 and res["recall@2"] == 0.0 and res["hr@2"] == 0.0 and res["mrr"] == 0.0
+    assert (
+        res["precision@2"] == 0.0
+        and res["recall@2"] == 0.0
+        and res["hr@2"] == 0.0
+        and res["mrr"] == 0.0
+    )
 
 
 def test_ties_broken_by_lower_index():
@@ -102,9 +117,21 @@ def test_batching_gives_identical_results(small_random):
     train, test = small_random
     model = Cooc(beta=0.01).fit(train)
     feats = np.random.default_rng(1).normal(size=(train.n_items, 8))
-    mets = ("map", "ndcg@10", "precision@5", "recall@20", "hr@10", "mrr", "coverage@10", "novelty@10", "diversity@10")
+    mets = (
+        "map",
+        "ndcg@10",
+        "precision@5",
+        "recall@20",
+        "hr@10",
+        "mrr",
+        "coverage@10",
+        "novelty@10",
+        "diversity@10",
+    )
     runs = [
-        P.evaluate_ranking(model, train, test, k=10, metrics=mets, batch_size=b, per_user=True, item_features=feats)
+        P.evaluate_ranking(
+            model, train, test, k=10, metrics=mets, batch_size=b, per_user=True, item_features=feats
+        )
         for b in (1, 7, 10_000)
     ]
     for other in runs[1:]:
@@ -122,7 +149,9 @@ def test_protocol_agrees_with_list_metrics(small_random):
 
     train, test = small_random
     model = Cooc(beta=0.05).fit(train)
-    res = P.evaluate_ranking(model, train, test, k=10, metrics=("map", "ndcg@10", "precision@10", "recall@10"))
+    res = P.evaluate_ranking(
+        model, train, test, k=10, metrics=("map", "ndcg@10", "precision@10", "recall@10")
+    )
     users, top = P.recommend_top_k(model, train, k=10, users=np.arange(train.n_users))
     lists, rels = [], []
     hist_rows = np.diff(train.matrix().indptr)
@@ -142,7 +171,10 @@ def test_protocol_agrees_with_list_metrics(small_random):
 def test_cold_users_and_user_subset(tiny):
     train, test = tiny
     # give u2 a test item but remove its history: a cold user
-    ds = make_dataset([("u0", "i0"), ("u0", "i1"), ("u1", "i2"), ("u1", "i4"), ("u2", "i3")], items=[f"i{j}" for j in range(6)])
+    ds = make_dataset(
+        [("u0", "i0"), ("u0", "i1"), ("u1", "i2"), ("u1", "i4"), ("u2", "i3")],
+        items=[f"i{j}" for j in range(6)],
+    )
     tr, te = split_by(ds, np.array([False, True, False, True, True]))
     assert P.evaluate_ranking(fixed(), tr, te, k=3)["n_users"] == 2
     assert P.evaluate_ranking(fixed(), tr, te, k=3, skip_cold_users=False)["n_users"] == 3
@@ -217,7 +249,9 @@ def test_evaluate_loo(tiny):
 # ---- rating prediction -------------------------------------------------------------------------
 def test_evaluate_rating():
     items = ["a", "b", "c"]
-    ds = make_dataset([("u", "a"), ("u", "b"), ("v", "a"), ("v", "c")], items=items, ratings=[4, 2, 5, 1])
+    ds = make_dataset(
+        [("u", "a"), ("u", "b"), ("v", "a"), ("v", "c")], items=items, ratings=[4, 2, 5, 1]
+    )
     train, test = split_by(ds, np.array([False, True, False, True]))
     # the model predicts 3, 3.5, 4 for items a, b, c. test: (u, b, 2) -> err 1.5 ; (v, c, 1) -> err 3
     m = fixed((3.0, 3.5, 4.0), 3)
@@ -230,7 +264,9 @@ def test_evaluate_rating():
 # ---- user k-fold -------------------------------------------------------------------------------
 def test_cross_validate_runs_and_aggregates(small_random):
     train, _ = small_random
-    res = P.cross_validate(lambda: Cooc(beta=0.01), train, 3, k=5, metrics=("ndcg@5", "recall@5"), seed=1)
+    res = P.cross_validate(
+        lambda: Cooc(beta=0.01), train, 3, k=5, metrics=("ndcg@5", "recall@5"), seed=1
+    )
     assert res["n_folds"] == 3 and len(res["folds"]) == 3
     # every user with at least two events is evaluated in exactly one fold
     n_multi = int((np.bincount(train.user_idx, minlength=train.n_users) >= 2).sum())
@@ -238,9 +274,13 @@ def test_cross_validate_runs_and_aggregates(small_random):
     assert set(res["mean"]) == {"ndcg@5", "recall@5"}
     assert all(0.0 <= v <= 1.0 for v in res["mean"].values())
     assert res["mean"]["ndcg@5"] == pytest.approx(np.mean([f["ndcg@5"] for f in res["folds"]]))
-    again = P.cross_validate(lambda: Cooc(beta=0.01), train, 3, k=5, metrics=("ndcg@5", "recall@5"), seed=1)
+    again = P.cross_validate(
+        lambda: Cooc(beta=0.01), train, 3, k=5, metrics=("ndcg@5", "recall@5"), seed=1
+    )
     assert again["mean"] == res["mean"]
-    rnd = P.cross_validate(lambda: Cooc(beta=0.01), train, 3, k=5, metrics=("ndcg@5",), seed=1, order="random")
+    rnd = P.cross_validate(
+        lambda: Cooc(beta=0.01), train, 3, k=5, metrics=("ndcg@5",), seed=1, order="random"
+    )
     assert rnd["mean"]["ndcg@5"] != res["mean"]["ndcg@5"]
 
 
@@ -253,7 +293,9 @@ def test_movielens_sized_evaluation_is_fast():
     res = P.evaluate_ranking(model, train, test, k=10)
     elapsed = time.perf_counter() - t0
     assert res["n_users"] > 900
-    assert elapsed < 2.0, f"evaluation took {elapsed:.2f}s"  # < 1 s on an idle core; slack for shared CI
+    assert elapsed < 2.0, (
+        f"evaluation took {elapsed:.2f}s"
+    )  # < 1 s on an idle core; slack for shared CI
 
 
 def test_full_rank_rr_matches_brute_force():

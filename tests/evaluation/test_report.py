@@ -20,7 +20,15 @@ from privrec.evaluation.report import (
 def _results():
     a = ModelResult.from_eval(
         "ItemKNN",
-        {"map@10": 0.11, "ndcg@10": 0.38, "precision@10": 0.33, "recall@10": 0.17, "n_users": 942, "k": 10, "eval_seconds": 0.09},
+        {
+            "map@10": 0.11,
+            "ndcg@10": 0.38,
+            "precision@10": 0.33,
+            "recall@10": 0.17,
+            "n_users": 942,
+            "k": 10,
+            "eval_seconds": 0.09,
+        },
         train_seconds=0.4,
         params={"k": 100},
     )
@@ -30,7 +38,12 @@ def _results():
         "train_seconds": 3.2,
         "privacy": {"epsilon": 1.0, "delta": 1e-6, "unit": "user"},
     }
-    c = {"model": "Popularity", "map@10": 0.05, "ndcg@10": float("nan"), "train_seconds": 0.01}  # flat form
+    c = {
+        "model": "Popularity",
+        "map@10": 0.05,
+        "ndcg@10": float("nan"),
+        "train_seconds": 0.01,
+    }  # flat form
     return [a, b, c]
 
 
@@ -51,7 +64,12 @@ def test_write_report_json_and_html(tmp_path):
         _results(),
         tmp_path / "out",
         title="ML-100K <benchmark>",
-        dataset_info={"name": "MovieLens-100K", "users": 943, "items": 1682, "split": "stratified 75/25, seed 42"},
+        dataset_info={
+            "name": "MovieLens-100K",
+            "users": 943,
+            "items": 1682,
+            "split": "stratified 75/25, seed 42",
+        },
         anchors=MS_RECOMMENDERS_ML100K,
     )
     assert html_path.exists() and json_path.exists()
@@ -91,7 +109,12 @@ def test_write_report_json_and_html(tmp_path):
 def test_write_report_without_anchors_and_loo(tmp_path):
     res = [ModelResult("SASRec", {"hr@10": 0.06, "ndcg@10": 0.03, "mrr": 0.02})]
     html_path, json_path = write_report(
-        res, tmp_path, title="Beauty", dataset_info={"name": "Amazon Beauty"}, anchors=BEAUTY_LOO_FULL_RANKING[:3], name="beauty"
+        res,
+        tmp_path,
+        title="Beauty",
+        dataset_info={"name": "Amazon Beauty"},
+        anchors=BEAUTY_LOO_FULL_RANKING[:3],
+        name="beauty",
     )
     assert html_path.name == "beauty.html" and json_path.name == "beauty.json"
     doc = json.loads(json_path.read_text())

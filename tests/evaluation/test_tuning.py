@@ -30,12 +30,16 @@ def test_grid_search_picks_best_and_is_deterministic(small_random):
     grid = {"beta": [0.0, 0.5, 50.0]}
     best, table = grid_search(Cooc, grid, train, valid, metric="ndcg@10", metrics=("recall@10",))
     assert list(table["beta"]) == [0.0, 0.5, 50.0]
-    assert {"ndcg@10", "recall@10", "fit_seconds", "eval_seconds", "rank", "n_users"} <= set(table.columns)
+    assert {"ndcg@10", "recall@10", "fit_seconds", "eval_seconds", "rank", "n_users"} <= set(
+        table.columns
+    )
     i = int(np.argmax(table["ndcg@10"].to_numpy()))
     assert best == {"beta": grid["beta"][i]}
     assert table["rank"].iloc[i] == 1
     # the table's numbers are what evaluate_ranking gives for that configuration
-    ref = P.evaluate_ranking(Cooc(beta=best["beta"]).fit(train), train, valid, k=10, metrics=("ndcg@10",))
+    ref = P.evaluate_ranking(
+        Cooc(beta=best["beta"]).fit(train), train, valid, k=10, metrics=("ndcg@10",)
+    )
     assert table["ndcg@10"].iloc[i] == ref["ndcg@10"]
     best2, table2 = grid_search(Cooc, grid, train, valid, metric="ndcg@10", metrics=("recall@10",))
     assert best2 == best
@@ -62,7 +66,11 @@ def test_fixed_parameters_and_clashes(small_random):
 
 
 def test_rating_protocol_minimises_rmse():
-    ds = make_dataset([("u", "a"), ("u", "b"), ("v", "a"), ("v", "c")], items=["a", "b", "c"], ratings=[4, 2, 5, 1])
+    ds = make_dataset(
+        [("u", "a"), ("u", "b"), ("v", "a"), ("v", "c")],
+        items=["a", "b", "c"],
+        ratings=[4, 2, 5, 1],
+    )
     train, valid = split_by(ds, np.array([False, True, False, True]))
     # valid ratings: (u, b) = 2 and (v, c) = 1 -> constant predictions of 1.5 beat 3 and 5
     grid = {"scores": [(3.0, 3.0, 3.0), (1.5, 1.5, 1.5), (5.0, 5.0, 5.0)]}

@@ -25,7 +25,14 @@ def _batch() -> pd.DataFrame:
         rows.append({"user": BOT, "item": f"push-{i}", "type": "view", "timestamp": T0 + i})
         if i % 10 == 0:
             for s in range(3):
-                rows.append({"user": f"shopper-{s}", "item": f"sku-{i}", "type": "view", "timestamp": T0 + i})
+                rows.append(
+                    {
+                        "user": f"shopper-{s}",
+                        "item": f"sku-{i}",
+                        "type": "view",
+                        "timestamp": T0 + i,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -50,7 +57,10 @@ def test_only_the_flooding_pseudonyms_excess_rows_are_rejected(path: str) -> Non
 
 def test_the_window_slides_with_event_time() -> None:
     gate = _gate(2)
-    rows = [{"user": BOT, "item": f"i{k}", "type": "view", "timestamp": T0 + t} for k, t in enumerate([0, 10, 20, 61, 75, 200])]
+    rows = [
+        {"user": BOT, "item": f"i{k}", "type": "view", "timestamp": T0 + t}
+        for k, t in enumerate([0, 10, 20, 61, 75, 200])
+    ]
     res = gate.process_frame(pd.DataFrame(rows))
     # t=20 has 2 earlier rows within 60 s (0, 10); t=61 has 10 and 20 before it -> rejected too;
     # t=75 has 20, 61 (rejected rows still count); t=200 is alone
@@ -84,24 +94,52 @@ def test_arrival_limit_holds_across_batches_and_slides_with_wall_time() -> None:
     kept = []
     for i in range(5):  # five requests within one second; timestamps a day apart
         clock.now = i * 0.2
-        res = gate.process_frame(pd.DataFrame([{"user": BOT, "item": f"push-{i}", "type": "view", "timestamp": T0 + 86_400 * i},
-                                               {"user": f"shopper-{i}", "item": "sku", "type": "view", "timestamp": T0}]))  # fmt: skip
+        res = gate.process_frame(
+            pd.DataFrame(
+                [
+                    {
+                        "user": BOT,
+                        "item": f"push-{i}",
+                        "type": "view",
+                        "timestamp": T0 + 86_400 * i,
+                    },
+                    {"user": f"shopper-{i}", "item": "sku", "type": "view", "timestamp": T0},
+                ]
+            )
+        )
         kept += list(res.accepted.loc[res.accepted["user"] == bot, "item"])
         assert (res.accepted["user"] != bot).sum() == 1  # the other shopper's event always stays
         if i >= 3:
-            assert [r.line for r in res.rejects] == [1] and "arrived within 60 seconds" in res.rejects[0].reason
+            assert [r.line for r in res.rejects] == [
+                1
+            ] and "arrived within 60 seconds" in res.rejects[0].reason
             assert BOT not in res.rejects[0].reason and res.rejects[0].user == bot
     assert kept == ["push-0", "push-1", "push-2"]
     clock.now = 61.0  # a minute later the bot may send again
-    res = gate.process_frame(pd.DataFrame([{"user": BOT, "item": "late", "type": "view", "timestamp": T0}]))
+    res = gate.process_frame(
+        pd.DataFrame([{"user": BOT, "item": "late", "type": "view", "timestamp": T0}])
+    )
     assert list(res.accepted["item"]) == ["late"]
 
 
-def test_the_server_gate_limits_arrivals(tmp_path) -> None:  # noqa: ANN001
+def test_the_server_gate_limits_arrivals(tmp_path) -> None:
     from privrec.service import RecSys
 
     with RecSys(Settings(data_dir=tmp_path / "d", max_events_per_user_per_minute=4)) as rs:
-        got = [rs.ingest_api([{"user": BOT, "item": f"i{k}", "type": "view", "timestamp": T0 + 3600 * k}]) for k in range(6)]
+        got = [
+            rs.ingest_api(
+                [{"user": BOT, "item": f"i{k}", "type": "view", "timestamp": T0 + 3600 * k}]
+            )
+            for k in range(6)
+        ]
         assert [g["accepted"] for g in got] == [1, 1, 1, 1, 0, 0]
-        assert got[-1]["rejected"] == 1 and "arrived within 60 seconds" in got[-1]["rejects"][0]["reason"]
-        assert rs.ingest_api([{"user": "someone-else", "item": "i0", "type": "view", "timestamp": T0}])["accepted"] == 1
+        assert (
+            got[-1]["rejected"] == 1
+            and "arrived within 60 seconds" in got[-1]["rejects"][0]["reason"]
+        )
+        assert (
+            rs.ingest_api(
+                [{"user": "someone-else", "item": "i0", "type": "view", "timestamp": T0}]
+            )["accepted"]
+            == 1
+        )

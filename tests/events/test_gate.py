@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,9 @@ def test_accepted_frame_is_pseudonymous_and_minimised(gate: Gate) -> None:
     res = gate.process_frame(df)
     acc = res.accepted
     assert tuple(acc.columns) == EVENT_COLUMNS and len(acc) == 3 and not res.rejects
-    assert all(HEX32.fullmatch(u) for u in acc["user"]) and all(HEX32.fullmatch(e) for e in acc["event_id"])
+    assert all(HEX32.fullmatch(u) for u in acc["user"]) and all(
+        HEX32.fullmatch(e) for e in acc["event_id"]
+    )
     assert acc["user"].iloc[0] == gate.pseudonymiser.pseudonymise(RAW)
     assert acc["user"].iloc[2] == gate.pseudonymiser.pseudonymise("42")
     assert acc["query"].tolist() == [None, None, None]  # minimisation: no query text by default
@@ -61,17 +63,30 @@ def test_query_text_kept_only_when_configured() -> None:
 
 def test_event_ids_are_keyed_idempotency_keys(gate: Gate) -> None:
     p = gate.pseudonymiser
-    given = gate.process_frame(pd.DataFrame([_row(event_id=f"{RAW}/order-1")])).accepted["event_id"].iloc[0]
-    assert given == p.derive(f"\x1fevent\x1f{RAW}\x1f{RAW}/order-1")  # keyed: the raw id inside never reaches storage
+    given = (
+        gate.process_frame(pd.DataFrame([_row(event_id=f"{RAW}/order-1")]))
+        .accepted["event_id"]
+        .iloc[0]
+    )
+    assert given == p.derive(
+        f"\x1fevent\x1f{RAW}\x1f{RAW}/order-1"
+    )  # keyed: the raw id inside never reaches storage
     a = gate.process_frame(pd.DataFrame([_row(), _row(item="sku-2")])).accepted["event_id"].tolist()
     b = gate.process_frame(pd.DataFrame([_row()])).accepted["event_id"].tolist()
     assert a[0] == b[0] and a[0] != a[1]  # same content -> same id; other content -> other id
-    other_key = Gate(Pseudonymiser([b"j" * 32])).process_frame(pd.DataFrame([_row()])).accepted["event_id"].iloc[0]
+    other_key = (
+        Gate(Pseudonymiser([b"j" * 32]))
+        .process_frame(pd.DataFrame([_row()]))
+        .accepted["event_id"]
+        .iloc[0]
+    )
     assert other_key != a[0]
 
 
 def test_duplicates_in_a_batch_are_counted_and_kept_once(gate: Gate) -> None:
-    res = gate.process_frame(pd.DataFrame([_row(), _row(), _row(event_id="e1"), _row(event_id="e1", item="other")]))
+    res = gate.process_frame(
+        pd.DataFrame([_row(), _row(), _row(event_id="e1"), _row(event_id="e1", item="other")])
+    )
     assert len(res.accepted) == 2 and res.duplicates == 2 and res.read == 4
 
 
@@ -94,13 +109,17 @@ def test_duplicates_in_a_batch_are_counted_and_kept_once(gate: Gate) -> None:
         ({"colour": "red"}, "colour", "not a known field"),
     ],
 )
-def test_rejects_name_field_and_problem_never_raw_values(gate: Gate, changes: dict, field: str, problem: str) -> None:
+def test_rejects_name_field_and_problem_never_raw_values(
+    gate: Gate, changes: dict, field: str, problem: str
+) -> None:
     row = {k: v for k, v in _row(**changes).items() if v is not None}
     for res in (gate.process_frame(pd.DataFrame([row])), gate.process_records([row])):
         assert len(res.accepted) == 0 and len(res.rejects) == 1
         r = res.rejects[0]
         assert r.line == 1 and field in r.reason and problem in r.reason, r.reason
-        assert RAW not in r.reason and "yesterday" not in r.reason and "1600000000000" not in r.reason
+        assert (
+            RAW not in r.reason and "yesterday" not in r.reason and "1600000000000" not in r.reason
+        )
         valid_user = field != "user"
         assert (r.user == gate.pseudonymiser.pseudonymise(RAW)) if valid_user else r.user is None
 
@@ -119,28 +138,88 @@ def test_line_numbers_and_invalid_config(gate: Gate) -> None:
     with pytest.raises(ConfigError, match="rating_min"):
         Gate(gate.pseudonymiser, rating_min=5, rating_max=1)
     assert gate.process_frame(pd.DataFrame()).read == 0
-    assert gate.process_records(["not a mapping"]).rejects[0] == Reject(1, "record: is not a mapping of field names to values", None)
+    assert gate.process_records(["not a mapping"]).rejects[0] == Reject(
+        1, "record: is not a mapping of field names to values", None
+    )
 
 
 def test_loader_style_frames(gate: Gate) -> None:
     """What dataset loaders pass: object columns of text, int ids, datetime or int timestamps."""
     ts = pd.to_datetime([1_600_000_000, 1_600_000_060], unit="s")
-    df = pd.DataFrame({"user": [1, 2], "item": [10, 20], "type": ["rating", "rating"], "timestamp": ts, "rating": [4.0, 5.0]})
+    df = pd.DataFrame(
+        {
+            "user": [1, 2],
+            "item": [10, 20],
+            "type": ["rating", "rating"],
+            "timestamp": ts,
+            "rating": [4.0, 5.0],
+        }
+    )
     acc = gate.process_frame(df).accepted
-    assert acc["ts"].tolist() == [1_600_000_000.0, 1_600_000_060.0] and acc["item"].tolist() == ["10", "20"]
-    obj = pd.DataFrame([["u1", "i1", "view", "1600000000"]], columns=["user", "item", "type", "timestamp"], dtype=object)
+    assert acc["ts"].tolist() == [1_600_000_000.0, 1_600_000_060.0] and acc["item"].tolist() == [
+        "10",
+        "20",
+    ]
+    obj = pd.DataFrame(
+        [["u1", "i1", "view", "1600000000"]],
+        columns=["user", "item", "type", "timestamp"],
+        dtype=object,
+    )
     assert len(gate.process_frame(obj).accepted) == 1
 
 
 # ---- the bulk path agrees with pydantic --------------------------------------------------------
 _MESSY: dict[str, list[object]] = {
-    "user": [RAW, "bob", " carol ", "", "   ", 17, 17.0, True, None, "d\x1c", "x" * MAX_ID_LEN, "x" * (MAX_ID_LEN + 1), ["l"], np.int64(3)],
+    "user": [
+        RAW,
+        "bob",
+        " carol ",
+        "",
+        "   ",
+        17,
+        17.0,
+        True,
+        None,
+        "d\x1c",
+        "x" * MAX_ID_LEN,
+        "x" * (MAX_ID_LEN + 1),
+        ["l"],
+        np.int64(3),
+    ],
     "item": ["sku-1", 5, "", " i ", None, 2.5, "\u00e9t\u00e9", "y" * 300],
-    "type": ["view", "cart", "purchase", "rating", "search", "favorite", "VIEW", " view", "click", 1, None],
+    "type": [
+        "view",
+        "cart",
+        "purchase",
+        "rating",
+        "search",
+        "favorite",
+        "VIEW",
+        " view",
+        "click",
+        1,
+        None,
+    ],
     "timestamp": [
-        1_600_000_000, 1_600_000_000.5, "1600000000", " 1600000000 ", "1.6e9", "2020-09-13T12:26:40Z",
-        "2020-09-13 12:26:40+02:00", "2020-09-13", "yesterday", "nan", "inf", 12, 10**15, 2**70, -1, True, None,
-        datetime(2020, 9, 13, tzinfo=timezone.utc), "1_600_000_000",
+        1_600_000_000,
+        1_600_000_000.5,
+        "1600000000",
+        " 1600000000 ",
+        "1.6e9",
+        "2020-09-13T12:26:40Z",
+        "2020-09-13 12:26:40+02:00",
+        "2020-09-13",
+        "yesterday",
+        "nan",
+        "inf",
+        12,
+        10**15,
+        2**70,
+        -1,
+        True,
+        None,
+        datetime(2020, 9, 13, tzinfo=UTC),
+        "1_600_000_000",
     ],
     "rating": [None, 1, 5, 4.5, 0, 6, "3", " 3 ", "3.5", "x", True, float("nan"), "1e0", 10**20],
     "query": [None, "green tea", "", " padded ", 5, "q" * MAX_QUERY_LEN, "q" * (MAX_QUERY_LEN + 1)],
@@ -176,9 +255,13 @@ def test_bulk_path_agrees_with_pydantic_on_random_messy_rows(gate: Gate, seed: i
     ref = gate.process_records(rows)
     assert bulk.read == ref.read == len(rows)
     assert len(bulk.accepted) + len(bulk.rejects) + bulk.duplicates == len(rows)
-    assert [(r.line, r.reason, r.user) for r in bulk.rejects] == [(r.line, r.reason, r.user) for r in ref.rejects]
+    assert [(r.line, r.reason, r.user) for r in bulk.rejects] == [
+        (r.line, r.reason, r.user) for r in ref.rejects
+    ]
     pd.testing.assert_frame_equal(bulk.accepted, ref.accepted)
-    assert 0.2 * len(rows) < len(bulk.accepted) < 0.8 * len(rows)  # the sample exercises both outcomes
+    assert (
+        0.2 * len(rows) < len(bulk.accepted) < 0.8 * len(rows)
+    )  # the sample exercises both outcomes
 
 
 def test_bulk_path_agrees_on_typed_columns(gate: Gate) -> None:
@@ -210,7 +293,12 @@ def test_values_that_are_not_unicode_or_not_numbers_go_to_pydantic(gate: Gate) -
         _row(timestamp=[1]),
         _row(),
     ]
-    frame = pd.DataFrame({k: pd.Series([r.get(k) for r in rows], dtype=object) for k in ("user", "item", "type", "timestamp", "rating")})
+    frame = pd.DataFrame(
+        {
+            k: pd.Series([r.get(k) for r in rows], dtype=object)
+            for k in ("user", "item", "type", "timestamp", "rating")
+        }
+    )
     bulk = gate.process_frame(frame)
     ref = gate.process_records(rows)
     assert [(r.line, r.reason) for r in bulk.rejects] == [(r.line, r.reason) for r in ref.rejects]

@@ -34,7 +34,15 @@ def _rejects(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _check(report: BatchReport, rejects_path: Path, *, read: int, accepted: int, rejected: int, lines: list[int]) -> list[dict]:
+def _check(
+    report: BatchReport,
+    rejects_path: Path,
+    *,
+    read: int,
+    accepted: int,
+    rejected: int,
+    lines: list[int],
+) -> list[dict]:
     assert (report.read, report.accepted, report.rejected) == (read, accepted, rejected)
     assert report.read == report.accepted + report.rejected + report.duplicates  # nothing vanishes
     rej = _rejects(rejects_path)
@@ -51,7 +59,11 @@ def test_jsonl_with_every_kind_of_bad_line(env: tuple[Gate, EventStore], tmp_pat
         json.dumps({**_good(3), "timestamp": "last tuesday"}).encode(),  # 3 bad timestamp
         json.dumps({**_good(4), "type": "click"}).encode(),  # 4 unknown type
         b'{"user": "caf\xe9", "item": "x", "type": "view", "timestamp": 1600000000}',  # 5 invalid UTF-8
-        b'{"user": "' + RAW.encode() + b'", "item": "' + b"x" * 10_000_000 + b'"}',  # 6 a 10 MB line
+        b'{"user": "'
+        + RAW.encode()
+        + b'", "item": "'
+        + b"x" * 10_000_000
+        + b'"}',  # 6 a 10 MB line
         b"",  # blank: skipped, not a row
         b'{"user": "' + RAW.encode() + b'", "item": ',  # 8 malformed JSON
         b"[1, 2, 3]",  # 9 not an object
@@ -72,10 +84,18 @@ def test_jsonl_with_every_kind_of_bad_line(env: tuple[Gate, EventStore], tmp_pat
     assert "timestamp" in by_line[2]["reason"] and "missing" in by_line[2]["reason"]
     assert "timestamp" in by_line[3]["reason"] and "type" in by_line[4]["reason"]
     assert "UTF-8" in by_line[5]["reason"] and "longer than 1000000 bytes" in by_line[6]["reason"]
-    assert "JSON" in by_line[8]["reason"] and "array" in by_line[9]["reason"] and "nested" in by_line[10]["reason"]
+    assert (
+        "JSON" in by_line[8]["reason"]
+        and "array" in by_line[9]["reason"]
+        and "nested" in by_line[10]["reason"]
+    )
     assert "colour" in by_line[13]["reason"]
     pseudonym = gate.pseudonymiser.pseudonymise(RAW)
-    assert by_line[3]["user"] == pseudonym and by_line[6]["user"] is None and by_line[8]["user"] is None
+    assert (
+        by_line[3]["user"] == pseudonym
+        and by_line[6]["user"] is None
+        and by_line[8]["user"] is None
+    )
     assert sorted(store.events()["item"]) == ["sku-1", "sku-11", "sku-14"]
 
 
@@ -94,14 +114,28 @@ def test_csv_with_ragged_quoted_and_crlf_rows(env: tuple[Gate, EventStore], tmp_
     src = tmp_path / "events.csv"
     src.write_bytes(text.encode())
     rp = tmp_path / "r.jsonl"
-    rej = _check(ingest_file(src, gate, store, rejects_path=rp), rp, read=7, accepted=3, rejected=4, lines=[3, 4, 6, 8])
+    rej = _check(
+        ingest_file(src, gate, store, rejects_path=rp),
+        rp,
+        read=7,
+        accepted=3,
+        rejected=4,
+        lines=[3, 4, 6, 8],
+    )
     assert "3 fields but the header has 6" in rej[0]["reason"] and "quot" in rej[2]["reason"]
     assert sorted(store.events()["item"]) == ["sku,4", "sku-1", "sku-6"]
     # The fast (unquoted) path gives the same line numbers for ragged rows.
     fast = tmp_path / "fast.csv"
     fast.write_text(f"user,item,type,timestamp\n\n{RAW},a,view,{TS}\n{RAW},b\n{RAW},c,view,{TS}\n")
     rp2 = tmp_path / "r2.jsonl"
-    _check(ingest_file(fast, gate, store, rejects_path=rp2), rp2, read=3, accepted=2, rejected=1, lines=[4])
+    _check(
+        ingest_file(fast, gate, store, rejects_path=rp2),
+        rp2,
+        read=3,
+        accepted=2,
+        rejected=1,
+        lines=[4],
+    )
 
 
 def test_invalid_utf8_and_long_lines_in_csv(env: tuple[Gate, EventStore], tmp_path: Path) -> None:
@@ -115,12 +149,24 @@ def test_invalid_utf8_and_long_lines_in_csv(env: tuple[Gate, EventStore], tmp_pa
         + f"{RAW},sku-3,view,{TS}\n".encode()
     )
     rp = tmp_path / "r.jsonl"
-    _check(ingest_file(src, gate, store, rejects_path=rp), rp, read=4, accepted=2, rejected=2, lines=[3, 4])
+    _check(
+        ingest_file(src, gate, store, rejects_path=rp),
+        rp,
+        read=4,
+        accepted=2,
+        rejected=2,
+        lines=[3, 4],
+    )
 
 
 def test_empty_files(env: tuple[Gate, EventStore], tmp_path: Path) -> None:
     gate, store = env
-    for name, content in (("e.jsonl", b""), ("e.csv", b""), ("h.csv", b"user,item,type,timestamp\n"), ("b.jsonl", b"\n\n  \n")):
+    for name, content in (
+        ("e.jsonl", b""),
+        ("e.csv", b""),
+        ("h.csv", b"user,item,type,timestamp\n"),
+        ("b.jsonl", b"\n\n  \n"),
+    ):
         (tmp_path / name).write_bytes(content)
         rp = tmp_path / f"{name}.rejects"
         report = ingest_file(tmp_path / name, gate, store, rejects_path=rp)
@@ -129,7 +175,9 @@ def test_empty_files(env: tuple[Gate, EventStore], tmp_path: Path) -> None:
     assert store.count() == 0
 
 
-def test_all_formats_store_the_same_events_and_twice_changes_nothing(env: tuple[Gate, EventStore], tmp_path: Path) -> None:
+def test_all_formats_store_the_same_events_and_twice_changes_nothing(
+    env: tuple[Gate, EventStore], tmp_path: Path
+) -> None:
     gate, store = env
     records = [_good(i, user=f"{RAW}-{i % 3}") for i in range(30)] + [{**_good(99), "type": "nope"}]
     frame = pd.DataFrame(records)
@@ -141,7 +189,9 @@ def test_all_formats_store_the_same_events_and_twice_changes_nothing(env: tuple[
     snapshot = store.events()
     for name in ("e.csv", "e.jsonl", "e.parquet"):
         again = ingest_file(tmp_path / name, gate, store, rejects_path=tmp_path / f"r-{name}")
-        assert (again.read, again.accepted, again.rejected, again.duplicates) == (31, 0, 1, 30), name
+        assert (again.read, again.accepted, again.rejected, again.duplicates) == (31, 0, 1, 30), (
+            name
+        )
     again = ingest_records(records, gate, store, batch_size=4)
     assert (again.accepted, again.duplicates, again.rejected) == (0, 30, 1)
     again = ingest_frame(frame, gate, store)
@@ -163,11 +213,17 @@ def test_bad_paths(env: tuple[Gate, EventStore], tmp_path: Path) -> None:
     (tmp_path / "dup.csv").write_text("user,user,item\n")
     with pytest.raises(ValidationError, match="appears twice"):
         ingest_file(tmp_path / "dup.csv", gate, store)
-    report = ingest_records([{"user": RAW, "item": "a", "type": "view", "timestamp": TS}], gate, store)
-    assert report.rejects_path is None and report.accepted == 1  # default rejects path for files only
+    report = ingest_records(
+        [{"user": RAW, "item": "a", "type": "view", "timestamp": TS}], gate, store
+    )
+    assert (
+        report.rejects_path is None and report.accepted == 1
+    )  # default rejects path for files only
 
 
-def test_default_rejects_path_is_inside_the_data_dir(env: tuple[Gate, EventStore], tmp_path: Path, data_dir: Path) -> None:
+def test_default_rejects_path_is_inside_the_data_dir(
+    env: tuple[Gate, EventStore], tmp_path: Path, data_dir: Path
+) -> None:
     gate, store = env
     (tmp_path / "x.jsonl").write_text('{"user": "u1", "type": "view"}\n')
     report = ingest_file(tmp_path / "x.jsonl", gate, store)
@@ -202,7 +258,9 @@ def test_line_framing_across_block_boundaries(monkeypatch: pytest.MonkeyPatch, b
         assert len(chunk) <= 17
         kept += list(zip(chunk.numbers.tolist(), chunk.data.split(b"\n")[:-1], strict=True))
         rejected += [r.line for r in rejects]
-    expect_kept = [(i + 1, ln) for i, ln in enumerate(lines) if ln and len(ln) <= 40 and b"\xff" not in ln]
+    expect_kept = [
+        (i + 1, ln) for i, ln in enumerate(lines) if ln and len(ln) <= 40 and b"\xff" not in ln
+    ]
     expect_rejected = [i + 1 for i, ln in enumerate(lines) if len(ln) > 40 or b"\xff" in ln]
     assert kept == expect_kept and sorted(rejected) == expect_rejected
 
@@ -216,7 +274,9 @@ def test_records_report_rejects_without_a_file(env: tuple[Gate, EventStore]) -> 
     assert "type" in report.sample_rejects[0]["reason"] and RAW not in json.dumps(report.to_dict())
 
 
-def test_a_failing_batch_stops_ingestion_cleanly(env: tuple[Gate, EventStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_batch_stops_ingestion_cleanly(
+    env: tuple[Gate, EventStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A store error surfaces as StoreError; batches before it stay stored; re-running resumes."""
     import threading
 

@@ -30,9 +30,27 @@ def _records(n: int = 40) -> list[dict]:
     out = []
     for i in range(n):
         user = RAW_USERS[i % 2]
-        out.append({"user": user, "item": ITEM if i % 5 == 0 else f"sku-{i}", "type": "view", "timestamp": NOW - i * DAY, "session": f"{user}/s{i // 4}"})
-    out.append({"user": RAW_USERS[0], "item": ITEM, "type": "search", "timestamp": NOW, "query": QUERY})
-    out.append({"user": RAW_USERS[1], "item": "sku-r", "type": "rating", "rating": 4, "timestamp": NOW - 400 * DAY})
+        out.append(
+            {
+                "user": user,
+                "item": ITEM if i % 5 == 0 else f"sku-{i}",
+                "type": "view",
+                "timestamp": NOW - i * DAY,
+                "session": f"{user}/s{i // 4}",
+            }
+        )
+    out.append(
+        {"user": RAW_USERS[0], "item": ITEM, "type": "search", "timestamp": NOW, "query": QUERY}
+    )
+    out.append(
+        {
+            "user": RAW_USERS[1],
+            "item": "sku-r",
+            "type": "rating",
+            "rating": 4,
+            "timestamp": NOW - 400 * DAY,
+        }
+    )
     return out
 
 
@@ -67,12 +85,17 @@ def gate(data_dir: Path) -> Gate:
 
 def test_nothing_readable_in_the_data_directory(data_dir: Path, gate: Gate, tmp_path: Path) -> None:
     src = tmp_path / "events.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in _records()) + '{"user": "%s", "type": "bogus"}\n' % RAW_USERS[0])
+    src.write_text(
+        "".join(json.dumps(r) + "\n" for r in _records())
+        + '{"user": "%s", "type": "bogus"}\n' % RAW_USERS[0]
+    )
     with EventStore.open(data_dir) as store:
         report = ingest_file(src, gate, store, rejects_path=data_dir / "rejects" / "r.jsonl")
         assert report.accepted == 42 and report.rejected == 1
         stored = store.events()
-        assert (stored["query"] == QUERY).sum() == 1  # the query text is stored (keep_query_text)...
+        assert (
+            stored["query"] == QUERY
+        ).sum() == 1  # the query text is stored (keep_query_text)...
         # ...and while the store is open (write-ahead log present), no file shows a raw value.
         _assert_no_plaintext(data_dir, [*RAW_USERS, ITEM, QUERY])
     _assert_no_plaintext(data_dir, [*RAW_USERS, ITEM, QUERY, "bob.private"])
@@ -118,7 +141,9 @@ def test_key_handling(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         EventStore.open(other, key="not hex")
 
 
-def test_store_in_use_and_missing_extension(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_in_use_and_missing_extension(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with EventStore.open(data_dir) as store:
         with pytest.raises(StoreError, match="open in another"):
             EventStore.open(data_dir)
@@ -140,7 +165,11 @@ def test_erase_user_leaves_no_row(data_dir: Path, gate: Gate) -> None:
         before = os.stat(store.path).st_ino
         assert store.erase_user(alice) == 21
         assert os.stat(store.path).st_ino != before  # compacted into a fresh file
-        assert store.events(user=alice).empty and store.users() == [bob] and len(store.events(user=bob)) == n_bob
+        assert (
+            store.events(user=alice).empty
+            and store.users() == [bob]
+            and len(store.events(user=bob)) == n_bob
+        )
         assert store.erase_user(alice) == 0
         with pytest.raises(StoreError, match="32 hex"):
             store.erase_user(RAW_USERS[1])
@@ -164,7 +193,9 @@ def test_retention_all_types_and_per_type(data_dir: Path, gate: Gate) -> None:
             store.retention(-1)
 
 
-def test_append_is_idempotent_and_atomic(data_dir: Path, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_append_is_idempotent_and_atomic(
+    data_dir: Path, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
     acc = gate.process_records(_records()).accepted
     with EventStore.open(data_dir) as store:
         assert store.append(acc) == (42, 0)
@@ -179,14 +210,20 @@ def test_append_is_idempotent_and_atomic(data_dir: Path, gate: Gate, monkeypatch
             store.append(acc.drop(columns=["ts"]))
         # A failure inside the transaction (a NULL in a NOT NULL column, past the frame checks)
         # rolls everything back: nothing of the batch is stored, nothing stored is lost.
-        fresh = gate.process_records([{**r, "item": r["item"] + "-new"} for r in _records()]).accepted
+        fresh = gate.process_records(
+            [{**r, "item": r["item"] + "-new"} for r in _records()]
+        ).accepted
         real = store_mod._events_table
 
         def sneaky(frame: pd.DataFrame):
             t = real(frame)
             col = t["item"].to_pylist()
             col[-1] = None
-            return t.set_column(t.schema.get_field_index("item"), "item", store_mod.pa.array(col, store_mod.pa.string()))
+            return t.set_column(
+                t.schema.get_field_index("item"),
+                "item",
+                store_mod.pa.array(col, store_mod.pa.string()),
+            )
 
         monkeypatch.setattr(store_mod, "_events_table", sneaky)
         with pytest.raises(StoreError, match="rolled back"):
@@ -208,14 +245,22 @@ def test_rotate_key_rekeys_everything(data_dir: Path, tmp_path: Path) -> None:
         new = store.events()
         assert store.pseudonym_generation == 1
         assert set(new["user"]) == {p1.pseudonymise(u) for u in RAW_USERS}
-        assert not set(new["user"]) & set(old["user"]) and not set(new["event_id"]) & set(old["event_id"])
+        assert not set(new["user"]) & set(old["user"]) and not set(new["event_id"]) & set(
+            old["event_id"]
+        )
         assert new["user"].tolist() == [p1.rekey(u) for u in old["user"]]
-        assert new["session"].tolist() == [None if s is None else p1.rekey(s) for s in old["session"]]
+        assert new["session"].tolist() == [
+            None if s is None else p1.rekey(s) for s in old["session"]
+        ]
         # Re-ingesting the old file after rotation: only duplicates.
         again = ingest_file(src, Gate(p1), store)
         assert (again.accepted, again.duplicates) == (0, 42)
         # A new event of the same raw user lands on the re-keyed pseudonym.
-        ingest_records([{"user": RAW_USERS[0], "item": "sku-new", "type": "cart", "timestamp": NOW}], Gate(p1), store)
+        ingest_records(
+            [{"user": RAW_USERS[0], "item": "sku-new", "type": "cart", "timestamp": NOW}],
+            Gate(p1),
+            store,
+        )
         assert len(store.events(user=p1.pseudonymise(RAW_USERS[0]))) == 22
         with pytest.raises(StoreError, match="one rotation at a time"):
             store.rekey(p1)
@@ -223,10 +268,26 @@ def test_rotate_key_rekeys_everything(data_dir: Path, tmp_path: Path) -> None:
 
 def test_items_catalogue_and_parquet_export(data_dir: Path, gate: Gate, tmp_path: Path) -> None:
     with EventStore.open(data_dir) as store:
-        assert store.upsert_items(pd.DataFrame({"item": ["a", "b"], "title": ["Tea", "Cup"], "price": [3.5, None]})) == 2
-        assert store.upsert_items(pd.DataFrame({"item": ["b", "c"], "title": ["Mug", None], "in_stock": [True, False]})) == 2
+        assert (
+            store.upsert_items(
+                pd.DataFrame({"item": ["a", "b"], "title": ["Tea", "Cup"], "price": [3.5, None]})
+            )
+            == 2
+        )
+        assert (
+            store.upsert_items(
+                pd.DataFrame(
+                    {"item": ["b", "c"], "title": ["Mug", None], "in_stock": [True, False]}
+                )
+            )
+            == 2
+        )
         items = store.items()
-        assert items["item"].tolist() == ["a", "b", "c"] and items["title"].tolist() == ["Tea", "Mug", None]
+        assert items["item"].tolist() == ["a", "b", "c"] and items["title"].tolist() == [
+            "Tea",
+            "Mug",
+            None,
+        ]
         assert bool(items["in_stock"].iloc[2]) is False and np.isnan(items["price"].iloc[1])
         with pytest.raises(StoreError, match="unknown column"):
             store.upsert_items(pd.DataFrame({"item": ["x"], "colour": ["red"]}))

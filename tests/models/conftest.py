@@ -25,7 +25,11 @@ def make_two_groups(seed: int = 0, users_per_group: int = 20) -> InteractionData
     then "cold") so `group_items` gives their indices.
     """
     rng = np.random.default_rng(seed)
-    keys = [f"a{i:02d}" for i in range(N_PER_GROUP)] + [f"b{i:02d}" for i in range(N_PER_GROUP)] + ["cold"]
+    keys = (
+        [f"a{i:02d}" for i in range(N_PER_GROUP)]
+        + [f"b{i:02d}" for i in range(N_PER_GROUP)]
+        + ["cold"]
+    )
     rows = []
     ts = 1_700_000_000.0
     popularity = np.linspace(2.0, 0.5, N_PER_GROUP)
@@ -48,7 +52,9 @@ def make_two_groups(seed: int = 0, users_per_group: int = 20) -> InteractionData
         }
     )
     # a fixed item order: built from the events alone, keys would be ordered by first appearance
-    return InteractionDataset.from_events(events, item_meta=meta, items=Vocabulary(keys), name="two-groups")
+    return InteractionDataset.from_events(
+        events, item_meta=meta, items=Vocabulary(keys), name="two-groups"
+    )
 
 
 @pytest.fixture(scope="session")

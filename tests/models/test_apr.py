@@ -19,7 +19,9 @@ def test_registered_in_the_zoo() -> None:
 
 
 @pytest.mark.parametrize("off", [{"reg_adv": 0.0}, {"eps": 0.0}, {"adv_start_epoch": 100}])
-def test_without_an_adversary_apr_is_bpr_bit_for_bit(two_groups: InteractionDataset, off: dict) -> None:
+def test_without_an_adversary_apr_is_bpr_bit_for_bit(
+    two_groups: InteractionDataset, off: dict
+) -> None:
     x = two_groups.matrix()
     a = APR(**FAST, **off).fit(two_groups, rng=5)
     b = BPR(**FAST).fit(two_groups, rng=5)
@@ -36,7 +38,9 @@ def test_the_adversarial_term_changes_training(two_groups: InteractionDataset) -
     assert all(np.isfinite(a.train_losses)) and a.train_losses[-1] > b.train_losses[-1]
 
 
-def test_pretraining_epochs_match_bpr_until_the_adversary_starts(two_groups: InteractionDataset) -> None:
+def test_pretraining_epochs_match_bpr_until_the_adversary_starts(
+    two_groups: InteractionDataset,
+) -> None:
     a = APR(**FAST, eps=0.5, adv_start_epoch=3).fit(two_groups, rng=5)
     b = BPR(**FAST).fit(two_groups, rng=5)
     assert a.train_losses[:3] == b.train_losses[:3]
@@ -44,7 +48,9 @@ def test_pretraining_epochs_match_bpr_until_the_adversary_starts(two_groups: Int
 
 
 @pytest.mark.parametrize("perturb", ["user_item", "tables"])
-def test_apr_is_more_robust_to_its_own_adversary(two_groups: InteractionDataset, perturb: str) -> None:
+def test_apr_is_more_robust_to_its_own_adversary(
+    two_groups: InteractionDataset, perturb: str
+) -> None:
     """The claim APR is trained for: under a worst-case embedding perturbation of size eps, the
     BPR loss grows less than for a plain BPR model."""
     import torch
@@ -54,7 +60,10 @@ def test_apr_is_more_robust_to_its_own_adversary(two_groups: InteractionDataset,
 
     eps = 0.5
     params = {**FAST, "epochs": 20}
-    models = {"bpr": BPR(**params).fit(two_groups, rng=1), "apr": APR(**params, eps=eps, reg_adv=1.0, perturb=perturb).fit(two_groups, rng=1)}
+    models = {
+        "bpr": BPR(**params).fit(two_groups, rng=1),
+        "apr": APR(**params, eps=eps, reg_adv=1.0, perturb=perturb).fit(two_groups, rng=1),
+    }
     x = BPR(**params)._clean_matrix(two_groups.matrix())
     data = _TrainData(x)
 
@@ -64,13 +73,18 @@ def test_apr_is_more_robust_to_its_own_adversary(two_groups: InteractionDataset,
     growth = {}
     for name, m in models.items():
         batch = m._make_batch(data, data.active, np.random.default_rng(0))
-        t = {k: torch.nn.Parameter(torch.from_numpy(getattr(m, k).copy())) for k in ("target", "context", "bias")}
+        t = {
+            k: torch.nn.Parameter(torch.from_numpy(getattr(m, k).copy()))
+            for k in ("target", "context", "bias")
+        }
         u = m.user_vectors_torch(t, batch)
         xp, xn, _ = m.scores_for(u, t, batch)
         clean = -F.logsigmoid(xp - xn).mean()
         if perturb == "tables":
             g_t, g_c = torch.autograd.grad(clean, [t["target"], t["context"]])
-            xp, xn, _ = m.pair_scores({**t, "target": t["target"] + step(g_t), "context": t["context"] + step(g_c)}, batch)
+            xp, xn, _ = m.pair_scores(
+                {**t, "target": t["target"] + step(g_t), "context": t["context"] + step(g_c)}, batch
+            )
         else:
             g_u, g_t = torch.autograd.grad(clean, [u, t["target"]])
             xp, xn, _ = m.scores_for(u + step(g_u), {**t, "target": t["target"] + step(g_t)}, batch)
@@ -84,7 +98,15 @@ def test_config_names_the_bad_field() -> None:
 
 
 # ---- the same adversarial training as a SASRec option ----------------------------------------------
-SEQ = {"embedding_size": 16, "num_blocks": 1, "epochs": 15, "batch_size": 16, "learning_rate": 0.01, "dropout": 0.0, "num_threads": 1}
+SEQ = {
+    "embedding_size": 16,
+    "num_blocks": 1,
+    "epochs": 15,
+    "batch_size": 16,
+    "learning_rate": 0.01,
+    "dropout": 0.0,
+    "num_threads": 1,
+}
 
 
 def test_sasrec_adversarial_option() -> None:

@@ -31,15 +31,22 @@ def test_histories_must_have_one_column_per_item(two_groups: InteractionDataset)
 
 def test_binary_models_ignore_history_weights(two_groups: InteractionDataset) -> None:
     m = EASE(reg=5.0).fit(two_groups)
-    np.testing.assert_array_equal(m.score(UserHistory.of([1, 2], weights=[5.0, 0.5])), m.score(UserHistory.of([1, 2])))
+    np.testing.assert_array_equal(
+        m.score(UserHistory.of([1, 2], weights=[5.0, 0.5])), m.score(UserHistory.of([1, 2]))
+    )
     # an explicit zero weight is no event at all
-    np.testing.assert_array_equal(m.score(UserHistory.of([1, 2], weights=[1.0, 0.0])), m.score(UserHistory.of([1])))
+    np.testing.assert_array_equal(
+        m.score(UserHistory.of([1, 2], weights=[1.0, 0.0])), m.score(UserHistory.of([1]))
+    )
 
 
 def test_history_explanation_orders_and_names() -> None:
     h = UserHistory(
         items=np.array([3, 5, 3, 9]),
-        event_types=np.array([EVENT_CODE["view"], EVENT_CODE["cart"], EVENT_CODE["purchase"], EVENT_CODE["view"]], dtype=np.int8),
+        event_types=np.array(
+            [EVENT_CODE["view"], EVENT_CODE["cart"], EVENT_CODE["purchase"], EVENT_CODE["view"]],
+            dtype=np.int8,
+        ),
     )
     e = history_explanation(h, 7, np.array([3, 5, 9]), np.array([0.2, 0.5, -0.1]))
     assert e.kind == "history" and e.item == 7

@@ -47,11 +47,15 @@ def test_learns_that_i_is_followed_by_i_plus_1(model: BERT4Rec) -> None:
 
 
 def test_sampled_softmax_learns_too(chain: InteractionDataset) -> None:
-    m = BERT4Rec(**{**FAST, "embedding_size": 16}, loss="sampled_softmax", n_negatives=16).fit(chain, rng=3)
+    m = BERT4Rec(**{**FAST, "embedding_size": 16}, loss="sampled_softmax", n_negatives=16).fit(
+        chain, rng=3
+    )
     assert next_item_hit_rate(m) >= 0.6  # chance: 1/22
 
 
-def test_training_batches_mask_items_and_predict_them(model: BERT4Rec, chain: InteractionDataset) -> None:
+def test_training_batches_mask_items_and_predict_them(
+    model: BERT4Rec, chain: InteractionDataset
+) -> None:
     gen = np.random.default_rng(0)
     mask_id = chain.n_items + 1
     seqs = chain.sequences()
@@ -59,7 +63,9 @@ def test_training_batches_mask_items_and_predict_them(model: BERT4Rec, chain: In
     for b in model._make_batches(seqs, chain.n_items, gen):
         n_rows += b.seq.shape[0]
         has_target = b.target != PAD
-        np.testing.assert_array_equal(b.seq == mask_id, has_target)  # a target exactly where [MASK] is
+        np.testing.assert_array_equal(
+            b.seq == mask_id, has_target
+        )  # a target exactly where [MASK] is
         assert has_target.any(axis=1).all()  # every window predicts something
         assert (b.target[has_target] >= 1).all() and (b.target[has_target] <= chain.n_items).all()
         # unmasked real tokens are the items themselves, left-padded
@@ -71,8 +77,12 @@ def test_training_batches_mask_items_and_predict_them(model: BERT4Rec, chain: In
 def test_inference_appends_mask_after_the_latest_items(model: BERT4Rec) -> None:
     toks = model._inference_tokens(np.arange(100) % N_CHAIN)
     assert len(toks) == model.config.max_len and toks[-1] == model.n_items + 1
-    np.testing.assert_array_equal(toks[:-1], (np.arange(100) % N_CHAIN)[-(model.config.max_len - 1) :] + 1)
-    np.testing.assert_array_equal(model._inference_tokens(np.array([], np.int64)), [model.n_items + 1])
+    np.testing.assert_array_equal(
+        toks[:-1], (np.arange(100) % N_CHAIN)[-(model.config.max_len - 1) :] + 1
+    )
+    np.testing.assert_array_equal(
+        model._inference_tokens(np.array([], np.int64)), [model.n_items + 1]
+    )
 
 
 def test_order_matters(model: BERT4Rec) -> None:

@@ -69,7 +69,10 @@ class _Tracked(BPR):
     def _extra_loss(self, params: dict, batch: Any, bpr_loss: Any) -> Any:
         self.calls += 1
         grads = torch.autograd.grad(bpr_loss, list(params.values()), retain_graph=True)
-        perturbed = {k: v + 0.1 * torch.nn.functional.normalize(g.detach(), dim=-1) for (k, v), g in zip(params.items(), grads, strict=True)}
+        perturbed = {
+            k: v + 0.1 * torch.nn.functional.normalize(g.detach(), dim=-1)
+            for (k, v), g in zip(params.items(), grads, strict=True)
+        }
         x_pos, x_neg, _ = self.pair_scores(perturbed, batch)
         return -torch.nn.functional.logsigmoid(x_pos - x_neg).mean()
 

@@ -21,11 +21,38 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "popularity": {"by_category": True},
     "itemknn": {"k": 10},
     "ease": {"reg": 5.0},
-    "als": {"embedding_size": 2, "reg": 1.0, "alpha": 5.0, "epochs": 10, "num_threads": 1},  # rank 2 = the groups
+    "als": {
+        "embedding_size": 2,
+        "reg": 1.0,
+        "alpha": 5.0,
+        "epochs": 10,
+        "num_threads": 1,
+    },  # rank 2 = the groups
     "bpr": {"embedding_size": 16, "epochs": 40, "batch_size": 32, "learning_rate": 0.02},
-    "apr": {"embedding_size": 16, "epochs": 40, "batch_size": 32, "learning_rate": 0.02, "eps": 0.1, "adv_start_epoch": 10},
-    "sasrec": {"embedding_size": 16, "num_blocks": 1, "epochs": 30, "batch_size": 16, "learning_rate": 0.01, "num_threads": 1},
-    "bert4rec": {"embedding_size": 16, "num_blocks": 1, "epochs": 30, "batch_size": 16, "learning_rate": 0.01, "num_threads": 1},
+    "apr": {
+        "embedding_size": 16,
+        "epochs": 40,
+        "batch_size": 32,
+        "learning_rate": 0.02,
+        "eps": 0.1,
+        "adv_start_epoch": 10,
+    },
+    "sasrec": {
+        "embedding_size": 16,
+        "num_blocks": 1,
+        "epochs": 30,
+        "batch_size": 16,
+        "learning_rate": 0.01,
+        "num_threads": 1,
+    },
+    "bert4rec": {
+        "embedding_size": 16,
+        "num_blocks": 1,
+        "epochs": 30,
+        "batch_size": 16,
+        "learning_rate": 0.01,
+        "num_threads": 1,
+    },
     "content": {"cache": False},  # no on-disk embedding cache in tests
     "hybrid": {"cf_params": {"reg": 5.0}, "content_params": {"cache": False}},
     # The contract is checked without noise here; the DP tests check the noise itself.
@@ -33,8 +60,20 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "dp_itemknn": {"k": 10, "epsilon": float("inf")},
     "dp_ease": {"reg": 5.0, "epsilon": float("inf")},
     "dp_bpr": {"epochs": 60, "sample_rate": 1.0, "epsilon": float("inf")},
-    "dp_hybrid": {"epsilon": float("inf"), "cf_params": {"k": 10}, "content_params": {"cache": False}},
-    "dp_sasrec": {"embedding_size": 16, "epochs": 100, "sample_rate": 0.5, "learning_rate": 0.005, "dropout": 0.2, "num_threads": 1, "epsilon": float("inf")},
+    "dp_hybrid": {
+        "epsilon": float("inf"),
+        "cf_params": {"k": 10},
+        "content_params": {"cache": False},
+    },
+    "dp_sasrec": {
+        "embedding_size": 16,
+        "epochs": 100,
+        "sample_rate": 0.5,
+        "learning_rate": 0.005,
+        "dropout": 0.2,
+        "num_threads": 1,
+        "epsilon": float("inf"),
+    },
 }
 # Global (non-personalised) models: the per-user group tests do not apply to them.
 NON_PERSONALISED = {"dp_popularity"}
@@ -55,7 +94,9 @@ def test_the_zoo_has_the_classic_models() -> None:
 
 
 @pytest.mark.parametrize("group", [0, 1])
-def test_users_get_items_of_their_own_group(fitted: Recommender, two_groups: InteractionDataset, group: int) -> None:
+def test_users_get_items_of_their_own_group(
+    fitted: Recommender, two_groups: InteractionDataset, group: int
+) -> None:
     if fitted.name in NON_PERSONALISED:
         pytest.skip(f"{fitted.name} is non-personalised by design")
     own = set(group_items(group).tolist())
@@ -79,7 +120,9 @@ def test_a_brand_new_user_is_served_from_their_history(fitted: Recommender, grou
     assert not set(items.tolist()) & set(history.items.tolist())
 
 
-def test_recommend_excludes_history_and_sorts(fitted: Recommender, two_groups: InteractionDataset) -> None:
+def test_recommend_excludes_history_and_sorts(
+    fitted: Recommender, two_groups: InteractionDataset
+) -> None:
     h = two_groups.history(0)
     items, scores = fitted.recommend(h, k=5)
     assert len(items) == 5 and len(set(items.tolist())) == 5
@@ -99,15 +142,22 @@ def test_score_shapes_and_dtype(fitted: Recommender, two_groups: InteractionData
     assert empty.shape == (two_groups.n_items,) and np.isfinite(empty).all()
 
 
-def test_score_matrix_equals_rowwise_score(fitted: Recommender, two_groups: InteractionDataset) -> None:
-    histories = [two_groups.history(u) for u in range(two_groups.n_users)] + [UserHistory.of([]), UserHistory.of([5])]
+def test_score_matrix_equals_rowwise_score(
+    fitted: Recommender, two_groups: InteractionDataset
+) -> None:
+    histories = [two_groups.history(u) for u in range(two_groups.n_users)] + [
+        UserHistory.of([]),
+        UserHistory.of([5]),
+    ]
     batch = fitted.score_matrix(fitted.history_matrix(histories))
     assert batch.shape == (len(histories), two_groups.n_items) and batch.dtype == np.float32
     rows = np.stack([fitted.score(h) for h in histories])
     np.testing.assert_allclose(batch, rows, rtol=1e-5, atol=1e-6)
 
 
-def test_input_matrix_rows_are_valid_histories(fitted: Recommender, two_groups: InteractionDataset) -> None:
+def test_input_matrix_rows_are_valid_histories(
+    fitted: Recommender, two_groups: InteractionDataset
+) -> None:
     x = fitted.input_matrix(two_groups)
     assert x.shape == (two_groups.n_users, two_groups.n_items)
     assert fitted.score_matrix(x[:4]).shape == (4, two_groups.n_items)
@@ -121,11 +171,17 @@ def test_same_seed_same_scores(name: str, two_groups: InteractionDataset) -> Non
     np.testing.assert_array_equal(a, b)
 
 
-def test_save_load_round_trip_without_pickle(fitted: Recommender, two_groups: InteractionDataset, tmp_path: Path) -> None:
+def test_save_load_round_trip_without_pickle(
+    fitted: Recommender, two_groups: InteractionDataset, tmp_path: Path
+) -> None:
     x = two_groups.matrix()
     fitted.save(tmp_path / "m")
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files == ["config.json", *(["derived.safetensors"] if fitted._derived() else []), "state.safetensors"]
+    assert files == [
+        "config.json",
+        *(["derived.safetensors"] if fitted._derived() else []),
+        "state.safetensors",
+    ]
     for p in (tmp_path / "m").iterdir():
         assert not p.read_bytes().startswith(b"\x80"), f"{p.name} looks like a pickle"
     loaded = Recommender.load(tmp_path / "m")

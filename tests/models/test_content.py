@@ -58,13 +58,22 @@ def make_shop(seed: int = 0) -> InteractionDataset:
                 seq.append(seq[0])  # a repeat purchase
             for it in seq:
                 ts += 60.0
-                rows.append((f"u{g}{u}", f"i{it}", "purchase" if rng.random() < 0.4 else "view", ts))
+                rows.append(
+                    (f"u{g}{u}", f"i{it}", "purchase" if rng.random() < 0.4 else "view", ts)
+                )
     keys = [f"i{i}" for i in range(len(CATALOGUE))]
     meta = pd.DataFrame(
-        {"item": keys, "title": [c[0] for c in CATALOGUE], "category": [c[1] for c in CATALOGUE], "brand": [c[2] for c in CATALOGUE]}
+        {
+            "item": keys,
+            "title": [c[0] for c in CATALOGUE],
+            "category": [c[1] for c in CATALOGUE],
+            "brand": [c[2] for c in CATALOGUE],
+        }
     )
     events = pd.DataFrame(rows, columns=["user", "item", "type", "ts"])
-    return InteractionDataset.from_events(events, item_meta=meta, items=Vocabulary(keys), name="text-shop")
+    return InteractionDataset.from_events(
+        events, item_meta=meta, items=Vocabulary(keys), name="text-shop"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +86,9 @@ def model(shop: InteractionDataset) -> ContentRecommender:
     return ContentRecommender(cache=False, device="cpu").fit(shop)
 
 
-def test_every_item_with_text_has_a_unit_embedding(model: ContentRecommender, shop: InteractionDataset) -> None:
+def test_every_item_with_text_has_a_unit_embedding(
+    model: ContentRecommender, shop: InteractionDataset
+) -> None:
     e = model.item_embeddings
     assert e.shape == (shop.n_items, 384) and e.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
@@ -103,8 +114,11 @@ def test_search_is_re_ranked_for_the_user(model: ContentRecommender) -> None:
     # "red" fits the nail polish and the lipstick; a nail-polish buyer gets the polish first
     plain = model.search("something red", k=2, personal_weight=0.0)[0]
     assert set(plain.tolist()) == {0, 8}
+
     def order(history: UserHistory) -> list[int]:
-        ranked = model.search("something red", k=10, history=history, personal_weight=0.6)[0].tolist()
+        ranked = model.search("something red", k=10, history=history, personal_weight=0.6)[
+            0
+        ].tolist()
         return [i for i in ranked if i in (0, 8)]
 
     assert order(UserHistory.of([1, 2])) == [0, 8]  # bought pink polish and top coat
@@ -139,9 +153,13 @@ def test_search_queries_shape_the_profile(model: ContentRecommender) -> None:
 
 
 def test_explanations_name_the_similar_history_item(model: ContentRecommender) -> None:
-    h = UserHistory(items=np.array([3, 0]), event_types=np.array([EVENT_CODE["view"], EVENT_CODE["purchase"]]))
+    h = UserHistory(
+        items=np.array([3, 0]), event_types=np.array([EVENT_CODE["view"], EVENT_CODE["purchase"]])
+    )
     e = model.explain(h, 1)
-    assert e.kind == "history" and e.text.startswith("similar to 'Red nail polish, glossy lacquer' you bought")
+    assert e.kind == "history" and e.text.startswith(
+        "similar to 'Red nail polish, glossy lacquer' you bought"
+    )
     assert e.contributors[0][0] == 0 and all(w > 0 for _, w in e.contributors)
 
 
@@ -151,15 +169,22 @@ def test_new_items_are_added_from_text(shop: InteractionDataset) -> None:
     assert new == shop.n_items and m.n_items == shop.n_items + 1
     s = m.score(UserHistory.of([0, 1]))
     assert s.shape == (shop.n_items + 1,)
-    assert s[new] > s[GROUPS[1] + GROUPS[2]].max()  # a nail user sees the new nail item above hair/shave
+    assert (
+        s[new] > s[GROUPS[1] + GROUPS[2]].max()
+    )  # a nail user sees the new nail item above hair/shave
     assert m.search("cuticle pusher", k=1)[0][0] == new
     m.set_item_text([5], ["Men's aftershave balm"])
     assert m.similar_items(5, k=1)[0][0] in GROUPS[2]
 
 
-def test_save_load_round_trip_reproduces_scores(model: ContentRecommender, shop: InteractionDataset, tmp_path: Path) -> None:
+def test_save_load_round_trip_reproduces_scores(
+    model: ContentRecommender, shop: InteractionDataset, tmp_path: Path
+) -> None:
     model.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "state.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "state.safetensors",
+    ]
     loaded = Recommender.load(tmp_path / "m")
     assert isinstance(loaded, ContentRecommender)
     x = model.input_matrix(shop)
@@ -171,13 +196,17 @@ def test_save_load_round_trip_reproduces_scores(model: ContentRecommender, shop:
     assert loaded.explain(h, 1).text == model.explain(h, 1).text
 
 
-def test_input_matrix_matches_history_rows(model: ContentRecommender, shop: InteractionDataset) -> None:
+def test_input_matrix_matches_history_rows(
+    model: ContentRecommender, shop: InteractionDataset
+) -> None:
     x = model.input_matrix(shop)
     rows = model.history_matrix([shop.history(u) for u in range(shop.n_users)])
     np.testing.assert_allclose(x.toarray(), rows.toarray(), rtol=1e-6)
 
 
-def test_item_vectors_come_from_the_cache_on_refit(shop: InteractionDataset, tmp_path: Path) -> None:
+def test_item_vectors_come_from_the_cache_on_refit(
+    shop: InteractionDataset, tmp_path: Path
+) -> None:
     a = ContentRecommender(cache_dir=str(tmp_path), device="cpu").fit(shop)
     assert a.encoder.texts_encoded == shop.n_items
     b = ContentRecommender(cache_dir=str(tmp_path), device="cpu").fit(shop)
@@ -186,7 +215,9 @@ def test_item_vectors_come_from_the_cache_on_refit(shop: InteractionDataset, tmp
     assert EmbeddingCache(tmp_path).count() == shop.n_items
 
 
-def test_a_different_encoder_is_refused_for_new_text(model: ContentRecommender, tmp_path: Path) -> None:
+def test_a_different_encoder_is_refused_for_new_text(
+    model: ContentRecommender, tmp_path: Path
+) -> None:
     model.save(tmp_path / "m")
     loaded = Recommender.load(tmp_path / "m")
     loaded.encoder_id = "some-other-model@0000"

@@ -59,7 +59,9 @@ def test_two_processes_match_one_process(chain: InteractionDataset) -> None:
     sub, valid, _ = leave_one_out(chain)
     sas = {**TINY, "loss": "full_softmax", "eval_every": 1, "patience": 5}
     bert = {**TINY, "loss": "sampled_softmax", "n_negatives": 6}
-    ddp_sas, ddp_bert = fit_local([Job("sasrec", sub, sas, valid, seed=5), Job("bert4rec", chain, bert, seed=5)], world_size=2)
+    ddp_sas, ddp_bert = fit_local(
+        [Job("sasrec", sub, sas, valid, seed=5), Job("bert4rec", chain, bert, seed=5)], world_size=2
+    )
     single_sas = create_model("sasrec", **sas).fit(sub, rng=5, validation=valid)
     single_bert = create_model("bert4rec", **bert).fit(chain, rng=5)
     _assert_same_model(single_sas, ddp_sas)
@@ -76,17 +78,35 @@ def test_torchrun_entry_point_agrees_with_one_process(tmp_path: Path) -> None:
     lines = []
     for u in range(1, 25):
         start = int(rng.integers(0, N_CHAIN))
-        lines.append(" ".join([str(u)] + [str((start + k) % N_CHAIN + 1) for k in range(int(rng.integers(4, 9)))]))
+        lines.append(
+            " ".join(
+                [str(u)] + [str((start + k) % N_CHAIN + 1) for k in range(int(rng.integers(4, 9)))]
+            )
+        )
     data = tmp_path / "Chain.txt"
     data.write_text("\n".join(lines) + "\n")
     params = {**TINY, "loss": "bce"}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}", "-m", "privrec.models.distributed",
-        "--model", "sasrec", "--dataset", str(data), "--out", str(tmp_path / "ddp"),
-        "--config", json.dumps(params), "--seed", "9",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "privrec.models.distributed",
+        "--model",
+        "sasrec",
+        "--dataset",
+        str(data),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--config",
+        json.dumps(params),
+        "--seed",
+        "9",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])

@@ -27,8 +27,16 @@ def without_user0(shop: InteractionDataset) -> InteractionDataset:
     return shop.subset(shop.user_idx != 0)
 
 
-def test_content_part_is_the_same_with_or_without_another_shopper(shop: InteractionDataset, without_user0: InteractionDataset) -> None:
-    params = {"epsilon": 1.0, "content_params": TEXT, "cf_weight": 0.0, "popularity_weight": 0.0, "cf_params": {"top_items": 60}}
+def test_content_part_is_the_same_with_or_without_another_shopper(
+    shop: InteractionDataset, without_user0: InteractionDataset
+) -> None:
+    params = {
+        "epsilon": 1.0,
+        "content_params": TEXT,
+        "cf_weight": 0.0,
+        "popularity_weight": 0.0,
+        "cf_params": {"top_items": 60},
+    }
     a = DPHybrid(**params).fit(shop, rng=1)
     b = DPHybrid(**params).fit(without_user0, rng=1)
     np.testing.assert_array_equal(a.content.item_embeddings, b.content.item_embeddings)
@@ -36,12 +44,19 @@ def test_content_part_is_the_same_with_or_without_another_shopper(shop: Interact
     np.testing.assert_array_equal(a.score_matrix(h), b.score_matrix(h))
     # and the DP part does depend on the data (so the check above can fail)
     full = {**params, "cf_weight": 1.0}
-    assert not np.array_equal(DPHybrid(**full).fit(shop, rng=1).score_matrix(h), DPHybrid(**full).fit(without_user0, rng=1).score_matrix(h))
+    assert not np.array_equal(
+        DPHybrid(**full).fit(shop, rng=1).score_matrix(h),
+        DPHybrid(**full).fit(without_user0, rng=1).score_matrix(h),
+    )
 
 
-def test_the_guarantee_and_the_ledger_entry_are_the_dp_part_s(shop: InteractionDataset, tmp_path: Path) -> None:
+def test_the_guarantee_and_the_ledger_entry_are_the_dp_part_s(
+    shop: InteractionDataset, tmp_path: Path
+) -> None:
     ledger = PrivacyLedger(tmp_path, Budget(10.0, 1e-2))
-    m = DPHybrid(epsilon=2.0, cf="dp_ease", cf_params={"top_items": 50}, content_params=TEXT).fit(shop, rng=3, ledger=ledger)
+    m = DPHybrid(epsilon=2.0, cf="dp_ease", cf_params={"top_items": 50}, content_params=TEXT).fit(
+        shop, rng=3, ledger=ledger
+    )
     entries = ledger.entries()
     assert len(entries) == 1 and entries[0]["model"] == "dp_ease" and entries[0]["epsilon"] == 2.0
     assert m.privacy is not None and m.privacy == m.cf.privacy and m.privacy.unit == "user"
@@ -54,12 +69,20 @@ def test_the_guarantee_and_the_ledger_entry_are_the_dp_part_s(shop: InteractionD
 
 
 def test_with_only_the_dp_part_the_ranking_is_the_dp_model_s(shop: InteractionDataset) -> None:
-    m = DPHybrid(epsilon=4.0, cf_params={"top_items": 60, "k": 20}, content_params=TEXT, content_weight=0.0, popularity_weight=0.0).fit(shop, rng=2)
+    m = DPHybrid(
+        epsilon=4.0,
+        cf_params={"top_items": 60, "k": 20},
+        content_params=TEXT,
+        content_weight=0.0,
+        popularity_weight=0.0,
+    ).fit(shop, rng=2)
     h = m.history_matrix([shop.history(u) for u in range(20)])
     mine = m.score_matrix(h)[:, m.cf.selected]
     theirs = m.cf.selected_scores(h)
     for a, b in zip(mine, theirs, strict=True):
-        assert np.array_equal(np.argsort(-a, kind="stable")[:10], np.argsort(-b, kind="stable")[:10])
+        assert np.array_equal(
+            np.argsort(-a, kind="stable")[:10], np.argsort(-b, kind="stable")[:10]
+        )
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import dp_accounting
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import dp_accounting
 from privrec.core.errors import BudgetExceededError, ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.data.synthetic import generate_shop_dataset
@@ -40,11 +40,15 @@ def clean_gram(model: Recommender, ds: InteractionDataset, selected: np.ndarray)
 
 
 # ---- the noise matches the calibration -----------------------------------------------------------------
-def test_dp_ease_gram_noise_is_the_analytic_gaussian_of_dp_accounting(shop: InteractionDataset) -> None:
+def test_dp_ease_gram_noise_is_the_analytic_gaussian_of_dp_accounting(
+    shop: InteractionDataset,
+) -> None:
     eps = 2.0
     m = DPEASE(epsilon=eps, top_items=shop.n_items).fit(shop)  # no selection step: one Gaussian
     z = dp_accounting.get_sigma_gaussian(eps, delta_of(shop))
-    assert m.noise_std == pytest.approx(z / math.sqrt(2), rel=1e-9)  # upper-triangle sensitivity 1/sqrt(2)
+    assert m.noise_std == pytest.approx(
+        z / math.sqrt(2), rel=1e-9
+    )  # upper-triangle sensitivity 1/sqrt(2)
     noise = m.noisy_gram - clean_gram(m, shop, m.selected)
     off = noise[np.triu_indices(shop.n_items, 1)]
     assert off.std() == pytest.approx(z / math.sqrt(2), rel=0.03)
@@ -60,7 +64,11 @@ def test_composed_selection_and_gram_spend_exactly_epsilon(shop: InteractionData
     z_sel = m.release.details["noise_multiplier_selection"]
     z_gram = m.release.details["noise_multiplier_matrix"]
     acc = dp_accounting.pld.PLDAccountant()
-    spent = acc.compose(dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z_sel), dp_accounting.GaussianDpEvent(z_gram)])).get_epsilon(delta)
+    spent = acc.compose(
+        dp_accounting.ComposedDpEvent(
+            [dp_accounting.GaussianDpEvent(z_sel), dp_accounting.GaussianDpEvent(z_gram)]
+        )
+    ).get_epsilon(delta)
     assert spent <= eps * 1.001 and spent >= eps * 0.98
     assert z_sel / z_gram == pytest.approx(2.0, rel=1e-6)  # shares 0.2 / 0.8
     assert m.selected.size == 60
@@ -70,7 +78,9 @@ def test_dp_popularity_noise_and_contribution_bound(shop: InteractionDataset) ->
     eps, c = 1.0, 16
     m = DPPopularity(epsilon=eps, max_items=c).fit(shop, rng=5)
     assert m.sensitivity == pytest.approx(math.sqrt(c))
-    assert m.noise_std == pytest.approx(dp_accounting.get_sigma_gaussian(eps, delta_of(shop)) * math.sqrt(c), rel=1e-9)
+    assert m.noise_std == pytest.approx(
+        dp_accounting.get_sigma_gaussian(eps, delta_of(shop)) * math.sqrt(c), rel=1e-9
+    )
     exact = DPPopularity(epsilon=math.inf, max_items=c).fit(shop)
     diff = m.popularity.astype(np.float64) - exact.popularity
     big = exact.popularity > 5 * m.noise_std  # away from the clipping at 0
@@ -79,10 +89,15 @@ def test_dp_popularity_noise_and_contribution_bound(shop: InteractionDataset) ->
     # one user's influence on the exact counts is at most sqrt(c) in L2
     heavy = int(np.argmax(np.bincount(shop.user_idx)))
     without = DPPopularity(epsilon=math.inf, max_items=c).fit(shop.subset(shop.user_idx != heavy))
-    assert np.linalg.norm(exact.popularity.astype(np.float64) - without.popularity) <= math.sqrt(c) + 1e-6
+    assert (
+        np.linalg.norm(exact.popularity.astype(np.float64) - without.popularity)
+        <= math.sqrt(c) + 1e-6
+    )
 
 
-def test_one_user_moves_the_released_gram_by_at_most_the_sensitivity(shop: InteractionDataset) -> None:
+def test_one_user_moves_the_released_gram_by_at_most_the_sensitivity(
+    shop: InteractionDataset,
+) -> None:
     heavy = int(np.argmax(np.bincount(shop.user_idx)))
     sel = np.arange(shop.n_items)
     model = DPEASE(epsilon=math.inf)
@@ -91,7 +106,10 @@ def test_one_user_moves_the_released_gram_by_at_most_the_sensitivity(shop: Inter
     d = a - b
     upper = np.concatenate([d[np.triu_indices(len(sel), 1)], np.diag(d) / math.sqrt(2)])
     assert np.linalg.norm(upper) <= 1 / math.sqrt(2) + 1e-9
-    w = window_pairs(shop, sel, 3).toarray() - window_pairs(shop.subset(shop.user_idx != heavy), sel, 3).toarray()
+    w = (
+        window_pairs(shop, sel, 3).toarray()
+        - window_pairs(shop.subset(shop.user_idx != heavy), sel, 3).toarray()
+    )
     assert np.linalg.norm(w[np.triu_indices(len(sel), 1)]) <= 1.0 + 1e-9
 
 
@@ -104,8 +122,12 @@ CASES: list[tuple[type, dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("cls", "params"), CASES, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(CASES)])
-def test_same_seed_same_model_other_seed_other_noise(shop: InteractionDataset, cls: type, params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("cls", "params"), CASES, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(CASES)]
+)
+def test_same_seed_same_model_other_seed_other_noise(
+    shop: InteractionDataset, cls: type, params: dict[str, Any]
+) -> None:
     x = shop.matrix(binary=True)[:50]
     a = cls(**params).fit(shop, rng=3).score_matrix(x)
     b = cls(**params).fit(shop, rng=3).score_matrix(x)
@@ -116,7 +138,9 @@ def test_same_seed_same_model_other_seed_other_noise(shop: InteractionDataset, c
     assert not np.array_equal(a, d)
 
 
-def test_dp_bpr_is_seeded_and_accounted_by_opacus(two_groups: InteractionDataset, tmp_path: Path) -> None:
+def test_dp_bpr_is_seeded_and_accounted_by_opacus(
+    two_groups: InteractionDataset, tmp_path: Path
+) -> None:
     params = {"epsilon": 4.0, "epochs": 3, "sample_rate": 0.5, "embedding_size": 4}
     ledger = PrivacyLedger(tmp_path, Budget(10.0, 1e-2))
     a = DPBPR(**params).fit(two_groups, rng=1, ledger=ledger)
@@ -128,9 +152,17 @@ def test_dp_bpr_is_seeded_and_accounted_by_opacus(two_groups: InteractionDataset
     # basic composition of the popularity prior and DP-SGD adds up to the target
     assert d["popularity_epsilon"] + d["dpsgd_epsilon"] == pytest.approx(4.0)
     assert d["popularity_delta"] + d["dpsgd_delta"] == pytest.approx(entry["delta"])
-    assert d["popularity_noise_multiplier"] == pytest.approx(dp_accounting.get_sigma_gaussian(d["popularity_epsilon"], d["popularity_delta"]))
+    assert d["popularity_noise_multiplier"] == pytest.approx(
+        dp_accounting.get_sigma_gaussian(d["popularity_epsilon"], d["popularity_delta"])
+    )
     # the noise multiplier Opacus chose meets its share under its own accountant
-    eps = dp_module.dpsgd_epsilon(d["noise_multiplier"], d["dpsgd_delta"], sample_rate=d["sample_rate"], steps=d["steps"], accountant="rdp")
+    eps = dp_module.dpsgd_epsilon(
+        d["noise_multiplier"],
+        d["dpsgd_delta"],
+        sample_rate=d["sample_rate"],
+        steps=d["steps"],
+        accountant="rdp",
+    )
     assert eps <= d["dpsgd_epsilon"] * 1.01
     assert a.noise_multiplier > 0 and a.privacy is not None and "dp-sgd" in a.privacy.mechanism
 
@@ -138,14 +170,29 @@ def test_dp_bpr_is_seeded_and_accounted_by_opacus(two_groups: InteractionDataset
 # ---- the ledger ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("cls", "params"), CASES + [(DPBPR, {"epsilon": 1.0, "epochs": 1})])
 def test_over_budget_release_is_refused_before_any_noise(
-    two_groups: InteractionDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cls: type, params: dict[str, Any]
+    two_groups: InteractionDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type,
+    params: dict[str, Any],
 ) -> None:
     ledger = PrivacyLedger(tmp_path, Budget(1.5, 1e-2))
     ledger.charge(dp_module.Release("earlier", 1.0, 1e-4, "gaussian", "x"))
     drawn: list[str] = []
-    real_noise, real_sym = dp_module.GaussianMechanism.add_noise, dp_module.GaussianMechanism.add_symmetric_noise
-    monkeypatch.setattr(dp_module.GaussianMechanism, "add_noise", lambda self, *a, **k: drawn.append("noise") or real_noise(self, *a, **k))
-    monkeypatch.setattr(dp_module.GaussianMechanism, "add_symmetric_noise", lambda self, *a, **k: drawn.append("sym") or real_sym(self, *a, **k))
+    real_noise, real_sym = (
+        dp_module.GaussianMechanism.add_noise,
+        dp_module.GaussianMechanism.add_symmetric_noise,
+    )
+    monkeypatch.setattr(
+        dp_module.GaussianMechanism,
+        "add_noise",
+        lambda self, *a, **k: drawn.append("noise") or real_noise(self, *a, **k),
+    )
+    monkeypatch.setattr(
+        dp_module.GaussianMechanism,
+        "add_symmetric_noise",
+        lambda self, *a, **k: drawn.append("sym") or real_sym(self, *a, **k),
+    )
     model = cls(**{**params, "epsilon": 1.0})
     with pytest.raises(BudgetExceededError):
         model.fit(two_groups, ledger=ledger)
@@ -189,7 +236,10 @@ def test_spectral_denoise_recovers_a_low_rank_signal() -> None:
 
 
 def test_models_save_and_load_their_guarantee(shop: InteractionDataset, tmp_path: Path) -> None:
-    for m in [DPEASE(epsilon=3.0, top_items=50).fit(shop), DPItemKNN(epsilon=3.0, top_items=50, k=5).fit(shop)]:
+    for m in [
+        DPEASE(epsilon=3.0, top_items=50).fit(shop),
+        DPItemKNN(epsilon=3.0, top_items=50, k=5).fit(shop),
+    ]:
         m.save(tmp_path / m.name)
         back = Recommender.load(tmp_path / m.name)
         assert back.privacy == m.privacy
@@ -220,7 +270,15 @@ def test_dp_sasrec_per_user_gradients_are_exact() -> None:
     per_user = []
     for i in range(3):
         loss = ref(seq[i : i + 1], tgt[i : i + 1], neg[i : i + 1]).sum()
-        per_user.append(dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True), strict=True)))
+        per_user.append(
+            dict(
+                zip(
+                    params,
+                    torch.autograd.grad(loss, list(params.values()), allow_unused=True),
+                    strict=True,
+                )
+            )
+        )
     gsm = GradSampleModule(mod)
     gsm(seq, tgt, neg).mean().backward()  # loss_reduction "mean", as in training
     for name, p in gsm.named_parameters():
@@ -230,7 +288,9 @@ def test_dp_sasrec_per_user_gradients_are_exact() -> None:
             torch.testing.assert_close(p.grad_sample[i], want, rtol=1e-4, atol=1e-6)
 
 
-def test_dp_sasrec_trains_seeded_and_charges_the_ledger(two_groups: InteractionDataset, tmp_path: Path) -> None:
+def test_dp_sasrec_trains_seeded_and_charges_the_ledger(
+    two_groups: InteractionDataset, tmp_path: Path
+) -> None:
     from privrec.models.dp_sasrec import DPSASRec
 
     params = {"epsilon": 6.0, "epochs": 2, "embedding_size": 8, "sample_rate": 0.5, "max_len": 8}
@@ -242,7 +302,16 @@ def test_dp_sasrec_trains_seeded_and_charges_the_ledger(two_groups: InteractionD
     (entry,) = ledger.entries()
     assert entry["model"] == "dp_sasrec" and entry["epsilon"] == 6.0 and entry["unit"] == "user"
     d = entry["details"]
-    assert dp_module.dpsgd_epsilon(d["noise_multiplier"], entry["delta"], sample_rate=d["sample_rate"], steps=d["steps"], accountant="rdp") <= 6.0 * 1.01
+    assert (
+        dp_module.dpsgd_epsilon(
+            d["noise_multiplier"],
+            entry["delta"],
+            sample_rate=d["sample_rate"],
+            steps=d["steps"],
+            accountant="rdp",
+        )
+        <= 6.0 * 1.01
+    )
     assert a.privacy is not None and a.privacy.epsilon == 6.0
     with pytest.raises(BudgetExceededError):
         DPSASRec(**params).fit(two_groups, ledger=ledger)
@@ -254,6 +323,14 @@ def test_dp_sasrec_ghost_clipping_trains(two_groups: InteractionDataset) -> None
     """Opacus' ghost clipping (norms only) runs on the per-user module (it needs contiguous inputs)."""
     from privrec.models.dp_sasrec import DPSASRec
 
-    m = DPSASRec(epsilon=6.0, delta=1e-3, epochs=2, embedding_size=8, sample_rate=0.5, max_len=8, grad_sample_mode="ghost").fit(two_groups, rng=3)
+    m = DPSASRec(
+        epsilon=6.0,
+        delta=1e-3,
+        epochs=2,
+        embedding_size=8,
+        sample_rate=0.5,
+        max_len=8,
+        grad_sample_mode="ghost",
+    ).fit(two_groups, rng=3)
     scores = m.score_matrix(m.input_matrix(two_groups)[:4])
     assert np.isfinite(scores).all() and m.noise_multiplier > 0

@@ -17,9 +17,18 @@ from privrec.models.ease import EASE, ease_weights
 
 def dataset(x: np.ndarray) -> InteractionDataset:
     u, i = np.nonzero(x)
-    ev = pd.DataFrame({"user": [f"u{a}" for a in u], "item": [f"i{b}" for b in i], "type": "rating",
-                       "ts": np.arange(len(u), dtype=float), "rating": x[u, i]})
-    return InteractionDataset.from_events(ev, items=Vocabulary([f"i{b}" for b in range(x.shape[1])]))
+    ev = pd.DataFrame(
+        {
+            "user": [f"u{a}" for a in u],
+            "item": [f"i{b}" for b in i],
+            "type": "rating",
+            "ts": np.arange(len(u), dtype=float),
+            "rating": x[u, i],
+        }
+    )
+    return InteractionDataset.from_events(
+        ev, items=Vocabulary([f"i{b}" for b in range(x.shape[1])])
+    )
 
 
 def steck(x: np.ndarray, reg: float) -> np.ndarray:
@@ -49,7 +58,12 @@ def test_weighted_input_uses_the_ratings() -> None:
     x[0, :] = np.maximum(x[0, :], 1)
     m = EASE(reg=10.0, binary=False, use_ratings=True).fit(dataset(x))
     np.testing.assert_allclose(m.weights, steck(x, 10.0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(m.score(UserHistory.of([1, 2], weights=[5.0, 2.0])), steck(x, 10.0)[[1, 2]].T @ [5.0, 2.0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        m.score(UserHistory.of([1, 2], weights=[5.0, 2.0])),
+        steck(x, 10.0)[[1, 2]].T @ [5.0, 2.0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_in_place_inverse_over_several_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,19 +90,30 @@ def test_explain_splits_the_score_over_the_history() -> None:
     item = int(np.argmax(np.where(np.isin(np.arange(8), h.items), -np.inf, s)))
     e = m.explain(h, item)
     positive = m.weights[h.items, item][m.weights[h.items, item] > 0]
-    np.testing.assert_allclose(sorted((w for _, w in e.contributors), reverse=True), sorted(positive, reverse=True)[:3], rtol=1e-6)
+    np.testing.assert_allclose(
+        sorted((w for _, w in e.contributors), reverse=True),
+        sorted(positive, reverse=True)[:3],
+        rtol=1e-6,
+    )
 
 
-def test_the_gram_is_saved_as_csr_and_b_as_a_derived_file(tmp_path) -> None:  # noqa: ANN001
+def test_the_gram_is_saved_as_csr_and_b_as_a_derived_file(tmp_path) -> None:
     """G (the state) is CSR, small; B lies in its own file and is recomputed from G without it."""
     rng = np.random.default_rng(3)
     x = np.zeros((60, 50))
     for u in range(60):
         x[u, rng.choice(50, size=2, replace=False)] = 1.0  # two items a user: a sparse Gram matrix
     m = EASE(reg=1.0).fit(dataset(x))
-    assert set(m._state()) == {"gram_data", "gram_indices", "gram_indptr"} and m._state()["gram_data"].size == m.gram.nnz
+    assert (
+        set(m._state()) == {"gram_data", "gram_indices", "gram_indptr"}
+        and m._state()["gram_data"].size == m.gram.nnz
+    )
     path = m.save(tmp_path / "ease")
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "derived.safetensors", "state.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "derived.safetensors",
+        "state.safetensors",
+    ]
     back = EASE.load(path)
     np.testing.assert_array_equal(back.gram.toarray(), m.gram.toarray())
     np.testing.assert_array_equal(back.weights, m.weights)
@@ -96,12 +121,16 @@ def test_the_gram_is_saved_as_csr_and_b_as_a_derived_file(tmp_path) -> None:  # 
     np.testing.assert_array_equal(EASE.load(path).weights, m.weights)
 
 
-def test_a_deferred_derived_file_is_waited_for(tmp_path) -> None:  # noqa: ANN001
+def test_a_deferred_derived_file_is_waited_for(tmp_path) -> None:
     """save(derived=False) leaves a marker; load waits for save_derived instead of recomputing."""
-    m = EASE(reg=1.0).fit(dataset(np.eye(6)[[0, 1, 2, 3, 4, 5, 0, 1]] + np.eye(6)[[1, 2, 3, 4, 5, 0, 2, 3]]))
+    m = EASE(reg=1.0).fit(
+        dataset(np.eye(6)[[0, 1, 2, 3, 4, 5, 0, 1]] + np.eye(6)[[1, 2, 3, 4, 5, 0, 2, 3]])
+    )
     path = m.save(tmp_path / "ease", derived=False)
     assert (path / "derived.pending").exists() and not (path / "derived.safetensors").exists()
-    m.weights = m.weights + 1.0  # what the writer holds differs from what G gives: shows which was used
+    m.weights = (
+        m.weights + 1.0
+    )  # what the writer holds differs from what G gives: shows which was used
     writer = threading.Timer(0.3, m.save_derived, args=(path,))
     writer.start()
     back = EASE.load(path)

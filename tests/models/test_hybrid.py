@@ -35,7 +35,10 @@ def hybrid(shop: InteractionDataset) -> HybridRecommender:
 def test_weights_are_fitted_on_validation(hybrid: HybridRecommender) -> None:
     assert set(hybrid.weights) == {"cf", "content", "popularity"}
     assert set(hybrid.cold_weights) == {"content", "popularity"}
-    assert abs(sum(hybrid.weights.values()) - 1) < 1e-9 and abs(sum(hybrid.cold_weights.values()) - 1) < 1e-9
+    assert (
+        abs(sum(hybrid.weights.values()) - 1) < 1e-9
+        and abs(sum(hybrid.cold_weights.values()) - 1) < 1e-9
+    )
     warm, cold = hybrid.tuning["warm"], hybrid.tuning["cold"]
     assert warm["users"] > 0 and cold["users"] > 0
     assert set(cold["alone"]) == {"cf", "content", "popularity"}  # CF reported on new users too
@@ -47,7 +50,9 @@ def test_weights_are_fitted_on_validation(hybrid: HybridRecommender) -> None:
 
 def test_the_new_item_boost_is_fitted_on_pseudo_new_items(hybrid: HybridRecommender) -> None:
     info = hybrid.tuning["warm"]["new_item_boost"]
-    assert info["boost"] == hybrid.item_boost and info["boost"] in hybrid.config.cold_item_boost_grid
+    assert (
+        info["boost"] == hybrid.item_boost and info["boost"] in hybrid.config.cold_item_boost_grid
+    )
     assert info["ndcg@10"] >= info["ndcg@10_no_boost"] and info["pseudo_new_items"] >= 1
 
 
@@ -62,7 +67,9 @@ def test_new_users_take_the_cold_route(hybrid: HybridRecommender, n: int) -> Non
     assert e.kind == "cold_user" and e.text.startswith("new here")
 
 
-def test_cold_route_uses_only_content_and_popularity(hybrid: HybridRecommender, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cold_route_uses_only_content_and_popularity(
+    hybrid: HybridRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(*args: object, **kwargs: object) -> np.ndarray:
         raise AssertionError("the CF component was consulted for a new user")
 
@@ -71,7 +78,9 @@ def test_cold_route_uses_only_content_and_popularity(hybrid: HybridRecommender, 
     content = _zscore(hybrid.components["content"].score_matrix(rows))
     popularity = _zscore(np.log1p(1000 * hybrid.components["popularity"].score_matrix(rows)))
     popularity[:, hybrid.item_events == 0] = 0.0  # popularity is neutral on new items
-    expected = hybrid.cold_weights["content"] * content + hybrid.cold_weights["popularity"] * popularity
+    expected = (
+        hybrid.cold_weights["content"] * content + hybrid.cold_weights["popularity"] * popularity
+    )
     monkeypatch.setattr(hybrid.components["cf"], "score_matrix", refuse)
     got = hybrid.score(h)
     np.testing.assert_allclose(got, expected[0], rtol=1e-5, atol=1e-5)
@@ -87,20 +96,26 @@ def test_warm_users_use_every_component(hybrid: HybridRecommender) -> None:
     assert res.route == "warm" and res.weights == hybrid.weights
 
 
-def test_new_items_are_routed_and_explained(hybrid: HybridRecommender, shop: InteractionDataset) -> None:
+def test_new_items_are_routed_and_explained(
+    hybrid: HybridRecommender, shop: InteractionDataset
+) -> None:
     warm = UserHistory.of([0, 1, 2, 10])
     assert hybrid.is_new_item(NEW_ITEM) and not hybrid.is_new_item(0)
     assert hybrid.route_for(warm, NEW_ITEM) == "cold_item-boost"
     e = hybrid.explain(warm, NEW_ITEM)
     assert e.kind == "cold_item" and e.text.startswith("new in the shop")
     assert {c for c, _ in e.contributors} <= set(warm.items.tolist())
-    boosted = HybridRecommender(**FAST, weights=hybrid.weights, cold_weights=hybrid.cold_weights, cold_item_boost=10.0).fit(shop)
+    boosted = HybridRecommender(
+        **FAST, weights=hybrid.weights, cold_weights=hybrid.cold_weights, cold_item_boost=10.0
+    ).fit(shop)
     res = boosted.recommend_with_route(warm, k=1)
     assert res.items[0] == NEW_ITEM and res.item_routes == ["cold_item-boost"]
 
 
 def test_fixed_weights_skip_the_search(shop: InteractionDataset) -> None:
-    m = HybridRecommender(**FAST, weights={"cf": 3.0, "content": 1.0}, cold_weights={"popularity": 1.0}).fit(shop)
+    m = HybridRecommender(
+        **FAST, weights={"cf": 3.0, "content": 1.0}, cold_weights={"popularity": 1.0}
+    ).fit(shop)
     assert m.weights == {"cf": 0.75, "content": 0.25, "popularity": 0.0}
     assert m.cold_weights == {"content": 0.0, "popularity": 1.0}
     assert m.tuning["fixed"] is True and m.item_boost == 0.0
@@ -131,10 +146,16 @@ def test_bad_component_settings_are_config_errors() -> None:
         HybridRecommender(cf=None, cold_components=("cf", "content"))
 
 
-def test_save_load_round_trip(hybrid: HybridRecommender, shop: InteractionDataset, tmp_path: Path) -> None:
+def test_save_load_round_trip(
+    hybrid: HybridRecommender, shop: InteractionDataset, tmp_path: Path
+) -> None:
     hybrid.save(tmp_path / "h")
     derived = ["derived.safetensors"] if hybrid._derived() else []  # an EASE component's B
-    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == ["config.json", *derived, "state.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == [
+        "config.json",
+        *derived,
+        "state.safetensors",
+    ]
     loaded = Recommender.load(tmp_path / "h")
     assert isinstance(loaded, HybridRecommender)
     assert loaded.weights == hybrid.weights and loaded.cold_weights == hybrid.cold_weights

@@ -17,7 +17,15 @@ from .test_content import make_shop
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-TINY_SASREC = {"embedding_size": 16, "num_blocks": 1, "num_heads": 1, "max_len": 8, "epochs": 3, "batch_size": 8, "num_threads": 1}
+TINY_SASREC = {
+    "embedding_size": 16,
+    "num_blocks": 1,
+    "num_heads": 1,
+    "max_len": 8,
+    "epochs": 3,
+    "batch_size": 8,
+    "num_threads": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,9 @@ def test_sasrec_is_a_fitted_blended_component(model: HybridRecommender) -> None:
     assert "sequential" in model.tuning["warm"]["alone"]
 
 
-def test_the_order_of_the_history_reaches_sasrec(model: HybridRecommender, shop: InteractionDataset) -> None:
+def test_the_order_of_the_history_reaches_sasrec(
+    model: HybridRecommender, shop: InteractionDataset
+) -> None:
     # fixed weights: the sequential part alone, so the hybrid's scores are SASRec's z-scores
     only_seq = HybridRecommender(
         cf_params={"reg": 5.0},

@@ -17,10 +17,18 @@ X = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 1]], dtype=float)
 
 def dataset(x: np.ndarray, *, ratings: bool = False) -> InteractionDataset:
     u, i = np.nonzero(x)
-    ev = pd.DataFrame({"user": [f"u{a}" for a in u], "item": [f"i{b}" for b in i], "ts": np.arange(len(u), dtype=float)})
+    ev = pd.DataFrame(
+        {
+            "user": [f"u{a}" for a in u],
+            "item": [f"i{b}" for b in i],
+            "ts": np.arange(len(u), dtype=float),
+        }
+    )
     ev["type"] = "rating" if ratings else "view"
     ev["rating"] = x[u, i]
-    return InteractionDataset.from_events(ev, items=Vocabulary([f"i{b}" for b in range(x.shape[1])]))
+    return InteractionDataset.from_events(
+        ev, items=Vocabulary([f"i{b}" for b in range(x.shape[1])])
+    )
 
 
 def test_cosine_by_hand() -> None:
@@ -77,15 +85,22 @@ def test_sarwar_weighted_average_predicts_ratings() -> None:
     np.testing.assert_allclose(m.score(UserHistory.of([1], weights=[4.0]))[2], 4.0, rtol=1e-6)
     # the weighted cosine uses the ratings
     x = ratings
-    np.testing.assert_allclose(s[0, 1], x[:, 0] @ x[:, 1] / np.linalg.norm(x[:, 0]) / np.linalg.norm(x[:, 1]), rtol=1e-6)
+    np.testing.assert_allclose(
+        s[0, 1], x[:, 0] @ x[:, 1] / np.linalg.norm(x[:, 0]) / np.linalg.norm(x[:, 1]), rtol=1e-6
+    )
 
 
 def test_explain_names_the_contributing_history_items() -> None:
     m = ItemKNN(k=10).fit(dataset(X))
-    h = UserHistory(items=np.array([1, 2]), event_types=np.array([EVENT_CODE["purchase"], EVENT_CODE["view"]], dtype=np.int8))
+    h = UserHistory(
+        items=np.array([1, 2]),
+        event_types=np.array([EVENT_CODE["purchase"], EVENT_CODE["view"]], dtype=np.int8),
+    )
     e = m.explain(h, 0)
     assert e.kind == "history"
     assert [c for c, _ in e.contributors] == [1, 2]
-    np.testing.assert_allclose([w for _, w in e.contributors], [2 / np.sqrt(6), 2 / np.sqrt(6)], rtol=1e-6)
+    np.testing.assert_allclose(
+        [w for _, w in e.contributors], [2 / np.sqrt(6), 2 / np.sqrt(6)], rtol=1e-6
+    )
     assert e.text == "because you bought item 1 and viewed item 2"
     np.testing.assert_allclose(sum(w for _, w in e.contributors), m.score(h)[0], rtol=1e-6)

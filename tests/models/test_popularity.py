@@ -15,11 +15,18 @@ DAY = 86400.0
 
 def shop() -> InteractionDataset:
     # item x: 3 viewers; item y: 2 buyers; item z: 1 viewer who viewed it 5 times
-    rows = [("u1", "x", "view", 0), ("u2", "x", "view", 1), ("u3", "x", "view", 2),
-            ("u1", "y", "purchase", 3), ("u2", "y", "purchase", 4)]
+    rows = [
+        ("u1", "x", "view", 0),
+        ("u2", "x", "view", 1),
+        ("u3", "x", "view", 2),
+        ("u1", "y", "purchase", 3),
+        ("u2", "y", "purchase", 4),
+    ]
     rows += [("u4", "z", "view", 5 + t) for t in range(5)]
     ev = pd.DataFrame(rows, columns=["user", "item", "type", "ts"])
-    meta = pd.DataFrame({"item": ["x", "y", "z", "w"], "category": ["A > a1", "B > b1", "A > a2", None]})
+    meta = pd.DataFrame(
+        {"item": ["x", "y", "z", "w"], "category": ["A > a1", "B > b1", "A > a2", None]}
+    )
     return InteractionDataset.from_events(ev, item_meta=meta)
 
 
@@ -42,8 +49,14 @@ def test_event_weights_rank_purchases_above_views() -> None:
 
 
 def test_time_decay_halves_per_half_life() -> None:
-    ev = pd.DataFrame({"user": ["a", "b", "c"], "item": ["old", "old", "new"], "type": "view",
-                       "ts": [0.0, 0.0, 20 * DAY]})
+    ev = pd.DataFrame(
+        {
+            "user": ["a", "b", "c"],
+            "item": ["old", "old", "new"],
+            "type": "view",
+            "ts": [0.0, 0.0, 20 * DAY],
+        }
+    )
     d = InteractionDataset.from_events(ev)
     m = Popularity(half_life_days=10.0, binary=True).fit(d)
     old, new = d.items.index("old"), d.items.index("new")

@@ -22,7 +22,9 @@ def movielens(shared_data: Path) -> InteractionDataset:
     return InteractionDataset.from_events(df, name="ml-100k")
 
 
-def recall_at(model: Recommender, train: InteractionDataset, test: InteractionDataset, k: int = 10) -> float:
+def recall_at(
+    model: Recommender, train: InteractionDataset, test: InteractionDataset, k: int = 10
+) -> float:
     truth = test.matrix(binary=True)
     users = np.nonzero(np.diff(truth.indptr))[0]
     hist = model.input_matrix(train)[users]

@@ -12,23 +12,34 @@ from privrec.models.rules import ItemTable, Rules, _ranked, apply_rules, fast_sc
 
 def table(n: int = 30) -> ItemTable:
     cats = ["A > x", "A > y", "B > z"]
-    meta = pd.DataFrame({
-        "item": [f"i{j}" for j in range(n)],
-        "title": [f"Item {j}" for j in range(n)],
-        "category": [cats[j % 3] for j in range(n)],
-        "brand": ["b1" if j % 2 else "b2" for j in range(n)],
-        "price": [float(j) if j % 5 else np.nan for j in range(n)],
-        "in_stock": [j % 7 != 0 for j in range(n)],
-    })  # fmt: skip
+    meta = pd.DataFrame(
+        {
+            "item": [f"i{j}" for j in range(n)],
+            "title": [f"Item {j}" for j in range(n)],
+            "category": [cats[j % 3] for j in range(n)],
+            "brand": ["b1" if j % 2 else "b2" for j in range(n)],
+            "price": [float(j) if j % 5 else np.nan for j in range(n)],
+            "in_stock": [j % 7 != 0 for j in range(n)],
+        }
+    )
     return ItemTable.from_meta(meta, popularity=np.arange(n, dtype=float))
 
 
 def test_plain_top_k_and_exclusions() -> None:
     t = table()
     s = np.linspace(1, 0, 30)  # item 0 best
-    res = apply_rules(s, 5, Rules(exclude_items=(1,)), t, purchased=np.array([0]), seen=np.array([0, 2]))
+    res = apply_rules(
+        s, 5, Rules(exclude_items=(1,)), t, purchased=np.array([0]), seen=np.array([0, 2])
+    )
     assert res.items.tolist() == [3, 4, 5, 6, 7]
-    res = apply_rules(s, 3, Rules(exclude_purchased=False, exclude_seen=False), t, purchased=np.array([0]), seen=np.array([0]))
+    res = apply_rules(
+        s,
+        3,
+        Rules(exclude_purchased=False, exclude_seen=False),
+        t,
+        purchased=np.array([0]),
+        seen=np.array([0]),
+    )
     assert res.items.tolist() == [0, 1, 2]
 
 
@@ -49,12 +60,19 @@ def test_zero_scores_are_filled_by_popularity_still_k() -> None:
     s = np.zeros(30)
     s[3] = 1.0
     res = apply_rules(s, 4, Rules(), t)
-    assert res.items.tolist() == [3, 29, 28, 27] and res.filled.tolist() == [False, True, True, True]
+    assert res.items.tolist() == [3, 29, 28, 27] and res.filled.tolist() == [
+        False,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_category_cap_and_mmr_keep_k() -> None:
     t = table()
-    s = np.where(np.arange(30) % 3 == 0, 2.0, 1.0) - np.arange(30) * 1e-3  # category A > x dominates
+    s = (
+        np.where(np.arange(30) % 3 == 0, 2.0, 1.0) - np.arange(30) * 1e-3
+    )  # category A > x dominates
     capped = apply_rules(s, 6, Rules(category_cap=2), t)
     cats = [t.category_name(i) for i in capped.items]
     assert len(capped.items) == 6 and max(cats.count(c) for c in set(cats)) == 2
@@ -80,18 +98,26 @@ def test_ranked_matches_a_full_sort() -> None:
     rng = np.random.default_rng(1)
     for trial in range(200):
         n = int(rng.integers(1, 3000))
-        s = rng.integers(0, 5, n).astype(np.float32) if trial % 2 else rng.random(n).astype(np.float32)
+        s = (
+            rng.integers(0, 5, n).astype(np.float32)
+            if trial % 2
+            else rng.random(n).astype(np.float32)
+        )
         if trial % 5 == 0:
             s[rng.integers(0, n, n // 3)] = -np.inf
         pop = rng.integers(0, 4, n).astype(float)
         m = int(rng.integers(1, 30))
         fin = np.flatnonzero(np.isfinite(s))
-        assert _ranked(s, pop, m).tolist() == fin[np.lexsort((fin, -pop[fin], -s[fin]))][:m].tolist()
+        assert (
+            _ranked(s, pop, m).tolist() == fin[np.lexsort((fin, -pop[fin], -s[fin]))][:m].tolist()
+        )
 
 
 def test_ranking_fast_path_equals_search() -> None:
     t = table()
-    a = apply_rules(t.popularity, 5, Rules(), t, seen=np.array([29]), ranking=t.popularity_ranking())
+    a = apply_rules(
+        t.popularity, 5, Rules(), t, seen=np.array([29]), ranking=t.popularity_ranking()
+    )
     b = apply_rules(t.popularity, 5, Rules(), t, seen=np.array([29]))
     assert a.items.tolist() == b.items.tolist() == [28, 27, 26, 25, 24]
 
@@ -104,7 +130,11 @@ def test_fast_scores_equal_model_scores() -> None:
     ds = generate_shop_dataset(n_items=120, n_users=80, seed=3)
     items = np.array([1, 5, 5, 9, 40])
     w = np.array([1.0, 3.0, 5.0, 1.0, 4.0], np.float32)
-    for name, params in (("ease", {"reg": 10.0}), ("itemknn", {"k": 20}), ("itemknn", {"k": 20, "binary": False})):
+    for name, params in (
+        ("ease", {"reg": 10.0}),
+        ("itemknn", {"k": 20}),
+        ("itemknn", {"k": 20, "binary": False}),
+    ):
         m = create_model(name, **params).fit(ds)
         ref = m.score(UserHistory(items=items, weights=w))
         np.testing.assert_allclose(fast_scores(m, items, w), ref, rtol=1e-5, atol=1e-6)

@@ -15,7 +15,14 @@ from privrec.data.splitters import leave_one_out
 from privrec.evaluation.protocol import evaluate_loo
 from privrec.models.base import Recommender
 from privrec.models.sasrec import SASRec
-from privrec.models.sequential import batch_order, order_matrix, pad_left, resolve_device, sequence_scorer, windows
+from privrec.models.sequential import (
+    batch_order,
+    order_matrix,
+    pad_left,
+    resolve_device,
+    sequence_scorer,
+    windows,
+)
 
 from .seq_fixtures import N_CHAIN, chain_dataset, next_item_hit_rate, text_matrix
 
@@ -63,12 +70,16 @@ def test_order_matters(model: SASRec) -> None:
 
 def test_score_matrix_reads_the_order_from_the_values(model: SASRec) -> None:
     h = UserHistory.of([7, 2, 9])
-    np.testing.assert_allclose(model.score_matrix(model.history_matrix([h]))[0], model.score(h), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.score_matrix(model.history_matrix([h]))[0], model.score(h), rtol=1e-5, atol=1e-6
+    )
     # a plain 0/1 row has no order: it is read in item-index order
     import scipy.sparse as sp
 
     ones = sp.csr_matrix((np.ones(3, np.float32), ([0, 0, 0], [7, 2, 9])), shape=(1, model.n_items))
-    np.testing.assert_allclose(model.score_matrix(ones)[0], model.score(UserHistory.of([2, 7, 9])), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.score_matrix(ones)[0], model.score(UserHistory.of([2, 7, 9])), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_order_matrix_keeps_the_last_occurrence() -> None:
@@ -78,7 +89,9 @@ def test_order_matrix_keeps_the_last_occurrence() -> None:
     assert m[1].nnz == 0 and m[2].toarray()[0, 0] == 1  # 9 is out of range: dropped
 
 
-def test_input_matrix_rows_follow_the_dataset_order(model: SASRec, chain: InteractionDataset) -> None:
+def test_input_matrix_rows_follow_the_dataset_order(
+    model: SASRec, chain: InteractionDataset
+) -> None:
     x = model.input_matrix(chain)
     seq = chain.sequences()[0]
     row = x[0].toarray()[0]
@@ -95,12 +108,17 @@ def test_padding_does_not_change_a_users_scores(model: SASRec) -> None:
 def test_empty_and_out_of_range_histories(model: SASRec) -> None:
     s = model.score(UserHistory.of([]))
     assert s.shape == (model.n_items,) and np.isfinite(s).all()
-    np.testing.assert_array_equal(model.score(UserHistory.of([3, 99, -1, 4])), model.score(UserHistory.of([3, 4])))
+    np.testing.assert_array_equal(
+        model.score(UserHistory.of([3, 99, -1, 4])), model.score(UserHistory.of([3, 4]))
+    )
 
 
 def test_save_load_reproduces_scores_exactly(model: SASRec, tmp_path: Path) -> None:
     model.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "state.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "state.safetensors",
+    ]
     loaded = Recommender.load(tmp_path / "m")
     assert isinstance(loaded, SASRec) and loaded.config == model.config
     hs = [np.array([1, 2, 3]), np.array([19, 0]), np.array([], np.int64), np.arange(30) % N_CHAIN]
@@ -129,7 +147,9 @@ def test_fit_leaves_torch_threads_and_global_rng_alone(chain: InteractionDataset
 def test_unseen_item_is_represented_by_its_text(chain: InteractionDataset) -> None:
     text = text_matrix(dim=32)
     text[N_CHAIN] = text[5]  # "new0" reads exactly like item 5; "new1" has its own text
-    m = SASRec(**FAST, item_repr="text", text_adaptor="linear").fit(chain, rng=3, item_text_embeddings=text)
+    m = SASRec(**FAST, item_repr="text", text_adaptor="linear").fit(
+        chain, rng=3, item_text_embeddings=text
+    )
     assert next_item_hit_rate(m) >= 0.8
     for hist in ([3, 4], [10, 11, 12]):
         s = m.score(UserHistory.of(hist))
@@ -139,9 +159,13 @@ def test_unseen_item_is_represented_by_its_text(chain: InteractionDataset) -> No
     assert not np.allclose(m.score(UserHistory.of([3, N_CHAIN + 1])), m.score(UserHistory.of([3])))
 
 
-def test_fused_id_and_text_zeroes_the_id_part_of_unseen_items(chain: InteractionDataset, tmp_path: Path) -> None:
+def test_fused_id_and_text_zeroes_the_id_part_of_unseen_items(
+    chain: InteractionDataset, tmp_path: Path
+) -> None:
     text = text_matrix(dim=8)
-    m = SASRec(**{**FAST, "epochs": 10}, item_repr="id+text", text_adaptor="mlp").fit(chain, rng=3, item_text_embeddings=text)
+    m = SASRec(**{**FAST, "epochs": 10}, item_repr="id+text", text_adaptor="mlp").fit(
+        chain, rng=3, item_text_embeddings=text
+    )
     ids = m.net.items.id_emb.weight.detach()
     assert torch.all(ids[N_CHAIN + 1 : N_CHAIN + 3] == 0)  # tokens of new0/new1 (index + 1)
     assert torch.all(ids[1 : N_CHAIN + 1].abs().sum(1) > 0)
@@ -156,16 +180,24 @@ def test_fused_id_and_text_zeroes_the_id_part_of_unseen_items(chain: Interaction
 def test_text_embeddings_from_a_config_path(chain: InteractionDataset, tmp_path: Path) -> None:
     text = text_matrix(dim=8)
     np.save(tmp_path / "text.npy", text)
-    a = SASRec(**{**FAST, "epochs": 2}, item_repr="text", item_text_embeddings=str(tmp_path / "text.npy")).fit(chain, rng=1)
-    b = SASRec(**{**FAST, "epochs": 2}, item_repr="text").fit(chain, rng=1, item_text_embeddings=text)
-    np.testing.assert_array_equal(a.score_sequences([np.array([1, 2])]), b.score_sequences([np.array([1, 2])]))
+    a = SASRec(
+        **{**FAST, "epochs": 2}, item_repr="text", item_text_embeddings=str(tmp_path / "text.npy")
+    ).fit(chain, rng=1)
+    b = SASRec(**{**FAST, "epochs": 2}, item_repr="text").fit(
+        chain, rng=1, item_text_embeddings=text
+    )
+    np.testing.assert_array_equal(
+        a.score_sequences([np.array([1, 2])]), b.score_sequences([np.array([1, 2])])
+    )
 
 
 def test_bad_text_settings_are_refused(chain: InteractionDataset) -> None:
     with pytest.raises(ConfigError, match="item_text_embeddings"):
         SASRec(**FAST, item_repr="text").fit(chain)
     with pytest.raises(ConfigError, match="shape"):
-        SASRec(**FAST, item_repr="text").fit(chain, item_text_embeddings=np.zeros((3, 4), np.float32))
+        SASRec(**FAST, item_repr="text").fit(
+            chain, item_text_embeddings=np.zeros((3, 4), np.float32)
+        )
     with pytest.raises(ConfigError, match="num_heads"):
         SASRec(**{**FAST, "num_heads": 3}).fit(chain)
     with pytest.raises(ConfigError, match="loss"):
@@ -174,7 +206,9 @@ def test_bad_text_settings_are_refused(chain: InteractionDataset) -> None:
 
 def test_validation_selects_the_best_epoch(chain: InteractionDataset) -> None:
     sub, valid, _ = leave_one_out(chain)
-    m = SASRec(**{**FAST, "epochs": 12, "eval_every": 2, "patience": 10}).fit(sub, rng=3, validation=valid)
+    m = SASRec(**{**FAST, "epochs": 12, "eval_every": 2, "patience": 10}).fit(
+        sub, rng=3, validation=valid
+    )
     logged = [e for e in m.train_log if "ndcg@10" in e]
     assert [e["epoch"] for e in logged] == [2, 4, 6, 8, 10, 12]
     best = max(logged, key=lambda e: e["ndcg@10"])
@@ -187,12 +221,16 @@ def test_validation_selects_the_best_epoch(chain: InteractionDataset) -> None:
 
 def test_patience_and_time_budget_stop_early(chain: InteractionDataset) -> None:
     sub, valid, _ = leave_one_out(chain)
-    m = SASRec(**{**FAST, "epochs": 50, "learning_rate": 1e-6, "patience": 1}).fit(sub, validation=valid)
+    m = SASRec(**{**FAST, "epochs": 50, "learning_rate": 1e-6, "patience": 1}).fit(
+        sub, validation=valid
+    )
     assert len(m.train_log) < 50
     t = SASRec(**{**FAST, "epochs": 50, "time_budget_s": 1e-6}).fit(sub)
     assert len(t.train_log) == 1 and t.best_epoch == 1
     # the epoch where time runs out is validated even off the eval_every schedule
-    v = SASRec(**{**FAST, "epochs": 50, "eval_every": 5, "time_budget_s": 1e-6}).fit(sub, validation=valid)
+    v = SASRec(**{**FAST, "epochs": 50, "eval_every": 5, "time_budget_s": 1e-6}).fit(
+        sub, validation=valid
+    )
     assert len(v.train_log) == 1 and "ndcg@10" in v.train_log[0] and v.best_epoch == 1
 
 
@@ -209,7 +247,10 @@ def test_helpers() -> None:
     np.testing.assert_array_equal(pad_left([np.array([1, 2]), np.array([3])]), [[1, 2], [0, 3]])
     np.testing.assert_array_equal(pad_left([np.array([1, 2, 3])], 2), [[2, 3]])
     assert [w.tolist() for w in windows(np.arange(7), 3, "chunks")] == [[0], [1, 2, 3], [4, 5, 6]]
-    assert [w.tolist() for w in windows(np.arange(7), 4, "chunks", step=3)] == [[0, 1, 2, 3], [3, 4, 5, 6]]
+    assert [w.tolist() for w in windows(np.arange(7), 4, "chunks", step=3)] == [
+        [0, 1, 2, 3],
+        [3, 4, 5, 6],
+    ]
     assert [w.tolist() for w in windows(np.arange(7), 3, "last")] == [[4, 5, 6]]
     lengths = np.random.default_rng(0).integers(1, 50, size=103)
     batches = batch_order(lengths, 10, 4, np.random.default_rng(1))

@@ -56,13 +56,21 @@ def _state_diff(a: Any, b: Any) -> float:
             x, y = getattr(a, name), getattr(b, name)
             x = x.toarray() if sp.issparse(x) else np.asarray(x)
             y = y.toarray() if sp.issparse(y) else np.asarray(y)
-            diffs.append(float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0)
+            diffs.append(
+                float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+                if x.size
+                else 0.0
+            )
     return max(diffs)
 
 
-@pytest.mark.parametrize(("cls", "params"), CASES, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("cls", "params"), CASES, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(CASES)]
+)
 @pytest.mark.parametrize("n_forget", [1, 3])
-def test_forget_equals_retrain_without_the_user(shop: InteractionDataset, cls: type, params: dict[str, Any], n_forget: int) -> None:
+def test_forget_equals_retrain_without_the_user(
+    shop: InteractionDataset, cls: type, params: dict[str, Any], n_forget: int
+) -> None:
     users = heavy_users(shop, n_forget)
     model = cls(**params).fit(shop)
     forget(model, user_rows(model, shop, users))
@@ -121,7 +129,9 @@ def test_unsupported_models_refuse(shop: InteractionDataset) -> None:
         forget(bpr, sp.csr_matrix((1, shop.n_items)))
 
 
-def test_ease_unlearns_after_a_reload_and_from_an_old_artifact(shop: InteractionDataset, tmp_path: Path) -> None:
+def test_ease_unlearns_after_a_reload_and_from_an_old_artifact(
+    shop: InteractionDataset, tmp_path: Path
+) -> None:
     """diag(P) travels with B; an artifact saved before it did gets it from G and B."""
     model = EASE(reg=15.0).fit(shop)
     users = heavy_users(shop, 2)

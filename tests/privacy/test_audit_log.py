@@ -14,7 +14,15 @@ from privrec.privacy.audit_log import AuditLog, erasure_receipt
 
 def test_append_chain_and_verify(tmp_path: Path) -> None:
     log = AuditLog(tmp_path)
-    r = erasure_receipt("ab" * 16, events_deleted=12, consent_deleted=True, models_updated=["ease"], models_pending=["bpr"], retrain_within_days=7, erased_at=0.0)
+    r = erasure_receipt(
+        "ab" * 16,
+        events_deleted=12,
+        consent_deleted=True,
+        models_updated=["ease"],
+        models_pending=["bpr"],
+        retrain_within_days=7,
+        erased_at=0.0,
+    )
     assert r["retrain_deadline"] == "1970-01-08T00:00:00Z"
     assert r["deleted"] == {"events": 12, "consent_record": True, "cached_results": 0}
     log.append("erase", **r)
@@ -44,4 +52,9 @@ def test_personal_fields_are_refused(tmp_path: Path) -> None:
 
 
 def test_no_deadline_when_every_model_was_updated() -> None:
-    assert erasure_receipt("ef" * 16, events_deleted=0, models_updated=["popularity"])["retrain_deadline"] is None
+    assert (
+        erasure_receipt("ef" * 16, events_deleted=0, models_updated=["popularity"])[
+            "retrain_deadline"
+        ]
+        is None
+    )

@@ -9,7 +9,15 @@ import pytest
 
 from privrec.core.errors import ValidationError
 from privrec.core.types import EVENT_TYPES
-from privrec.privacy.consent import ConsentLevel, ConsentStore, allowed_types, filter_types, parse_level, personalised, stores_events
+from privrec.privacy.consent import (
+    ConsentLevel,
+    ConsentStore,
+    allowed_types,
+    filter_types,
+    parse_level,
+    personalised,
+    stores_events,
+)
 
 
 def test_filter_types_semantics() -> None:
@@ -21,7 +29,11 @@ def test_filter_types_semantics() -> None:
 
 
 def test_levels_decide_storage_and_personalisation() -> None:
-    assert stores_events("personalized") and stores_events("purchases_only") and not stores_events("anonymous")
+    assert (
+        stores_events("personalized")
+        and stores_events("purchases_only")
+        and not stores_events("anonymous")
+    )
     assert personalised("purchases_only") and not personalised("anonymous")
     assert parse_level(" Anonymous ") is ConsentLevel.ANONYMOUS
     with pytest.raises(ValidationError, match="personalized"):
@@ -37,7 +49,10 @@ def test_store_set_get_change_delete(tmp_path: Path) -> None:
     store.set(p, ConsentLevel.PURCHASES_ONLY)  # a change applies to the next read
     assert ConsentStore(tmp_path).get(p) is ConsentLevel.PURCHASES_ONLY
     assert store.record(p)["level"] == "purchases_only"
-    assert store.levels([p, "b" * 32]) == {p: ConsentLevel.PURCHASES_ONLY, "b" * 32: ConsentLevel.PERSONALIZED}
+    assert store.levels([p, "b" * 32]) == {
+        p: ConsentLevel.PURCHASES_ONLY,
+        "b" * 32: ConsentLevel.PERSONALIZED,
+    }
     assert store.count() == {"purchases_only": 1}
     assert store.delete(p) and not store.delete(p)
     assert store.record(p) is None

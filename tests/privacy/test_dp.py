@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+import dp_accounting
 import numpy as np
 import pytest
 
-import dp_accounting
 from privrec.core.errors import ConfigError
 from privrec.privacy.dp import (
     GaussianMechanism,
@@ -27,10 +27,16 @@ from privrec.privacy.dp import (
 @pytest.mark.parametrize("eps", [0.5, 1.0, 8.0])
 def test_gaussian_sigma_is_dp_accountings_analytic_gaussian(eps: float) -> None:
     delta = 1e-5
-    assert gaussian_sigma(eps, delta) == pytest.approx(dp_accounting.get_sigma_gaussian(eps, delta), rel=1e-12)
-    assert gaussian_sigma(eps, delta, sensitivity=3.0) == pytest.approx(3 * dp_accounting.get_sigma_gaussian(eps, delta))
+    assert gaussian_sigma(eps, delta) == pytest.approx(
+        dp_accounting.get_sigma_gaussian(eps, delta), rel=1e-12
+    )
+    assert gaussian_sigma(eps, delta, sensitivity=3.0) == pytest.approx(
+        3 * dp_accounting.get_sigma_gaussian(eps, delta)
+    )
     # and the PLD accountant agrees that this sigma gives epsilon
-    assert epsilon_of(gaussian_event([gaussian_sigma(eps, delta)]), delta) == pytest.approx(eps, rel=2e-3)
+    assert epsilon_of(gaussian_event([gaussian_sigma(eps, delta)]), delta) == pytest.approx(
+        eps, rel=2e-3
+    )
 
 
 def test_infinite_epsilon_means_no_noise() -> None:
@@ -75,7 +81,9 @@ def test_mechanisms_are_seeded_and_scaled() -> None:
 
 def test_laplace_scale_matches_the_pld_accountant() -> None:
     b = laplace_scale(1.3, sensitivity=1.0)
-    eps = epsilon_of(dp_accounting.LaplaceDpEvent(b), 1e-9)  # (PLD truncation makes delta=0 infinite)
+    eps = epsilon_of(
+        dp_accounting.LaplaceDpEvent(b), 1e-9
+    )  # (PLD truncation makes delta=0 infinite)
     assert eps == pytest.approx(1.3, rel=1e-2)
 
 
@@ -94,7 +102,9 @@ def test_symmetric_noise_has_goe_structure() -> None:
 def test_dpsgd_accounting_round_trips_through_opacus() -> None:
     z = dpsgd_noise_multiplier(4.0, 1e-5, sample_rate=0.1, steps=100, accountant="rdp")
     assert z > 0
-    assert dpsgd_epsilon(z, 1e-5, sample_rate=0.1, steps=100, accountant="rdp") == pytest.approx(4.0, rel=0.02)
+    assert dpsgd_epsilon(z, 1e-5, sample_rate=0.1, steps=100, accountant="rdp") == pytest.approx(
+        4.0, rel=0.02
+    )
 
 
 def test_release_carries_its_guarantee() -> None:

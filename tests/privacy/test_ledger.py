@@ -25,7 +25,16 @@ def test_records_every_field_and_sums_by_basic_composition(tmp_path: Path) -> No
     entries = ledger.entries()
     assert [e["release"] for e in entries] == ["m:counts", "dp_ease:gram"]
     for e in entries:
-        assert {"time", "release", "model", "epsilon", "delta", "mechanism", "unit", "accountant"} <= set(e)
+        assert {
+            "time",
+            "release",
+            "model",
+            "epsilon",
+            "delta",
+            "mechanism",
+            "unit",
+            "accountant",
+        } <= set(e)
         assert e["unit"] == "user"
     spent = ledger.spent()
     assert spent.epsilon == pytest.approx(2.5) and spent.delta == pytest.approx(3e-6)

@@ -39,14 +39,20 @@ def shop_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def shop_dir(shop_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private copy of the shop's data directory (tests may change it)."""
-    for var in ("PRIVREC_PSEUDONYM_KEY", "PRIVREC_STORE_KEY", "PRIVREC_API_KEYS", "PRIVREC_PAGES", "PRIVREC_CORS_ORIGINS"):
+    for var in (
+        "PRIVREC_PSEUDONYM_KEY",
+        "PRIVREC_STORE_KEY",
+        "PRIVREC_API_KEYS",
+        "PRIVREC_PAGES",
+        "PRIVREC_CORS_ORIGINS",
+    ):
         monkeypatch.delenv(var, raising=False)
     d = tmp_path / "data"
     shutil.copytree(shop_template, d)
     return d
 
 
-def make_app(data_dir: Path, **server: object):  # noqa: ANN201
+def make_app(data_dir: Path, **server: object):
     from privrec.core.settings import Settings
     from privrec.server.app import create_app
     from privrec.server.settings import ServerSettings
@@ -56,12 +62,12 @@ def make_app(data_dir: Path, **server: object):  # noqa: ANN201
 
 
 @pytest.fixture()
-def app(shop_dir: Path):  # noqa: ANN201
+def app(shop_dir: Path):
     return make_app(shop_dir)
 
 
 @pytest.fixture()
-def client(app) -> Iterator:  # noqa: ANN001
+def client(app) -> Iterator:
     from fastapi.testclient import TestClient
 
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -18,8 +18,16 @@ import pytest
 from tests.server.conftest import make_app
 
 CHROMIUM = Path(os.environ.get("PRIVREC_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _free_port() -> int:
@@ -29,11 +37,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def live_server(shop_dir: Path):  # noqa: ANN201
+def live_server(shop_dir: Path):
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(shop_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            make_app(shop_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
+    )
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     t0 = time.time()
@@ -48,15 +60,23 @@ def live_server(shop_dir: Path):  # noqa: ANN201
 
 def test_shopper_journey_in_chromium(live_server: str, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to run the browser test")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+        pytest.skip(
+            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to run the browser test"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright Python package is not installed"
+    )
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print(f"screenshots: {shots}")
     with sync_api.sync_playwright() as pw:
         # a fresh profile (Playwright passes it to chromium as --user-data-dir)
         browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True, viewport={"width": 1200, "height": 900}
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            args=ARGS,
+            headless=True,
+            viewport={"width": 1200, "height": 900},
         )
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
@@ -83,7 +103,9 @@ def test_shopper_journey_in_chromium(live_server: str, tmp_path: Path) -> None:
             page.goto(live_server + "/")
             assert page.get_by_test_id("recs").get_attribute("data-personalized") == "no"
             page.get_by_test_id("not-personalized").wait_for()
-            kinds = page.locator("[data-testid=recs] [data-testid=explanation]").evaluate_all("els => els.map(e => e.dataset.kind)")
+            kinds = page.locator("[data-testid=recs] [data-testid=explanation]").evaluate_all(
+                "els => els.map(e => e.dataset.kind)"
+            )
             assert kinds and set(kinds) == {"popular"}
             page.screenshot(path=str(shots / "3-not-personalised.png"), full_page=True)
 

@@ -19,8 +19,16 @@ def test_serve_prints_new_keys_once(shop_dir: Path, monkeypatch: pytest.MonkeyPa
     runner = CliRunner()
     first = runner.invoke(app, ["serve", "--data-dir", str(shop_dir), "--port", "8123"])
     assert first.exit_code == 0, first.output
-    assert "API keys created" in first.output and "prk_client_" in first.output and "prk_admin_" in first.output
-    assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8123 and calls[0]["access_log"] is False
+    assert (
+        "API keys created" in first.output
+        and "prk_client_" in first.output
+        and "prk_admin_" in first.output
+    )
+    assert (
+        calls[0]["host"] == "127.0.0.1"
+        and calls[0]["port"] == 8123
+        and calls[0]["access_log"] is False
+    )
     path = shop_dir / "keys" / "api-keys.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     second = runner.invoke(app, ["serve", "--data-dir", str(shop_dir)])

@@ -19,10 +19,10 @@ from tests.server.conftest import ADMIN_KEY, build_shop, make_app  # noqa: E402
 MAX_EXAMPLES = 5
 
 
-def _no_lifespan(app):  # noqa: ANN001, ANN202
+def _no_lifespan(app):
     """The app without its lifespan (the fixture runs it once; schemathesis opens a client per call)."""
 
-    async def wrapped(scope, receive, send):  # noqa: ANN001, ANN202
+    async def wrapped(scope, receive, send):
         if scope["type"] == "lifespan":
             while True:
                 msg = await receive()
@@ -48,11 +48,11 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzz_app):  # noqa: ANN001, ANN201
+def api_schema(fuzz_app):
     return schemathesis.openapi.from_asgi("/v1/openapi.json", _no_lifespan(fuzz_app))
 
 
-def _check(case) -> None:  # noqa: ANN001
+def _check(case) -> None:
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     response = case.call(headers=headers)
     where = f"{case.operation.method.upper()} {case.operation.path}"
@@ -60,13 +60,15 @@ def _check(case) -> None:  # noqa: ANN001
     if response.status_code >= 400:
         ctype = response.headers.get("content-type", "")
         ctype = ctype[0] if isinstance(ctype, list) else ctype
-        assert ctype.startswith("application/problem+json"), f"{where} -> {response.status_code} as {ctype}"
+        assert ctype.startswith("application/problem+json"), (
+            f"{where} -> {response.status_code} as {ctype}"
+        )
         doc = response.json()
         assert doc["status"] == response.status_code and doc["title"]
         assert isinstance(doc["detail"], str) and len(doc["detail"]) >= 10, doc
 
 
-def test_no_5xx_and_every_4xx_is_problem_json(api_schema) -> None:  # noqa: ANN001
+def test_no_5xx_and_every_4xx_is_problem_json(api_schema) -> None:
     from hypothesis import given
     from hypothesis.errors import Unsatisfiable
 
@@ -78,15 +80,23 @@ def test_no_5xx_and_every_4xx_is_problem_json(api_schema) -> None:  # noqa: ANN0
 
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+            @settings(
+                max_examples=MAX_EXAMPLES,
+                deadline=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
             @given(op.as_strategy(generation_mode=mode))
-            def run(case) -> None:  # noqa: ANN001
+            def run(case) -> None:
                 _check(case)
 
             try:
                 run()
             except Unsatisfiable:
-                assert mode is GenerationMode.NEGATIVE  # nothing to violate (no parameters, no body)
+                assert (
+                    mode is GenerationMode.NEGATIVE
+                )  # nothing to violate (no parameters, no body)
                 continue
             ran += 1
     assert ran >= 35

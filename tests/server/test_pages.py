@@ -11,10 +11,12 @@ def _csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
 
 
-def test_storefront_privacy_centre_and_receipt(client) -> None:  # noqa: ANN001
+def test_storefront_privacy_centre_and_receipt(client) -> None:
     home = client.get("/")
     assert home.status_code == 200 and "Sign in" in home.text
-    assert "content-security-policy" in home.headers and "https://" not in home.text  # no external resources
+    assert (
+        "content-security-policy" in home.headers and "https://" not in home.text
+    )  # no external resources
     page = client.post("/signin", data={"user": "shopper-00004", "csrf": _csrf(home.text)})
     assert "Recommended for you" in page.text and page.text.count('data-testid="explanation"') >= 8
     assert "because you" in page.text
@@ -26,24 +28,33 @@ def test_storefront_privacy_centre_and_receipt(client) -> None:  # noqa: ANN001
     dl = client.get("/privacy/export")
     assert dl.json()["n_events"] > 0 and "attachment" in dl.headers["content-disposition"]
     rec = client.post("/privacy/delete", data={"csrf": _csrf(r.text)})
-    assert 'data-testid="receipt"' in rec.text and re.search(r'data-testid="events-deleted">[1-9]', rec.text)
+    assert 'data-testid="receipt"' in rec.text and re.search(
+        r'data-testid="events-deleted">[1-9]', rec.text
+    )
     assert client.get("/privacy/export").json()["n_events"] == 0
 
 
-def test_forms_need_the_csrf_token(client) -> None:  # noqa: ANN001
+def test_forms_need_the_csrf_token(client) -> None:
     r = client.post("/signin", data={"user": "shopper-00004", "csrf": "0" * 32})
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
 
 
-def test_search_page(client) -> None:  # noqa: ANN001
+def test_search_page(client) -> None:
     r = client.get("/?q=coffee")
     assert "Results for" in r.text and "matches your search" in r.text
 
 
-def test_operator_dashboard_needs_admin_key(client) -> None:  # noqa: ANN001
+def test_operator_dashboard_needs_admin_key(client) -> None:
     page = client.get("/ops")
     assert "Operator sign-in" in page.text
-    bad = client.post("/ops/signin", data={"key": "client-key-0123456789abcdef", "csrf": _csrf(page.text)})
+    bad = client.post(
+        "/ops/signin", data={"key": "client-key-0123456789abcdef", "csrf": _csrf(page.text)}
+    )
     assert bad.status_code == 401
     ok = client.post("/ops/signin", data={"key": ADMIN_KEY, "csrf": _csrf(page.text)})
-    assert "Operator dashboard" in ok.text and "itemknn" in ok.text and "Privacy budget" in ok.text and "Experiments" in ok.text
+    assert (
+        "Operator dashboard" in ok.text
+        and "itemknn" in ok.text
+        and "Privacy budget" in ok.text
+        and "Experiments" in ok.text
+    )

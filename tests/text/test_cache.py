@@ -51,7 +51,9 @@ def test_no_text_reaches_the_disk(tmp_path: Path) -> None:
     assert b"secret-plaintext-marker" not in blob
 
 
-def test_default_directory_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_directory_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "x"))
     assert default_cache_dir() == tmp_path / "x"
     monkeypatch.delenv(CACHE_ENV)

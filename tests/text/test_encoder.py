@@ -28,14 +28,18 @@ def test_bundled_model_gives_unit_384_d_float32(encoder: SentenceEncoder) -> Non
 
 
 def test_similar_texts_are_closer_than_unrelated_ones(encoder: SentenceEncoder) -> None:
-    a, b, c = encoder.encode(["glossy red nail polish", "crimson nail lacquer", "men's shaving foam"])
+    a, b, c = encoder.encode(
+        ["glossy red nail polish", "crimson nail lacquer", "men's shaving foam"]
+    )
     assert a @ b > a @ c + 0.2
 
 
 def test_duplicates_are_encoded_once_and_empty_text_is_zero(encoder: SentenceEncoder) -> None:
     before = encoder.texts_encoded
     seen: list[tuple[int, int]] = []
-    v = encoder.encode(["lipstick", "", "lipstick", "   "], progress=lambda d, t: seen.append((d, t)))
+    v = encoder.encode(
+        ["lipstick", "", "lipstick", "   "], progress=lambda d, t: seen.append((d, t))
+    )
     assert encoder.texts_encoded - before == 1
     assert seen == [(1, 1)]
     np.testing.assert_array_equal(v[0], v[2])

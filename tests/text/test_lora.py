@@ -34,7 +34,9 @@ def _shop() -> InteractionDataset:
     from privrec.data.vocab import Vocabulary
 
     return InteractionDataset.from_events(
-        pd.DataFrame(rows, columns=["user", "item", "type", "ts"]), item_meta=meta, items=Vocabulary(list(meta["item"]))
+        pd.DataFrame(rows, columns=["user", "item", "type", "ts"]),
+        item_meta=meta,
+        items=Vocabulary(list(meta["item"])),
     )
 
 
@@ -58,7 +60,9 @@ def test_pairs_are_consecutive_items_of_one_user() -> None:
 
 def test_a_tiny_fine_tune_changes_saves_and_reloads(tmp_path: Path) -> None:
     ds = _shop()
-    cfg = LoraTrainConfig(max_pairs=40, max_steps=3, batch_size=8, max_seq_length=16, learning_rate=5e-3, device="cpu")
+    cfg = LoraTrainConfig(
+        max_pairs=40, max_steps=3, batch_size=8, max_seq_length=16, learning_rate=5e-3, device="cpu"
+    )
     info = finetune_lora(ds, name="tiny", root=tmp_path, config=cfg)
     assert info.path == tmp_path / "adapters" / "tiny" and info.steps == 3 and len(info.losses) >= 1
     files = {p.name for p in info.path.iterdir()}
@@ -70,7 +74,9 @@ def test_a_tiny_fine_tune_changes_saves_and_reloads(tmp_path: Path) -> None:
     texts = TITLES[:4]
     tuned_in_memory = np.asarray(info.model.encode(texts, normalize_embeddings=True), np.float32)
     base = SentenceEncoder(device="cpu").encode(texts)
-    loaded_enc = SentenceEncoder(adapter="tiny", adapters_dir=tmp_path, device="cpu", cache=EmbeddingCache(tmp_path / "c"))
+    loaded_enc = SentenceEncoder(
+        adapter="tiny", adapters_dir=tmp_path, device="cpu", cache=EmbeddingCache(tmp_path / "c")
+    )
     loaded = loaded_enc.encode(texts)
     assert np.abs(tuned_in_memory - base).max() > 1e-4  # training changed the embeddings
     np.testing.assert_allclose(loaded, tuned_in_memory, atol=2e-5)  # the adapter reproduces them
@@ -78,7 +84,9 @@ def test_a_tiny_fine_tune_changes_saves_and_reloads(tmp_path: Path) -> None:
 
     # the same seed gives the same adapter
     again = finetune_lora(ds, name="tiny2", root=tmp_path, config=cfg)
-    np.testing.assert_allclose(np.asarray(again.model.encode(texts, normalize_embeddings=True)), tuned_in_memory, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(again.model.encode(texts, normalize_embeddings=True)), tuned_in_memory, atol=1e-6
+    )
 
 
 def test_too_few_pairs_is_refused(tmp_path: Path) -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from privrec.core.types import DEFAULT_EVENT_WEIGHTS
 
@@ -33,7 +38,9 @@ class Settings(BaseSettings):
             retrained within this many days (the receipt names the deadline).
     """
 
-    model_config = SettingsConfigDict(env_prefix="PRIVREC_", toml_file="privrec.toml", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="PRIVREC_", toml_file="privrec.toml", extra="forbid"
+    )
 
     data_dir: Path = Path("privrec-data")
     pseudonym_key: SecretStr | None = None
@@ -60,4 +67,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Order of precedence: init arguments, environment, privrec.toml, defaults."""
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls),
+            file_secret_settings,
+        )

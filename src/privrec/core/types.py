@@ -51,7 +51,9 @@ class UserHistory:
     query_embeddings: np.ndarray | None = None
 
     @classmethod
-    def of(cls, items: list[int] | np.ndarray, weights: list[float] | np.ndarray | None = None) -> UserHistory:
+    def of(
+        cls, items: list[int] | np.ndarray, weights: list[float] | np.ndarray | None = None
+    ) -> UserHistory:
         """Build a history from plain lists."""
         it = np.asarray(items, dtype=np.int64)
         w = None if weights is None else np.asarray(weights, dtype=np.float32)

@@ -88,7 +88,11 @@ class InteractionDataset:
         u = users.encode(ev["user"].astype(str).tolist())
         i = items.encode(ev["item"].astype(str).tolist())
         ts = ev["ts"].to_numpy(np.float64)
-        rating = ev["rating"].to_numpy(np.float32, na_value=np.nan) if "rating" in ev else np.full(len(ev), np.nan, np.float32)
+        rating = (
+            ev["rating"].to_numpy(np.float32, na_value=np.nan)
+            if "rating" in ev
+            else np.full(len(ev), np.nan, np.float32)
+        )
         keep = (u >= 0) & (i >= 0)
         u, i, types, ts, rating = u[keep], i[keep], types[keep], ts[keep], rating[keep]
         arrival = np.arange(len(ev), dtype=np.int64)[keep]
@@ -142,7 +146,9 @@ class InteractionDataset:
         return f"InteractionDataset({self.name!r}, users={self.n_users}, items={self.n_items}, events={self.n_events})"
 
     # ---- views ------------------------------------------------------------------------------
-    def event_weight_array(self, weights: Mapping[str, float] | None = None, *, use_ratings: bool = False) -> np.ndarray:
+    def event_weight_array(
+        self, weights: Mapping[str, float] | None = None, *, use_ratings: bool = False
+    ) -> np.ndarray:
         """Per-event weight: the event type's weight, or the rating value when `use_ratings`."""
         w = dict(self.event_weights if weights is None else weights)
         table = np.array([float(w.get(t, 1.0)) for t in EVENT_TYPES], dtype=np.float32)
@@ -179,7 +185,9 @@ class InteractionDataset:
             key = self.user_idx.astype(np.int64) * self.n_items + self.item_idx
             df = pd.DataFrame({"k": key, "v": vals}).groupby("k", sort=True)["v"].max()
             k = df.index.to_numpy()
-            m = sp.csr_matrix((df.to_numpy(np.float32), (k // self.n_items, k % self.n_items)), shape=shape)
+            m = sp.csr_matrix(
+                (df.to_numpy(np.float32), (k // self.n_items, k % self.n_items)), shape=shape
+            )
         else:
             raise ValueError("aggregate must be 'max' or 'sum'")
         m.sum_duplicates()
@@ -201,7 +209,9 @@ class InteractionDataset:
         """The UserHistory of one user index (chronological)."""
         sel = np.nonzero(self.user_idx == user)[0]
         w = self.event_weight_array(weights)[sel]
-        return UserHistory(items=self.item_idx[sel].astype(np.int64), weights=w, event_types=self.event_type[sel])
+        return UserHistory(
+            items=self.item_idx[sel].astype(np.int64), weights=w, event_types=self.event_type[sel]
+        )
 
     def subset(self, mask: np.ndarray, *, name: str | None = None) -> InteractionDataset:
         """The events where `mask` is true, sharing this dataset's vocabularies and item data."""
@@ -224,7 +234,13 @@ class InteractionDataset:
     def to_frame(self) -> pd.DataFrame:
         """The events as a frame with dense indices (user_idx, item_idx, type, ts, rating)."""
         return pd.DataFrame(
-            {"user_idx": self.user_idx, "item_idx": self.item_idx, "type": self.event_type, "ts": self.ts, "rating": self.rating}
+            {
+                "user_idx": self.user_idx,
+                "item_idx": self.item_idx,
+                "type": self.event_type,
+                "ts": self.ts,
+                "rating": self.rating,
+            }
         )
 
     def item_text(self) -> list[str]:

@@ -59,9 +59,26 @@ BENCHMARK_KEY_SEED = 0
 SYNTHETIC_BASE_TS = 1_400_000_000
 
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 TAOBAO_TYPES = {"pv": "view", "cart": "cart", "fav": "favorite", "buy": "purchase"}
 
 
@@ -87,7 +104,14 @@ class _Raw:
     bad: list[tuple[int, str]]  # (line, reason) of lines that could not be split into fields
 
 
-def _read_delimited(path: Path, sep: str | None, n_fields: int, columns: list[str], encoding: str = "utf-8", skip: int = 0) -> _Raw:
+def _read_delimited(
+    path: Path,
+    sep: str | None,
+    n_fields: int,
+    columns: list[str],
+    encoding: str = "utf-8",
+    skip: int = 0,
+) -> _Raw:
     """Split a text file into string columns; lines with another field count become rejects."""
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -101,11 +125,20 @@ def _read_delimited(path: Path, sep: str | None, n_fields: int, columns: list[st
                 continue
             parts = line.split(sep)
             if len(parts) != n_fields:
-                bad.append((no, f"{path.name}: expected {n_fields} fields, found {len(parts)} (truncated or malformed line)"))
+                bad.append(
+                    (
+                        no,
+                        f"{path.name}: expected {n_fields} fields, found {len(parts)} (truncated or malformed line)",
+                    )
+                )
                 continue
             rows.append(parts)
             lines.append(no)
-    frame = pd.DataFrame(rows, columns=columns, dtype=object) if rows else pd.DataFrame({c: [] for c in columns}, dtype=object)
+    frame = (
+        pd.DataFrame(rows, columns=columns, dtype=object)
+        if rows
+        else pd.DataFrame({c: [] for c in columns}, dtype=object)
+    )
     return _Raw(frame, np.asarray(lines, dtype=np.int64), bad)
 
 
@@ -129,14 +162,28 @@ def _gate_and_build(
     if n_rejects:
         # Reasons name the field and the problem, never a raw id (the gate's contract).
         reasons = [f"line {line}: {why}" for line, why in bad[:3]]
-        reasons += [f"line {r.line}: {r.reason}" for r in result.rejects[: max(0, 3 - len(reasons))]]
+        reasons += [
+            f"line {r.line}: {r.reason}" for r in result.rejects[: max(0, 3 - len(reasons))]
+        ]
         logger.warning("dataset=%s rejected=%d first=%s", name, n_rejects, " | ".join(reasons))
     # Duplicates (same event_id, e.g. a row repeated in the file) are idempotent drops, not rejects.
-    logger.info("dataset=%s accepted=%d rejected=%d duplicates=%d", name, len(accepted), n_rejects, result.duplicates)
+    logger.info(
+        "dataset=%s accepted=%d rejected=%d duplicates=%d",
+        name,
+        len(accepted),
+        n_rejects,
+        result.duplicates,
+    )
     if item_meta is not None and restrict_meta_to_events:
         seen = set(accepted["item"].astype(str).tolist())
-        item_meta = item_meta[np.fromiter((k in seen for k in item_meta["item"].tolist()), dtype=bool, count=len(item_meta))]
-    ds = InteractionDataset.from_events(accepted, item_meta=item_meta, event_weights=event_weights, name=name, items=items)
+        item_meta = item_meta[
+            np.fromiter(
+                (k in seen for k in item_meta["item"].tolist()), dtype=bool, count=len(item_meta)
+            )
+        ]
+    ds = InteractionDataset.from_events(
+        accepted, item_meta=item_meta, event_weights=event_weights, name=name, items=items
+    )
     ds.n_rejects = n_rejects
     return ds
 
@@ -156,11 +203,21 @@ def dataset_from_raw_events(
     The same path the loaders take: rejects are logged and counted in `n_rejects`; without a
     gate or pseudonymiser the in-memory benchmark key is used.
     """
-    lines = np.arange(1, len(events) + 1, dtype=np.int64) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)
+    lines = (
+        np.arange(1, len(events) + 1, dtype=np.int64)
+        if line_numbers is None
+        else np.asarray(line_numbers, dtype=np.int64)
+    )
     return _gate_and_build(
-        name, events, lines, [],
-        gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights, item_meta=item_meta,
-    )  # fmt: skip
+        name,
+        events,
+        lines,
+        [],
+        gate=gate,
+        pseudonymiser=pseudonymiser,
+        event_weights=event_weights,
+        item_meta=item_meta,
+    )
 
 
 def _sorted_keys(keys: Any) -> list[str]:
@@ -188,7 +245,9 @@ def _ml100k_items(folder: Path) -> pd.DataFrame | None:
     genres = list(ML100K_GENRES)
     gpath = folder / "u.genre"
     if gpath.exists():
-        pairs = [ln.split("|") for ln in gpath.read_text(encoding="latin-1").splitlines() if ln.strip()]
+        pairs = [
+            ln.split("|") for ln in gpath.read_text(encoding="latin-1").splitlines() if ln.strip()
+        ]
         genres = [name for name, _ in sorted(pairs, key=lambda p: int(p[1]))]
     rows = []
     # Latin-1: some titles hold bytes >= 0x80 ("Misérables"); see PROVENANCE.md.
@@ -231,10 +290,16 @@ def load_movielens_100k(
     meta = _ml100k_items(folder)
     keys = list(frame["item"]) + ([] if meta is None else list(meta["item"]))
     return _gate_and_build(
-        "ml-100k", frame, raw.lines, raw.bad,
-        gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights,
-        item_meta=meta, items=Vocabulary(_sorted_keys(keys)),
-    )  # fmt: skip
+        "ml-100k",
+        frame,
+        raw.lines,
+        raw.bad,
+        gate=gate,
+        pseudonymiser=pseudonymiser,
+        event_weights=event_weights,
+        item_meta=meta,
+        items=Vocabulary(_sorted_keys(keys)),
+    )
 
 
 # ---- Amazon, S3-Rec format -----------------------------------------------------------------
@@ -245,14 +310,27 @@ def _s3rec_files(path: str | Path) -> tuple[Path, Path | None, Path | None]:
         seq, folder = p, p.parent
     else:
         folder = p
-        cands = sorted(x for x in folder.glob("*.txt") if x.name.lower() not in ("readme.txt", "license.txt"))
+        cands = sorted(
+            x for x in folder.glob("*.txt") if x.name.lower() not in ("readme.txt", "license.txt")
+        )
         if not cands:
-            raise NotFoundError(f"no <Name>.txt sequence file in {folder}; expected e.g. Beauty.txt (S3-Rec format)")
+            raise NotFoundError(
+                f"no <Name>.txt sequence file in {folder}; expected e.g. Beauty.txt (S3-Rec format)"
+            )
         if len(cands) > 1:
-            raise ValidationError("path", f"{len(cands)} .txt files in {folder}; pass the sequence file itself")
+            raise ValidationError(
+                "path", f"{len(cands)} .txt files in {folder}; pass the sequence file itself"
+            )
         seq = cands[0]
     stem = seq.stem
-    items = next((x for x in (folder / f"{stem.lower()}_items.jsonl", folder / f"{stem}_items.jsonl") if x.exists()), None)
+    items = next(
+        (
+            x
+            for x in (folder / f"{stem.lower()}_items.jsonl", folder / f"{stem}_items.jsonl")
+            if x.exists()
+        ),
+        None,
+    )
     attrs = folder / f"{stem}_item2attributes.json"
     return seq, items, attrs if attrs.exists() else None
 
@@ -265,7 +343,9 @@ def _s3rec_meta(items_path: Path | None, attrs_path: Path | None) -> pd.DataFram
                 if not ln.strip():
                     continue
                 r = json.loads(ln)
-                paths = [" > ".join(c for c in cat if c) for cat in (r.get("categories") or []) if cat]
+                paths = [
+                    " > ".join(c for c in cat if c) for cat in (r.get("categories") or []) if cat
+                ]
                 title = (r.get("title") or "").strip() or None
                 text = ". ".join([x for x in [title, *paths] if x])
                 rows[str(r["s3rec_item_id"])] = {
@@ -319,23 +399,40 @@ def load_amazon_s3rec(
                 its.append(it)
                 pos.append(k)
                 lines.append(no)
-    frame = pd.DataFrame({"user": users, "item": its, "type": "purchase", "timestamp": SYNTHETIC_BASE_TS + np.asarray(pos, dtype=np.int64)})
+    frame = pd.DataFrame(
+        {
+            "user": users,
+            "item": its,
+            "type": "purchase",
+            "timestamp": SYNTHETIC_BASE_TS + np.asarray(pos, dtype=np.int64),
+        }
+    )
     meta = _s3rec_meta(items_path, attrs_path)
     keys = its + ([] if meta is None else list(meta["item"]))
     return _gate_and_build(
-        f"amazon-{seq.stem.lower()}", frame, np.asarray(lines, dtype=np.int64), bad,
-        gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights,
-        item_meta=meta, items=Vocabulary(_sorted_keys(keys)),
-    )  # fmt: skip
+        f"amazon-{seq.stem.lower()}",
+        frame,
+        np.asarray(lines, dtype=np.int64),
+        bad,
+        gate=gate,
+        pseudonymiser=pseudonymiser,
+        event_weights=event_weights,
+        item_meta=meta,
+        items=Vocabulary(_sorted_keys(keys)),
+    )
 
 
 # ---- UniSRec / RecBole atomic files --------------------------------------------------------
 def _unisrec_stem(folder: Path) -> str:
     cands = sorted(folder.glob("*.train.inter"))
     if not cands:
-        raise NotFoundError(f"no <Name>.train.inter in {folder}; expected the UniSRec layout (e.g. Scientific.train.inter)")
+        raise NotFoundError(
+            f"no <Name>.train.inter in {folder}; expected the UniSRec layout (e.g. Scientific.train.inter)"
+        )
     if len(cands) > 1:
-        raise ValidationError("path", f"{len(cands)} *.train.inter files in {folder}; keep one dataset per folder")
+        raise ValidationError(
+            "path", f"{len(cands)} *.train.inter files in {folder}; keep one dataset per folder"
+        )
     return cands[0].name[: -len(".train.inter")]
 
 
@@ -375,13 +472,17 @@ def _unisrec_sequences(folder: Path, stem: str) -> dict[int, list[int]]:
         per_user.setdefault(u, []).append((len(h), -n, h, t))
     seqs: dict[int, list[int]] = {}
     for u, (th, tt) in test.items():
-        rows = sorted(per_user.get(u, []))  # by history length, then file order reversed (it is descending)
+        rows = sorted(
+            per_user.get(u, [])
+        )  # by history length, then file order reversed (it is descending)
         if rows:
             seq = [rows[0][2][0], *(r[3] for r in rows)]
         else:
             seq = list(th)
         if u not in valid:
-            raise ValidationError(f"{stem}.valid.inter", f"user index {u} has a test row but no validation row")
+            raise ValidationError(
+                f"{stem}.valid.inter", f"user index {u} has a test row but no validation row"
+            )
         vh, vt = valid[u]
         seq += [vt, tt]
         consistent = seq[:-1][-len(th) :] == th and seq[:-2][-len(vh) :] == vh
@@ -390,7 +491,10 @@ def _unisrec_sequences(folder: Path, stem: str) -> dict[int, list[int]]:
             h == seq[:p][-len(h) :] and t == seq[p] for p, (_, _, h, t) in enumerate(rows, start=1)
         )
         if not consistent:
-            raise ValidationError(f"{stem}.train.inter", f"user index {u}: the rows do not form one leave-one-out sequence")
+            raise ValidationError(
+                f"{stem}.train.inter",
+                f"user index {u}: the rows do not form one leave-one-out sequence",
+            )
         seqs[u] = seq
     return seqs
 
@@ -420,11 +524,24 @@ def _unisrec_meta(text_path: Path) -> pd.DataFrame | None:
                         category, _, brand = rest.partition(". ")
                     brand = brand.strip().removesuffix(".").strip() or None
                     break
-            rows.append({"item": asin, "title": title.strip() or None, "category": category, "brand": brand, "text": text})
+            rows.append(
+                {
+                    "item": asin,
+                    "title": title.strip() or None,
+                    "category": category,
+                    "brand": brand,
+                    "text": text,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def _load_unisrec(path: str | Path, gate: Gate | None, pseudonymiser: Pseudonymiser | None, event_weights: Mapping[str, float] | None) -> tuple[InteractionDataset, dict[int, list[int]], list[str]]:
+def _load_unisrec(
+    path: str | Path,
+    gate: Gate | None,
+    pseudonymiser: Pseudonymiser | None,
+    event_weights: Mapping[str, float] | None,
+) -> tuple[InteractionDataset, dict[int, list[int]], list[str]]:
     folder = Path(path).parent if Path(path).is_file() else Path(path)
     stem = _unisrec_stem(folder)
     item_keys = _read_index(folder / f"{stem}.item2index")
@@ -438,13 +555,26 @@ def _load_unisrec(path: str | Path, gate: Gate | None, pseudonymiser: Pseudonymi
         users += [user_keys[u]] * len(seq)
         its += [item_keys[i] for i in seq]
         pos += list(range(len(seq)))
-    frame = pd.DataFrame({"user": users, "item": its, "type": "purchase", "timestamp": SYNTHETIC_BASE_TS + np.asarray(pos, dtype=np.int64)})
+    frame = pd.DataFrame(
+        {
+            "user": users,
+            "item": its,
+            "type": "purchase",
+            "timestamp": SYNTHETIC_BASE_TS + np.asarray(pos, dtype=np.int64),
+        }
+    )
     meta = _unisrec_meta(folder / f"{stem}.text")
     ds = _gate_and_build(
-        f"amazon-{stem.lower()}", frame, np.arange(1, len(frame) + 1, dtype=np.int64), [],
-        gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights,
-        item_meta=meta, items=Vocabulary(item_keys),
-    )  # fmt: skip
+        f"amazon-{stem.lower()}",
+        frame,
+        np.arange(1, len(frame) + 1, dtype=np.int64),
+        [],
+        gate=gate,
+        pseudonymiser=pseudonymiser,
+        event_weights=event_weights,
+        item_meta=meta,
+        items=Vocabulary(item_keys),
+    )
     return ds, seqs, item_keys
 
 
@@ -495,7 +625,9 @@ def load_unisrec_split(
             and valid.item_idx.tolist() == [seqs[u][-2] for u in order]
         )
         if not ok:
-            raise ValidationError("path", "the rebuilt sequences do not reproduce the files' valid/test targets")
+            raise ValidationError(
+                "path", "the rebuilt sequences do not reproduce the files' valid/test targets"
+            )
     return train, valid, test
 
 
@@ -506,7 +638,9 @@ def _taobao_file(path: str | Path) -> Path:
         return p
     cands = sorted(p.glob("UserBehavior*.csv")) or sorted(p.glob("*.csv"))
     if not cands:
-        raise NotFoundError(f"no UserBehavior*.csv in {p}; expected Taobao UserBehavior rows user,item,category,behavior,timestamp")
+        raise NotFoundError(
+            f"no UserBehavior*.csv in {p}; expected Taobao UserBehavior rows user,item,category,behavior,timestamp"
+        )
     if len(cands) > 1:
         raise ValidationError("path", f"{len(cands)} csv files in {p}; pass the one to load")
     return cands[0]
@@ -527,7 +661,9 @@ def load_taobao_userbehavior(
     one `UserBehavior*.csv`.
     """
     file = _taobao_file(path)
-    raw = _read_delimited(file, ",", 5, ["user", "item", "category", "behavior", "timestamp"], encoding="utf-8")
+    raw = _read_delimited(
+        file, ",", 5, ["user", "item", "category", "behavior", "timestamp"], encoding="utf-8"
+    )
     f = raw.frame
     frame = pd.DataFrame(
         {
@@ -537,12 +673,20 @@ def load_taobao_userbehavior(
             "timestamp": pd.to_numeric(f["timestamp"], errors="coerce"),
         }
     )
-    meta = pd.DataFrame({"item": f["item"].astype(str), "category": f["category"].astype(str)}).drop_duplicates("item")
+    meta = pd.DataFrame(
+        {"item": f["item"].astype(str), "category": f["category"].astype(str)}
+    ).drop_duplicates("item")
     return _gate_and_build(
-        "taobao-userbehavior", frame, raw.lines, raw.bad,
-        gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights,
-        item_meta=meta, restrict_meta_to_events=True,
-    )  # fmt: skip
+        "taobao-userbehavior",
+        frame,
+        raw.lines,
+        raw.bad,
+        gate=gate,
+        pseudonymiser=pseudonymiser,
+        event_weights=event_weights,
+        item_meta=meta,
+        restrict_meta_to_events=True,
+    )
 
 
 # ---- detection -----------------------------------------------------------------------------
@@ -598,4 +742,6 @@ def load_dataset(
     event_weights: Mapping[str, float] | None = None,
 ) -> InteractionDataset:
     """Load any supported dataset, detecting its format from the folder contents (see `detect_format`)."""
-    return LOADERS[detect_format(path)](path, gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights)
+    return LOADERS[detect_format(path)](
+        path, gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights
+    )

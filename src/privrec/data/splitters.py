@@ -32,7 +32,10 @@ __all__ = [
 def _check_ratio(ratio: float) -> float:
     ratio = float(ratio)
     if not 0.0 < ratio < 1.0:
-        raise ValidationError("ratio", f"{ratio} is not strictly between 0 and 1; give the training fraction, e.g. 0.75")
+        raise ValidationError(
+            "ratio",
+            f"{ratio} is not strictly between 0 and 1; give the training fraction, e.g. 0.75",
+        )
     return ratio
 
 
@@ -129,7 +132,9 @@ def stratified_split(
             shuffled = np.empty_like(pos)
             for m in np.unique(n):
                 perm = np.random.RandomState(seed).permutation(int(m))
-                inverse = np.argsort(perm)  # original position p sits at shuffled position inverse[p]
+                inverse = np.argsort(
+                    perm
+                )  # original position p sits at shuffled position inverse[p]
                 sel = n == m
                 shuffled[sel] = inverse[pos[sel]]
             train_src = shuffled < k
@@ -146,7 +151,9 @@ def stratified_split(
     test_mask = np.zeros(ds.n_events, dtype=bool)
     train_mask[src[train_src]] = True
     test_mask[src[~train_src]] = True
-    return ds.subset(train_mask, name=f"{ds.name}:train"), ds.subset(test_mask, name=f"{ds.name}:test")
+    return ds.subset(train_mask, name=f"{ds.name}:train"), ds.subset(
+        test_mask, name=f"{ds.name}:test"
+    )
 
 
 # ---- temporal ------------------------------------------------------------------------------
@@ -203,7 +210,9 @@ def _last_positions(ds: InteractionDataset) -> tuple[np.ndarray, np.ndarray]:
     return after, counts[ds.user_idx]
 
 
-def leave_one_out(ds: InteractionDataset) -> tuple[InteractionDataset, InteractionDataset, InteractionDataset]:
+def leave_one_out(
+    ds: InteractionDataset,
+) -> tuple[InteractionDataset, InteractionDataset, InteractionDataset]:
     """Per user, the last event is test, the second to last validation, the rest train.
 
     Order is chronological: by timestamp, ties in source order (the dataset's own order). Users
@@ -243,14 +252,18 @@ def _user_folds(ds: InteractionDataset, k: int, seed: int) -> np.ndarray:
     if int(k) < 2:
         raise ValidationError("k", f"{k} folds is too few; give k >= 2")
     if ds.n_users < k:
-        raise ValidationError("k", f"{k} folds but only {ds.n_users} users; give k <= the number of users")
+        raise ValidationError(
+            "k", f"{k} folds but only {ds.n_users} users; give k <= the number of users"
+        )
     perm = np.random.default_rng(seed).permutation(ds.n_users)
     fold = np.empty(ds.n_users, dtype=np.int64)
     fold[perm] = np.arange(ds.n_users) % k  # fold sizes differ by at most one
     return fold
 
 
-def user_kfold(ds: InteractionDataset, k: int = 5, *, seed: int = 42) -> Iterator[tuple[InteractionDataset, InteractionDataset]]:
+def user_kfold(
+    ds: InteractionDataset, k: int = 5, *, seed: int = 42
+) -> Iterator[tuple[InteractionDataset, InteractionDataset]]:
     """Partition users into k folds (seeded); yield (train, test) with fold f's users as test.
 
     Test holds all events of the fold's users, train all events of the other users (strong
@@ -261,7 +274,10 @@ def user_kfold(ds: InteractionDataset, k: int = 5, *, seed: int = 42) -> Iterato
     ev_fold = fold[ds.user_idx]
     for f in range(k):
         test = ev_fold == f
-        yield ds.subset(~test, name=f"{ds.name}:fold{f}:train"), ds.subset(test, name=f"{ds.name}:fold{f}:test")
+        yield (
+            ds.subset(~test, name=f"{ds.name}:fold{f}:train"),
+            ds.subset(test, name=f"{ds.name}:fold{f}:test"),
+        )
 
 
 def user_kfold_holdout(
@@ -281,7 +297,9 @@ def user_kfold_holdout(
     (`order="random"`); a test user with a single event is all fold-in.
     """
     if not 0.0 < float(holdout_fraction) < 1.0:
-        raise ValidationError("holdout_fraction", f"{holdout_fraction} is not strictly between 0 and 1")
+        raise ValidationError(
+            "holdout_fraction", f"{holdout_fraction} is not strictly between 0 and 1"
+        )
     if order not in ("time", "random"):
         raise ValidationError("order", f"{order!r} is not 'time' or 'random'")
     fold = _user_folds(ds, k, seed)
@@ -333,7 +351,11 @@ def validation_split(
     if protocol == "leave_one_out":
         after, n = _last_positions(train)
         valid = (n >= 2) & (after == 0)
-        return train.subset(~valid, name=f"{train.name}:subtrain"), train.subset(valid, name=f"{train.name}:valid")
+        return train.subset(~valid, name=f"{train.name}:subtrain"), train.subset(
+            valid, name=f"{train.name}:valid"
+        )
     if protocol == "temporal":
         return temporal_split(train, ratio)
-    raise ValidationError("protocol", f"{protocol!r} is not 'stratified', 'leave_one_out' or 'temporal'")
+    raise ValidationError(
+        "protocol", f"{protocol!r} is not 'stratified', 'leave_one_out' or 'temporal'"
+    )

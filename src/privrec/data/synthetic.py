@@ -24,6 +24,7 @@ Same arguments, same output (numpy Generators seeded from `seed`); the catalogue
 from __future__ import annotations
 
 from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -39,40 +40,290 @@ SPAN_DAYS = 90
 
 # category path -> (product nouns, variants, median price, log-price sigma)
 _CATEGORIES: dict[str, tuple[list[str], list[str], float, float]] = {
-    "Grocery > Tea": (["Green Tea", "Black Tea", "Chamomile Tea", "Earl Grey Tea", "Matcha Powder", "Oolong Tea", "Peppermint Tea", "Rooibos Tea"], ["100g", "250g", "20 Bags", "50 Bags", "500g"], 7.0, 0.45),
-    "Grocery > Coffee": (["Ground Coffee", "Whole Bean Coffee", "Espresso Beans", "Instant Coffee", "Cold Brew Blend", "Decaf Coffee"], ["250g", "500g", "1kg", "10 Pods", "30 Pods"], 11.0, 0.45),
-    "Grocery > Snacks": (["Almonds", "Trail Mix", "Dark Chocolate Bar", "Granola", "Rice Crackers", "Protein Bar", "Dried Mango"], ["100g", "200g", "Pack of 6", "Pack of 12", "500g"], 5.0, 0.5),
-    "Grocery > Pantry": (["Olive Oil", "Pasta Sauce", "Basmati Rice", "Honey", "Maple Syrup", "Peanut Butter", "Balsamic Vinegar"], ["250ml", "500ml", "1L", "340g", "1kg"], 8.0, 0.5),
-    "Beauty > Skincare": (["Face Cream", "Cleanser", "Serum", "Sunscreen SPF 50", "Night Cream", "Eye Gel", "Face Mask"], ["30ml", "50ml", "100ml", "150ml", "Travel Size"], 18.0, 0.6),
-    "Beauty > Hair Care": (["Shampoo", "Conditioner", "Hair Oil", "Styling Gel", "Hair Mask", "Dry Shampoo"], ["200ml", "300ml", "500ml", "Duo Pack"], 10.0, 0.5),
-    "Beauty > Makeup": (["Lipstick", "Mascara", "Foundation", "Eyeliner", "Blush", "Nail Polish", "Concealer"], ["Ruby", "Nude", "Coral", "Plum", "Black", "Ivory", "Sand"], 12.0, 0.55),
-    "Home > Kitchen": (["Chef Knife", "Frying Pan", "Cutting Board", "Mixing Bowl Set", "French Press", "Kettle", "Spice Rack", "Baking Tray"], ["20cm", "24cm", "28cm", "Set of 3", "1.7L", "Large"], 30.0, 0.6),
-    "Home > Bedding": (["Duvet Cover", "Pillow", "Fitted Sheet", "Throw Blanket", "Mattress Topper", "Pillowcase Set"], ["Single", "Double", "King", "Queen", "Set of 2"], 40.0, 0.55),
-    "Home > Decor": (["Scented Candle", "Picture Frame", "Table Lamp", "Wall Clock", "Vase", "Cushion Cover", "Plant Pot"], ["Small", "Medium", "Large", "Set of 2", "White", "Grey", "Sage"], 22.0, 0.6),
-    "Electronics > Audio": (["Wireless Earbuds", "Bluetooth Speaker", "Over-Ear Headphones", "Soundbar", "Portable Radio"], ["Black", "White", "Navy", "Gen 2", "Mini"], 60.0, 0.7),
-    "Electronics > Phone Accessories": (["Phone Case", "USB-C Cable", "Wireless Charger", "Power Bank", "Screen Protector", "Car Mount"], ["1m", "2m", "10000mAh", "20000mAh", "Clear", "Black", "2-Pack"], 15.0, 0.55),
-    "Electronics > Computer Accessories": (["Wireless Mouse", "Mechanical Keyboard", "USB Hub", "Laptop Stand", "Webcam", "Monitor Light"], ["Black", "Silver", "Compact", "Full Size", "1080p", "4K"], 35.0, 0.6),
-    "Sports > Fitness": (["Yoga Mat", "Dumbbell Set", "Resistance Bands", "Kettlebell", "Foam Roller", "Jump Rope"], ["4mm", "6mm", "5kg", "10kg", "Set of 5", "Light", "Heavy"], 25.0, 0.6),
-    "Sports > Outdoor": (["Hiking Backpack", "Water Bottle", "Camping Lantern", "Trekking Poles", "Sleeping Bag", "Rain Jacket"], ["20L", "35L", "750ml", "1L", "3-Season", "M", "L"], 35.0, 0.7),
-    "Fashion > Shoes": (["Running Shoes", "Sneakers", "Hiking Boots", "Slippers", "Sandals", "Loafers"], ["Size 38", "Size 40", "Size 42", "Size 44", "Black", "White"], 55.0, 0.5),
-    "Fashion > Bags": (["Tote Bag", "Backpack", "Crossbody Bag", "Wallet", "Duffel Bag", "Laptop Sleeve"], ["Black", "Tan", "Olive", "Navy", "Canvas", "Leather"], 35.0, 0.6),
-    "Toys > Board Games": (["Strategy Game", "Party Game", "Jigsaw Puzzle", "Card Game", "Family Quiz Game"], ["Classic Edition", "Travel Edition", "Deluxe Edition", "1000 Pieces"], 25.0, 0.45),
-    "Toys > Building Sets": (["Building Blocks", "Construction Set", "Marble Run", "Robot Kit", "Castle Set"], ["100 Pieces", "250 Pieces", "500 Pieces", "Starter", "Advanced"], 30.0, 0.6),
-    "Pets > Dog Supplies": (["Dog Food", "Chew Toy", "Dog Bed", "Leash", "Dog Treats", "Grooming Brush"], ["2kg", "5kg", "Small", "Medium", "Large", "Pack of 3"], 20.0, 0.6),
-    "Pets > Cat Supplies": (["Cat Food", "Cat Litter", "Scratching Post", "Cat Toy Set", "Cat Treats", "Cat Bed"], ["1.5kg", "4kg", "10L", "Small", "Large", "Pack of 6"], 15.0, 0.6),
-}  # fmt: skip
+    "Grocery > Tea": (
+        [
+            "Green Tea",
+            "Black Tea",
+            "Chamomile Tea",
+            "Earl Grey Tea",
+            "Matcha Powder",
+            "Oolong Tea",
+            "Peppermint Tea",
+            "Rooibos Tea",
+        ],
+        ["100g", "250g", "20 Bags", "50 Bags", "500g"],
+        7.0,
+        0.45,
+    ),
+    "Grocery > Coffee": (
+        [
+            "Ground Coffee",
+            "Whole Bean Coffee",
+            "Espresso Beans",
+            "Instant Coffee",
+            "Cold Brew Blend",
+            "Decaf Coffee",
+        ],
+        ["250g", "500g", "1kg", "10 Pods", "30 Pods"],
+        11.0,
+        0.45,
+    ),
+    "Grocery > Snacks": (
+        [
+            "Almonds",
+            "Trail Mix",
+            "Dark Chocolate Bar",
+            "Granola",
+            "Rice Crackers",
+            "Protein Bar",
+            "Dried Mango",
+        ],
+        ["100g", "200g", "Pack of 6", "Pack of 12", "500g"],
+        5.0,
+        0.5,
+    ),
+    "Grocery > Pantry": (
+        [
+            "Olive Oil",
+            "Pasta Sauce",
+            "Basmati Rice",
+            "Honey",
+            "Maple Syrup",
+            "Peanut Butter",
+            "Balsamic Vinegar",
+        ],
+        ["250ml", "500ml", "1L", "340g", "1kg"],
+        8.0,
+        0.5,
+    ),
+    "Beauty > Skincare": (
+        [
+            "Face Cream",
+            "Cleanser",
+            "Serum",
+            "Sunscreen SPF 50",
+            "Night Cream",
+            "Eye Gel",
+            "Face Mask",
+        ],
+        ["30ml", "50ml", "100ml", "150ml", "Travel Size"],
+        18.0,
+        0.6,
+    ),
+    "Beauty > Hair Care": (
+        ["Shampoo", "Conditioner", "Hair Oil", "Styling Gel", "Hair Mask", "Dry Shampoo"],
+        ["200ml", "300ml", "500ml", "Duo Pack"],
+        10.0,
+        0.5,
+    ),
+    "Beauty > Makeup": (
+        ["Lipstick", "Mascara", "Foundation", "Eyeliner", "Blush", "Nail Polish", "Concealer"],
+        ["Ruby", "Nude", "Coral", "Plum", "Black", "Ivory", "Sand"],
+        12.0,
+        0.55,
+    ),
+    "Home > Kitchen": (
+        [
+            "Chef Knife",
+            "Frying Pan",
+            "Cutting Board",
+            "Mixing Bowl Set",
+            "French Press",
+            "Kettle",
+            "Spice Rack",
+            "Baking Tray",
+        ],
+        ["20cm", "24cm", "28cm", "Set of 3", "1.7L", "Large"],
+        30.0,
+        0.6,
+    ),
+    "Home > Bedding": (
+        [
+            "Duvet Cover",
+            "Pillow",
+            "Fitted Sheet",
+            "Throw Blanket",
+            "Mattress Topper",
+            "Pillowcase Set",
+        ],
+        ["Single", "Double", "King", "Queen", "Set of 2"],
+        40.0,
+        0.55,
+    ),
+    "Home > Decor": (
+        [
+            "Scented Candle",
+            "Picture Frame",
+            "Table Lamp",
+            "Wall Clock",
+            "Vase",
+            "Cushion Cover",
+            "Plant Pot",
+        ],
+        ["Small", "Medium", "Large", "Set of 2", "White", "Grey", "Sage"],
+        22.0,
+        0.6,
+    ),
+    "Electronics > Audio": (
+        [
+            "Wireless Earbuds",
+            "Bluetooth Speaker",
+            "Over-Ear Headphones",
+            "Soundbar",
+            "Portable Radio",
+        ],
+        ["Black", "White", "Navy", "Gen 2", "Mini"],
+        60.0,
+        0.7,
+    ),
+    "Electronics > Phone Accessories": (
+        [
+            "Phone Case",
+            "USB-C Cable",
+            "Wireless Charger",
+            "Power Bank",
+            "Screen Protector",
+            "Car Mount",
+        ],
+        ["1m", "2m", "10000mAh", "20000mAh", "Clear", "Black", "2-Pack"],
+        15.0,
+        0.55,
+    ),
+    "Electronics > Computer Accessories": (
+        [
+            "Wireless Mouse",
+            "Mechanical Keyboard",
+            "USB Hub",
+            "Laptop Stand",
+            "Webcam",
+            "Monitor Light",
+        ],
+        ["Black", "Silver", "Compact", "Full Size", "1080p", "4K"],
+        35.0,
+        0.6,
+    ),
+    "Sports > Fitness": (
+        ["Yoga Mat", "Dumbbell Set", "Resistance Bands", "Kettlebell", "Foam Roller", "Jump Rope"],
+        ["4mm", "6mm", "5kg", "10kg", "Set of 5", "Light", "Heavy"],
+        25.0,
+        0.6,
+    ),
+    "Sports > Outdoor": (
+        [
+            "Hiking Backpack",
+            "Water Bottle",
+            "Camping Lantern",
+            "Trekking Poles",
+            "Sleeping Bag",
+            "Rain Jacket",
+        ],
+        ["20L", "35L", "750ml", "1L", "3-Season", "M", "L"],
+        35.0,
+        0.7,
+    ),
+    "Fashion > Shoes": (
+        ["Running Shoes", "Sneakers", "Hiking Boots", "Slippers", "Sandals", "Loafers"],
+        ["Size 38", "Size 40", "Size 42", "Size 44", "Black", "White"],
+        55.0,
+        0.5,
+    ),
+    "Fashion > Bags": (
+        ["Tote Bag", "Backpack", "Crossbody Bag", "Wallet", "Duffel Bag", "Laptop Sleeve"],
+        ["Black", "Tan", "Olive", "Navy", "Canvas", "Leather"],
+        35.0,
+        0.6,
+    ),
+    "Toys > Board Games": (
+        ["Strategy Game", "Party Game", "Jigsaw Puzzle", "Card Game", "Family Quiz Game"],
+        ["Classic Edition", "Travel Edition", "Deluxe Edition", "1000 Pieces"],
+        25.0,
+        0.45,
+    ),
+    "Toys > Building Sets": (
+        ["Building Blocks", "Construction Set", "Marble Run", "Robot Kit", "Castle Set"],
+        ["100 Pieces", "250 Pieces", "500 Pieces", "Starter", "Advanced"],
+        30.0,
+        0.6,
+    ),
+    "Pets > Dog Supplies": (
+        ["Dog Food", "Chew Toy", "Dog Bed", "Leash", "Dog Treats", "Grooming Brush"],
+        ["2kg", "5kg", "Small", "Medium", "Large", "Pack of 3"],
+        20.0,
+        0.6,
+    ),
+    "Pets > Cat Supplies": (
+        ["Cat Food", "Cat Litter", "Scratching Post", "Cat Toy Set", "Cat Treats", "Cat Bed"],
+        ["1.5kg", "4kg", "10L", "Small", "Large", "Pack of 6"],
+        15.0,
+        0.6,
+    ),
+}
 
 _ADJECTIVES: dict[str, list[str]] = {
-    "Grocery": ["Organic", "Fair Trade", "Premium", "Classic", "Everyday", "Artisan", "Wholesome", "Single Origin"],
-    "Beauty": ["Hydrating", "Gentle", "Radiant", "Nourishing", "Sensitive", "Natural", "Vitamin C", "Matte"],
+    "Grocery": [
+        "Organic",
+        "Fair Trade",
+        "Premium",
+        "Classic",
+        "Everyday",
+        "Artisan",
+        "Wholesome",
+        "Single Origin",
+    ],
+    "Beauty": [
+        "Hydrating",
+        "Gentle",
+        "Radiant",
+        "Nourishing",
+        "Sensitive",
+        "Natural",
+        "Vitamin C",
+        "Matte",
+    ],
     "Home": ["Classic", "Modern", "Nordic", "Rustic", "Soft", "Premium", "Minimalist", "Cosy"],
-    "Electronics": ["Wireless", "Pro", "Ultra", "Compact", "Fast", "Smart", "Noise-Cancelling", "Slim"],
-    "Sports": ["Pro", "Lightweight", "Eco", "Durable", "Non-Slip", "Performance", "Trail", "All-Weather"],
-    "Fashion": ["Classic", "Urban", "Vegan Leather", "Canvas", "Everyday", "Lightweight", "Retro", "Waterproof"],
+    "Electronics": [
+        "Wireless",
+        "Pro",
+        "Ultra",
+        "Compact",
+        "Fast",
+        "Smart",
+        "Noise-Cancelling",
+        "Slim",
+    ],
+    "Sports": [
+        "Pro",
+        "Lightweight",
+        "Eco",
+        "Durable",
+        "Non-Slip",
+        "Performance",
+        "Trail",
+        "All-Weather",
+    ],
+    "Fashion": [
+        "Classic",
+        "Urban",
+        "Vegan Leather",
+        "Canvas",
+        "Everyday",
+        "Lightweight",
+        "Retro",
+        "Waterproof",
+    ],
     "Toys": ["Classic", "Junior", "Creative", "Deluxe", "Explorer", "Family", "Mini", "Magnetic"],
     "Pets": ["Grain-Free", "Natural", "Durable", "Cosy", "Premium", "Playful", "Senior", "Puppy"],
 }
-_PREMIUM_WORDS = {"Premium", "Pro", "Ultra", "Deluxe", "Artisan", "Single Origin", "Noise-Cancelling", "Vegan Leather"}
+_PREMIUM_WORDS = {
+    "Premium",
+    "Pro",
+    "Ultra",
+    "Deluxe",
+    "Artisan",
+    "Single Origin",
+    "Noise-Cancelling",
+    "Vegan Leather",
+}
 
 _BRANDS: dict[str, list[str]] = {
     "Grocery": ["Lumen", "Verdant", "Alpenhof", "Golden Hive", "Maple & Moss", "Harvest Table"],
@@ -95,7 +346,9 @@ def _price(p: float) -> float:
     return float(max(0.99, np.floor(p) + 0.99))
 
 
-def _catalogue(n_items: int, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _catalogue(
+    n_items: int, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     cats = list(_CATEGORIES)
     # Category sizes are uneven (a few big ones), like a real shop.
     cat_w = rng.dirichlet(np.full(len(cats), 3.0))
@@ -125,7 +378,11 @@ def _catalogue(n_items: int, rng: np.random.Generator) -> tuple[pd.DataFrame, di
             if title not in seen:
                 break
         seen.add(title)
-        rel = brand_premium[brand_id[brand]] + (0.3 if adj in _PREMIUM_WORDS else 0.0) + rng.normal(0.0, sigma * 0.6)
+        rel = (
+            brand_premium[brand_id[brand]]
+            + (0.3 if adj in _PREMIUM_WORDS else 0.0)
+            + rng.normal(0.0, sigma * 0.6)
+        )
         price = _price(median * float(np.exp(rel)))
         brand_of[i] = brand_id[brand]
         log_rel_price[i] = np.log(price / median)
@@ -157,7 +414,9 @@ def _catalogue(n_items: int, rng: np.random.Generator) -> tuple[pd.DataFrame, di
         "in_stock": catalogue["in_stock"].to_numpy(bool),
         "n_cats": np.array(len(cats)),
         "n_brands": np.array(len(brands)),
-        "brand_dept": np.array([next((d for d, bs in _BRANDS.items() if b in bs), "*") for b in brands], dtype=object),
+        "brand_dept": np.array(
+            [next((d for d, bs in _BRANDS.items() if b in bs), "*") for b in brands], dtype=object
+        ),
         "cat_dept": np.array([c.split(" > ")[0] for c in cats], dtype=object),
     }
     return catalogue, hidden
@@ -177,7 +436,9 @@ def _query(rng: np.random.Generator, brand: str, adj: str, noun: str, variant: s
     return q.lower()
 
 
-def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_shop(
+    n_items: int = 3000, n_users: int = 3000, seed: int = 7
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate a demo shop's raw event log and catalogue.
 
     Args:
@@ -199,7 +460,9 @@ def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tu
 
     cat_of, brand_of = h["cat"], h["brand"]
     n_cats, n_brands = int(h["n_cats"]), int(h["n_brands"])
-    starts = np.searchsorted(cat_of, np.arange(n_cats + 1))  # items of category c: [starts[c], starts[c+1])
+    starts = np.searchsorted(
+        cat_of, np.arange(n_cats + 1)
+    )  # items of category c: [starts[c], starts[c+1])
     nonempty = np.diff(starts) > 0
     cat_size = np.diff(starts).astype(np.float64)
     brands = sorted({b for bs in _BRANDS.values() for b in bs} | {_HOUSE_BRAND})
@@ -207,7 +470,9 @@ def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tu
 
     in_stock = h["in_stock"]
     cat_total = np.where(nonempty, cat_size, 0.0) / cat_size.sum()
-    parts: list[tuple[np.ndarray, ...]] = []  # per user: (user, item, type code, ts, session, query)
+    parts: list[
+        tuple[np.ndarray, ...]
+    ] = []  # per user: (user, item, type code, ts, session, query)
     session_no = 0
     for u in range(n_users):
         # Tastes: favourite categories (big ones more often), brands, price level, style.
@@ -217,8 +482,14 @@ def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tu
         cat_pref[fav] += rng.dirichlet(np.ones(len(fav))) * 0.9
         cat_pref /= cat_pref.sum()
         fav_depts = set(h["cat_dept"][fav])
-        brand_pool = [b for b in range(n_brands) if h["brand_dept"][b] in fav_depts or h["brand_dept"][b] == "*"]
-        fav_brands = rng.choice(brand_pool, size=min(len(brand_pool), int(rng.integers(1, 4))), replace=False)
+        brand_pool = [
+            b
+            for b in range(n_brands)
+            if h["brand_dept"][b] in fav_depts or h["brand_dept"][b] == "*"
+        ]
+        fav_brands = rng.choice(
+            brand_pool, size=min(len(brand_pool), int(rng.integers(1, 4))), replace=False
+        )
         brand_bonus = np.zeros(n_brands)
         brand_bonus[fav_brands] = 1.2
         price_level = rng.normal(0.0, 0.4)
@@ -250,7 +521,9 @@ def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tu
         vc[wander] = rng.choice(n_cats, size=int(wander.sum()), p=cat_pref)
         lo = np.where(starts[vc] > 0, cum[np.maximum(starts[vc] - 1, 0)], 0.0)
         hi = cum[starts[vc + 1] - 1]
-        items = np.minimum(np.searchsorted(cum, lo + rng.random(n_v) * (hi - lo), side="right"), starts[vc + 1] - 1)
+        items = np.minimum(
+            np.searchsorted(cum, lo + rng.random(n_v) * (hi - lo), side="right"), starts[vc + 1] - 1
+        )
 
         # Times: an optional search opens the session, then views 5 s + Exp(40 s) apart.
         has_search = rng.random(n_sess) < 0.3
@@ -275,7 +548,8 @@ def generate_shop(n_items: int = 3000, n_users: int = 3000, seed: int = 7) -> tu
         s_idx = np.nonzero(has_search)[0]
         s_items = items[first[s_idx]]
         queries = [
-            _query(rng, brands[brand_of[i]], h["adj"][i], h["noun"][i], h["variant"][i]) for i in s_items.tolist()
+            _query(rng, brands[brand_of[i]], h["adj"][i], h["noun"][i], h["variant"][i])
+            for i in s_items.tolist()
         ]
         ev_item = np.concatenate([s_items, items, items[cart], items[fav_ev], items[buy]])
         ev_type = np.concatenate(
@@ -327,5 +601,10 @@ def generate_shop_dataset(
     """
     events, catalogue = generate_shop(n_items, n_users, seed)
     return dataset_from_raw_events(
-        events, name=f"demo-shop-{seed}", gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights, item_meta=catalogue
+        events,
+        name=f"demo-shop-{seed}",
+        gate=gate,
+        pseudonymiser=pseudonymiser,
+        event_weights=event_weights,
+        item_meta=catalogue,
     )

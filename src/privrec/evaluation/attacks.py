@@ -34,7 +34,15 @@ from privrec.core.types import EVENT_CODE
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
 
-__all__ = ["ATTACKS", "AttackKind", "PoisonedDataset", "choose_targets", "inject_attack", "item_popularity", "with_users"]
+__all__ = [
+    "ATTACKS",
+    "AttackKind",
+    "PoisonedDataset",
+    "choose_targets",
+    "inject_attack",
+    "item_popularity",
+    "with_users",
+]
 
 AttackKind = Literal["random", "average", "bandwagon", "segment"]
 ATTACKS: tuple[AttackKind, ...] = ("random", "average", "bandwagon", "segment")
@@ -83,7 +91,13 @@ def choose_targets(ds: InteractionDataset, n_targets: int = 5, *, seed: int = 0)
     return np.sort(rng.choice(pool, size=min(n_targets, pool.size), replace=False)).astype(np.int64)
 
 
-def _segment_items(ds: InteractionDataset, targets: np.ndarray, size: int, pop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _segment_items(
+    ds: InteractionDataset,
+    targets: np.ndarray,
+    size: int,
+    pop: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Popular items of the first target's category, or items co-consumed with a popular anchor."""
     cat = ds.item_meta["category"].to_numpy(dtype=object) if "category" in ds.item_meta else None
     exclude = set(targets.tolist())
@@ -134,7 +148,11 @@ def inject_attack(
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction: {fraction} is not in (0, 1]")
     rng = np.random.default_rng(seed)
-    targets = choose_targets(ds, n_targets, seed=seed) if targets is None else np.asarray(targets, dtype=np.int64)
+    targets = (
+        choose_targets(ds, n_targets, seed=seed)
+        if targets is None
+        else np.asarray(targets, dtype=np.int64)
+    )
     n_fake = max(1, int(round(fraction * ds.n_users)))
     pop = item_popularity(ds)
     m = ds.matrix(binary=True)
@@ -146,7 +164,12 @@ def inject_attack(
 
     selected = np.empty(0, np.int64)
     if kind == "bandwagon":
-        selected = np.array([i for i in np.argsort(-pop, kind="stable") if i not in set(targets.tolist())][:selected_size], np.int64)
+        selected = np.array(
+            [i for i in np.argsort(-pop, kind="stable") if i not in set(targets.tolist())][
+                :selected_size
+            ],
+            np.int64,
+        )
     elif kind == "segment":
         selected = _segment_items(ds, targets, selected_size, pop, rng)
 
@@ -161,7 +184,11 @@ def inject_attack(
     item_n = np.bincount(ds.item_idx[finite], minlength=ds.n_items)
     with np.errstate(invalid="ignore", divide="ignore"):
         item_mean = np.where(item_n > 0, item_sum / np.maximum(item_n, 1), g_mean)
-        item_std = np.sqrt(np.maximum(np.where(item_n > 1, item_sq / np.maximum(item_n, 1) - item_mean**2, g_std**2), 0.0))
+        item_std = np.sqrt(
+            np.maximum(
+                np.where(item_n > 1, item_sq / np.maximum(item_n, 1) - item_mean**2, g_std**2), 0.0
+            )
+        )
 
     # the fakes' event type: the dataset's most common one (ratings for MovieLens, purchases for Amazon)
     etype = int(np.bincount(ds.event_type).argmax()) if ds.n_events else EVENT_CODE["view"]
@@ -182,7 +209,9 @@ def inject_attack(
     for f in range(n_fake):
         n_fill = min(filler_size, free.size)
         if kind == "average" and p_avg is not None:
-            filler = rng.choice(ds.n_items, size=min(n_fill, int(np.count_nonzero(p_avg))), replace=False, p=p_avg)
+            filler = rng.choice(
+                ds.n_items, size=min(n_fill, int(np.count_nonzero(p_avg))), replace=False, p=p_avg
+            )
         else:
             filler = rng.choice(free, size=n_fill, replace=False)
         prof = np.concatenate([targets, selected, filler]).astype(np.int64)

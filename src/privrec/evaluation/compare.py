@@ -83,7 +83,13 @@ def compare_models(
         else:
             raise ValueError("protocol must be 'ranking' or 'loo'")
         results.append(
-            ModelResult.from_eval(spec.display, res, train_seconds=fit_s, params=dict(spec.params), privacy=model.privacy)
+            ModelResult.from_eval(
+                spec.display,
+                res,
+                train_seconds=fit_s,
+                params=dict(spec.params),
+                privacy=model.privacy,
+            )
         )
         fitted[spec.display] = model
     return results, fitted

@@ -58,7 +58,9 @@ def _degsim(x: sp.csr_matrix, k: int, batch: int = 1024) -> np.ndarray:
     """Mean cosine similarity of each row to its k most similar other rows."""
     n = x.shape[0]
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    xn = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x, dtype=np.float32)  # float32: a batch is batch x n_users dense
+    xn = sp.csr_matrix(
+        sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x, dtype=np.float32
+    )  # float32: a batch is batch x n_users dense
     xt = xn.T.tocsr()
     out = np.zeros(n)
     kk = min(k, n - 1)
@@ -97,9 +99,13 @@ def profile_features(ds: InteractionDataset, *, k: int = 10) -> pd.DataFrame:
         r = np.where(finite, ds.rating, 0.0).astype(np.float64)
         n_r = np.bincount(ds.item_idx[finite], minlength=ds.n_items)
         mean_r = np.bincount(ds.item_idx, weights=r, minlength=ds.n_items) / np.maximum(n_r, 1)
-        dev = np.where(finite, np.abs(r - mean_r[ds.item_idx]) / np.maximum(n_r[ds.item_idx], 1), 0.0)
+        dev = np.where(
+            finite, np.abs(r - mean_r[ds.item_idx]) / np.maximum(n_r[ds.item_idx], 1), 0.0
+        )
         cnt = np.bincount(ds.user_idx[finite], minlength=n_users)
-        feats["rdma"] = np.bincount(ds.user_idx, weights=dev, minlength=n_users) / np.maximum(cnt, 1)
+        feats["rdma"] = np.bincount(ds.user_idx, weights=dev, minlength=n_users) / np.maximum(
+            cnt, 1
+        )
     # rate / volume: events sorted by (user, ts), so a per-user 60 s window is one searchsorted
     off = ds.user_offsets()
     per_min = np.zeros(n_users)
@@ -108,7 +114,9 @@ def profile_features(ds: InteractionDataset, *, k: int = 10) -> pd.DataFrame:
         key = ds.user_idx.astype(np.float64) * 1e12 + (ds.ts - ds.ts.min())
         first = np.searchsorted(key, key - 60.0, side="left")
         in_window = np.arange(ds.n_events) - first + 1
-        per_min = np.maximum.reduceat(np.r_[in_window, 0], np.minimum(off[:-1], ds.n_events))[:n_users].astype(np.float64)
+        per_min = np.maximum.reduceat(np.r_[in_window, 0], np.minimum(off[:-1], ds.n_events))[
+            :n_users
+        ].astype(np.float64)
         per_min[np.diff(off) == 0] = 0.0
         span_days = np.zeros(n_users)
         has = np.diff(off) > 0
@@ -156,7 +164,12 @@ def detect_fake_profiles(
     if not 0.0 < candidate_share <= 1.0:
         raise ValueError(f"candidate_share: {candidate_share} is not in (0, 1]")
     feats = profile_features(ds, k=k)
-    z = np.column_stack([np.clip(np.abs(_robust_z(feats[c].to_numpy(np.float64))), 0.0, 10.0) for c in feats.columns])
+    z = np.column_stack(
+        [
+            np.clip(np.abs(_robust_z(feats[c].to_numpy(np.float64))), 0.0, 10.0)
+            for c in feats.columns
+        ]
+    )
     scores = z.sum(axis=1)
     x = ds.matrix(binary=True)
     active = np.diff(x.indptr) > 0
@@ -165,7 +178,11 @@ def detect_fake_profiles(
     cand = np.zeros(ds.n_users, bool)
     cand[np.argsort(-scores, kind="stable")[:n_cand]] = True
     deg = np.bincount(x.indices, minlength=ds.n_items)
-    cand_deg = np.bincount(x[cand].indices, minlength=ds.n_items) if cand.any() else np.zeros(ds.n_items, np.int64)
+    cand_deg = (
+        np.bincount(x[cand].indices, minlength=ds.n_items)
+        if cand.any()
+        else np.zeros(ds.n_items, np.int64)
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         purity = np.where(deg > 0, cand_deg / np.maximum(deg, 1), 0.0)
     # a pushed item needs many fakes, so among the items mostly held by candidates, its candidate
@@ -191,7 +208,11 @@ def detect_fake_profiles(
     suspects = np.flatnonzero(suspects)
     # fakes push the targets together, so they hold most of them; a real shopper rarely does
     need = max(1, int(np.ceil(0.5 * suspects.size)))
-    holds = np.asarray(x[:, suspects].sum(axis=1)).ravel() >= need if suspects.size else np.zeros(ds.n_users, bool)
+    holds = (
+        np.asarray(x[:, suspects].sum(axis=1)).ravel() >= need
+        if suspects.size
+        else np.zeros(ds.n_users, bool)
+    )
     flagged = np.flatnonzero(cand & holds).astype(np.int64)
     return DetectionResult(flagged, scores, suspects.astype(np.int64), feats)
 

@@ -170,7 +170,9 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _self_rank_features(model: Recommender, query: sp.csr_matrix, held: sp.csr_matrix, pub: _Public, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _self_rank_features(
+    model: Recommender, query: sp.csr_matrix, held: sp.csr_matrix, pub: _Public, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: mean log(1 + rank) of the held items under the model and under popularity, and hits@k."""
     s = np.asarray(model.score_matrix(query), dtype=np.float64)
     s = np.nan_to_num(s, nan=-np.inf)
@@ -186,7 +188,15 @@ def _self_rank_features(model: Recommender, query: sp.csr_matrix, held: sp.csr_m
     return mean(lr_model), mean(lr_pop), mean(hits)
 
 
-def user_features(model: Recommender, histories: sp.csr_matrix, pub: _Public, *, k: int = 20, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+def user_features(
+    model: Recommender,
+    histories: sp.csr_matrix,
+    pub: _Public,
+    *,
+    k: int = 20,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> np.ndarray:
     """The attack features (one row per history row) against `model` (see the module docstring)."""
     out = []
     a_all, b_all = _halves(histories, seed)
@@ -200,7 +210,12 @@ def user_features(model: Recommender, histories: sp.csr_matrix, pub: _Public, *,
         kk = min(k, s.shape[1])
         recs = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         cnt = np.maximum(np.diff(h.indptr), 1)[:, None]
-        hist_centroid = np.asarray(sp.csr_matrix((np.ones(h.nnz), h.indices, h.indptr), shape=h.shape) @ pub.embeddings) / cnt
+        hist_centroid = (
+            np.asarray(
+                sp.csr_matrix((np.ones(h.nnz), h.indices, h.indptr), shape=h.shape) @ pub.embeddings
+            )
+            / cnt
+        )
         rec_centroid = pub.embeddings[recs].mean(axis=1)
         diff = hist_centroid - rec_centroid
         nh = np.linalg.norm(hist_centroid, axis=1)
@@ -210,7 +225,18 @@ def user_features(model: Recommender, histories: sp.csr_matrix, pub: _Public, *,
         m_ba, p_ba, hit_ba = _self_rank_features(model, b, a, pub, kk)
         lm, lp = (m_ab + m_ba) / 2, (p_ab + p_ba) / 2
         recs_pop = np.log1p(pub.pop_rank[recs]).mean(axis=1)
-        fixed = np.column_stack([cos, np.linalg.norm(diff, axis=1), lm, lp, lp - lm, (hit_ab + hit_ba) / 2, recs_pop, np.log(cnt[:, 0])])
+        fixed = np.column_stack(
+            [
+                cos,
+                np.linalg.norm(diff, axis=1),
+                lm,
+                lp,
+                lp - lm,
+                (hit_ab + hit_ba) / 2,
+                recs_pop,
+                np.log(cnt[:, 0]),
+            ]
+        )
         out.append(np.hstack([fixed, diff]))
     return np.vstack(out) if out else np.zeros((0, len(FEATURES_FIXED)))
 
@@ -227,11 +253,15 @@ def _classifier(kind: str, seed: int) -> Any:
     if kind == "gbm":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return HistGradientBoostingClassifier(max_depth=3, learning_rate=0.05, max_iter=200, random_state=seed)
+        return HistGradientBoostingClassifier(
+            max_depth=3, learning_rate=0.05, max_iter=200, random_state=seed
+        )
     raise ValueError(f"classifier: {kind!r} is not 'logistic' or 'gbm'")
 
 
-def _train_on(factory: Callable[[], Recommender], dataset: InteractionDataset, users: np.ndarray, seed: int) -> Recommender:
+def _train_on(
+    factory: Callable[[], Recommender], dataset: InteractionDataset, users: np.ndarray, seed: int
+) -> Recommender:
     mask = np.isin(dataset.user_idx, users)
     model = factory()
     model.fit(dataset.subset(mask, name=f"{dataset.name}:audit"), rng=seed)
@@ -281,8 +311,15 @@ def membership_audit(
             users = users[: int(max_users)]
         q = users.size // 4
         if q < 5:
-            raise ValueError(f"dataset: only {users.size} users with >= {min_history} events; the audit needs at least 20")
-        t_in, t_out, s_in, s_out = users[:q], users[q : 2 * q], users[2 * q : 3 * q], users[3 * q : 4 * q]
+            raise ValueError(
+                f"dataset: only {users.size} users with >= {min_history} events; the audit needs at least 20"
+            )
+        t_in, t_out, s_in, s_out = (
+            users[:q],
+            users[q : 2 * q],
+            users[2 * q : 3 * q],
+            users[3 * q : 4 * q],
+        )
         target = _train_on(model_factory, dataset, t_in, seed + rep)
         shadow = _train_on(model_factory, dataset, s_in, seed + rep + 7)
         x = target.input_matrix(dataset)
@@ -292,7 +329,9 @@ def membership_audit(
         e = q if max_eval_users is None else min(q, int(max_eval_users))
 
         def feats(model: Recommender, group: np.ndarray, salt: int) -> np.ndarray:
-            return user_features(model, sp.csr_matrix(x[group[:e]]), pub, k=k, seed=seed + rep + salt)
+            return user_features(
+                model, sp.csr_matrix(x[group[:e]]), pub, k=k, seed=seed + rep + salt
+            )
 
         f_train = np.vstack([feats(shadow, s_in, 1), feats(shadow, s_out, 2)])
         y_train = np.r_[np.ones(e), np.zeros(e)]
@@ -306,7 +345,13 @@ def membership_audit(
         tprs.append(tpr_at_fpr(y_test, p_test, 0.01))
         shadow_aucs.append(roc_auc(y_train, p_train))
         n_in, n_out = e, e
-        log.info("membership audit repeat=%d auc=%.4f shadow_auc=%.4f users=%d", rep, aucs[-1], shadow_aucs[-1], 4 * q)
+        log.info(
+            "membership audit repeat=%d auc=%.4f shadow_auc=%.4f users=%d",
+            rep,
+            aucs[-1],
+            shadow_aucs[-1],
+            4 * q,
+        )
     return AttackResult(
         auc=float(np.mean(aucs)),
         tpr_at_1pct_fpr=float(np.mean(tprs)),

@@ -98,7 +98,9 @@ def ranking_metrics_from_hits(
     wanted = set(names)
     unknown = wanted - set(RANKING_METRICS)
     if unknown:
-        raise ValueError(f"names: unknown metric(s) {sorted(unknown)}; known: {', '.join(RANKING_METRICS)}")
+        raise ValueError(
+            f"names: unknown metric(s) {sorted(unknown)}; known: {', '.join(RANKING_METRICS)}"
+        )
     if "precision" in wanted:
         out["precision"] = n_hits / k
     if "recall" in wanted:
@@ -125,7 +127,9 @@ def ranking_metrics_from_hits(
 
 
 # ---- one user: ranked list + relevant items ----------------------------------------------------
-def hits_vector(ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: int | None = None) -> np.ndarray:
+def hits_vector(
+    ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: int | None = None
+) -> np.ndarray:
     """Booleans per rank of `ranked` (first k): relevant and not seen earlier in the list."""
     r = np.asarray(ranked).reshape(-1)
     if k is not None:
@@ -162,7 +166,11 @@ def ndcg_at_k(ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: in
 
 
 def average_precision_at_k(
-    ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: int, *, normalize: str = "relevant"
+    ranked: Sequence[int] | np.ndarray,
+    relevant: Iterable[int],
+    k: int,
+    *,
+    normalize: str = "relevant",
 ) -> float:
     """Sum over hits in the top k of precision at that rank, divided by the number of relevant items.
 
@@ -180,7 +188,9 @@ def hit_rate_at_k(ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k
     return _one(ranked, relevant, k, "hr")
 
 
-def reciprocal_rank(ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: int | None = None) -> float:
+def reciprocal_rank(
+    ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: int | None = None
+) -> float:
     """1 / rank of the first relevant item (within the top k when k is given), 0 when none."""
     r = np.asarray(ranked).reshape(-1)
     return _one(r, relevant, int(k if k is not None else max(len(r), 1)), "mrr")
@@ -274,7 +284,9 @@ def intra_list_diversity(rec_list: Sequence[int] | np.ndarray, item_features: np
     return float(1.0 - sim[iu].mean())
 
 
-def mean_intra_list_diversity(rec_lists: Iterable[Sequence[int] | np.ndarray], item_features: np.ndarray) -> float:
+def mean_intra_list_diversity(
+    rec_lists: Iterable[Sequence[int] | np.ndarray], item_features: np.ndarray
+) -> float:
     """Intra-list diversity averaged over users whose list has at least two distinct items."""
     vals = []
     for r in rec_lists:
@@ -283,7 +295,9 @@ def mean_intra_list_diversity(rec_lists: Iterable[Sequence[int] | np.ndarray], i
     return float(np.mean(vals)) if vals else 0.0
 
 
-def batch_intra_list_diversity(top: np.ndarray, valid: np.ndarray, item_features_unit: np.ndarray) -> np.ndarray:
+def batch_intra_list_diversity(
+    top: np.ndarray, valid: np.ndarray, item_features_unit: np.ndarray
+) -> np.ndarray:
     """Per-row intra-list diversity of a (B, k) index matrix of distinct items (NaN: < 2 items).
 
     `item_features_unit` must have unit-norm (or zero) rows; `valid` masks real entries.

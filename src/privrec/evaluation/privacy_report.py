@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import logging
 import math
@@ -79,7 +78,9 @@ class FrontierPoint:
         return d
 
 
-def _fit(model: Recommender, train: InteractionDataset, seed: int, ledger: PrivacyLedger | None) -> Recommender:
+def _fit(
+    model: Recommender, train: InteractionDataset, seed: int, ledger: PrivacyLedger | None
+) -> Recommender:
     """`fit`, passing the ledger to models that take one."""
     import inspect
 
@@ -88,12 +89,16 @@ def _fit(model: Recommender, train: InteractionDataset, seed: int, ledger: Priva
     return model.fit(train, rng=seed)
 
 
-def evaluate(model: Recommender, train: InteractionDataset, test: InteractionDataset, protocol: str) -> dict[str, float]:
+def evaluate(
+    model: Recommender, train: InteractionDataset, test: InteractionDataset, protocol: str
+) -> dict[str, float]:
     """NDCG@10 (and HR@10 for leave-one-out) under the protocol."""
     if protocol == "loo":
         r = evaluate_loo(model, train, test, metrics=("ndcg@10", "hr@10"))
     else:
-        r = evaluate_ranking(model, train, test, metrics=("ndcg@10", "map@10", "precision@10", "recall@10"))
+        r = evaluate_ranking(
+            model, train, test, metrics=("ndcg@10", "map@10", "precision@10", "recall@10")
+        )
     return {k: float(v) for k, v in r.items() if "@" in k}
 
 
@@ -140,7 +145,12 @@ def run_frontier(
             metrics = evaluate(model, train, test, protocol)
             auc = tpr = std = None
             if audit:
-                res = membership_audit(lambda n=name, p=params: create_model(n, **p), audit_dataset or train, seed=seed, **dict(audit_kwargs or {}))
+                res = membership_audit(
+                    lambda n=name, p=params: create_model(n, **p),
+                    audit_dataset or train,
+                    seed=seed,
+                    **dict(audit_kwargs or {}),
+                )
                 auc, tpr, std = res.auc, res.tpr_at_1pct_fpr, res.auc_std
             pt = FrontierPoint(
                 dataset=dataset_name,
@@ -153,7 +163,10 @@ def run_frontier(
                 attack_tpr_at_1pct_fpr=tpr,
                 attack_auc_std=std,
                 fit_seconds=round(fit_s, 3),
-                params={k: (("inf" if isinstance(v, float) and math.isinf(v) else v)) for k, v in params.items()},
+                params={
+                    k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
+                    for k, v in params.items()
+                },
                 privacy=model.privacy.to_dict() if model.privacy else None,
             )
             points.append(pt)
@@ -167,7 +180,12 @@ def _eps_x(eps: float, finite_max: float) -> float:
     return finite_max * 2.0 if math.isinf(eps) else eps
 
 
-def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baselines: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+def plot_frontier(
+    points: Sequence[FrontierPoint],
+    path: str | Path,
+    *,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
     """Write the frontier figure (PNG, matplotlib Agg): per dataset, NDCG@10 and attack AUC vs epsilon.
 
     Args:
@@ -183,7 +201,9 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baseline
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(p.dataset for p in points))
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4.8 * max(len(datasets), 1)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets), 2, figsize=(11, 4.8 * max(len(datasets), 1)), squeeze=False
+    )
     finite = [p.epsilon for p in points if not math.isinf(p.epsilon)] or [1.0]
     fmax = max(finite)
     for row, ds in enumerate(datasets):
@@ -194,15 +214,40 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baseline
             xs = [_eps_x(p.epsilon, fmax) for p in mp]
             ax_u.plot(xs, [p.ndcg_at_10 for p in mp], marker="o", label=name)
             if any(p.attack_auc is not None for p in mp):
-                ax_a.plot(xs, [p.attack_auc if p.attack_auc is not None else np.nan for p in mp], marker="o", label=name)
+                ax_a.plot(
+                    xs,
+                    [p.attack_auc if p.attack_auc is not None else np.nan for p in mp],
+                    marker="o",
+                    label=name,
+                )
         base = (baselines or {}).get(ds)
         if base:
-            ax_u.axhline(base["ndcg_at_10"], color="black", linestyle="--", linewidth=1, label=f"{base['model']} (non-private)")
+            ax_u.axhline(
+                base["ndcg_at_10"],
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label=f"{base['model']} (non-private)",
+            )
             for frac, style in ((0.9, ":"), (0.7, "-.")):
-                ax_u.axhline(frac * base["ndcg_at_10"], color="grey", linestyle=style, linewidth=0.8, label=f"{int(frac * 100)}% of it")
+                ax_u.axhline(
+                    frac * base["ndcg_at_10"],
+                    color="grey",
+                    linestyle=style,
+                    linewidth=0.8,
+                    label=f"{int(frac * 100)}% of it",
+                )
             if base.get("attack_auc") is not None:
-                attacked = base.get("attack_model", base["model"])  # the attacked model may be another one
-                ax_a.axhline(base["attack_auc"], color="black", linestyle="--", linewidth=1, label=f"{attacked} (non-private)")
+                attacked = base.get(
+                    "attack_model", base["model"]
+                )  # the attacked model may be another one
+                ax_a.axhline(
+                    base["attack_auc"],
+                    color="black",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{attacked} (non-private)",
+                )
         ax_a.axhline(0.5, color="grey", linestyle=":", linewidth=0.8, label="chance")
         ax_a.axhline(0.55, color="red", linestyle=":", linewidth=0.8, label="0.55")
         for ax, ylabel in ((ax_u, "NDCG@10"), (ax_a, "attack AUC")):
@@ -215,7 +260,9 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | Path, *, baseline
             ax.set_ylabel(ylabel)
             ax.set_title(f"{ds}: {ylabel}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # below: never over a line
+            ax.legend(
+                fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False
+            )  # below: never over a line
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,16 +333,37 @@ def write_privacy_report(
             raise ValueError("give either measured points or a dataset to measure")
         from privrec.data.splitters import leave_one_out_test, stratified_split
 
-        train, test = leave_one_out_test(dataset) if protocol == "loo" else stratified_split(dataset, 0.75, filter_by="item", seed=seed)
+        train, test = (
+            leave_one_out_test(dataset)
+            if protocol == "loo"
+            else stratified_split(dataset, 0.75, filter_by="item", seed=seed)
+        )
         points = run_frontier(
-            train, test, dataset_name=dataset.name, protocol=protocol, roster=roster, epsilons=epsilons,
-            ledger=ledger, audit=audit, audit_kwargs=audit_kwargs, seed=seed, on_point=on_point,
+            train,
+            test,
+            dataset_name=dataset.name,
+            protocol=protocol,
+            roster=roster,
+            epsilons=epsilons,
+            ledger=ledger,
+            audit=audit,
+            audit_kwargs=audit_kwargs,
+            seed=seed,
+            on_point=on_point,
         )
         if baselines is None:
             ease = create_model("ease").fit(train, rng=seed)
             m = evaluate(ease, train, test, protocol)
-            auc = membership_audit(lambda: create_model("ease"), train, seed=seed, **dict(audit_kwargs or {})).auc if audit else None
-            baselines = {dataset.name: {"model": "ease", "ndcg_at_10": m["ndcg@10"], "attack_auc": auc}}
+            auc = (
+                membership_audit(
+                    lambda: create_model("ease"), train, seed=seed, **dict(audit_kwargs or {})
+                ).auc
+                if audit
+                else None
+            )
+            baselines = {
+                dataset.name: {"model": "ease", "ndcg_at_10": m["ndcg@10"], "attack_auc": auc}
+            }
     png = plot_frontier(points, out / "frontier.png", baselines=baselines)
     ledger_doc = ledger.summary() if ledger is not None else None
     doc = {
@@ -310,7 +378,16 @@ def write_privacy_report(
     jpath = out / "privacy_report.json"
     jpath.write_text(json.dumps(doc, indent=2, default=_json_default))
     img = base64.b64encode(png.read_bytes()).decode("ascii")
-    cols = ["dataset", "model", "epsilon", "delta", "ndcg_at_10", "attack_auc", "attack_tpr_at_1pct_fpr", "fit_seconds"]
+    cols = [
+        "dataset",
+        "model",
+        "epsilon",
+        "delta",
+        "ndcg_at_10",
+        "attack_auc",
+        "attack_tpr_at_1pct_fpr",
+        "fit_seconds",
+    ]
     rows = [{**p.to_dict(), "epsilon": p.epsilon} for p in points]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -327,15 +404,27 @@ def write_privacy_report(
         _table(rows, cols),
     ]
     if baselines:
-        parts += ["<h2>Best non-private models</h2>", _table([{"dataset": k, **dict(v)} for k, v in baselines.items()], ["dataset", "model", "ndcg_at_10", "attack_model", "attack_auc"])]
+        parts += [
+            "<h2>Best non-private models</h2>",
+            _table(
+                [{"dataset": k, **dict(v)} for k, v in baselines.items()],
+                ["dataset", "model", "ndcg_at_10", "attack_model", "attack_auc"],
+            ),
+        ]
     if extra:
-        parts += ["<h2>More</h2>", f"<pre>{html.escape(json.dumps(dict(extra), indent=2, default=_json_default))}</pre>"]
+        parts += [
+            "<h2>More</h2>",
+            f"<pre>{html.escape(json.dumps(dict(extra), indent=2, default=_json_default))}</pre>",
+        ]
     if ledger_doc is not None:
         parts += [
             "<h2>Privacy-budget ledger</h2>",
             f"<p>Spent (basic composition): epsilon {ledger_doc['epsilon_spent']:.4g} of {ledger_doc['budget_epsilon']:.4g}, "
             f"delta {ledger_doc['delta_spent']:.3g} of {ledger_doc['budget_delta']:.3g}, {ledger_doc['releases']} releases.</p>",
-            _table(ledger_doc["entries"], ["time", "model", "release", "epsilon", "delta", "mechanism", "unit", "accountant"]),
+            _table(
+                ledger_doc["entries"],
+                ["time", "model", "release", "epsilon", "delta", "mechanism", "unit", "accountant"],
+            ),
         ]
     parts.append("</body></html>")
     hpath = out / "privacy_report.html"

@@ -40,8 +40,8 @@ __all__ = [
     "cross_validate",
     "default_ranking_metrics",
     "evaluate_loo",
-    "evaluate_rating",
     "evaluate_ranking",
+    "evaluate_rating",
     "parse_metric",
     "recommend_top_k",
     "top_k_rows",
@@ -93,7 +93,9 @@ def parse_metric(text: str, default_k: int = 10) -> MetricSpec:
     base, _, kk = raw.partition("@")
     name = _ALIASES.get(base.strip())
     if name is None:
-        raise ValueError(f"metrics: unknown metric {text!r}; known: {', '.join(sorted(set(_ALIASES.values())))}")
+        raise ValueError(
+            f"metrics: unknown metric {text!r}; known: {', '.join(sorted(set(_ALIASES.values())))}"
+        )
     if kk:
         try:
             k = int(kk)
@@ -169,7 +171,11 @@ def _item_counts(train_binary: sp.csr_matrix) -> np.ndarray:
 
 
 def _scores_for(
-    model: Recommender | None, scorer: Scorer | None, hist: sp.csr_matrix, rows: np.ndarray, n_items: int
+    model: Recommender | None,
+    scorer: Scorer | None,
+    hist: sp.csr_matrix,
+    rows: np.ndarray,
+    n_items: int,
 ) -> np.ndarray:
     if scorer is not None:
         raw = scorer(rows)
@@ -177,7 +183,9 @@ def _scores_for(
         raw = model.score_matrix(hist[rows])  # type: ignore[union-attr]
     s = np.asarray(raw.toarray() if sp.issparse(raw) else raw)
     if s.shape != (rows.shape[0], n_items):
-        raise ValueError(f"model: score_matrix returned shape {s.shape}, expected {(rows.shape[0], n_items)}")
+        raise ValueError(
+            f"model: score_matrix returned shape {s.shape}, expected {(rows.shape[0], n_items)}"
+        )
     dtype = np.float64 if s.dtype == np.float64 else np.float32
     s = np.array(s, dtype=dtype, copy=True)  # we mask in place; never touch the model's arrays
     np.nan_to_num(s, copy=False, nan=-np.inf)
@@ -185,7 +193,11 @@ def _scores_for(
 
 
 def _history(
-    model: Recommender | None, train: InteractionDataset, history_matrix: sp.spmatrix | None, *, ratings: bool = False
+    model: Recommender | None,
+    train: InteractionDataset,
+    history_matrix: sp.spmatrix | None,
+    *,
+    ratings: bool = False,
 ) -> sp.csr_matrix:
     """The history rows to score: given, else the model's own `input_matrix(train)` weighting."""
     if history_matrix is not None:
@@ -195,7 +207,9 @@ def _history(
     else:
         hist = train.matrix(use_ratings=ratings)
     if hist.shape != (train.n_users, train.n_items):
-        raise ValueError(f"history_matrix: shape {hist.shape}, expected {(train.n_users, train.n_items)}")
+        raise ValueError(
+            f"history_matrix: shape {hist.shape}, expected {(train.n_users, train.n_items)}"
+        )
     return hist
 
 
@@ -224,7 +238,9 @@ def _ranked_batches(
             mb = mask[rows]
             s[_rows_of(mb), mb.indices] = -np.inf
         top = top_k_rows(s, k)
-        valid = np.isfinite(np.take_along_axis(s, top, axis=1))  # -inf = masked/unrankable, never a hit
+        valid = np.isfinite(
+            np.take_along_axis(s, top, axis=1)
+        )  # -inf = masked/unrankable, never a hit
         yield rows, s, top, valid
 
 
@@ -303,7 +319,9 @@ def evaluate_ranking(
     if model is None and scorer is None:
         raise ValueError("model: give a fitted model or a scorer")
     _check_same_space(train, test)
-    specs = [parse_metric(m, k) for m in (metrics if metrics is not None else default_ranking_metrics(k))]
+    specs = [
+        parse_metric(m, k) for m in (metrics if metrics is not None else default_ranking_metrics(k))
+    ]
     if not specs:
         raise ValueError("metrics: ask for at least one metric")
     keys = [s.key for s in specs]
@@ -312,7 +330,11 @@ def evaluate_ranking(
     if any(s.name == "diversity" for s in specs) and item_features is None:
         raise ValueError("item_features: 'diversity' needs an (n_items, d) item feature matrix")
     n_users, n_items = train.n_users, train.n_items
-    if scorer is None and model is not None and getattr(model, "n_items", n_items) not in (0, n_items):
+    if (
+        scorer is None
+        and model is not None
+        and getattr(model, "n_items", n_items) not in (0, n_items)
+    ):
         raise ValueError(f"model: trained on {model.n_items} items but the data has {n_items}")
 
     train_bin = _binary_csr(train)
@@ -334,7 +356,9 @@ def evaluate_ranking(
     k_max = min(k_max, n_items)
     need_full_mrr = any(s.key == "mrr" for s in specs)
     acc_names = sorted({s.name for s in specs if s.name in M.RANKING_METRICS and s.k is not None})
-    per: dict[str, list[np.ndarray]] = {s.key: [] for s in specs if s.name not in ("coverage", "novelty")}
+    per: dict[str, list[np.ndarray]] = {
+        s.key: [] for s in specs if s.name not in ("coverage", "novelty")
+    }
     cover = {s.key: np.zeros(n_items, dtype=bool) for s in specs if s.name == "coverage"}
     nov_info = None
     if any(s.name == "novelty" for s in specs):
@@ -343,12 +367,16 @@ def evaluate_ranking(
         pos = counts > 0
         if tot > 0:
             nov_info[pos] = -np.log2(counts[pos] / tot)
-    nov_acc: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {s.key: ([], []) for s in specs if s.name == "novelty"}
+    nov_acc: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
+        s.key: ([], []) for s in specs if s.name == "novelty"
+    }
     feats = M._normalise_rows(item_features) if item_features is not None else None
     if feats is not None and feats.shape[0] != n_items:
         raise ValueError(f"item_features: {feats.shape[0]} rows, expected one per item ({n_items})")
 
-    for rows, s, top, valid in _ranked_batches(model, scorer, hist, train_bin if exclude_train else None, eval_users, k_max, batch_size):
+    for rows, s, top, valid in _ranked_batches(
+        model, scorer, hist, train_bin if exclude_train else None, eval_users, k_max, batch_size
+    ):
         b = rows.shape[0]
         tst = test_bin[rows]
         rel_rows, rel_cols = _rows_of(tst), tst.indices
@@ -377,7 +405,9 @@ def evaluate_ranking(
                 nov_acc[spec.key][0].append(np.where(ok, info, 0.0).sum(axis=1))
                 nov_acc[spec.key][1].append(ok.sum(axis=1))
             elif spec.name == "diversity":
-                per[spec.key].append(M.batch_intra_list_diversity(top[:, :kk], valid[:, :kk], feats))  # type: ignore[arg-type]
+                per[spec.key].append(
+                    M.batch_intra_list_diversity(top[:, :kk], valid[:, :kk], feats)
+                )  # type: ignore[arg-type]
         if need_full_mrr:
             per["mrr"].append(_full_rank_rr(s, rel_rows, rel_cols))
 
@@ -390,7 +420,9 @@ def evaluate_ranking(
         elif spec.name == "novelty":
             sums, cnts = (np.concatenate(x) if x else np.empty(0) for x in nov_acc[spec.key])
             total = int(cnts.sum())
-            out[spec.key] = float(sums.sum() / total) if total else 0.0  # pooled over all recommendations
+            out[spec.key] = (
+                float(sums.sum() / total) if total else 0.0
+            )  # pooled over all recommendations
             per_arrays[spec.key] = np.where(cnts > 0, sums / np.maximum(cnts, 1), np.nan)
         else:
             arr = np.concatenate(per[spec.key]) if per[spec.key] else np.empty(0)
@@ -406,7 +438,12 @@ def evaluate_ranking(
     if per_user:
         out["users"] = eval_users
         out["per_user"] = per_arrays
-    log.info("evaluated ranking n_users=%d n_items=%d seconds=%.3f", out["n_users"], n_items, out["eval_seconds"])
+    log.info(
+        "evaluated ranking n_users=%d n_items=%d seconds=%.3f",
+        out["n_users"],
+        n_items,
+        out["eval_seconds"],
+    )
     return out
 
 
@@ -498,7 +535,11 @@ def evaluate_rating(
     _check_same_space(train, test)
     hist = _history(model, train, history_matrix, ratings=True)
     has = ~np.isnan(test.rating)
-    u, i, r = test.user_idx[has].astype(np.int64), test.item_idx[has].astype(np.int64), test.rating[has].astype(np.float64)
+    u, i, r = (
+        test.user_idx[has].astype(np.int64),
+        test.item_idx[has].astype(np.int64),
+        test.rating[has].astype(np.float64),
+    )
     if skip_cold_users:
         warm = np.diff(hist.indptr)[u] > 0
         u, i, r = u[warm], i[warm], r[warm]
@@ -558,7 +599,9 @@ def cross_validate(
          "std": {key: sample std}, "n_folds": folds}.
     """
     results = []
-    splits = user_kfold_holdout(dataset, folds, seed=seed, holdout_fraction=holdout_fraction, order=order)  # type: ignore[arg-type]
+    splits = user_kfold_holdout(
+        dataset, folds, seed=seed, holdout_fraction=holdout_fraction, order=order
+    )  # type: ignore[arg-type]
     for f, (train, fold_in, held_out) in enumerate(splits):
         model = model_factory()
         t0 = time.perf_counter()
@@ -577,7 +620,13 @@ def cross_validate(
         res["fold"] = f
         results.append(res)
         log.info("cv fold=%d n_users=%d fit_seconds=%.3f", f, res["n_users"], fit_s)
-    keys = [parse_metric(m, k).key for m in (metrics if metrics is not None else default_ranking_metrics(k))]
+    keys = [
+        parse_metric(m, k).key
+        for m in (metrics if metrics is not None else default_ranking_metrics(k))
+    ]
     mean = {key: float(np.mean([r[key] for r in results])) for key in keys}
-    std = {key: float(np.std([r[key] for r in results], ddof=1)) if len(results) > 1 else 0.0 for key in keys}
+    std = {
+        key: float(np.std([r[key] for r in results], ddof=1)) if len(results) > 1 else 0.0
+        for key in keys
+    }
     return {"folds": results, "mean": mean, "std": std, "n_folds": len(results)}

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,25 @@ import privrec
 __all__ = [
     "BEAUTY_LOO_FULL_RANKING",
     "MS_RECOMMENDERS_ML100K",
-    "ModelResult",
     "PROTOCOL_FULL_RANKING",
     "PROTOCOL_LOO",
+    "ModelResult",
     "render_table",
     "write_report",
 ]
 
 # Keys of an evaluation result that are not metrics.
-_NON_METRIC = {"n_users", "k", "eval_seconds", "fit_seconds", "train_seconds", "fold", "users", "per_user", "n_ratings"}
+_NON_METRIC = {
+    "n_users",
+    "k",
+    "eval_seconds",
+    "fit_seconds",
+    "train_seconds",
+    "fold",
+    "users",
+    "per_user",
+    "n_ratings",
+}
 
 PROTOCOL_FULL_RANKING = (
     "Full ranking: every test user is scored against every item in the catalogue; the user's "
@@ -54,13 +64,64 @@ PROTOCOL_LOO = (
 
 # Published anchors (read from /work/shared/anchors.md; metric keys follow the protocol's names).
 MS_RECOMMENDERS_ML100K: list[dict[str, Any]] = [
-    {"model": "BiVAE", "map@10": 0.146, "ndcg@10": 0.475, "precision@10": 0.412, "recall@10": 0.219, "train_seconds": (11, 23)},
-    {"model": "BPR (Cornac)", "map@10": 0.132, "ndcg@10": 0.442, "precision@10": 0.388, "recall@10": 0.213, "train_seconds": (5, 6)},
-    {"model": "LightGCN", "map@10": (0.089, 0.122), "ndcg@10": (0.416, 0.420), "precision@10": (0.360, 0.380), "recall@10": (0.144, 0.196), "train_seconds": (16, 23)},
-    {"model": "NCF", "map@10": 0.108, "ndcg@10": 0.396, "precision@10": 0.347, "recall@10": 0.181, "train_seconds": (67, 113)},
-    {"model": "SAR", "map@10": 0.111, "ndcg@10": 0.382, "precision@10": 0.331, "recall@10": 0.176, "train_seconds": (0.23, 0.33)},
-    {"model": "SVD (rating model)", "map@10": 0.013, "ndcg@10": 0.096, "precision@10": 0.091, "recall@10": 0.033, "rmse": 0.939, "train_seconds": 0.9},
-    {"model": "ALS (Spark, explicit)", "map@10": 0.005, "ndcg@10": 0.044, "precision@10": 0.048, "recall@10": 0.018, "rmse": 0.965, "train_seconds": (7, 12)},
+    {
+        "model": "BiVAE",
+        "map@10": 0.146,
+        "ndcg@10": 0.475,
+        "precision@10": 0.412,
+        "recall@10": 0.219,
+        "train_seconds": (11, 23),
+    },
+    {
+        "model": "BPR (Cornac)",
+        "map@10": 0.132,
+        "ndcg@10": 0.442,
+        "precision@10": 0.388,
+        "recall@10": 0.213,
+        "train_seconds": (5, 6),
+    },
+    {
+        "model": "LightGCN",
+        "map@10": (0.089, 0.122),
+        "ndcg@10": (0.416, 0.420),
+        "precision@10": (0.360, 0.380),
+        "recall@10": (0.144, 0.196),
+        "train_seconds": (16, 23),
+    },
+    {
+        "model": "NCF",
+        "map@10": 0.108,
+        "ndcg@10": 0.396,
+        "precision@10": 0.347,
+        "recall@10": 0.181,
+        "train_seconds": (67, 113),
+    },
+    {
+        "model": "SAR",
+        "map@10": 0.111,
+        "ndcg@10": 0.382,
+        "precision@10": 0.331,
+        "recall@10": 0.176,
+        "train_seconds": (0.23, 0.33),
+    },
+    {
+        "model": "SVD (rating model)",
+        "map@10": 0.013,
+        "ndcg@10": 0.096,
+        "precision@10": 0.091,
+        "recall@10": 0.033,
+        "rmse": 0.939,
+        "train_seconds": 0.9,
+    },
+    {
+        "model": "ALS (Spark, explicit)",
+        "map@10": 0.005,
+        "ndcg@10": 0.044,
+        "precision@10": 0.048,
+        "recall@10": 0.018,
+        "rmse": 0.965,
+        "train_seconds": (7, 12),
+    },
 ]
 for _a in MS_RECOMMENDERS_ML100K:
     _a["source"] = "Microsoft Recommenders README, Algorithm Comparison (GPU box)"
@@ -74,7 +135,12 @@ BEAUTY_LOO_FULL_RANKING: list[dict[str, Any]] = [
     {"model": "TIGER", "hr@10": 0.0648, "ndcg@10": 0.0384, "source": "TIGER paper, Table 1"},
     {"model": "DuoRec", "hr@10": 0.0845, "ndcg@10": 0.0443, "source": "FEARec paper"},
     {"model": "FEARec", "hr@10": 0.0884, "ndcg@10": 0.0459, "source": "FEARec paper"},
-    {"model": "SASRec + sampled softmax", "hr@10": 0.0921, "ndcg@10": 0.0531, "source": "uSASRec paper repository"},
+    {
+        "model": "SASRec + sampled softmax",
+        "hr@10": 0.0921,
+        "ndcg@10": 0.0531,
+        "source": "uSASRec paper repository",
+    },
     {"model": "uSASRec", "hr@10": 0.0928, "ndcg@10": 0.0523, "source": "uSASRec paper repository"},
 ]
 
@@ -159,7 +225,9 @@ def _is_number(v: Any) -> bool:
 
 def _is_value(v: Any) -> bool:
     """A metric value: a number or a published (low, high) range."""
-    return _is_number(v) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v))
+    return _is_number(v) or (
+        isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v)
+    )
 
 
 def _anchor_metrics(a: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,7 +295,11 @@ def _fmt_privacy(p: Mapping[str, Any] | None) -> str:
     return ", ".join(parts) if parts else "yes"
 
 
-def _metric_keys(results: Sequence[ModelResult], anchors: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None) -> list[str]:
+def _metric_keys(
+    results: Sequence[ModelResult],
+    anchors: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str] | None,
+) -> list[str]:
     if metrics is not None:
         return list(metrics)
     keys: list[str] = []
@@ -249,7 +321,11 @@ def _higher_is_better(key: str) -> bool:
 def _best_per_metric(results: Sequence[ModelResult], keys: Sequence[str]) -> dict[str, float]:
     best: dict[str, float] = {}
     for key in keys:
-        vals = [float(r.metrics[key]) for r in results if _is_number(r.metrics.get(key)) and math.isfinite(float(r.metrics[key]))]
+        vals = [
+            float(r.metrics[key])
+            for r in results
+            if _is_number(r.metrics.get(key)) and math.isfinite(float(r.metrics[key]))
+        ]
         if vals:
             best[key] = max(vals) if _higher_is_better(key) else min(vals)
     return best
@@ -268,7 +344,9 @@ def _chart_keys(keys: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
     return out
 
 
-def _bar_chart(key: str, results: Sequence[ModelResult], anchors: Sequence[Mapping[str, Any]]) -> bytes:
+def _bar_chart(
+    key: str, results: Sequence[ModelResult], anchors: Sequence[Mapping[str, Any]]
+) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,21 +443,31 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     keys = _metric_keys(res, anc, metrics)
     best = _best_per_metric(res, keys)
-    generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    generated = datetime.now(UTC).replace(microsecond=0).isoformat()
 
     charts = []
     for key in _chart_keys(keys, chart_metrics):
         png = _bar_chart(key, res, anc)
         fname = f"{name}-{_safe_name(key)}.png"
         (out / fname).write_bytes(png)
-        charts.append({"metric": key, "file": fname, "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")})
+        charts.append(
+            {
+                "metric": key,
+                "file": fname,
+                "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+            }
+        )
 
     rows = []
     for r in res:
         cells = []
         for key in keys:
             v = r.metrics.get(key)
-            is_best = _is_number(v) and key in best and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15)
+            is_best = (
+                _is_number(v)
+                and key in best
+                and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15)
+            )
             cells.append({"text": _fmt(v), "best": bool(is_best) and len(res) > 1})
         rows.append(
             {
@@ -418,11 +506,21 @@ def write_report(
         "protocol": protocol,
         "metrics": keys,
         "results": [r.to_dict() for r in res],
-        "anchors": [{"model": a["model"], "metrics": _anchor_metrics(a), "train_seconds": a.get("train_seconds"), "source": a.get("source")} for a in anc],
+        "anchors": [
+            {
+                "model": a["model"],
+                "metrics": _anchor_metrics(a),
+                "train_seconds": a.get("train_seconds"),
+                "source": a.get("source"),
+            }
+            for a in anc
+        ],
         "charts": [{"metric": c["metric"], "file": c["file"]} for c in charts],
     }
     json_path = out / f"{name}.json"
-    json_path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    json_path.write_text(
+        json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("privrec.evaluation", "templates"),
@@ -474,15 +572,31 @@ def render_table(
         for key in keys:
             v = r.metrics.get(key)
             text = _fmt(v)
-            if len(res) > 1 and _is_number(v) and key in best and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15):
+            if (
+                len(res) > 1
+                and _is_number(v)
+                and key in best
+                and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15)
+            ):
                 text = f"[bold green]{text}[/]"
             cells.append(text)
-        table.add_row(r.model, *cells, _fmt_seconds(r.train_seconds), _fmt_seconds(r.eval_seconds), "–" if r.n_users is None else str(r.n_users))
+        table.add_row(
+            r.model,
+            *cells,
+            _fmt_seconds(r.train_seconds),
+            _fmt_seconds(r.eval_seconds),
+            "–" if r.n_users is None else str(r.n_users),
+        )
     if anc:
         table.add_section()
     for a in anc:
         am = _anchor_metrics(a)
         table.add_row(
-            f"{a['model']} (published)", *[_fmt(am.get(k), 3) for k in keys], _fmt_seconds(a.get("train_seconds")), "–", "–", style="dim italic"
+            f"{a['model']} (published)",
+            *[_fmt(am.get(k), 3) for k in keys],
+            _fmt_seconds(a.get("train_seconds")),
+            "–",
+            "–",
+            style="dim italic",
         )
     return table

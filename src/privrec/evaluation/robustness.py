@@ -81,7 +81,9 @@ class RobustnessConfig:
     """
 
     base_model: str = "bpr"
-    base_params: dict[str, Any] = field(default_factory=lambda: {"binary": True, "embedding_size": 64, "epochs": 20, "reg": 1e-4})
+    base_params: dict[str, Any] = field(
+        default_factory=lambda: {"binary": True, "embedding_size": 64, "epochs": 20, "reg": 1e-4}
+    )
     apr_params: dict[str, Any] = field(default_factory=lambda: {"eps": 0.1, "reg_adv": 1.0})
     dp_model: str = "dp_ease"
     dp_params: dict[str, Any] = field(default_factory=lambda: {"epsilon": 8.0})
@@ -105,14 +107,22 @@ class RobustnessConfig:
                 raise ValueError(f"fractions: {f} is not in (0, 1]")
         for d in self.defences:
             if d not in DEFENCES[1:]:
-                raise ValueError(f"defences: unknown defence {d!r}; choose from {', '.join(DEFENCES[1:])}")
+                raise ValueError(
+                    f"defences: unknown defence {d!r}; choose from {', '.join(DEFENCES[1:])}"
+                )
 
 
 class _Runner:
     """Fits and evaluates models under one protocol, caching nothing but the clean figures."""
 
-    def __init__(self, train: InteractionDataset, test: InteractionDataset, protocol: str, cfg: RobustnessConfig,
-                 progress: Callable[[str], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        train: InteractionDataset,
+        test: InteractionDataset,
+        protocol: str,
+        cfg: RobustnessConfig,
+        progress: Callable[[str], None] | None,
+    ) -> None:
         self.train, self.test, self.protocol, self.cfg = train, test, protocol, cfg
         self.real = np.flatnonzero(np.diff(train.user_offsets()) > 0)
         self.progress = progress or (lambda s: None)
@@ -131,11 +141,19 @@ class _Runner:
         t0 = time.perf_counter()
         model = create_model(name, **params).fit(train, rng=self.cfg.seed)
         fit_s = time.perf_counter() - t0
-        test = self.test if train.n_users == self.test.n_users else with_users(self.test, train.users)
+        test = (
+            self.test if train.n_users == self.test.n_users else with_users(self.test, train.users)
+        )
         ev = evaluate_loo if self.protocol == "loo" else evaluate_ranking
-        ndcg = float(ev(model, train, test, k=self.cfg.k, metrics=[f"ndcg@{self.cfg.k}"])[f"ndcg@{self.cfg.k}"])
+        ndcg = float(
+            ev(model, train, test, k=self.cfg.k, metrics=[f"ndcg@{self.cfg.k}"])[
+                f"ndcg@{self.cfg.k}"
+            ]
+        )
         hr = target_hit_rate(model, train, targets, users=self.real, k=self.cfg.k)
-        self.progress(f"{defence:10s} {name:8s} {train.name}: ndcg {ndcg:.4f} target_hr {hr:.4f} ({fit_s:.0f}s)")
+        self.progress(
+            f"{defence:10s} {name:8s} {train.name}: ndcg {ndcg:.4f} target_hr {hr:.4f} ({fit_s:.0f}s)"
+        )
         return {"model": name, "ndcg": ndcg, "target_hr": hr, "fit_seconds": round(fit_s, 1)}
 
 
@@ -167,8 +185,15 @@ def robustness_report(
     clean_flags = int(detect_fake_profiles(train).flagged.size)
 
     def attack(kind: str, frac: float) -> Any:
-        return inject_attack(train, kind, fraction=frac, targets=targets, filler_size=cfg.filler_size,  # type: ignore[arg-type]
-                             selected_size=cfg.selected_size, seed=cfg.seed)  # fmt: skip
+        return inject_attack(
+            train,
+            kind,
+            fraction=frac,
+            targets=targets,
+            filler_size=cfg.filler_size,  # type: ignore[arg-type]
+            selected_size=cfg.selected_size,
+            seed=cfg.seed,
+        )
 
     grid = []
     for kind in cfg.attacks:
@@ -177,33 +202,67 @@ def robustness_report(
             det = detect_fake_profiles(p.dataset)
             pr = precision_recall(det.flagged, p.fake_users)
             res = runner.run("none", p.dataset, targets)
-            grid.append({"attack": kind, "fraction": frac, "n_fakes": len(p.fake_users), "target_hr": res["target_hr"],
-                         "rise": res["target_hr"] - base["target_hr"], "ndcg": res["ndcg"],
-                         "detection": {k: pr[k] for k in ("precision", "recall", "flagged")}})  # fmt: skip
+            grid.append(
+                {
+                    "attack": kind,
+                    "fraction": frac,
+                    "n_fakes": len(p.fake_users),
+                    "target_hr": res["target_hr"],
+                    "rise": res["target_hr"] - base["target_hr"],
+                    "ndcg": res["ndcg"],
+                    "detection": {k: pr[k] for k in ("precision", "recall", "flagged")},
+                }
+            )
 
     defended = []
     for kind, frac in cfg.defended:
         p = attack(kind, frac)
         undefended = next((g for g in grid if g["attack"] == kind and g["fraction"] == frac), None)
-        rows = [{"defence": "none", **(runner.run("none", p.dataset, targets) if undefended is None else
-                 {"model": cfg.base_model, "ndcg": undefended["ndcg"], "target_hr": undefended["target_hr"]})}]  # fmt: skip
+        rows = [
+            {
+                "defence": "none",
+                **(
+                    runner.run("none", p.dataset, targets)
+                    if undefended is None
+                    else {
+                        "model": cfg.base_model,
+                        "ndcg": undefended["ndcg"],
+                        "target_hr": undefended["target_hr"],
+                    }
+                ),
+            }
+        ]
         det = None
         for d in cfg.defences:
             data = p.dataset
             if d.startswith("detect"):
                 det = det or detect_fake_profiles(p.dataset)
-                data = p.dataset.subset(~np.isin(p.dataset.user_idx, det.flagged), name=f"{p.dataset.name}-screened")
+                data = p.dataset.subset(
+                    ~np.isin(p.dataset.user_idx, det.flagged), name=f"{p.dataset.name}-screened"
+                )
             rows.append({"defence": d, **runner.run(d, data, targets)})
         none_rise = rows[0]["target_hr"] - base["target_hr"]
         for r in rows:
             r["rise"] = r["target_hr"] - base["target_hr"]
             r["rise_ratio"] = r["rise"] / none_rise if none_rise > 0 else None
             r["ndcg_cost"] = 1.0 - r["ndcg"] / base["ndcg"] if base["ndcg"] > 0 else None
-            r["meets_target"] = bool(r["rise_ratio"] is not None and r["rise_ratio"] <= 0.25 and r["ndcg_cost"] is not None and r["ndcg_cost"] <= 0.05)
+            r["meets_target"] = bool(
+                r["rise_ratio"] is not None
+                and r["rise_ratio"] <= 0.25
+                and r["ndcg_cost"] is not None
+                and r["ndcg_cost"] <= 0.05
+            )
         ok = [r for r in rows[1:] if r["ndcg_cost"] is not None and r["ndcg_cost"] <= 0.05]
         best = min(ok, key=lambda r: r["rise"]) if ok else None
-        defended.append({"attack": kind, "fraction": frac, "rows": rows, "best": best["defence"] if best else None,
-                         "best_meets_target": bool(best and best["meets_target"])})  # fmt: skip
+        defended.append(
+            {
+                "attack": kind,
+                "fraction": frac,
+                "rows": rows,
+                "best": best["defence"] if best else None,
+                "best_meets_target": bool(best and best["meets_target"]),
+            }
+        )
 
     return {
         "dataset": train.name,
@@ -213,7 +272,10 @@ def robustness_report(
         "targets": targets.tolist(),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
         "clean": clean,
-        "clean_detection": {"flagged": clean_flags, "share": clean_flags / max(int(runner.real.size), 1)},
+        "clean_detection": {
+            "flagged": clean_flags,
+            "share": clean_flags / max(int(runner.real.size), 1),
+        },
         "grid": grid,
         "defended": defended,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -225,28 +287,52 @@ def _markdown(report: dict[str, Any]) -> str:
     k = report["config"]["k"]
     out = [f"# Robustness report: {report['dataset']} ({report['protocol']})", ""]
     out.append(f"Targets (unpopular items): {report['targets']}. Real users: {report['users']}.")
-    out += ["", "## Clean models", "", f"| defence | model | NDCG@{k} | targets' HR@{k} |", "|---|---|---:|---:|"]
+    out += [
+        "",
+        "## Clean models",
+        "",
+        f"| defence | model | NDCG@{k} | targets' HR@{k} |",
+        "|---|---|---:|---:|",
+    ]
     for d, r in report["clean"].items():
         out.append(f"| {d} | {r['model']} | {r['ndcg']:.4f} | {r['target_hr']:.4f} |")
     cd = report["clean_detection"]
-    out += ["", f"Detector on the clean data (false alarms): {cd['flagged']} users flagged ({cd['share']:.2%})."]
-    out += ["", "## Attacks (undefended) and detection", "",
-            f"| attack | fraction | fakes | targets' HR@{k} | rise | NDCG@{k} | detection precision | detection recall |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    out += [
+        "",
+        f"Detector on the clean data (false alarms): {cd['flagged']} users flagged ({cd['share']:.2%}).",
+    ]
+    out += [
+        "",
+        "## Attacks (undefended) and detection",
+        "",
+        f"| attack | fraction | fakes | targets' HR@{k} | rise | NDCG@{k} | detection precision | detection recall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for g in report["grid"]:
         d = g["detection"]
-        out.append(f"| {g['attack']} | {g['fraction']:.0%} | {g['n_fakes']} | {g['target_hr']:.4f} | {g['rise']:+.4f} | "
-                   f"{g['ndcg']:.4f} | {d['precision']:.3f} | {d['recall']:.3f} |")  # fmt: skip
+        out.append(
+            f"| {g['attack']} | {g['fraction']:.0%} | {g['n_fakes']} | {g['target_hr']:.4f} | {g['rise']:+.4f} | "
+            f"{g['ndcg']:.4f} | {d['precision']:.3f} | {d['recall']:.3f} |"
+        )
     for cell in report["defended"]:
-        out += ["", f"## Defences under {cell['attack']} {cell['fraction']:.0%}", "",
-                f"| defence | model | targets' HR@{k} | rise | rise / undefended rise | NDCG@{k} | NDCG cost | meets target |",
-                "|---|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        out += [
+            "",
+            f"## Defences under {cell['attack']} {cell['fraction']:.0%}",
+            "",
+            f"| defence | model | targets' HR@{k} | rise | rise / undefended rise | NDCG@{k} | NDCG cost | meets target |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
         for r in cell["rows"]:
             ratio = "" if r["rise_ratio"] is None else f"{r['rise_ratio']:.2f}"
             cost = "" if r["ndcg_cost"] is None else f"{r['ndcg_cost']:+.1%}"
-            out.append(f"| {r['defence']} | {r['model']} | {r['target_hr']:.4f} | {r['rise']:+.4f} | {ratio} | {r['ndcg']:.4f} | {cost} | {'yes' if r['meets_target'] else 'no'} |")
-        out += ["", f"Best defence (lowest rise at <= 5% NDCG cost): {cell['best']}; meets the target "
-                    f"(rise <= 1/4 of undefended, cost <= 5%): {'yes' if cell['best_meets_target'] else 'no'}."]  # fmt: skip
+            out.append(
+                f"| {r['defence']} | {r['model']} | {r['target_hr']:.4f} | {r['rise']:+.4f} | {ratio} | {r['ndcg']:.4f} | {cost} | {'yes' if r['meets_target'] else 'no'} |"
+            )
+        out += [
+            "",
+            f"Best defence (lowest rise at <= 5% NDCG cost): {cell['best']}; meets the target "
+            f"(rise <= 1/4 of undefended, cost <= 5%): {'yes' if cell['best_meets_target'] else 'no'}.",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -266,12 +352,44 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         for n, a in enumerate(attacks):
             xs = [g["fraction"] * 100 for g in grid if g["attack"] == a]
             col = f"C{n}"  # one colour per attack in both panels
-            axes[0].plot(xs, [g["target_hr"] for g in grid if g["attack"] == a], marker="o", color=col, label=a)
-            axes[1].plot(xs, [g["detection"]["recall"] for g in grid if g["attack"] == a], marker="o", color=col, label=f"{a} recall")
-            axes[1].plot(xs, [g["detection"]["precision"] for g in grid if g["attack"] == a], marker="x", linestyle="--", color=col, label=f"{a} precision")
-        axes[0].axhline(report["clean"]["none"]["target_hr"], color="grey", linestyle=":", label="clean")
-        axes[0].set(xlabel="fake shoppers (% of real)", ylabel=f"targets' HR@{report['config']['k']}", title="Attack success (undefended)", xticks=[f * 100 for f in fracs])
-        axes[1].set(xlabel="fake shoppers (% of real)", ylabel="share", title="Detection", ylim=(-0.05, 1.05), xticks=[f * 100 for f in fracs])
+            axes[0].plot(
+                xs,
+                [g["target_hr"] for g in grid if g["attack"] == a],
+                marker="o",
+                color=col,
+                label=a,
+            )
+            axes[1].plot(
+                xs,
+                [g["detection"]["recall"] for g in grid if g["attack"] == a],
+                marker="o",
+                color=col,
+                label=f"{a} recall",
+            )
+            axes[1].plot(
+                xs,
+                [g["detection"]["precision"] for g in grid if g["attack"] == a],
+                marker="x",
+                linestyle="--",
+                color=col,
+                label=f"{a} precision",
+            )
+        axes[0].axhline(
+            report["clean"]["none"]["target_hr"], color="grey", linestyle=":", label="clean"
+        )
+        axes[0].set(
+            xlabel="fake shoppers (% of real)",
+            ylabel=f"targets' HR@{report['config']['k']}",
+            title="Attack success (undefended)",
+            xticks=[f * 100 for f in fracs],
+        )
+        axes[1].set(
+            xlabel="fake shoppers (% of real)",
+            ylabel="share",
+            title="Detection",
+            ylim=(-0.05, 1.05),
+            xticks=[f * 100 for f in fracs],
+        )
         axes[0].legend(fontsize=8)
         axes[1].legend(fontsize=6)
         fig.tight_layout()
@@ -285,7 +403,9 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         names = [r["defence"] for r in rows]
         axes[0].bar(names, [r["target_hr"] for r in rows], color="tab:red")
         axes[0].axhline(report["clean"]["none"]["target_hr"], color="grey", linestyle=":")
-        axes[0].set(title=f"targets' HR@{report['config']['k']} under {cell['attack']} {cell['fraction']:.0%}")
+        axes[0].set(
+            title=f"targets' HR@{report['config']['k']} under {cell['attack']} {cell['fraction']:.0%}"
+        )
         axes[1].bar(names, [r["ndcg"] for r in rows], color="tab:blue")
         axes[1].axhline(report["clean"]["none"]["ndcg"], color="grey", linestyle=":")
         axes[1].set(title=f"NDCG@{report['config']['k']}")
@@ -305,12 +425,18 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "robustness.json", "markdown": out / "robustness.md", "html": out / "robustness.html"}
+    paths = {
+        "json": out / "robustness.json",
+        "markdown": out / "robustness.md",
+        "html": out / "robustness.html",
+    }
     paths["json"].write_text(json.dumps(report, indent=2, default=float))
     md = _markdown(report)
     paths["markdown"].write_text(md)
     pngs = _plots(report, out)
-    imgs = "".join(f'<p><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"></p>' for p in pngs)
+    imgs = "".join(
+        f'<p><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"></p>' for p in pngs
+    )
     # a minimal HTML view: the markdown tables as preformatted text plus the charts
     paths["html"].write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>privrec robustness report</title></head><body>"

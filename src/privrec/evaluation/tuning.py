@@ -20,7 +20,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from privrec.data.dataset import InteractionDataset
-from privrec.evaluation.protocol import evaluate_loo, evaluate_rating, evaluate_ranking, parse_metric
+from privrec.evaluation.protocol import (
+    evaluate_loo,
+    evaluate_ranking,
+    evaluate_rating,
+    parse_metric,
+)
 from privrec.models.base import Recommender
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,9 @@ def iter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         if len(values) == 0:
             raise ValueError(f"grid[{key!r}]: the list of values is empty")
     keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+    return [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def _metric_key(metric: str, k: int, protocol: str) -> str:
@@ -92,7 +99,9 @@ def grid_search(
     fixed = dict(fixed or {})
     clash = set(fixed) & set(grid)
     if clash:
-        raise ValueError(f"fixed: {sorted(clash)} also appear in grid; give each parameter in one place")
+        raise ValueError(
+            f"fixed: {sorted(clash)} also appear in grid; give each parameter in one place"
+        )
     key = _metric_key(metric, k, protocol)
     lower = key in LOWER_IS_BETTER
     if protocol == "rating":
@@ -110,15 +119,41 @@ def grid_search(
         model.fit(train, rng=seed)
         fit_s = time.perf_counter() - t0
         if protocol == "ranking":
-            res = evaluate_ranking(model, train, valid, k=k, metrics=wanted, batch_size=batch_size, history_matrix=history_matrix)
+            res = evaluate_ranking(
+                model,
+                train,
+                valid,
+                k=k,
+                metrics=wanted,
+                batch_size=batch_size,
+                history_matrix=history_matrix,
+            )
         elif protocol == "loo":
-            res = evaluate_loo(model, train, valid, k=k, metrics=wanted, batch_size=batch_size, history_matrix=history_matrix)
+            res = evaluate_loo(
+                model,
+                train,
+                valid,
+                k=k,
+                metrics=wanted,
+                batch_size=batch_size,
+                history_matrix=history_matrix,
+            )
         else:
-            res = evaluate_rating(model, train, valid, batch_size=batch_size, history_matrix=history_matrix)
+            res = evaluate_rating(
+                model, train, valid, batch_size=batch_size, history_matrix=history_matrix
+            )
         shown = ("rmse", "mae") if protocol == "rating" else wanted
-        row = {**params, **{m: res[m] for m in shown}, "n_users": res["n_users"], "fit_seconds": fit_s, "eval_seconds": res["eval_seconds"]}
+        row = {
+            **params,
+            **{m: res[m] for m in shown},
+            "n_users": res["n_users"],
+            "fit_seconds": fit_s,
+            "eval_seconds": res["eval_seconds"],
+        }
         rows.append(row)
-        log.info("grid point=%d/%d %s=%.6f fit_seconds=%.3f", n + 1, len(points), key, res[key], fit_s)
+        log.info(
+            "grid point=%d/%d %s=%.6f fit_seconds=%.3f", n + 1, len(points), key, res[key], fit_s
+        )
 
     table = pd.DataFrame(rows)
     vals = table[key].to_numpy(dtype=np.float64)

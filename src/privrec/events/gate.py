@@ -128,7 +128,9 @@ def _is_null(v: Any) -> bool:
 def _is_text_dtype(dt: Any) -> bool:
     if isinstance(dt, pd.StringDtype):
         return True
-    return isinstance(dt, pd.ArrowDtype) and (pa.types.is_string(dt.pyarrow_dtype) or pa.types.is_large_string(dt.pyarrow_dtype))
+    return isinstance(dt, pd.ArrowDtype) and (
+        pa.types.is_string(dt.pyarrow_dtype) or pa.types.is_large_string(dt.pyarrow_dtype)
+    )
 
 
 def _null_text(n: int) -> pd.Series:
@@ -158,7 +160,9 @@ def _as_str_series(values: np.ndarray) -> tuple[pd.Series, np.ndarray]:
         return pd.Series(values, dtype="str"), good
 
 
-def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_len: int) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+def _text(
+    col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_len: int
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Check a text field column-wise.
 
     Returns:
@@ -201,8 +205,12 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
     s = s.reset_index(drop=True)
     arr = pa.array(s, type=pa.string())
     # Only values that need no stripping take the fast path; whitespace rules are pydantic's.
-    unchanged = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), arr), False).to_numpy(zero_copy_only=False)
-    length = pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64)  # code points, as pydantic counts
+    unchanged = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), arr), False).to_numpy(
+        zero_copy_only=False
+    )
+    length = (
+        pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64)
+    )  # code points, as pydantic counts
     with np.errstate(invalid="ignore"):
         ok = typed & unchanged & (length >= min_len) & (length <= max_len)
     return s, ok, present
@@ -211,14 +219,20 @@ def _text(col: pd.Series | None, n: int, *, allow_int: bool, min_len: int, max_l
 def _float_text(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Plain decimal text -> float64; returns (values, parsed mask). Other text stays NaN."""
     arr = pa.array(s.astype("str"), type=pa.string())
-    plain = pc.fill_null(pc.match_substring_regex(arr, "^" + _DECIMAL + "$"), False).to_numpy(zero_copy_only=False)
+    plain = pc.fill_null(pc.match_substring_regex(arr, "^" + _DECIMAL + "$"), False).to_numpy(
+        zero_copy_only=False
+    )
     out = np.full(len(arr), np.nan)
     if plain.any():
         sub = arr.filter(pa.array(plain))
         try:
             vals = pc.cast(sub, pa.float64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid:  # a spelling Arrow's parser refuses: let pandas (or pydantic) decide
-            vals = pd.to_numeric(pd.Series(sub.to_pylist(), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        except (
+            pa.ArrowInvalid
+        ):  # a spelling Arrow's parser refuses: let pandas (or pydantic) decide
+            vals = pd.to_numeric(
+                pd.Series(sub.to_pylist(), dtype=object), errors="coerce"
+            ).to_numpy(dtype=np.float64)
         out[plain] = vals
     return out, plain & ~np.isnan(out)
 
@@ -336,9 +350,13 @@ class ArrivalRateLimiter:
     Thread-safe.
     """
 
-    def __init__(self, limit: int, *, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limit: int, *, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if limit < 1:
-            raise ConfigError("max_events_per_user_per_minute: must be at least 1 (or None for no limit)")
+            raise ConfigError(
+                "max_events_per_user_per_minute: must be at least 1 (or None for no limit)"
+            )
         self.limit = int(limit)
         self.window = float(window)
         self._clock = clock
@@ -349,7 +367,9 @@ class ArrivalRateLimiter:
     def admit(self, users: Sequence[str] | np.ndarray) -> np.ndarray:
         """Which of these rows (in order, all arriving now) stay within their user's limit."""
         codes, uniq = pd.factorize(np.asarray(users, dtype=object))
-        rank = pd.Series(codes).groupby(codes).cumcount().to_numpy()  # i-th row of its user in this batch
+        rank = (
+            pd.Series(codes).groupby(codes).cumcount().to_numpy()
+        )  # i-th row of its user in this batch
         counts = np.bincount(codes, minlength=len(uniq))
         room = np.empty(len(uniq), dtype=np.int64)
         with self._lock:
@@ -396,7 +416,9 @@ class Gate:
         max_events_per_user_per_minute: int | None = None,
     ) -> None:
         if not rating_min <= rating_max:
-            raise ConfigError(f"rating_min: {rating_min} is above rating_max {rating_max}; swap them")
+            raise ConfigError(
+                f"rating_min: {rating_min} is above rating_max {rating_max}; swap them"
+            )
         if max_line_bytes < 1:
             raise ConfigError("max_line_bytes: must be positive")
         self.pseudonymiser = pseudonymiser
@@ -405,7 +427,9 @@ class Gate:
         self.keep_query_text = bool(keep_query_text)
         self.max_line_bytes = int(max_line_bytes)
         if max_events_per_user_per_minute is not None and max_events_per_user_per_minute < 1:
-            raise ConfigError("max_events_per_user_per_minute: must be at least 1 (or None for no limit)")
+            raise ConfigError(
+                "max_events_per_user_per_minute: must be at least 1 (or None for no limit)"
+            )
         self.max_events_per_minute = max_events_per_user_per_minute
         self.arrivals: ArrivalRateLimiter | None = None
         self._context = {"rating_min": self.rating_min, "rating_max": self.rating_max}
@@ -424,7 +448,11 @@ class Gate:
 
     # ---- the two entry points ------------------------------------------------------------
     def process_records(
-        self, records: Iterable[Mapping[str, Any] | Event], *, first_line: int = 1, lines: Sequence[int] | None = None
+        self,
+        records: Iterable[Mapping[str, Any] | Event],
+        *,
+        first_line: int = 1,
+        lines: Sequence[int] | None = None,
     ) -> GateResult:
         """Validate Python records one by one with pydantic, then pseudonymise and minimise.
 
@@ -456,7 +484,9 @@ class Gate:
         clean = _events_to_clean(events)
         return self._finalise(clean, np.asarray(ev_lines, dtype=np.int64), rejects, read)
 
-    def process_frame(self, df: pd.DataFrame, *, line_numbers: Sequence[int] | np.ndarray | None = None) -> GateResult:
+    def process_frame(
+        self, df: pd.DataFrame, *, line_numbers: Sequence[int] | np.ndarray | None = None
+    ) -> GateResult:
         """The fast bulk path: check a raw frame column-wise, then pseudonymise and minimise.
 
         Args:
@@ -470,11 +500,19 @@ class Gate:
                 line_numbers of another length).
         """
         n = len(df)
-        lines = np.arange(1, n + 1, dtype=np.int64) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)
+        lines = (
+            np.arange(1, n + 1, dtype=np.int64)
+            if line_numbers is None
+            else np.asarray(line_numbers, dtype=np.int64)
+        )
         if lines.shape != (n,):
-            raise ValidationError("line_numbers", f"has {lines.size} entries for {n} rows; give one per row")
+            raise ValidationError(
+                "line_numbers", f"has {lines.size} entries for {n} rows; give one per row"
+            )
         if df.columns.has_duplicates:
-            raise ValidationError("columns", "a column name appears twice; rename or drop the duplicate")
+            raise ValidationError(
+                "columns", "a column name appears twice; rename or drop the duplicate"
+            )
         if n == 0:
             return GateResult(empty_events(), [], 0, 0)
         df = df.reset_index(drop=True)
@@ -487,9 +525,15 @@ class Gate:
         ok_type &= etype.isin(EVENT_TYPES).to_numpy(dtype=bool)
         ts, ok_ts, _ = _timestamps(get("timestamp"), n)
         rating, ok_rating, has_rating = _ratings(get("rating"), n)
-        query, ok_query, has_query = _text(get("query"), n, allow_int=False, min_len=0, max_len=MAX_QUERY_LEN)
-        session, ok_session, has_session = _text(get("session"), n, allow_int=True, min_len=0, max_len=MAX_ID_LEN)
-        given, ok_given, has_given = _text(get("event_id"), n, allow_int=True, min_len=1, max_len=MAX_ID_LEN)
+        query, ok_query, has_query = _text(
+            get("query"), n, allow_int=False, min_len=0, max_len=MAX_QUERY_LEN
+        )
+        session, ok_session, has_session = _text(
+            get("session"), n, allow_int=True, min_len=0, max_len=MAX_ID_LEN
+        )
+        given, ok_given, has_given = _text(
+            get("event_id"), n, allow_int=True, min_len=1, max_len=MAX_ID_LEN
+        )
 
         ok = ok_user & ok_item & ok_type & ok_ts
         is_rating = (etype == "rating").to_numpy(dtype=bool, na_value=False)
@@ -524,7 +568,14 @@ class Gate:
                 f = _events_to_clean(fixed)
                 user, item, etype, query, session, given = (
                     _put(s, fixed_idx, f[c].to_pylist())
-                    for s, c in ((user, "user"), (item, "item"), (etype, "type"), (query, "query"), (session, "session"), (given, "event_id"))
+                    for s, c in (
+                        (user, "user"),
+                        (item, "item"),
+                        (etype, "type"),
+                        (query, "query"),
+                        (session, "session"),
+                        (given, "event_id"),
+                    )
                 )
                 ts[fixed_idx] = f["ts"].to_numpy()
                 rating[fixed_idx] = f["rating"].to_numpy()
@@ -555,7 +606,11 @@ class Gate:
             return Event.model_validate(raw, context=self._context)
         except PydValidationError as err:
             return self._reject(line, raw, err)
-        except (TypeError, ValueError, OverflowError) as err:  # e.g. a timestamp too large for a datetime
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+        ) as err:  # e.g. a timestamp too large for a datetime
             return Reject(line, f"record: could not be validated ({type(err).__name__})", None)
 
     def _reject(self, line: int, raw: Mapping[str, Any], err: PydValidationError) -> Reject:
@@ -573,7 +628,9 @@ class Gate:
                     reason = reason.replace(user, "[redacted]")
         return Reject(line, reason, pseudonym)
 
-    def _finalise(self, clean: pa.Table, lines: np.ndarray, rejects: list[Reject], read: int) -> GateResult:
+    def _finalise(
+        self, clean: pa.Table, lines: np.ndarray, rejects: list[Reject], read: int
+    ) -> GateResult:
         """Pseudonymise, derive ids, minimise and de-duplicate validated rows.
 
         `clean` holds the validated raw values (Arrow columns like `_events_to_clean`). Distinct
@@ -587,14 +644,20 @@ class Gate:
         p = self.pseudonymiser
         user = col["user"]
         enc = pc.dictionary_encode(user)
-        pseudonyms = pc.take(pa.array(p.pseudonymise_many(enc.dictionary.to_pylist()), type=pa.string()), enc.indices)
+        pseudonyms = pc.take(
+            pa.array(p.pseudonymise_many(enc.dictionary.to_pylist()), type=pa.string()), enc.indices
+        )
 
         # An empty session id carries nothing; store it as absent.
-        session = pc.if_else(pc.equal(col["session"], ""), pa.scalar(None, pa.string()), col["session"])
+        session = pc.if_else(
+            pc.equal(col["session"], ""), pa.scalar(None, pa.string()), col["session"]
+        )
         if session.null_count < n:
             senc = pc.dictionary_encode(session)
             msgs = pc.binary_join_element_wise(pa.scalar(_SESSION_PREFIX), senc.dictionary, "")
-            derived = pa.array(p.derive_many(pc.cast(msgs, pa.binary()).to_pylist()), type=pa.string())
+            derived = pa.array(
+                p.derive_many(pc.cast(msgs, pa.binary()).to_pylist()), type=pa.string()
+            )
             sessions = pc.take(derived, senc.indices).to_numpy(zero_copy_only=False)
         else:
             sessions = np.full(n, None, dtype=object)
@@ -603,7 +666,11 @@ class Gate:
         # id -> first row with it; a plain dict is cheaper here than Arrow's or pandas' hashing.
         first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
 
-        queries = col["query"].to_numpy(zero_copy_only=False) if self.keep_query_text else np.full(n, None, dtype=object)
+        queries = (
+            col["query"].to_numpy(zero_copy_only=False)
+            if self.keep_query_text
+            else np.full(n, None, dtype=object)
+        )
 
         accepted = pd.DataFrame(
             {
@@ -630,7 +697,9 @@ class Gate:
             accepted, rejects = self._arrival_filter(accepted, lines, rejects)
         return GateResult(accepted, rejects, read, duplicates)
 
-    def _arrival_filter(self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]) -> tuple[pd.DataFrame, list[Reject]]:
+    def _arrival_filter(
+        self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]
+    ) -> tuple[pd.DataFrame, list[Reject]]:
         """Reject the rows beyond `arrivals`' limit of their pseudonym (every other row is kept)."""
         assert self.arrivals is not None
         users = accepted["user"].to_numpy(dtype=object)
@@ -644,10 +713,15 @@ class Gate:
         )
         over = ~ok
         logger.info("gate arrival_rate_rejected=%d limit_per_minute=%d", int(over.sum()), limit)
-        flood = [Reject(int(line), reason, str(u)) for line, u in zip(lines[over].tolist(), users[over].tolist(), strict=True)]
+        flood = [
+            Reject(int(line), reason, str(u))
+            for line, u in zip(lines[over].tolist(), users[over].tolist(), strict=True)
+        ]
         return accepted[ok].reset_index(drop=True), sorted(rejects + flood, key=lambda r: r.line)
 
-    def _flood_filter(self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
+    def _flood_filter(
+        self, accepted: pd.DataFrame, lines: np.ndarray, rejects: list[Reject]
+    ) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
         """Reject each row beyond `max_events_per_minute` rows of its user in a 60 s window.
 
         Only the flooding pseudonym's excess rows go; every other row of the batch is kept.
@@ -669,12 +743,17 @@ class Gate:
             before = np.arange(len(rows)) - np.searchsorted(t, t - 60.0, side="right")
             excess[rows[before >= limit]] = True
         n = int(excess.sum())
-        logger.info("gate flood_rejected=%d users=%d limit_per_minute=%d", n, int(heavy.size), limit)
+        logger.info(
+            "gate flood_rejected=%d users=%d limit_per_minute=%d", n, int(heavy.size), limit
+        )
         reason = (
             f"user: more than {limit} events within 60 seconds from this user "
             "(setting max_events_per_user_per_minute); this row was not stored"
         )
-        flood = [Reject(int(line), reason, str(u)) for line, u in zip(lines[excess].tolist(), users[excess].tolist(), strict=True)]
+        flood = [
+            Reject(int(line), reason, str(u))
+            for line, u in zip(lines[excess].tolist(), users[excess].tolist(), strict=True)
+        ]
         merged = sorted(rejects + flood, key=lambda r: r.line)
         return accepted[~excess].reset_index(drop=True), lines[~excess], merged
 
@@ -705,7 +784,6 @@ class Gate:
         return pc.cast(msgs, pa.binary()).to_pylist()
 
 
-
 def _put(s: pd.Series, idx: list[int], values: list[str | None]) -> pd.Series:
     """`s` with the rows at `idx` replaced (for the rows pydantic accepted)."""
     out = s.astype(object).copy()
@@ -721,7 +799,9 @@ def _events_to_clean(events: list[Event]) -> pa.Table:
             "item": pa.array([e.item for e in events], type=pa.string()),
             "type": pa.array([e.type.value for e in events], type=pa.string()),
             "ts": pa.array([e.timestamp for e in events], type=pa.float64()),
-            "rating": pa.array([np.nan if e.rating is None else e.rating for e in events], type=pa.float64()),
+            "rating": pa.array(
+                [np.nan if e.rating is None else e.rating for e in events], type=pa.float64()
+            ),
             "query": pa.array([e.query for e in events], type=pa.string()),
             "session": pa.array([e.session for e in events], type=pa.string()),
             "event_id": pa.array([e.event_id for e in events], type=pa.string()),

@@ -38,11 +38,24 @@ from privrec.core.errors import NotFoundError, ValidationError
 from privrec.events.gate import INPUT_FIELDS, Gate, GateResult, Reject
 from privrec.events.store import EventStore
 
-__all__ = ["BatchReport", "ConsentFilter", "detect_format", "ingest_file", "ingest_frame", "ingest_records"]
+__all__ = [
+    "BatchReport",
+    "ConsentFilter",
+    "detect_format",
+    "ingest_file",
+    "ingest_frame",
+    "ingest_records",
+]
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 DEFAULT_BATCH_SIZE = 200_000
 _READ_BLOCK = 8 << 20  # bytes read from a file at a time
 _MAX_BATCH_BYTES = 64 << 20  # a batch also ends here, so long lines cannot make it huge
@@ -102,7 +115,8 @@ def detect_format(path: str | Path) -> str:
     fmt = FORMATS.get(suffix)
     if fmt is None:
         raise ValidationError(
-            "path", f"unknown file type {suffix or '(no extension)'!r}; use .jsonl/.ndjson (JSON Lines), .csv (with a header row) or .parquet"
+            "path",
+            f"unknown file type {suffix or '(no extension)'!r}; use .jsonl/.ndjson (JSON Lines), .csv (with a header row) or .parquet",
         )
     return fmt
 
@@ -141,11 +155,23 @@ def ingest_file(
     if rejects_path is None:
         rejects_path = store.data_dir / "rejects" / f"{path.name}.rejects.jsonl"
     readers = {"jsonl": _jsonl_batches, "csv": _csv_batches, "parquet": _parquet_batches}
-    report = _run(readers[fmt](path, gate, _check_batch_size(batch_size)), gate, store, Path(rejects_path), progress, consent)
+    report = _run(
+        readers[fmt](path, gate, _check_batch_size(batch_size)),
+        gate,
+        store,
+        Path(rejects_path),
+        progress,
+        consent,
+    )
     logger.info(
         "ingest format=%s read=%d accepted=%d rejected=%d duplicates=%d seconds=%.3f",
-        fmt, report.read, report.accepted, report.rejected, report.duplicates, report.seconds,
-    )  # fmt: skip
+        fmt,
+        report.read,
+        report.accepted,
+        report.rejected,
+        report.duplicates,
+        report.seconds,
+    )
     return report
 
 
@@ -173,7 +199,14 @@ def ingest_records(
             yield _RawBatch(records=chunk, record_lines=list(range(first, first + len(chunk))))
             first += len(chunk)
 
-    return _run(batches(), gate, store, None if rejects_path is None else Path(rejects_path), progress, consent)
+    return _run(
+        batches(),
+        gate,
+        store,
+        None if rejects_path is None else Path(rejects_path),
+        progress,
+        consent,
+    )
 
 
 def ingest_frame(
@@ -193,13 +226,26 @@ def ingest_frame(
     report and written to `rejects_path` if given.
     """
     size = _check_batch_size(batch_size)
-    lines = np.arange(1, len(frame) + 1, dtype=np.int64) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)
+    lines = (
+        np.arange(1, len(frame) + 1, dtype=np.int64)
+        if line_numbers is None
+        else np.asarray(line_numbers, dtype=np.int64)
+    )
 
     def batches() -> Iterator[_RawBatch]:
         for start in range(0, len(frame), size):
-            yield _RawBatch(frame=frame.iloc[start : start + size], lines=lines[start : start + size])
+            yield _RawBatch(
+                frame=frame.iloc[start : start + size], lines=lines[start : start + size]
+            )
 
-    return _run(batches(), gate, store, None if rejects_path is None else Path(rejects_path), progress, consent)
+    return _run(
+        batches(),
+        gate,
+        store,
+        None if rejects_path is None else Path(rejects_path),
+        progress,
+        consent,
+    )
 
 
 # ---- the common loop ---------------------------------------------------------------------------
@@ -209,7 +255,9 @@ class _RawBatch:
 
     frame: pd.DataFrame | None = None
     lines: np.ndarray | None = None
-    rejects: list[Reject] = field(default_factory=list)  # refused before the gate (unreadable lines)
+    rejects: list[Reject] = field(
+        default_factory=list
+    )  # refused before the gate (unreadable lines)
     records: list[Any] | None = None  # rows for the per-record path
     record_lines: list[int] | None = None
 
@@ -255,7 +303,10 @@ def _run(
                 rejects = sorted(raw.rejects + result.rejects, key=lambda r: r.line)
                 out.write(rejects)
                 if len(report.sample_rejects) < MAX_SAMPLE_REJECTS:
-                    report.sample_rejects += [r.to_dict() for r in rejects[: MAX_SAMPLE_REJECTS - len(report.sample_rejects)]]
+                    report.sample_rejects += [
+                        r.to_dict()
+                        for r in rejects[: MAX_SAMPLE_REJECTS - len(report.sample_rejects)]
+                    ]
                 report.read += result.read + len(raw.rejects)
                 report.rejected += len(rejects)
                 report.duplicates += result.duplicates
@@ -365,7 +416,11 @@ def _merge(results: list[GateResult]) -> GateResult:
         return GateResult(pd.DataFrame(), [], 0, 0)
     frames = [r.accepted for r in results if len(r.accepted)]
     accepted = pd.concat(frames, ignore_index=True) if frames else results[0].accepted
-    dup = accepted["event_id"].duplicated().to_numpy(dtype=bool) if len(accepted) else np.zeros(0, bool)
+    dup = (
+        accepted["event_id"].duplicated().to_numpy(dtype=bool)
+        if len(accepted)
+        else np.zeros(0, bool)
+    )
     return GateResult(
         accepted[~dup].reset_index(drop=True) if dup.any() else accepted,
         [r for res in results for r in res.rejects],
@@ -391,7 +446,9 @@ class _RejectWriter:
 
     def write(self, rejects: list[Reject]) -> None:
         if self._fh is not None and rejects:
-            self._fh.write("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rejects))
+            self._fh.write(
+                "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rejects)
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
@@ -430,10 +487,15 @@ class _Lines:
 
 
 def _too_long(line: int, limit: int) -> Reject:
-    return Reject(line, f"line: longer than {limit} bytes (max_line_bytes); it was not parsed. Split the record or raise the limit")
+    return Reject(
+        line,
+        f"line: longer than {limit} bytes (max_line_bytes); it was not parsed. Split the record or raise the limit",
+    )
 
 
-def _frame_lines(block: bytes, first_number: int, max_line_bytes: int) -> tuple[_Lines, list[Reject]]:
+def _frame_lines(
+    block: bytes, first_number: int, max_line_bytes: int
+) -> tuple[_Lines, list[Reject]]:
     """Split complete lines (`block` ends in a newline); drop blank, over-long and non-UTF-8 lines."""
     arr = np.frombuffer(block, dtype=np.uint8)
     nl = np.flatnonzero(arr == 10)
@@ -460,14 +522,21 @@ def _frame_lines(block: bytes, first_number: int, max_line_bytes: int) -> tuple[
                     block[starts[i] : nl[i]].decode("utf-8")
                 except UnicodeDecodeError:
                     keep[i] = False
-                    rejects.append(Reject(int(numbers[i]), "line: is not valid UTF-8 text; re-export the file as UTF-8"))
+                    rejects.append(
+                        Reject(
+                            int(numbers[i]),
+                            "line: is not valid UTF-8 text; re-export the file as UTF-8",
+                        )
+                    )
     if keep.all():
         return _Lines(block, nl + 1, numbers), rejects
     data = b"".join(block[s : e + 1] for s, e in zip(starts[keep], nl[keep], strict=True))
     return _Lines(data, np.cumsum(lengths[keep] + 1), numbers[keep]), rejects
 
 
-def _line_batches(fh: IO[bytes], batch_size: int, max_line_bytes: int, lines_before: int = 0) -> Iterator[tuple[_Lines, list[Reject]]]:
+def _line_batches(
+    fh: IO[bytes], batch_size: int, max_line_bytes: int, lines_before: int = 0
+) -> Iterator[tuple[_Lines, list[Reject]]]:
     """Read a binary file in blocks and yield batches of at most `batch_size` readable lines.
 
     A line longer than `max_line_bytes` is skipped as it streams past: memory stays bounded by
@@ -590,7 +659,12 @@ def _jsonl_batches(path: Path, gate: Gate, batch_size: int) -> Iterator[_RawBatc
             for obj, no in zip(objs, numbers, strict=True):
                 if type(obj) is not dict:
                     if no not in failed:
-                        rejects.append(Reject(no, f"line: is a JSON {_json_kind(obj)}, not an object of field names and values"))
+                        rejects.append(
+                            Reject(
+                                no,
+                                f"line: is a JSON {_json_kind(obj)}, not an object of field names and values",
+                            )
+                        )
                     continue
                 if not obj.keys() <= _KNOWN:
                     obj = {k: v for k, v in obj.items() if v is not None}  # null means absent
@@ -605,7 +679,13 @@ def _jsonl_batches(path: Path, gate: Gate, batch_size: int) -> Iterator[_RawBatc
                 present = set().union(*plain)
                 # dtype=object keeps each value's JSON type, exactly what pydantic would see.
                 frame = pd.DataFrame(
-                    {k: pd.Series(list(map(operator.methodcaller("get", k), plain)), dtype=object) for k in INPUT_FIELDS if k in present}
+                    {
+                        k: pd.Series(
+                            list(map(operator.methodcaller("get", k), plain)), dtype=object
+                        )
+                        for k in INPUT_FIELDS
+                        if k in present
+                    }
                 )
             yield _RawBatch(
                 frame=frame,
@@ -626,19 +706,27 @@ def _read_header(fh: IO[bytes], max_line_bytes: int) -> tuple[list[str] | None, 
             return None, number
         number += 1
         if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-            raise ValidationError("header", f"line {number} is longer than {max_line_bytes} bytes; is this a CSV file?")
+            raise ValidationError(
+                "header",
+                f"line {number} is longer than {max_line_bytes} bytes; is this a CSV file?",
+            )
         if raw.strip():
             break
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValidationError("header", f"line {number} is not valid UTF-8; re-export the file as UTF-8") from None
+        raise ValidationError(
+            "header", f"line {number} is not valid UTF-8; re-export the file as UTF-8"
+        ) from None
     try:
         names = [n.strip() for n in next(csv.reader([text.rstrip("\r\n")], strict=True))]
     except (csv.Error, StopIteration):
         raise ValidationError("header", f"line {number} is not a valid CSV header row") from None
     if any(not n for n in names):
-        raise ValidationError("header", "a column has no name; the first row must name every column (user,item,type,timestamp,...)")
+        raise ValidationError(
+            "header",
+            "a column has no name; the first row must name every column (user,item,type,timestamp,...)",
+        )
     if len(set(names)) != len(names):
         raise ValidationError("header", "a column name appears twice; rename or drop the duplicate")
     return names, number
@@ -649,7 +737,9 @@ def _csv_batches(path: Path, gate: Gate, batch_size: int) -> Iterator[_RawBatch]
         names, header_line = _read_header(fh, gate.max_line_bytes)
         if names is None:
             return
-        for lines, pre in _line_batches(fh, batch_size, gate.max_line_bytes, lines_before=header_line):
+        for lines, pre in _line_batches(
+            fh, batch_size, gate.max_line_bytes, lines_before=header_line
+        ):
             if not len(lines):
                 yield _RawBatch(rejects=list(pre))
                 continue
@@ -662,10 +752,15 @@ def _csv_batches(path: Path, gate: Gate, batch_size: int) -> Iterator[_RawBatch]
 
 
 def _ragged(line: int, found: int, expected: int) -> Reject:
-    return Reject(line, f"line: has {found} fields but the header has {expected}; check the separators and quoting of this row")
+    return Reject(
+        line,
+        f"line: has {found} fields but the header has {expected}; check the separators and quoting of this row",
+    )
 
 
-def _csv_fast(data: bytes, names: list[str], numbers: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
+def _csv_fast(
+    data: bytes, names: list[str], numbers: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
     """pyarrow's CSV parser for unquoted data: one line is exactly one row."""
     ragged: list[tuple[int, int]] = []
 
@@ -676,9 +771,13 @@ def _csv_fast(data: bytes, names: list[str], numbers: np.ndarray) -> tuple[pd.Da
     table = pcsv.read_csv(
         io.BytesIO(data),
         # Single-threaded so the parser reports row numbers (and we run beside the store's threads).
-        read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=min(len(data) + 1, 2**31 - 1)),
+        read_options=pcsv.ReadOptions(
+            column_names=names, use_threads=False, block_size=min(len(data) + 1, 2**31 - 1)
+        ),
         parse_options=pcsv.ParseOptions(quote_char=False, invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True, null_values=[""]),
+        convert_options=pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=True, null_values=[""]
+        ),
     )
     keep = np.ones(numbers.size, dtype=bool)
     bad = []
@@ -688,11 +787,15 @@ def _csv_fast(data: bytes, names: list[str], numbers: np.ndarray) -> tuple[pd.Da
         keep[number - 1] = False
         bad.append(_ragged(int(numbers[number - 1]), found, len(names)))
     if table.num_rows != int(keep.sum()):
-        raise ValidationError("csv", "the CSV parser and the line framing disagree on the number of rows")
+        raise ValidationError(
+            "csv", "the CSV parser and the line framing disagree on the number of rows"
+        )
     return table.to_pandas(), keep, bad
 
 
-def _csv_python(data: bytes, names: list[str], numbers: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
+def _csv_python(
+    data: bytes, names: list[str], numbers: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
     """Python's csv module for quoted data, strictly one line per row (a bad line cannot swallow others)."""
     n_cols = len(names)
     lines = data.decode("utf-8").replace("\r\n", "\n").split("\n")[:-1]
@@ -714,14 +817,21 @@ def _csv_python(data: bytes, names: list[str], numbers: np.ndarray) -> tuple[pd.
     bad: list[Reject] = []
     for k, row in enumerate(rows):
         if row is None:
-            bad.append(Reject(int(numbers[k]), "line: malformed CSV quoting (an unclosed or stray quote)"))
+            bad.append(
+                Reject(int(numbers[k]), "line: malformed CSV quoting (an unclosed or stray quote)")
+            )
         elif len(row) != n_cols:
             bad.append(_ragged(int(numbers[k]), len(row), n_cols))
         else:
             good.append(row)
             keep[k] = True
     cols = list(zip(*good, strict=True)) if good else [()] * n_cols
-    frame = pd.DataFrame({name: pd.array(_empty_is_null(col), dtype="str") for name, col in zip(names, cols, strict=True)})
+    frame = pd.DataFrame(
+        {
+            name: pd.array(_empty_is_null(col), dtype="str")
+            for name, col in zip(names, cols, strict=True)
+        }
+    )
     return frame, keep, bad
 
 

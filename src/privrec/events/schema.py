@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -24,19 +24,46 @@ MAX_ID_LEN = 256
 MAX_QUERY_LEN = 1_000
 
 # Columns of a gated event frame: the output of the privacy gate and what the event store holds.
-EVENT_COLUMNS: tuple[str, ...] = ("event_id", "user", "item", "type", "ts", "rating", "query", "session")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "user",
+    "item",
+    "type",
+    "ts",
+    "rating",
+    "query",
+    "session",
+)
 # Columns of the item catalogue (public shop data, no personal data).
 ITEM_COLUMNS: tuple[str, ...] = ("item", "title", "category", "brand", "price", "in_stock", "text")
 # Field names that producers often use instead of ours; an error names them with a hint. Other
 # unknown field names are echoed only when they look like column names (see describe_error): a
 # key of a malformed record may itself be a raw user id.
 FIELD_ALIASES: dict[str, str] = {
-    "ts": "timestamp", "time": "timestamp", "timestamp_ms": "timestamp", "datetime": "timestamp",
-    "user_id": "user", "userid": "user", "customer_id": "user", "item_id": "item", "itemid": "item",
-    "product_id": "item", "sku": "item", "event_type": "type", "behavior_type": "type",
-    "behaviour_type": "type", "action": "type", "session_id": "session", "id": "event_id",
-    "score": "rating", "search": "query", "category_id": "", "category": "", "price": "", "title": "",
-}  # fmt: skip
+    "ts": "timestamp",
+    "time": "timestamp",
+    "timestamp_ms": "timestamp",
+    "datetime": "timestamp",
+    "user_id": "user",
+    "userid": "user",
+    "customer_id": "user",
+    "item_id": "item",
+    "itemid": "item",
+    "product_id": "item",
+    "sku": "item",
+    "event_type": "type",
+    "behavior_type": "type",
+    "behaviour_type": "type",
+    "action": "type",
+    "session_id": "session",
+    "id": "event_id",
+    "score": "rating",
+    "search": "query",
+    "category_id": "",
+    "category": "",
+    "price": "",
+    "title": "",
+}
 
 
 def max_timestamp() -> float:
@@ -66,7 +93,7 @@ def coerce_timestamp(v: Any) -> Any:
             raise ValueError("must be Unix seconds or an ISO-8601 date-time") from None
     if isinstance(v, datetime):  # includes pandas.Timestamp; naive means UTC
         if v.tzinfo is None:
-            v = v.replace(tzinfo=timezone.utc)
+            v = v.replace(tzinfo=UTC)
         return v.timestamp()
     return v
 

@@ -99,7 +99,9 @@ def httpfs_extension_path() -> Path:
     """
     import platform
 
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower(), "")
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower(), ""
+    )
     plat = f"{'osx' if os.uname().sysname == 'Darwin' else 'linux'}_{arch}"
     spec = importlib.util.find_spec("duckdb_ext")
     roots = list(spec.submodule_search_locations or []) if spec else []
@@ -144,10 +146,19 @@ class EventStore:
     between threads (calls are serialised).
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, data_dir: Path, key_hex: str, *, insert_threads: int | None = 1) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        data_dir: Path,
+        key_hex: str,
+        *,
+        insert_threads: int | None = 1,
+    ) -> None:
         self._con: duckdb.DuckDBPyConnection | None = con
         self._threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
-        self._insert_threads = insert_threads if insert_threads and insert_threads != self._threads else None
+        self._insert_threads = (
+            insert_threads if insert_threads and insert_threads != self._threads else None
+        )
         self.data_dir = data_dir
         self.path = data_dir / STORE_FILE
         self._key_hex = key_hex
@@ -156,7 +167,12 @@ class EventStore:
     # ---- opening and closing ---------------------------------------------------------------
     @classmethod
     def open(
-        cls, data_dir: str | Path, key: str | bytes | None = None, *, threads: int | None = None, insert_threads: int | None = 1
+        cls,
+        data_dir: str | Path,
+        key: str | bytes | None = None,
+        *,
+        threads: int | None = None,
+        insert_threads: int | None = 1,
     ) -> EventStore:
         """Open (or create) the store in `data_dir`.
 
@@ -207,7 +223,9 @@ class EventStore:
 
     @staticmethod
     def _attach(con: duckdb.DuckDBPyConnection, path: Path, key_hex: str) -> None:
-        con.execute(f"ATTACH {_sql_text(str(path))} AS {_ALIAS} (ENCRYPTION_KEY {_sql_text(key_hex)}, ENCRYPTION_CIPHER 'GCM')")
+        con.execute(
+            f"ATTACH {_sql_text(str(path))} AS {_ALIAS} (ENCRYPTION_KEY {_sql_text(key_hex)}, ENCRYPTION_CIPHER 'GCM')"
+        )
         con.execute(f"USE {_ALIAS}")
 
     def _init_schema(self) -> None:
@@ -251,7 +269,9 @@ class EventStore:
     # ---- plumbing ------------------------------------------------------------------------------
     def _conn(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            raise StoreError("the event store is closed; open it again with EventStore.open(data_dir)")
+            raise StoreError(
+                "the event store is closed; open it again with EventStore.open(data_dir)"
+            )
         return self._con
 
     @contextmanager
@@ -268,12 +288,16 @@ class EventStore:
                 except duckdb.Error:
                     pass
                 if isinstance(err, duckdb.Error):
-                    raise StoreError(f"event store: the operation failed and was rolled back ({_first_line(err)})") from None
+                    raise StoreError(
+                        f"event store: the operation failed and was rolled back ({_first_line(err)})"
+                    ) from None
                 raise
             try:
                 con.execute("COMMIT")
             except duckdb.Error as err:
-                raise StoreError(f"event store: commit failed, nothing was changed ({_first_line(err)})") from None
+                raise StoreError(
+                    f"event store: commit failed, nothing was changed ({_first_line(err)})"
+                ) from None
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and fetch all rows under the lock (a result is only valid until the next query)."""
@@ -384,23 +408,35 @@ class EventStore:
             raise StoreError("upsert_items: the catalogue needs an 'item' column")
         extra = [str(c) for c in frame.columns if c not in ITEM_COLUMNS]
         if extra:
-            raise StoreError(f"upsert_items: unknown column(s) {', '.join(extra)}; the columns are {', '.join(ITEM_COLUMNS)}")
+            raise StoreError(
+                f"upsert_items: unknown column(s) {', '.join(extra)}; the columns are {', '.join(ITEM_COLUMNS)}"
+            )
         if frame["item"].isna().any():
-            raise StoreError("upsert_items: item is missing in some rows; every catalogue row needs its item id")
+            raise StoreError(
+                "upsert_items: item is missing in some rows; every catalogue row needs its item id"
+            )
         f = frame.drop_duplicates("item", keep="last")
         cols: dict[str, Any] = {}
         for c in ITEM_COLUMNS:
             s = f[c] if c in f.columns else pd.Series([None] * len(f), index=f.index)
             try:
                 if c == "price":
-                    cols[c] = pa.array(pd.to_numeric(s, errors="raise").astype(np.float64).to_numpy(), type=pa.float64(), from_pandas=True)
+                    cols[c] = pa.array(
+                        pd.to_numeric(s, errors="raise").astype(np.float64).to_numpy(),
+                        type=pa.float64(),
+                        from_pandas=True,
+                    )
                 elif c == "in_stock":
                     cols[c] = pa.array(s.astype("boolean"), type=pa.bool_())
                 else:
                     obj = s.astype(object)
-                    cols[c] = pa.array([None if _null(v) else str(v) for v in obj.tolist()], type=pa.string())
+                    cols[c] = pa.array(
+                        [None if _null(v) else str(v) for v in obj.tolist()], type=pa.string()
+                    )
             except (ValueError, TypeError, pa.ArrowException):
-                raise StoreError(f"upsert_items: column {c} holds values of the wrong type") from None
+                raise StoreError(
+                    f"upsert_items: column {c} holds values of the wrong type"
+                ) from None
         table = pa.table(cols, schema=ITEM_SCHEMA)
         with self._tx() as con:
             con.register("_items", table)
@@ -421,7 +457,9 @@ class EventStore:
         if user is None:
             table = self._arrow(f"{_SELECT_EVENTS} ORDER BY ts, rowid")
         else:
-            table = self._arrow(f'{_SELECT_EVENTS} WHERE "user" = ? ORDER BY ts, rowid', [str(user)])
+            table = self._arrow(
+                f'{_SELECT_EVENTS} WHERE "user" = ? ORDER BY ts, rowid', [str(user)]
+            )
         return _events_frame(table)
 
     def users(self) -> list[str]:
@@ -447,11 +485,19 @@ class EventStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             n = self.count()
-            self._rows(f"COPY ({_SELECT_EVENTS} ORDER BY ts, rowid) TO {_sql_text(str(path))} (FORMAT parquet)")
+            self._rows(
+                f"COPY ({_SELECT_EVENTS} ORDER BY ts, rowid) TO {_sql_text(str(path))} (FORMAT parquet)"
+            )
         return n
 
     # ---- deleting and re-keying -------------------------------------------------------------
-    def retention(self, days: int | Mapping[str, int | None], now: float | None = None, *, compact: bool = True) -> int:
+    def retention(
+        self,
+        days: int | Mapping[str, int | None],
+        now: float | None = None,
+        *,
+        compact: bool = True,
+    ) -> int:
         """Delete events older than `days` (one limit, or per event type; None = keep forever).
 
         Args:
@@ -467,7 +513,9 @@ class EventStore:
         if isinstance(days, Mapping):
             for t, d in days.items():
                 if t not in EVENT_TYPES:
-                    raise StoreError(f"retention: {t!r} is not an event type; use one of {', '.join(EVENT_TYPES)}")
+                    raise StoreError(
+                        f"retention: {t!r} is not an event type; use one of {', '.join(EVENT_TYPES)}"
+                    )
                 if d is not None:
                     limits.append((t, _check_days(d)))
         else:
@@ -477,9 +525,13 @@ class EventStore:
             for t, d in limits:
                 cutoff = now - d * 86_400.0
                 if t is None:
-                    deleted += con.execute("DELETE FROM events WHERE ts < ?", [cutoff]).fetchone()[0]
+                    deleted += con.execute("DELETE FROM events WHERE ts < ?", [cutoff]).fetchone()[
+                        0
+                    ]
                 else:
-                    deleted += con.execute("DELETE FROM events WHERE type = ? AND ts < ?", [t, cutoff]).fetchone()[0]
+                    deleted += con.execute(
+                        "DELETE FROM events WHERE type = ? AND ts < ?", [t, cutoff]
+                    ).fetchone()[0]
         logger.info("retention deleted=%d", deleted)
         if deleted and compact:
             self.compact()
@@ -497,7 +549,9 @@ class EventStore:
             The number of events deleted.
         """
         if not isinstance(pseudonym, str) or not _HEX32.fullmatch(pseudonym):
-            raise StoreError("erase_user: pseudonym must be 32 hex characters (pseudonymise the raw id first)")
+            raise StoreError(
+                "erase_user: pseudonym must be 32 hex characters (pseudonymise the raw id first)"
+            )
         with self._tx() as con:
             deleted = con.execute('DELETE FROM events WHERE "user" = ?', [pseudonym]).fetchone()[0]
         if deleted and compact:
@@ -529,13 +583,19 @@ class EventStore:
                 "re-key one rotation at a time"
             )
         with self._tx() as con:
-            old = con.execute('SELECT rowid AS rid, event_id, "user", session FROM events').arrow().read_all()
+            old = (
+                con.execute('SELECT rowid AS rid, event_id, "user", session FROM events')
+                .arrow()
+                .read_all()
+            )
             n = old.num_rows
             if n:
                 new = pa.table(
                     {
                         "rid": old["rid"],
-                        "event_id": pa.array(pseudonymiser.rekey_many(old["event_id"].to_pylist()), type=pa.string()),
+                        "event_id": pa.array(
+                            pseudonymiser.rekey_many(old["event_id"].to_pylist()), type=pa.string()
+                        ),
                         "user": _rekey_column(old["user"], pseudonymiser),
                         "session": _rekey_column(old["session"], pseudonymiser),
                     }
@@ -566,7 +626,9 @@ class EventStore:
                 p.unlink(missing_ok=True)
             try:
                 con.execute("CHECKPOINT")
-                con.execute(f"ATTACH {_sql_text(str(fresh))} AS fresh (ENCRYPTION_KEY {_sql_text(self._key_hex)}, ENCRYPTION_CIPHER 'GCM')")
+                con.execute(
+                    f"ATTACH {_sql_text(str(fresh))} AS fresh (ENCRYPTION_KEY {_sql_text(self._key_hex)}, ENCRYPTION_CIPHER 'GCM')"
+                )
                 try:
                     con.execute(f"COPY FROM DATABASE {_ALIAS} TO fresh")
                     con.execute("CHECKPOINT fresh")
@@ -577,7 +639,9 @@ class EventStore:
             except duckdb.Error as err:
                 fresh.unlink(missing_ok=True)
                 self._reattach()
-                raise StoreError(f"compact failed, the store is unchanged ({_first_line(err)})") from None
+                raise StoreError(
+                    f"compact failed, the store is unchanged ({_first_line(err)})"
+                ) from None
             os.replace(fresh, self.path)
             _fsync_dir(self.data_dir)
             self._reattach()
@@ -585,7 +649,9 @@ class EventStore:
     def _reattach(self) -> None:
         con = self._conn()
         try:
-            if not con.execute(f"SELECT 1 FROM duckdb_databases() WHERE database_name = '{_ALIAS}'").fetchall():
+            if not con.execute(
+                f"SELECT 1 FROM duckdb_databases() WHERE database_name = '{_ALIAS}'"
+            ).fetchall():
                 self._attach(con, self.path, self._key_hex)
             else:
                 con.execute(f"USE {_ALIAS}")
@@ -642,21 +708,31 @@ def _events_table(frame: pd.DataFrame) -> pa.Table:
     """A gated frame as an Arrow table, refusing anything that is not the gate's output."""
     missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
     if missing:
-        raise StoreError(f"append: the frame lacks column(s) {', '.join(missing)}; pass the gate's output (GateResult.accepted)")
+        raise StoreError(
+            f"append: the frame lacks column(s) {', '.join(missing)}; pass the gate's output (GateResult.accepted)"
+        )
     try:
-        table = pa.Table.from_pandas(frame[list(EVENT_COLUMNS)], schema=EVENT_SCHEMA, preserve_index=False)
+        table = pa.Table.from_pandas(
+            frame[list(EVENT_COLUMNS)], schema=EVENT_SCHEMA, preserve_index=False
+        )
     except (pa.ArrowException, TypeError, ValueError):
-        raise StoreError("append: a column has the wrong type; pass the gate's output (GateResult.accepted)") from None
+        raise StoreError(
+            "append: a column has the wrong type; pass the gate's output (GateResult.accepted)"
+        ) from None
     for c in ("event_id", "user", "item", "type", "ts"):
         if table[c].null_count:
             raise StoreError(f"append: {c} is missing in some rows; pass the gate's output")
     pattern = f"^[0-9a-f]{{{PSEUDONYM_HEX_LEN}}}$"
     for c in ("event_id", "user", "session"):
-        if not pc.all(pc.match_substring_regex(table[c], pattern)).as_py() in (True, None):
+        if pc.all(pc.match_substring_regex(table[c], pattern)).as_py() not in (True, None):
             # Defence in depth: a raw id must never reach the store, even by a programming error.
-            raise StoreError(f"append: {c} holds values that are not pseudonyms; send events through the privacy gate")
+            raise StoreError(
+                f"append: {c} holds values that are not pseudonyms; send events through the privacy gate"
+            )
     if not pc.all(pc.is_in(table["type"], value_set=pa.array(EVENT_TYPES))).as_py():
-        raise StoreError(f"append: type holds an unknown event type; use one of {', '.join(EVENT_TYPES)}")
+        raise StoreError(
+            f"append: type holds an unknown event type; use one of {', '.join(EVENT_TYPES)}"
+        )
     if not pc.all(pc.is_finite(table["ts"])).as_py():
         raise StoreError("append: ts holds a value that is not a finite number")
     return table
@@ -664,6 +740,7 @@ def _events_table(frame: pd.DataFrame) -> pa.Table:
 
 def _events_frame(table: pa.Table) -> pd.DataFrame:
     """Stored rows as a gated-event frame with the gate's dtypes."""
+
     def obj(name: str) -> pd.Series:
         return pd.Series(table[name].to_pylist(), dtype=object)
 

@@ -55,7 +55,12 @@ class Variant:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"name": self.name, "model": self.model, "weight": self.weight, "params": dict(self.params)}
+        return {
+            "name": self.name,
+            "model": self.model,
+            "weight": self.weight,
+            "params": dict(self.params),
+        }
 
 
 @dataclass(frozen=True)
@@ -80,17 +85,27 @@ class Experiment:
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
-            raise ValidationError("name", "use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+            raise ValidationError(
+                "name",
+                "use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+            )
         if len(self.variants) < 2:
-            raise ValidationError("variants", f"has {len(self.variants)}; an experiment needs at least two")
+            raise ValidationError(
+                "variants", f"has {len(self.variants)}; an experiment needs at least two"
+            )
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValidationError("variants", "two variants share a name; give each its own")
         for v in self.variants:
             if not _NAME.fullmatch(v.name):
-                raise ValidationError("variants.name", f"{v.name!r} is not a valid name; use lower-case letters, digits, '-' or '_'")
+                raise ValidationError(
+                    "variants.name",
+                    f"{v.name!r} is not a valid name; use lower-case letters, digits, '-' or '_'",
+                )
             if not (v.weight > 0 and v.weight < 1e9):
-                raise ValidationError("variants.weight", f"variant {v.name!r} needs a positive weight")
+                raise ValidationError(
+                    "variants.weight", f"variant {v.name!r} needs a positive weight"
+                )
         if self.status not in ("running", "stopped"):
             raise ValidationError("status", "must be 'running' or 'stopped'")
 
@@ -121,7 +136,12 @@ class Experiment:
     def from_dict(cls, d: Mapping[str, Any]) -> Experiment:
         """Inverse of `to_dict`."""
         variants = tuple(
-            Variant(name=str(v["name"]), model=v.get("model"), weight=float(v.get("weight", 1.0)), params=dict(v.get("params") or {}))
+            Variant(
+                name=str(v["name"]),
+                model=v.get("model"),
+                weight=float(v.get("weight", 1.0)),
+                params=dict(v.get("params") or {}),
+            )
             for v in d.get("variants", [])
         )
         kw: dict[str, Any] = {"name": str(d["name"]), "variants": variants}
@@ -131,7 +151,9 @@ class Experiment:
         return cls(**kw)
 
 
-def assign(experiment: Experiment, pseudonym: str, shares: Sequence[float] | None = None) -> Variant:
+def assign(
+    experiment: Experiment, pseudonym: str, shares: Sequence[float] | None = None
+) -> Variant:
     """The variant of `pseudonym` (deterministic from the pseudonym and the salt)."""
     b = bucket(experiment.salt, pseudonym)
     acc = 0.0

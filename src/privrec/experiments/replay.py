@@ -61,7 +61,9 @@ def replay(
     # held-out items and purchases per shopper
     held: dict[int, set[int]] = {}
     bought: dict[int, set[int]] = {}
-    for u, i, t in zip(test.user_idx.tolist(), test.item_idx.tolist(), test.event_type.tolist(), strict=True):
+    for u, i, t in zip(
+        test.user_idx.tolist(), test.item_idx.tolist(), test.event_type.tolist(), strict=True
+    ):
         held.setdefault(u, set()).add(i)
         if t == _PURCHASE:
             bought.setdefault(u, set()).add(i)
@@ -99,19 +101,28 @@ def replay(
                 if buys:
                     converted += 1
                     revenue[s + r] = float(sum(price[i] for i in buys))
-        data.append(VariantData(name=v.name, impressions=len(members), clicked_impressions=clicked,
-                                revenue_per_unit=revenue, converted_units=converted))  # fmt: skip
+        data.append(
+            VariantData(
+                name=v.name,
+                impressions=len(members),
+                clicked_impressions=clicked,
+                revenue_per_unit=revenue,
+                converted_units=converted,
+            )
+        )
     report = analyse(data, experiment.shares)
     report["replay"] = {
         "k": k,
-        "held_out_users": int(len(users)),
+        "held_out_users": len(users),
         "paired": paired,
         "click": "a held-out item of the shopper is on the list",
         "conversion": "a held-out purchase of the shopper is on the list",
         "revenue": "price of the converted items (1.0 where the catalogue has no price)",
     }
     if paired:
-        report["srm"]["note"] = "paired replay shows every variant to every shopper; the SRM check does not apply"
+        report["srm"]["note"] = (
+            "paired replay shows every variant to every shopper; the SRM check does not apply"
+        )
         report["srm"]["mismatch"] = False
     return report
 

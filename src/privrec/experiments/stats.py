@@ -50,7 +50,7 @@ class VariantData:
     @property
     def units(self) -> int:
         """Shoppers exposed."""
-        return int(len(self.revenue_per_unit))
+        return len(self.revenue_per_unit)
 
 
 def _finite(x: float) -> float | None:
@@ -63,7 +63,12 @@ def _proportion(successes: int, n: int, alpha: float) -> dict[str, Any]:
     if n <= 0:
         return {"value": None, "ci": [None, None], "successes": int(successes), "n": int(n)}
     lo, hi = proportion_confint(successes, n, alpha=alpha, method="wilson")
-    return {"value": successes / n, "ci": [_finite(lo), _finite(hi)], "successes": int(successes), "n": int(n)}
+    return {
+        "value": successes / n,
+        "ci": [_finite(lo), _finite(hi)],
+        "successes": int(successes),
+        "n": int(n),
+    }
 
 
 def _mean(values: np.ndarray, alpha: float) -> dict[str, Any]:
@@ -83,7 +88,12 @@ def _ztest(s1: int, n1: int, s0: int, n0: int) -> dict[str, Any]:
     from statsmodels.stats.proportion import proportions_ztest
 
     if min(n0, n1) == 0 or (s0 + s1 == 0) or (s0 + s1 == n0 + n1):
-        return {"test": "two-proportion z-test", "statistic": None, "p_value": None, "note": "no variation yet"}
+        return {
+            "test": "two-proportion z-test",
+            "statistic": None,
+            "p_value": None,
+            "note": "no variation yet",
+        }
     z, p = proportions_ztest([s1, s0], [n1, n0])
     return {"test": "two-proportion z-test", "statistic": _finite(z), "p_value": _finite(p)}
 
@@ -92,20 +102,34 @@ def _welch(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     from statsmodels.stats.weightstats import ttest_ind
 
     if len(a) < 2 or len(b) < 2 or (np.std(a) == 0 and np.std(b) == 0):
-        return {"test": "Welch t-test", "statistic": None, "p_value": None, "note": "no variation yet"}
+        return {
+            "test": "Welch t-test",
+            "statistic": None,
+            "p_value": None,
+            "note": "no variation yet",
+        }
     t, p, _ = ttest_ind(a, b, usevar="unequal")
     return {"test": "Welch t-test", "statistic": _finite(t), "p_value": _finite(p)}
 
 
-def srm_check(units: Sequence[int], shares: Sequence[float], alpha: float = SRM_ALPHA) -> dict[str, Any]:
+def srm_check(
+    units: Sequence[int], shares: Sequence[float], alpha: float = SRM_ALPHA
+) -> dict[str, Any]:
     """Chi-square test of the observed shoppers per variant against the expected shares."""
     obs = np.asarray(units, dtype=np.float64)
     total = float(obs.sum())
     sh = np.asarray(shares, dtype=np.float64)
     sh = sh / sh.sum()
     if total <= 0 or len(obs) < 2:
-        return {"test": "chi-square goodness of fit", "statistic": None, "p_value": None, "mismatch": False, "alpha": alpha,
-                "observed": [int(x) for x in obs], "expected": [0.0] * len(obs)}  # fmt: skip
+        return {
+            "test": "chi-square goodness of fit",
+            "statistic": None,
+            "p_value": None,
+            "mismatch": False,
+            "alpha": alpha,
+            "observed": [int(x) for x in obs],
+            "expected": [0.0] * len(obs),
+        }
     exp = total * sh
     stat, p = sps.chisquare(obs, exp)
     return {
@@ -119,7 +143,9 @@ def srm_check(units: Sequence[int], shares: Sequence[float], alpha: float = SRM_
     }
 
 
-def analyse(variants: Sequence[VariantData], shares: Sequence[float], *, alpha: float = 0.05) -> dict[str, Any]:
+def analyse(
+    variants: Sequence[VariantData], shares: Sequence[float], *, alpha: float = 0.05
+) -> dict[str, Any]:
     """The report of an experiment: per-variant metrics with (1 - alpha) intervals, tests against
     the first variant, and the SRM check."""
     if not variants:
@@ -139,15 +165,30 @@ def analyse(variants: Sequence[VariantData], shares: Sequence[float], *, alpha: 
         }
         if v is not control:
             row["vs_control"] = {
-                "ctr": _ztest(v.clicked_impressions, v.impressions, control.clicked_impressions, control.impressions),
-                "conversion": _ztest(v.converted_units, v.units, control.converted_units, control.units),
-                "revenue_per_unit": _welch(np.asarray(v.revenue_per_unit, np.float64), np.asarray(control.revenue_per_unit, np.float64)),
+                "ctr": _ztest(
+                    v.clicked_impressions,
+                    v.impressions,
+                    control.clicked_impressions,
+                    control.impressions,
+                ),
+                "conversion": _ztest(
+                    v.converted_units, v.units, control.converted_units, control.units
+                ),
+                "revenue_per_unit": _welch(
+                    np.asarray(v.revenue_per_unit, np.float64),
+                    np.asarray(control.revenue_per_unit, np.float64),
+                ),
             }
             for key in ("ctr", "conversion", "revenue_per_unit"):
                 p = row["vs_control"][key].get("p_value")
                 row["vs_control"][key]["significant"] = bool(p is not None and p < alpha)
         rows.append(row)
-    return {"control": control.name, "alpha": alpha, "variants": rows, "srm": srm_check([v.units for v in variants], shares)}
+    return {
+        "control": control.name,
+        "alpha": alpha,
+        "variants": rows,
+        "srm": srm_check([v.units for v in variants], shares),
+    }
 
 
 def counts_from_records(

@@ -21,7 +21,7 @@ from typing import Any
 from privrec.core.errors import NotFoundError, ValidationError
 from privrec.experiments.assignment import Experiment
 
-__all__ = ["ExperimentStore", "OUTCOME_TYPES"]
+__all__ = ["OUTCOME_TYPES", "ExperimentStore"]
 
 OUTCOME_TYPES = ("click", "cart", "purchase")
 _DDL = (
@@ -69,11 +69,17 @@ class ExperimentStore:
     def create(self, experiment: Experiment) -> Experiment:
         """Save a new experiment (ValidationError if the name is taken)."""
         if experiment.name in self._cache:
-            raise ValidationError("name", f"an experiment named {experiment.name!r} exists; choose another name or stop it first")
+            raise ValidationError(
+                "name",
+                f"an experiment named {experiment.name!r} exists; choose another name or stop it first",
+            )
         if not experiment.created_at:
             experiment = Experiment.from_dict({**experiment.to_dict(), "created_at": time.time()})
         with self._lock:
-            self._con.execute("INSERT INTO experiments VALUES (?, ?)", [experiment.name, json.dumps(experiment.to_dict())])
+            self._con.execute(
+                "INSERT INTO experiments VALUES (?, ?)",
+                [experiment.name, json.dumps(experiment.to_dict())],
+            )
         self._cache[experiment.name] = experiment
         return experiment
 
@@ -82,7 +88,9 @@ class ExperimentStore:
         try:
             return self._cache[name]
         except KeyError:
-            raise NotFoundError(f"experiment: no experiment named {name!r}; list them with GET /v1/experiments") from None
+            raise NotFoundError(
+                f"experiment: no experiment named {name!r}; list them with GET /v1/experiments"
+            ) from None
 
     def list(self) -> list[Experiment]:
         """All experiments, by name."""
@@ -92,12 +100,16 @@ class ExperimentStore:
         """Stop or restart an experiment."""
         exp = Experiment.from_dict({**self.get(name).to_dict(), "status": status})
         with self._lock:
-            self._con.execute("UPDATE experiments SET doc = ? WHERE name = ?", [json.dumps(exp.to_dict()), name])
+            self._con.execute(
+                "UPDATE experiments SET doc = ? WHERE name = ?", [json.dumps(exp.to_dict()), name]
+            )
         self._cache[name] = exp
         return exp
 
     # ---- exposures and outcomes --------------------------------------------------------------
-    def record_exposure(self, rec_id: str, experiment: str, variant: str, unit: str, items: Sequence[str]) -> None:
+    def record_exposure(
+        self, rec_id: str, experiment: str, variant: str, unit: str, items: Sequence[str]
+    ) -> None:
         """Buffer one exposure (written by the next `flush`)."""
         row = (rec_id, experiment, variant, unit, time.time(), json.dumps(list(items)))
         with self._pending_lock:
@@ -110,7 +122,9 @@ class ExperimentStore:
         if rows:
             with self._lock:
                 self._con.execute("BEGIN")
-                self._con.executemany("INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._con.executemany(
+                    "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
                 self._con.execute("COMMIT")
         return len(rows)
 
@@ -140,7 +154,13 @@ class ExperimentStore:
                     continue
                 cur = self._con.execute(
                     "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?)",
-                    [str(o["rec_id"]), str(o["type"]), str(o["item"]), float(o.get("value") or 0.0), time.time()],
+                    [
+                        str(o["rec_id"]),
+                        str(o["type"]),
+                        str(o["item"]),
+                        float(o.get("value") or 0.0),
+                        time.time(),
+                    ],
                 )
                 n += cur.rowcount
             self._con.execute("COMMIT")
@@ -151,7 +171,9 @@ class ExperimentStore:
         self.get(name)
         self.flush()
         with self._lock:
-            ex = self._con.execute("SELECT rec_id, variant, unit FROM exposures WHERE experiment = ?", [name]).fetchall()
+            ex = self._con.execute(
+                "SELECT rec_id, variant, unit FROM exposures WHERE experiment = ?", [name]
+            ).fetchall()
             oc = self._con.execute(
                 "SELECT o.rec_id, o.type, o.item, o.value FROM outcomes AS o JOIN exposures AS e ON e.rec_id = o.rec_id WHERE e.experiment = ?",
                 [name],
@@ -168,12 +190,25 @@ class ExperimentStore:
         with self._lock:
             for exp, unit in units.items():
                 rows = self._con.execute(
-                    "SELECT rec_id, variant, ts, items FROM exposures WHERE experiment = ? AND unit = ? ORDER BY ts", [exp, unit]
+                    "SELECT rec_id, variant, ts, items FROM exposures WHERE experiment = ? AND unit = ? ORDER BY ts",
+                    [exp, unit],
                 ).fetchall()
                 for rec_id, variant, ts, items in rows:
-                    oc = self._con.execute("SELECT type, item, value, ts FROM outcomes WHERE rec_id = ?", [rec_id]).fetchall()
-                    out.append({"experiment": exp, "variant": variant, "recommendation_id": rec_id, "ts": ts, "items": items,
-                                "outcomes": [{"type": t, "item": i, "value": v, "ts": ots} for t, i, v, ots in oc]})  # fmt: skip
+                    oc = self._con.execute(
+                        "SELECT type, item, value, ts FROM outcomes WHERE rec_id = ?", [rec_id]
+                    ).fetchall()
+                    out.append(
+                        {
+                            "experiment": exp,
+                            "variant": variant,
+                            "recommendation_id": rec_id,
+                            "ts": ts,
+                            "items": items,
+                            "outcomes": [
+                                {"type": t, "item": i, "value": v, "ts": ots} for t, i, v, ots in oc
+                            ],
+                        }
+                    )
         return out
 
     def erase_units(self, units: Mapping[str, str]) -> int:
@@ -183,11 +218,21 @@ class ExperimentStore:
         with self._lock:
             self._con.execute("BEGIN")
             for exp, unit in units.items():
-                ids = [r[0] for r in self._con.execute("SELECT rec_id FROM exposures WHERE experiment = ? AND unit = ?", [exp, unit])]
+                ids = [
+                    r[0]
+                    for r in self._con.execute(
+                        "SELECT rec_id FROM exposures WHERE experiment = ? AND unit = ?",
+                        [exp, unit],
+                    )
+                ]
                 for chunk in range(0, len(ids), 500):
                     part = ids[chunk : chunk + 500]
                     marks = ",".join("?" * len(part))
-                    n += self._con.execute(f"DELETE FROM outcomes WHERE rec_id IN ({marks})", part).rowcount
-                n += self._con.execute("DELETE FROM exposures WHERE experiment = ? AND unit = ?", [exp, unit]).rowcount
+                    n += self._con.execute(
+                        f"DELETE FROM outcomes WHERE rec_id IN ({marks})", part
+                    ).rowcount
+                n += self._con.execute(
+                    "DELETE FROM exposures WHERE experiment = ? AND unit = ?", [exp, unit]
+                ).rowcount
             self._con.execute("COMMIT")
         return n

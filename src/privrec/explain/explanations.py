@@ -97,7 +97,11 @@ def strongest_actions(history: UserHistory) -> dict[int, str]:
 def _distinct_weights(model: Recommender, history: UserHistory) -> tuple[np.ndarray, np.ndarray]:
     """Distinct in-range history items and their weight as the model sees it (max per item)."""
     items = np.asarray(history.items, dtype=np.int64)
-    w = np.ones(len(items), np.float64) if history.weights is None else np.asarray(history.weights, dtype=np.float64)
+    w = (
+        np.ones(len(items), np.float64)
+        if history.weights is None
+        else np.asarray(history.weights, dtype=np.float64)
+    )
     ok = (items >= 0) & (items < model.n_items)
     items, w = items[ok], w[ok]
     if not len(items):
@@ -112,7 +116,9 @@ def _distinct_weights(model: Recommender, history: UserHistory) -> tuple[np.ndar
     return items, w
 
 
-def contributions(model: Recommender, history: UserHistory, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def contributions(
+    model: Recommender, history: UserHistory, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(history items, matrix [len(targets), len(items)] of additive score shares), or None
     where the model's structure is not known (then ask `model.explain`)."""
     items, w = _distinct_weights(model, history)
@@ -123,7 +129,11 @@ def contributions(model: Recommender, history: UserHistory, targets: np.ndarray)
             return items, np.zeros((len(targets), 0))
         return items, (weights[np.ix_(items, targets)].T.astype(np.float64) * w[None, :])
     sim = getattr(model, "similarity", None)
-    if model.name == "itemknn" and sp.issparse(sim) and getattr(model.config, "formula", "sum") == "sum":
+    if (
+        model.name == "itemknn"
+        and sp.issparse(sim)
+        and getattr(model.config, "formula", "sum") == "sum"
+    ):
         if not len(items):
             return items, np.zeros((len(targets), 0))
         block = np.asarray(sim[targets][:, items].todense(), dtype=np.float64)
@@ -132,7 +142,9 @@ def contributions(model: Recommender, history: UserHistory, targets: np.ndarray)
 
 
 def _history_text(parts: list[str]) -> str:
-    return "because you " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+    return "because you " + (
+        parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    )
 
 
 def _popular(table: ItemTable, i: int) -> ItemExplanation:
@@ -198,38 +210,71 @@ def explain_items(
         if use_history and model is not None:
             if contrib is not None:
                 # positive shares, largest first (ties: lower item index first)
-                pos = sorted(((-c, h) for h, c in zip(hist_l, mat_l[r], strict=True) if c > 0))[:n_reasons]
+                pos = sorted(((-c, h) for h, c in zip(hist_l, mat_l[r], strict=True) if c > 0))[
+                    :n_reasons
+                ]
                 reasons = [(h, -c) for c, h in pos]
             elif not filled_a[r]:
                 exp = model.explain(history, int(i))
                 reasons = [(int(j), float(c)) for j, c in exp.contributors if c > 0][:n_reasons]
-        because = [{"item": keys[j], "title": titles[j], "action": actions.get(j, "view")} for j, _ in reasons]
+        because = [
+            {"item": keys[j], "title": titles[j], "action": actions.get(j, "view")}
+            for j, _ in reasons
+        ]
         if q and matched_a[r]:
             text = f"matches your search '{q}'"
             if reasons:
-                text += "; " + _history_text([_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j)) for j, _ in reasons[:1]])
+                text += "; " + _history_text(
+                    [
+                        _ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j))
+                        for j, _ in reasons[:1]
+                    ]
+                )
             out.append(ItemExplanation("search", text, because[:1]))
             continue
         if context_item is not None and reasons and reasons[0][0] == int(context_item):
-            out.append(ItemExplanation("context", f"because you are looking at {_quoted(table, context_item)}", because[:1]))
+            out.append(
+                ItemExplanation(
+                    "context",
+                    f"because you are looking at {_quoted(table, context_item)}",
+                    because[:1],
+                )
+            )
             continue
         if pop_l[r] <= 0:
-            sim = _similar_in_history(table, i, [j for j, _ in reasons] + sorted(actions)) if use_history else None
+            sim = (
+                _similar_in_history(table, i, [j for j, _ in reasons] + sorted(actions))
+                if use_history
+                else None
+            )
             if sim is not None:
                 out.append(
                     ItemExplanation(
                         "cold_item",
                         f"new arrival similar to {_quoted(table, sim)}",
-                        [{"item": table.keys[sim], "title": _title(table, sim), "action": actions.get(sim, "view")}],
+                        [
+                            {
+                                "item": table.keys[sim],
+                                "title": _title(table, sim),
+                                "action": actions.get(sim, "view"),
+                            }
+                        ],
                     )
                 )
                 continue
             cat = table.category_name(i)
             leaf = cat.split(">")[-1].strip() if cat else None
-            out.append(ItemExplanation("cold_item", f"new arrival in {leaf}" if leaf else "new arrival", []))
+            out.append(
+                ItemExplanation(
+                    "cold_item", f"new arrival in {leaf}" if leaf else "new arrival", []
+                )
+            )
             continue
         if reasons and not filled_a[r]:
-            parts = [_ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j)) for j, _ in reasons]
+            parts = [
+                _ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j))
+                for j, _ in reasons
+            ]
             out.append(ItemExplanation("history", _history_text(parts), because))
             continue
         out.append(_popular(table, i))
@@ -244,9 +289,13 @@ def _similar_in_history(table: ItemTable, item: int, candidates: list[int]) -> i
         score = 0
         if c >= 0 and int(table.category[j]) == c:
             score += 2
-        elif int(table.top_category[item]) >= 0 and int(table.top_category[j]) == int(table.top_category[item]):
+        elif int(table.top_category[item]) >= 0 and int(table.top_category[j]) == int(
+            table.top_category[item]
+        ):
             score += 1
-        if score and b >= 0 and int(table.brand[j]) == b:  # the brand counts only within the same department
+        if (
+            score and b >= 0 and int(table.brand[j]) == b
+        ):  # the brand counts only within the same department
             score += 1
         if score > best_score:
             best, best_score = j, score

@@ -65,7 +65,9 @@ class ALS(Recommender):
         self.item_factors = np.zeros((0, self.config.embedding_size), np.float32)
         self._yty = np.zeros((self.config.embedding_size,) * 2, np.float64)
 
-    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> ALS:
+    def fit(
+        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+    ) -> ALS:
         """Train item factors with implicit on `input_matrix(dataset)`."""
         return self.fit_matrix(self.input_matrix(dataset), rng=rng)
 

@@ -62,7 +62,9 @@ class APR(BPR):
     Config = APRConfig
     config: APRConfig
 
-    def _extra_loss(self, params: dict[str, torch.Tensor], batch: Batch, bpr_loss: torch.Tensor) -> torch.Tensor | None:
+    def _extra_loss(
+        self, params: dict[str, torch.Tensor], batch: Batch, bpr_loss: torch.Tensor
+    ) -> torch.Tensor | None:
         """reg_adv * BPR loss of the batch under the fast-gradient perturbation of the tables."""
         import torch
         import torch.nn.functional as F
@@ -74,14 +76,28 @@ class APR(BPR):
         if c.perturb == "tables":
             names = [items[0], "context", *items[1:]]
             grads = torch.autograd.grad(bpr_loss, [params[n] for n in names], retain_graph=True)
-            perturbed = {**params, **{n: params[n] + _fast_gradient(g, c.eps) for n, g in zip(names, grads, strict=True)}}
+            perturbed = {
+                **params,
+                **{
+                    n: params[n] + _fast_gradient(g, c.eps)
+                    for n, g in zip(names, grads, strict=True)
+                },
+            }
             x_pos, x_neg, _ = self.pair_scores(perturbed, batch)
         else:
             u = self.user_vectors_torch(params, batch)
             x_pos, x_neg, _ = self.scores_for(u, params, batch)
             clean = -F.logsigmoid(x_pos - x_neg).mean()
-            g_u, *g_items = torch.autograd.grad(clean, [u, *(params[n] for n in items)], retain_graph=True)
-            perturbed = {**params, **{n: params[n] + _fast_gradient(g, c.eps) for n, g in zip(items, g_items, strict=True)}}
+            g_u, *g_items = torch.autograd.grad(
+                clean, [u, *(params[n] for n in items)], retain_graph=True
+            )
+            perturbed = {
+                **params,
+                **{
+                    n: params[n] + _fast_gradient(g, c.eps)
+                    for n, g in zip(items, g_items, strict=True)
+                },
+            }
             x_pos, x_neg, _ = self.scores_for(u + _fast_gradient(g_u, c.eps), perturbed, batch)
         return c.reg_adv * -F.logsigmoid(x_pos - x_neg).mean()
 

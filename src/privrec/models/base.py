@@ -67,7 +67,9 @@ def model_class(name: str) -> type[Recommender]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"model: unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        raise ConfigError(
+            f"model: unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+        ) from None
 
 
 def registered_models() -> dict[str, type[Recommender]]:
@@ -98,7 +100,9 @@ class Recommender(ABC):
 
     # ---- training ------------------------------------------------------------------------
     @abstractmethod
-    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> Recommender:
+    def fit(
+        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+    ) -> Recommender:
         """Learn from `dataset`; returns self."""
 
     def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
@@ -158,7 +162,9 @@ class Recommender(ABC):
         r, c, v = r[order], c[order], v[order]
         last = np.ones(len(r), dtype=bool)
         last[:-1] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
-        return sp.csr_matrix((v[last], (r[last], c[last])), shape=(len(histories), self.n_items), dtype=np.float32)
+        return sp.csr_matrix(
+            (v[last], (r[last], c[last])), shape=(len(histories), self.n_items), dtype=np.float32
+        )
 
     def score(self, history: UserHistory, items: np.ndarray | None = None) -> np.ndarray:
         """Scores of all items (or of `items`) for one user's history."""
@@ -360,7 +366,12 @@ def history_explanation(
     order = [j for j in order if contributions[j] > 0][:n]
     contributors = [(int(items[j]), float(contributions[j])) for j in order]
     if not contributors:
-        return Explanation(item=int(item), kind="model", text="no item in your history points to this one", contributors=[])
+        return Explanation(
+            item=int(item),
+            kind="model",
+            text="no item in your history points to this one",
+            contributors=[],
+        )
     rank = {t: r for r, t in enumerate(_VERBS)}
     verbs: dict[int, str] = {}
     if history.event_types is not None and len(history.event_types) == len(history):
@@ -368,6 +379,11 @@ def history_explanation(
             name = EVENT_TYPES[int(code)] if 0 <= int(code) < len(EVENT_TYPES) else "view"
             if it not in verbs or rank[name] < rank[verbs[it]]:
                 verbs[it] = name
-    parts = [f"{_VERBS[verbs[it]] if it in verbs else 'interacted with'} item {it}" for it, _ in contributors]
-    text = "because you " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+    parts = [
+        f"{_VERBS[verbs[it]] if it in verbs else 'interacted with'} item {it}"
+        for it, _ in contributors
+    ]
+    text = "because you " + (
+        parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    )
     return Explanation(item=int(item), kind="history", text=text, contributors=contributors)

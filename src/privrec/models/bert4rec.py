@@ -16,7 +16,15 @@ import numpy as np
 from pydantic import Field
 
 from privrec.models.base import register
-from privrec.models.sequential import PAD, SequentialConfig, SequentialRecommender, TrainBatch, batch_order, pad_left, windows
+from privrec.models.sequential import (
+    PAD,
+    SequentialConfig,
+    SequentialRecommender,
+    TrainBatch,
+    batch_order,
+    pad_left,
+    windows,
+)
 
 
 class BERT4RecConfig(SequentialConfig):
@@ -53,10 +61,18 @@ class BERT4Rec(SequentialRecommender):
         recent = history[-keep:] if keep > 0 else history[:0]
         return np.concatenate([recent + 1, [self._mask_token()]]).astype(np.int64)
 
-    def _make_batches(self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator) -> Iterator[TrainBatch]:
+    def _make_batches(
+        self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator
+    ) -> Iterator[TrainBatch]:
         c = self.config
         mask_id = n_items + 1
-        wins = [w for s in seqs if len(s) >= 1 for w in windows(s, c.max_len, c.long_sequences) if len(w) >= 1]
+        wins = [
+            w
+            for s in seqs
+            if len(s) >= 1
+            for w in windows(s, c.max_len, c.long_sequences)
+            if len(w) >= 1
+        ]
         lengths = np.array([len(w) for w in wins], dtype=np.int64)
         for idx in batch_order(lengths, c.batch_size, c.length_pool, gen):
             chosen = [wins[i] for i in idx]

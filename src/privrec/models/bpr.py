@@ -133,7 +133,9 @@ class BPR(Recommender):
         self._epoch = 0
 
     # ---- training --------------------------------------------------------------------------
-    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> BPR:
+    def fit(
+        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+    ) -> BPR:
         """Train P, Q, b by BPR on `input_matrix(dataset)`."""
         return self.fit_matrix(self.input_matrix(dataset), rng=rng)
 
@@ -149,8 +151,12 @@ class BPR(Recommender):
         with torch_threads(c.num_threads):
             tg = torch.Generator().manual_seed(seed)
             params = {
-                "target": torch.nn.Parameter(torch.randn(n_items, c.embedding_size, generator=tg) * c.init_std),
-                "context": torch.nn.Parameter(torch.randn(n_items, c.embedding_size, generator=tg) * c.init_std),
+                "target": torch.nn.Parameter(
+                    torch.randn(n_items, c.embedding_size, generator=tg) * c.init_std
+                ),
+                "context": torch.nn.Parameter(
+                    torch.randn(n_items, c.embedding_size, generator=tg) * c.init_std
+                ),
                 "bias": torch.nn.Parameter(torch.zeros(n_items)),
             }
             opt = torch.optim.Adam(list(params.values()), lr=c.learning_rate)
@@ -192,7 +198,9 @@ class BPR(Recommender):
         starts = x.indptr[users]
         lengths = x.indptr[users + 1] - starts
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        events = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(offsets - starts, lengths)
+        events = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
+            offsets - starts, lengths
+        )
         triple_user = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
         pos = x.indices[events].astype(np.int64)
         neg = data.sample_negatives(users[triple_user], gen)
@@ -218,14 +226,24 @@ class BPR(Recommender):
 
         q = params["context"]
         summed = F.embedding_bag(
-            batch.hist_items, q, batch.hist_offsets, mode="sum", per_sample_weights=batch.hist_weights
+            batch.hist_items,
+            q,
+            batch.hist_offsets,
+            mode="sum",
+            per_sample_weights=batch.hist_weights,
         )
-        summed = summed.index_select(0, batch.triple_user) - batch.pos_weight[:, None] * q.index_select(0, batch.pos)
+        summed = summed.index_select(0, batch.triple_user) - batch.pos_weight[
+            :, None
+        ] * q.index_select(0, batch.pos)
         rest = batch.hist_total.index_select(0, batch.triple_user) - batch.pos_weight
-        scale = torch.where(rest > 0, rest.clamp(min=1e-12).pow(-self.config.history_norm), torch.zeros_like(rest))
+        scale = torch.where(
+            rest > 0, rest.clamp(min=1e-12).pow(-self.config.history_norm), torch.zeros_like(rest)
+        )
         return summed * scale[:, None]
 
-    def pair_scores(self, params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pair_scores(
+        self, params: dict[str, torch.Tensor], batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj, user vectors) for a batch, from the given (possibly perturbed) tables."""
         x_pos, x_neg, u, _ = self._forward(params, batch)
         return x_pos, x_neg, u
@@ -239,14 +257,22 @@ class BPR(Recommender):
         return x_pos, x_neg, u, l2
 
     @staticmethod
-    def scores_for(u: torch.Tensor, params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def scores_for(
+        u: torch.Tensor, params: dict[str, torch.Tensor], batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj, the batch's L2 term) for given user vectors (one per triple)."""
         p, b = params["target"], params["bias"]
         p_pos, p_neg = p.index_select(0, batch.pos), p.index_select(0, batch.neg)
         b_pos, b_neg = b.index_select(0, batch.pos), b.index_select(0, batch.neg)
         x_pos = (u * p_pos).sum(1) + b_pos
         x_neg = (u * p_neg).sum(1) + b_neg
-        l2 = (p_pos.pow(2).sum(1) + p_neg.pow(2).sum(1) + u.pow(2).sum(1) + b_pos.pow(2) + b_neg.pow(2)).mean()
+        l2 = (
+            p_pos.pow(2).sum(1)
+            + p_neg.pow(2).sum(1)
+            + u.pow(2).sum(1)
+            + b_pos.pow(2)
+            + b_neg.pow(2)
+        ).mean()
         return x_pos, x_neg, l2
 
     def loss(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -259,7 +285,9 @@ class BPR(Recommender):
         extra = self._extra_loss(params, batch, base)
         return loss if extra is None else loss + extra
 
-    def _extra_loss(self, params: dict[str, torch.Tensor], batch: Batch, bpr_loss: torch.Tensor) -> torch.Tensor | None:
+    def _extra_loss(
+        self, params: dict[str, torch.Tensor], batch: Batch, bpr_loss: torch.Tensor
+    ) -> torch.Tensor | None:
         """Hook for subclasses (APR's adversarial term); plain BPR adds nothing."""
         return None
 
@@ -285,7 +313,9 @@ class BPR(Recommender):
         self._check_fitted()
         h = self._normalised(self._history_input(self.history_matrix([history])))
         items = h.indices.astype(np.int64)
-        contrib = h.data.astype(np.float64) * (self.context[items] @ self.target[int(item)]).astype(np.float64)
+        contrib = h.data.astype(np.float64) * (self.context[items] @ self.target[int(item)]).astype(
+            np.float64
+        )
         return history_explanation(history, int(item), items, contrib)
 
     # ---- persistence ------------------------------------------------------------------------------
@@ -334,7 +364,9 @@ class _TrainData:
         out[ok] = self.keys[pos[ok]] == key[ok]
         return out
 
-    def sample_negatives(self, users: np.ndarray, gen: np.random.Generator, tries: int = 20) -> np.ndarray:
+    def sample_negatives(
+        self, users: np.ndarray, gen: np.random.Generator, tries: int = 20
+    ) -> np.ndarray:
         """One item per user outside their history, uniformly, by rejection.
 
         After `tries` rounds a remaining collision is kept; that only happens for a user who

@@ -95,7 +95,9 @@ def recency_decay(after: np.ndarray, half_life: float | None) -> np.ndarray:
     return np.exp2(-np.asarray(after, np.float64) / float(half_life)).astype(np.float32)
 
 
-def _aggregate(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int], how: str) -> sp.csr_matrix:
+def _aggregate(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int], how: str
+) -> sp.csr_matrix:
     """A CSR matrix keeping the max (or sum) of duplicate (row, col) values."""
     if rows.size == 0:
         return sp.csr_matrix(shape, dtype=np.float32)
@@ -103,7 +105,9 @@ def _aggregate(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tupl
     s = pd.DataFrame({"k": key, "v": vals.astype(np.float32)}).groupby("k", sort=True)["v"]
     agg = s.sum() if how == "sum" else s.max()
     k = agg.index.to_numpy()
-    m = sp.csr_matrix((agg.to_numpy(np.float32), (k // shape[1], k % shape[1])), shape=shape, dtype=np.float32)
+    m = sp.csr_matrix(
+        (agg.to_numpy(np.float32), (k // shape[1], k % shape[1])), shape=shape, dtype=np.float32
+    )
     m.eliminate_zeros()
     return m
 
@@ -155,9 +159,20 @@ class ContentRecommender(Recommender):
             )
         return enc
 
-    def encode_texts(self, texts: Sequence[str], *, use_cache: bool = True, progress: ProgressCallback | None = None) -> np.ndarray:
+    def encode_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        use_cache: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> np.ndarray:
         """Unit vectors of `texts` in this model's item space (same encoder as the items)."""
-        return self._checked_encoder().encode(list(texts), batch_size=self.config.batch_size, use_cache=use_cache and self.config.cache, progress=progress)
+        return self._checked_encoder().encode(
+            list(texts),
+            batch_size=self.config.batch_size,
+            use_cache=use_cache and self.config.cache,
+            progress=progress,
+        )
 
     # ---- training -------------------------------------------------------------------------
     def fit(
@@ -171,9 +186,18 @@ class ContentRecommender(Recommender):
         texts = dataset.item_text()
         enc = self.encoder
         self.encoder_id = enc.model_id
-        self.item_embeddings = enc.encode(texts, batch_size=self.config.batch_size, progress=progress)
-        titles = dataset.item_meta["title"].tolist() if "title" in dataset.item_meta else [None] * len(texts)
-        self.item_titles = [self._short(t if isinstance(t, str) and t else x) for t, x in zip(titles, texts, strict=True)]
+        self.item_embeddings = enc.encode(
+            texts, batch_size=self.config.batch_size, progress=progress
+        )
+        titles = (
+            dataset.item_meta["title"].tolist()
+            if "title" in dataset.item_meta
+            else [None] * len(texts)
+        )
+        self.item_titles = [
+            self._short(t if isinstance(t, str) and t else x)
+            for t, x in zip(titles, texts, strict=True)
+        ]
         self.event_weights = dict(self.config.event_weights or dataset.event_weights)
         self._mark_fitted(dataset.n_items)
         return self
@@ -206,7 +230,9 @@ class ContentRecommender(Recommender):
         idx = np.asarray(items, dtype=np.int64)
         texts = list(texts)
         if idx.shape[0] != len(texts):
-            raise ValidationError("texts", f"{len(texts)} texts for {idx.shape[0]} items; give one text per item")
+            raise ValidationError(
+                "texts", f"{len(texts)} texts for {idx.shape[0]} items; give one text per item"
+            )
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_items):
             raise ValidationError("items", f"an index is outside 0..{self.n_items - 1}")
         self.item_embeddings[idx] = self.encode_texts(texts)
@@ -245,7 +271,11 @@ class ContentRecommender(Recommender):
         if not histories:
             return sp.csr_matrix((0, self.n_items), dtype=np.float32)
         return _aggregate(
-            np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), (len(histories), self.n_items), self.config.aggregate
+            np.concatenate(rows),
+            np.concatenate(cols),
+            np.concatenate(vals),
+            (len(histories), self.n_items),
+            self.config.aggregate,
         )
 
     def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
@@ -257,7 +287,13 @@ class ContentRecommender(Recommender):
         off = dataset.user_offsets()
         after = off[1:][dataset.user_idx] - 1 - np.arange(dataset.n_events)
         vals = w * recency_decay(after, c.recency_half_life)
-        return _aggregate(dataset.user_idx, dataset.item_idx, vals, (dataset.n_users, dataset.n_items), c.aggregate)
+        return _aggregate(
+            dataset.user_idx,
+            dataset.item_idx,
+            vals,
+            (dataset.n_users, dataset.n_items),
+            c.aggregate,
+        )
 
     # ---- scoring --------------------------------------------------------------------------------
     def profiles(self, histories: sp.csr_matrix) -> np.ndarray:
@@ -295,10 +331,16 @@ class ContentRecommender(Recommender):
         n = np.linalg.norm(raw)
         p = (raw / n if n > 0 else raw).astype(np.float32)
         s = self.item_embeddings @ p
-        return s.astype(np.float32) if items is None else s[np.asarray(items, dtype=np.int64)].astype(np.float32)
+        return (
+            s.astype(np.float32)
+            if items is None
+            else s[np.asarray(items, dtype=np.int64)].astype(np.float32)
+        )
 
     # ---- similar items and search -------------------------------------------------------------------
-    def similar_items(self, item: int, k: int = 10, *, exclude: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(
+        self, item: int, k: int = 10, *, exclude: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k items whose text is closest to `item`'s (itself excluded), best first."""
         self._check_fitted()
         item = int(item)
@@ -331,7 +373,11 @@ class ContentRecommender(Recommender):
             raise ValidationError("query", "is empty; give some words to search for")
         q = self.encode_texts([query], use_cache=False)[0]
         s = (self.item_embeddings @ q).astype(np.float64)
-        beta = self.config.search_personal_weight if personal_weight is None else float(personal_weight)
+        beta = (
+            self.config.search_personal_weight
+            if personal_weight is None
+            else float(personal_weight)
+        )
         if history is not None and len(history) and beta > 0:
             s = (1.0 - beta) * s + beta * self.score(history).astype(np.float64)
         if exclude is not None:
@@ -354,29 +400,51 @@ class ContentRecommender(Recommender):
         return verbs
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        """"similar to <title> you viewed" (history items ranked by their share of the score), or
+        """ "similar to <title> you viewed" (history items ranked by their share of the score), or
         "matches your searches" when the user's search queries contribute most."""
         self._check_fitted()
         item = int(item)
         raw, row, _, q_w = self._profile(history)
         norm = float(np.linalg.norm(raw))
         if norm == 0 or not 0 <= item < self.n_items:
-            return Explanation(item=item, kind="model", text="no item in your history points to this one", contributors=[])
+            return Explanation(
+                item=item,
+                kind="model",
+                text="no item in your history points to this one",
+                contributors=[],
+            )
         e = self.item_embeddings[item].astype(np.float64)
         hist_items = np.nonzero(row)[0]
         contrib = row[hist_items] * (self.item_embeddings[hist_items].astype(np.float64) @ e) / norm
         query_part = 0.0
         if q_w > 0:
-            qm = np.asarray(history.query_embeddings, np.float64).reshape(-1, e.shape[0]).mean(axis=0)
+            qm = (
+                np.asarray(history.query_embeddings, np.float64)
+                .reshape(-1, e.shape[0])
+                .mean(axis=0)
+            )
             query_part = float(q_w * (qm @ e) / norm)
         order = [j for j in np.lexsort((hist_items, -contrib)) if contrib[j] > 0][:3]
         contributors = [(int(hist_items[j]), float(contrib[j])) for j in order]
         if query_part > 0 and (not contributors or query_part >= contributors[0][1]):
-            return Explanation(item=item, kind="search", text="matches your recent searches", contributors=contributors)
+            return Explanation(
+                item=item,
+                kind="search",
+                text="matches your recent searches",
+                contributors=contributors,
+            )
         if not contributors:
-            return Explanation(item=item, kind="model", text="no item in your history points to this one", contributors=[])
+            return Explanation(
+                item=item,
+                kind="model",
+                text="no item in your history points to this one",
+                contributors=[],
+            )
         verbs = self._verbs(history)
-        parts = [f"'{self.item_titles[i]}' you {_VERBS.get(verbs.get(i, ''), 'looked at')}" for i, _ in contributors[:2]]
+        parts = [
+            f"'{self.item_titles[i]}' you {_VERBS.get(verbs.get(i, ''), 'looked at')}"
+            for i, _ in contributors[:2]
+        ]
         text = "similar to " + " and ".join(parts)
         return Explanation(item=item, kind="history", text=text, contributors=contributors)
 
@@ -389,8 +457,16 @@ class ContentRecommender(Recommender):
     def _state(self) -> dict[str, np.ndarray]:
         blobs = [t.encode("utf-8") for t in self.item_titles]
         offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-        titles = np.frombuffer(b"".join(blobs), dtype=np.uint8) if blobs and offsets[-1] else np.zeros(0, np.uint8)
-        return {"item_embeddings": self.item_embeddings, "title_bytes": titles.copy(), "title_offsets": offsets}
+        titles = (
+            np.frombuffer(b"".join(blobs), dtype=np.uint8)
+            if blobs and offsets[-1]
+            else np.zeros(0, np.uint8)
+        )
+        return {
+            "item_embeddings": self.item_embeddings,
+            "title_bytes": titles.copy(),
+            "title_offsets": offsets,
+        }
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.item_embeddings = arrays["item_embeddings"].astype(np.float32)

@@ -43,7 +43,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def init_process_group(backend: str = "auto", *, rank: int | None = None, world_size: int | None = None) -> DistInfo:
+def init_process_group(
+    backend: str = "auto", *, rank: int | None = None, world_size: int | None = None
+) -> DistInfo:
     """Join the default process group (torchrun's env:// variables unless rank/world_size are given).
 
     backend "auto": NCCL when CUDA is available, else gloo.
@@ -80,7 +82,9 @@ def _fit_worker(rank: int, world_size: int, port: int, jobs: list[Job], outs: li
 
     from privrec.models.zoo import create_model
 
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_RANK": str(rank)})
+    os.environ.update(
+        {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_RANK": str(rank)}
+    )
     init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         for job, out in zip(jobs, outs, strict=True):
@@ -106,7 +110,9 @@ def fit_local(jobs: Job | list[Job], *, world_size: int = 2) -> list[Recommender
         job.params = {"device": "cpu", **job.params}
     with tempfile.TemporaryDirectory() as tmp:
         outs = [str(Path(tmp) / f"model{i}") for i in range(len(jobs))]
-        mp.spawn(_fit_worker, args=(world_size, free_port(), jobs, outs), nprocs=world_size, join=True)
+        mp.spawn(
+            _fit_worker, args=(world_size, free_port(), jobs, outs), nprocs=world_size, join=True
+        )
         return [Recommender.load(o) for o in outs]
 
 
@@ -119,13 +125,34 @@ def _parse_value(text: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point (run it under torchrun; alone it trains in one process)."""
-    parser = argparse.ArgumentParser(prog="python -m privrec.models.distributed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m privrec.models.distributed", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--model", required=True, choices=["sasrec", "bert4rec"])
-    parser.add_argument("--dataset", required=True, help="dataset folder or file (any format privrec.data.loaders detects)")
-    parser.add_argument("--out", required=True, help="folder for the trained model (written by rank 0)")
-    parser.add_argument("--config", help="model settings as a JSON object, or the path of a JSON file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one setting (JSON value), repeatable")
-    parser.add_argument("--split", choices=["none", "loo"], default="none", help="loo: train on all but the last two items, validate on the second to last")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="dataset folder or file (any format privrec.data.loaders detects)",
+    )
+    parser.add_argument(
+        "--out", required=True, help="folder for the trained model (written by rank 0)"
+    )
+    parser.add_argument(
+        "--config", help="model settings as a JSON object, or the path of a JSON file"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one setting (JSON value), repeatable",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["none", "loo"],
+        default="none",
+        help="loo: train on all but the last two items, validate on the second to last",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
     args = parser.parse_args(argv)

@@ -77,7 +77,9 @@ class DPBPRConfig(BPRConfig):
     reg: float = Field(default=0.0, ge=0.0)
 
 
-def _padded_histories(x: sp.csr_matrix, max_history: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _padded_histories(
+    x: sp.csr_matrix, max_history: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(items, weights, lengths): each user's last `max_history` items, padded with n_items / 0."""
     n_users, n_items = x.shape
     lengths = np.minimum(np.diff(x.indptr), max_history)
@@ -105,8 +107,18 @@ class _PerUserLoss:
 
 
 def make_private(
-    module: Any, optimizer: Any, loader: Any, *, epsilon: float, delta: float, epochs: int, max_grad_norm: float,
-    accountant: str, grad_sample_mode: str, noise_seed: int, device: Any = None,
+    module: Any,
+    optimizer: Any,
+    loader: Any,
+    *,
+    epsilon: float,
+    delta: float,
+    epochs: int,
+    max_grad_norm: float,
+    accountant: str,
+    grad_sample_mode: str,
+    noise_seed: int,
+    device: Any = None,
 ) -> tuple[Any, Any, Any, Any]:
     """Opacus DP-SGD for a module that returns one loss per user: (module, optimizer, criterion, loader).
 
@@ -138,7 +150,9 @@ def make_private(
     return module, optimizer, _PerUserLoss(), loader
 
 
-def _build_module(n_items: int, d: int, init_std: float, history_norm: float, reg: float, seed: int) -> Any:
+def _build_module(
+    n_items: int, d: int, init_std: float, history_norm: float, reg: float, seed: int
+) -> Any:
     import torch
     from torch import nn
 
@@ -162,11 +176,15 @@ def _build_module(n_items: int, d: int, init_std: float, history_norm: float, re
             q = self.context(hist) * hist_w.unsqueeze(-1)  # (B, L, d)
             total_q = q.sum(1)  # (B, d)
             total_w = hist_w.sum(1)  # (B,)
-            q_pos = torch.gather(q, 1, pos_slot.unsqueeze(-1).expand(-1, -1, q.shape[-1]))  # (B, S, d)
+            q_pos = torch.gather(
+                q, 1, pos_slot.unsqueeze(-1).expand(-1, -1, q.shape[-1])
+            )  # (B, S, d)
             w_pos = torch.gather(hist_w, 1, pos_slot)  # (B, S)
             pos = torch.gather(hist, 1, pos_slot)  # (B, S)
             rest = total_w.unsqueeze(1) - w_pos
-            scale = torch.where(rest > 0, rest.clamp(min=1e-12).pow(-history_norm), torch.zeros_like(rest))
+            scale = torch.where(
+                rest > 0, rest.clamp(min=1e-12).pow(-history_norm), torch.zeros_like(rest)
+            )
             u = (total_q.unsqueeze(1) - q_pos) * scale.unsqueeze(-1)  # (B, S, d)
             s = pos.shape[1]
             both = torch.cat([pos, neg], dim=1)  # (B, 2S)
@@ -176,7 +194,9 @@ def _build_module(n_items: int, d: int, init_std: float, history_norm: float, re
             x_neg = (u * p[:, s:]).sum(-1) + b[:, s:]
             pair = -torch.nn.functional.logsigmoid(x_pos - x_neg)
             if reg > 0:
-                pair = pair + reg * (p.pow(2).sum(-1)[:, :s] + p.pow(2).sum(-1)[:, s:] + u.pow(2).sum(-1))
+                pair = pair + reg * (
+                    p.pow(2).sum(-1)[:, :s] + p.pow(2).sum(-1)[:, s:] + u.pow(2).sum(-1)
+                )
             n = pair_mask.sum(1).clamp(min=1.0)
             return (pair * pair_mask).sum(1) / n  # (B,)
 
@@ -228,12 +248,17 @@ class DPBPR(BPR):
         private = not math.isinf(c.epsilon)
         items, weights, lengths = _padded_histories(x, c.max_history)
         train_x = x  # for negative sampling (membership of (user, item))
-        keys = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train_x.indptr)) * n_items + train_x.indices
+        keys = (
+            np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train_x.indptr)) * n_items
+            + train_x.indices
+        )
         share = c.prior_share if (c.popularity_prior and private) else 0.0
         eps_sgd, delta_sgd = (1 - share) * c.epsilon, (1 - share) * delta
         with torch_threads(c.num_threads):
             torch.manual_seed(seed)
-            module = _build_module(n_items, c.embedding_size, c.init_std, c.history_norm, c.reg, seed)
+            module = _build_module(
+                n_items, c.embedding_size, c.init_std, c.history_norm, c.reg, seed
+            )
             if c.popularity_prior:
                 module.bias.weight.requires_grad_(False)  # set from the (DP) popularity below
             trainable = [p for p in module.parameters() if p.requires_grad]
@@ -250,20 +275,36 @@ class DPBPR(BPR):
             criterion: Any = _PerUserLoss()
             if private:
                 module, optimizer, criterion, loader = make_private(
-                    module, optimizer, loader, epsilon=eps_sgd, delta=delta_sgd, epochs=c.epochs, max_grad_norm=c.max_grad_norm,
-                    accountant=c.accountant, grad_sample_mode=c.grad_sample_mode, noise_seed=seed + 1,
-                )  # fmt: skip
+                    module,
+                    optimizer,
+                    loader,
+                    epsilon=eps_sgd,
+                    delta=delta_sgd,
+                    epochs=c.epochs,
+                    max_grad_norm=c.max_grad_norm,
+                    accountant=c.accountant,
+                    grad_sample_mode=c.grad_sample_mode,
+                    noise_seed=seed + 1,
+                )
                 self.noise_multiplier = float(optimizer.noise_multiplier)
                 sample_rate = 1.0 / len(loader)
                 steps = c.epochs * len(loader)
-                eps_check = dpsgd_epsilon(self.noise_multiplier, delta_sgd, sample_rate=sample_rate, steps=steps, accountant=c.accountant)
+                eps_check = dpsgd_epsilon(
+                    self.noise_multiplier,
+                    delta_sgd,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    accountant=c.accountant,
+                )
                 z_pop = gaussian_sigma(share * c.epsilon, share * delta) if share > 0 else None
                 release = Release(
                     name=f"{self.name}:{'popularity+' if share else ''}dp-sgd",
                     epsilon=c.epsilon,
                     delta=delta,
-                    mechanism=("gaussian counts + " if share else "") + "dp-sgd (gaussian, poisson sampling, per-user clipping)",
-                    accountant=f"{c.accountant} (opacus)" + (" + analytic gaussian (dp-accounting), basic composition" if share else ""),
+                    mechanism=("gaussian counts + " if share else "")
+                    + "dp-sgd (gaussian, poisson sampling, per-user clipping)",
+                    accountant=f"{c.accountant} (opacus)"
+                    + (" + analytic gaussian (dp-accounting), basic composition" if share else ""),
                     details={
                         "noise_multiplier": self.noise_multiplier,
                         "max_grad_norm": c.max_grad_norm,
@@ -282,13 +323,19 @@ class DPBPR(BPR):
             if c.popularity_prior:
                 counts = np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
                 if share > 0:
-                    counts = GaussianMechanism(gaussian_sigma(share * c.epsilon, share * delta), 1.0).add_noise(counts, gen)
+                    counts = GaussianMechanism(
+                        gaussian_sigma(share * c.epsilon, share * delta), 1.0
+                    ).add_noise(counts, gen)
                 with torch.no_grad():
                     base0 = module._module if hasattr(module, "_module") else module
-                    base0.bias.weight[:n_items, 0] = torch.from_numpy(c.prior_scale * np.log1p(np.maximum(counts, 0.0))).float()
+                    base0.bias.weight[:n_items, 0] = torch.from_numpy(
+                        c.prior_scale * np.log1p(np.maximum(counts, 0.0))
+                    ).float()
             self.train_losses = []
             self.steps = 0
-            quiet = contextlib.ExitStack()  # Opacus' ghost clipping warns about backward hooks each step
+            quiet = (
+                contextlib.ExitStack()
+            )  # Opacus' ghost clipping warns about backward hooks each step
             quiet.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
             for _epoch in range(c.epochs):
@@ -310,8 +357,12 @@ class DPBPR(BPR):
                 self.train_losses.append(total / max(count, 1))
             quiet.close()
             base = module._module if hasattr(module, "_module") else module
-            self.target = base.target.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
-            self.context = base.context.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
+            self.target = (
+                base.target.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
+            )
+            self.context = (
+                base.context.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
+            )
             self.bias = base.bias.weight.detach()[:n_items, 0].numpy().astype(np.float32, copy=True)
         self.privacy = release.guarantee() if private else None
         self.release = release if private else None
@@ -347,7 +398,10 @@ class DPBPR(BPR):
                 break
             neg[bad] = gen.integers(0, n_items, size=int(bad.sum()))
         # contiguous: Opacus' ghost-clipping norm sampler views the index tensors flat
-        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (hist, hw, pos_slot, neg.astype(np.int64), mask))
+        return tuple(
+            torch.from_numpy(np.ascontiguousarray(a))
+            for a in (hist, hw, pos_slot, neg.astype(np.int64), mask)
+        )
 
     def _meta(self) -> dict[str, Any]:
         return {**super()._meta(), "noise_multiplier": self.noise_multiplier, "steps": self.steps}

@@ -33,10 +33,16 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
-from privrec.models.dp_popularity import active_users, release_gram, resolve_delta, selected_above_rest
+from privrec.models.dp_popularity import (
+    active_users,
+    release_gram,
+    resolve_delta,
+    selected_above_rest,
+)
 from privrec.models.ease import ease_weights
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
+
 
 class DPEASEConfig(InputConfig):
     """DP EASE settings.
@@ -75,7 +81,14 @@ def auto_top_items(n_users: int, noise_multiplier: float, n_items: int, cap: int
 
 
 def choose_top_items(
-    top: int | None, *, epsilon: float, delta: float, selection_share: float, n_users: int, n_items: int, cap: int
+    top: int | None,
+    *,
+    epsilon: float,
+    delta: float,
+    selection_share: float,
+    n_users: int,
+    n_items: int,
+    cap: int,
 ) -> int:
     """`top` if given; else every item without noise, or `auto_top_items` for the Gram release's noise."""
     if top is not None:
@@ -84,7 +97,11 @@ def choose_top_items(
         return n_items
     from privrec.privacy.dp import calibrate_gaussians, gaussian_sigma, split_ratios
 
-    z_gram = calibrate_gaussians(split_ratios([selection_share, 1 - selection_share]), epsilon, delta)[1] if gaussian_sigma(epsilon, delta) > 0 else 0.0
+    z_gram = (
+        calibrate_gaussians(split_ratios([selection_share, 1 - selection_share]), epsilon, delta)[1]
+        if gaussian_sigma(epsilon, delta) > 0
+        else 0.0
+    )
     return auto_top_items(n_users, z_gram, n_items, cap)
 
 
@@ -142,12 +159,26 @@ class DPEASE(Recommender):
         n_users = active_users(x)
         delta = resolve_delta(c.delta, n_users)
         private = not math.isinf(c.epsilon)
-        top = choose_top_items(c.top_items, epsilon=c.epsilon, delta=delta, selection_share=c.selection_share,
-                               n_users=n_users, n_items=dataset.n_items, cap=c.max_items_auto)  # fmt: skip
+        top = choose_top_items(
+            c.top_items,
+            epsilon=c.epsilon,
+            delta=delta,
+            selection_share=c.selection_share,
+            n_users=n_users,
+            n_items=dataset.n_items,
+            cap=c.max_items_auto,
+        )
         gen = np.random.default_rng(seed_from(rng, c.seed))
         rel = release_gram(
-            dataset, x, model=self.name, epsilon=c.epsilon, delta=delta, top_items=top,
-            selection_share=c.selection_share, gen=gen, ledger=ledger,
+            dataset,
+            x,
+            model=self.name,
+            epsilon=c.epsilon,
+            delta=delta,
+            top_items=top,
+            selection_share=c.selection_share,
+            gen=gen,
+            ledger=ledger,
         )
         self.noisy_gram = rel.gram
         self.noise_std = rel.noise_std
@@ -177,7 +208,9 @@ class DPEASE(Recommender):
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         """h B on the selected items; the other items below them, by noisy popularity."""
-        return selected_above_rest(self.selected_scores(histories), self.selected, self._prior(), self.n_items)
+        return selected_above_rest(
+            self.selected_scores(histories), self.selected, self._prior(), self.n_items
+        )
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
         """History items j ranked by h_j * B[j, item] (both selected), else "popular"."""
@@ -188,7 +221,9 @@ class DPEASE(Recommender):
         h = self._history_input(self.history_matrix([history]))
         items = h.indices.astype(np.int64)
         loc = np.searchsorted(self.selected, items)
-        ok = (loc < self.selected.size) & (self.selected[np.minimum(loc, self.selected.size - 1)] == items)
+        ok = (loc < self.selected.size) & (
+            self.selected[np.minimum(loc, self.selected.size - 1)] == items
+        )
         contrib = np.zeros(items.size)
         contrib[ok] = h.data[ok].astype(np.float64) * self.weights[loc[ok], pos]
         return history_explanation(history, int(item), items, contrib)

@@ -76,15 +76,19 @@ class DPHybridConfig(ModelConfig):
     @classmethod
     def _cf_params_ok(cls, v: dict[str, Any]) -> dict[str, Any]:
         if "epsilon" in v:
-            raise ValueError("cf_params: give the budget as the hybrid's `epsilon`, not inside cf_params")
+            raise ValueError(
+                "cf_params: give the budget as the hybrid's `epsilon`, not inside cf_params"
+            )
         return v
 
     @field_validator("content_params")
     @classmethod
     def _content_ok(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v.get("adapter"):
-            raise ValueError("content_params.adapter: a LoRA adapter is trained on shoppers' interactions, "
-                             "outside the DP release; use the pretrained encoder")  # fmt: skip
+            raise ValueError(
+                "content_params.adapter: a LoRA adapter is trained on shoppers' interactions, "
+                "outside the DP release; use the pretrained encoder"
+            )
         return v
 
 
@@ -146,14 +150,19 @@ class DPHybrid(Recommender):
             parts["content"] = c.content_weight * self.content.score_matrix(h).astype(np.float64)
         if c.cf_weight:
             sel = self.cf.selected_scores(h)
-            top = np.abs(sel).max(axis=1, keepdims=True) if sel.shape[1] else np.ones((h.shape[0], 1))
+            top = (
+                np.abs(sel).max(axis=1, keepdims=True) if sel.shape[1] else np.ones((h.shape[0], 1))
+            )
             cf = np.zeros((h.shape[0], self.n_items))
             cf[:, self.cf.selected] = sel / np.where(top > 0, top, 1.0)
             parts["cf"] = c.cf_weight * cf
         if c.popularity_weight:
             p = np.maximum(self.cf.popularity.astype(np.float64), 0.0)
             p = p / p.max() if p.size and p.max() > 0 else p
-            parts["popularity"] = np.broadcast_to(c.popularity_weight * np.log1p(_POP_SCALE * p) / math.log1p(_POP_SCALE), (h.shape[0], self.n_items))
+            parts["popularity"] = np.broadcast_to(
+                c.popularity_weight * np.log1p(_POP_SCALE * p) / math.log1p(_POP_SCALE),
+                (h.shape[0], self.n_items),
+            )
         return parts
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:

@@ -30,10 +30,16 @@ from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
 from privrec.models.dp_ease import choose_top_items
-from privrec.models.dp_popularity import active_users, release_gram, resolve_delta, selected_above_rest
+from privrec.models.dp_popularity import (
+    active_users,
+    release_gram,
+    resolve_delta,
+    selected_above_rest,
+)
 from privrec.models.itemknn import cosine_topk
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
+
 
 class DPItemKNNConfig(InputConfig):
     """DP item-kNN settings.
@@ -99,12 +105,27 @@ class DPItemKNN(Recommender):
         n_users = active_users(x)
         delta = resolve_delta(c.delta, n_users)
         private = not math.isinf(c.epsilon)
-        top = choose_top_items(c.top_items, epsilon=c.epsilon, delta=delta, selection_share=c.selection_share,
-                               n_users=n_users, n_items=dataset.n_items, cap=c.max_items_auto)  # fmt: skip
+        top = choose_top_items(
+            c.top_items,
+            epsilon=c.epsilon,
+            delta=delta,
+            selection_share=c.selection_share,
+            n_users=n_users,
+            n_items=dataset.n_items,
+            cap=c.max_items_auto,
+        )
         gen = np.random.default_rng(seed_from(rng, c.seed))
         rel = release_gram(
-            dataset, x, model=self.name, epsilon=c.epsilon, delta=delta, top_items=top,
-            selection_share=c.selection_share, gen=gen, ledger=ledger, window=c.window,
+            dataset,
+            x,
+            model=self.name,
+            epsilon=c.epsilon,
+            delta=delta,
+            top_items=top,
+            selection_share=c.selection_share,
+            gen=gen,
+            ledger=ledger,
+            window=c.window,
         )
         self.noisy_gram = rel.gram
         self.noise_std = rel.noise_std
@@ -124,7 +145,9 @@ class DPItemKNN(Recommender):
             g[off & (g < c.threshold * rel.noise_std)] = 0.0
         g[g < 0] = 0.0  # co-occurrences are never negative (post-processing)
         if c.similarity == "cooccurrence":
-            sq = np.ones(m)  # unit norms: the cosine formula then keeps the raw values (/ (1 + shrink))
+            sq = np.ones(
+                m
+            )  # unit norms: the cosine formula then keeps the raw values (/ (1 + shrink))
         g[np.diag_indices(m)] = sq
         self.similarity = cosine_topk(sp.csr_matrix(g), c.k, c.shrink)
         self._sim_t = self.similarity.T.tocsr()
@@ -144,7 +167,9 @@ class DPItemKNN(Recommender):
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         """Sum of similarities to the history (selected items); the others below, by popularity."""
-        return selected_above_rest(self.selected_scores(histories), self.selected, self._prior(), self.n_items)
+        return selected_above_rest(
+            self.selected_scores(histories), self.selected, self._prior(), self.n_items
+        )
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
         """History items ranked by their similarity to `item` (both selected), else "popular"."""
@@ -155,7 +180,9 @@ class DPItemKNN(Recommender):
         h = self._history_input(self.history_matrix([history]))
         items = h.indices.astype(np.int64)
         loc = np.searchsorted(self.selected, items)
-        ok = (loc < self.selected.size) & (self.selected[np.minimum(loc, self.selected.size - 1)] == items)
+        ok = (loc < self.selected.size) & (
+            self.selected[np.minimum(loc, self.selected.size - 1)] == items
+        )
         row = np.asarray(self.similarity[pos].todense()).ravel()
         contrib = np.zeros(items.size)
         contrib[ok] = h.data[ok].astype(np.float64) * row[loc[ok]]
@@ -175,7 +202,11 @@ class DPItemKNN(Recommender):
         self.selected = arrays["selected"].astype(np.int64)
         self.popularity = arrays["popularity"].astype(np.float32)
         m = self.selected.size
-        self.similarity = sp.csr_matrix((arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]), shape=(m, m), dtype=np.float32)
+        self.similarity = sp.csr_matrix(
+            (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]),
+            shape=(m, m),
+            dtype=np.float32,
+        )
         self._sim_t = self.similarity.T.tocsr()
         self.noise_std = float(meta.get("noise_std", 0.0))
 

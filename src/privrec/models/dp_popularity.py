@@ -27,7 +27,6 @@ from privrec.data.dataset import InteractionDataset
 from privrec.models.base import register, seed_from
 from privrec.models.popularity import Popularity, PopularityConfig
 from privrec.privacy.dp import GaussianMechanism, Release, default_delta, gaussian_sigma
-from privrec.privacy.guarantee import PrivacyGuarantee
 from privrec.privacy.ledger import PrivacyLedger
 
 ACCOUNTANT = "analytic gaussian (dp-accounting)"
@@ -41,7 +40,9 @@ def resolve_delta(delta: float | None, n_users: int) -> float:
     if delta is None:
         return bound
     if not (0 < delta <= bound * (1 + 1e-9)):
-        raise ConfigError(f"delta: {delta:g} is above 1/(10 x {n_users} users) = {bound:g}; give a smaller delta or None")
+        raise ConfigError(
+            f"delta: {delta:g} is above 1/(10 x {n_users} users) = {bound:g}; give a smaller delta or None"
+        )
     return float(delta)
 
 
@@ -58,10 +59,14 @@ def most_recent_items(dataset: InteractionDataset, max_items: int) -> sp.csr_mat
     key = dataset.user_idx.astype(np.int64) * n_i + dataset.item_idx.astype(np.int64)
     rev = np.arange(dataset.n_events)[::-1]
     _, first = np.unique(key[rev], return_index=True)
-    last = np.sort(rev[first])  # each (user, item)'s latest event; the dataset is sorted by (user, ts)
+    last = np.sort(
+        rev[first]
+    )  # each (user, item)'s latest event; the dataset is sorted by (user, ts)
     lu = dataset.user_idx[last].astype(np.int64)
     li = dataset.item_idx[last].astype(np.int64)
-    newer = np.searchsorted(lu, lu, side="right") - 1 - np.arange(last.size)  # later distinct items of the user
+    newer = (
+        np.searchsorted(lu, lu, side="right") - 1 - np.arange(last.size)
+    )  # later distinct items of the user
     keep = newer < max_items
     return sp.csr_matrix((np.ones(int(keep.sum())), (lu[keep], li[keep])), shape=(n_u, n_i))
 
@@ -77,7 +82,9 @@ def unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
 _TIE = 1e-6  # weight of the popularity tie-breaker among the selected items
 
 
-def selected_above_rest(part: np.ndarray, selected: np.ndarray, prior: np.ndarray, n_items: int) -> np.ndarray:
+def selected_above_rest(
+    part: np.ndarray, selected: np.ndarray, prior: np.ndarray, n_items: int
+) -> np.ndarray:
     """Full score rows from scores of the selected items: those items first (noisy popularity
     `prior` in [0, 1] breaks their ties), every other item below them, ranked by `prior`."""
     part = part + _TIE * prior[selected][None, :]
@@ -88,9 +95,7 @@ def selected_above_rest(part: np.ndarray, selected: np.ndarray, prior: np.ndarra
     return out.astype(np.float32)
 
 
-def select_items(
-    counts: np.ndarray, top_items: int | None, n_items: int
-) -> np.ndarray:
+def select_items(counts: np.ndarray, top_items: int | None, n_items: int) -> np.ndarray:
     """Indices (sorted) of the `top_items` largest noisy counts; all items when None or too many."""
     if top_items is None or top_items >= n_items:
         return np.arange(n_items, dtype=np.int64)
@@ -126,7 +131,9 @@ class DPPopularityConfig(PopularityConfig):
     @model_validator(mode="after")
     def _no_decay(self) -> DPPopularityConfig:
         if self.half_life_days is not None:
-            raise ValueError("half_life_days: time decay is not supported by dp_popularity; leave it None")
+            raise ValueError(
+                "half_life_days: time decay is not supported by dp_popularity; leave it None"
+            )
         return self
 
 
@@ -169,7 +176,12 @@ class DPPopularity(Popularity):
             delta=delta,
             mechanism="gaussian",
             accountant=ACCOUNTANT,
-            details={"sensitivity_l2": self.sensitivity, "noise_std": mech.sigma, "max_items": c.max_items, "n_items": dataset.n_items},
+            details={
+                "sensitivity_l2": self.sensitivity,
+                "noise_std": mech.sigma,
+                "max_items": c.max_items,
+                "n_items": dataset.n_items,
+            },
         )
         charge(ledger, release, self.name)
         counts = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
@@ -205,7 +217,15 @@ class GramRelease:
         release: what the ledger recorded.
     """
 
-    def __init__(self, selected: np.ndarray, counts: np.ndarray, gram: np.ndarray, noise_std: float, noise_multipliers: dict[str, float | None], release: Release) -> None:
+    def __init__(
+        self,
+        selected: np.ndarray,
+        counts: np.ndarray,
+        gram: np.ndarray,
+        noise_std: float,
+        noise_multipliers: dict[str, float | None],
+        release: Release,
+    ) -> None:
         self.selected = selected
         self.counts = counts
         self.gram = gram
@@ -282,7 +302,9 @@ def release_gram(
     if select and not (0 < selection_share < 1):
         raise ConfigError(f"selection_share: {selection_share} is not in (0, 1)")
     if private and select:
-        z_sel, z_gram = calibrate_gaussians(split_ratios([selection_share, 1 - selection_share]), epsilon, delta)
+        z_sel, z_gram = calibrate_gaussians(
+            split_ratios([selection_share, 1 - selection_share]), epsilon, delta
+        )
     elif private:
         z_sel, z_gram = None, gaussian_sigma(epsilon, delta)
     else:
@@ -320,4 +342,6 @@ def release_gram(
     mech.add_symmetric_noise(g, gen, out=g)
     if window:
         np.fill_diagonal(g, 0.0)  # no signal there (post-processing)
-    return GramRelease(selected, counts, g, mech.sigma, {"selection": z_sel, "gram": z_gram}, release)
+    return GramRelease(
+        selected, counts, g, mech.sigma, {"selection": z_sel, "gram": z_gram}, release
+    )

@@ -68,13 +68,19 @@ class DPSASRecConfig(SASRecConfig):
     @model_validator(mode="after")
     def _supported(self) -> DPSASRecConfig:
         if self.loss != "bce":
-            raise ValueError("loss: dp_sasrec supports 'bce' only (per-user losses with per-row negatives)")
+            raise ValueError(
+                "loss: dp_sasrec supports 'bce' only (per-user losses with per-row negatives)"
+            )
         if self.item_repr != "id":
             raise ValueError("item_repr: dp_sasrec supports 'id' only")
         if self.long_sequences != "last":
-            raise ValueError("long_sequences: dp_sasrec trains on each user's last window only (one example per user)")
+            raise ValueError(
+                "long_sequences: dp_sasrec trains on each user's last window only (one example per user)"
+            )
         if self.adv_eps != 0.0:
-            raise ValueError("adv_eps: adversarial training is not available with DP-SGD (per-user gradients); set 0")
+            raise ValueError(
+                "adv_eps: adversarial training is not available with DP-SGD (per-user gradients); set 0"
+            )
         return self
 
 
@@ -93,14 +99,20 @@ def _per_user_module(net: nn.Module, max_len: int, d: int) -> nn.Module:
             self.ln = net.ln
             self.drop = net.drop
 
-        def forward(self, seq: torch.Tensor, target: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        def forward(
+            self, seq: torch.Tensor, target: torch.Tensor, neg: torch.Tensor
+        ) -> torch.Tensor:
             b, length = seq.shape
             tok = self.emb(torch.cat([seq, target, neg], dim=1))  # (B, 3L, d): one call
             x_tok, t_emb, n_emb = tok[:, :length], tok[:, length : 2 * length], tok[:, 2 * length :]
             pos_idx = torch.arange(length - 1, -1, -1, device=seq.device).clamp(max=max_len - 1)
-            x = x_tok * math.sqrt(d) + self.pos(pos_idx.unsqueeze(0).repeat(b, 1))  # contiguous: Opacus' ghost norms view() it
+            x = x_tok * math.sqrt(d) + self.pos(
+                pos_idx.unsqueeze(0).repeat(b, 1)
+            )  # contiguous: Opacus' ghost norms view() it
             x = self.drop(x)
-            allowed = (seq != PAD)[:, None, None, :] & torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
+            allowed = (seq != PAD)[:, None, None, :] & torch.ones(
+                length, length, dtype=torch.bool, device=seq.device
+            ).tril()
             allowed = allowed | torch.eye(length, dtype=torch.bool, device=seq.device)
             for blk in self.blocks:
                 x = blk(x, allowed)
@@ -114,7 +126,9 @@ def _per_user_module(net: nn.Module, max_len: int, d: int) -> nn.Module:
     return PerUser()
 
 
-def _negatives_outside(seq: np.ndarray, target: np.ndarray, n_items: int, gen: np.random.Generator, tries: int = 8) -> np.ndarray:
+def _negatives_outside(
+    seq: np.ndarray, target: np.ndarray, n_items: int, gen: np.random.Generator, tries: int = 8
+) -> np.ndarray:
     """One uniform negative per target, redrawn while it is one of the row's own items.
 
     As in the published SASRec (`random_neq`): a negative from the user's own window would teach the
@@ -160,7 +174,17 @@ class DPSASRec(SASRec):
             self._ledger = None
         return self
 
-    def _train(self, net: nn.Module, seqs: list[np.ndarray], n_items: int, seed: int, device: torch.device, info: Any, validation: Any, t0: float) -> None:
+    def _train(
+        self,
+        net: nn.Module,
+        seqs: list[np.ndarray],
+        n_items: int,
+        seed: int,
+        device: torch.device,
+        info: Any,
+        validation: Any,
+        t0: float,
+    ) -> None:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
@@ -175,7 +199,9 @@ class DPSASRec(SASRec):
         private = not math.isinf(c.epsilon)
         gen = np.random.default_rng(seed)
         module = _per_user_module(net, c.max_len, c.embedding_size).to(device)
-        optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=c.learning_rate)
+        optimizer = torch.optim.Adam(
+            [p for p in module.parameters() if p.requires_grad], lr=c.learning_rate
+        )
         loader = DataLoader(
             TensorDataset(torch.from_numpy(seq), torch.from_numpy(tgt)),
             batch_size=max(1, int(round(c.sample_rate * n_users))),
@@ -185,9 +211,18 @@ class DPSASRec(SASRec):
         criterion: Any = _PerUserLoss()
         if private:
             module, optimizer, criterion, loader = make_private(
-                module, optimizer, loader, epsilon=c.epsilon, delta=delta, epochs=c.epochs, max_grad_norm=c.max_grad_norm,
-                accountant=c.accountant, grad_sample_mode=c.grad_sample_mode, noise_seed=seed + 1, device=device,
-            )  # fmt: skip
+                module,
+                optimizer,
+                loader,
+                epsilon=c.epsilon,
+                delta=delta,
+                epochs=c.epochs,
+                max_grad_norm=c.max_grad_norm,
+                accountant=c.accountant,
+                grad_sample_mode=c.grad_sample_mode,
+                noise_seed=seed + 1,
+                device=device,
+            )
             self.noise_multiplier = float(optimizer.noise_multiplier)
             sample_rate = 1.0 / len(loader)
             steps = c.epochs * len(loader)
@@ -202,7 +237,13 @@ class DPSASRec(SASRec):
                     "max_grad_norm": c.max_grad_norm,
                     "sample_rate": sample_rate,
                     "steps": steps,
-                    "epsilon_accounted": dpsgd_epsilon(self.noise_multiplier, delta, sample_rate=sample_rate, steps=steps, accountant=c.accountant),
+                    "epsilon_accounted": dpsgd_epsilon(
+                        self.noise_multiplier,
+                        delta,
+                        sample_rate=sample_rate,
+                        steps=steps,
+                        accountant=c.accountant,
+                    ),
                     "example": "one user (their latest window of max_len + 1 items)",
                 },
             )
@@ -222,14 +263,24 @@ class DPSASRec(SASRec):
                         continue
                     t_np = t_b.numpy()
                     neg = _negatives_outside(s_b.numpy(), t_np, n_items, gen)
-                    losses = module(s_b.to(device), t_b.to(device), torch.from_numpy(np.ascontiguousarray(neg)).to(device))
+                    losses = module(
+                        s_b.to(device),
+                        t_b.to(device),
+                        torch.from_numpy(np.ascontiguousarray(neg)).to(device),
+                    )
                     loss = criterion(losses, None)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     total += float(loss.detach()) * s_b.shape[0]
                     count += s_b.shape[0]
-                self.train_log.append({"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0})
+                self.train_log.append(
+                    {
+                        "epoch": epoch,
+                        "loss": total / max(count, 1),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
         self.best_epoch = c.epochs
 
     def _meta(self) -> dict[str, Any]:

@@ -119,7 +119,9 @@ class EASE(Recommender):
         self.weights = np.zeros((0, 0), np.float32)  # B
         self.p_diag = np.zeros(0, np.float64)  # diag(P): with B it determines P (for unlearning)
 
-    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> EASE:
+    def fit(
+        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+    ) -> EASE:
         """Compute G and B; `rng` is unused (EASE is closed form)."""
         self.gram = gram_of(self.input_matrix(dataset))
         self.weights, self.p_diag = ease_solution(self.gram, self.config.reg)
@@ -132,7 +134,7 @@ class EASE(Recommender):
         return np.asarray(h @ self.weights, dtype=np.float32)
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        """"because you bought/viewed X": history items j ranked by h_j * B[j, item]."""
+        """ "because you bought/viewed X": history items j ranked by h_j * B[j, item]."""
         self._check_fitted()
         h = self._history_input(self.history_matrix([history]))
         items = h.indices.astype(np.int64)
@@ -141,8 +143,11 @@ class EASE(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         g = self.gram
-        return {"gram_data": g.data.astype(np.float32, copy=False), "gram_indices": g.indices.astype(np.int32, copy=False),
-                "gram_indptr": g.indptr.astype(np.int64, copy=False)}  # fmt: skip
+        return {
+            "gram_data": g.data.astype(np.float32, copy=False),
+            "gram_indices": g.indices.astype(np.int32, copy=False),
+            "gram_indptr": g.indptr.astype(np.int64, copy=False),
+        }
 
     def _derived(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights, "p_diag": self.p_diag}
@@ -152,7 +157,11 @@ class EASE(Recommender):
             self.gram = sp.csr_matrix(arrays["gram"].astype(np.float32, copy=False))
         else:
             n = arrays["gram_indptr"].shape[0] - 1
-            self.gram = sp.csr_matrix((arrays["gram_data"], arrays["gram_indices"], arrays["gram_indptr"]), shape=(n, n), dtype=np.float32)
+            self.gram = sp.csr_matrix(
+                (arrays["gram_data"], arrays["gram_indices"], arrays["gram_indptr"]),
+                shape=(n, n),
+                dtype=np.float32,
+            )
         if "weights" not in arrays:  # derived file not written (see the module docstring): as `fit`
             self.weights, self.p_diag = ease_solution(self.gram, self.config.reg)
             return

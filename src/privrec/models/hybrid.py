@@ -175,9 +175,15 @@ def _component_class(name: str) -> type[Recommender]:
 
 
 # ---- components inside one artifact (also used by `dp_hybrid`) ---------------------------------
-def components_state(components: dict[str, Recommender], *, derived: bool = False) -> dict[str, np.ndarray]:
+def components_state(
+    components: dict[str, Recommender], *, derived: bool = False
+) -> dict[str, np.ndarray]:
     """Every component's arrays (or derived arrays) under "<component>.<name>"."""
-    return {f"{name}.{key}": arr for name, comp in components.items() for key, arr in (comp._derived() if derived else comp._state()).items()}
+    return {
+        f"{name}.{key}": arr
+        for name, comp in components.items()
+        for key, arr in (comp._derived() if derived else comp._state()).items()
+    }
 
 
 def components_meta(components: dict[str, Recommender]) -> dict[str, Any]:
@@ -194,7 +200,9 @@ def components_meta(components: dict[str, Recommender]) -> dict[str, Any]:
     }
 
 
-def restore_components(arrays: dict[str, np.ndarray], docs: dict[str, Any]) -> dict[str, Recommender]:
+def restore_components(
+    arrays: dict[str, np.ndarray], docs: dict[str, Any]
+) -> dict[str, Recommender]:
     """Fitted components rebuilt from `components_state` arrays and `components_meta` documents."""
     comps: dict[str, Recommender] = {}
     for name, doc in docs.items():
@@ -204,7 +212,10 @@ def restore_components(arrays: dict[str, np.ndarray], docs: dict[str, Any]) -> d
         if doc.get("privacy"):
             comp.privacy = PrivacyGuarantee(**doc["privacy"])
         prefix = f"{name}."
-        comp._set_state({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}, doc.get("meta", {}))
+        comp._set_state(
+            {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
+            doc.get("meta", {}),
+        )
         comp._fitted = True
         comps[name] = comp
     return comps
@@ -252,12 +263,18 @@ class HybridRecommender(Recommender):
             raise ConfigError(f"hybrid: {exc}") from exc
         for key in (*(c.weights or {}), *(c.cold_weights or {})):
             if key not in out:
-                raise ConfigError(f"hybrid.weights: {key!r} is not a component of this hybrid ({list(out)})")
+                raise ConfigError(
+                    f"hybrid.weights: {key!r} is not a component of this hybrid ({list(out)})"
+                )
         missing = [k for k in c.cold_components if k not in out]
         if missing:
-            raise ConfigError(f"hybrid.cold_components: {missing} not among this hybrid's components ({list(out)})")
+            raise ConfigError(
+                f"hybrid.cold_components: {missing} not among this hybrid's components ({list(out)})"
+            )
         if c.cold_weights is not None and any(k not in c.cold_components for k in c.cold_weights):
-            raise ConfigError(f"hybrid.cold_weights: the cold route uses only {list(c.cold_components)} (cold_components)")
+            raise ConfigError(
+                f"hybrid.cold_weights: the cold route uses only {list(c.cold_components)} (cold_components)"
+            )
         return out
 
     @property
@@ -266,7 +283,9 @@ class HybridRecommender(Recommender):
         return self.components["content"]  # type: ignore[return-value]
 
     # ---- training ---------------------------------------------------------------------------
-    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> HybridRecommender:
+    def fit(
+        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+    ) -> HybridRecommender:
         """Fit the components, fit the route weights on a validation split, refit (see module docstring)."""
         c = self.config
         seed = seed_from(rng, c.seed)
@@ -285,8 +304,14 @@ class HybridRecommender(Recommender):
             self._mark_fitted(dataset.n_items)
             weights, cold, boost, info = self._tune(sub, valid, seed)
             self.item_boost = float(c.cold_item_boost) if c.cold_item_boost is not None else boost
-            self.weights = self._full(c.weights, list(self.components)) if c.weights is not None else weights
-            self.cold_weights = self._full(c.cold_weights, list(c.cold_components)) if c.cold_weights is not None else cold
+            self.weights = (
+                self._full(c.weights, list(self.components)) if c.weights is not None else weights
+            )
+            self.cold_weights = (
+                self._full(c.cold_weights, list(c.cold_components))
+                if c.cold_weights is not None
+                else cold
+            )
             self.tuning = info
             if c.refit:
                 self._fit_components(dataset, seed, content=False)
@@ -313,7 +338,9 @@ class HybridRecommender(Recommender):
         return {n: float(w.get(n, 0.0)) / total for n in names}
 
     # ---- weight search ----------------------------------------------------------------------
-    def _histories_of(self, ds: InteractionDataset, users: np.ndarray, last: np.ndarray | None = None) -> list[UserHistory]:
+    def _histories_of(
+        self, ds: InteractionDataset, users: np.ndarray, last: np.ndarray | None = None
+    ) -> list[UserHistory]:
         """Chronological UserHistory of each user (only the `last[i]` latest events when given)."""
         off = ds.user_offsets()
         w = ds.event_weight_array()
@@ -322,7 +349,13 @@ class HybridRecommender(Recommender):
             a, b = int(off[u]), int(off[u + 1])
             if last is not None:
                 a = max(a, b - int(last[i]))
-            out.append(UserHistory(items=ds.item_idx[a:b].astype(np.int64), weights=w[a:b], event_types=ds.event_type[a:b]))
+            out.append(
+                UserHistory(
+                    items=ds.item_idx[a:b].astype(np.int64),
+                    weights=w[a:b],
+                    event_types=ds.event_type[a:b],
+                )
+            )
         return out
 
     def _tune(
@@ -344,10 +377,18 @@ class HybridRecommender(Recommender):
             hist = self._histories_of(sub, users[pick])
             known = np.nonzero(self.item_events > 0)[0]
             pseudo = np.zeros(self.n_items, bool)
-            pseudo[rng.choice(known, size=max(1, int(round(c.cold_item_fraction * known.size))), replace=False)] = True
+            pseudo[
+                rng.choice(
+                    known, size=max(1, int(round(c.cold_item_fraction * known.size))), replace=False
+                )
+            ] = True
             fixed = self._full(c.weights, names) if c.weights is not None else None
             weights, boost, res = self._search(
-                names, hist, targets[pick], fixed=fixed, pseudo_new=pseudo if c.cold_item_boost is None else None
+                names,
+                hist,
+                targets[pick],
+                fixed=fixed,
+                pseudo_new=pseudo if c.cold_item_boost is None else None,
             )
             info["warm"] = res
         else:
@@ -360,10 +401,17 @@ class HybridRecommender(Recommender):
             last = 1 + (np.arange(pick.size) % c.cold_user_max_items)
             hist = self._histories_of(sub, users[pick], last)
             # every component's own score on these simulated new users is reported, for the record
-            cold, _, res = self._search(cold_names, hist, targets[pick], cold_route=True, report=names)
+            cold, _, res = self._search(
+                cold_names, hist, targets[pick], cold_route=True, report=names
+            )
             info["cold"] = res
         elif c.cold_weights is None:  # only empty histories are cold: content has nothing to say
-            cold = self._full({n: float(n != "content") for n in cold_names} if cold_names != ["content"] else {"content": 1.0}, cold_names)
+            cold = self._full(
+                {n: float(n != "content") for n in cold_names}
+                if cold_names != ["content"]
+                else {"content": 1.0},
+                cold_names,
+            )
         else:
             cold = self._full(c.cold_weights, cold_names)
         info["seconds"] = round(time.perf_counter() - t0, 2)
@@ -392,7 +440,9 @@ class HybridRecommender(Recommender):
         else:
             keep = np.ones(h.shape[0], bool)
         rows = np.arange(h.shape[0])
-        keep &= np.asarray(h[rows, targets]).ravel() == 0  # a target already in the history cannot be ranked
+        keep &= (
+            np.asarray(h[rows, targets]).ravel() == 0
+        )  # a target already in the history cannot be ranked
         idx = np.nonzero(keep)[0]
         h = h[idx]
         histories = [histories[i] for i in idx.tolist()]
@@ -440,15 +490,24 @@ class HybridRecommender(Recommender):
             if not improved:
                 break
         weights = self._full(w, names)
-        res: dict[str, Any] = {"users": int(h.shape[0]), "ndcg@10": round(best, 5), "alone": {k: round(v, 5) for k, v in alone.items()}}
+        res: dict[str, Any] = {
+            "users": int(h.shape[0]),
+            "ndcg@10": round(best, 5),
+            "alone": {k: round(v, 5) for k, v in alone.items()},
+        }
         boost = 0.0
         if pseudo_new is not None and pseudo_new.any():
             # the same users with some items made "new": only their text score still speaks
-            zn = {n: (a if n == "content" else np.where(pseudo_new[None, :], np.float32(0.0), a)) for n, a in z.items()}
+            zn = {
+                n: (a if n == "content" else np.where(pseudo_new[None, :], np.float32(0.0), a))
+                for n, a in z.items()
+            }
             base = combined(weights, zn)
             by_boost = {}
             for b in c.cold_item_boost_grid:
-                by_boost[float(b)] = ndcg(base + np.float32(b) * pseudo_new[None, :].astype(np.float32))
+                by_boost[float(b)] = ndcg(
+                    base + np.float32(b) * pseudo_new[None, :].astype(np.float32)
+                )
             boost = max(by_boost, key=lambda b: (by_boost[b], -b))
             res["new_item_boost"] = {
                 "boost": boost,
@@ -468,11 +527,23 @@ class HybridRecommender(Recommender):
         """Every user's history row as the content component weighs it."""
         return self.content.input_matrix(dataset)
 
-    def _component_z(self, name: str, h: sp.csr_matrix, histories: list[UserHistory] | None) -> np.ndarray:
+    def _component_z(
+        self, name: str, h: sp.csr_matrix, histories: list[UserHistory] | None
+    ) -> np.ndarray:
         comp = self.components[name]
         if name == "sequential" and histories is not None:
-            raw = np.stack([comp.score(x) for x in histories]) if histories else np.zeros((0, self.n_items), np.float32)
-        elif name == "content" and histories is not None and any(x.query_embeddings is not None and np.size(x.query_embeddings) for x in histories):
+            raw = (
+                np.stack([comp.score(x) for x in histories])
+                if histories
+                else np.zeros((0, self.n_items), np.float32)
+            )
+        elif (
+            name == "content"
+            and histories is not None
+            and any(
+                x.query_embeddings is not None and np.size(x.query_embeddings) for x in histories
+            )
+        ):
             raw = np.stack([comp.score(x) for x in histories])
         else:
             raw = comp.score_matrix(h)
@@ -483,7 +554,9 @@ class HybridRecommender(Recommender):
             z[:, self.item_events == 0] = 0.0  # knows nothing about a new item: neutral
         return z
 
-    def _combine(self, h: sp.csr_matrix, histories: list[UserHistory] | None, weights: dict[str, float]) -> np.ndarray:
+    def _combine(
+        self, h: sp.csr_matrix, histories: list[UserHistory] | None, weights: dict[str, float]
+    ) -> np.ndarray:
         s = np.zeros((h.shape[0], self.n_items), np.float32)
         for name, w in weights.items():
             if w:
@@ -499,7 +572,10 @@ class HybridRecommender(Recommender):
         h = self._history_input(h)
         cold = self._cold_rows(h)
         out = np.empty((h.shape[0], self.n_items), np.float32)
-        for rows, weights in ((np.nonzero(~cold)[0], self.weights), (np.nonzero(cold)[0], self.cold_weights)):
+        for rows, weights in (
+            (np.nonzero(~cold)[0], self.weights),
+            (np.nonzero(cold)[0], self.cold_weights),
+        ):
             if rows.size:
                 hs = None if histories is None else [histories[i] for i in rows.tolist()]
                 out[rows] = self._combine(h[rows], hs, weights)
@@ -523,7 +599,7 @@ class HybridRecommender(Recommender):
 
     # ---- routes -------------------------------------------------------------------------------
     def route_for(self, history: UserHistory, item: int | None = None) -> str:
-        """"cold_user" for a history of at most `cold_user_max_items` distinct items; else
+        """ "cold_user" for a history of at most `cold_user_max_items` distinct items; else
         "cold_item-boost" when `item` has no training interaction; else "warm"."""
         self._check_fitted()
         if self.history_matrix([history]).nnz <= self.config.cold_user_max_items:
@@ -555,9 +631,14 @@ class HybridRecommender(Recommender):
             s[np.asarray(exclude, dtype=np.int64)] = -np.inf
         items, scores = top_k(s, k)
         route = self.route_for(history)
-        item_routes = ["cold_item-boost" if route == "warm" and self.is_new_item(i) else route for i in items.tolist()]
+        item_routes = [
+            "cold_item-boost" if route == "warm" and self.is_new_item(i) else route
+            for i in items.tolist()
+        ]
         weights = self.cold_weights if route == "cold_user" else self.weights
-        return HybridResult(items=items, scores=scores, route=route, item_routes=item_routes, weights=dict(weights))
+        return HybridResult(
+            items=items, scores=scores, route=route, item_routes=item_routes, weights=dict(weights)
+        )
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
         """The route (kind "cold_user", "cold_item" or the strongest component's kind) and why."""
@@ -566,21 +647,38 @@ class HybridRecommender(Recommender):
         route = self.route_for(history, item)
         weights = self.cold_weights if route == "cold_user" else self.weights
         h = self.history_matrix([history])
-        parts = {n: float(w * self._component_z(n, h, [history])[0, item]) for n, w in weights.items() if w}
+        parts = {
+            n: float(w * self._component_z(n, h, [history])[0, item])
+            for n, w in weights.items()
+            if w
+        }
         if route == "cold_user":
             best = max(parts, key=lambda n: parts[n]) if parts else "popularity"
             if best != "popularity":
                 e = self.components[best].explain(history, item)
                 if e.kind in ("history", "search"):
-                    return Explanation(item=item, kind="cold_user", text=f"new here: {e.text}", contributors=e.contributors)
-            return Explanation(item=item, kind="cold_user", text="new here: popular in the shop", contributors=[])
+                    return Explanation(
+                        item=item,
+                        kind="cold_user",
+                        text=f"new here: {e.text}",
+                        contributors=e.contributors,
+                    )
+            return Explanation(
+                item=item, kind="cold_user", text="new here: popular in the shop", contributors=[]
+            )
         if route == "cold_item-boost":
             e = self.content.explain(history, item)
-            text = f"new in the shop, {e.text}" if e.kind in ("history", "search") else "new in the shop"
+            text = (
+                f"new in the shop, {e.text}"
+                if e.kind in ("history", "search")
+                else "new in the shop"
+            )
             return Explanation(item=item, kind="cold_item", text=text, contributors=e.contributors)
         best = max(parts, key=lambda n: parts[n]) if parts else "popularity"
         e = self.components[best].explain(history, item)
-        if e.kind == "model" and best != "content":  # the strongest part cannot say why: try the text
+        if (
+            e.kind == "model" and best != "content"
+        ):  # the strongest part cannot say why: try the text
             alt = self.content.explain(history, item)
             if alt.kind != "model":
                 return alt

@@ -64,7 +64,9 @@ def cosine_topk(gram: sp.csr_matrix, k: int, shrink: float = 0.0) -> sp.csr_matr
     starts = np.searchsorted(rows, np.arange(n))
     rank = np.arange(len(rows)) - starts[rows]
     top = rank < k
-    return sp.csr_matrix((vals[top].astype(np.float32), (rows[top], cols[top])), shape=(n, n), dtype=np.float32)
+    return sp.csr_matrix(
+        (vals[top].astype(np.float32), (rows[top], cols[top])), shape=(n, n), dtype=np.float32
+    )
 
 
 @register
@@ -81,7 +83,9 @@ class ItemKNN(Recommender):
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)  # row i: the neighbours of item i
         self._sim_t = self.similarity  # its transpose, what scoring multiplies by
 
-    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> ItemKNN:
+    def fit(
+        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+    ) -> ItemKNN:
         """Compute G and the top-k cosine neighbours; `rng` is unused (deterministic)."""
         x = self.input_matrix(dataset).astype(np.float64)
         self.gram = sp.csr_matrix(x.T @ x)
@@ -125,7 +129,7 @@ class ItemKNN(Recommender):
         return items, contrib
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        """"because you bought/viewed X": the history items contributing most to the score."""
+        """ "because you bought/viewed X": the history items contributing most to the score."""
         items, contrib = self.contributions(history, item)
         return history_explanation(history, int(item), items, contrib)
 
@@ -144,9 +148,13 @@ class ItemKNN(Recommender):
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         n = self.n_items
         self.similarity = sp.csr_matrix(
-            (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]), shape=(n, n), dtype=np.float32
+            (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]),
+            shape=(n, n),
+            dtype=np.float32,
         )
         self.gram = sp.csr_matrix(
-            (arrays["gram_data"], arrays["gram_indices"], arrays["gram_indptr"]), shape=(n, n), dtype=np.float64
+            (arrays["gram_data"], arrays["gram_indices"], arrays["gram_indptr"]),
+            shape=(n, n),
+            dtype=np.float64,
         )
         self._sim_t = self.similarity.T.tocsr()

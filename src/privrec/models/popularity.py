@@ -67,7 +67,9 @@ class Popularity(Recommender):
         self.categories: list[str] = []
 
     # ---- training --------------------------------------------------------------------------
-    def fit(self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None) -> Popularity:
+    def fit(
+        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+    ) -> Popularity:
         """Count (weighted, decayed) users per item; `rng` is unused (popularity is deterministic)."""
         c = self.config
         n = dataset.n_items
@@ -75,14 +77,22 @@ class Popularity(Recommender):
             x = self.input_matrix(dataset)
             pop = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
         else:
-            w = np.ones(dataset.n_events, np.float64) if c.binary else dataset.event_weight_array(c.event_weights, use_ratings=c.use_ratings).astype(np.float64)
+            w = (
+                np.ones(dataset.n_events, np.float64)
+                if c.binary
+                else dataset.event_weight_array(c.event_weights, use_ratings=c.use_ratings).astype(
+                    np.float64
+                )
+            )
             if dataset.n_events:
                 age_days = (dataset.ts.max() - dataset.ts) / _DAY
                 w = w * np.exp2(-age_days / c.half_life_days)
             key = dataset.user_idx.astype(np.int64) * n + dataset.item_idx
             per_pair = pd.DataFrame({"k": key, "w": w}).groupby("k", sort=False)["w"]
             agg = per_pair.sum() if c.aggregate == "sum" else per_pair.max()
-            pop = np.bincount((agg.index.to_numpy() % n).astype(np.int64), weights=agg.to_numpy(), minlength=n)
+            pop = np.bincount(
+                (agg.index.to_numpy() % n).astype(np.int64), weights=agg.to_numpy(), minlength=n
+            )
         self.popularity = pop.astype(np.float32)
         self.item_category, self.categories = self._categories(dataset)
         self._mark_fitted(n)
@@ -99,7 +109,9 @@ class Popularity(Recommender):
                 names.append(None)
                 continue
             if c.category_depth is not None:
-                v = c.category_separator.join(p.strip() for p in v.split(c.category_separator)[: c.category_depth])
+                v = c.category_separator.join(
+                    p.strip() for p in v.split(c.category_separator)[: c.category_depth]
+                )
             names.append(v.strip())
         cats = sorted({v for v in names if v is not None})
         index = {v: i for i, v in enumerate(cats)}
@@ -128,7 +140,8 @@ class Popularity(Recommender):
         cat = self.item_category
         has = np.nonzero(cat >= 0)[0]
         onehot = sp.csr_matrix(
-            (np.ones(len(has), np.float32), (has, cat[has])), shape=(self.n_items, len(self.categories))
+            (np.ones(len(has), np.float32), (has, cat[has])),
+            shape=(self.n_items, len(self.categories)),
         )
         per_cat = np.asarray((h @ onehot).todense(), dtype=np.float64)
         total = np.asarray(h.sum(axis=1), dtype=np.float64)
@@ -146,10 +159,12 @@ class Popularity(Recommender):
         item_share = np.zeros((h.shape[0], self.n_items), np.float32)
         has = cat >= 0
         item_share[:, has] = share[:, cat[has]]
-        return ((1 - beta) * g[None, :] + beta * item_share * self._within_category()[None, :]).astype(np.float32)
+        return (
+            (1 - beta) * g[None, :] + beta * item_share * self._within_category()[None, :]
+        ).astype(np.float32)
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        """"popular in <category>" when the category part counts for this user, else "popular"."""
+        """ "popular in <category>" when the category part counts for this user, else "popular"."""
         self._check_fitted()
         item = int(item)
         cat = int(self.item_category[item]) if 0 <= item < self.n_items else -1
@@ -157,7 +172,11 @@ class Popularity(Recommender):
             h = self.history_matrix([history])
             share = self._category_shares(self._history_input(h))[0, cat]
             if share > 0:
-                own = [int(i) for i in np.unique(history.items) if 0 <= i < self.n_items and self.item_category[i] == cat]
+                own = [
+                    int(i)
+                    for i in np.unique(history.items)
+                    if 0 <= i < self.n_items and self.item_category[i] == cat
+                ]
                 return Explanation(
                     item=item,
                     kind="popular",

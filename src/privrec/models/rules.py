@@ -68,24 +68,36 @@ class ItemTable:
         def text(col: str) -> list[str | None]:
             if col not in meta:
                 return [None] * n
-            return [v.strip() if isinstance(v, str) and v.strip() else None for v in meta[col].tolist()]
+            return [
+                v.strip() if isinstance(v, str) and v.strip() else None for v in meta[col].tolist()
+            ]
 
         def codes(values: list[str | None]) -> tuple[np.ndarray, list[str]]:
             names = sorted({v for v in values if v is not None})
             index = {v: i for i, v in enumerate(names)}
-            return np.array([index[v] if v is not None else -1 for v in values], dtype=np.int32), names
+            return np.array(
+                [index[v] if v is not None else -1 for v in values], dtype=np.int32
+            ), names
 
         cats = text("category")
         cat, categories = codes(cats)
         top, tops = codes([_top_level(c) if c else None for c in cats])
         brand, _ = codes(text("brand"))
-        price = pd.to_numeric(meta["price"], errors="coerce").to_numpy(np.float64) if "price" in meta else np.full(n, np.nan)
+        price = (
+            pd.to_numeric(meta["price"], errors="coerce").to_numpy(np.float64)
+            if "price" in meta
+            else np.full(n, np.nan)
+        )
         if "in_stock" in meta:
             stock = meta["in_stock"].astype("boolean").fillna(True).to_numpy(dtype=bool)
         else:
             stock = np.ones(n, dtype=bool)
         titles = [t or "" for t in text("title")]
-        pop = np.zeros(n, np.float64) if popularity is None else np.asarray(popularity, dtype=np.float64)
+        pop = (
+            np.zeros(n, np.float64)
+            if popularity is None
+            else np.asarray(popularity, dtype=np.float64)
+        )
         if pop.shape != (n,):
             raise ValueError(f"popularity: has {pop.shape[0]} entries for {n} items")
         return cls(
@@ -128,9 +140,14 @@ class ItemTable:
                 codes = [
                     i
                     for i, c in enumerate(self.categories)
-                    if (low := " > ".join(p.strip() for p in c.lower().split(_SEP))) == key or low.startswith(key + " > ")
+                    if (low := " > ".join(p.strip() for p in c.lower().split(_SEP))) == key
+                    or low.startswith(key + " > ")
                 ]
-                hit = np.isin(self.category, np.asarray(codes, dtype=np.int32)) if codes else np.zeros(self.n_items, bool)
+                hit = (
+                    np.isin(self.category, np.asarray(codes, dtype=np.int32))
+                    if codes
+                    else np.zeros(self.n_items, bool)
+                )
                 if len(self._cat_lookup) < 4096:
                     self._cat_lookup[key] = hit
             mask |= hit
@@ -166,13 +183,20 @@ class Rules:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.diversity <= 1.0:
-            raise ValidationError("diversity", f"{self.diversity} is outside [0, 1]; 0 is pure relevance, 1 maximal variety")
+            raise ValidationError(
+                "diversity",
+                f"{self.diversity} is outside [0, 1]; 0 is pure relevance, 1 maximal variety",
+            )
         if self.category_cap is not None and self.category_cap < 1:
             raise ValidationError("category_cap", "must be at least 1 (or absent for no cap)")
         for name, v in (("price_min", self.price_min), ("price_max", self.price_max)):
             if v is not None and (not np.isfinite(v) or v < 0):
                 raise ValidationError(name, "must be a finite, non-negative price")
-        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+        if (
+            self.price_min is not None
+            and self.price_max is not None
+            and self.price_min > self.price_max
+        ):
             raise ValidationError("price_min", "is above price_max; swap them")
 
     @property
@@ -183,12 +207,24 @@ class Rules:
     @property
     def filter_key(self) -> tuple[object, ...]:
         """The catalogue filters only (what `filter_mask` depends on)."""
-        return (self.include_categories, self.exclude_categories, self.in_stock, self.price_min, self.price_max)
+        return (
+            self.include_categories,
+            self.exclude_categories,
+            self.in_stock,
+            self.price_min,
+            self.price_max,
+        )
 
     @property
     def has_filters(self) -> bool:
         """Whether any catalogue filter (category, stock, price) is set."""
-        return bool(self.include_categories or self.exclude_categories or self.in_stock or self.price_min is not None or self.price_max is not None)
+        return bool(
+            self.include_categories
+            or self.exclude_categories
+            or self.in_stock
+            or self.price_min is not None
+            or self.price_max is not None
+        )
 
     def filter_mask(self, table: ItemTable) -> np.ndarray:
         """Boolean mask of the items the catalogue filters allow (cached per table; do not modify)."""
@@ -217,7 +253,9 @@ class Rules:
             table._mask_cache[key] = mask
         return mask
 
-    def excluded(self, n: int, *, purchased: np.ndarray | None = None, seen: np.ndarray | None = None) -> np.ndarray:
+    def excluded(
+        self, n: int, *, purchased: np.ndarray | None = None, seen: np.ndarray | None = None
+    ) -> np.ndarray:
         """The in-range item indices excluded for this shopper (list, purchases, history)."""
         parts = [np.asarray(self.exclude_items, dtype=np.int64)]
         if self.exclude_purchased and purchased is not None:
@@ -229,9 +267,19 @@ class Rules:
             return a
         return a[(a >= 0) & (a < n)]
 
-    def allowed(self, table: ItemTable, *, purchased: np.ndarray | None = None, seen: np.ndarray | None = None) -> np.ndarray:
+    def allowed(
+        self,
+        table: ItemTable,
+        *,
+        purchased: np.ndarray | None = None,
+        seen: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Boolean mask of the items these rules allow for this shopper."""
-        mask = self.filter_mask(table).copy() if self.has_filters else np.ones(table.n_items, dtype=bool)
+        mask = (
+            self.filter_mask(table).copy()
+            if self.has_filters
+            else np.ones(table.n_items, dtype=bool)
+        )
         mask[self.excluded(table.n_items, purchased=purchased, seen=seen)] = False
         return mask
 
@@ -285,7 +333,11 @@ def _ranked(scores: np.ndarray, pop: np.ndarray, m: int) -> np.ndarray:
     if n > 64 * m:
         sub = scores[:: max(1, n // (16 * m))]
         cut = np.partition(sub, len(sub) - m)[len(sub) - m]
-        part = np.flatnonzero(scores >= cut) if np.isfinite(cut) else np.flatnonzero(np.isfinite(scores))
+        part = (
+            np.flatnonzero(scores >= cut)
+            if np.isfinite(cut)
+            else np.flatnonzero(np.isfinite(scores))
+        )
     else:
         part = np.flatnonzero(np.isfinite(scores))
     vals = scores[part]
@@ -321,7 +373,13 @@ def _capped(cands: np.ndarray, table: ItemTable, cap: int, k: int) -> np.ndarray
 
 
 def _mmr(
-    cands: np.ndarray, rel: np.ndarray, lam: float, k: int, sim: Callable[[np.ndarray], np.ndarray], table: ItemTable, cap: int | None
+    cands: np.ndarray,
+    rel: np.ndarray,
+    lam: float,
+    k: int,
+    sim: Callable[[np.ndarray], np.ndarray],
+    table: ItemTable,
+    cap: int | None,
 ) -> np.ndarray:
     """Greedy MMR over `cands` (relevance `rel`, already in [0, 1]), honouring the cap."""
     s = sim(cands)
@@ -373,7 +431,11 @@ def apply_rules(
     """
     if k < 1:
         raise ValidationError("k", f"{k} is out of range; ask for at least 1 item")
-    s = np.array(scores, dtype=np.float64 if np.asarray(scores).dtype == np.float64 else np.float32, copy=True)
+    s = np.array(
+        scores,
+        dtype=np.float64 if np.asarray(scores).dtype == np.float64 else np.float32,
+        copy=True,
+    )
     n = table.n_items
     if s.shape != (n,):
         raise ValueError(f"scores: has {s.shape} entries for {n} items")
@@ -398,7 +460,10 @@ def apply_rules(
             cands = _ranked(s, table.popularity, m)
             if rules.diversity > 0:
                 finite = s[cands]
-                lo, hi = float(finite.min()) if len(finite) else 0.0, float(finite.max()) if len(finite) else 0.0
+                lo, hi = (
+                    float(finite.min()) if len(finite) else 0.0,
+                    float(finite.max()) if len(finite) else 0.0,
+                )
                 rel = (finite - lo) / (hi - lo) if hi > lo else np.ones(len(cands))
                 # popularity breaks the ties among unscored items, as in the plain ranking
                 rel = rel + 1e-6 * (len(cands) - np.arange(len(cands))) / max(len(cands), 1)
@@ -409,7 +474,12 @@ def apply_rules(
                 break
             m *= 4
     sc = scores[out] if len(out) else np.empty(0, np.float64)
-    return RuleResult(items=out, scores=np.asarray(sc, dtype=np.float64), filled=np.asarray(sc <= floor, dtype=bool), allowed=n_allowed)
+    return RuleResult(
+        items=out,
+        scores=np.asarray(sc, dtype=np.float64),
+        filled=np.asarray(sc <= floor, dtype=bool),
+        allowed=n_allowed,
+    )
 
 
 def fast_scores(model: object, items: np.ndarray, weights: np.ndarray) -> np.ndarray | None:

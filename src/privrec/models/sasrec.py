@@ -15,7 +15,15 @@ from collections.abc import Iterator
 import numpy as np
 
 from privrec.models.base import register
-from privrec.models.sequential import PAD, SequentialConfig, SequentialRecommender, TrainBatch, batch_order, pad_left, windows
+from privrec.models.sequential import (
+    PAD,
+    SequentialConfig,
+    SequentialRecommender,
+    TrainBatch,
+    batch_order,
+    pad_left,
+    windows,
+)
 
 
 class SASRecConfig(SequentialConfig):
@@ -31,9 +39,17 @@ class SASRec(SequentialRecommender):
     config: SASRecConfig
     causal = True
 
-    def _make_batches(self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator) -> Iterator[TrainBatch]:
+    def _make_batches(
+        self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator
+    ) -> Iterator[TrainBatch]:
         c = self.config
-        wins = [w for s in seqs if len(s) >= 2 for w in windows(s, c.max_len + 1, c.long_sequences, step=c.max_len) if len(w) >= 2]
+        wins = [
+            w
+            for s in seqs
+            if len(s) >= 2
+            for w in windows(s, c.max_len + 1, c.long_sequences, step=c.max_len)
+            if len(w) >= 2
+        ]
         lengths = np.array([len(w) for w in wins], dtype=np.int64)
         for idx in batch_order(lengths, c.batch_size, c.length_pool, gen):
             chosen = [wins[i] for i in idx]

@@ -156,7 +156,7 @@ class SequentialConfig(ModelConfig):
 
 # ---- torch helpers ----------------------------------------------------------------------------
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """"auto" -> CUDA when available (cuda:local_rank under torchrun), else CPU."""
+    """ "auto" -> CUDA when available (cuda:local_rank under torchrun), else CPU."""
     import torch
 
     if name == "auto":
@@ -165,7 +165,9 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for CUDA but none is available; use 'auto' or 'cpu'")
+        raise ConfigError(
+            f"device: {name!r} asked for CUDA but none is available; use 'auto' or 'cpu'"
+        )
     return dev
 
 
@@ -186,7 +188,9 @@ def load_text_matrix(path: str | Path) -> np.ndarray:
     """An (n_items, t) float32 matrix from .npy, or the only (or "embeddings") array of a .safetensors file."""
     p = Path(path)
     if not p.exists():
-        raise ConfigError(f"item_text_embeddings: {p} does not exist; give the path of an (n_items, d) .npy or .safetensors matrix")
+        raise ConfigError(
+            f"item_text_embeddings: {p} does not exist; give the path of an (n_items, d) .npy or .safetensors matrix"
+        )
     if p.suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
     elif p.suffix == ".safetensors":
@@ -198,14 +202,18 @@ def load_text_matrix(path: str | Path) -> np.ndarray:
         elif len(arrays) == 1:
             arr = next(iter(arrays.values()))
         else:
-            raise ConfigError(f"item_text_embeddings: {p} holds {sorted(arrays)}; name the matrix 'embeddings'")
+            raise ConfigError(
+                f"item_text_embeddings: {p} holds {sorted(arrays)}; name the matrix 'embeddings'"
+            )
     else:
         raise ConfigError(f"item_text_embeddings: {p} is neither .npy nor .safetensors")
     return np.asarray(arr, dtype=np.float32)
 
 
 # ---- the network --------------------------------------------------------------------------------
-def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray | None, text_dim: int | None) -> nn.Module:
+def _build_net(
+    n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray | None, text_dim: int | None
+) -> nn.Module:
     """The network for `n_items` items (text given at fit time, or only its width at load time)."""
     import torch
     from torch import nn
@@ -213,7 +221,9 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
 
     d = c.embedding_size
     if d % c.num_heads:
-        raise ConfigError(f"num_heads: {c.num_heads} does not divide embedding_size {d}; choose a divisor")
+        raise ConfigError(
+            f"num_heads: {c.num_heads} does not divide embedding_size {d}; choose a divisor"
+        )
 
     class ItemEncoder(nn.Module):
         """Token id -> vector: ID embedding, text adaptor, or both summed."""
@@ -232,16 +242,22 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
                 t = text.shape[1] if text is not None else int(text_dim)  # type: ignore[arg-type]
                 buf = torch.zeros(n_tokens, t)
                 if text is not None:
-                    buf[1 : n_items + 1] = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))
+                    buf[1 : n_items + 1] = torch.from_numpy(
+                        np.ascontiguousarray(text, dtype=np.float32)
+                    )
                 self.register_buffer("text", buf)
                 if c.text_adaptor == "linear":
                     self.adaptor: nn.Module = nn.Linear(t, d)
                 else:
-                    self.adaptor = nn.Sequential(nn.Linear(t, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+                    self.adaptor = nn.Sequential(
+                        nn.Linear(t, 2 * d), nn.GELU(), nn.Linear(2 * d, d)
+                    )
                 # text-only needs a vector for [MASK] (its text row is empty)
                 self.mask_emb = nn.Parameter(torch.randn(d) * d**-0.5)
 
-        delta: torch.Tensor | None = None  # an adversarial perturbation of the ID table (training only)
+        delta: torch.Tensor | None = (
+            None  # an adversarial perturbation of the ID table (training only)
+        )
 
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             out = None
@@ -281,7 +297,9 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
             self.drop = nn.Dropout(c.dropout)
             self.att_drop = nn.Dropout(c.dropout)
 
-        def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        def forward(
+            self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False
+        ) -> torch.Tensor:
             """(B, L, d) -> (B, L, d), or (B, 1, d) for the last position only (scoring)."""
             b, length, _ = x.shape
             h = c.num_heads
@@ -330,7 +348,11 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
             return self.hidden(seq, last_only=True)[:, -1]
 
         def forward(
-            self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor, norm: torch.Tensor
+            self,
+            seq: torch.Tensor,
+            target: torch.Tensor,
+            negatives: torch.Tensor,
+            norm: torch.Tensor,
         ) -> torch.Tensor:
             """Training loss: sum over this batch's targets / `norm` (the global target count / world)."""
             loss = self._loss(seq, target, negatives, norm)
@@ -339,14 +361,22 @@ def _build_net(n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray
                 # through it), row-wise normalised so each touched item moves by adv_eps
                 w = self.items.id_emb.weight
                 (g,) = torch.autograd.grad(loss, [w], retain_graph=True)
-                self.items.delta = c.adv_eps * g.detach() / g.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
+                self.items.delta = (
+                    c.adv_eps * g.detach() / g.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
+                )
                 try:
                     loss = loss + c.adv_reg * self._loss(seq, target, negatives, norm)
                 finally:
                     self.items.delta = None
             return loss
 
-        def _loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        def _loss(
+            self,
+            seq: torch.Tensor,
+            target: torch.Tensor,
+            negatives: torch.Tensor,
+            norm: torch.Tensor,
+        ) -> torch.Tensor:
             hid = self.hidden(seq)
             sel = target != PAD
             hsel = hid[sel]
@@ -390,7 +420,9 @@ def pad_left(seqs: Sequence[np.ndarray], length: int | None = None) -> np.ndarra
     return out
 
 
-def batch_order(lengths: np.ndarray, batch_size: int, pool: int, gen: np.random.Generator) -> list[np.ndarray]:
+def batch_order(
+    lengths: np.ndarray, batch_size: int, pool: int, gen: np.random.Generator
+) -> list[np.ndarray]:
     """Indices of one epoch's batches: a seeded shuffle, then, inside pools of `pool` batches,
     sorted by length so each batch holds sequences of similar length (little padding), then the
     batches in a seeded random order. pool=1 gives plain random batches."""
@@ -441,7 +473,11 @@ class DistInfo:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+            return cls(
+                dist.get_rank(),
+                dist.get_world_size(),
+                int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+            )
         return cls()
 
     def share(self, n: int) -> np.ndarray:
@@ -538,14 +574,22 @@ class SequentialRecommender(Recommender):
                 f"item_repr: {c.item_repr!r} needs item text embeddings; pass fit(item_text_embeddings=...) "
                 "or set item_text_embeddings to a .npy/.safetensors path"
             )
-        text = np.asarray(given, dtype=np.float32) if given is not None else load_text_matrix(c.item_text_embeddings)  # type: ignore[arg-type]
+        text = (
+            np.asarray(given, dtype=np.float32)
+            if given is not None
+            else load_text_matrix(c.item_text_embeddings)
+        )  # type: ignore[arg-type]
         if text.ndim != 2 or text.shape[0] != n_items:
-            raise ConfigError(f"item_text_embeddings: shape {text.shape}, expected ({n_items}, d): one row per item index")
+            raise ConfigError(
+                f"item_text_embeddings: shape {text.shape}, expected ({n_items}, d): one row per item index"
+            )
         if not np.isfinite(text).all():
             raise ConfigError("item_text_embeddings: holds NaN or infinite values")
         return text
 
-    def _make_batches(self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator) -> Iterator[TrainBatch]:
+    def _make_batches(
+        self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator
+    ) -> Iterator[TrainBatch]:
         """One epoch of global batches (subclasses define the task)."""
         raise NotImplementedError
 
@@ -578,14 +622,22 @@ class SequentialRecommender(Recommender):
             from torch.nn.parallel import DistributedDataParallel
 
             # buffers (the frozen text matrix) are the same on every rank: no need to sync them each step
-            sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
-            model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False})
+            sync = (
+                "forward_sync_buffers"
+                if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                else "broadcast_buffers"
+            )
+            model = DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
+            )
         params = [p for p in net.parameters() if p.requires_grad]
         # the fused kernel is ~10% faster on CPU for these small models (and the usual choice on CUDA)
         fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
         opt: torch.optim.Optimizer
         if c.weight_decay > 0:
-            opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay, **fused)
+            opt = torch.optim.AdamW(
+                params, lr=c.learning_rate, weight_decay=c.weight_decay, **fused
+            )
         else:
             opt = torch.optim.Adam(params, lr=c.learning_rate, **fused)
         self.train_log = []
@@ -605,7 +657,9 @@ class SequentialRecommender(Recommender):
                 tgt = torch.from_numpy(batch.target[rows]).to(device)
                 neg = batch.negatives
                 if c.loss == "bce":  # one negative per target: this rank's targets' share
-                    owner = np.repeat(np.arange(batch.seq.shape[0]), (batch.target != PAD).sum(axis=1))
+                    owner = np.repeat(
+                        np.arange(batch.seq.shape[0]), (batch.target != PAD).sum(axis=1)
+                    )
                     neg = neg[np.isin(owner, rows)]
                 negt = torch.from_numpy(neg).to(device)
                 norm = torch.tensor(n_targets / info.world_size, dtype=torch.float32, device=device)
@@ -617,7 +671,11 @@ class SequentialRecommender(Recommender):
                 opt.step()
                 total += float(loss.detach()) * float(norm)
                 count += n_targets
-            entry: dict[str, float] = {"epoch": epoch, "loss": total / max(count, 1) * info.world_size, "seconds": time.perf_counter() - t0}
+            entry: dict[str, float] = {
+                "epoch": epoch,
+                "loss": total / max(count, 1) * info.world_size,
+                "seconds": time.perf_counter() - t0,
+            }
             out_of_time = c.time_budget_s is not None and time.perf_counter() - t0 > c.time_budget_s
             if info.world_size > 1:  # clocks differ per rank: all stop (and validate) together
                 import torch.distributed as dist
@@ -626,11 +684,15 @@ class SequentialRecommender(Recommender):
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 out_of_time = bool(flag.item() > 0)
             stop = out_of_time
-            if validation is not None and (epoch % c.eval_every == 0 or epoch == c.epochs or out_of_time):
+            if validation is not None and (
+                epoch % c.eval_every == 0 or epoch == c.epochs or out_of_time
+            ):
                 net.eval()
                 self.net, self.n_items, self._table = net, n_items, None
                 tv = time.perf_counter()
-                metrics = self._validate(validation, info, device)  # all-reduced: the same on every rank
+                metrics = self._validate(
+                    validation, info, device
+                )  # all-reduced: the same on every rank
                 entry.update(metrics)
                 entry["val_seconds"] = time.perf_counter() - tv
                 if metrics["ndcg@10"] > best:
@@ -640,7 +702,12 @@ class SequentialRecommender(Recommender):
                     bad += 1
                     stop = stop or bad >= c.patience
             self.train_log.append(entry)
-            log.info("%s epoch=%d %s", self.name, epoch, " ".join(f"{k}={v:.5g}" for k, v in entry.items() if k != "epoch"))
+            log.info(
+                "%s epoch=%d %s",
+                self.name,
+                epoch,
+                " ".join(f"{k}={v:.5g}" for k, v in entry.items() if k != "epoch"),
+            )
             if stop:
                 break
         if best_state is None:
@@ -648,7 +715,9 @@ class SequentialRecommender(Recommender):
         else:
             net.load_state_dict(best_state)
 
-    def _validate(self, validation: tuple[list[np.ndarray], np.ndarray], info: DistInfo, device: torch.device) -> dict[str, float]:
+    def _validate(
+        self, validation: tuple[list[np.ndarray], np.ndarray], info: DistInfo, device: torch.device
+    ) -> dict[str, float]:
         """Full-ranking HR@10 / NDCG@10 of the next item (this rank's share, summed over ranks)."""
         histories, targets = validation
         mine = info.share(len(histories))
@@ -698,7 +767,9 @@ class SequentialRecommender(Recommender):
         """Token ids the network reads for one history (SASRec: the last max_len items)."""
         return history[-self.config.max_len :] + 1
 
-    def _score_batches(self, histories: Sequence[np.ndarray], device: torch.device | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def _score_batches(
+        self, histories: Sequence[np.ndarray], device: torch.device | None = None
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """(row positions, (rows, n_items) score tensor) per batch, histories of similar length together."""
         import torch
 
@@ -767,7 +838,9 @@ class SequentialRecommender(Recommender):
         items = self._clean(history.items)[-self.config.max_len :]
         distinct = np.unique(items)
         if distinct.size == 0:
-            return Explanation(item=int(item), kind="model", text="no history to explain from", contributors=[])
+            return Explanation(
+                item=int(item), kind="model", text="no history to explain from", contributors=[]
+            )
         variants = [items] + [items[items != j] for j in distinct]
         s = self._score_tokens(variants)[:, int(item)].astype(np.float64)
         return history_explanation(history, int(item), distinct, s[0] - s[1:])
@@ -782,7 +855,9 @@ class SequentialRecommender(Recommender):
 
         text_dim = arrays["items.text"].shape[1] if "items.text" in arrays else None
         net = _build_net(self.n_items, self.config, self.causal, None, text_dim)
-        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True)
+        net.load_state_dict(
+            {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True
+        )
         net.to(resolve_device(self.config.device))
         net.eval()
         self.net, self._table = net, None
@@ -791,7 +866,11 @@ class SequentialRecommender(Recommender):
         self.train_seconds = float(meta.get("train_seconds", 0.0))
 
     def _meta(self) -> dict[str, Any]:
-        return {"train_log": self.train_log, "best_epoch": self.best_epoch, "train_seconds": self.train_seconds}
+        return {
+            "train_log": self.train_log,
+            "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds,
+        }
 
 
 # ---- helpers used by models, benchmarks and evaluation ----------------------------------------------
@@ -819,7 +898,9 @@ def order_matrix(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix
     )
 
 
-def _validation_pairs(train: InteractionDataset, valid: InteractionDataset) -> tuple[list[np.ndarray], np.ndarray]:
+def _validation_pairs(
+    train: InteractionDataset, valid: InteractionDataset
+) -> tuple[list[np.ndarray], np.ndarray]:
     """(training history, next item) for each user holding a validation event (their first one)."""
     seqs = train.sequences()
     off = valid.user_offsets()
@@ -828,7 +909,9 @@ def _validation_pairs(train: InteractionDataset, valid: InteractionDataset) -> t
     return [seqs[u] for u in users], targets
 
 
-def sequence_scorer(model: SequentialRecommender, dataset: InteractionDataset) -> Callable[[np.ndarray], np.ndarray]:
+def sequence_scorer(
+    model: SequentialRecommender, dataset: InteractionDataset
+) -> Callable[[np.ndarray], np.ndarray]:
     """A `scorer=` for evaluation protocols: user indices -> scores from their exact ordered history."""
     seqs = dataset.sequences()
 

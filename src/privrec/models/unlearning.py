@@ -64,10 +64,18 @@ class UnlearningResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (no personal data: counts and timings only)."""
-        return {"model": self.model, "users": self.users, "items_touched": self.items_touched, "seconds": round(self.seconds, 6), "method": self.method}
+        return {
+            "model": self.model,
+            "users": self.users,
+            "items_touched": self.items_touched,
+            "seconds": round(self.seconds, 6),
+            "method": self.method,
+        }
 
 
-def user_rows(model: Recommender, dataset: InteractionDataset, users: Sequence[int] | np.ndarray) -> sp.csr_matrix:
+def user_rows(
+    model: Recommender, dataset: InteractionDataset, users: Sequence[int] | np.ndarray
+) -> sp.csr_matrix:
     """The input rows (as the model trained on them) of the given user indices of `dataset`."""
     x = model.input_matrix(dataset)
     return sp.csr_matrix(x[np.asarray(users, dtype=np.int64)])
@@ -76,7 +84,9 @@ def user_rows(model: Recommender, dataset: InteractionDataset, users: Sequence[i
 def _clean_rows(model: Recommender, rows: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     x = sp.csr_matrix(rows, dtype=np.float64, copy=True)
     if x.shape[1] != model.n_items:
-        raise ValueError(f"rows: {x.shape[1]} item columns but the model knows {model.n_items} items")
+        raise ValueError(
+            f"rows: {x.shape[1]} item columns but the model knows {model.n_items} items"
+        )
     x.sum_duplicates()
     x.eliminate_zeros()
     if getattr(model.config, "binary", False):
@@ -92,7 +102,9 @@ def _removal(model: Recommender, rows: sp.spmatrix) -> tuple[sp.csr_matrix, np.n
 
 
 def _nothing_removed(model: Recommender, x: sp.csr_matrix, t0: float) -> UnlearningResult:
-    return UnlearningResult(model.name, x.shape[0], 0, time.perf_counter() - t0, "exact: nothing to remove")
+    return UnlearningResult(
+        model.name, x.shape[0], 0, time.perf_counter() - t0, "exact: nothing to remove"
+    )
 
 
 def supports_exact_unlearning(model: Recommender) -> bool:
@@ -108,21 +120,31 @@ def forget_popularity(model: Popularity, rows: sp.spmatrix) -> UnlearningResult:
     t0 = time.perf_counter()
     model._check_fitted()
     if model.config.half_life_days is not None:
-        raise ConfigError("popularity: exact unlearning needs half_life_days=None (decayed weights depend on the newest event); retrain instead")
+        raise ConfigError(
+            "popularity: exact unlearning needs half_life_days=None (decayed weights depend on the newest event); retrain instead"
+        )
     x = _clean_rows(model, rows)
     contrib = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
     touched = np.nonzero(contrib)[0]
     pop = model.popularity.astype(np.float64)
     pop[touched] -= contrib[touched]
     model.popularity = pop.astype(np.float32)
-    return UnlearningResult(model.name, x.shape[0], int(touched.size), time.perf_counter() - t0, "exact: counts downdated")
+    return UnlearningResult(
+        model.name,
+        x.shape[0],
+        int(touched.size),
+        time.perf_counter() - t0,
+        "exact: counts downdated",
+    )
 
 
 # ---- item-kNN --------------------------------------------------------------------------------------
 def _lookup(g: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """g[rows, cols] for a CSR g with sorted indices, vectorised (0 where absent)."""
     n = g.shape[1]
-    keys = np.repeat(np.arange(g.shape[0], dtype=np.int64), np.diff(g.indptr)) * n + g.indices  # sorted
+    keys = (
+        np.repeat(np.arange(g.shape[0], dtype=np.int64), np.diff(g.indptr)) * n + g.indices
+    )  # sorted
     want = rows.astype(np.int64) * n + cols
     pos = np.minimum(np.searchsorted(keys, want), max(keys.shape[0] - 1, 0))
     out = np.zeros(rows.shape[0], dtype=np.float64)
@@ -132,7 +154,9 @@ def _lookup(g: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def _topk(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _topk(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, the k largest values (ties: lower column), exactly as `cosine_topk` selects them."""
     keep = vals != 0
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
@@ -219,7 +243,13 @@ def forget_itemknn(model: ItemKNN, rows: sp.spmatrix) -> UnlearningResult:
     model.similarity = sp.csr_matrix((all_v, (all_r, all_c)), shape=(n, n), dtype=np.float32)
     model._sim_t = model.similarity.T.tocsr()
     touched = int(in_h.sum() + np.unique(rt).size)
-    return UnlearningResult(model.name, x.shape[0], touched, time.perf_counter() - t0, "exact: co-occurrences downdated, affected neighbours recomputed")
+    return UnlearningResult(
+        model.name,
+        x.shape[0],
+        touched,
+        time.perf_counter() - t0,
+        "exact: co-occurrences downdated, affected neighbours recomputed",
+    )
 
 
 # ---- EASE ------------------------------------------------------------------------------------------
@@ -229,7 +259,9 @@ def forget_ease(model: EASE, rows: sp.spmatrix) -> UnlearningResult:
     x, cols = _removal(model, rows)
     if cols.size == 0:
         return _nothing_removed(model, x, t0)
-    model.gram = canonical_gram(sp.csr_matrix(model.gram, dtype=np.float64) - sp.csr_matrix(x.T @ x))
+    model.gram = canonical_gram(
+        sp.csr_matrix(model.gram, dtype=np.float64) - sp.csr_matrix(x.T @ x)
+    )
     b, d = model.weights, model.p_diag
     xj = x[:, cols].toarray()  # k users x |J| items, float64
     # rows J of P (= its columns: P is symmetric): P[j, :] = (e_j - B[j, :]) * d
@@ -260,7 +292,13 @@ def forget_ease(model: EASE, rows: sp.spmatrix) -> UnlearningResult:
         list(pool.map(update, range(0, n, _UPDATE_BLOCK)))
     b[np.diag_indices(n)] = 0.0
     model.p_diag = new_d
-    return UnlearningResult(model.name, x.shape[0], int(cols.size), time.perf_counter() - t0, "exact: Gram downdated, Woodbury update of B")
+    return UnlearningResult(
+        model.name,
+        x.shape[0],
+        int(cols.size),
+        time.perf_counter() - t0,
+        "exact: Gram downdated, Woodbury update of B",
+    )
 
 
 # ---- one entry point --------------------------------------------------------------------------------
@@ -280,4 +318,6 @@ def forget(model: Recommender, rows: sp.spmatrix) -> UnlearningResult:
         return forget_itemknn(model, rows)
     if type(model) is EASE:
         return forget_ease(model, rows)
-    raise ConfigError(f"{model.name}: no exact unlearning for this model; retrain it without the user")
+    raise ConfigError(
+        f"{model.name}: no exact unlearning for this model; retrain it without the user"
+    )

@@ -52,7 +52,10 @@ class AuditLog:
         """Append one entry (`action` plus JSON-ready fields) and return it with seq/time/prev/hash."""
         bad = _FORBIDDEN_KEYS & set(fields)
         if bad:
-            raise ValidationError(sorted(bad)[0], "personal data does not belong in the audit log; record the pseudonym only")
+            raise ValidationError(
+                sorted(bad)[0],
+                "personal data does not belong in the audit log; record the pseudonym only",
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         os.chmod(self.path, 0o600)
@@ -68,7 +71,13 @@ class AuditLog:
                         seq += 1
                 # a line written before the log was chained has no hash: chain from "" then
                 prev = str(json.loads(last).get("hash", "")) if last else ""
-                entry: dict[str, Any] = {"seq": seq, "time": _iso(time.time()), "action": action, **fields, "prev": prev}
+                entry: dict[str, Any] = {
+                    "seq": seq,
+                    "time": _iso(time.time()),
+                    "action": action,
+                    **fields,
+                    "prev": prev,
+                }
                 entry["hash"] = hashlib.sha256(_canonical(entry)).hexdigest()
                 fh.seek(0, os.SEEK_END)
                 fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
@@ -82,7 +91,11 @@ class AuditLog:
         """Every entry (optionally only those of one action), oldest first."""
         if not self.path.exists():
             return []
-        out = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        out = [
+            json.loads(line)
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         return [e for e in out if action is None or e.get("action") == action]
 
     def verify(self) -> tuple[bool, int | None]:
@@ -90,7 +103,11 @@ class AuditLog:
         prev = ""
         for i, e in enumerate(self.entries()):
             body = {k: v for k, v in e.items() if k != "hash"}
-            if e.get("seq") != i or e.get("prev") != prev or hashlib.sha256(_canonical(body)).hexdigest() != e.get("hash"):
+            if (
+                e.get("seq") != i
+                or e.get("prev") != prev
+                or hashlib.sha256(_canonical(body)).hexdigest() != e.get("hash")
+            ):
                 return False, i
             prev = e["hash"]
         return True, None

@@ -64,7 +64,9 @@ def parse_level(level: str | ConsentLevel) -> ConsentLevel:
         return ConsentLevel(str(level).strip().lower())
     except ValueError:
         allowed = ", ".join(v.value for v in ConsentLevel)
-        raise ValidationError("consent", f"{level!r} is not a consent level; give one of {allowed}") from None
+        raise ValidationError(
+            "consent", f"{level!r} is not a consent level; give one of {allowed}"
+        ) from None
 
 
 def allowed_types(level: str | ConsentLevel) -> frozenset[str]:
@@ -99,7 +101,9 @@ class ConsentStore:
         default: the level of a user without a record.
     """
 
-    def __init__(self, data_dir: str | Path, *, default: str | ConsentLevel = ConsentLevel.PERSONALIZED) -> None:
+    def __init__(
+        self, data_dir: str | Path, *, default: str | ConsentLevel = ConsentLevel.PERSONALIZED
+    ) -> None:
         p = Path(data_dir)
         self.path = p if p.suffix == ".sqlite" else p / CONSENT_FILE
         self.default = parse_level(default)
@@ -124,13 +128,17 @@ class ConsentStore:
         con = sqlite3.connect(self.path, timeout=30.0)
         try:
             con.execute("PRAGMA journal_mode=DELETE")  # no WAL side files with wider modes
-            con.execute("PRAGMA secure_delete=ON")  # erased records are overwritten, not just unlinked
+            con.execute(
+                "PRAGMA secure_delete=ON"
+            )  # erased records are overwritten, not just unlinked
             with con:
                 yield con
         finally:
             con.close()
 
-    def set(self, pseudonym: str, level: str | ConsentLevel, *, at: float | None = None) -> ConsentLevel:
+    def set(
+        self, pseudonym: str, level: str | ConsentLevel, *, at: float | None = None
+    ) -> ConsentLevel:
         """Record the user's level (replacing any earlier one); returns the parsed level."""
         lv = parse_level(level)
         _check_pseudonym(pseudonym)
@@ -145,7 +153,9 @@ class ConsentStore:
     def get(self, pseudonym: str) -> ConsentLevel:
         """The user's level (the store's default when there is no record)."""
         with self._connect() as con:
-            row = con.execute("SELECT level FROM consent WHERE pseudonym = ?", (pseudonym,)).fetchone()
+            row = con.execute(
+                "SELECT level FROM consent WHERE pseudonym = ?", (pseudonym,)
+            ).fetchone()
         return ConsentLevel(row[0]) if row else self.default
 
     def levels(self, pseudonyms: Iterable[str]) -> dict[str, ConsentLevel]:
@@ -163,10 +173,15 @@ class ConsentStore:
     def record(self, pseudonym: str) -> dict[str, Any] | None:
         """The stored record of one user (for access requests), or None."""
         with self._connect() as con:
-            row = con.execute("SELECT level, updated FROM consent WHERE pseudonym = ?", (pseudonym,)).fetchone()
+            row = con.execute(
+                "SELECT level, updated FROM consent WHERE pseudonym = ?", (pseudonym,)
+            ).fetchone()
         if row is None:
             return None
-        return {"level": row[0], "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row[1]))}
+        return {
+            "level": row[0],
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row[1])),
+        }
 
     def delete(self, pseudonym: str) -> bool:
         """Erase the user's record (part of `forget`); True if there was one."""
@@ -183,4 +198,6 @@ class ConsentStore:
 
 def _check_pseudonym(p: str) -> None:
     if not isinstance(p, str) or not p or len(p) > 128:
-        raise ValidationError("pseudonym", "give the user's pseudonym (a hex string), never a raw id")
+        raise ValidationError(
+            "pseudonym", "give the user's pseudonym (a hex string), never a raw id"
+        )

@@ -43,7 +43,9 @@ def _dpa() -> Any:
 def check_epsilon_delta(epsilon: float, delta: float) -> None:
     """Raise ConfigError unless 0 < epsilon (inf allowed) and 0 <= delta < 1."""
     if not (epsilon > 0):
-        raise ConfigError(f"epsilon: {epsilon} is not positive; give a value > 0 (or inf for no privacy)")
+        raise ConfigError(
+            f"epsilon: {epsilon} is not positive; give a value > 0 (or inf for no privacy)"
+        )
     if not (0.0 <= delta < 1.0):
         raise ConfigError(f"delta: {delta} is not in [0, 1); give e.g. 1 / (10 * number of users)")
 
@@ -64,7 +66,9 @@ def gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.0) -> fl
     if math.isinf(epsilon):
         return 0.0
     if delta <= 0:
-        raise ConfigError("delta: the Gaussian mechanism needs delta > 0; use the Laplace mechanism for pure DP")
+        raise ConfigError(
+            "delta: the Gaussian mechanism needs delta > 0; use the Laplace mechanism for pure DP"
+        )
     return float(_dpa().get_sigma_gaussian(float(epsilon), float(delta))) * float(sensitivity)
 
 
@@ -105,7 +109,9 @@ def calibrate_gaussians(
 
 
 @functools.lru_cache(maxsize=256)
-def _calibrate_cached(ratios: tuple[float, ...], epsilon: float, delta: float, tol: float) -> tuple[float, ...]:
+def _calibrate_cached(
+    ratios: tuple[float, ...], epsilon: float, delta: float, tol: float
+) -> tuple[float, ...]:
     dpa = _dpa()
     from dp_accounting import pld
 
@@ -174,7 +180,9 @@ def dpsgd_noise_multiplier(
         return 0.0
     from opacus.accountants.utils import get_noise_multiplier
 
-    with warnings.catch_warnings():  # RDP's "optimal order is the largest alpha" note at large epsilon
+    with (
+        warnings.catch_warnings()
+    ):  # RDP's "optimal order is the largest alpha" note at large epsilon
         warnings.simplefilter("ignore", UserWarning)
         return float(
             get_noise_multiplier(
@@ -187,7 +195,14 @@ def dpsgd_noise_multiplier(
         )
 
 
-def dpsgd_epsilon(noise_multiplier: float, delta: float, *, sample_rate: float, steps: int, accountant: str = "prv") -> float:
+def dpsgd_epsilon(
+    noise_multiplier: float,
+    delta: float,
+    *,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "prv",
+) -> float:
     """Epsilon spent by DP-SGD with these parameters, by Opacus' PRV or RDP accountant."""
     if noise_multiplier <= 0:
         return math.inf
@@ -219,7 +234,9 @@ class GaussianMechanism:
         return float(self.noise_multiplier) * float(self.sensitivity)
 
     @classmethod
-    def calibrated(cls, epsilon: float, delta: float, sensitivity: float = 1.0) -> GaussianMechanism:
+    def calibrated(
+        cls, epsilon: float, delta: float, sensitivity: float = 1.0
+    ) -> GaussianMechanism:
         """The mechanism that gives (epsilon, delta)-DP for one release."""
         return cls(gaussian_sigma(epsilon, delta), sensitivity)
 
@@ -230,7 +247,9 @@ class GaussianMechanism:
             return v.copy()
         return v + rng.normal(0.0, self.sigma, size=v.shape)
 
-    def add_symmetric_noise(self, matrix: np.ndarray, rng: np.random.Generator, *, out: np.ndarray | None = None) -> np.ndarray:
+    def add_symmetric_noise(
+        self, matrix: np.ndarray, rng: np.random.Generator, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """A symmetric matrix plus symmetric (GOE) noise: std sigma off the diagonal, sigma*sqrt(2) on it.
 
         For a Gram matrix sum_u x_u x_u^T with ||x_u|| <= 1 this releases the upper triangle
@@ -256,7 +275,9 @@ class GaussianMechanism:
             r1 = min(n, r0 + _NOISE_BLOCK)
             rows = np.arange(r0, r1)
             z = rng.normal(0.0, s, size=(r1 - r0, n))
-            z[cols[None, :] < rows[:, None]] = 0.0  # keep the upper triangle (drawn in a fixed order)
+            z[cols[None, :] < rows[:, None]] = (
+                0.0  # keep the upper triangle (drawn in a fixed order)
+            )
             diag = z[rows - r0, rows] * math.sqrt(2.0)
             z[rows - r0, rows] = 0.0
             res[r0:r1] += z
@@ -266,7 +287,11 @@ class GaussianMechanism:
 
     def guarantee(self, delta: float, *, unit: str = "user") -> PrivacyGuarantee:
         """The (epsilon, delta) this mechanism gives alone (PLD accountant)."""
-        eps = epsilon_of(gaussian_event([self.noise_multiplier]), delta) if self.noise_multiplier > 0 else math.inf
+        eps = (
+            epsilon_of(gaussian_event([self.noise_multiplier]), delta)
+            if self.noise_multiplier > 0
+            else math.inf
+        )
         return PrivacyGuarantee(eps, delta, unit, "gaussian", "pld (dp-accounting)")
 
 
@@ -313,4 +338,6 @@ class Release:
 
     def guarantee(self) -> PrivacyGuarantee:
         """The PrivacyGuarantee this release carries."""
-        return PrivacyGuarantee(self.epsilon, self.delta, self.unit, self.mechanism, self.accountant)
+        return PrivacyGuarantee(
+            self.epsilon, self.delta, self.unit, self.mechanism, self.accountant
+        )

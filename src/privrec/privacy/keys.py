@@ -29,9 +29,13 @@ def parse_hex_key(value: str, name: str) -> bytes:
     try:
         key = bytes.fromhex(value.strip())
     except ValueError:
-        raise ConfigError(f"{name}: not a hex string; give {KEY_BYTES} random bytes as hex") from None
+        raise ConfigError(
+            f"{name}: not a hex string; give {KEY_BYTES} random bytes as hex"
+        ) from None
     if len(key) < 16:
-        raise ConfigError(f"{name}: key has {len(key)} bytes; give at least 16 (recommended {KEY_BYTES})")
+        raise ConfigError(
+            f"{name}: key has {len(key)} bytes; give at least 16 (recommended {KEY_BYTES})"
+        )
     return key
 
 

@@ -137,7 +137,10 @@ class PrivacyLedger:
         if math.isinf(epsilon) and not math.isinf(self.budget.epsilon):
             return False
         tol = 1e-12
-        return spent.epsilon + epsilon <= self.budget.epsilon + tol and spent.delta + delta <= self.budget.delta + tol
+        return (
+            spent.epsilon + epsilon <= self.budget.epsilon + tol
+            and spent.delta + delta <= self.budget.delta + tol
+        )
 
     # ---- writing -------------------------------------------------------------------------------
     @contextmanager
@@ -163,7 +166,9 @@ class PrivacyLedger:
             the recorded entry.
         """
         if not (release.epsilon > 0) or not (0 <= release.delta < 1):
-            raise ConfigError(f"release {release.name!r}: invalid epsilon/delta ({release.epsilon}, {release.delta})")
+            raise ConfigError(
+                f"release {release.name!r}: invalid epsilon/delta ({release.epsilon}, {release.delta})"
+            )
         with self._locked() as fh:
             fh.seek(0)
             entries = [json.loads(line) for line in fh.read().splitlines() if line.strip()]

@@ -37,7 +37,13 @@ from privrec.core.errors import (
 from privrec.core.settings import Settings
 from privrec.server import fastpath
 from privrec.server.jobs import JobRunner
-from privrec.server.problems import PROBLEM_SCHEMA, PROBLEM_TYPE, ProblemError, problem_body, problem_response
+from privrec.server.problems import (
+    PROBLEM_SCHEMA,
+    PROBLEM_TYPE,
+    ProblemError,
+    problem_body,
+    problem_response,
+)
 from privrec.server.routers.metrics import Metrics
 from privrec.server.security import KeyRing, RateLimiter, load_or_create_keys, parse_keys
 from privrec.server.settings import ServerSettings
@@ -59,14 +65,22 @@ _SECURITY_HEADERS = [
 ]
 _API_HEADERS = [(b"cache-control", b"no-store")]
 _PAGE_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
-     b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
     (b"x-frame-options", b"DENY"),
-]  # fmt: skip
+]
 
 
 # The evaluation report is a self-contained file with inline styles: shown sandboxed.
-_REPORT_HEADERS = [(b"content-security-policy", b"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox")]
+_REPORT_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox",
+    )
+]
 
 
 class _FastRoute:
@@ -83,7 +97,9 @@ class _TooLarge(Exception):
 class Gatekeeper:
     """Size limit, security headers, metrics and the access log, for every HTTP request."""
 
-    def __init__(self, app: ASGIApp, server: ServerSettings, metrics: Metrics, state: Any = None) -> None:
+    def __init__(
+        self, app: ASGIApp, server: ServerSettings, metrics: Metrics, state: Any = None
+    ) -> None:
         self.app = app
         self.max_body = server.max_body_bytes
         self.max_batch = server.max_batch_bytes
@@ -122,9 +138,15 @@ class Gatekeeper:
 
         try:
             if declared is not None and (declared < 0 or declared > limit):
-                await self._problem(send_wrapper, 413 if declared > limit else 400,
-                                    f"the request body is larger than {limit} bytes; send less" if declared > limit
-                                    else "the Content-Length header is not a number", "body-too-large", path)  # fmt: skip
+                await self._problem(
+                    send_wrapper,
+                    413 if declared > limit else 400,
+                    f"the request body is larger than {limit} bytes; send less"
+                    if declared > limit
+                    else "the Content-Length header is not a number",
+                    "body-too-large",
+                    path,
+                )
             else:
                 seen = [0]
 
@@ -144,38 +166,77 @@ class Gatekeeper:
                     await self.app(scope, recv, send_wrapper)
         except _TooLarge:
             if not status[0]:
-                await self._problem(send_wrapper, 413, f"the request body is larger than {limit} bytes; send less", "body-too-large", path)
-        except Exception as exc:  # the last line of defence: a problem document, a reference, no details
+                await self._problem(
+                    send_wrapper,
+                    413,
+                    f"the request body is larger than {limit} bytes; send less",
+                    "body-too-large",
+                    path,
+                )
+        except (
+            Exception
+        ) as exc:  # the last line of defence: a problem document, a reference, no details
             ref = secrets.token_hex(6)
             tb = exc.__traceback__
             while tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
-            where = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb is not None else "?"
+            where = (
+                f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+                if tb is not None
+                else "?"
+            )
             logger.error("unhandled error ref=%s type=%s at=%s", ref, type(exc).__name__, where)
             if not status[0]:
-                await self._problem(send_wrapper, 500, f"internal error; the server log has reference {ref}", "internal-error", path)
+                await self._problem(
+                    send_wrapper,
+                    500,
+                    f"internal error; the server log has reference {ref}",
+                    "internal-error",
+                    path,
+                )
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or ("/static" if path.startswith("/static/") else "unmatched")
+            template = getattr(route, "path", None) or (
+                "/static" if path.startswith("/static/") else "unmatched"
+            )
             secs = time.perf_counter() - t0
             key = (scope["method"], template, status[0])
             children = self._children.get(key)
             if children is None:
                 m = self.metrics
-                children = (m.latency.labels(scope["method"], template), m.requests.labels(scope["method"], template, str(status[0])))
+                children = (
+                    m.latency.labels(scope["method"], template),
+                    m.requests.labels(scope["method"], template, str(status[0])),
+                )
                 if len(self._children) < 10_000:
                     self._children[key] = children
             children[0].observe(secs)
             children[1].inc()
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info("request method=%s route=%s status=%d ms=%.2f key=%s", scope["method"], template, status[0],
-                                secs * 1000, scope.get("privrec.key", "-"))  # fmt: skip
+                access_log.info(
+                    "request method=%s route=%s status=%d ms=%.2f key=%s",
+                    scope["method"],
+                    template,
+                    status[0],
+                    secs * 1000,
+                    scope.get("privrec.key", "-"),
+                )
 
     @staticmethod
     async def _problem(send: Send, status: int, detail: str, slug: str, path: str) -> None:
-        body = problem_body(status, detail, slug=slug, instance=path if path.isascii() and len(path) < 200 else None)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        body = problem_body(
+            status, detail, slug=slug, instance=path if path.isascii() and len(path) < 200 else None
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -188,7 +249,14 @@ def _instance(request: Request) -> str | None:
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def on_problem(request: Request, exc: ProblemError) -> Any:
-        return problem_response(exc.status, exc.detail, slug=exc.slug, instance=_instance(request), headers=exc.headers, **exc.extra)
+        return problem_response(
+            exc.status,
+            exc.detail,
+            slug=exc.slug,
+            instance=_instance(request),
+            headers=exc.headers,
+            **exc.extra,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Any:
@@ -198,12 +266,19 @@ def _install_handlers(app: FastAPI) -> None:
             detail = f"method {request.method} is not allowed here; the API is described at /v1/openapi.json"
         else:
             detail = str(exc.detail) if isinstance(exc.detail, str) else "the request failed"
-        return problem_response(exc.status_code, detail, instance=_instance(request), headers=getattr(exc, "headers", None))
+        return problem_response(
+            exc.status_code,
+            detail,
+            instance=_instance(request),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> Any:
         detail, errors = fastpath.validation_errors(list(exc.errors()), "request")
-        return problem_response(422, detail, slug="invalid-request", instance=_instance(request), errors=errors)
+        return problem_response(
+            422, detail, slug="invalid-request", instance=_instance(request), errors=errors
+        )
 
     @app.exception_handler(PrivrecError)
     async def on_privrec(request: Request, exc: PrivrecError) -> Any:
@@ -221,10 +296,16 @@ def _custom_openapi(app: FastAPI) -> None:
             return app.openapi_schema
         schema = base()
         comps = schema.setdefault("components", {})
-        comps.setdefault("securitySchemes", {}).update({
-            "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (client or admin role)"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-        })  # fmt: skip
+        comps.setdefault("securitySchemes", {}).update(
+            {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API key (client or admin role)",
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+        )
         comps.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
         for path, ops in schema.get("paths", {}).items():
             for op in ops.values():
@@ -234,7 +315,10 @@ def _custom_openapi(app: FastAPI) -> None:
                     op["security"] = [{"bearer": []}, {"apiKey": []}]
                 resp = op.get("responses", {})
                 if "422" in resp:
-                    resp["422"] = {"description": "Unprocessable Content", "content": {PROBLEM_TYPE: {"schema": PROBLEM_SCHEMA}}}
+                    resp["422"] = {
+                        "description": "Unprocessable Content",
+                        "content": {PROBLEM_TYPE: {"schema": PROBLEM_SCHEMA}},
+                    }
         app.openapi_schema = schema
         return schema
 
@@ -249,7 +333,9 @@ def _pages_enabled(server: ServerSettings, settings: Settings) -> bool:
     return server.pages == "on"
 
 
-def create_app(settings: Settings | None = None, *, server: ServerSettings | None = None, recsys: Any = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, server: ServerSettings | None = None, recsys: Any = None
+) -> FastAPI:
     """The privrec HTTP app over one data directory.
 
     Args:
@@ -263,7 +349,11 @@ def create_app(settings: Settings | None = None, *, server: ServerSettings | Non
     server = server or ServerSettings()
     owns = recsys is None
     rs = recsys if recsys is not None else RecSys(settings)
-    keys = parse_keys(server.api_keys.get_secret_value()) if server.api_keys else load_or_create_keys(rs.data_dir)[0]
+    keys = (
+        parse_keys(server.api_keys.get_secret_value())
+        if server.api_keys
+        else load_or_create_keys(rs.data_dir)[0]
+    )
     rs.configure_serving(cache_entries=server.cache_entries)
     stop = threading.Event()
 
@@ -341,7 +431,19 @@ def create_app(settings: Settings | None = None, *, server: ServerSettings | Non
         users,
     )
 
-    for r in (events, recommendations, items, explanations, consent, users, privacy, models, experiments, health, metrics):
+    for r in (
+        events,
+        recommendations,
+        items,
+        explanations,
+        consent,
+        users,
+        privacy,
+        models,
+        experiments,
+        health,
+        metrics,
+    ):
         app.include_router(r.router)
     if _pages_enabled(server, settings):
         from privrec.server import pages
@@ -353,6 +455,10 @@ def create_app(settings: Settings | None = None, *, server: ServerSettings | Non
     if server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=["Authorization", "X-API-Key", "X-User-Id", "Content-Type"])  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=server.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "X-User-Id", "Content-Type"],
+        )
     return app

@@ -40,7 +40,9 @@ class _Headers:
         return default
 
 
-def validation_errors(errors: list[dict[str, Any]], where: str = "body") -> tuple[str, list[dict[str, str]]]:
+def validation_errors(
+    errors: list[dict[str, Any]], where: str = "body"
+) -> tuple[str, list[dict[str, str]]]:
     """(detail, errors) of a problem document from pydantic errors; never the input values."""
     out = []
     for e in errors:
@@ -55,11 +57,20 @@ def validation_errors(errors: list[dict[str, Any]], where: str = "body") -> tupl
         elif e.get("type") == "extra_forbidden":
             msg = "is not a known field"
         out.append({"in": w, "field": ".".join(loc) or w, "problem": msg})
-    detail = "; ".join(f"{e['in']} {e['field']}: {e['problem']}" for e in out[:5]) or "the request is invalid"
+    detail = (
+        "; ".join(f"{e['in']} {e['field']}: {e['problem']}" for e in out[:5])
+        or "the request is invalid"
+    )
     return detail, out[:50]
 
 
-async def handle(state: Any, scope: Scope, receive: Receive, send: Send, error_status: list[tuple[type, int, str]]) -> None:
+async def handle(
+    state: Any,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error_status: list[tuple[type, int, str]],
+) -> None:
     """Answer one POST /v1/recommendations."""
     try:
         principal = authorize(state.keyring, state.limiter, _Headers(scope["headers"]), "client")
@@ -78,13 +89,30 @@ async def handle(state: Any, scope: Scope, receive: Receive, send: Send, error_s
             detail, errs = validation_errors(exc.errors(include_input=False, include_url=False))
             raise ProblemError(422, detail, slug="invalid-request", errors=errs) from None
         rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
-        out = state.rs.recommend_for(body.user, body.k, model=body.model, rules=rules, context_item=body.context_item, experiment=body.experiment)
+        out = state.rs.recommend_for(
+            body.user,
+            body.k,
+            model=body.model,
+            rules=rules,
+            context_item=body.context_item,
+            experiment=body.experiment,
+        )
         payload = orjson.dumps(out)
-        await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS + [(b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": _JSON_HEADERS + [(b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
         return
     except ProblemError as exc:
-        status, body_bytes, headers = exc.status, problem_body(exc.status, exc.detail, slug=exc.slug, instance=PATH, **exc.extra), exc.headers
+        status, body_bytes, headers = (
+            exc.status,
+            problem_body(exc.status, exc.detail, slug=exc.slug, instance=PATH, **exc.extra),
+            exc.headers,
+        )
     except PrivrecError as exc:
         status, slug = 400, "bad-request"
         for cls, st, sl in error_status:
@@ -92,7 +120,10 @@ async def handle(state: Any, scope: Scope, receive: Receive, send: Send, error_s
                 status, slug = st, sl
                 break
         body_bytes, headers = problem_body(status, str(exc), slug=slug, instance=PATH), {}
-    hdrs = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body_bytes)).encode())]
+    hdrs = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body_bytes)).encode()),
+    ]
     hdrs += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": body_bytes})

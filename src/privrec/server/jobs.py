@@ -27,7 +27,14 @@ class JobRunner:
     def submit(self, kind: str, fn: Callable[[], Any]) -> dict[str, Any]:
         """Queue `fn`; returns the job record."""
         job_id = secrets.token_hex(6)
-        rec: dict[str, Any] = {"id": job_id, "kind": kind, "status": "queued", "created_at": time.time(), "result": None, "error": None}
+        rec: dict[str, Any] = {
+            "id": job_id,
+            "kind": kind,
+            "status": "queued",
+            "created_at": time.time(),
+            "result": None,
+            "error": None,
+        }
         with self._lock:
             self._jobs[job_id] = rec
             while len(self._jobs) > self.max_jobs:
@@ -41,8 +48,11 @@ class JobRunner:
                 rec["status"] = "done"
             except PrivrecError as exc:
                 rec["status"], rec["error"] = "failed", str(exc)
-            except Exception as exc:  # noqa: BLE001 - reported, never raised into the pool
-                rec["status"], rec["error"] = "failed", f"internal error ({type(exc).__name__}); see the server log"
+            except Exception as exc:
+                rec["status"], rec["error"] = (
+                    "failed",
+                    f"internal error ({type(exc).__name__}); see the server log",
+                )
                 logger.error("job failed kind=%s job=%s error=%s", kind, job_id, type(exc).__name__)
             rec["finished_at"] = time.time()
 
@@ -53,7 +63,9 @@ class JobRunner:
         """A job's record (NotFoundError if unknown)."""
         rec = self._jobs.get(job_id)
         if rec is None:
-            raise NotFoundError(f"job: no job with id {job_id!r} (jobs are kept for the last {self.max_jobs} only)")
+            raise NotFoundError(
+                f"job: no job with id {job_id!r} (jobs are kept for the last {self.max_jobs} only)"
+            )
         return dict(rec)
 
     def shutdown(self) -> None:

@@ -89,7 +89,11 @@ def _csrf(secret: bytes, request: Request) -> str:
 
 def _check_csrf(request: Request, token: str) -> None:
     if not hmac.compare_digest(token or "", _csrf(request.app.state.page_secret, request)):
-        raise ProblemError(403, "the form has expired or did not come from this site; reload the page and try again", slug="csrf")
+        raise ProblemError(
+            403,
+            "the form has expired or did not come from this site; reload the page and try again",
+            slug="csrf",
+        )
 
 
 def _shopper(request: Request) -> str | None:
@@ -120,27 +124,63 @@ def _cookie(resp: Response, name: str, value: str, max_age: int | None = None) -
 
 # ---- storefront --------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-async def store(request: Request, q: str | None = Query(default=None, max_length=200), category: str | None = Query(default=None, max_length=200),
-                page: int = Query(default=1, ge=1, le=10_000)) -> HTMLResponse:  # fmt: skip
+async def store(
+    request: Request,
+    q: str | None = Query(default=None, max_length=200),
+    category: str | None = Query(default=None, max_length=200),
+    page: int = Query(default=1, ge=1, le=10_000),
+) -> HTMLResponse:
     rs = request.app.state.rs
     user = _shopper(request)
     if not request.app.state.ready:
-        return _render(request, "store.html.j2", 503, title="privrec shop", recs=None, results=None, browse=None, categories=[],
-                       q=q, category=category, page=page, pages=1, message=request.app.state.not_ready_reason)  # fmt: skip
+        return _render(
+            request,
+            "store.html.j2",
+            503,
+            title="privrec shop",
+            recs=None,
+            results=None,
+            browse=None,
+            categories=[],
+            q=q,
+            category=category,
+            page=page,
+            pages=1,
+            message=request.app.state.not_ready_reason,
+        )
     recs = None
     if user and not q:
         recs = await run_in_threadpool(rs.recommend_for, user, 8, rules={"in_stock": True})
     results = await run_in_threadpool(rs.search, q, 24, user_id=user) if q else None
     per_page = 24
-    browse = None if q else await run_in_threadpool(rs.catalogue, category=category, limit=per_page, offset=(page - 1) * per_page)
+    browse = (
+        None
+        if q
+        else await run_in_threadpool(
+            rs.catalogue, category=category, limit=per_page, offset=(page - 1) * per_page
+        )
+    )
     cats = sorted(rs.categories(), key=lambda c: -c["items"])[:40]
     pages = max(1, -(-browse["total"] // per_page)) if browse else 1
-    return _render(request, "store.html.j2", title="privrec shop", recs=recs, results=results, browse=browse, categories=cats,
-                   q=q, category=category, page=page, pages=pages)  # fmt: skip
+    return _render(
+        request,
+        "store.html.j2",
+        title="privrec shop",
+        recs=recs,
+        results=results,
+        browse=browse,
+        categories=cats,
+        q=q,
+        category=category,
+        page=page,
+        pages=pages,
+    )
 
 
 @router.post("/signin")
-async def signin(request: Request, user: str = Form(min_length=1, max_length=256), csrf: str = Form("")) -> Response:
+async def signin(
+    request: Request, user: str = Form(min_length=1, max_length=256), csrf: str = Form("")
+) -> Response:
     _check_csrf(request, csrf)
     resp = RedirectResponse("/", status_code=303)
     _cookie(resp, SHOPPER, _sign(request.app.state.page_secret, user.strip()))
@@ -164,8 +204,15 @@ async def privacy(request: Request, saved: int = Query(default=0, ge=0, le=1)) -
     rs = request.app.state.rs
     doc = await run_in_threadpool(rs.export_user, user)
     level = rs.consent(user)
-    return _render(request, "privacy.html.j2", title="Your privacy", level=level, levels=CONSENT_TEXT, n_events=doc["n_events"],
-                   message="Saved: your choice applies from your next page view." if saved else None)  # fmt: skip
+    return _render(
+        request,
+        "privacy.html.j2",
+        title="Your privacy",
+        level=level,
+        levels=CONSENT_TEXT,
+        n_events=doc["n_events"],
+        message="Saved: your choice applies from your next page view." if saved else None,
+    )
 
 
 @router.post("/privacy/consent")
@@ -186,7 +233,13 @@ async def export(request: Request) -> Response:
     rs = request.app.state.rs
     doc = await run_in_threadpool(rs.export_user, user)
     doc["consent"] = rs.consent(user)
-    return JSON(doc, headers={"Content-Disposition": 'attachment; filename="my-data.json"', "Cache-Control": "no-store"})
+    return JSON(
+        doc,
+        headers={
+            "Content-Disposition": 'attachment; filename="my-data.json"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @router.post("/privacy/delete", response_class=HTMLResponse)
@@ -203,7 +256,11 @@ async def delete(request: Request, csrf: str = Form("")) -> Response:
 def _plots(reports: Path) -> list[str]:
     if not reports.is_dir():
         return []
-    return sorted(p.name for p in reports.glob("*.png") if "privacy" in p.name.lower() and "utility" in p.name.lower())
+    return sorted(
+        p.name
+        for p in reports.glob("*.png")
+        if "privacy" in p.name.lower() and "utility" in p.name.lower()
+    )
 
 
 @router.get("/ops", response_class=HTMLResponse)
@@ -219,27 +276,56 @@ async def ops(request: Request) -> Response:
                 exps.append(rs.experiment_report(e["name"]))
             except PrivrecError:
                 exps.append({"experiment": e, "variants": [], "srm": {}})
-        return {"models": rs.model_versions(), "budget": rs.privacy_budget(), "experiments": exps, "stats": rs.serving_stats()}
+        return {
+            "models": rs.model_versions(),
+            "budget": rs.privacy_budget(),
+            "experiments": exps,
+            "stats": rs.serving_stats(),
+        }
 
     ctx = await run_in_threadpool(gather)
     reports = rs.reports_dir
-    return _render(request, "ops.html.j2", title="Operator dashboard", report=(reports / "report.html").exists(),
-                   plots=_plots(reports), **ctx)  # fmt: skip
+    return _render(
+        request,
+        "ops.html.j2",
+        title="Operator dashboard",
+        report=(reports / "report.html").exists(),
+        plots=_plots(reports),
+        **ctx,
+    )
 
 
 @router.post("/ops/signin")
-async def ops_signin(request: Request, key: str = Form(min_length=1, max_length=512), csrf: str = Form("")) -> Response:
+async def ops_signin(
+    request: Request, key: str = Form(min_length=1, max_length=512), csrf: str = Form("")
+) -> Response:
     _check_csrf(request, csrf)
     p = request.app.state.keyring.check(key)
     if p is None or p.role != "admin":
-        return _render(request, "ops_signin.html.j2", 401, title="Operator sign-in", message="That is not an admin key.")
+        return _render(
+            request,
+            "ops_signin.html.j2",
+            401,
+            title="Operator sign-in",
+            message="That is not an admin key.",
+        )
     resp = RedirectResponse("/ops", status_code=303)
-    _cookie(resp, OPERATOR, _sign(request.app.state.page_secret, f"admin|{time.time() + OPS_HOURS * 3600}"), OPS_HOURS * 3600)
+    _cookie(
+        resp,
+        OPERATOR,
+        _sign(request.app.state.page_secret, f"admin|{time.time() + OPS_HOURS * 3600}"),
+        OPS_HOURS * 3600,
+    )
     return resp
 
 
 @router.post("/ops/activate")
-async def ops_activate(request: Request, model: str = Form(..., max_length=64), version: str = Form(..., max_length=64), csrf: str = Form("")) -> Response:
+async def ops_activate(
+    request: Request,
+    model: str = Form(..., max_length=64),
+    version: str = Form(..., max_length=64),
+    csrf: str = Form(""),
+) -> Response:
     _check_csrf(request, csrf)
     if not _operator(request):
         raise ProblemError(401, "sign in with an admin key first", slug="operator-sign-in")
@@ -252,7 +338,11 @@ async def ops_file(request: Request, name: str) -> Response:
     if not _operator(request):
         raise ProblemError(401, "sign in with an admin key first", slug="operator-sign-in")
     reports = request.app.state.rs.reports_dir
-    allowed = {"report.html", *_plots(reports)} | {p.name for p in reports.glob("report-*.png")} if reports.is_dir() else set()
+    allowed = (
+        {"report.html", *_plots(reports)} | {p.name for p in reports.glob("report-*.png")}
+        if reports.is_dir()
+        else set()
+    )
     if name not in allowed:
         raise NotFoundError(f"report file {name!r} does not exist")
     return FileResponse(reports / name)

@@ -18,7 +18,15 @@ PROBLEM_TYPE = "application/problem+json"
 class ProblemError(Exception):
     """Raise to answer with a problem document."""
 
-    def __init__(self, status: int, detail: str, *, slug: str | None = None, headers: dict[str, str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -34,7 +42,9 @@ def _title(status: int) -> str:
         return "Error"
 
 
-def problem_body(status: int, detail: str, *, slug: str | None = None, instance: str | None = None, **extra: Any) -> bytes:
+def problem_body(
+    status: int, detail: str, *, slug: str | None = None, instance: str | None = None, **extra: Any
+) -> bytes:
     """The JSON bytes of a problem document."""
     title = _title(status)
     doc: dict[str, Any] = {
@@ -49,11 +59,22 @@ def problem_body(status: int, detail: str, *, slug: str | None = None, instance:
     return orjson.dumps(doc)
 
 
-def problem_response(status: int, detail: str, *, slug: str | None = None, instance: str | None = None,
-                     headers: dict[str, str] | None = None, **extra: Any) -> Response:  # fmt: skip
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
     """A problem+json response."""
-    return Response(problem_body(status, detail, slug=slug, instance=instance, **extra), status_code=status,
-                    media_type=PROBLEM_TYPE, headers=headers)  # fmt: skip
+    return Response(
+        problem_body(status, detail, slug=slug, instance=instance, **extra),
+        status_code=status,
+        media_type=PROBLEM_TYPE,
+        headers=headers,
+    )
 
 
 PROBLEM_SCHEMA = {
@@ -72,4 +93,7 @@ PROBLEM_SCHEMA = {
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for problem documents."""
-    return {c: {"description": _title(c), "content": {PROBLEM_TYPE: {"schema": PROBLEM_SCHEMA}}} for c in codes}
+    return {
+        c: {"description": _title(c), "content": {PROBLEM_TYPE: {"schema": PROBLEM_SCHEMA}}}
+        for c in codes
+    }

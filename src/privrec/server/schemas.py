@@ -17,16 +17,29 @@ class Strict(BaseModel):
 class RulesIn(Strict):
     """Business rules of one request."""
 
-    exclude_items: list[str] = Field(default_factory=list, max_length=1000, description="item ids never to return")
+    exclude_items: list[str] = Field(
+        default_factory=list, max_length=1000, description="item ids never to return"
+    )
     exclude_purchased: bool = Field(default=True, description="drop items the shopper bought")
     exclude_seen: bool = Field(default=True, description="drop every item in the shopper's history")
-    include_categories: list[str] = Field(default_factory=list, max_length=50, description="only these categories (path prefixes)")
-    exclude_categories: list[str] = Field(default_factory=list, max_length=50, description="never these categories (path prefixes)")
+    include_categories: list[str] = Field(
+        default_factory=list, max_length=50, description="only these categories (path prefixes)"
+    )
+    exclude_categories: list[str] = Field(
+        default_factory=list, max_length=50, description="never these categories (path prefixes)"
+    )
     in_stock: bool = Field(default=False, description="only items not marked out of stock")
     price_min: float | None = Field(default=None, ge=0, le=1e9)
     price_max: float | None = Field(default=None, ge=0, le=1e9)
-    diversity: float = Field(default=0.0, ge=0, le=1, description="maximal marginal relevance trade-off: 0 relevance only, 1 variety")
-    category_cap: int | None = Field(default=None, ge=1, le=1000, description="at most this many items per category")
+    diversity: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="maximal marginal relevance trade-off: 0 relevance only, 1 variety",
+    )
+    category_cap: int | None = Field(
+        default=None, ge=1, le=1000, description="at most this many items per category"
+    )
 
 
 class RecommendIn(Strict):
@@ -36,8 +49,14 @@ class RecommendIn(Strict):
     k: int = Field(default=10, ge=1, le=100)
     model: str | None = Field(default=None, pattern=NAME_PATTERN)
     rules: RulesIn | None = None
-    context_item: str | None = Field(default=None, min_length=1, max_length=256, description="the item the shopper is looking at")
-    experiment: str | None = Field(default=None, pattern=NAME_PATTERN, description="a running experiment: its variant decides model and rules")
+    context_item: str | None = Field(
+        default=None, min_length=1, max_length=256, description="the item the shopper is looking at"
+    )
+    experiment: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="a running experiment: its variant decides model and rules",
+    )
 
 
 class ExplanationOut(BaseModel):
@@ -69,7 +88,12 @@ class RecommendationOut(BaseModel):
 
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=200)
-    user: str | None = Field(default=None, min_length=1, max_length=256, description="personalises the order if the shopper consented")
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="personalises the order if the shopper consented",
+    )
     k: int = Field(default=10, ge=1, le=100)
     rules: RulesIn | None = None
 
@@ -112,7 +136,12 @@ class EventIn(Strict):
     session: str | None = Field(default=None, min_length=1, max_length=256)
     event_id: str | None = Field(default=None, min_length=1, max_length=256)
     recommendation_id: str | None = Field(default=None, min_length=1, max_length=64)
-    value: float | None = Field(default=None, ge=0, le=1e9, description="revenue of a purchase (default: the catalogue price)")
+    value: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e9,
+        description="revenue of a purchase (default: the catalogue price)",
+    )
 
 
 class IngestOut(BaseModel):

@@ -54,12 +54,18 @@ def parse_keys(spec: str) -> list[tuple[str, str]]:
             continue
         role, sep, key = part.partition(":")
         if not sep or role.strip() not in ROLES:
-            raise ConfigError(f"PRIVREC_API_KEYS: entry {n + 1} must be ROLE:KEY with ROLE one of {', '.join(ROLES)}")
+            raise ConfigError(
+                f"PRIVREC_API_KEYS: entry {n + 1} must be ROLE:KEY with ROLE one of {', '.join(ROLES)}"
+            )
         if len(key.strip()) < 16:
-            raise ConfigError(f"PRIVREC_API_KEYS: entry {n + 1} has a key shorter than 16 characters; use a long random key")
+            raise ConfigError(
+                f"PRIVREC_API_KEYS: entry {n + 1} has a key shorter than 16 characters; use a long random key"
+            )
         out.append((role.strip(), key.strip()))
     if not out:
-        raise ConfigError("PRIVREC_API_KEYS: holds no key; give ROLE:KEY entries or unset it to use the keys file")
+        raise ConfigError(
+            "PRIVREC_API_KEYS: holds no key; give ROLE:KEY entries or unset it to use the keys file"
+        )
     return out
 
 
@@ -79,7 +85,11 @@ def load_or_create_keys(data_dir: Path) -> tuple[list[tuple[str, str]], bool]:
     path = keys_dir / KEYS_FILE
     if path.exists():
         doc = json.loads(path.read_text())
-        keys = [(str(e["role"]), str(e["key"])) for e in doc.get("keys", []) if e.get("role") in ROLES and e.get("key")]
+        keys = [
+            (str(e["role"]), str(e["key"]))
+            for e in doc.get("keys", [])
+            if e.get("role") in ROLES and e.get("key")
+        ]
         if not keys:
             raise ConfigError(f"{path}: holds no usable key; delete it to have new keys made")
         return keys, False
@@ -87,7 +97,9 @@ def load_or_create_keys(data_dir: Path) -> tuple[list[tuple[str, str]], bool]:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"keys": [{"role": r, "key": k} for r, k in keys], "created_at": int(time.time())}, fh)
+        json.dump(
+            {"keys": [{"role": r, "key": k} for r, k in keys], "created_at": int(time.time())}, fh
+        )
     os.replace(tmp, path)
     path.chmod(0o600)
     return keys, True
@@ -147,7 +159,7 @@ class RateLimiter:
 
 def presented_key(headers: dict[str, str] | object) -> str | None:
     """The key of a request's headers (Authorization: Bearer, or X-API-Key)."""
-    get = getattr(headers, "get")
+    get = headers.get
     auth = get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
@@ -160,16 +172,32 @@ def authorize(keyring: KeyRing, limiter: RateLimiter, headers: object, role: str
     """The caller's principal, or a ProblemError (401 no/unknown key, 403 wrong role, 429 too fast)."""
     key = presented_key(headers)
     if key is None:
-        raise ProblemError(401, "no API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'", slug="missing-api-key",
-                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ProblemError(
+            401,
+            "no API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+            slug="missing-api-key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     principal = keyring.check(key)
     if principal is None:
-        raise ProblemError(401, "the API key is not valid: check it, or ask the operator for a key", slug="invalid-api-key",
-                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ProblemError(
+            401,
+            "the API key is not valid: check it, or ask the operator for a key",
+            slug="invalid-api-key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if not principal.allows(role):
-        raise ProblemError(403, f"this endpoint needs the '{role}' role; the key has the '{principal.role}' role", slug="forbidden-role")
+        raise ProblemError(
+            403,
+            f"this endpoint needs the '{role}' role; the key has the '{principal.role}' role",
+            slug="forbidden-role",
+        )
     wait = limiter.take(principal)
     if wait > 0:
-        raise ProblemError(429, f"rate limit of {limiter.rates.get(principal.role, 1.0):g} requests/s for this key exceeded; retry later",
-                           slug="rate-limited", headers={"Retry-After": str(max(1, int(wait + 0.999)))})  # fmt: skip
+        raise ProblemError(
+            429,
+            f"rate limit of {limiter.rates.get(principal.role, 1.0):g} requests/s for this key exceeded; retry later",
+            slug="rate-limited",
+            headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+        )
     return principal

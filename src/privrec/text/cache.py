@@ -76,7 +76,9 @@ class EmbeddingCache:
                 conn = sqlite3.connect(str(self.path), timeout=60.0)
                 conn.execute("PRAGMA page_size=16384")  # takes effect only on a new file
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)"
+                )
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS embeddings ("
                     " model INTEGER NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL,"
@@ -147,13 +149,21 @@ class EmbeddingCache:
         """Store one vector per text for `model_id` (existing entries are replaced)."""
         vectors = np.asarray(vectors, dtype="<f4")
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise ValueError(f"vectors: shape {vectors.shape} does not give one row per text ({len(texts)})")
+            raise ValueError(
+                f"vectors: shape {vectors.shape} does not give one row per text ({len(texts)})"
+            )
         dim = int(vectors.shape[1])
         mkey = self._model_key(model_id, create=True)
-        rows = [(mkey, text_hash(t), dim, np.ascontiguousarray(v).tobytes()) for t, v in zip(texts, vectors, strict=True)]
+        rows = [
+            (mkey, text_hash(t), dim, np.ascontiguousarray(v).tobytes())
+            for t, v in zip(texts, vectors, strict=True)
+        ]
         conn = self._conn()
         with conn:
-            conn.executemany("INSERT OR REPLACE INTO embeddings (model, hash, dim, vec) VALUES (?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT OR REPLACE INTO embeddings (model, hash, dim, vec) VALUES (?, ?, ?, ?)",
+                rows,
+            )
         if len(rows) >= 1000:  # fold a large write into the main file so the log stays small
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -166,7 +176,15 @@ class EmbeddingCache:
         if model_id is None:
             return int(conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
         mkey = self._model_key(model_id, create=False)
-        return 0 if mkey is None else int(conn.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (mkey,)).fetchone()[0])
+        return (
+            0
+            if mkey is None
+            else int(
+                conn.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (mkey,)).fetchone()[
+                    0
+                ]
+            )
+        )
 
     def models(self) -> dict[str, int]:
         """Model id -> number of vectors stored for it."""
@@ -184,7 +202,10 @@ class EmbeddingCache:
             if model_id is None:
                 cur = conn.execute("DELETE FROM embeddings")
             else:
-                cur = conn.execute("DELETE FROM embeddings WHERE model = (SELECT id FROM models WHERE name = ?)", (model_id,))
+                cur = conn.execute(
+                    "DELETE FROM embeddings WHERE model = (SELECT id FROM models WHERE name = ?)",
+                    (model_id,),
+                )
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
         return int(cur.rowcount)

@@ -80,7 +80,7 @@ def _is_bundled(path: Path) -> bool:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other values are returned as given."""
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; other values are returned as given."""
     if device != "auto":
         return device
     import torch
@@ -108,7 +108,11 @@ def adapter_path(name: str, root: str | Path | None = None) -> Path:
 
 def _weights_hash(folder: Path) -> str:
     """sha256 over the weight files of a model or adapter folder (memoised by path, size, mtime)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".json"))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".json")
+    )
     weights = [p for p in files if p.suffix != ".json"] or files
     h = hashlib.sha256()
     for p in weights:
@@ -164,7 +168,9 @@ class SentenceEncoder:
                 "sentence-transformers / transformers model folder"
             )
         if max_seq_length is not None and int(max_seq_length) < 1:
-            raise ConfigError(f"text.max_seq_length: {max_seq_length} must be a positive number of tokens")
+            raise ConfigError(
+                f"text.max_seq_length: {max_seq_length} must be a positive number of tokens"
+            )
         self.model_path = path
         # the bundled model keeps its real name in model_id however its folder was given
         self._is_default = model_path is None or _is_bundled(path)
@@ -208,14 +214,20 @@ class SentenceEncoder:
     @property
     def dim(self) -> int:
         """The embedding size (384 for MiniLM)."""
-        return int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension())
+        return int(
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
 
     # ---- the model ------------------------------------------------------------------------
     @property
     def model(self) -> Any:
         """The loaded SentenceTransformer (shared within the process, loaded on first use)."""
         if self._model is None:
-            self._model = _load_model(self.model_path, self.adapter_dir, self.device, self.max_seq_length)
+            self._model = _load_model(
+                self.model_path, self.adapter_dir, self.device, self.max_seq_length
+            )
         return self._model
 
     # ---- encoding -------------------------------------------------------------------------
@@ -253,7 +265,13 @@ class SentenceEncoder:
             missing = np.nonzero(~found)[0]
         todo = [distinct[j] for j in missing.tolist() if distinct[j].strip()]
         todo_idx = np.array([j for j in missing.tolist() if distinct[j].strip()], dtype=np.int64)
-        new = self._encode_uncached(todo, batch_size=batch_size, progress=progress, show_progress_bar=show_progress_bar) if todo else None
+        new = (
+            self._encode_uncached(
+                todo, batch_size=batch_size, progress=progress, show_progress_bar=show_progress_bar
+            )
+            if todo
+            else None
+        )
         if vecs is None:
             dim = new.shape[1] if new is not None else self.dim
             vecs = np.zeros((len(distinct), dim), dtype=np.float32)
@@ -261,10 +279,19 @@ class SentenceEncoder:
             vecs[todo_idx] = new
             if cache is not None:
                 cache.put_many(self.model_id, todo, new)
-        return np.ascontiguousarray(vecs[inverse], dtype=np.float32) if n else np.zeros((0, vecs.shape[1] if vecs.size else self.dim), np.float32)
+        return (
+            np.ascontiguousarray(vecs[inverse], dtype=np.float32)
+            if n
+            else np.zeros((0, vecs.shape[1] if vecs.size else self.dim), np.float32)
+        )
 
     def _encode_uncached(
-        self, texts: list[str], *, batch_size: int, progress: ProgressCallback | None, show_progress_bar: bool
+        self,
+        texts: list[str],
+        *,
+        batch_size: int,
+        progress: ProgressCallback | None,
+        show_progress_bar: bool,
     ) -> np.ndarray:
         """Run the model on `texts` in chunks, reporting progress after each chunk."""
         model = self.model
@@ -286,14 +313,18 @@ class SentenceEncoder:
                 progress(min(start + len(part), total), total)
         self.encode_seconds += time.perf_counter() - t0
         self.texts_encoded += total
-        log.debug("encoded texts=%d model=%s seconds=%.2f", total, self.model_id, time.perf_counter() - t0)
+        log.debug(
+            "encoded texts=%d model=%s seconds=%.2f", total, self.model_id, time.perf_counter() - t0
+        )
         return out
 
     def __repr__(self) -> str:
         return f"SentenceEncoder({self.model_path.name!r}, adapter={self.adapter!r}, device={self.device_request!r})"
 
 
-def load_sentence_transformer(model_path: str | Path, device: str, max_seq_length: int | None = None) -> Any:
+def load_sentence_transformer(
+    model_path: str | Path, device: str, max_seq_length: int | None = None
+) -> Any:
     """A fresh SentenceTransformer from a local folder (never downloads; not shared)."""
     from sentence_transformers import SentenceTransformer
 
@@ -304,8 +335,15 @@ def load_sentence_transformer(model_path: str | Path, device: str, max_seq_lengt
     return model
 
 
-def _load_model(model_path: Path, adapter_dir: Path | None, device: str, max_seq_length: int | None) -> Any:
-    key = (str(model_path.resolve()), "" if adapter_dir is None else f"{adapter_dir.resolve()}@{_weights_hash(adapter_dir)}", device, max_seq_length)
+def _load_model(
+    model_path: Path, adapter_dir: Path | None, device: str, max_seq_length: int | None
+) -> Any:
+    key = (
+        str(model_path.resolve()),
+        "" if adapter_dir is None else f"{adapter_dir.resolve()}@{_weights_hash(adapter_dir)}",
+        device,
+        max_seq_length,
+    )
     with _MODELS_LOCK:
         if key in _MODELS:
             return _MODELS[key]
@@ -316,7 +354,13 @@ def _load_model(model_path: Path, adapter_dir: Path | None, device: str, max_seq
         if len(_MODELS) >= _MAX_MODELS:
             _MODELS.pop(next(iter(_MODELS)))
         _MODELS[key] = model
-        log.info("loaded sentence model=%s adapter=%s device=%s seconds=%.2f", model_path.name, adapter_dir.name if adapter_dir else None, device, time.perf_counter() - t0)
+        log.info(
+            "loaded sentence model=%s adapter=%s device=%s seconds=%.2f",
+            model_path.name,
+            adapter_dir.name if adapter_dir else None,
+            device,
+            time.perf_counter() - t0,
+        )
         return model
 
 

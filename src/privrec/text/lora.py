@@ -48,7 +48,13 @@ from privrec.text.encoder import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdapterInfo", "LoraTrainConfig", "co_interaction_pairs", "finetune_lora", "train_lora_on_pairs"]
+__all__ = [
+    "AdapterInfo",
+    "LoraTrainConfig",
+    "co_interaction_pairs",
+    "finetune_lora",
+    "train_lora_on_pairs",
+]
 
 
 class LoraTrainConfig(BaseModel):
@@ -220,10 +226,14 @@ def train_lora_on_pairs(
     c = config or LoraTrainConfig()
     out_dir = adapter_path(name, root)
     if out_dir.exists() and not overwrite:
-        raise ConfigError(f"adapter: {name!r} already exists in {out_dir.parent}; choose another name or pass overwrite=True")
+        raise ConfigError(
+            f"adapter: {name!r} already exists in {out_dir.parent}; choose another name or pass overwrite=True"
+        )
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if len(pairs) < 2:
-        raise ValidationError("pairs", f"{len(pairs)} positive pair(s) is too few to fine-tune; need at least 2")
+        raise ValidationError(
+            "pairs", f"{len(pairs)} positive pair(s) is too few to fine-tune; need at least 2"
+        )
     texts = list(texts)
     if pairs.min() < 0 or pairs.max() >= len(texts):
         raise ValidationError("pairs", "an item index is outside the texts given")
@@ -236,7 +246,11 @@ def train_lora_on_pairs(
     model = load_sentence_transformer(base_path, device, c.max_seq_length)
     module = model[0]
     peft_cfg = LoraConfig(
-        r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=list(c.target_modules), bias="none"
+        r=c.r,
+        lora_alpha=c.alpha,
+        lora_dropout=c.dropout,
+        target_modules=list(c.target_modules),
+        bias="none",
     )
     try:
         peft_model = get_peft_model(module.auto_model, peft_cfg)
@@ -297,7 +311,15 @@ def train_lora_on_pairs(
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir), safe_serialization=True)
-    info = AdapterInfo(name=name, path=out_dir, n_pairs=int(len(pairs)), steps=step, seconds=seconds, losses=losses, model=model)
+    info = AdapterInfo(
+        name=name,
+        path=out_dir,
+        n_pairs=len(pairs),
+        steps=step,
+        seconds=seconds,
+        losses=losses,
+        model=model,
+    )
     base_id = SentenceEncoder(base_path, device="cpu").model_id
     (out_dir / "privrec_adapter.json").write_text(
         json.dumps(
@@ -314,7 +336,9 @@ def train_lora_on_pairs(
             indent=2,
         )
     )
-    log.info("trained lora adapter=%s pairs=%d steps=%d seconds=%.1f", name, len(pairs), step, seconds)
+    log.info(
+        "trained lora adapter=%s pairs=%d steps=%d seconds=%.1f", name, len(pairs), step, seconds
+    )
     return info
 
 
@@ -335,7 +359,16 @@ def finetune_lora(
     """
     c = config or LoraTrainConfig()
     texts = dataset.item_text()
-    pairs = co_interaction_pairs(dataset, max_pairs=c.max_pairs, seed=c.seed, window=c.window, texts=texts)
+    pairs = co_interaction_pairs(
+        dataset, max_pairs=c.max_pairs, seed=c.seed, window=c.window, texts=texts
+    )
     return train_lora_on_pairs(
-        texts, pairs, name=name, root=root, model_path=model_path, config=c, progress=progress, overwrite=overwrite
+        texts,
+        pairs,
+        name=name,
+        root=root,
+        model_path=model_path,
+        config=c,
+        progress=progress,
+        overwrite=overwrite,
     )

@@ -13,7 +13,9 @@ from privrec.server.responses import JSON
 from privrec.server.schemas import ConsentIn, ConsentOut
 
 router = APIRouter(prefix="/v1/me", tags=["consent"], dependencies=[Depends(client)])
-UserHeader = Header(alias="X-User-Id", min_length=1, max_length=256, description="the shopper's id in the shop")
+UserHeader = Header(
+    alias="X-User-Id", min_length=1, max_length=256, description="the shopper's id in the shop"
+)
 
 LEVELS = {
     "personalized": "every event type is stored and used for your recommendations",
@@ -28,7 +30,9 @@ async def get_consent(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON
     return JSON({"level": rs.consent(user), "levels": LEVELS})
 
 
-@router.put("/consent", response_model=ConsentOut, responses=problem_responses(401, 403, 413, 422, 429))
+@router.put(
+    "/consent", response_model=ConsentOut, responses=problem_responses(401, 403, 413, 422, 429)
+)
 async def put_consent(body: ConsentIn, user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
     """Set the shopper's consent level; it applies from the next request."""
     return JSON(await run_in_threadpool(rs.set_consent, user, body.level))

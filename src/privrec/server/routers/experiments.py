@@ -21,7 +21,11 @@ async def create(body: ExperimentIn, rs: Any = Depends(recsys)) -> JSON:
     """Create and start an experiment; the first variant is the control."""
     spec = body.model_dump()
     for v in spec["variants"]:
-        v["params"] = {k: val for k, val in (v.get("params") or {}).items() if val not in (None, [], ())} if v.get("params") else {}
+        v["params"] = (
+            {k: val for k, val in (v.get("params") or {}).items() if val not in (None, [], ())}
+            if v.get("params")
+            else {}
+        )
     return JSON(await run_in_threadpool(rs.create_experiment, spec), status_code=201)
 
 
@@ -44,15 +48,27 @@ async def stop(name: str = ExpName, rs: Any = Depends(recsys)) -> JSON:
 
 
 @router.get("/{name}/report", responses=problem_responses(401, 403, 404, 422, 429))
-async def report(name: str = ExpName, alpha: float = Query(default=0.05, gt=0, lt=0.5), rs: Any = Depends(recsys)) -> JSON:
+async def report(
+    name: str = ExpName, alpha: float = Query(default=0.05, gt=0, lt=0.5), rs: Any = Depends(recsys)
+) -> JSON:
     """CTR, conversion and revenue per variant with confidence intervals, significance tests
     against the control (statsmodels) and the sample-ratio-mismatch check."""
     return JSON(await run_in_threadpool(rs.experiment_report, name, alpha=alpha))
 
 
-@router.post("/{name}/replay", status_code=202, response_model=JobOut, responses=problem_responses(401, 403, 404, 413, 422, 429))
-async def replay(request: Request, body: ReplayIn, name: str = ExpName, rs: Any = Depends(recsys)) -> JSON:
+@router.post(
+    "/{name}/replay",
+    status_code=202,
+    response_model=JobOut,
+    responses=problem_responses(401, 403, 404, 413, 422, 429),
+)
+async def replay(
+    request: Request, body: ReplayIn, name: str = ExpName, rs: Any = Depends(recsys)
+) -> JSON:
     """Estimate the experiment offline from held-out data (a background job)."""
     await run_in_threadpool(rs.get_experiment, name)  # 404 now rather than in the job
-    job = request.app.state.jobs.submit("replay", lambda: rs.replay_experiment(name, k=body.k, paired=body.paired, max_users=body.max_users))
+    job = request.app.state.jobs.submit(
+        "replay",
+        lambda: rs.replay_experiment(name, k=body.k, paired=body.paired, max_users=body.max_users),
+    )
     return JSON(job, status_code=202)

@@ -14,7 +14,11 @@ from privrec.server.schemas import ExplainIn, ExplainOut
 router = APIRouter(prefix="/v1", tags=["explanations"], dependencies=[Depends(client)])
 
 
-@router.post("/explanations", response_model=ExplainOut, responses=problem_responses(401, 403, 404, 413, 422, 429, 503))
+@router.post(
+    "/explanations",
+    response_model=ExplainOut,
+    responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
+)
 async def explain(body: ExplainIn, rs: Any = Depends(recsys)) -> JSON:
     """Why this item would be shown to this shopper: score, rank and explanation, from their own
     history and public item data only."""

@@ -21,6 +21,14 @@ async def ready(request: Request) -> JSON:
     """Ready to serve: histories loaded and a default model active; lists the served versions."""
     st = request.app.state
     if not st.ready:
-        raise ProblemError(503, st.not_ready_reason or "starting: loading histories and models", slug="not-ready")
+        raise ProblemError(
+            503, st.not_ready_reason or "starting: loading histories and models", slug="not-ready"
+        )
     stats = st.rs.serving_stats()
-    return JSON({"status": "ready", "models": stats.get("models", {}), "default_model": st.rs.default_model_name()})
+    return JSON(
+        {
+            "status": "ready",
+            "models": stats.get("models", {}),
+            "default_model": st.rs.default_model_name(),
+        }
+    )

@@ -22,13 +22,21 @@ class ServingCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stats = self.rs.serving_stats()
-        for key, help_ in (("cache_hits", "recommendation lists served from cache"), ("cache_misses", "recommendation lists computed"),
-                           ("cache_entries", "lists in the cache"), ("users_in_memory", "histories in memory"),
-                           ("events_in_memory", "events in memory")):  # fmt: skip
+        for key, help_ in (
+            ("cache_hits", "recommendation lists served from cache"),
+            ("cache_misses", "recommendation lists computed"),
+            ("cache_entries", "lists in the cache"),
+            ("users_in_memory", "histories in memory"),
+            ("events_in_memory", "events in memory"),
+        ):
             g = GaugeMetricFamily(f"privrec_{key}", help_)
             g.add_metric([], float(stats.get(key, 0)))
             yield g
-        info = GaugeMetricFamily("privrec_model_active", "served model versions (1 per active version)", labels=["model", "version"])
+        info = GaugeMetricFamily(
+            "privrec_model_active",
+            "served model versions (1 per active version)",
+            labels=["model", "version"],
+        )
         for name, version in stats.get("models", {}).items():
             info.add_metric([name, version], 1.0)
         yield info
@@ -39,13 +47,25 @@ class Metrics:
 
     def __init__(self, rs: Any) -> None:
         self.registry = CollectorRegistry()
-        self.latency = Histogram("privrec_request_seconds", "request latency", ["method", "route"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))  # fmt: skip
-        self.requests = Counter("privrec_requests_total", "requests by status", ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "privrec_request_seconds",
+            "request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+        )
+        self.requests = Counter(
+            "privrec_requests_total",
+            "requests by status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
         self.registry.register(ServingCollector(rs))
 
 
 @router.get("/metrics", include_in_schema=True)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type="text/plain; version=0.0.4")
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type="text/plain; version=0.0.4"
+    )

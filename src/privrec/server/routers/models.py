@@ -28,21 +28,34 @@ async def activate(body: ActivateIn, name: str = ModelName, rs: Any = Depends(re
     return JSON(await run_in_threadpool(rs.activate_model, name, body.version))
 
 
-@router.post("/models/{name}/train", status_code=202, response_model=JobOut, responses=problem_responses(401, 403, 404, 413, 422, 429))
-async def train(request: Request, body: TrainIn, name: str = ModelName, rs: Any = Depends(recsys)) -> JSON:
+@router.post(
+    "/models/{name}/train",
+    status_code=202,
+    response_model=JobOut,
+    responses=problem_responses(401, 403, 404, 413, 422, 429),
+)
+async def train(
+    request: Request, body: TrainIn, name: str = ModelName, rs: Any = Depends(recsys)
+) -> JSON:
     """Train `name` on the store in the background and hot-swap the new version in when done."""
     from privrec.models.zoo import available_models, create_model
 
     if name not in available_models():
         from privrec.core.errors import NotFoundError
 
-        raise NotFoundError(f"model: {name!r} is not a known model; known: {', '.join(available_models())}")
+        raise NotFoundError(
+            f"model: {name!r} is not a known model; known: {', '.join(available_models())}"
+        )
     create_model(name, **body.params)  # validates the parameters now, not in the background
-    job = request.app.state.jobs.submit("train", lambda: rs.train_and_activate(name, params=body.params))
+    job = request.app.state.jobs.submit(
+        "train", lambda: rs.train_and_activate(name, params=body.params)
+    )
     return JSON(job, status_code=202)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=problem_responses(401, 403, 404, 422, 429))
+@router.get(
+    "/jobs/{job_id}", response_model=JobOut, responses=problem_responses(401, 403, 404, 422, 429)
+)
 async def job(request: Request, job_id: str = Path(pattern=r"^[0-9a-f]{12}$")) -> JSON:
     """A background job's status and result."""
     return JSON(request.app.state.jobs.get(job_id))

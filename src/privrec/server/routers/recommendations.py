@@ -14,8 +14,12 @@ from privrec.server.schemas import RecommendationOut, RecommendIn
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
 
-@router.post("/recommendations", response_model=RecommendationOut, responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
-             dependencies=[Depends(client)])  # fmt: skip
+@router.post(
+    "/recommendations",
+    response_model=RecommendationOut,
+    responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
+    dependencies=[Depends(client)],
+)
 async def recommend(body: RecommendIn, rs: Any = Depends(recsys)) -> JSON:
     """Top-k items for a shopper, each with its explanation, under the request's business rules.
 
@@ -24,5 +28,12 @@ async def recommend(body: RecommendIn, rs: Any = Depends(recsys)) -> JSON:
     variant and a `recommendation_id` to send back with outcome events.
     """
     rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
-    out = rs.recommend_for(body.user, body.k, model=body.model, rules=rules, context_item=body.context_item, experiment=body.experiment)
+    out = rs.recommend_for(
+        body.user,
+        body.k,
+        model=body.model,
+        rules=rules,
+        context_item=body.context_item,
+        experiment=body.experiment,
+    )
     return JSON(out)

@@ -17,10 +17,14 @@ from privrec.server.responses import JSON
 from privrec.server.schemas import AdminUserIn
 
 router = APIRouter(tags=["users"])
-UserHeader = Header(alias="X-User-Id", min_length=1, max_length=256, description="the shopper's id in the shop")
+UserHeader = Header(
+    alias="X-User-Id", min_length=1, max_length=256, description="the shopper's id in the shop"
+)
 
 
-@router.get("/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)])
+@router.get(
+    "/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)]
+)
 async def export_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
     """Everything stored about the shopper, as JSON."""
     doc = await run_in_threadpool(rs.export_user, user)
@@ -28,7 +32,9 @@ async def export_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
     return JSON(doc, headers={"Content-Disposition": 'attachment; filename="my-data.json"'})
 
 
-@router.delete("/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)])
+@router.delete(
+    "/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)]
+)
 async def erase_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
     """Erase the shopper's events, consent record, cached results and experiment records; returns the receipt.
 
@@ -36,7 +42,11 @@ async def erase_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
     return JSON(await run_in_threadpool(rs.forget, user, background=True))
 
 
-@router.post("/v1/admin/users/export", responses=problem_responses(401, 403, 413, 422, 429), dependencies=[Depends(admin)])
+@router.post(
+    "/v1/admin/users/export",
+    responses=problem_responses(401, 403, 413, 422, 429),
+    dependencies=[Depends(admin)],
+)
 async def export_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
     """Export a shopper's data on their behalf."""
     doc = await run_in_threadpool(rs.export_user, body.user)
@@ -44,7 +54,11 @@ async def export_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
     return JSON(doc)
 
 
-@router.post("/v1/admin/users/erase", responses=problem_responses(401, 403, 413, 422, 429), dependencies=[Depends(admin)])
+@router.post(
+    "/v1/admin/users/erase",
+    responses=problem_responses(401, 403, 413, 422, 429),
+    dependencies=[Depends(admin)],
+)
 async def erase_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
     """Erase a shopper's data on their behalf; returns the receipt (models are updated in the background)."""
     return JSON(await run_in_threadpool(rs.forget, body.user, background=True))

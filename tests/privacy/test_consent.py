@@ -1,62 +1,213 @@
-"""Consent levels: what may be stored, who is served personally, and the small consent table."""
+"""The consent policy (what each level stores, uses, serves and enrols), its texts and its table.
+
+The expected values below are written out from design.md's "Privacy semantics", not derived
+from the module, so a change to the policy fails here.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from privrec.core.errors import ValidationError
-from privrec.core.types import EVENT_TYPES
+from privrec.core.types import EVENT_CODE, EVENT_TYPES
+from privrec.privacy import consent
 from privrec.privacy.consent import (
+    DEFAULT_LEVEL,
+    LEVEL_TEXTS,
     ConsentLevel,
     ConsentStore,
     allowed_types,
-    filter_types,
+    describe,
+    enrolled_in_experiments,
+    keeps,
     parse_level,
     personalised,
-    stores_events,
+    served_types,
+    uses,
 )
 
+ALL = frozenset({"view", "search", "cart", "favorite", "purchase", "rating"})
+# level -> (stored types, served types, personalised, enrolled in experiments)
+EXPECTED = {
+    "personalized": (ALL, ALL, True, True),
+    "purchases_only": (frozenset({"purchase"}), frozenset({"purchase"}), True, True),
+    "anonymous": (frozenset(), frozenset(), False, False),
+}
 
-def test_filter_types_semantics() -> None:
+
+def test_the_levels_and_the_default() -> None:
+    assert [lv.value for lv in ConsentLevel] == list(EXPECTED)
+    assert DEFAULT_LEVEL is ConsentLevel.PERSONALIZED
+    assert frozenset(EVENT_TYPES) == ALL  # a new event type must be placed in the policy
+
+
+@pytest.mark.parametrize("level", list(EXPECTED))
+def test_policy_of_each_level(level: str) -> None:
+    stored, served, pers, exp = EXPECTED[level]
+    lv = parse_level(level)
+    assert allowed_types(lv) == stored and allowed_types(level) == stored
+    assert served_types(lv) == served
+    assert personalised(lv) is pers
+    assert enrolled_in_experiments(lv) is exp
+
+
+@pytest.mark.parametrize("level", list(EXPECTED))
+def test_masks_follow_the_policy_for_every_type(level: str) -> None:
+    stored, served, _, _ = EXPECTED[level]
+    types = np.array(sorted(ALL) * 2, dtype=object)
+    want_kept = np.array([t in stored for t in types])
+    want_used = np.array([t in served for t in types])
+    assert keeps(level, types).tolist() == want_kept.tolist()
+    assert uses(level, types).tolist() == want_used.tolist()
+    codes = np.array([EVENT_CODE[t] for t in types], dtype=np.int8)  # UserHistory.event_types
+    assert keeps(level, codes).tolist() == want_kept.tolist()
+    assert uses(ConsentLevel(level), codes).tolist() == want_used.tolist()
+    assert keeps(level, types.astype(str)).tolist() == want_kept.tolist()  # numpy strings
+
+
+def test_anonymous_stores_and_uses_nothing() -> None:
+    types = np.array(list(EVENT_TYPES) * 3)
+    assert not keeps("anonymous", types).any() and not uses("anonymous", types).any()
+
+
+def test_purchases_only_drops_everything_but_purchases() -> None:
     types = ["view", "purchase", "cart", "purchase", "search", "rating", "favorite"]
-    assert filter_types("personalized", types) == types
-    assert filter_types("purchases_only", types) == ["purchase", "purchase"]
-    assert filter_types(ConsentLevel.ANONYMOUS, types) == []
-    assert allowed_types("personalized") == frozenset(EVENT_TYPES)
+    assert types_kept("purchases_only", types) == ["purchase", "purchase"]
+    assert types_kept("personalized", types) == types
 
 
-def test_levels_decide_storage_and_personalisation() -> None:
-    assert (
-        stores_events("personalized")
-        and stores_events("purchases_only")
-        and not stores_events("anonymous")
-    )
-    assert personalised("purchases_only") and not personalised("anonymous")
+def types_kept(level: str, types: list[str]) -> list[str]:
+    return [t for t, k in zip(types, keeps(level, types), strict=True) if k]
+
+
+def test_unknown_types_are_never_kept_nor_used() -> None:
+    odd = np.array(["click", "", None, "VIEW", 3.5], dtype=object)
+    for level in EXPECTED:
+        assert not keeps(level, odd).any() and not uses(level, odd).any()
+    assert not uses("personalized", np.array([-1, 99])).any()
+
+
+def test_a_level_per_event() -> None:
+    levels = ["personalized", "purchases_only", "anonymous", ConsentLevel.PURCHASES_ONLY]
+    types = np.array(["view", "view", "purchase", "purchase"])
+    assert keeps(levels, types).tolist() == [True, False, False, True]
+    assert uses(np.array(levels, dtype=object), types).tolist() == [True, False, False, True]
+    assert keeps(["Anonymous"], ["view"]).tolist() == [False]
+    assert keeps([], []).tolist() == []
+    with pytest.raises(ValueError, match="one per event"):
+        keeps(["personalized"], ["view", "view"])
+    with pytest.raises(ValidationError):
+        keeps(["personalized", "everything"], ["view", "view"])
+
+
+def test_parse_level() -> None:
     assert parse_level(" Anonymous ") is ConsentLevel.ANONYMOUS
-    with pytest.raises(ValidationError, match="personalized"):
+    assert parse_level(ConsentLevel.PURCHASES_ONLY) is ConsentLevel.PURCHASES_ONLY
+    with pytest.raises(ValidationError) as err:
         parse_level("everything")
+    assert err.value.field == "level"
+    assert all(lv in err.value.problem for lv in EXPECTED)
 
 
-def test_store_set_get_change_delete(tmp_path: Path) -> None:
+def test_level_is_its_value_as_text() -> None:
+    lv = ConsentLevel.PURCHASES_ONLY
+    assert (
+        lv == "purchases_only"
+        and f"{lv}" == "purchases_only"
+        and json.dumps(lv) == '"purchases_only"'
+    )
+
+
+def test_texts_of_every_level() -> None:
+    assert set(LEVEL_TEXTS) == set(ConsentLevel)
+    titles = [t.title for t in LEVEL_TEXTS.values()]
+    assert len(set(titles)) == len(titles)
+    for lv in ConsentLevel:
+        d = describe(lv.value)
+        assert d == {
+            "level": lv.value,
+            "title": LEVEL_TEXTS[lv].title,
+            "description": LEVEL_TEXTS[lv].description,
+        }
+        assert d["title"] and d["description"].endswith(".")
+        assert d["description"].count(".") == 1  # one sentence
+
+
+def test_texts_say_what_the_policy_does() -> None:
+    """What a shopper reads must match the policy: a text that promised more would fail here."""
+    words = {
+        "view": "views",
+        "search": "searches",
+        "cart": "carts",
+        "favorite": "favourites",
+        "purchase": "purchases",
+        "rating": "ratings",
+    }
+    personal = LEVEL_TEXTS[ConsentLevel.PERSONALIZED].description.lower()
+    assert all(words[t] in personal for t in allowed_types("personalized"))
+    purchases = LEVEL_TEXTS[ConsentLevel.PURCHASES_ONLY].description.lower()
+    assert "only your purchases" in purchases
+    assert not any(words[t] in purchases for t in ALL - allowed_types("purchases_only"))
+    anonymous = LEVEL_TEXTS[ConsentLevel.ANONYMOUS].description.lower()
+    assert "nothing" in anonymous and "popular" in anonymous
+    assert not personalised("anonymous") and "instead of personal" in anonymous
+
+
+# ---- the consent table ------------------------------------------------------------------------
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_store_set_get_change_delete(tmp_path: Path, open_umask: None) -> None:
     store = ConsentStore(tmp_path)
     p = "a" * 32
     assert store.get(p) is ConsentLevel.PERSONALIZED  # the default
     store.set(p, "anonymous")
     assert store.get(p) is ConsentLevel.ANONYMOUS
-    store.set(p, ConsentLevel.PURCHASES_ONLY)  # a change applies to the next read
+    store.set(p, ConsentLevel.PURCHASES_ONLY)
+    # a change applies to the next request: another handle reads it, nothing is cached
     assert ConsentStore(tmp_path).get(p) is ConsentLevel.PURCHASES_ONLY
-    assert store.record(p)["level"] == "purchases_only"
+    rec = store.record(p)
+    assert rec is not None and rec["level"] == "purchases_only"
     assert store.levels([p, "b" * 32]) == {
         p: ConsentLevel.PURCHASES_ONLY,
         "b" * 32: ConsentLevel.PERSONALIZED,
     }
     assert store.count() == {"purchases_only": 1}
     assert store.delete(p) and not store.delete(p)
-    assert store.record(p) is None
-    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert store.record(p) is None and store.get(p) is DEFAULT_LEVEL
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600  # even under umask 0
+    assert os.listdir(tmp_path) == ["consent.sqlite"]  # no journal left beside it
+
+
+def test_an_erased_record_is_gone_from_the_file(tmp_path: Path) -> None:
+    store = ConsentStore(tmp_path)
+    p = "feedc0de" * 4
+    store.set(p, "anonymous")
+    assert p.encode() in store.path.read_bytes()
+    store.delete(p)
+    assert p.encode() not in store.path.read_bytes()  # overwritten, not just unlinked
+
+
+def test_store_rejects_bad_input(tmp_path: Path) -> None:
+    store = ConsentStore(tmp_path)
+    with pytest.raises(ValidationError) as err:
+        store.set("a" * 32, "all")
+    assert err.value.field == "level"
+    with pytest.raises(ValidationError, match="pseudonym"):
+        store.set("", "anonymous")
 
 
 def test_default_level_is_configurable(tmp_path: Path) -> None:
@@ -70,3 +221,37 @@ def test_many_levels_at_once(tmp_path: Path) -> None:
         store.set(p, "anonymous")
     got = store.levels(ps)
     assert sum(v is ConsentLevel.ANONYMOUS for v in got.values()) == 5 and len(got) == 2000
+
+
+def test_open_migrates_an_older_consent_json_once(tmp_path: Path) -> None:
+    ConsentStore(tmp_path).set("b" * 32, "personalized", at=1e9)  # newer than the file
+    (tmp_path / "consent.json").write_text(
+        json.dumps(
+            {
+                "a" * 32: {"level": "anonymous", "updated_at": "2025-01-01T00:00:00Z"},
+                "b" * 32: {"level": "purchases_only", "updated_at": "2025-01-01T00:00:00Z"},
+            }
+        )
+    )
+    store = ConsentStore.open(tmp_path)
+    assert not (tmp_path / "consent.json").exists()
+    assert store.get("a" * 32) is ConsentLevel.ANONYMOUS
+    assert store.record("a" * 32) == {"level": "anonymous", "updated": "2025-01-01T00:00:00Z"}
+    assert store.get("b" * 32) is ConsentLevel.PERSONALIZED  # the table's record wins
+    assert ConsentStore.open(tmp_path).count() == {"anonymous": 1, "personalized": 1}
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"p": {"level": "everything"}}', "[]"])
+def test_a_broken_consent_json_is_an_error_not_a_default(tmp_path: Path, text: str) -> None:
+    (tmp_path / "consent.json").write_text(text)
+    with pytest.raises(ValidationError) as err:
+        ConsentStore.open(tmp_path)
+    assert err.value.field == "consent.json"
+    assert (tmp_path / "consent.json").exists()  # kept for the operator to restore
+
+
+def test_the_policy_module_stays_pure() -> None:
+    """privacy/ is audited on its own: it imports nothing above core (design.md)."""
+    src = Path(consent.__file__).read_text()
+    for layer in ("events", "data", "models", "service", "server", "experiments"):
+        assert f"privrec.{layer}" not in src

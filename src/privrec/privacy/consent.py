@@ -1,63 +1,138 @@
-"""Consent levels per user: what may be stored about them and whether they are served personally.
+"""The consent policy: the one place that says what each consent level allows.
 
 Levels (design.md, "Privacy semantics"):
 
-- ``personalized``: every event type is stored and recommendations use the user's history.
-- ``purchases_only``: only ``purchase`` events are stored; views, searches, carts, favourites
-  and ratings are dropped at the gate. Recommendations use the stored purchases.
-- ``anonymous``: nothing about the user is stored (no events); they are served
-  non-personalised results (the DP popularity model). Only the consent record itself is kept,
-  because the gate must remember the choice.
+- ``personalized`` (the default): every event type is stored and used for the user's
+  recommendations; they take part in experiments.
+- ``purchases_only``: only ``purchase`` events are stored (views, searches, carts, favourites and
+  ratings are dropped at the gate) and only purchases are used, also those stored before the
+  user lowered their level. Results are personalised from the purchases.
+- ``anonymous``: no event is stored and none is used; the user is served non-personalised
+  results (the DP popularity) and is not enrolled in experiments. Only the consent record itself
+  is kept, because the gate must remember the choice.
 
-Pure logic (`filter_types`, `allowed_types`, `stores_events`, `personalised`) plus a tiny
-SQLite table (`ConsentStore`, file ``consent.sqlite`` in the data directory, mode 0600) mapping
-pseudonym -> (level, time of the last change). Raw user ids never reach this module: callers
-pseudonymise first. A change applies to the next request because every request reads the
-table (no cache here).
+A change applies to the next request: `ConsentStore` reads the table on every call (no cache
+here). Raw user ids never reach this module: callers pseudonymise first.
 
-How the gate and the service use it (wiring is done in events/ and service.py):
+How the service uses it:
 
-    store = ConsentStore(data_dir)
-    level = store.get(pseudonym)                  # default level for unknown users
-    kept = filter_types(level, ["view", "purchase"])   # -> ["purchase"] for purchases_only
+    store = ConsentStore.open(data_dir)           # migrates an older consent.json once
+    levels = store.levels(pseudonyms)             # one query per chunk, defaults included
+    mask = keeps(level_per_row, event_types)      # which rows the gate may store
+    history = history[uses(level, history.event_types)]   # what serving may use
     if not personalised(level): serve the DP popularity
+    if enrolled_in_experiments(level): assign a variant
     store.delete(pseudonym)                       # part of erasure (forget)
 """
 
 from __future__ import annotations
 
-import os
+import calendar
+import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from enum import Enum
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from privrec.core.errors import ValidationError
-from privrec.core.types import EVENT_TYPES
+from privrec.core.files import ensure_private
+from privrec.core.types import EVENT_CODE, EVENT_TYPES
 
 CONSENT_FILE = "consent.sqlite"
+LEGACY_FILE = "consent.json"  # where versions before the consent table kept the levels
 
 
-class ConsentLevel(str, Enum):
-    """A user's consent level (its value is what is stored)."""
+class ConsentLevel(StrEnum):
+    """A user's consent level (its value is what is stored and what the API shows)."""
 
     PERSONALIZED = "personalized"
     PURCHASES_ONLY = "purchases_only"
     ANONYMOUS = "anonymous"
 
 
-_ALLOWED: dict[ConsentLevel, frozenset[str]] = {
-    ConsentLevel.PERSONALIZED: frozenset(EVENT_TYPES),
-    ConsentLevel.PURCHASES_ONLY: frozenset({"purchase"}),
-    ConsentLevel.ANONYMOUS: frozenset(),
-}
+DEFAULT_LEVEL = ConsentLevel.PERSONALIZED
+LEVELS: tuple[ConsentLevel, ...] = tuple(ConsentLevel)
+
+LevelLike = ConsentLevel | str
 
 
-def parse_level(level: str | ConsentLevel) -> ConsentLevel:
-    """The ConsentLevel named by `level`; ValidationError names the allowed values otherwise."""
+@dataclass(frozen=True)
+class LevelPolicy:
+    """What one consent level allows.
+
+    Attributes:
+        stored: event types the gate may store for the user.
+        served: event types serving and training may use, whenever they were stored.
+        personalised: whether results come from the user's own history.
+        experiments: whether the user is enrolled in A/B experiments.
+    """
+
+    stored: frozenset[str]
+    served: frozenset[str]
+    personalised: bool
+    experiments: bool
+
+
+class LevelText(NamedTuple):
+    """What the pages and the API say about a level."""
+
+    title: str
+    description: str
+
+
+_PURCHASE = frozenset({"purchase"})
+_NOTHING: frozenset[str] = frozenset()
+
+# served equals stored at every level: events kept under an earlier, wider level are not used
+# once the user lowers it (they stay stored until retention or erasure removes them).
+POLICY: Mapping[ConsentLevel, LevelPolicy] = MappingProxyType(
+    {
+        ConsentLevel.PERSONALIZED: LevelPolicy(
+            frozenset(EVENT_TYPES), frozenset(EVENT_TYPES), personalised=True, experiments=True
+        ),
+        ConsentLevel.PURCHASES_ONLY: LevelPolicy(
+            _PURCHASE, _PURCHASE, personalised=True, experiments=True
+        ),
+        ConsentLevel.ANONYMOUS: LevelPolicy(
+            _NOTHING, _NOTHING, personalised=False, experiments=False
+        ),
+    }
+)
+
+LEVEL_TEXTS: Mapping[ConsentLevel, LevelText] = MappingProxyType(
+    {
+        ConsentLevel.PERSONALIZED: LevelText(
+            "Personalised",
+            "Everything you do in the shop (views, searches, carts, favourites, ratings and "
+            "purchases) is stored and used for your recommendations.",
+        ),
+        ConsentLevel.PURCHASES_ONLY: LevelText(
+            "Purchases only",
+            "Only your purchases are stored and used for your recommendations; nothing else you "
+            "do is kept.",
+        ),
+        ConsentLevel.ANONYMOUS: LevelText(
+            "Anonymous",
+            "Nothing more about you is stored or used, and you see popular items instead of "
+            "personal recommendations.",
+        ),
+    }
+)
+
+
+def parse_level(level: LevelLike) -> ConsentLevel:
+    """The ConsentLevel named by `level` (case and surrounding blanks ignored).
+
+    Raises:
+        ValidationError: on the field ``level``, listing the levels, for any other value.
+    """
     if isinstance(level, ConsentLevel):
         return level
     try:
@@ -65,87 +140,184 @@ def parse_level(level: str | ConsentLevel) -> ConsentLevel:
     except ValueError:
         allowed = ", ".join(v.value for v in ConsentLevel)
         raise ValidationError(
-            "consent", f"{level!r} is not a consent level; give one of {allowed}"
+            "level", f"{level!r} is not a consent level; use one of {allowed}"
         ) from None
 
 
-def allowed_types(level: str | ConsentLevel) -> frozenset[str]:
-    """The event types that may be stored for a user at this level."""
-    return _ALLOWED[parse_level(level)]
+def policy(level: LevelLike) -> LevelPolicy:
+    """Everything `level` allows."""
+    return POLICY[parse_level(level)]
 
 
-def filter_types(level: str | ConsentLevel, types: Iterable[str]) -> list[str]:
-    """The event types of `types` that may be stored at `level`, in their given order.
-
-    personalized keeps all, purchases_only keeps "purchase" only, anonymous keeps none.
-    """
-    allowed = allowed_types(level)
-    return [t for t in types if t in allowed]
+def allowed_types(level: LevelLike) -> frozenset[str]:
+    """The event types the gate may store for a user at this level."""
+    return policy(level).stored
 
 
-def stores_events(level: str | ConsentLevel) -> bool:
-    """Whether any event of a user at this level may be stored (False for anonymous)."""
-    return bool(allowed_types(level))
+def served_types(level: LevelLike) -> frozenset[str]:
+    """The event types serving and training may use for a user at this level."""
+    return policy(level).served
 
 
-def personalised(level: str | ConsentLevel) -> bool:
+def personalised(level: LevelLike) -> bool:
     """Whether the user is served from their own history (False: serve the DP popularity)."""
-    return parse_level(level) is not ConsentLevel.ANONYMOUS
+    return policy(level).personalised
+
+
+def enrolled_in_experiments(level: LevelLike) -> bool:
+    """Whether the user may be assigned to an experiment's variant."""
+    return policy(level).experiments
+
+
+def describe(level: LevelLike) -> dict[str, str]:
+    """The level, its title and its one-sentence description, JSON-ready."""
+    lv = parse_level(level)
+    text = LEVEL_TEXTS[lv]
+    return {"level": lv.value, "title": text.title, "description": text.description}
+
+
+def keeps(level: LevelLike | Sequence[LevelLike] | np.ndarray, types: Any) -> np.ndarray:
+    """Which events the gate may store: a boolean mask over `types`.
+
+    Args:
+        level: one level for every event, or one level per event (same length as `types`).
+        types: event types as strings, or as the integer codes of ``EVENT_CODE``.
+            An unknown type is never kept.
+    """
+    return _mask(_STORED, level, types)
+
+
+def uses(level: LevelLike | Sequence[LevelLike] | np.ndarray, types: Any) -> np.ndarray:
+    """Which stored events serving and training may use: a boolean mask over `types`.
+
+    Args:
+        level: one level for every event, or one level per event (same length as `types`).
+        types: event types as strings, or as the integer codes of ``EVENT_CODE``
+            (``UserHistory.event_types``). An unknown type is never used.
+    """
+    return _mask(_SERVED, level, types)
+
+
+def _table(field: str) -> np.ndarray:
+    """[level, type code] -> allowed; one extra last column (all False) for unknown types."""
+    table = np.zeros((len(LEVELS), len(EVENT_TYPES) + 1), dtype=bool)
+    for i, lv in enumerate(LEVELS):
+        for t in getattr(POLICY[lv], field):
+            table[i, EVENT_CODE[t]] = True
+    table.setflags(write=False)
+    return table
+
+
+_STORED = _table("stored")
+_SERVED = _table("served")
+_LEVEL_INDEX = {lv: i for i, lv in enumerate(LEVELS)}
+_UNKNOWN = len(EVENT_TYPES)
+
+
+def _type_codes(types: Any) -> np.ndarray:
+    """EVENT_CODE of each type (strings or codes); the unknown column for anything else."""
+    t = np.asarray(types).reshape(-1)
+    if t.dtype.kind in "iu":
+        codes = t.astype(np.int64)
+        return np.where((codes >= 0) & (codes < _UNKNOWN), codes, _UNKNOWN)
+    codes = np.full(t.shape, _UNKNOWN, dtype=np.int64)
+    if t.dtype.kind in "OUS" and t.size:
+        # one vectorised comparison per event type, not a Python step per event
+        for name, code in EVENT_CODE.items():
+            codes[t == name] = code
+    return codes
+
+
+def _level_rows(level: Sequence[LevelLike] | np.ndarray) -> np.ndarray:
+    """Index into LEVELS of each per-event level; ValidationError for an unknown one."""
+    lv = np.asarray(level, dtype=object).reshape(-1)
+    rows = np.full(lv.shape, -1, dtype=np.int64)
+    for i, name in enumerate(LEVELS):
+        rows[lv == name.value] = i  # a ConsentLevel member equals its value
+    bad = np.flatnonzero(rows < 0)
+    if bad.size:
+        parse_level(lv[bad[0]])  # a level in another spelling ("Anonymous") still counts
+        rows[bad] = [_LEVEL_INDEX[parse_level(x)] for x in lv[bad]]
+    return rows
+
+
+def _mask(
+    table: np.ndarray, level: LevelLike | Sequence[LevelLike] | np.ndarray, types: Any
+) -> np.ndarray:
+    codes = _type_codes(types)
+    if isinstance(level, str):
+        return np.asarray(table[_LEVEL_INDEX[parse_level(level)]][codes], dtype=bool)
+    rows = _level_rows(level)
+    if rows.shape != codes.shape:
+        raise ValueError(f"{len(rows)} levels for {len(codes)} event types; give one per event")
+    return np.asarray(table[rows, codes], dtype=bool)
 
 
 class ConsentStore:
     """pseudonym -> (consent level, time of change), in ``<data_dir>/consent.sqlite`` (mode 0600).
+
+    Use `ConsentStore.open` for a data directory: it also moves an older ``consent.json`` in.
 
     Args:
         data_dir: the privrec data directory (or a path ending in ``.sqlite``).
         default: the level of a user without a record.
     """
 
-    def __init__(
-        self, data_dir: str | Path, *, default: str | ConsentLevel = ConsentLevel.PERSONALIZED
-    ) -> None:
+    def __init__(self, data_dir: str | Path, *, default: LevelLike = DEFAULT_LEVEL) -> None:
         p = Path(data_dir)
         self.path = p if p.suffix == ".sqlite" else p / CONSENT_FILE
         self.default = parse_level(default)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.close(fd)
-        os.chmod(self.path, 0o600)
+        # created 0600 before SQLite opens it: SQLite would use the umask, and its journal
+        # files copy the database file's mode
+        ensure_private(self.path)
         with self._connect() as con:
             con.execute(
-                "CREATE TABLE IF NOT EXISTS consent (pseudonym TEXT PRIMARY KEY, level TEXT NOT NULL, updated REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS consent "
+                "(pseudonym TEXT PRIMARY KEY, level TEXT NOT NULL, updated REAL NOT NULL)"
             )
 
     @classmethod
+    def open(cls, data_dir: str | Path, *, default: LevelLike = DEFAULT_LEVEL) -> ConsentStore:
+        """The consent table of a data directory (created on first use).
+
+        Levels in an older version's ``consent.json`` beside it move into the table once (a
+        record already in the table wins) and the file is removed.
+
+        Raises:
+            ValidationError: ``consent.json`` is not valid JSON or names an unknown level.
+        """
+        store = cls(data_dir, default=default)
+        store._migrate(store.path.parent / LEGACY_FILE)
+        return store
+
+    @classmethod
     def from_data_dir(cls, data_dir: str | Path) -> ConsentStore:
-        """The consent table of a data directory (created on first use)."""
-        return cls(data_dir)
+        """Same as `open` (the name the service used before `open`)."""
+        return cls.open(data_dir)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection for one transaction (committed on success), always closed."""
         con = sqlite3.connect(self.path, timeout=30.0)
         try:
-            con.execute("PRAGMA journal_mode=DELETE")  # no WAL side files with wider modes
-            con.execute(
-                "PRAGMA secure_delete=ON"
-            )  # erased records are overwritten, not just unlinked
+            con.execute("PRAGMA journal_mode=DELETE")  # no WAL side files left beside it
+            # an erased record is overwritten in the file, not just unlinked from the b-tree
+            con.execute("PRAGMA secure_delete=ON")
             with con:
                 yield con
         finally:
             con.close()
 
-    def set(
-        self, pseudonym: str, level: str | ConsentLevel, *, at: float | None = None
-    ) -> ConsentLevel:
+    def set(self, pseudonym: str, level: LevelLike, *, at: float | None = None) -> ConsentLevel:
         """Record the user's level (replacing any earlier one); returns the parsed level."""
         lv = parse_level(level)
         _check_pseudonym(pseudonym)
         with self._connect() as con:
             con.execute(
                 "INSERT INTO consent (pseudonym, level, updated) VALUES (?, ?, ?) "
-                "ON CONFLICT(pseudonym) DO UPDATE SET level = excluded.level, updated = excluded.updated",
+                "ON CONFLICT(pseudonym) DO UPDATE "
+                "SET level = excluded.level, updated = excluded.updated",
                 (pseudonym, lv.value, float(time.time() if at is None else at)),
             )
         return lv
@@ -159,29 +331,29 @@ class ConsentStore:
         return ConsentLevel(row[0]) if row else self.default
 
     def levels(self, pseudonyms: Iterable[str]) -> dict[str, ConsentLevel]:
-        """Levels of many users at once (defaults included), for the gate's batches."""
+        """Levels of many users at once (defaults included), one query per 900 users."""
         ps = list(dict.fromkeys(pseudonyms))
         out = {p: self.default for p in ps}
         with self._connect() as con:
             for i in range(0, len(ps), 900):  # SQLite's bound-parameter limit
                 chunk = ps[i : i + 900]
-                q = f"SELECT pseudonym, level FROM consent WHERE pseudonym IN ({','.join('?' * len(chunk))})"
+                q = (
+                    "SELECT pseudonym, level FROM consent "
+                    f"WHERE pseudonym IN ({','.join('?' * len(chunk))})"
+                )
                 for p, lv in con.execute(q, chunk):
                     out[p] = ConsentLevel(lv)
         return out
 
     def record(self, pseudonym: str) -> dict[str, Any] | None:
-        """The stored record of one user (for access requests), or None."""
+        """The stored record of one user (level and time of the change, for access requests)."""
         with self._connect() as con:
             row = con.execute(
                 "SELECT level, updated FROM consent WHERE pseudonym = ?", (pseudonym,)
             ).fetchone()
         if row is None:
             return None
-        return {
-            "level": row[0],
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row[1])),
-        }
+        return {"level": row[0], "updated": _iso(row[1])}
 
     def delete(self, pseudonym: str) -> bool:
         """Erase the user's record (part of `forget`); True if there was one."""
@@ -194,6 +366,48 @@ class ConsentStore:
         with self._connect() as con:
             rows = con.execute("SELECT level, COUNT(*) FROM consent GROUP BY level").fetchall()
         return {lv: int(n) for lv, n in rows}
+
+    def _migrate(self, old: Path) -> None:
+        """Move the levels of an older version's consent.json into the table; remove the file."""
+        try:
+            doc = json.loads(old.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return  # the usual case; or another process has just migrated it
+        except ValueError:
+            raise ValidationError(
+                LEGACY_FILE, "is not valid JSON; restore it from a backup"
+            ) from None
+        if not isinstance(doc, dict):
+            raise ValidationError(LEGACY_FILE, "is not a JSON object; restore it from a backup")
+        rows = []
+        for p, rec in doc.items():
+            raw = rec.get("level") if isinstance(rec, dict) else rec
+            try:
+                lv = parse_level(str(raw))
+            except ValidationError as e:
+                raise ValidationError(LEGACY_FILE, e.problem) from None
+            when = rec.get("updated_at") if isinstance(rec, dict) else None
+            rows.append((str(p), lv.value, _parse_iso(when)))
+        with self._connect() as con:
+            # a record already in the table is newer than the file: it wins
+            con.executemany(
+                "INSERT OR IGNORE INTO consent (pseudonym, level, updated) VALUES (?, ?, ?)", rows
+            )
+        old.unlink(missing_ok=True)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _parse_iso(value: object) -> float:
+    """Seconds since the epoch of a ``%Y-%m-%dT%H:%M:%SZ`` time; now when absent or unreadable."""
+    if isinstance(value, str):
+        try:
+            return float(calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
+        except ValueError:
+            pass
+    return time.time()
 
 
 def _check_pseudonym(p: str) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from privrec.core.errors import ValidationError
+from privrec.core.files import open_private_append
 
 AUDIT_FILE = "audit.log"
 _FORBIDDEN_KEYS = frozenset({"user_id", "raw_user_id", "email", "name", "ip", "query"})
@@ -49,7 +50,7 @@ class AuditLog:
         self.path = p if p.suffix else p / AUDIT_FILE
 
     def append(self, action: str, **fields: Any) -> dict[str, Any]:
-        """Append one entry (`action` plus JSON-ready fields) and return it with seq/time/prev/hash."""
+        """Append one entry (`action` plus JSON-ready fields); return it with seq, time, hash."""
         bad = _FORBIDDEN_KEYS & set(fields)
         if bad:
             raise ValidationError(
@@ -57,9 +58,7 @@ class AuditLog:
                 "personal data does not belong in the audit log; record the pseudonym only",
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        os.chmod(self.path, 0o600)
-        with os.fdopen(fd, "a+", encoding="utf-8") as fh:
+        with open_private_append(self.path) as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 fh.seek(0)

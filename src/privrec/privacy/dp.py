@@ -1,4 +1,4 @@
-"""Differential-privacy mechanisms and accounting (layer 1: numpy and the accounting libraries only).
+"""Differential-privacy mechanisms and accounting (layer 1: numpy and accounting libraries only).
 
 Noise is drawn here, calibration and composition come from well-kept libraries, never from
 formulas of our own:
@@ -73,7 +73,7 @@ def gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.0) -> fl
 
 
 def laplace_scale(epsilon: float, sensitivity: float = 1.0) -> float:
-    """Scale b of the Laplace mechanism for pure epsilon-DP and an L1 sensitivity (b = sensitivity / epsilon).
+    """Scale b = sensitivity / epsilon of the Laplace mechanism (pure epsilon-DP, L1 sensitivity).
 
     The tests check it against the PLD accountant of `dp_accounting` (its Laplace event with
     parameter b gives epsilon = sensitivity / b).
@@ -147,7 +147,7 @@ def split_ratios(shares: Sequence[float]) -> list[float]:
 
 
 def epsilon_of(event: Any, delta: float, accountant: str = "pld") -> float:
-    """Epsilon of a dp_accounting DpEvent at `delta`, by the PLD ("pld") or RDP ("rdp") accountant."""
+    """Epsilon of a DpEvent at `delta` by the PLD ("pld") or RDP ("rdp") accountant."""
     dpa = _dpa()
     if accountant == "pld":
         from dp_accounting import pld
@@ -167,7 +167,7 @@ def gaussian_event(noise_multipliers: Sequence[float]) -> Any:
     return events[0] if len(events) == 1 else dpa.ComposedDpEvent(events)
 
 
-# ---- DP-SGD (Opacus accountants) ------------------------------------------------------------------
+# ---- DP-SGD (Opacus accountants) -----------------------------------------------------------------
 def dpsgd_noise_multiplier(
     epsilon: float, delta: float, *, sample_rate: float, steps: int, accountant: str = "prv"
 ) -> float:
@@ -215,13 +215,14 @@ def dpsgd_epsilon(
         return float(acc.get_epsilon(delta=float(delta)))
 
 
-# ---- mechanisms -----------------------------------------------------------------------------------
+# ---- mechanisms ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GaussianMechanism:
     """Adds N(0, sigma^2) noise, sigma = noise_multiplier * sensitivity (L2).
 
     Attributes:
-        noise_multiplier: std per unit of L2 sensitivity (from `gaussian_sigma` or `calibrate_gaussians`).
+        noise_multiplier: std per unit of L2 sensitivity (from `gaussian_sigma` or
+            `calibrate_gaussians`).
         sensitivity: the L2 sensitivity of the released quantity to one user.
     """
 
@@ -250,7 +251,7 @@ class GaussianMechanism:
     def add_symmetric_noise(
         self, matrix: np.ndarray, rng: np.random.Generator, *, out: np.ndarray | None = None
     ) -> np.ndarray:
-        """A symmetric matrix plus symmetric (GOE) noise: std sigma off the diagonal, sigma*sqrt(2) on it.
+        """`matrix` plus symmetric (GOE) noise: std sigma off the diagonal, sigma*sqrt(2) on it.
 
         For a Gram matrix sum_u x_u x_u^T with ||x_u|| <= 1 this releases the upper triangle
         (diagonal scaled by 1/sqrt(2)) whose L2 sensitivity is ||x x^T||_F / sqrt(2) <= 1/sqrt(2);
@@ -314,7 +315,7 @@ class LaplaceMechanism:
         return v + rng.laplace(0.0, self.scale, size=v.shape)
 
 
-# ---- what a ledger records ------------------------------------------------------------------------
+# ---- what a ledger records -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Release:
     """One differentially private release, described before its noise is drawn.

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from privrec.core.errors import ConfigError
+from privrec.core.files import private_dir, write_private
 
 KEY_BYTES = 32
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` so that only the owner can ever read it (no window with wider mode)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def parse_hex_key(value: str, name: str) -> bytes:
@@ -40,7 +27,7 @@ def parse_hex_key(value: str, name: str) -> bytes:
 
 
 def load_or_create_keys(path: Path) -> list[bytes]:
-    """Return the key chain stored at `path` (one hex key a line), creating a first key if absent."""
+    """The key chain stored at `path` (one hex key a line), with a first key created if absent."""
     if path.exists():
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
@@ -50,12 +37,18 @@ def load_or_create_keys(path: Path) -> list[bytes]:
             raise ConfigError(f"{path.name}: key file is empty; restore it from backup")
         return keys
     key = secrets.token_bytes(KEY_BYTES)
-    _write_private(path, key.hex() + "\n")
+    private_dir(path.parent)
+    try:
+        # create-once: two processes starting together must not each keep a different key
+        write_private(path, key.hex() + "\n", exclusive=True)
+    except FileExistsError:
+        return load_or_create_keys(path)
     return [key]
 
 
 def append_key(path: Path, keys: list[bytes]) -> list[bytes]:
     """Add a fresh random key to the chain stored at `path` and return the new chain."""
     new = [*keys, secrets.token_bytes(KEY_BYTES)]
-    _write_private(path, "".join(k.hex() + "\n" for k in new))
+    private_dir(path.parent)
+    write_private(path, "".join(k.hex() + "\n" for k in new))
     return new

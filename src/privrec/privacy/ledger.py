@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from privrec.core.errors import BudgetExceededError, ConfigError
+from privrec.core.files import open_private_append
 from privrec.privacy.dp import Release
 
 LEDGER_FILE = "privacy-ledger.jsonl"
@@ -146,9 +147,7 @@ class PrivacyLedger:
     @contextmanager
     def _locked(self) -> Iterator[Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        os.chmod(self.path, 0o600)
-        with os.fdopen(fd, "a+", encoding="utf-8") as fh:
+        with open_private_append(self.path) as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield fh
@@ -167,7 +166,8 @@ class PrivacyLedger:
         """
         if not (release.epsilon > 0) or not (0 <= release.delta < 1):
             raise ConfigError(
-                f"release {release.name!r}: invalid epsilon/delta ({release.epsilon}, {release.delta})"
+                f"release {release.name!r}: invalid epsilon/delta "
+                f"({release.epsilon}, {release.delta})"
             )
         with self._locked() as fh:
             fh.seek(0)
@@ -176,9 +176,10 @@ class PrivacyLedger:
             if not self._fits(spent, release.epsilon, release.delta):
                 raise BudgetExceededError(
                     f"privacy budget: release {release.name!r} needs epsilon={release.epsilon:g}, "
-                    f"delta={release.delta:g} but only epsilon={spent.epsilon_left:g}, delta={spent.delta_left:g} "
-                    f"of the budget ({self.budget.epsilon:g}, {self.budget.delta:g}) is left; "
-                    "raise the configured budget, lower the release's epsilon, or start a new ledger period"
+                    f"delta={release.delta:g} but only epsilon={spent.epsilon_left:g}, "
+                    f"delta={spent.delta_left:g} of the budget ({self.budget.epsilon:g}, "
+                    f"{self.budget.delta:g}) is left; raise the configured budget, lower the "
+                    "release's epsilon, or start a new ledger period"
                 )
             entry = {
                 "time": _now(),

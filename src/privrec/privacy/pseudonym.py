@@ -133,7 +133,7 @@ class Pseudonymiser:
         return self.derive_many([message.encode("utf-8")])[0]
 
     def derive_many(self, messages: Iterable[bytes]) -> list[str]:
-        """`derive` for a batch of UTF-8 encoded messages (no cache: each message is usually unique)."""
+        """`derive` for a batch of UTF-8 encoded messages (no cache: each is usually unique)."""
         macs = self._macs()
         out = macs[0].many(messages)
         for mac in macs[1:]:

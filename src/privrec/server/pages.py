@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.staticfiles import StaticFiles
 
 from privrec.core.errors import NotFoundError, PrivrecError
+from privrec.core.files import private_dir, write_private
+from privrec.privacy.consent import LEVEL_TEXTS
 from privrec.server.problems import ProblemError
 from privrec.server.responses import JSON
 
@@ -37,10 +38,9 @@ HERE = Path(__file__).parent
 SHOPPER = "privrec_shopper"
 OPERATOR = "privrec_ops"
 OPS_HOURS = 8
-CONSENT_TEXT = {
-    "personalized": "Personalised: use everything I do in the shop (views, searches, carts, purchases) for my recommendations.",
-    "purchases_only": "Purchases only: store and use only what I buy.",
-    "anonymous": "Anonymous: store nothing more about me and show me what is popular.",
+# the privacy layer's texts, so the privacy centre says exactly what the policy does
+CONSENT_TEXT: dict[str, str] = {
+    lv.value: f"{text.title}: {text.description}" for lv, text in LEVEL_TEXTS.items()
 }
 
 router = APIRouter(include_in_schema=False)
@@ -52,14 +52,17 @@ _env = jinja2.Environment(
 
 
 def _secret(data_dir: Path) -> bytes:
+    """The key that signs cookies, created once (mode 0600) in the keys directory."""
     path = data_dir / "keys" / "session.key"
     if path.exists():
         return bytes.fromhex(path.read_text().strip())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex())
+    try:
+        # create-once: workers starting together must sign with one key
+        write_private(path, key.hex(), exclusive=True)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
     return key
 
 

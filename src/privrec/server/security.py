@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from privrec.core.errors import ConfigError
+from privrec.core.files import private_dir, write_private
 from privrec.server.problems import ProblemError
 
 ROLES = ("client", "admin")
@@ -55,11 +56,13 @@ def parse_keys(spec: str) -> list[tuple[str, str]]:
         role, sep, key = part.partition(":")
         if not sep or role.strip() not in ROLES:
             raise ConfigError(
-                f"PRIVREC_API_KEYS: entry {n + 1} must be ROLE:KEY with ROLE one of {', '.join(ROLES)}"
+                f"PRIVREC_API_KEYS: entry {n + 1} must be ROLE:KEY "
+                f"with ROLE one of {', '.join(ROLES)}"
             )
         if len(key.strip()) < 16:
             raise ConfigError(
-                f"PRIVREC_API_KEYS: entry {n + 1} has a key shorter than 16 characters; use a long random key"
+                f"PRIVREC_API_KEYS: entry {n + 1} has a key shorter than 16 characters; "
+                "use a long random key"
             )
         out.append((role.strip(), key.strip()))
     if not out:
@@ -80,29 +83,29 @@ def load_or_create_keys(data_dir: Path) -> tuple[list[tuple[str, str]], bool]:
     Returns:
         (keys, created): `created` is True the one time the file was written.
     """
-    keys_dir = data_dir / "keys"
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = keys_dir / KEYS_FILE
+    path = private_dir(data_dir / "keys") / KEYS_FILE
     if path.exists():
-        doc = json.loads(path.read_text())
-        keys = [
-            (str(e["role"]), str(e["key"]))
-            for e in doc.get("keys", [])
-            if e.get("role") in ROLES and e.get("key")
-        ]
-        if not keys:
-            raise ConfigError(f"{path}: holds no usable key; delete it to have new keys made")
-        return keys, False
+        return _read_keys(path), False
     keys = [(role, new_key(role)) for role in ROLES]
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(
-            {"keys": [{"role": r, "key": k} for r, k in keys], "created_at": int(time.time())}, fh
-        )
-    os.replace(tmp, path)
-    path.chmod(0o600)
+    doc = {"keys": [{"role": r, "key": k} for r, k in keys], "created_at": int(time.time())}
+    try:
+        # create-once: workers starting together must all accept the same keys
+        write_private(path, json.dumps(doc), exclusive=True)
+    except FileExistsError:
+        return _read_keys(path), False
     return keys, True
+
+
+def _read_keys(path: Path) -> list[tuple[str, str]]:
+    doc = json.loads(path.read_text())
+    keys = [
+        (str(e["role"]), str(e["key"]))
+        for e in doc.get("keys", [])
+        if e.get("role") in ROLES and e.get("key")
+    ]
+    if not keys:
+        raise ConfigError(f"{path}: holds no usable key; delete it to have new keys made")
+    return keys
 
 
 class KeyRing:
@@ -157,7 +160,13 @@ class RateLimiter:
             return (1.0 - tokens) / rate
 
 
-def presented_key(headers: dict[str, str] | object) -> str | None:
+class HeaderLookup(Protocol):
+    """What `authorize` reads of a request's headers: `get` by lower-case name."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+def presented_key(headers: HeaderLookup) -> str | None:
     """The key of a request's headers (Authorization: Bearer, or X-API-Key)."""
     get = headers.get
     auth = get("authorization")
@@ -168,8 +177,10 @@ def presented_key(headers: dict[str, str] | object) -> str | None:
     return get("x-api-key") or None
 
 
-def authorize(keyring: KeyRing, limiter: RateLimiter, headers: object, role: str) -> Principal:
-    """The caller's principal, or a ProblemError (401 no/unknown key, 403 wrong role, 429 too fast)."""
+def authorize(
+    keyring: KeyRing, limiter: RateLimiter, headers: HeaderLookup, role: str
+) -> Principal:
+    """The caller's principal; ProblemError 401 (no or unknown key), 403 (role), 429 (too fast)."""
     key = presented_key(headers)
     if key is None:
         raise ProblemError(
@@ -196,7 +207,8 @@ def authorize(keyring: KeyRing, limiter: RateLimiter, headers: object, role: str
     if wait > 0:
         raise ProblemError(
             429,
-            f"rate limit of {limiter.rates.get(principal.role, 1.0):g} requests/s for this key exceeded; retry later",
+            f"rate limit of {limiter.rates.get(principal.role, 1.0):g} requests/s "
+            "for this key exceeded; retry later",
             slug="rate-limited",
             headers={"Retry-After": str(max(1, int(wait + 0.999)))},
         )

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header
 from starlette.concurrency import run_in_threadpool
 
+from privrec.privacy.consent import LEVEL_TEXTS
 from privrec.server.deps import client, recsys
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
@@ -17,11 +18,8 @@ UserHeader = Header(
     alias="X-User-Id", min_length=1, max_length=256, description="the shopper's id in the shop"
 )
 
-LEVELS = {
-    "personalized": "every event type is stored and used for your recommendations",
-    "purchases_only": "only purchases are stored and used",
-    "anonymous": "nothing more is stored; you see non-personalised (popular) items",
-}
+# the privacy layer's texts, so the API says exactly what the policy does
+LEVELS: dict[str, str] = {lv.value: text.description for lv, text in LEVEL_TEXTS.items()}
 
 
 @router.get("/consent", response_model=ConsentOut, responses=problem_responses(401, 403, 422, 429))

@@ -19,7 +19,6 @@ import json
 import json.scanner
 import logging
 import operator
-import os
 import queue
 import threading
 import time
@@ -35,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from privrec.core.errors import NotFoundError, ValidationError
+from privrec.core.files import open_private_write, private_dir
 from privrec.events.gate import INPUT_FIELDS, Gate, GateResult, Reject
 from privrec.events.store import EventStore
 
@@ -439,9 +439,9 @@ class _RejectWriter:
     def __enter__(self) -> _RejectWriter:
         if self.path is not None:
             if not self.path.parent.exists():
-                self.path.parent.mkdir(parents=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+                # only a directory made here is narrowed: the caller's own directory is left alone
+                private_dir(self.path.parent)
+            self._fh = open_private_write(self.path)
         return self
 
     def write(self, rejects: list[Reject]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from privrec.core.errors import NotFoundError, ValidationError
+from privrec.core.files import ensure_private
 from privrec.experiments.assignment import Experiment
 
 __all__ = ["OUTCOME_TYPES", "ExperimentStore"]
@@ -40,10 +41,9 @@ class ExperimentStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        new = not self.path.exists()
+        # created 0600 before SQLite opens it (its WAL and shared-memory files copy that mode)
+        ensure_private(self.path)
         self._con = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        if new:
-            self.path.chmod(0o600)
         self._lock = threading.RLock()
         self._pending: list[tuple[Any, ...]] = []
         self._pending_lock = threading.Lock()

@@ -68,7 +68,7 @@ def test_explain_contributions_add_up_to_the_score(model: ALS) -> None:
     s = model.score(h)
     item = 5
     e = model.explain(h, item)
-    # all contributions (positive and negative) sum to the score; the explanation shows the top positive ones
+    # all contributions (positive and negative) sum to the score; explain shows the top positive
     items = np.array([0, 1, 2, 3])
     weighted = np.linalg.solve(
         model._systems(model.history_matrix([h]))[0][0], model.item_factors[item].astype(np.float64)
@@ -76,3 +76,5 @@ def test_explain_contributions_add_up_to_the_score(model: ALS) -> None:
     contrib = model.item_factors[items].astype(np.float64) @ weighted * model.config.alpha
     np.testing.assert_allclose(contrib.sum(), s[item], rtol=1e-4, atol=1e-6)
     assert e.contributors == sorted(e.contributors, key=lambda c: -c[1])
+    per_entry = model.contributions(h, np.array([item]))[0]
+    np.testing.assert_allclose(per_entry, contrib, rtol=1e-6, atol=1e-9)

@@ -157,10 +157,22 @@ def test_explanations_name_the_similar_history_item(model: ContentRecommender) -
         items=np.array([3, 0]), event_types=np.array([EVENT_CODE["view"], EVENT_CODE["purchase"]])
     )
     e = model.explain(h, 1)
-    assert e.kind == "history" and e.text.startswith(
-        "similar to 'Red nail polish, glossy lacquer' you bought"
-    )
+    assert e.kind == "history" and e.text.startswith("similar to 'Red nail polish, glossy lacquer'")
     assert e.contributors[0][0] == 0 and all(w > 0 for _, w in e.contributors)
+    assert e.actions[0] == "purchase"  # what the user did; privrec.explain words it
+
+
+def test_contributions_add_up_to_the_score(model: ContentRecommender) -> None:
+    h = UserHistory(
+        items=np.array([3, 0, 3, 1]),
+        event_types=np.array([EVENT_CODE[t] for t in ("view", "purchase", "cart", "view")]),
+    )
+    items = np.arange(model.n_items)
+    c = model.contributions(h, items)
+    assert c.shape == (model.n_items, 4)
+    np.testing.assert_allclose(c.sum(axis=1), model.score(h), rtol=1e-5, atol=1e-6)
+    q = model.query_embedding("razor for men")[None, :]
+    assert model.contributions(UserHistory(items=np.array([3]), query_embeddings=q), items) is None
 
 
 def test_new_items_are_added_from_text(shop: InteractionDataset) -> None:

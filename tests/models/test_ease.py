@@ -95,6 +95,21 @@ def test_explain_splits_the_score_over_the_history() -> None:
         sorted(positive, reverse=True)[:3],
         rtol=1e-6,
     )
+    c = m.contributions(h, np.arange(8))
+    assert c.shape == (8, 3)
+    np.testing.assert_allclose(c.sum(axis=1), s, rtol=1e-5, atol=1e-6)
+
+
+def test_the_one_history_score_equals_the_batched_score() -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.random((40, 30)) < 0.3).astype(float)
+    for binary in (True, False):
+        m = EASE(reg=2.0, binary=binary).fit(dataset(x))
+        for _ in range(10):
+            n = int(rng.integers(0, 8))
+            h = UserHistory.of(rng.integers(-1, 31, n), weights=rng.choice([1.0, 3.0, 5.0], n))
+            batched = m.score_matrix(m.history_matrix([h]))[0]
+            np.testing.assert_allclose(m.score(h), batched, rtol=1e-5, atol=1e-6)
 
 
 def test_the_gram_is_saved_as_csr_and_b_as_a_derived_file(tmp_path) -> None:

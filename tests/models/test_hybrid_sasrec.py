@@ -10,6 +10,7 @@ import pytest
 
 from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
+from privrec.models import sasrec  # noqa: F401  (registers "sasrec" for the component)
 from privrec.models.hybrid import HybridRecommender
 
 from .test_content import make_shop

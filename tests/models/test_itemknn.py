@@ -102,5 +102,29 @@ def test_explain_names_the_contributing_history_items() -> None:
     np.testing.assert_allclose(
         [w for _, w in e.contributors], [2 / np.sqrt(6), 2 / np.sqrt(6)], rtol=1e-6
     )
-    assert e.text == "because you bought item 1 and viewed item 2"
+    assert e.actions == {1: "purchase", 2: "view"}
     np.testing.assert_allclose(sum(w for _, w in e.contributors), m.score(h)[0], rtol=1e-6)
+
+
+def test_contributions_are_per_history_entry_and_add_up() -> None:
+    for params in ({"k": 10}, {"k": 1}, {"k": 10, "binary": False}):
+        m = ItemKNN(**params).fit(dataset(X))
+        h = UserHistory.of([1, 2, 1, 7], weights=[1.0, 3.0, 4.0, 1.0])  # item 7 is unknown
+        c = m.contributions(h, np.array([0, 1, 2]))
+        assert c.shape == (3, 4)
+        assert c[:, 0].tolist() == [0.0] * 3 and c[:, 3].tolist() == [0.0] * 3  # only the strongest
+        np.testing.assert_allclose(c.sum(axis=1), m.score(h)[[0, 1, 2]], rtol=1e-6, atol=1e-7)
+
+
+def test_the_one_history_score_equals_the_batched_score() -> None:
+    from privrec.data.synthetic import generate_shop_dataset
+
+    ds = generate_shop_dataset(n_items=120, n_users=80, seed=3)
+    rng = np.random.default_rng(0)
+    for params in ({"k": 20}, {"k": 20, "binary": False}, {"k": 5, "shrink": 3.0}):
+        m = ItemKNN(**params).fit(ds)
+        for _ in range(10):
+            n = int(rng.integers(0, 12))
+            h = UserHistory.of(rng.integers(-1, 121, n), weights=rng.choice([1.0, 3.0, 5.0], n))
+            batched = m.score_matrix(m.history_matrix([h]))[0]
+            np.testing.assert_allclose(m.score(h), batched, rtol=1e-5, atol=1e-6)

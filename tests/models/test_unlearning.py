@@ -1,4 +1,8 @@
-"""Exact unlearning: after `forget`, a model equals the same model trained without the user."""
+"""Exact unlearning: after `model.forget`, a model equals the same model trained without the user.
+
+The conformance suite checks this for every model whose `can_forget` is True on a small shop;
+here the three downdating models are pushed harder (more configs, successive erasures, reloads).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ import pytest
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from privrec.core.errors import ConfigError
+from privrec.core.errors import ConfigError, ValidationError
 from privrec.data.dataset import InteractionDataset
 from privrec.data.synthetic import generate_shop_dataset
-from privrec.models.bpr import BPR
+from privrec.models.als import ALS
 from privrec.models.ease import EASE
 from privrec.models.itemknn import ItemKNN
 from privrec.models.popularity import Popularity
-from privrec.models.unlearning import forget, supports_exact_unlearning, user_rows
+from privrec.models.unlearning import UnlearningResult
 
 TOL = 1e-6
 
@@ -29,6 +33,11 @@ def shop() -> InteractionDataset:
 
 def without(ds: InteractionDataset, users: list[int]) -> InteractionDataset:
     return ds.subset(~np.isin(ds.user_idx, users))
+
+
+def only(ds: InteractionDataset, users: list[int]) -> InteractionDataset:
+    """The users' events in the dataset's own item vocabulary: what `forget` takes."""
+    return ds.subset(np.isin(ds.user_idx, users))
 
 
 def heavy_users(ds: InteractionDataset, n: int) -> list[int]:
@@ -73,7 +82,9 @@ def test_forget_equals_retrain_without_the_user(
 ) -> None:
     users = heavy_users(shop, n_forget)
     model = cls(**params).fit(shop)
-    forget(model, user_rows(model, shop, users))
+    res = model.forget(only(shop, users))
+    assert isinstance(res, UnlearningResult) and res.model == model.name
+    assert res.users == n_forget and res.items_touched > 0 and res.method.startswith("exact")
     retrained = cls(**params).fit(without(shop, users))
     assert _state_diff(model, retrained) < TOL
     x = retrained.input_matrix(shop)
@@ -97,7 +108,7 @@ def test_successive_ease_erasures_stay_exact(shop: InteractionDataset) -> None:
     users = heavy_users(shop, 4)
     model = EASE(reg=20.0).fit(shop)
     for u in users:
-        forget(model, user_rows(model, shop, [u]))
+        model.forget(only(shop, [u]))
     retrained = EASE(reg=20.0).fit(without(shop, users))
     assert _state_diff(model, retrained) < TOL
     np.testing.assert_allclose(model.p_diag, retrained.p_diag, rtol=1e-6)
@@ -112,21 +123,32 @@ def test_itemknn_forget_of_a_user_who_alone_had_an_item(two_groups: InteractionD
     lonely = [i for i in range(two_groups.n_items) if counts[i] and len(users_of[i]) == 1]
     user = next(iter(users_of[lonely[0]])) if lonely else heavy_users(two_groups, 1)[0]
     model = ItemKNN(k=4).fit(two_groups)
-    forget(model, user_rows(model, two_groups, [user]))
+    model.forget(only(two_groups, [user]))
     retrained = ItemKNN(k=4).fit(without(two_groups, [user]))
     assert _state_diff(model, retrained) < TOL
 
 
 def test_unsupported_models_refuse(shop: InteractionDataset) -> None:
     pop = Popularity(half_life_days=30.0).fit(shop)
-    assert not supports_exact_unlearning(pop)
-    with pytest.raises(ConfigError):
-        forget(pop, user_rows(pop, shop, [0]))
-    bpr = BPR(epochs=1, embedding_size=4)
-    bpr._mark_fitted(shop.n_items)
-    assert not supports_exact_unlearning(bpr)
-    with pytest.raises(ConfigError):
-        forget(bpr, sp.csr_matrix((1, shop.n_items)))
+    assert not pop.can_forget
+    with pytest.raises(ConfigError, match="popularity"):
+        pop.forget(only(shop, [0]))
+    als = ALS(embedding_size=2, epochs=1, num_threads=1)
+    assert not als.can_forget  # known before fitting: a plan needs no artifact
+    als._mark_fitted(shop.n_items)
+    with pytest.raises(ConfigError, match=r"^als: no exact unlearning"):
+        als.forget(only(shop, [0]))
+
+
+def test_forget_checks_the_vocabulary_and_handles_nothing(shop: InteractionDataset) -> None:
+    model = EASE(reg=10.0).fit(shop)
+    before = model.weights.copy()
+    res = model.forget(only(shop, []))
+    assert res.items_touched == 0 and res.users == 0
+    np.testing.assert_array_equal(model.weights, before)
+    other = generate_shop_dataset(n_items=50, n_users=20, seed=1)
+    with pytest.raises(ValidationError, match="removed"):
+        model.forget(other)
 
 
 def test_ease_unlearns_after_a_reload_and_from_an_old_artifact(
@@ -145,5 +167,5 @@ def test_ease_unlearns_after_a_reload_and_from_an_old_artifact(
     legacy = EASE.load(old)
     np.testing.assert_allclose(legacy.p_diag, model.p_diag, rtol=1e-5)
     for m in (back, legacy):
-        forget(m, user_rows(m, shop, users))
+        m.forget(only(shop, users))
         assert _state_diff(m, expect) < TOL

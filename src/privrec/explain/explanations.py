@@ -4,15 +4,21 @@ item data only.
 Kinds, in the order they are tried for one item:
 
 - "search": the item matched the shopper's query ("matches your search 'q'").
-- "context": the shopper is looking at an item that drives this one ("because you are looking at 'X'").
+- "context": the shopper is looking at an item that drives this one ("because you are looking
+  at 'X'").
 - "cold_item": a new arrival nobody has touched yet ("new arrival similar to 'X'", X from the
   shopper's history in the same category).
 - "history": the history items that contributed most ("because you bought 'X' and viewed 'Y'").
 - "popular": the fallback ("popular in <category>").
 
-Contributions are computed for all k items at once where the model's structure allows it (EASE:
-h_j * B[j, i]; item-kNN: h_j * sim(i, j)); any other model is asked item by item through its
-own `explain`. The texts name catalogue titles (public data) and the shopper's own actions only.
+Contributions come from the model itself (`Recommender.contributions`: each history entry's
+additive share of each item's score, for all k items at once); a model that cannot attribute its
+score is asked item by item through its own `explain`. The texts name catalogue titles (public
+data) and the shopper's own actions only.
+
+This module is the one place that words what the shopper did ("bought", "viewed", ...):
+`describe` turns a model's `Explanation` (contributors and actions) into a sentence, and
+`explain_items` does it for a served list.
 """
 
 from __future__ import annotations
@@ -22,15 +28,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from privrec.core.types import EVENT_TYPES, UserHistory
+from privrec.core.types import Explanation, UserHistory, strongest_actions
+from privrec.data.catalogue import ItemTable
 from privrec.models.base import Recommender
-from privrec.models.rules import ItemTable
 
-__all__ = ["ItemExplanation", "contributions", "explain_items", "strongest_actions"]
+__all__ = [
+    "ItemExplanation",
+    "action_phrase",
+    "describe",
+    "explain_items",
+    "history_contributions",
+    "strongest_actions",
+]
 
-# What the shopper did, strongest intent first: (event type, verb phrase template)
+# What the shopper did, by event type (see core.types.INTENT_ORDER for which one is named).
 _ACTIONS: dict[str, str] = {
     "purchase": "bought {t}",
     "favorite": "saved {t}",
@@ -39,8 +51,63 @@ _ACTIONS: dict[str, str] = {
     "search": "searched for {t}",
     "view": "viewed {t}",
 }
-_RANK = {t: r for r, t in enumerate(_ACTIONS)}
+_UNKNOWN_ACTION = "interacted with {t}"
 _MAX_TITLE = 60
+
+
+def action_phrase(action: str | None, name: str) -> str:
+    """ "bought 'X'", "viewed 'X'", ...: what the shopper did with the item called `name`
+    ("interacted with" when the action is unknown)."""
+    return _ACTIONS.get(action or "", _UNKNOWN_ACTION).format(t=name)
+
+
+def _history_text(parts: list[str]) -> str:
+    return "because you " + (
+        parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    )
+
+
+def describe(explanation: Explanation, titles: Sequence[str] | None = None, *, n: int = 2) -> str:
+    """The shopper-facing sentence of a model's Explanation.
+
+    History kinds name the top contributors with what the shopper did ("because you bought
+    'X' and viewed 'Y'"); other kinds keep the model's own text.
+
+    Args:
+        explanation: what `Recommender.explain` returned.
+        titles: display title per item index (None: "item <index>").
+        n: at most this many contributors named.
+    """
+    e = explanation
+
+    def name(i: int) -> str:
+        return f"'{titles[i]}'" if titles is not None and 0 <= i < len(titles) else f"item {i}"
+
+    named = [action_phrase(e.actions.get(i), name(i)) for i, _ in e.contributors[:n]]
+    if not named:
+        return e.text
+    if e.kind == "history":
+        return _history_text(named)
+    if e.kind == "cold_user":
+        return "new here: " + _history_text(named)
+    if e.kind == "cold_item":
+        return "new in the shop, " + _history_text(named)
+    return e.text
+
+
+def history_contributions(
+    model: Recommender, history: UserHistory, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct history items, matrix [len(targets), len(items)] of their summed score shares)
+    from `model.contributions`, or None where the model cannot attribute its score."""
+    targets = np.asarray(targets, dtype=np.int64)
+    share = model.contributions(history, targets)
+    if share is None:
+        return None
+    items, inv = np.unique(np.asarray(history.items, dtype=np.int64), return_inverse=True)
+    per_item = np.zeros((len(items), len(targets)), np.float64)
+    np.add.at(per_item, inv.ravel(), np.asarray(share, np.float64).T)
+    return items, per_item.T
 
 
 @dataclass
@@ -80,71 +147,6 @@ def _title(table: ItemTable, i: int) -> str:
 
 def _quoted(table: ItemTable, i: int) -> str:
     return f"'{_short_titles(table)[int(i)]}'"
-
-
-def strongest_actions(history: UserHistory) -> dict[int, str]:
-    """Per distinct history item, the strongest thing the shopper did with it (event type name)."""
-    out: dict[int, str] = {}
-    if history.event_types is None or len(history.event_types) != len(history):
-        return {int(i): "view" for i in np.unique(history.items)}
-    for it, code in zip(history.items.tolist(), history.event_types.tolist(), strict=True):
-        name = EVENT_TYPES[int(code)] if 0 <= int(code) < len(EVENT_TYPES) else "view"
-        if it not in out or _RANK.get(name, 9) < _RANK.get(out[it], 9):
-            out[it] = name
-    return out
-
-
-def _distinct_weights(model: Recommender, history: UserHistory) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct in-range history items and their weight as the model sees it (max per item)."""
-    items = np.asarray(history.items, dtype=np.int64)
-    w = (
-        np.ones(len(items), np.float64)
-        if history.weights is None
-        else np.asarray(history.weights, dtype=np.float64)
-    )
-    ok = (items >= 0) & (items < model.n_items)
-    items, w = items[ok], w[ok]
-    if not len(items):
-        return items, w
-    order = np.lexsort((w, items))
-    items, w = items[order], w[order]
-    last = np.ones(len(items), dtype=bool)
-    last[:-1] = items[1:] != items[:-1]
-    items, w = items[last], w[last]
-    if getattr(model.config, "binary", False):
-        w = np.ones_like(w)
-    return items, w
-
-
-def contributions(
-    model: Recommender, history: UserHistory, targets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(history items, matrix [len(targets), len(items)] of additive score shares), or None
-    where the model's structure is not known (then ask `model.explain`)."""
-    items, w = _distinct_weights(model, history)
-    targets = np.asarray(targets, dtype=np.int64)
-    weights = getattr(model, "weights", None)
-    if model.name == "ease" and isinstance(weights, np.ndarray) and weights.ndim == 2:
-        if not len(items):
-            return items, np.zeros((len(targets), 0))
-        return items, (weights[np.ix_(items, targets)].T.astype(np.float64) * w[None, :])
-    sim = getattr(model, "similarity", None)
-    if (
-        model.name == "itemknn"
-        and sp.issparse(sim)
-        and getattr(model.config, "formula", "sum") == "sum"
-    ):
-        if not len(items):
-            return items, np.zeros((len(targets), 0))
-        block = np.asarray(sim[targets][:, items].todense(), dtype=np.float64)
-        return items, block * w[None, :]
-    return None
-
-
-def _history_text(parts: list[str]) -> str:
-    return "because you " + (
-        parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    )
 
 
 def _popular(table: ItemTable, i: int) -> ItemExplanation:
@@ -190,7 +192,15 @@ def explain_items(
     out: list[ItemExplanation] = []
     use_history = personalized and model is not None and len(history) > 0
     actions = strongest_actions(history) if use_history else {}
-    contrib = contributions(model, history, idx) if use_history and model is not None else None
+    # distinct in-catalogue history items: the candidates a new arrival is compared with
+    seen_items = (
+        [j for j in np.unique(history.items).tolist() if 0 <= j < table.n_items]
+        if use_history
+        else []
+    )
+    contrib = (
+        history_contributions(model, history, idx) if use_history and model is not None else None
+    )
     titles = _short_titles(table)
     keys = table.keys
 
@@ -225,10 +235,7 @@ def explain_items(
             text = f"matches your search '{q}'"
             if reasons:
                 text += "; " + _history_text(
-                    [
-                        _ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j))
-                        for j, _ in reasons[:1]
-                    ]
+                    [action_phrase(actions.get(j, "view"), quoted(j)) for j, _ in reasons[:1]]
                 )
             out.append(ItemExplanation("search", text, because[:1]))
             continue
@@ -243,7 +250,7 @@ def explain_items(
             continue
         if pop_l[r] <= 0:
             sim = (
-                _similar_in_history(table, i, [j for j, _ in reasons] + sorted(actions))
+                _similar_in_history(table, i, [j for j, _ in reasons] + seen_items)
                 if use_history
                 else None
             )
@@ -271,10 +278,7 @@ def explain_items(
             )
             continue
         if reasons and not filled_a[r]:
-            parts = [
-                _ACTIONS.get(actions.get(j, "view"), "viewed {t}").format(t=quoted(j))
-                for j, _ in reasons
-            ]
+            parts = [action_phrase(actions.get(j, "view"), quoted(j)) for j, _ in reasons]
             out.append(ItemExplanation("history", _history_text(parts), because))
             continue
         out.append(_popular(table, i))
@@ -282,7 +286,8 @@ def explain_items(
 
 
 def _similar_in_history(table: ItemTable, item: int, candidates: list[int]) -> int | None:
-    """The history item most like `item` by public data: same category and brand, then same category."""
+    """The history item most like `item` by public data: same category and brand, then same
+    category."""
     c, b = int(table.category[item]), int(table.brand[item])
     best, best_score = None, 0
     for j in candidates:

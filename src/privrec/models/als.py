@@ -13,7 +13,7 @@ solve), so a new user is served at once and an erased user leaves no vector behi
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,9 +21,12 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from privrec.core.rng import DEFAULT_SEED
-from privrec.core.types import Explanation, UserHistory
+from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
-from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
+from privrec.models.base import InputConfig, Recommender, register, seed_from
+
+if TYPE_CHECKING:
+    from privrec.privacy.ledger import PrivacyLedger
 
 _CHUNK = 1024  # histories solved together
 
@@ -66,13 +69,18 @@ class ALS(Recommender):
         self._yty = np.zeros((self.config.embedding_size,) * 2, np.float64)
 
     def fit(
-        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> ALS:
-        """Train item factors with implicit on `input_matrix(dataset)`."""
+        """Train item factors with implicit on `input_matrix(dataset)`; `ledger` is unused (no
+        DP release)."""
         return self.fit_matrix(self.input_matrix(dataset), rng=rng)
 
     def fit_matrix(self, x: sp.csr_matrix, *, rng: int | np.random.Generator | None = None) -> ALS:
-        """Train on a ready user x item confidence matrix (float32 CSR; not copied when it is one)."""
+        """Train on a ready user x item confidence matrix (float32 CSR; used as is when one)."""
         from implicit.cpu.als import AlternatingLeastSquares
 
         c = self.config
@@ -133,16 +141,24 @@ class ALS(Recommender):
         """x_u . y_i for each history row's solved x_u."""
         return self.user_vectors(histories) @ self.item_factors.T
 
-    def explain(self, history: UserHistory, item: int) -> Explanation:
-        """History items ranked by their exact additive share c_j y_i^T A_u^-1 y_j of the score."""
+    def contributions(self, history: UserHistory, items: np.ndarray) -> np.ndarray:
+        """The exact additive share c_j y_i^T A_u^-1 y_j of each history entry j in the score
+        y_i . x_u (x_u = A_u^-1 sum_j c_j y_j, so the shares add up to the score)."""
         self._check_fitted()
-        h = self._history_input(self.history_matrix([history]))
+        targets = np.asarray(items, dtype=np.int64)
+        it, w, pos = self.history_entries(history)
+        out = np.zeros((len(targets), len(history)), np.float64)
+        if not len(it) or not len(targets):
+            return out
+        h = sp.csr_matrix(
+            (w, (np.zeros(len(it), np.int64), it)), shape=(1, self.n_items), dtype=np.float32
+        )
         a, _ = self._systems(h)
-        items = h.indices.astype(np.int64)
         y = self.item_factors.astype(np.float64)
-        weighted = np.linalg.solve(a[0], y[int(item)])
-        contrib = (y[items] @ weighted) * h.data.astype(np.float64) * self.config.alpha
-        return history_explanation(history, int(item), items, contrib)
+        conf = np.maximum(w * self.config.alpha, 0.0)
+        solved = np.linalg.solve(a[0], y[targets].T)  # f x len(targets): A_u^-1 y_i
+        out[:, pos] = (y[it] @ solved).T * conf[None, :]
+        return out
 
     # ---- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:

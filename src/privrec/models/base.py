@@ -3,6 +3,11 @@
 A user is represented by their history at request time, so a new user is served at once and an
 erased user's vector disappears with their events. Learned state is set only by `fit` (or `load`)
 and saved as safetensors arrays plus a JSON config: never pickle.
+
+What a model can do beyond scoring is part of the contract, never found out from outside by name
+or type: `contributions` (each history entry's additive share of a score, or None), `explain`
+(the contributors and what the user did with them; the wording is `privrec.explain`'s),
+`can_forget` / `forget` (exact unlearning), and `fit(..., ledger=)` (DP models charge it).
 """
 
 from __future__ import annotations
@@ -12,17 +17,21 @@ import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import load_file, save_file
 
-from privrec.core.errors import ConfigError, NotFittedError
-from privrec.core.types import EVENT_TYPES, Explanation, UserHistory
+from privrec.core.errors import ConfigError, NotFittedError, ValidationError
+from privrec.core.types import Explanation, UserHistory, strongest, strongest_actions
 from privrec.data.dataset import InteractionDataset
 from privrec.privacy.guarantee import PrivacyGuarantee
+
+if TYPE_CHECKING:
+    from privrec.models.unlearning import UnlearningResult
+    from privrec.privacy.ledger import PrivacyLedger
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.safetensors"
@@ -81,7 +90,8 @@ class Recommender(ABC):
     """Base class of all recommenders.
 
     Subclasses set `name` and `Config`, implement `fit`, `score_matrix`, `_state` and
-    `_set_state`, and may override `score`, `explain`, `forget_user`.
+    `_set_state`, and may override `score` (a faster path for one history), `contributions`,
+    `explain`, and `can_forget` with `forget`.
     """
 
     name: ClassVar[str] = "base"
@@ -101,9 +111,20 @@ class Recommender(ABC):
     # ---- training ------------------------------------------------------------------------
     @abstractmethod
     def fit(
-        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
-    ) -> Recommender:
-        """Learn from `dataset`; returns self."""
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
+    ) -> Self:
+        """Learn from `dataset`; returns self.
+
+        Args:
+            dataset: the training interactions.
+            rng: a seed or Generator (None: the config's seed where the model has one).
+            ledger: the privacy-budget ledger a DP model records its release in before drawing
+                noise; models without a DP release ignore it.
+        """
 
     def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
         """The user x item matrix this model trains on, weighted as its config says.
@@ -125,8 +146,8 @@ class Recommender(ABC):
         h = sp.csr_matrix(histories, dtype=np.float32, copy=True)
         if h.shape[1] != self.n_items:
             raise ValueError(
-                f"histories: has {h.shape[1]} item columns but the model knows {self.n_items} items; "
-                "build it with history_matrix() or input_matrix()"
+                f"histories: has {h.shape[1]} item columns but the model knows {self.n_items} "
+                "items; build it with history_matrix() or input_matrix()"
             )
         h.sum_duplicates()
         h.eliminate_zeros()
@@ -147,8 +168,8 @@ class Recommender(ABC):
         rows, cols, vals = [], [], []
         for r, h in enumerate(histories):
             w = h.weights if h.weights is not None else np.ones(len(h), np.float32)
-            rows.append(np.full(len(h), r))
-            cols.append(h.items)
+            rows.append(np.full(len(h), r, dtype=np.int64))
+            cols.append(np.asarray(h.items, dtype=np.int64))
             vals.append(w)
         if not histories:
             return sp.csr_matrix((0, self.n_items), dtype=np.float32)
@@ -156,15 +177,33 @@ class Recommender(ABC):
         c = np.concatenate(cols)
         v = np.concatenate(vals).astype(np.float32)
         ok = (c >= 0) & (c < self.n_items)
-        r, c, v = r[ok], c[ok], v[ok]
-        # duplicates: keep the strongest event per item, as InteractionDataset.matrix(aggregate="max")
-        order = np.lexsort((v, c, r))
-        r, c, v = r[order], c[order], v[order]
-        last = np.ones(len(r), dtype=bool)
-        last[:-1] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+        # duplicates: the strongest event per item, as InteractionDataset.matrix(aggregate="max")
+        keys, v, _ = strongest(r[ok] * max(self.n_items, 1) + c[ok], v[ok])
+        n = max(self.n_items, 1)
         return sp.csr_matrix(
-            (v[last], (r[last], c[last])), shape=(len(histories), self.n_items), dtype=np.float32
+            (v, (keys // n, keys % n)), shape=(len(histories), self.n_items), dtype=np.float32
         )
+
+    def history_entries(self, history: UserHistory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct in-range items of one history, the weight each has in the model's history
+        row, and the entry (position in `history`) that gives it that weight.
+
+        This is the row `history_matrix` builds (max weight per item; 1.0 in a binary model), so
+        a share computed per distinct item can be attributed to one history entry.
+        """
+        items = np.asarray(history.items, dtype=np.int64)
+        w = (
+            np.ones(len(items), np.float32)
+            if history.weights is None
+            else np.asarray(history.weights, dtype=np.float32)
+        )
+        inside = np.flatnonzero((items >= 0) & (items < self.n_items))
+        it, w, pos = strongest(items[inside], w[inside])
+        keep = w != 0  # an explicit zero weight is no event at all
+        it, w, pos = it[keep], w[keep], inside[pos[keep]]
+        if getattr(self.config, "binary", False):
+            w = np.ones_like(w)
+        return it, w.astype(np.float64), pos
 
     def score(self, history: UserHistory, items: np.ndarray | None = None) -> np.ndarray:
         """Scores of all items (or of `items`) for one user's history."""
@@ -195,9 +234,70 @@ class Recommender(ABC):
             s[np.asarray(exclude, dtype=np.int64)] = -np.inf
         return top_k(s, k)
 
+    def contributions(self, history: UserHistory, items: np.ndarray) -> np.ndarray | None:
+        """Each history entry's additive share of each requested item's score, or None.
+
+        Row r, column e is entry e of `history`'s share of `items[r]`'s score; each row sums to
+        `score(history)[items[r]] - score(empty history)[items[r]]` (up to float rounding).
+        Repeated entries of one item: the entry that gives the item its weight carries the share.
+        None (the default) where the model's score is not a sum over history entries.
+
+        Args:
+            history: the user's history.
+            items: item indices.
+
+        Returns:
+            float64 array of shape (len(items), len(history)), or None.
+        """
+        return None
+
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        """Why `item` is recommended; models that can say more override this."""
-        return Explanation(item=int(item), kind="model", text=f"recommended by {self.name}")
+        """Why `item` is recommended: its largest positive `contributions`, where the model has
+        them; models that can say more override this."""
+        self._check_fitted()
+        share = self.contributions(history, np.asarray([int(item)], dtype=np.int64))
+        if share is None:
+            return Explanation(item=int(item), kind="model", text=f"recommended by {self.name}")
+        return history_explanation(history, int(item), history.items, share[0])
+
+    # ---- exact unlearning ----------------------------------------------------------------------
+    @property
+    def can_forget(self) -> bool:
+        """Whether `forget` removes users exactly (the state then equals a retrain without them)."""
+        return False
+
+    def forget(self, removed: InteractionDataset) -> UnlearningResult:
+        """Remove users' training events from the model exactly, in place.
+
+        Args:
+            removed: the erased users' trained events, encoded in this model's item vocabulary
+                (`InteractionDataset.from_events(events, items=vocab, event_weights=...)`).
+
+        Raises:
+            ConfigError: the model cannot unlearn exactly (`can_forget` is False): retrain it.
+        """
+        raise ConfigError(
+            f"{self.name}: no exact unlearning for this model (can_forget is False); "
+            "retrain it without the users"
+        )
+
+    def removed_rows(self, removed: InteractionDataset) -> sp.csr_matrix:
+        """The removed users' rows as this model trained on them (float64, canonical CSR; users
+        without events left out)."""
+        self._check_fitted()
+        if removed.n_items != self.n_items:
+            raise ValidationError(
+                "removed",
+                f"has {removed.n_items} items but the model knows {self.n_items}; encode the "
+                "events with the model's item vocabulary",
+            )
+        x = sp.csr_matrix(self.input_matrix(removed), dtype=np.float64, copy=True)
+        x.sum_duplicates()
+        x.eliminate_zeros()
+        if getattr(self.config, "binary", False):
+            x.data[:] = 1.0
+        # rows without events (users of the vocabulary who are not being removed) change nothing
+        return sp.csr_matrix(x[np.diff(x.indptr) > 0])
 
     # ---- persistence -------------------------------------------------------------------------
     @abstractmethod
@@ -337,53 +437,47 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-# How an explanation names what the user did with an item, strongest intent first.
-_VERBS: dict[str, str] = {
-    "purchase": "bought",
-    "favorite": "saved",
-    "cart": "added to your cart",
-    "rating": "rated",
-    "search": "searched for",
-    "view": "viewed",
-}
-
-
 def history_explanation(
-    history: UserHistory, item: int, items: np.ndarray, contributions: np.ndarray, *, n: int = 3
+    history: UserHistory,
+    item: int,
+    items: np.ndarray,
+    contributions: np.ndarray,
+    *,
+    n: int = 3,
 ) -> Explanation:
     """An Explanation of kind "history": the history items that contributed most to `item`'s score.
 
+    The facts only (contributors, and what the user did with each in `actions`); the shopper-facing
+    wording is `privrec.explain`'s.
+
     Args:
-        history: the user's history (event types, when present, choose the verb).
+        history: the user's history (its event types fill `actions`).
         item: the explained item.
-        items: distinct history item indices.
+        items: history item indices (repeats allowed: their contributions add up).
         contributions: each one's additive share of the score (same length as `items`).
         n: at most this many contributors (positive contributions only).
     """
     items = np.asarray(items, dtype=np.int64)
     contributions = np.asarray(contributions, dtype=np.float64)
-    order = np.lexsort((items, -contributions))
-    order = [j for j in order if contributions[j] > 0][:n]
-    contributors = [(int(items[j]), float(contributions[j])) for j in order]
+    if items.size:
+        uniq, inv = np.unique(items, return_inverse=True)
+        total = np.bincount(inv.ravel(), weights=contributions, minlength=uniq.size)
+    else:
+        uniq, total = items, contributions
+    order = np.lexsort((uniq, -total))
+    order = [j for j in order if total[j] > 0][:n]
+    contributors = [(int(uniq[j]), float(total[j])) for j in order]
     if not contributors:
         return Explanation(
-            item=int(item),
-            kind="model",
-            text="no item in your history points to this one",
-            contributors=[],
+            item=int(item), kind="model", text="no item in your history points to this one"
         )
-    rank = {t: r for r, t in enumerate(_VERBS)}
-    verbs: dict[int, str] = {}
-    if history.event_types is not None and len(history.event_types) == len(history):
-        for it, code in zip(history.items.tolist(), history.event_types.tolist(), strict=True):
-            name = EVENT_TYPES[int(code)] if 0 <= int(code) < len(EVENT_TYPES) else "view"
-            if it not in verbs or rank[name] < rank[verbs[it]]:
-                verbs[it] = name
-    parts = [
-        f"{_VERBS[verbs[it]] if it in verbs else 'interacted with'} item {it}"
-        for it, _ in contributors
-    ]
-    text = "because you " + (
-        parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    did = strongest_actions(history)
+    actions = {i: did[i] for i, _ in contributors if i in did}
+    named = ", ".join(f"item {i}" for i, _ in contributors)
+    return Explanation(
+        item=int(item),
+        kind="history",
+        text=f"items in your history point to it ({named})",
+        contributors=contributors,
+        actions=actions,
     )
-    return Explanation(item=int(item), kind="history", text=text, contributors=contributors)

@@ -19,14 +19,19 @@ The recency weights are part of the history rows: `history_matrix` and `input_ma
 from the chronological order, and `score_matrix` reads row values as final weights.
 
 Training reads no interactions at all (only item text), so the model holds no personal data and
-an erasure changes nothing in it; user profiles exist only at request time.
+an erasure changes nothing in it (`can_forget` is True and `forget` has nothing to do); user
+profiles exist only at request time.
+
+Without search queries the score is a sum over history entries, cos(p, e_i) =
+sum_j w_j (e_j . e_i) / ||p||, so `contributions` gives each entry's exact share.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,25 +39,20 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrec.core.errors import ConfigError, ValidationError
-from privrec.core.types import EVENT_TYPES, Explanation, UserHistory
+from privrec.core.types import EVENT_TYPES, Explanation, UserHistory, strongest, strongest_actions
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, register, top_k
+from privrec.models.unlearning import UnlearningResult
 from privrec.text.cache import EmbeddingCache
 from privrec.text.encoder import ProgressCallback, SentenceEncoder
+
+if TYPE_CHECKING:
+    from privrec.privacy.ledger import PrivacyLedger
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ContentConfig", "ContentRecommender", "recency_decay"]
 
-# How an explanation names what the user did with an item, strongest intent first.
-_VERBS: dict[str, str] = {
-    "purchase": "bought",
-    "favorite": "saved",
-    "cart": "added to your cart",
-    "rating": "rated",
-    "search": "searched for",
-    "view": "viewed",
-}
 _TITLE_CHARS = 80
 
 
@@ -119,7 +119,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 @register
 class ContentRecommender(Recommender):
-    """Recommends items whose text is close to the text of the user's history (see module docstring)."""
+    """Recommends items whose text is close to the text of the user's history (module docstring)."""
 
     name = "content"
     Config = ContentConfig
@@ -133,7 +133,7 @@ class ContentRecommender(Recommender):
         self.encoder_id: str = ""
         self._encoder: SentenceEncoder | None = None
 
-    # ---- the encoder ----------------------------------------------------------------------
+    # ---- the encoder -----------------------------------------------------------------------------
     @property
     def encoder(self) -> SentenceEncoder:
         """The sentence encoder this model's config names (built on first use)."""
@@ -154,8 +154,9 @@ class ContentRecommender(Recommender):
         enc = self.encoder
         if self.encoder_id and enc.model_id != self.encoder_id:
             raise ConfigError(
-                f"content.model_path/adapter: item vectors were made by {self.encoder_id!r} but the configured encoder "
-                f"is {enc.model_id!r}; refit the model (or restore that model/adapter) before encoding new text"
+                f"content.model_path/adapter: item vectors were made by {self.encoder_id!r} but "
+                f"the configured encoder is {enc.model_id!r}; refit the model (or restore that "
+                "model/adapter) before encoding new text"
             )
         return enc
 
@@ -174,15 +175,16 @@ class ContentRecommender(Recommender):
             progress=progress,
         )
 
-    # ---- training -------------------------------------------------------------------------
+    # ---- training --------------------------------------------------------------------------------
     def fit(
         self,
         dataset: InteractionDataset,
         *,
         rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
         progress: ProgressCallback | None = None,
     ) -> ContentRecommender:
-        """Embed every item's text; `rng` is unused (encoding is deterministic)."""
+        """Embed every item's text; `rng` and `ledger` are unused (deterministic, no user data)."""
         texts = dataset.item_text()
         enc = self.encoder
         self.encoder_id = enc.model_id
@@ -207,7 +209,7 @@ class ContentRecommender(Recommender):
         text = " ".join(str(text).split())
         return text if len(text) <= _TITLE_CHARS else text[: _TITLE_CHARS - 1].rstrip() + "…"
 
-    # ---- new items --------------------------------------------------------------------------
+    # ---- new items -------------------------------------------------------------------------------
     def add_items(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
         """Embed items that arrived after training; returns their new indices (appended at the end).
 
@@ -239,7 +241,7 @@ class ContentRecommender(Recommender):
         for i, t in zip(idx.tolist(), texts, strict=True):
             self.item_titles[i] = self._short(t)
 
-    # ---- histories ----------------------------------------------------------------------------
+    # ---- histories -------------------------------------------------------------------------------
     def _type_weights(self) -> np.ndarray:
         w = self.event_weights or self.config.event_weights or {}
         return np.array([float(w.get(t, 1.0)) for t in EVENT_TYPES], dtype=np.float32)
@@ -259,7 +261,7 @@ class ContentRecommender(Recommender):
         return w * recency_decay(np.arange(n)[::-1], self.config.recency_half_life)
 
     def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
-        """Stack histories into rows of recency- and event-weighted item weights (see module docstring)."""
+        """Stack histories into rows of recency- and event-weighted item weights."""
         rows, cols, vals = [], [], []
         for r, h in enumerate(histories):
             w = self._history_weights(h)
@@ -295,7 +297,7 @@ class ContentRecommender(Recommender):
             c.aggregate,
         )
 
-    # ---- scoring --------------------------------------------------------------------------------
+    # ---- scoring ---------------------------------------------------------------------------------
     def profiles(self, histories: sp.csr_matrix) -> np.ndarray:
         """Unit profile vectors (rows; zero for empty histories) of weighted history rows."""
         h = self._history_input(histories)
@@ -337,7 +339,7 @@ class ContentRecommender(Recommender):
             else s[np.asarray(items, dtype=np.int64)].astype(np.float32)
         )
 
-    # ---- similar items and search -------------------------------------------------------------------
+    # ---- similar items and search ----------------------------------------------------------------
     def similar_items(
         self, item: int, k: int = 10, *, exclude: Sequence[int] | np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -388,30 +390,52 @@ class ContentRecommender(Recommender):
         """The unit embedding of a search query (for UserHistory.query_embeddings); never cached."""
         return self.encode_texts([query], use_cache=False)[0]
 
-    # ---- explanations -----------------------------------------------------------------------------
-    def _verbs(self, history: UserHistory) -> dict[int, str]:
-        rank = {t: r for r, t in enumerate(_VERBS)}
-        verbs: dict[int, str] = {}
-        if history.event_types is not None and len(history.event_types) == len(history):
-            for it, code in zip(history.items.tolist(), history.event_types.tolist(), strict=True):
-                name = EVENT_TYPES[int(code)] if 0 <= int(code) < len(EVENT_TYPES) else "view"
-                if it not in verbs or rank[name] < rank[verbs[it]]:
-                    verbs[it] = name
-        return verbs
+    # ---- contributions and explanations ----------------------------------------------------------
+    def _entry_weights(self, history: UserHistory) -> np.ndarray:
+        """Per history entry, the weight it puts into the profile (0 for entries that add none)."""
+        items = np.asarray(history.items, dtype=np.int64)
+        inside = np.flatnonzero((items >= 0) & (items < self.n_items))
+        out = np.zeros(len(items), np.float64)
+        if not inside.size:
+            return out
+        w = self._history_weights(history)[inside].astype(np.float64)
+        if self.config.aggregate == "sum" and not self.config.binary:
+            out[inside] = w
+            return out
+        # "max" (and binary): the entry holding each item's strongest weight carries it
+        _, top, pos = strongest(items[inside], w)
+        out[inside[pos]] = 1.0 if self.config.binary else top
+        return out
+
+    def contributions(self, history: UserHistory, items: np.ndarray) -> np.ndarray | None:
+        """w_j (e_j . e_i) / ||p|| per history entry j, or None for a history with search
+        queries (the query part of the profile is no entry's)."""
+        self._check_fitted()
+        if history.query_embeddings is not None and np.size(history.query_embeddings):
+            return None
+        targets = np.asarray(items, dtype=np.int64)
+        raw, _, _, _ = self._profile(history)
+        norm = float(np.linalg.norm(raw))
+        out = np.zeros((len(targets), len(history)), np.float64)
+        w = self._entry_weights(history)
+        used = np.flatnonzero(w)
+        if norm == 0 or not used.size or not len(targets):
+            return out
+        e = self.item_embeddings.astype(np.float64)
+        sims = e[targets] @ e[np.asarray(history.items, dtype=np.int64)[used]].T
+        out[:, used] = sims * (w[used] / norm)[None, :]
+        return out
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        """ "similar to <title> you viewed" (history items ranked by their share of the score), or
-        "matches your searches" when the user's search queries contribute most."""
+        """The history items most similar in text (ranked by their share of the score), or kind
+        "search" when the user's search queries contribute most."""
         self._check_fitted()
         item = int(item)
         raw, row, _, q_w = self._profile(history)
         norm = float(np.linalg.norm(raw))
         if norm == 0 or not 0 <= item < self.n_items:
             return Explanation(
-                item=item,
-                kind="model",
-                text="no item in your history points to this one",
-                contributors=[],
+                item=item, kind="model", text="no item in your history points to this one"
             )
         e = self.item_embeddings[item].astype(np.float64)
         hist_items = np.nonzero(row)[0]
@@ -426,34 +450,53 @@ class ContentRecommender(Recommender):
             query_part = float(q_w * (qm @ e) / norm)
         order = [j for j in np.lexsort((hist_items, -contrib)) if contrib[j] > 0][:3]
         contributors = [(int(hist_items[j]), float(contrib[j])) for j in order]
+        did = strongest_actions(history)
+        actions = {i: did[i] for i, _ in contributors if i in did}
         if query_part > 0 and (not contributors or query_part >= contributors[0][1]):
             return Explanation(
                 item=item,
                 kind="search",
                 text="matches your recent searches",
                 contributors=contributors,
+                actions=actions,
             )
         if not contributors:
             return Explanation(
-                item=item,
-                kind="model",
-                text="no item in your history points to this one",
-                contributors=[],
+                item=item, kind="model", text="no item in your history points to this one"
             )
-        verbs = self._verbs(history)
-        parts = [
-            f"'{self.item_titles[i]}' you {_VERBS.get(verbs.get(i, ''), 'looked at')}"
-            for i, _ in contributors[:2]
-        ]
-        text = "similar to " + " and ".join(parts)
-        return Explanation(item=item, kind="history", text=text, contributors=contributors)
+        titles = " and ".join(f"'{self.item_titles[i]}'" for i, _ in contributors[:2])
+        return Explanation(
+            item=item,
+            kind="history",
+            text=f"similar to {titles} from your history",
+            contributors=contributors,
+            actions=actions,
+        )
 
     def explain_search(self, query: str, item: int) -> Explanation:
         """Why `item` is a result of `query`: "matches your search 'q'"."""
         q = " ".join(str(query).split())[:_TITLE_CHARS]
         return Explanation(item=int(item), kind="search", text=f"matches your search '{q}'")
 
-    # ---- persistence ------------------------------------------------------------------------------
+    # ---- exact unlearning ------------------------------------------------------------------------
+    @property
+    def can_forget(self) -> bool:
+        """Always: training reads item text only, so no user is in the model."""
+        return True
+
+    def forget(self, removed: InteractionDataset) -> UnlearningResult:
+        """Nothing to remove: the item vectors depend on item text only."""
+        t0 = time.perf_counter()
+        self._check_fitted()
+        return UnlearningResult(
+            self.name,
+            removed.n_users,
+            0,
+            time.perf_counter() - t0,
+            "exact: trained on item text only, nothing to remove",
+        )
+
+    # ---- persistence -----------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         blobs = [t.encode("utf-8") for t in self.item_titles]
         offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)

@@ -8,8 +8,9 @@ The inverse is computed in float64 by an in-place Cholesky factorisation (LAPACK
 so the peak memory is about one float64 n x n array plus one float32 one (B): for 12k items
 about 1.8 GB. G is kept (sparse CSR, float32; exact for integer counts below 2^24) because it is
 the sufficient statistic: removing a user u is exactly G -= x_u^T x_u followed by a new inverse,
-or a rank-|h_u| Woodbury update of B (`models/unlearning.py`). Co-occurrences are sparse on shop
-data (Beauty: ~1% of item pairs), so G costs megabytes, not 4 n^2 bytes.
+or a rank-|h_u| Woodbury update of B (`forget`; the arithmetic is in `models/unlearning.py`).
+Co-occurrences are sparse on shop data (Beauty: ~1% of item pairs), so G costs megabytes, not
+4 n^2 bytes.
 
 Saved state: G (the state), and B with diag(P) (derived: `_set_state` recomputes them from G
 when the derived file is absent, e.g. when an erasure saved the new version and a crash came
@@ -19,7 +20,8 @@ exact unlearning needs: no inverse is kept beside the model.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,9 +29,13 @@ from pydantic import Field
 from scipy.linalg import lapack
 
 from privrec.core.errors import PrivrecError
-from privrec.core.types import Explanation, UserHistory
+from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
-from privrec.models.base import InputConfig, Recommender, history_explanation, register
+from privrec.models.base import InputConfig, Recommender, register
+from privrec.models.unlearning import UnlearningResult, nothing_removed, woodbury_downdate
+
+if TYPE_CHECKING:
+    from privrec.privacy.ledger import PrivacyLedger
 
 _BLOCK = 1024  # rows per block when mirroring the triangle (bounds temporary memory)
 
@@ -120,9 +126,13 @@ class EASE(Recommender):
         self.p_diag = np.zeros(0, np.float64)  # diag(P): with B it determines P (for unlearning)
 
     def fit(
-        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> EASE:
-        """Compute G and B; `rng` is unused (EASE is closed form)."""
+        """Compute G and B; `rng` and `ledger` are unused (closed form, no DP release)."""
         self.gram = gram_of(self.input_matrix(dataset))
         self.weights, self.p_diag = ease_solution(self.gram, self.config.reg)
         self._mark_fitted(dataset.n_items)
@@ -133,13 +143,54 @@ class EASE(Recommender):
         h = self._history_input(histories)
         return np.asarray(h @ self.weights, dtype=np.float32)
 
-    def explain(self, history: UserHistory, item: int) -> Explanation:
-        """ "because you bought/viewed X": history items j ranked by h_j * B[j, item]."""
+    def score(self, history: UserHistory, items: np.ndarray | None = None) -> np.ndarray:
+        """h B for one history, as the weighted sum of the rows of B of its items."""
         self._check_fitted()
-        h = self._history_input(self.history_matrix([history]))
-        items = h.indices.astype(np.int64)
-        contrib = h.data.astype(np.float64) * self.weights[items, int(item)]
-        return history_explanation(history, int(item), items, contrib)
+        it, w, _ = self.history_entries(history)
+        if not len(it):
+            out = np.zeros(self.n_items, np.float32)
+        else:
+            # the rows of B one by one: cheaper than a gathered copy of all of them
+            b = self.weights
+            w32 = w.astype(np.float32)
+            out = b[int(it[0])] * w32[0]
+            for j, wj in zip(it[1:].tolist(), w32[1:].tolist(), strict=True):
+                out += b[j] * np.float32(wj) if wj != 1.0 else b[j]
+        return out if items is None else out[np.asarray(items, dtype=np.int64)]
+
+    def contributions(self, history: UserHistory, items: np.ndarray) -> np.ndarray:
+        """h_j * B[j, i] per history entry j: each row sums to item i's score h B."""
+        self._check_fitted()
+        targets = np.asarray(items, dtype=np.int64)
+        it, w, pos = self.history_entries(history)
+        out = np.zeros((len(targets), len(history)), np.float64)
+        if len(it) and len(targets):
+            out[:, pos] = self.weights[np.ix_(it, targets)].T.astype(np.float64) * w[None, :]
+        return out
+
+    # ---- exact unlearning ------------------------------------------------------------------
+    @property
+    def can_forget(self) -> bool:
+        """Always: G is a sum over users and B follows from it (Woodbury)."""
+        return True
+
+    def forget(self, removed: InteractionDataset) -> UnlearningResult:
+        """G -= X^T X and the Woodbury update of B and diag(P) (`woodbury_downdate`)."""
+        t0 = time.perf_counter()
+        x = self.removed_rows(removed)
+        if not x.nnz:
+            return nothing_removed(self.name, x.shape[0], t0)
+        self.gram = canonical_gram(
+            sp.csr_matrix(self.gram, dtype=np.float64) - sp.csr_matrix(x.T @ x)
+        )
+        self.p_diag = woodbury_downdate(self.weights, self.p_diag, x)
+        return UnlearningResult(
+            self.name,
+            x.shape[0],
+            int(np.unique(x.indices).size),
+            time.perf_counter() - t0,
+            "exact: Gram downdated, Woodbury update of B",
+        )
 
     def _state(self) -> dict[str, np.ndarray]:
         g = self.gram
@@ -168,7 +219,7 @@ class EASE(Recommender):
         self.weights = arrays["weights"].astype(np.float32, copy=False)
         if "p_diag" in arrays:
             self.p_diag = arrays["p_diag"].astype(np.float64, copy=False)
-        else:  # saved before diag(P) was kept: (G + reg I)(I - B) = diag(P)^-1 gives it from G and B
+        else:  # saved before diag(P) was kept: (G + reg I)(I - B) = diag(P)^-1 gives it
             g = sp.csr_matrix(self.gram, dtype=np.float64)
             gb = np.asarray(g.multiply(self.weights.T).sum(axis=1)).ravel()  # sum_i G_ji B_ij
             self.p_diag = 1.0 / (g.diagonal() + self.config.reg - gb)

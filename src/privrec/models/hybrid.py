@@ -47,11 +47,10 @@ the whole hybrid (and the shared conformance suite's two-file layout holds).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,8 +63,12 @@ from privrec.data.splitters import validation_split
 from privrec.models.base import ModelConfig, Recommender, model_class, register, seed_from, top_k
 from privrec.models.content import ContentRecommender
 from privrec.models.ease import EASE  # noqa: F401  (registers "ease", the default CF component)
+from privrec.models.itemknn import ItemKNN  # noqa: F401  (registers "itemknn", the other item-item CF)
 from privrec.models.popularity import Popularity
 from privrec.privacy.guarantee import PrivacyGuarantee
+
+if TYPE_CHECKING:
+    from privrec.privacy.ledger import PrivacyLedger
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +170,14 @@ class HybridResult:
 
 
 def _component_class(name: str) -> type[Recommender]:
+    """The registered class of a component; its module must have been imported (the zoo imports
+    every model module; this module imports the classic ones itself)."""
     try:
         return model_class(name)
-    except ConfigError:
-        importlib.import_module("privrec.models.zoo")  # registers every model module
-        return model_class(name)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; import privrec.models.zoo (or the model's module) to register every model"
+        ) from None
 
 
 # ---- components inside one artifact (also used by `dp_hybrid`) ---------------------------------
@@ -233,7 +239,7 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 @register
 class HybridRecommender(Recommender):
-    """CF + sequential + content + popularity with validation-fitted weights and cold-start routes."""
+    """CF + sequential + content + popularity, validation-fitted weights, cold-start routes."""
 
     name = "hybrid"
     Config = HybridConfig
@@ -269,11 +275,13 @@ class HybridRecommender(Recommender):
         missing = [k for k in c.cold_components if k not in out]
         if missing:
             raise ConfigError(
-                f"hybrid.cold_components: {missing} not among this hybrid's components ({list(out)})"
+                f"hybrid.cold_components: {missing} not among this hybrid's components "
+                f"({list(out)})"
             )
         if c.cold_weights is not None and any(k not in c.cold_components for k in c.cold_weights):
             raise ConfigError(
-                f"hybrid.cold_weights: the cold route uses only {list(c.cold_components)} (cold_components)"
+                f"hybrid.cold_weights: the cold route uses only {list(c.cold_components)} "
+                "(cold_components)"
             )
         return out
 
@@ -284,22 +292,28 @@ class HybridRecommender(Recommender):
 
     # ---- training ---------------------------------------------------------------------------
     def fit(
-        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> HybridRecommender:
-        """Fit the components, fit the route weights on a validation split, refit (see module docstring)."""
+        """Fit the components, fit the route weights on a validation split, refit (see module
+        docstring). A given `ledger` is passed to every component fit (a DP component charges it
+        for each of its fits)."""
         c = self.config
         seed = seed_from(rng, c.seed)
         t0 = time.perf_counter()
         self.components = self._build_components()
         if c.weights is not None and c.cold_weights is not None:
-            self._fit_components(dataset, seed, content=True)
+            self._fit_components(dataset, seed, content=True, ledger=ledger)
             self.weights = self._full(c.weights, list(self.components))
             self.cold_weights = self._full(c.cold_weights, list(c.cold_components))
             self.item_boost = float(c.cold_item_boost or 0.0)
             self.tuning = {"fixed": True}
         else:
             sub, valid = validation_split(dataset, protocol="leave_one_out")
-            self._fit_components(sub, seed, content=True)
+            self._fit_components(sub, seed, content=True, ledger=ledger)
             self._set_item_events(sub)
             self._mark_fitted(dataset.n_items)
             weights, cold, boost, info = self._tune(sub, valid, seed)
@@ -314,19 +328,29 @@ class HybridRecommender(Recommender):
             )
             self.tuning = info
             if c.refit:
-                self._fit_components(dataset, seed, content=False)
+                self._fit_components(dataset, seed, content=False, ledger=ledger)
         self._set_item_events(dataset)
         self._mark_fitted(dataset.n_items)
         self.tuning["fit_seconds"] = round(time.perf_counter() - t0, 3)
         log.info("hybrid fitted weights=%s cold_weights=%s", self.weights, self.cold_weights)
         return self
 
-    def _fit_components(self, dataset: InteractionDataset, seed: int, *, content: bool) -> None:
+    def _fit_components(
+        self,
+        dataset: InteractionDataset,
+        seed: int,
+        *,
+        content: bool,
+        ledger: PrivacyLedger | None = None,
+    ) -> None:
         for name, comp in self.components.items():
             if name == "content" and not content:
                 continue  # item embeddings depend on item text only, not on the interactions
             t0 = time.perf_counter()
-            comp.fit(dataset, rng=seed)
+            # only a given ledger is passed on: a component written before `ledger` joined the
+            # contract still fits
+            extra = {"ledger": ledger} if ledger is not None else {}
+            comp.fit(dataset, rng=seed, **extra)
             log.info("hybrid component=%s fit_seconds=%.2f", name, time.perf_counter() - t0)
 
     def _set_item_events(self, dataset: InteractionDataset) -> None:
@@ -379,7 +403,7 @@ class HybridRecommender(Recommender):
             pseudo = np.zeros(self.n_items, bool)
             pseudo[
                 rng.choice(
-                    known, size=max(1, int(round(c.cold_item_fraction * known.size))), replace=False
+                    known, size=max(1, round(c.cold_item_fraction * known.size)), replace=False
                 )
             ] = True
             fixed = self._full(c.weights, names) if c.weights is not None else None
@@ -662,6 +686,7 @@ class HybridRecommender(Recommender):
                         kind="cold_user",
                         text=f"new here: {e.text}",
                         contributors=e.contributors,
+                        actions=e.actions,
                     )
             return Explanation(
                 item=item, kind="cold_user", text="new here: popular in the shop", contributors=[]
@@ -673,7 +698,13 @@ class HybridRecommender(Recommender):
                 if e.kind in ("history", "search")
                 else "new in the shop"
             )
-            return Explanation(item=item, kind="cold_item", text=text, contributors=e.contributors)
+            return Explanation(
+                item=item,
+                kind="cold_item",
+                text=text,
+                contributors=e.contributors,
+                actions=e.actions,
+            )
         best = max(parts, key=lambda n: parts[n]) if parts else "popularity"
         e = self.components[best].explain(history, item)
         if (

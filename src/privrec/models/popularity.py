@@ -17,16 +17,22 @@ optionally cut to its first `category_depth` levels of a path such as "Beauty > 
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
+from privrec.core.errors import ConfigError
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, register
+from privrec.models.unlearning import UnlearningResult, nothing_removed
+
+if TYPE_CHECKING:
+    from privrec.privacy.ledger import PrivacyLedger
 
 _DAY = 86400.0
 
@@ -68,9 +74,14 @@ class Popularity(Recommender):
 
     # ---- training --------------------------------------------------------------------------
     def fit(
-        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> Popularity:
-        """Count (weighted, decayed) users per item; `rng` is unused (popularity is deterministic)."""
+        """Count (weighted, decayed) users per item; `rng` and `ledger` are unused (exact
+        counts, no DP release)."""
         c = self.config
         n = dataset.n_items
         if c.half_life_days is None:
@@ -184,6 +195,36 @@ class Popularity(Recommender):
                     contributors=[(i, float(share)) for i in own[:3]],
                 )
         return Explanation(item=item, kind="popular", text="popular")
+
+    # ---- exact unlearning ------------------------------------------------------------------
+    @property
+    def can_forget(self) -> bool:
+        """True without time decay (decayed weights depend on the newest event in the data)."""
+        return self.config.half_life_days is None
+
+    def forget(self, removed: InteractionDataset) -> UnlearningResult:
+        """popularity -= the removed users' input rows (see `Recommender.forget`)."""
+        t0 = time.perf_counter()
+        if not self.can_forget:
+            raise ConfigError(
+                "popularity: exact unlearning needs half_life_days=None (decayed weights depend "
+                "on the newest event in the data); retrain instead"
+            )
+        x = self.removed_rows(removed)
+        contrib = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
+        touched = np.nonzero(contrib)[0]
+        if not touched.size:
+            return nothing_removed(self.name, x.shape[0], t0)
+        pop = self.popularity.astype(np.float64)
+        pop[touched] -= contrib[touched]
+        self.popularity = pop.astype(np.float32)
+        return UnlearningResult(
+            self.name,
+            x.shape[0],
+            int(touched.size),
+            time.perf_counter() - t0,
+            "exact: counts downdated",
+        )
 
     # ---- persistence -----------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:

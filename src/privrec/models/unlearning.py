@@ -1,17 +1,19 @@
-"""Exact unlearning: remove users' contributions from models whose state is a sum over users.
+"""Exact unlearning: the shared arithmetic behind `Recommender.forget`.
 
 Popularity, item-kNN and EASE keep a sufficient statistic that is a plain sum over users, so a
-user u with input row x_u (the row of `model.input_matrix(train)`) can be taken out exactly:
+user u with input row x_u (the row of `model.input_matrix(train)`) can be taken out exactly. Each
+of those models overrides `can_forget` / `forget`; this module is the library they call:
 
 - Popularity: popularity -= x_u (column sums). Exact when no time decay is configured (with
   `half_life_days` every weight depends on the newest event in the data: retrain instead).
-- Item-kNN: G -= x_u^T x_u, then the neighbour lists are recomputed only where they can change:
-  fully for the user's own items (their Gram rows changed) and, for every item co-occurring with
-  them, by merging the old top-k (minus the user's items) with the new similarities to the
-  user's items (those only grow, because G_ij is unchanged for i outside the history and the
-  norm of j shrank). The result is the same as `cosine_topk` on the new Gram matrix.
-- EASE: G -= x_u^T x_u and P = (G + reg I)^-1 is downdated with the Woodbury identity
-  (Sherman-Morrison for one user):
+- Item-kNN (`downdate_neighbours`): G -= x_u^T x_u, then the neighbour lists are recomputed only
+  where they can change: fully for the user's own items (their Gram rows changed) and, for every
+  item co-occurring with them, by merging the old top-k (minus the user's items) with the new
+  similarities to the user's items (those only grow, because G_ij is unchanged for i outside the
+  history and the norm of j shrank). The result is the same as `cosine_topk` on the new Gram
+  matrix.
+- EASE (`woodbury_downdate`): G -= x_u^T x_u and P = (G + reg I)^-1 is downdated with the
+  Woodbury identity (Sherman-Morrison for one user):
 
       P' = P + U W,  U = P X^T,  W = (I - X P X^T)^-1 U^T      (X: the k users' rows)
 
@@ -24,15 +26,16 @@ user u with input row x_u (the row of `model.input_matrix(train)`) can be taken 
   float32 once more (half a unit in the last place, ~3e-8 relative); a retrain (due anyway for
   the models that cannot unlearn) resets that.
 
-After `forget_*`, the model's state equals (up to float rounding, < 1e-6) the state of the same
-model trained without those users; tests/models/test_unlearning.py checks it. DP models are not
-handled here: their guarantee already bounds any one user's influence.
+After `forget`, the model's state equals (up to float rounding, < 1e-6) the state of the same
+model trained without those users; the conformance suite and tests/models/test_unlearning.py check
+it. DP models do not forget: their guarantee already bounds any one user's influence.
+
+This module imports no model class: the models import it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +43,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import sgemm
-
-from privrec.core.errors import ConfigError
-from privrec.data.dataset import InteractionDataset
-from privrec.models.base import Recommender
-from privrec.models.ease import EASE, canonical_gram
-from privrec.models.itemknn import ItemKNN
-from privrec.models.popularity import Popularity
 
 _UPDATE_BLOCK = 16  # rows per step of the fused EASE downdate (12k items: 1.5 MB, stays in cache)
 _UPDATE_THREADS = 2
@@ -73,73 +69,12 @@ class UnlearningResult:
         }
 
 
-def user_rows(
-    model: Recommender, dataset: InteractionDataset, users: Sequence[int] | np.ndarray
-) -> sp.csr_matrix:
-    """The input rows (as the model trained on them) of the given user indices of `dataset`."""
-    x = model.input_matrix(dataset)
-    return sp.csr_matrix(x[np.asarray(users, dtype=np.int64)])
+def nothing_removed(model: str, users: int, t0: float) -> UnlearningResult:
+    """The result of an erasure whose users touched no item the model knows."""
+    return UnlearningResult(model, users, 0, time.perf_counter() - t0, "exact: nothing to remove")
 
 
-def _clean_rows(model: Recommender, rows: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
-    x = sp.csr_matrix(rows, dtype=np.float64, copy=True)
-    if x.shape[1] != model.n_items:
-        raise ValueError(
-            f"rows: {x.shape[1]} item columns but the model knows {model.n_items} items"
-        )
-    x.sum_duplicates()
-    x.eliminate_zeros()
-    if getattr(model.config, "binary", False):
-        x.data[:] = 1.0
-    return x
-
-
-def _removal(model: Recommender, rows: sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The users' cleaned rows and the items they touched (checks that the model is fitted)."""
-    model._check_fitted()
-    x = _clean_rows(model, rows)
-    return x, np.unique(x.indices)
-
-
-def _nothing_removed(model: Recommender, x: sp.csr_matrix, t0: float) -> UnlearningResult:
-    return UnlearningResult(
-        model.name, x.shape[0], 0, time.perf_counter() - t0, "exact: nothing to remove"
-    )
-
-
-def supports_exact_unlearning(model: Recommender) -> bool:
-    """Whether `forget` can remove a user exactly from this (non-private) model."""
-    if type(model) is Popularity:
-        return model.config.half_life_days is None
-    return type(model) in (ItemKNN, EASE)
-
-
-# ---- popularity ------------------------------------------------------------------------------------
-def forget_popularity(model: Popularity, rows: sp.spmatrix) -> UnlearningResult:
-    """popularity -= the users' input rows (exact without time decay)."""
-    t0 = time.perf_counter()
-    model._check_fitted()
-    if model.config.half_life_days is not None:
-        raise ConfigError(
-            "popularity: exact unlearning needs half_life_days=None (decayed weights depend on the newest event); retrain instead"
-        )
-    x = _clean_rows(model, rows)
-    contrib = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
-    touched = np.nonzero(contrib)[0]
-    pop = model.popularity.astype(np.float64)
-    pop[touched] -= contrib[touched]
-    model.popularity = pop.astype(np.float32)
-    return UnlearningResult(
-        model.name,
-        x.shape[0],
-        int(touched.size),
-        time.perf_counter() - t0,
-        "exact: counts downdated",
-    )
-
-
-# ---- item-kNN --------------------------------------------------------------------------------------
-def _lookup(g: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def lookup(g: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """g[rows, cols] for a CSR g with sorted indices, vectorised (0 where absent)."""
     n = g.shape[1]
     keys = (
@@ -154,7 +89,7 @@ def _lookup(g: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def _topk(
+def topk_per_row(
     rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, the k largest values (ties: lower column), exactly as `cosine_topk` selects them."""
@@ -172,21 +107,30 @@ def _topk(
     return rows[top], cols[top], vals[top]
 
 
-def forget_itemknn(model: ItemKNN, rows: sp.spmatrix) -> UnlearningResult:
-    """G -= X^T X and the affected neighbour lists recomputed (see the module docstring)."""
-    t0 = time.perf_counter()
-    x, h = _removal(model, rows)
-    if h.size == 0:
-        return _nothing_removed(model, x, t0)
-    g = sp.csr_matrix(model.gram - sp.csr_matrix(x.T @ x), dtype=np.float64)
+def downdate_neighbours(
+    gram: sp.csr_matrix, similarity: sp.csr_matrix, x: sp.csr_matrix, *, k: int, shrink: float
+) -> tuple[sp.csr_matrix, sp.csr_matrix, int]:
+    """Item-kNN without the users of rows `x` (see the module docstring).
+
+    Args:
+        gram: G = X^T X with the users (not modified).
+        similarity: the row-wise top-k cosine neighbours of `gram` (not modified).
+        x: the users' input rows (float64 CSR, canonical; at least one item).
+        k: neighbours kept per item.
+        shrink: the cosine shrinkage.
+
+    Returns:
+        (the new G, the new neighbours, the number of items whose neighbour row changed).
+    """
+    h = np.unique(x.indices)
+    g = sp.csr_matrix(gram - sp.csr_matrix(x.T @ x), dtype=np.float64)
     g.eliminate_zeros()
     g.sort_indices()
     n = g.shape[0]
     norms = np.sqrt(np.maximum(g.diagonal(), 0.0))
-    shrink, k = model.config.shrink, model.config.k
     in_h = np.zeros(n, dtype=bool)
     in_h[h] = True
-    old = sp.csr_matrix(model.similarity)
+    old = sp.csr_matrix(similarity)
     old.sort_indices()
 
     def cosine(r: np.ndarray, c: np.ndarray, gv: np.ndarray) -> np.ndarray:
@@ -203,7 +147,7 @@ def forget_itemknn(model: ItemKNN, rows: sp.spmatrix) -> UnlearningResult:
     t = ~in_h[c1]
     rt, ct = c1[t], r1[t]
     newv = cosine(rt, ct, v1[t])
-    was_in = _lookup(old, rt, ct) != 0
+    was_in = lookup(old, rt, ct) != 0
     cnt = np.diff(old.indptr)
     row_min = np.full(n, np.inf)
     has = cnt > 0
@@ -224,9 +168,9 @@ def forget_itemknn(model: ItemKNN, rows: sp.spmatrix) -> UnlearningResult:
     sel = is_rerank[rt]
     rows_all = np.concatenate([r1, r2, rt[sel]])
     cols_all = np.concatenate([c1, c2, ct[sel]])
-    vals = np.concatenate([cosine(r1, c1, v1), cosine(r2, c2, _lookup(g, r2, c2)), newv[sel]])
+    vals = np.concatenate([cosine(r1, c1, v1), cosine(r2, c2, lookup(g, r2, c2)), newv[sel]])
     off = rows_all != cols_all
-    nr, nc, nv = _topk(rows_all[off], cols_all[off], vals[off], k)
+    nr, nc, nv = topk_per_row(rows_all[off], cols_all[off], vals[off], k)
 
     # 3) assemble: untouched rows as they were, h-column values refreshed in the other rows
     s = old.tocoo()
@@ -239,30 +183,22 @@ def forget_itemknn(model: ItemKNN, rows: sp.spmatrix) -> UnlearningResult:
     all_r = np.concatenate([sr[keep_old], nr])
     all_c = np.concatenate([sc[keep_old], nc])
     all_v = np.concatenate([sv[keep_old], nv.astype(np.float32)])
-    model.gram = g
-    model.similarity = sp.csr_matrix((all_v, (all_r, all_c)), shape=(n, n), dtype=np.float32)
-    model._sim_t = model.similarity.T.tocsr()
-    touched = int(in_h.sum() + np.unique(rt).size)
-    return UnlearningResult(
-        model.name,
-        x.shape[0],
-        touched,
-        time.perf_counter() - t0,
-        "exact: co-occurrences downdated, affected neighbours recomputed",
-    )
+    sim = sp.csr_matrix((all_v, (all_r, all_c)), shape=(n, n), dtype=np.float32)
+    return g, sim, int(in_h.sum() + np.unique(rt).size)
 
 
-# ---- EASE ------------------------------------------------------------------------------------------
-def forget_ease(model: EASE, rows: sp.spmatrix) -> UnlearningResult:
-    """G -= X^T X and the Woodbury update of B and diag(P) (see the module docstring)."""
-    t0 = time.perf_counter()
-    x, cols = _removal(model, rows)
-    if cols.size == 0:
-        return _nothing_removed(model, x, t0)
-    model.gram = canonical_gram(
-        sp.csr_matrix(model.gram, dtype=np.float64) - sp.csr_matrix(x.T @ x)
-    )
-    b, d = model.weights, model.p_diag
+def woodbury_downdate(b: np.ndarray, d: np.ndarray, x: sp.csr_matrix) -> np.ndarray:
+    """EASE without the users of rows `x`: B updated in place, the new diag(P) returned.
+
+    Args:
+        b: B (float32, n x n), overwritten with B'.
+        d: diag(P) (float64).
+        x: the users' input rows (float64 CSR, canonical; at least one item).
+
+    Returns:
+        d' = diag(P').
+    """
+    cols = np.unique(x.indices)
     xj = x[:, cols].toarray()  # k users x |J| items, float64
     # rows J of P (= its columns: P is symmetric): P[j, :] = (e_j - B[j, :]) * d
     pj = -b[cols].astype(np.float64)
@@ -291,33 +227,4 @@ def forget_ease(model: EASE, rows: sp.spmatrix) -> UnlearningResult:
     with ThreadPoolExecutor(_UPDATE_THREADS, thread_name_prefix="privrec-ease-downdate") as pool:
         list(pool.map(update, range(0, n, _UPDATE_BLOCK)))
     b[np.diag_indices(n)] = 0.0
-    model.p_diag = new_d
-    return UnlearningResult(
-        model.name,
-        x.shape[0],
-        int(cols.size),
-        time.perf_counter() - t0,
-        "exact: Gram downdated, Woodbury update of B",
-    )
-
-
-# ---- one entry point --------------------------------------------------------------------------------
-def forget(model: Recommender, rows: sp.spmatrix) -> UnlearningResult:
-    """Remove the users given by their input rows from `model` exactly, in place.
-
-    Args:
-        model: a fitted Popularity (without decay), ItemKNN or EASE model.
-        rows: the users' rows of `model.input_matrix(train)` (see `user_rows`).
-
-    Raises:
-        ConfigError: the model cannot unlearn exactly (retrain it instead).
-    """
-    if type(model) is Popularity:
-        return forget_popularity(model, rows)
-    if type(model) is ItemKNN:
-        return forget_itemknn(model, rows)
-    if type(model) is EASE:
-        return forget_ease(model, rows)
-    raise ConfigError(
-        f"{model.name}: no exact unlearning for this model; retrain it without the user"
-    )
+    return new_d

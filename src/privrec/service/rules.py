@@ -1,4 +1,4 @@
-"""Business rules on top of a model's scores (layer 4, pure numpy).
+"""Business rules on top of a model's scores (service layer, pure numpy).
 
 A model ranks every item; the shop then says what may be shown: never what the shopper already
 bought, never the items on an exclude list, only some categories (or not these), only items in
@@ -8,150 +8,20 @@ k items whenever the catalogue holds k allowed ones: items the model gives no si
 ranked by popularity behind the scored ones, and a cap or MMR that cuts the candidate pool short
 widens the pool until k items are found or the catalogue is exhausted.
 
-`ItemTable` is the catalogue compiled once per served model (category codes, prices, stock,
-popularity) so a request costs a few vectorised comparisons over the item arrays.
+The catalogue they read is `privrec.data.catalogue.ItemTable`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from privrec.core.errors import ValidationError
+from privrec.data.catalogue import ItemTable
 
-__all__ = ["ItemTable", "RuleResult", "Rules", "apply_rules", "category_similarity", "fast_scores"]
-
-_SEP = ">"
-
-
-def _top_level(cat: str) -> str:
-    return cat.split(_SEP, 1)[0].strip()
-
-
-@dataclass(frozen=True)
-class ItemTable:
-    """Public catalogue facts per item index, as arrays.
-
-    Attributes:
-        keys: item key per index.
-        titles: title per index ("" when unknown).
-        category: category code per index (-1 when none); `categories[code]` is its path.
-        top_category: code of the first path level per index (-1 when none); names in `tops`.
-        brand: brand code per index (-1 when none).
-        price: price per index (NaN when unknown).
-        in_stock: False only where the catalogue says the item is out of stock.
-        popularity: how many users touched each item (the tie-breaker and the fallback ranking).
-    """
-
-    keys: list[str]
-    titles: list[str]
-    category: np.ndarray
-    categories: list[str]
-    top_category: np.ndarray
-    tops: list[str]
-    brand: np.ndarray
-    price: np.ndarray
-    in_stock: np.ndarray
-    popularity: np.ndarray
-    _cat_lookup: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    _mask_cache: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, repr=False)
-    extras: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_meta(cls, meta: pd.DataFrame, popularity: np.ndarray | None = None) -> ItemTable:
-        """Compile an item_meta frame (one row per item index: item, title, category, brand, price, in_stock)."""
-        n = len(meta)
-
-        def text(col: str) -> list[str | None]:
-            if col not in meta:
-                return [None] * n
-            return [
-                v.strip() if isinstance(v, str) and v.strip() else None for v in meta[col].tolist()
-            ]
-
-        def codes(values: list[str | None]) -> tuple[np.ndarray, list[str]]:
-            names = sorted({v for v in values if v is not None})
-            index = {v: i for i, v in enumerate(names)}
-            return np.array(
-                [index[v] if v is not None else -1 for v in values], dtype=np.int32
-            ), names
-
-        cats = text("category")
-        cat, categories = codes(cats)
-        top, tops = codes([_top_level(c) if c else None for c in cats])
-        brand, _ = codes(text("brand"))
-        price = (
-            pd.to_numeric(meta["price"], errors="coerce").to_numpy(np.float64)
-            if "price" in meta
-            else np.full(n, np.nan)
-        )
-        if "in_stock" in meta:
-            stock = meta["in_stock"].astype("boolean").fillna(True).to_numpy(dtype=bool)
-        else:
-            stock = np.ones(n, dtype=bool)
-        titles = [t or "" for t in text("title")]
-        pop = (
-            np.zeros(n, np.float64)
-            if popularity is None
-            else np.asarray(popularity, dtype=np.float64)
-        )
-        if pop.shape != (n,):
-            raise ValueError(f"popularity: has {pop.shape[0]} entries for {n} items")
-        return cls(
-            keys=[str(k) for k in meta["item"].tolist()],
-            titles=titles,
-            category=cat,
-            categories=categories,
-            top_category=top,
-            tops=tops,
-            brand=brand,
-            price=price,
-            in_stock=stock,
-            popularity=pop,
-        )
-
-    @property
-    def n_items(self) -> int:
-        """Number of items."""
-        return len(self.keys)
-
-    def popularity_ranking(self) -> np.ndarray:
-        """Every item index, most popular first (ties: lower index first)."""
-        return np.lexsort((np.arange(self.n_items), -self.popularity)).astype(np.int64)
-
-    def category_name(self, i: int) -> str | None:
-        """The category path of item `i`, or None."""
-        c = int(self.category[int(i)])
-        return self.categories[c] if c >= 0 else None
-
-    def category_mask(self, names: Sequence[str]) -> np.ndarray:
-        """Items whose category path equals a name or starts with it as a path prefix.
-
-        "Beauty > Makeup" matches "Beauty > Makeup > Nails"; matching ignores case.
-        """
-        mask = np.zeros(self.n_items, dtype=bool)
-        for name in names:
-            key = " > ".join(p.strip() for p in str(name).lower().split(_SEP))
-            hit = self._cat_lookup.get(key)
-            if hit is None:
-                codes = [
-                    i
-                    for i, c in enumerate(self.categories)
-                    if (low := " > ".join(p.strip() for p in c.lower().split(_SEP))) == key
-                    or low.startswith(key + " > ")
-                ]
-                hit = (
-                    np.isin(self.category, np.asarray(codes, dtype=np.int32))
-                    if codes
-                    else np.zeros(self.n_items, bool)
-                )
-                if len(self._cat_lookup) < 4096:
-                    self._cat_lookup[key] = hit
-            mask |= hit
-        return mask
+__all__ = ["RuleResult", "Rules", "apply_rules", "category_similarity"]
 
 
 @dataclass(frozen=True)
@@ -227,7 +97,7 @@ class Rules:
         )
 
     def filter_mask(self, table: ItemTable) -> np.ndarray:
-        """Boolean mask of the items the catalogue filters allow (cached per table; do not modify)."""
+        """Boolean mask of the items the catalogue filters allow (cached per table: read-only)."""
         key = self.filter_key
         hit = table._mask_cache.get(key)
         if hit is not None:
@@ -480,62 +350,3 @@ def apply_rules(
         filled=np.asarray(sc <= floor, dtype=bool),
         allowed=n_allowed,
     )
-
-
-def fast_scores(model: object, items: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
-    """Scores of every item for one history, by the shortest route the model's structure allows.
-
-    EASE: h B is the weighted sum of B's rows of the history items; item-kNN ("sum" formula):
-    the weighted sum of the history items' neighbour rows. Both equal `model.score` on the same
-    history (max weight per item; 1.0 when the model is binary). Returns None for other models,
-    which the caller then asks through `model.score`.
-
-    Args:
-        model: a fitted Recommender.
-        items: history item indices (any order, repeats allowed).
-        weights: one weight per entry of `items`.
-    """
-    name = getattr(model, "name", "")
-    n = int(getattr(model, "n_items", 0))
-    it = np.asarray(items, dtype=np.int64)
-    w = np.asarray(weights, dtype=np.float32)
-    ok = (it >= 0) & (it < n)
-    it, w = it[ok], w[ok]
-    if len(it) > 1:  # max weight per distinct item, as Recommender.history_matrix does
-        order = np.lexsort((w, it))
-        it, w = it[order], w[order]
-        last = np.ones(len(it), dtype=bool)
-        last[:-1] = it[1:] != it[:-1]
-        it, w = it[last], w[last]
-    config = getattr(model, "config", None)
-    if getattr(config, "binary", False):
-        w = np.ones_like(w)
-    if name == "ease":
-        # the rows of B one by one: cheaper than a gathered copy of all of them
-        b = getattr(model, "weights", None)
-        if not isinstance(b, np.ndarray) or b.ndim != 2:
-            return None
-        if not len(it):
-            return np.zeros(n, np.float32)
-        out = b[int(it[0])] * np.float32(w[0])
-        for j, wj in zip(it[1:].tolist(), w[1:].tolist(), strict=True):
-            out += b[j] * np.float32(wj) if wj != 1.0 else b[j]
-        return out
-    if name == "itemknn" and getattr(config, "formula", "sum") == "sum":
-        st = getattr(model, "_sim_t", None)
-        if st is None or not hasattr(st, "indptr"):
-            return None
-        if not len(it):
-            return np.zeros(n, np.float32)
-        starts = st.indptr[it]
-        lens = st.indptr[it + 1] - starts
-        total = int(lens.sum())
-        if not total:
-            return np.zeros(n, np.float32)
-        # positions of every neighbour entry of the history rows, gathered in one go
-        shift = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
-        pos = shift + np.arange(total)
-        idx = st.indices[pos]
-        vals = st.data[pos] * np.repeat(w, lens)
-        return np.bincount(idx, weights=vals, minlength=n).astype(np.float32)
-    return None

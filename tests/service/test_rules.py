@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from privrec.core.errors import ValidationError
-from privrec.models.rules import ItemTable, Rules, _ranked, apply_rules, fast_scores
+from privrec.data.catalogue import ItemTable
+from privrec.service.rules import Rules, _ranked, apply_rules
 
 
 def table(n: int = 30) -> ItemTable:
@@ -120,22 +121,3 @@ def test_ranking_fast_path_equals_search() -> None:
     )
     b = apply_rules(t.popularity, 5, Rules(), t, seen=np.array([29]))
     assert a.items.tolist() == b.items.tolist() == [28, 27, 26, 25, 24]
-
-
-def test_fast_scores_equal_model_scores() -> None:
-    from privrec.core.types import UserHistory
-    from privrec.data.synthetic import generate_shop_dataset
-    from privrec.models.zoo import create_model
-
-    ds = generate_shop_dataset(n_items=120, n_users=80, seed=3)
-    items = np.array([1, 5, 5, 9, 40])
-    w = np.array([1.0, 3.0, 5.0, 1.0, 4.0], np.float32)
-    for name, params in (
-        ("ease", {"reg": 10.0}),
-        ("itemknn", {"k": 20}),
-        ("itemknn", {"k": 20, "binary": False}),
-    ):
-        m = create_model(name, **params).fit(ds)
-        ref = m.score(UserHistory(items=items, weights=w))
-        np.testing.assert_allclose(fast_scores(m, items, w), ref, rtol=1e-5, atol=1e-6)
-    assert fast_scores(create_model("popularity").fit(ds), items, w) is None

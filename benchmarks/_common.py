@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data() -> Path:
-    """The real datasets folder ($PRIVREC_SHARED_DATA or ../shared/data); exits clearly if absent."""
+    """The real datasets folder ($PRIVREC_SHARED_DATA or ../shared/data); exits if absent."""
     d = Path(os.environ.get("PRIVREC_SHARED_DATA", REPO.parent / "shared" / "data"))
     if not d.is_dir():
         sys.exit(f"real datasets not found at {d}; set PRIVREC_SHARED_DATA")

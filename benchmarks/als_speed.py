@@ -69,7 +69,8 @@ def main() -> None:
             }
         )
         print(
-            f"{name}: implicit {mi:.3f}s  privrec ALS.fit(dataset) {mo:.3f}s  ratio {mo / mi:.2f}  same factors {same}",
+            f"{name}: implicit {mi:.3f}s  privrec ALS.fit(dataset) {mo:.3f}s  ratio "
+            f"{mo / mi:.2f}  same factors {same}",
             flush=True,
         )
     emit({"benchmark": "als_speed", "target_ratio": 1.5, "rows": rows, "machine": machine()})

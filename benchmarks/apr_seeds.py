@@ -1,6 +1,7 @@
 """APR vs BPR, both tuned on validation, over several training seeds.
 
-`benchmarks/robustness.py` compares one BPR and one APR fit per dataset (seed 42). Training noise alone moves BPR's NDCG@10 by a few percent, and APR as
+`benchmarks/robustness.py` compares one BPR and one APR fit per dataset (seed 42). Training noise
+alone moves BPR's NDCG@10 by a few percent, and APR as
 published (He et al. 2018) first trains plain BPR and only then adds the adversarial term with a
 large eps (0.5). Here each model gets a small grid chosen on the validation split of the
 training part (BPR: epochs; APR: eps and the pretraining epochs `adv_start_epoch`; 64 dims,
@@ -140,7 +141,8 @@ def main() -> None:
                     ndcg = float(ev(m, train, test, metrics=["ndcg@10"])["ndcg@10"])
                     res[model].append(ndcg)
                     say(
-                        f"{name} {protocol} {model} seed {seed}: NDCG@10 {ndcg:.4f} (fit {fit_s:.0f}s)"
+                        f"{name} {protocol} {model} seed {seed}: NDCG@10 {ndcg:.4f} (fit "
+                        f"{fit_s:.0f}s)"
                     )
             b, a = np.array(res["bpr"]), np.array(res["apr"])
             d = a - b
@@ -157,8 +159,10 @@ def main() -> None:
                 "apr_wins": int((d > 0).sum()),
             }
             say(
-                f"{name} {protocol}: BPR {b.mean():.4f}±{b.std(ddof=1):.4f}  APR {a.mean():.4f}±{a.std(ddof=1):.4f}  "
-                f"paired diff {d.mean():+.4f}±{d.std(ddof=1):.4f} ({d.mean() / b.mean():+.1%}), APR ahead on {(d > 0).sum()}/{len(d)} seeds"
+                f"{name} {protocol}: BPR {b.mean():.4f}±{b.std(ddof=1):.4f}  APR "
+                f"{a.mean():.4f}±{a.std(ddof=1):.4f}  paired diff "
+                f"{d.mean():+.4f}±{d.std(ddof=1):.4f} ({d.mean() / b.mean():+.1%}), APR ahead on "
+                f"{(d > 0).sum()}/{len(d)} seeds"
             )
         out["datasets"][name] = summary
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -53,13 +53,15 @@ def main() -> None:
         rows.append(row)
         m = row["metrics"]
         print(
-            f"{name:11s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  fit {row['train_seconds']:.2f}s  params {row['params']}",
+            f"{name:11s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  fit "
+            f"{row['train_seconds']:.2f}s  params {row['params']}",
             flush=True,
         )
     emit(
         {
             "benchmark": "beauty",
-            "protocol": "leave-one-out, full ranking over all items, training items masked; tuning on the validation item",
+            "protocol": "leave-one-out, full ranking over all items, training items masked; tuning "
+            "on the validation item",
             "users": ds.n_users,
             "items": ds.n_items,
             "events": ds.n_events,

@@ -36,10 +36,12 @@ encoded without the cache, after a warm-up), the time of the full catalogue enco
 missed, and the embedding cache's size on disk. The LoRA adapter is trained on co-interaction
 pairs of the training part only (no cold item, no new user).
 
-Run: .venv/bin/python benchmarks/cold_start.py [--quick] [--lora-pairs N] [--lora-lr LR] [--lora-window W]   (JSON on the last line)
+Run: .venv/bin/python benchmarks/cold_start.py [--quick] [--lora-pairs N] [--lora-lr LR]
+    [--lora-window W]   (JSON on the last line)
 
 Validated mode (LoRA settings chosen without looking at the test cases):
-  .venv/bin/python benchmarks/cold_start.py --select-lora 'lr=5e-5,1e-4,2e-4;window=2' [--lora-seeds 42,43] [--time-budget S]
+  .venv/bin/python benchmarks/cold_start.py --select-lora 'lr=5e-5,1e-4,2e-4;window=2' [--lora-seeds
+  42,43] [--time-budget S]
 A further 5% of the items (seed 44, disjoint from the test cold items) are validation cold items,
 also removed from training (and from the LoRA pairs, which come from the training part only). Each
 candidate is fine-tuned (seed 42) and scored on the validation cold items (ranked among all items
@@ -349,9 +351,10 @@ def run_select(args: argparse.Namespace) -> None:
     train, cold_test, cold_valid = sp_["train"], sp_["cold_test"], sp_["cold_valid"]
     cold_items, val_items = sp_["cold_items"], sp_["val_items"]
     print(
-        f"[validated] train events {train.n_events}; test cold items {int(cold_items.sum())} ({cold_test.n_events} events); "
-        f"validation cold items {int(val_items.sum())} ({cold_valid.n_events} events); new users {int(sp_['new_users'].sum())} "
-        "(excluded everywhere)",
+        f"[validated] train events {train.n_events}; test cold items {int(cold_items.sum())} "
+        f"({cold_test.n_events} events); validation cold items {int(val_items.sum())} "
+        f"({cold_valid.n_events} events); new users {int(sp_['new_users'].sum())} (excluded "
+        "everywhere)",
         flush=True,
     )
     held_out = cold_items | val_items
@@ -375,15 +378,16 @@ def run_select(args: argparse.Namespace) -> None:
 
     def fmt(r: dict[str, float]) -> str:
         return (
-            f"HR@10 all {r['hr_all']:.4f} NDCG@10 all {r['ndcg_all']:.4f} | cold-only HR@10 {r['hr_cold']:.4f} "
-            f"NDCG@10 {r['ndcg_cold']:.4f} | cases {r['cases']}"
+            f"HR@10 all {r['hr_all']:.4f} NDCG@10 all {r['ndcg_all']:.4f} | cold-only HR@10 "
+            f"{r['hr_cold']:.4f} NDCG@10 {r['ndcg_cold']:.4f} | cases {r['cases']}"
         )
 
     t0 = time.perf_counter()
     frozen = ContentRecommender(cache_dir=args.cache_dir)
     frozen.fit(train)
     print(
-        f"frozen fit {time.perf_counter() - t0:.1f}s (texts encoded {frozen.encoder.texts_encoded})",
+        f"frozen fit {time.perf_counter() - t0:.1f}s (texts encoded "
+        f"{frozen.encoder.texts_encoded})",
         flush=True,
     )
     frozen_valid = evaluate(frozen, "valid")
@@ -435,18 +439,20 @@ def run_select(args: argparse.Namespace) -> None:
         rows.append(meta)
         fitted[_tag(cfg)] = m
         print(
-            f"VALID lora {_tag(cfg):18s} {fmt(meta['valid'])}  (train {meta['train_seconds']}s, encode {meta['encode_seconds']}s, "
+            f"VALID lora {_tag(cfg):18s} {fmt(meta['valid'])}  (train "
+            f"{meta['train_seconds']}s, encode {meta['encode_seconds']}s, "
             f"loss {meta['loss_first']:.3f}->{meta['loss_last']:.3f})",
             flush=True,
         )
-    # pre-registered criterion: validation HR@10 among all items (the headline), ties by NDCG@10 among all items
+    # pre-registered criterion: validation HR@10 among all items (the headline), ties by NDCG@10
+    # among all items
     best_i = max(
         range(len(rows)), key=lambda i: (rows[i]["valid"]["hr_all"], rows[i]["valid"]["ndcg_all"])
     )
     chosen = candidates[best_i]
     print(
-        f"CHOSEN {_tag(chosen)} (validation HR@10 all {rows[best_i]['valid']['hr_all']:.4f} vs frozen "
-        f"{frozen_valid['hr_all']:.4f})",
+        f"CHOSEN {_tag(chosen)} (validation HR@10 all {rows[best_i]['valid']['hr_all']:.4f} vs "
+        f"frozen {frozen_valid['hr_all']:.4f})",
         flush=True,
     )
 
@@ -467,7 +473,8 @@ def run_select(args: argparse.Namespace) -> None:
         left = args.time_budget - (time.perf_counter() - t_start)
         if left < 1.15 * per_fit + 30:
             print(
-                f"seed {sd} skipped: {left:.0f}s of the time budget left, a fit takes ~{per_fit:.0f}s",
+                f"seed {sd} skipped: {left:.0f}s of the time budget left, a fit takes "
+                f"~{per_fit:.0f}s",
                 flush=True,
             )
             skipped.append(sd)
@@ -495,7 +502,8 @@ def run_select(args: argparse.Namespace) -> None:
             "lora_minus_frozen_max": float(v.max() - frozen_test[k]),
         }
         print(
-            f"TEST {k:9s} frozen {frozen_test[k]:.4f}  lora {v.mean():.4f} (seeds {', '.join(f'{x:.4f}' for x in v)})",
+            f"TEST {k:9s} frozen {frozen_test[k]:.4f}  lora {v.mean():.4f} (seeds "
+            f"{', '.join(f'{x:.4f}' for x in v)})",
             flush=True,
         )
     first = seed_rows[0]["test"]
@@ -503,11 +511,16 @@ def run_select(args: argparse.Namespace) -> None:
         {
             "benchmark": "cold_start_validated",
             "dataset": "amazon-beauty (S3-Rec 5-core)",
-            "protocol": f"test cold items: 10% of items (seed 42) as in cold_start.json; validation cold items: a disjoint "
-            f"{args.val_frac:.0%} of items (seed {VAL_SEED}); new users (10%, seed 43) excluded; training = warm users on the other "
-            "items (LoRA pairs from it only). LoRA setting chosen by validation HR@10 among all items (ties: NDCG@10), "
-            "validation ranking excludes the test cold items; then frozen vs chosen LoRA on the test cold items once "
-            "(training and validation-item interactions of the user masked). No hybrid / new-user evaluation in this mode.",
+            "protocol": "test cold items: 10% of items (seed 42) as in cold_start.json; validation "
+            "cold items: a disjoint "
+            f"{args.val_frac:.0%} of items (seed {VAL_SEED}); new users (10%, seed 43) "
+            "excluded; training = warm users on the other "
+            "items (LoRA pairs from it only). LoRA setting chosen by validation HR@10 "
+            "among all items (ties: NDCG@10), "
+            "validation ranking excludes the test cold items; then frozen vs chosen LoRA "
+            "on the test cold items once "
+            "(training and validation-item interactions of the user masked). No hybrid / "
+            "new-user evaluation in this mode.",
             "quick": bool(args.quick),
             "users": ds.n_users,
             "items": ds.n_items,
@@ -569,8 +582,10 @@ def main() -> None:
         "--select-lora",
         default=None,
         metavar="GRID",
-        help="validated mode: choose LoRA among GRID (e.g. 'lr=5e-5,1e-4,2e-4;window=2') on separate validation "
-        "cold items, then report frozen vs the chosen LoRA on the test cold items (cold items only; no hybrid/new users)",
+        help="validated mode: choose LoRA among GRID (e.g. 'lr=5e-5,1e-4,2e-4;window=2') on "
+        "separate validation "
+        "cold items, then report frozen vs the chosen LoRA on the test cold items (cold "
+        "items only; no hybrid/new users)",
     )
     ap.add_argument(
         "--val-frac",
@@ -605,8 +620,8 @@ def main() -> None:
     train, cold_test, new = sp_["train"], sp_["cold_test"], sp_["new"]
     cold_items = sp_["cold_items"]
     print(
-        f"train events {train.n_events}, cold items {int(cold_items.sum())}, cold test events {cold_test.n_events}, "
-        f"new users {int(sp_['new_users'].sum())}",
+        f"train events {train.n_events}, cold items {int(cold_items.sum())}, cold test events "
+        f"{cold_test.n_events}, new users {int(sp_['new_users'].sum())}",
         flush=True,
     )
 
@@ -620,7 +635,8 @@ def main() -> None:
     enc.encode(sample, use_cache=False)
     throughput = 512 / (time.perf_counter() - t0)
     print(
-        f"encoding throughput {throughput:.1f} items/s on {os.cpu_count()} CPUs (device {enc.device})",
+        f"encoding throughput {throughput:.1f} items/s on {os.cpu_count()} CPUs (device "
+        f"{enc.device})",
         flush=True,
     )
 
@@ -677,13 +693,13 @@ def main() -> None:
     ).fit(train, rng=SEED)
     hybrid_fit = round(time.perf_counter() - t0, 1)
     print(
-        f"hybrid fit {hybrid_fit}s weights {hybrid.weights} cold {hybrid.cold_weights} boost {hybrid.item_boost} "
-        f"tuning {hybrid.tuning}",
+        f"hybrid fit {hybrid_fit}s weights {hybrid.weights} cold {hybrid.cold_weights} boost "
+        f"{hybrid.item_boost} tuning {hybrid.tuning}",
         flush=True,
     )
     ease = hybrid.components["cf"]
 
-    # ---- evaluation 1: cold items ------------------------------------------------------------------
+    # ---- evaluation 1: cold items ----------------------------------------------------------------
     train_bin = train.matrix(binary=True)
     test_bin = cold_test.matrix(binary=True)
     models: dict[str, Recommender] = {
@@ -705,7 +721,7 @@ def main() -> None:
             flush=True,
         )
 
-    # ---- evaluation 2: new users ----------------------------------------------------------------------
+    # ---- evaluation 2: new users -----------------------------------------------------------------
     cases = new_user_cases(new)
     hs = [c[0] for c in cases]
     targets = np.array([c[1] for c in cases], np.int64)
@@ -722,8 +738,8 @@ def main() -> None:
         user_rows[name] = eval_new_users(history_scorer(m), hs, targets, ns, ds.n_items)
         r = user_rows[name]
         print(
-            f"new users   {name:15s} HR@10 {r['hr@10']:.4f} (n=1 {r['hr@10_n1']:.4f}, n=2 {r['hr@10_n2']:.4f})  "
-            f"NDCG@10 {r['ndcg@10']:.4f}  cases {r['cases']}",
+            f"new users   {name:15s} HR@10 {r['hr@10']:.4f} (n=1 {r['hr@10_n1']:.4f}, n=2 "
+            f"{r['hr@10_n2']:.4f})  NDCG@10 {r['ndcg@10']:.4f}  cases {r['cases']}",
             flush=True,
         )
 
@@ -745,9 +761,12 @@ def main() -> None:
         {
             "benchmark": "cold_start",
             "dataset": "amazon-beauty (S3-Rec 5-core)",
-            "protocol": "10% items cold (seed 42), 10% users new (seed 43); cold items ranked among all items "
-            "(and among cold items only), training items and other cold test items masked; new users: first 1 or 2 "
-            "events -> next event, all items; HR@10 with random tie-breaking",
+            "protocol": (
+                "10% items cold (seed 42), 10% users new (seed 43); cold items ranked among all "
+                "items (and among cold items only), training items and other cold test items "
+                "masked; new users: first 1 or 2 events -> next event, all items; HR@10 with "
+                "random tie-breaking"
+            ),
             "users": ds.n_users,
             "items": ds.n_items,
             "events": ds.n_events,

@@ -5,7 +5,8 @@ one user's latest window of 51 items; Poisson sampling rate 0.05 (about 1,100 us
 per-user clipping at 1.0, noise set by Opacus' RDP accountant for (epsilon, 1/(10 x users)).
 Settings are not tuned (no validation runs were affordable): embedding 32, 1 block, Adam.
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dp_sasrec_beauty.py [--epsilon 8] [--epochs 20] [--lr 0.01]
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dp_sasrec_beauty.py [--epsilon 8] [--epochs
+    20] [--lr 0.01]
 (JSON on the last line).
 """
 
@@ -46,7 +47,8 @@ def main() -> None:
     fit_s = time.perf_counter() - t
     metrics = evaluate_loo(model, train, test, metrics=["hr@10", "ndcg@10"])
     print(
-        f"dp_sasrec {params}: {metrics} fit {fit_s:.0f}s noise multiplier {model.noise_multiplier:.3f}",
+        f"dp_sasrec {params}: {metrics} fit {fit_s:.0f}s noise multiplier "
+        f"{model.noise_multiplier:.3f}",
         flush=True,
     )
     emit(

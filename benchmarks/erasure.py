@@ -51,7 +51,7 @@ SEED = 42
 
 
 def raw_events(folder: Path) -> pd.DataFrame:
-    """Beauty.txt as raw shop events (what a shop would send): one purchase per line item, in order."""
+    """Beauty.txt as raw shop events (as a shop sends them): a purchase per line item, in order."""
     users, items, pos = [], [], []
     for line in (folder / "Beauty.txt").read_text(encoding="utf-8").splitlines():
         parts = line.split()
@@ -107,7 +107,8 @@ def main() -> None:
         rep = rs.ingest_frame(events)
         ingest_s = time.perf_counter() - t0
         print(
-            f"ingested {rep.accepted} events of {events['user'].nunique()} users in {ingest_s:.1f}s",
+            f"ingested {rep.accepted} events of {events['user'].nunique()} users in "
+            f"{ingest_s:.1f}s",
             flush=True,
         )
         train_s = {}
@@ -121,7 +122,8 @@ def main() -> None:
             t0 = time.perf_counter()
             receipt = rs.forget(user)
             secs = time.perf_counter() - t0
-            rs.wait_for_erasures()  # the downdated versions' derived arrays (EASE's B) reach the disk
+            # the downdated versions' derived arrays (EASE's B) reach the disk
+            rs.wait_for_erasures()
             durable = time.perf_counter() - t0
             per_model = {m["model"]: m.get("seconds") for m in receipt["models"]}
             forgets.append(
@@ -135,8 +137,8 @@ def main() -> None:
                 }
             )
             print(
-                f"forget: {receipt['events_deleted']:3d} events, {secs:.3f}s (on disk {durable:.3f}s)  models {per_model}  "
-                f"exact {receipt['models_updated_exactly']}",
+                f"forget: {receipt['events_deleted']:3d} events, {secs:.3f}s (on disk "
+                f"{durable:.3f}s)  models {per_model}  exact {receipt['models_updated_exactly']}",
                 flush=True,
             )
 
@@ -152,7 +154,8 @@ def main() -> None:
             "exact": receipts[0]["models_updated_exactly"],
         }
         print(
-            f"forget_many({len(batch)} users): {batch_info['events_deleted']} events, {batch_s:.3f}s  models {batch_info['models_seconds']}",
+            f"forget_many({len(batch)} users): {batch_info['events_deleted']} events, "
+            f"{batch_s:.3f}s  models {batch_info['models_seconds']}",
             flush=True,
         )
 
@@ -173,7 +176,8 @@ def main() -> None:
                 }
             )
             print(
-                f"forget(background): {receipt['events_deleted']:3d} events, returned in {ret:.3f}s, models exact after {done:.3f}s",
+                f"forget(background): {receipt['events_deleted']:3d} events, returned in "
+                f"{ret:.3f}s, models exact after {done:.3f}s",
                 flush=True,
             )
         pending_after = rs.pending_retrains()
@@ -205,7 +209,8 @@ def main() -> None:
                 "versions_kept": len(rs.list_models()[name]["versions"]),
             }
             print(
-                f"{name}: downdated vs retrained: scores {score_diff:.2e}, state {exactness[name]['max_abs_state_diff']:.2e}, "
+                f"{name}: downdated vs retrained: scores {score_diff:.2e}, state "
+                f"{exactness[name]['max_abs_state_diff']:.2e}, "
                 f"retrain {retrain_s:.1f}s",
                 flush=True,
             )
@@ -222,8 +227,11 @@ def main() -> None:
         "events": len(events),
         "models": MODELS,
         "forgotten_users": N_FORGET,
-        "forget_one_by_one": "RecSys.forget per user (store erase + compaction, consent, caches, exact model downdates saved as new versions, "
-        "audit); the models are updated in parallel beside the compaction, so their seconds overlap",
+        "forget_one_by_one": (
+            "RecSys.forget per user (store erase + compaction, consent, caches, exact model "
+            "downdates saved as new versions, audit); the models are updated in parallel beside "
+            "the compaction, so their seconds overlap"
+        ),
         "forget_seconds_median": round(statistics.median(secs), 4),
         "forget_seconds_max": round(max(secs), 4),
         "durable_seconds_median": round(

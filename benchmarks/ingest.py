@@ -253,14 +253,16 @@ def main() -> None:
             continue
         f = r["first"]
         print(
-            f"  {case:<10} {f['read']:>9,} rows  {f['events_per_s']:>9,} events/s  accepted {f['accepted']:,}  "
-            f"rejected {f['rejected']:,}  duplicates {f['duplicates']:,}  {f['seconds']:.2f} s wall, {f['cpu_s']:.2f} s CPU  "
-            f"peak RSS {r['peak_rss_mb']} MB  store {r['store_mb']} MB  (load avg {r['load_avg_1m_before']})"
+            f"  {case:<10} {f['read']:>9,} rows  {f['events_per_s']:>9,} events/s  accepted "
+            f"{f['accepted']:,}  rejected {f['rejected']:,}  duplicates {f['duplicates']:,}  "
+            f"{f['seconds']:.2f} s wall, {f['cpu_s']:.2f} s CPU  peak RSS {r['peak_rss_mb']} MB  "
+            f"store {r['store_mb']} MB  (load avg {r['load_avg_1m_before']})"
         )
         if "again" in r:
             a = r["again"]
             print(
-                f"  {'(again)':<10} {a['read']:>9,} rows  {a['events_per_s']:>9,} events/s  accepted {a['accepted']:,}  duplicates {a['duplicates']:,}"
+                f"  {'(again)':<10} {a['read']:>9,} rows  {a['events_per_s']:>9,} "
+                f"events/s  accepted {a['accepted']:,}  duplicates {a['duplicates']:,}"
             )
     ok = all(
         results[c]["first"]["events_per_s"] >= TARGET_EVENTS_PER_S

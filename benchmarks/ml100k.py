@@ -47,8 +47,9 @@ def main() -> None:
         rows.append(row)
         m = row["metrics"]
         print(
-            f"{name:11s} MAP {m['map@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  P@10 {m['precision@10']:.4f}  "
-            f"R@10 {m['recall@10']:.4f}  fit {row['train_seconds']:.2f}s  params {row['params']}",
+            f"{name:11s} MAP {m['map@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  P@10 "
+            f"{m['precision@10']:.4f}  R@10 {m['recall@10']:.4f}  fit "
+            f"{row['train_seconds']:.2f}s  params {row['params']}",
             flush=True,
         )
     beats = [r["model"] for r in rows if all(r["metrics"][k] >= v for k, v in BIVAE.items())]
@@ -57,7 +58,10 @@ def main() -> None:
     emit(
         {
             "benchmark": "ml100k",
-            "protocol": "Microsoft Recommenders: stratified 75/25 by item, seed 42, k=10; tuning on a split of train only",
+            "protocol": (
+                "Microsoft Recommenders: stratified 75/25 by item, seed 42, k=10; tuning on "
+                "a split of train only"
+            ),
             "users": ds.n_users,
             "items": ds.n_items,
             "events": ds.n_events,

@@ -1,4 +1,5 @@
-"""The privacy-utility frontier on MovieLens-100K and Amazon Beauty, the attack, and erasure timings.
+"""The privacy-utility frontier on MovieLens-100K and Amazon Beauty, the attack, and erasure
+timings.
 
 For each dataset, under its published protocol (../shared/anchors.md):
 
@@ -8,7 +9,8 @@ For each dataset, under its published protocol (../shared/anchors.md):
   benchmarks/beauty.py) gives the reference NDCG@10 and is attacked by the membership audit.
 - Every DP model (dp_popularity, dp_itemknn, dp_ease, dp_bpr, dp_hybrid) is trained at epsilon in
   {0.5, 1, 2, 4, 8, inf}, user-level, delta = 1 / (10 x users), with several noise seeds
-  (ML-100K 3, Beauty 2): the reported NDCG@10 is their mean (std and each seed in the JSON). Small hyper-parameter grids are
+  (ML-100K 3, Beauty 2): the reported NDCG@10 is their mean (std and each seed in the JSON). Small
+  hyper-parameter grids are
   chosen on a validation split of the training part only (ML-100K: stratified split of train,
   seed 43; Beauty: the validation item of leave-one-out). That selection itself is not charged
   to the privacy budget (common practice; stated in the report). The chosen model is refit on the
@@ -99,8 +101,10 @@ CONFIG: dict[str, dict[str, Any]] = {
                 if not math.isinf(e)
                 else [{"epsilon": e, "k": 100}]
             ),
-            # the ridge matters under noise: reg 30 / reg_noise 0 won at epsilon 8 on validation (+0.008 test NDCG);
-            # at epsilon <= 2 fewer items with a larger selection share did better (80 items, share 0.3: +0.006 at eps 1)
+            # the ridge matters under noise: reg 30 / reg_noise 0 won at epsilon 8 on validation
+            # (+0.008 test NDCG);
+            # at epsilon <= 2 fewer items with a larger selection share did better (80 items, share
+            # 0.3: +0.006 at eps 1)
             "dp_ease": lambda e: (
                 [
                     {"epsilon": e, "top_items": m, "selection_share": s, "reg": r, "reg_noise": rn}
@@ -113,7 +117,8 @@ CONFIG: dict[str, dict[str, Any]] = {
                 else [{"epsilon": e}]
             ),
             "dp_bpr": lambda e: [{"epsilon": e, "grad_sample_mode": "hooks"}],
-            # public item text (no privacy cost) + DP EASE; movie titles say little, so small content weights
+            # public item text (no privacy cost) + DP EASE; movie titles say little, so small
+            # content weights
             "dp_hybrid": lambda e: [
                 {
                     "epsilon": e,
@@ -178,7 +183,8 @@ CONFIG: dict[str, dict[str, Any]] = {
                 {"epsilon": e, "top_items": 300 if e < 4 else 1000, "selection_share": 0.15}
             ],
             "dp_bpr": lambda e: [{"epsilon": e, "sample_rate": 0.05, "epochs": 1}],
-            # public item text (no privacy cost; recency half-life 1 event) + DP window co-occurrence
+            # public item text (no privacy cost; recency half-life 1 event) + DP window
+            # co-occurrence
             "dp_hybrid": lambda e: [
                 {
                     "epsilon": e,
@@ -210,7 +216,8 @@ CONFIG: dict[str, dict[str, Any]] = {
             "hybrid (SASRec+EASE+text, sequential_beauty.py)",
         ),
         "unlearn_users": 5,
-        "ease_retrain_check": False,  # one more 12k-item inverse; exactness is checked on ML-100K and in tests
+        # one more 12k-item inverse; exactness is checked on ML-100K and in tests
+        "ease_retrain_check": False,
     },
 }
 
@@ -312,11 +319,13 @@ def unlearning_benchmark(
         else:
             row["max_abs_diff_vs_retrain"] = None
             row["note"] = (
-                "retrain check skipped here (one more full inverse); checked on ML-100K and in tests"
+                "retrain check skipped here (one more full inverse); checked on ML-100K "
+                "and in tests"
             )
         out.append(row)
         log(
-            f"  unlearning {label:10s} max {row['seconds_max']:.3f}s  diff vs retrain {row['max_abs_diff_vs_retrain']}"
+            f"  unlearning {label:10s} max {row['seconds_max']:.3f}s  diff vs retrain "
+            f"{row['max_abs_diff_vs_retrain']}"
         )
     return out
 
@@ -330,7 +339,8 @@ def run_dataset(
     ds, train, test, sub_train, valid = load(name)
     n_users = int(np.count_nonzero(np.bincount(train.user_idx, minlength=train.n_users)))
     log(
-        f"[{name}] users {ds.n_users} items {ds.n_items} events {ds.n_events}; delta = 1/(10 x {n_users})"
+        f"[{name}] users {ds.n_users} items {ds.n_items} events {ds.n_events}; delta = "
+        f"1/(10 x {n_users})"
     )
 
     # the best non-private model: reference utility, attack, and the EASE reused for unlearning
@@ -343,7 +353,9 @@ def run_dataset(
         lambda: create_model(ref_name, **ref_params), train, seed=SEED, **cfg["audit"]
     )
     log(
-        f"  reference {ref_name} {ref_params}: NDCG@10 {ref_metrics['ndcg@10']:.4f} (fit {ref_fit:.1f}s); attack AUC {ref_attack.auc:.3f}, TPR@1%FPR {ref_attack.tpr_at_1pct_fpr:.3f}"
+        f"  reference {ref_name} {ref_params}: NDCG@10 {ref_metrics['ndcg@10']:.4f} (fit "
+        f"{ref_fit:.1f}s); attack AUC {ref_attack.auc:.3f}, TPR@1%FPR "
+        f"{ref_attack.tpr_at_1pct_fpr:.3f}"
     )
 
     points: list[FrontierPoint] = []
@@ -392,8 +404,10 @@ def run_dataset(
             if table:
                 tuning[f"{model_name}@{eps}"] = table
             log(
-                f"  {model_name:13s} eps {eps:>4}: NDCG@10 {pt.ndcg_at_10:.4f}±{metrics['ndcg@10_std']:.4f} ({pt.ndcg_at_10 / ref_metrics['ndcg@10']:.0%} of ref)  "
-                f"AUC {att.auc:.3f}±{att.auc_std:.3f}  fit {fit_s:.1f}s  {pt.params}"
+                f"  {model_name:13s} eps {eps:>4}: NDCG@10 "
+                f"{pt.ndcg_at_10:.4f}±{metrics['ndcg@10_std']:.4f} "
+                f"({pt.ndcg_at_10 / ref_metrics['ndcg@10']:.0%} of ref)  AUC "
+                f"{att.auc:.3f}±{att.auc_std:.3f}  fit {fit_s:.1f}s  {pt.params}"
             )
 
     unlearning = unlearning_benchmark(name, cfg, train, ref_model)
@@ -511,7 +525,8 @@ def main() -> None:
     extra = {
         "targets": {r["dataset"]: r["targets"] for r in results},
         "unlearning": {r["dataset"]: r["unlearning"] for r in results},
-        "tuning_note": "hyper-parameters chosen on a validation split of the training part; that selection is not charged to the budget",
+        "tuning_note": "hyper-parameters chosen on a validation split of the training part; that "
+        "selection is not charged to the budget",
     }
     paths = write_privacy_report(
         out,

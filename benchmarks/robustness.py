@@ -57,7 +57,8 @@ APR_GRID = [{"eps": e} for e in (0.01, 0.05, 0.1)] + [
 ]
 PUBLISHED = {
     "paper": "He et al., Adversarial Personalized Ranking for Recommendation, SIGIR 2018",
-    "claim": "APR over BPR-MF: +11.2% relative (average over Yelp, Pinterest, Gowalla; sampled protocol, not comparable to our full ranking)",
+    "claim": "APR over BPR-MF: +11.2% relative (average over Yelp, Pinterest, Gowalla; sampled "
+    "protocol, not comparable to our full ranking)",
 }
 
 
@@ -70,7 +71,7 @@ def say(line: str) -> None:
 def tune_apr(
     sub_train, valid, protocol: str, grid: list[dict] = APR_GRID
 ) -> tuple[dict, list[dict]]:
-    """APR's settings by validation NDCG@10 (over the BPR base); BPR's own validation figure beside it."""
+    """APR's settings by validation NDCG@10 (over the BPR base), beside BPR's validation figure."""
     ev = evaluate_loo if protocol == "loo" else evaluate_ranking
     rows = []
     bpr = create_model("bpr", **BPR).fit(sub_train, rng=42)
@@ -90,7 +91,8 @@ def tune_apr(
             }
         )
         say(
-            f"  tune apr {g}: valid ndcg@10 {rows[-1]['valid_ndcg@10']:.4f} (bpr {rows[0]['valid_ndcg@10']:.4f})"
+            f"  tune apr {g}: valid ndcg@10 {rows[-1]['valid_ndcg@10']:.4f} (bpr "
+            f"{rows[0]['valid_ndcg@10']:.4f})"
         )
     best = max(rows[1:], key=lambda r: r["valid_ndcg@10"])
     return {
@@ -165,7 +167,8 @@ def main() -> None:
             pr = precision_recall(detect_fake_profiles(p.dataset).flagged, p.fake_users)
             det[kind] = {"precision": pr["precision"], "recall": pr["recall"]}
             say(
-                f"  beauty detection {kind} 3%: precision {pr['precision']:.3f} recall {pr['recall']:.3f}"
+                f"  beauty detection {kind} 3%: precision {pr['precision']:.3f} recall "
+                f"{pr['recall']:.3f}"
             )
         rep_b["detection_3pct"] = det
         write_report(rep_b, RESULTS / "robustness" / "beauty")

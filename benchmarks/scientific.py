@@ -89,7 +89,8 @@ def sasrec_rows(
     fit_s = time.perf_counter() - t0
     fig = evaluate(m2, train, test)
     print(
-        f"{label:12s} refit {m.best_epoch} epochs: masked {fig['masked']}  fit {fit_s:.0f}s (selection {sel_s:.0f}s)",
+        f"{label:12s} refit {m.best_epoch} epochs: masked {fig['masked']}  fit "
+        f"{fit_s:.0f}s (selection {sel_s:.0f}s)",
         flush=True,
     )
     row = {
@@ -211,9 +212,11 @@ def main() -> None:
     emit(
         {
             "benchmark": "scientific",
-            "protocol": "the dataset's given leave-one-out split (checked against its .inter files); full ranking over all "
-            "items, history items masked; settings and epochs chosen on the validation item, refit on train + valid, "
-            "test item looked at once",
+            "protocol": (
+                "the dataset's given leave-one-out split (checked against its .inter files); full "
+                "ranking over all items, history items masked; settings and epochs chosen on the "
+                "validation item, refit on train + valid, test item looked at once"
+            ),
             "users": ds.n_users,
             "items": ds.n_items,
             "events": ds.n_events,

@@ -1,4 +1,5 @@
-"""Amazon Beauty (S3-Rec 5-core): SASRec and BERT4Rec, leave-one-out, FULL ranking, beside the published rows.
+"""Amazon Beauty (S3-Rec 5-core): SASRec and BERT4Rec, leave-one-out, FULL ranking, beside the
+published rows.
 
 Protocol (../shared/data/amazon-beauty/PROVENANCE.md, and S3-Rec's trainers.py, which we read):
 per user, last item = test, second to last = validation, the rest = training. A model trains on
@@ -29,7 +30,8 @@ of that held-out item (coordinate search, `max_valid_users` sampled users), then
 SASRec on everything. Its train_seconds is that whole procedure (two SASRec and two EASE fits,
 the MiniLM item vectors, the weight search). The test item is looked at once, at the end.
 
-Run: .venv/bin/python benchmarks/sequential_beauty.py [--models sasrec,bert4rec,hybrid] [--text] [--no-refit] [--quick]
+Run: .venv/bin/python benchmarks/sequential_beauty.py [--models sasrec,bert4rec,hybrid] [--text]
+    [--no-refit] [--quick]
 (JSON on the last line). Training runs on 1 CPU thread (see SequentialConfig.num_threads).
 """
 
@@ -159,7 +161,7 @@ def history_scorer(model: Any, ds: Any) -> Any:
 
 
 def run_hybrid(params: dict[str, Any], train: Any, test: Any) -> list[dict[str, Any]]:
-    """Fit the hybrid on training + validation (its own validation split = the validation item), test once."""
+    """Fit the hybrid on train + validation (validating on the validation item); test once."""
     model = create_model("hybrid", **params)
     t0 = time.perf_counter()
     model.fit(train, rng=42)
@@ -173,7 +175,8 @@ def run_hybrid(params: dict[str, Any], train: Any, test: Any) -> list[dict[str, 
     )
     return [
         {
-            "model": "hybrid (SASRec + EASE + content + popularity, weights fitted on the validation item)",
+            "model": "hybrid (SASRec + EASE + content + popularity, weights fitted on the "
+            "validation item)",
             "params": params,
             "test": figures,
             "weights": model.weights,
@@ -186,7 +189,7 @@ def run_hybrid(params: dict[str, Any], train: Any, test: Any) -> list[dict[str, 
 
 
 def item_text_matrix(ds: Any, cache_dir: str) -> tuple[Any, dict[str, Any]]:
-    """MiniLM vectors of every item's text (title + categories), through the shared embedding cache."""
+    """MiniLM vectors of every item's text (title + categories), via the shared embedding cache."""
     from privrec.text.cache import EmbeddingCache
     from privrec.text.encoder import SentenceEncoder
 
@@ -243,7 +246,8 @@ def run(
         }
     ]
     print(
-        f"{label:9s} masked {figures['masked']}  unmasked {figures['unmasked']}  best epoch {model.best_epoch}  fit {fit_s:.0f}s",
+        f"{label:9s} masked {figures['masked']}  unmasked {figures['unmasked']}  best "
+        f"epoch {model.best_epoch}  fit {fit_s:.0f}s",
         flush=True,
     )
     if refit:
@@ -262,7 +266,8 @@ def run(
             }
         )
         print(
-            f"{label:9s} refit  masked {fig2['masked']}  unmasked {fig2['unmasked']}  fit {fit2:.0f}s",
+            f"{label:9s} refit  masked {fig2['masked']}  unmasked {fig2['unmasked']}  fit "
+            f"{fit2:.0f}s",
             flush=True,
         )
     return rows
@@ -313,8 +318,11 @@ def main() -> None:
     emit(
         {
             "benchmark": "sequential_beauty",
-            "protocol": "leave-one-out, full ranking over all items; epoch chosen on the validation item; "
-            "test history = training + validation items in order; 'masked' = history items excluded (S3-Rec's protocol)",
+            "protocol": (
+                "leave-one-out, full ranking over all items; epoch chosen on the validation item; "
+                "test history = training + validation items in order; 'masked' = history items "
+                "excluded (S3-Rec's protocol)"
+            ),
             "users": ds.n_users,
             "items": ds.n_items,
             "events": ds.n_events,

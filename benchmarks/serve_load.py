@@ -109,7 +109,7 @@ def beauty_users(beauty: Path) -> list[str]:
         return [ln.split()[0] for ln in fh if ln.strip()]
 
 
-# ---- server process -------------------------------------------------------------------------------
+# ---- server process ------------------------------------------------------------------------------
 def serve(data_dir: str, port: int, cache_entries: int) -> None:
     import logging
 
@@ -186,7 +186,7 @@ def metric(base: str, name: str) -> float:
     return 0.0
 
 
-# ---- load generator process -------------------------------------------------------------------------
+# ---- load generator process ----------------------------------------------------------------------
 def _request(path: str, body: bytes, key: str) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
@@ -359,7 +359,8 @@ def run_phase(
     }
     cpu1 = cpu_seconds(server_pid)
     if cpu0 is not None and cpu1 is not None and total:
-        # CPU the server spent per request: what one dedicated core could serve, whatever else runs on the machine
+        # CPU the server spent per request: what one dedicated core could serve, whatever else runs
+        # on the machine
         out["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / total, 3)
         out["server_cpu_share"] = round((cpu1 - cpu0) / res["seconds"], 2)
     if spec["kind"] == "ingest":
@@ -516,8 +517,9 @@ def main() -> None:
     for name, r in results.items():
         if isinstance(r, dict) and "req_per_s" in r:
             print(
-                f"{name:22} {r['req_per_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  failed {r['failed']}  "
-                f"server CPU {r.get('server_cpu_ms_per_request')} ms/request ({r.get('server_cpu_share')} cores)",
+                f"{name:22} {r['req_per_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} "
+                f"ms  failed {r['failed']}  server CPU {r.get('server_cpu_ms_per_request')} "
+                f"ms/request ({r.get('server_cpu_share')} cores)",
                 flush=True,
             )
     if tmp is not None:

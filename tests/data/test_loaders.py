@@ -241,7 +241,8 @@ def test_real_amazon_scientific_and_its_split(shared_data: Path) -> None:
     assert (train.n_users, train.n_items) == (8_442, 4_385)
     assert valid.n_events == test.n_events == 8_442
     assert train.n_events + valid.n_events + test.n_events == 59_427
-    # Item index i is UniSRec's item i; user 0's valid/test targets are 12 and 13 (first rows of the files).
+    # Item index i is UniSRec's item i; user 0's valid/test targets are 12 and 13 (first rows of the
+    # files).
     assert train.items.key(0) == "B00TNNWMXI"
     assert valid.item_idx[valid.user_idx == 0].tolist() == [12] and test.item_idx[
         test.user_idx == 0

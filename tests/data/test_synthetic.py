@@ -102,7 +102,7 @@ def test_later_purchases_follow_earlier_browsing(shop) -> None:
 
 
 def test_item_cooccurrence_beats_popularity(shop) -> None:
-    """A plain item-item cosine model clearly beats popularity on the last 15 days (HR@10 on new items)."""
+    """A plain item-item cosine model beats popularity on the last 15 days (HR@10 on new items)."""
     ev, cat = shop
     users = {u: k for k, u in enumerate(pd.unique(ev["user"]))}
     items = {it: k for k, it in enumerate(cat["item"])}

@@ -197,7 +197,8 @@ def test_catalogue_coverage():
 
 def test_novelty():
     # p(i) = count / 8 records: item3 -> 2/8 (2 bits), items 1, 2, 5 -> 1/8 (3 bits)
-    # recommendations 3,5,2,5,1,2 -> (2 + 3 + 3 + 3 + 3 + 3) / 6 = 17/6 = 2.8333 (their expected value)
+    # recommendations 3,5,2,5,1,2 -> (2 + 3 + 3 + 3 + 3 + 3) / 6 = 17/6 = 2.8333 (their expected
+    # value)
     assert M.novelty(RECS, TRAIN_COUNTS) == pytest.approx(17 / 6)
     # an item never seen in training has no p(i): left out
     assert M.novelty([[3, 0]], TRAIN_COUNTS) == pytest.approx(2.0)

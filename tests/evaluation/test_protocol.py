@@ -224,9 +224,11 @@ def test_parse_metric():
 def test_beyond_accuracy_metrics_in_protocol(tiny):
     train, test = tiny
     res = P.evaluate_ranking(fixed(), train, test, k=2, metrics=("coverage@2", "novelty@2"))
-    # top 2: u0 -> i1 i2 ; u1 -> i0 i3 => distinct {0,1,2,3} over 4 items seen in training (i0 i1 i2 i5)
+    # top 2: u0 -> i1 i2 ; u1 -> i0 i3 => distinct {0,1,2,3} over 4 items seen in training (i0 i1 i2
+    # i5)
     assert res["coverage@2"] == pytest.approx(4 / 4)
-    # training counts: i0 1, i1 1, i2 1, i5 1 (4 records) -> i0 i1 i2 carry 2 bits; i3 unseen is left out
+    # training counts: i0 1, i1 1, i2 1, i5 1 (4 records) -> i0 i1 i2 carry 2 bits; i3 unseen is
+    # left out
     assert res["novelty@2"] == pytest.approx(2.0)
 
 
@@ -253,7 +255,8 @@ def test_evaluate_rating():
         [("u", "a"), ("u", "b"), ("v", "a"), ("v", "c")], items=items, ratings=[4, 2, 5, 1]
     )
     train, test = split_by(ds, np.array([False, True, False, True]))
-    # the model predicts 3, 3.5, 4 for items a, b, c. test: (u, b, 2) -> err 1.5 ; (v, c, 1) -> err 3
+    # the model predicts 3, 3.5, 4 for items a, b, c. test: (u, b, 2) -> err 1.5 ; (v, c, 1) -> err
+    # 3
     m = fixed((3.0, 3.5, 4.0), 3)
     res = P.evaluate_rating(m, train, test, batch_size=1)
     assert res["n_ratings"] == 2 and res["n_users"] == 2

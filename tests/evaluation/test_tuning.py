@@ -93,6 +93,7 @@ def test_loo_protocol(tiny):
         metric="hr@2",
         protocol="loo",
     )
-    # u1 (i1 i2 masked), held-out i4: ascending scores rank i5 i4 ... -> hit@2; descending i0 i3 -> miss
+    # u1 (i1 i2 masked), held-out i4: ascending scores rank i5 i4 ... -> hit@2; descending i0 i3 ->
+    # miss
     assert best == {"scores": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)}
     assert list(table["hr@2"]) == [1.0, 0.0]

@@ -282,7 +282,7 @@ def test_bulk_path_agrees_on_typed_columns(gate: Gate) -> None:
 
 
 def test_values_that_are_not_unicode_or_not_numbers_go_to_pydantic(gate: Gate) -> None:
-    """Lone surrogates (from JSON escapes), huge ints and nested values never crash the bulk path."""
+    """Lone surrogates (JSON escapes), huge ints and nested values never crash the bulk path."""
     rows = [
         _row(user="\ud800x"),
         _row(item="i\udfff"),

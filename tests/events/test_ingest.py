@@ -58,7 +58,8 @@ def test_jsonl_with_every_kind_of_bad_line(env: tuple[Gate, EventStore], tmp_pat
         json.dumps({"user": RAW, "item": "x", "type": "view"}).encode(),  # 2 missing timestamp
         json.dumps({**_good(3), "timestamp": "last tuesday"}).encode(),  # 3 bad timestamp
         json.dumps({**_good(4), "type": "click"}).encode(),  # 4 unknown type
-        b'{"user": "caf\xe9", "item": "x", "type": "view", "timestamp": 1600000000}',  # 5 invalid UTF-8
+        # 5 invalid UTF-8
+        b'{"user": "caf\xe9", "item": "x", "type": "view", "timestamp": 1600000000}',
         b'{"user": "'
         + RAW.encode()
         + b'", "item": "'

@@ -68,7 +68,7 @@ def _assert_no_plaintext(root: Path, needles: list[str]) -> None:
 
 
 def _plain_duckdb_holds(tmp: Path, frame: pd.DataFrame, needles: list[str]) -> None:
-    """Control: the same rows in an unencrypted DuckDB file are readable, so the grep can see them."""
+    """Control: the same rows in an unencrypted DuckDB file are readable: the grep can see them."""
     path = tmp / "control.duckdb"
     con = duckdb.connect(str(path))
     con.register("f", frame)
@@ -110,7 +110,10 @@ def test_nothing_readable_in_the_data_directory(data_dir: Path, gate: Gate, tmp_
 
 def test_spilled_temp_files_are_encrypted(data_dir: Path, tmp_path: Path) -> None:
     marker = "SPILLED-PLAINTEXT-MARKER"
-    big = f"CREATE TEMP TABLE big AS SELECT '{marker}-' || i::VARCHAR || md5(i::VARCHAR) AS x FROM range(600000) t(i)"
+    big = (
+        f"CREATE TEMP TABLE big AS SELECT '{marker}-' || i::VARCHAR || md5(i::VARCHAR) AS x "
+        "FROM range(600000) t(i)"
+    )
     with EventStore.open(data_dir, threads=1) as store:
         con = store._conn()
         con.execute("SET memory_limit = '40MB'")

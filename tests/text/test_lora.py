@@ -1,4 +1,4 @@
-"""LoRA fine-tuning: co-interaction pairs, a tiny seeded run, an adapter saved and loaded by name."""
+"""LoRA fine-tuning: co-interaction pairs, a tiny seeded run, an adapter saved, loaded by name."""
 
 from __future__ import annotations
 

@@ -143,7 +143,10 @@ class InteractionDataset:
         return int(self.user_idx.shape[0])
 
     def __repr__(self) -> str:
-        return f"InteractionDataset({self.name!r}, users={self.n_users}, items={self.n_items}, events={self.n_events})"
+        return (
+            f"InteractionDataset({self.name!r}, users={self.n_users}, items={self.n_items}, "
+            f"events={self.n_events})"
+        )
 
     # ---- views ------------------------------------------------------------------------------
     def event_weight_array(

@@ -84,7 +84,7 @@ TAOBAO_TYPES = {"pv": "view", "cart": "cart", "fav": "favorite", "buy": "purchas
 
 # ---- keys and the gate ---------------------------------------------------------------------
 def benchmark_pseudonymiser(seed: int = BENCHMARK_KEY_SEED) -> Pseudonymiser:
-    """A pseudonymiser whose key is derived in memory from `seed` (benchmarks only, never stored)."""
+    """A pseudonymiser keyed in memory from `seed` (benchmarks only; the key is never stored)."""
     key = hashlib.sha256(f"privrec/benchmark-pseudonym-key/{int(seed)}".encode()).digest()
     return Pseudonymiser([key])
 
@@ -128,7 +128,8 @@ def _read_delimited(
                 bad.append(
                     (
                         no,
-                        f"{path.name}: expected {n_fields} fields, found {len(parts)} (truncated or malformed line)",
+                        f"{path.name}: expected {n_fields} fields, found {len(parts)} "
+                        "(truncated or malformed line)",
                     )
                 )
                 continue
@@ -198,7 +199,8 @@ def dataset_from_raw_events(
     item_meta: pd.DataFrame | None = None,
     line_numbers: np.ndarray | None = None,
 ) -> InteractionDataset:
-    """Gate a raw event frame (user,item,type,timestamp[,rating,query,session,event_id]) into a dataset.
+    """Gate a raw event frame (user,item,type,timestamp[,rating,query,session,event_id]) into a
+    dataset.
 
     The same path the loaders take: rejects are logged and counted in `n_rejects`; without a
     gate or pseudonymiser the in-memory benchmark key is used.
@@ -304,7 +306,7 @@ def load_movielens_100k(
 
 # ---- Amazon, S3-Rec format -----------------------------------------------------------------
 def _s3rec_files(path: str | Path) -> tuple[Path, Path | None, Path | None]:
-    """The sequence file and its companions (items jsonl, item2attributes json) of an S3-Rec folder."""
+    """An S3-Rec folder's sequence file and its companions (items jsonl, item2attributes json)."""
     p = Path(path)
     if p.is_file():
         seq, folder = p, p.parent
@@ -427,7 +429,8 @@ def _unisrec_stem(folder: Path) -> str:
     cands = sorted(folder.glob("*.train.inter"))
     if not cands:
         raise NotFoundError(
-            f"no <Name>.train.inter in {folder}; expected the UniSRec layout (e.g. Scientific.train.inter)"
+            f"no <Name>.train.inter in {folder}; expected the UniSRec layout (e.g. "
+            "Scientific.train.inter)"
         )
     if len(cands) > 1:
         raise ValidationError(
@@ -500,7 +503,7 @@ def _unisrec_sequences(folder: Path, stem: str) -> dict[int, list[int]]:
 
 
 def _unisrec_meta(text_path: Path) -> pd.DataFrame | None:
-    """Item text "title. categories. brand. " split into title, category and brand where possible."""
+    """Item text "title. categories. brand. " split into title, category and brand if possible."""
     if not text_path.exists():
         return None
     rows = []
@@ -639,7 +642,8 @@ def _taobao_file(path: str | Path) -> Path:
     cands = sorted(p.glob("UserBehavior*.csv")) or sorted(p.glob("*.csv"))
     if not cands:
         raise NotFoundError(
-            f"no UserBehavior*.csv in {p}; expected Taobao UserBehavior rows user,item,category,behavior,timestamp"
+            f"no UserBehavior*.csv in {p}; expected Taobao UserBehavior rows "
+            "user,item,category,behavior,timestamp"
         )
     if len(cands) > 1:
         raise ValidationError("path", f"{len(cands)} csv files in {p}; pass the one to load")
@@ -653,7 +657,8 @@ def load_taobao_userbehavior(
     pseudonymiser: Pseudonymiser | None = None,
     event_weights: Mapping[str, float] | None = None,
 ) -> InteractionDataset:
-    """Load Taobao UserBehavior CSV (no header: user_id,item_id,category_id,behavior_type,timestamp).
+    """Load Taobao UserBehavior CSV (no header:
+    user_id,item_id,category_id,behavior_type,timestamp).
 
     pv -> view, cart -> cart, fav -> favorite, buy -> purchase; any other behaviour is passed on
     unchanged and rejected by the gate. `category_id` becomes the item's category. A truncated
@@ -691,7 +696,7 @@ def load_taobao_userbehavior(
 
 # ---- detection -----------------------------------------------------------------------------
 def detect_format(path: str | Path) -> str:
-    """Name the format of a dataset folder (or file): movielens-100k, unisrec, amazon-s3rec, taobao."""
+    """The format of a dataset folder (or file): movielens-100k, unisrec, amazon-s3rec or taobao."""
     p = Path(path)
     if p.is_file():
         if p.name == "u.data":
@@ -741,7 +746,7 @@ def load_dataset(
     pseudonymiser: Pseudonymiser | None = None,
     event_weights: Mapping[str, float] | None = None,
 ) -> InteractionDataset:
-    """Load any supported dataset, detecting its format from the folder contents (see `detect_format`)."""
+    """Load any supported dataset, its format detected from the folder's contents."""
     return LOADERS[detect_format(path)](
         path, gate=gate, pseudonymiser=pseudonymiser, event_weights=event_weights
     )

@@ -47,7 +47,8 @@ def _source_order(ds: InteractionDataset) -> np.ndarray:
 
 
 def _round_half_even(x: np.ndarray) -> np.ndarray:
-    # Python's round() and numpy's rint both round halves to even (round(1.5) == 2, round(4.5) == 4);
+    # Python's round() and numpy's rint both round halves to even (round(1.5) == 2, round(4.5) ==
+    # 4);
     # the reference implementation relies on it, so the counts must too.
     return np.rint(x).astype(np.int64)
 

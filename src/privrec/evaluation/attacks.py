@@ -53,7 +53,8 @@ class PoisonedDataset:
     """A dataset with fake shoppers appended.
 
     Attributes:
-        dataset: real events plus the fakes' events; real users keep their indices, fakes come after.
+        dataset: real events plus the fakes' events; real users keep their indices, fakes come
+            after.
         fake_users: user indices of the fake shoppers.
         targets: the pushed item indices.
         kind: the attack.
@@ -130,7 +131,8 @@ def inject_attack(
     burst: bool = False,
     seed: int = 0,
 ) -> PoisonedDataset:
-    """Append fake shoppers who push `targets` (default: `choose_targets(ds, n_targets, seed=seed)`).
+    """Append fake shoppers who push `targets` (default: `choose_targets(ds, n_targets,
+    seed=seed)`).
 
     Args:
         ds: the (training) dataset to poison; it is not modified.
@@ -190,7 +192,8 @@ def inject_attack(
             )
         )
 
-    # the fakes' event type: the dataset's most common one (ratings for MovieLens, purchases for Amazon)
+    # the fakes' event type: the dataset's most common one (ratings for MovieLens, purchases for
+    # Amazon)
     etype = int(np.bincount(ds.event_type).argmax()) if ds.n_events else EVENT_CODE["view"]
     fixed = np.unique(np.concatenate([targets, selected]))
     blocked = np.zeros(ds.n_items, bool)

@@ -1,4 +1,4 @@
-"""Train and evaluate several models on one split, timing each: the comparison behind every report."""
+"""Train and evaluate several models on one split, timing each: the comparison behind reports."""
 
 from __future__ import annotations
 

@@ -218,7 +218,7 @@ def detect_fake_profiles(
 
 
 def precision_recall(flagged: np.ndarray, fakes: np.ndarray) -> dict[str, float]:
-    """Precision and recall of `flagged` against the true fake user indices (precision 1 if none flagged)."""
+    """Precision and recall of `flagged` against the true fakes (precision 1 if none flagged)."""
     f, t = set(np.asarray(flagged).tolist()), set(np.asarray(fakes).tolist())
     tp = len(f & t)
     return {

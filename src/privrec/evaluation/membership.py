@@ -1,4 +1,5 @@
-"""User-level membership inference against any Recommender (in the manner of Zhang et al., CCS 2021).
+"""User-level membership inference against any Recommender (in the manner of Zhang et al., CCS
+2021).
 
 The question: given a shopper's history, was this shopper in the model's training data?
 
@@ -62,7 +63,8 @@ class AttackResult:
         auc: ROC AUC of the attack on the target model (0.5 = chance).
         tpr_at_1pct_fpr: true-positive rate at 1% false-positive rate.
         auc_std: standard deviation of the AUC over repeats (0 for one repeat).
-        shadow_auc: the attack's AUC on its own (shadow) training data: how separable members were there.
+        shadow_auc: the attack's AUC on its own (shadow) training data: how separable members
+            were there.
         n_members, n_nonmembers: target users per repeat.
         repeats: independent splits averaged.
         classifier: "logistic" or "gbm".
@@ -86,7 +88,7 @@ class AttackResult:
         return asdict(self)
 
 
-# ---- metrics ------------------------------------------------------------------------------------------------
+# ---- metrics -------------------------------------------------------------------------------------
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC by the rank-sum (Mann-Whitney) statistic, ties counted half."""
     from scipy.stats import rankdata
@@ -101,7 +103,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float = 0.01) -> float:
-    """The largest true-positive rate whose false-positive rate is at most `fpr` (threshold on scores)."""
+    """The largest true-positive rate at a false-positive rate of at most `fpr` (any threshold)."""
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     neg = np.sort(s[~y])[::-1]
@@ -112,7 +114,7 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float = 0.01) -> flo
     return float((s[y] > thr).mean())
 
 
-# ---- the attacker's public knowledge ------------------------------------------------------------------------
+# ---- the attacker's public knowledge -------------------------------------------------------------
 @dataclass
 class _Public:
     popularity: np.ndarray  # per item, from the attacker's own users
@@ -140,7 +142,7 @@ def _public_knowledge(x: sp.csr_matrix, dim: int, seed: int) -> _Public:
     return _Public(pop, rank, emb)
 
 
-# ---- features --------------------------------------------------------------------------------------------------
+# ---- features ------------------------------------------------------------------------------------
 def _halves(x: sp.csr_matrix, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Split every row's items into two random halves (seeded)."""
     rng = np.random.default_rng(seed)
@@ -173,7 +175,7 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
 def _self_rank_features(
     model: Recommender, query: sp.csr_matrix, held: sp.csr_matrix, pub: _Public, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: mean log(1 + rank) of the held items under the model and under popularity, and hits@k."""
+    """Per row: mean log(1 + rank) of the held items under the model and popularity; hits@k."""
     s = np.asarray(model.score_matrix(query), dtype=np.float64)
     s = np.nan_to_num(s, nan=-np.inf)
     rows_q = np.repeat(np.arange(query.shape[0]), np.diff(query.indptr))
@@ -241,7 +243,7 @@ def user_features(
     return np.vstack(out) if out else np.zeros((0, len(FEATURES_FIXED)))
 
 
-# ---- the attack ----------------------------------------------------------------------------------------------------
+# ---- the attack ----------------------------------------------------------------------------------
 def _classifier(kind: str, seed: int) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -281,7 +283,8 @@ def membership_audit(
     repeats: int = 1,
     seed: int = 0,
 ) -> AttackResult:
-    """Train target and shadow models on disjoint users and attack the target (see the module docstring).
+    """Train target and shadow models on disjoint users and attack the target (see the module
+    docstring).
 
     Args:
         model_factory: returns a new, unfitted model (the same kind and settings each time).
@@ -312,7 +315,8 @@ def membership_audit(
         q = users.size // 4
         if q < 5:
             raise ValueError(
-                f"dataset: only {users.size} users with >= {min_history} events; the audit needs at least 20"
+                f"dataset: only {users.size} users with >= {min_history} events; the "
+                "audit needs at least 20"
             )
         t_in, t_out, s_in, s_out = (
             users[:q],

@@ -172,7 +172,8 @@ def average_precision_at_k(
     *,
     normalize: str = "relevant",
 ) -> float:
-    """Sum over hits in the top k of precision at that rank, divided by the number of relevant items.
+    """Sum over hits in the top k of precision at that rank, divided by the number of relevant
+    items.
 
     Args:
         normalize: "relevant" (Microsoft Recommenders' `map`, the old `map_at_k` behind their
@@ -184,7 +185,7 @@ def average_precision_at_k(
 
 
 def hit_rate_at_k(ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: int) -> float:
-    """1.0 when any relevant item is in the top k, else 0.0 (HR@k; = Recall@k with one relevant item)."""
+    """1.0 when a relevant item is in the top k, else 0.0 (HR@k: Recall@k for one relevant item)."""
     return _one(ranked, relevant, k, "hr")
 
 

@@ -2,7 +2,8 @@
 
 Full ranking: every user is scored against every item; items in the user's training history are
 set to -inf (they cannot be recommended again, as in Microsoft Recommenders' `remove_seen=True`
-and the S3-Rec full-ranking evaluation); the top k comes from a partial sort (`np.partition`), ties broken by the
+and the S3-Rec full-ranking evaluation); the top k comes from a partial sort (`np.partition`), ties
+broken by the
 lower item index (as `models.base.top_k`). Users are processed in batches, so only a
 (batch_size x n_items) block of scores exists at any time.
 
@@ -308,7 +309,8 @@ def evaluate_ranking(
             (for models that need more than a weighted history, e.g. ordered sequences).
         item_features: (n_items, d) vectors for "diversity".
         item_counts: training interactions per item for "novelty"/"coverage"; default from `train`.
-        skip_cold_users: leave out users with an empty history (Microsoft Recommenders' common users).
+        skip_cold_users: leave out users with an empty history (Microsoft Recommenders' common
+            users).
         per_user: also return "per_user" (key -> array over "users") for list-level metrics.
 
     Returns:
@@ -448,7 +450,8 @@ def evaluate_ranking(
 
 
 def _full_rank_rr(s: np.ndarray, rel_rows: np.ndarray, rel_cols: np.ndarray) -> np.ndarray:
-    """1 / (full-ranking rank of the first relevant item), same tie rule as top_k_rows; 0 if unrankable.
+    """1 / (full-ranking rank of the first relevant item), same tie rule as top_k_rows; 0 if
+    unrankable.
 
     `rel_rows`/`rel_cols` list the relevant (row, item) pairs, rows ascending.
     """
@@ -493,8 +496,8 @@ def evaluate_loo(
     if per_user_items.size and per_user_items.max() > 1:
         bad = int((per_user_items > 1).sum())
         raise ValueError(
-            f"test: {bad} user(s) have more than one held-out item; leave-one-out needs exactly one "
-            "(use evaluate_ranking for multi-item test sets)"
+            f"test: {bad} user(s) have more than one held-out item; leave-one-out needs exactly "
+            "one (use evaluate_ranking for multi-item test sets)"
         )
     if metrics is None:
         metrics = (f"hr@{k}", f"ndcg@{k}", "mrr")

@@ -47,19 +47,21 @@ _NON_METRIC = {
 
 PROTOCOL_FULL_RANKING = (
     "Full ranking: every test user is scored against every item in the catalogue; the user's "
-    "training items are removed (set to -inf) and the top k are kept, ties broken by the lower item "
-    "index. Every held-out interaction is relevant (no rating threshold). Precision@k = hits/k; "
-    "Recall@k = hits / relevant items; NDCG@k uses binary gain and a 1/ln(1+rank) discount with the "
-    "ideal list of min(relevant, k) hits; MAP sums the precision at each hit within the top k and "
-    "divides by the number of relevant items (Microsoft Recommenders' definitions). Means run over "
-    "users with at least one test item and a non-empty training history. Hyper-parameters were "
-    "chosen on a validation split carved from the training part, never on the test part."
+    "training items are removed (set to -inf) and the top k are kept, ties broken by the lower "
+    "item index. Every held-out interaction is relevant (no rating threshold). Precision@k = "
+    "hits/k; Recall@k = hits / relevant items; NDCG@k uses binary gain and a 1/ln(1+rank) "
+    "discount with the ideal list of min(relevant, k) hits; MAP sums the precision at each hit "
+    "within the top k and divides by the number of relevant items (Microsoft Recommenders' "
+    "definitions). Means run over users with at least one test item and a non-empty training "
+    "history. Hyper-parameters were chosen on a validation split carved from the training part, "
+    "never on the test part."
 )
 PROTOCOL_LOO = (
-    "Leave-one-out, full ranking: each user's last interaction is held out and ranked against every "
-    "item in the catalogue, the user's earlier items removed. HR@k (= Recall@k with one held-out "
-    "item) and NDCG@k (binary gain, one relevant item) are averaged over users; MRR uses the full "
-    "ranking. Figures measured against 99 sampled negatives are on another scale and are not compared."
+    "Leave-one-out, full ranking: each user's last interaction is held out and ranked against "
+    "every item in the catalogue, the user's earlier items removed. HR@k (= Recall@k with one "
+    "held-out item) and NDCG@k (binary gain, one relevant item) are averaged over users; MRR uses "
+    "the full ranking. Figures measured against 99 sampled negatives are on another scale and are "
+    "not compared."
 )
 
 # Published anchors (read from /work/shared/anchors.md; metric keys follow the protocol's names).
@@ -196,7 +198,7 @@ class ModelResult:
 
     @classmethod
     def coerce(cls, obj: ModelResult | Mapping[str, Any]) -> ModelResult:
-        """Accept a ModelResult, a dict with a "metrics" mapping, or a flat dict of metric values."""
+        """Accept a ModelResult, a dict with a "metrics" mapping or a flat dict of metric values."""
         if isinstance(obj, ModelResult):
             return obj
         d = dict(obj)
@@ -426,7 +428,8 @@ def write_report(
             {"model", "metrics": {...}, "source"}; a value may be a (low, high) range.
         protocol: a short description of the protocol (default: full ranking).
         metrics: table columns (default: every metric key in results, then in anchors).
-        chart_metrics: which metrics get a bar chart (default: the first NDCG@k and Recall@k, or HR@k).
+        chart_metrics: which metrics get a bar chart (default: the first NDCG@k and Recall@k, or
+            HR@k).
         name: file stem.
 
     Returns:

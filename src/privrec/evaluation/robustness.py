@@ -152,7 +152,8 @@ class _Runner:
         )
         hr = target_hit_rate(model, train, targets, users=self.real, k=self.cfg.k)
         self.progress(
-            f"{defence:10s} {name:8s} {train.name}: ndcg {ndcg:.4f} target_hr {hr:.4f} ({fit_s:.0f}s)"
+            f"{defence:10s} {name:8s} {train.name}: ndcg {ndcg:.4f} target_hr {hr:.4f} "
+            f"({fit_s:.0f}s)"
         )
         return {"model": name, "ndcg": ndcg, "target_hr": hr, "fit_seconds": round(fit_s, 1)}
 
@@ -299,39 +300,45 @@ def _markdown(report: dict[str, Any]) -> str:
     cd = report["clean_detection"]
     out += [
         "",
-        f"Detector on the clean data (false alarms): {cd['flagged']} users flagged ({cd['share']:.2%}).",
+        f"Detector on the clean data (false alarms): {cd['flagged']} users flagged "
+        f"({cd['share']:.2%}).",
     ]
     out += [
         "",
         "## Attacks (undefended) and detection",
         "",
-        f"| attack | fraction | fakes | targets' HR@{k} | rise | NDCG@{k} | detection precision | detection recall |",
+        f"| attack | fraction | fakes | targets' HR@{k} | rise | NDCG@{k} | detection "
+        "precision | detection recall |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for g in report["grid"]:
         d = g["detection"]
         out.append(
-            f"| {g['attack']} | {g['fraction']:.0%} | {g['n_fakes']} | {g['target_hr']:.4f} | {g['rise']:+.4f} | "
-            f"{g['ndcg']:.4f} | {d['precision']:.3f} | {d['recall']:.3f} |"
+            f"| {g['attack']} | {g['fraction']:.0%} | {g['n_fakes']} | {g['target_hr']:.4f} | "
+            f"{g['rise']:+.4f} | {g['ndcg']:.4f} | {d['precision']:.3f} | {d['recall']:.3f} |"
         )
     for cell in report["defended"]:
         out += [
             "",
             f"## Defences under {cell['attack']} {cell['fraction']:.0%}",
             "",
-            f"| defence | model | targets' HR@{k} | rise | rise / undefended rise | NDCG@{k} | NDCG cost | meets target |",
+            f"| defence | model | targets' HR@{k} | rise | rise / undefended rise | "
+            f"NDCG@{k} | NDCG cost | meets target |",
             "|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for r in cell["rows"]:
             ratio = "" if r["rise_ratio"] is None else f"{r['rise_ratio']:.2f}"
             cost = "" if r["ndcg_cost"] is None else f"{r['ndcg_cost']:+.1%}"
             out.append(
-                f"| {r['defence']} | {r['model']} | {r['target_hr']:.4f} | {r['rise']:+.4f} | {ratio} | {r['ndcg']:.4f} | {cost} | {'yes' if r['meets_target'] else 'no'} |"
+                f"| {r['defence']} | {r['model']} | {r['target_hr']:.4f} | "
+                f"{r['rise']:+.4f} | {ratio} | {r['ndcg']:.4f} | {cost} | "
+                f"{'yes' if r['meets_target'] else 'no'} |"
             )
         out += [
             "",
             f"Best defence (lowest rise at <= 5% NDCG cost): {cell['best']}; meets the target "
-            f"(rise <= 1/4 of undefended, cost <= 5%): {'yes' if cell['best_meets_target'] else 'no'}.",
+            "(rise <= 1/4 of undefended, cost <= 5%): "
+            f"{'yes' if cell['best_meets_target'] else 'no'}.",
         ]
     return "\n".join(out) + "\n"
 
@@ -404,7 +411,8 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         axes[0].bar(names, [r["target_hr"] for r in rows], color="tab:red")
         axes[0].axhline(report["clean"]["none"]["target_hr"], color="grey", linestyle=":")
         axes[0].set(
-            title=f"targets' HR@{report['config']['k']} under {cell['attack']} {cell['fraction']:.0%}"
+            title=f"targets' HR@{report['config']['k']} under {cell['attack']} "
+            f"{cell['fraction']:.0%}"
         )
         axes[1].bar(names, [r["ndcg"] for r in rows], color="tab:blue")
         axes[1].axhline(report["clean"]["none"]["ndcg"], color="grey", linestyle=":")
@@ -439,8 +447,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     )
     # a minimal HTML view: the markdown tables as preformatted text plus the charts
     paths["html"].write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>privrec robustness report</title></head><body>"
-        f"<pre>{html.escape(md)}</pre>{imgs}</body></html>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>privrec robustness "
+        f"report</title></head><body><pre>{html.escape(md)}</pre>{imgs}</body></html>"
     )
     for p in pngs:
         paths[p.stem] = p

@@ -37,7 +37,7 @@ LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 
 
 def iter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """All combinations of `grid` in a fixed order: keys as given, values as given, last key fastest."""
+    """All combinations of `grid` in a fixed order: keys and values as given, last key fastest."""
     for key, values in grid.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
             raise ValueError(f"grid[{key!r}]: give a list of values, got {type(values).__name__}")

@@ -248,7 +248,7 @@ def _py_number(v: Any) -> float | None:
 
 
 def _object_numbers(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Python ints and floats of an object array as float64 (NaN elsewhere); returns (values, mask)."""
+    """An object array's Python ints and floats as float64 (NaN elsewhere): (values, mask)."""
     types = _types(arr)
     num = (types == int) | (types == float)
     out = np.full(len(arr), np.nan)

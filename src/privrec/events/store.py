@@ -81,7 +81,8 @@ ITEM_SCHEMA = pa.schema(
 _DDL = (
     """CREATE TABLE IF NOT EXISTS events (
         event_id VARCHAR NOT NULL, "user" VARCHAR NOT NULL, item VARCHAR NOT NULL,
-        type VARCHAR NOT NULL, ts DOUBLE NOT NULL, rating DOUBLE, query VARCHAR, session VARCHAR)""",
+        type VARCHAR NOT NULL, ts DOUBLE NOT NULL, rating DOUBLE, query VARCHAR,
+        session VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS items (
         item VARCHAR NOT NULL, title VARCHAR, category VARCHAR, brand VARCHAR,
         price DOUBLE, in_stock BOOLEAN, text VARCHAR)""",
@@ -111,8 +112,8 @@ def httpfs_extension_path() -> Path:
             return path
     raise StoreError(
         "the event store needs DuckDB's httpfs extension for encryption; install the PyPI package "
-        f"duckdb-ext-httpfs matching duckdb {DUCKDB_VERSION.lstrip('v')} (pip install 'duckdb-ext-httpfs==1.4.4.*')"
-        + (f"; it has no build for {plat}" if roots else "")
+        f"duckdb-ext-httpfs matching duckdb {DUCKDB_VERSION.lstrip('v')} (pip install "
+        "'duckdb-ext-httpfs==1.4.4.*')" + (f"; it has no build for {plat}" if roots else "")
     )
 
 
@@ -224,7 +225,8 @@ class EventStore:
     @staticmethod
     def _attach(con: duckdb.DuckDBPyConnection, path: Path, key_hex: str) -> None:
         con.execute(
-            f"ATTACH {_sql_text(str(path))} AS {_ALIAS} (ENCRYPTION_KEY {_sql_text(key_hex)}, ENCRYPTION_CIPHER 'GCM')"
+            f"ATTACH {_sql_text(str(path))} AS {_ALIAS} (ENCRYPTION_KEY "
+            f"{_sql_text(key_hex)}, ENCRYPTION_CIPHER 'GCM')"
         )
         con.execute(f"USE {_ALIAS}")
 
@@ -276,7 +278,7 @@ class EventStore:
 
     @contextmanager
     def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction: committed on success, rolled back on any error (nothing half-written)."""
+        """One transaction: committed on success, rolled back on any error (nothing half-done)."""
         with self._lock:
             con = self._conn()
             con.execute("BEGIN TRANSACTION")
@@ -289,7 +291,8 @@ class EventStore:
                     pass
                 if isinstance(err, duckdb.Error):
                     raise StoreError(
-                        f"event store: the operation failed and was rolled back ({_first_line(err)})"
+                        "event store: the operation failed and was rolled back "
+                        f"({_first_line(err)})"
                     ) from None
                 raise
             try:
@@ -300,7 +303,7 @@ class EventStore:
                 ) from None
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a query and fetch all rows under the lock (a result is only valid until the next query)."""
+        """Fetch all rows of a query under the lock (a result is valid until the next query)."""
         with self._lock:
             try:
                 return self._conn().execute(sql, params or []).fetchall()
@@ -350,8 +353,9 @@ class EventStore:
             n = con.execute("SELECT count(*) FROM events").fetchone()[0]
             if stored is not None and n:
                 raise StoreError(
-                    f"pseudonym key generation: the store holds generation {stored} but the key chain is at "
-                    f"generation {generation}; re-key the store (privrec rotate-key) or use the matching key file"
+                    f"pseudonym key generation: the store holds generation {stored} but the key "
+                    f"chain is at generation {generation}; re-key the store (privrec rotate-key) "
+                    "or use the matching key file"
                 )
             self._meta_set(con, "pseudonym_generation", str(int(generation)))
 
@@ -389,8 +393,9 @@ class EventStore:
                 # Anti-join on event_id: DuckDB builds the hash table on the batch (RIGHT_ANTI)
                 # and streams the stored ids past it. Costs a scan of the stored ids per batch.
                 inserted = con.execute(
-                    "INSERT INTO events SELECT b.event_id, b.user, b.item, b.type, b.ts, b.rating, b.query, b.session "
-                    "FROM _batch AS b WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = b.event_id)"
+                    "INSERT INTO events SELECT b.event_id, b.user, b.item, b.type, b.ts, "
+                    "b.rating, b.query, b.session FROM _batch AS b WHERE NOT EXISTS (SELECT 1 "
+                    "FROM events AS e WHERE e.event_id = b.event_id)"
                 ).fetchone()[0]
             finally:
                 con.unregister("_batch")
@@ -409,7 +414,8 @@ class EventStore:
         extra = [str(c) for c in frame.columns if c not in ITEM_COLUMNS]
         if extra:
             raise StoreError(
-                f"upsert_items: unknown column(s) {', '.join(extra)}; the columns are {', '.join(ITEM_COLUMNS)}"
+                f"upsert_items: unknown column(s) {', '.join(extra)}; the columns are "
+                f"{', '.join(ITEM_COLUMNS)}"
             )
         if frame["item"].isna().any():
             raise StoreError(
@@ -486,7 +492,8 @@ class EventStore:
         with self._lock:
             n = self.count()
             self._rows(
-                f"COPY ({_SELECT_EVENTS} ORDER BY ts, rowid) TO {_sql_text(str(path))} (FORMAT parquet)"
+                f"COPY ({_SELECT_EVENTS} ORDER BY ts, rowid) TO {_sql_text(str(path))} "
+                "(FORMAT parquet)"
             )
         return n
 
@@ -514,7 +521,8 @@ class EventStore:
             for t, d in days.items():
                 if t not in EVENT_TYPES:
                     raise StoreError(
-                        f"retention: {t!r} is not an event type; use one of {', '.join(EVENT_TYPES)}"
+                        f"retention: {t!r} is not an event type; use one of "
+                        f"{', '.join(EVENT_TYPES)}"
                     )
                 if d is not None:
                     limits.append((t, _check_days(d)))
@@ -579,8 +587,8 @@ class EventStore:
         target = pseudonymiser.generation
         if gen is not None and gen + 1 != target:
             raise StoreError(
-                f"rekey: the store holds key generation {gen} but the pseudonymiser is at generation {target}; "
-                "re-key one rotation at a time"
+                f"rekey: the store holds key generation {gen} but the pseudonymiser is at "
+                f"generation {target}; re-key one rotation at a time"
             )
         with self._tx() as con:
             old = (
@@ -603,7 +611,8 @@ class EventStore:
                 con.register("_rekeyed", new)
                 try:
                     con.execute(
-                        'UPDATE events SET event_id = r.event_id, "user" = r.user, session = r.session '
+                        'UPDATE events SET event_id = r.event_id, "user" = r.user, '
+                        "session = r.session "
                         "FROM _rekeyed AS r WHERE events.rowid = r.rid"
                     )
                 finally:
@@ -627,7 +636,8 @@ class EventStore:
             try:
                 con.execute("CHECKPOINT")
                 con.execute(
-                    f"ATTACH {_sql_text(str(fresh))} AS fresh (ENCRYPTION_KEY {_sql_text(self._key_hex)}, ENCRYPTION_CIPHER 'GCM')"
+                    f"ATTACH {_sql_text(str(fresh))} AS fresh (ENCRYPTION_KEY "
+                    f"{_sql_text(self._key_hex)}, ENCRYPTION_CIPHER 'GCM')"
                 )
                 try:
                     con.execute(f"COPY FROM DATABASE {_ALIAS} TO fresh")
@@ -667,7 +677,10 @@ def _first_line(err: BaseException) -> str:
 def _open_problem(err: duckdb.Error, path: Path) -> str:
     text = str(err)
     if "Wrong encryption key" in text:
-        return f"{path.name}: wrong store key; give the key the store was created with (PRIVREC_STORE_KEY or keys/{STORE_KEY_FILE})"
+        return (
+            f"{path.name}: wrong store key; give the key the store was created with "
+            f"(PRIVREC_STORE_KEY or keys/{STORE_KEY_FILE})"
+        )
     if "lock" in text.lower() or "conflict" in text.lower():
         return f"{path.name}: the event store is open in another process or object; close it first"
     return f"{path.name}: cannot open the event store ({_first_line(err)})"
@@ -709,7 +722,8 @@ def _events_table(frame: pd.DataFrame) -> pa.Table:
     missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
     if missing:
         raise StoreError(
-            f"append: the frame lacks column(s) {', '.join(missing)}; pass the gate's output (GateResult.accepted)"
+            f"append: the frame lacks column(s) {', '.join(missing)}; pass the gate's "
+            "output (GateResult.accepted)"
         )
     try:
         table = pa.Table.from_pandas(
@@ -727,7 +741,8 @@ def _events_table(frame: pd.DataFrame) -> pa.Table:
         if pc.all(pc.match_substring_regex(table[c], pattern)).as_py() not in (True, None):
             # Defence in depth: a raw id must never reach the store, even by a programming error.
             raise StoreError(
-                f"append: {c} holds values that are not pseudonyms; send events through the privacy gate"
+                f"append: {c} holds values that are not pseudonyms; send events through "
+                "the privacy gate"
             )
     if not pc.all(pc.is_in(table["type"], value_set=pa.array(EVENT_TYPES))).as_py():
         raise StoreError(

@@ -35,7 +35,8 @@ class VariantData:
         name: the variant.
         impressions: recommendation lists shown.
         clicked_impressions: lists with at least one attributed click.
-        revenue_per_unit: attributed revenue of each exposed shopper (0 for none), one entry per shopper.
+        revenue_per_unit: attributed revenue of each exposed shopper (0 for none), one entry per
+            shopper.
         converted_units: shoppers with at least one attributed purchase.
         carts: attributed add-to-cart events.
     """

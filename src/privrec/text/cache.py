@@ -77,18 +77,18 @@ class EmbeddingCache:
                 conn.execute("PRAGMA page_size=16384")  # takes effect only on a new file
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(
-                    "CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)"
+                    "CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, name "
+                    "TEXT NOT NULL UNIQUE)"
                 )
                 conn.execute(
-                    "CREATE TABLE IF NOT EXISTS embeddings ("
-                    " model INTEGER NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL,"
-                    " UNIQUE (model, hash))"
+                    "CREATE TABLE IF NOT EXISTS embeddings ( model INTEGER NOT NULL, hash BLOB "
+                    "NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL, UNIQUE (model, hash))"
                 )
                 conn.commit()
             except (OSError, sqlite3.Error) as exc:
                 raise ConfigError(
-                    f"text.cache_dir: cannot use {str(self.directory)!r} for the embedding cache ({exc}); "
-                    f"give a writable folder (or set {CACHE_ENV})"
+                    f"text.cache_dir: cannot use {str(self.directory)!r} for the embedding cache "
+                    f"({exc}); give a writable folder (or set {CACHE_ENV})"
                 ) from exc
             self._local.conn = conn
         return conn
@@ -131,7 +131,10 @@ class EmbeddingCache:
         mkey = self._model_key(model_id, create=False)
         for start in range(0, len(keys) if mkey is not None else 0, _CHUNK):
             part = keys[start : start + _CHUNK]
-            q = f"SELECT hash, dim, vec FROM embeddings WHERE model = ? AND hash IN ({','.join('?' * len(part))})"
+            q = (
+                "SELECT hash, dim, vec FROM embeddings WHERE model = ? AND hash IN "
+                f"({','.join('?' * len(part))})"
+            )
             for h, dim, blob in conn.execute(q, [mkey, *part]):
                 if out is None:
                     out = np.zeros((n, int(dim)), dtype=np.float32)
@@ -190,7 +193,10 @@ class EmbeddingCache:
         """Model id -> number of vectors stored for it."""
         if not self.path.exists():
             return {}
-        q = "SELECT m.name, COUNT(*) FROM embeddings e JOIN models m ON m.id = e.model GROUP BY m.name"
+        q = (
+            "SELECT m.name, COUNT(*) FROM embeddings e JOIN models m ON m.id = e.model GROUP "
+            "BY m.name"
+        )
         return {m: int(c) for m, c in self._conn().execute(q)}
 
     def clear(self, model_id: str | None = None) -> int:

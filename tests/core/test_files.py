@@ -138,6 +138,13 @@ def test_ensure_private(tmp_path: Path, umask: int) -> None:
     assert path.read_bytes() == b"db" and _mode(path) == 0o600  # kept, narrowed
 
 
+def test_ensure_private_leaves_a_directory_alone(tmp_path: Path) -> None:
+    d = tmp_path / "consent.sqlite"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    assert ensure_private(d) is False and _mode(d) == 0o755
+
+
 def test_private_dir(tmp_path: Path, umask: int) -> None:
     d = private_dir(tmp_path / "a" / "keys")
     assert d.is_dir() and _mode(d) == 0o700

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -96,12 +97,14 @@ def ensure_private(path: str | Path) -> bool:
     mode, and SQLite gives its journal and WAL files the mode of the database file.
 
     Returns:
-        True if the file was created now.
+        True if the file was created now; False if something already was there (a regular
+        file is narrowed to 0600, anything else is left for the opener to refuse).
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
-        os.chmod(path, FILE_MODE)
+        if stat.S_ISREG(os.stat(path).st_mode):
+            os.chmod(path, FILE_MODE)
         return False
     try:
         os.fchmod(fd, FILE_MODE)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -172,13 +174,16 @@ def open_umask() -> Iterator[None]:
 
 def test_store_set_get_change_delete(tmp_path: Path, open_umask: None) -> None:
     store = ConsentStore(tmp_path)
+    other = ConsentStore(tmp_path)  # another worker's handle
     p = "a" * 32
     assert store.get(p) is ConsentLevel.PERSONALIZED  # the default
+    assert other.levels([p]) == {p: ConsentLevel.PERSONALIZED}
     store.set(p, "anonymous")
     assert store.get(p) is ConsentLevel.ANONYMOUS
     store.set(p, ConsentLevel.PURCHASES_ONLY)
-    # a change applies to the next request: another handle reads it, nothing is cached
-    assert ConsentStore(tmp_path).get(p) is ConsentLevel.PURCHASES_ONLY
+    # a change applies to the next request: the other handle, read before, sees it now
+    assert other.get(p) is ConsentLevel.PURCHASES_ONLY
+    assert other.levels([p]) == {p: ConsentLevel.PURCHASES_ONLY}
     rec = store.record(p)
     assert rec is not None and rec["level"] == "purchases_only"
     assert store.levels([p, "b" * 32]) == {
@@ -192,13 +197,26 @@ def test_store_set_get_change_delete(tmp_path: Path, open_umask: None) -> None:
     assert os.listdir(tmp_path) == ["consent.sqlite"]  # no journal left beside it
 
 
-def test_an_erased_record_is_gone_from_the_file(tmp_path: Path) -> None:
+def test_an_erased_record_is_gone_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_connect = sqlite3.connect
+
+    def connect_insecure(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        con = real_connect(*args, **kwargs)
+        con.execute("PRAGMA secure_delete=OFF")  # a SQLite build whose default is off
+        return con
+
+    monkeypatch.setattr(consent.sqlite3, "connect", connect_insecure)
     store = ConsentStore(tmp_path)
-    p = "feedc0de" * 4
-    store.set(p, "anonymous")
-    assert p.encode() in store.path.read_bytes()
-    store.delete(p)
-    assert p.encode() not in store.path.read_bytes()  # overwritten, not just unlinked
+    ps = [f"{i:x}" * 32 for i in range(5)]
+    for p in ps:
+        store.set(p, "anonymous")
+    assert ps[2].encode() in store.path.read_bytes()
+    store.delete(ps[2])
+    data = store.path.read_bytes()
+    assert ps[2].encode() not in data  # overwritten, not just unlinked
+    assert ps[3].encode() in data
 
 
 def test_store_rejects_bad_input(tmp_path: Path) -> None:

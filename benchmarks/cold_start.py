@@ -90,14 +90,12 @@ ADAPTER = "beauty-cold-start"
 
 # ---- split ------------------------------------------------------------------------------------
 def split(ds: InteractionDataset, frac: float = 0.1) -> dict[str, Any]:
-    n_cold = int(round(frac * ds.n_items))
+    n_cold = round(frac * ds.n_items)
     cold_items = np.zeros(ds.n_items, bool)
     cold_items[np.random.default_rng(SEED).choice(ds.n_items, n_cold, replace=False)] = True
     new_users = np.zeros(ds.n_users, bool)
     new_users[
-        np.random.default_rng(SEED + 1).choice(
-            ds.n_users, int(round(frac * ds.n_users)), replace=False
-        )
+        np.random.default_rng(SEED + 1).choice(ds.n_users, round(frac * ds.n_users), replace=False)
     ] = True
     ev_cold = cold_items[ds.item_idx]
     ev_new = new_users[ds.user_idx]
@@ -300,9 +298,7 @@ def split_with_validation(
     val_items = np.zeros(ds.n_items, bool)
     pool = np.nonzero(~cold_items)[0]
     val_items[
-        np.random.default_rng(VAL_SEED).choice(
-            pool, int(round(val_frac * ds.n_items)), replace=False
-        )
+        np.random.default_rng(VAL_SEED).choice(pool, round(val_frac * ds.n_items), replace=False)
     ] = True
     assert not (val_items & cold_items).any()
     ev_cold, ev_val, ev_new = (

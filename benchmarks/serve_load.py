@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -460,12 +461,12 @@ def main() -> None:
                 )
                 print("phase hotswap", flush=True)
 
-                def swap() -> list[dict[str, Any]]:
+                def swap(base: str, versions: list[str]) -> list[dict[str, Any]]:
                     time.sleep(args.seconds * 0.2)
                     out = []
                     for v in (versions[-1], versions[0], versions[-1]):
                         t = time.perf_counter()
-                        code, doc = _http(
+                        code, _ = _http(
                             "POST", f"{base}/v1/models/{args.model}/activate", {"version": v}
                         )
                         out.append(
@@ -480,7 +481,7 @@ def main() -> None:
 
                 results["hotswap"] = run_phase(
                     {**common, "kind": "recs", "seconds": args.seconds * 1.2},
-                    during=swap,
+                    during=functools.partial(swap, base, versions),
                     server_pid=server.pid,
                 )
                 results["ready"] = ready

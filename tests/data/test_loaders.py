@@ -126,7 +126,7 @@ def _write_unisrec(folder: Path, seqs: dict[str, list[str]], max_len: int = 50) 
     idx = {a: k for k, a in enumerate(items)}
     head = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
     rows = {"train": [], "valid": [], "test": []}
-    for u, (name, s) in enumerate(seqs.items()):
+    for u, s in enumerate(seqs.values()):
         ids = [idx[a] for a in s]
         n = len(ids)
         for p in range(n - 3, 0, -1):  # descending, as in the real files
@@ -164,7 +164,7 @@ def test_unknown_layout_names_the_expected_files(tmp_path: Path) -> None:
     from privrec.core.errors import ValidationError
 
     (tmp_path / "notes.md").write_text("hello")
-    with pytest.raises(ValidationError, match="u.data"):
+    with pytest.raises(ValidationError, match=r"u\.data"):
         load_dataset(tmp_path)
 
 

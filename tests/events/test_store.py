@@ -87,7 +87,8 @@ def test_nothing_readable_in_the_data_directory(data_dir: Path, gate: Gate, tmp_
     src = tmp_path / "events.jsonl"
     src.write_text(
         "".join(json.dumps(r) + "\n" for r in _records())
-        + '{"user": "%s", "type": "bogus"}\n' % RAW_USERS[0]
+        + json.dumps({"user": RAW_USERS[0], "type": "bogus"})
+        + "\n"
     )
     with EventStore.open(data_dir) as store:
         report = ingest_file(src, gate, store, rejects_path=data_dir / "rejects" / "r.jsonl")

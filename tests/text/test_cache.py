@@ -36,7 +36,7 @@ def test_the_cache_avoids_re_encoding(tmp_path: Path) -> None:
     a = first.encode(texts)
     assert first.texts_encoded == 2
     second = SentenceEncoder(device="cpu", cache=EmbeddingCache(tmp_path))  # a new run, same folder
-    b = second.encode(texts + ["razor blades"])
+    b = second.encode([*texts, "razor blades"])
     assert second.texts_encoded == 1  # only the new text
     np.testing.assert_array_equal(a, b[:3])
     second.encode(["private query"], use_cache=False)

@@ -51,7 +51,7 @@ def test_missing_model_path_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model_path"):
         SentenceEncoder(tmp_path / "no-such-model")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="modules.json"):
+    with pytest.raises(ConfigError, match=r"modules\.json"):
         SentenceEncoder(tmp_path / "empty")
 
 

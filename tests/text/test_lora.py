@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_pairs_are_consecutive_items_of_one_user() -> None:
     seqs = ds.sequences()
     expected = set()
     for s in seqs:
-        for a, b in zip(s[:-1], s[1:], strict=True):
+        for a, b in itertools.pairwise(s):
             if a != b:
                 expected.add((min(a, b), max(a, b)))
     assert {tuple(p) for p in pairs.tolist()} == expected

@@ -615,7 +615,7 @@ def load_unisrec_split(
     """
     from privrec.data.splitters import leave_one_out
 
-    ds, seqs, item_keys = _load_unisrec(path, gate, pseudonymiser, event_weights)
+    ds, seqs, _ = _load_unisrec(path, gate, pseudonymiser, event_weights)
     train, valid, test = leave_one_out(ds)
     # The file's own split, checked: user j (pseudonyms in file user order) gets the file's
     # targets; item index i is UniSRec's item i.

@@ -155,7 +155,7 @@ def inject_attack(
         if targets is None
         else np.asarray(targets, dtype=np.int64)
     )
-    n_fake = max(1, int(round(fraction * ds.n_users)))
+    n_fake = max(1, round(fraction * ds.n_users))
     pop = item_popularity(ds)
     m = ds.matrix(binary=True)
     sizes = np.diff(m.indptr)

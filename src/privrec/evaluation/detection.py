@@ -84,7 +84,7 @@ def profile_features(ds: InteractionDataset, *, k: int = 10) -> pd.DataFrame:
     logpop = np.log1p(deg)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_pop = np.where(length > 0, (x @ logpop) / np.maximum(length, 1), 0.0)
-        n_top = max(1, int(round(0.01 * ds.n_items)))
+        n_top = max(1, round(0.01 * ds.n_items))
         top = np.zeros(ds.n_items)
         top[np.argsort(-deg, kind="stable")[:n_top]] = 1.0
         top_share = np.where(length > 0, (x @ top) / np.maximum(length, 1), 0.0)
@@ -174,7 +174,7 @@ def detect_fake_profiles(
     x = ds.matrix(binary=True)
     active = np.diff(x.indptr) > 0
     scores[~active] = 0.0
-    n_cand = max(1, int(round(candidate_share * int(active.sum()))))
+    n_cand = max(1, round(candidate_share * int(active.sum())))
     cand = np.zeros(ds.n_users, bool)
     cand[np.argsort(-scores, kind="stable")[:n_cand]] = True
     deg = np.bincount(x.indices, minlength=ds.n_items)

@@ -332,14 +332,15 @@ def membership_audit(
 
         e = q if max_eval_users is None else min(q, int(max_eval_users))
 
-        def feats(model: Recommender, group: np.ndarray, salt: int) -> np.ndarray:
-            return user_features(
-                model, sp.csr_matrix(x[group[:e]]), pub, k=k, seed=seed + rep + salt
-            )
-
-        f_train = np.vstack([feats(shadow, s_in, 1), feats(shadow, s_out, 2)])
+        # Features of each group's first e users, each with its own seed (salt 1 to 4).
+        groups = ((shadow, s_in), (shadow, s_out), (target, t_in), (target, t_out))
+        feats = [
+            user_features(model, sp.csr_matrix(x[group[:e]]), pub, k=k, seed=seed + rep + salt)
+            for salt, (model, group) in enumerate(groups, start=1)
+        ]
+        f_train = np.vstack(feats[:2])
         y_train = np.r_[np.ones(e), np.zeros(e)]
-        f_test = np.vstack([feats(target, t_in, 3), feats(target, t_out, 4)])
+        f_test = np.vstack(feats[2:])
         y_test = np.r_[np.ones(e), np.zeros(e)]
         clf = _classifier(classifier, seed + rep)
         clf.fit(f_train, y_train)

@@ -420,7 +420,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         for ax in axes:
             ax.tick_params(axis="x", labelrotation=30)
         fig.tight_layout()
-        p = out / f"defences_{cell['attack']}_{int(round(cell['fraction'] * 100))}.png"
+        p = out / f"defences_{cell['attack']}_{round(cell['fraction'] * 100)}.png"
         fig.savefig(p, dpi=100)
         plt.close(fig)
         paths.append(p)

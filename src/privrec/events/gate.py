@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 # The fields an input record may carry (the Event model's fields).
 INPUT_FIELDS: tuple[str, ...] = tuple(Event.model_fields)
 
+# numpy's object dtype: a column of arbitrary Python values (compared as a dtype, not a type).
+_OBJECT = np.dtype(object)
+
 # Domain-separation prefixes of the keyed derivations (never change: stored ids depend on them).
 _EVENT_PREFIX = "\x1fevent"
 _CONTENT_PREFIX = "\x1fevent-content"
@@ -143,6 +146,11 @@ def _types(arr: np.ndarray) -> np.ndarray:
     return np.fromiter(map(type, arr), dtype=object, count=len(arr))
 
 
+def _is(types: np.ndarray, t: type) -> np.ndarray:
+    """Boolean mask of the elements of `types` (from `_types`) that are exactly `t`."""
+    return np.equal(types, t)
+
+
 def _as_str_series(values: np.ndarray) -> tuple[pd.Series, np.ndarray]:
     """Object array of str/None -> str Series; strings that are not valid Unicode become bad."""
     try:
@@ -185,15 +193,15 @@ def _text(
     elif pd.api.types.is_integer_dtype(dt):
         s = col.astype("str") if allow_int else _null_text(n)
         typed &= allow_int
-    elif dt == object:
+    elif dt == _OBJECT:
         arr = col.to_numpy(dtype=object)
         types = _types(arr)
-        is_str = types == str  # exactly str; subclasses go to pydantic
+        is_str = _is(types, str)  # exactly str; subclasses go to pydantic
         vals = np.where(is_str, arr, None)
         typed &= is_str
         if allow_int:
             # Python ints only: pydantic's id validator turns int into text, not numpy ints.
-            is_int = types == int
+            is_int = _is(types, int)
             for i in np.flatnonzero(is_int):
                 vals[i] = str(arr[i])
             typed |= is_int
@@ -250,7 +258,7 @@ def _py_number(v: Any) -> float | None:
 def _object_numbers(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An object array's Python ints and floats as float64 (NaN elsewhere): (values, mask)."""
     types = _types(arr)
-    num = (types == int) | (types == float)
+    num = _is(types, int) | _is(types, float)
     out = np.full(len(arr), np.nan)
     if num.any():
         try:
@@ -287,10 +295,10 @@ def _timestamps(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray, 
     else:
         if _is_text_dtype(dt):
             ts, parsed = _float_text(col)
-        elif dt == object:
+        elif dt == _OBJECT:
             arr = col.to_numpy(dtype=object)
             ts, parsed = _object_numbers(arr)
-            is_str = _types(arr) == str
+            is_str = _is(_types(arr), str)
             if is_str.any():
                 texts, _ = _as_str_series(arr[is_str])
                 ts[is_str], parsed[is_str] = _float_text(texts)
@@ -329,10 +337,10 @@ def _ratings(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray, np.
         r = col.to_numpy(dtype=np.float64, na_value=np.nan)
     elif _is_text_dtype(dt):
         r, _ = _float_text(col)
-    elif dt == object:
+    elif dt == _OBJECT:
         arr = col.to_numpy(dtype=object)
         r, _ = _object_numbers(arr)
-        is_str = _types(arr) == str
+        is_str = _is(_types(arr), str)
         if is_str.any():
             texts, _ = _as_str_series(arr[is_str])
             r[is_str], _ = _float_text(texts)

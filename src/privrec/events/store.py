@@ -20,6 +20,7 @@ file in backups or snapshots, and blocks the filesystem or SSD has not overwritt
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -285,10 +286,8 @@ class EventStore:
             try:
                 yield con
             except BaseException as err:
-                try:
+                with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
                 if isinstance(err, duckdb.Error):
                     raise StoreError(
                         "event store: the operation failed and was rolled back "

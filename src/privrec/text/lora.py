@@ -269,7 +269,7 @@ def train_lora_on_pairs(
         raise ValidationError("pairs", "no batch of at least 2 distinct pairs could be formed")
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=0.0)
-    warm = max(1, int(math.ceil(c.warmup_fraction * total))) if c.warmup_fraction > 0 else 0
+    warm = max(1, math.ceil(c.warmup_fraction * total)) if c.warmup_fraction > 0 else 0
 
     def lr_at(step: int) -> float:
         if warm and step < warm:

@@ -37,8 +37,8 @@ from scipy.linalg import eigh
 from _common import emit, machine
 from privacy_frontier import load
 from privrec.evaluation.privacy_report import evaluate
-from privrec.models.dp_ease import DPEASE, spectral_denoise
-from privrec.models.dp_popularity import unit_rows
+from privrec.models.dp.ease import DPEASE, spectral_denoise
+from privrec.models.dp.release import unit_rows
 from privrec.models.ease import EASE, ease_weights
 from privrec.privacy.dp import GaussianMechanism
 

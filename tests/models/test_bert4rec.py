@@ -12,7 +12,7 @@ from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender
 from privrec.models.bert4rec import BERT4Rec
-from privrec.models.sequential import PAD
+from privrec.models.nn.tokens import PAD
 
 from .seq_fixtures import N_CHAIN, chain_dataset, next_item_hit_rate, text_matrix
 

@@ -11,7 +11,7 @@ from privrec.core.errors import ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.data.synthetic import generate_shop_dataset
 from privrec.models.base import Recommender
-from privrec.models.dp_hybrid import DPHybrid
+from privrec.models.dp.hybrid import DPHybrid
 from privrec.privacy.ledger import Budget, PrivacyLedger
 
 TEXT = {"cache": False}

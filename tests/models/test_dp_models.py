@@ -16,10 +16,11 @@ from privrec.core.errors import BudgetExceededError, ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.data.synthetic import generate_shop_dataset
 from privrec.models.base import Recommender
-from privrec.models.dp_bpr import DPBPR
-from privrec.models.dp_ease import DPEASE, spectral_denoise
-from privrec.models.dp_itemknn import DPItemKNN
-from privrec.models.dp_popularity import DPPopularity, most_recent_items, unit_rows, window_pairs
+from privrec.models.dp.bpr import DPBPR
+from privrec.models.dp.ease import DPEASE, spectral_denoise
+from privrec.models.dp.itemknn import DPItemKNN
+from privrec.models.dp.popularity import DPPopularity
+from privrec.models.dp.release import most_recent_items, unit_rows, window_pairs
 from privrec.privacy import dp as dp_module
 from privrec.privacy.ledger import Budget, PrivacyLedger
 
@@ -256,12 +257,13 @@ def test_dp_sasrec_per_user_gradients_are_exact() -> None:
     import torch
     from opacus import GradSampleModule
 
-    from privrec.models.dp_sasrec import DPSASRecConfig, _per_user_module
-    from privrec.models.sequential import _build_net
+    from privrec.models.dp.sasrec import DPSASRecConfig
+    from privrec.models.nn.sequence import PerUserNextItemLoss
+    from privrec.models.sequential import build_sequence_net
 
     c = DPSASRecConfig(embedding_size=8, max_len=6, num_blocks=2, dropout=0.0)
     torch.manual_seed(0)
-    mod = _per_user_module(_build_net(20, c, True, None, None), 6, 8)
+    mod = PerUserNextItemLoss(build_sequence_net(20, c, True, None, None))
     ref = copy.deepcopy(mod)
     seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 7, 8]])
     tgt = torch.tensor([[0, 0, 4, 5, 6, 7], [0, 2, 3, 4, 5, 6], [0, 0, 0, 0, 8, 9]])
@@ -291,7 +293,7 @@ def test_dp_sasrec_per_user_gradients_are_exact() -> None:
 def test_dp_sasrec_trains_seeded_and_charges_the_ledger(
     two_groups: InteractionDataset, tmp_path: Path
 ) -> None:
-    from privrec.models.dp_sasrec import DPSASRec
+    from privrec.models.dp.sasrec import DPSASRec
 
     params = {"epsilon": 6.0, "epochs": 2, "embedding_size": 8, "sample_rate": 0.5, "max_len": 8}
     ledger = PrivacyLedger(tmp_path, Budget(10.0, 1e-2))
@@ -321,7 +323,7 @@ def test_dp_sasrec_trains_seeded_and_charges_the_ledger(
 
 def test_dp_sasrec_ghost_clipping_trains(two_groups: InteractionDataset) -> None:
     """Opacus' ghost clipping (norms only) runs on the per-user module (it needs contiguous inputs)."""
-    from privrec.models.dp_sasrec import DPSASRec
+    from privrec.models.dp.sasrec import DPSASRec
 
     m = DPSASRec(
         epsilon=6.0,

@@ -14,12 +14,12 @@ from privrec.data.dataset import InteractionDataset
 from privrec.data.splitters import leave_one_out
 from privrec.evaluation.protocol import evaluate_loo
 from privrec.models.base import Recommender
+from privrec.models.nn.runtime import resolve_device
 from privrec.models.sasrec import SASRec
 from privrec.models.sequential import (
     batch_order,
     order_matrix,
     pad_left,
-    resolve_device,
     sequence_scorer,
     windows,
 )

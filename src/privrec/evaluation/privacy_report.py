@@ -81,12 +81,8 @@ class FrontierPoint:
 def _fit(
     model: Recommender, train: InteractionDataset, seed: int, ledger: PrivacyLedger | None
 ) -> Recommender:
-    """`fit`, passing the ledger to models that take one."""
-    import inspect
-
-    if ledger is not None and "ledger" in inspect.signature(model.fit).parameters:
-        return model.fit(train, rng=seed, ledger=ledger)  # type: ignore[call-arg]
-    return model.fit(train, rng=seed)
+    """`fit`, charging the DP releases to `ledger` (every model's fit takes one)."""
+    return model.fit(train, rng=seed, ledger=ledger)
 
 
 def evaluate(

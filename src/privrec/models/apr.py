@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from privrec.models.base import register
-from privrec.models.bpr import BPR, Batch, BPRConfig
+from privrec.models.bpr import BPR, BPRConfig
 
 if TYPE_CHECKING:
     import torch
+
+    from privrec.models.nn.fism import Batch
 
 
 class APRConfig(BPRConfig):

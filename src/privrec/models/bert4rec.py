@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import Field
 
 from privrec.models.base import register
+from privrec.models.nn.tokens import PAD
 from privrec.models.sequential import (
-    PAD,
     SequentialConfig,
     SequentialRecommender,
     TrainBatch,

@@ -30,8 +30,6 @@ compute d loss / d params, perturb the tables and score the same batch again.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,11 +40,15 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
+from privrec.models.nn.runtime import torch_threads
+from privrec.privacy.ledger import PrivacyLedger
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import torch
+
+    from privrec.models.nn.fism import Batch
 
 log = logging.getLogger(__name__)
 
@@ -80,41 +82,6 @@ class BPRConfig(InputConfig):
     binary: bool = True
 
 
-@dataclass
-class Batch:
-    """One training step: triples (user, positive, negative) and the histories of its users.
-
-    Attributes:
-        pos, neg: positive and sampled negative item per triple.
-        pos_weight: the positive's weight in the user's history (left out of the user's sum).
-        triple_user: per triple, its user's row in the hist_* fields.
-        hist_items, hist_weights, hist_offsets: the batch users' histories in EmbeddingBag form.
-        hist_total: each batch user's total history weight.
-    """
-
-    pos: torch.Tensor
-    neg: torch.Tensor
-    pos_weight: torch.Tensor
-    triple_user: torch.Tensor
-    hist_items: torch.Tensor
-    hist_weights: torch.Tensor
-    hist_offsets: torch.Tensor
-    hist_total: torch.Tensor
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run torch on `n` threads inside the block, restoring the previous setting after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @register
 class BPR(Recommender):
     """Asymmetric BPR-MF (FISM-style user = normalised sum of history embeddings)."""
@@ -134,14 +101,20 @@ class BPR(Recommender):
 
     # ---- training --------------------------------------------------------------------------
     def fit(
-        self, dataset: InteractionDataset, *, rng: int | np.random.Generator | None = None
+        self,
+        dataset: InteractionDataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> BPR:
-        """Train P, Q, b by BPR on `input_matrix(dataset)`."""
+        """Train P, Q, b by BPR on `input_matrix(dataset)` (no DP release: `ledger` is unused)."""
         return self.fit_matrix(self.input_matrix(dataset), rng=rng)
 
     def fit_matrix(self, x: sp.csr_matrix, *, rng: int | np.random.Generator | None = None) -> BPR:
         """Train on a ready user x item matrix (float32 CSR)."""
         import torch
+
+        from privrec.models.nn.fism import init_tables
 
         c = self.config
         x = self._clean_matrix(x)
@@ -149,16 +122,7 @@ class BPR(Recommender):
         seed = seed_from(rng, c.seed)
         gen = np.random.default_rng(seed)
         with torch_threads(c.num_threads):
-            tg = torch.Generator().manual_seed(seed)
-            params = {
-                "target": torch.nn.Parameter(
-                    torch.randn(n_items, c.embedding_size, generator=tg) * c.init_std
-                ),
-                "context": torch.nn.Parameter(
-                    torch.randn(n_items, c.embedding_size, generator=tg) * c.init_std
-                ),
-                "bias": torch.nn.Parameter(torch.zeros(n_items)),
-            }
+            params = init_tables(n_items, c.embedding_size, c.init_std, seed)
             opt = torch.optim.Adam(list(params.values()), lr=c.learning_rate)
             data = _TrainData(x)
             self.train_losses = []
@@ -194,6 +158,8 @@ class BPR(Recommender):
         """All positive events of `users` as triples, with negatives drawn now."""
         import torch
 
+        from privrec.models.nn.fism import Batch
+
         x = data.x
         starts = x.indptr[users]
         lengths = x.indptr[users + 1] - starts
@@ -221,25 +187,9 @@ class BPR(Recommender):
     # ---- the loss (the tables reach it only through pair_scores) -------------------------------
     def user_vectors_torch(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         """Each triple's user vector from their history minus the positive item."""
-        import torch
-        import torch.nn.functional as F
+        from privrec.models.nn.fism import history_user_vectors
 
-        q = params["context"]
-        summed = F.embedding_bag(
-            batch.hist_items,
-            q,
-            batch.hist_offsets,
-            mode="sum",
-            per_sample_weights=batch.hist_weights,
-        )
-        summed = summed.index_select(0, batch.triple_user) - batch.pos_weight[
-            :, None
-        ] * q.index_select(0, batch.pos)
-        rest = batch.hist_total.index_select(0, batch.triple_user) - batch.pos_weight
-        scale = torch.where(
-            rest > 0, rest.clamp(min=1e-12).pow(-self.config.history_norm), torch.zeros_like(rest)
-        )
-        return summed * scale[:, None]
+        return history_user_vectors(params, batch, self.config.history_norm)
 
     def pair_scores(
         self, params: dict[str, torch.Tensor], batch: Batch
@@ -261,19 +211,9 @@ class BPR(Recommender):
         u: torch.Tensor, params: dict[str, torch.Tensor], batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj, the batch's L2 term) for given user vectors (one per triple)."""
-        p, b = params["target"], params["bias"]
-        p_pos, p_neg = p.index_select(0, batch.pos), p.index_select(0, batch.neg)
-        b_pos, b_neg = b.index_select(0, batch.pos), b.index_select(0, batch.neg)
-        x_pos = (u * p_pos).sum(1) + b_pos
-        x_neg = (u * p_neg).sum(1) + b_neg
-        l2 = (
-            p_pos.pow(2).sum(1)
-            + p_neg.pow(2).sum(1)
-            + u.pow(2).sum(1)
-            + b_pos.pow(2)
-            + b_neg.pow(2)
-        ).mean()
-        return x_pos, x_neg, l2
+        from privrec.models.nn.fism import pair_scores
+
+        return pair_scores(u, params, batch)
 
     def loss(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         """BPR loss plus L2 on the batch's embeddings, plus `_extra_loss` when it gives one."""

@@ -13,6 +13,9 @@ single-process training on the whole global batch (`SequentialRecommender._train
 early-stopping decision. Rank 0 saves the model (safetensors + JSON) and prints a JSON summary as
 its last line.
 
+The process-group helpers themselves (`DistInfo`, `init_process_group`, `free_port`) live in
+`models.nn.runtime`; this module is the launcher.
+
 `fit_local(...)` runs the same thing in N local processes (torch.multiprocessing, gloo on
 127.0.0.1 and a free port): the tests use it, and it is handy on a many-core box.
 """
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -31,38 +33,9 @@ from typing import Any
 
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender
-from privrec.models.sequential import DistInfo
+from privrec.models.nn.runtime import DistInfo, free_port, init_process_group
 
 __all__ = ["Job", "fit_local", "free_port", "init_process_group", "main"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def init_process_group(
-    backend: str = "auto", *, rank: int | None = None, world_size: int | None = None
-) -> DistInfo:
-    """Join the default process group (torchrun's env:// variables unless rank/world_size are given).
-
-    backend "auto": NCCL when CUDA is available, else gloo.
-    """
-    import torch
-    import torch.distributed as dist
-
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        kwargs: dict[str, Any] = {}
-        if rank is not None:
-            kwargs = {"rank": rank, "world_size": world_size}
-        dist.init_process_group(backend=backend, **kwargs)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-    return DistInfo.current()
 
 
 @dataclass

@@ -5,7 +5,7 @@ window); at request time the output at the latest item scores every item. The lo
 original binary cross-entropy with one negative ("bce"), full softmax cross-entropy (as in
 "SASRec+", Klenitskiy & Vasilev 2023) or sampled softmax with many shared negatives (the
 uSASRec / gSASRec family's cheap stand-in for it). See `privrec.models.sequential` for the
-network, item representation (ID, frozen text + adaptor, or both), training and persistence.
+network (`models.nn.sequence`), item representation (ID, frozen text + adaptor, or both), training and persistence.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from privrec.models.base import register
+from privrec.models.nn.tokens import PAD
 from privrec.models.sequential import (
-    PAD,
     SequentialConfig,
     SequentialRecommender,
     TrainBatch,

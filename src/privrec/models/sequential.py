@@ -13,7 +13,7 @@ Item representation (`item_repr`):
 The text matrix is given to `fit(item_text_embeddings=...)` or by path in the config; it is saved
 with the model (it is needed to score), as one more safetensors array.
 
-Network: item embedding (scaled by sqrt(d)) + a learned position embedding counted from the END
+Network (`models.nn.sequence`): item embedding (scaled by sqrt(d)) + a learned position embedding counted from the END
 of the sequence (the latest item is position 0, whatever the padding), dropout, `num_blocks`
 pre-LayerNorm transformer blocks (multi-head self-attention; causal for SASRec, bidirectional for
 BERT4Rec; padding is never attended to), a final LayerNorm. Scores are dot products with the
@@ -37,7 +37,7 @@ Training: Adam, an epoch visits each user's training window(s) once, in a seeded
 with `validation` (an InteractionDataset holding each user's next item) the model is checked
 every `eval_every` epochs by full-ranking NDCG@10 and the best epoch's weights are kept; training
 stops after `patience` checks without improvement. Runs under torch.distributed when a process
-group is initialised (see `privrec.models.distributed`): every rank builds the same global batch
+group is initialised (see `privrec.models.distributed` and `models.nn.runtime`): every rank builds the same global batch
 from the same seed and trains on its share; gradients are averaged by DDP and the loss is scaled
 so that the result equals single-process training on the global batch.
 
@@ -54,10 +54,8 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -71,14 +69,32 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import ModelConfig, Recommender, history_explanation, seed_from
+from privrec.models.nn.runtime import DistInfo, resolve_device, torch_threads
+from privrec.models.nn.tokens import PAD
+from privrec.privacy.ledger import PrivacyLedger
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from privrec.models.nn.sequence import SequenceNet
+
 log = logging.getLogger(__name__)
 
-PAD = 0
+__all__ = [
+    "PAD",
+    "DistInfo",
+    "SequentialConfig",
+    "SequentialRecommender",
+    "TrainBatch",
+    "batch_order",
+    "build_sequence_net",
+    "load_text_matrix",
+    "order_matrix",
+    "pad_left",
+    "sequence_scorer",
+    "windows",
+]
 
 
 class SequentialConfig(ModelConfig):
@@ -118,7 +134,7 @@ class SequentialConfig(ModelConfig):
             2-core machine 2 threads measured 5-7x slower per step while other jobs ran).
         score_batch_size: histories scored at once.
         seed: seeds everything; `fit(rng=...)` overrides it.
-        adv_eps: adversarial training of the ID embeddings (APR, He et al. 2018, issue 6): each
+        adv_eps: adversarial training of the ID embeddings (APR, He et al. 2018): each
             step also takes the loss with the table moved by eps along its row-normalised
             gradient (0: off). Not for DP-SGD (its per-sample gradients) or DDP runs.
         adv_reg: weight of that adversarial loss.
@@ -154,36 +170,7 @@ class SequentialConfig(ModelConfig):
     adv_reg: float = Field(default=1.0, ge=0.0)
 
 
-# ---- torch helpers ----------------------------------------------------------------------------
-def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """ "auto" -> CUDA when available (cuda:local_rank under torchrun), else CPU."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank or 0)
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device: {name!r} asked for CUDA but none is available; use 'auto' or 'cpu'"
-        )
-    return dev
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run torch on `n` CPU threads inside the block, restoring the previous setting after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
+# ---- item text --------------------------------------------------------------------------------
 def load_text_matrix(path: str | Path) -> np.ndarray:
     """An (n_items, t) float32 matrix from .npy, or the only (or "embeddings") array of a .safetensors file."""
     p = Path(path)
@@ -211,192 +198,33 @@ def load_text_matrix(path: str | Path) -> np.ndarray:
 
 
 # ---- the network --------------------------------------------------------------------------------
-def _build_net(
-    n_items: int, c: SequentialConfig, causal: bool, text: np.ndarray | None, text_dim: int | None
-) -> nn.Module:
+def build_sequence_net(
+    n_items: int,
+    c: SequentialConfig,
+    causal: bool,
+    text: np.ndarray | None,
+    text_dim: int | None,
+) -> SequenceNet:
     """The network for `n_items` items (text given at fit time, or only its width at load time)."""
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
+    from privrec.models.nn.sequence import SequenceNet
 
-    d = c.embedding_size
-    if d % c.num_heads:
-        raise ConfigError(
-            f"num_heads: {c.num_heads} does not divide embedding_size {d}; choose a divisor"
-        )
-
-    class ItemEncoder(nn.Module):
-        """Token id -> vector: ID embedding, text adaptor, or both summed."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            n_tokens = n_items + 2
-            self.use_id = "id" in c.item_repr.split("+")
-            self.use_text = "text" in c.item_repr.split("+")
-            if self.use_id:
-                self.id_emb = nn.Embedding(n_tokens, d, padding_idx=PAD)
-                nn.init.normal_(self.id_emb.weight, std=d**-0.5)
-                with torch.no_grad():
-                    self.id_emb.weight[PAD].zero_()
-            if self.use_text:
-                t = text.shape[1] if text is not None else int(text_dim)  # type: ignore[arg-type]
-                buf = torch.zeros(n_tokens, t)
-                if text is not None:
-                    buf[1 : n_items + 1] = torch.from_numpy(
-                        np.ascontiguousarray(text, dtype=np.float32)
-                    )
-                self.register_buffer("text", buf)
-                if c.text_adaptor == "linear":
-                    self.adaptor: nn.Module = nn.Linear(t, d)
-                else:
-                    self.adaptor = nn.Sequential(
-                        nn.Linear(t, 2 * d), nn.GELU(), nn.Linear(2 * d, d)
-                    )
-                # text-only needs a vector for [MASK] (its text row is empty)
-                self.mask_emb = nn.Parameter(torch.randn(d) * d**-0.5)
-
-        delta: torch.Tensor | None = (
-            None  # an adversarial perturbation of the ID table (training only)
-        )
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            out = None
-            if self.use_id:
-                out = self.id_emb(ids)
-                if self.delta is not None:
-                    out = out + F.embedding(ids, self.delta)
-            if self.use_text:
-                tx = self.adaptor(self.text[ids])
-                tx = torch.where((ids == n_items + 1).unsqueeze(-1), tx + self.mask_emb, tx)
-                tx = tx * (ids != PAD).unsqueeze(-1).to(tx.dtype)
-                out = tx if out is None else out + tx
-            return out  # type: ignore[return-value]
-
-        def table(self) -> torch.Tensor:
-            """Vectors of the real items 1..n_items (row r = item index r)."""
-            return self.forward(torch.arange(1, n_items + 1, device=self._device()))
-
-        def _device(self) -> torch.device:
-            return next(self.parameters()).device
-
-    class Block(nn.Module):
-        """Pre-LayerNorm transformer block."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.ln1 = nn.LayerNorm(d)
-            self.q = nn.Linear(d, d)
-            # no key bias: it adds the same amount to every key's logit, so its true gradient is
-            # exactly 0 and Adam would turn rounding noise into full-size steps
-            self.k = nn.Linear(d, d, bias=False)
-            self.v = nn.Linear(d, d)
-            self.proj = nn.Linear(d, d)
-            self.ln2 = nn.LayerNorm(d)
-            self.ff1 = nn.Linear(d, c.ffn_factor * d)
-            self.ff2 = nn.Linear(c.ffn_factor * d, d)
-            self.drop = nn.Dropout(c.dropout)
-            self.att_drop = nn.Dropout(c.dropout)
-
-        def forward(
-            self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False
-        ) -> torch.Tensor:
-            """(B, L, d) -> (B, L, d), or (B, 1, d) for the last position only (scoring)."""
-            b, length, _ = x.shape
-            h = c.num_heads
-            y = self.ln1(x)
-            k = self.k(y).view(b, length, h, d // h).transpose(1, 2)
-            v = self.v(y).view(b, length, h, d // h).transpose(1, 2)
-            if last_only:
-                y, allowed, x = y[:, -1:], allowed[:, :, -1:], x[:, -1:]
-            q = self.q(y).view(b, y.shape[1], h, d // h).transpose(1, 2)
-            att = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5
-            att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
-            o = (self.att_drop(att) @ v).transpose(1, 2).reshape(b, q.shape[2], d)
-            x = x + self.drop(self.proj(o))
-            return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.ln2(x))))))
-
-    class SeqNet(nn.Module):
-        """Embeddings + blocks; `forward` returns the training loss, `last_hidden` serves scoring."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.items = ItemEncoder()
-            self.pos = nn.Embedding(c.max_len, d)
-            nn.init.normal_(self.pos.weight, std=d**-0.5)
-            self.drop = nn.Dropout(c.dropout)
-            self.blocks = nn.ModuleList([Block() for _ in range(c.num_blocks)])
-            self.ln = nn.LayerNorm(d)
-
-        def hidden(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-            """(B, L) left-padded token ids -> (B, L, d) (or (B, 1, d): the last position only)."""
-            length = seq.shape[1]
-            dev = seq.device
-            pos = torch.arange(length - 1, -1, -1, device=dev).clamp(max=c.max_len - 1)
-            x = self.items(seq) * math.sqrt(d) + self.pos(pos)[None]
-            x = self.drop(x)
-            allowed = (seq != PAD)[:, None, None, :]
-            if causal:
-                allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=dev).tril()
-            # every query sees itself, so padding rows stay finite (their outputs are never used)
-            allowed = allowed | torch.eye(length, dtype=torch.bool, device=dev)
-            for j, blk in enumerate(self.blocks):
-                x = blk(x, allowed, last_only and j == len(self.blocks) - 1)
-            return self.ln(x)
-
-        def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
-            """(B, d): the output at the latest position, which scores the next item."""
-            return self.hidden(seq, last_only=True)[:, -1]
-
-        def forward(
-            self,
-            seq: torch.Tensor,
-            target: torch.Tensor,
-            negatives: torch.Tensor,
-            norm: torch.Tensor,
-        ) -> torch.Tensor:
-            """Training loss: sum over this batch's targets / `norm` (the global target count / world)."""
-            loss = self._loss(seq, target, negatives, norm)
-            if c.adv_eps > 0.0 and c.adv_reg > 0.0 and self.training and self.items.use_id:
-                # APR: the fast-gradient perturbation of the ID table, held constant (no gradient
-                # through it), row-wise normalised so each touched item moves by adv_eps
-                w = self.items.id_emb.weight
-                (g,) = torch.autograd.grad(loss, [w], retain_graph=True)
-                self.items.delta = (
-                    c.adv_eps * g.detach() / g.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
-                )
-                try:
-                    loss = loss + c.adv_reg * self._loss(seq, target, negatives, norm)
-                finally:
-                    self.items.delta = None
-            return loss
-
-        def _loss(
-            self,
-            seq: torch.Tensor,
-            target: torch.Tensor,
-            negatives: torch.Tensor,
-            norm: torch.Tensor,
-        ) -> torch.Tensor:
-            hid = self.hidden(seq)
-            sel = target != PAD
-            hsel = hid[sel]
-            tgt = target[sel]
-            if c.loss == "full_softmax":
-                logits = hsel @ self.items.table().T
-                loss = F.cross_entropy(logits, tgt - 1, reduction="sum")
-            elif c.loss == "sampled_softmax":
-                pos_logit = (hsel * self.items(tgt)).sum(-1, keepdim=True)
-                neg_logit = hsel @ self.items(negatives).T
-                neg_logit = neg_logit.masked_fill(negatives[None, :] == tgt[:, None], float("-inf"))
-                logits = torch.cat([pos_logit, neg_logit], dim=1)
-                loss = (torch.logsumexp(logits, dim=1) - logits[:, 0]).sum()
-            else:  # bce: negatives holds one negative per target
-                pos_logit = (hsel * self.items(tgt)).sum(-1)
-                neg_logit = (hsel * self.items(negatives)).sum(-1)
-                loss = -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit)).sum()
-            return loss / norm
-
-    return SeqNet()
+    return SequenceNet(
+        n_items,
+        c.embedding_size,
+        num_blocks=c.num_blocks,
+        num_heads=c.num_heads,
+        ffn_factor=c.ffn_factor,
+        max_len=c.max_len,
+        dropout=c.dropout,
+        causal=causal,
+        item_repr=c.item_repr,
+        text_adaptor=c.text_adaptor,
+        text=text,
+        text_dim=text_dim,
+        loss=c.loss,
+        adv_eps=c.adv_eps,
+        adv_reg=c.adv_reg,
+    )
 
 
 # ---- training batches ------------------------------------------------------------------------------
@@ -456,35 +284,6 @@ def windows(seq: np.ndarray, size: int, mode: str, step: int | None = None) -> l
     return out[::-1]
 
 
-# ---- distributed context --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process stands in torch.distributed (world_size 1 without a process group)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def current(cls) -> DistInfo:
-        """The initialised default process group's rank and size, else (0, 1)."""
-        import os
-
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return cls(
-                dist.get_rank(),
-                dist.get_world_size(),
-                int(os.environ.get("LOCAL_RANK", dist.get_rank())),
-            )
-        return cls()
-
-    def share(self, n: int) -> np.ndarray:
-        """The rows of an n-row global batch this rank trains on (strided, so sizes differ by <= 1)."""
-        return np.arange(self.rank, n, self.world_size)
-
-
 # ---- the model base class ---------------------------------------------------------------------------
 class SequentialRecommender(Recommender):
     """Base of the transformer sequence models; subclasses set `causal` and `_make_batches`."""
@@ -507,6 +306,7 @@ class SequentialRecommender(Recommender):
         dataset: InteractionDataset,
         *,
         rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
         validation: InteractionDataset | None = None,
         item_text_embeddings: np.ndarray | None = None,
     ) -> SequentialRecommender:
@@ -515,6 +315,7 @@ class SequentialRecommender(Recommender):
         Args:
             dataset: training events (each user's events in time order).
             rng: seed (overrides config.seed).
+            ledger: where a DP subclass records its release before training (unused here).
             validation: each user's next item after `dataset` (e.g. `leave_one_out`'s valid
                 part): enables model selection by NDCG@10 and early stopping.
             item_text_embeddings: (n_items, t) text vectors when item_repr uses text.
@@ -523,6 +324,7 @@ class SequentialRecommender(Recommender):
             dataset.sequences(),
             dataset.n_items,
             rng=rng,
+            ledger=ledger,
             validation=_validation_pairs(dataset, validation) if validation is not None else None,
             item_text_embeddings=item_text_embeddings,
         )
@@ -533,6 +335,7 @@ class SequentialRecommender(Recommender):
         n_items: int,
         *,
         rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
         validation: tuple[list[np.ndarray], np.ndarray] | None = None,
         item_text_embeddings: np.ndarray | None = None,
     ) -> SequentialRecommender:
@@ -549,9 +352,9 @@ class SequentialRecommender(Recommender):
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch_threads(c.num_threads), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            net = _build_net(n_items, c, self.causal, text, None).to(device)
+            net = build_sequence_net(n_items, c, self.causal, text, None).to(device)
             self.n_items = int(n_items)
-            self._train(net, seqs, n_items, seed, device, info, validation, t0)
+            self._train(net, seqs, n_items, seed, device, info, validation, t0, ledger=ledger)
             if "id" in c.item_repr.split("+") and "text" in c.item_repr.split("+"):
                 seen = np.zeros(n_items + 2, dtype=bool)
                 for s in seqs:
@@ -612,7 +415,10 @@ class SequentialRecommender(Recommender):
         info: DistInfo,
         validation: tuple[list[np.ndarray], np.ndarray] | None,
         t0: float,
+        *,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
+        """Train `net` in place (`ledger` is for DP subclasses, which charge it before noise)."""
         import torch
 
         c = self.config
@@ -854,7 +660,7 @@ class SequentialRecommender(Recommender):
         import torch
 
         text_dim = arrays["items.text"].shape[1] if "items.text" in arrays else None
-        net = _build_net(self.n_items, self.config, self.causal, None, text_dim)
+        net = build_sequence_net(self.n_items, self.config, self.causal, None, text_dim)
         net.load_state_dict(
             {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True
         )

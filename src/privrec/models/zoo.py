@@ -22,12 +22,12 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.bert4rec",
     "privrec.models.content",
     "privrec.models.hybrid",
-    "privrec.models.dp_popularity",
-    "privrec.models.dp_itemknn",
-    "privrec.models.dp_ease",
-    "privrec.models.dp_bpr",
-    "privrec.models.dp_sasrec",
-    "privrec.models.dp_hybrid",
+    "privrec.models.dp.popularity",
+    "privrec.models.dp.itemknn",
+    "privrec.models.dp.ease",
+    "privrec.models.dp.bpr",
+    "privrec.models.dp.sasrec",
+    "privrec.models.dp.hybrid",
 )
 
 for _module in MODEL_MODULES:

@@ -8,7 +8,8 @@ Poisson sampling at rate `sample_rate`; its accountant (RDP or PRV) chooses the 
 for the target (epsilon, delta) over `epochs` passes. Because the example is the user's whole
 history, the per-example guarantee is a user-level guarantee (anchors.md).
 
-The learned tables are those of `BPR`, so scoring, explanations and persistence are inherited.
+The network is `nn.fism.FISMUserLoss`; the learned tables are those of `BPR`, so scoring,
+explanations and persistence are inherited.
 Histories longer than `max_history` are cut to their most recent items while training (scoring
 uses the whole history).
 
@@ -17,10 +18,7 @@ With epsilon = inf the same per-user loss is trained with plain Adam (no clippin
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -28,10 +26,12 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrec.data.dataset import InteractionDataset
-from privrec.models.base import register, seed_from
-from privrec.models.bpr import BPR, BPRConfig, torch_threads
-from privrec.models.dp_popularity import active_users, charge, resolve_delta, unit_rows
-from privrec.privacy.dp import GaussianMechanism, Release, dpsgd_epsilon, gaussian_sigma
+from privrec.models.base import register
+from privrec.models.bpr import BPR, BPRConfig
+from privrec.models.dp.opacus import PerUserLoss, make_private, quiet_hooks, sgd_accounting, unwrap
+from privrec.models.dp.release import active_users, noisy_item_counts, start_private_fit
+from privrec.models.nn.runtime import torch_threads
+from privrec.privacy.dp import Release, dpsgd_epsilon, gaussian_sigma
 from privrec.privacy.ledger import PrivacyLedger
 
 log = logging.getLogger(__name__)
@@ -97,112 +97,6 @@ def _padded_histories(
     return items, weights, lengths.astype(np.int64)
 
 
-class _PerUserLoss:
-    """The "criterion" Opacus wraps: the module already returns one loss per user."""
-
-    reduction = "mean"
-
-    def __call__(self, losses: Any, target: Any = None) -> Any:
-        return losses if self.reduction == "none" else losses.mean()
-
-
-def make_private(
-    module: Any,
-    optimizer: Any,
-    loader: Any,
-    *,
-    epsilon: float,
-    delta: float,
-    epochs: int,
-    max_grad_norm: float,
-    accountant: str,
-    grad_sample_mode: str,
-    noise_seed: int,
-    device: Any = None,
-) -> tuple[Any, Any, Any, Any]:
-    """Opacus DP-SGD for a module that returns one loss per user: (module, optimizer, criterion, loader).
-
-    Poisson sampling, per-user clipping at `max_grad_norm`, and the noise multiplier Opacus' accountant
-    sets for (epsilon, delta) over `epochs`. "ghost" clipping also wraps the criterion.
-    """
-    import torch
-    from opacus import PrivacyEngine
-
-    engine = PrivacyEngine(accountant=accountant)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        made = engine.make_private_with_epsilon(
-            module=module,
-            optimizer=optimizer,
-            criterion=_PerUserLoss(),
-            data_loader=loader,
-            target_epsilon=epsilon,
-            target_delta=delta,
-            epochs=epochs,
-            max_grad_norm=max_grad_norm,
-            poisson_sampling=True,
-            noise_generator=torch.Generator(device=device).manual_seed(noise_seed),
-            grad_sample_mode=grad_sample_mode,
-        )
-    if grad_sample_mode == "ghost":
-        return made
-    module, optimizer, loader = made
-    return module, optimizer, _PerUserLoss(), loader
-
-
-def _build_module(
-    n_items: int, d: int, init_std: float, history_norm: float, reg: float, seed: int
-) -> Any:
-    import torch
-    from torch import nn
-
-    class FISMLoss(nn.Module):
-        """Per-user BPR loss; every table is used once per forward (what Opacus' hooks need)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            g = torch.Generator().manual_seed(seed)
-            self.target = nn.Embedding(n_items + 1, d)
-            self.context = nn.Embedding(n_items + 1, d)
-            self.bias = nn.Embedding(n_items + 1, 1)
-            with torch.no_grad():
-                self.target.weight.copy_(torch.randn(n_items + 1, d, generator=g) * init_std)
-                self.context.weight.copy_(torch.randn(n_items + 1, d, generator=g) * init_std)
-                self.bias.weight.zero_()
-
-        def forward(self, hist: Any, hist_w: Any, pos_slot: Any, neg: Any, pair_mask: Any) -> Any:
-            # hist: (B, L) items (padding = n_items), hist_w: (B, L), pos_slot: (B, S) positions in
-            # hist, neg: (B, S) items, pair_mask: (B, S) 1 for real pairs
-            q = self.context(hist) * hist_w.unsqueeze(-1)  # (B, L, d)
-            total_q = q.sum(1)  # (B, d)
-            total_w = hist_w.sum(1)  # (B,)
-            q_pos = torch.gather(
-                q, 1, pos_slot.unsqueeze(-1).expand(-1, -1, q.shape[-1])
-            )  # (B, S, d)
-            w_pos = torch.gather(hist_w, 1, pos_slot)  # (B, S)
-            pos = torch.gather(hist, 1, pos_slot)  # (B, S)
-            rest = total_w.unsqueeze(1) - w_pos
-            scale = torch.where(
-                rest > 0, rest.clamp(min=1e-12).pow(-history_norm), torch.zeros_like(rest)
-            )
-            u = (total_q.unsqueeze(1) - q_pos) * scale.unsqueeze(-1)  # (B, S, d)
-            s = pos.shape[1]
-            both = torch.cat([pos, neg], dim=1)  # (B, 2S)
-            p = self.target(both)
-            b = self.bias(both).squeeze(-1)
-            x_pos = (u * p[:, :s]).sum(-1) + b[:, :s]
-            x_neg = (u * p[:, s:]).sum(-1) + b[:, s:]
-            pair = -torch.nn.functional.logsigmoid(x_pos - x_neg)
-            if reg > 0:
-                pair = pair + reg * (
-                    p.pow(2).sum(-1)[:, :s] + p.pow(2).sum(-1)[:, s:] + u.pow(2).sum(-1)
-                )
-            n = pair_mask.sum(1).clamp(min=1.0)
-            return (pair * pair_mask).sum(1) / n  # (B,)
-
-    return FISMLoss()
-
-
 @register
 class DPBPR(BPR):
     """BPR trained with user-level DP-SGD (see the module docstring)."""
@@ -238,25 +132,27 @@ class DPBPR(BPR):
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
+        from privrec.models.nn.fism import FISMUserLoss
+
         c = self.config
         x = self._clean_matrix(x)
         n_users, n_items = x.shape
-        seed = seed_from(rng, c.seed)
-        gen = np.random.default_rng(seed)
-        users = np.nonzero(np.diff(x.indptr))[0]
-        delta = resolve_delta(c.delta, active_users(x))
-        private = not math.isinf(c.epsilon)
-        items, weights, lengths = _padded_histories(x, c.max_history)
-        train_x = x  # for negative sampling (membership of (user, item))
-        keys = (
-            np.repeat(np.arange(n_users, dtype=np.int64), np.diff(train_x.indptr)) * n_items
-            + train_x.indices
+        run = start_private_fit(
+            epsilon=c.epsilon, delta=c.delta, n_users=active_users(x), rng=rng, seed=c.seed
         )
-        share = c.prior_share if (c.popularity_prior and private) else 0.0
+        seed, gen, delta = run.seed, run.gen, run.delta
+        users = np.nonzero(np.diff(x.indptr))[0]
+        items, weights, lengths = _padded_histories(x, c.max_history)
+        # sorted (user, item) keys of the training matrix: negatives are sampled outside them
+        keys = (
+            np.repeat(np.arange(n_users, dtype=np.int64), np.diff(x.indptr)) * n_items + x.indices
+        )
+        share = c.prior_share if (c.popularity_prior and run.private) else 0.0
         eps_sgd, delta_sgd = (1 - share) * c.epsilon, (1 - share) * delta
+        release: Release | None = None
         with torch_threads(c.num_threads):
             torch.manual_seed(seed)
-            module = _build_module(
+            module: Any = FISMUserLoss(
                 n_items, c.embedding_size, c.init_std, c.history_norm, c.reg, seed
             )
             if c.popularity_prior:
@@ -264,7 +160,9 @@ class DPBPR(BPR):
             trainable = [p for p in module.parameters() if p.requires_grad]
             if c.optimizer == "adam":
                 optimizer = torch.optim.Adam(trainable, lr=c.learning_rate)
-            else:  # SGD: Adam's per-coordinate scaling blows the DP noise of untouched rows up to full steps
+            else:
+                # SGD: Adam's per-coordinate scaling blows the DP noise of untouched rows up to
+                # full steps
                 optimizer = torch.optim.SGD(trainable, lr=c.learning_rate, momentum=c.momentum)
             loader = DataLoader(
                 TensorDataset(torch.from_numpy(users.astype(np.int64))),
@@ -272,8 +170,8 @@ class DPBPR(BPR):
                 shuffle=True,
                 generator=torch.Generator().manual_seed(seed),
             )
-            criterion: Any = _PerUserLoss()
-            if private:
+            criterion: Any = PerUserLoss()
+            if run.private:
                 module, optimizer, criterion, loader = make_private(
                     module,
                     optimizer,
@@ -286,77 +184,41 @@ class DPBPR(BPR):
                     grad_sample_mode=c.grad_sample_mode,
                     noise_seed=seed + 1,
                 )
-                self.noise_multiplier = float(optimizer.noise_multiplier)
-                sample_rate = 1.0 / len(loader)
-                steps = c.epochs * len(loader)
-                eps_check = dpsgd_epsilon(
-                    self.noise_multiplier,
-                    delta_sgd,
-                    sample_rate=sample_rate,
-                    steps=steps,
-                    accountant=c.accountant,
+                self.noise_multiplier, sample_rate, steps = sgd_accounting(
+                    optimizer, loader, c.epochs
                 )
-                z_pop = gaussian_sigma(share * c.epsilon, share * delta) if share > 0 else None
-                release = Release(
-                    name=f"{self.name}:{'popularity+' if share else ''}dp-sgd",
-                    epsilon=c.epsilon,
-                    delta=delta,
-                    mechanism=("gaussian counts + " if share else "")
-                    + "dp-sgd (gaussian, poisson sampling, per-user clipping)",
-                    accountant=f"{c.accountant} (opacus)"
-                    + (" + analytic gaussian (dp-accounting), basic composition" if share else ""),
-                    details={
-                        "noise_multiplier": self.noise_multiplier,
-                        "max_grad_norm": c.max_grad_norm,
-                        "sample_rate": sample_rate,
-                        "steps": steps,
-                        "dpsgd_epsilon": eps_sgd,
-                        "dpsgd_delta": delta_sgd,
-                        "epsilon_accounted": eps_check,
-                        "popularity_noise_multiplier": z_pop,
-                        "popularity_epsilon": share * c.epsilon,
-                        "popularity_delta": share * delta,
-                        "example": "one user (all their events)",
-                    },
+                release = self._release(
+                    delta, share, eps_sgd, delta_sgd, sample_rate=sample_rate, steps=steps
                 )
-                charge(ledger, release, self.name)  # before any noise is drawn
+                run.charge(ledger, release, self.name)  # before any noise is drawn
             if c.popularity_prior:
-                counts = np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
-                if share > 0:
-                    counts = GaussianMechanism(
-                        gaussian_sigma(share * c.epsilon, share * delta), 1.0
-                    ).add_noise(counts, gen)
+                z_pop = gaussian_sigma(share * c.epsilon, share * delta) if share > 0 else None
+                counts = noisy_item_counts(x, z_pop, gen)
                 with torch.no_grad():
-                    base0 = module._module if hasattr(module, "_module") else module
-                    base0.bias.weight[:n_items, 0] = torch.from_numpy(
+                    unwrap(module).bias.weight[:n_items, 0] = torch.from_numpy(
                         c.prior_scale * np.log1p(np.maximum(counts, 0.0))
                     ).float()
             self.train_losses = []
             self.steps = 0
-            quiet = (
-                contextlib.ExitStack()
-            )  # Opacus' ghost clipping warns about backward hooks each step
-            quiet.enter_context(warnings.catch_warnings())
-            warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
-            for _epoch in range(c.epochs):
-                total, count = 0.0, 0
-                for (batch_users,) in loader:
-                    if batch_users.numel() == 0:
+            with quiet_hooks():
+                for _epoch in range(c.epochs):
+                    total, count = 0.0, 0
+                    for (batch_users,) in loader:
+                        if batch_users.numel() == 0:
+                            optimizer.zero_grad(set_to_none=True)
+                            continue
+                        b = batch_users.numpy()
+                        inputs = self._step_inputs(b, items, weights, lengths, keys, n_items, gen)
+                        losses = module(*inputs)
+                        loss = criterion(losses, None)
                         optimizer.zero_grad(set_to_none=True)
-                        continue
-                    b = batch_users.numpy()
-                    inputs = self._step_inputs(b, items, weights, lengths, keys, n_items, gen)
-                    losses = module(*inputs)
-                    loss = criterion(losses, None)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += float(loss.detach()) * b.size
-                    count += b.size
-                    self.steps += 1
-                self.train_losses.append(total / max(count, 1))
-            quiet.close()
-            base = module._module if hasattr(module, "_module") else module
+                        loss.backward()
+                        optimizer.step()
+                        total += float(loss.detach()) * b.size
+                        count += b.size
+                        self.steps += 1
+                    self.train_losses.append(total / max(count, 1))
+            base = unwrap(module)
             self.target = (
                 base.target.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
             )
@@ -364,10 +226,55 @@ class DPBPR(BPR):
                 base.context.weight.detach()[:n_items].numpy().astype(np.float32, copy=True)
             )
             self.bias = base.bias.weight.detach()[:n_items, 0].numpy().astype(np.float32, copy=True)
-        self.privacy = release.guarantee() if private else None
-        self.release = release if private else None
+        if release is not None:
+            run.record(self, release)
+        else:
+            self.privacy, self.release = None, None
         self._mark_fitted(n_items)
         return self
+
+    def _release(
+        self,
+        delta: float,
+        share: float,
+        eps_sgd: float,
+        delta_sgd: float,
+        *,
+        sample_rate: float,
+        steps: int,
+    ) -> Release:
+        """What the ledger records: DP-SGD, composed with the popularity prior when it has a share."""
+        c = self.config
+        return Release(
+            name=f"{self.name}:{'popularity+' if share else ''}dp-sgd",
+            epsilon=c.epsilon,
+            delta=delta,
+            mechanism=("gaussian counts + " if share else "")
+            + "dp-sgd (gaussian, poisson sampling, per-user clipping)",
+            accountant=f"{c.accountant} (opacus)"
+            + (" + analytic gaussian (dp-accounting), basic composition" if share else ""),
+            details={
+                "noise_multiplier": self.noise_multiplier,
+                "max_grad_norm": c.max_grad_norm,
+                "sample_rate": sample_rate,
+                "steps": steps,
+                "dpsgd_epsilon": eps_sgd,
+                "dpsgd_delta": delta_sgd,
+                "epsilon_accounted": dpsgd_epsilon(
+                    self.noise_multiplier,
+                    delta_sgd,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    accountant=c.accountant,
+                ),
+                "popularity_noise_multiplier": (
+                    gaussian_sigma(share * c.epsilon, share * delta) if share > 0 else None
+                ),
+                "popularity_epsilon": share * c.epsilon,
+                "popularity_delta": share * delta,
+                "example": "one user (all their events)",
+            },
+        )
 
     def _step_inputs(
         self,

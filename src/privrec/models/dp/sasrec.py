@@ -8,8 +8,9 @@ whose multiplier its accountant (RDP or PRV) sets for the target (epsilon, delta
 Per-example DP is user-level DP here because the example is the user's whole (trained) history.
 
 To let Opacus compute per-user gradients, the network's modules are called batch-first and each
-once per step: the input, target and negative tokens go through the item embedding in one call,
-and the position embedding gets a (batch, length) index. The trained network is the SASRec
+once per step (`nn.sequence.PerUserNextItemLoss`): the input, target and negative tokens go
+through the item embedding in one call, and the position embedding gets a (batch, length) index.
+The trained network is the SASRec
 network, so scoring, explanations and persistence are SASRec's. Only ID item representations
 and the "bce" loss are supported; there is no early stopping on validation data (it would be a
 further use of private data).
@@ -17,10 +18,7 @@ further use of private data).
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,10 +26,12 @@ from pydantic import Field, model_validator
 
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import register
-from privrec.models.dp_bpr import _PerUserLoss, make_private
-from privrec.models.dp_popularity import charge, resolve_delta
+from privrec.models.dp.opacus import PerUserLoss, make_private, quiet_hooks, sgd_accounting
+from privrec.models.dp.release import start_private_fit
+from privrec.models.nn.runtime import DistInfo
+from privrec.models.nn.tokens import PAD
 from privrec.models.sasrec import SASRec, SASRecConfig
-from privrec.models.sequential import PAD, pad_left
+from privrec.models.sequential import pad_left
 from privrec.privacy.dp import Release, dpsgd_epsilon
 from privrec.privacy.ledger import PrivacyLedger
 
@@ -84,48 +84,6 @@ class DPSASRecConfig(SASRecConfig):
         return self
 
 
-def _per_user_module(net: nn.Module, max_len: int, d: int) -> nn.Module:
-    """A module computing one loss per user from SASRec's own submodules, batch-first, each called once."""
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    class PerUser(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = net.items.id_emb
-            self.pos = net.pos
-            self.blocks = net.blocks
-            self.ln = net.ln
-            self.drop = net.drop
-
-        def forward(
-            self, seq: torch.Tensor, target: torch.Tensor, neg: torch.Tensor
-        ) -> torch.Tensor:
-            b, length = seq.shape
-            tok = self.emb(torch.cat([seq, target, neg], dim=1))  # (B, 3L, d): one call
-            x_tok, t_emb, n_emb = tok[:, :length], tok[:, length : 2 * length], tok[:, 2 * length :]
-            pos_idx = torch.arange(length - 1, -1, -1, device=seq.device).clamp(max=max_len - 1)
-            x = x_tok * math.sqrt(d) + self.pos(
-                pos_idx.unsqueeze(0).repeat(b, 1)
-            )  # contiguous: Opacus' ghost norms view() it
-            x = self.drop(x)
-            allowed = (seq != PAD)[:, None, None, :] & torch.ones(
-                length, length, dtype=torch.bool, device=seq.device
-            ).tril()
-            allowed = allowed | torch.eye(length, dtype=torch.bool, device=seq.device)
-            for blk in self.blocks:
-                x = blk(x, allowed)
-            h = self.ln(x)
-            pos_logit = (h * t_emb).sum(-1)
-            neg_logit = (h * n_emb).sum(-1)
-            per_pos = -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit))
-            mask = (target != PAD).to(per_pos.dtype)
-            return (per_pos * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-    return PerUser()
-
-
 def _negatives_outside(
     seq: np.ndarray, target: np.ndarray, n_items: int, gen: np.random.Generator, tries: int = 8
 ) -> np.ndarray:
@@ -157,7 +115,6 @@ class DPSASRec(SASRec):
         super().__init__(config, **params)
         self.noise_multiplier = 0.0
         self.release: Release | None = None
-        self._ledger: PrivacyLedger | None = None
 
     def fit(  # type: ignore[override]
         self,
@@ -166,12 +123,11 @@ class DPSASRec(SASRec):
         rng: int | np.random.Generator | None = None,
         ledger: PrivacyLedger | None = None,
     ) -> DPSASRec:
-        """Train with DP-SGD on the users' latest windows (the ledger is charged before any noise)."""
-        self._ledger = ledger
-        try:
-            super().fit(dataset, rng=rng)
-        finally:
-            self._ledger = None
+        """Train with DP-SGD on the users' latest windows (the ledger is charged before any noise).
+
+        No validation data: early stopping on it would be a further use of private data.
+        """
+        super().fit(dataset, rng=rng, ledger=ledger)
         return self
 
     def _train(
@@ -181,12 +137,17 @@ class DPSASRec(SASRec):
         n_items: int,
         seed: int,
         device: torch.device,
-        info: Any,
+        info: DistInfo,
         validation: Any,
         t0: float,
+        *,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
+        """DP-SGD over one window per user (`ledger` is charged before the first noisy step)."""
         import torch
         from torch.utils.data import DataLoader, TensorDataset
+
+        from privrec.models.nn.sequence import PerUserNextItemLoss
 
         c = self.config
         wins = [s[-(c.max_len + 1) :] for s in seqs if len(s) >= 2]
@@ -195,10 +156,11 @@ class DPSASRec(SASRec):
             return
         seq = pad_left([w[:-1] + 1 for w in wins], c.max_len)
         tgt = pad_left([w[1:] + 1 for w in wins], c.max_len)
-        delta = resolve_delta(c.delta, n_users)
-        private = not math.isinf(c.epsilon)
-        gen = np.random.default_rng(seed)
-        module = _per_user_module(net, c.max_len, c.embedding_size).to(device)
+        run = start_private_fit(
+            epsilon=c.epsilon, delta=c.delta, n_users=n_users, rng=seed, seed=seed
+        )
+        gen = run.gen
+        module: Any = PerUserNextItemLoss(net).to(device)  # type: ignore[arg-type]
         optimizer = torch.optim.Adam(
             [p for p in module.parameters() if p.requires_grad], lr=c.learning_rate
         )
@@ -208,14 +170,14 @@ class DPSASRec(SASRec):
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
         )
-        criterion: Any = _PerUserLoss()
-        if private:
+        criterion: Any = PerUserLoss()
+        if run.private:
             module, optimizer, criterion, loader = make_private(
                 module,
                 optimizer,
                 loader,
                 epsilon=c.epsilon,
-                delta=delta,
+                delta=run.delta,
                 epochs=c.epochs,
                 max_grad_norm=c.max_grad_norm,
                 accountant=c.accountant,
@@ -223,13 +185,11 @@ class DPSASRec(SASRec):
                 noise_seed=seed + 1,
                 device=device,
             )
-            self.noise_multiplier = float(optimizer.noise_multiplier)
-            sample_rate = 1.0 / len(loader)
-            steps = c.epochs * len(loader)
+            self.noise_multiplier, sample_rate, steps = sgd_accounting(optimizer, loader, c.epochs)
             release = Release(
                 name=f"{self.name}:dp-sgd",
                 epsilon=c.epsilon,
-                delta=delta,
+                delta=run.delta,
                 mechanism="dp-sgd (gaussian, poisson sampling, per-user clipping)",
                 accountant=f"{c.accountant} (opacus)",
                 details={
@@ -239,7 +199,7 @@ class DPSASRec(SASRec):
                     "steps": steps,
                     "epsilon_accounted": dpsgd_epsilon(
                         self.noise_multiplier,
-                        delta,
+                        run.delta,
                         sample_rate=sample_rate,
                         steps=steps,
                         accountant=c.accountant,
@@ -247,13 +207,10 @@ class DPSASRec(SASRec):
                     "example": "one user (their latest window of max_len + 1 items)",
                 },
             )
-            charge(self._ledger, release, self.name)  # before the first noisy step
-            self.release = release
-            self.privacy = release.guarantee()
+            run.charge(ledger, release, self.name)  # before the first noisy step
+            run.record(self, release)
         self.train_log = []
-        with contextlib.ExitStack() as quiet:
-            quiet.enter_context(warnings.catch_warnings())
-            warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
+        with quiet_hooks():
             module.train()
             for epoch in range(1, c.epochs + 1):
                 total, count = 0.0, 0

@@ -1,39 +1,55 @@
-"""DP popularity: user-level differentially private item counts (the floor every model must beat).
+"""What every user-level DP model shares: the opening of a DP fit and the releases themselves.
 
-Each user's contribution is bounded first: at most `max_items` distinct items per user (their
-most recent ones), each counted with a weight in [0, `max_weight`] (1 for `binary=True`). One
-user then changes the count vector by at most max_weight * sqrt(max_items) in L2, and Gaussian
-noise of that many times the analytic-Gaussian multiplier for (epsilon, delta) is added to every
-item's count (including items nobody touched, so the release does not reveal which items exist
-in the data beyond the public catalogue). Everything after the noise (clipping at 0, category
-blending with the public catalogue categories, ranking) is post-processing.
-
-This module also holds the helpers the DP item-item models share: the default delta, bounding
-rows to unit L2 norm, and DP item selection (noisy counts, top m).
+- `start_private_fit`: the checks every DP fit makes before it reads a value (delta within
+  1 / (10 n_users)), the seeded noise generator, and `PrivateFit.record` afterwards.
+- Contribution bounds: `most_recent_items` (at most k items per user), `unit_rows` (each user's
+  row scaled to unit L2 norm, so one user moves a column sum by at most 1 in L2).
+- `noisy_item_counts`: Gaussian noise on the column sums of unit-norm user rows (DP selection,
+  DP-BPR's popularity prior); `select_items` keeps the largest.
+- `release_gram`: DP item selection composed with one noisy item-item matrix (DP item-kNN,
+  DP EASE, and through them DP hybrid).
+- `charge`: the ledger entry, always made before any noise is drawn.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import Field, model_validator
 
 from privrec.core.errors import ConfigError
-from privrec.core.rng import DEFAULT_SEED
 from privrec.data.dataset import InteractionDataset
-from privrec.models.base import register, seed_from
-from privrec.models.popularity import Popularity, PopularityConfig
+from privrec.models.base import Recommender, seed_from
 from privrec.privacy.dp import GaussianMechanism, Release, default_delta, gaussian_sigma
 from privrec.privacy.ledger import PrivacyLedger
 
 ACCOUNTANT = "analytic gaussian (dp-accounting)"
 PLD_ACCOUNTANT = "pld (dp-accounting)"
 
+__all__ = [
+    "ACCOUNTANT",
+    "PLD_ACCOUNTANT",
+    "GramRelease",
+    "PrivateFit",
+    "active_users",
+    "auto_top_items",
+    "charge",
+    "choose_top_items",
+    "most_recent_items",
+    "noisy_item_counts",
+    "release_gram",
+    "resolve_delta",
+    "select_items",
+    "selected_above_rest",
+    "start_private_fit",
+    "unit_rows",
+    "window_pairs",
+]
 
-# ---- shared helpers ----------------------------------------------------------------------------------
+
+# ---- the opening of every DP fit ----------------------------------------------------------------
 def resolve_delta(delta: float | None, n_users: int) -> float:
     """The configured delta, or 1 / (10 * n_users) when None; refuses delta above that bound."""
     bound = default_delta(n_users)
@@ -41,7 +57,8 @@ def resolve_delta(delta: float | None, n_users: int) -> float:
         return bound
     if not (0 < delta <= bound * (1 + 1e-9)):
         raise ConfigError(
-            f"delta: {delta:g} is above 1/(10 x {n_users} users) = {bound:g}; give a smaller delta or None"
+            f"delta: {delta:g} is above 1/(10 x {n_users} users) = {bound:g}; "
+            "give a smaller delta or None"
         )
     return float(delta)
 
@@ -51,6 +68,62 @@ def active_users(x: sp.csr_matrix) -> int:
     return int(np.count_nonzero(np.diff(x.indptr)))
 
 
+def charge(ledger: PrivacyLedger | None, release: Release, model: str) -> None:
+    """Record the release in the ledger (raises BudgetExceededError) before any noise is drawn."""
+    if ledger is not None and not math.isinf(release.epsilon):
+        ledger.charge(release, model=model)
+
+
+@dataclass
+class PrivateFit:
+    """What a DP fit has settled before it reads any value: budget, delta, the noise generator.
+
+    Attributes:
+        epsilon: the user-level budget (inf: nothing is noised and nothing is a DP release).
+        delta: the resolved delta (see `resolve_delta`).
+        n_users: the users counted for the default delta.
+        seed: the seed of this fit (`fit(rng=...)` or the config's).
+        gen: the noise generator, seeded by `seed`.
+    """
+
+    epsilon: float
+    delta: float
+    n_users: int
+    seed: int
+    gen: np.random.Generator = field(repr=False)
+
+    @property
+    def private(self) -> bool:
+        """Whether this fit is a DP release (epsilon finite)."""
+        return not math.isinf(self.epsilon)
+
+    def charge(self, ledger: PrivacyLedger | None, release: Release, model: str) -> None:
+        """Record `release` in `ledger` (call it before the first noise is drawn)."""
+        charge(ledger, release, model)
+
+    def record(self, model: Recommender, release: Release) -> None:
+        """Set the model's `privacy` and `release` (None for both at epsilon = inf)."""
+        model.privacy = release.guarantee() if self.private else None
+        model.release = release if self.private else None  # type: ignore[attr-defined]
+
+
+def start_private_fit(
+    *,
+    epsilon: float,
+    delta: float | None,
+    n_users: int,
+    rng: int | np.random.Generator | None,
+    seed: int,
+) -> PrivateFit:
+    """The common opening of a DP fit: delta checked and resolved, the noise generator seeded."""
+    if not epsilon > 0:
+        raise ConfigError(f"epsilon: {epsilon} is not positive; give a budget > 0 (inf: no DP)")
+    resolved = resolve_delta(delta, n_users)
+    s = seed_from(rng, seed)
+    return PrivateFit(float(epsilon), resolved, int(n_users), s, np.random.default_rng(s))
+
+
+# ---- contribution bounds -------------------------------------------------------------------------
 def most_recent_items(dataset: InteractionDataset, max_items: int) -> sp.csr_matrix:
     """A 0/1 user x item mask of each user's `max_items` most recently touched distinct items."""
     n_u, n_i = dataset.n_users, dataset.n_items
@@ -59,14 +132,11 @@ def most_recent_items(dataset: InteractionDataset, max_items: int) -> sp.csr_mat
     key = dataset.user_idx.astype(np.int64) * n_i + dataset.item_idx.astype(np.int64)
     rev = np.arange(dataset.n_events)[::-1]
     _, first = np.unique(key[rev], return_index=True)
-    last = np.sort(
-        rev[first]
-    )  # each (user, item)'s latest event; the dataset is sorted by (user, ts)
+    # each (user, item)'s latest event; the dataset is sorted by (user, ts)
+    last = np.sort(rev[first])
     lu = dataset.user_idx[last].astype(np.int64)
     li = dataset.item_idx[last].astype(np.int64)
-    newer = (
-        np.searchsorted(lu, lu, side="right") - 1 - np.arange(last.size)
-    )  # later distinct items of the user
+    newer = np.searchsorted(lu, lu, side="right") - 1 - np.arange(last.size)
     keep = newer < max_items
     return sp.csr_matrix((np.ones(int(keep.sum())), (lu[keep], li[keep])), shape=(n_u, n_i))
 
@@ -79,20 +149,18 @@ def unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(scale) @ x)
 
 
-_TIE = 1e-6  # weight of the popularity tie-breaker among the selected items
-
-
-def selected_above_rest(
-    part: np.ndarray, selected: np.ndarray, prior: np.ndarray, n_items: int
+# ---- noisy counts and selection ------------------------------------------------------------------
+def noisy_item_counts(
+    x: sp.csr_matrix, noise_multiplier: float | None, gen: np.random.Generator
 ) -> np.ndarray:
-    """Full score rows from scores of the selected items: those items first (noisy popularity
-    `prior` in [0, 1] breaks their ties), every other item below them, ranked by `prior`."""
-    part = part + _TIE * prior[selected][None, :]
-    out = np.empty((part.shape[0], n_items), dtype=np.float64)
-    floor = part.min(axis=1, keepdims=True) if part.shape[1] else np.zeros((part.shape[0], 1))
-    out[:] = floor - 1.0 + 0.5 * prior[None, :]
-    out[:, selected] = part
-    return out.astype(np.float32)
+    """Column sums of the unit-norm rows of `x` (L2 sensitivity 1) plus N(0, z^2) per item.
+
+    `noise_multiplier` None gives the exact sums (no release); 0 draws nothing either.
+    """
+    counts = np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
+    if noise_multiplier is None:
+        return counts
+    return GaussianMechanism(float(noise_multiplier), 1.0).add_noise(counts, gen)
 
 
 def select_items(counts: np.ndarray, top_items: int | None, n_items: int) -> np.ndarray:
@@ -103,107 +171,59 @@ def select_items(counts: np.ndarray, top_items: int | None, n_items: int) -> np.
     return np.sort(order[: int(top_items)]).astype(np.int64)
 
 
-def charge(ledger: PrivacyLedger | None, release: Release, model: str) -> None:
-    """Record the release in the ledger (raises BudgetExceededError) before any noise is drawn."""
-    if ledger is not None and not math.isinf(release.epsilon):
-        ledger.charge(release, model=model)
+_TIE = 1e-6  # weight of the popularity tie-breaker among the selected items
 
 
-# ---- the model -----------------------------------------------------------------------------------------
-class DPPopularityConfig(PopularityConfig):
-    """DP popularity settings (plus everything of `PopularityConfig` except time decay).
+def selected_above_rest(
+    part: np.ndarray, selected: np.ndarray, prior: np.ndarray, n_items: int
+) -> np.ndarray:
+    """Full score rows from scores of the selected items.
 
-    Attributes:
-        epsilon: the user-level privacy budget of the release (inf: exact counts, no guarantee).
-        delta: the failure probability; None means 1 / (10 x number of users).
-        max_items: each user's most recent distinct items that count (contribution bound).
-        max_weight: each counted item's weight is clipped to [0, max_weight] (binary: weight 1).
-        seed: seeds the noise; `fit(rng=...)` overrides it.
+    The selected items come first (the noisy popularity `prior` in [0, 1] breaks their ties),
+    every other item below them, ranked by `prior`.
     """
-
-    epsilon: float = Field(default=1.0, gt=0.0)
-    delta: float | None = Field(default=None, gt=0.0, lt=1.0)
-    max_items: int = Field(default=64, ge=1)
-    max_weight: float = Field(default=1.0, gt=0.0)
-    binary: bool = True
-    seed: int = DEFAULT_SEED
-
-    @model_validator(mode="after")
-    def _no_decay(self) -> DPPopularityConfig:
-        if self.half_life_days is not None:
-            raise ValueError(
-                "half_life_days: time decay is not supported by dp_popularity; leave it None"
-            )
-        return self
+    part = part + _TIE * prior[selected][None, :]
+    out = np.empty((part.shape[0], n_items), dtype=np.float64)
+    floor = part.min(axis=1, keepdims=True) if part.shape[1] else np.zeros((part.shape[0], 1))
+    out[:] = floor - 1.0 + 0.5 * prior[None, :]
+    out[:, selected] = part
+    return out.astype(np.float32)
 
 
-@register
-class DPPopularity(Popularity):
-    """Popularity from user-level DP noisy counts (see the module docstring)."""
-
-    name = "dp_popularity"
-    Config = DPPopularityConfig
-    config: DPPopularityConfig
-
-    def __init__(self, config: DPPopularityConfig | None = None, **params: Any) -> None:
-        super().__init__(config, **params)
-        self.noise_std = 0.0
-        self.sensitivity = 0.0
-        self.release: Release | None = None  # what the ledger recorded (in memory only)
-
-    def fit(
-        self,
-        dataset: InteractionDataset,
-        *,
-        rng: int | np.random.Generator | None = None,
-        ledger: PrivacyLedger | None = None,
-    ) -> DPPopularity:
-        """Bound each user's contribution, release noisy counts (recorded in `ledger` first)."""
-        c = self.config
-        x = self.input_matrix(dataset).astype(np.float64)
-        x.data = np.minimum(x.data, c.max_weight)
-        mask = most_recent_items(dataset, c.max_items)
-        x = sp.csr_matrix(x.multiply(mask))
-        n_users = active_users(x)
-        delta = resolve_delta(c.delta, n_users)
-        self.sensitivity = float(c.max_weight * math.sqrt(c.max_items))
-        z = gaussian_sigma(c.epsilon, delta)
-        mech = GaussianMechanism(z, self.sensitivity)
-        self.noise_std = mech.sigma
-        release = Release(
-            name=f"{self.name}:counts",
-            epsilon=c.epsilon,
-            delta=delta,
-            mechanism="gaussian",
-            accountant=ACCOUNTANT,
-            details={
-                "sensitivity_l2": self.sensitivity,
-                "noise_std": mech.sigma,
-                "max_items": c.max_items,
-                "n_items": dataset.n_items,
-            },
-        )
-        charge(ledger, release, self.name)
-        counts = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
-        gen = np.random.default_rng(seed_from(rng, c.seed))
-        noisy = mech.add_noise(counts, gen)
-        self.popularity = np.maximum(noisy, 0.0).astype(np.float32)
-        self.item_category, self.categories = self._categories(dataset)
-        self.privacy = None if math.isinf(c.epsilon) else release.guarantee()
-        self.release = None if math.isinf(c.epsilon) else release
-        self._mark_fitted(dataset.n_items)
-        return self
-
-    def _meta(self) -> dict[str, Any]:
-        return {**super()._meta(), "noise_std": self.noise_std, "sensitivity": self.sensitivity}
-
-    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        super()._set_state(arrays, meta)
-        self.noise_std = float(meta.get("noise_std", 0.0))
-        self.sensitivity = float(meta.get("sensitivity", 0.0))
+def auto_top_items(n_users: int, noise_multiplier: float, n_items: int, cap: int) -> int:
+    """The default number of selected items: n_users / (4 z), clipped to [50, cap] and n_items."""
+    if noise_multiplier <= 0:
+        return n_items
+    return int(min(n_items, cap, max(50, round(n_users / (4.0 * noise_multiplier)))))
 
 
-# ---- the item-item release shared by DP item-kNN and DP EASE ------------------------------------------------
+def choose_top_items(
+    top: int | None,
+    *,
+    epsilon: float,
+    delta: float,
+    selection_share: float,
+    n_users: int,
+    n_items: int,
+    cap: int,
+) -> int:
+    """`top` if given; else every item without noise, or `auto_top_items` for the Gram noise."""
+    if top is not None:
+        return top
+    if math.isinf(epsilon):
+        return n_items
+    from privrec.privacy.dp import calibrate_gaussians, split_ratios
+
+    z_gram = (
+        calibrate_gaussians(split_ratios([selection_share, 1 - selection_share]), epsilon, delta)[1]
+        if gaussian_sigma(epsilon, delta) > 0
+        else 0.0
+    )
+    return auto_top_items(n_users, z_gram, n_items, cap)
+
+
+# ---- the item-item release shared by DP item-kNN and DP EASE ----------------------------------
+@dataclass
 class GramRelease:
     """The outcome of `release_gram`: DP item selection and one noisy item-item matrix.
 
@@ -217,21 +237,12 @@ class GramRelease:
         release: what the ledger recorded.
     """
 
-    def __init__(
-        self,
-        selected: np.ndarray,
-        counts: np.ndarray,
-        gram: np.ndarray,
-        noise_std: float,
-        noise_multipliers: dict[str, float | None],
-        release: Release,
-    ) -> None:
-        self.selected = selected
-        self.counts = counts
-        self.gram = gram
-        self.noise_std = noise_std
-        self.noise_multipliers = noise_multipliers
-        self.release = release
+    selected: np.ndarray
+    counts: np.ndarray
+    gram: np.ndarray
+    noise_std: float
+    noise_multipliers: dict[str, float | None]
+    release: Release
 
 
 def window_pairs(dataset: InteractionDataset, selected: np.ndarray, window: int) -> sp.csr_matrix:
@@ -329,9 +340,7 @@ def release_gram(
         },
     )
     charge(ledger, release, model)
-    counts = np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
-    if select:
-        counts = GaussianMechanism(float(z_sel or 0.0), 1.0).add_noise(counts, gen)
+    counts = noisy_item_counts(x, float(z_sel or 0.0) if select else None, gen)
     selected = select_items(counts, top_items if select else None, n_items)
     if window:
         g = window_pairs(dataset, selected, window).toarray()

@@ -34,8 +34,8 @@ from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import ModelConfig, Recommender, register, seed_from
 from privrec.models.content import ContentRecommender
-from privrec.models.dp_ease import DPEASE
-from privrec.models.dp_itemknn import DPItemKNN
+from privrec.models.dp.ease import DPEASE
+from privrec.models.dp.itemknn import DPItemKNN
 from privrec.models.hybrid import components_meta, components_state, restore_components
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger

@@ -1,5 +1,4 @@
-"""The privacy-utility frontier on MovieLens-100K and Amazon Beauty, the attack, and erasure
-timings.
+"""The privacy-utility frontier on MovieLens-100K and Amazon Beauty, the attack, erasure timings.
 
 For each dataset, under its published protocol (../shared/anchors.md):
 

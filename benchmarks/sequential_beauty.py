@@ -1,5 +1,4 @@
-"""Amazon Beauty (S3-Rec 5-core): SASRec and BERT4Rec, leave-one-out, FULL ranking, beside the
-published rows.
+"""Amazon Beauty (S3-Rec 5-core): SASRec and BERT4Rec, leave-one-out, FULL ranking, vs published.
 
 Protocol (../shared/data/amazon-beauty/PROVENANCE.md, and S3-Rec's trainers.py, which we read):
 per user, last item = test, second to last = validation, the rest = training. A model trains on

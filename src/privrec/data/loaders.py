@@ -199,8 +199,7 @@ def dataset_from_raw_events(
     item_meta: pd.DataFrame | None = None,
     line_numbers: np.ndarray | None = None,
 ) -> InteractionDataset:
-    """Gate a raw event frame (user,item,type,timestamp[,rating,query,session,event_id]) into a
-    dataset.
+    """Gate a raw event frame (user,item,type,timestamp[,rating,query,session,event_id]) to data.
 
     The same path the loaders take: rejects are logged and counted in `n_rejects`; without a
     gate or pseudonymiser the in-memory benchmark key is used.
@@ -657,8 +656,7 @@ def load_taobao_userbehavior(
     pseudonymiser: Pseudonymiser | None = None,
     event_weights: Mapping[str, float] | None = None,
 ) -> InteractionDataset:
-    """Load Taobao UserBehavior CSV (no header:
-    user_id,item_id,category_id,behavior_type,timestamp).
+    """Load Taobao UserBehavior CSV (headerless: user, item, category, behavior, timestamp).
 
     pv -> view, cart -> cart, fav -> favorite, buy -> purchase; any other behaviour is passed on
     unchanged and rejected by the gate. `category_id` becomes the item's category. A truncated

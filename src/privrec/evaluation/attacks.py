@@ -131,8 +131,7 @@ def inject_attack(
     burst: bool = False,
     seed: int = 0,
 ) -> PoisonedDataset:
-    """Append fake shoppers who push `targets` (default: `choose_targets(ds, n_targets,
-    seed=seed)`).
+    """Append fake shoppers who push `targets` (default: `choose_targets` with the same seed).
 
     Args:
         ds: the (training) dataset to poison; it is not modified.

@@ -1,5 +1,4 @@
-"""User-level membership inference against any Recommender (in the manner of Zhang et al., CCS
-2021).
+"""User-level membership inference against any Recommender (after Zhang et al., CCS 2021).
 
 The question: given a shopper's history, was this shopper in the model's training data?
 
@@ -283,8 +282,7 @@ def membership_audit(
     repeats: int = 1,
     seed: int = 0,
 ) -> AttackResult:
-    """Train target and shadow models on disjoint users and attack the target (see the module
-    docstring).
+    """Train target and shadow models on disjoint users and attack the target (see the module doc).
 
     Args:
         model_factory: returns a new, unfitted model (the same kind and settings each time).

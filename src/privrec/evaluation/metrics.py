@@ -172,8 +172,7 @@ def average_precision_at_k(
     *,
     normalize: str = "relevant",
 ) -> float:
-    """Sum over hits in the top k of precision at that rank, divided by the number of relevant
-    items.
+    """Sum over hits in the top k of the precision at that rank, over the number of relevant items.
 
     Args:
         normalize: "relevant" (Microsoft Recommenders' `map`, the old `map_at_k` behind their

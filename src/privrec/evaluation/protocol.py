@@ -450,8 +450,7 @@ def evaluate_ranking(
 
 
 def _full_rank_rr(s: np.ndarray, rel_rows: np.ndarray, rel_cols: np.ndarray) -> np.ndarray:
-    """1 / (full-ranking rank of the first relevant item), same tie rule as top_k_rows; 0 if
-    unrankable.
+    """1 / (full-ranking rank of the first relevant item), ties as in top_k_rows; 0 if unrankable.
 
     `rel_rows`/`rel_cols` list the relevant (row, item) pairs, rows ascending.
     """

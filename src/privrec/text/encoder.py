@@ -241,8 +241,7 @@ class SentenceEncoder:
         show_progress_bar: bool = False,
         use_cache: bool = True,
     ) -> np.ndarray:
-        """Encode `texts` into an (n, dim) float32 array of unit vectors (zero rows for empty
-        texts).
+        """Encode `texts` as (n, dim) float32 unit vectors (zero rows for empty texts).
 
         Args:
             texts: the texts; duplicates are encoded once.

@@ -353,8 +353,7 @@ def finetune_lora(
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = True,
 ) -> AdapterInfo:
-    """Fine-tune the sentence encoder on `dataset`'s co-interaction pairs (see the module
-    docstring).
+    """Fine-tune the sentence encoder on `dataset`'s co-interaction pairs (see the module doc).
 
     Item texts are `dataset.item_text()`; pairs come from `co_interaction_pairs` with the config's
     max_pairs, window and seed. Returns where the adapter was saved and how training went.

@@ -34,7 +34,7 @@ def make_two_groups(seed: int = 0, users_per_group: int = 20) -> InteractionData
     ts = 1_700_000_000.0
     popularity = np.linspace(2.0, 0.5, N_PER_GROUP)
     popularity /= popularity.sum()
-    for g, prefix in enumerate("ab"):
+    for prefix in "ab":
         for u in range(users_per_group):
             user = f"u{prefix}{u:02d}"
             n = int(rng.integers(4, 8))
@@ -61,3 +61,19 @@ def make_two_groups(seed: int = 0, users_per_group: int = 20) -> InteractionData
 def two_groups() -> InteractionDataset:
     """The synthetic two-group dataset (shared, read-only)."""
     return make_two_groups()
+
+
+def removed_dataset(ds: InteractionDataset, users: list[int]) -> InteractionDataset:
+    """The users' events re-encoded in `ds`'s item vocabulary, as the service hands erased users'
+    trained events to `Recommender.forget` (built from keys, not by slicing `ds`)."""
+    mask = np.isin(ds.user_idx, users)
+    user_keys, item_keys = ds.users.keys, ds.items.keys
+    events = pd.DataFrame(
+        {
+            "user": [user_keys[u] for u in ds.user_idx[mask].tolist()],
+            "item": [item_keys[i] for i in ds.item_idx[mask].tolist()],
+            "type": ds.event_type[mask],
+            "ts": ds.ts[mask],
+        }
+    )
+    return InteractionDataset.from_events(events, items=ds.items, event_weights=ds.event_weights)

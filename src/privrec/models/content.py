@@ -481,12 +481,17 @@ class ContentRecommender(Recommender):
     # ---- exact unlearning ------------------------------------------------------------------------
     @property
     def can_forget(self) -> bool:
-        """Always: training reads item text only, so no user is in the model."""
-        return True
+        """True: training reads item text only, so no user is in the model.
+
+        A subclass that fits differently does not inherit this: it must say so itself.
+        """
+        return type(self).fit is ContentRecommender.fit
 
     def forget(self, removed: InteractionDataset) -> UnlearningResult:
         """Nothing to remove: the item vectors depend on item text only."""
         t0 = time.perf_counter()
+        if not self.can_forget:
+            return super().forget(removed)
         self._check_fitted()
         return UnlearningResult(
             self.name,

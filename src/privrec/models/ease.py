@@ -171,12 +171,17 @@ class EASE(Recommender):
     # ---- exact unlearning ------------------------------------------------------------------
     @property
     def can_forget(self) -> bool:
-        """Always: G is a sum over users and B follows from it (Woodbury)."""
-        return True
+        """True: G is a sum over users and B follows from it (Woodbury).
+
+        A subclass that fits differently does not inherit this: it must say so itself.
+        """
+        return type(self).fit is EASE.fit
 
     def forget(self, removed: InteractionDataset) -> UnlearningResult:
         """G -= X^T X and the Woodbury update of B and diag(P) (`woodbury_downdate`)."""
         t0 = time.perf_counter()
+        if not self.can_forget:
+            return super().forget(removed)
         x = self.removed_rows(removed)
         if not x.nnz:
             return nothing_removed(self.name, x.shape[0], t0)

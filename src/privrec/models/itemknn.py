@@ -172,12 +172,17 @@ class ItemKNN(Recommender):
     # ---- exact unlearning ------------------------------------------------------------------
     @property
     def can_forget(self) -> bool:
-        """Always: G is a sum over users and the neighbours follow from it."""
-        return True
+        """True: G is a sum over users and the neighbours follow from it.
+
+        A subclass that fits differently does not inherit this: it must say so itself.
+        """
+        return type(self).fit is ItemKNN.fit
 
     def forget(self, removed: InteractionDataset) -> UnlearningResult:
         """G -= X^T X and the affected neighbour lists recomputed (`downdate_neighbours`)."""
         t0 = time.perf_counter()
+        if not self.can_forget:
+            return super().forget(removed)
         x = self.removed_rows(removed)
         if not x.nnz:
             return nothing_removed(self.name, x.shape[0], t0)

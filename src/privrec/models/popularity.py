@@ -199,17 +199,23 @@ class Popularity(Recommender):
     # ---- exact unlearning ------------------------------------------------------------------
     @property
     def can_forget(self) -> bool:
-        """True without time decay (decayed weights depend on the newest event in the data)."""
-        return self.config.half_life_days is None
+        """True without time decay (decayed weights depend on the newest event in the data).
+
+        A subclass that fits differently (a DP release adds noise, and subtracting exact counts
+        from it would publish them) does not inherit this: it must say so itself.
+        """
+        return type(self).fit is Popularity.fit and self.config.half_life_days is None
 
     def forget(self, removed: InteractionDataset) -> UnlearningResult:
         """popularity -= the removed users' input rows (see `Recommender.forget`)."""
         t0 = time.perf_counter()
-        if not self.can_forget:
+        if not self.can_forget and self.config.half_life_days is not None:
             raise ConfigError(
-                "popularity: exact unlearning needs half_life_days=None (decayed weights depend "
-                "on the newest event in the data); retrain instead"
+                f"{self.name}: exact unlearning needs half_life_days=None (decayed weights "
+                "depend on the newest event in the data); retrain instead"
             )
+        if not self.can_forget:
+            return super().forget(removed)
         x = self.removed_rows(removed)
         contrib = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
         touched = np.nonzero(contrib)[0]

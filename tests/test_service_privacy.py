@@ -69,7 +69,7 @@ def _ev(user: str, item: str, typ: str, i: int = 0) -> dict[str, Any]:
 
 
 def _active(rs: RecSys, name: str) -> tuple[Recommender, Vocabulary]:
-    version = rs.list_models()[name]["active"]
+    version = rs.registry.list()[name].active
     path = rs.models_dir / name / version
     return Recommender.load(path), Vocabulary(json.loads((path / "items.json").read_text()))
 
@@ -119,7 +119,7 @@ def test_consent_applies_to_every_ingestion_path(tmp_path: Path) -> None:
         )
         assert (fr.accepted, fr.consent_dropped) == (1, 1)
         # the HTTP path looks up all senders of a batch at once: each must still get their own level
-        api = rs.ingest_api(
+        api = rs.ingestion.batch(
             [
                 _ev(u, "sku-5", t, 400 + i)
                 for i, (u, t) in enumerate(
@@ -134,8 +134,8 @@ def test_consent_applies_to_every_ingestion_path(tmp_path: Path) -> None:
             ]
         )
         assert (api["accepted"], api["consent_dropped"]) == (3, 2)
-        anon = rs.pseudonymiser.pseudonymise("anon")
-        buyer = rs.pseudonymiser.pseudonymise("buyer")
+        anon = rs.ctx.pseudonymise("anon")
+        buyer = rs.ctx.pseudonymise("buyer")
         assert (
             len(rs.store.events(user=anon)) == 0
         )  # an anonymous shopper's events are never stored
@@ -149,15 +149,15 @@ def test_anonymous_is_served_the_dp_popularity(data_dir: Path) -> None:
     with RecSys(Settings(data_dir=data_dir)) as rs:
         rs.train("dp_popularity", params={"epsilon": 1.0})
         rs.set_consent("shopper-00003", "anonymous")
-        out = rs.recommend_for("shopper-00003", 5)
-        assert out["model"] == "dp_popularity" and not out["personalized"]
-        assert all(i["explanation"]["kind"] == "popular" for i in out["items"])
-        noisy = rs.serving_model("dp_popularity").served.model.popularity
-        served = [i["item"] for i in out["items"]]
-        keys = rs.serving_model("dp_popularity").served.items.keys
+        out = rs.recommend("shopper-00003", 5)
+        assert out.model == "dp_popularity" and not out.personalized
+        assert all(i["explanation"]["kind"] == "popular" for i in out.items)
+        noisy = rs.serving.model("dp_popularity").model.popularity
+        served = [i["item"] for i in out.items]
+        keys = rs.serving.model("dp_popularity").items.keys
         top = [keys[j] for j in np.argsort(-noisy, kind="stable")[:5]]
         assert served == top  # the DP release's ranking, nothing from the user's history
-        assert rs.recommend_for("shopper-00004", 5)["personalized"]
+        assert rs.recommend("shopper-00004", 5).personalized
 
 
 # ---- ledger -------------------------------------------------------------------------------------------
@@ -165,19 +165,19 @@ def test_ledger_charged_by_training_and_refuses_over_budget(data_dir: Path) -> N
     settings = Settings(data_dir=data_dir, privacy_budget_epsilon=3.0, privacy_budget_delta=0.5)
     with RecSys(settings) as rs:
         rs.train("dp_popularity", params={"epsilon": 2.0})
-        before = rs.list_models()["dp_popularity"]
+        before = rs.registry.list()["dp_popularity"]
         budget = rs.privacy_budget()["ledger"]
         assert (
             budget["releases"] == 1
             and budget["epsilon_spent"] == pytest.approx(2.0)
             and budget["epsilon_left"] == pytest.approx(1.0)
         )
-        ledger_bytes = rs.ledger.path.read_bytes()
+        ledger_bytes = rs.ctx.ledger.path.read_bytes()
         with pytest.raises(BudgetExceededError, match="epsilon=2"):
             rs.train("dp_popularity", params={"epsilon": 2.0})
         # nothing stored changed: no new version, the ledger holds the one release
-        assert rs.list_models()["dp_popularity"] == before
-        assert rs.ledger.path.read_bytes() == ledger_bytes
+        assert rs.registry.list()["dp_popularity"] == before
+        assert rs.ctx.ledger.path.read_bytes() == ledger_bytes
         assert not list((rs.models_dir / "dp_popularity").glob(".tmp-*"))
         rs.train("dp_popularity", params={"epsilon": 1.0})  # what is left still fits
         assert rs.privacy_budget()["ledger"]["epsilon_left"] == pytest.approx(0.0)
@@ -207,9 +207,9 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
             assert diff < 1e-6, (name, diff)
             # ...and the forgotten users did change the model (the test would notice a no-op)
             assert np.abs(before[name].score_matrix(x) - fresh.score_matrix(x)).max() > 1e-4, name
-            assert len(rs.list_models()[name]["versions"]) == 1  # older versions held the users
+            assert len(rs.registry.list()[name].versions) == 1  # older versions held the users
         rs.wait_for_erasures()  # EASE's B is written after forget returns; then the version is complete
-        ease_dir = rs.models_dir / "ease" / rs.list_models()["ease"]["active"]
+        ease_dir = rs.models_dir / "ease" / rs.registry.list()["ease"].active
         assert (ease_dir / "derived.safetensors").exists() and not (
             ease_dir / "derived.pending"
         ).exists()
@@ -227,7 +227,7 @@ def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) ->
         # until the worker is done, every affected model carries the deadline
         assert set(r["models_pending_retrain"]) == {*EXACT, "als"} and r["retrain_deadline"]
         rs.wait_for_erasures()
-        assert set(rs.pending_retrains()) == {"als"}  # the exact ones were settled
+        assert set(rs.rights.pending.read()) == {"als"}  # the exact ones were settled
         for name in EXACT:
             model, items = _active(rs, name)
             fresh, ds = _retrained(rs, name, items)
@@ -271,7 +271,7 @@ def test_forget_records_pending_retrains_and_audits(data_dir: Path) -> None:
         entry = log.entries("erase")[-1]
         assert entry["pseudonym"] == r["pseudonym"] and entry["models_pending_retrain"] == ["als"]
         rs.train("als", params={"epochs": 2, "embedding_size": 8})  # the retrain clears it
-        assert "als" not in rs.pending_retrains()
+        assert "als" not in rs.rights.pending.read()
 
 
 def test_events_of_a_user_who_arrived_after_training_are_not_subtracted(data_dir: Path) -> None:
@@ -299,19 +299,19 @@ def test_events_of_a_user_who_arrived_after_training_are_not_subtracted(data_dir
 def test_export_holds_everything_stored_about_the_user(data_dir: Path) -> None:
     with RecSys(Settings(data_dir=data_dir)) as rs:
         rs.set_consent("shopper-00005", "purchases_only")
-        rs.create_experiment(
+        rs.experiments.create(
             {
                 "name": "exp1",
                 "variants": [{"name": "a", "model": "itemknn"}, {"name": "b", "model": "ease"}],
             }
         )
-        rec = rs.recommend_for("shopper-00005", 3, experiment="exp1")
-        rs.flush_experiments()
+        rec = rs.recommend("shopper-00005", 3, experiment="exp1")
+        rs.experiments.flush()
         doc = rs.export_user("shopper-00005")
-        p = rs.pseudonymiser.pseudonymise("shopper-00005")
+        p = rs.ctx.pseudonymise("shopper-00005")
         assert doc["n_events"] == len(rs.store.events(user=p)) > 0
         assert doc["consent_record"]["level"] == "purchases_only"
-        assert [e["recommendation_id"] for e in doc["experiments"]] == [rec["recommendation_id"]]
+        assert [e["recommendation_id"] for e in doc["experiments"]] == [rec.recommendation_id]
         rs.forget("shopper-00005")
         after = rs.export_user("shopper-00005")
         assert (
@@ -342,15 +342,15 @@ def test_no_raw_user_id_anywhere_in_the_data_dir(
         rs.train("ease", params={"reg": 50.0})
         rs.train("dp_popularity", params={"epsilon": 1.0})
         rs.set_consent(users[1], "purchases_only")
-        rs.create_experiment(
+        rs.experiments.create(
             {
                 "name": "e",
                 "variants": [{"name": "a", "model": "ease"}, {"name": "b", "model": "popularity"}],
             }
         )
         for u in users[:20]:
-            rs.recommend_for(u, 5, experiment="e")
-        rs.flush_experiments()
+            rs.recommend(u, 5, experiment="e")
+        rs.experiments.flush()
         rs.export_user(users[2])
         rs.forget(users[3])
     assert_no_raw_ids(d, users)
@@ -388,7 +388,7 @@ def test_search_query_text_is_not_stored_by_default(tmp_path: Path) -> None:
 def test_consent_of_an_older_version_moves_into_the_store(tmp_path: Path) -> None:
     d = tmp_path / "d"
     with RecSys(Settings(data_dir=d)) as rs:
-        p = rs.pseudonymiser.pseudonymise("old-anon")
+        p = rs.ctx.pseudonymise("old-anon")
     (d / "consent.json").write_text(
         json.dumps({p: {"level": "anonymous", "updated_at": "2025-01-01T00:00:00Z"}})
     )
@@ -408,5 +408,5 @@ def test_an_unreadable_consent_store_is_an_error_not_personalised(tmp_path: Path
             rs.ingest_events([_ev("anon", "sku-1", "view")])
         (d / "consent.sqlite").rmdir()
         assert (
-            len(rs.store.events(user=rs.pseudonymiser.pseudonymise("anon"))) == 0
+            len(rs.store.events(user=rs.ctx.pseudonymise("anon"))) == 0
         )  # nothing stored meanwhile

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,7 +21,11 @@ from rich.progress import (
 )
 
 from privrec.core.errors import PrivrecError
+from privrec.core.files import write_private
 from privrec.core.settings import Settings
+
+if TYPE_CHECKING:
+    from privrec.service import RecSys
 
 app = typer.Typer(
     name="privrec",
@@ -44,7 +48,8 @@ def _settings(data_dir: Path | None) -> Settings:
     return Settings(data_dir=data_dir) if data_dir else Settings()
 
 
-def _recsys(data_dir: Path | None) -> Any:
+def _recsys(data_dir: Path | None) -> RecSys:
+    # imported here: `privrec --help` should not pay for loading the models' libraries
     from privrec.service import RecSys
 
     return RecSys(_settings(data_dir))
@@ -114,16 +119,21 @@ def train(
     params = _parse_params(param or [])
     with _errors(), _recsys(data_dir) as rs, _progress() as prog:
         task = prog.add_task(f"training {model}", total=None)
-        path, secs = rs.train(model, params=params)
+        res = rs.train(model, params=params)
         prog.update(task, total=1, completed=1)
-    console.print(f"trained [bold]{model}[/] in {secs:.1f}s -> {path}")
+    console.print(
+        f"trained [bold]{res.model}[/] in {res.train_seconds:.1f}s -> version {res.version}"
+        + (" (active)" if res.active else ""),
+        markup=True,
+        emoji=False,
+    )
 
 
-def _parse_params(items: list[str]) -> dict[str, Any]:
+def _parse_params(items: list[str], *, option: str = "--param") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--param")
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint=option)
         k, v = item.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -155,7 +165,7 @@ def evaluate(
     with _errors(), _recsys(data_dir) as rs:
         if dataset is not None:
             fmt = detect_format(dataset)
-            ds = load_dataset(dataset, gate=rs.gate)
+            ds = load_dataset(dataset, gate=rs.ctx.gate())
         else:
             fmt, ds = "shop", rs.dataset()
         train_ds, test_ds, protocol, description = split_for(ds, fmt)
@@ -196,19 +206,45 @@ def recommend(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model name (default: the demo's best).")
     ] = None,
+    rule: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rule", "-r", help="Business rule NAME=VALUE (JSON value), e.g. in_stock=true."
+        ),
+    ] = None,
+    context_item: Annotated[
+        str | None, typer.Option("--context-item", help="The item the shopper is looking at.")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="A running experiment's name.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the list as the HTTP API returns it.")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Recommend items to a user, each with the reason."""
+    """Recommend items to a user, each with the reason (the same path as the HTTP API)."""
     from rich.table import Table
 
+    rules = _parse_params(rule or [], option="--rule")
     with _errors(), _recsys(data_dir) as rs:
-        recs = rs.recommend(user, k, model=model)
-    table = Table(title=f"top {k}")
+        out = rs.recommend(
+            user, k, model=model, rules=rules, context_item=context_item, experiment=experiment
+        )
+    if as_json:
+        print(json.dumps(out.to_dict(), ensure_ascii=False))
+        return
+    how = "personalised" if out.personalized else "not personalised"
+    title = f"top {k} from {out.model} ({how}; consent: {out.consent})"
+    table = Table(title=title)
     for col in ("#", "item", "title", "score", "why"):
         table.add_column(col)
-    for n, r in enumerate(recs, 1):
-        table.add_row(str(n), r.item, r.title or "", f"{r.score:.4f}", r.explanation)
-    console.print(table)
+    for n, r in enumerate(out.items, 1):
+        why = r.get("explanation", {}).get("text", "")
+        table.add_row(str(n), r["item"], r.get("title") or "", f"{r.get('score', 0):.4f}", why)
+    console.print(table, markup=False, emoji=False)
+    if out.note:
+        console.print(out.note, markup=False, emoji=False)
 
 
 @app.command()
@@ -237,8 +273,7 @@ def export_user(
         doc = rs.export_user(user)
     text = json.dumps(doc, indent=2)
     if out:
-        out.write_text(text)
-        out.chmod(0o600)
+        write_private(out, text)
         console.print(f"wrote {out}")
     else:
         console.print_json(text)
@@ -317,7 +352,7 @@ def robustness_report(
         if dataset is None:
             fmt, ds = "shop", rs.dataset()
         else:
-            ds = rs.load_public_dataset(dataset)
+            ds = rs.reports.public_dataset(dataset)
             fmt = (
                 detect_format(dataset)
                 if Path(dataset).is_dir()
@@ -376,7 +411,7 @@ def privacy_report(
         ) from None
     names = models.split(",") if models else None
     with _errors(), _recsys(data_dir) as rs:
-        ds = rs.load_public_dataset(dataset) if dataset else None
+        ds = rs.reports.public_dataset(dataset) if dataset else None
         n_eps = len(eps) if eps else 6
         n_models = len(names) if names else 4
         with _progress() as prog:
@@ -469,8 +504,9 @@ def demo(
     console.print(f"best model: [bold]{result.best_model}[/] (now serving)")
     if result.sample:
         console.print(f"sample recommendations for {result.sample['user']}:")
-        for r in result.sample["recommendations"]:
-            console.print(f"  - {r['title'] or r['item']}  [dim]({r['explanation']})[/]")
+        for r in result.sample["items"]:
+            why = r.get("explanation", {}).get("text", "")
+            console.print(f"  - {r['title'] or r['item']}  ({why})", markup=False, emoji=False)
     console.print(
         f"report: {result.report_html}\njson:   {result.report_json}\ntook {result.seconds:.1f}s"
     )

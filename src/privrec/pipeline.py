@@ -178,21 +178,18 @@ def run_demo(
     if dataset is None:
         # the store holds exactly `ds`: train through the service, so the version records what it
         # was trained on and `forget` can later take a shopper out of it exactly
-        path, _ = rs.train(spec.name, params=dict(spec.params), seed=seed)
-        final_name = path.parent.name
+        final_name = rs.train(spec.name, params=dict(spec.params), seed=seed).model
     else:
         final = create_model(spec.name, **dict(spec.params)).fit(ds, rng=seed)
-        rs.save_model(final, ds)
+        version = rs.registry.save(final, ds.items)
+        rs.registry.activate(final.name, version.name)
         final_name = final.name
-    rs.set_default_model(final_name)
+    rs.registry.set_default(final_name)
+    rs.serving.forget_default()
+    user = "shopper-00001" if dataset is None else _first_raw_user(dataset, fmt)
     sample: dict[str, Any] = {}
-    if dataset is None:
-        user = "shopper-00001"
-        sample = {"user": user, "recommendations": [r.to_dict() for r in rs.recommend(user, 5)]}
-    else:
-        user = _first_raw_user(dataset, fmt)
-        if user is not None:
-            sample = {"user": user, "recommendations": [r.to_dict() for r in rs.recommend(user, 5)]}
+    if user is not None:
+        sample = {"user": user, **rs.recommend(user, 5).to_dict()}
     return DemoResult(
         dataset=ds.name,
         protocol=description,
@@ -223,9 +220,9 @@ class _StoringGate:
     """The data directory's gate, storing every accepted batch as it passes (used by loaders)."""
 
     def __init__(self, rs: RecSys) -> None:
-        self._gate = rs.gate
-        self._store = rs.store
-        self._store.bind_generation(rs.pseudonymiser.generation)
+        self._gate = rs.ctx.gate()
+        self._store = rs.ctx.store
+        self._store.bind_generation(rs.ctx.pseudonymiser.generation)
         self.inserted = 0
         self.duplicates = 0
 

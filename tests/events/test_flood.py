@@ -127,7 +127,7 @@ def test_the_server_gate_limits_arrivals(tmp_path) -> None:
 
     with RecSys(Settings(data_dir=tmp_path / "d", max_events_per_user_per_minute=4)) as rs:
         got = [
-            rs.ingest_api(
+            rs.ingestion.batch(
                 [{"user": BOT, "item": f"i{k}", "type": "view", "timestamp": T0 + 3600 * k}]
             )
             for k in range(6)
@@ -138,7 +138,7 @@ def test_the_server_gate_limits_arrivals(tmp_path) -> None:
             and "arrived within 60 seconds" in got[-1]["rejects"][0]["reason"]
         )
         assert (
-            rs.ingest_api(
+            rs.ingestion.batch(
                 [{"user": "someone-else", "item": "i0", "type": "view", "timestamp": T0}]
             )["accepted"]
             == 1

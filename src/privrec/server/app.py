@@ -354,15 +354,15 @@ def create_app(
         if server.api_keys
         else load_or_create_keys(rs.data_dir)[0]
     )
-    rs.configure_serving(cache_entries=server.cache_entries)
+    rs.serving.configure(cache_entries=server.cache_entries)
     stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         def warm() -> None:
             try:
-                rs.warm(preload_max_events=server.preload_max_events)
-                rs.default_model_name()
+                rs.serving.warm(preload_max_events=server.preload_max_events)
+                rs.serving.default_model_name()
                 app.state.ready = True
             except PrivrecError as exc:
                 app.state.not_ready_reason = f"not ready: {exc}"
@@ -374,13 +374,13 @@ def create_app(
             last_pop = time.monotonic()
             while not stop.wait(server.refresh_seconds):
                 try:
-                    rs.flush_experiments()
-                    if rs.refresh_models():
+                    rs.experiments.flush()
+                    if rs.serving.refresh():
                         app.state.ready = True
                     if not app.state.ready:
                         warm()
                     if time.monotonic() - last_pop > 60:
-                        rs.refresh_popularity()
+                        rs.serving.refresh_popularity()
                         last_pop = time.monotonic()
                 except Exception as exc:  # keep refreshing; never take the server down
                     logger.warning("refresh failed error=%s", type(exc).__name__)
@@ -392,7 +392,7 @@ def create_app(
         finally:
             stop.set()
             app.state.jobs.shutdown()
-            rs.flush_experiments()
+            rs.experiments.flush()
             if owns:
                 rs.close()
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from privrec.server.security import Principal, authorize
+from privrec.service import RecSys
 
 
-async def recsys(request: Request) -> Any:
+async def recsys(request: Request) -> RecSys:
     """The app's RecSys."""
-    return request.app.state.rs
+    rs: RecSys = request.app.state.rs
+    return rs
+
+
+RS = Annotated[RecSys, Depends(recsys)]
+"""A route parameter that receives the app's RecSys."""
 
 
 async def client(request: Request) -> Principal:

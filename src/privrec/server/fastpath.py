@@ -89,7 +89,7 @@ async def handle(
             detail, errs = validation_errors(exc.errors(include_input=False, include_url=False))
             raise ProblemError(422, detail, slug="invalid-request", errors=errs) from None
         rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
-        out = state.rs.recommend_for(
+        out = state.rs.recommend(
             body.user,
             body.k,
             model=body.model,
@@ -97,7 +97,7 @@ async def handle(
             context_item=body.context_item,
             experiment=body.experiment,
         )
-        payload = orjson.dumps(out)
+        payload = orjson.dumps(out.to_dict())
         await send(
             {
                 "type": "http.response.start",

@@ -153,17 +153,20 @@ async def store(
         )
     recs = None
     if user and not q:
-        recs = await run_in_threadpool(rs.recommend_for, user, 8, rules={"in_stock": True})
-    results = await run_in_threadpool(rs.search, q, 24, user_id=user) if q else None
+        served = await run_in_threadpool(rs.recommend, user, 8, rules={"in_stock": True})
+        recs = served.to_dict()
+    results = None
+    if q:
+        results = (await run_in_threadpool(rs.search, q, 24, user_id=user)).to_dict()
     per_page = 24
     browse = (
         None
         if q
         else await run_in_threadpool(
-            rs.catalogue, category=category, limit=per_page, offset=(page - 1) * per_page
+            rs.serving.catalogue, category=category, limit=per_page, offset=(page - 1) * per_page
         )
     )
-    cats = sorted(rs.categories(), key=lambda c: -c["items"])[:40]
+    cats = sorted(rs.serving.categories(), key=lambda c: -c["items"])[:40]
     pages = max(1, -(-browse["total"] // per_page)) if browse else 1
     return _render(
         request,
@@ -235,7 +238,6 @@ async def export(request: Request) -> Response:
         return RedirectResponse("/?signin=1", status_code=303)
     rs = request.app.state.rs
     doc = await run_in_threadpool(rs.export_user, user)
-    doc["consent"] = rs.consent(user)
     return JSON(
         doc,
         headers={
@@ -274,16 +276,16 @@ async def ops(request: Request) -> Response:
 
     def gather() -> dict[str, Any]:
         exps = []
-        for e in rs.list_experiments():
+        for e in rs.experiments.list():
             try:
-                exps.append(rs.experiment_report(e["name"]))
+                exps.append(rs.experiments.report(e["name"]))
             except PrivrecError:
                 exps.append({"experiment": e, "variants": [], "srm": {}})
         return {
-            "models": rs.model_versions(),
+            "models": rs.serving.versions(),
             "budget": rs.privacy_budget(),
             "experiments": exps,
-            "stats": rs.serving_stats(),
+            "stats": rs.serving.stats(),
         }
 
     ctx = await run_in_threadpool(gather)
@@ -332,7 +334,7 @@ async def ops_activate(
     _check_csrf(request, csrf)
     if not _operator(request):
         raise ProblemError(401, "sign in with an admin key first", slug="operator-sign-in")
-    await run_in_threadpool(request.app.state.rs.activate_model, model, version)
+    await run_in_threadpool(request.app.state.rs.serving.activate, model, version)
     return RedirectResponse("/ops", status_code=303)
 
 

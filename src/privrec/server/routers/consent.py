@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Header
 from starlette.concurrency import run_in_threadpool
 
 from privrec.privacy.consent import LEVEL_TEXTS
-from privrec.server.deps import client, recsys
+from privrec.server.deps import RS, client
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import ConsentIn, ConsentOut
@@ -23,7 +21,7 @@ LEVELS: dict[str, str] = {lv.value: text.description for lv, text in LEVEL_TEXTS
 
 
 @router.get("/consent", response_model=ConsentOut, responses=problem_responses(401, 403, 422, 429))
-async def get_consent(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
+async def get_consent(rs: RS, user: str = UserHeader) -> JSON:
     """The shopper's consent level."""
     return JSON({"level": rs.consent(user), "levels": LEVELS})
 
@@ -31,6 +29,7 @@ async def get_consent(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON
 @router.put(
     "/consent", response_model=ConsentOut, responses=problem_responses(401, 403, 413, 422, 429)
 )
-async def put_consent(body: ConsentIn, user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
+async def put_consent(rs: RS, body: ConsentIn, user: str = UserHeader) -> JSON:
     """Set the shopper's consent level; it applies from the next request."""
-    return JSON(await run_in_threadpool(rs.set_consent, user, body.level))
+    change = await run_in_threadpool(rs.set_consent, user, body.level)
+    return JSON(change.to_dict())

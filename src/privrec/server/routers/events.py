@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from privrec.server.deps import client, recsys
+from privrec.server.deps import RS, client
 from privrec.server.problems import ProblemError, problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import EventIn, IngestOut
@@ -36,9 +34,9 @@ _BATCH_SCHEMA = {
     responses=problem_responses(401, 403, 413, 422, 429),
     dependencies=[Depends(client)],
 )
-async def post_event(event: EventIn, rs: Any = Depends(recsys)) -> JSON:
+async def post_event(rs: RS, event: EventIn) -> JSON:
     """Ingest one event (through consent check and privacy gate). A rejected event is a 422."""
-    report = await run_in_threadpool(rs.ingest_api, [event.model_dump(exclude_none=True)])
+    report = await run_in_threadpool(rs.ingestion.batch, [event.model_dump(exclude_none=True)])
     if report["rejected"]:
         raise ProblemError(
             422, f"event rejected: {report['rejects'][0]['reason']}", slug="event-rejected"
@@ -58,7 +56,7 @@ async def post_event(event: EventIn, rs: Any = Depends(recsys)) -> JSON:
         }
     },
 )
-async def post_batch(request: Request, rs: Any = Depends(recsys)) -> JSON:
+async def post_batch(rs: RS, request: Request) -> JSON:
     """Ingest up to `max_batch_events` events; rejected rows are reported by position, not refused."""
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() not in ("application/json", ""):
@@ -90,5 +88,5 @@ async def post_batch(request: Request, rs: Any = Depends(recsys)) -> JSON:
             f"events: {len(events)} events in one batch; send at most {limit}",
             slug="batch-too-large",
         )
-    report = await run_in_threadpool(rs.ingest_api, events)
+    report = await run_in_threadpool(rs.ingestion.batch, events)
     return JSON(report)

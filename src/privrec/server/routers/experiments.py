@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from privrec.server.deps import admin, recsys
+from privrec.server.deps import RS, admin
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import ExperimentIn, JobOut, ReplayIn
@@ -17,7 +15,7 @@ ExpName = Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @router.post("", status_code=201, responses=problem_responses(401, 403, 413, 422, 429))
-async def create(body: ExperimentIn, rs: Any = Depends(recsys)) -> JSON:
+async def create(rs: RS, body: ExperimentIn) -> JSON:
     """Create and start an experiment; the first variant is the control."""
     spec = body.model_dump()
     for v in spec["variants"]:
@@ -26,34 +24,34 @@ async def create(body: ExperimentIn, rs: Any = Depends(recsys)) -> JSON:
             if v.get("params")
             else {}
         )
-    return JSON(await run_in_threadpool(rs.create_experiment, spec), status_code=201)
+    return JSON(await run_in_threadpool(rs.experiments.create, spec), status_code=201)
 
 
 @router.get("", responses=problem_responses(401, 403, 429))
-async def list_all(rs: Any = Depends(recsys)) -> JSON:
+async def list_all(rs: RS) -> JSON:
     """All experiments."""
-    return JSON({"experiments": rs.list_experiments()})
+    return JSON({"experiments": rs.experiments.list()})
 
 
 @router.get("/{name}", responses=problem_responses(401, 403, 404, 422, 429))
-async def get_one(name: str = ExpName, rs: Any = Depends(recsys)) -> JSON:
+async def get_one(rs: RS, name: str = ExpName) -> JSON:
     """One experiment."""
-    return JSON(await run_in_threadpool(rs.get_experiment, name))
+    return JSON(await run_in_threadpool(rs.experiments.get, name))
 
 
 @router.post("/{name}/stop", responses=problem_responses(401, 403, 404, 422, 429))
-async def stop(name: str = ExpName, rs: Any = Depends(recsys)) -> JSON:
+async def stop(rs: RS, name: str = ExpName) -> JSON:
     """Stop an experiment (its data stays for the report)."""
-    return JSON(await run_in_threadpool(rs.stop_experiment, name))
+    return JSON(await run_in_threadpool(rs.experiments.stop, name))
 
 
 @router.get("/{name}/report", responses=problem_responses(401, 403, 404, 422, 429))
 async def report(
-    name: str = ExpName, alpha: float = Query(default=0.05, gt=0, lt=0.5), rs: Any = Depends(recsys)
+    rs: RS, name: str = ExpName, alpha: float = Query(default=0.05, gt=0, lt=0.5)
 ) -> JSON:
     """CTR, conversion and revenue per variant with confidence intervals, significance tests
     against the control (statsmodels) and the sample-ratio-mismatch check."""
-    return JSON(await run_in_threadpool(rs.experiment_report, name, alpha=alpha))
+    return JSON(await run_in_threadpool(rs.experiments.report, name, alpha=alpha))
 
 
 @router.post(
@@ -62,11 +60,9 @@ async def report(
     response_model=JobOut,
     responses=problem_responses(401, 403, 404, 413, 422, 429),
 )
-async def replay(
-    request: Request, body: ReplayIn, name: str = ExpName, rs: Any = Depends(recsys)
-) -> JSON:
+async def replay(rs: RS, request: Request, body: ReplayIn, name: str = ExpName) -> JSON:
     """Estimate the experiment offline from held-out data (a background job)."""
-    await run_in_threadpool(rs.get_experiment, name)  # 404 now rather than in the job
+    await run_in_threadpool(rs.experiments.get, name)  # 404 now rather than in the job
     job = request.app.state.jobs.submit(
         "replay",
         lambda: rs.replay_experiment(name, k=body.k, paired=body.paired, max_users=body.max_users),

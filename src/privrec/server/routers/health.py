@@ -24,11 +24,11 @@ async def ready(request: Request) -> JSON:
         raise ProblemError(
             503, st.not_ready_reason or "starting: loading histories and models", slug="not-ready"
         )
-    stats = st.rs.serving_stats()
+    stats = st.rs.serving.stats()
     return JSON(
         {
             "status": "ready",
             "models": stats.get("models", {}),
-            "default_model": st.rs.default_model_name(),
+            "default_model": st.rs.serving.default_model_name(),
         }
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import APIRouter, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -11,17 +10,19 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
+from privrec.service import RecSys
+
 router = APIRouter(tags=["health"])
 
 
 class ServingCollector(Collector):
     """Cache, memory and model-version gauges read from the facade at scrape time."""
 
-    def __init__(self, rs: Any) -> None:
+    def __init__(self, rs: RecSys) -> None:
         self.rs = rs
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        stats = self.rs.serving_stats()
+        stats = self.rs.serving.stats()
         for key, help_ in (
             ("cache_hits", "recommendation lists served from cache"),
             ("cache_misses", "recommendation lists computed"),
@@ -45,7 +46,7 @@ class ServingCollector(Collector):
 class Metrics:
     """The app's metrics in its own registry."""
 
-    def __init__(self, rs: Any) -> None:
+    def __init__(self, rs: RecSys) -> None:
         self.registry = CollectorRegistry()
         self.latency = Histogram(
             "privrec_request_seconds",

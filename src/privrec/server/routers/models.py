@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from privrec.server.deps import admin, recsys
+from privrec.server.deps import RS, admin
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import ActivateIn, JobOut, TrainIn
@@ -17,15 +15,15 @@ ModelName = Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @router.get("/models", responses=problem_responses(401, 403, 429))
-async def list_models(rs: Any = Depends(recsys)) -> JSON:
+async def list_models(rs: RS) -> JSON:
     """Every model: its versions, the active one, the one being served, and its privacy guarantee."""
-    return JSON({"models": await run_in_threadpool(rs.model_versions)})
+    return JSON({"models": await run_in_threadpool(rs.serving.versions)})
 
 
 @router.post("/models/{name}/activate", responses=problem_responses(401, 403, 404, 413, 422, 429))
-async def activate(body: ActivateIn, name: str = ModelName, rs: Any = Depends(recsys)) -> JSON:
+async def activate(rs: RS, body: ActivateIn, name: str = ModelName) -> JSON:
     """Serve `version`: it is loaded first, then swapped in atomically; no request fails meanwhile."""
-    return JSON(await run_in_threadpool(rs.activate_model, name, body.version))
+    return JSON(await run_in_threadpool(rs.serving.activate, name, body.version))
 
 
 @router.post(
@@ -34,9 +32,7 @@ async def activate(body: ActivateIn, name: str = ModelName, rs: Any = Depends(re
     response_model=JobOut,
     responses=problem_responses(401, 403, 404, 413, 422, 429),
 )
-async def train(
-    request: Request, body: TrainIn, name: str = ModelName, rs: Any = Depends(recsys)
-) -> JSON:
+async def train(rs: RS, request: Request, body: TrainIn, name: str = ModelName) -> JSON:
     """Train `name` on the store in the background and hot-swap the new version in when done."""
     from privrec.models.zoo import available_models, create_model
 
@@ -48,7 +44,7 @@ async def train(
         )
     create_model(name, **body.params)  # validates the parameters now, not in the background
     job = request.app.state.jobs.submit(
-        "train", lambda: rs.train_and_activate(name, params=body.params)
+        "train", lambda: rs.train(name, params=body.params).to_dict()
     )
     return JSON(job, status_code=202)
 

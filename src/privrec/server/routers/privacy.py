@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from privrec.server.deps import admin, recsys
+from privrec.server.deps import RS, admin
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 
@@ -15,6 +13,6 @@ router = APIRouter(prefix="/v1/privacy", tags=["privacy"], dependencies=[Depends
 
 
 @router.get("/budget", responses=problem_responses(401, 403, 429))
-async def budget(rs: Any = Depends(recsys)) -> JSON:
+async def budget(rs: RS) -> JSON:
     """Spent and remaining privacy budget (where a ledger exists) and the served models' guarantees."""
     return JSON(await run_in_threadpool(rs.privacy_budget))

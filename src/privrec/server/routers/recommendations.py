@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
-from privrec.server.deps import client, recsys
+from privrec.server.deps import RS, client
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import RecommendationOut, RecommendIn
@@ -20,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["recommendations"])
     responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
     dependencies=[Depends(client)],
 )
-async def recommend(body: RecommendIn, rs: Any = Depends(recsys)) -> JSON:
+async def recommend(rs: RS, body: RecommendIn) -> JSON:
     """Top-k items for a shopper, each with its explanation, under the request's business rules.
 
     With `experiment`, the shopper's variant (deterministic from their pseudonym and the
@@ -28,7 +26,7 @@ async def recommend(body: RecommendIn, rs: Any = Depends(recsys)) -> JSON:
     variant and a `recommendation_id` to send back with outcome events.
     """
     rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
-    out = rs.recommend_for(
+    out = rs.recommend(
         body.user,
         body.k,
         model=body.model,
@@ -36,4 +34,4 @@ async def recommend(body: RecommendIn, rs: Any = Depends(recsys)) -> JSON:
         context_item=body.context_item,
         experiment=body.experiment,
     )
-    return JSON(out)
+    return JSON(out.to_dict())

@@ -6,12 +6,10 @@ act on a shopper's behalf (`/v1/admin/users/...`, shopper in the body).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Header
 from starlette.concurrency import run_in_threadpool
 
-from privrec.server.deps import admin, client, recsys
+from privrec.server.deps import RS, admin, client
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import AdminUserIn
@@ -25,17 +23,16 @@ UserHeader = Header(
 @router.get(
     "/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)]
 )
-async def export_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
+async def export_me(rs: RS, user: str = UserHeader) -> JSON:
     """Everything stored about the shopper, as JSON."""
     doc = await run_in_threadpool(rs.export_user, user)
-    doc["consent"] = rs.consent(user)
     return JSON(doc, headers={"Content-Disposition": 'attachment; filename="my-data.json"'})
 
 
 @router.delete(
     "/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)]
 )
-async def erase_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
+async def erase_me(rs: RS, user: str = UserHeader) -> JSON:
     """Erase the shopper's events, consent record, cached results and experiment records; returns the receipt.
 
     The models are updated on a background worker (the receipt lists them and their deadline)."""
@@ -47,10 +44,9 @@ async def erase_me(user: str = UserHeader, rs: Any = Depends(recsys)) -> JSON:
     responses=problem_responses(401, 403, 413, 422, 429),
     dependencies=[Depends(admin)],
 )
-async def export_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
+async def export_user(rs: RS, body: AdminUserIn) -> JSON:
     """Export a shopper's data on their behalf."""
     doc = await run_in_threadpool(rs.export_user, body.user)
-    doc["consent"] = rs.consent(body.user)
     return JSON(doc)
 
 
@@ -59,6 +55,6 @@ async def export_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
     responses=problem_responses(401, 403, 413, 422, 429),
     dependencies=[Depends(admin)],
 )
-async def erase_user(body: AdminUserIn, rs: Any = Depends(recsys)) -> JSON:
+async def erase_user(rs: RS, body: AdminUserIn) -> JSON:
     """Erase a shopper's data on their behalf; returns the receipt (models are updated in the background)."""
     return JSON(await run_in_threadpool(rs.forget, body.user, background=True))

@@ -1,0 +1,98 @@
+"""What every service module shares: the settings, the data directory, its keys and its store.
+
+One `ServiceContext` per data directory. It owns the pseudonymiser (the key holder) and the
+encrypted event store, opening each on first use, so a command that touches neither (listing
+models, say) never creates a key or opens the store.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from privrec.core.files import private_dir
+from privrec.core.settings import Settings
+from privrec.events.gate import Gate
+from privrec.events.store import EventStore
+from privrec.privacy.ledger import Budget, PrivacyLedger
+from privrec.privacy.pseudonym import Pseudonymiser
+
+
+class ServiceContext:
+    """The data directory's settings, pseudonymiser, event store and privacy ledger.
+
+    Args:
+        settings: runtime settings (defaults < privrec.toml < PRIVREC_* environment).
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.data_dir = private_dir(Path(self.settings.data_dir))
+        self._pseudonymiser: Pseudonymiser | None = None
+        self._store: EventStore | None = None
+
+    @property
+    def pseudonymiser(self) -> Pseudonymiser:
+        """The data directory's pseudonymiser (key created on first use, mode 0600)."""
+        if self._pseudonymiser is None:
+            key = self.settings.pseudonym_key
+            env = key.get_secret_value() if key else None
+            self._pseudonymiser = Pseudonymiser.from_data_dir(self.data_dir, env_key=env)
+        return self._pseudonymiser
+
+    def pseudonymise(self, user_id: str) -> str:
+        """The pseudonym of a raw user id (the raw id goes no further than this call)."""
+        return self.pseudonymiser.pseudonymise(user_id)
+
+    def replace_pseudonymiser(self, rotated: Pseudonymiser) -> None:
+        """Use a rotated key from now on (after the store has been re-keyed)."""
+        self._pseudonymiser = rotated
+
+    def gate(self) -> Gate:
+        """A privacy gate over the current key and the settings."""
+        return Gate.from_settings(self.settings, self.pseudonymiser)
+
+    @property
+    def store(self) -> EventStore:
+        """The encrypted event store (opened on first use)."""
+        if self._store is None:
+            key = self.settings.store_key.get_secret_value() if self.settings.store_key else None
+            self._store = EventStore.open(self.data_dir, key=key)
+        return self._store
+
+    @property
+    def store_is_open(self) -> bool:
+        """Whether the store has been opened by this process."""
+        return self._store is not None
+
+    @property
+    def ledger(self) -> PrivacyLedger:
+        """The privacy-budget ledger of the releases served from this data directory."""
+        s = self.settings
+        return PrivacyLedger(
+            self.data_dir, Budget(s.privacy_budget_epsilon, s.privacy_budget_delta)
+        )
+
+    @property
+    def models_dir(self) -> Path:
+        """Where versioned model artifacts live."""
+        return self.data_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Default folder for evaluation reports."""
+        return self.data_dir / "reports"
+
+    def close(self) -> None:
+        """Close the store (checkpointing it)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def wipe(self) -> None:
+        """Delete the whole data directory and start an empty one (the demo starts clean)."""
+        self.close()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        private_dir(self.data_dir)
+        self._pseudonymiser = None

@@ -1,0 +1,173 @@
+"""A/B experiments as the service runs them: create, stop, assign, log, report and replay.
+
+The experiment store (``experiments.sqlite``) is opened on first use; exposures and outcomes
+are keyed by a unit id derived from the shopper's pseudonym and the experiment's salt, so the
+rows can be exported and erased per shopper without storing the pseudonym itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from privrec.core.errors import ValidationError
+from privrec.core.rng import DEFAULT_SEED
+from privrec.data.dataset import InteractionDataset
+from privrec.experiments.assignment import Experiment, Variant, assign, unit_id
+from privrec.experiments.store import ExperimentStore
+from privrec.models.base import Recommender
+from privrec.models.zoo import create_model
+from privrec.privacy.ledger import PrivacyLedger
+from privrec.service.registry import ModelRegistry
+from privrec.service.rule_spec import rules_from
+
+EXPERIMENTS_FILE = "experiments.sqlite"
+
+
+class Experiments:
+    """The data directory's experiments.
+
+    Args:
+        data_dir: the data directory.
+        registry: the model registry (variants must name models with an active version).
+    """
+
+    def __init__(self, data_dir: Path, registry: ModelRegistry) -> None:
+        self.path = data_dir / EXPERIMENTS_FILE
+        self.registry = registry
+        self._store: ExperimentStore | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> ExperimentStore:
+        """The experiment store (created on first use)."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = ExperimentStore(self.path)
+        return self._store
+
+    @property
+    def exists(self) -> bool:
+        """Whether any experiment was ever created here (no store is created to find out)."""
+        return self._store is not None or self.path.exists()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def create(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Create and start an experiment {name, variants: [{name, model, weight, params}]}."""
+        fields = ("name", "variants", "description")
+        exp = Experiment.from_dict({k: v for k, v in spec.items() if k in fields})
+        for v in exp.variants:
+            if v.model is not None and self.registry.active(v.model) is None:
+                raise ValidationError(
+                    "variants.model",
+                    f"variant {v.name!r} names model {v.model!r}, which has no active version",
+                )
+            rules_from(v.params)  # validates the params
+        return self.store.create(exp).to_dict(with_salt=False)
+
+    def list(self) -> list[dict[str, Any]]:
+        """All experiments (without their salts)."""
+        return [e.to_dict(with_salt=False) for e in self.store.list()]
+
+    def get(self, name: str) -> dict[str, Any]:
+        """One experiment (without its salt); NotFoundError if unknown."""
+        return self.store.get(name).to_dict(with_salt=False)
+
+    def stop(self, name: str) -> dict[str, Any]:
+        """Stop an experiment: shoppers get the default again; its data stays for the report."""
+        return self.store.set_status(name, "stopped").to_dict(with_salt=False)
+
+    # ---- serving ----------------------------------------------------------------------------------
+    def running(self, name: str) -> Experiment | None:
+        """The experiment `name` if it is running (NotFoundError if unknown)."""
+        exp = self.store.get(name)
+        return exp if exp.status == "running" else None
+
+    @staticmethod
+    def variant_of(exp: Experiment, pseudonym: str) -> Variant:
+        """The shopper's variant (deterministic from their pseudonym and the salt)."""
+        return assign(exp, pseudonym)
+
+    def log_exposure(
+        self, rec_id: str, exp: Experiment, variant: str, pseudonym: str, items: list[str]
+    ) -> None:
+        """Record that a shopper in `variant` was shown `items` under list id `rec_id`."""
+        self.store.record_exposure(rec_id, exp.name, variant, unit_id(exp.salt, pseudonym), items)
+
+    def log_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
+        """Attribute outcome events to the lists they answer; returns how many matched."""
+        return self.store.record_outcomes(outcomes) if self.exists else 0
+
+    def flush(self) -> None:
+        """Write buffered exposures."""
+        if self._store is not None:
+            self._store.flush()
+
+    # ---- data rights ------------------------------------------------------------------------------
+    def _units(self, pseudonym: str) -> dict[str, str]:
+        return {e.name: unit_id(e.salt, pseudonym) for e in self.store.list()}
+
+    def records_of(self, pseudonym: str) -> list[dict[str, Any]]:
+        """Every experiment row about one shopper (right of access)."""
+        return self.store.unit_records(self._units(pseudonym)) if self.exists else []
+
+    def erase(self, pseudonym: str) -> int:
+        """Delete every experiment row about one shopper; returns the rows deleted."""
+        return self.store.erase_units(self._units(pseudonym)) if self.exists else 0
+
+    # ---- analysis -----------------------------------------------------------------------------------
+    def report(self, name: str, *, alpha: float = 0.05) -> dict[str, Any]:
+        """CTR, conversion and revenue per variant with intervals, tests and the SRM check."""
+        from privrec.experiments.stats import analyse, counts_from_records
+
+        exp = self.store.get(name)
+        exposures, outcomes = self.store.records(name)
+        data = counts_from_records([v.name for v in exp.variants], exposures, outcomes)
+        return {
+            "experiment": exp.to_dict(with_salt=False),
+            **analyse(data, exp.shares, alpha=alpha),
+        }
+
+    def replay(
+        self,
+        name: str,
+        dataset: InteractionDataset,
+        *,
+        default_model: Callable[[], str],
+        ledger: PrivacyLedger,
+        k: int = 10,
+        paired: bool = False,
+        max_users: int | None = 5000,
+        seed: int = DEFAULT_SEED,
+    ) -> dict[str, Any]:
+        """Estimate an experiment offline: leave-one-out on `dataset`, variants refitted.
+
+        A differentially private variant is a new release of the shop's data, so its refit is
+        charged to `ledger` like any other (and refused when the budget cannot afford it).
+        """
+        from privrec.data.splitters import leave_one_out_test
+        from privrec.experiments.replay import replay
+
+        exp = self.store.get(name)
+        if dataset.n_events == 0:
+            raise ValidationError("store", "holds no events; nothing to replay")
+        train, test = leave_one_out_test(dataset)
+
+        def fit(variant: Variant, data: InteractionDataset) -> Recommender:
+            mname = variant.model or default_model()
+            cfg = self.registry.config_of(mname, self.registry.require_active(mname))["config"]
+            return create_model(mname, **cfg).fit(data, rng=seed, ledger=ledger)
+
+        report = replay(exp, train, test, fit, k=k, paired=paired, max_users=max_users)
+        report["experiment"] = exp.to_dict(with_salt=False)
+        report["replay"]["protocol"] = "leave-one-out: each shopper's last event is held out"
+        return report
+
+    def close(self) -> None:
+        """Flush and close the store."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None

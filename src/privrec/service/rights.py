@@ -1,0 +1,448 @@
+"""Shoppers' rights and data lifecycle: access, erasure that reaches the models, retention, keys.
+
+Erasure deletes a shopper's events, consent record, in-memory history, cached lists and
+experiment rows at once, then takes their trained events out of every active model that can
+unlearn exactly (`Recommender.can_forget`): the downdated state is saved as a new active version
+and every older version, which still holds the shopper, is deleted. Models that cannot unlearn
+exactly are recorded as owing a retrain before the deadline the receipt names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from privrec.core.errors import ValidationError
+from privrec.core.files import write_private
+from privrec.data.dataset import InteractionDataset
+from privrec.models.base import Recommender
+from privrec.models.zoo import create_model
+from privrec.privacy.audit_log import AuditLog, erasure_receipt
+from privrec.service.consent import ConsentBook
+from privrec.service.context import ServiceContext
+from privrec.service.registry import ModelRegistry, TrainingRecord
+from privrec.service.serving import Serving
+
+logger = logging.getLogger(__name__)
+
+PENDING_RETRAINS_FILE = "pending-retrains.json"
+_UNLEARN_THREADS = 4
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class PendingRetrains:
+    """Models that still carry erased shoppers' influence: {model: {deadline, since, erasures}}.
+
+    Args:
+        data_dir: the data directory (the file is ``pending-retrains.json``, mode 0600).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / PENDING_RETRAINS_FILE
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """The current entries."""
+        if not self.path.exists():
+            return {}
+        try:
+            return dict(json.loads(self.path.read_text()))
+        except ValueError:
+            raise ValidationError(
+                PENDING_RETRAINS_FILE, "is not valid JSON; retrain every model, then delete it"
+            ) from None
+
+    def _write(self, doc: dict[str, dict[str, Any]]) -> None:
+        write_private(self.path, json.dumps(doc, indent=2, sort_keys=True))
+
+    def add(self, models: Iterable[str], deadline: str, token: str) -> None:
+        """Erasure `token` leaves `models` owing a retrain before `deadline`."""
+        with self._lock:
+            doc = self.read()
+            for m in models:
+                cur = doc.get(m)
+                if cur is None:
+                    doc[m] = {
+                        "deadline": deadline,
+                        "since": now_iso(),
+                        "erasures": 1,
+                        "erasure_ids": [token],
+                    }
+                else:  # the earliest deadline stands: a retrain clears every erasure before it
+                    cur["erasures"] = int(cur.get("erasures", 0)) + 1
+                    cur["erasure_ids"] = [*cur.get("erasure_ids", []), token]
+            self._write(doc)
+
+    def settle(self, name: str, token: str) -> None:
+        """Erasure `token`'s claim on `name` is settled (updated exactly)."""
+        with self._lock:
+            doc = self.read()
+            cur = doc.get(name)
+            if cur is None or token not in cur.get("erasure_ids", []):
+                return
+            cur["erasure_ids"] = [t for t in cur["erasure_ids"] if t != token]
+            cur["erasures"] = max(0, int(cur.get("erasures", 1)) - 1)
+            if not cur["erasure_ids"]:
+                doc.pop(name)
+            self._write(doc)
+
+    def clear(self, name: str) -> None:
+        """`name` was retrained on the current store: it owes nothing."""
+        with self._lock:
+            doc = self.read()
+            if doc.pop(name, None) is not None:
+                self._write(doc)
+
+
+class Rights:
+    """Access, erasure, retention and key rotation over one data directory.
+
+    Args:
+        ctx: the data directory's context.
+        registry: the model versions (erasure downdates and replaces them).
+        consent: the consent levels (erasure deletes the record).
+        serving: the serving memory (erasure drops the shopper's history and lists).
+        pending: the models that owe a retrain.
+    """
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        registry: ModelRegistry,
+        consent: ConsentBook,
+        serving: Serving,
+        pending: PendingRetrains,
+    ) -> None:
+        self.ctx = ctx
+        self.registry = registry
+        self.consent = consent
+        self.serving = serving
+        self.pending = pending
+        self._jobs: list[threading.Thread] = []
+        self._derived_writers: dict[str, threading.Thread] = {}
+        self._unlearn_lock = threading.Lock()  # one model update at a time: they work in place
+
+    # ---- access -----------------------------------------------------------------------------
+    def export(self, user_id: str) -> dict[str, Any]:
+        """Right of access: everything stored about this shopper, as JSON-ready data."""
+        p = self.ctx.pseudonymise(user_id)
+        ev = self.ctx.store.events(user=p)
+        audit = [
+            e
+            for e in AuditLog(self.ctx.data_dir).entries()
+            if e.get("pseudonym") == p or p in (e.get("pseudonyms") or ())
+        ]
+        return {
+            "pseudonym": p,
+            "exported_at": now_iso(),
+            "events": json.loads(ev.to_json(orient="records")) if len(ev) else [],
+            "n_events": len(ev),
+            "consent": self.consent.level(p).value,
+            "consent_record": self.consent.record(p),
+            "experiments": self.serving.experiments.records_of(p),
+            "audit_log": audit,
+            "models": "models hold no per-user state: a user's vector is derived from these "
+            "events at request time; aggregate model statistics are not personal records "
+            "(erasure removes the user's share of them)",
+            "privacy_ledger": "global (releases over all users), holds nothing about one user",
+        }
+
+    # ---- erasure ----------------------------------------------------------------------------------
+    def forget(self, user_ids: Iterable[str], *, background: bool = False) -> list[dict[str, Any]]:
+        """Erase shoppers as one batch: one receipt each, appended to the audit log.
+
+        The store is compacted once and every model updated once for all of them. With
+        `background=True` it returns once no stored row of theirs is readable: the compaction
+        and the exact model updates then run on a worker thread; until they finish, the affected
+        models stand in the pending retrains with the deadline (a crash leaves a retrain due,
+        never a silent gap). `wait` waits for the worker.
+        """
+        ids = list(dict.fromkeys(str(u) for u in user_ids))
+        if not ids:
+            return []
+        erased_at = time.time()
+        t0 = time.perf_counter()
+        store = self.ctx.store
+        pseudonyms = [self.ctx.pseudonymise(u) for u in ids]
+        events = [store.events(user=p) for p in pseudonyms]  # first: what to take out of models
+        deleted = [store.erase_user(p, compact=False) for p in pseudonyms]
+        cleared = [self._forget_state(p) for p in pseudonyms]
+        erased = pd.concat(events, ignore_index=True)
+        generation = store.pseudonym_generation
+        with ThreadPoolExecutor(1, thread_name_prefix="privrec-compact") as pool:
+            # afterwards no block of the deleted rows is left in the file; DuckDB works without
+            # the GIL, so the rewrite runs beside the model updates (they read no store row)
+            compaction = pool.submit(store.compact) if any(deleted) and not background else None
+            with self._unlearn_lock:
+                models = self._unlearn(erased, plan_only=background, generation=generation)
+            if compaction is not None:
+                compaction.result()  # raises what the compaction raised
+        exact = [m["model"] for m in models if m["status"] in ("exact", "unaffected")]
+        scheduled = [m["model"] for m in models if m["status"] == "scheduled"]
+        owing = [m["model"] for m in models if m["status"] in ("retrain", "scheduled")]
+        secs = time.perf_counter() - t0
+        receipts = []
+        for p, n, state in zip(pseudonyms, deleted, cleared, strict=True):
+            receipt = erasure_receipt(
+                p,
+                events_deleted=n,
+                consent_deleted=bool(state["consent_record_deleted"]),
+                cache_entries_deleted=int(bool(state["cached_results_deleted"])),
+                models_updated=exact,
+                models_pending=owing,
+                retrain_within_days=self.ctx.settings.retrain_deadline_days,
+                seconds=secs,
+                erased_at=erased_at,
+            )
+            receipt["events_deleted"] = int(n)
+            receipt.update(state)
+            receipt["models"] = models
+            if len(ids) > 1:
+                receipt["batch_size"] = len(ids)
+            if background:
+                receipt["store_compaction"] = "scheduled" if any(deleted) else "not needed"
+                receipt["models_updating_exactly"] = scheduled
+            receipts.append(receipt)
+        token = secrets.token_hex(8)  # names this erasure in the pending retrains
+        if owing:
+            self.pending.add(owing, receipts[0]["retrain_deadline"], token)
+        log = AuditLog(self.ctx.data_dir)
+        for receipt in receipts:
+            log.append("erase", **receipt)
+        if background and (scheduled or any(deleted)):
+            job = threading.Thread(
+                target=self._finish,
+                args=(erased, pseudonyms, token, set(scheduled), any(deleted)),
+                name="privrec-erasure",
+                daemon=True,
+            )
+            job.start()
+            self._jobs.append(job)
+        return receipts
+
+    def _forget_state(self, p: str) -> dict[str, Any]:
+        """Delete a pseudonym's consent record, in-memory history, cached lists, experiment rows."""
+        return {
+            "consent_record_deleted": self.consent.delete(p),
+            "cached_results_deleted": self.serving.forget(p),
+            "experiment_rows_deleted": self.serving.experiments.erase(p),
+        }
+
+    def wait(self) -> None:
+        """Wait until background erasures have finished and downdated versions are on disk."""
+        for t in list(self._jobs):
+            t.join()
+        self._jobs = [t for t in self._jobs if t.is_alive()]
+        for name in list(self._derived_writers):
+            self._wait_derived(name)
+
+    def _wait_derived(self, name: str) -> None:
+        t = self._derived_writers.pop(name, None)
+        if t is not None:
+            t.join()
+
+    def _finish(
+        self,
+        erased: pd.DataFrame,
+        pseudonyms: list[str],
+        token: str,
+        models: set[str],
+        compact: bool,
+    ) -> None:
+        """The background half of an erasure: compact the store, update models exactly."""
+        t0 = time.perf_counter()
+        try:
+            if compact:
+                self.ctx.store.compact()
+            generation = self.ctx.store.pseudonym_generation
+            done = []
+            if models:
+                with self._unlearn_lock:
+                    done = self._unlearn(erased, only=models, generation=generation)
+            for m in done:
+                if m["status"] in ("exact", "unaffected"):
+                    self.pending.settle(m["model"], token)
+            AuditLog(self.ctx.data_dir).append(
+                "erase-models",
+                erasure=token,
+                pseudonyms=pseudonyms,
+                models=done,
+                store_compacted=compact,
+                seconds=round(time.perf_counter() - t0, 4),
+            )
+        except Exception as exc:  # the pending retrains stay: the deadline still holds
+            logger.error(
+                "background erasure failed error=%s; the affected models stay pending a retrain",
+                type(exc).__name__,
+            )
+
+    def _unlearn(
+        self,
+        events: pd.DataFrame,
+        *,
+        generation: int | None,
+        plan_only: bool = False,
+        only: set[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Take erased shoppers' trained events out of every active model that allows it.
+
+        `plan_only` decides each model's status without changing it ("scheduled" where an exact
+        update is possible); `only` limits the models looked at. Each downdated version is saved
+        without its derived arrays (EASE's B: 586 MB on Beauty), which a writer thread adds
+        right after; `Recommender.load` waits for them, and a crash before they land costs a
+        recomputation, never exactness.
+        """
+        todo = [
+            (name, info.active)
+            for name, info in self.registry.list().items()
+            if info.active and (only is None or name in only)
+        ]
+        if plan_only or len(todo) < 2:
+            return [self._unlearn_one(n, v, events, generation, plan_only) for n, v in todo]
+        # Models are independent and their updates are numpy/scipy work that releases the GIL:
+        # on several cores the erasure takes as long as the slowest model, not the sum.
+        with ThreadPoolExecutor(min(len(todo), _UNLEARN_THREADS)) as pool:
+            return list(
+                pool.map(
+                    lambda nv: self._unlearn_one(nv[0], nv[1], events, generation, False), todo
+                )
+            )
+
+    def _model_of(self, name: str, version: str, plan_only: bool) -> Recommender | None:
+        path = self.registry.path(name, version)
+        try:
+            if plan_only:  # an unfitted twin: whether it can forget is all that is asked
+                cfg = json.loads((path / "config.json").read_text())
+                return create_model(cfg["model"], **cfg["config"])
+            live = self.registry.live.get((name, version))
+            return live if live is not None else Recommender.load(path)
+        except Exception as exc:  # an unreadable artifact must not stop the erasure
+            logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
+            return None
+
+    def _unlearn_one(
+        self,
+        name: str,
+        version: str,
+        events: pd.DataFrame,
+        generation: int | None,
+        plan_only: bool,
+    ) -> dict[str, Any]:
+        """`_unlearn` for one model's active version: its entry of the receipt's model list."""
+        t0 = time.perf_counter()
+        entry: dict[str, Any] = {"model": name, "version": version}
+        record = TrainingRecord.read(self.registry.path(name, version))
+        model = self._model_of(name, version, plan_only)
+        if model is None:
+            return {**entry, "status": "retrain", "reason": "artifact unreadable"}
+        if record is None or record.generation != generation:
+            why = "no record of the events it was trained on (or the key was rotated since)"
+            return {**entry, "status": "retrain", "reason": why}
+        trained = record.contains(events["event_id"]) if len(events) else np.zeros(0, bool)
+        if not trained.any():
+            return {**entry, "status": "unaffected", "reason": "trained without this user's events"}
+        if not model.can_forget:
+            private = self.registry.config_of(name, version).get("privacy") is not None
+            return {**entry, "status": "retrain", "reason": _why_no_exact(private)}
+        if plan_only:
+            return {
+                **entry,
+                "status": "scheduled",
+                "reason": "exact update on the background worker",
+            }
+        mine = events[trained]
+        vocab = self.registry.items_of(name, version)
+        removed = InteractionDataset.from_events(
+            mine, items=vocab, event_weights=record.event_weights
+        )
+        try:
+            self._wait_derived(name)  # the downdate works in place on the arrays being written
+            self.registry.live.pop((name, version), None)  # kept again only if it all succeeds
+            res = model.forget(removed)
+            new = self.registry.save(
+                model,
+                vocab,
+                name=name,
+                training=record.without(mine["event_id"]),
+                derived=False,
+            )
+            writer = threading.Thread(
+                target=_save_derived, args=(model, new), name="privrec-save-derived", daemon=True
+            )
+            writer.start()
+            self._derived_writers[name] = writer
+        except Exception as exc:
+            logger.warning(
+                "forget: exact unlearning failed model=%s error=%s", name, type(exc).__name__
+            )
+            why = f"exact update failed ({type(exc).__name__})"
+            return {**entry, "status": "retrain", "reason": why}
+        self.registry.live[(name, new.name)] = model
+        self.serving.activate_pointer(name, new.name)
+        removed_versions = self.registry.drop_versions(name, keep=new.name)
+        return {
+            "model": name,
+            "version": new.name,
+            "previous_version": version,
+            "status": "exact",
+            "method": res.method,
+            "items_touched": res.items_touched,
+            "old_versions_deleted": removed_versions,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    def retention(self, days: int | None = None) -> int:
+        """Delete events older than `days` (or the per-type retention of the settings)."""
+        spec: int | dict[str, int] | None = days
+        if spec is None:
+            configured = self.ctx.settings.retention_days.items()
+            spec = {t: d for t, d in configured if d is not None}
+            if not spec:
+                raise ValidationError("days", "give --days N or set retention_days in privrec.toml")
+        n = self.ctx.store.retention(spec)
+        self.serving.reload_history()
+        return n
+
+    def rotate_key(self) -> int:
+        """Rotate the pseudonym key and re-key every stored pseudonym; returns rows re-keyed."""
+        rotated = self.ctx.pseudonymiser.rotate()
+        n = self.ctx.store.rekey(rotated)
+        self.ctx.replace_pseudonymiser(rotated)
+        self.serving.reload_history()
+        return n
+
+
+def _why_no_exact(private: bool) -> str:
+    if private:
+        return "differentially private: the guarantee bounds the user's influence until the retrain"
+    return (
+        "no exact unlearning: the user's vector is derived from their (deleted) history at "
+        "request time and is gone; the item parameters carry the user until the retrain"
+    )
+
+
+def _save_derived(model: Recommender, path: Path) -> None:
+    """`model.save_derived(path)` on a worker thread: a failure is logged; loading recomputes."""
+    try:
+        model.save_derived(path)
+    except Exception as exc:
+        logger.error(
+            "saving derived arrays failed model=%s error=%s; loading will recompute them",
+            model.name,
+            type(exc).__name__,
+        )

@@ -1,0 +1,637 @@
+"""The one serving path: candidates -> scores -> business rules -> explanations.
+
+The CLI, the HTTP API and the web pages all call `Serving`; nothing else turns a shopper into a
+list. Requests are served from memory: every shopper's history (by pseudonym), the loaded
+model versions with their compiled catalogue, and a cache of finished lists keyed by the
+shopper's history generation. The store is only read at start-up (and on demand above
+`PRELOAD_MAX_EVENTS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from privrec.core.errors import NotFoundError, ValidationError
+from privrec.core.types import EVENT_CODE, EVENT_TYPES, UserHistory
+from privrec.data.catalogue import ItemTable
+from privrec.data.dataset import InteractionDataset
+from privrec.data.vocab import Vocabulary
+from privrec.explain.explanations import explain_items
+from privrec.models.base import Recommender
+from privrec.privacy import consent as policy
+from privrec.service.consent import ConsentBook
+from privrec.service.context import ServiceContext
+from privrec.service.experiments import Experiments
+from privrec.service.history import PRELOAD_MAX_EVENTS, HistoryIndex, ListCache
+from privrec.service.registry import ModelRegistry
+from privrec.service.results import ExplainedItem, RecommendationList, SearchResult
+from privrec.service.rule_spec import freeze, rules_from
+from privrec.service.rules import apply_rules
+
+logger = logging.getLogger(__name__)
+
+DP_POPULARITY = "dp_popularity"
+MAX_K = 1000
+_PURCHASE = EVENT_CODE["purchase"]
+_VIEW = EVENT_CODE["view"]
+_VERSIONS_KEPT = 2  # loaded versions kept per model, so a swap back is instant
+
+
+def check_k(k: int) -> None:
+    """ValidationError unless 1 <= k <= MAX_K."""
+    if k < 1 or k > MAX_K:
+        raise ValidationError("k", f"{k} is out of range; ask for 1 to {MAX_K} items")
+
+
+@dataclass
+class LoadedModel:
+    """A model version ready to serve: the artifact, its compiled catalogue and item index."""
+
+    name: str
+    version: str
+    model: Recommender
+    items: Vocabulary
+    table: ItemTable
+    index: dict[str, int]
+    pop_ranking: np.ndarray
+    load_seconds: float
+    _titles: list[str] | None = field(default=None, repr=False)
+    _static: list[dict[str, Any] | None] | None = field(default=None, repr=False)
+
+    def item_dict(
+        self, i: int, score: float | None = None, explanation: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Public facts of item `i` (plus its score and explanation) as JSON-ready data."""
+        if self._static is None:
+            self._static = [None] * self.table.n_items
+        base = self._static[i]
+        if base is None:
+            t = self.table
+            price = float(t.price[i])
+            base = self._static[i] = {
+                "item": t.keys[i],
+                "title": t.titles[i] or None,
+                "category": t.category_name(i),
+                "price": price if np.isfinite(price) else None,
+                "in_stock": bool(t.in_stock[i]),
+            }
+        d = dict(base)
+        if score is not None:
+            d["score"] = round(float(score), 6)
+        if explanation is not None:
+            d["explanation"] = explanation
+        return d
+
+    def title_match(self, query: str) -> np.ndarray:
+        """Substring match of the query's words: 0 no match, 1 all words, 1.5 the whole phrase."""
+        if self._titles is None:
+            t = self.table
+            self._titles = [
+                f"{t.titles[i]} {t.category_name(i) or ''}".lower() for i in range(t.n_items)
+            ]
+        q = " ".join(query.lower().split())
+        words = q.split()
+        out = np.zeros(len(self._titles), np.float32)
+        for i, title in enumerate(self._titles):
+            if all(w in title for w in words):
+                out[i] = 1.5 if q in title else 1.0
+        return out
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """A finished list and how it was ranked (cached together)."""
+
+    items: list[dict[str, Any]]
+    personal: bool  # ranked from the shopper's own history
+    by_model: bool  # ranked by the model (history or context item), not by popularity
+
+
+class Serving:
+    """Serving state and the recommendation pipeline of one data directory.
+
+    Args:
+        ctx: the data directory's context (settings, keys, store).
+        registry: the model versions on disk.
+        consent: the consent levels.
+        experiments: the A/B experiments.
+    """
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        registry: ModelRegistry,
+        consent: ConsentBook,
+        experiments: Experiments,
+    ) -> None:
+        self.ctx = ctx
+        self.registry = registry
+        self.consent = consent
+        self.experiments = experiments
+        self.history = HistoryIndex()
+        self.cache = ListCache()
+        self.loaded: dict[str, LoadedModel] = {}
+        self._versions: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._default: str | None = None
+        self._load_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        weight_of = ctx.settings.event_weights
+        # weight of each event type code, for building histories without a lookup per event
+        self._weights = np.array([float(weight_of.get(t, 1.0)) for t in EVENT_TYPES], np.float32)
+
+    # ---- models ---------------------------------------------------------------------------------
+    def warm(self, *, preload_max_events: int = PRELOAD_MAX_EVENTS) -> dict[str, Any]:
+        """Load histories and every active model before serving; returns what was loaded."""
+        self.history.load(self.ctx.store, preload_max_events=preload_max_events)
+        loaded = {}
+        for name, info in self.registry.list().items():
+            if info.active:
+                try:
+                    loaded[name] = self.model(name).version
+                except Exception as exc:  # a broken artifact must not stop the others
+                    logger.warning("model load failed model=%s error=%s", name, type(exc).__name__)
+        return {"users": self.history.n_users, "events": self.history.n_events, "models": loaded}
+
+    def default_model_name(self) -> str:
+        """The model served when a request names none (read once; `refresh` re-reads it)."""
+        if self._default is None:
+            name = self.registry.default_name()
+            if name is None:
+                raise NotFoundError(
+                    "no model has been trained yet; run `privrec train` or `privrec demo`"
+                )
+            self._default = name
+        return self._default
+
+    def forget_default(self) -> None:
+        """Re-read the default model's name on the next request."""
+        self._default = None
+
+    def model(self, name: str | None = None) -> LoadedModel:
+        """The active version of a model with its compiled catalogue, loaded once."""
+        name = name or self.default_model_name()
+        got = self.loaded.get(name)
+        if got is not None:
+            return got
+        with self._load_lock:
+            got = self.loaded.get(name)
+            if got is None:
+                got = self._load(name, self.registry.require_active(name))
+                self.loaded[name] = got
+        return got
+
+    def _load(self, name: str, version: str) -> LoadedModel:
+        """Load a version (or reuse a recently loaded one) with its compiled catalogue."""
+        got = self._versions.get((name, version))
+        if got is not None:
+            return got
+        if not self.history.loaded:
+            self.history.load(self.ctx.store)
+        t0 = time.perf_counter()
+        path = self.registry.path(name, version)
+        # Read the artifact once in chunks first (file reads release the GIL): the loader then
+        # copies from the page cache instead of holding the GIL through the disk reads, so
+        # requests keep flowing while a large model (EASE: about 1 GB) loads for a hot swap.
+        buf = bytearray(8 << 20)
+        for f in path.glob("*.safetensors"):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(buf):
+                    time.sleep(0)
+        model, items = self.registry.load(name, version)
+        meta = InteractionDataset._align_meta(items, self.ctx.store.items())
+        table = ItemTable.from_meta(meta, popularity=self.history.popularity_for(items.keys))
+        got = LoadedModel(
+            name=name,
+            version=version,
+            model=model,
+            items=items,
+            table=table,
+            index={k: i for i, k in enumerate(items.keys)},
+            pop_ranking=table.popularity_ranking(),
+            load_seconds=round(time.perf_counter() - t0, 3),
+        )
+        self._versions[(name, version)] = got
+        for key in [key for key in self._versions if key[0] == name][:-_VERSIONS_KEPT]:
+            self._versions.pop(key, None)
+        return got
+
+    def activate(self, name: str, version: str) -> dict[str, Any]:
+        """Hot swap: load `version` fully, then switch the pointer and the served reference.
+
+        Requests that already hold the old version finish on it; requests that start after the
+        swap get the new one; none waits for the load or fails during it.
+        """
+        with self._swap_lock:
+            previous = self.loaded.get(name)
+            loaded = self._load(name, version)  # the slow part, outside any lock requests take
+            self.registry.activate(name, version)
+            self.loaded[name] = loaded  # one reference assignment: atomic for readers
+        return {
+            "model": name,
+            "active": version,
+            "previous": previous.version if previous else None,
+            "load_seconds": loaded.load_seconds,
+        }
+
+    def activate_pointer(self, name: str, version: str) -> None:
+        """Activate `version`: hot-swapped where this process serves `name`, else the pointer."""
+        if name in self.loaded:
+            self.activate(name, version)
+        else:
+            self.registry.activate(name, version)
+
+    def refresh(self) -> list[str]:
+        """Pick up versions activated by another process (and a new default); swapped names."""
+        self._default = None
+        swapped = []
+        for name, info in self.registry.list().items():
+            cur = self.loaded.get(name)
+            if cur is not None and info.active and info.active != cur.version:
+                self.activate(name, info.active)
+                swapped.append(name)
+        return swapped
+
+    def versions(self) -> dict[str, dict[str, Any]]:
+        """Every saved model: versions, the active one, the one served here, its guarantee."""
+        out = {}
+        for name, info in self.registry.list().items():
+            cur = self.loaded.get(name)
+            out[name] = {**info.to_dict(), "served": cur.version if cur else None}
+        return out
+
+    def configure(self, *, cache_entries: int | None = None) -> None:
+        """Serving options: how many finished lists the cache keeps (0 turns it off)."""
+        if cache_entries is not None:
+            self.cache.max_entries = max(0, int(cache_entries))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the metrics endpoint (no personal data)."""
+        return {
+            "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            "cache_entries": len(self.cache),
+            "users_in_memory": self.history.n_users,
+            "events_in_memory": self.history.n_events,
+            "models": {n: m.version for n, m in self.loaded.items()},
+        }
+
+    def refresh_popularity(self) -> None:
+        """Recount item popularity from the in-memory histories (new events move it)."""
+        for loaded in list(self.loaded.values()):
+            loaded.table.popularity[:] = self.history.popularity_for(loaded.table.keys)
+            loaded.pop_ranking = loaded.table.popularity_ranking()
+
+    # ---- shoppers' data in memory -------------------------------------------------------------
+    def add_events(self, accepted: pd.DataFrame) -> None:
+        """Gated, stored events reach the in-memory histories (their lists are invalidated)."""
+        self.history.add(accepted)
+
+    def reload_history(self) -> None:
+        """Re-read the histories from the store on next use (after a bulk ingest)."""
+        if self.history.loaded:
+            self.history = HistoryIndex()
+            self.cache.clear()
+
+    def consent_changed(self, pseudonym: str) -> None:
+        """Invalidate a shopper's cached lists after a consent change."""
+        self.history.bump(pseudonym)
+
+    def forget(self, pseudonym: str) -> bool:
+        """Drop a shopper's in-memory history and cached lists; whether anything was held."""
+        return self.history.drop(pseudonym)
+
+    # ---- the pipeline ---------------------------------------------------------------------------
+    def history_for(
+        self, loaded: LoadedModel, pseudonym: str | None, level: policy.ConsentLevel
+    ) -> UserHistory:
+        """The shopper's history in the model's index space, as their consent allows it used."""
+        if pseudonym is None or not policy.personalised(level):
+            return UserHistory.of([])
+        if not self.history.loaded:
+            self.history.load(self.ctx.store)
+        keys, types = self.history.get(pseudonym)
+        if not keys:
+            return UserHistory.of([])
+        codes = np.asarray(types, dtype=np.int8)
+        idx = np.fromiter((loaded.index.get(k, -1) for k in keys), np.int64, count=len(keys))
+        keep = (idx >= 0) & policy.uses(level, codes)
+        weights = self._weights[codes[keep]]
+        return UserHistory(items=idx[keep], weights=weights, event_types=codes[keep])
+
+    @staticmethod
+    def scores(loaded: LoadedModel, history: UserHistory) -> np.ndarray:
+        """The model's score of every item for this history."""
+        return np.asarray(loaded.model.score(history))
+
+    def _ranked(
+        self,
+        loaded: LoadedModel,
+        pseudonym: str | None,
+        level: policy.ConsentLevel,
+        k: int,
+        rules_spec: Mapping[str, Any],
+        context_item: str | None,
+        *,
+        base_scores: np.ndarray | None = None,
+    ) -> _Ranked:
+        """The finished list (items with explanations), from the cache when nothing changed.
+
+        `base_scores` replaces the catalogue popularity for non-personal lists (the DP release).
+        """
+        gen = self.history.generation(pseudonym) if pseudonym else 0
+        key = (
+            pseudonym,
+            loaded.name,
+            loaded.version,
+            gen,
+            level,
+            k,
+            freeze(rules_spec),
+            context_item,
+            base_scores is not None,
+        )
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        rules = rules_from(rules_spec, loaded.index)
+        table = loaded.table
+        history = self.history_for(loaded, pseudonym, level)
+        ctx = None
+        if context_item is not None:
+            ctx = loaded.index.get(context_item, -1)
+            if ctx < 0:
+                raise NotFoundError(f"context_item: {context_item!r} is not in the catalogue")
+        personal = len(history) > 0
+        types = history.event_types
+        purchased = history.items[types == _PURCHASE] if personal and types is not None else None
+        seen = history.items if personal else None
+        if personal or ctx is not None:
+            h = history
+            if ctx is not None:
+                h = _with_context(history, ctx, self.ctx.settings.event_weights)
+                seen = np.append(seen if seen is not None else np.empty(0, np.int64), ctx)
+            s = self.scores(loaded, h)
+            res = apply_rules(s, k, rules, table, purchased=purchased, seen=seen)
+            exps = explain_items(
+                loaded.model,
+                h,
+                res.items,
+                table,
+                personalized=True,
+                filled=res.filled,
+                context_item=ctx,
+            )
+        else:
+            pop = base_scores if base_scores is not None else table.popularity
+            ranking = None if base_scores is not None else loaded.pop_ranking
+            res = apply_rules(pop, k, rules, table, purchased=purchased, seen=seen, ranking=ranking)
+            exps = explain_items(None, history, res.items, table, personalized=False)
+        items = [
+            loaded.item_dict(i, sc, e.to_dict())
+            for i, sc, e in zip(res.items.tolist(), res.scores.tolist(), exps, strict=True)
+        ]
+        out = _Ranked(items, personal, personal or ctx is not None)
+        self.cache.put(key, out)
+        return out
+
+    def _dp_popularity(self) -> tuple[LoadedModel, np.ndarray] | None:
+        """The active dp_popularity model and its released (noisy) counts, or None."""
+        if self.registry.active(DP_POPULARITY) is None:
+            return None
+        loaded = self.model(DP_POPULARITY)
+        pop = getattr(loaded.model, "popularity", None)
+        return (loaded, np.asarray(pop, dtype=np.float64)) if pop is not None else None
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        model: str | None = None,
+        rules: Mapping[str, Any] | None = None,
+        context_item: str | None = None,
+        experiment: str | None = None,
+    ) -> RecommendationList:
+        """Top-k for a raw user id with business rules, explanations and A/B assignment.
+
+        Args:
+            user_id: the shop's user id (pseudonymised here, never stored raw).
+            k: 1 to 1000 items.
+            model: a model name (default: the default model, or the experiment variant's).
+            rules: request rule fields (see `rule_spec.RULE_FIELDS`).
+            context_item: the item the shopper is looking at.
+            experiment: a running experiment's name: the variant decides model and rules.
+        """
+        check_k(k)
+        p = self.ctx.pseudonymise(user_id)
+        level = self.consent.level(p)
+        rules = dict(rules or {})
+        exp = None
+        variant = None
+        note = None
+        if experiment:
+            exp = self.experiments.running(experiment)
+            if exp is None:
+                note = "experiment is stopped; serving the default"
+            elif not policy.enrolled_in_experiments(level):
+                note = "shoppers at this consent level are not enrolled in experiments"
+                exp = None
+            else:
+                v = self.experiments.variant_of(exp, p)
+                variant = v.name
+                model = v.model or model
+                rules = {**rules, **v.params}
+        base_scores = None
+        if not policy.personalised(level):
+            # nothing personal: the DP popularity release where one is trained (its noisy
+            # counts bound any one shopper's influence), else the catalogue popularity
+            dp = self._dp_popularity()
+            if dp is not None:
+                loaded, base_scores = dp
+            else:
+                loaded = self.model(model)
+                note = note or "no dp_popularity model is trained; serving catalogue popularity"
+        else:
+            loaded = self.model(model)
+        ranked = self._ranked(loaded, p, level, k, rules, context_item, base_scores=base_scores)
+        rec_id = secrets.token_hex(8)
+        if exp is not None and variant is not None:
+            self.experiments.log_exposure(
+                rec_id, exp, variant, p, [r["item"] for r in ranked.items]
+            )
+        used = loaded.name if ranked.by_model or base_scores is not None else "popularity"
+        return RecommendationList(
+            recommendation_id=rec_id,
+            model=used,
+            version=loaded.version,
+            personalized=ranked.personal,
+            consent=level.value,
+            experiment=exp.name if exp is not None else None,
+            variant=variant,
+            items=ranked.items,
+            note=note,
+        )
+
+    def similar(
+        self,
+        item: str,
+        k: int = 10,
+        *,
+        model: str | None = None,
+        rules: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Items like `item` for a product page (no personal data involved)."""
+        check_k(k)
+        loaded = self.model(model)
+        if loaded.index.get(item, -1) < 0:
+            raise NotFoundError(f"item: {item!r} is not in the catalogue of model {loaded.name!r}")
+        spec = {**dict(rules or {}), "exclude_items": [item]}
+        ranked = self._ranked(loaded, None, policy.ConsentLevel.ANONYMOUS, k, spec, item)
+        return {
+            "item": item,
+            "model": loaded.name,
+            "version": loaded.version,
+            "items": ranked.items,
+        }
+
+    def explain(self, user_id: str, item: str, *, model: str | None = None) -> ExplainedItem:
+        """Why `item` would be shown to this shopper: their score, rank and the explanation."""
+        loaded = self.model(model)
+        i = loaded.index.get(item, -1)
+        if i < 0:
+            raise NotFoundError(f"item: {item!r} is not in the catalogue of model {loaded.name!r}")
+        p = self.ctx.pseudonymise(user_id)
+        level = self.consent.level(p)
+        history = self.history_for(loaded, p, level)
+        personal = len(history) > 0
+        scores = self.scores(loaded, history) if personal else loaded.table.popularity
+        s = float(scores[i])
+        rank = int(np.count_nonzero(scores > s)) + 1
+        exp = explain_items(
+            loaded.model if personal else None,
+            history,
+            [i],
+            loaded.table,
+            personalized=personal,
+        )[0]
+        return ExplainedItem(
+            item=item,
+            model=loaded.name if personal else "popularity",
+            version=loaded.version,
+            score=s,
+            rank=rank,
+            personalized=personal,
+            explanation=exp.to_dict(),
+        )
+
+    # ---- catalogue and search -----------------------------------------------------------------
+    def catalogue(
+        self, *, q: str | None = None, category: str | None = None, limit: int = 24, offset: int = 0
+    ) -> dict[str, Any]:
+        """Browse the default model's catalogue: optional title filter and category prefix."""
+        loaded = self.model()
+        t = loaded.table
+        mask = np.ones(t.n_items, bool)
+        if category:
+            mask &= t.category_mask([category])
+        if q:
+            mask &= loaded.title_match(q) > 0
+        idx = np.flatnonzero(mask)
+        idx = idx[np.lexsort((idx, -t.popularity[idx]))]
+        page = idx[offset : offset + limit]
+        return {
+            "total": len(idx),
+            "offset": offset,
+            "limit": limit,
+            "items": [loaded.item_dict(int(i)) for i in page],
+        }
+
+    def categories(self) -> list[dict[str, Any]]:
+        """Categories of the default model's catalogue with their item counts."""
+        t = self.model().table
+        counts = np.bincount(t.category[t.category >= 0], minlength=len(t.categories))
+        return [
+            {"category": c, "items": int(n)}
+            for c, n in zip(t.categories, counts.tolist(), strict=True)
+        ]
+
+    def item(self, item: str) -> dict[str, Any]:
+        """One catalogue item (public data)."""
+        loaded = self.model()
+        i = loaded.index.get(item, -1)
+        if i < 0:
+            raise NotFoundError(f"item: {item!r} is not in the catalogue")
+        return loaded.item_dict(i)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        user_id: str | None = None,
+        rules: Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        """Product search by title words; re-ranked by the shopper's model scores with consent."""
+        query = (query or "").strip()
+        if not query:
+            raise ValidationError("query", "is empty; type what you are looking for")
+        check_k(k)
+        loaded = self.model()
+        match = loaded.title_match(query)
+        p = self.ctx.pseudonymise(user_id) if user_id else None
+        level = self.consent.level(p) if p else policy.ConsentLevel.ANONYMOUS
+        history = self.history_for(loaded, p, level)
+        personal = len(history) > 0
+        spec = {**dict(rules or {}), "exclude_seen": False, "exclude_purchased": False}
+        s = np.where(match > 0, match, -np.inf).astype(np.float32)
+        hit = match > 0
+        if personal and hit.any():
+            ps = self.scores(loaded, history)
+            lo, hi = float(ps[hit].min()), float(ps[hit].max())
+            if hi > lo:
+                s[hit] += 0.5 * (ps[hit] - lo) / (hi - lo)
+        res = apply_rules(s, k, rules_from(spec, loaded.index), loaded.table, floor=-np.inf)
+        exps = explain_items(
+            loaded.model if personal else None,
+            history,
+            res.items,
+            loaded.table,
+            personalized=personal,
+            query=query,
+            matched=match[res.items] > 0,
+        )
+        items = [
+            loaded.item_dict(i, sc, e.to_dict())
+            for i, sc, e in zip(res.items.tolist(), res.scores.tolist(), exps, strict=True)
+        ]
+        return SearchResult(
+            query=query,
+            mode="substring",
+            note="title substring search",
+            personalized=personal,
+            model=loaded.name,
+            version=loaded.version,
+            items=items,
+        )
+
+
+def _with_context(history: UserHistory, ctx: int, weights: Mapping[str, float]) -> UserHistory:
+    """The history plus the item the shopper is looking at, weighted like a purchase."""
+    n = len(history)
+    w = history.weights if history.weights is not None else np.ones(n, np.float32)
+    t = history.event_types if history.event_types is not None else np.zeros(n, np.int8)
+    return UserHistory(
+        items=np.append(history.items, ctx).astype(np.int64),
+        weights=np.append(w, float(weights.get("purchase", 5.0))).astype(np.float32),
+        event_types=np.append(t, _VIEW).astype(np.int8),
+    )

@@ -1,0 +1,113 @@
+"""Training jobs: fit a model on what the store's consent allows, save it, activate it.
+
+A differentially private model charges the ledger through the model contract
+(`fit(..., ledger=)`) before it draws noise; a release the budget cannot afford raises
+`BudgetExceededError` and nothing is saved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from privrec.core.errors import ValidationError
+from privrec.core.rng import DEFAULT_SEED
+from privrec.data.dataset import InteractionDataset
+from privrec.models.zoo import create_model
+from privrec.service.consent import ConsentBook
+from privrec.service.context import ServiceContext
+from privrec.service.registry import ModelRegistry, TrainingRecord
+from privrec.service.results import TrainResult
+from privrec.service.rights import PendingRetrains
+from privrec.service.serving import Serving
+
+
+class Training:
+    """Fits models on the store's data.
+
+    Args:
+        ctx: the data directory's context.
+        registry: where versions are saved.
+        consent: the consent levels (events a shopper withdrew are not trained on).
+        serving: the serving state (a new version is hot-swapped in).
+        pending: the models that owe a retrain after erasures.
+    """
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        registry: ModelRegistry,
+        consent: ConsentBook,
+        serving: Serving,
+        pending: PendingRetrains,
+    ) -> None:
+        self.ctx = ctx
+        self.registry = registry
+        self.consent = consent
+        self.serving = serving
+        self.pending = pending
+
+    def dataset(self, name: str = "store") -> InteractionDataset:
+        """Everything in the store that the users' consent allows, as an InteractionDataset."""
+        return self._dataset(name)[0]
+
+    def _dataset(self, name: str) -> tuple[InteractionDataset, Any]:
+        store = self.ctx.store
+        events = self.consent.usable(store.events())
+        items = store.items()
+        ds = InteractionDataset.from_events(
+            events,
+            item_meta=items if len(items) else None,
+            event_weights=self.ctx.settings.event_weights,
+            name=name,
+        )
+        return ds, events
+
+    def train(
+        self,
+        model_name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        activate: bool = True,
+        seed: int = DEFAULT_SEED,
+    ) -> TrainResult:
+        """Fit `model_name` on the store, save it as a new version and (by default) activate it.
+
+        The new version is hot-swapped in where this process serves the model. The first model
+        trained in a data directory becomes its default.
+        """
+        ds, events = self._dataset("store")
+        if ds.n_events == 0:
+            raise ValidationError(
+                "store", "holds no events; ingest some first (`privrec ingest FILE`)"
+            )
+        model = create_model(model_name, **dict(params or {}))
+        t0 = time.perf_counter()
+        model.fit(ds, rng=seed, ledger=self.ctx.ledger)
+        secs = time.perf_counter() - t0
+        record = TrainingRecord.of(
+            events, self.ctx.store.pseudonym_generation, self.ctx.settings.event_weights
+        )
+        path = self.registry.save(model, ds.items, training=record)
+        if model.can_forget:  # kept in memory, so an erasure need not load it first
+            self.registry.keep_live(model.name, path.name, model)
+        self.pending.clear(model.name)
+        if self.registry.default_name() is None:
+            self.registry.set_default(model.name)
+            self.serving.forget_default()
+        previous = self.registry.active(model.name)
+        swap: dict[str, Any] = {}
+        if activate:
+            if model.name in self.serving.loaded:  # served here: load fully, then swap
+                swap = self.serving.activate(model.name, path.name)
+            else:
+                self.registry.activate(model.name, path.name)
+        return TrainResult(
+            model=model.name,
+            version=path.name,
+            train_seconds=round(secs, 3),
+            active=activate,
+            previous=previous,
+            load_seconds=swap.get("load_seconds"),
+        )

@@ -113,7 +113,7 @@ def main() -> None:
         )
         train_s = {}
         for name, params in MODELS.items():
-            _, secs = rs.train(name, params=params)
+            secs = rs.train(name, params=params).train_seconds
             train_s[name] = round(secs, 2)
             print(f"trained {name} in {secs:.1f}s", flush=True)
 
@@ -180,11 +180,11 @@ def main() -> None:
                 f"{ret:.3f}s, models exact after {done:.3f}s",
                 flush=True,
             )
-        pending_after = rs.pending_retrains()
+        pending_after = rs.rights.pending.read()
 
         exactness = {}
         for name, params in MODELS.items():
-            version = rs.list_models()[name]["active"]
+            version = rs.registry.list()[name].active
             path = rs.models_dir / name / version
             items = Vocabulary(json.loads((path / "items.json").read_text()))
             served = Recommender.load(path)
@@ -206,7 +206,7 @@ def main() -> None:
                 "max_abs_score_diff": score_diff,
                 "max_abs_state_diff": state_diff(served, fresh),
                 "retrain_seconds": round(retrain_s, 2),
-                "versions_kept": len(rs.list_models()[name]["versions"]),
+                "versions_kept": len(rs.registry.list()[name].versions),
             }
             print(
                 f"{name}: downdated vs retrained: scores {score_diff:.2e}, state "

@@ -62,15 +62,18 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
 
     info: dict[str, Any] = {}
     with RecSys(Settings(data_dir=data_dir)) as rs:
-        versions = rs.list_models().get(model, {}).get("versions", [])
+        known = rs.registry.list().get(model)
+        versions = known.versions if known is not None else []
         if len(versions) >= 2:
             info["reused"] = True
-            rs.activate(model, versions[0])  # the swap phase then loads the other version cold
+            rs.registry.activate(
+                model, versions[0]
+            )  # the swap phase then loads the other version cold
             rs.set_default_model(model)
             return info
         t0 = time.perf_counter()
         if rs.store.count() == 0:
-            ds = load_amazon_s3rec(beauty, gate=rs.gate)
+            ds = load_amazon_s3rec(beauty, gate=rs.ctx.gate())
             rs.add_items(ds.item_meta[["item", "title", "category", "text"]])
             users, items, pos = [], [], []
             with open(next(beauty.glob("*.txt")), encoding="utf-8") as fh:
@@ -91,8 +94,9 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
             info["ingest"] = rs.ingest_frame(frame).to_dict()
         info["prepare_ingest_s"] = round(time.perf_counter() - t0, 1)
         if not versions:
-            path, secs = rs.train(model, params=PARAMS[model])
-            info["train_s"] = round(secs, 1)
+            res = rs.train(model, params=PARAMS[model])
+            path = rs.models_dir / model / res.version
+            info["train_s"] = round(res.train_seconds, 1)
         else:
             path = rs.models_dir / model / versions[-1]
         rs.set_default_model(model)
@@ -100,8 +104,8 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
         from privrec.models.base import Recommender
 
         fitted = Recommender.load(path)
-        rs.save_model(fitted, rs.dataset(), name=model, activate=False)
-        rs.activate(model, rs.list_models()[model]["versions"][0])
+        rs.registry.save(fitted, rs.registry.items_of(model, path.name), name=model)
+        rs.registry.activate(model, rs.registry.list()[model].versions[0])
     return info
 
 

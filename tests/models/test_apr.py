@@ -97,7 +97,7 @@ def test_config_names_the_bad_field() -> None:
         APR(eps=-1.0)
 
 
-# ---- the same adversarial training as a SASRec option ----------------------------------------------
+# ---- the same adversarial training as a SASRec option --------------------------------------------
 SEQ = {
     "embedding_size": 16,
     "num_blocks": 1,

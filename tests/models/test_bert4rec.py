@@ -1,4 +1,4 @@
-"""BERT4Rec: masked-item training batches, [MASK] at request time, learning, round trip, text items."""
+"""BERT4Rec: masked-item batches, [MASK] at request time, learning, round trip, text items."""
 
 from __future__ import annotations
 

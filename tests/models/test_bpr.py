@@ -58,7 +58,7 @@ def test_training_restores_torch_threads(two_groups: InteractionDataset) -> None
 
 
 class _Tracked(BPR):
-    """A subclass using the extra-loss hook as APR will: re-score the batch with perturbed tables."""
+    """A subclass using the extra-loss hook as APR does: re-score the batch, tables perturbed."""
 
     name = "bpr-tracked-test"  # not registered: a test double
 

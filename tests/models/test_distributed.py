@@ -1,4 +1,5 @@
-"""DDP training in 2 local processes (gloo) agrees with single-process training on the same global batches."""
+"""DDP training in 2 local processes (gloo) agrees with single-process training on the same
+global batches."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def chain() -> InteractionDataset:
 
 
 def test_two_processes_match_one_process(chain: InteractionDataset) -> None:
-    """SASRec (full softmax, validation + early stopping) and BERT4Rec (sampled softmax), one spawn."""
+    """SASRec (full softmax, validation + early stopping), BERT4Rec (sampled softmax): one spawn."""
     sub, valid, _ = leave_one_out(chain)
     sas = {**TINY, "loss": "full_softmax", "eval_every": 1, "patience": 5}
     bert = {**TINY, "loss": "sampled_softmax", "n_negatives": 6}

@@ -40,7 +40,7 @@ def clean_gram(model: Recommender, ds: InteractionDataset, selected: np.ndarray)
     return (x.T @ x).toarray()
 
 
-# ---- the noise matches the calibration -----------------------------------------------------------------
+# ---- the noise matches the calibration -----------------------------------------------------------
 def test_dp_ease_gram_noise_is_the_analytic_gaussian_of_dp_accounting(
     shop: InteractionDataset,
 ) -> None:
@@ -114,7 +114,7 @@ def test_one_user_moves_the_released_gram_by_at_most_the_sensitivity(
     assert np.linalg.norm(w[np.triu_indices(len(sel), 1)]) <= 1.0 + 1e-9
 
 
-# ---- seeds ------------------------------------------------------------------------------------------------
+# ---- seeds ---------------------------------------------------------------------------------------
 CASES: list[tuple[type, dict[str, Any]]] = [
     (DPPopularity, {"epsilon": 1.0}),
     (DPItemKNN, {"epsilon": 2.0, "k": 20, "top_items": 100}),
@@ -168,8 +168,8 @@ def test_dp_bpr_is_seeded_and_accounted_by_opacus(
     assert a.noise_multiplier > 0 and a.privacy is not None and "dp-sgd" in a.privacy.mechanism
 
 
-# ---- the ledger ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("cls", "params"), CASES + [(DPBPR, {"epsilon": 1.0, "epochs": 1})])
+# ---- the ledger ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("cls", "params"), [*CASES, (DPBPR, {"epsilon": 1.0, "epochs": 1})])
 def test_over_budget_release_is_refused_before_any_noise(
     two_groups: InteractionDataset,
     tmp_path: Path,
@@ -215,7 +215,7 @@ def test_delta_above_one_over_ten_n_is_refused(two_groups: InteractionDataset) -
         DPPopularity(epsilon=1.0, delta=0.01).fit(two_groups)  # 40 users: bound 1/400
 
 
-# ---- helpers and post-processing ---------------------------------------------------------------------------
+# ---- helpers and post-processing -----------------------------------------------------------------
 def test_most_recent_items_keeps_the_latest_distinct_items(two_groups: InteractionDataset) -> None:
     mask = most_recent_items(two_groups, 2)
     assert np.diff(mask.indptr).max() <= 2
@@ -249,9 +249,9 @@ def test_models_save_and_load_their_guarantee(shop: InteractionDataset, tmp_path
     assert sp.issparse(back.similarity)
 
 
-# ---- DP-SGD for SASRec -----------------------------------------------------------------------------------------
+# ---- DP-SGD for SASRec ---------------------------------------------------------------------------
 def test_dp_sasrec_per_user_gradients_are_exact() -> None:
-    """Opacus' per-example gradients of the batch-first SASRec loss equal each user's own gradient."""
+    """Opacus' per-example gradients of the batch-first SASRec loss equal each user's gradient."""
     import copy
 
     import torch
@@ -322,7 +322,7 @@ def test_dp_sasrec_trains_seeded_and_charges_the_ledger(
 
 
 def test_dp_sasrec_ghost_clipping_trains(two_groups: InteractionDataset) -> None:
-    """Opacus' ghost clipping (norms only) runs on the per-user module (it needs contiguous inputs)."""
+    """Opacus' ghost clipping (norms only) runs on the per-user module (contiguous inputs)."""
     from privrec.models.dp.sasrec import DPSASRec
 
     m = DPSASRec(

@@ -1,4 +1,4 @@
-"""SASRec: learns a sequential pattern, reads order, round-trips exactly, represents unseen items by text."""
+"""SASRec: learns a sequential pattern, reads order, round-trips exactly, text for unseen items."""
 
 from __future__ import annotations
 

@@ -171,7 +171,7 @@ def run_frontier(
     return points
 
 
-# ---- the figure ----------------------------------------------------------------------------------------------------
+# ---- the figure ----------------------------------------------------------------------------------
 def _eps_x(eps: float, finite_max: float) -> float:
     return finite_max * 2.0 if math.isinf(eps) else eps
 
@@ -182,7 +182,7 @@ def plot_frontier(
     *,
     baselines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write the frontier figure (PNG, matplotlib Agg): per dataset, NDCG@10 and attack AUC vs epsilon.
+    """Write the frontier figure (PNG, Agg): per dataset, NDCG@10 and attack AUC against epsilon.
 
     Args:
         points: frontier points (any number of datasets).
@@ -267,7 +267,7 @@ def plot_frontier(
     return path
 
 
-# ---- the report --------------------------------------------------------------------------------------------------
+# ---- the report ----------------------------------------------------------------------------------
 def _table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
@@ -365,7 +365,9 @@ def write_privacy_report(
     doc = {
         "title": title,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "unit_of_privacy": "user (all of one user's events), add/remove-one-user neighbouring relation",
+        "unit_of_privacy": (
+            "user (all of one user's events), add/remove-one-user neighbouring relation"
+        ),
         "points": [p.to_dict() for p in points],
         "baselines": dict(baselines or {}),
         "ledger": ledger_doc,
@@ -388,14 +390,17 @@ def write_privacy_report(
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px;margin:1em 0}"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}"
         "pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        "<p>Unit of privacy: one user (all their events). Each point is a separate model trained at that "
-        "epsilon; delta is 1/(10 &times; users) unless stated. Attack: user-level membership inference with "
-        "shadow models (Zhang et al., CCS 2021 style); AUC 0.5 is chance.</p>",
-        f"<img alt='privacy-utility frontier' src='data:image/png;base64,{img}' style='max-width:100%'>",
+        "<p>Unit of privacy: one user (all their events). Each point is a separate model trained "
+        "at that epsilon; delta is 1/(10 &times; users) unless stated. Attack: user-level "
+        "membership inference with shadow models (Zhang et al., CCS 2021 style); "
+        "AUC 0.5 is chance.</p>",
+        f"<img alt='privacy-utility frontier' src='data:image/png;base64,{img}' "
+        "style='max-width:100%'>",
         "<h2>Frontier</h2>",
         _table(rows, cols),
     ]
@@ -415,8 +420,10 @@ def write_privacy_report(
     if ledger_doc is not None:
         parts += [
             "<h2>Privacy-budget ledger</h2>",
-            f"<p>Spent (basic composition): epsilon {ledger_doc['epsilon_spent']:.4g} of {ledger_doc['budget_epsilon']:.4g}, "
-            f"delta {ledger_doc['delta_spent']:.3g} of {ledger_doc['budget_delta']:.3g}, {ledger_doc['releases']} releases.</p>",
+            f"<p>Spent (basic composition): epsilon {ledger_doc['epsilon_spent']:.4g} "
+            f"of {ledger_doc['budget_epsilon']:.4g}, "
+            f"delta {ledger_doc['delta_spent']:.3g} of {ledger_doc['budget_delta']:.3g}, "
+            f"{ledger_doc['releases']} releases.</p>",
             _table(
                 ledger_doc["entries"],
                 ["time", "model", "release", "epsilon", "delta", "mechanism", "unit", "accountant"],

@@ -14,9 +14,10 @@ gradient flows through it). What is perturbed (`perturb`):
   history (u = |h|^-a sum_j h_j q_j), so this is the paper's adversary for this model.
 - "tables": the item table P and the history table Q row by row. The user vector then moves by
   up to eps |h|^(1-a), which grows with the history: long histories get a much larger adversary
-  (on MovieLens-100K, heavy users' vectors move by several times eps). As in the paper, the model may first be trained as plain BPR for
-`adv_start_epoch` epochs. With reg_adv = 0 (or eps = 0) nothing is added and training is exactly
-BPR's, bit for bit.
+  (on MovieLens-100K, heavy users' vectors move by several times eps).
+
+As in the paper, the model may first be trained as plain BPR for `adv_start_epoch` epochs. With
+reg_adv = 0 (or eps = 0) nothing is added and training is exactly BPR's, bit for bit.
 
 Why it is in privrec: adversarially trained embeddings are smoother, which helps ranking accuracy
 and blunts poisoning (fake shoppers nudging embeddings); see `privrec.evaluation.robustness`.

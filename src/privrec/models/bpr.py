@@ -16,13 +16,14 @@ computed once per batch rather than once per triple (the cost is linear in the e
 
 Because the user vector is a function of the history only, a new user is scored exactly, and an
 erased user's events stop influencing their own scores at once (their influence on P, Q and b goes
-with the next retrain). Scoring needs numpy only; torch is imported by `fit`.
+with the next retrain). Scoring needs numpy only; torch is imported by `fit` (the torch pieces:
+`models.nn.fism`).
 
 Reproducible: one seed drives initialisation (torch.Generator) and sampling (numpy Generator).
 Training runs on one torch thread by default: bit-identical for a seed, and on 2 shared cores
 also the fastest for these small ops (with more threads the gradient sums are order-dependent).
 
-Extension point (APR, issue 6): `_extra_loss(params, batch, loss)` may return an extra term. The
+Extension point (APR): `_extra_loss(params, batch, loss)` may return an extra term. The
 tables reach the loss only through `pair_scores(params, batch)`, so an adversarial subclass can
 compute d loss / d params, perturb the tables and score the same batch again.
 """
@@ -201,7 +202,7 @@ class BPR(Recommender):
     def _forward(
         self, params: dict[str, torch.Tensor], batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scores, user vectors and the batch's L2 term (index_select: its backward is a fast index_add)."""
+        """Scores, user vectors and the batch's L2 term."""
         u = self.user_vectors_torch(params, batch)
         x_pos, x_neg, l2 = self.scores_for(u, params, batch)
         return x_pos, x_neg, u, l2
@@ -231,7 +232,7 @@ class BPR(Recommender):
         """Hook for subclasses (APR's adversarial term); plain BPR adds nothing."""
         return None
 
-    # ---- scoring ----------------------------------------------------------------------------------
+    # ---- scoring ---------------------------------------------------------------------------------
     def _normalised(self, h: sp.csr_matrix) -> sp.csr_matrix:
         total = np.asarray(h.sum(axis=1), dtype=np.float64).ravel()
         scale = np.zeros_like(total)
@@ -258,7 +259,7 @@ class BPR(Recommender):
         )
         return history_explanation(history, int(item), items, contrib)
 
-    # ---- persistence ------------------------------------------------------------------------------
+    # ---- persistence -----------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         return {"target": self.target, "context": self.context, "bias": self.bias}
 
@@ -273,7 +274,7 @@ class BPR(Recommender):
 
 
 class _TrainData:
-    """The training matrix with what sampling needs: each event's user and sorted (user, item) keys."""
+    """The training matrix with what sampling needs: event users and sorted (user, item) keys."""
 
     def __init__(self, x: sp.csr_matrix) -> None:
         self.x = x

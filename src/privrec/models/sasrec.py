@@ -5,7 +5,8 @@ window); at request time the output at the latest item scores every item. The lo
 original binary cross-entropy with one negative ("bce"), full softmax cross-entropy (as in
 "SASRec+", Klenitskiy & Vasilev 2023) or sampled softmax with many shared negatives (the
 uSASRec / gSASRec family's cheap stand-in for it). See `privrec.models.sequential` for the
-network (`models.nn.sequence`), item representation (ID, frozen text + adaptor, or both), training and persistence.
+item representation (ID, frozen text + adaptor, or both), training and persistence, and
+`privrec.models.nn.sequence` for the network.
 """
 
 from __future__ import annotations

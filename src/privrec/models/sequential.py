@@ -1,4 +1,4 @@
-"""Shared pieces of the sequential transformers (SASRec, BERT4Rec): data, network, training, scoring.
+"""Shared pieces of the sequential transformers (SASRec, BERT4Rec): data, training, scoring.
 
 A user is their *ordered* history (oldest first), so these models read `dataset.sequences()` to
 train and a UserHistory's `items` (chronological) to score. Token ids inside the network:
@@ -13,12 +13,12 @@ Item representation (`item_repr`):
 The text matrix is given to `fit(item_text_embeddings=...)` or by path in the config; it is saved
 with the model (it is needed to score), as one more safetensors array.
 
-Network (`models.nn.sequence`): item embedding (scaled by sqrt(d)) + a learned position embedding counted from the END
-of the sequence (the latest item is position 0, whatever the padding), dropout, `num_blocks`
-pre-LayerNorm transformer blocks (multi-head self-attention; causal for SASRec, bidirectional for
-BERT4Rec; padding is never attended to), a final LayerNorm. Scores are dot products with the
-same item table (tied input/output embeddings). Because positions count from the end and padding
-is masked, a user's scores do not depend on how much padding their batch holds.
+Network (`models.nn.sequence`): item embedding (scaled by sqrt(d)) + a learned position embedding
+counted from the END of the sequence (the latest item is position 0, whatever the padding), dropout,
+`num_blocks` pre-LayerNorm transformer blocks (multi-head self-attention; causal for SASRec,
+bidirectional for BERT4Rec; padding is never attended to), a final LayerNorm. Scores are dot
+products with the same item table (tied input/output embeddings). Because positions count from the
+end and padding is masked, a user's scores do not depend on how much padding their batch holds.
 
 Losses (`loss`): "full_softmax" (cross-entropy over all items, the strongest and the slowest),
 "sampled_softmax" (cross-entropy over the target and `n_negatives` items drawn uniformly, shared
@@ -33,13 +33,13 @@ items by value (ties: by item index; a plain 0/1 matrix is read in item-index or
 collapse to their last occurrence there; `score(history)` and `score_sequences` keep them. For
 evaluation with exact sequences use `sequence_scorer(model, dataset)` as the `scorer=` hook.
 
-Training: Adam, an epoch visits each user's training window(s) once, in a seeded random order;
-with `validation` (an InteractionDataset holding each user's next item) the model is checked
-every `eval_every` epochs by full-ranking NDCG@10 and the best epoch's weights are kept; training
-stops after `patience` checks without improvement. Runs under torch.distributed when a process
-group is initialised (see `privrec.models.distributed` and `models.nn.runtime`): every rank builds the same global batch
-from the same seed and trains on its share; gradients are averaged by DDP and the loss is scaled
-so that the result equals single-process training on the global batch.
+Training: Adam, an epoch visits each user's training window(s) once, in a seeded random order; with
+`validation` (an InteractionDataset holding each user's next item) the model is checked every
+`eval_every` epochs by full-ranking NDCG@10 and the best epoch's weights are kept; training stops
+after `patience` checks without improvement. Runs under torch.distributed when a process group is
+initialised (see `privrec.models.distributed` and `models.nn.runtime`): every rank builds the same
+global batch from the same seed and trains on its share; gradients are averaged by DDP and the loss
+is scaled so that the result equals single-process training on the global batch.
 
 Reproducible on CPU for a seed: initialisation, dropout, batch order, masks and negatives all come
 from the seed (torch's global RNG is forked, so the caller's state is untouched). Runs with
@@ -172,11 +172,12 @@ class SequentialConfig(ModelConfig):
 
 # ---- item text --------------------------------------------------------------------------------
 def load_text_matrix(path: str | Path) -> np.ndarray:
-    """An (n_items, t) float32 matrix from .npy, or the only (or "embeddings") array of a .safetensors file."""
+    """An (n_items, t) float32 matrix from .npy or .safetensors (its only or "embeddings" array)."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(
-            f"item_text_embeddings: {p} does not exist; give the path of an (n_items, d) .npy or .safetensors matrix"
+            f"item_text_embeddings: {p} does not exist; give the path of an (n_items, d) "
+            ".npy or .safetensors matrix"
         )
     if p.suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
@@ -227,7 +228,7 @@ def build_sequence_net(
     )
 
 
-# ---- training batches ------------------------------------------------------------------------------
+# ---- training batches ----------------------------------------------------------------------------
 @dataclass
 class TrainBatch:
     """One global step: left-padded inputs and targets (0 = no target) and the negatives."""
@@ -238,7 +239,7 @@ class TrainBatch:
 
 
 def pad_left(seqs: Sequence[np.ndarray], length: int | None = None) -> np.ndarray:
-    """Stack token sequences into an int64 array, left-padded with 0 to `length` (default: the longest)."""
+    """Stack token sequences into int64, left-padded with 0 to `length` (default: the longest)."""
     n = max((len(s) for s in seqs), default=0) if length is None else int(length)
     out = np.zeros((len(seqs), max(n, 1)), dtype=np.int64)
     for r, s in enumerate(seqs):
@@ -284,7 +285,7 @@ def windows(seq: np.ndarray, size: int, mode: str, step: int | None = None) -> l
     return out[::-1]
 
 
-# ---- the model base class ---------------------------------------------------------------------------
+# ---- the model base class ------------------------------------------------------------------------
 class SequentialRecommender(Recommender):
     """Base of the transformer sequence models; subclasses set `causal` and `_make_batches`."""
 
@@ -374,7 +375,8 @@ class SequentialRecommender(Recommender):
             return None
         if given is None and c.item_text_embeddings is None:
             raise ConfigError(
-                f"item_repr: {c.item_repr!r} needs item text embeddings; pass fit(item_text_embeddings=...) "
+                f"item_repr: {c.item_repr!r} needs item text embeddings; "
+                "pass fit(item_text_embeddings=...) "
                 "or set item_text_embeddings to a .npy/.safetensors path"
             )
         text = (
@@ -384,7 +386,8 @@ class SequentialRecommender(Recommender):
         )  # type: ignore[arg-type]
         if text.ndim != 2 or text.shape[0] != n_items:
             raise ConfigError(
-                f"item_text_embeddings: shape {text.shape}, expected ({n_items}, d): one row per item index"
+                f"item_text_embeddings: shape {text.shape}, expected ({n_items}, d): "
+                "one row per item index"
             )
         if not np.isfinite(text).all():
             raise ConfigError("item_text_embeddings: holds NaN or infinite values")
@@ -397,7 +400,7 @@ class SequentialRecommender(Recommender):
         raise NotImplementedError
 
     def _negatives(self, target: np.ndarray, n_items: int, gen: np.random.Generator) -> np.ndarray:
-        """Negatives for one batch: shared uniform items (sampled softmax) or one per target (bce)."""
+        """Negatives of a batch: shared uniform items (sampled softmax) or one per target (bce)."""
         c = self.config
         if c.loss == "sampled_softmax":
             return gen.integers(1, n_items + 1, size=c.n_negatives).astype(np.int64)
@@ -427,7 +430,7 @@ class SequentialRecommender(Recommender):
         if info.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # buffers (the frozen text matrix) are the same on every rank: no need to sync them each step
+            # buffers (the frozen text matrix) are the same on every rank: no need to sync them
             sync = (
                 "forward_sync_buffers"
                 if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
@@ -437,7 +440,7 @@ class SequentialRecommender(Recommender):
                 net, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
             )
         params = [p for p in net.parameters() if p.requires_grad]
-        # the fused kernel is ~10% faster on CPU for these small models (and the usual choice on CUDA)
+        # the fused kernel is ~10% faster on CPU for these small models (the usual choice on CUDA)
         fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
         opt: torch.optim.Optimizer
         if c.weight_decay > 0:
@@ -557,7 +560,7 @@ class SequentialRecommender(Recommender):
         n = max(t[2], 1.0)
         return {"hr@10": float(t[0] / n), "ndcg@10": float(t[1] / n)}
 
-    # ---- scoring -----------------------------------------------------------------------------------
+    # ---- scoring ---------------------------------------------------------------------------------
     def _device(self) -> torch.device:
         return next(self.net.parameters()).device  # type: ignore[union-attr]
 
@@ -576,7 +579,7 @@ class SequentialRecommender(Recommender):
     def _score_batches(
         self, histories: Sequence[np.ndarray], device: torch.device | None = None
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """(row positions, (rows, n_items) score tensor) per batch, histories of similar length together."""
+        """(row positions, (rows, n_items) scores) per batch; similar history lengths together."""
         import torch
 
         net = self.net
@@ -611,7 +614,7 @@ class SequentialRecommender(Recommender):
         return it[(it >= 0) & (it < self.n_items)]
 
     def score_sequences(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores of every item for each chronological item-index sequence (float32, one row each)."""
+        """Scores of every item for each chronological item-index sequence (float32, a row each)."""
         self._check_fitted()
         return self._score_tokens([self._clean(s) for s in sequences])
 
@@ -621,7 +624,7 @@ class SequentialRecommender(Recommender):
         return s if items is None else s[np.asarray(items, dtype=np.int64)]
 
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
-        """Scores of CSR history rows, each row's items ordered by value (see the module docstring)."""
+        """Scores of CSR history rows, each row's items ordered by value (see the module doc)."""
         h = self._history_input(histories)
         seqs = []
         for r in range(h.shape[0]):
@@ -631,7 +634,7 @@ class SequentialRecommender(Recommender):
         return self._score_tokens(seqs)
 
     def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
-        """User x item matrix whose values are 1 + the position of the item's last event (order kept)."""
+        """User x item matrix of 1 + the position of each item's last event (order kept)."""
         return order_matrix(dataset.sequences(), dataset.n_items)
 
     def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
@@ -639,7 +642,7 @@ class SequentialRecommender(Recommender):
         return order_matrix([h.items for h in histories], self.n_items)
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        """Occlusion: each history item's share = the score drop when all its occurrences are removed."""
+        """Occlusion: a history item's share = the score drop when all its occurrences go."""
         self._check_fitted()
         items = self._clean(history.items)[-self.config.max_len :]
         distinct = np.unique(items)
@@ -651,7 +654,7 @@ class SequentialRecommender(Recommender):
         s = self._score_tokens(variants)[:, int(item)].astype(np.float64)
         return history_explanation(history, int(item), distinct, s[0] - s[1:])
 
-    # ---- persistence ---------------------------------------------------------------------------------
+    # ---- persistence -----------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         assert self.net is not None
         return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
@@ -679,7 +682,7 @@ class SequentialRecommender(Recommender):
         }
 
 
-# ---- helpers used by models, benchmarks and evaluation ----------------------------------------------
+# ---- helpers used by models, benchmarks and evaluation -------------------------------------------
 def order_matrix(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
     """CSR rows with value 1 + the position of each item's last occurrence in its sequence."""
     rows, cols, vals = [], [], []
@@ -718,7 +721,7 @@ def _validation_pairs(
 def sequence_scorer(
     model: SequentialRecommender, dataset: InteractionDataset
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A `scorer=` for evaluation protocols: user indices -> scores from their exact ordered history."""
+    """A `scorer=` for evaluation protocols: user indices -> scores from their ordered history."""
     seqs = dataset.sequences()
 
     def scorer(users: np.ndarray) -> np.ndarray:

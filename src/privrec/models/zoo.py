@@ -1,4 +1,4 @@
-"""The model zoo: importing this module registers every model, so any can be built or loaded by name.
+"""The model zoo: importing it registers every model, so any can be built or loaded by name.
 
 Add a new model module to `MODEL_MODULES`. Modules import their heavy optional dependencies
 (torch, implicit) only when training, so importing the zoo is cheap.
@@ -40,5 +40,5 @@ def available_models() -> list[str]:
 
 
 def create_model(name: str, **params: Any) -> Recommender:
-    """A new, unfitted model `name` configured by `params` (ConfigError for unknown names/fields)."""
+    """A new, unfitted model `name` configured by `params` (ConfigError: unknown name/field)."""
     return model_class(name)(**params)

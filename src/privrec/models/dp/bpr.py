@@ -166,7 +166,7 @@ class DPBPR(BPR):
                 optimizer = torch.optim.SGD(trainable, lr=c.learning_rate, momentum=c.momentum)
             loader = DataLoader(
                 TensorDataset(torch.from_numpy(users.astype(np.int64))),
-                batch_size=max(1, int(round(c.sample_rate * users.size))),
+                batch_size=max(1, round(c.sample_rate * users.size)),
                 shuffle=True,
                 generator=torch.Generator().manual_seed(seed),
             )
@@ -243,7 +243,7 @@ class DPBPR(BPR):
         sample_rate: float,
         steps: int,
     ) -> Release:
-        """What the ledger records: DP-SGD, composed with the popularity prior when it has a share."""
+        """What the ledger records: DP-SGD, composed with the popularity prior if it has a share."""
         c = self.config
         return Release(
             name=f"{self.name}:{'popularity+' if share else ''}dp-sgd",

@@ -1,10 +1,10 @@
 """DP EASE: EASE on a user-level differentially private Gram matrix, denoised.
 
-One DP release (`dp.release.release_gram`, fitted by `dp.gram.PrivateGramRecommender`): DP item selection (noisy popularity of unit-norm
-user rows, keep the `top_items` most popular) composed with the Gram matrix of the selected
-items, each user's row scaled to unit L2 norm, plus symmetric Gaussian noise (std s off the
-diagonal). The PLD accountant calibrates both to (epsilon, delta); everything after is
-post-processing:
+One DP release (`dp.release.release_gram`, fitted by `dp.gram.PrivateGramRecommender`): DP item
+selection (noisy popularity of unit-norm user rows, keep the `top_items` most popular) composed with
+the Gram matrix of the selected items, each user's row scaled to unit L2 norm, plus symmetric
+Gaussian noise (std s off the diagonal). The PLD accountant calibrates both to (epsilon, delta);
+everything after is post-processing:
 
 1. Spectral denoising (`denoise="spectral"`): the noise is a Wigner (GOE) matrix whose
    eigenvalues fill [-2 s sqrt(m), 2 s sqrt(m)] for m items. Eigen-directions of the noisy
@@ -50,7 +50,7 @@ class DPEASEConfig(PrivateGramConfig):
 
 
 def spectral_denoise(g: np.ndarray, noise_std: float) -> tuple[np.ndarray, int]:
-    """Low-rank shrinkage of a symmetric matrix observed with GOE noise (off-diagonal std `noise_std`).
+    """Low-rank shrinkage of a symmetric matrix seen through GOE noise (off-diagonal std s).
 
     Returns the estimate and its rank. With no noise the matrix is returned unchanged.
     """

@@ -51,7 +51,8 @@ class DPHybridConfig(ModelConfig):
         epsilon: user-level budget of the DP component's one release (inf: no noise, no guarantee).
         cf: the DP component, "dp_itemknn" or "dp_ease".
         cf_params: its other parameters (epsilon comes from `epsilon`).
-        content_params: parameters of the content component (no `adapter`: see the module docstring).
+        content_params: parameters of the content component (no `adapter`: see the module
+            docstring).
         content_weight, cf_weight, popularity_weight: the blend (see the module docstring).
         seed: seeds the DP noise; `fit(rng=...)` overrides it.
     """
@@ -141,7 +142,7 @@ class DPHybrid(Recommender):
         """Every user's history row as the content component weighs it."""
         return self.content.input_matrix(dataset)
 
-    # ---- scoring ----------------------------------------------------------------------------------
+    # ---- scoring ---------------------------------------------------------------------------------
     def _parts(self, histories: sp.csr_matrix) -> dict[str, np.ndarray]:
         h = self._history_input(histories)
         c = self.config

@@ -1,8 +1,8 @@
 """DP item-kNN: cosine neighbours from one user-level differentially private co-occurrence release.
 
-The release (`dp.release.release_gram`, fitted by `dp.gram.PrivateGramRecommender`) is DP item selection composed with one noisy
-symmetric item-item matrix on the selected items, calibrated together by dp-accounting's PLD
-accountant and recorded once in the ledger:
+The release (`dp.release.release_gram`, fitted by `dp.gram.PrivateGramRecommender`) is DP item
+selection composed with one noisy symmetric item-item matrix on the selected items, calibrated
+together by dp-accounting's PLD accountant and recorded once in the ledger:
 
 - `window=None`: the Gram matrix of unit-norm user rows (co-occurrence anywhere in the history);
 - `window=w`: co-occurrence of items at most w events apart in the user's sequence, each user's
@@ -89,7 +89,7 @@ class DPItemKNN(PrivateGramRecommender):
         self._sim_t = self.similarity.T.tocsr()
 
     def selected_scores(self, histories: sp.csr_matrix) -> np.ndarray:
-        """Sum of similarities to the history: scores of the selected items only (`selected` order)."""
+        """Sum of similarities to the history: scores of the selected items (`selected` order)."""
         h = self._history_input(histories)
         return np.asarray((h[:, self.selected] @ self._sim_t).todense(), dtype=np.float64)
 

@@ -32,7 +32,7 @@ from privrec.privacy.dp import GaussianMechanism, Release, gaussian_sigma
 from privrec.privacy.ledger import PrivacyLedger
 
 
-# ---- the model -----------------------------------------------------------------------------------------
+# ---- the model -----------------------------------------------------------------------------------
 class DPPopularityConfig(PopularityConfig):
     """DP popularity settings (plus everything of `PopularityConfig` except time decay).
 

@@ -292,7 +292,7 @@ def release_gram(
     ledger: PrivacyLedger | None,
     window: int | None = None,
 ) -> GramRelease:
-    """DP item selection (optional) and one noisy item-item matrix, composed and calibrated together.
+    """DP item selection (optional) and one noisy item-item matrix, calibrated together.
 
     1. Selection (when `top_items` < number of items): noisy column sums of the unit-norm user
        rows (L2 sensitivity 1), keep the `top_items` largest.
@@ -321,9 +321,10 @@ def release_gram(
     else:
         z_sel, z_gram = (0.0 if select else None), 0.0
     sens = 1.0 if window else 1.0 / math.sqrt(2.0)
+    matrix = "window-cooccurrence" if window else "gram"
     mechanisms = "gaussian x2 (composed)" if select else "gaussian"
     release = Release(
-        name=f"{model}:{'selection+' if select else ''}{'window-cooccurrence' if window else 'gram'}",
+        name=f"{model}:{'selection+' if select else ''}{matrix}",
         epsilon=epsilon,
         delta=delta,
         mechanism=mechanisms,

@@ -75,11 +75,13 @@ class DPSASRecConfig(SASRecConfig):
             raise ValueError("item_repr: dp_sasrec supports 'id' only")
         if self.long_sequences != "last":
             raise ValueError(
-                "long_sequences: dp_sasrec trains on each user's last window only (one example per user)"
+                "long_sequences: dp_sasrec trains on each user's last window only "
+                "(one example per user)"
             )
         if self.adv_eps != 0.0:
             raise ValueError(
-                "adv_eps: adversarial training is not available with DP-SGD (per-user gradients); set 0"
+                "adv_eps: adversarial training is not available with DP-SGD "
+                "(per-user gradients); set 0"
             )
         return self
 
@@ -166,7 +168,7 @@ class DPSASRec(SASRec):
         )
         loader = DataLoader(
             TensorDataset(torch.from_numpy(seq), torch.from_numpy(tgt)),
-            batch_size=max(1, int(round(c.sample_rate * n_users))),
+            batch_size=max(1, round(c.sample_rate * n_users)),
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
         )

@@ -246,7 +246,7 @@ class SequenceNet(nn.Module):
         negatives: torch.Tensor,
         norm: torch.Tensor,
     ) -> torch.Tensor:
-        """Training loss: sum over this batch's targets / `norm` (the global target count / world)."""
+        """Training loss: sum over this batch's targets / `norm` (global target count / world)."""
         loss = self._loss(seq, target, negatives, norm)
         if self.adv_eps > 0.0 and self.adv_reg > 0.0 and self.training and self.items.use_id:
             # APR: the fast-gradient perturbation of the ID table, held constant (no gradient

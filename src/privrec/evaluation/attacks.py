@@ -197,8 +197,8 @@ def inject_attack(
     fixed = np.unique(np.concatenate([targets, selected]))
     blocked = np.zeros(ds.n_items, bool)
     blocked[fixed] = True
-    p_avg = np.where(blocked, 0.0, pop.astype(np.float64))
-    p_avg = p_avg / p_avg.sum() if p_avg.sum() > 0 else None
+    weights = np.where(blocked, 0.0, pop.astype(np.float64))
+    p_avg = weights / weights.sum() if weights.sum() > 0 else None
     free = np.flatnonzero(~blocked)
 
     # the real users' time spans, to place the fakes' events where real shoppers' events are

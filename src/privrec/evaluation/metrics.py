@@ -144,7 +144,7 @@ def hits_vector(
     return out
 
 
-def _one(ranked, relevant, k: int, name: str) -> float:
+def _one(ranked: Sequence[int] | np.ndarray, relevant: Iterable[int], k: int, name: str) -> float:
     rel = set(np.asarray(list(relevant)).reshape(-1).tolist())
     h = hits_vector(ranked, rel, k)[None, :]
     return float(ranking_metrics_from_hits(h, np.array([len(rel)]), k, (name,))[name][0])
@@ -316,7 +316,9 @@ def batch_intra_list_diversity(
 
 
 # ---- rating prediction -------------------------------------------------------------------------
-def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+def _pair(
+    y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(y_true, dtype=np.float64).reshape(-1)
     p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
     if t.shape != p.shape:

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -178,10 +178,12 @@ def _scores_for(
     rows: np.ndarray,
     n_items: int,
 ) -> np.ndarray:
+    raw: Any  # dense, or sparse from a model that scores sparsely
     if scorer is not None:
         raw = scorer(rows)
     else:
-        raw = model.score_matrix(hist[rows])  # type: ignore[union-attr]
+        assert model is not None  # the caller passes a model or a scorer
+        raw = model.score_matrix(hist[rows])
     s = np.asarray(raw.toarray() if sp.issparse(raw) else raw)
     if s.shape != (rows.shape[0], n_items):
         raise ValueError(
@@ -401,15 +403,17 @@ def evaluate_ranking(
                 cover[spec.key][sel] = True
             elif spec.name == "novelty":
                 sel = top[:, :kk]
-                info = nov_info[sel]  # type: ignore[index]
+                assert nov_info is not None  # set above whenever a novelty metric is asked for
+                info = nov_info[sel]
                 ok = valid[:, :kk] & ~np.isnan(info)
                 # per-user sums first, totals at the end: the result never depends on batching
                 nov_acc[spec.key][0].append(np.where(ok, info, 0.0).sum(axis=1))
                 nov_acc[spec.key][1].append(ok.sum(axis=1))
             elif spec.name == "diversity":
+                assert feats is not None  # checked on entry: "diversity" needs item_features
                 per[spec.key].append(
                     M.batch_intra_list_diversity(top[:, :kk], valid[:, :kk], feats)
-                )  # type: ignore[arg-type]
+                )
         if need_full_mrr:
             per["mrr"].append(_full_rank_rr(s, rel_rows, rel_cols))
 
@@ -577,7 +581,7 @@ def cross_validate(
     metrics: Sequence[str] | None = None,
     seed: int = 42,
     holdout_fraction: float = 0.2,
-    order: str = "time",
+    order: Literal["time", "random"] = "time",
     batch_size: int = 1024,
 ) -> dict[str, Any]:
     """User k-fold cross-validation ("strong generalisation") on `splitters.user_kfold_holdout`.
@@ -603,7 +607,7 @@ def cross_validate(
     results = []
     splits = user_kfold_holdout(
         dataset, folds, seed=seed, holdout_fraction=holdout_fraction, order=order
-    )  # type: ignore[arg-type]
+    )
     for f, (train, fold_in, held_out) in enumerate(splits):
         model = model_factory()
         t0 = time.perf_counter()

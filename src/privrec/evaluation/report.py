@@ -16,11 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
 import privrec
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = [
     "BEAUTY_LOO_FULL_RANKING",
@@ -221,7 +224,7 @@ class ModelResult:
         return _jsonable(asdict(self))
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[float | np.integer | np.floating]:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
@@ -387,7 +390,7 @@ def _bar_chart(
     if e is not None and e.size and e.max() > 0:
         ax.errorbar(x, vals, yerr=e, fmt="none", ecolor="#333333", capsize=3, linewidth=0.8)
     for xi, v in zip(x, vals, strict=True):
-        ax.text(xi, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+        ax.text(float(xi), v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(key)
@@ -555,7 +558,7 @@ def render_table(
     anchors: Sequence[Mapping[str, Any]] | None = None,
     metrics: Sequence[str] | None = None,
     title: str | None = None,
-):
+) -> Table:
     """The comparison as a `rich.table.Table` (models x metrics, times; published rows dimmed)."""
     from rich.table import Table
 

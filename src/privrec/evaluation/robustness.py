@@ -25,13 +25,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from privrec.data.dataset import InteractionDataset
-from privrec.evaluation.attacks import ATTACKS, choose_targets, inject_attack, with_users
-from privrec.evaluation.detection import detect_fake_profiles, precision_recall
+from privrec.evaluation.attacks import (
+    ATTACKS,
+    AttackKind,
+    PoisonedDataset,
+    choose_targets,
+    inject_attack,
+    with_users,
+)
+from privrec.evaluation.detection import DetectionResult, detect_fake_profiles, precision_recall
 from privrec.evaluation.protocol import evaluate_loo, evaluate_ranking, recommend_top_k
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
@@ -136,7 +143,7 @@ class _Runner:
             return c.dp_model, dict(c.dp_params)
         return c.base_model, dict(c.base_params)
 
-    def run(self, defence: str, train: InteractionDataset, targets: np.ndarray) -> dict[str, float]:
+    def run(self, defence: str, train: InteractionDataset, targets: np.ndarray) -> dict[str, Any]:
         name, params = self.spec(defence)
         t0 = time.perf_counter()
         model = create_model(name, **params).fit(train, rng=self.cfg.seed)
@@ -185,13 +192,13 @@ def robustness_report(
     # false alarms: what the detector flags when nobody attacks
     clean_flags = int(detect_fake_profiles(train).flagged.size)
 
-    def attack(kind: str, frac: float) -> Any:
+    def attack(kind: str, frac: float) -> PoisonedDataset:
         return inject_attack(
             train,
-            kind,
+            cast(AttackKind, kind),  # a known attack: cfg.check() above
             fraction=frac,
             targets=targets,
-            filler_size=cfg.filler_size,  # type: ignore[arg-type]
+            filler_size=cfg.filler_size,
             selected_size=cfg.selected_size,
             seed=cfg.seed,
         )
@@ -219,7 +226,7 @@ def robustness_report(
     for kind, frac in cfg.defended:
         p = attack(kind, frac)
         undefended = next((g for g in grid if g["attack"] == kind and g["fraction"] == frac), None)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "defence": "none",
                 **(
@@ -233,13 +240,14 @@ def robustness_report(
                 ),
             }
         ]
-        det = None
+        screen: DetectionResult | None = None  # one detection run serves every screening
         for d in cfg.defences:
             data = p.dataset
             if d.startswith("detect"):
-                det = det or detect_fake_profiles(p.dataset)
+                screen = screen or detect_fake_profiles(p.dataset)
                 data = p.dataset.subset(
-                    ~np.isin(p.dataset.user_idx, det.flagged), name=f"{p.dataset.name}-screened"
+                    ~np.isin(p.dataset.user_idx, screen.flagged),
+                    name=f"{p.dataset.name}-screened",
                 )
             rows.append({"defence": d, **runner.run(d, data, targets)})
         none_rise = rows[0]["target_hr"] - base["target_hr"]

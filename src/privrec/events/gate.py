@@ -57,6 +57,8 @@ INPUT_FIELDS: tuple[str, ...] = tuple(Event.model_fields)
 
 # numpy's object dtype: a column of arbitrary Python values (compared as a dtype, not a type).
 _OBJECT = np.dtype(object)
+# None as a 0-d object array, the "no value" of np.where over object arrays.
+_NONE = np.array(None, dtype=object)
 
 # Domain-separation prefixes of the keyed derivations (never change: stored ids depend on them).
 _EVENT_PREFIX = "\x1fevent"
@@ -148,7 +150,7 @@ def _types(arr: np.ndarray) -> np.ndarray:
 
 def _is(types: np.ndarray, t: type) -> np.ndarray:
     """Boolean mask of the elements of `types` (from `_types`) that are exactly `t`."""
-    return np.equal(types, t)
+    return np.equal(types, np.array(t, dtype=object))
 
 
 def _as_str_series(values: np.ndarray) -> tuple[pd.Series, np.ndarray]:
@@ -164,7 +166,7 @@ def _as_str_series(values: np.ndarray) -> tuple[pd.Series, np.ndarray]:
                     v.encode("utf-8")
                 except UnicodeEncodeError:
                     good[i] = False
-        values = np.where(good, values, None)
+        values = np.where(good, values, _NONE)
         return pd.Series(values, dtype="str"), good
 
 
@@ -197,7 +199,7 @@ def _text(
         arr = col.to_numpy(dtype=object)
         types = _types(arr)
         is_str = _is(types, str)  # exactly str; subclasses go to pydantic
-        vals = np.where(is_str, arr, None)
+        vals = np.where(is_str, arr, _NONE)
         typed &= is_str
         if allow_int:
             # Python ints only: pydantic's id validator turns int into text, not numpy ints.

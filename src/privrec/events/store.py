@@ -157,7 +157,7 @@ class EventStore:
         insert_threads: int | None = 1,
     ) -> None:
         self._con: duckdb.DuckDBPyConnection | None = con
-        self._threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+        self._threads = int(_scalar(con, "SELECT current_setting('threads')"))
         self._insert_threads = (
             insert_threads if insert_threads and insert_threads != self._threads else None
         )
@@ -349,7 +349,7 @@ class EventStore:
             stored = self._meta_get(con, "pseudonym_generation")
             if stored is not None and int(stored) == generation:
                 return
-            n = con.execute("SELECT count(*) FROM events").fetchone()[0]
+            n = _scalar(con, "SELECT count(*) FROM events")
             if stored is not None and n:
                 raise StoreError(
                     f"pseudonym key generation: the store holds generation {stored} but the key "
@@ -378,7 +378,7 @@ class EventStore:
         table = _events_table(frame)
         with self._tx() as con:
             con.register("_batch", table)
-            if con.execute("SELECT count(*) > count(DISTINCT event_id) FROM _batch").fetchone()[0]:
+            if _scalar(con, "SELECT count(*) > count(DISTINCT event_id) FROM _batch"):
                 # Repeated ids inside the frame (the gate's output never has them): keep the first.
                 con.unregister("_batch")
                 keep = ~frame["event_id"].duplicated().to_numpy(dtype=bool)
@@ -391,11 +391,12 @@ class EventStore:
             try:
                 # Anti-join on event_id: DuckDB builds the hash table on the batch (RIGHT_ANTI)
                 # and streams the stored ids past it. Costs a scan of the stored ids per batch.
-                inserted = con.execute(
+                inserted = _scalar(
+                    con,
                     "INSERT INTO events SELECT b.event_id, b.user, b.item, b.type, b.ts, "
                     "b.rating, b.query, b.session FROM _batch AS b WHERE NOT EXISTS (SELECT 1 "
-                    "FROM events AS e WHERE e.event_id = b.event_id)"
-                ).fetchone()[0]
+                    "FROM events AS e WHERE e.event_id = b.event_id)",
+                )
             finally:
                 con.unregister("_batch")
                 if self._insert_threads:
@@ -529,16 +530,14 @@ class EventStore:
             limits.append((None, _check_days(days)))
         deleted = 0
         with self._tx() as con:
-            for t, d in limits:
-                cutoff = now - d * 86_400.0
-                if t is None:
-                    deleted += con.execute("DELETE FROM events WHERE ts < ?", [cutoff]).fetchone()[
-                        0
-                    ]
+            for etype, limit in limits:
+                cutoff = now - limit * 86_400.0
+                if etype is None:
+                    deleted += _scalar(con, "DELETE FROM events WHERE ts < ?", [cutoff])
                 else:
-                    deleted += con.execute(
-                        "DELETE FROM events WHERE type = ? AND ts < ?", [t, cutoff]
-                    ).fetchone()[0]
+                    deleted += _scalar(
+                        con, "DELETE FROM events WHERE type = ? AND ts < ?", [etype, cutoff]
+                    )
         logger.info("retention deleted=%d", deleted)
         if deleted and compact:
             self.compact()
@@ -560,7 +559,7 @@ class EventStore:
                 "erase_user: pseudonym must be 32 hex characters (pseudonymise the raw id first)"
             )
         with self._tx() as con:
-            deleted = con.execute('DELETE FROM events WHERE "user" = ?', [pseudonym]).fetchone()[0]
+            deleted = _scalar(con, 'DELETE FROM events WHERE "user" = ?', [pseudonym])
         if deleted and compact:
             self.compact()
         return int(deleted)
@@ -700,6 +699,14 @@ def _fsync_dir(path: Path) -> None:
 
 def _null(v: Any) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and v != v)
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """The single value a statement returns (a count, a setting, the rows an INSERT touched)."""
+    row = con.execute(sql, params or []).fetchone()
+    if row is None:  # never for these statements; a clear error rather than a TypeError
+        raise StoreError(f"event store: {sql.split()[0]} returned no row")
+    return row[0]
 
 
 def _check_days(d: Any) -> float:

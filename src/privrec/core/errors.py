@@ -43,3 +43,7 @@ class NotFoundError(PrivrecError):
 
 class BudgetExceededError(PrivrecError):
     """A differentially private release would exceed the configured privacy budget."""
+
+
+class ConflictError(PrivrecError):
+    """The request conflicts with the state of the data (e.g. activating a quarantined version)."""

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import privrec
 from privrec.core.errors import (
     BudgetExceededError,
+    ConflictError,
     ConfigError,
     NotFittedError,
     NotFoundError,
@@ -55,6 +56,7 @@ _ERROR_STATUS: list[tuple[type[PrivrecError], int, str]] = [
     (ValidationError, 422, "invalid-value"),
     (NotFoundError, 404, "not-found"),
     (BudgetExceededError, 409, "privacy-budget-exceeded"),
+    (ConflictError, 409, "conflict"),
     (ConfigError, 400, "invalid-configuration"),
     (NotFittedError, 503, "model-not-ready"),
     (StoreError, 503, "store-unavailable"),

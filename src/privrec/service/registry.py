@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privrec.core.errors import NotFoundError
+from privrec.core.errors import ConflictError, NotFoundError
 from privrec.core.files import write_private
 from privrec.data.vocab import Vocabulary
 from privrec.models.base import Recommender
@@ -35,6 +35,9 @@ ITEMS_FILE = "items.json"
 # Beside each saved version: what it was trained on, so an erasure can take out exactly the
 # events the model saw. Event ids are keyed HMACs; only their first 64 bits are kept.
 TRAINED_EVENTS_FILE = "trained_events.npy"
+# In a version that still holds erased shoppers (a model that cannot unlearn exactly): it may go on
+# serving until the retrain deadline if it is the active one, but can never be activated again.
+QUARANTINE_FILE = "QUARANTINED"
 TRAINING_FILE = "training.json"
 
 
@@ -105,6 +108,7 @@ class ModelInfo:
     active: str | None
     default: bool
     privacy: dict[str, Any] | None
+    quarantined: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -113,6 +117,7 @@ class ModelInfo:
             "active": self.active,
             "default": self.default,
             "privacy": self.privacy,
+            "quarantined": self.quarantined,
         }
 
 
@@ -191,8 +196,19 @@ class ModelRegistry:
 
     # ---- pointers -------------------------------------------------------------------------------
     def activate(self, name: str, version: str) -> None:
-        """Make `version` the active version of model `name` (atomic pointer swap)."""
-        base = self.path(name, version).parent
+        """Make `version` the active version of model `name` (atomic pointer swap).
+
+        Raises:
+            ConflictError: the version holds erased shoppers (it is quarantined) and is not the
+                one already active: retrain the model instead.
+        """
+        path = self.path(name, version)
+        if (path / QUARANTINE_FILE).exists() and self.active(name) != version:
+            raise ConflictError(
+                f"model {name!r} version {version!r} still holds erased shoppers and can never "
+                f"be activated again; retrain it (`privrec train --model {name}`)"
+            )
+        base = path.parent
         tmp = base / f".{ACTIVE_FILE}.tmp"
         tmp.write_text(version)
         tmp.replace(base / ACTIVE_FILE)
@@ -239,7 +255,10 @@ class ModelRegistry:
                     privacy = self.config_of(base.name, active).get("privacy")
                 except (OSError, ValueError, NotFoundError):
                     privacy = None
-            out[base.name] = ModelInfo(base.name, versions, active, base.name == default, privacy)
+            quarantined = [v for v in versions if (base / v / QUARANTINE_FILE).exists()]
+            out[base.name] = ModelInfo(
+                base.name, versions, active, base.name == default, privacy, quarantined
+            )
         return out
 
     # ---- deletion -------------------------------------------------------------------------------
@@ -251,13 +270,16 @@ class ModelRegistry:
         about 0.4 s. Returns the number of versions removed.
         """
         base = self.models_dir / name
+        return self._trash(name, [p.name for p in base.glob("v*") if p.is_dir() and p.name != keep])
+
+    def _trash(self, name: str, versions: list[str]) -> int:
+        base = self.models_dir / name
         doomed = []
-        for p in base.glob("v*"):
-            if p.is_dir() and p.name != keep:
-                trash = base / f".trash-{p.name}"
-                p.rename(trash)
-                doomed.append(trash)
-                self.live.pop((name, p.name), None)
+        for v in versions:
+            trash = base / f".trash-{v}"
+            (base / v).rename(trash)
+            doomed.append(trash)
+            self.live.pop((name, v), None)
         renamed = len(doomed)
         doomed += [p for p in base.glob(".trash-*") if p not in doomed]  # an interrupted run's
         if doomed:
@@ -267,6 +289,21 @@ class ModelRegistry:
             t.start()
             self._deleters.append(t)
         return renamed
+
+    def quarantine(self, name: str, version: str, reason: str) -> None:
+        """Mark a version that still holds erased shoppers: it can never be activated again."""
+        write_private(self.path(name, version) / QUARANTINE_FILE, reason)
+
+    def drop_quarantined(self, name: str) -> int:
+        """Delete `name`'s quarantined versions other than the active one; returns how many."""
+        active = self.active(name)
+        doomed = [
+            p.name
+            for p in (self.models_dir / name).glob("v*")
+            if (p / QUARANTINE_FILE).exists() and p.name != active
+        ]
+        self._trash(name, doomed)
+        return len(doomed)
 
     def keep_live(self, name: str, version: str, model: Recommender) -> None:
         """Hold the fitted `model` in memory as `name`'s version `version` (for erasures)."""

@@ -334,6 +334,12 @@ class Rights:
             logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
             return None
 
+    def _quarantine(self, name: str, active: str) -> None:
+        """Every version of `name` holds the erased shoppers: the inactive ones are deleted now,
+        the active one serves until the retrain and can never be activated again."""
+        self.registry.quarantine(name, active, "trained on events of an erased shopper")
+        self.registry.drop_versions(name, keep=active)
+
     def _unlearn_one(
         self,
         name: str,
@@ -357,6 +363,7 @@ class Rights:
             return {**entry, "status": "unaffected", "reason": "trained without this user's events"}
         if not model.can_forget:
             private = self.registry.config_of(name, version).get("privacy") is not None
+            self._quarantine(name, version)
             return {**entry, "status": "retrain", "reason": _why_no_exact(private)}
         if plan_only:
             return {

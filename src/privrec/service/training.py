@@ -92,7 +92,6 @@ class Training:
         path = self.registry.save(model, ds.items, training=record)
         if model.can_forget:  # kept in memory, so an erasure need not load it first
             self.registry.keep_live(model.name, path.name, model)
-        self.pending.clear(model.name)
         if self.registry.default_name() is None:
             self.registry.set_default(model.name)
             self.serving.forget_default()
@@ -103,6 +102,10 @@ class Training:
                 swap = self.serving.activate(model.name, path.name)
             else:
                 self.registry.activate(model.name, path.name)
+            # the served model no longer holds erased shoppers: nothing owed, and the versions
+            # that still hold them go
+            self.pending.clear(model.name)
+            self.registry.drop_quarantined(model.name)
         return TrainResult(
             model=model.name,
             version=path.name,

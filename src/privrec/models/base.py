@@ -173,13 +173,13 @@ class Recommender(ABC):
             vals.append(w)
         if not histories:
             return sp.csr_matrix((0, self.n_items), dtype=np.float32)
-        r = np.concatenate(rows)
-        c = np.concatenate(cols)
+        row = np.concatenate(rows)
+        col = np.concatenate(cols)
         v = np.concatenate(vals).astype(np.float32)
-        ok = (c >= 0) & (c < self.n_items)
-        # duplicates: the strongest event per item, as InteractionDataset.matrix(aggregate="max")
-        keys, v, _ = strongest(r[ok] * max(self.n_items, 1) + c[ok], v[ok])
+        ok = (col >= 0) & (col < self.n_items)
         n = max(self.n_items, 1)
+        # duplicates: the strongest event per item, as InteractionDataset.matrix(aggregate="max")
+        keys, v, _ = strongest(row[ok] * n + col[ok], v[ok])
         return sp.csr_matrix(
             (v, (keys // n, keys % n)), shape=(len(histories), self.n_items), dtype=np.float32
         )
@@ -465,8 +465,8 @@ def history_explanation(
     else:
         uniq, total = items, contributions
     order = np.lexsort((uniq, -total))
-    order = [j for j in order if total[j] > 0][:n]
-    contributors = [(int(uniq[j]), float(total[j])) for j in order]
+    picked = [j for j in order.tolist() if total[j] > 0][:n]
+    contributors = [(int(uniq[j]), float(total[j])) for j in picked]
     if not contributors:
         return Explanation(
             item=int(item), kind="model", text="no item in your history points to this one"

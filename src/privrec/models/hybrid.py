@@ -40,6 +40,10 @@ only see which items are present. A sequential component needs the order, which 
 not keep: use `score` / `score_histories` (ordered histories) to give it the order; `score_matrix`
 passes it the row only.
 
+Attribution and unlearning: `contributions` is None (each component's row is z-scored per user,
+which is no sum over history entries); `explain` passes on the strongest component's contributors.
+`can_forget` is False: the route weights were fitted on the users' validation events.
+
 Saving: one `state.safetensors` holds every component's arrays under "<component>.<name>" and
 config.json holds each component's model name, config and metadata, so `Recommender.load` restores
 the whole hybrid (and the shared conformance suite's two-file layout holds).

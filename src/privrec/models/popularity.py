@@ -84,6 +84,7 @@ class Popularity(Recommender):
         counts, no DP release)."""
         c = self.config
         n = dataset.n_items
+        pop: np.ndarray
         if c.half_life_days is None:
             x = self.input_matrix(dataset)
             pop = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()

@@ -321,6 +321,7 @@ def test_forget_equals_a_retrain_without_the_users(
     before = {k: v.copy() for k, v in model._state().items()}
     res = model.forget(removed_dataset(two_groups, FORGOTTEN))
     assert res.model == name and res.method.startswith("exact")
+    assert res.users == len(FORGOTTEN)
     keep = ~np.isin(two_groups.user_idx, FORGOTTEN)
     retrained = build(name).fit(two_groups.subset(keep), rng=7)
     _assert_same_arrays(model._state(), retrained._state(), f"{name} state")

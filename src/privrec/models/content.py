@@ -495,7 +495,7 @@ class ContentRecommender(Recommender):
         self._check_fitted()
         return UnlearningResult(
             self.name,
-            removed.n_users,
+            int(np.unique(removed.user_idx).size),
             0,
             time.perf_counter() - t0,
             "exact: trained on item text only, nothing to remove",

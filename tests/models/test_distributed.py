@@ -17,7 +17,8 @@ from privrec.data.dataset import InteractionDataset
 from privrec.data.loaders import load_dataset
 from privrec.data.splitters import leave_one_out
 from privrec.models.base import Recommender
-from privrec.models.distributed import Job, fit_local, free_port
+from privrec.models.distributed import Job, fit_local
+from privrec.models.nn.runtime import free_port
 from privrec.models.zoo import create_model
 
 from .seq_fixtures import N_CHAIN, chain_dataset

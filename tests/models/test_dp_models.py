@@ -18,9 +18,16 @@ from privrec.data.synthetic import generate_shop_dataset
 from privrec.models.base import Recommender
 from privrec.models.dp.bpr import DPBPR
 from privrec.models.dp.ease import DPEASE, spectral_denoise
+from privrec.models.dp.gram import PrivateGramRecommender
 from privrec.models.dp.itemknn import DPItemKNN
 from privrec.models.dp.popularity import DPPopularity
-from privrec.models.dp.release import most_recent_items, unit_rows, window_pairs
+from privrec.models.dp.release import (
+    most_recent_items,
+    noisy_item_counts,
+    start_private_fit,
+    unit_rows,
+    window_pairs,
+)
 from privrec.privacy import dp as dp_module
 from privrec.privacy.ledger import Budget, PrivacyLedger
 
@@ -336,3 +343,30 @@ def test_dp_sasrec_ghost_clipping_trains(two_groups: InteractionDataset) -> None
     ).fit(two_groups, rng=3)
     scores = m.score_matrix(m.input_matrix(two_groups)[:4])
     assert np.isfinite(scores).all() and m.noise_multiplier > 0
+
+
+# ---- the shared release code ------------------------------------------------------------------
+def test_start_private_fit_resolves_delta_and_seeds_the_noise() -> None:
+    run = start_private_fit(epsilon=1.0, delta=None, n_users=50, rng=3, seed=9)
+    assert run.delta == pytest.approx(1 / 500) and run.seed == 3 and run.private
+    again = start_private_fit(epsilon=1.0, delta=None, n_users=50, rng=None, seed=3)
+    assert run.gen.random() == again.gen.random()
+    assert not start_private_fit(epsilon=math.inf, delta=None, n_users=5, rng=1, seed=0).private
+    with pytest.raises(ConfigError, match="delta"):
+        start_private_fit(epsilon=1.0, delta=0.01, n_users=50, rng=1, seed=0)
+
+
+def test_noisy_item_counts_are_unit_row_sums_plus_seeded_noise() -> None:
+    x = sp.csr_matrix(np.array([[1.0, 1.0, 0.0], [0.0, 3.0, 4.0]]))
+    exact = noisy_item_counts(x, None, np.random.default_rng(0))
+    np.testing.assert_allclose(exact, [2**-0.5, 2**-0.5 + 0.6, 0.8])
+    a = noisy_item_counts(x, 2.0, np.random.default_rng(1))
+    b = noisy_item_counts(x, 2.0, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, exact)
+
+
+def test_dp_item_item_models_share_one_fit() -> None:
+    for cls in (DPEASE, DPItemKNN):
+        assert issubclass(cls, PrivateGramRecommender)
+        assert cls.fit is PrivateGramRecommender.fit

@@ -82,8 +82,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "PAD",
-    "DistInfo",
     "SequentialConfig",
     "SequentialRecommender",
     "TrainBatch",

@@ -9,9 +9,8 @@ for the target (epsilon, delta) over `epochs` passes. Because the example is the
 history, the per-example guarantee is a user-level guarantee (anchors.md).
 
 The network is `nn.fism.FISMUserLoss`; the learned tables are those of `BPR`, so scoring,
-explanations and persistence are inherited.
-Histories longer than `max_history` are cut to their most recent items while training (scoring
-uses the whole history).
+explanations and persistence are inherited. Histories longer than `max_history` are cut to their
+most recent items while training (scoring uses the whole history).
 
 With epsilon = inf the same per-user loss is trained with plain Adam (no clipping, no noise).
 """

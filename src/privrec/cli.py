@@ -279,6 +279,33 @@ def export_user(
         console.print_json(text)
 
 
+@app.command("shopper-token")
+def shopper_token(
+    user: Annotated[str, typer.Argument(help="The shop's id of the signed-in shopper.")],
+    ttl: Annotated[
+        int | None,
+        typer.Option(
+            "--ttl",
+            help="Lifetime in seconds (default 900, or PRIVREC_SHOPPER_TOKEN_TTL; at most 86400).",
+            min=1,
+            max=86400,
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Print a short-lived shopper token, sent as X-Shopper-Token to /v1/me/* for that shopper."""
+    from privrec.server.settings import ServerSettings
+    from privrec.server.tokens import issue_shopper_token, shopper_token_secret
+
+    with _errors():
+        settings = _settings(data_dir)
+        server = ServerSettings()
+        secret = shopper_token_secret(Path(settings.data_dir), server.shopper_token_secret)
+        token = issue_shopper_token(secret, user, ttl or server.shopper_token_ttl)
+    # plain stdout, never wrapped, so that scripts can capture it
+    typer.echo(token)
+
+
 @app.command()
 def retention(
     days: Annotated[

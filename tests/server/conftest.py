@@ -45,6 +45,8 @@ def shop_dir(shop_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "PRIVREC_API_KEYS",
         "PRIVREC_PAGES",
         "PRIVREC_CORS_ORIGINS",
+        "PRIVREC_SHOPPER_TOKEN_SECRET",
+        "PRIVREC_SHOPPER_TOKEN_TTL",
     ):
         monkeypatch.delenv(var, raising=False)
     d = tmp_path / "data"
@@ -76,3 +78,10 @@ def client(app) -> Iterator:
 
 C = {"Authorization": f"Bearer {CLIENT_KEY}"}
 A = {"X-API-Key": ADMIN_KEY}
+
+
+def shopper_headers(client, user: str) -> dict[str, str]:
+    """The client key plus a shopper token for `user`, minted as a shop's backend would."""
+    r = client.post("/v1/admin/shopper-tokens", json={"user": user}, headers=A)
+    assert r.status_code == 200, r.text
+    return {**C, "X-Shopper-Token": r.json()["token"]}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import ADMIN_KEY, CLIENT_KEY, A, C, make_app
+from tests.server.conftest import ADMIN_KEY, CLIENT_KEY, A, C, make_app, shopper_headers
 
 U = "shopper-00001"
 
@@ -90,7 +90,7 @@ def test_explanation_endpoint(client) -> None:
 
 
 def test_consent_anonymous_gives_non_personalised_and_stops_storing(client) -> None:
-    h = {**C, "X-User-Id": U}
+    h = shopper_headers(client, U)
     assert client.get("/v1/me/consent", headers=h).json()["level"] == "personalized"
     assert (
         client.put("/v1/me/consent", json={"level": "anonymous"}, headers=h).json()["previous"]
@@ -109,9 +109,12 @@ def test_consent_anonymous_gives_non_personalised_and_stops_storing(client) -> N
 
 
 def test_purchases_only_keeps_purchases(client) -> None:
-    client.put(
-        "/v1/me/consent", json={"level": "purchases_only"}, headers={**C, "X-User-Id": "po-user"}
+    r = client.put(
+        "/v1/me/consent",
+        json={"level": "purchases_only"},
+        headers=shopper_headers(client, "po-user"),
     )
+    assert r.status_code == 200
     ev = [
         {"user": "po-user", "item": "sku-000002", "type": t, "timestamp": 1719700000 + i}
         for i, t in enumerate(["view", "cart", "purchase"])
@@ -136,7 +139,7 @@ def test_new_events_invalidate_cached_lists(client) -> None:
 
 
 def test_export_and_erase_with_receipt(client) -> None:
-    h = {**C, "X-User-Id": "shopper-00002"}
+    h = shopper_headers(client, "shopper-00002")
     exp = client.get("/v1/me/data", headers=h)
     assert (
         exp.status_code == 200
@@ -285,8 +288,10 @@ def test_no_raw_ids_or_keys_in_logs(client, caplog: pytest.LogCaptureFixture) ->
     logging.getLogger("privrec.server.access").setLevel(logging.INFO)
     secret_user = "alice.secret@example.com"
     client.post("/v1/recommendations", json={"user": secret_user, "k": 2}, headers=C)
-    client.get("/v1/me/data", headers={**C, "X-User-Id": secret_user})
-    client.delete("/v1/me/data", headers={**C, "X-User-Id": secret_user})
+    h = shopper_headers(client, secret_user)
+    assert client.get("/v1/me/data", headers=h).status_code == 200
+    assert client.delete("/v1/me/data", headers=h).status_code == 200
+    client.get("/v1/me/data", headers={**C, "X-User-Id": secret_user})  # refused, and not logged
     client.post(
         "/v1/events",
         json={"user": secret_user, "item": "sku-000001", "type": "view", "timestamp": 1},

@@ -61,7 +61,8 @@ def live_server(shop_dir: Path):
 def test_shopper_journey_in_chromium(live_server: str, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(
-            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to run the browser test"
+            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) "
+            "to run the browser test"
         )
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="the playwright Python package is not installed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.server.conftest import A, C
+from tests.server.conftest import A, C, shopper_headers
 
 
 def test_experiment_round_trip(client) -> None:
@@ -132,7 +132,7 @@ def test_erasure_removes_experiment_records(client) -> None:
     d = client.post(
         "/v1/recommendations", json={"user": "shopper-00007", "experiment": "er"}, headers=C
     ).json()
-    receipt = client.delete("/v1/me/data", headers={**C, "X-User-Id": "shopper-00007"}).json()
+    receipt = client.delete("/v1/me/data", headers=shopper_headers(client, "shopper-00007")).json()
     assert receipt["experiment_rows_deleted"] >= 1
     assert (
         client.get("/v1/experiments/er/report", headers=A).json()["variants"][0]["impressions"]

@@ -1,7 +1,9 @@
 """Fuzz the OpenAPI schema (schemathesis, bounded): no 5xx, and every 4xx is problem+json whose
 detail names the problem. Every operation gets schema-valid cases and schema-violating cases
 (schemathesis' negative mode), in-process against the small shop, with an admin key so every
-operation is reachable (requests without a key are covered by test_api)."""
+operation is reachable (requests without a key are covered by test_api); schema-valid cases of
+`/v1/me/*` carry a valid shopper token so they reach the handlers, schema-violating ones keep
+whatever token header was generated (or none)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ MAX_EXAMPLES = 5
 
 
 def _no_lifespan(app):
-    """The app without its lifespan (the fixture runs it once; schemathesis opens a client per call)."""
+    """The app without its lifespan (the fixture runs it once; schemathesis calls it often)."""
 
     async def wrapped(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -52,8 +54,10 @@ def api_schema(fuzz_app):
     return schemathesis.openapi.from_asgi("/v1/openapi.json", _no_lifespan(fuzz_app))
 
 
-def _check(case) -> None:
+def _check(case, shopper_token: str | None = None) -> None:
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    if shopper_token is not None and case.operation.path.startswith("/v1/me/"):
+        headers["X-Shopper-Token"] = shopper_token
     response = case.call(headers=headers)
     where = f"{case.operation.method.upper()} {case.operation.path}"
     assert response.status_code < 500, f"{where} -> {response.status_code}: {response.text[:300]}"
@@ -68,35 +72,44 @@ def _check(case) -> None:
         assert isinstance(doc["detail"], str) and len(doc["detail"]) >= 10, doc
 
 
-def test_no_5xx_and_every_4xx_is_problem_json(api_schema) -> None:
+def _runner(op, mode, shopper_token: str):
+    """A bounded hypothesis test of one operation in one generation mode."""
     from hypothesis import given
+
+    token = shopper_token if mode is GenerationMode.POSITIVE else None
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    @given(op.as_strategy(generation_mode=mode))
+    def run(case) -> None:
+        _check(case, token)
+
+    return run
+
+
+def test_no_5xx_and_every_4xx_is_problem_json(api_schema, fuzz_app) -> None:
     from hypothesis.errors import Unsatisfiable
 
+    from privrec.server.tokens import app_secret, issue_shopper_token
+
+    token = issue_shopper_token(app_secret(fuzz_app.state), "shopper-00009", 3600)
     ran = 0
     for result in api_schema.get_all_operations():
         op = result.ok()
         if op.path == "/v1/models/{name}/train":
-            continue  # training in the background is covered by test_models_api; here it would only queue jobs
-
+            # background training is covered by test_models_api; here it would only queue jobs
+            continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @settings(
-                max_examples=MAX_EXAMPLES,
-                deadline=None,
-                derandomize=True,
-                suppress_health_check=list(HealthCheck),
-                database=None,
-            )
-            @given(op.as_strategy(generation_mode=mode))
-            def run(case) -> None:
-                _check(case)
-
             try:
-                run()
+                _runner(op, mode, token)()
             except Unsatisfiable:
-                assert (
-                    mode is GenerationMode.NEGATIVE
-                )  # nothing to violate (no parameters, no body)
+                # nothing to violate (no parameters, no body)
+                assert mode is GenerationMode.NEGATIVE
                 continue
             ran += 1
     assert ran >= 35

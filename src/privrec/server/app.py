@@ -430,6 +430,7 @@ def create_app(
         models,
         privacy,
         recommendations,
+        tokens,
         users,
     )
 
@@ -440,6 +441,7 @@ def create_app(
         explanations,
         consent,
         users,
+        tokens,
         privacy,
         models,
         experiments,
@@ -461,6 +463,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=server.cors_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "X-User-Id", "Content-Type"],
+            # the shopper is named only by a signed token; a bare X-User-Id is not accepted
+            allow_headers=["Authorization", "X-API-Key", "X-Shopper-Token", "Content-Type"],
         )
     return app

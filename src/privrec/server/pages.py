@@ -8,8 +8,11 @@
 
 The shopper "signs in" by typing their shop id: the pages are the demo shop's front, enabled by
 default only in the demo data directory (PRIVREC_PAGES=on|off overrides). A real shop calls the
-API from its own backend. Cookies are HMAC-signed with a key in the data directory, HttpOnly and
-SameSite=Strict; every form carries a CSRF token bound to the session.
+API from its own backend. Signing in does what a shop's backend does: it issues a shopper token
+for that one shopper (`privrec.server.tokens`, short-lived) and keeps it in the session cookie;
+every page and privacy action verifies that token exactly as `/v1/me/*` does, so an expired or
+forged token signs the shopper out. Cookies are HMAC-signed with a key in the data directory,
+HttpOnly and SameSite=Strict; every form carries a CSRF token bound to the session.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from privrec.core.files import private_dir, write_private
 from privrec.privacy.consent import LEVEL_TEXTS
 from privrec.server.problems import ProblemError
 from privrec.server.responses import JSON
+from privrec.server.tokens import app_secret, app_ttl, issue_shopper_token, verify_shopper_token
 
 HERE = Path(__file__).parent
 SHOPPER = "privrec_shopper"
@@ -100,7 +104,27 @@ def _check_csrf(request: Request, token: str) -> None:
 
 
 def _shopper(request: Request) -> str | None:
-    return _unsign(request.app.state.page_secret, request.cookies.get(SHOPPER))
+    """The signed-in shopper: the one the session's shopper token names, if it verifies."""
+    cached = getattr(request.state, "privrec_shopper", False)
+    if cached is not False:
+        return cached
+    user = None
+    token = _unsign(request.app.state.page_secret, request.cookies.get(SHOPPER))
+    if token is not None:
+        try:
+            user = verify_shopper_token(app_secret(request.app.state), token)
+        except ProblemError:
+            user = None  # expired or forged: signed out, as the API would refuse it
+    request.state.privrec_shopper = user
+    return user
+
+
+def _signed_out(request: Request) -> Response:
+    """Back to the sign-in form, dropping a session whose token no longer verifies."""
+    resp = RedirectResponse("/?signin=1", status_code=303)
+    if request.cookies.get(SHOPPER):
+        resp.delete_cookie(SHOPPER, path="/")
+    return resp
 
 
 def _operator(request: Request) -> bool:
@@ -151,6 +175,8 @@ async def store(
             pages=1,
             message=request.app.state.not_ready_reason,
         )
+    # a cookie whose token no longer verifies: say why the shopper is signed out
+    ended = bool(request.cookies.get(SHOPPER)) and user is None
     recs = None
     if user and not q:
         served = await run_in_threadpool(rs.recommend, user, 8, rules={"in_stock": True})
@@ -180,6 +206,7 @@ async def store(
         category=category,
         page=page,
         pages=pages,
+        message="Your sign-in has ended; sign in again." if ended else None,
     )
 
 
@@ -188,8 +215,12 @@ async def signin(
     request: Request, user: str = Form(min_length=1, max_length=256), csrf: str = Form("")
 ) -> Response:
     _check_csrf(request, csrf)
+    state = request.app.state
+    ttl = app_ttl(state)
+    # the same token a shop's backend would mint: the session can do no more than it allows
+    token = issue_shopper_token(app_secret(state), user.strip(), ttl)
     resp = RedirectResponse("/", status_code=303)
-    _cookie(resp, SHOPPER, _sign(request.app.state.page_secret, user.strip()))
+    _cookie(resp, SHOPPER, _sign(state.page_secret, token), max_age=ttl)
     return resp
 
 
@@ -206,7 +237,7 @@ async def signout(request: Request, csrf: str = Form("")) -> Response:
 async def privacy(request: Request, saved: int = Query(default=0, ge=0, le=1)) -> Response:
     user = _shopper(request)
     if not user:
-        return RedirectResponse("/?signin=1", status_code=303)
+        return _signed_out(request)
     rs = request.app.state.rs
     doc = await run_in_threadpool(rs.export_user, user)
     level = rs.consent(user)
@@ -226,7 +257,7 @@ async def set_consent(request: Request, level: str = Form(...), csrf: str = Form
     _check_csrf(request, csrf)
     user = _shopper(request)
     if not user:
-        return RedirectResponse("/?signin=1", status_code=303)
+        return _signed_out(request)
     await run_in_threadpool(request.app.state.rs.set_consent, user, level)
     return RedirectResponse("/privacy?saved=1", status_code=303)
 
@@ -235,7 +266,7 @@ async def set_consent(request: Request, level: str = Form(...), csrf: str = Form
 async def export(request: Request) -> Response:
     user = _shopper(request)
     if not user:
-        return RedirectResponse("/?signin=1", status_code=303)
+        return _signed_out(request)
     rs = request.app.state.rs
     doc = await run_in_threadpool(rs.export_user, user)
     return JSON(
@@ -252,7 +283,7 @@ async def delete(request: Request, csrf: str = Form("")) -> Response:
     _check_csrf(request, csrf)
     user = _shopper(request)
     if not user:
-        return RedirectResponse("/?signin=1", status_code=303)
+        return _signed_out(request)
     receipt = await run_in_threadpool(request.app.state.rs.forget, user, background=True)
     return _render(request, "receipt.html.j2", title="Your data was deleted", receipt=receipt)
 

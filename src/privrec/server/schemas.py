@@ -171,6 +171,25 @@ class AdminUserIn(Strict):
     user: str = Id
 
 
+class ShopperTokenIn(Strict):
+    """A request for a shopper token; the shop's backend asks for the shopper it signed in."""
+
+    user: str = Id
+    ttl_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=24 * 3600,
+        description="lifetime in seconds (default: the server's PRIVREC_SHOPPER_TOKEN_TTL, 900)",
+    )
+
+
+class ShopperTokenOut(BaseModel):
+    """A shopper token, to be sent by the shopper's browser as `X-Shopper-Token`."""
+
+    token: str
+    expires_at: str = Field(description="when the token stops working, ISO 8601 UTC")
+
+
 class ActivateIn(Strict):
     version: str = Field(min_length=2, max_length=64, pattern=r"^v[0-9A-Za-z_.-]+$")
 

@@ -1,8 +1,9 @@
 """API keys in two roles, constant-time checks, and per-key rate limits.
 
-Roles: `client` (events, recommendations, search, consent and a shopper's own data) and
-`admin` (everything a client may do, plus training, models, experiments, and export or erasure
-on a shopper's behalf). Keys come from `PRIVREC_API_KEYS` ("client:KEY,admin:KEY") or from the
+Roles: `client` (events, recommendations, search; a shopper's own consent and data only together
+with that shopper's token, see `privrec.server.tokens`) and `admin` (everything a client may do,
+plus training, models, experiments, shopper tokens, and export or erasure on a shopper's
+behalf). Keys come from `PRIVREC_API_KEYS` ("client:KEY,admin:KEY") or from the
 data directory's `keys/api-keys.json` (mode 0600), which `privrec serve` creates with one key
 per role on first start and prints once. A key is sent as `Authorization: Bearer KEY` or
 `X-API-Key: KEY`. Every configured key is compared with `hmac.compare_digest` on SHA-256

@@ -24,10 +24,16 @@ class ServerSettings(BaseSettings):
         max_batch_events: most events in one batch.
         rate_client / rate_admin: requests per second per key (token bucket, burst = 2 x rate).
         pages: the web pages: "auto" (on for the demo data directory), "on" or "off".
-        preload_max_events: read every history into memory at start when the store holds at most this many events.
+        preload_max_events: read every history into memory at start when the store holds at
+            most this many events.
         refresh_seconds: how often versions activated elsewhere and popularity are picked up.
         cache_entries: finished recommendation lists kept in memory (0: compute every request).
-        fast_path: answer POST /v1/recommendations without FastAPI's routing (same model, checks and errors).
+        fast_path: answer POST /v1/recommendations without FastAPI's routing (same model,
+            checks and errors).
+        shopper_token_secret: the HMAC key of shopper tokens, 32 characters or more (checked on
+            first use, so that no error echoes it); if unset, the data directory's
+            `keys/shopper-token.key` (created with mode 0600 on first use).
+        shopper_token_ttl: default lifetime of a shopper token in seconds (at most 24 h).
     """
 
     model_config = SettingsConfigDict(env_prefix="PRIVREC_", extra="ignore")
@@ -44,3 +50,5 @@ class ServerSettings(BaseSettings):
     refresh_seconds: float = Field(default=5.0, gt=0)
     cache_entries: int = Field(default=100_000, ge=0)
     fast_path: bool = True
+    shopper_token_secret: SecretStr | None = None
+    shopper_token_ttl: int = Field(default=15 * 60, ge=1, le=24 * 3600)

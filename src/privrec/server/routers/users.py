@@ -1,29 +1,31 @@
 """A shopper's data: export (right of access) and erasure (with its receipt).
 
-Clients act for the signed-in shopper (`/v1/me/data`, shopper in the `X-User-Id` header); admins
-act on a shopper's behalf (`/v1/admin/users/...`, shopper in the body).
+Clients act for the signed-in shopper (`/v1/me/data`): the client key alone is not enough, the
+shopper is the one a valid `X-Shopper-Token` names (see `privrec.server.tokens`). Admins act on
+a shopper's behalf (`/v1/admin/users/...`, shopper in the body).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from privrec.server.deps import RS, admin, client
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import AdminUserIn
+from privrec.server.tokens import shopper
 
 router = APIRouter(tags=["users"])
-UserHeader = Header(
-    alias="X-User-Id", min_length=1, max_length=256, description="the shopper's id in the shop"
-)
+Shopper = Annotated[str, Depends(shopper)]
 
 
 @router.get(
     "/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)]
 )
-async def export_me(rs: RS, user: str = UserHeader) -> JSON:
+async def export_me(rs: RS, user: Shopper) -> JSON:
     """Everything stored about the shopper, as JSON."""
     doc = await run_in_threadpool(rs.export_user, user)
     return JSON(doc, headers={"Content-Disposition": 'attachment; filename="my-data.json"'})
@@ -32,10 +34,11 @@ async def export_me(rs: RS, user: str = UserHeader) -> JSON:
 @router.delete(
     "/v1/me/data", responses=problem_responses(401, 403, 422, 429), dependencies=[Depends(client)]
 )
-async def erase_me(rs: RS, user: str = UserHeader) -> JSON:
-    """Erase the shopper's events, consent record, cached results and experiment records; returns the receipt.
+async def erase_me(rs: RS, user: Shopper) -> JSON:
+    """Erase the shopper's events, consent, cached results and experiment records; the receipt.
 
-    The models are updated on a background worker (the receipt lists them and their deadline)."""
+    The models are updated on a background worker (the receipt lists them and their deadline).
+    """
     return JSON(await run_in_threadpool(rs.forget, user, background=True))
 
 
@@ -56,5 +59,5 @@ async def export_user(rs: RS, body: AdminUserIn) -> JSON:
     dependencies=[Depends(admin)],
 )
 async def erase_user(rs: RS, body: AdminUserIn) -> JSON:
-    """Erase a shopper's data on their behalf; returns the receipt (models are updated in the background)."""
+    """Erase a shopper's data on their behalf; the receipt (models update in the background)."""
     return JSON(await run_in_threadpool(rs.forget, body.user, background=True))

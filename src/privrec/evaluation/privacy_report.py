@@ -19,6 +19,7 @@ frontier with the default roster and writes the three files, returning their pat
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import logging
@@ -142,7 +143,7 @@ def run_frontier(
             auc = tpr = std = None
             if audit:
                 res = membership_audit(
-                    lambda n=name, p=params: create_model(n, **p),
+                    functools.partial(create_model, name, **params),
                     audit_dataset or train,
                     seed=seed,
                     **dict(audit_kwargs or {}),

@@ -293,7 +293,7 @@ class SequentialRecommender(Recommender):
 
     def __init__(self, config: SequentialConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
-        self.net: nn.Module | None = None
+        self.net: SequenceNet | None = None
         self._table: torch.Tensor | None = None
         self.train_log: list[dict[str, float]] = []
         self.best_epoch: int = 0
@@ -377,11 +377,10 @@ class SequentialRecommender(Recommender):
                 "pass fit(item_text_embeddings=...) "
                 "or set item_text_embeddings to a .npy/.safetensors path"
             )
-        text = (
-            np.asarray(given, dtype=np.float32)
-            if given is not None
-            else load_text_matrix(c.item_text_embeddings)
-        )  # type: ignore[arg-type]
+        if given is not None:
+            text = np.asarray(given, dtype=np.float32)
+        else:
+            text = load_text_matrix(str(c.item_text_embeddings))
         if text.ndim != 2 or text.shape[0] != n_items:
             raise ConfigError(
                 f"item_text_embeddings: shape {text.shape}, expected ({n_items}, d): "
@@ -408,7 +407,7 @@ class SequentialRecommender(Recommender):
 
     def _train(
         self,
-        net: nn.Module,
+        net: SequenceNet,
         seqs: list[np.ndarray],
         n_items: int,
         seed: int,
@@ -434,12 +433,13 @@ class SequentialRecommender(Recommender):
                 if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                 else "broadcast_buffers"
             )
+            no_sync: dict[str, Any] = {sync: False}
             model = DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
+                net, device_ids=[device.index] if device.type == "cuda" else None, **no_sync
             )
         params = [p for p in net.parameters() if p.requires_grad]
         # the fused kernel is ~10% faster on CPU for these small models (the usual choice on CUDA)
-        fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+        fused: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {}
         opt: torch.optim.Optimizer
         if c.weight_decay > 0:
             opt = torch.optim.AdamW(

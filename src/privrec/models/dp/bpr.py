@@ -120,7 +120,7 @@ class DPBPR(BPR):
         """Train with DP-SGD on `input_matrix(dataset)` (the ledger is charged before training)."""
         return self.fit_matrix(self.input_matrix(dataset), rng=rng, ledger=ledger)
 
-    def fit_matrix(  # type: ignore[override]
+    def fit_matrix(
         self,
         x: sp.csr_matrix,
         *,
@@ -157,6 +157,7 @@ class DPBPR(BPR):
             if c.popularity_prior:
                 module.bias.weight.requires_grad_(False)  # set from the (DP) popularity below
             trainable = [p for p in module.parameters() if p.requires_grad]
+            optimizer: torch.optim.Optimizer
             if c.optimizer == "adam":
                 optimizer = torch.optim.Adam(trainable, lr=c.learning_rate)
             else:

@@ -334,7 +334,7 @@ def release_gram(
             "noise_multiplier_matrix": z_gram,
             "sensitivity_l2_selection": 1.0 if select else None,
             "sensitivity_l2_matrix": sens,
-            "top_items": int(top_items) if select else n_items,
+            "top_items": int(top_items) if select and top_items is not None else n_items,
             "selection_share": selection_share if select else 0.0,
             "row_bound": "unit L2 norm per user",
             "window": window,

@@ -37,7 +37,8 @@ from privrec.privacy.ledger import PrivacyLedger
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
+
+    from privrec.models.nn.sequence import SequenceNet
 
 
 class DPSASRecConfig(SASRecConfig):
@@ -134,7 +135,7 @@ class DPSASRec(SASRec):
 
     def _train(
         self,
-        net: nn.Module,
+        net: SequenceNet,
         seqs: list[np.ndarray],
         n_items: int,
         seed: int,
@@ -162,7 +163,7 @@ class DPSASRec(SASRec):
             epsilon=c.epsilon, delta=c.delta, n_users=n_users, rng=seed, seed=seed
         )
         gen = run.gen
-        module: Any = PerUserNextItemLoss(net).to(device)  # type: ignore[arg-type]
+        module: Any = PerUserNextItemLoss(net).to(device)
         optimizer = torch.optim.Adam(
             [p for p in module.parameters() if p.requires_grad], lr=c.learning_rate
         )

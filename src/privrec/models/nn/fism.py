@@ -45,8 +45,8 @@ class Batch:
 
 def init_tables(
     n_items: int, embedding_size: int, init_std: float, seed: int
-) -> dict[str, nn.Parameter]:
-    """The tables P ("target"), Q ("context") and b ("bias"), seeded by `seed` alone."""
+) -> dict[str, torch.Tensor]:
+    """The tables P ("target"), Q ("context") and b ("bias") as parameters, seeded by `seed`."""
     tg = torch.Generator().manual_seed(seed)
     return {
         "target": nn.Parameter(torch.randn(n_items, embedding_size, generator=tg) * init_std),

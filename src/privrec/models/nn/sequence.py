@@ -62,6 +62,7 @@ class ItemEncoder(nn.Module):
 
     # an adversarial perturbation of the ID table (training only)
     delta: torch.Tensor | None = None
+    text: torch.Tensor  # the frozen text matrix (a buffer), when the representation uses text
 
     def __init__(
         self,

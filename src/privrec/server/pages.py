@@ -105,8 +105,8 @@ def _check_csrf(request: Request, token: str) -> None:
 
 def _shopper(request: Request) -> str | None:
     """The signed-in shopper: the one the session's shopper token names, if it verifies."""
-    cached = getattr(request.state, "privrec_shopper", False)
-    if cached is not False:
+    if hasattr(request.state, "privrec_shopper"):  # verified once per request
+        cached: str | None = request.state.privrec_shopper
         return cached
     user = None
     token = _unsign(request.app.state.page_secret, request.cookies.get(SHOPPER))

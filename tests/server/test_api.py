@@ -305,6 +305,7 @@ def test_no_raw_ids_or_keys_in_logs(client, caplog: pytest.LogCaptureFixture) ->
     text = caplog.text
     assert "route=/v1/recommendations" in text
     assert secret_user not in text and CLIENT_KEY not in text and ADMIN_KEY not in text
+    assert h["X-Shopper-Token"] not in text and h["X-Shopper-Token"].split(".")[1] not in text
 
 
 def test_health_and_metrics(client) -> None:

@@ -62,10 +62,11 @@ def test_privacy_report_writes_png_html_json_with_the_ledger(
         ("dp_itemknn", "inf"),
     }
     assert all(p["attack_auc"] is not None for p in doc["points"])
-    assert doc["ledger"]["releases"] == 2  # the frontier's two finite-epsilon releases
-    assert (
-        doc["data_dir_ledger"]["releases"] == 1 and doc["data_dir_ledger"]["epsilon_spent"] == 1.0
-    )
+    # the store's data: the frontier's two finite-epsilon releases join the data directory's
+    # one ledger, after the release that was made for serving
+    assert doc["ledger"]["releases"] == 3
+    with RecSys(Settings(data_dir=shop_dir)) as rs:
+        assert len(rs.ctx.ledger.entries()) == 3
 
 
 def test_privacy_report_names_bad_options(shop_dir: Path, tmp_path: Path) -> None:

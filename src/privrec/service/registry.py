@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from privrec.core.errors import ConflictError, NotFoundError
-from privrec.core.files import write_private
+from privrec.core.files import private_dir, write_private
 from privrec.data.vocab import Vocabulary
 from privrec.models.base import Recommender
 
@@ -168,11 +168,13 @@ class ModelRegistry:
         path = base / f"v{version}"
         tmp = base / f".tmp-{version}"
         try:
-            model.save(tmp, derived=derived)
+            model.save(private_dir(tmp), derived=derived)
             # item keys are public catalogue ids; no user data goes into an artifact
             (tmp / ITEMS_FILE).write_text(json.dumps(items.keys))
             if training is not None:
                 training.write(tmp)
+            for f in tmp.iterdir():
+                f.chmod(0o600)
             tmp.rename(path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a half-written version must not linger
@@ -203,6 +205,11 @@ class ModelRegistry:
                 one already active: retrain the model instead.
         """
         path = self.path(name, version)
+        if self.config_of(name, version).get("reproducible_noise"):
+            raise ConflictError(
+                f"model {name!r} version {version!r} was trained with reproducible (seeded) noise: "
+                "it is not a differentially private release and cannot be served; retrain it"
+            )
         if (path / QUARANTINE_FILE).exists() and self.active(name) != version:
             raise ConflictError(
                 f"model {name!r} version {version!r} still holds erased shoppers and can never "

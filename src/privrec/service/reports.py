@@ -134,8 +134,13 @@ class Reports:
             raise ValidationError("store", "holds no events; ingest some first or give --dataset")
         out = Path(out_dir) if out_dir is not None else self.ctx.reports_dir / "privacy"
         out.mkdir(parents=True, exist_ok=True)
-        frontier_ledger = PrivacyLedger(out / "frontier-ledger.jsonl", Budget(math.inf, 0.99))
-        frontier_ledger.path.unlink(missing_ok=True)  # one report, one ledger of its releases
+        if from_store:
+            # the report publishes what models trained on the shop's data achieve: each of its
+            # releases is a release of that data, charged to the one ledger like any other
+            ledger = self.ctx.ledger
+        else:  # public data: the report's own ledger records what it released of that data
+            ledger = PrivacyLedger(out / "frontier-ledger.jsonl", Budget(math.inf, 0.99))
+            ledger.path.unlink(missing_ok=True)  # one report, one ledger of its releases
         ds = dataset
         extra = {
             "dataset": {
@@ -145,15 +150,17 @@ class Reports:
                 "events": ds.n_events,
                 "protocol": protocol,
             },
-            "frontier_ledger_note": "the frontier's models are evaluation models, never served; "
-            "their releases are in 'ledger'",
-            "data_dir_ledger": self.ctx.ledger.summary() if from_store else None,
+            "frontier_ledger_note": "the frontier's releases are charged to the data directory's "
+            "ledger (the shop's data)"
+            if from_store
+            else "the frontier's releases of this public dataset are in 'ledger'",
+            "data_dir_ledger": None,  # from the store, 'ledger' is the data directory's own
         }
         return write_privacy_report(
             out,
             dataset=ds,
             protocol=protocol,
-            ledger=frontier_ledger,
+            ledger=ledger,
             extra=extra,
             roster={m: DEFAULT_ROSTER[m] for m in wanted},
             epsilons=eps,

@@ -328,6 +328,8 @@ class Serving:
         if self.registry.active(DP_POPULARITY) is None:
             return None
         loaded = self.model(DP_POPULARITY)
+        if loaded.model.privacy is None:  # epsilon = inf (or no release): nothing to hide behind
+            return None
         pop = getattr(loaded.model, "popularity", None)
         return (loaded, np.asarray(pop, dtype=np.float64)) if pop is not None else None
 

@@ -14,6 +14,7 @@ from typing import Any
 from privrec.core.errors import ValidationError
 from privrec.core.rng import DEFAULT_SEED
 from privrec.data.dataset import InteractionDataset
+from privrec.data.vocab import Vocabulary
 from privrec.models.zoo import create_model
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
@@ -55,12 +56,18 @@ class Training:
     def _dataset(self, name: str) -> tuple[InteractionDataset, Any]:
         store = self.ctx.store
         events = self.consent.usable(store.events())
-        items = store.items()
+        catalogue = store.items()
+        # items in sorted key order: the order in which shoppers first met items would tell
+        # who came first (and adding one shopper would change it)
+        keys = set(events["item"].astype(str)) if len(events) else set()
+        if len(catalogue):
+            keys |= set(catalogue["item"].astype(str))
         ds = InteractionDataset.from_events(
             events,
-            item_meta=items if len(items) else None,
+            item_meta=catalogue if len(catalogue) else None,
             event_weights=self.ctx.settings.event_weights,
             name=name,
+            items=Vocabulary(sorted(keys)),
         )
         return ds, events
 

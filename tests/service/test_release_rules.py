@@ -1,0 +1,56 @@
+"""What the service serves as a DP release, and what an artifact may reveal about shoppers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from privrec.core.errors import ConflictError
+from privrec.core.settings import Settings
+from privrec.data.synthetic import generate_shop
+from privrec.service import RecSys
+
+
+@pytest.fixture()
+def rs(tmp_path: Path):
+    events, catalogue = generate_shop(n_items=90, n_users=60, seed=8)
+    with RecSys(Settings(data_dir=tmp_path / "d")) as r:
+        r.add_items(catalogue)
+        r.ingest_frame(events)
+        r.train("popularity")
+        yield r
+
+
+def test_epsilon_infinity_is_never_served_as_the_dp_release(rs: RecSys) -> None:
+    rs.train("dp_popularity", params={"epsilon": float("inf")})
+    rs.set_consent("shopper-00001", "anonymous")
+    out = rs.recommend("shopper-00001", 5)
+    assert out.model == "popularity" and out.model != "dp_popularity"
+    assert "no dp_popularity" in (out.note or "")
+
+
+def test_a_version_with_reproducible_noise_cannot_be_activated(rs: RecSys) -> None:
+    v = rs.train("dp_popularity", params={"epsilon": 1.0}, activate=False).version
+    cfg = rs.models_dir / "dp_popularity" / v / "config.json"
+    doc = json.loads(cfg.read_text())
+    doc["reproducible_noise"] = True  # what a fit with a fixed noise seed records
+    cfg.write_text(json.dumps(doc))
+    with pytest.raises(ConflictError, match="not a differentially private release"):
+        rs.registry.activate("dp_popularity", v)
+
+
+def test_item_order_in_artifacts_says_nothing_about_who_came_first(rs: RecSys) -> None:
+    version = rs.registry.active("popularity")
+    assert version is not None
+    keys = json.loads((rs.models_dir / "popularity" / version / "items.json").read_text())
+    assert keys == sorted(keys)
+
+
+def test_model_files_are_private(rs: RecSys) -> None:
+    version = rs.registry.active("popularity")
+    assert version is not None
+    path = rs.models_dir / "popularity" / version
+    assert path.stat().st_mode & 0o077 == 0
+    assert all(f.stat().st_mode & 0o077 == 0 for f in path.iterdir())

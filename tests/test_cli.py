@@ -74,3 +74,14 @@ def test_cli_errors_are_one_clear_line(data_dir: Path) -> None:
     result = runner.invoke(app, ["recommend", "nobody", "--data-dir", str(data_dir)])
     assert result.exit_code == 2
     assert "no model has been trained yet" in result.output
+
+
+@pytest.mark.parametrize("content", ["", "user,item,type,timestamp\n"])
+def test_ingest_of_a_file_without_events_fails_with_a_message(
+    tmp_path: Path, data_dir: Path, content: str
+) -> None:
+    f = tmp_path / "events.csv"
+    f.write_text(content)
+    result = runner.invoke(app, ["ingest", str(f), "--data-dir", str(data_dir)])
+    assert result.exit_code == 2
+    assert "holds no events" in result.output

@@ -102,6 +102,9 @@ def ingest(
         report = rs.ingest_file(path, progress=lambda n: prog.update(task, completed=n))
         prog.update(task, total=report.read, completed=report.read)
     console.print_json(json.dumps(report.to_dict()))
+    if report.read == 0:
+        err.print(f"[bold red]error:[/] {path.name} holds no events (it is empty or only a header)")
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -556,8 +559,8 @@ def serve(
 ) -> None:
     """Serve the HTTP API (/v1, OpenAPI at /v1/openapi.json), the web pages and /metrics.
 
-    API keys come from PRIVREC_API_KEYS ("client:KEY,admin:KEY") or from DATA_DIR/keys/api-keys.json,
-    which is created (mode 0600) on the first start and printed once.
+    API keys come from PRIVREC_API_KEYS ("client:KEY,admin:KEY") or from
+    DATA_DIR/keys/api-keys.json, created (mode 0600) on the first start; they are never printed.
     """
     import uvicorn
 
@@ -569,22 +572,19 @@ def serve(
         settings = _settings(data_dir)
         server = ServerSettings()
         if server.api_keys is None:
-            keys, created = load_or_create_keys(Path(settings.data_dir))
-            if created:
-                console.print(
-                    "[bold]API keys created[/] (shown once; stored with mode 0600 in "
-                    f"{Path(settings.data_dir) / 'keys' / 'api-keys.json'}):"
-                )
-                for role, key in keys:
-                    console.print(f"  {role:6} {key}")
-            else:
-                console.print(f"API keys: {Path(settings.data_dir) / 'keys' / 'api-keys.json'}")
+            _keys, created = load_or_create_keys(Path(settings.data_dir))
+            where = Path(settings.data_dir) / "keys" / "api-keys.json"
+            # never printed: a service's stdout ends up in logs that others read
+            state = "created" if created else "in"
+            console.print(f"API keys {state} {where} (mode 0600; read them from there)")
         application = create_app(settings, server=server)
     logging.getLogger("privrec.server.access").setLevel(
         logging.INFO if access_log else logging.WARNING
     )
     if access_log:
-        logging.getLogger("privrec.server.access").addHandler(logging.StreamHandler())
+        log = logging.getLogger("privrec.server.access")
+        log.addHandler(logging.StreamHandler())
+        log.propagate = False  # the root handler would write every line a second time
     console.print(
         f"serving on http://{host}:{port}/  (API: /v1, schema: /v1/openapi.json, operator: /ops)"
     )

@@ -92,6 +92,34 @@ class _FastRoute:
 _FAST_ROUTE = _FastRoute()
 
 
+async def _buffered(receive: Receive, limit: int) -> Receive:
+    """Read a whole request body of unknown length (raising _TooLarge past `limit`) and return a
+    `receive` that replays it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            first: Message = msg  # a disconnect: hand it on as it came
+            break
+        chunks.append(msg.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            raise _TooLarge
+        if not msg.get("more_body", False):
+            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            break
+    sent = [False]
+
+    async def replay() -> Message:
+        if not sent[0]:
+            sent[0] = True
+            return first
+        return await receive()
+
+    return replay
+
+
 class _TooLarge(Exception):
     pass
 
@@ -150,17 +178,11 @@ class Gatekeeper:
                     path,
                 )
             else:
-                seen = [0]
-
-                async def counting_receive() -> Message:
-                    msg = await receive()
-                    if msg["type"] == "http.request":
-                        seen[0] += len(msg.get("body", b""))
-                        if seen[0] > limit:
-                            raise _TooLarge
-                    return msg
-
-                recv = counting_receive if declared is None else receive
+                recv = receive
+                if declared is None:
+                    # a body without Content-Length (chunked) is read here, up to the limit, so
+                    # that an oversized one is a 413 before any route's body parser sees it
+                    recv = await _buffered(receive, limit)
                 if self.state is not None and path == fastpath.PATH and scope["method"] == "POST":
                     scope["route"] = _FAST_ROUTE
                     await fastpath.handle(self.state, scope, recv, send_wrapper, _ERROR_STATUS)

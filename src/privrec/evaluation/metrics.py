@@ -135,7 +135,7 @@ def hits_vector(
     if k is not None:
         r = r[:k]
     rel = set(np.asarray(list(relevant)).reshape(-1).tolist())
-    seen: set = set()
+    seen: set[int] = set()
     out = np.zeros(r.shape[0], dtype=bool)
     for j, item in enumerate(r.tolist()):
         if item not in seen:
@@ -234,7 +234,7 @@ def catalogue_coverage(rec_lists: Iterable[Sequence[int] | np.ndarray], n_items:
     """
     if n_items <= 0:
         raise ValueError("n_items: the catalogue size must be positive")
-    seen: set = set()
+    seen: set[int] = set()
     for r in rec_lists:
         seen.update(np.asarray(r).reshape(-1).tolist())
     return len(seen) / float(n_items)

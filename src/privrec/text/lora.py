@@ -248,7 +248,8 @@ def train_lora_on_pairs(
     module = model[0]
     peft_cfg = LoraConfig(
         r=c.r,
-        lora_alpha=c.alpha,
+        # peft annotates lora_alpha as int but only ever scales by lora_alpha / r: a float is fine.
+        lora_alpha=c.alpha,  # type: ignore[arg-type]
         lora_dropout=c.dropout,
         target_modules=list(c.target_modules),
         bias="none",

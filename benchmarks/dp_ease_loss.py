@@ -8,7 +8,8 @@ noise draws:
 
 1. `ease_all`: EASE with unit-norm user rows on every item (= DP EASE at epsilon inf).
 2. `exact_true_top`: the same on the truly most popular m items (the cost of keeping m items).
-3. `exact_dp_selected`: the exact Gram matrix on the DP-selected items (the cost of noisy selection).
+3. `exact_dp_selected`: the exact Gram matrix on the DP-selected items (the cost of noisy
+   selection).
 4. `dp_true_top`: the Gram noise of the real release (selection still charged) on the truly top
    m items, denoised as DP EASE does (the cost of the Gram noise alone).
 5. `oracle_rank`: the exact Gram on the DP-selected items truncated to the rank that the spectral

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,7 +33,10 @@ class Settings(BaseSettings):
             the server, beyond this many arriving within any 60 seconds across requests; None
             turns the limit off. Generous by default: people rarely exceed one event a second.
         privacy_budget_epsilon / privacy_budget_delta: the total (epsilon, delta) that all DP
-            releases trained through the service may spend together (basic composition).
+            releases trained through the service may spend together (composed by the ledger's
+            accountant). The delta defaults to 1 / (10 x expected_users) when not set.
+        expected_users: the shop's expected number of shoppers, a public planning figure (never
+            the exact count) that the default budget delta follows.
         retrain_deadline_days: after an erasure, models that cannot unlearn exactly must be
             retrained within this many days (the receipt names the deadline).
     """
@@ -54,8 +57,17 @@ class Settings(BaseSettings):
     ingest_batch_size: int = 200_000
     max_events_per_user_per_minute: int | None = Field(default=600, ge=1)
     privacy_budget_epsilon: float = Field(default=10.0, gt=0.0)
-    privacy_budget_delta: float = Field(default=1e-2, ge=0.0, lt=1.0)
+    privacy_budget_delta: float = Field(default=1e-6, ge=0.0, lt=1.0)
+    expected_users: int = Field(default=100_000, ge=1)
     retrain_deadline_days: float = Field(default=30.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _delta_follows_expected_users(self) -> Settings:
+        # delta must be well below 1/n to mean anything, but the exact n of the shop is private
+        # (it would leak through the budget); a public expected size sets it instead.
+        if "privacy_budget_delta" not in self.model_fields_set:
+            self.__dict__["privacy_budget_delta"] = 1.0 / (10.0 * self.expected_users)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -81,40 +81,39 @@ def _known_strings(tree: ast.Module) -> dict[str, set[str]]:
     """Names bound to string literals: assignments of literals and loop variables over them.
 
     Not scope-aware: a name bound in several places gets the union of its values, and a name
-    that is ever bound to something else is dropped (the import is then reported as unresolved).
+    that is ever bound to something else (a computed value, a function parameter) is dropped, so
+    an import through it is reported as unresolved rather than guessed.
     """
     values: dict[str, set[str]] = {}
-    opaque: set[str] = set()
-
-    def bind(target: ast.expr, value: set[str] | None) -> None:
-        if not isinstance(target, ast.Name):
-            return
-        if value is None:
-            opaque.add(target.id)
-        else:
-            values.setdefault(target.id, set()).update(value)
 
     def resolve(node: ast.expr) -> set[str] | None:
         if isinstance(node, ast.Name):
-            return None if node.id in opaque else values.get(node.id)
+            return values.get(node.id)
         return _strings(node)
 
-    # A loop variable may iterate over a constant defined after it in the file: go to a fixpoint.
-    for _ in range(10):
-        before = {k: set(v) for k, v in values.items()}, set(opaque)
+    def bindings() -> Iterator[tuple[ast.expr, set[str] | None]]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
-                    bind(target, _strings(node.value))
-            elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                bind(node.target, _strings(node.value))
+                    yield target, _strings(node.value)
+            elif isinstance(node, ast.AnnAssign | ast.NamedExpr):
+                yield node.target, _strings(node.value) if node.value is not None else None
+            elif isinstance(node, ast.AugAssign):
+                yield node.target, None  # `x += ...`: no longer the literal it started as
             elif isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
-                bind(node.target, resolve(node.iter))
-        if (values, opaque) == before:
+                yield node.target, resolve(node.iter)
+
+    # A loop may run over a constant defined further down the file: repeat until nothing changes.
+    while True:
+        before = {k: set(v) for k, v in values.items()}
+        for target, value in bindings():
+            if isinstance(target, ast.Name) and value is not None:
+                values.setdefault(target.id, set()).update(value)
+        if values == before:
             break
-    for name in opaque:
-        values.pop(name, None)
-    return values
+    opaque = {t.id for t, v in bindings() if isinstance(t, ast.Name) and v is None}
+    opaque |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+    return {k: v for k, v in values.items() if k not in opaque}
 
 
 def _call_name(func: ast.expr) -> str | None:
@@ -419,6 +418,19 @@ _DYNAMIC = "dynamic import whose target is not a literal string"
             "import importlib\ndef f(name):\n    return importlib.import_module(name)\n",
             _DYNAMIC,
             id="import-module-unresolved",
+        ),
+        pytest.param(
+            "import importlib\n"
+            "def load():\n    for m in LATER:\n        importlib.import_module(m)\n"
+            "LATER = ['privrec.models.ease']\n",
+            _UP,
+            id="import-module-loop-over-later-constant",
+        ),
+        pytest.param(
+            "import importlib\nname = 'privrec.core.errors'\n"
+            "def f(name):\n    return importlib.import_module(name)\n",
+            _DYNAMIC,
+            id="import-module-parameter-shadows-constant",
         ),
         pytest.param(
             "import importlib\nimportlib.import_module(f'privrec.models.{1}')\n",

@@ -370,7 +370,7 @@ def test_settings_retention_per_event_type(tmp_path: Path) -> None:
                 _ev("u1", "c", "purchase", 0) | {"timestamp": now - 400 * day},
             ]
         )
-        assert rs.retention() == 1
+        assert rs.retention()["deleted"] == 1
         assert sorted(rs.store.events()["item"]) == ["b", "c"]
 
 

@@ -318,8 +318,8 @@ def retention(
 ) -> None:
     """Apply the retention rule (--days N, or retention_days per event type from privrec.toml)."""
     with _errors(), _recsys(data_dir) as rs:
-        n = rs.retention(days)
-    console.print(f"deleted {n} events")
+        done = rs.retention(days)
+    console.print_json(json.dumps(done))
 
 
 @app.command("rotate-key")

@@ -27,7 +27,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -560,6 +560,32 @@ class EventStore:
             )
         with self._tx() as con:
             deleted = _scalar(con, 'DELETE FROM events WHERE "user" = ?', [pseudonym])
+        if deleted and compact:
+            self.compact()
+        return int(deleted)
+
+    def delete_events(self, pseudonym: str, types: Sequence[str], *, compact: bool = True) -> int:
+        """Delete one pseudonymous user's events of the given types (a consent downgrade).
+
+        Returns:
+            The number of events deleted.
+        """
+        if not isinstance(pseudonym, str) or not _HEX32.fullmatch(pseudonym):
+            raise StoreError(
+                "delete_events: pseudonym must be 32 hex characters (pseudonymise the raw id first)"
+            )
+        unknown = sorted(set(types) - set(EVENT_TYPES))
+        if unknown:
+            raise StoreError(f"delete_events: {unknown[0]!r} is not an event type")
+        if not types:
+            return 0
+        marks = ", ".join("?" for _ in types)
+        with self._tx() as con:
+            deleted = _scalar(
+                con,
+                f'DELETE FROM events WHERE "user" = ? AND type IN ({marks})',
+                [pseudonym, *types],
+            )
         if deleted and compact:
             self.compact()
         return int(deleted)

@@ -164,6 +164,8 @@ class ConsentOut(BaseModel):
     previous: str | None = None
     updated_at: str | None = None
     applies: str | None = None
+    events_deleted: int | None = None
+    models_pending_retrain: list[str] | None = None
     levels: dict[str, str] | None = None
 
 

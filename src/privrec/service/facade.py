@@ -174,12 +174,23 @@ class RecSys:
         return self.consent_book.level(self.ctx.pseudonymise(user_id)).value
 
     def set_consent(self, user_id: str, level: str) -> ConsentChange:
-        """Set a shopper's consent level; it applies from the next request on."""
+        """Set a shopper's consent level; it applies from the next request on.
+
+        Stored events the new level does not keep are deleted at once and taken out of the
+        models like an erasure.
+        """
         new = parse_level(level)
         p = self.ctx.pseudonymise(user_id)
         previous = self.consent_book.set(p, new)
         self.serving.consent_changed(p)
-        return ConsentChange(level=new.value, previous=previous.value, updated_at=now_iso())
+        removed = self.rights.lower_consent(p, new)
+        return ConsentChange(
+            level=new.value,
+            previous=previous.value,
+            updated_at=now_iso(),
+            events_deleted=removed["events_deleted"],
+            models_pending_retrain=removed["models_pending_retrain"],
+        )
 
     def export_user(self, user_id: str) -> dict[str, Any]:
         """Right of access: everything stored about this shopper, as JSON-ready data."""
@@ -199,8 +210,8 @@ class RecSys:
         """Wait until background erasures have finished."""
         self.rights.wait()
 
-    def retention(self, days: int | None = None) -> int:
-        """Delete events older than `days` (or the per-type retention of the settings)."""
+    def retention(self, days: int | None = None) -> dict[str, Any]:
+        """Delete events older than `days` (or the settings' rule), out of the models too."""
         return self.rights.retention(days)
 
     def rotate_key(self) -> int:

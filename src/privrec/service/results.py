@@ -6,7 +6,7 @@ explanation): they are cached and sent as they are, which keeps the hot path che
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -90,6 +90,8 @@ class ConsentChange:
     previous: str
     updated_at: str
     applies: str = "from the next request"
+    events_deleted: int = 0
+    models_pending_retrain: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -24,9 +24,11 @@ import pandas as pd
 
 from privrec.core.errors import ValidationError
 from privrec.core.files import write_private
+from privrec.core.types import EVENT_TYPES
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
+from privrec.privacy import consent as policy
 from privrec.privacy.audit_log import AuditLog, erasure_receipt
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
@@ -297,6 +299,7 @@ class Rights:
         generation: int | None,
         plan_only: bool = False,
         only: set[str] | None = None,
+        exact: bool = True,
     ) -> list[dict[str, Any]]:
         """Take erased shoppers' trained events out of every active model that allows it.
 
@@ -311,8 +314,10 @@ class Rights:
             for name, info in self.registry.list().items()
             if info.active and (only is None or name in only)
         ]
-        if plan_only or len(todo) < 2:
-            return [self._unlearn_one(n, v, events, generation, plan_only) for n, v in todo]
+        if plan_only or not exact or len(todo) < 2:
+            return [
+                self._unlearn_one(n, v, events, generation, plan_only, exact=exact) for n, v in todo
+            ]
         # Models are independent and their updates are numpy/scipy work that releases the GIL:
         # on several cores the erasure takes as long as the slowest model, not the sum.
         with ThreadPoolExecutor(min(len(todo), _UNLEARN_THREADS)) as pool:
@@ -347,6 +352,8 @@ class Rights:
         events: pd.DataFrame,
         generation: int | None,
         plan_only: bool,
+        *,
+        exact: bool = True,
     ) -> dict[str, Any]:
         """`_unlearn` for one model's active version: its entry of the receipt's model list."""
         t0 = time.perf_counter()
@@ -361,10 +368,11 @@ class Rights:
         trained = record.contains(events["event_id"]) if len(events) else np.zeros(0, bool)
         if not trained.any():
             return {**entry, "status": "unaffected", "reason": "trained without this user's events"}
-        if not model.can_forget:
+        if not model.can_forget or not exact:
             private = self.registry.config_of(name, version).get("privacy") is not None
             self._quarantine(name, version)
-            return {**entry, "status": "retrain", "reason": _why_no_exact(private)}
+            why = _why_no_exact(private) if not model.can_forget else _PARTIAL
+            return {**entry, "status": "retrain", "reason": why}
         if plan_only:
             return {
                 **entry,
@@ -413,17 +421,73 @@ class Rights:
         }
 
     # ---- lifecycle ------------------------------------------------------------------------------------
-    def retention(self, days: int | None = None) -> int:
-        """Delete events older than `days` (or the per-type retention of the settings)."""
+    def _remove(
+        self, events: pd.DataFrame, action: str, *, whole_users: bool, **audit: Any
+    ) -> dict[str, Any]:
+        """Take deleted events out of the models as an erasure does: exactly where a model can,
+        else a retrain owed before the deadline (and its other versions removed).
+
+        Exact unlearning takes out whole shoppers (their rows of the model's input, where one
+        event can change what another contributes). With `whole_users` the affected shoppers'
+        remaining events leave the models too, until the next retrain brings them back;
+        otherwise a shopper who keeps some events makes every model owe a retrain.
+        """
+        out: dict[str, Any] = {"events_deleted": int(len(events)), "models": []}
+        out["models_pending_retrain"] = []
+        out["retrain_deadline"] = None
+        if len(events):
+            generation = self.ctx.store.pseudonym_generation
+            users = set(events["user"].astype(str))
+            left = self.ctx.store.events()
+            left = left[left["user"].astype(str).isin(users)] if len(left) else left
+            exact = whole_users or not len(left)
+            if whole_users and len(left):
+                events = pd.concat([events, left], ignore_index=True)
+            with self._unlearn_lock:
+                out["models"] = self._unlearn(events, generation=generation, exact=exact)
+            owing = [m["model"] for m in out["models"] if m["status"] == "retrain"]
+            if owing:
+                days = self.ctx.settings.retrain_deadline_days
+                deadline = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + days * 86_400.0)
+                )
+                self.pending.add(owing, deadline, secrets.token_hex(8))
+                out["models_pending_retrain"] = owing
+                out["retrain_deadline"] = deadline
+        AuditLog(self.ctx.data_dir).append(action, **audit, **out)
+        return out
+
+    def retention(self, days: int | None = None) -> dict[str, Any]:
+        """Delete events older than `days` (or the per-type retention of the settings) and take
+        them out of the models like an erasure; returns what was deleted and updated."""
         spec: int | dict[str, int] | None = days
         if spec is None:
             configured = self.ctx.settings.retention_days.items()
             spec = {t: d for t, d in configured if d is not None}
             if not spec:
                 raise ValidationError("days", "give --days N or set retention_days in privrec.toml")
-        n = self.ctx.store.retention(spec)
+        now = time.time()
+        store = self.ctx.store
+        expired = _expired(store.events(), spec, now)  # read first: what leaves the models
+        n = store.retention(spec, now=now)
         self.serving.reload_history()
-        return n
+        done = self._remove(expired, "retention", whole_users=False, rule=spec)
+        return {"deleted": int(n), **done}
+
+    def lower_consent(self, pseudonym: str, level: policy.ConsentLevel) -> dict[str, Any]:
+        """Delete at once the stored events a shopper's new consent level does not keep, and take
+        them out of the models like an erasure."""
+        drop = sorted(set(EVENT_TYPES) - policy.allowed_types(level))
+        store = self.ctx.store
+        events = store.events(user=pseudonym)
+        gone = events[events["type"].astype(str).isin(drop)] if len(events) else events
+        if not len(gone):  # nothing stored that the level drops: nothing to record
+            return {"events_deleted": 0, "models": [], "models_pending_retrain": []}
+        store.delete_events(pseudonym, drop)
+        self.serving.reload_history()
+        return self._remove(
+            gone, "consent-lowered", whole_users=True, pseudonym=pseudonym, level=level.value
+        )
 
     def rotate_key(self) -> int:
         """Rotate the pseudonym key and re-key every stored pseudonym; returns rows re-keyed."""
@@ -432,6 +496,26 @@ class Rights:
         self.ctx.replace_pseudonymiser(rotated)
         self.serving.reload_history()
         return n
+
+
+_PARTIAL = (
+    "part of some shoppers' histories was deleted: an exact update takes out whole shoppers, "
+    "so the model is retrained instead"
+)
+
+
+def _expired(events: pd.DataFrame, spec: int | dict[str, int], now: float) -> pd.DataFrame:
+    """The events a retention rule deletes (the store's rule: older than the limit, per type)."""
+    if not len(events):
+        return events
+    ts = events["ts"].to_numpy(np.float64)
+    if isinstance(spec, int):
+        return events[ts < now - spec * 86_400.0]
+    types = events["type"].astype(str).to_numpy(dtype=object)
+    old = np.zeros(len(events), bool)
+    for t, days in spec.items():
+        old |= (types == t) & (ts < now - days * 86_400.0)
+    return events[old]
 
 
 def _why_no_exact(private: bool) -> str:

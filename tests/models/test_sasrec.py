@@ -16,13 +16,8 @@ from privrec.evaluation.protocol import evaluate_loo
 from privrec.models.base import Recommender
 from privrec.models.nn.runtime import resolve_device
 from privrec.models.sasrec import SASRec
-from privrec.models.sequential import (
-    batch_order,
-    order_matrix,
-    pad_left,
-    sequence_scorer,
-    windows,
-)
+from privrec.models.sequential import sequence_scorer
+from privrec.models.sequential_data import batch_order, order_matrix, pad_left, windows
 
 from .seq_fixtures import N_CHAIN, chain_dataset, next_item_hit_rate, text_matrix
 

@@ -5,7 +5,8 @@ Training (the Cloze task): in each window every item is replaced by [MASK] with 
 drawn gets its latest item masked, and with probability `mask_last_prob` a window is instead
 trained with only its latest item masked, which is exactly the request-time task. At request
 time [MASK] is appended after the latest `max_len - 1` history items and its output scores every
-item. Losses, item representation, training and persistence: `privrec.models.sequential`.
+item. Losses: `models.sequential_data`; item representation: `models.sequential_config`; training:
+`models.sequential_train`; scoring and persistence: `models.sequential`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pydantic import Field
 
 from privrec.models.base import register
 from privrec.models.nn.tokens import PAD
-from privrec.models.sequential import (
-    SequentialConfig,
-    SequentialRecommender,
+from privrec.models.sequential import SequentialRecommender
+from privrec.models.sequential_config import SequentialConfig
+from privrec.models.sequential_data import (
     TrainBatch,
     batch_order,
     pad_left,
+    sample_negatives,
     windows,
 )
 
@@ -85,7 +87,8 @@ class BERT4Rec(SequentialRecommender):
             masked[none, -1] = True  # the latest item is always the last column (left padding)
             target = np.where(masked, tokens, PAD)
             seq = np.where(masked, mask_id, tokens)
-            yield TrainBatch(seq, target, self._negatives(target, n_items, gen))
+            negatives = sample_negatives(target, n_items, c.loss, c.n_negatives, gen)
+            yield TrainBatch(seq, target, negatives)
 
 
 __all__ = ["BERT4Rec", "BERT4RecConfig"]

@@ -4,9 +4,10 @@ Each position of a training window predicts the next item (teacher forcing over 
 window); at request time the output at the latest item scores every item. The loss can be the
 original binary cross-entropy with one negative ("bce"), full softmax cross-entropy (as in
 "SASRec+", Klenitskiy & Vasilev 2023) or sampled softmax with many shared negatives (the
-uSASRec / gSASRec family's cheap stand-in for it). See `privrec.models.sequential` for the
-item representation (ID, frozen text + adaptor, or both), training and persistence, and
-`privrec.models.nn.sequence` for the network.
+uSASRec / gSASRec family's cheap stand-in for it). See `privrec.models.sequential_config` for the
+item representation (ID, frozen text + adaptor, or both), `privrec.models.sequential_train` for
+training, `privrec.models.sequential` for scoring and persistence, and `privrec.models.nn.sequence`
+for the network.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import numpy as np
 
 from privrec.models.base import register
 from privrec.models.nn.tokens import PAD
-from privrec.models.sequential import (
-    SequentialConfig,
-    SequentialRecommender,
+from privrec.models.sequential import SequentialRecommender
+from privrec.models.sequential_config import SequentialConfig
+from privrec.models.sequential_data import (
     TrainBatch,
     batch_order,
     pad_left,
+    sample_negatives,
     windows,
 )
 
@@ -56,7 +58,8 @@ class SASRec(SequentialRecommender):
             chosen = [wins[i] for i in idx]
             seq = pad_left([w[:-1] + 1 for w in chosen])
             target = pad_left([w[1:] + 1 for w in chosen])
-            yield TrainBatch(seq, target, self._negatives(target, n_items, gen))
+            negatives = sample_negatives(target, n_items, c.loss, c.n_negatives, gen)
+            yield TrainBatch(seq, target, negatives)
 
 
 __all__ = ["PAD", "SASRec", "SASRecConfig"]

@@ -14,6 +14,23 @@ a privacy-budget ledger. `write_privacy_report` writes
 CLI wiring (`privrec privacy-report`): call `write_privacy_report(out_dir, dataset=ds)`; it splits
 the data (leave-one-out when `protocol="loo"`, else a stratified 75/25 split by item), runs the
 frontier with the default roster and writes the three files, returning their paths.
+
+Hyper-parameters of the DP models (the rule: nothing is tuned on private data for free).
+`choose_params` picks them in one of two ways, `tuning=`:
+
+- ``"public"`` (default): the fixed values of `DEFAULT_ROSTER`, set in this module in advance and
+  never tuned on the data a report measures. Revisit them only on public data, the MovieLens-100k
+  and Amazon Beauty datasets (`benchmarks/privacy_frontier.py --tuning public`), never on a
+  shop's events.
+- ``"private"``: a private selection (`privacy.selection`, Papernot & Steinke's repeat-and-select
+  with a geometric number of runs, mean = the number of candidates) over `PRIVATE_GRIDS`, scored
+  by NDCG@10 on each user's last training event (a per-user split) with Gaussian noise
+  (sensitivity 1: a sum of per-user NDCGs in [0, 1]). The per-fit epsilon is calibrated so that
+  the WHOLE selection, every candidate fit and the choice included, costs the point's epsilon at
+  its delta (1 / (10 x expected users), not the data's count); that one release is charged to
+  the report's ledger before the first fit, and the selected run's model (fitted on the
+  training part minus validation) is the point's model. Models without a
+  grid (or whose releases are not Gaussian, e.g. DP-SGD) keep the public values.
 """
 
 from __future__ import annotations
@@ -32,12 +49,21 @@ from typing import Any
 
 import numpy as np
 
+from privrec.core.errors import ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.evaluation.membership import membership_audit
 from privrec.evaluation.protocol import evaluate_loo, evaluate_ranking
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
+from privrec.privacy.dp import gaussian_sigma
 from privrec.privacy.ledger import PrivacyLedger
+from privrec.privacy.selection import (
+    RandomSource,
+    SelectionRelease,
+    gaussian_multiplier,
+    plan_selection,
+    private_select,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +79,27 @@ DEFAULT_ROSTER: dict[str, ParamsFor] = {
     # public item text + one DP co-occurrence release (needs item text; encodes it once, cached)
     "dp_hybrid": lambda eps: {"epsilon": eps},
 }
+
+TUNING_MODES = ("public", "private")
+HYPERPARAMETER_RULE = (
+    "DP hyper-parameters are either fixed in advance (public: never tuned on the reported data; "
+    "revisited only on public MovieLens-100k / Amazon Beauty) or chosen by a private selection "
+    "(Papernot-Steinke repeat-and-select) whose whole cost is the point's epsilon and is charged "
+    "to the ledger; see each point's 'tuning'"
+)
+# candidates of the private selection (epsilon and delta are set by the selection); small on
+# purpose: the cost grows with the log of the mean number of runs, the utility with fit epsilon
+PRIVATE_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "dp_ease": [{"reg": r, "selection_share": s} for r in (1.0, 3.0, 10.0) for s in (0.1, 0.2)],
+    "dp_itemknn": [
+        {"k": k, "shrink": sh, "selection_share": 0.15}
+        for k in (50, 100, 200)
+        for sh in (0.0, 10.0)
+    ],
+}
+# score noise multiplier over the fit's: the noisy score takes 1/10 of a run's Gaussian budget
+SCORE_NOISE_RATIO = 3.0
+DEFAULT_EXPECTED_USERS = 100_000  # the delta of a tuned point: 1 / (10 x expected users)
 
 
 @dataclass
@@ -71,6 +118,7 @@ class FrontierPoint:
     fit_seconds: float
     params: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (inf epsilon as the string "inf")."""
@@ -84,6 +132,134 @@ def _fit(
 ) -> Recommender:
     """`fit`, charging the DP releases to `ledger` (every model's fit takes one)."""
     return model.fit(train, rng=seed, ledger=ledger)
+
+
+# ---- hyper-parameters ----------------------------------------------------------------------------
+@dataclass
+class ParamChoice:
+    """The parameters a frontier point uses and how they were chosen.
+
+    Attributes:
+        params: the model's parameters.
+        tuning: "public" (fixed in advance) or "private" (charged private selection).
+        model: the selected run's fitted model (private), None (public: fit it yourself).
+        selection: the selection's facts (release, runs, per-fit epsilon), None when public.
+    """
+
+    params: dict[str, Any]
+    tuning: str
+    model: Recommender | None = None
+    selection: dict[str, Any] | None = None
+
+
+def _selection_plan(
+    fit_epsilon: float, n: int, delta: float, name: str
+) -> tuple[SelectionRelease, float]:
+    z = gaussian_sigma(fit_epsilon, delta)
+    fits = [{"kind": "gaussian", "noise_multiplier": z}] * n
+    plan = plan_selection(
+        fits, score_noise_multiplier=SCORE_NOISE_RATIO * z, delta=delta, name=name
+    )
+    return plan, z
+
+
+def per_fit_epsilon(target: float, n_candidates: int, delta: float, *, tol: float = 1e-3) -> float:
+    """The largest per-fit epsilon whose private selection over `n_candidates` costs <= target.
+
+    Raises:
+        ConfigError: even a negligible per-fit epsilon costs more (the selection's fixed part).
+    """
+    lo, hi = target * 1e-3, target
+    if _selection_plan(lo, n_candidates, delta, "")[0].epsilon > target:
+        raise ConfigError(
+            f"epsilon: {target:g} is too small for a private selection over {n_candidates} "
+            "candidates at this delta; use tuning='public' or fewer candidates"
+        )
+    while hi - lo > tol * target:  # the cost grows with the per-fit epsilon
+        mid = 0.5 * (lo + hi)
+        if _selection_plan(mid, n_candidates, delta, "")[0].epsilon <= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def choose_params(
+    name: str,
+    epsilon: float,
+    train: InteractionDataset,
+    *,
+    tuning: str = "public",
+    roster: Mapping[str, ParamsFor] | None = None,
+    grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    expected_users: int = DEFAULT_EXPECTED_USERS,
+    ledger: PrivacyLedger | None = None,
+    seed: int = 42,
+    random: RandomSource | None = None,
+) -> ParamChoice:
+    """The hyper-parameters of DP model `name` at `epsilon`, by the rule of the module docstring.
+
+    Args:
+        name: the model.
+        epsilon: the point's total epsilon (the whole selection's, when private).
+        train: the training part (private tuning splits a validation part off it).
+        tuning: "public" (fixed values of `roster`) or "private" (charged selection).
+        roster: the fixed values (DEFAULT_ROSTER).
+        grids: the private candidates per model (PRIVATE_GRIDS); a model without one is public.
+        expected_users: sets the tuned point's delta, 1 / (10 x expected_users).
+        ledger: charged with the selection (one release) before the first fit.
+        seed: the fits' and split's non-noise seed.
+        random: the selection's randomness (default OS entropy; seeded only in tests).
+    """
+    if tuning not in TUNING_MODES:
+        raise ConfigError(f"tuning: {tuning!r} is not one of {', '.join(TUNING_MODES)}")
+    roster = DEFAULT_ROSTER if roster is None else roster
+    grid = list((PRIVATE_GRIDS if grids is None else grids).get(name, []))
+    public = dict(roster[name](float(epsilon))) if name in roster else {"epsilon": epsilon}
+    if tuning == "public" or math.isinf(epsilon) or not grid:
+        return ParamChoice(public, "public")
+    delta = 1.0 / (10.0 * expected_users)
+    eps_fit = per_fit_epsilon(float(epsilon), len(grid), delta)
+    plan, z_fit = _selection_plan(eps_fit, len(grid), delta, f"{name}:tuning")
+    candidates = [{**dict(c), "epsilon": eps_fit, "delta": delta} for c in grid]
+    from privrec.data.splitters import leave_one_out_test
+
+    # a per-user split: one user's events decide only their own validation item, so the score
+    # sum changes by at most one NDCG (<= 1) when a user is added or removed
+    sub_train, valid = leave_one_out_test(train)
+
+    def fit_and_score(params: dict[str, Any]) -> tuple[Recommender, float]:
+        model = create_model(name, **params)
+        model.fit(sub_train, rng=seed, ledger=None)  # the selection's release covers this fit
+        event = getattr(getattr(model, "release", None), "event", None)
+        z = gaussian_multiplier(event) if isinstance(event, Mapping) else None
+        if z is None or z < z_fit * (1 - 1e-9):
+            # the charged cost assumed at most this Gaussian's loss per fit; stop otherwise
+            raise ConfigError(
+                f"private tuning of {name}: the fit's release is not a Gaussian release at "
+                f"least as noisy as planned (noise multiplier {z} < {z_fit:.4g}); use "
+                "tuning='public'"
+            )
+        r = evaluate_loo(model, sub_train, valid, metrics=("ndcg@10",))
+        return model, float(r["ndcg@10"]) * float(r["n_users"])  # sum of per-user NDCG@10
+
+    res = private_select(candidates, fit_and_score, plan, ledger=ledger, model=name, random=random)
+    if res.candidate is None:
+        return ParamChoice(public, "public", selection={"runs": 0, "note": "no run happened"})
+    return ParamChoice(
+        dict(res.candidate),
+        "private",
+        model=res.model,
+        selection={
+            "release": {"name": plan.name, "epsilon": plan.epsilon, "delta": plan.delta},
+            "event": plan.event,
+            "per_fit_epsilon": eps_fit,
+            "candidates": len(candidates),
+            "runs": res.runs,
+            "chosen": res.index,
+            "validation": "each user's last training event; score: sum of NDCG@10 + noise",
+        },
+    )
 
 
 def evaluate(
@@ -113,6 +289,8 @@ def run_frontier(
     ledger: PrivacyLedger | None = None,
     seed: int = 42,
     on_point: Callable[[FrontierPoint], None] | None = None,
+    tuning: str = "public",
+    grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[FrontierPoint]:
     """Train and measure every roster model at every epsilon.
 
@@ -129,15 +307,33 @@ def run_frontier(
             target/shadow models, which are experiments on disjoint user subsets).
         seed: passed to every fit and the audit.
         on_point: called with each point as soon as it is measured (progress output).
+        tuning: "public" (the roster's fixed values) or "private" (a charged private selection
+            over `grids` whose whole cost is the point's epsilon; see `choose_params`).
+        grids: the private candidates per model (PRIVATE_GRIDS).
     """
     roster = DEFAULT_ROSTER if roster is None else roster
+    if tuning not in TUNING_MODES:
+        raise ConfigError(f"tuning: {tuning!r} is not one of {', '.join(TUNING_MODES)}")
     points = []
-    for name, params_for in roster.items():
+    for name in roster:
         for eps in epsilons:
-            params = dict(params_for(float(eps)))
-            model = create_model(name, **params)
             t0 = time.perf_counter()
-            _fit(model, train, seed, ledger)
+            choice = choose_params(
+                name,
+                float(eps),
+                train,
+                tuning=tuning,
+                roster=roster,
+                grids=grids,
+                ledger=ledger,
+                seed=seed,
+            )
+            params = choice.params
+            if choice.model is not None:
+                model = choice.model  # the selected run: no further fit, no further release
+            else:
+                model = create_model(name, **params)
+                _fit(model, train, seed, ledger)
             fit_s = time.perf_counter() - t0
             metrics = evaluate(model, train, test, protocol)
             auc = tpr = std = None
@@ -153,7 +349,11 @@ def run_frontier(
                 dataset=dataset_name,
                 model=name,
                 epsilon=float(eps),
-                delta=model.privacy.delta if model.privacy else None,
+                delta=(
+                    float(choice.selection["release"]["delta"])
+                    if choice.selection and "release" in choice.selection
+                    else (model.privacy.delta if model.privacy else None)
+                ),
                 ndcg_at_10=metrics["ndcg@10"],
                 metrics=metrics,
                 attack_auc=auc,
@@ -165,6 +365,7 @@ def run_frontier(
                     for k, v in params.items()
                 },
                 privacy=model.privacy.to_dict() if model.privacy else None,
+                tuning={"mode": choice.tuning, **(choice.selection or {})},
             )
             points.append(pt)
             if on_point:
@@ -299,6 +500,7 @@ def write_privacy_report(
     seed: int = 42,
     audit: bool = True,
     on_point: Callable[[FrontierPoint], None] | None = None,
+    tuning: str = "public",
 ) -> dict[str, Path]:
     """Write frontier.png, privacy_report.html and privacy_report.json into `out_dir`.
 
@@ -319,6 +521,8 @@ def write_privacy_report(
         roster, epsilons, audit_kwargs, seed: for measuring `dataset`.
         audit: run the membership audit at each point (and for the baseline) when measuring.
         on_point: called with each measured point (progress display).
+        tuning: how DP hyper-parameters are chosen when measuring ("public" or "private"; see
+            the module docstring).
 
     Returns:
         {"png": path, "html": path, "json": path}.
@@ -347,6 +551,7 @@ def write_privacy_report(
             audit_kwargs=audit_kwargs,
             seed=seed,
             on_point=on_point,
+            tuning=tuning,
         )
         if baselines is None:
             ease = create_model("ease").fit(train, rng=seed)
@@ -372,6 +577,7 @@ def write_privacy_report(
         "points": [p.to_dict() for p in points],
         "baselines": dict(baselines or {}),
         "ledger": ledger_doc,
+        "hyperparameters": HYPERPARAMETER_RULE,
         **dict(extra or {}),
     }
     jpath = out / "privacy_report.json"
@@ -421,10 +627,11 @@ def write_privacy_report(
     if ledger_doc is not None:
         parts += [
             "<h2>Privacy-budget ledger</h2>",
-            f"<p>Spent (basic composition): epsilon {ledger_doc['epsilon_spent']:.4g} "
-            f"of {ledger_doc['budget_epsilon']:.4g}, "
-            f"delta {ledger_doc['delta_spent']:.3g} of {ledger_doc['budget_delta']:.3g}, "
-            f"{ledger_doc['releases']} releases.</p>",
+            f"<p>Spent (composed by the accountant): epsilon {ledger_doc['epsilon_spent']:.4g} "
+            f"of {ledger_doc['budget_epsilon']:.4g} at delta {ledger_doc['budget_delta']:.3g} "
+            f"(plain sum: epsilon {ledger_doc.get('epsilon_spent_basic', math.nan):.4g}), "
+            f"{ledger_doc['releases']} releases. With user-level DP this is the epsilon every "
+            "shopper has accumulated.</p>",
             _table(
                 ledger_doc["entries"],
                 ["time", "model", "release", "epsilon", "delta", "mechanism", "unit", "accountant"],

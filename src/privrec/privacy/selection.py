@@ -127,6 +127,14 @@ def _gaussian_mu2(spec: Mapping[str, Any]) -> float | None:
     return None
 
 
+def gaussian_multiplier(spec: Mapping[str, Any]) -> float | None:
+    """The noise multiplier of the one Gaussian a Gaussians-only spec equals, else None."""
+    mu2 = _gaussian_mu2(spec)
+    if mu2 is None:
+        return None
+    return math.inf if mu2 == 0 else (0.0 if math.isinf(mu2) else 1.0 / math.sqrt(mu2))
+
+
 def run_event(fit_event: Mapping[str, Any], score_noise_multiplier: float) -> dict[str, Any]:
     """The spec of one run: the candidate's fit, then its score with Gaussian noise."""
     if not score_noise_multiplier > 0:

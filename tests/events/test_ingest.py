@@ -238,7 +238,7 @@ def test_line_framing_across_block_boundaries(monkeypatch: pytest.MonkeyPatch, b
     import io
     import random
 
-    from privrec.events import ingest
+    from privrec.events import framing
 
     rng = random.Random(block)
     lines = []
@@ -253,9 +253,9 @@ def test_line_framing_across_block_boundaries(monkeypatch: pytest.MonkeyPatch, b
         else:
             lines.append(b"y" * rng.randint(1, 40))
     data = b"\n".join(lines) + (b"" if block % 2 else b"\n")
-    monkeypatch.setattr(ingest, "_READ_BLOCK", block)
+    monkeypatch.setattr(framing, "_READ_BLOCK", block)
     kept, rejected = [], []
-    for chunk, rejects in ingest._line_batches(io.BytesIO(data), 17, max_line_bytes=40):
+    for chunk, rejects in framing.line_batches(io.BytesIO(data), 17, max_line_bytes=40):
         assert len(chunk) <= 17
         kept += list(zip(chunk.numbers.tolist(), chunk.data.split(b"\n")[:-1], strict=True))
         rejected += [r.line for r in rejects]

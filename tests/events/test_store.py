@@ -14,6 +14,7 @@ import pytest
 
 from privrec.core.errors import StoreError
 from privrec.events import store as store_mod
+from privrec.events import store_file
 from privrec.events.gate import Gate
 from privrec.events.ingest import ingest_file, ingest_records
 from privrec.events.store import EventStore
@@ -154,7 +155,7 @@ def test_store_in_use_and_missing_extension(
         assert store.count() == 0
     with pytest.raises(StoreError, match="closed"):
         store.count()
-    monkeypatch.setattr(store_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(store_file.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(StoreError, match="duckdb-ext-httpfs"):
         EventStore.open(data_dir)
 

@@ -12,7 +12,8 @@ from privrec.core.errors import ConfigError
 from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender
-from privrec.models.hybrid import HybridRecommender, _zscore
+from privrec.models.hybrid import HybridRecommender
+from privrec.models.hybrid_blend import zscore
 
 from .test_content import GROUPS, NEW_ITEM, make_shop
 
@@ -75,8 +76,8 @@ def test_cold_route_uses_only_content_and_popularity(
 
     h = UserHistory.of([3, 4])
     rows = hybrid.history_matrix([h])
-    content = _zscore(hybrid.components["content"].score_matrix(rows))
-    popularity = _zscore(np.log1p(1000 * hybrid.components["popularity"].score_matrix(rows)))
+    content = zscore(hybrid.components["content"].score_matrix(rows))
+    popularity = zscore(np.log1p(1000 * hybrid.components["popularity"].score_matrix(rows)))
     popularity[:, hybrid.item_events == 0] = 0.0  # popularity is neutral on new items
     expected = (
         hybrid.cold_weights["content"] * content + hybrid.cold_weights["popularity"] * popularity

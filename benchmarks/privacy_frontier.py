@@ -45,6 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from _common import REPO, emit, machine, shared_data
+from privrec.core.errors import ConfigError
 from privrec.data.loaders import load_amazon_s3rec, load_movielens_100k
 from privrec.data.splitters import (
     leave_one_out,
@@ -343,9 +344,19 @@ def private_choice(
     point's one model: a refit would be another release).
     """
     grid = [{k: v for k, v in p.items() if k not in ("epsilon", "delta")} for p in candidates]
-    choice = choose_params(
-        model_name, eps, train, tuning="private", grids={model_name: grid}, ledger=ledger, seed=SEED
-    )
+    try:
+        choice = choose_params(
+            model_name,
+            eps,
+            train,
+            tuning="private",
+            grids={model_name: grid},
+            ledger=ledger,
+            seed=SEED,
+        )
+    except ConfigError as e:  # e.g. DP-SGD releases: not a Gaussian the selection can bound
+        log(f"  {model_name} eps {eps}: no private selection ({e}); first candidate, untuned")
+        return candidates[0], [{"mode": "fixed", "note": str(e)}], None
     return choice.params, [{"mode": choice.tuning, **(choice.selection or {})}], choice.model
 
 

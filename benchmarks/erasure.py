@@ -184,7 +184,7 @@ def main() -> None:
 
         exactness = {}
         for name, params in MODELS.items():
-            version = rs.registry.list()[name].active
+            version = rs.registry.models()[name].active
             path = rs.models_dir / name / version
             items = Vocabulary(json.loads((path / "items.json").read_text()))
             served = Recommender.load(path)
@@ -206,7 +206,7 @@ def main() -> None:
                 "max_abs_score_diff": score_diff,
                 "max_abs_state_diff": state_diff(served, fresh),
                 "retrain_seconds": round(retrain_s, 2),
-                "versions_kept": len(rs.registry.list()[name].versions),
+                "versions_kept": len(rs.registry.models()[name].versions),
             }
             print(
                 f"{name}: downdated vs retrained: scores {score_diff:.2e}, state "

@@ -62,7 +62,7 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
 
     info: dict[str, Any] = {}
     with RecSys(Settings(data_dir=data_dir)) as rs:
-        known = rs.registry.list().get(model)
+        known = rs.registry.models().get(model)
         versions = known.versions if known is not None else []
         if len(versions) >= 2:
             info["reused"] = True
@@ -105,7 +105,7 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
 
         fitted = Recommender.load(path)
         rs.registry.save(fitted, rs.registry.items_of(model, path.name), name=model)
-        rs.registry.activate(model, rs.registry.list()[model].versions[0])
+        rs.registry.activate(model, rs.registry.models()[model].versions[0])
     return info
 
 

@@ -34,7 +34,7 @@ def need(path: Path) -> Path:
 
 
 def assert_no_raw_ids(folder: Path, raw_ids: list[str]) -> None:
-    """Fail if any file below `folder` holds one of the raw user ids (store, keys, models, logs...)."""
+    """Fail if any file below `folder` holds one of the raw user ids (store, keys, models...)."""
     raw = [u.encode() for u in raw_ids]
     for f in folder.rglob("*"):
         if f.is_file():

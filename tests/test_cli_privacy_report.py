@@ -1,4 +1,4 @@
-"""`privrec privacy-report` on a small synthetic shop (few epsilons and models, so it stays fast)."""
+"""`privrec privacy-report` on a small synthetic shop (few epsilons and models: it stays fast)."""
 
 from __future__ import annotations
 

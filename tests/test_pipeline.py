@@ -31,7 +31,7 @@ def test_small_demo_end_to_end(data_dir: Path, tmp_path: Path) -> None:
         html = result.report_html.read_text()
         assert "<img" in html and "http://" not in html and "https://" not in html
         assert result.sample["items"], "the demo serves its best model"
-        assert rs.registry.list()[result.best_model].active
+        assert rs.registry.models()[result.best_model].active
 
 
 def test_demo_never_wipes_a_real_store(data_dir: Path) -> None:

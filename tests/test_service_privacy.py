@@ -69,7 +69,7 @@ def _ev(user: str, item: str, typ: str, i: int = 0) -> dict[str, Any]:
 
 
 def _active(rs: RecSys, name: str) -> tuple[Recommender, Vocabulary]:
-    version = rs.registry.list()[name].active
+    version = rs.registry.models()[name].active
     path = rs.models_dir / name / version
     return Recommender.load(path), Vocabulary(json.loads((path / "items.json").read_text()))
 
@@ -82,7 +82,7 @@ def _retrained(rs: RecSys, name: str, items: Vocabulary) -> tuple[Recommender, I
     return create_model(name, **EXACT[name]).fit(ds, rng=42), ds
 
 
-# ---- consent ----------------------------------------------------------------------------------------
+# ---- consent -------------------------------------------------------------------------------------
 def test_consent_applies_to_every_ingestion_path(tmp_path: Path) -> None:
     with RecSys(Settings(data_dir=tmp_path / "d")) as rs:
         rs.set_consent("anon", "anonymous")
@@ -160,12 +160,12 @@ def test_anonymous_is_served_the_dp_popularity(data_dir: Path) -> None:
         assert rs.recommend("shopper-00004", 5).personalized
 
 
-# ---- ledger -------------------------------------------------------------------------------------------
+# ---- ledger --------------------------------------------------------------------------------------
 def test_ledger_charged_by_training_and_refuses_over_budget(data_dir: Path) -> None:
     settings = Settings(data_dir=data_dir, privacy_budget_epsilon=3.0, privacy_budget_delta=0.5)
     with RecSys(settings) as rs:
         rs.train("dp_popularity", params={"epsilon": 2.0})
-        before = rs.registry.list()["dp_popularity"]
+        before = rs.registry.models()["dp_popularity"]
         budget = rs.privacy_budget()["ledger"]
         assert (
             budget["releases"] == 1
@@ -176,14 +176,14 @@ def test_ledger_charged_by_training_and_refuses_over_budget(data_dir: Path) -> N
         with pytest.raises(BudgetExceededError, match="epsilon=2"):
             rs.train("dp_popularity", params={"epsilon": 2.0})
         # nothing stored changed: no new version, the ledger holds the one release
-        assert rs.registry.list()["dp_popularity"] == before
+        assert rs.registry.models()["dp_popularity"] == before
         assert rs.ctx.ledger.path.read_bytes() == ledger_bytes
         assert not list((rs.models_dir / "dp_popularity").glob(".tmp-*"))
         rs.train("dp_popularity", params={"epsilon": 1.0})  # what is left still fits
         assert rs.privacy_budget()["ledger"]["epsilon_left"] == pytest.approx(0.0)
 
 
-# ---- erasure ------------------------------------------------------------------------------------------
+# ---- erasure -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "forget_many"])
 def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: bool) -> None:
     with RecSys(Settings(data_dir=data_dir)) as rs:
@@ -207,9 +207,10 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
             assert diff < 1e-6, (name, diff)
             # ...and the forgotten users did change the model (the test would notice a no-op)
             assert np.abs(before[name].score_matrix(x) - fresh.score_matrix(x)).max() > 1e-4, name
-            assert len(rs.registry.list()[name].versions) == 1  # older versions held the users
-        rs.wait_for_erasures()  # EASE's B is written after forget returns; then the version is complete
-        ease_dir = rs.models_dir / "ease" / rs.registry.list()["ease"].active
+            assert len(rs.registry.models()[name].versions) == 1  # older versions held the users
+        # EASE's B is written after forget returns; then the version is complete
+        rs.wait_for_erasures()
+        ease_dir = rs.models_dir / "ease" / rs.registry.models()["ease"].active
         assert (ease_dir / "derived.safetensors").exists() and not (
             ease_dir / "derived.pending"
         ).exists()
@@ -248,7 +249,10 @@ def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) ->
 
 
 def test_forget_in_a_new_process_and_of_unknown_users(data_dir: Path) -> None:
-    """A fresh process loads the models from their artifacts (EASE: G, B, diag(P); no inverse); unknown users change nothing."""
+    """A fresh process loads the models from their artifacts (EASE: G, B, diag(P); no inverse).
+
+    Unknown users change nothing.
+    """
     with RecSys(Settings(data_dir=data_dir)) as rs:
         r = rs.forget("nobody-at-all")
         assert r["events_deleted"] == 0 and {m["status"] for m in r["models"]} == {"unaffected"}
@@ -295,7 +299,7 @@ def test_events_of_a_user_who_arrived_after_training_are_not_subtracted(data_dir
         assert np.abs(pop.popularity - fresh.popularity).max() < 1e-6
 
 
-# ---- export -------------------------------------------------------------------------------------------
+# ---- export --------------------------------------------------------------------------------------
 def test_export_holds_everything_stored_about_the_user(data_dir: Path) -> None:
     with RecSys(Settings(data_dir=data_dir)) as rs:
         rs.set_consent("shopper-00005", "purchases_only")
@@ -323,7 +327,7 @@ def test_export_holds_everything_stored_about_the_user(data_dir: Path) -> None:
         assert "shopper-00005" not in json.dumps(after)
 
 
-# ---- nothing raw on disk ------------------------------------------------------------------------------
+# ---- nothing raw on disk -------------------------------------------------------------------------
 def test_no_raw_user_id_anywhere_in_the_data_dir(
     tmp_path: Path, shop_events: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="privrec",
-    help="Privacy-preserving recommendations for e-commerce, with utility and privacy both measured.",
+    help="Privacy-preserving recommendations for e-commerce, with utility and privacy measured.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -353,7 +353,7 @@ def robustness_report(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the attacks and models.")] = 42,
     data_dir: DataDir = None,
 ) -> None:
-    """Poisoning attacks (fake shoppers), detection and defences: table + JSON, Markdown, HTML, PNG."""
+    """Poisoning attacks (fake shoppers), detection and defences: report files and a table."""
     from privrec.data.loaders import detect_format
     from privrec.evaluation.robustness import RobustnessConfig, write_report
     from privrec.evaluation.robustness import robustness_report as run_report
@@ -397,7 +397,7 @@ def robustness_report(
             protocol=protocol,
             config=cfg,
             progress=lambda line: console.print(line),
-        )  # type: ignore[arg-type]
+        )
         paths = write_report(report, out or rs.reports_dir / "robustness")
     console.print(paths["markdown"].read_text())
     console.print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -432,7 +432,7 @@ def privacy_report(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, models and audit.")] = 42,
     data_dir: DataDir = None,
 ) -> None:
-    """Privacy-utility frontier of the DP models with the attack AUC and the ledger: PNG + HTML + JSON."""
+    """Privacy-utility frontier of the DP models with the attack AUC and the ledger."""
     try:
         eps = [float(e) for e in epsilons.split(",")] if epsilons else None
     except ValueError:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from privrec.core.errors import ValidationError
 from privrec.data.dataset import InteractionDataset
@@ -27,7 +27,8 @@ from privrec.service import RecSys
 DEMO_MARKER = "DEMO"
 
 # Hyper-parameters per protocol. The MovieLens/Beauty values were chosen on validation splits
-# carved from the training part only (benchmarks/ml100k.py and benchmarks/beauty.py re-run that search).
+# carved from the training part only (benchmarks/ml100k.py and benchmarks/beauty.py re-run that
+# search).
 ROSTERS: dict[str, list[ModelSpec]] = {
     "shop": [
         ModelSpec("popularity", {}),
@@ -72,7 +73,7 @@ class DemoResult:
 
 def split_for(
     ds: InteractionDataset, fmt: str
-) -> tuple[InteractionDataset, InteractionDataset, str, str]:
+) -> tuple[InteractionDataset, InteractionDataset, Literal["ranking", "loo"], str]:
     """The standard split and protocol of each dataset: (train, test, protocol, description)."""
     if fmt == "movielens-100k":
         train, test = stratified_split(ds, 0.75, filter_by="item", seed=42)
@@ -244,7 +245,8 @@ def _prepare_demo_dir(rs: RecSys) -> None:
     if has_store and not marker.exists():
         raise ValidationError(
             "data_dir",
-            f"{rs.data_dir} holds a store that the demo did not create; use another --data-dir for the demo",
+            f"{rs.data_dir} holds a store that the demo did not create; "
+            "use another --data-dir for the demo",
         )
     rs.reset()
     marker.write_text(json.dumps({"created": time.time()}))

@@ -89,7 +89,7 @@ def test_retention_of_part_of_histories_owes_a_retrain(tmp_path: Path) -> None:
         # shoppers keep some events: the exact update (whole shoppers) does not apply
         assert {m["model"]: m["status"] for m in done["models"]} == {"itemknn": "retrain"}
         assert done["models_pending_retrain"] == ["itemknn"]
-        info = rs.registry.list()["itemknn"]
+        info = rs.registry.models()["itemknn"]
         assert info.quarantined == [info.active]
         rs.train("itemknn", params={"k": 30})
         assert "itemknn" not in rs.rights.pending.read()

@@ -32,7 +32,7 @@ def test_versions_that_cannot_unlearn_are_quarantined_then_removed(
         receipt = rs.forget("shopper-00002", background=background)
         rs.wait_for_erasures()
         assert "als" in receipt["models_pending_retrain"]
-        info = rs.registry.list()["als"]
+        info = rs.registry.models()["als"]
         # the older version held the shopper too and cannot be downdated: gone at once
         assert old not in info.versions and not (rs.models_dir / "als" / old).exists()
         # the active one serves until the retrain, but can never be activated again
@@ -40,7 +40,7 @@ def test_versions_that_cannot_unlearn_are_quarantined_then_removed(
         retrained = rs.train("als", params=ALS).version
         with pytest.raises(NotFoundError):
             rs.registry.activate("als", active)
-        after = rs.registry.list()["als"]
+        after = rs.registry.models()["als"]
         assert after.active == retrained and after.versions == [retrained]
         assert "als" not in rs.rights.pending.read()
 
@@ -51,7 +51,7 @@ def test_a_retrain_that_is_not_activated_keeps_the_obligation(tmp_path: Path) ->
         rs.forget("shopper-00003")
         rs.train("als", params=ALS, activate=False)
         assert "als" in rs.rights.pending.read()  # the served version still holds the shopper
-        assert rs.registry.list()["als"].active == active
+        assert rs.registry.models()["als"].active == active
 
 
 def test_a_quarantined_version_can_never_be_activated_again(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ class ExperimentStore:
                 f"experiment: no experiment named {name!r}; list them with GET /v1/experiments"
             ) from None
 
-    def list(self) -> list[Experiment]:
+    def all(self) -> list[Experiment]:
         """All experiments, by name."""
         return [self._cache[k] for k in sorted(self._cache)]
 

@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import privrec
 from privrec.core.errors import (
     BudgetExceededError,
-    ConflictError,
     ConfigError,
+    ConflictError,
     NotFittedError,
     NotFoundError,
     PrivrecError,
@@ -287,7 +287,10 @@ def _install_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             detail = "no such endpoint or resource; the API is described at /v1/openapi.json"
         elif exc.status_code == 405:
-            detail = f"method {request.method} is not allowed here; the API is described at /v1/openapi.json"
+            detail = (
+                f"method {request.method} is not allowed here; "
+                "the API is described at /v1/openapi.json"
+            )
         else:
             detail = str(exc.detail) if isinstance(exc.detail, str) else "the request failed"
         return problem_response(
@@ -365,7 +368,7 @@ def create_app(
     Args:
         settings: core settings (data directory, keys, event weights); default from the environment.
         server: server settings (API keys, limits, CORS, pages); default from the environment.
-        recsys: an open RecSys to serve (default: one over `settings`); closed with the app if made here.
+        recsys: an open RecSys to serve (default: one over `settings`, closed with the app).
     """
     from privrec.service import RecSys
 
@@ -423,8 +426,10 @@ def create_app(
     app = FastAPI(
         title="privrec",
         version=privrec.__version__,
-        description="Privacy-preserving recommendations: events, recommendations with explanations, search, consent, "
-        "data-subject rights, models, A/B experiments. User ids travel in bodies or the X-User-Id header, never in URLs. "
+        description="Privacy-preserving recommendations: events, recommendations with "
+        "explanations, search, consent, data-subject rights, models, A/B experiments. "
+        "User ids travel in bodies, never in URLs; a shopper's own data (/v1/me) needs a "
+        "token the shop signs for them. "
         "Errors are RFC 9457 problem+json.",
         openapi_url="/v1/openapi.json",
         docs_url=None,

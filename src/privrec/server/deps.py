@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the RecSys, and the caller's role (async: a sync dependency would cost a thread hop per request)."""
+"""FastAPI dependencies: the RecSys and the caller's role.
+
+Async: a sync dependency would cost a thread hop per request.
+"""
 
 from __future__ import annotations
 

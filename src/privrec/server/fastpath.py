@@ -9,6 +9,7 @@ it in the OpenAPI schema and serves it when the fast path is turned off.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ class _Headers:
 
 
 def validation_errors(
-    errors: list[dict[str, Any]], where: str = "body"
+    errors: Sequence[Mapping[str, Any]], where: str = "body"
 ) -> tuple[str, list[dict[str, str]]]:
     """(detail, errors) of a problem document from pydantic errors; never the input values."""
     out = []
@@ -102,7 +103,7 @@ async def handle(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": _JSON_HEADERS + [(b"content-length", str(len(payload)).encode())],
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": payload})

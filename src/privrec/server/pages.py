@@ -307,7 +307,7 @@ async def ops(request: Request) -> Response:
 
     def gather() -> dict[str, Any]:
         exps = []
-        for e in rs.experiments.list():
+        for e in rs.experiments.all():
             try:
                 exps.append(rs.experiments.report(e["name"]))
             except PrivrecError:

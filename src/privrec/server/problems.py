@@ -48,7 +48,7 @@ def problem_body(
     """The JSON bytes of a problem document."""
     title = _title(status)
     doc: dict[str, Any] = {
-        "type": f"urn:privrec:problem:{slug or title.lower().replace(' ', '-').replace(chr(39), '')}",
+        "type": f"urn:privrec:problem:{slug or _slug(title)}",
         "title": title,
         "status": status,
         "detail": detail,
@@ -97,3 +97,8 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         c: {"description": _title(c), "content": {PROBLEM_TYPE: {"schema": PROBLEM_SCHEMA}}}
         for c in codes
     }
+
+
+def _slug(title: str) -> str:
+    """A problem type's slug from its title ("Not Found" -> "not-found")."""
+    return title.lower().replace(" ", "-").replace("'", "")

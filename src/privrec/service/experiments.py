@@ -68,9 +68,9 @@ class Experiments:
             rules_from(v.params)  # validates the params
         return self.store.create(exp).to_dict(with_salt=False)
 
-    def list(self) -> list[dict[str, Any]]:
+    def all(self) -> list[dict[str, Any]]:
         """All experiments (without their salts)."""
-        return [e.to_dict(with_salt=False) for e in self.store.list()]
+        return [e.to_dict(with_salt=False) for e in self.store.all()]
 
     def get(self, name: str) -> dict[str, Any]:
         """One experiment (without its salt); NotFoundError if unknown."""
@@ -80,7 +80,7 @@ class Experiments:
         """Stop an experiment: shoppers get the default again; its data stays for the report."""
         return self.store.set_status(name, "stopped").to_dict(with_salt=False)
 
-    # ---- serving ----------------------------------------------------------------------------------
+    # ---- serving ---------------------------------------------------------------------------------
     def running(self, name: str) -> Experiment | None:
         """The experiment `name` if it is running (NotFoundError if unknown)."""
         exp = self.store.get(name)
@@ -106,9 +106,9 @@ class Experiments:
         if self._store is not None:
             self._store.flush()
 
-    # ---- data rights ------------------------------------------------------------------------------
+    # ---- data rights -----------------------------------------------------------------------------
     def _units(self, pseudonym: str) -> dict[str, str]:
-        return {e.name: unit_id(e.salt, pseudonym) for e in self.store.list()}
+        return {e.name: unit_id(e.salt, pseudonym) for e in self.store.all()}
 
     def records_of(self, pseudonym: str) -> list[dict[str, Any]]:
         """Every experiment row about one shopper (right of access)."""
@@ -118,7 +118,7 @@ class Experiments:
         """Delete every experiment row about one shopper; returns the rows deleted."""
         return self.store.erase_units(self._units(pseudonym)) if self.exists else 0
 
-    # ---- analysis -----------------------------------------------------------------------------------
+    # ---- analysis --------------------------------------------------------------------------------
     def report(self, name: str, *, alpha: float = 0.05) -> dict[str, Any]:
         """CTR, conversion and revenue per variant with intervals, tests and the SRM check."""
         from privrec.experiments.stats import analyse, counts_from_records

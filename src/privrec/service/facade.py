@@ -97,7 +97,7 @@ class RecSys:
         self.ctx.wipe()
         self._wire()
 
-    # ---- events -----------------------------------------------------------------------------------
+    # ---- events ----------------------------------------------------------------------------------
     def ingest_file(
         self, path: str | Path, *, progress: Callable[[int], None] | None = None
     ) -> BatchReport:
@@ -120,7 +120,7 @@ class RecSys:
         """Everything in the store that the users' consent allows (pseudonymous users)."""
         return self.training.dataset(name)
 
-    # ---- models -----------------------------------------------------------------------------------
+    # ---- models ----------------------------------------------------------------------------------
     def train(
         self,
         model_name: str,
@@ -137,7 +137,7 @@ class RecSys:
         self.registry.set_default(name)
         self.serving.forget_default()
 
-    # ---- serving (the one path of the CLI, the HTTP API and the pages) ------------------------------
+    # ---- serving (the one path of the CLI, the HTTP API and the pages) ---------------------------
     def recommend(
         self,
         user_id: str,
@@ -168,7 +168,7 @@ class RecSys:
         """Product search, re-ranked for a shopper who consented to personalisation."""
         return self.serving.search(query, k, user_id=user_id, rules=rules)
 
-    # ---- consent and rights -----------------------------------------------------------------------
+    # ---- consent and rights ----------------------------------------------------------------------
     def consent(self, user_id: str) -> str:
         """A shopper's consent level (personalized, purchases_only or anonymous)."""
         return self.consent_book.level(self.ctx.pseudonymise(user_id)).value

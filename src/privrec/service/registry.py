@@ -43,7 +43,7 @@ TRAINING_FILE = "training.json"
 
 @dataclass(frozen=True)
 class TrainingRecord:
-    """What a model version was trained on: 64-bit prefixes of event ids, key generation, weights."""
+    """What a version was trained on: 64-bit prefixes of event ids, key generation, weights."""
 
     event_ids: np.ndarray  # sorted unique uint64
     generation: int | None
@@ -247,7 +247,7 @@ class ModelRegistry:
         tmp.write_text(name)
         tmp.replace(self.models_dir / DEFAULT_FILE)
 
-    def list(self) -> dict[str, ModelInfo]:
+    def models(self) -> dict[str, ModelInfo]:
         """Every saved model with its versions, the active one and its privacy guarantee."""
         out: dict[str, ModelInfo] = {}
         if not self.models_dir.exists():

@@ -45,7 +45,7 @@ class Reports:
         out: dict[str, Any] = {"ledger": led.summary(), "models": {}}
         if not led.path.exists():
             out["ledger_note"] = "no differentially private release recorded here yet"
-        for name, info in self.registry.list().items():
+        for name, info in self.registry.models().items():
             out["models"][name] = {"version": info.active, "privacy": info.privacy}
         out["pending_retrains"] = self.pending.read()
         return out

@@ -163,7 +163,7 @@ class Rights:
             "privacy_ledger": "global (releases over all users), holds nothing about one user",
         }
 
-    # ---- erasure ----------------------------------------------------------------------------------
+    # ---- erasure ---------------------------------------------------------------------------------
     def forget(self, user_ids: Iterable[str], *, background: bool = False) -> list[dict[str, Any]]:
         """Erase shoppers as one batch: one receipt each, appended to the audit log.
 
@@ -311,7 +311,7 @@ class Rights:
         """
         todo = [
             (name, info.active)
-            for name, info in self.registry.list().items()
+            for name, info in self.registry.models().items()
             if info.active and (only is None or name in only)
         ]
         if plan_only or not exact or len(todo) < 2:
@@ -420,7 +420,7 @@ class Rights:
             "seconds": round(time.perf_counter() - t0, 4),
         }
 
-    # ---- lifecycle ------------------------------------------------------------------------------------
+    # ---- lifecycle -------------------------------------------------------------------------------
     def _remove(
         self, events: pd.DataFrame, action: str, *, whole_users: bool, **audit: Any
     ) -> dict[str, Any]:
@@ -432,7 +432,7 @@ class Rights:
         remaining events leave the models too, until the next retrain brings them back;
         otherwise a shopper who keeps some events makes every model owe a retrain.
         """
-        out: dict[str, Any] = {"events_deleted": int(len(events)), "models": []}
+        out: dict[str, Any] = {"events_deleted": len(events), "models": []}
         out["models_pending_retrain"] = []
         out["retrain_deadline"] = None
         if len(events):

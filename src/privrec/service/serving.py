@@ -95,7 +95,7 @@ class Serving:
         """Load histories and every active model before serving; returns what was loaded."""
         self.history.load(self.ctx.store, preload_max_events=preload_max_events)
         loaded = {}
-        for name, info in self.registry.list().items():
+        for name, info in self.registry.models().items():
             if info.active:
                 try:
                     loaded[name] = self.model(name).version
@@ -173,7 +173,7 @@ class Serving:
         """Pick up versions activated by another process (and a new default); swapped names."""
         self._default = None
         swapped = []
-        for name, info in self.registry.list().items():
+        for name, info in self.registry.models().items():
             cur = self.loaded.get(name)
             if cur is not None and info.active and info.active != cur.version:
                 self.activate(name, info.active)
@@ -183,7 +183,7 @@ class Serving:
     def versions(self) -> dict[str, dict[str, Any]]:
         """Every saved model: versions, the active one, the one served here, its guarantee."""
         out = {}
-        for name, info in self.registry.list().items():
+        for name, info in self.registry.models().items():
             cur = self.loaded.get(name)
             out[name] = {**info.to_dict(), "served": cur.version if cur else None}
         return out
@@ -279,9 +279,9 @@ class Serving:
             context_item,
             base_scores is not None,
         )
-        hit = self.cache.get(key)
+        hit: _Ranked | None = self.cache.get(key)
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return hit
         rules = rules_from(rules_spec, loaded.index)
         table = loaded.table
         history = self.history_for(loaded, pseudonym, level)

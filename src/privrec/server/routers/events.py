@@ -57,7 +57,7 @@ async def post_event(rs: RS, event: EventIn) -> JSON:
     },
 )
 async def post_batch(rs: RS, request: Request) -> JSON:
-    """Ingest up to `max_batch_events` events; rejected rows are reported by position, not refused."""
+    """Ingest up to `max_batch_events` events; rejected rows are reported by position."""
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() not in ("application/json", ""):
         raise ProblemError(

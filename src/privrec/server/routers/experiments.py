@@ -30,7 +30,7 @@ async def create(rs: RS, body: ExperimentIn) -> JSON:
 @router.get("", responses=problem_responses(401, 403, 429))
 async def list_all(rs: RS) -> JSON:
     """All experiments."""
-    return JSON({"experiments": rs.experiments.list()})
+    return JSON({"experiments": rs.experiments.all()})
 
 
 @router.get("/{name}", responses=problem_responses(401, 403, 404, 422, 429))

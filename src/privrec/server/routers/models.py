@@ -16,13 +16,13 @@ ModelName = Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 @router.get("/models", responses=problem_responses(401, 403, 429))
 async def list_models(rs: RS) -> JSON:
-    """Every model: its versions, the active one, the one being served, and its privacy guarantee."""
+    """Every model: its versions, the active one, the one served, and its privacy guarantee."""
     return JSON({"models": await run_in_threadpool(rs.serving.versions)})
 
 
 @router.post("/models/{name}/activate", responses=problem_responses(401, 403, 404, 413, 422, 429))
 async def activate(rs: RS, body: ActivateIn, name: str = ModelName) -> JSON:
-    """Serve `version`: it is loaded first, then swapped in atomically; no request fails meanwhile."""
+    """Serve `version`: loaded first, then swapped in atomically; no request fails meanwhile."""
     return JSON(await run_in_threadpool(rs.serving.activate, name, body.version))
 
 

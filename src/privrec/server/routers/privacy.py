@@ -14,5 +14,5 @@ router = APIRouter(prefix="/v1/privacy", tags=["privacy"], dependencies=[Depends
 
 @router.get("/budget", responses=problem_responses(401, 403, 429))
 async def budget(rs: RS) -> JSON:
-    """Spent and remaining privacy budget (where a ledger exists) and the served models' guarantees."""
+    """Spent and remaining privacy budget and the served models' guarantees."""
     return JSON(await run_in_threadpool(rs.privacy_budget))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from privrec.evaluation import protocol as P
+from privrec.evaluation.full_ranking import _full_rank_rr
 from tests.evaluation.conftest import Cooc, FixedRanking, make_dataset, random_split, split_by
 
 ln = math.log
@@ -306,7 +307,7 @@ def test_full_rank_rr_matches_brute_force():
     s[rng.random(s.shape) < 0.1] = -np.inf
     rel = rng.random(s.shape) < 0.2
     rows, cols = np.nonzero(rel)
-    got = P._full_rank_rr(s, rows, cols)
+    got = _full_rank_rr(s, rows, cols)
     for r in range(30):
         order = np.lexsort((np.arange(12), -s[r]))  # best first, ties: lower index first
         want = 0.0

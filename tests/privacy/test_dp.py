@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import dp_accounting
@@ -14,14 +15,22 @@ from privrec.privacy.dp import (
     LaplaceMechanism,
     Release,
     calibrate_gaussians,
+    composed_spec,
     dpsgd_epsilon,
     dpsgd_noise_multiplier,
+    dpsgd_spec,
+    epsilon_delta_spec,
     epsilon_of,
     gaussian_event,
     gaussian_sigma,
+    gaussian_spec,
     laplace_scale,
+    laplace_spec,
+    poisson_sampled_spec,
+    self_composed_spec,
     split_ratios,
 )
+from privrec.privacy.noise import NoiseSource
 
 
 @pytest.mark.parametrize("eps", [0.5, 1.0, 8.0])
@@ -43,7 +52,7 @@ def test_infinite_epsilon_means_no_noise() -> None:
     assert gaussian_sigma(math.inf, 1e-5) == 0.0
     assert calibrate_gaussians([1.0, 2.0], math.inf, 1e-5) == [0.0, 0.0]
     x = np.arange(5.0)
-    np.testing.assert_array_equal(GaussianMechanism(0.0).add_noise(x, np.random.default_rng(0)), x)
+    np.testing.assert_array_equal(GaussianMechanism(0.0).add_noise(x), x)
 
 
 def test_bad_parameters_are_refused() -> None:
@@ -67,16 +76,31 @@ def test_composed_calibration_meets_the_target_and_is_not_wasteful() -> None:
     assert z_eff == pytest.approx(gaussian_sigma(eps, delta), rel=0.02)
 
 
-def test_mechanisms_are_seeded_and_scaled() -> None:
+def test_mechanisms_draw_fresh_noise_and_are_scaled() -> None:
     mech = GaussianMechanism(2.0, sensitivity=1.5)
-    a = mech.add_noise(np.zeros(20000), np.random.default_rng(3))
-    b = mech.add_noise(np.zeros(20000), np.random.default_rng(3))
-    np.testing.assert_array_equal(a, b)
+    a = mech.add_noise(np.zeros(20000))
+    b = mech.add_noise(np.zeros(20000))
+    assert not np.array_equal(a, b)  # fresh OS entropy at every release
     assert a.std() == pytest.approx(3.0, rel=0.03)
+    r1 = mech.add_noise(np.zeros(50), NoiseSource.reproducible(3))
+    r2 = mech.add_noise(np.zeros(50), NoiseSource.reproducible(3))
+    np.testing.assert_array_equal(r1, r2)  # only on explicit request (tests, benchmarks)
     lap = LaplaceMechanism.calibrated(0.5, sensitivity=2.0)
     assert lap.scale == laplace_scale(0.5, 2.0) == 4.0
-    d = lap.add_noise(np.zeros(20000), np.random.default_rng(1))
+    d = lap.add_noise(np.zeros(20000))
     assert np.abs(d).mean() == pytest.approx(4.0, rel=0.05)  # E|Laplace(b)| = b
+    assert lap.event(2.0) == {"kind": "laplace", "parameter": 2.0}
+    assert mech.event() == {"kind": "gaussian", "noise_multiplier": 2.0}
+
+
+def test_a_seeded_numpy_generator_is_refused_as_a_noise_source() -> None:
+    for call in (
+        lambda g: GaussianMechanism(1.0).add_noise(np.zeros(3), g),
+        lambda g: GaussianMechanism(1.0).add_symmetric_noise(np.zeros((3, 3)), g),
+        lambda g: LaplaceMechanism(1.0).add_noise(np.zeros(3), g),
+    ):
+        with pytest.raises(TypeError, match="NoiseSource"):
+            call(np.random.default_rng(0))
 
 
 def test_laplace_scale_matches_the_pld_accountant() -> None:
@@ -90,13 +114,15 @@ def test_laplace_scale_matches_the_pld_accountant() -> None:
 def test_symmetric_noise_has_goe_structure() -> None:
     mech = GaussianMechanism(1.0, sensitivity=1 / math.sqrt(2))
     n = 300
-    m = mech.add_symmetric_noise(np.zeros((n, n)), np.random.default_rng(0))
+    m = mech.add_symmetric_noise(np.zeros((n, n)), NoiseSource.reproducible(0))
     np.testing.assert_array_equal(m, m.T)
     off = m[np.triu_indices(n, 1)]
     assert off.std() == pytest.approx(1 / math.sqrt(2), rel=0.02)
     assert np.diag(m).std() == pytest.approx(1.0, rel=0.15)
-    again = mech.add_symmetric_noise(np.zeros((n, n)), np.random.default_rng(0))
+    again = mech.add_symmetric_noise(np.zeros((n, n)), NoiseSource.reproducible(0))
     np.testing.assert_array_equal(m, again)
+    fresh = mech.add_symmetric_noise(np.zeros((n, n)))
+    assert not np.array_equal(m, fresh)
 
 
 def test_dpsgd_accounting_round_trips_through_opacus() -> None:
@@ -111,3 +137,29 @@ def test_release_carries_its_guarantee() -> None:
     r = Release("x:counts", 1.0, 1e-6, "gaussian", "analytic gaussian (dp-accounting)")
     g = r.guarantee()
     assert (g.epsilon, g.delta, g.unit, g.mechanism) == (1.0, 1e-6, "user", "gaussian")
+    assert g.adjacency == r.adjacency == "add/remove one user" and r.event is None
+
+
+def test_event_specs_have_the_agreed_shape_and_account_like_dp_accounting() -> None:
+    z, q, steps = 1.1, 0.01, 100
+    spec = composed_spec([gaussian_spec(2.0), dpsgd_spec(z, q, steps)])
+    assert spec == {
+        "kind": "composed",
+        "events": [
+            {"kind": "gaussian", "noise_multiplier": 2.0},
+            {
+                "kind": "self_composed",
+                "count": steps,
+                "event": {
+                    "kind": "poisson_sampled",
+                    "sampling_probability": q,
+                    "event": {"kind": "gaussian", "noise_multiplier": z},
+                },
+            },
+        ],
+    }
+    assert composed_spec([laplace_spec(0.5)]) == {"kind": "laplace", "parameter": 0.5}
+    assert epsilon_delta_spec(1.0, 1e-6) == {"kind": "epsilon_delta", "epsilon": 1.0, "delta": 1e-6}
+    assert poisson_sampled_spec(0.1, gaussian_spec(1.0))["sampling_probability"] == 0.1
+    assert self_composed_spec(3, gaussian_spec(1.0))["count"] == 3
+    assert json.loads(json.dumps(spec)) == spec  # JSON-ready

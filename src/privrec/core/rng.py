@@ -1,4 +1,9 @@
-"""Seeded randomness: every random step takes a seed or a Generator."""
+"""Seeded randomness: every random step takes a seed or a Generator.
+
+These seeds make sampling order, initialisation and data splits repeatable. They are never a
+source of differential-privacy noise: a seed (DEFAULT_SEED above all) is public, and noise drawn
+from it can be replayed and subtracted. DP noise comes from `privrec.privacy.noise.NoiseSource`.
+"""
 
 from __future__ import annotations
 

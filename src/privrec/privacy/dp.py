@@ -11,9 +11,22 @@ formulas of our own:
 
 Sensitivities are L2 (Gaussian) or L1 (Laplace) and always refer to one *user* (all of their
 events): every DP model in privrec bounds each user's contribution first, so the guarantee is
-user-level under the add/remove-one-user neighbouring relation.
+user-level under the add/remove-one-user neighbouring relation (`ADJACENCY`). Under that relation
+the number of users is itself private: no DP model reads it exactly into a release (delta comes
+from a configured expected number of users, sizes from a charged noisy count).
 
-A `Release` describes one DP release before its noise is drawn (what a ledger records).
+Every noise draw comes from a `privacy.noise.NoiseSource` (OS entropy unless a test asks for a
+reproducible, non-DP source); a seeded numpy Generator is refused.
+
+A `Release` describes one DP release before its noise is drawn (what a ledger records), with
+`event`, a JSON spec of its mechanism that an accountant composes:
+
+    {"kind": "gaussian", "noise_multiplier": z}          (std / L2 sensitivity)
+    {"kind": "laplace", "parameter": b}                  (scale / L1 sensitivity)
+    {"kind": "poisson_sampled", "sampling_probability": q, "event": {...}}
+    {"kind": "self_composed", "count": n, "event": {...}}
+    {"kind": "composed", "events": [...]}
+    {"kind": "epsilon_delta", "epsilon": e, "delta": d}  (last resort: a bare guarantee)
 """
 
 from __future__ import annotations
@@ -28,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from privrec.core.errors import ConfigError
-from privrec.privacy.guarantee import PrivacyGuarantee
+from privrec.privacy.guarantee import ADJACENCY, PrivacyGuarantee
+from privrec.privacy.noise import NoiseSource
 
 PLD_DISCRETIZATION = 1e-3  # PLD value discretisation for calibration: pessimistic, a few seconds
 _NOISE_BLOCK = 256  # rows of symmetric noise drawn at once
@@ -47,12 +61,72 @@ def check_epsilon_delta(epsilon: float, delta: float) -> None:
             f"epsilon: {epsilon} is not positive; give a value > 0 (or inf for no privacy)"
         )
     if not (0.0 <= delta < 1.0):
-        raise ConfigError(f"delta: {delta} is not in [0, 1); give e.g. 1 / (10 * number of users)")
+        raise ConfigError(f"delta: {delta} is not in [0, 1); give e.g. 1 / (10 * expected users)")
 
 
-def default_delta(n_users: int) -> float:
-    """The delta privrec uses unless told otherwise: 1 / (10 * n_users)."""
-    return 1.0 / (10.0 * max(int(n_users), 1))
+def default_delta(expected_users: int) -> float:
+    """The delta privrec uses unless told otherwise: 1 / (10 * expected_users).
+
+    `expected_users` is a configured, public number, never the exact count of the data (under
+    add/remove-one adjacency that count is private).
+    """
+    return 1.0 / (10.0 * max(int(expected_users), 1))
+
+
+def check_noise_source(noise: NoiseSource | None) -> NoiseSource:
+    """`noise`, or a fresh secure source when None; a seeded numpy Generator is refused."""
+    if noise is None:
+        return NoiseSource.secure()
+    if not isinstance(noise, NoiseSource):
+        raise TypeError(
+            f"noise: {type(noise).__name__} is not a NoiseSource; DP noise never comes from a "
+            "seeded generator (use NoiseSource.secure(), or NoiseSource.reproducible(seed) in "
+            "tests, which is not DP)"
+        )
+    return noise
+
+
+# ---- event specs (what an accountant composes) ---------------------------------------------------
+def gaussian_spec(noise_multiplier: float) -> dict[str, Any]:
+    """The spec of one Gaussian release (std / L2 sensitivity)."""
+    return {"kind": "gaussian", "noise_multiplier": float(noise_multiplier)}
+
+
+def laplace_spec(parameter: float) -> dict[str, Any]:
+    """The spec of one Laplace release (scale / L1 sensitivity)."""
+    return {"kind": "laplace", "parameter": float(parameter)}
+
+
+def poisson_sampled_spec(sampling_probability: float, event: dict[str, Any]) -> dict[str, Any]:
+    """The spec of `event` run on a Poisson sample of users with this probability."""
+    return {
+        "kind": "poisson_sampled",
+        "sampling_probability": float(sampling_probability),
+        "event": event,
+    }
+
+
+def self_composed_spec(count: int, event: dict[str, Any]) -> dict[str, Any]:
+    """The spec of `event` repeated `count` times."""
+    return {"kind": "self_composed", "count": int(count), "event": event}
+
+
+def composed_spec(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The spec of several releases composed (one event stays itself)."""
+    ev = list(events)
+    return ev[0] if len(ev) == 1 else {"kind": "composed", "events": ev}
+
+
+def epsilon_delta_spec(epsilon: float, delta: float) -> dict[str, Any]:
+    """A bare (epsilon, delta) guarantee: the last resort when no mechanism spec fits."""
+    return {"kind": "epsilon_delta", "epsilon": float(epsilon), "delta": float(delta)}
+
+
+def dpsgd_spec(noise_multiplier: float, sample_rate: float, steps: int) -> dict[str, Any]:
+    """DP-SGD: `steps` Poisson-sampled Gaussian steps."""
+    return self_composed_spec(
+        steps, poisson_sampled_spec(sample_rate, gaussian_spec(noise_multiplier))
+    )
 
 
 # ---- calibration ---------------------------------------------------------------------------------
@@ -241,23 +315,35 @@ class GaussianMechanism:
         """The mechanism that gives (epsilon, delta)-DP for one release."""
         return cls(gaussian_sigma(epsilon, delta), sensitivity)
 
-    def add_noise(self, value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """value + N(0, sigma^2) per entry (float64; a new array)."""
+    def add_noise(self, value: np.ndarray, noise: NoiseSource | None = None) -> np.ndarray:
+        """value + N(0, sigma^2) per entry (float64; a new array).
+
+        Args:
+            value: the exact statistic.
+            noise: the noise source (None: fresh OS entropy); a numpy Generator is refused.
+        """
+        src = check_noise_source(noise)
         v = np.asarray(value, dtype=np.float64)
         if self.sigma == 0:
             return v.copy()
-        return v + rng.normal(0.0, self.sigma, size=v.shape)
+        return v + src.normal(self.sigma, v.shape)
 
     def add_symmetric_noise(
-        self, matrix: np.ndarray, rng: np.random.Generator, *, out: np.ndarray | None = None
+        self,
+        matrix: np.ndarray,
+        noise: NoiseSource | None = None,
+        *,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """`matrix` plus symmetric (GOE) noise: std sigma off the diagonal, sigma*sqrt(2) on it.
 
         For a Gram matrix sum_u x_u x_u^T with ||x_u|| <= 1 this releases the upper triangle
         (diagonal scaled by 1/sqrt(2)) whose L2 sensitivity is ||x x^T||_F / sqrt(2) <= 1/sqrt(2);
         so give `sensitivity=1/sqrt(2)` for unit-norm rows. Entries are drawn row by row in a
-        fixed order (same seed, same noise), in float64, and `out` may be `matrix` itself.
+        fixed order (a reproducible source repeats), in float64, and `out` may be `matrix` itself.
+        `noise` None means fresh OS entropy; a numpy Generator is refused.
         """
+        src = check_noise_source(noise)
         m = np.asarray(matrix)
         n = m.shape[0]
         if m.shape != (n, n):
@@ -275,7 +361,7 @@ class GaussianMechanism:
         for r0 in range(0, n, _NOISE_BLOCK):  # bounded memory: one block of rows at a time
             r1 = min(n, r0 + _NOISE_BLOCK)
             rows = np.arange(r0, r1)
-            z = rng.normal(0.0, s, size=(r1 - r0, n))
+            z = src.normal(s, (r1 - r0, n))
             z[cols[None, :] < rows[:, None]] = (
                 0.0  # keep the upper triangle (drawn in a fixed order)
             )
@@ -293,7 +379,11 @@ class GaussianMechanism:
             if self.noise_multiplier > 0
             else math.inf
         )
-        return PrivacyGuarantee(eps, delta, unit, "gaussian", "pld (dp-accounting)")
+        return PrivacyGuarantee(eps, delta, unit, "gaussian", "pld (dp-accounting)", ADJACENCY)
+
+    def event(self) -> dict[str, Any]:
+        """Its event spec."""
+        return gaussian_spec(self.noise_multiplier)
 
 
 @dataclass(frozen=True)
@@ -307,12 +397,17 @@ class LaplaceMechanism:
         """The mechanism that gives epsilon-DP for an L1 sensitivity."""
         return cls(laplace_scale(epsilon, sensitivity))
 
-    def add_noise(self, value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """value + Laplace(0, b) per entry (float64; a new array)."""
+    def add_noise(self, value: np.ndarray, noise: NoiseSource | None = None) -> np.ndarray:
+        """value + Laplace(0, b) per entry (float64; a new array); `noise` as for Gaussian."""
+        src = check_noise_source(noise)
         v = np.asarray(value, dtype=np.float64)
         if self.scale == 0:
             return v.copy()
-        return v + rng.laplace(0.0, self.scale, size=v.shape)
+        return v + src.laplace(self.scale, v.shape)
+
+    def event(self, sensitivity: float = 1.0) -> dict[str, Any]:
+        """Its event spec for an L1 `sensitivity` (the parameter is scale / sensitivity)."""
+        return laplace_spec(self.scale / float(sensitivity))
 
 
 # ---- what a ledger records -----------------------------------------------------------------------
@@ -327,6 +422,9 @@ class Release:
         accountant: how epsilon was computed, e.g. "pld (dp-accounting)".
         unit: the unit of privacy ("user").
         details: JSON-ready extras (noise multipliers, sensitivities, clipping, sizes).
+        event: JSON spec of the mechanism for an accountant (see the module docstring); None
+            only for releases made before specs existed.
+        adjacency: the neighbouring relation the guarantee is for.
     """
 
     name: str
@@ -336,9 +434,11 @@ class Release:
     accountant: str
     unit: str = "user"
     details: dict[str, Any] = field(default_factory=dict)
+    event: dict[str, Any] | None = None
+    adjacency: str = ADJACENCY
 
     def guarantee(self) -> PrivacyGuarantee:
         """The PrivacyGuarantee this release carries."""
         return PrivacyGuarantee(
-            self.epsilon, self.delta, self.unit, self.mechanism, self.accountant
+            self.epsilon, self.delta, self.unit, self.mechanism, self.accountant, self.adjacency
         )

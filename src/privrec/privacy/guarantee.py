@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+ADJACENCY = "add/remove one user"  # the neighbouring relation of every privrec DP release
+
 
 @dataclass(frozen=True)
 class PrivacyGuarantee:
@@ -16,6 +18,8 @@ class PrivacyGuarantee:
         unit: the unit of privacy, "user" (all of one user's events) or "event".
         mechanism: e.g. "gaussian", "laplace", "dp-sgd".
         accountant: the accountant that computed epsilon, e.g. "rdp (dp-accounting)".
+        adjacency: the neighbouring relation, e.g. "add/remove one user" (under it the number
+            of users is private too).
     """
 
     epsilon: float
@@ -23,6 +27,7 @@ class PrivacyGuarantee:
     unit: str = "user"
     mechanism: str = ""
     accountant: str = ""
+    adjacency: str = ADJACENCY
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

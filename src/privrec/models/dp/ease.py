@@ -113,8 +113,14 @@ class DPEASE(PrivateGramRecommender):
         self.weights = arrays["weights"].astype(np.float32)
         self.popularity = arrays["popularity"].astype(np.float32)
         self.noise_std = float(meta.get("noise_std", 0.0))
+        self._read_marker(meta)
         self.rank = int(meta.get("rank", 0))
         self.ridge = float(meta.get("ridge", 0.0))
 
     def _meta(self) -> dict[str, Any]:
-        return {"noise_std": self.noise_std, "rank": self.rank, "ridge": self.ridge}
+        return {
+            "noise_std": self.noise_std,
+            "rank": self.rank,
+            "ridge": self.ridge,
+            **self._marker_meta(),
+        }

@@ -1,10 +1,11 @@
 """The one fit of the models built on the DP item-item release (DP item-kNN, DP EASE).
 
-Both open the same way (delta, seeded noise, the number of selected items), make the same single
-release (`release.release_gram`: DP item selection composed with one noisy item-item matrix,
-charged to the ledger before any noise) and score the same way: their own scores on the
-selected items, every other item below them by noisy popularity. A subclass only turns the
-released matrix into its weights (`_fit_released`) and scores the selected items.
+Both open the same way (delta from the configured `expected_users`, a secure noise source), make
+the same single release (`release.release_gram`: an optional noisy user count and DP item
+selection composed with one noisy item-item matrix, charged to the ledger before any noise) and
+score the same way: their own scores on the selected items, every other item below them by noisy
+popularity. A subclass only turns the released matrix into its weights (`_fit_released`) and
+scores the selected items. Unit: one user; adjacency: add/remove one user.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import InputConfig, Recommender, history_explanation
 from privrec.models.dp.release import (
+    DEFAULT_EXPECTED_USERS,
+    DPArtifact,
     GramRelease,
-    active_users,
-    choose_top_items,
     release_gram,
     selected_above_rest,
     start_private_fit,
@@ -36,17 +37,20 @@ class PrivateGramConfig(InputConfig):
 
     Attributes:
         epsilon: user-level privacy budget of the one release (inf: no noise, no guarantee).
-        delta: None means 1 / (10 x number of users).
-        top_items: items kept by DP selection; None chooses n_users / (4 z) (z: the Gram noise
-            multiplier) clipped to [50, max_items_auto]; at epsilon = inf every item.
+        delta: None means 1 / (10 x expected_users).
+        expected_users: public, configured number of users delta is set from (never counted).
+        top_items: items kept by DP selection; None chooses n / (4 z) (n: a noisy user count
+            charged with the release, z: the Gram noise multiplier) clipped to
+            [50, max_items_auto]; at epsilon = inf every item.
         max_items_auto: upper bound of the automatic choice.
         selection_share: share of the budget spent on the selection.
-        seed: seeds the noise; `fit(rng=...)` overrides it.
+        seed: seeds non-noise randomness only (the noise is never seeded; see `fit`).
         binary: 0/1 rows (True) or event weights (False) before the unit-norm scaling.
     """
 
     epsilon: float = Field(default=1.0, gt=0.0)
     delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    expected_users: int = Field(default=DEFAULT_EXPECTED_USERS, ge=1)
     top_items: int | None = Field(default=None, ge=1)
     max_items_auto: int = Field(default=2000, ge=10)
     selection_share: float = Field(default=0.1, gt=0.0, lt=1.0)
@@ -54,7 +58,7 @@ class PrivateGramConfig(InputConfig):
     binary: bool = True
 
 
-class PrivateGramRecommender(Recommender):
+class PrivateGramRecommender(DPArtifact, Recommender):
     """Base of the models fitted from one DP item-item release (see the module docstring).
 
     Subclasses implement `_fit_released`, `selected_scores` and `_weights_to` (and persistence).
@@ -82,31 +86,35 @@ class PrivateGramRecommender(Recommender):
         *,
         rng: int | np.random.Generator | None = None,
         ledger: PrivacyLedger | None = None,
+        noise_seed: int | None = None,
     ) -> PrivateGramRecommender:
-        """One DP release (recorded in `ledger` before noise is drawn), then post-processing."""
+        """One DP release (recorded in `ledger` before noise is drawn), then post-processing.
+
+        Args:
+            dataset: the training interactions.
+            rng: unused by the release (its noise is never seeded); kept for the contract.
+            ledger: charged before any noise is drawn.
+            noise_seed: tests and benchmarks only: reproducible noise, and then the model is no
+                DP release (`privacy` None, saved with `"reproducible_noise": true`).
+        """
         c = self.config
         x = self.input_matrix(dataset).astype(np.float64)
         run = start_private_fit(
-            epsilon=c.epsilon, delta=c.delta, n_users=active_users(x), rng=rng, seed=c.seed
-        )
-        top = choose_top_items(
-            c.top_items,
             epsilon=c.epsilon,
-            delta=run.delta,
-            selection_share=c.selection_share,
-            n_users=run.n_users,
-            n_items=dataset.n_items,
-            cap=c.max_items_auto,
+            delta=c.delta,
+            expected_users=c.expected_users,
+            rng=rng,
+            seed=c.seed,
+            noise_seed=noise_seed,
         )
         rel = release_gram(
             dataset,
             x,
             model=self.name,
-            epsilon=c.epsilon,
-            delta=run.delta,
-            top_items=top,
+            run=run,
+            top_items=c.top_items,
+            max_items_auto=c.max_items_auto,
             selection_share=c.selection_share,
-            gen=run.gen,
             ledger=ledger,
             window=self._window(),
         )

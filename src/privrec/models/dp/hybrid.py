@@ -15,8 +15,10 @@ Score of item i for a history h:
   + cf_weight * s_i(h) / max_j |s_j(h)|                  (DP model, selected items; 0 for the rest)
   + popularity_weight * log1p(1000 p_i) / log1p(1000)    (p: noisy counts / their maximum)
 
-The guarantee is the DP component's. A LoRA adapter is refused: it is trained on shoppers'
-interactions, outside the release. At epsilon = inf nothing is noised (no guarantee).
+The guarantee is the DP component's (unit: one user; adjacency: add/remove one user). A LoRA
+adapter is refused: it is trained on shoppers' interactions, outside the release. At epsilon = inf
+nothing is noised (no guarantee); with `fit(..., noise_seed=)` the noise is reproducible and the
+model is no DP release either.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from privrec.models.base import ModelConfig, Recommender, register, seed_from
 from privrec.models.content import ContentRecommender
 from privrec.models.dp.ease import DPEASE
 from privrec.models.dp.itemknn import DPItemKNN
+from privrec.models.dp.release import DPArtifact
 from privrec.models.hybrid import components_meta, components_state, restore_components
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
@@ -54,7 +57,7 @@ class DPHybridConfig(ModelConfig):
         content_params: parameters of the content component (no `adapter`: see the module
             docstring).
         content_weight, cf_weight, popularity_weight: the blend (see the module docstring).
-        seed: seeds the DP noise; `fit(rng=...)` overrides it.
+        seed: kept for the contract; the DP noise is never seeded (see `fit`).
     """
 
     epsilon: float = Field(default=1.0, gt=0.0)
@@ -94,7 +97,7 @@ class DPHybridConfig(ModelConfig):
 
 
 @register
-class DPHybrid(Recommender):
+class DPHybrid(DPArtifact, Recommender):
     """Content (public item text) + one DP collaborative release (see the module docstring)."""
 
     name = "dp_hybrid"
@@ -125,11 +128,22 @@ class DPHybrid(Recommender):
         *,
         rng: int | np.random.Generator | None = None,
         ledger: PrivacyLedger | None = None,
+        noise_seed: int | None = None,
     ) -> DPHybrid:
-        """Embed the item text (no interactions read), then the DP component's one release."""
+        """Embed the item text (no interactions read), then the DP component's one release.
+
+        Args:
+            dataset: the training interactions.
+            rng: passed to the DP component (never seeds its noise).
+            ledger: charged by the DP component before any noise is drawn.
+            noise_seed: tests and benchmarks only: reproducible noise, no DP release.
+        """
         self.content.fit(dataset)
-        self.cf.fit(dataset, rng=seed_from(rng, self.config.seed), ledger=ledger)
+        self.cf.fit(
+            dataset, rng=seed_from(rng, self.config.seed), ledger=ledger, noise_seed=noise_seed
+        )
         self.privacy = self.cf.privacy
+        self.reproducible_noise = self.cf.reproducible_noise
         self._mark_fitted(dataset.n_items)
         return self
 
@@ -193,6 +207,7 @@ class DPHybrid(Recommender):
         comps = restore_components(arrays, meta["components"])
         self.content = comps["content"]  # type: ignore[assignment]
         self.cf = comps["cf"]  # type: ignore[assignment]
+        self._read_marker(meta)
 
     def _meta(self) -> dict[str, Any]:
-        return {"components": components_meta(self.components)}
+        return {"components": components_meta(self.components), **self._marker_meta()}

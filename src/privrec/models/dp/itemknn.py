@@ -117,6 +117,7 @@ class DPItemKNN(PrivateGramRecommender):
         )
         self._sim_t = self.similarity.T.tocsr()
         self.noise_std = float(meta.get("noise_std", 0.0))
+        self._read_marker(meta)
 
     def _meta(self) -> dict[str, Any]:
-        return {"noise_std": self.noise_std}
+        return {"noise_std": self.noise_std, **self._marker_meta()}

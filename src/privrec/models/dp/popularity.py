@@ -7,6 +7,10 @@ noise of that many times the analytic-Gaussian multiplier for (epsilon, delta) i
 item's count (including items nobody touched, so the release does not reveal which items exist
 in the data beyond the public catalogue). Everything after the noise (clipping at 0, category
 blending with the public catalogue categories, ranking) is post-processing.
+
+Unit: one user; adjacency: add/remove one user (the number of users is not read: delta comes from
+the configured `expected_users`). The noise is fresh OS entropy (`privacy.noise`); `fit(...,
+noise_seed=)` makes it reproducible for tests, and the model is then no DP release.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from privrec.data.dataset import InteractionDataset
 from privrec.models.base import register
 from privrec.models.dp.release import (
     ACCOUNTANT,
-    active_users,
+    DEFAULT_EXPECTED_USERS,
+    DPArtifact,
     most_recent_items,
     start_private_fit,
 )
 from privrec.models.popularity import Popularity, PopularityConfig
-from privrec.privacy.dp import GaussianMechanism, Release, gaussian_sigma
+from privrec.privacy.dp import GaussianMechanism, Release, gaussian_sigma, gaussian_spec
+from privrec.privacy.guarantee import ADJACENCY
 from privrec.privacy.ledger import PrivacyLedger
 
 
@@ -38,14 +44,16 @@ class DPPopularityConfig(PopularityConfig):
 
     Attributes:
         epsilon: the user-level privacy budget of the release (inf: exact counts, no guarantee).
-        delta: the failure probability; None means 1 / (10 x number of users).
+        delta: the failure probability; None means 1 / (10 x expected_users).
+        expected_users: public, configured number of users delta is set from (never counted).
         max_items: each user's most recent distinct items that count (contribution bound).
         max_weight: each counted item's weight is clipped to [0, max_weight] (binary: weight 1).
-        seed: seeds the noise; `fit(rng=...)` overrides it.
+        seed: kept for the contract; the noise is never seeded (see `fit`).
     """
 
     epsilon: float = Field(default=1.0, gt=0.0)
     delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    expected_users: int = Field(default=DEFAULT_EXPECTED_USERS, ge=1)
     max_items: int = Field(default=64, ge=1)
     max_weight: float = Field(default=1.0, gt=0.0)
     binary: bool = True
@@ -61,7 +69,7 @@ class DPPopularityConfig(PopularityConfig):
 
 
 @register
-class DPPopularity(Popularity):
+class DPPopularity(DPArtifact, Popularity):
     """Popularity from user-level DP noisy counts (see the module docstring)."""
 
     name = "dp_popularity"
@@ -80,15 +88,29 @@ class DPPopularity(Popularity):
         *,
         rng: int | np.random.Generator | None = None,
         ledger: PrivacyLedger | None = None,
+        noise_seed: int | None = None,
     ) -> DPPopularity:
-        """Bound each user's contribution, release noisy counts (recorded in `ledger` first)."""
+        """Bound each user's contribution, release noisy counts (recorded in `ledger` first).
+
+        Args:
+            dataset: the training interactions.
+            rng: unused by the release (its noise is never seeded); kept for the contract.
+            ledger: charged before any noise is drawn.
+            noise_seed: tests and benchmarks only: reproducible noise, and then the model is no
+                DP release (`privacy` None, saved with `"reproducible_noise": true`).
+        """
         c = self.config
         x = self.input_matrix(dataset).astype(np.float64)
         x.data = np.minimum(x.data, c.max_weight)
         mask = most_recent_items(dataset, c.max_items)
         x = sp.csr_matrix(x.multiply(mask))
         run = start_private_fit(
-            epsilon=c.epsilon, delta=c.delta, n_users=active_users(x), rng=rng, seed=c.seed
+            epsilon=c.epsilon,
+            delta=c.delta,
+            expected_users=c.expected_users,
+            rng=rng,
+            seed=c.seed,
+            noise_seed=noise_seed,
         )
         self.sensitivity = float(c.max_weight * math.sqrt(c.max_items))
         mech = GaussianMechanism(gaussian_sigma(c.epsilon, run.delta), self.sensitivity)
@@ -102,13 +124,18 @@ class DPPopularity(Popularity):
             details={
                 "sensitivity_l2": self.sensitivity,
                 "noise_std": mech.sigma,
+                "noise_multiplier": mech.noise_multiplier,
                 "max_items": c.max_items,
                 "n_items": dataset.n_items,
+                "unit": "user",
+                "adjacency": ADJACENCY,
+                "expected_users": c.expected_users,
             },
+            event=gaussian_spec(mech.noise_multiplier),
         )
         run.charge(ledger, release, self.name)
         counts = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
-        noisy = mech.add_noise(counts, run.gen)
+        noisy = mech.add_noise(counts, run.noise) if run.private else counts
         self.popularity = np.maximum(noisy, 0.0).astype(np.float32)
         self.item_category, self.categories = self._categories(dataset)
         run.record(self, release)
@@ -116,9 +143,15 @@ class DPPopularity(Popularity):
         return self
 
     def _meta(self) -> dict[str, Any]:
-        return {**super()._meta(), "noise_std": self.noise_std, "sensitivity": self.sensitivity}
+        return {
+            **super()._meta(),
+            "noise_std": self.noise_std,
+            "sensitivity": self.sensitivity,
+            **self._marker_meta(),
+        }
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         super()._set_state(arrays, meta)
         self.noise_std = float(meta.get("noise_std", 0.0))
         self.sensitivity = float(meta.get("sensitivity", 0.0))
+        self._read_marker(meta)

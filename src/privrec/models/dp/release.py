@@ -1,20 +1,32 @@
 """What every user-level DP model shares: the opening of a DP fit and the releases themselves.
 
-- `start_private_fit`: the checks every DP fit makes before it reads a value (delta within
-  1 / (10 n_users)), the seeded noise generator, and `PrivateFit.record` afterwards.
+Privacy semantics (design.md): the unit is one user (all their events) and the neighbouring
+relation is add/remove one user (`privacy.guarantee.ADJACENCY`), so the number of users is private
+as well. Nothing exact leaves a DP fit: delta comes from a configured `expected_users` (public),
+sizes that need the number of users (the automatic number of selected items, DP-SGD's expected
+batch) use a noisy count that is part of the charged release, and every count that is kept is
+noisy. Noise comes from `privacy.noise.NoiseSource`: fresh OS entropy for every fit; an explicit
+`noise_seed` gives a reproducible source for tests and benchmarks, and the model is then marked
+as no DP release (`privacy` None, `"reproducible_noise": true` in its saved config.json).
+
+- `start_private_fit`: the checks every DP fit makes before it reads a value (delta from
+  `expected_users`), its noise source, `PrivateFit.charge` and `PrivateFit.record`.
 - Contribution bounds: `most_recent_items` (at most k items per user), `unit_rows` (each user's
   row scaled to unit L2 norm, so one user moves a column sum by at most 1 in L2).
-- `noisy_item_counts`: Gaussian noise on the column sums of unit-norm user rows (DP selection,
-  DP-BPR's popularity prior); `select_items` keeps the largest.
+- `noisy_user_count`, `noisy_item_counts` (Gaussian noise on the column sums of unit-norm user
+  rows), `select_items` (keeps the largest).
 - `release_gram`: DP item selection composed with one noisy item-item matrix (DP item-kNN,
   DP EASE, and through them DP hybrid).
-- `charge`: the ledger entry, always made before any noise is drawn.
+- `DPArtifact`: the marker every DP model writes into its saved config.json.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,23 +34,39 @@ import scipy.sparse as sp
 from privrec.core.errors import ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender, seed_from
-from privrec.privacy.dp import GaussianMechanism, Release, default_delta, gaussian_sigma
+from privrec.privacy.dp import (
+    GaussianMechanism,
+    Release,
+    calibrate_gaussians,
+    composed_spec,
+    default_delta,
+    gaussian_spec,
+    split_ratios,
+)
+from privrec.privacy.guarantee import ADJACENCY
 from privrec.privacy.ledger import PrivacyLedger
+from privrec.privacy.noise import NoiseSource, noise_source
 
 ACCOUNTANT = "analytic gaussian (dp-accounting)"
 PLD_ACCOUNTANT = "pld (dp-accounting)"
+DEFAULT_EXPECTED_USERS = 100_000  # default delta = 1 / (10 x this) = 1e-6
+COUNT_SHARE = 0.02  # budget share of the noisy user count where a fit needs a size
+REPRODUCIBLE_KEY = "reproducible_noise"  # top-level key of config.json: not a DP release
 
 __all__ = [
     "ACCOUNTANT",
+    "COUNT_SHARE",
+    "DEFAULT_EXPECTED_USERS",
     "PLD_ACCOUNTANT",
+    "REPRODUCIBLE_KEY",
+    "DPArtifact",
     "GramRelease",
     "PrivateFit",
     "active_users",
     "auto_top_items",
-    "charge",
-    "choose_top_items",
     "most_recent_items",
     "noisy_item_counts",
+    "noisy_user_count",
     "release_gram",
     "resolve_delta",
     "select_items",
@@ -50,77 +78,132 @@ __all__ = [
 
 
 # ---- the opening of every DP fit ----------------------------------------------------------------
-def resolve_delta(delta: float | None, n_users: int) -> float:
-    """The configured delta, or 1 / (10 * n_users) when None; refuses delta above that bound."""
-    bound = default_delta(n_users)
+def resolve_delta(delta: float | None, expected_users: int) -> float:
+    """The configured delta, or 1 / (10 * expected_users) when None; refuses delta above that.
+
+    `expected_users` is a public, configured number: the exact count of the data is never read
+    here (under add/remove-one adjacency it is private).
+    """
+    bound = default_delta(expected_users)
     if delta is None:
         return bound
     if not (0 < delta <= bound * (1 + 1e-9)):
         raise ConfigError(
-            f"delta: {delta:g} is above 1/(10 x {n_users} users) = {bound:g}; "
-            "give a smaller delta or None"
+            f"delta: {delta:g} is above 1/(10 x {expected_users} expected users) = {bound:g}; "
+            "give a smaller delta, None, or a larger expected_users"
         )
     return float(delta)
 
 
 def active_users(x: sp.csr_matrix) -> int:
-    """Users with at least one interaction (the n of delta = 1/(10 n))."""
+    """Users with at least one interaction (exact: only ever released through noise)."""
     return int(np.count_nonzero(np.diff(x.indptr)))
-
-
-def charge(ledger: PrivacyLedger | None, release: Release, model: str) -> None:
-    """Record the release in the ledger (raises BudgetExceededError) before any noise is drawn."""
-    if ledger is not None and not math.isinf(release.epsilon):
-        ledger.charge(release, model=model)
 
 
 @dataclass
 class PrivateFit:
-    """What a DP fit has settled before it reads any value: budget, delta, the noise generator.
+    """What a DP fit has settled before it reads any value: budget, delta, the noise source.
 
     Attributes:
         epsilon: the user-level budget (inf: nothing is noised and nothing is a DP release).
         delta: the resolved delta (see `resolve_delta`).
-        n_users: the users counted for the default delta.
-        seed: the seed of this fit (`fit(rng=...)` or the config's).
-        gen: the noise generator, seeded by `seed`.
+        expected_users: the public number delta came from.
+        seed: seeds the fit's non-noise randomness (initialisation, negative sampling).
+        noise: where the noise comes from (secure unless a `noise_seed` was given).
     """
 
     epsilon: float
     delta: float
-    n_users: int
+    expected_users: int
     seed: int
-    gen: np.random.Generator = field(repr=False)
+    noise: NoiseSource
 
     @property
     def private(self) -> bool:
-        """Whether this fit is a DP release (epsilon finite)."""
+        """Whether noise is added at all (epsilon finite)."""
         return not math.isinf(self.epsilon)
 
-    def charge(self, ledger: PrivacyLedger | None, release: Release, model: str) -> None:
-        """Record `release` in `ledger` (call it before the first noise is drawn)."""
-        charge(ledger, release, model)
+    @property
+    def reproducible(self) -> bool:
+        """Whether the noise can be recomputed from a seed (then this is no DP release)."""
+        return self.private and self.noise.is_reproducible
 
-    def record(self, model: Recommender, release: Release) -> None:
-        """Set the model's `privacy` and `release` (None for both at epsilon = inf)."""
-        model.privacy = release.guarantee() if self.private else None
-        model.release = release if self.private else None  # type: ignore[attr-defined]
+    @property
+    def is_release(self) -> bool:
+        """A DP release: finite epsilon and secure noise."""
+        return self.private and not self.noise.is_reproducible
+
+    def charge(self, ledger: PrivacyLedger | None, release: Release, model: str) -> None:
+        """Record `release` in `ledger` (call it before the first noise is drawn).
+
+        Only DP releases are charged: epsilon = inf and reproducible noise are no releases.
+        """
+        if ledger is not None and self.is_release:
+            ledger.charge(release, model=model)
+
+    def record(self, model: Recommender, release: Release | None) -> None:
+        """Set the model's `privacy`, `release` and `reproducible_noise` after the fit."""
+        ok = self.is_release and release is not None
+        model.privacy = release.guarantee() if ok and release is not None else None
+        model.release = release if ok else None  # type: ignore[attr-defined]
+        model.reproducible_noise = self.reproducible  # type: ignore[attr-defined]
 
 
 def start_private_fit(
     *,
     epsilon: float,
     delta: float | None,
-    n_users: int,
+    expected_users: int,
     rng: int | np.random.Generator | None,
     seed: int,
+    noise_seed: int | None = None,
 ) -> PrivateFit:
-    """The common opening of a DP fit: delta checked and resolved, the noise generator seeded."""
+    """The common opening of a DP fit: delta resolved, the noise source chosen.
+
+    Args:
+        epsilon: the budget (inf: no noise, no release).
+        delta: None for 1 / (10 x expected_users).
+        expected_users: public, configured (never the data's count).
+        rng, seed: the fit's seed for non-noise randomness (never the noise).
+        noise_seed: tests and benchmarks only: reproducible noise, and no DP release.
+    """
     if not epsilon > 0:
         raise ConfigError(f"epsilon: {epsilon} is not positive; give a budget > 0 (inf: no DP)")
-    resolved = resolve_delta(delta, n_users)
-    s = seed_from(rng, seed)
-    return PrivateFit(float(epsilon), resolved, int(n_users), s, np.random.default_rng(s))
+    resolved = resolve_delta(delta, expected_users)
+    return PrivateFit(
+        float(epsilon),
+        resolved,
+        int(expected_users),
+        seed_from(rng, seed),
+        noise_source(noise_seed),
+    )
+
+
+class DPArtifact:
+    """Mixin of DP models: the saved config.json says whether the noise was reproducible.
+
+    `"reproducible_noise": true` (top level) marks a version fitted with a `noise_seed`: not a
+    DP release, never to be activated or served. The flag also travels in the model's meta, so a
+    loaded model knows it.
+    """
+
+    reproducible_noise: bool = False
+
+    def save(self, path: str | Path, *, derived: bool = True) -> Path:
+        """`Recommender.save`, then the marker at the top level of config.json."""
+        out: Path = super().save(path, derived=derived)  # type: ignore[misc]
+        doc = json.loads((out / "config.json").read_text())
+        doc[REPRODUCIBLE_KEY] = bool(self.reproducible_noise)
+        if self.reproducible_noise:
+            doc["privacy"] = None  # never a guarantee, whatever the model held
+        (out / "config.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        return out
+
+    def _marker_meta(self) -> dict[str, Any]:
+        return {REPRODUCIBLE_KEY: bool(self.reproducible_noise)}
+
+    def _read_marker(self, meta: dict[str, Any]) -> None:
+        self.reproducible_noise = bool(meta.get(REPRODUCIBLE_KEY, False))
 
 
 # ---- contribution bounds -------------------------------------------------------------------------
@@ -150,17 +233,30 @@ def unit_rows(x: sp.csr_matrix) -> sp.csr_matrix:
 
 
 # ---- noisy counts and selection ------------------------------------------------------------------
+def noisy_user_count(x: sp.csr_matrix, noise_multiplier: float | None, noise: NoiseSource) -> float:
+    """Users with an interaction plus N(0, z^2) (L2 sensitivity 1), at least 1.
+
+    `noise_multiplier` None gives the exact count (no release: epsilon = inf only).
+    """
+    n = float(active_users(x))
+    if noise_multiplier is not None:
+        n = float(
+            GaussianMechanism(float(noise_multiplier), 1.0).add_noise(np.array([n]), noise)[0]
+        )
+    return max(n, 1.0)
+
+
 def noisy_item_counts(
-    x: sp.csr_matrix, noise_multiplier: float | None, gen: np.random.Generator
+    x: sp.csr_matrix, noise_multiplier: float | None, noise: NoiseSource
 ) -> np.ndarray:
     """Column sums of the unit-norm rows of `x` (L2 sensitivity 1) plus N(0, z^2) per item.
 
-    `noise_multiplier` None gives the exact sums (no release); 0 draws nothing either.
+    `noise_multiplier` None gives the exact sums (no release: epsilon = inf only).
     """
     counts = np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
     if noise_multiplier is None:
         return counts
-    return GaussianMechanism(float(noise_multiplier), 1.0).add_noise(counts, gen)
+    return GaussianMechanism(float(noise_multiplier), 1.0).add_noise(counts, noise)
 
 
 def select_items(counts: np.ndarray, top_items: int | None, n_items: int) -> np.ndarray:
@@ -190,36 +286,14 @@ def selected_above_rest(
     return out.astype(np.float32)
 
 
-def auto_top_items(n_users: int, noise_multiplier: float, n_items: int, cap: int) -> int:
-    """The default number of selected items: n_users / (4 z), clipped to [50, cap] and n_items."""
+def auto_top_items(n_users: float, noise_multiplier: float, n_items: int, cap: int) -> int:
+    """The default number of selected items: n_users / (4 z), clipped to [50, cap] and n_items.
+
+    `n_users` is the noisy count of the release (post-processing), never the exact one.
+    """
     if noise_multiplier <= 0:
         return n_items
     return int(min(n_items, cap, max(50, round(n_users / (4.0 * noise_multiplier)))))
-
-
-def choose_top_items(
-    top: int | None,
-    *,
-    epsilon: float,
-    delta: float,
-    selection_share: float,
-    n_users: int,
-    n_items: int,
-    cap: int,
-) -> int:
-    """`top` if given; else every item without noise, or `auto_top_items` for the Gram noise."""
-    if top is not None:
-        return top
-    if math.isinf(epsilon):
-        return n_items
-    from privrec.privacy.dp import calibrate_gaussians, split_ratios
-
-    z_gram = (
-        calibrate_gaussians(split_ratios([selection_share, 1 - selection_share]), epsilon, delta)[1]
-        if gaussian_sigma(epsilon, delta) > 0
-        else 0.0
-    )
-    return auto_top_items(n_users, z_gram, n_items, cap)
 
 
 # ---- the item-item release shared by DP item-kNN and DP EASE ----------------------------------
@@ -229,11 +303,11 @@ class GramRelease:
 
     Attributes:
         selected: the item indices the matrix covers (sorted).
-        counts: noisy selection counts of every item (sum over users of unit-norm rows), or the
-            exact ones when there was no selection step (then `selected` is every item).
+        counts: noisy selection counts of every item (exact only at epsilon = inf).
         gram: the noisy symmetric m x m matrix (float64).
         noise_std: std of its off-diagonal noise.
-        noise_multipliers: {"selection": z or None, "gram": z} (std per unit of L2 sensitivity).
+        noise_multipliers: {"count": z or None, "selection": z, "gram": z} (std per unit of
+            L2 sensitivity).
         release: what the ledger recorded.
     """
 
@@ -284,74 +358,92 @@ def release_gram(
     x: sp.csr_matrix,
     *,
     model: str,
-    epsilon: float,
-    delta: float,
+    run: PrivateFit,
     top_items: int | None,
+    max_items_auto: int,
     selection_share: float,
-    gen: np.random.Generator,
     ledger: PrivacyLedger | None,
     window: int | None = None,
 ) -> GramRelease:
-    """DP item selection (optional) and one noisy item-item matrix, calibrated together.
+    """DP item selection and one noisy item-item matrix, calibrated together.
 
-    1. Selection (when `top_items` < number of items): noisy column sums of the unit-norm user
-       rows (L2 sensitivity 1), keep the `top_items` largest.
+    0. When `top_items` is None (automatic): a noisy count of users (share COUNT_SHARE of the
+       budget) sets it to n / (4 z_gram) (see `auto_top_items`).
+    1. Selection, always: noisy column sums of the unit-norm user rows (L2 sensitivity 1) of
+       every item, keep the `top_items` largest (every item when `top_items` >= the number of
+       items: the counts kept are noisy all the same).
     2. The matrix on the selected items, with user rows re-normalised to unit norm over them:
        the Gram matrix sum_u x_u^T x_u (`window=None`; released with symmetric noise, whose
        upper-triangle sensitivity is 1/sqrt(2)), or the window co-occurrence of `window_pairs`
        (sensitivity 1).
 
-    The two Gaussian releases get shares `selection_share` and 1 - selection_share of the budget;
-    the PLD accountant of dp-accounting calibrates both together to (epsilon, delta). The ledger
-    is charged once, before any noise is drawn. With epsilon = inf nothing is noised.
+    The Gaussian releases get fixed shares of the budget (selection `selection_share` of what the
+    count leaves); dp-accounting's PLD accountant calibrates them together to (epsilon, delta).
+    The ledger is charged once, before any noise is drawn. With epsilon = inf nothing is noised.
     """
-    from privrec.privacy.dp import calibrate_gaussians, split_ratios
-
     n_items = x.shape[1]
-    private = not math.isinf(epsilon)
-    select = top_items is not None and top_items < n_items
-    if select and not (0 < selection_share < 1):
+    auto = top_items is None
+    if not (0 < selection_share < 1):
         raise ConfigError(f"selection_share: {selection_share} is not in (0, 1)")
-    if private and select:
-        z_sel, z_gram = calibrate_gaussians(
-            split_ratios([selection_share, 1 - selection_share]), epsilon, delta
-        )
-    elif private:
-        z_sel, z_gram = None, gaussian_sigma(epsilon, delta)
+    shares = [selection_share, 1 - selection_share]
+    if auto:
+        shares = [COUNT_SHARE] + [(1 - COUNT_SHARE) * s for s in shares]
+    if run.private:
+        zs = calibrate_gaussians(split_ratios(shares), run.epsilon, run.delta)
     else:
-        z_sel, z_gram = (0.0 if select else None), 0.0
+        zs = [0.0] * len(shares)
+    z_count = zs[0] if auto else None
+    z_sel, z_gram = zs[-2], zs[-1]
     sens = 1.0 if window else 1.0 / math.sqrt(2.0)
     matrix = "window-cooccurrence" if window else "gram"
-    mechanisms = "gaussian x2 (composed)" if select else "gaussian"
+    events = [gaussian_spec(z) for z in zs]
     release = Release(
-        name=f"{model}:{'selection+' if select else ''}{matrix}",
-        epsilon=epsilon,
-        delta=delta,
-        mechanism=mechanisms,
-        accountant=PLD_ACCOUNTANT if select else ACCOUNTANT,
+        name=f"{model}:{'count+' if auto else ''}selection+{matrix}",
+        epsilon=run.epsilon,
+        delta=run.delta,
+        mechanism=f"gaussian x{len(zs)} (composed)",
+        accountant=PLD_ACCOUNTANT,
         details={
+            "noise_multiplier_count": z_count,
             "noise_multiplier_selection": z_sel,
             "noise_multiplier_matrix": z_gram,
-            "sensitivity_l2_selection": 1.0 if select else None,
+            "sensitivity_l2_count": 1.0 if auto else None,
+            "sensitivity_l2_selection": 1.0,
             "sensitivity_l2_matrix": sens,
-            "top_items": int(top_items) if select and top_items is not None else n_items,
-            "selection_share": selection_share if select else 0.0,
+            "top_items": "auto: noisy users / (4 z_matrix)" if auto else int(top_items or 0),
+            "selection_share": selection_share,
+            "count_share": COUNT_SHARE if auto else 0.0,
             "row_bound": "unit L2 norm per user",
             "window": window,
+            "unit": "user",
+            "adjacency": ADJACENCY,
+            "expected_users": run.expected_users,
         },
+        event=composed_spec(events),
     )
-    charge(ledger, release, model)
-    counts = noisy_item_counts(x, float(z_sel or 0.0) if select else None, gen)
-    selected = select_items(counts, top_items if select else None, n_items)
+    run.charge(ledger, release, model)
+    exact = not run.private
+    if auto:
+        n_hat = noisy_user_count(x, None if exact else z_count, run.noise)
+        top = n_items if exact else auto_top_items(n_hat, z_gram, n_items, max_items_auto)
+    else:
+        top = int(top_items or n_items)
+    counts = noisy_item_counts(x, None if exact else z_sel, run.noise)
+    selected = select_items(counts, top, n_items)
     if window:
         g = window_pairs(dataset, selected, window).toarray()
     else:
         xs = unit_rows(x[:, selected])
         g = np.asarray((xs.T @ xs).toarray(), dtype=np.float64)
     mech = GaussianMechanism(z_gram, sens)
-    mech.add_symmetric_noise(g, gen, out=g)
+    mech.add_symmetric_noise(g, run.noise, out=g)
     if window:
         np.fill_diagonal(g, 0.0)  # no signal there (post-processing)
     return GramRelease(
-        selected, counts, g, mech.sigma, {"selection": z_sel, "gram": z_gram}, release
+        selected,
+        counts,
+        g,
+        mech.sigma,
+        {"count": z_count, "selection": z_sel, "gram": z_gram},
+        release,
     )

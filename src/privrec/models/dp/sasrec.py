@@ -18,7 +18,7 @@ further use of private data).
 
 from __future__ import annotations
 
-import time
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,13 +26,36 @@ from pydantic import Field, model_validator
 
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import register
-from privrec.models.dp.opacus import PerUserLoss, make_private, quiet_hooks, sgd_accounting
-from privrec.models.dp.release import start_private_fit
+from privrec.models.dp.opacus import (
+    PerUserLoss,
+    PoissonBatches,
+    make_private,
+    noise_only_step,
+    quiet_hooks,
+    steps_per_epoch,
+)
+from privrec.models.dp.release import (
+    COUNT_SHARE,
+    DEFAULT_EXPECTED_USERS,
+    DPArtifact,
+    PrivateFit,
+    start_private_fit,
+)
 from privrec.models.nn.runtime import DistInfo
 from privrec.models.nn.tokens import PAD
 from privrec.models.sasrec import SASRec, SASRecConfig
 from privrec.models.sequential import pad_left
-from privrec.privacy.dp import Release, dpsgd_epsilon
+from privrec.privacy.dp import (
+    GaussianMechanism,
+    Release,
+    composed_spec,
+    dpsgd_epsilon,
+    dpsgd_noise_multiplier,
+    dpsgd_spec,
+    gaussian_sigma,
+    gaussian_spec,
+)
+from privrec.privacy.guarantee import ADJACENCY
 from privrec.privacy.ledger import PrivacyLedger
 
 if TYPE_CHECKING:
@@ -46,15 +69,18 @@ class DPSASRecConfig(SASRecConfig):
 
     Attributes:
         epsilon: user-level budget of the whole training run (inf: no DP, same per-user loss).
-        delta: None means 1 / (10 x number of users).
+        delta: None means 1 / (10 x expected_users).
+        expected_users: public, configured number of users delta is set from (never counted).
         max_grad_norm: per-user gradient clipping bound.
-        sample_rate: Poisson sampling probability of each user per step.
+        sample_rate: Poisson sampling probability of each user per step (round(1 / q) steps per
+            epoch).
         accountant: Opacus accountant, "rdp" or "prv".
         grad_sample_mode: "hooks" (per-user gradients materialised) or "ghost" (norms only).
     """
 
     epsilon: float = Field(default=8.0, gt=0.0)
     delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    expected_users: int = Field(default=DEFAULT_EXPECTED_USERS, ge=1)
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     sample_rate: float = Field(default=0.05, gt=0.0, le=1.0)
     accountant: str = Field(default="rdp", pattern="^(rdp|prv)$")
@@ -107,7 +133,7 @@ def _negatives_outside(
 
 
 @register
-class DPSASRec(SASRec):
+class DPSASRec(DPArtifact, SASRec):
     """SASRec trained with user-level DP-SGD (see the module docstring)."""
 
     name = "dp_sasrec"
@@ -125,13 +151,70 @@ class DPSASRec(SASRec):
         *,
         rng: int | np.random.Generator | None = None,
         ledger: PrivacyLedger | None = None,
+        noise_seed: int | None = None,
     ) -> DPSASRec:
         """Train with DP-SGD on the users' latest windows (the ledger is charged before any noise).
 
         No validation data: early stopping on it would be a further use of private data.
+
+        Args:
+            dataset: the training interactions.
+            rng: seeds initialisation and negative sampling (never the noise or the sampling).
+            ledger: charged before any noise is drawn.
+            noise_seed: tests and benchmarks only: reproducible noise and Poisson sampling, and
+                then the model is no DP release (`privacy` None, `"reproducible_noise": true`).
         """
-        super().fit(dataset, rng=rng, ledger=ledger)
+        self._noise_seed = noise_seed
+        try:
+            super().fit(dataset, rng=rng, ledger=ledger)
+        finally:
+            self._noise_seed = None
+        if not math.isinf(self.config.epsilon):
+            self.train_seconds = 0.0  # training time grows with the private number of users
         return self
+
+    def _plan(self, epsilon: float, delta: float) -> tuple[float, float, int, int, Release]:
+        """(z_count, z_sgd, steps per epoch, steps, release), from the config alone.
+
+        The noisy user count (for the expected batch size) gets COUNT_SHARE of (epsilon, delta),
+        DP-SGD the rest (basic composition).
+        """
+        c = self.config
+        eps_c, delta_c = COUNT_SHARE * epsilon, COUNT_SHARE * delta
+        eps_sgd, delta_sgd = epsilon - eps_c, delta - delta_c
+        z_count = gaussian_sigma(eps_c, delta_c)
+        per_epoch = steps_per_epoch(c.sample_rate)
+        steps = c.epochs * per_epoch
+        z = dpsgd_noise_multiplier(
+            eps_sgd, delta_sgd, sample_rate=c.sample_rate, steps=steps, accountant=c.accountant
+        )
+        release = Release(
+            name=f"{self.name}:count+dp-sgd",
+            epsilon=epsilon,
+            delta=delta,
+            mechanism="gaussian count + dp-sgd (gaussian, poisson sampling, per-user clipping)",
+            accountant=f"analytic gaussian (dp-accounting) + {c.accountant} (opacus), "
+            "basic composition",
+            details={
+                "noise_multiplier": z,
+                "max_grad_norm": c.max_grad_norm,
+                "sample_rate": c.sample_rate,
+                "steps": steps,
+                "dpsgd_epsilon": eps_sgd,
+                "dpsgd_delta": delta_sgd,
+                "epsilon_accounted": dpsgd_epsilon(
+                    z, delta_sgd, sample_rate=c.sample_rate, steps=steps, accountant=c.accountant
+                ),
+                "count_noise_multiplier": z_count,
+                "expected_batch": "sample_rate x noisy user count",
+                "example": "one user (their latest window of max_len + 1 items)",
+                "unit": "user",
+                "adjacency": ADJACENCY,
+                "expected_users": c.expected_users,
+            },
+            event=composed_spec([gaussian_spec(z_count), dpsgd_spec(z, c.sample_rate, steps)]),
+        )
+        return z_count, z, per_epoch, steps, release
 
     def _train(
         self,
@@ -153,73 +236,65 @@ class DPSASRec(SASRec):
         from privrec.models.nn.sequence import PerUserNextItemLoss
 
         c = self.config
-        wins = [s[-(c.max_len + 1) :] for s in seqs if len(s) >= 2]
-        n_users = len(wins)
-        if n_users == 0:
-            return
-        seq = pad_left([w[:-1] + 1 for w in wins], c.max_len)
-        tgt = pad_left([w[1:] + 1 for w in wins], c.max_len)
         run = start_private_fit(
-            epsilon=c.epsilon, delta=c.delta, n_users=n_users, rng=seed, seed=seed
+            epsilon=c.epsilon,
+            delta=c.delta,
+            expected_users=c.expected_users,
+            rng=seed,
+            seed=seed,
+            noise_seed=getattr(self, "_noise_seed", None),
         )
-        gen = run.gen
+        gen = np.random.default_rng(seed)  # negatives only: not noise
+        wins = [s[-(c.max_len + 1) :] for s in seqs if len(s) >= 2]
+        self.train_log = []  # never a loss or a time: both are exact statistics of the data
+        self.best_epoch = c.epochs
+        release: Release | None = None
+        # the plan (and the charge) come before the data decides anything, even an empty fit
+        plan = self._plan(run.epsilon, run.delta) if run.private else None
+        if plan is not None:
+            release = plan[4]
+            run.charge(ledger, release, self.name)  # before the first noisy step
+        run.record(self, release)
+        if not wins:
+            return
+        seq = torch.from_numpy(pad_left([w[:-1] + 1 for w in wins], c.max_len))
+        tgt = torch.from_numpy(pad_left([w[1:] + 1 for w in wins], c.max_len))
         module: Any = PerUserNextItemLoss(net).to(device)
         optimizer = torch.optim.Adam(
             [p for p in module.parameters() if p.requires_grad], lr=c.learning_rate
         )
-        loader = DataLoader(
-            TensorDataset(torch.from_numpy(seq), torch.from_numpy(tgt)),
-            batch_size=max(1, round(c.sample_rate * n_users)),
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-        )
         criterion: Any = PerUserLoss()
-        if run.private:
-            module, optimizer, criterion, loader = make_private(
+        loader: Any
+        if plan is not None:
+            z_count, z, per_epoch, _steps, _ = plan
+            n_hat = noisy_user_count_of(len(wins), z_count, run)
+            module, optimizer, criterion = make_private(
                 module,
                 optimizer,
-                loader,
-                epsilon=c.epsilon,
-                delta=run.delta,
-                epochs=c.epochs,
+                noise_multiplier=z,
                 max_grad_norm=c.max_grad_norm,
-                accountant=c.accountant,
+                expected_batch_size=c.sample_rate * n_hat,
                 grad_sample_mode=c.grad_sample_mode,
-                noise_seed=seed + 1,
-                device=device,
+                noise=run.noise,
             )
-            self.noise_multiplier, sample_rate, steps = sgd_accounting(optimizer, loader, c.epochs)
-            release = Release(
-                name=f"{self.name}:dp-sgd",
-                epsilon=c.epsilon,
-                delta=run.delta,
-                mechanism="dp-sgd (gaussian, poisson sampling, per-user clipping)",
-                accountant=f"{c.accountant} (opacus)",
-                details={
-                    "noise_multiplier": self.noise_multiplier,
-                    "max_grad_norm": c.max_grad_norm,
-                    "sample_rate": sample_rate,
-                    "steps": steps,
-                    "epsilon_accounted": dpsgd_epsilon(
-                        self.noise_multiplier,
-                        run.delta,
-                        sample_rate=sample_rate,
-                        steps=steps,
-                        accountant=c.accountant,
-                    ),
-                    "example": "one user (their latest window of max_len + 1 items)",
-                },
+            self.noise_multiplier = z
+            loader = PoissonBatches(
+                (seq, tgt), sample_rate=c.sample_rate, steps=per_epoch, noise=run.noise
             )
-            run.charge(ledger, release, self.name)  # before the first noisy step
-            run.record(self, release)
-        self.train_log = []
+        else:
+            loader = DataLoader(
+                TensorDataset(seq, tgt),
+                batch_size=max(1, round(c.sample_rate * len(wins))),
+                shuffle=True,
+                generator=torch.Generator().manual_seed(seed),
+            )
         with quiet_hooks():
             module.train()
-            for epoch in range(1, c.epochs + 1):
-                total, count = 0.0, 0
+            for _epoch in range(1, c.epochs + 1):
                 for s_b, t_b in loader:
                     if s_b.shape[0] == 0:
-                        optimizer.zero_grad(set_to_none=True)
+                        if plan is not None:
+                            noise_only_step(optimizer, run.noise)
                         continue
                     t_np = t_b.numpy()
                     neg = _negatives_outside(s_b.numpy(), t_np, n_items, gen)
@@ -232,20 +307,21 @@ class DPSASRec(SASRec):
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    total += float(loss.detach()) * s_b.shape[0]
-                    count += s_b.shape[0]
-                self.train_log.append(
-                    {
-                        "epoch": epoch,
-                        "loss": total / max(count, 1),
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
-        self.best_epoch = c.epochs
 
     def _meta(self) -> dict[str, Any]:
-        return {**super()._meta(), "noise_multiplier": self.noise_multiplier}
+        meta = {**super()._meta(), "noise_multiplier": self.noise_multiplier}
+        if not math.isinf(self.config.epsilon):
+            # neither losses nor times: exact statistics of the data
+            meta.update(train_log=[], train_seconds=0.0)
+        return {**meta, **self._marker_meta()}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         super()._set_state(arrays, meta)
         self.noise_multiplier = float(meta.get("noise_multiplier", 0.0))
+        self._read_marker(meta)
+
+
+def noisy_user_count_of(n: int, noise_multiplier: float, run: PrivateFit) -> float:
+    """`n` (users with a training window) plus N(0, z^2) (L2 sensitivity 1), at least 1."""
+    noisy = GaussianMechanism(noise_multiplier, 1.0).add_noise(np.array([float(n)]), run.noise)
+    return max(float(noisy[0]), 1.0)

@@ -40,6 +40,28 @@ def test_weighted_histories(two_groups: InteractionDataset) -> None:
     np.testing.assert_allclose(m.score(h), m.target @ u + m.bias, rtol=1e-5, atol=1e-6)
 
 
+def test_weighted_contributions_add_up_and_explain(two_groups: InteractionDataset) -> None:
+    """Each entry's share is |h|^-a h_j q_j . p_i; the strongest event of a repeated item carries
+    it, and explain names the largest share."""
+    m = BPR(**{**FAST, "epochs": 2}, binary=False, history_norm=0.5).fit(two_groups)
+    h = UserHistory.of([1, 4, 1], weights=[2.0, 1.0, 5.0])  # item 1's weight: its stronger event
+    items = np.arange(m.n_items)
+    c = m.contributions(h, items)
+    scale = 6.0**-0.5
+    expected = np.stack(
+        [np.zeros(m.n_items), scale * m.target @ m.context[4], scale * 5 * m.target @ m.context[1]],
+        axis=1,
+    )
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(c.sum(axis=1), m.score(h) - m.bias, rtol=1e-4, atol=1e-6)
+    item = int(np.argmax(c[:, 2]))
+    shares = {1: c[item, 0] + c[item, 2], 4: c[item, 1]}
+    top = max(shares, key=lambda j: shares[j])
+    e = m.explain(h, item)
+    assert e.kind == "history" and e.contributors[0][0] == top
+    np.testing.assert_allclose(e.contributors[0][1], shares[top])
+
+
 def test_a_different_seed_gives_a_different_model(two_groups: InteractionDataset) -> None:
     a = BPR(**{**FAST, "epochs": 2}).fit(two_groups, rng=1)
     b = BPR(**{**FAST, "epochs": 2}).fit(two_groups, rng=2)

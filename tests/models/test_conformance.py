@@ -86,7 +86,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
 # Global (non-personalised) models: the per-user group tests do not apply to them.
 NON_PERSONALISED = {"dp_popularity"}
 # Models whose score is a sum over history entries: `contributions` must not be None for them.
-ATTRIBUTABLE = {"itemknn", "ease", "als", "content"}
+ATTRIBUTABLE = {"itemknn", "ease", "als", "content", "bpr", "apr"}
 # Models that unlearn exactly (in their FAST_PARAMS configuration).
 FORGETTING = {"popularity", "itemknn", "ease", "content"}
 MODELS = available_models()

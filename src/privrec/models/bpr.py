@@ -19,6 +19,10 @@ erased user's events stop influencing their own scores at once (their influence 
 with the next retrain). Scoring needs numpy only; torch is imported by `fit` (the torch pieces:
 `models.nn.fism`).
 
+Attribution: u . p_i is linear in the history weights, so `contributions` gives each history
+entry its exact share of a score (an empty history scores b_i), and the contract's `explain`
+names the strongest of them.
+
 Reproducible: one seed drives initialisation (torch.Generator) and sampling (numpy Generator).
 Training runs on one torch thread by default: bit-identical for a seed, and on 2 shared cores
 also the fastest for these small ops (with more threads the gradient sums are order-dependent).
@@ -38,9 +42,9 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrec.core.rng import DEFAULT_SEED
-from privrec.core.types import Explanation, UserHistory
+from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
-from privrec.models.base import InputConfig, Recommender, history_explanation, register, seed_from
+from privrec.models.base import InputConfig, Recommender, register, seed_from
 from privrec.models.nn.runtime import torch_threads
 from privrec.privacy.ledger import PrivacyLedger
 
@@ -249,15 +253,21 @@ class BPR(Recommender):
         """u . p_i + b_i for each history row."""
         return self.user_vectors(histories) @ self.target.T + self.bias[None, :]
 
-    def explain(self, history: UserHistory, item: int) -> Explanation:
-        """History items j ranked by their additive share of u . p_item."""
+    def contributions(self, history: UserHistory, items: np.ndarray) -> np.ndarray:
+        """|h|^-a h_j q_j . p_i per history entry j: each row sums to item i's score minus b_i
+        (what an empty history scores), since u . p_i is linear in the history."""
         self._check_fitted()
-        h = self._normalised(self._history_input(self.history_matrix([history])))
-        items = h.indices.astype(np.int64)
-        contrib = h.data.astype(np.float64) * (self.context[items] @ self.target[int(item)]).astype(
-            np.float64
-        )
-        return history_explanation(history, int(item), items, contrib)
+        targets = np.asarray(items, dtype=np.int64)
+        it, w, pos = self.history_entries(history)
+        out = np.zeros((len(targets), len(history)), np.float64)
+        if not len(it) or not len(targets):
+            return out
+        # the scaled weights as the scoring path has them (float32), so the shares add up to it
+        scale = np.float32(float(w.sum()) ** -self.config.history_norm)
+        hw = (scale * w.astype(np.float32)).astype(np.float64)
+        dots = self.context[it].astype(np.float64) @ self.target[targets].astype(np.float64).T
+        out[:, pos] = (dots * hw[:, None]).T
+        return out
 
     # ---- persistence -----------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ Launch on one or more machines with torchrun (gloo on CPU, NCCL on CUDA, chosen 
 
 Every rank loads the dataset, builds the same global batches from the same seed and trains on its
 strided share of each; DDP averages the gradients and the loss is scaled so that the update equals
-single-process training on the whole global batch (`SequentialRecommender._train`). Validation
+single-process training on the whole global batch (`models.sequential_train`). Validation
 (`--split loo`) is shared out across ranks and its sums all-reduced, so every rank takes the same
 early-stopping decision. Rank 0 saves the model (safetensors + JSON) and prints a JSON summary as
 its last line.

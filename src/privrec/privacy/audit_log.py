@@ -5,10 +5,15 @@ Each line is one JSON object with the fields given by the caller plus
 - ``seq``: 0, 1, 2, ... (position in the log),
 - ``time``: UTC ISO time of the append,
 - ``prev``: the ``hash`` of the previous line ("" for the first),
-- ``hash``: SHA-256 of the line's canonical JSON without ``hash`` itself.
+- ``hash``: HMAC-SHA256 of the line's canonical JSON without ``hash`` itself, keyed with the
+  audit key (``keys/audit.key``, mode 0600), so that nobody without the key can write a chain that
+  verifies (a plain hash could be recomputed after an edit).
 
-Rewriting or deleting an earlier line breaks the chain, which `verify` reports; appending only
-needs the last line. The log holds pseudonyms and counts, never raw user ids or event contents
+Rewriting or deleting an earlier line breaks the chain, which `verify` reports. Cutting lines off
+the end leaves a valid shorter chain, so every append also records the count and the last hash in
+an `Anchor` kept elsewhere (the service keeps it inside the encrypted event store): `verify`
+compares the log's end with it, and a truncated or replaced tail is reported. Appending only needs
+the last line. The log holds pseudonyms and counts, never raw user ids or event contents
 (callers pass only those; `append` refuses a few obviously personal keys as a guard).
 
 Erasure receipts (`erasure_receipt`) record: the pseudonym, the time, what was deleted (events,
@@ -20,17 +25,19 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from privrec.core.errors import ValidationError
 from privrec.core.files import open_private_append
 
 AUDIT_FILE = "audit.log"
+AUDIT_KEY_FILE = "audit.key"
 _FORBIDDEN_KEYS = frozenset({"user_id", "raw_user_id", "email", "name", "ip", "query"})
 
 
@@ -42,12 +49,39 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-class AuditLog:
-    """The append-only audit log at ``<data_dir>/audit.log`` (or a given file path)."""
+class Anchor(Protocol):
+    """Where the log's length and last hash are kept, away from the log itself."""
 
-    def __init__(self, path: str | Path) -> None:
+    def get(self) -> tuple[int, str] | None:
+        """(entries, hash of the last one) as last recorded, or None before the first entry."""
+        ...
+
+    def set(self, count: int, last_hash: str) -> None:
+        """Record the log's new length and last hash."""
+        ...
+
+
+class AuditLog:
+    """The append-only audit log at ``<data_dir>/audit.log`` (or a given file path).
+
+    Args:
+        path: the data directory or the log file.
+        key: the HMAC key of the chain (None: plain SHA-256, for logs of older versions).
+        anchor: where the length and last hash are also recorded (None: no truncation check).
+    """
+
+    def __init__(
+        self, path: str | Path, *, key: bytes | None = None, anchor: Anchor | None = None
+    ) -> None:
         p = Path(path)
         self.path = p if p.suffix else p / AUDIT_FILE
+        self._key = key
+        self._anchor = anchor
+
+    def _digest(self, body: Mapping[str, Any]) -> str:
+        if self._key is None:
+            return hashlib.sha256(_canonical(body)).hexdigest()
+        return hmac.new(self._key, _canonical(body), hashlib.sha256).hexdigest()
 
     def append(self, action: str, **fields: Any) -> dict[str, Any]:
         """Append one entry (`action` plus JSON-ready fields); return it with seq, time, hash."""
@@ -77,11 +111,13 @@ class AuditLog:
                     **fields,
                     "prev": prev,
                 }
-                entry["hash"] = hashlib.sha256(_canonical(entry)).hexdigest()
+                entry["hash"] = self._digest(entry)
                 fh.seek(0, os.SEEK_END)
                 fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+                if self._anchor is not None:  # under the lock: anchors follow appends in order
+                    self._anchor.set(seq + 1, entry["hash"])
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         return entry
@@ -98,17 +134,25 @@ class AuditLog:
         return [e for e in out if action is None or e.get("action") == action]
 
     def verify(self) -> tuple[bool, int | None]:
-        """(True, None) if the chain is intact, else (False, seq of the first broken entry)."""
+        """(True, None) if the chain is intact, else (False, seq of the first broken entry).
+
+        With an anchor, a log shorter than recorded, or whose last hash differs from the one
+        recorded, is broken at the first entry that is missing or differs.
+        """
         prev = ""
-        for i, e in enumerate(self.entries()):
+        entries = self.entries()
+        for i, e in enumerate(entries):
             body = {k: v for k, v in e.items() if k != "hash"}
-            if (
-                e.get("seq") != i
-                or e.get("prev") != prev
-                or hashlib.sha256(_canonical(body)).hexdigest() != e.get("hash")
-            ):
+            if e.get("seq") != i or e.get("prev") != prev or self._digest(body) != e.get("hash"):
                 return False, i
             prev = e["hash"]
+        anchored = self._anchor.get() if self._anchor is not None else None
+        if anchored is not None:
+            count, last = anchored
+            if len(entries) < count:
+                return False, len(entries)  # entries were cut off the end
+            if count and entries[count - 1].get("hash") != last:
+                return False, count - 1
         return True, None
 
 

@@ -18,6 +18,7 @@ from privrec.evaluation.canary import (
     add_canaries,
     canary_audit,
     empirical_epsilon,
+    epsilon_at_threshold,
     epsilon_lower_bound,
     make_canaries,
 )
@@ -112,6 +113,8 @@ def test_the_bound_never_exceeds_what_tpr_and_fpr_allow(
     assert b.epsilon_lb <= _plug_in(b.tpr, b.fpr, delta) + 1e-12
     best = max(_plug_in((s[y] >= t).mean(), (s[~y] >= t).mean(), delta) for t in np.unique(s))
     assert b.epsilon_lb <= best + 1e-12
+    fixed = epsilon_at_threshold(y, s, b.threshold, delta=delta)
+    assert fixed.epsilon_lb == pytest.approx(b.epsilon_lb) and fixed.tpr == b.tpr
 
 
 def test_canaries_are_rare_disjoint_and_appended(shop: InteractionDataset) -> None:
@@ -160,6 +163,9 @@ def test_the_audit_flags_a_guarantee_without_noise(shop: InteractionDataset) -> 
     res = canary_audit(_ClaimsDP, shop, canaries=16, runs=4, seed=3)
     assert res.claimed_epsilon == 0.1 and res.delta == 1e-6
     assert res.exceeds_claim and res.epsilon_lb > 1.0
+    held = canary_audit(_ClaimsDP, shop, canaries=16, runs=4, seed=3, select="holdout")
+    assert held.exceeds_claim  # on the odd runs alone:
+    assert held.bound.n_positives + held.bound.n_negatives == 2 * 16
 
 
 def test_the_audit_flags_noise_that_replays(shop: InteractionDataset) -> None:

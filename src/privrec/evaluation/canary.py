@@ -29,8 +29,9 @@ probability >= `confidence`):
 
 and 0 where no term is positive. Caveats, so the figure is read as evidence, not proof: the
 maximum over thresholds is taken on the same trials (a mild optimism that grows with the number of
-thresholds), and the trials of one run share a model, so Clopper-Pearson's independence holds
-across runs but only approximately within one. An `eps_lb` above the claimed epsilon means the
+thresholds; `select="holdout"` removes it at the cost of half the trials), and the trials of
+one run share a model, so Clopper-Pearson's independence holds across runs but only
+approximately within one. An `eps_lb` above the claimed epsilon means the
 guarantee is broken (or the claim is wrong); below it says nothing about the guarantee holding.
 """
 
@@ -63,6 +64,7 @@ from privrec.models.base import Recommender
 log = logging.getLogger(__name__)
 
 CANARY_PREFIX = "canary-"
+ItemPool = Literal["rare", "popular", "uniform"]
 FitKwargs = Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None
 
 
@@ -144,31 +146,68 @@ def epsilon_lower_bound(
     )
 
 
+def epsilon_at_threshold(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    delta: float = 0.0,
+    confidence: float = 0.95,
+) -> EpsilonBound:
+    """The bound of one threshold fixed in advance (both directions of the formula)."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("labels: need both IN and OUT trials")
+    tp, fp = int((s[y] >= threshold).sum()), int((s[~y] >= threshold).sum())
+    tpr_low = clopper_pearson(tp, n_pos, confidence)[0]
+    fpr_high = clopper_pearson(fp, n_neg, confidence)[1]
+    e1 = math.log((tpr_low - delta) / fpr_high) if tpr_low > delta else -math.inf
+    e2 = math.log((1 - fpr_high - delta) / (1 - tpr_low)) if 1 - fpr_high > delta else -math.inf
+    best = max(e1, e2)
+    return EpsilonBound(
+        epsilon_lb=best if best > 0 else 0.0,
+        direction="none" if not best > 0 else ("tpr/fpr" if e1 >= e2 else "(1-fpr)/(1-tpr)"),
+        threshold=float(threshold),
+        tpr=tp / n_pos,
+        fpr=fp / n_neg,
+        tpr_low=tpr_low,
+        fpr_high=fpr_high,
+        n_positives=n_pos,
+        n_negatives=n_neg,
+        delta=float(delta),
+        confidence=float(confidence),
+    )
+
+
 # ---- canaries ------------------------------------------------------------------------------------
 def make_canaries(
     dataset: InteractionDataset,
     canaries: int,
     size: int,
     *,
-    item_pool: Literal["rare", "uniform"] = "rare",
+    item_pool: ItemPool = "rare",
     seed: int = 0,
 ) -> list[np.ndarray]:
     """Item sets of `canaries` synthetic shoppers, `size` distinct items each.
 
-    "rare" draws from the least popular items (ties broken at random), "uniform" from all; the
-    sets are disjoint while canaries x size fits in half the catalogue, else they may overlap.
+    "rare" draws from the least popular items (ties broken at random), "popular" from the most
+    popular (for models that keep only popular items, such as DP item selection), "uniform" from
+    all; the sets are disjoint while canaries x size fits in half the catalogue, else they may
+    overlap.
     """
     n = dataset.n_items
     if not 1 <= size <= n // 2:
         raise ValueError(f"canary_size: {size} is not within 1..{n // 2} (half the catalogue)")
     rng = np.random.default_rng(seed)
-    if item_pool == "rare":
+    if item_pool in ("rare", "popular"):
         counts = np.bincount(dataset.item_idx, minlength=n)
-        order = np.lexsort((rng.random(n), counts))
+        order = np.lexsort((rng.random(n), counts if item_pool == "rare" else -counts))
     elif item_pool == "uniform":
         order = rng.permutation(n)
     else:
-        raise ValueError(f"item_pool: {item_pool!r} is not 'rare' or 'uniform'")
+        raise ValueError(f"item_pool: {item_pool!r} is not 'rare', 'popular' or 'uniform'")
     if canaries * size <= n // 2:
         pool = rng.permutation(order[: canaries * size])
         return [np.sort(pool[i * size : (i + 1) * size]) for i in range(canaries)]
@@ -232,7 +271,7 @@ class CanaryResult:
         bound: the best threshold's details.
         auc: ROC AUC of the IN vs OUT trials.
         canaries, canary_size, runs: the audit's size (canaries x runs trials, half IN).
-        calibrate, signal, item_pool: how canaries were made and scored.
+        calibrate, select, signal, item_pool: how canaries were made, scored and thresholded.
         seed: the audit's seed.
         seconds: wall time.
     """
@@ -249,6 +288,7 @@ class CanaryResult:
     canary_size: int
     runs: int
     calibrate: str
+    select: str
     signal: str
     item_pool: str
     seed: int
@@ -287,9 +327,10 @@ def canary_audit(
     canaries: int = 32,
     canary_size: int = 8,
     runs: int = 8,
-    item_pool: Literal["rare", "uniform"] = "rare",
+    item_pool: ItemPool = "rare",
     signal: Signal = "halves",
     calibrate: Literal["per_canary", "global"] = "per_canary",
+    select: Literal["max", "holdout"] = "max",
     claimed_epsilon: float | None = None,
     delta: float | None = None,
     fit_kwargs: FitKwargs = None,
@@ -306,9 +347,12 @@ def canary_audit(
         canaries: m, the synthetic shoppers.
         canary_size: items per canary.
         runs: R, fits (even; >= 4 for `calibrate="per_canary"`).
-        item_pool: "rare" or "uniform" (see `make_canaries`).
+        item_pool: "rare", "popular" or "uniform" (see `make_canaries`).
         signal: the membership signal (see `lira.membership_signal`).
         calibrate: "per_canary" (likelihood ratio on the other runs) or "global" (raw signal).
+        select: "max" (the best threshold on all trials, the module docstring's formula) or
+            "holdout" (the threshold chosen on the even runs, the bound read on the odd runs
+            alone: half the trials, no optimism from the choice).
         claimed_epsilon, delta: the guarantee to test (None: what the fitted model claims).
         fit_kwargs: extra keyword arguments of `fit`, or a function of the run index giving them.
         confidence: of each Clopper-Pearson interval.
@@ -326,6 +370,8 @@ def canary_audit(
         raise ValueError("runs: per-canary calibration needs at least 4 runs")
     if calibrate not in ("per_canary", "global"):
         raise ValueError(f"calibrate: {calibrate!r} is not 'per_canary' or 'global'")
+    if select not in ("max", "holdout") or (select == "holdout" and r_n < 4):
+        raise ValueError(f"select: {select!r} is not 'max' or 'holdout' (with >= 4 runs)")
     rng = np.random.default_rng(seed)
     items = make_canaries(dataset, canaries, canary_size, item_pool=item_pool, seed=seed)
     full, canary_users = add_canaries(dataset, items)
@@ -351,14 +397,23 @@ def canary_audit(
     assert claim is not None
 
     if calibrate == "per_canary":
-        scores = np.vstack([lira_scores(signals, inside, r) for r in range(r_n)])
+        scores = np.vstack([lira_scores(signals, inside, r, seed=seed) for r in range(r_n)])
     else:
         scores = signals
     ok = np.isfinite(scores)
     y, sc = inside[ok], scores[ok]
     eps_claim = claim[0] if claimed_epsilon is None else float(claimed_epsilon)
     d = claim[1] if delta is None else float(delta)
-    bound = epsilon_lower_bound(y, sc, delta=d, confidence=confidence)
+    if select == "max":
+        bound = epsilon_lower_bound(y, sc, delta=d, confidence=confidence)
+    else:  # choose the threshold on the even runs, read the bound on the odd ones only
+        even = np.zeros_like(inside)
+        even[0::2] = True
+        chosen = epsilon_lower_bound(inside[ok & even], scores[ok & even], delta=d)
+        odd = ok & ~even
+        bound = epsilon_at_threshold(
+            inside[odd], scores[odd], chosen.threshold, delta=d, confidence=confidence
+        )
     notes = []
     # the best any attack could show: every trial right
     tpr_best = clopper_pearson(bound.n_positives, bound.n_positives, confidence)[0]
@@ -382,6 +437,7 @@ def canary_audit(
         canary_size=int(canary_size),
         runs=r_n,
         calibrate=calibrate,
+        select=select,
         signal=signal,
         item_pool=item_pool,
         seed=int(seed),

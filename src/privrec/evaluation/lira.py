@@ -18,7 +18,9 @@ K - 1 are its shadows):
 
     Lambda(u) = log N(s_t(u); mu_in(u), sigma_in^2) - log N(s_t(u); mu_out(u), sigma_out^2)
 
-with mu_in(u), mu_out(u) the mean signal of u in the shadows that did / did not train on u, and
+with mu_in(u), mu_out(u) the mean signal of u in the shadows that did / did not train on u (as
+many of each: one random shadow of the larger group is left out, else members would be fitted
+from one signal fewer and score lower even without any signal), and
 sigma^2 either per shopper or (`fixed_variance`, the default; Carlini et al. recommend it for few
 shadows) pooled over all shoppers. The scores of all (target, shopper) pairs are pooled: AUC and
 the TPR at each requested FPR, with a Clopper-Pearson interval on the TPR. The pooled pairs share
@@ -240,8 +242,20 @@ def membership_signal(
 
 
 # ---- the likelihood-ratio test -------------------------------------------------------------------
+def _keep_first(sel: np.ndarray, n_keep: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """`sel` with only its first n_keep[j] True entries per column, in the order of `keys`."""
+    rank = np.argsort(np.argsort(np.where(sel, keys, np.inf), axis=0), axis=0)
+    return np.asarray(sel & (rank < n_keep[None, :]), dtype=bool)
+
+
 def lira_scores(
-    signals: np.ndarray, membership: np.ndarray, target: int, *, fixed_variance: bool = True
+    signals: np.ndarray,
+    membership: np.ndarray,
+    target: int,
+    *,
+    fixed_variance: bool = True,
+    balance: bool = True,
+    seed: int = 0,
 ) -> np.ndarray:
     """Per-column log likelihood ratio of `signals[target]`, calibrated on the other rows.
 
@@ -250,6 +264,11 @@ def lira_scores(
         membership: (models, examples) bool, True where the model trained on the example.
         target: the row attacked; the others are its shadows.
         fixed_variance: one IN and one OUT variance pooled over all examples (else per example).
+        balance: per example, use as many IN as OUT shadows (random ones of the larger group
+            are left out). Without it, a member of the target has one IN shadow fewer than a
+            non-member (each example is IN half the models), and the mean estimated from fewer
+            signals fits worse: members would score lower even when there is no signal.
+        seed: seeds which shadows `balance` leaves out.
 
     Returns:
         Lambda per example; NaN where the shadows hold no IN or no OUT signal of it.
@@ -259,6 +278,11 @@ def lira_scores(
     shadow = np.ones(s.shape[0], dtype=bool)
     shadow[target] = False
     ss, mm = s[shadow], m[shadow]
+    sel_in, sel_out = mm, ~mm
+    if balance:
+        keys = np.random.default_rng([seed, target]).random(mm.shape)
+        n_min = np.minimum(sel_in.sum(axis=0), sel_out.sum(axis=0))
+        sel_in, sel_out = _keep_first(sel_in, n_min, keys), _keep_first(sel_out, n_min, keys)
 
     def fit(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = sel.sum(axis=0).astype(np.float64)
@@ -271,8 +295,8 @@ def lira_scores(
                 var = resid2.sum(axis=0) / np.maximum(n - 1, 1)
         return mu, var
 
-    mu_in, var_in = fit(mm)
-    mu_out, var_out = fit(~mm)
+    mu_in, var_in = fit(sel_in)
+    mu_out, var_out = fit(sel_out)
     # a floor keeps a noiseless (deterministic) model's ratio finite but still decisive
     scale = max(float(np.nanvar(ss)), 1e-300)
     var_in = np.maximum(var_in, 1e-9 * scale)
@@ -399,7 +423,7 @@ def lira_audit(
 
     scores, labels, per_target = [], [], []
     for t in range(k):
-        lam = lira_scores(signals, member, t, fixed_variance=fixed_variance)
+        lam = lira_scores(signals, member, t, fixed_variance=fixed_variance, seed=seed)
         ok = np.isfinite(lam)
         scores.append(lam[ok])
         labels.append(member[t, ok])

@@ -18,6 +18,7 @@ Run: .venv/bin/python benchmarks/audit_power.py [--quick] [--seed 0]  (JSON on t
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -76,7 +77,7 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the result records the low-power warnings
             lira = lira_audit(
-                lambda name=name, params=params: create_model(name, **params),
+                functools.partial(create_model, name, **params),
                 ds,
                 shadows=shadows,
                 seed=args.seed,

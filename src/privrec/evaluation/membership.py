@@ -24,6 +24,12 @@ trained on the shadow models' members vs non-members, then scores the target's m
 non-members: the report gives the ROC AUC (0.5 = chance) and the true-positive rate at 1%
 false-positive rate. `repeats` > 1 repeats everything with other random splits and averages
 (the AUC of a few hundred users has a standard error of about 0.03).
+
+This audit has little power at low false-positive rates: one shadow model, one global threshold,
+and a TPR at 1% FPR that rests on a handful of negatives. `evaluation.lira` calibrates per shopper
+on many shadow models and gives the TPR at 0.1% / 1% FPR with confidence intervals;
+`evaluation.canary` turns a canary attack into an empirical lower bound on a DP model's epsilon
+(and catches noise that replays).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from privrec.models.dp.ease import DPEASE, spectral_denoise
 from privrec.models.dp.release import unit_rows
 from privrec.models.ease import EASE, ease_weights
 from privrec.privacy.dp import GaussianMechanism
+from privrec.privacy.noise import NoiseSource
 
 # the frontier's validation choices (benchmarks/results/privacy_frontier_ml100k.log)
 SETTINGS = {
@@ -100,7 +101,8 @@ def decompose(
         add("oracle_rank", ndcg(with_weights(model, sel, ease_weights(low, ridge)), train, test))
         # the same noise level on the truly top items (what a free, perfect selection would give)
         g = GaussianMechanism(noise_std, 1.0).add_symmetric_noise(
-            exact_top, np.random.default_rng(1000 + i)
+            exact_top,
+            NoiseSource.reproducible(1000 + i),  # an oracle for the study, not a release
         )
         add(
             "dp_true_top",

@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 
-# ---- the model base class ------------------------------------------------------------------------
 class SequentialRecommender(Recommender):
     """Base of the transformer sequence models; subclasses set `causal` and `_make_batches`."""
 

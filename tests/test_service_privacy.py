@@ -193,7 +193,7 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
         receipts = rs.forget_many(users) if batch else [rs.forget(u) for u in users]
         assert len(receipts) == 3 and len({r["pseudonym"] for r in receipts}) == 3
         assert (
-            AuditLog(rs.data_dir).verify() == (True, None)
+            rs.ctx.audit_log().verify() == (True, None)
             and len(AuditLog(rs.data_dir).entries("erase")) == 3
         )
         r = receipts[-1]
@@ -235,7 +235,7 @@ def test_background_forget_returns_first_and_finishes_exactly(data_dir: Path) ->
             fresh, ds = _retrained(rs, name, items)
             x = fresh.input_matrix(ds)
             assert np.abs(model.score_matrix(x) - fresh.score_matrix(x)).max() < 1e-6, name
-        log = AuditLog(rs.data_dir)
+        log = rs.ctx.audit_log()
         assert log.verify() == (True, None)
         done = log.entries("erase-models")[-1]
         assert (
@@ -271,7 +271,7 @@ def test_forget_records_pending_retrains_and_audits(data_dir: Path) -> None:
         assert r["models_pending_retrain"] == ["als"] and r["retrain_deadline"]
         pending = rs.privacy_budget()["pending_retrains"]
         assert pending["als"]["deadline"] == r["retrain_deadline"]
-        log = AuditLog(rs.data_dir)
+        log = rs.ctx.audit_log()
         assert log.verify() == (True, None)
         entry = log.entries("erase")[-1]
         assert entry["pseudonym"] == r["pseudonym"] and entry["models_pending_retrain"] == ["als"]
@@ -303,29 +303,36 @@ def test_events_of_a_user_who_arrived_after_training_are_not_subtracted(data_dir
 # ---- export --------------------------------------------------------------------------------------
 def test_export_holds_everything_stored_about_the_user(data_dir: Path) -> None:
     with RecSys(Settings(data_dir=data_dir)) as rs:
-        rs.set_consent("shopper-00005", "purchases_only")
+        buyers = [
+            u
+            for u in (f"shopper-{i:05d}" for i in range(1, 40))
+            if "purchase" in set(rs.store.events(user=rs.ctx.pseudonymise(u))["type"])
+        ]
+        user = buyers[0]
+        rs.set_consent(user, "purchases_only")
         rs.experiments.create(
             {
                 "name": "exp1",
                 "variants": [{"name": "a", "model": "itemknn"}, {"name": "b", "model": "ease"}],
             }
         )
-        rec = rs.recommend("shopper-00005", 3, experiment="exp1")
+        rec = rs.recommend(user, 3, experiment="exp1")
         rs.experiments.flush()
-        doc = rs.export_user("shopper-00005")
-        p = rs.ctx.pseudonymise("shopper-00005")
+        doc = rs.export_user(user)
+        p = rs.ctx.pseudonymise(user)
         assert doc["n_events"] == len(rs.store.events(user=p)) > 0
         assert doc["consent_record"]["level"] == "purchases_only"
         assert [e["recommendation_id"] for e in doc["experiments"]] == [rec.recommendation_id]
-        rs.forget("shopper-00005")
-        after = rs.export_user("shopper-00005")
+        rs.forget(user)
+        after = rs.export_user(user)
         assert (
             after["n_events"] == 0
             and after["consent_record"] is None
             and after["experiments"] == []
         )
-        assert [e["action"] for e in after["audit_log"]] == ["erase"]  # the receipt about them
-        assert "shopper-00005" not in json.dumps(after)
+        # the audit entries about them: the downgrade's deletion and the erasure receipt
+        assert [e["action"] for e in after["audit_log"]] == ["consent-lowered", "erase"]
+        assert user not in json.dumps(after)
 
 
 # ---- nothing raw on disk -------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from privrec.core.settings import Settings
 from privrec.core.types import UserHistory
 from privrec.data.synthetic import generate_shop
 from privrec.models.zoo import create_model
-from privrec.privacy.audit_log import AuditLog
 from privrec.service import RecSys
 
 
@@ -56,7 +55,7 @@ def test_a_consent_downgrade_deletes_at_once_and_updates_the_models(tmp_path: Pa
         assert len(rs.store.events(user=p)) == 0  # anonymous: nothing stays stored
         purchases = int((before["type"] == "purchase").sum())
         assert change.events_deleted == purchases
-        actions = [e["action"] for e in AuditLog(rs.data_dir).entries()]
+        actions = [e["action"] for e in rs.ctx.audit_log().entries()]
         assert actions.count("consent-lowered") == 1 + (purchases > 0)
 
 

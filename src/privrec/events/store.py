@@ -92,6 +92,11 @@ class EventStore(StoreMaintenance):
                 )
             self._meta_set(con, "pseudonym_generation", str(int(generation)))
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Record one metadata value inside the encrypted file (e.g. the audit log's anchor)."""
+        with self._tx() as con:
+            self._meta_set(con, key, value)
+
     # ---- writing -----------------------------------------------------------------------------
     def append(self, frame: pd.DataFrame) -> tuple[int, int]:
         """Insert gated events, skipping event_ids already stored (idempotent).

@@ -7,13 +7,16 @@ models, say) never creates a key or opens the store.
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import shutil
 from pathlib import Path
 
-from privrec.core.files import private_dir
+from privrec.core.files import private_dir, write_private
 from privrec.core.settings import Settings
 from privrec.events.gate import Gate
 from privrec.events.store import EventStore
+from privrec.privacy.audit_log import AUDIT_KEY_FILE, AuditLog
 from privrec.privacy.ledger import Budget, PrivacyLedger
 from privrec.privacy.pseudonym import Pseudonymiser
 
@@ -73,6 +76,15 @@ class ServiceContext:
             self.data_dir, Budget(s.privacy_budget_epsilon, s.privacy_budget_delta)
         )
 
+    def audit_log(self) -> AuditLog:
+        """The audit log, its chain keyed (keys/audit.key, made once, mode 0600) and anchored in
+        the encrypted store, so edits and a cut tail are both detected."""
+        key_file = private_dir(self.data_dir / "keys") / AUDIT_KEY_FILE
+        if not key_file.exists():
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                write_private(key_file, secrets.token_bytes(32), exclusive=True)
+        return AuditLog(self.data_dir, key=key_file.read_bytes(), anchor=_StoreAnchor(self))
+
     @property
     def models_dir(self) -> Path:
         """Where versioned model artifacts live."""
@@ -96,3 +108,20 @@ class ServiceContext:
             shutil.rmtree(self.data_dir)
         private_dir(self.data_dir)
         self._pseudonymiser = None
+
+
+class _StoreAnchor:
+    """The audit log's length and last hash, inside the encrypted event store."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    def get(self) -> tuple[int, str] | None:
+        value = self._ctx.store.meta().get("audit_anchor")
+        if value is None:
+            return None
+        count, _, last = value.partition(":")
+        return int(count), last
+
+    def set(self, count: int, last_hash: str) -> None:
+        self._ctx.store.set_meta("audit_anchor", f"{count}:{last_hash}")  # one write: consistent

@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privrec.core.errors import ValidationError
+from privrec.core.errors import StoreError, ValidationError
 from privrec.core.files import write_private
 from privrec.core.types import EVENT_TYPES
 from privrec.data.dataset import InteractionDataset
+from privrec.events import rejects, rotation
+from privrec.events.rotation import StagePart
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
 from privrec.privacy import consent as policy
-from privrec.privacy.audit_log import AuditLog, erasure_receipt
+from privrec.privacy.audit_log import erasure_receipt
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.registry import ModelRegistry, TrainingRecord
@@ -143,10 +145,12 @@ class Rights:
         """Right of access: everything stored about this shopper, as JSON-ready data."""
         p = self.ctx.pseudonymise(user_id)
         ev = self.ctx.store.events(user=p)
+        # the audit log is never rewritten: its entries name the pseudonym of their key generation
+        every = set(self.ctx.pseudonymiser.pseudonyms_of(user_id))
         audit = [
             e
-            for e in AuditLog(self.ctx.data_dir).entries()
-            if e.get("pseudonym") == p or p in (e.get("pseudonyms") or ())
+            for e in self.ctx.audit_log().entries()
+            if e.get("pseudonym") in every or every & set(e.get("pseudonyms") or ())
         ]
         return {
             "pseudonym": p,
@@ -156,6 +160,7 @@ class Rights:
             "consent": self.consent.level(p).value,
             "consent_record": self.consent.record(p),
             "experiments": self.serving.experiments.records_of(p),
+            "rejected_rows": rejects.lines_of(self.ctx.data_dir, [p]),
             "audit_log": audit,
             "models": "models hold no per-user state: a user's vector is derived from these "
             "events at request time; aggregate model statistics are not personal records "
@@ -222,7 +227,7 @@ class Rights:
         token = secrets.token_hex(8)  # names this erasure in the pending retrains
         if owing:
             self.pending.add(owing, receipts[0]["retrain_deadline"], token)
-        log = AuditLog(self.ctx.data_dir)
+        log = self.ctx.audit_log()
         for receipt in receipts:
             log.append("erase", **receipt)
         if background and (scheduled or any(deleted)):
@@ -237,11 +242,12 @@ class Rights:
         return receipts
 
     def _forget_state(self, p: str) -> dict[str, Any]:
-        """Delete a pseudonym's consent record, in-memory history, cached lists, experiment rows."""
+        """Delete a pseudonym's consent record, history, cached lists, experiment rows, rejects."""
         return {
             "consent_record_deleted": self.consent.delete(p),
             "cached_results_deleted": self.serving.forget(p),
             "experiment_rows_deleted": self.serving.experiments.erase(p),
+            "rejected_rows_deleted": rejects.erase_users(self.ctx.data_dir, [p]),
         }
 
     def wait(self) -> None:
@@ -278,7 +284,7 @@ class Rights:
             for m in done:
                 if m["status"] in ("exact", "unaffected"):
                     self.pending.settle(m["model"], token)
-            AuditLog(self.ctx.data_dir).append(
+            self.ctx.audit_log().append(
                 "erase-models",
                 erasure=token,
                 pseudonyms=pseudonyms,
@@ -454,7 +460,7 @@ class Rights:
                 self.pending.add(owing, deadline, secrets.token_hex(8))
                 out["models_pending_retrain"] = owing
                 out["retrain_deadline"] = deadline
-        AuditLog(self.ctx.data_dir).append(action, **audit, **out)
+        self.ctx.audit_log().append(action, **audit, **out)
         return out
 
     def retention(self, days: int | None = None) -> dict[str, Any]:
@@ -490,12 +496,44 @@ class Rights:
         )
 
     def rotate_key(self) -> int:
-        """Rotate the pseudonym key and re-key every stored pseudonym; returns rows re-keyed."""
-        rotated = self.ctx.pseudonymiser.rotate()
-        n = self.ctx.store.rekey(rotated)
-        self.ctx.replace_pseudonymiser(rotated)
+        """Rotate the pseudonym key and re-key every record keyed by pseudonym, as one unit.
+
+        Events, consent records, experiment units and variants, and rejects files move together
+        or not at all (`privrec.events.rotation`); an interrupted rotation is finished instead.
+
+        Returns:
+            The events re-keyed.
+
+        Raises:
+            StoreError: the store is held by another process, or a store refused its re-keying
+                (nothing changed either way).
+        """
+        store = self.ctx.store  # first: a store held elsewhere fails here, before any change
+        experiments = self.serving.experiments
+        parts: dict[str, StagePart] = {}
+        if experiments.exists:
+            parts["experiment_units"] = lambda rotated, known: experiments.store.stage_rekey(
+                known, rotated.generation
+            )
+        key = self.ctx.settings.pseudonym_key
+        report = rotation.rotate(
+            self.ctx.data_dir,
+            lambda: self.ctx.pseudonymiser,
+            store,
+            policy.ConsentStore.open(self.ctx.data_dir),
+            parts=parts,
+            env_key=key.get_secret_value() if key else None,
+        )
+        self.ctx.replace_pseudonymiser(report.pseudonymiser)
         self.serving.reload_history()
-        return n
+        try:  # the old pseudonyms' blocks leave the file; the rotation stands either way
+            store.compact()
+        except StoreError as exc:
+            logger.warning("rotate-key: compaction failed error=%s", exc)
+        self.ctx.audit_log().append(
+            "rotate-key", generation=report.generation, resumed=report.resumed, **report.counts
+        )
+        return int(report.counts.get("events", 0))
 
 
 _PARTIAL = (

@@ -70,3 +70,49 @@ def test_rotation_rekeys_stored_pseudonyms_consistently(data_dir: Path) -> None:
     assert new.pseudonymise("u1") != stored
     # The rotation persisted: a fresh load gives the same chain.
     assert Pseudonymiser.from_data_dir(data_dir).pseudonymise("u1") == new.pseudonymise("u1")
+
+
+def test_a_staged_rotation_writes_nothing_until_it_commits(data_dir: Path) -> None:
+    old = Pseudonymiser.from_data_dir(data_dir)
+    path = data_dir / "keys" / KEY_FILE
+    before = path.read_bytes()
+    staged = old.stage_rotation()
+    assert staged.generation == 1 and path.read_bytes() == before
+    assert staged.rekey(old.pseudonymise("u1")) == staged.pseudonymise("u1")
+    staged.write_pending()
+    assert path.read_bytes() == before
+    # the stores may already be moving: nothing may load the old key now
+    with pytest.raises(ConfigError, match="interrupted"):
+        Pseudonymiser.from_data_dir(data_dir)
+    pending = Pseudonymiser.load_pending(data_dir)
+    assert pending is not None and pending.pseudonymise("u1") == staged.pseudonymise("u1")
+    staged.commit_rotation()
+    assert Pseudonymiser.load_pending(data_dir) is None
+    again = Pseudonymiser.from_data_dir(data_dir)
+    assert again.generation == 1 and again.pseudonymise("u1") == staged.pseudonymise("u1")
+
+
+def test_a_discarded_rotation_leaves_the_chain(data_dir: Path) -> None:
+    old = Pseudonymiser.from_data_dir(data_dir)
+    staged = old.stage_rotation()
+    staged.write_pending()
+    staged.discard_rotation()
+    assert Pseudonymiser.from_data_dir(data_dir).pseudonymise("u1") == old.pseudonymise("u1")
+
+
+def test_pseudonyms_of_every_generation(data_dir: Path) -> None:
+    p0 = Pseudonymiser.from_data_dir(data_dir)
+    p1 = p0.rotate()
+    assert p1.pseudonyms_of("u1") == [p0.pseudonymise("u1"), p1.pseudonymise("u1")]
+
+
+def test_a_staged_rotation_with_an_environment_key_keeps_it_off_disk(data_dir: Path) -> None:
+    env_key = "cd" * 32
+    p = Pseudonymiser.from_data_dir(data_dir, env_key=env_key)
+    staged = p.stage_rotation()
+    assert not (data_dir / "keys" / KEY_FILE).exists()  # nothing written while staged
+    staged.write_pending()
+    staged.commit_rotation()
+    assert env_key not in (data_dir / "keys" / KEY_FILE).read_text()
+    again = Pseudonymiser.from_data_dir(data_dir, env_key=env_key)
+    assert again.pseudonymise("u1") == staged.pseudonymise("u1")

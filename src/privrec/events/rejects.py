@@ -9,16 +9,33 @@ the files personal data, so the shopper's rights reach them: `lines_of` serves a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from privrec.core.files import open_private_write, private_dir
+from privrec.core.files import open_private_write, private_dir, write_private
 
-__all__ = ["REJECTS_DIR", "Reject", "RejectWriter"]
+__all__ = [
+    "REJECTS_DIR",
+    "Reject",
+    "RejectWriter",
+    "StagedRejectsRekey",
+    "erase_users",
+    "finish_staged",
+    "lines_of",
+    "pseudonyms_in",
+    "stage_rekey",
+]
 
 REJECTS_DIR = "rejects"
+REJECTS_SUFFIX = ".rejects.jsonl"
+# A re-keyed copy waiting for its rotation to commit: ".<file>.gen<generation>.staged".
+_STAGED = re.compile(r"\.(?P<name>.+)\.gen(?P<gen>\d+)\.staged")
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,7 @@ class RejectWriter:
         return self
 
     def write(self, rejects: list[Reject]) -> None:
+        """Append these rejects (one JSON line each)."""
         if self._fh is not None and rejects:
             self._fh.write(
                 "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rejects)
@@ -64,3 +82,168 @@ class RejectWriter:
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
             self._fh.close()
+
+
+# ---- the shoppers' rights over rejects files -----------------------------------------------
+def _files(data_dir: Path) -> list[Path]:
+    """The rejects files of a data directory, by name."""
+    folder = Path(data_dir) / REJECTS_DIR
+    return sorted(folder.glob("*" + REJECTS_SUFFIX)) if folder.is_dir() else []
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """One rejects line as a record (None for a line that is not one: kept as it is)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def lines_of(data_dir: Path, pseudonyms: Collection[str]) -> list[dict[str, Any]]:
+    """The rejected rows of these pseudonyms (right of access): file, line and reason each."""
+    wanted = set(pseudonyms)
+    out: list[dict[str, Any]] = []
+    for path in _files(data_dir):
+        with open(path, encoding="utf-8") as fh:
+            for text in fh:
+                rec = _parse(text)
+                if rec is not None and rec.get("user") in wanted:
+                    out.append(
+                        {"file": path.name, "line": rec.get("line"), "reason": rec.get("reason")}
+                    )
+    return out
+
+
+def pseudonyms_in(data_dir: Path) -> set[str]:
+    """Every pseudonym the rejects files name."""
+    out: set[str] = set()
+    for path in _files(data_dir):
+        with open(path, encoding="utf-8") as fh:
+            for text in fh:
+                rec = _parse(text)
+                if rec is not None and isinstance(rec.get("user"), str):
+                    out.add(rec["user"])
+    return out
+
+
+def erase_users(data_dir: Path, pseudonyms: Collection[str]) -> int:
+    """Delete these pseudonyms' lines from every rejects file (right to erasure).
+
+    Each file that holds one is rewritten atomically (`write_private`): a reader or a crash sees
+    the old file or the new one, never a part.
+
+    Returns:
+        The lines deleted.
+    """
+    wanted = set(pseudonyms)
+    deleted = 0
+    for path in _files(data_dir):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        kept = [ln for ln in lines if (_parse(ln) or {}).get("user") not in wanted]
+        if len(kept) != len(lines):
+            deleted += len(lines) - len(kept)
+            write_private(path, "".join(kept))
+    return deleted
+
+
+class StagedRejectsRekey:
+    """Re-keyed copies of the rejects files, written beside them and not yet in place.
+
+    Attributes:
+        count: the lines re-keyed.
+    """
+
+    def __init__(self, moves: list[tuple[Path, Path]], count: int) -> None:
+        self._moves = moves
+        self.count = count
+
+    def commit(self) -> None:
+        """Put every re-keyed copy in place (one atomic rename per file)."""
+        moves, self._moves = self._moves, []
+        for staged, target in moves:
+            os.replace(staged, target)
+        if moves:
+            _fsync_dir(moves[0][1].parent)
+
+    def rollback(self) -> None:
+        """Remove the re-keyed copies: the files keep the old pseudonyms."""
+        moves, self._moves = self._moves, []
+        for staged, _ in moves:
+            staged.unlink(missing_ok=True)
+
+
+def stage_rekey(
+    data_dir: Path, rekey_many: Callable[[list[str]], list[str]], generation: int
+) -> StagedRejectsRekey:
+    """Write a re-keyed copy of every rejects file that names a pseudonym (a key rotation).
+
+    The copies are complete and fsynced when this returns; `commit` renames them into place.
+
+    Args:
+        data_dir: the data directory.
+        rekey_many: maps old pseudonyms to the new key's (`Pseudonymiser.rekey_many`).
+        generation: the key generation after the rotation (names the copies).
+    """
+    moves: list[tuple[Path, Path]] = []
+    count = 0
+    try:
+        for path in _files(data_dir):
+            recs = [(ln, _parse(ln)) for ln in path.read_text(encoding="utf-8").splitlines()]
+            old = sorted({r["user"] for _, r in recs if r and isinstance(r.get("user"), str)})
+            if not old:
+                continue
+            new = dict(zip(old, rekey_many(old), strict=True))
+            out = []
+            for ln, r in recs:
+                if r and isinstance(r.get("user"), str):
+                    r["user"] = new[r["user"]]
+                    count += 1
+                    ln = json.dumps(r, ensure_ascii=False)
+                out.append(ln + "\n")
+            staged = path.with_name(f".{path.name}.gen{int(generation)}.staged")
+            write_private(staged, "".join(out))
+            moves.append((staged, path))
+    except BaseException:
+        StagedRejectsRekey(moves, count).rollback()
+        raise
+    return StagedRejectsRekey(moves, count)
+
+
+def finish_staged(data_dir: Path, generation: int | None) -> int:
+    """Deal with the re-keyed copies a stopped rotation left behind.
+
+    Args:
+        data_dir: the data directory.
+        generation: the generation of the rotation being finished: its copies are put in place;
+            every other copy (None: all of them) belongs to a rotation that never reached its
+            commit point and is removed.
+
+    Returns:
+        The files put in place.
+    """
+    folder = Path(data_dir) / REJECTS_DIR
+    if not folder.is_dir():
+        return 0
+    done = 0
+    for staged in sorted(folder.glob(".*.staged")):
+        m = _STAGED.fullmatch(staged.name)
+        if m and generation is not None and int(m["gen"]) == generation:
+            os.replace(staged, folder / m["name"])
+            done += 1
+        else:
+            staged.unlink(missing_ok=True)
+    if done:
+        _fsync_dir(folder)
+    return done
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in `path` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -5,6 +5,10 @@ own consecutive slices of [0, 1) in proportion to their weights. No state is kep
 variant is the same on every server and after a restart, and a new salt reshuffles everyone.
 The unit id stored with exposures is another slice of the same hash: it identifies the shopper
 inside one experiment only and cannot be joined with the event store without the salt.
+
+A pseudonym key rotation changes every pseudonym and so every hash. So that a shopper keeps
+their variant, the rotation pins the shoppers it knows whose hash would now land elsewhere:
+`Experiment.pins` maps their new unit id to the variant they had, and `assign` honours it.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class Experiment:
         status: "running" or "stopped".
         created_at: Unix seconds.
         description: free text.
+        pins: unit id -> variant name, for shoppers whose variant a key rotation kept (see the
+            module docstring); stored with the salt, never shown in public views.
     """
 
     name: str
@@ -82,6 +88,7 @@ class Experiment:
     status: str = "running"
     created_at: float = 0.0
     description: str = ""
+    pins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -108,6 +115,8 @@ class Experiment:
                 )
         if self.status not in ("running", "stopped"):
             raise ValidationError("status", "must be 'running' or 'stopped'")
+        if self.pins and not set(self.pins.values()) <= set(names):
+            raise ValidationError("pins", "name a variant the experiment does not have")
 
     @property
     def shares(self) -> list[float]:
@@ -130,6 +139,8 @@ class Experiment:
         }
         if with_salt:
             d["salt"] = self.salt
+            if self.pins:
+                d["pins"] = dict(self.pins)
         return d
 
     @classmethod
@@ -148,13 +159,19 @@ class Experiment:
         for key in ("salt", "status", "created_at", "description"):
             if d.get(key) is not None:
                 kw[key] = d[key]
+        if d.get("pins"):
+            kw["pins"] = {str(u): str(v) for u, v in dict(d["pins"]).items()}
         return cls(**kw)
 
 
 def assign(
     experiment: Experiment, pseudonym: str, shares: Sequence[float] | None = None
 ) -> Variant:
-    """The variant of `pseudonym` (deterministic from the pseudonym and the salt)."""
+    """The variant of `pseudonym` (deterministic from the pseudonym and the salt, or pinned)."""
+    if experiment.pins:
+        pinned = experiment.pins.get(unit_id(experiment.salt, pseudonym))
+        if pinned is not None:
+            return next(v for v in experiment.variants if v.name == pinned)
     b = bucket(experiment.salt, pseudonym)
     acc = 0.0
     sh = list(shares) if shares is not None else experiment.shares

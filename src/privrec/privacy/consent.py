@@ -31,8 +31,8 @@ import calendar
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -367,6 +367,59 @@ class ConsentStore:
             rows = con.execute("SELECT level, COUNT(*) FROM consent GROUP BY level").fetchall()
         return {lv: int(n) for lv, n in rows}
 
+    def stage_rekey(
+        self, rekey_many: Callable[[list[str]], list[str]], generation: int
+    ) -> StagedConsentRekey:
+        """Re-key every record's pseudonym in a transaction left open (a pseudonym key rotation).
+
+        The table's ``pseudonym_generation`` marker is set to `generation` in the same
+        transaction, so a rotation that stops half-way knows whether this table moved. A table
+        already at `generation` gives an empty staging that changes nothing.
+
+        Args:
+            rekey_many: maps old pseudonyms to the new key's (`Pseudonymiser.rekey_many`).
+            generation: the key generation after the rotation.
+
+        Returns:
+            The staged re-keying: `commit` makes it durable, `rollback` (or a crash) drops it.
+        """
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=DELETE")
+            con.execute("PRAGMA secure_delete=ON")  # the old pseudonyms are overwritten
+            con.execute("BEGIN IMMEDIATE")  # no other writer until commit or rollback
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS consent_meta (key TEXT PRIMARY KEY, value TEXT)"
+            )
+            row = con.execute(
+                "SELECT value FROM consent_meta WHERE key = 'pseudonym_generation'"
+            ).fetchone()
+            if row is not None and int(row[0]) == generation:
+                con.execute("ROLLBACK")
+                con.close()
+                return StagedConsentRekey(None, [])
+            old = [r[0] for r in con.execute("SELECT pseudonym FROM consent")]
+            if old:
+                con.execute("CREATE TEMP TABLE rekey_map (old TEXT PRIMARY KEY, new TEXT)")
+                con.executemany(
+                    "INSERT INTO rekey_map VALUES (?, ?)", zip(old, rekey_many(old), strict=True)
+                )
+                con.execute(
+                    "UPDATE consent SET pseudonym = "
+                    "(SELECT new FROM rekey_map WHERE rekey_map.old = consent.pseudonym)"
+                )
+                con.execute("DROP TABLE rekey_map")
+            con.execute(
+                "INSERT OR REPLACE INTO consent_meta VALUES ('pseudonym_generation', ?)",
+                (str(int(generation)),),
+            )
+        except BaseException:
+            with suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            con.close()
+            raise
+        return StagedConsentRekey(con, old)
+
     def _migrate(self, old: Path) -> None:
         """Move the levels of an older version's consent.json into the table; remove the file."""
         try:
@@ -394,6 +447,45 @@ class ConsentStore:
                 "INSERT OR IGNORE INTO consent (pseudonym, level, updated) VALUES (?, ?, ?)", rows
             )
         old.unlink(missing_ok=True)
+
+
+class StagedConsentRekey:
+    """A re-keying of the consent table held in an open SQLite transaction.
+
+    Attributes:
+        count: the records re-keyed.
+        pseudonyms: their pseudonyms before the rotation.
+    """
+
+    def __init__(self, con: sqlite3.Connection | None, pseudonyms: list[str]) -> None:
+        self._con = con
+        self.pseudonyms = pseudonyms
+        self.count = len(pseudonyms)
+
+    def commit(self) -> None:
+        """Make the re-keying durable (a no-op when nothing was staged)."""
+        con, self._con = self._con, None
+        if con is None:
+            return
+        try:
+            con.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def rollback(self) -> None:
+        """Drop the re-keying: the table keeps the old pseudonyms."""
+        con, self._con = self._con, None
+        if con is None:
+            return
+        try:
+            with suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+        finally:
+            con.close()
 
 
 def _iso(t: float) -> str:

@@ -46,9 +46,19 @@ def load_or_create_keys(path: Path) -> list[bytes]:
     return [key]
 
 
+def new_key() -> bytes:
+    """A fresh random key (KEY_BYTES bytes from the operating system's secure source)."""
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def write_keys(path: Path, keys: list[bytes]) -> None:
+    """Store a key chain at `path` (one hex key a line), atomically, mode 0600."""
+    private_dir(path.parent)
+    write_private(path, "".join(k.hex() + "\n" for k in keys))
+
+
 def append_key(path: Path, keys: list[bytes]) -> list[bytes]:
     """Add a fresh random key to the chain stored at `path` and return the new chain."""
-    new = [*keys, secrets.token_bytes(KEY_BYTES)]
-    private_dir(path.parent)
-    write_private(path, "".join(k.hex() + "\n" for k in new))
+    new = [*keys, new_key()]
+    write_keys(path, new)
     return new

@@ -5,19 +5,36 @@ rotation cannot re-derive pseudonyms from raw ids (they are never stored), so a 
 p_0 = HMAC(k_0, id) and p_n = HMAC(k_n, p_{n-1}). Stored pseudonyms are re-keyed with the newest
 key alone; a copy of the data taken before the rotation no longer links to the store, and linking
 a raw id to a current pseudonym needs every key of the chain.
+
+A rotation that must move several stores at once (`privrec.events.rotation`) stages the new key
+in memory (`stage_rotation`), writes it beside the chain as `pseudonym.keys.pending` once every
+store is staged (`write_pending`: the commit point), and makes it the chain only after every
+store has committed (`commit_rotation`, an atomic rename). While a pending file exists,
+`from_data_dir` refuses to load: the stores may already hold the new pseudonyms, and serving
+them with the old key would silently lose every shopper's consent level. `load_pending` gives the
+staged chain to the code that finishes the rotation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from privrec.privacy.keys import append_key, load_or_create_keys, parse_hex_key
+from privrec.core.errors import ConfigError
+from privrec.privacy.keys import (
+    append_key,
+    load_or_create_keys,
+    new_key,
+    parse_hex_key,
+    write_keys,
+)
 
 PSEUDONYM_HEX_LEN = 32  # 128 bits
 KEY_FILE = "pseudonym.keys"
+PENDING_FILE = KEY_FILE + ".pending"
 
 
 def _mac(key: bytes, message: str) -> str:
@@ -59,11 +76,20 @@ class Pseudonymiser:
         key_file: where the chain lives (None when the chain came from the environment only).
     """
 
-    def __init__(self, keys: list[bytes], key_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        keys: list[bytes],
+        key_file: Path | None = None,
+        *,
+        file_keys: list[bytes] | None = None,
+    ) -> None:
         if not keys:
             raise ValueError("at least one key is needed")
         self._keys = list(keys)
         self._key_file = key_file
+        # the chain as the key file holds it (its first key is a placeholder with an
+        # environment base key); set only on a staged rotation, which writes it
+        self._file_keys = file_keys
         self._cache: dict[str, str] = {}
         self._fast: list[_PaddedMac] | None = None
 
@@ -73,8 +99,44 @@ class Pseudonymiser:
 
         With `env_key` (PRIVREC_PSEUDONYM_KEY) the first key comes from the environment and only
         rotation keys are kept in the file.
+
+        Raises:
+            ConfigError: a key file is unreadable, or a key rotation was interrupted after its
+                commit point (finish it with `privrec rotate-key`).
         """
         path = Path(data_dir) / "keys" / KEY_FILE
+        if (path.parent / PENDING_FILE).exists():
+            raise ConfigError(
+                f"{PENDING_FILE}: a key rotation was interrupted after the stores began to "
+                "commit; run privrec rotate-key to finish it before anything else"
+            )
+        return cls._load(path, env_key)
+
+    @classmethod
+    def load_pending(cls, data_dir: Path, env_key: str | None = None) -> Pseudonymiser | None:
+        """The staged chain of an interrupted rotation (None when no rotation is pending).
+
+        Raises:
+            ConfigError: the pending chain does not extend the current chain by one key.
+        """
+        keys_dir = Path(data_dir) / "keys"
+        pending = keys_dir / PENDING_FILE
+        if not pending.exists():
+            return None
+        current = load_or_create_keys(keys_dir / KEY_FILE)
+        staged = load_or_create_keys(pending)
+        if staged[:-1] != current:
+            raise ConfigError(
+                f"{PENDING_FILE}: does not extend the key chain by one key; restore the keys "
+                "directory from a backup"
+            )
+        out = cls._load(pending, env_key)
+        out._key_file = keys_dir / KEY_FILE
+        out._file_keys = staged
+        return out
+
+    @classmethod
+    def _load(cls, path: Path, env_key: str | None) -> Pseudonymiser:
         if env_key:
             base = parse_hex_key(env_key, "PRIVREC_PSEUDONYM_KEY")
             rotations = load_or_create_keys(path)[1:] if path.exists() else []
@@ -116,6 +178,61 @@ class Pseudonymiser:
         keys = [*self._keys, chain[-1]]
         return Pseudonymiser(keys, key_file=self._key_file)
 
+    def stage_rotation(self) -> Pseudonymiser:
+        """The rotated pseudonymiser with a new key held in memory only (nothing is written).
+
+        Re-key the stores with it, then `write_pending` and, once every store has committed,
+        `commit_rotation`.
+        """
+        if self._key_file is None:
+            raise ValueError("this pseudonymiser has no key file to rotate into")
+        key = new_key()
+        # With an environment base key the file's first line is an unused random placeholder, so
+        # the environment's key is never written to disk.
+        stored = load_or_create_keys(self._key_file) if self._key_file.exists() else [new_key()]
+        file_keys = [*stored, key]
+        return Pseudonymiser([*self._keys, key], key_file=self._key_file, file_keys=file_keys)
+
+    @property
+    def pending_path(self) -> Path | None:
+        """Where a staged rotation's chain is written before it becomes the chain."""
+        return None if self._key_file is None else self._key_file.with_name(PENDING_FILE)
+
+    def write_pending(self) -> None:
+        """Write the staged chain beside the key file (mode 0600): the rotation's commit point."""
+        if self._file_keys is None or self.pending_path is None:
+            raise ValueError("write_pending: this pseudonymiser is not a staged rotation")
+        write_keys(self.pending_path, self._file_keys)
+
+    def commit_rotation(self) -> None:
+        """Make the staged chain the key chain (an atomic rename of the pending file)."""
+        if self._file_keys is None or self.pending_path is None or self._key_file is None:
+            raise ValueError("commit_rotation: this pseudonymiser is not a staged rotation")
+        if not self.pending_path.exists():
+            write_keys(self.pending_path, self._file_keys)
+        os.replace(self.pending_path, self._key_file)
+        _fsync_dir(self._key_file.parent)
+        self._file_keys = None
+
+    def discard_rotation(self) -> None:
+        """Forget a staged rotation: remove its pending file if one was written."""
+        if self.pending_path is not None:
+            self.pending_path.unlink(missing_ok=True)
+        self._file_keys = None
+
+    def pseudonyms_of(self, user_id: str) -> list[str]:
+        """The user's pseudonym under every generation of the chain, oldest first.
+
+        Records written before a rotation and never re-keyed (the audit log, which is
+        hash-chained and never rewritten) name the pseudonym of their generation.
+        """
+        out = []
+        p = user_id
+        for key in self._keys:
+            p = _mac(key, p)
+            out.append(p)
+        return out
+
     def rekey(self, old_pseudonym: str) -> str:
         """Map a pseudonym of the previous generation to this generation's pseudonym."""
         return _mac(self._keys[-1], old_pseudonym)
@@ -144,3 +261,17 @@ class Pseudonymiser:
         if self._fast is None:
             self._fast = [_PaddedMac(k) for k in self._keys]
         return self._fast
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename itself has happened
+    finally:
+        os.close(fd)

@@ -215,7 +215,11 @@ class RecSys:
         return self.rights.retention(days)
 
     def rotate_key(self) -> int:
-        """Rotate the pseudonym key and re-key every stored pseudonym; returns rows re-keyed."""
+        """Rotate the pseudonym key and re-key every record keyed by pseudonym, as one unit.
+
+        Returns the events re-keyed; see `Rights.rotate_key` (a failure changes nothing, and an
+        interrupted rotation is finished instead).
+        """
         n = self.rights.rotate_key()
         self.ingestion.reset_gate()
         return n

@@ -18,7 +18,7 @@ For each dataset, under its published protocol (../shared/anchors.md):
 - Exact unlearning: popularity, item-kNN and EASE forget users one at a time (timed); the state
   after erasure is compared with a model retrained without them (max abs difference).
 
-Targets (issue 4): at epsilon 8 the best DP model keeps >= 90% of the best non-private NDCG@10,
+Targets: at epsilon 8 the best DP model keeps >= 90% of the best non-private NDCG@10,
 at epsilon 1 >= 70%; attack AUC <= 0.55 for every model with epsilon <= 1; erasure < 1 s. "Best
 non-private" is the strongest of the reference, every model at epsilon inf and, on Beauty, the
 hybrid recorded by benchmarks/sequential_beauty.py (results/sequential_beauty.json).

@@ -13,7 +13,7 @@ Amazon Beauty (leave-one-out, full ranking, as benchmarks/beauty.py): the headli
 the 3% bandwagon attack with the detection and APR defences, and detection precision/recall for
 every attack at 3% (Beauty is 5x larger, so the grid stays on ML-100K to bound the run time).
 
-Acceptance (issue 6): APR's NDCG@10 >= BPR's; under the 3% bandwagon attack the best defence
+Acceptance: APR's NDCG@10 >= BPR's; under the 3% bandwagon attack the best defence
 keeps the targets' HR@10 rise at most 1/4 of the undefended rise, at most 5% NDCG@10 cost.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/robustness.py   (JSON on the last line;

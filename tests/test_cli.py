@@ -1,4 +1,4 @@
-"""The CLI end to end on a small shop: every command of issue 2, and no raw id anywhere on disk."""
+"""The CLI end to end on a small shop: every command, and no raw id anywhere on disk."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 4 through the service: consent on every ingestion path, the ledger, exact erasure, export.
+"""Privacy through the service: consent on every ingestion path, the ledger, exact erasure, export.
 
 A small synthetic shop (a few seconds); every test works in its own data directory.
 """

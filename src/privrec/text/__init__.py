@@ -1,1 +1,1 @@
-"""Layer 3: the sentence encoder, the embedding cache and LoRA fine-tuning (see issue 3)."""
+"""Layer 3: the sentence encoder, the embedding cache and LoRA fine-tuning."""

@@ -1,8 +1,8 @@
 """Where DP EASE loses NDCG@10 on MovieLens-100K: a decomposition of the gap to non-private EASE.
 
 The privacy-utility targets ask DP models to keep 90% (epsilon 8) and 70% (epsilon 1) of the best
-non-private NDCG@10. DP EASE misses both; this script measures which step costs what, so the next attempt
-aims at the right place. At each epsilon, with the setting the frontier chose on validation
+non-private NDCG@10. DP EASE misses both; this script measures which step costs what, so the next
+attempt aims at the right place. At each epsilon, with the setting the frontier chose on validation
 (`benchmarks/privacy_frontier.py`), on the Microsoft Recommenders split, mean of `--seeds`
 noise draws:
 

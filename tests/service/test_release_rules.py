@@ -54,3 +54,12 @@ def test_model_files_are_private(rs: RecSys) -> None:
     path = rs.models_dir / "popularity" / version
     assert path.stat().st_mode & 0o077 == 0
     assert all(f.stat().st_mode & 0o077 == 0 for f in path.iterdir())
+
+
+def test_export_shows_the_epsilon_a_shopper_has_accumulated(rs: RecSys) -> None:
+    assert rs.export_user("shopper-00002")["privacy_ledger"]["releases"] == 0
+    rs.train("dp_popularity", params={"epsilon": 1.0})
+    rs.train("dp_popularity", params={"epsilon": 0.5})
+    dp = rs.export_user("shopper-00002")["privacy_ledger"]
+    assert dp["releases"] == 2 and dp["unit"] == "user"
+    assert 1.0 < dp["epsilon"] <= 1.5 + 1e-9  # composed by the accountant, at most the sum

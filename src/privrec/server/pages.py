@@ -248,6 +248,7 @@ async def privacy(request: Request, saved: int = Query(default=0, ge=0, le=1)) -
         level=level,
         levels=CONSENT_TEXT,
         n_events=doc["n_events"],
+        dp=doc["privacy_ledger"],
         message="Saved: your choice applies from your next page view." if saved else None,
     )
 

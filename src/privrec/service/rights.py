@@ -165,7 +165,7 @@ class Rights:
             "models": "models hold no per-user state: a user's vector is derived from these "
             "events at request time; aggregate model statistics are not personal records "
             "(erasure removes the user's share of them)",
-            "privacy_ledger": "global (releases over all users), holds nothing about one user",
+            "privacy_ledger": _accumulated(self.ctx.ledger.summary()),
         }
 
     # ---- erasure ---------------------------------------------------------------------------------
@@ -554,6 +554,19 @@ def _expired(events: pd.DataFrame, spec: int | dict[str, int], now: float) -> pd
     for t, days in spec.items():
         old |= (types == t) & (ts < now - days * 86_400.0)
     return events[old]
+
+
+def _accumulated(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the DP releases of this data directory have cost one shopper (user-level DP: each
+    shopper has accumulated the composed total of every release)."""
+    return {
+        "epsilon": summary.get("per_shopper_epsilon", 0.0),
+        "delta": summary.get("per_shopper_delta", 0.0),
+        "releases": summary.get("releases", 0),
+        "unit": summary.get("unit") or "user",
+        "note": "user-level differential privacy: every release over all shoppers counts for "
+        "each of them; the ledger holds nothing about one shopper",
+    }
 
 
 def _why_no_exact(private: bool) -> str:

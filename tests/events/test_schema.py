@@ -33,7 +33,7 @@ def test_good_event_and_iso_timestamp() -> None:
         ({"timestamp": "yesterday"}, "timestamp", "ISO-8601"),
         ({"type": "rating"}, "rating", "required"),
         ({"type": "rating", "rating": 9}, "rating", "outside the rating scale"),
-        ({"colour": "red"}, "colour", "not a known field"),
+        ({"colour": "red"}, "unknown field", "not a known field"),
         ({"user": ""}, "user", "at least 1"),
     ],
 )

@@ -74,6 +74,8 @@ _EVENT_PREFIX = "\x1fevent"
 _CONTENT_PREFIX = "\x1fevent-content"
 _SESSION_PREFIX = "\x1fsession\x1f"
 
+_KNOWN = frozenset(INPUT_FIELDS)
+
 # Any valid row with these values, used to validate one field on its own with `Event`.
 _FILLER = {"user": "u", "item": "i", "type": "view", "timestamp": MIN_TIMESTAMP + 1.0}
 
@@ -176,14 +178,17 @@ class Gate:
         for k, rec in enumerate(records):
             read += 1
             line = int(lines[k]) if lines is not None else first_line + k
+            positions: dict[str, str] | None = None
             if isinstance(rec, Event):
                 raw: dict[str, Any] = rec.model_dump(mode="json", exclude_none=True)
             elif isinstance(rec, Mapping):
                 raw = {str(key): v for key, v in rec.items() if not is_null(v)}
+                if not raw.keys() <= _KNOWN:
+                    positions = _positions(str(key) for key in rec)
             else:
                 rejects.append(Reject(line, "record: is not a mapping of field names to values"))
                 continue
-            checked = self._validate(raw, line)
+            checked = self._validate(raw, line, columns=positions)
             if isinstance(checked, Reject):
                 rejects.append(checked)
             else:
@@ -257,9 +262,10 @@ class Gate:
         ok &= ok_query | ~has_query
         ok &= ok_session | ~has_session
         ok &= ok_given | ~has_given
-        for c in df.columns:
-            if c not in INPUT_FIELDS:
-                ok &= df[c].isna().to_numpy(dtype=bool)
+        # an unknown column is named by its position: its name may be a value (no header row)
+        unknown = _positions(df.columns)
+        for c in unknown:
+            ok &= df[c].isna().to_numpy(dtype=bool)
 
         rejects: list[Reject] = []
         bad = np.flatnonzero(~ok)
@@ -271,7 +277,7 @@ class Gate:
             fixed: list[Event] = []
             for j, i in enumerate(bad):
                 raw = {c: v[j] for c, v in values.items() if not is_null(v[j])}
-                checked = self._validate(raw, int(lines[i]))
+                checked = self._validate(raw, int(lines[i]), columns=unknown)
                 if isinstance(checked, Reject):
                     rejects.append(checked)
                 else:
@@ -314,12 +320,17 @@ class Gate:
         return self._finalise(clean, lines[keep], rejects, n)
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _validate(self, raw: dict[str, Any], line: int) -> Event | Reject:
-        """Validate one record with pydantic; a Reject names the fields and never the values."""
+    def _validate(
+        self, raw: dict[str, Any], line: int, *, columns: Mapping[str, str] | None = None
+    ) -> Event | Reject:
+        """Validate one record with pydantic; a Reject names the fields and never the values.
+
+        `columns` names unknown fields of tabular input by position (see `describe_error`).
+        """
         try:
             return Event.model_validate(raw, context=self._context)
         except PydValidationError as err:
-            return self._reject(line, raw, err)
+            return self._reject(line, raw, err, columns)
         except (
             TypeError,
             ValueError,
@@ -327,8 +338,14 @@ class Gate:
         ) as err:  # e.g. a timestamp too large for a datetime
             return Reject(line, f"record: could not be validated ({type(err).__name__})", None)
 
-    def _reject(self, line: int, raw: Mapping[str, Any], err: PydValidationError) -> Reject:
-        reason = describe_error(err)
+    def _reject(
+        self,
+        line: int,
+        raw: Mapping[str, Any],
+        err: PydValidationError,
+        columns: Mapping[str, str] | None = None,
+    ) -> Reject:
+        reason = describe_error(err, columns=columns)
         pseudonym = None
         raw_user = raw.get("user")
         if raw_user is not None and not any(e["loc"][:1] == ("user",) for e in err.errors()):
@@ -483,6 +500,15 @@ class Gate:
             by_given = pc.binary_join_element_wise(pa.scalar(_EVENT_PREFIX), user, given, sep)
             msgs = pc.if_else(pc.is_valid(given), by_given, msgs)
         return pc.cast(msgs, pa.binary()).to_pylist()
+
+
+def _positions(names: Iterable[str]) -> dict[str, str]:
+    """Unknown field names -> "field N" (1-based position), the only way a reason names them.
+
+    A record's keys and a frame's columns give the same positions, so both paths word a reject
+    alike; the name itself is never echoed, as it may be a value (a CSV file without a header).
+    """
+    return {n: f"field {i + 1}" for i, n in enumerate(names) if n not in _KNOWN}
 
 
 def _events_to_clean(events: list[Event]) -> pa.Table:

@@ -27,6 +27,7 @@ from privrec.core.errors import ValidationError
 from privrec.events.framing import line_batches
 from privrec.events.gate import INPUT_FIELDS, Gate
 from privrec.events.rejects import Reject
+from privrec.events.schema import FIELD_ALIASES
 
 __all__ = ["FORMATS", "READERS", "RawBatch", "detect_format"]
 
@@ -201,6 +202,13 @@ def _read_header(fh: IO[bytes], max_line_bytes: int) -> tuple[list[str] | None, 
         )
     if len(set(names)) != len(names):
         raise ValidationError("header", "a column name appears twice; rename or drop the duplicate")
+    if not any(n in _KNOWN or n.lower() in FIELD_ALIASES for n in names):
+        # Most likely a file without a header: its first row is data, so nothing of it is echoed.
+        raise ValidationError(
+            "header",
+            f"line {number} names none of the fields ({', '.join(INPUT_FIELDS)}); the first "
+            "row must be a header row naming the columns",
+        )
     return names, number
 
 

@@ -7,8 +7,8 @@ message of every row it rejects, so both paths always agree.
 
 from __future__ import annotations
 
-import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,9 +36,9 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 # Columns of the item catalogue (public shop data, no personal data).
 ITEM_COLUMNS: tuple[str, ...] = ("item", "title", "category", "brand", "price", "in_stock", "text")
-# Field names that producers often use instead of ours; an error names them with a hint. Other
-# unknown field names are echoed only when they look like column names (see describe_error): a
-# key of a malformed record may itself be a raw user id.
+# Field names that producers often use instead of ours; an error names them with a hint. Any other
+# unknown field name is never echoed (see describe_error): the first row of a CSV file without a
+# header, or a key of a malformed record, may itself be a raw user id.
 FIELD_ALIASES: dict[str, str] = {
     "ts": "timestamp",
     "time": "timestamp",
@@ -163,14 +163,16 @@ class Event(BaseModel):
         return self
 
 
-# Lower-case letters and underscores only: column names, never ids (which carry digits or symbols).
-_COLUMN_NAME = re.compile(r"[a-z][a-z_]{0,31}")
-
-
-def describe_error(exc: Exception) -> str:
+def describe_error(exc: Exception, *, columns: Mapping[str, str] | None = None) -> str:
     """Turn a pydantic ValidationError into one line naming each field and its problem.
 
-    The offending input values are left out on purpose: they may be raw user ids.
+    The offending input values are left out on purpose: they may be raw user ids. So are the
+    names of unknown fields (a name can be a value too), except the common aliases of
+    FIELD_ALIASES, which are our own words.
+
+    Args:
+        exc: the error.
+        columns: how to name an unknown field of tabular input instead (e.g. "column 3").
     """
     from pydantic import ValidationError as PydValidationError
 
@@ -185,10 +187,15 @@ def describe_error(exc: Exception) -> str:
             msg = "is missing"
         elif err["type"] == "extra_forbidden":
             hint = FIELD_ALIASES.get(loc.lower())
-            if hint is None and not _COLUMN_NAME.fullmatch(loc):
-                unnamed_extra += 1  # not echoed: it may be personal data (an id used as a key)
-                continue
-            msg = "is not a known field" + (f" (did you mean {hint}?)" if hint else "")
+            if hint is None:
+                if columns is None or loc not in columns:
+                    unnamed_extra += 1  # not echoed: it may be personal data (an id as a key)
+                    continue
+                loc = columns[loc]
+                msg = "is not a known field"
+            else:
+                loc = loc.lower()  # the alias as we spell it, not as the input did
+                msg = "is not a known field" + (f" (did you mean {hint}?)" if hint else "")
         elif err["type"] == "enum":
             msg = "is not one of " + ", ".join(t.value for t in EventType)
         if ":" in msg and not loc:

@@ -13,6 +13,7 @@ deviations of a permutation baseline), so the tests are not flaky.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -228,7 +229,9 @@ def test_no_exact_statistic_in_a_dp_artifact(
                 assert not np.allclose(a, e, rtol=1e-4, atol=1e-4), f"{key} holds exact counts"
 
 
-def test_the_public_item_order_does_not_depend_on_the_shoppers() -> None:
+def test_the_public_item_order_does_not_depend_on_the_shoppers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ds = generate_shop_dataset(n_items=60, n_users=80, seed=5)
     frame = pd.DataFrame(
         {
@@ -250,9 +253,14 @@ def test_the_public_item_order_does_not_depend_on_the_shoppers() -> None:
     np.testing.assert_array_equal(
         np.array(a.items.decode(a.item_idx)), np.array(everyone.items.decode(everyone.item_idx))
     )
-    ma = DPPopularity(epsilon=1.0).fit(a)
-    mb = DPPopularity(epsilon=1.0).fit(b)
+    with caplog.at_level(logging.WARNING, logger="privrec.models.dp.release"):
+        ma = DPPopularity(epsilon=1.0).fit(a)
+        mb = DPPopularity(epsilon=1.0).fit(b)
+    assert "dp_item_order" not in caplog.text
     assert ma.categories == mb.categories and ma.item_category.tolist() == mb.item_category.tolist()
+    with caplog.at_level(logging.WARNING, logger="privrec.models.dp.release"):
+        DPPopularity(epsilon=1.0).fit(everyone)  # first-interaction order: said loudly
+    assert "dp_item_order" in caplog.text
 
 
 # ---- (d) reproducible noise and epsilon = inf are no DP release ----------------------------------

@@ -30,6 +30,7 @@ from privrec.privacy.dp import (
     self_composed_spec,
     split_ratios,
 )
+from privrec.privacy.guarantee import PrivacyGuarantee
 from privrec.privacy.noise import NoiseSource
 
 
@@ -138,6 +139,16 @@ def test_release_carries_its_guarantee() -> None:
     g = r.guarantee()
     assert (g.epsilon, g.delta, g.unit, g.mechanism) == (1.0, 1e-6, "user", "gaussian")
     assert g.adjacency == r.adjacency == "add/remove one user" and r.event is None
+
+
+def test_epsilon_infinity_is_never_a_guarantee() -> None:
+    with pytest.raises(ConfigError, match="epsilon"):
+        PrivacyGuarantee(math.inf, 1e-6)
+    with pytest.raises(ConfigError, match="epsilon"):
+        Release("x", math.inf, 1e-6, "none", "none").guarantee()
+    assert GaussianMechanism(0.0).guarantee(1e-6) is None
+    g = GaussianMechanism(2.0).guarantee(1e-6)
+    assert g is not None and 0 < g.epsilon < math.inf
 
 
 def test_event_specs_have_the_agreed_shape_and_account_like_dp_accounting() -> None:

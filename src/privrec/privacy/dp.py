@@ -372,13 +372,11 @@ class GaussianMechanism:
             res[rows, rows] += diag
         return res
 
-    def guarantee(self, delta: float, *, unit: str = "user") -> PrivacyGuarantee:
-        """The (epsilon, delta) this mechanism gives alone (PLD accountant)."""
-        eps = (
-            epsilon_of(gaussian_event([self.noise_multiplier]), delta)
-            if self.noise_multiplier > 0
-            else math.inf
-        )
+    def guarantee(self, delta: float, *, unit: str = "user") -> PrivacyGuarantee | None:
+        """The (epsilon, delta) this mechanism gives alone (PLD accountant); None without noise."""
+        if self.noise_multiplier <= 0:
+            return None  # no noise, no guarantee (epsilon = inf is not DP)
+        eps = epsilon_of(gaussian_event([self.noise_multiplier]), delta)
         return PrivacyGuarantee(eps, delta, unit, "gaussian", "pld (dp-accounting)", ADJACENCY)
 
     def event(self) -> dict[str, Any]:
@@ -438,7 +436,7 @@ class Release:
     adjacency: str = ADJACENCY
 
     def guarantee(self) -> PrivacyGuarantee:
-        """The PrivacyGuarantee this release carries."""
+        """The PrivacyGuarantee this release carries (ConfigError at epsilon = inf: no release)."""
         return PrivacyGuarantee(
             self.epsilon, self.delta, self.unit, self.mechanism, self.accountant, self.adjacency
         )

@@ -50,6 +50,7 @@ from privrec.models.dp.release import (
     noisy_item_counts,
     noisy_user_count,
     start_private_fit,
+    warn_unless_public_order,
 )
 from privrec.models.nn.runtime import torch_threads
 from privrec.privacy.dp import (
@@ -175,6 +176,7 @@ class DPBPR(DPArtifact, BPR):
             noise_seed: tests and benchmarks only: reproducible noise and Poisson sampling, and
                 then the model is no DP release (`privacy` None, `"reproducible_noise": true`).
         """
+        warn_unless_public_order(dataset, self.name)
         return self.fit_matrix(
             self.input_matrix(dataset), rng=rng, ledger=ledger, noise_seed=noise_seed
         )

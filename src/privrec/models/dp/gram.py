@@ -27,6 +27,7 @@ from privrec.models.dp.release import (
     release_gram,
     selected_above_rest,
     start_private_fit,
+    warn_unless_public_order,
 )
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import PrivacyLedger
@@ -97,6 +98,7 @@ class PrivateGramRecommender(DPArtifact, Recommender):
             noise_seed: tests and benchmarks only: reproducible noise, and then the model is no
                 DP release (`privacy` None, saved with `"reproducible_noise": true`).
         """
+        warn_unless_public_order(dataset, self.name)
         c = self.config
         x = self.input_matrix(dataset).astype(np.float64)
         run = start_private_fit(

@@ -31,6 +31,7 @@ from privrec.models.dp.release import (
     DPArtifact,
     most_recent_items,
     start_private_fit,
+    warn_unless_public_order,
 )
 from privrec.models.popularity import Popularity, PopularityConfig
 from privrec.privacy.dp import GaussianMechanism, Release, gaussian_sigma, gaussian_spec
@@ -99,6 +100,7 @@ class DPPopularity(DPArtifact, Popularity):
             noise_seed: tests and benchmarks only: reproducible noise, and then the model is no
                 DP release (`privacy` None, saved with `"reproducible_noise": true`).
         """
+        warn_unless_public_order(dataset, self.name)
         c = self.config
         x = self.input_matrix(dataset).astype(np.float64)
         x.data = np.minimum(x.data, c.max_weight)

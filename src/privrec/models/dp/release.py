@@ -25,8 +25,10 @@ as no DP release (`privacy` None, `"reproducible_noise": true` in its saved conf
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,8 @@ from privrec.privacy.dp import (
 from privrec.privacy.guarantee import ADJACENCY
 from privrec.privacy.ledger import PrivacyLedger
 from privrec.privacy.noise import NoiseSource, noise_source
+
+log = logging.getLogger(__name__)
 
 ACCOUNTANT = "analytic gaussian (dp-accounting)"
 PLD_ACCOUNTANT = "pld (dp-accounting)"
@@ -76,6 +80,7 @@ __all__ = [
     "selected_above_rest",
     "start_private_fit",
     "unit_rows",
+    "warn_unless_public_order",
     "window_pairs",
 ]
 
@@ -252,6 +257,22 @@ def in_public_item_order(dataset: InteractionDataset) -> InteractionDataset:
         item_meta=new_meta,
         arrival=dataset.arrival[keep] if dataset.arrival is not None else None,
     )
+
+
+def warn_unless_public_order(dataset: InteractionDataset, model: str) -> None:
+    """Log a warning when the item vocabulary is not sorted (likely first-interaction order).
+
+    The model's arrays and the item list saved beside it follow the vocabulary: in
+    first-interaction order they reveal which items shoppers touched first. The fit goes on (the
+    caller owns the dataset); `in_public_item_order` is the fix.
+    """
+    keys = dataset.items.keys
+    if any(a > b for a, b in pairwise(keys)):
+        log.warning(
+            "dp_item_order model=%s ordered=false fix=in_public_item_order "
+            "note=the item vocabulary is not in public (sorted) order",
+            model,
+        )
 
 
 # ---- contribution bounds -------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from privrec.models.dp.release import (
     DPArtifact,
     PrivateFit,
     start_private_fit,
+    warn_unless_public_order,
 )
 from privrec.models.nn.runtime import DistInfo
 from privrec.models.nn.tokens import PAD
@@ -164,6 +165,7 @@ class DPSASRec(DPArtifact, SASRec):
             noise_seed: tests and benchmarks only: reproducible noise and Poisson sampling, and
                 then the model is no DP release (`privacy` None, `"reproducible_noise": true`).
         """
+        warn_unless_public_order(dataset, self.name)
         self._noise_seed = noise_seed
         try:
             super().fit(dataset, rng=rng, ledger=ledger)

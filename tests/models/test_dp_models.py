@@ -446,3 +446,34 @@ def test_dp_item_item_models_share_one_fit() -> None:
     for cls in (DPEASE, DPItemKNN):
         assert issubclass(cls, PrivateGramRecommender)
         assert cls.fit is PrivateGramRecommender.fit
+
+
+def test_dp_sgd_noise_and_poisson_sampling_come_from_the_noise_source(
+    two_groups: InteractionDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opacus' own (seedable, non-cryptographic) generator draws nothing."""
+    import torch
+
+    calls = {"noise": 0, "coins": 0}
+    real_noise, real_coins = NoiseSource.torch_normal, NoiseSource.bernoulli
+
+    def noise(self: NoiseSource, std: float, reference: Any) -> Any:
+        calls["noise"] += 1
+        return real_noise(self, std, reference)
+
+    def coins(self: NoiseSource, p: float, size: int) -> np.ndarray:
+        calls["coins"] += 1
+        return real_coins(self, p, size)
+
+    def no_torch_noise(*a: Any, **k: Any) -> Any:
+        raise AssertionError("torch.normal drew DP noise")
+
+    monkeypatch.setattr(NoiseSource, "torch_normal", noise)
+    monkeypatch.setattr(NoiseSource, "bernoulli", coins)
+    import opacus.optimizers.optimizer as opt
+
+    monkeypatch.setattr(opt, "_generate_noise", no_torch_noise)
+    m = DPBPR(epsilon=4.0, epochs=2, sample_rate=0.5, embedding_size=4).fit(two_groups)
+    assert m.steps == 4 and calls["coins"] == 4
+    assert calls["noise"] >= 4  # one draw per noised parameter tensor per step
+    assert torch.isfinite(torch.from_numpy(m.target)).all()

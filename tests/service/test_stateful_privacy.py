@@ -2,7 +2,7 @@
 every step.
 
 Steps: ingest on every path (records, a bulk frame, an HTTP-style batch, a file), consent changes,
-erasure, retention, training (an exact-unlearning model and a DP model) and serving. Invariants:
+erasure, retention, key rotation, training (an exact-unlearning model and a DP model) and serving. Invariants:
 no raw id anywhere in the data directory; an anonymous shopper has no stored event; a forgotten
 shopper is in no store row, cached list or in-memory history, and every activatable version of
 an exact model equals a retrain without them; the ledger never exceeds its budget and holds no
@@ -116,6 +116,10 @@ class ShopMachine(RuleBasedStateMachine):
     @rule(days=st.integers(1, 3000))
     def retention(self, days: int) -> None:
         self.rs.retention(days)
+
+    @rule()
+    def rotate_key(self) -> None:
+        self.rs.rotate_key()  # consent levels and everything else must follow the new key
 
     @rule(name=st.sampled_from(["itemknn", "popularity"]))
     def train_exact(self, name: str) -> None:

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
         data_dir: the one directory that holds the event store, keys, artifacts and ledger.
         pseudonym_key: hex HMAC key; if unset, one is generated into data_dir/keys with mode 0600.
         store_key: hex AES key of the event store; if unset, generated like the pseudonym key.
+        key_dir: where key files live (None: data_dir/keys); keep it outside the data directory.
         event_weights: weight of each event type in the user x item matrix.
         retention_days: per event type, how long events are kept (None = forever).
         keep_query_text: store search query text (otherwise only its embedding/hash is kept).
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("privrec-data")
     pseudonym_key: SecretStr | None = None
     store_key: SecretStr | None = None
+    key_dir: Path | None = None
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     retention_days: dict[str, int | None] = Field(default_factory=dict)
     keep_query_text: bool = False

@@ -16,6 +16,11 @@ compares the log's end with it, and a truncated or replaced tail is reported. Ap
 the last line. The log holds pseudonyms and counts, never raw user ids or event contents
 (callers pass only those; `append` refuses a few obviously personal keys as a guard).
 
+With a sealing key (the service always gives one: the sidecar key, not the HMAC key) each line
+is stored sealed (`privacy.sealed`: base64 of the AES-256-GCM-sealed JSON); the chain's hashes are
+still computed over the plaintext entry, so sealing changes nothing in `verify`. Plaintext lines
+of older logs are still read, and a log may mix both.
+
 Erasure receipts (`erasure_receipt`) record: the pseudonym, the time, what was deleted (events,
 consent record, cached results), which models were updated exactly, which are left for a retrain
 and the deadline by which that retrain must happen.
@@ -35,9 +40,11 @@ from typing import Any, Protocol
 
 from privrec.core.errors import ValidationError
 from privrec.core.files import open_private_append
+from privrec.privacy.sealed import SealedDataError, seal_line, unseal_line
 
 AUDIT_FILE = "audit.log"
 AUDIT_KEY_FILE = "audit.key"
+AUDIT_AAD = b"privrec:audit"
 _FORBIDDEN_KEYS = frozenset({"user_id", "raw_user_id", "email", "name", "ip", "query"})
 
 
@@ -68,15 +75,28 @@ class AuditLog:
         path: the data directory or the log file.
         key: the HMAC key of the chain (None: plain SHA-256, for logs of older versions).
         anchor: where the length and last hash are also recorded (None: no truncation check).
+        seal_key: the sidecar key that seals each line (None: plaintext JSON lines).
     """
 
     def __init__(
-        self, path: str | Path, *, key: bytes | None = None, anchor: Anchor | None = None
+        self,
+        path: str | Path,
+        *,
+        key: bytes | None = None,
+        anchor: Anchor | None = None,
+        seal_key: bytes | None = None,
     ) -> None:
         p = Path(path)
         self.path = p if p.suffix else p / AUDIT_FILE
         self._key = key
         self._anchor = anchor
+        self._seal_key = seal_key
+
+    def _read(self, line: str, number: int) -> dict[str, Any]:
+        entry: dict[str, Any] = unseal_line(
+            line, self._seal_key, aad=AUDIT_AAD, where=f"{self.path} line {number}"
+        )
+        return entry
 
     def _digest(self, body: Mapping[str, Any]) -> str:
         if self._key is None:
@@ -103,7 +123,7 @@ class AuditLog:
                         last = line
                         seq += 1
                 # a line written before the log was chained has no hash: chain from "" then
-                prev = str(json.loads(last).get("hash", "")) if last else ""
+                prev = str(self._read(last, seq).get("hash", "")) if last else ""
                 entry: dict[str, Any] = {
                     "seq": seq,
                     "time": _iso(time.time()),
@@ -113,7 +133,11 @@ class AuditLog:
                 }
                 entry["hash"] = self._digest(entry)
                 fh.seek(0, os.SEEK_END)
-                fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+                if self._seal_key is None:
+                    line = json.dumps(entry, sort_keys=True, default=str)
+                else:
+                    line = seal_line(entry, self._seal_key, aad=AUDIT_AAD)
+                fh.write(line + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
                 if self._anchor is not None:  # under the lock: anchors follow appends in order
@@ -127,8 +151,8 @@ class AuditLog:
         if not self.path.exists():
             return []
         out = [
-            json.loads(line)
-            for line in self.path.read_text(encoding="utf-8").splitlines()
+            self._read(line, i)
+            for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1)
             if line.strip()
         ]
         return [e for e in out if action is None or e.get("action") == action]
@@ -140,7 +164,14 @@ class AuditLog:
         recorded, is broken at the first entry that is missing or differs.
         """
         prev = ""
-        entries = self.entries()
+        entries: list[dict[str, Any]] = []
+        if self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            for line in filter(str.strip, lines):
+                try:
+                    entries.append(self._read(line, len(entries) + 1))
+                except (SealedDataError, ValueError):
+                    return False, len(entries)  # a changed sealed line breaks the chain there
         for i, e in enumerate(entries):
             body = {k: v for k, v in e.items() if k != "hash"}
             if e.get("seq") != i or e.get("prev") != prev or self._digest(body) != e.get("hash"):

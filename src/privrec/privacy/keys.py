@@ -1,4 +1,4 @@
-"""Secret keys in the data directory: created once with mode 0600, or given by the environment."""
+"""Secret keys in the key directory: created once with mode 0600, or given by the environment."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from pathlib import Path
 
 from privrec.core.errors import ConfigError
 from privrec.core.files import private_dir, write_private
+from privrec.core.settings import Settings
 
 KEY_BYTES = 32
+KEYS_DIR = "keys"
+SIDECAR_KEY_FILE = "sidecar.key"
 
 
 def parse_hex_key(value: str, name: str) -> bytes:
@@ -62,3 +65,30 @@ def append_key(path: Path, keys: list[bytes]) -> list[bytes]:
     new = [*keys, new_key()]
     write_keys(path, new)
     return new
+
+
+def key_dir(settings_or_data_dir: Settings | str | Path) -> Path:
+    """The directory of key files: `Settings.key_dir` if set, else ``<data_dir>/keys``.
+
+    Keeping it outside the data directory (``PRIVREC_KEY_DIR``) means a copy of the data
+    directory alone does not carry the keys that open it.
+    """
+    if isinstance(settings_or_data_dir, Settings):
+        if settings_or_data_dir.key_dir is not None:
+            return Path(settings_or_data_dir.key_dir)
+        return Path(settings_or_data_dir.data_dir) / KEYS_DIR
+    return Path(settings_or_data_dir) / KEYS_DIR
+
+
+def sidecar_key(directory: str | Path) -> bytes:
+    """The data-encryption key of the files beside the event store (made once, mode 0600).
+
+    Args:
+        directory: the key directory (`key_dir`); the key is ``<directory>/sidecar.key``.
+    """
+    key = load_or_create_keys(Path(directory) / SIDECAR_KEY_FILE)[0]
+    if len(key) != KEY_BYTES:
+        raise ConfigError(
+            f"{SIDECAR_KEY_FILE}: key has {len(key)} bytes; AES-256 needs {KEY_BYTES}"
+        )
+    return key

@@ -10,6 +10,9 @@ release a line:
                                               {"kind": "gaussian", "noise_multiplier": 3.2}]},
      "details": {...}}
 
+With a key (the service always gives one), each line is sealed instead (`privacy.sealed`:
+base64 of the AES-256-GCM-sealed JSON); plaintext lines of older ledgers are still read.
+
 `event` is the release's mechanism spec (see `privacy.accounting`); a release that carries none,
 and every line written before the field existed, counts as the bare guarantee
 `{"kind": "epsilon_delta", "epsilon": epsilon, "delta": delta}`.
@@ -44,9 +47,11 @@ from typing import Any, Protocol
 from privrec.core.errors import BudgetExceededError, ConfigError
 from privrec.core.files import open_private_append
 from privrec.privacy.accounting import basic_sum, compose, epsilon_delta_spec, event_from_spec
+from privrec.privacy.sealed import seal_line, unseal_line
 
 LEDGER_FILE = "privacy-ledger.jsonl"
 ACCOUNTANT = "pld (dp-accounting), rdp where pld cannot; bare (epsilon, delta) by the basic rule"
+LEDGER_AAD = b"privrec:ledger"
 _TOL = 1e-9  # relative slack on the budget check: the PLD grid is pessimistic already
 
 
@@ -155,29 +160,47 @@ class PrivacyLedger:
     Args:
         path: the ledger file, or a directory (then `<dir>/privacy-ledger.jsonl`).
         budget: the total (epsilon, delta) all releases together may spend (composed).
+        key: the sidecar key that seals each line (None: plaintext JSON lines).
 
     Example:
         >>> ledger = PrivacyLedger(data_dir, Budget(epsilon=10.0, delta=1e-6))
         >>> ledger.charge(release, model="dp_ease")   # raises BudgetExceededError if over budget
     """
 
-    def __init__(self, path: str | Path, budget: Budget | tuple[float, float]) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        budget: Budget | tuple[float, float],
+        *,
+        key: bytes | None = None,
+    ) -> None:
         p = Path(path)
         if p.is_dir() or p.suffix == "":
             p = p / LEDGER_FILE
         self.path = p
         self.budget = budget if isinstance(budget, Budget) else Budget(*budget)
+        self._key = key
+
+    def _parse(self, text: str) -> list[dict[str, Any]]:
+        return [
+            unseal_line(line, self._key, aad=LEDGER_AAD, where=f"{self.path} line {i}")
+            for i, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
+
+    def _line(self, entry: dict[str, Any]) -> str:
+        if self._key is None:
+            return json.dumps(entry, sort_keys=True, default=float)
+        # a JSON round trip first: sealed and plaintext lines read back the same numbers
+        plain = json.loads(json.dumps(entry, sort_keys=True, default=float))
+        return seal_line(plain, self._key, aad=LEDGER_AAD)
 
     # ---- reading -------------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
         """Every recorded release, oldest first."""
         if not self.path.exists():
             return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                out.append(json.loads(line))
-        return out
+        return self._parse(self.path.read_text(encoding="utf-8"))
 
     def spent(self) -> Spent:
         """The composed epsilon at the budget's delta (and the plain sums) of every release."""
@@ -256,7 +279,7 @@ class PrivacyLedger:
                 event_from_spec(spec)  # refuse a malformed spec before anything is written
         with self._locked() as fh:
             fh.seek(0)
-            entries = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
+            entries = self._parse(fh.read())
             new = {"epsilon": float(release.epsilon), "delta": float(release.delta), "event": spec}
             if not self._fits([*entries, new]):
                 spent = self._spent(entries)
@@ -283,7 +306,7 @@ class PrivacyLedger:
                 "details": release.details,
             }
             fh.seek(0, os.SEEK_END)
-            fh.write(json.dumps(entry, sort_keys=True, default=float) + "\n")
+            fh.write(self._line(entry) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         return entry

@@ -17,6 +17,7 @@ from privrec.core.settings import Settings
 from privrec.events.gate import Gate
 from privrec.events.store import EventStore
 from privrec.privacy.audit_log import AUDIT_KEY_FILE, AuditLog
+from privrec.privacy.keys import key_dir, sidecar_key
 from privrec.privacy.ledger import Budget, PrivacyLedger
 from privrec.privacy.pseudonym import Pseudonymiser
 
@@ -33,6 +34,7 @@ class ServiceContext:
         self.data_dir = private_dir(Path(self.settings.data_dir))
         self._pseudonymiser: Pseudonymiser | None = None
         self._store: EventStore | None = None
+        self._sidecar_key: bytes | None = None
 
     @property
     def pseudonymiser(self) -> Pseudonymiser:
@@ -69,21 +71,41 @@ class ServiceContext:
         return self._store is not None
 
     @property
+    def key_dir(self) -> Path:
+        """The key directory (`Settings.key_dir`, default DATA_DIR/keys), mode 0700."""
+        return private_dir(key_dir(self.settings))
+
+    @property
+    def sidecar_key(self) -> bytes:
+        """The key that seals the files beside the store: ledger, audit log, rejects, consent
+        levels, training records and model artifacts (``sidecar.key``, made once, mode 0600)."""
+        if self._sidecar_key is None:
+            self._sidecar_key = sidecar_key(self.key_dir)
+        return self._sidecar_key
+
+    @property
     def ledger(self) -> PrivacyLedger:
-        """The privacy-budget ledger of the releases served from this data directory."""
+        """The privacy-budget ledger of the releases served from this data directory (sealed)."""
         s = self.settings
         return PrivacyLedger(
-            self.data_dir, Budget(s.privacy_budget_epsilon, s.privacy_budget_delta)
+            self.data_dir,
+            Budget(s.privacy_budget_epsilon, s.privacy_budget_delta),
+            key=self.sidecar_key,
         )
 
     def audit_log(self) -> AuditLog:
         """The audit log, its chain keyed (keys/audit.key, made once, mode 0600) and anchored in
         the encrypted store, so edits and a cut tail are both detected."""
-        key_file = private_dir(self.data_dir / "keys") / AUDIT_KEY_FILE
+        key_file = self.key_dir / AUDIT_KEY_FILE
         if not key_file.exists():
             with contextlib.suppress(FileExistsError):  # another process made it first
                 write_private(key_file, secrets.token_bytes(32), exclusive=True)
-        return AuditLog(self.data_dir, key=key_file.read_bytes(), anchor=_StoreAnchor(self))
+        return AuditLog(
+            self.data_dir,
+            key=key_file.read_bytes(),
+            anchor=_StoreAnchor(self),
+            seal_key=self.sidecar_key,
+        )
 
     @property
     def models_dir(self) -> Path:
@@ -108,6 +130,7 @@ class ServiceContext:
             shutil.rmtree(self.data_dir)
         private_dir(self.data_dir)
         self._pseudonymiser = None
+        self._sidecar_key = None  # a key directory inside the data directory went with it
 
 
 class _StoreAnchor:

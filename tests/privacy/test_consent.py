@@ -34,6 +34,7 @@ from privrec.privacy.consent import (
     served_types,
     uses,
 )
+from privrec.privacy.sealed import SealedDataError
 
 ALL = frozenset({"view", "search", "cart", "favorite", "purchase", "rating"})
 # level -> (stored types, served types, personalised, enrolled in experiments)
@@ -273,3 +274,36 @@ def test_the_policy_module_stays_pure() -> None:
     src = Path(consent.__file__).read_text()
     for layer in ("events", "data", "models", "service", "server", "experiments"):
         assert f"privrec.{layer}" not in src
+
+
+# ---- sealed levels ------------------------------------------------------------------------------
+SEAL_KEY = bytes(range(32))
+
+
+def test_sealed_levels_round_trip_and_leave_no_level_name_in_the_file(tmp_path: Path) -> None:
+    store = ConsentStore.open(tmp_path, key=SEAL_KEY)
+    store.set("a" * 32, "anonymous")
+    store.set("b" * 32, "purchases_only")
+    store.set("c" * 32, "purchases_only")
+    assert store.get("a" * 32) == ConsentLevel.ANONYMOUS
+    assert store.levels(["b" * 32, "d" * 32]) == {
+        "b" * 32: ConsentLevel.PURCHASES_ONLY,
+        "d" * 32: ConsentLevel.PERSONALIZED,
+    }
+    assert store.count() == {"anonymous": 1, "purchases_only": 2}
+    rec = store.record("c" * 32)
+    assert rec is not None and rec["level"] == "purchases_only"
+    raw = (tmp_path / "consent.sqlite").read_bytes()
+    assert b"anonymous" not in raw and b"purchases_only" not in raw
+    with pytest.raises(SealedDataError):
+        ConsentStore.open(tmp_path).get("a" * 32)  # no key: refused, never a default
+    with pytest.raises(SealedDataError):
+        ConsentStore.open(tmp_path, key=bytes(32)).get("a" * 32)
+
+
+def test_plaintext_levels_of_an_older_table_are_sealed_on_open(tmp_path: Path) -> None:
+    ConsentStore.open(tmp_path).set("a" * 32, "anonymous")
+    assert b"anonymous" in (tmp_path / "consent.sqlite").read_bytes()
+    store = ConsentStore.open(tmp_path, key=SEAL_KEY)
+    assert store.get("a" * 32) == ConsentLevel.ANONYMOUS
+    assert b"anonymous" not in (tmp_path / "consent.sqlite").read_bytes()

@@ -99,6 +99,7 @@ def ingest_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
     consent: ConsentFilter | None = None,
+    rejects_key: bytes | None = None,
 ) -> BatchReport:
     """Stream a JSONL, CSV or Parquet file through the gate into the store, batch by batch.
 
@@ -111,6 +112,7 @@ def ingest_file(
         batch_size: rows validated and appended per transaction.
         progress: called with the number of rows read so far after each batch.
         consent: keeps the rows the users' consent allows (see `ConsentFilter`); None keeps all.
+        rejects_key: the sidecar key that seals the rejects lines (None: plaintext lines).
 
     Raises:
         ValidationError: unknown extension, an unreadable CSV header or Parquet file.
@@ -130,6 +132,7 @@ def ingest_file(
         Path(rejects_path),
         progress,
         consent,
+        rejects_key,
     )
     logger.info(
         "ingest format=%s read=%d accepted=%d rejected=%d duplicates=%d seconds=%.3f",
@@ -152,11 +155,12 @@ def ingest_records(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
     consent: ConsentFilter | None = None,
+    rejects_key: bytes | None = None,
 ) -> BatchReport:
     """Ingest Python event records (mappings with Event's fields), batch by batch.
 
     Rejects are numbered by record (1-based), counted in the report (the first few in
-    `sample_rejects`) and written to `rejects_path` if given.
+    `sample_rejects`) and written to `rejects_path` if given (sealed with `rejects_key`).
     """
     size = _check_batch_size(batch_size)
 
@@ -174,6 +178,7 @@ def ingest_records(
         None if rejects_path is None else Path(rejects_path),
         progress,
         consent,
+        rejects_key,
     )
 
 
@@ -187,11 +192,12 @@ def ingest_frame(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
     consent: ConsentFilter | None = None,
+    rejects_key: bytes | None = None,
 ) -> BatchReport:
     """Ingest a raw event frame (columns like Event's fields) through the gate's bulk path.
 
     Rejects are numbered by `line_numbers` (default: row position, 1-based), counted in the
-    report and written to `rejects_path` if given.
+    report and written to `rejects_path` if given (sealed with `rejects_key`).
     """
     size = _check_batch_size(batch_size)
     lines = (
@@ -213,6 +219,7 @@ def ingest_frame(
         None if rejects_path is None else Path(rejects_path),
         progress,
         consent,
+        rejects_key,
     )
 
 
@@ -229,6 +236,7 @@ def _run(
     rejects_path: Path | None,
     progress: Progress | None,
     consent: ConsentFilter | None = None,
+    rejects_key: bytes | None = None,
 ) -> BatchReport:
     t0 = time.perf_counter()
     report = BatchReport(rejects_path=None if rejects_path is None else str(rejects_path))
@@ -238,7 +246,10 @@ def _run(
     writer = _Writer(store)
     writer.start()
     try:
-        with RejectWriter(rejects_path) as out, contextlib.closing(_prefetch(batches)) as feed:
+        with (
+            RejectWriter(rejects_path, key=rejects_key) as out,
+            contextlib.closing(_prefetch(batches)) as feed,
+        ):
             for raw in feed:
                 results: list[GateResult] = []
                 if raw.frame is not None and len(raw.frame):

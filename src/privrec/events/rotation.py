@@ -92,6 +92,7 @@ def rotate(
     *,
     parts: Mapping[str, StagePart] | None = None,
     env_key: str | None = None,
+    rejects_key: bytes | None = None,
 ) -> RotationReport:
     """Rotate the pseudonym key and re-key every record keyed by pseudonym, as one unit.
 
@@ -107,6 +108,7 @@ def rotate(
         consent: the consent table.
         parts: further stores by name, staged first and committed first.
         env_key: PRIVREC_PSEUDONYM_KEY, if the base key comes from the environment.
+        rejects_key: the sidecar key the rejects lines are sealed with (None: plaintext).
 
     Raises:
         StoreError: a store refused its re-keying (then nothing changed), or committing failed
@@ -116,12 +118,12 @@ def rotate(
     pending = Pseudonymiser.load_pending(data_dir, env_key)
     if pending is not None:
         logger.warning("rotate-key: finishing an interrupted rotation")
-        report = _finish(data_dir, pending, store, consent, parts)
+        report = _finish(data_dir, pending, store, consent, parts, rejects_key)
         report.resumed = True
         return report
     rejects.finish_staged(data_dir, None)  # copies of a rotation that never reached its commit
     rotated = current().stage_rotation()
-    staged = _stage(data_dir, rotated, store, consent, parts, resume=False)
+    staged = _stage(data_dir, rotated, store, consent, parts, resume=False, rejects_key=rejects_key)
     try:
         rotated.write_pending()
     except BaseException:
@@ -133,7 +135,7 @@ def rotate(
     except BaseException as err:
         logger.error("rotate-key: commit failed (%s); finishing it", type(err).__name__)
         try:
-            report = _finish(data_dir, rotated, store, consent, parts)
+            report = _finish(data_dir, rotated, store, consent, parts, rejects_key)
         except BaseException:
             raise StoreError(
                 "rotate-key: interrupted after its commit point; run privrec rotate-key again "
@@ -152,6 +154,7 @@ def _stage(
     parts: Mapping[str, StagePart],
     *,
     resume: bool,
+    rejects_key: bytes | None = None,
 ) -> dict[str, Staged]:
     """Stage every store, in commit order; on any failure roll back what was staged, re-raise.
 
@@ -165,7 +168,7 @@ def _stage(
     try:
         known: Mapping[str, str] = {}
         if parts:
-            old = set(consent_staged.pseudonyms) | rejects.pseudonyms_in(data_dir)
+            old = set(consent_staged.pseudonyms) | rejects.pseudonyms_in(data_dir, key=rejects_key)
             if store.pseudonym_generation != target:
                 old |= set(store.users())
             ordered = sorted(old)
@@ -177,7 +180,9 @@ def _stage(
             n = rejects.finish_staged(data_dir, target)
             staged["rejects_files_finished"] = rejects.StagedRejectsRekey([], n)
         else:
-            staged["rejects_lines"] = rejects.stage_rekey(data_dir, rotated.rekey_many, target)
+            staged["rejects_lines"] = rejects.stage_rekey(
+                data_dir, rotated.rekey_many, target, key=rejects_key
+            )
         staged["events"] = store.stage_rekey(rotated)  # last: it holds the store's lock
     except BaseException:
         if "consent_records" not in staged:
@@ -219,9 +224,10 @@ def _finish(
     store: EventStore,
     consent: ConsentStore,
     parts: Mapping[str, StagePart],
+    rejects_key: bytes | None = None,
 ) -> RotationReport:
     """Roll an interrupted rotation forward: re-stage what did not commit, commit, swap."""
-    staged = _stage(data_dir, rotated, store, consent, parts, resume=True)
+    staged = _stage(data_dir, rotated, store, consent, parts, resume=True, rejects_key=rejects_key)
     _commit(staged)
     rotated.commit_rotation()
     return RotationReport(rotated, rotated.generation, _counts(staged))

@@ -23,10 +23,17 @@ How the service uses it:
     if not personalised(level): serve the DP popularity
     if enrolled_in_experiments(level): assign a variant
     store.delete(pseudonym)                       # part of erasure (forget)
+
+Given the sidecar key (`ConsentStore.open(data_dir, key=...)`; the service always gives it), the
+``level`` column holds sealed values (base64 of the AES-256-GCM-sealed level name, a fresh nonce
+each, so equal levels do not look equal) and `open` seals the plaintext levels of older tables
+once. The pseudonym column is already a keyed hash; the time of the change stays readable.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
 import json
 import sqlite3
@@ -44,9 +51,11 @@ import numpy as np
 from privrec.core.errors import ValidationError
 from privrec.core.files import ensure_private
 from privrec.core.types import EVENT_CODE, EVENT_TYPES
+from privrec.privacy.sealed import SealedDataError, seal, unseal
 
 CONSENT_FILE = "consent.sqlite"
 LEGACY_FILE = "consent.json"  # where versions before the consent table kept the levels
+CONSENT_AAD = b"privrec:consent-level"
 
 
 class ConsentLevel(StrEnum):
@@ -59,6 +68,7 @@ class ConsentLevel(StrEnum):
 
 DEFAULT_LEVEL = ConsentLevel.PERSONALIZED
 LEVELS: tuple[ConsentLevel, ...] = tuple(ConsentLevel)
+_LEVEL_NAMES = frozenset(lv.value for lv in ConsentLevel)
 
 LevelLike = ConsentLevel | str
 
@@ -261,12 +271,20 @@ class ConsentStore:
     Args:
         data_dir: the privrec data directory (or a path ending in ``.sqlite``).
         default: the level of a user without a record.
+        key: the sidecar key that seals each stored level (None: plaintext levels).
     """
 
-    def __init__(self, data_dir: str | Path, *, default: LevelLike = DEFAULT_LEVEL) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        default: LevelLike = DEFAULT_LEVEL,
+        key: bytes | None = None,
+    ) -> None:
         p = Path(data_dir)
         self.path = p if p.suffix == ".sqlite" else p / CONSENT_FILE
         self.default = parse_level(default)
+        self._key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # created 0600 before SQLite opens it: SQLite would use the umask, and its journal
         # files copy the database file's mode
@@ -278,18 +296,59 @@ class ConsentStore:
             )
 
     @classmethod
-    def open(cls, data_dir: str | Path, *, default: LevelLike = DEFAULT_LEVEL) -> ConsentStore:
+    def open(
+        cls,
+        data_dir: str | Path,
+        *,
+        default: LevelLike = DEFAULT_LEVEL,
+        key: bytes | None = None,
+    ) -> ConsentStore:
         """The consent table of a data directory (created on first use).
 
         Levels in an older version's ``consent.json`` beside it move into the table once (a
-        record already in the table wins) and the file is removed.
+        record already in the table wins) and the file is removed. With `key`, plaintext
+        levels of an older table are sealed in place.
 
         Raises:
             ValidationError: ``consent.json`` is not valid JSON or names an unknown level.
         """
-        store = cls(data_dir, default=default)
+        store = cls(data_dir, default=default, key=key)
         store._migrate(store.path.parent / LEGACY_FILE)
+        store._seal_plaintext()
         return store
+
+    def _stored(self, level: ConsentLevel) -> str:
+        """The ``level`` column's value: sealed with the key, else the level's name."""
+        if self._key is None:
+            return level.value
+        return base64.b64encode(seal(level.value.encode(), self._key, aad=CONSENT_AAD)).decode()
+
+    def _level(self, value: str) -> ConsentLevel:
+        """The level a ``level`` column value holds (plaintext of older tables, or sealed)."""
+        if value in _LEVEL_NAMES:
+            return ConsentLevel(value)
+        where = f"{self.path} (level column)"
+        if self._key is None:
+            raise SealedDataError(f"{where}: levels are sealed; give the sidecar key")
+        try:
+            raw = base64.b64decode(value.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raise SealedDataError(f"{where}: neither a level nor a sealed level") from None
+        return parse_level(unseal(raw, self._key, aad=CONSENT_AAD, where=where).decode())
+
+    def _seal_plaintext(self) -> None:
+        """Seal the plaintext levels an older table holds (nothing to do without a key)."""
+        if self._key is None:
+            return
+        names = sorted(_LEVEL_NAMES)
+        with self._connect() as con:
+            marks = ",".join("?" * len(names))
+            q = f"SELECT pseudonym, level FROM consent WHERE level IN ({marks})"
+            rows = con.execute(q, names).fetchall()
+            con.executemany(
+                "UPDATE consent SET level = ? WHERE pseudonym = ?",
+                [(self._stored(ConsentLevel(lv)), p) for p, lv in rows],
+            )
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path) -> ConsentStore:
@@ -318,7 +377,7 @@ class ConsentStore:
                 "INSERT INTO consent (pseudonym, level, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT(pseudonym) DO UPDATE "
                 "SET level = excluded.level, updated = excluded.updated",
-                (pseudonym, lv.value, float(time.time() if at is None else at)),
+                (pseudonym, self._stored(lv), float(time.time() if at is None else at)),
             )
         return lv
 
@@ -328,7 +387,7 @@ class ConsentStore:
             row = con.execute(
                 "SELECT level FROM consent WHERE pseudonym = ?", (pseudonym,)
             ).fetchone()
-        return ConsentLevel(row[0]) if row else self.default
+        return self._level(row[0]) if row else self.default
 
     def levels(self, pseudonyms: Iterable[str]) -> dict[str, ConsentLevel]:
         """Levels of many users at once (defaults included), one query per 900 users."""
@@ -342,7 +401,7 @@ class ConsentStore:
                     f"WHERE pseudonym IN ({','.join('?' * len(chunk))})"
                 )
                 for p, lv in con.execute(q, chunk):
-                    out[p] = ConsentLevel(lv)
+                    out[p] = self._level(lv)
         return out
 
     def record(self, pseudonym: str) -> dict[str, Any] | None:
@@ -353,7 +412,7 @@ class ConsentStore:
             ).fetchone()
         if row is None:
             return None
-        return {"level": row[0], "updated": _iso(row[1])}
+        return {"level": self._level(row[0]).value, "updated": _iso(row[1])}
 
     def delete(self, pseudonym: str) -> bool:
         """Erase the user's record (part of `forget`); True if there was one."""
@@ -365,7 +424,11 @@ class ConsentStore:
         """How many users have each level recorded."""
         with self._connect() as con:
             rows = con.execute("SELECT level, COUNT(*) FROM consent GROUP BY level").fetchall()
-        return {lv: int(n) for lv, n in rows}
+        out: dict[str, int] = {}
+        for value, n in rows:  # sealed values are all distinct: count them by what they open to
+            lv = self._level(value).value
+            out[lv] = out.get(lv, 0) + int(n)
+        return out
 
     def stage_rekey(
         self, rekey_many: Callable[[list[str]], list[str]], generation: int
@@ -440,7 +503,7 @@ class ConsentStore:
             except ValidationError as e:
                 raise ValidationError(LEGACY_FILE, e.problem) from None
             when = rec.get("updated_at") if isinstance(rec, dict) else None
-            rows.append((str(p), lv.value, _parse_iso(when)))
+            rows.append((str(p), self._stored(lv), _parse_iso(when)))
         with self._connect() as con:
             # a record already in the table is newer than the file: it wins
             con.executemany(

@@ -25,10 +25,12 @@ class ConsentBook:
 
     Args:
         data_dir: the data directory that holds the consent store.
+        key: the sidecar key that seals the stored levels (None: plaintext levels).
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, key: bytes | None = None) -> None:
         self._data_dir = data_dir
+        self._key = key
         self._opened: policy.ConsentStore | None = None
         self._cache: dict[str, policy.ConsentLevel] = {}
         self._lock = threading.Lock()
@@ -38,7 +40,7 @@ class ConsentBook:
         # opened on first use: no error if it cannot be opened and is never needed, and an
         # error (never a silent default level) when it is
         if self._opened is None:
-            self._opened = policy.ConsentStore.open(self._data_dir)
+            self._opened = policy.ConsentStore.open(self._data_dir, key=self._key)
         return self._opened
 
     def level(self, pseudonym: str) -> policy.ConsentLevel:

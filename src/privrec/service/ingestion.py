@@ -56,7 +56,13 @@ class Ingestion:
         rej = self._rejects(Path(path).name)
         gate, store, keep = self.ctx.gate(), self.ctx.store, self.consent.frame_filter()
         report = ingest_file(
-            Path(path), gate, store, rejects_path=rej, progress=progress, consent=keep
+            Path(path),
+            gate,
+            store,
+            rejects_path=rej,
+            progress=progress,
+            consent=keep,
+            rejects_key=self.ctx.sidecar_key,
         )
         return self._stored(report)
 
@@ -64,14 +70,26 @@ class Ingestion:
         """Python event records (Event's fields as keys)."""
         gate, store, keep = self.ctx.gate(), self.ctx.store, self.consent.frame_filter()
         report = ingest_records(
-            records, gate, store, rejects_path=self._rejects("api"), consent=keep
+            records,
+            gate,
+            store,
+            rejects_path=self._rejects("api"),
+            consent=keep,
+            rejects_key=self.ctx.sidecar_key,
         )
         return self._stored(report)
 
     def frame(self, frame: pd.DataFrame) -> BatchReport:
         """A raw event frame (Event's fields as columns), through the gate's bulk path."""
         gate, store, keep = self.ctx.gate(), self.ctx.store, self.consent.frame_filter()
-        report = ingest_frame(frame, gate, store, rejects_path=self._rejects("frame"), consent=keep)
+        report = ingest_frame(
+            frame,
+            gate,
+            store,
+            rejects_path=self._rejects("frame"),
+            consent=keep,
+            rejects_key=self.ctx.sidecar_key,
+        )
         return self._stored(report)
 
     @property

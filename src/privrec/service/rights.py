@@ -160,7 +160,7 @@ class Rights:
             "consent": self.consent.level(p).value,
             "consent_record": self.consent.record(p),
             "experiments": self.serving.experiments.records_of(p),
-            "rejected_rows": rejects.lines_of(self.ctx.data_dir, [p]),
+            "rejected_rows": rejects.lines_of(self.ctx.data_dir, [p], key=self.ctx.sidecar_key),
             "audit_log": audit,
             "models": "models hold no per-user state: a user's vector is derived from these "
             "events at request time; aggregate model statistics are not personal records "
@@ -247,7 +247,9 @@ class Rights:
             "consent_record_deleted": self.consent.delete(p),
             "cached_results_deleted": self.serving.forget(p),
             "experiment_rows_deleted": self.serving.experiments.erase(p),
-            "rejected_rows_deleted": rejects.erase_users(self.ctx.data_dir, [p]),
+            "rejected_rows_deleted": rejects.erase_users(
+                self.ctx.data_dir, [p], key=self.ctx.sidecar_key
+            ),
         }
 
     def wait(self) -> None:
@@ -520,9 +522,10 @@ class Rights:
             self.ctx.data_dir,
             lambda: self.ctx.pseudonymiser,
             store,
-            policy.ConsentStore.open(self.ctx.data_dir),
+            policy.ConsentStore.open(self.ctx.data_dir, key=self.ctx.sidecar_key),
             parts=parts,
             env_key=key.get_secret_value() if key else None,
+            rejects_key=self.ctx.sidecar_key,
         )
         self.ctx.replace_pseudonymiser(report.pseudonymiser)
         self.serving.reload_history()

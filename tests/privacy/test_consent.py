@@ -296,14 +296,39 @@ def test_sealed_levels_round_trip_and_leave_no_level_name_in_the_file(tmp_path: 
     raw = (tmp_path / "consent.sqlite").read_bytes()
     assert b"anonymous" not in raw and b"purchases_only" not in raw
     with pytest.raises(SealedDataError):
-        ConsentStore.open(tmp_path).get("a" * 32)  # no key: refused, never a default
+        ConsentStore.open(tmp_path)  # no key: refused, never a default level
     with pytest.raises(SealedDataError):
-        ConsentStore.open(tmp_path, key=bytes(32)).get("a" * 32)
+        ConsentStore.open(tmp_path, key=bytes(32))
 
 
-def test_plaintext_levels_of_an_older_table_are_sealed_on_open(tmp_path: Path) -> None:
+def test_plaintext_rows_of_an_older_table_are_sealed_on_open(tmp_path: Path) -> None:
     ConsentStore.open(tmp_path).set("a" * 32, "anonymous")
     assert b"anonymous" in (tmp_path / "consent.sqlite").read_bytes()
     store = ConsentStore.open(tmp_path, key=SEAL_KEY)
     assert store.get("a" * 32) == ConsentLevel.ANONYMOUS
-    assert b"anonymous" not in (tmp_path / "consent.sqlite").read_bytes()
+    raw = (tmp_path / "consent.sqlite").read_bytes()
+    assert b"anonymous" not in raw and b"a" * 32 not in raw
+    assert store.delete("a" * 32) and store.count() == {}
+
+
+def test_sealed_rows_are_rekeyed(tmp_path: Path) -> None:
+    store = ConsentStore.open(tmp_path, key=SEAL_KEY)
+    store.set("a" * 32, "anonymous")
+    staged = store.stage_rekey(lambda old: [p.replace("a", "b") for p in old], 1)
+    assert staged.pseudonyms == ["a" * 32]
+    staged.commit()
+    assert store.get("b" * 32) == ConsentLevel.ANONYMOUS
+    assert store.get("a" * 32) == ConsentLevel.PERSONALIZED
+
+
+def test_a_record_copied_over_another_shoppers_row_is_refused(tmp_path: Path) -> None:
+    store = ConsentStore.open(tmp_path, key=SEAL_KEY)
+    store.set("a" * 32, "anonymous")
+    store.set("b" * 32, "personalized")
+    con = sqlite3.connect(tmp_path / "consent.sqlite")
+    with con:
+        (sealed,) = con.execute("SELECT level FROM consent ORDER BY rowid LIMIT 1").fetchone()
+        con.execute("UPDATE consent SET level = ? WHERE rowid = 2", (sealed,))
+    con.close()
+    with pytest.raises(SealedDataError, match="another shopper"):
+        store.get("b" * 32)

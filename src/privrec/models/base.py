@@ -22,18 +22,20 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, load_file, save, save_file
 
 from privrec.core.errors import ConfigError, NotFittedError, ValidationError
 from privrec.core.types import Explanation, UserHistory, strongest, strongest_actions
 from privrec.data.dataset import InteractionDataset
 from privrec.privacy.guarantee import PrivacyGuarantee
+from privrec.privacy.sealed import FILE_SUFFIX, read_sealed, write_sealed
 
 if TYPE_CHECKING:
     from privrec.models.unlearning import UnlearningResult
     from privrec.privacy.ledger import PrivacyLedger
 
 FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
 DERIVED_FILE = "derived.safetensors"  # arrays recomputable from the state (a cache)
 DERIVED_PENDING = "derived.pending"  # present while a deferred `save_derived` is writing
@@ -321,17 +323,22 @@ class Recommender(ABC):
         """
         return {}
 
-    def save(self, path: str | Path, *, derived: bool = True) -> Path:
+    def save(self, path: str | Path, *, derived: bool = True, key: bytes | None = None) -> Path:
         """Save to directory `path` (config.json + state.safetensors [+ derived.safetensors]).
 
         With `derived=False` the derived arrays are not written; a `derived.pending` marker says
         that `save_derived` will follow (`load` waits for it for a while, then recomputes).
+        With `key` (the sidecar key) every file is written sealed instead (the same names plus
+        ``.sealed``, see `privacy.sealed`): the arrays can hold exact co-occurrence counts.
         """
         self._check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
-        save_file(arrays, str(path / STATE_FILE))
+        if key is None:
+            save_file(arrays, str(path / STATE_FILE))
+        else:
+            write_sealed(path / (STATE_FILE + FILE_SUFFIX), save(arrays), key)
         doc = {
             "format": FORMAT_VERSION,
             "model": self.name,
@@ -340,28 +347,46 @@ class Recommender(ABC):
             "privacy": self.privacy.to_dict() if self.privacy else None,
             "meta": self._meta(),
         }
-        (path / "config.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        text = json.dumps(doc, indent=2, sort_keys=True)
+        if key is None:
+            (path / CONFIG_FILE).write_text(text)
+        else:
+            write_sealed(path / (CONFIG_FILE + FILE_SUFFIX), text.encode("utf-8"), key)
         if derived:
-            self.save_derived(path)
+            self.save_derived(path, key=key)
         elif self._derived():
             (path / DERIVED_PENDING).write_text("")
         return path
 
-    def save_derived(self, path: str | Path) -> None:
-        """Write the derived arrays into saved directory `path` (atomically), clear the marker."""
+    def save_derived(self, path: str | Path, *, key: bytes | None = None) -> None:
+        """Write the derived arrays into saved directory `path` (atomically), clear the marker.
+
+        With `key` the file is sealed (``derived.safetensors.sealed``), as `save` does.
+        """
         path = Path(path)
         arrays = {k: np.ascontiguousarray(v) for k, v in self._derived().items()}
-        if arrays:
+        if arrays and key is not None:
+            write_sealed(path / (DERIVED_FILE + FILE_SUFFIX), save(arrays), key)
+        elif arrays:
             tmp = path / f".{DERIVED_FILE}.tmp"
             save_file(arrays, str(tmp))
             os.replace(tmp, path / DERIVED_FILE)
         (path / DERIVED_PENDING).unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
-        """Load a model saved by `save`; works on the base class (dispatches on the saved name)."""
+    def load(cls, path: str | Path, *, key: bytes | None = None) -> Recommender:
+        """Load a model saved by `save`; works on the base class (dispatches on the saved name).
+
+        A sealed artifact (saved with a key) is decrypted into memory with `key`; a plaintext
+        one (older versions, or saved without a key) is read as it is.
+
+        Raises:
+            ConfigError: a sealed artifact and no key.
+            SealedDataError: the key does not open it, or a file was changed.
+        """
         path = Path(path)
-        doc = json.loads((path / "config.json").read_text())
+        doc = read_config(path, key)
+        sealed = is_sealed_artifact(path)
         if doc.get("format") != FORMAT_VERSION:
             raise ConfigError(f"{path}: unsupported model format {doc.get('format')!r}")
         klass = model_class(doc["model"]) if cls is Recommender else cls
@@ -371,10 +396,10 @@ class Recommender(ABC):
         model.n_items = int(doc["n_items"])
         if doc.get("privacy"):
             model.privacy = PrivacyGuarantee(**doc["privacy"])
-        arrays = load_file(str(path / STATE_FILE))
-        derived = _wait_for_derived(path)
+        arrays = _read_arrays(path / STATE_FILE, key if sealed else None)
+        derived = _wait_for_derived(path, sealed)
         if derived is not None:
-            arrays.update(load_file(str(derived)))
+            arrays.update(_read_arrays(path / DERIVED_FILE, key if sealed else None))
         model._set_state(arrays, doc.get("meta", {}))
         model._fitted = True
         return model
@@ -389,12 +414,48 @@ class Recommender(ABC):
         self._fitted = True
 
 
-def _wait_for_derived(path: Path) -> Path | None:
+def is_sealed_artifact(path: str | Path) -> bool:
+    """Whether the saved directory `path` holds a sealed artifact (``config.json.sealed``)."""
+    return (Path(path) / (CONFIG_FILE + FILE_SUFFIX)).exists()
+
+
+def has_artifact(path: str | Path) -> bool:
+    """Whether `path` holds a saved model (its config, sealed or plaintext)."""
+    p = Path(path)
+    return (p / CONFIG_FILE).exists() or is_sealed_artifact(p)
+
+
+def read_config(path: str | Path, key: bytes | None = None) -> dict[str, Any]:
+    """The saved `config.json` of directory `path` (decrypted with `key` when sealed).
+
+    Raises:
+        ConfigError: the artifact is sealed and no key was given.
+    """
+    p = Path(path)
+    if is_sealed_artifact(p):
+        if key is None:
+            raise ConfigError(f"{p}: the model artifact is sealed; load it with the sidecar key")
+        doc: dict[str, Any] = json.loads(read_sealed(p / (CONFIG_FILE + FILE_SUFFIX), key))
+        return doc
+    plain: dict[str, Any] = json.loads((p / CONFIG_FILE).read_text())
+    return plain
+
+
+def _read_arrays(path: Path, key: bytes | None) -> dict[str, np.ndarray]:
+    """A safetensors file, or with `key` its sealed twin decrypted in memory."""
+    if key is None:
+        return load_file(str(path))
+    # decrypted into memory only: the plaintext arrays never touch the disk
+    return load(read_sealed(path.with_name(path.name + FILE_SUFFIX), key))
+
+
+def _wait_for_derived(path: Path, sealed: bool = False) -> Path | None:
     """The derived file of saved directory `path`, waiting while a writer is still at it.
 
     A marker older than DERIVED_WAIT_SECONDS is taken as a writer that died: None (recompute).
     """
-    derived, marker = path / DERIVED_FILE, path / DERIVED_PENDING
+    name = DERIVED_FILE + (FILE_SUFFIX if sealed else "")
+    derived, marker = path / name, path / DERIVED_PENDING
     while not derived.exists():
         try:
             age = time.time() - marker.stat().st_mtime

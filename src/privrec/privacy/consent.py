@@ -24,10 +24,11 @@ How the service uses it:
     if enrolled_in_experiments(level): assign a variant
     store.delete(pseudonym)                       # part of erasure (forget)
 
-Given the sidecar key (`ConsentStore.open(data_dir, key=...)`; the service always gives it), the
-``level`` column holds sealed values (base64 of the AES-256-GCM-sealed level name, a fresh nonce
-each, so equal levels do not look equal) and `open` seals the plaintext levels of older tables
-once. The pseudonym column is already a keyed hash; the time of the change stays readable.
+Given the sidecar key (`ConsentStore.open(data_dir, key=...)`; the service always gives it), a
+row holds HMAC-SHA256(key, pseudonym) as its lookup key and, in the ``level`` column, the sealed
+JSON ``{"p": pseudonym, "l": level}`` (base64 of AES-256-GCM with a fresh nonce each, so equal
+levels do not look equal). Plaintext rows of older tables are sealed when the store is opened
+with the key. The time of the change stays readable.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import hashlib
+import hmac
 import json
 import sqlite3
 import time
@@ -55,7 +58,8 @@ from privrec.privacy.sealed import SealedDataError, seal, unseal
 
 CONSENT_FILE = "consent.sqlite"
 LEGACY_FILE = "consent.json"  # where versions before the consent table kept the levels
-CONSENT_AAD = b"privrec:consent-level"
+CONSENT_AAD = b"privrec:consent-record"
+_ROW_PREFIX = b"privrec:consent-row:"
 
 
 class ConsentLevel(StrEnum):
@@ -271,7 +275,8 @@ class ConsentStore:
     Args:
         data_dir: the privrec data directory (or a path ending in ``.sqlite``).
         default: the level of a user without a record.
-        key: the sidecar key that seals each stored level (None: plaintext levels).
+        key: the sidecar key that hashes the lookup column and seals each record (None:
+            plaintext pseudonyms and levels).
     """
 
     def __init__(
@@ -294,6 +299,8 @@ class ConsentStore:
                 "CREATE TABLE IF NOT EXISTS consent "
                 "(pseudonym TEXT PRIMARY KEY, level TEXT NOT NULL, updated REAL NOT NULL)"
             )
+            self._check_key(con)
+            self._seal_plaintext(con)
 
     @classmethod
     def open(
@@ -311,22 +318,36 @@ class ConsentStore:
 
         Raises:
             ValidationError: ``consent.json`` is not valid JSON or names an unknown level.
+            SealedDataError: the table is sealed and `key` is None or another key.
         """
         store = cls(data_dir, default=default, key=key)
         store._migrate(store.path.parent / LEGACY_FILE)
-        store._seal_plaintext()
         return store
 
-    def _stored(self, level: ConsentLevel) -> str:
-        """The ``level`` column's value: sealed with the key, else the level's name."""
+    def _row(self, pseudonym: str) -> str:
+        """The ``pseudonym`` column's value: a keyed hash with the key, else the pseudonym."""
+        if self._key is None:
+            return pseudonym
+        # the column is the lookup key: a keyed hash finds the row without storing the pseudonym
+        return hmac.new(self._key, _ROW_PREFIX + pseudonym.encode(), hashlib.sha256).hexdigest()
+
+    def _stored(self, pseudonym: str, level: ConsentLevel) -> str:
+        """The ``level`` column's value: the sealed (pseudonym, level) with the key, else the
+        level's name."""
         if self._key is None:
             return level.value
-        return base64.b64encode(seal(level.value.encode(), self._key, aad=CONSENT_AAD)).decode()
+        doc = json.dumps({"p": pseudonym, "l": level.value}).encode()
+        return base64.b64encode(seal(doc, self._key, aad=CONSENT_AAD)).decode()
 
-    def _level(self, value: str) -> ConsentLevel:
-        """The level a ``level`` column value holds (plaintext of older tables, or sealed)."""
+    def _open(self, value: str, pseudonym: str | None = None) -> tuple[str | None, ConsentLevel]:
+        """(pseudonym, level) a ``level`` column value holds: (None, level) for a plaintext one.
+
+        Raises:
+            SealedDataError: a sealed value without the key, one that does not decrypt, or one
+                sealed for another pseudonym than `pseudonym` (a row copied over another).
+        """
         if value in _LEVEL_NAMES:
-            return ConsentLevel(value)
+            return None, ConsentLevel(value)
         where = f"{self.path} (level column)"
         if self._key is None:
             raise SealedDataError(f"{where}: levels are sealed; give the sidecar key")
@@ -334,21 +355,36 @@ class ConsentStore:
             raw = base64.b64decode(value.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError):
             raise SealedDataError(f"{where}: neither a level nor a sealed level") from None
-        return parse_level(unseal(raw, self._key, aad=CONSENT_AAD, where=where).decode())
+        doc = json.loads(unseal(raw, self._key, aad=CONSENT_AAD, where=where))
+        if pseudonym is not None and doc.get("p") != pseudonym:
+            raise SealedDataError(f"{where}: a record sealed for another shopper (changed?)")
+        return str(doc["p"]), parse_level(doc["l"])
 
-    def _seal_plaintext(self) -> None:
-        """Seal the plaintext levels an older table holds (nothing to do without a key)."""
+    def _check_key(self, con: sqlite3.Connection) -> None:
+        """Refuse a table of sealed rows without the key, or with another key.
+
+        Rows are found by a keyed hash: without this check a wrong key would find no row and
+        every shopper would silently get the default level.
+        """
+        names = sorted(_LEVEL_NAMES)
+        marks = ",".join("?" * len(names))
+        q = f"SELECT level FROM consent WHERE level NOT IN ({marks}) LIMIT 1"
+        row = con.execute(q, names).fetchone()
+        if row is not None:
+            self._open(row[0])
+
+    def _seal_plaintext(self, con: sqlite3.Connection) -> None:
+        """Seal the plaintext rows an older table holds (nothing to do without a key)."""
         if self._key is None:
             return
         names = sorted(_LEVEL_NAMES)
-        with self._connect() as con:
-            marks = ",".join("?" * len(names))
-            q = f"SELECT pseudonym, level FROM consent WHERE level IN ({marks})"
-            rows = con.execute(q, names).fetchall()
-            con.executemany(
-                "UPDATE consent SET level = ? WHERE pseudonym = ?",
-                [(self._stored(ConsentLevel(lv)), p) for p, lv in rows],
-            )
+        marks = ",".join("?" * len(names))
+        q = f"SELECT rowid, pseudonym, level FROM consent WHERE level IN ({marks})"
+        rows = con.execute(q, names).fetchall()
+        con.executemany(
+            "UPDATE consent SET pseudonym = ?, level = ? WHERE rowid = ?",
+            [(self._row(p), self._stored(p, ConsentLevel(lv)), r) for r, p, lv in rows],
+        )
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path) -> ConsentStore:
@@ -377,7 +413,11 @@ class ConsentStore:
                 "INSERT INTO consent (pseudonym, level, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT(pseudonym) DO UPDATE "
                 "SET level = excluded.level, updated = excluded.updated",
-                (pseudonym, self._stored(lv), float(time.time() if at is None else at)),
+                (
+                    self._row(pseudonym),
+                    self._stored(pseudonym, lv),
+                    float(time.time() if at is None else at),
+                ),
             )
         return lv
 
@@ -385,39 +425,41 @@ class ConsentStore:
         """The user's level (the store's default when there is no record)."""
         with self._connect() as con:
             row = con.execute(
-                "SELECT level FROM consent WHERE pseudonym = ?", (pseudonym,)
+                "SELECT level FROM consent WHERE pseudonym = ?", (self._row(pseudonym),)
             ).fetchone()
-        return self._level(row[0]) if row else self.default
+        return self._open(row[0], pseudonym)[1] if row else self.default
 
     def levels(self, pseudonyms: Iterable[str]) -> dict[str, ConsentLevel]:
         """Levels of many users at once (defaults included), one query per 900 users."""
         ps = list(dict.fromkeys(pseudonyms))
         out = {p: self.default for p in ps}
+        rows = {self._row(p): p for p in ps}
+        keys = list(rows)
         with self._connect() as con:
-            for i in range(0, len(ps), 900):  # SQLite's bound-parameter limit
-                chunk = ps[i : i + 900]
+            for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
+                chunk = keys[i : i + 900]
                 q = (
                     "SELECT pseudonym, level FROM consent "
                     f"WHERE pseudonym IN ({','.join('?' * len(chunk))})"
                 )
-                for p, lv in con.execute(q, chunk):
-                    out[p] = self._level(lv)
+                for r, lv in con.execute(q, chunk):
+                    out[rows[r]] = self._open(lv, rows[r])[1]
         return out
 
     def record(self, pseudonym: str) -> dict[str, Any] | None:
         """The stored record of one user (level and time of the change, for access requests)."""
         with self._connect() as con:
             row = con.execute(
-                "SELECT level, updated FROM consent WHERE pseudonym = ?", (pseudonym,)
+                "SELECT level, updated FROM consent WHERE pseudonym = ?", (self._row(pseudonym),)
             ).fetchone()
         if row is None:
             return None
-        return {"level": self._level(row[0]).value, "updated": _iso(row[1])}
+        return {"level": self._open(row[0], pseudonym)[1].value, "updated": _iso(row[1])}
 
     def delete(self, pseudonym: str) -> bool:
         """Erase the user's record (part of `forget`); True if there was one."""
         with self._connect() as con:
-            cur = con.execute("DELETE FROM consent WHERE pseudonym = ?", (pseudonym,))
+            cur = con.execute("DELETE FROM consent WHERE pseudonym = ?", (self._row(pseudonym),))
             return cur.rowcount > 0
 
     def count(self) -> dict[str, int]:
@@ -426,7 +468,7 @@ class ConsentStore:
             rows = con.execute("SELECT level, COUNT(*) FROM consent GROUP BY level").fetchall()
         out: dict[str, int] = {}
         for value, n in rows:  # sealed values are all distinct: count them by what they open to
-            lv = self._level(value).value
+            lv = self._open(value)[1].value
             out[lv] = out.get(lv, 0) + int(n)
         return out
 
@@ -461,17 +503,18 @@ class ConsentStore:
                 con.execute("ROLLBACK")
                 con.close()
                 return StagedConsentRekey(None, [])
-            old = [r[0] for r in con.execute("SELECT pseudonym FROM consent")]
+            rows = con.execute("SELECT rowid, pseudonym, level FROM consent").fetchall()
+            found = [(r, self._open(lv), p) for r, p, lv in rows]
+            # a sealed row names its pseudonym inside; a plaintext one in the column
+            old = [sp if sp is not None else p for _, (sp, _), p in found]
             if old:
-                con.execute("CREATE TEMP TABLE rekey_map (old TEXT PRIMARY KEY, new TEXT)")
                 con.executemany(
-                    "INSERT INTO rekey_map VALUES (?, ?)", zip(old, rekey_many(old), strict=True)
+                    "UPDATE consent SET pseudonym = ?, level = ? WHERE rowid = ?",
+                    [
+                        (self._row(new), self._stored(new, lv), r)
+                        for (r, (_, lv), _), new in zip(found, rekey_many(old), strict=True)
+                    ],
                 )
-                con.execute(
-                    "UPDATE consent SET pseudonym = "
-                    "(SELECT new FROM rekey_map WHERE rekey_map.old = consent.pseudonym)"
-                )
-                con.execute("DROP TABLE rekey_map")
             con.execute(
                 "INSERT OR REPLACE INTO consent_meta VALUES ('pseudonym_generation', ?)",
                 (str(int(generation)),),
@@ -503,7 +546,7 @@ class ConsentStore:
             except ValidationError as e:
                 raise ValidationError(LEGACY_FILE, e.problem) from None
             when = rec.get("updated_at") if isinstance(rec, dict) else None
-            rows.append((str(p), self._stored(lv), _parse_iso(when)))
+            rows.append((self._row(str(p)), self._stored(str(p), lv), _parse_iso(when)))
         with self._connect() as con:
             # a record already in the table is newer than the file: it wins
             con.executemany(

@@ -52,7 +52,7 @@ class RecSys:
 
     def _wire(self) -> None:
         """Build the service parts over the context (again after `reset`)."""
-        self.registry = ModelRegistry(self.ctx.models_dir)
+        self.registry = ModelRegistry(self.ctx.models_dir, key=self.ctx.sidecar_key)
         self.consent_book = ConsentBook(self.data_dir, key=self.ctx.sidecar_key)
         self.experiments = Experiments(self.data_dir, self.registry)
         self.serving = Serving(self.ctx, self.registry, self.consent_book, self.experiments)

@@ -8,6 +8,7 @@ request names none. Every pointer is swapped atomically (write a temp file, rena
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -25,7 +26,15 @@ import pandas as pd
 from privrec.core.errors import ConflictError, NotFoundError
 from privrec.core.files import private_dir, write_private
 from privrec.data.vocab import Vocabulary
-from privrec.models.base import Recommender
+from privrec.models.base import (
+    CONFIG_FILE,
+    DERIVED_FILE,
+    STATE_FILE,
+    Recommender,
+    has_artifact,
+    read_config,
+)
+from privrec.privacy.sealed import FILE_SUFFIX, read_sealed, write_sealed
 
 logger = logging.getLogger(__name__)
 
@@ -74,25 +83,41 @@ class TrainingRecord:
         kept = np.setdiff1d(self.event_ids, gone, assume_unique=True)
         return TrainingRecord(kept, self.generation, self.event_weights)
 
-    def write(self, path: Path) -> None:
-        """Write the record into a version folder."""
+    def write(self, path: Path, *, key: bytes | None = None) -> None:
+        """Write the record into a version folder (sealed ``*.sealed`` files with `key`)."""
         # event-id prefixes can be matched to a shopper's stored events: private files
         buf = io.BytesIO()
         np.save(buf, self.event_ids, allow_pickle=False)
-        write_private(path / TRAINED_EVENTS_FILE, buf.getvalue())
         doc = {
             "events": len(self.event_ids),
             "pseudonym_generation": self.generation,
             "event_weights": self.event_weights,
         }
-        write_private(path / TRAINING_FILE, json.dumps(doc))
+        if key is None:
+            write_private(path / TRAINED_EVENTS_FILE, buf.getvalue())
+            write_private(path / TRAINING_FILE, json.dumps(doc))
+        else:
+            write_sealed(path / (TRAINED_EVENTS_FILE + FILE_SUFFIX), buf.getvalue(), key)
+            write_sealed(path / (TRAINING_FILE + FILE_SUFFIX), json.dumps(doc).encode(), key)
 
     @classmethod
-    def read(cls, path: Path) -> TrainingRecord | None:
-        """The record of a version folder, or None where there is none (or it is unreadable)."""
+    def read(cls, path: Path, *, key: bytes | None = None) -> TrainingRecord | None:
+        """The record of a version folder, or None where there is none (or it is unreadable).
+
+        Sealed files are read with `key`; plaintext ones of older versions as they are.
+
+        Raises:
+            SealedDataError: a sealed record that the key does not open (changed, or another key).
+        """
+        sealed = path / (TRAINING_FILE + FILE_SUFFIX)
         try:
-            doc = json.loads((path / TRAINING_FILE).read_text())
-            ids = np.load(path / TRAINED_EVENTS_FILE, allow_pickle=False)
+            if key is not None and sealed.exists():
+                doc = json.loads(read_sealed(sealed, key))
+                raw = read_sealed(path / (TRAINED_EVENTS_FILE + FILE_SUFFIX), key)
+                ids = np.load(io.BytesIO(raw), allow_pickle=False)
+            else:
+                doc = json.loads((path / TRAINING_FILE).read_text())
+                ids = np.load(path / TRAINED_EVENTS_FILE, allow_pickle=False)
         except (OSError, ValueError):
             return None
         weights = dict(doc.get("event_weights") or {})
@@ -126,10 +151,13 @@ class ModelRegistry:
 
     Args:
         models_dir: the data directory's ``models`` folder.
+        key: the sidecar key: artifacts and training records are saved sealed with it and
+            read back with it (None: plaintext, as older versions were saved).
     """
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, *, key: bytes | None = None) -> None:
         self.models_dir = models_dir
+        self.key = key
         # (model, version) -> the fitted object still in memory, so an erasure can update it
         # exactly without loading it first
         self.live: dict[tuple[str, str], Recommender] = {}
@@ -139,7 +167,7 @@ class ModelRegistry:
     def path(self, name: str, version: str) -> Path:
         """The folder of a version; NotFoundError if it does not exist."""
         path = self.models_dir / name / version
-        if not (path / "config.json").exists():
+        if not has_artifact(path):
             raise NotFoundError(
                 f"model {name!r} has no version {version!r}; list them with `privrec models`"
             )
@@ -168,11 +196,11 @@ class ModelRegistry:
         path = base / f"v{version}"
         tmp = base / f".tmp-{version}"
         try:
-            model.save(private_dir(tmp), derived=derived)
+            self._save_model(model, private_dir(tmp), derived)
             # item keys are public catalogue ids; no user data goes into an artifact
             (tmp / ITEMS_FILE).write_text(json.dumps(items.keys))
             if training is not None:
-                training.write(tmp)
+                training.write(tmp, key=self.key)
             for f in tmp.iterdir():
                 f.chmod(0o600)
             tmp.rename(path)
@@ -181,11 +209,31 @@ class ModelRegistry:
             raise
         return path
 
+    def _save_model(self, model: Recommender, path: Path, derived: bool) -> None:
+        """`model.save` into `path`, sealed with the registry's key."""
+        if self.key is None:
+            model.save(path, derived=derived)
+        elif "key" in inspect.signature(model.save).parameters:
+            model.save(path, derived=derived, key=self.key)
+        else:
+            # a subclass whose save() does not take a key yet (it edits config.json after the
+            # base save): it writes into the hidden temporary version folder, sealed right after
+            model.save(path, derived=derived)
+            seal_artifact(path, self.key)
+
+    def training_record(self, name: str, version: str) -> TrainingRecord | None:
+        """The record of the events a saved version was trained on (None where there is none)."""
+        return TrainingRecord.read(self.path(name, version), key=self.key)
+
+    def load_path(self, path: Path) -> Recommender:
+        """The model saved in version folder `path` (decrypted with the registry's key)."""
+        return Recommender.load(path, key=self.key)
+
     def load(self, name: str, version: str) -> tuple[Recommender, Vocabulary]:
         """A saved version's model and item vocabulary."""
         path = self.path(name, version)
         items = Vocabulary(json.loads((path / ITEMS_FILE).read_text()))
-        return Recommender.load(path), items
+        return Recommender.load(path, key=self.key), items
 
     def items_of(self, name: str, version: str) -> Vocabulary:
         """The item vocabulary of a saved version."""
@@ -193,8 +241,7 @@ class ModelRegistry:
 
     def config_of(self, name: str, version: str) -> dict[str, Any]:
         """A saved version's `config.json` (model name, hyper-parameters, privacy guarantee)."""
-        doc: dict[str, Any] = json.loads((self.path(name, version) / "config.json").read_text())
-        return doc
+        return read_config(self.path(name, version), self.key)
 
     # ---- pointers -------------------------------------------------------------------------------
     def activate(self, name: str, version: str) -> None:
@@ -254,7 +301,7 @@ class ModelRegistry:
             return out
         default = self.default_name()
         for base in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
-            versions = sorted(p.name for p in base.glob("v*") if (p / "config.json").exists())
+            versions = sorted(p.name for p in base.glob("v*") if has_artifact(p))
             active = self.active(base.name)
             privacy = None
             if active is not None:
@@ -322,6 +369,15 @@ class ModelRegistry:
         for t in self._deleters:
             t.join()
         self._deleters.clear()
+
+
+def seal_artifact(path: Path, key: bytes) -> None:
+    """Seal the plaintext model files of version folder `path` in place (``*.sealed``)."""
+    for name in (STATE_FILE, DERIVED_FILE, CONFIG_FILE):
+        plain = path / name
+        if plain.exists():
+            write_sealed(path / (name + FILE_SUFFIX), plain.read_bytes(), key)
+            plain.unlink()
 
 
 def _remove_all(paths: list[Path]) -> None:

@@ -34,7 +34,7 @@ from privrec.privacy import consent as policy
 from privrec.privacy.audit_log import erasure_receipt
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
-from privrec.service.registry import ModelRegistry, TrainingRecord
+from privrec.service.registry import ModelRegistry
 from privrec.service.serving import Serving
 
 logger = logging.getLogger(__name__)
@@ -339,10 +339,10 @@ class Rights:
         path = self.registry.path(name, version)
         try:
             if plan_only:  # an unfitted twin: whether it can forget is all that is asked
-                cfg = json.loads((path / "config.json").read_text())
+                cfg = self.registry.config_of(name, version)
                 return create_model(cfg["model"], **cfg["config"])
             live = self.registry.live.get((name, version))
-            return live if live is not None else Recommender.load(path)
+            return live if live is not None else self.registry.load_path(path)
         except Exception as exc:  # an unreadable artifact must not stop the erasure
             logger.warning("forget: model load failed model=%s error=%s", name, type(exc).__name__)
             return None
@@ -366,7 +366,7 @@ class Rights:
         """`_unlearn` for one model's active version: its entry of the receipt's model list."""
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"model": name, "version": version}
-        record = TrainingRecord.read(self.registry.path(name, version))
+        record = self.registry.training_record(name, version)
         model = self._model_of(name, version, plan_only)
         if model is None:
             return {**entry, "status": "retrain", "reason": "artifact unreadable"}
@@ -404,7 +404,10 @@ class Rights:
                 derived=False,
             )
             writer = threading.Thread(
-                target=_save_derived, args=(model, new), name="privrec-save-derived", daemon=True
+                target=_save_derived,
+                args=(model, new, self.registry.key),
+                name="privrec-save-derived",
+                daemon=True,
             )
             writer.start()
             self._derived_writers[name] = writer
@@ -581,10 +584,10 @@ def _why_no_exact(private: bool) -> str:
     )
 
 
-def _save_derived(model: Recommender, path: Path) -> None:
+def _save_derived(model: Recommender, path: Path, key: bytes | None = None) -> None:
     """`model.save_derived(path)` on a worker thread: a failure is logged; loading recomputes."""
     try:
-        model.save_derived(path)
+        model.save_derived(path, key=key)
     except Exception as exc:
         logger.error(
             "saving derived arrays failed model=%s error=%s; loading will recompute them",

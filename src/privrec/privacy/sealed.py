@@ -79,9 +79,21 @@ def seal(data: bytes, key: bytes, *, aad: bytes) -> bytes:
     Returns:
         ``VERSION | nonce | ciphertext | tag``.
     """
+    return bytes(_seal_buffer(data, key, aad))
+
+
+def _seal_buffer(data: bytes, key: bytes, aad: bytes) -> bytes | bytearray:
+    """`seal`, into one buffer where the library can (no copy of a large artifact)."""
+    cipher = _cipher(key)
     nonce = secrets.token_bytes(NONCE_BYTES)
     head = bytes([VERSION])
-    return head + nonce + _cipher(key).encrypt(nonce, bytes(data), head + aad)
+    if not hasattr(cipher, "encrypt_into"):  # cryptography < 45: one concatenation
+        return head + nonce + cipher.encrypt(nonce, data, head + aad)
+    buf = bytearray(1 + NONCE_BYTES + len(data) + TAG_BYTES)
+    buf[0] = VERSION
+    buf[1 : 1 + NONCE_BYTES] = nonce
+    cipher.encrypt_into(nonce, data, head + aad, memoryview(buf)[1 + NONCE_BYTES :])
+    return buf
 
 
 def unseal(sealed: bytes, key: bytes, *, aad: bytes, where: str = "sealed data") -> bytes:
@@ -96,14 +108,14 @@ def unseal(sealed: bytes, key: bytes, *, aad: bytes, where: str = "sealed data")
     Raises:
         SealedDataError: unknown version, too short, wrong key or any changed byte.
     """
-    raw = bytes(sealed)
-    if len(raw) < 1 + NONCE_BYTES + TAG_BYTES:
+    view = memoryview(sealed)  # slices of a view are not copies: artifacts are large
+    if len(view) < 1 + NONCE_BYTES + TAG_BYTES:
         raise SealedDataError(f"{where}: too short to be sealed data (truncated?)")
-    if raw[0] != VERSION:
-        raise SealedDataError(f"{where}: unknown sealed format version {raw[0]}")
-    nonce = raw[1 : 1 + NONCE_BYTES]
+    if view[0] != VERSION:
+        raise SealedDataError(f"{where}: unknown sealed format version {view[0]}")
+    nonce = bytes(view[1 : 1 + NONCE_BYTES])
     try:
-        return _cipher(key).decrypt(nonce, raw[1 + NONCE_BYTES :], raw[:1] + aad)
+        return _cipher(key).decrypt(nonce, view[1 + NONCE_BYTES :], bytes(view[:1]) + aad)
     except InvalidTag:
         raise SealedDataError(
             f"{where}: does not decrypt: it was changed, or it was sealed with another key "
@@ -118,7 +130,7 @@ def _file_aad(path: Path) -> bytes:
 def write_sealed(path: str | Path, data: bytes, key: bytes) -> None:
     """Seal `data` into `path` (atomically, mode 0600); the file's name is authenticated."""
     p = Path(path)
-    write_private(p, seal(data, key, aad=_file_aad(p)))
+    write_private(p, bytes(_seal_buffer(data, key, _file_aad(p))))
 
 
 def read_sealed(path: str | Path, key: bytes) -> bytes:

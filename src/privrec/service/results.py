@@ -25,10 +25,22 @@ class RecommendationList:
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (no `note` key when there is none)."""
-        d = asdict(self)
-        if d["note"] is None:
-            del d["note"]
+        """JSON-ready form (no `note` key when there is none).
+
+        Built by hand: `asdict` would deep-copy the items on every request (the hot path).
+        """
+        d = {
+            "recommendation_id": self.recommendation_id,
+            "model": self.model,
+            "version": self.version,
+            "personalized": self.personalized,
+            "consent": self.consent,
+            "experiment": self.experiment,
+            "variant": self.variant,
+            "items": self.items,
+        }
+        if self.note is not None:
+            d["note"] = self.note
         return d
 
 

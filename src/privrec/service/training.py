@@ -15,6 +15,7 @@ from privrec.core.errors import ValidationError
 from privrec.core.rng import DEFAULT_SEED
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
+from privrec.models.dp.release import in_public_item_order
 from privrec.models.zoo import create_model
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
@@ -90,6 +91,10 @@ class Training:
                 "store", "holds no events; ingest some first (`privrec ingest FILE`)"
             )
         model = create_model(model_name, **dict(params or {}))
+        if "epsilon" in type(model.config).model_fields:
+            # a DP release: its arrays follow the public catalogue, in sorted order, and events
+            # on items outside it (whose existence is not public) are left out
+            ds = in_public_item_order(ds)
         t0 = time.perf_counter()
         model.fit(ds, rng=seed, ledger=self.ctx.ledger)
         secs = time.perf_counter() - t0

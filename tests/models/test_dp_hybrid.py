@@ -97,3 +97,12 @@ def test_with_only_the_dp_part_the_ranking_is_the_dp_model_s(shop: InteractionDa
 def test_bad_settings_are_refused_with_the_field_named(params: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         DPHybrid(**params)
+
+
+def test_a_fine_tuned_encoder_folder_is_refused() -> None:
+    import pytest
+
+    from privrec.models.zoo import create_model
+
+    with pytest.raises(Exception, match="model_path"):
+        create_model("dp_hybrid", epsilon=1.0, content_params={"model_path": "/some/fine-tuned"})

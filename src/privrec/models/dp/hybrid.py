@@ -93,6 +93,13 @@ class DPHybridConfig(ModelConfig):
                 "content_params.adapter: a LoRA adapter is trained on shoppers' interactions, "
                 "outside the DP release; use the pretrained encoder"
             )
+        if v.get("model_path"):
+            # a fine-tuned encoder folder would carry shoppers' interactions in by another door;
+            # which data a folder was trained on cannot be checked, so only the bundled one goes
+            raise ValueError(
+                "content_params.model_path: only the bundled pretrained encoder is allowed in a "
+                "DP model (an encoder fine-tuned on the shop's data would be outside the release)"
+            )
         return v
 
 

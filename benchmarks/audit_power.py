@@ -41,6 +41,18 @@ ROSTER: list[tuple[str, str, dict[str, Any]]] = [
         "dp_ease",
         {"epsilon": 8.0, "top_items": 200, "selection_share": 0.15, "reg": 30.0, "reg_noise": 0.0},
     ),
+    # every other DP model at epsilon 1 and 8, with the privacy report's fixed public defaults
+    # (privrec.evaluation.privacy_tuning.DEFAULT_ROSTER)
+    *(
+        (f"{m}_eps{e:g}", m, {"epsilon": e, **extra})
+        for m, extra in (
+            ("dp_popularity", {}),
+            ("dp_itemknn", {"k": 100, "selection_share": 0.15}),
+            ("dp_hybrid", {}),
+            ("dp_bpr", {}),
+        )
+        for e in (1.0, 8.0)
+    ),
 ]
 
 
@@ -55,7 +67,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="K = 8, R = 8, m = 32 (under 2 min)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated roster labels (default: all), e.g. ease,dp_ease_eps1",
+    )
     args = ap.parse_args()
+    wanted = {x for x in args.only.split(",") if x}
     folder = data_folder()
     if folder is None:
         print("audit_power: MovieLens-100K not found under ../shared/data; skipped")
@@ -73,6 +91,8 @@ def main() -> None:
     print(f"{ds!r}; K={shadows} shadows, R={runs} runs, m={canaries} canaries", file=sys.stderr)
     out: dict[str, Any] = {}
     for label, name, params in ROSTER:
+        if wanted and label not in wanted:
+            continue
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the result records the low-power warnings

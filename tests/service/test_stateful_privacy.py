@@ -1,12 +1,12 @@
 """Stateful property test: random sequences of what shops and shoppers do, privacy checked after
 every step.
 
-Steps: ingest on every path (records, a bulk frame, an HTTP-style batch, a file), consent changes,
-erasure, retention, key rotation, training (an exact-unlearning model and a DP model) and
-serving. Invariants: no raw id anywhere in the data directory; an anonymous shopper has no stored event; a forgotten
-shopper is in no store row, cached list or in-memory history, and every activatable version of
-an exact model equals a retrain without them; the ledger never exceeds its budget and holds no
-epsilon-infinity entry.
+Steps: ingest on every path (records, a bulk frame, an HTTP-style batch, a file), consent
+changes, erasure, retention, key rotation, training (an exact-unlearning model and a DP model)
+and serving. Invariants: no raw id anywhere in the data directory; an anonymous shopper has no
+stored event; a forgotten shopper is in no store row, cached list or in-memory history, and
+every activatable version of an exact model equals a retrain without them; the ledger never
+exceeds its budget and holds no epsilon-infinity entry.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from privrec.data.dataset import ITEM_META_COLUMNS
 from privrec.data.synthetic import END_TS, SPAN_DAYS, generate_shop
+from privrec.data.synthetic_catalogue import STYLE_DIM, brand_names, generate_catalogue
 from privrec.events.schema import MIN_TIMESTAMP, max_timestamp
 
 
@@ -30,13 +31,25 @@ def test_reproducible_for_a_seed_and_different_across_seeds() -> None:
     pd.testing.assert_frame_equal(generate_shop(n_items=300, n_users=50, seed=3)[1], a_cat)
 
 
+def test_the_catalogue_generator_is_the_shops_catalogue() -> None:
+    # generate_shop draws the catalogue from the first of two streams spawned from the seed
+    cat_seq, _ = np.random.SeedSequence(3).spawn(2)
+    cat, hidden = generate_catalogue(300, np.random.default_rng(cat_seq))
+    pd.testing.assert_frame_equal(cat, generate_shop(n_items=300, n_users=20, seed=3)[1])
+    assert hidden["style"].shape == (300, STYLE_DIM)
+    assert (np.diff(hidden["cat"]) >= 0).all()  # items grouped by category
+    names = brand_names()
+    assert [names[b] for b in hidden["brand"]] == cat["brand"].tolist()
+    assert int(hidden["n_brands"]) == len(names)
+
+
 def test_default_size_is_fast() -> None:
     t = time.process_time()
     generate_shop()
     assert time.process_time() - t < 5.0
 
 
-def test_catalogue_is_readable(shop) -> None:
+def test_catalogue_is_readable(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     _, cat = shop
     assert tuple(cat.columns) == ITEM_META_COLUMNS
     assert len(cat) == 3000 and cat["item"].is_unique and cat["title"].is_unique
@@ -48,7 +61,7 @@ def test_catalogue_is_readable(shop) -> None:
     assert first["title"].startswith(first["brand"]) and first["title"] in first["text"]
 
 
-def test_events_have_the_raw_schema_and_a_funnel(shop) -> None:
+def test_events_have_the_raw_schema_and_a_funnel(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     ev, cat = shop
     assert {"user", "item", "type", "timestamp", "query", "session", "event_id"} <= set(ev.columns)
     assert ev["user"].str.fullmatch(r"shopper-\d{5}").all()
@@ -73,7 +86,7 @@ def test_events_have_the_raw_schema_and_a_funnel(shop) -> None:
     assert counts[: len(counts) // 10].sum() > 0.4 * counts.sum()
 
 
-def test_searches_describe_the_clicked_item(shop) -> None:
+def test_searches_describe_the_clicked_item(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     ev, cat = shop
     s = ev[ev["type"] == "search"].merge(cat[["item", "title"]], on="item")
     words_found = [
@@ -82,7 +95,7 @@ def test_searches_describe_the_clicked_item(shop) -> None:
     assert np.mean(words_found) > 0.95
 
 
-def test_later_purchases_follow_earlier_browsing(shop) -> None:
+def test_later_purchases_follow_earlier_browsing(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """Purchases in a user's second half share categories with first-half views far above chance."""
     ev, cat = shop
     cat_of = dict(zip(cat["item"], cat["category"], strict=True))
@@ -101,7 +114,7 @@ def test_later_purchases_follow_earlier_browsing(shop) -> None:
     assert per_user_hit.mean() > 3 * chance[per_user_hit.index].mean()
 
 
-def test_item_cooccurrence_beats_popularity(shop) -> None:
+def test_item_cooccurrence_beats_popularity(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """A plain item-item cosine model beats popularity on the last 15 days (HR@10 on new items)."""
     ev, cat = shop
     users = {u: k for k, u in enumerate(pd.unique(ev["user"]))}
@@ -118,7 +131,7 @@ def test_item_cooccurrence_beats_popularity(shop) -> None:
     sim = (xn.T @ xn).toarray()
     np.fill_diagonal(sim, 0.0)
     test = pd.DataFrame({"u": u[~train], "i": i[~train]})
-    hr = {"pop": [], "cf": []}
+    hr: dict[str, list[float]] = {"pop": [], "cf": []}
     for uu, g in test.groupby("u"):
         seen = x[uu].indices
         targets = set(g["i"]) - set(seen.tolist())

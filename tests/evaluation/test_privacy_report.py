@@ -12,12 +12,13 @@ from privrec.core.errors import BudgetExceededError, ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.data.splitters import leave_one_out_test
 from privrec.data.synthetic import generate_shop_dataset
-from privrec.evaluation.privacy_report import (
+from privrec.evaluation import privacy_frontier, privacy_report, privacy_tuning
+from privrec.evaluation.privacy_frontier import run_frontier
+from privrec.evaluation.privacy_tuning import (
     DEFAULT_ROSTER,
     _selection_plan,
     choose_params,
     per_fit_epsilon,
-    run_frontier,
 )
 from privrec.privacy.ledger import Budget, PrivacyLedger
 
@@ -114,3 +115,11 @@ def test_a_selection_the_budget_cannot_afford_fits_nothing(
             random=Seeded(0),
         )
     assert ledger.entries() == []
+
+
+def test_the_frontier_and_tuning_names_stay_importable_from_privacy_report() -> None:
+    # callers (the service, the CLI, benchmarks) import them from privacy_report
+    for module in (privacy_frontier, privacy_tuning):
+        for name in module.__all__:
+            assert getattr(privacy_report, name) is getattr(module, name), name
+            assert name in privacy_report.__all__

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from privrec.evaluation import report_results
 from privrec.evaluation.report import (
     BEAUTY_LOO_FULL_RANKING,
     MS_RECOMMENDERS_ML100K,
@@ -17,7 +20,7 @@ from privrec.evaluation.report import (
 )
 
 
-def _results():
+def _results() -> tuple[ModelResult, dict[str, Any], dict[str, Any]]:
     a = ModelResult.from_eval(
         "ItemKNN",
         {
@@ -44,22 +47,22 @@ def _results():
         "ndcg@10": float("nan"),
         "train_seconds": 0.01,
     }  # flat form
-    return [a, b, c]
+    return a, b, c
 
 
-def test_model_result_coercion():
+def test_model_result_coercion() -> None:
     a, b, c = _results()
     assert a.metrics == {"map@10": 0.11, "ndcg@10": 0.38, "precision@10": 0.33, "recall@10": 0.17}
     assert a.n_users == 942 and a.eval_seconds == 0.09 and a.train_seconds == 0.4
     rb = ModelResult.coerce(b)
-    assert rb.privacy["epsilon"] == 1.0
+    assert rb.privacy is not None and rb.privacy["epsilon"] == 1.0
     rc = ModelResult.coerce(c)
     assert set(rc.metrics) == {"map@10", "ndcg@10"} and rc.train_seconds == 0.01
     with pytest.raises(ValueError, match="model"):
         ModelResult.coerce({"ndcg@10": 0.1})
 
 
-def test_write_report_json_and_html(tmp_path):
+def test_write_report_json_and_html(tmp_path: Path) -> None:
     html_path, json_path = write_report(
         _results(),
         tmp_path / "out",
@@ -106,7 +109,7 @@ def test_write_report_json_and_html(tmp_path):
     assert "Full ranking" in html  # the protocol description
 
 
-def test_write_report_without_anchors_and_loo(tmp_path):
+def test_write_report_without_anchors_and_loo(tmp_path: Path) -> None:
     res = [ModelResult("SASRec", {"hr@10": 0.06, "ndcg@10": 0.03, "mrr": 0.02})]
     html_path, json_path = write_report(
         res,
@@ -123,7 +126,7 @@ def test_write_report_without_anchors_and_loo(tmp_path):
     assert "published" not in html_path2.read_text()
 
 
-def test_render_table():
+def test_render_table() -> None:
     table = render_table(_results(), anchors=MS_RECOMMENDERS_ML100K[:2], title="ML-100K")
     assert table.row_count == 5
     headers = [c.header for c in table.columns]
@@ -132,3 +135,11 @@ def test_render_table():
     console.print(table)
     text = console.export_text()
     assert "ItemKNN" in text and "BiVAE (published)" in text and "0.3800" in text
+
+
+def test_model_result_stays_importable_from_report() -> None:
+    # the pipeline and the comparison module import it from report
+    from privrec.evaluation import report
+
+    assert report.ModelResult is report_results.ModelResult
+    assert "ModelResult" in report.__all__

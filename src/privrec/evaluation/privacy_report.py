@@ -15,362 +15,64 @@ CLI wiring (`privrec privacy-report`): call `write_privacy_report(out_dir, datas
 the data (leave-one-out when `protocol="loo"`, else a stratified 75/25 split by item), runs the
 frontier with the default roster and writes the three files, returning their paths.
 
-Hyper-parameters of the DP models (the rule: nothing is tuned on private data for free).
-`choose_params` picks them in one of two ways, `tuning=`:
-
-- ``"public"`` (default): the fixed values of `DEFAULT_ROSTER`, set in this module in advance and
-  never tuned on the data a report measures. Revisit them only on public data, the MovieLens-100k
-  and Amazon Beauty datasets (`benchmarks/privacy_frontier.py --tuning public`), never on a
-  shop's events.
-- ``"private"``: a private selection (`privacy.selection`, Papernot & Steinke's repeat-and-select
-  with a geometric number of runs, mean = the number of candidates) over `PRIVATE_GRIDS`, scored
-  by NDCG@10 on each user's last training event (a per-user split) with Gaussian noise
-  (sensitivity 1: a sum of per-user NDCGs in [0, 1]). The per-fit epsilon is calibrated so that
-  the WHOLE selection, every candidate fit and the choice included, costs the point's epsilon at
-  its delta (1 / (10 x expected users), not the data's count); that one release is charged to
-  the report's ledger before the first fit, and the selected run's model (fitted on the
-  training part minus validation) is the point's model. Models without a
-  grid (or whose releases are not Gaussian, e.g. DP-SGD) keep the public values.
+Hyper-parameters of the DP models follow `privacy_tuning` (fixed public values, or a private
+selection charged to the ledger); the frontier itself runs in `privacy_frontier`. Both modules'
+public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from privrec.core.errors import ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.evaluation.membership import membership_audit
-from privrec.evaluation.protocol import evaluate_loo, evaluate_ranking
-from privrec.models.base import Recommender
-from privrec.models.zoo import create_model
-from privrec.privacy.dp import gaussian_sigma
-from privrec.privacy.ledger import PrivacyLedger
-from privrec.privacy.selection import (
-    RandomSource,
-    SelectionRelease,
-    gaussian_multiplier,
-    plan_selection,
-    private_select,
+from privrec.evaluation.privacy_frontier import EPSILONS, FrontierPoint, evaluate, run_frontier
+from privrec.evaluation.privacy_tuning import (
+    DEFAULT_EXPECTED_USERS,
+    DEFAULT_ROSTER,
+    HYPERPARAMETER_RULE,
+    PRIVATE_GRIDS,
+    SCORE_NOISE_RATIO,
+    TUNING_MODES,
+    ParamChoice,
+    ParamsFor,
+    choose_params,
+    per_fit_epsilon,
 )
+from privrec.models.zoo import create_model
+from privrec.privacy.ledger import PrivacyLedger
+
+# the frontier's and the tuning's names stay importable from here, where callers found them first
+__all__ = [
+    "DEFAULT_EXPECTED_USERS",
+    "DEFAULT_ROSTER",
+    "EPSILONS",
+    "HYPERPARAMETER_RULE",
+    "PRIVATE_GRIDS",
+    "SCORE_NOISE_RATIO",
+    "TUNING_MODES",
+    "FrontierPoint",
+    "ParamChoice",
+    "ParamsFor",
+    "choose_params",
+    "evaluate",
+    "per_fit_epsilon",
+    "plot_frontier",
+    "run_frontier",
+    "write_privacy_report",
+]
 
 log = logging.getLogger(__name__)
-
-EPSILONS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
-
-# model -> parameters for an epsilon (the frontier's default roster; benchmarks tune their own)
-ParamsFor = Callable[[float], Mapping[str, Any]]
-DEFAULT_ROSTER: dict[str, ParamsFor] = {
-    "dp_popularity": lambda eps: {"epsilon": eps},
-    "dp_itemknn": lambda eps: {"epsilon": eps, "k": 100, "selection_share": 0.15},
-    "dp_ease": lambda eps: {"epsilon": eps, "selection_share": 0.15},
-    "dp_bpr": lambda eps: {"epsilon": eps},
-    # public item text + one DP co-occurrence release (needs item text; encodes it once, cached)
-    "dp_hybrid": lambda eps: {"epsilon": eps},
-}
-
-TUNING_MODES = ("public", "private")
-HYPERPARAMETER_RULE = (
-    "DP hyper-parameters are either fixed in advance (public: never tuned on the reported data; "
-    "revisited only on public MovieLens-100k / Amazon Beauty) or chosen by a private selection "
-    "(Papernot-Steinke repeat-and-select) whose whole cost is the point's epsilon and is charged "
-    "to the ledger; see each point's 'tuning'"
-)
-# candidates of the private selection (epsilon and delta are set by the selection); small on
-# purpose: the cost grows with the log of the mean number of runs, the utility with fit epsilon
-PRIVATE_GRIDS: dict[str, list[dict[str, Any]]] = {
-    "dp_ease": [{"reg": r, "selection_share": s} for r in (1.0, 3.0, 10.0) for s in (0.1, 0.2)],
-    "dp_itemknn": [
-        {"k": k, "shrink": sh, "selection_share": 0.15}
-        for k in (50, 100, 200)
-        for sh in (0.0, 10.0)
-    ],
-}
-# score noise multiplier over the fit's: the noisy score takes 1/10 of a run's Gaussian budget
-SCORE_NOISE_RATIO = 3.0
-DEFAULT_EXPECTED_USERS = 100_000  # the delta of a tuned point: 1 / (10 x expected users)
-
-
-@dataclass
-class FrontierPoint:
-    """One model at one epsilon: utility and attack."""
-
-    dataset: str
-    model: str
-    epsilon: float
-    delta: float | None
-    ndcg_at_10: float
-    metrics: dict[str, float]
-    attack_auc: float | None
-    attack_tpr_at_1pct_fpr: float | None
-    attack_auc_std: float | None
-    fit_seconds: float
-    params: dict[str, Any] = field(default_factory=dict)
-    privacy: dict[str, Any] | None = None
-    tuning: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (inf epsilon as the string "inf")."""
-        d = asdict(self)
-        d["epsilon"] = "inf" if math.isinf(self.epsilon) else self.epsilon
-        return d
-
-
-def _fit(
-    model: Recommender, train: InteractionDataset, seed: int, ledger: PrivacyLedger | None
-) -> Recommender:
-    """`fit`, charging the DP releases to `ledger` (every model's fit takes one)."""
-    return model.fit(train, rng=seed, ledger=ledger)
-
-
-# ---- hyper-parameters ----------------------------------------------------------------------------
-@dataclass
-class ParamChoice:
-    """The parameters a frontier point uses and how they were chosen.
-
-    Attributes:
-        params: the model's parameters.
-        tuning: "public" (fixed in advance) or "private" (charged private selection).
-        model: the selected run's fitted model (private), None (public: fit it yourself).
-        selection: the selection's facts (release, runs, per-fit epsilon), None when public.
-    """
-
-    params: dict[str, Any]
-    tuning: str
-    model: Recommender | None = None
-    selection: dict[str, Any] | None = None
-
-
-def _selection_plan(
-    fit_epsilon: float, n: int, delta: float, name: str
-) -> tuple[SelectionRelease, float]:
-    z = gaussian_sigma(fit_epsilon, delta)
-    fits = [{"kind": "gaussian", "noise_multiplier": z}] * n
-    plan = plan_selection(
-        fits, score_noise_multiplier=SCORE_NOISE_RATIO * z, delta=delta, name=name
-    )
-    return plan, z
-
-
-def per_fit_epsilon(target: float, n_candidates: int, delta: float, *, tol: float = 1e-3) -> float:
-    """The largest per-fit epsilon whose private selection over `n_candidates` costs <= target.
-
-    Raises:
-        ConfigError: even a negligible per-fit epsilon costs more (the selection's fixed part).
-    """
-    lo, hi = target * 1e-3, target
-    if _selection_plan(lo, n_candidates, delta, "")[0].epsilon > target:
-        raise ConfigError(
-            f"epsilon: {target:g} is too small for a private selection over {n_candidates} "
-            "candidates at this delta; use tuning='public' or fewer candidates"
-        )
-    while hi - lo > tol * target:  # the cost grows with the per-fit epsilon
-        mid = 0.5 * (lo + hi)
-        if _selection_plan(mid, n_candidates, delta, "")[0].epsilon <= target:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def choose_params(
-    name: str,
-    epsilon: float,
-    train: InteractionDataset,
-    *,
-    tuning: str = "public",
-    roster: Mapping[str, ParamsFor] | None = None,
-    grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    expected_users: int = DEFAULT_EXPECTED_USERS,
-    ledger: PrivacyLedger | None = None,
-    seed: int = 42,
-    random: RandomSource | None = None,
-) -> ParamChoice:
-    """The hyper-parameters of DP model `name` at `epsilon`, by the rule of the module docstring.
-
-    Args:
-        name: the model.
-        epsilon: the point's total epsilon (the whole selection's, when private).
-        train: the training part (private tuning splits a validation part off it).
-        tuning: "public" (fixed values of `roster`) or "private" (charged selection).
-        roster: the fixed values (DEFAULT_ROSTER).
-        grids: the private candidates per model (PRIVATE_GRIDS); a model without one is public.
-        expected_users: sets the tuned point's delta, 1 / (10 x expected_users).
-        ledger: charged with the selection (one release) before the first fit.
-        seed: the fits' and split's non-noise seed.
-        random: the selection's randomness (default OS entropy; seeded only in tests).
-    """
-    if tuning not in TUNING_MODES:
-        raise ConfigError(f"tuning: {tuning!r} is not one of {', '.join(TUNING_MODES)}")
-    roster = DEFAULT_ROSTER if roster is None else roster
-    grid = list((PRIVATE_GRIDS if grids is None else grids).get(name, []))
-    public = dict(roster[name](float(epsilon))) if name in roster else {"epsilon": epsilon}
-    if tuning == "public" or math.isinf(epsilon) or not grid:
-        return ParamChoice(public, "public")
-    delta = 1.0 / (10.0 * expected_users)
-    eps_fit = per_fit_epsilon(float(epsilon), len(grid), delta)
-    plan, z_fit = _selection_plan(eps_fit, len(grid), delta, f"{name}:tuning")
-    candidates = [{**dict(c), "epsilon": eps_fit, "delta": delta} for c in grid]
-    from privrec.data.splitters import leave_one_out_test
-
-    # a per-user split: one user's events decide only their own validation item, so the score
-    # sum changes by at most one NDCG (<= 1) when a user is added or removed
-    sub_train, valid = leave_one_out_test(train)
-
-    def fit_and_score(params: dict[str, Any]) -> tuple[Recommender, float]:
-        model = create_model(name, **params)
-        model.fit(sub_train, rng=seed, ledger=None)  # the selection's release covers this fit
-        event = getattr(getattr(model, "release", None), "event", None)
-        z = gaussian_multiplier(event) if isinstance(event, Mapping) else None
-        if z is None or z < z_fit * (1 - 1e-9):
-            # the charged cost assumed at most this Gaussian's loss per fit; stop otherwise
-            raise ConfigError(
-                f"private tuning of {name}: the fit's release is not a Gaussian release at "
-                f"least as noisy as planned (noise multiplier {z} < {z_fit:.4g}); use "
-                "tuning='public'"
-            )
-        r = evaluate_loo(model, sub_train, valid, metrics=("ndcg@10",))
-        return model, float(r["ndcg@10"]) * float(r["n_users"])  # sum of per-user NDCG@10
-
-    res = private_select(candidates, fit_and_score, plan, ledger=ledger, model=name, random=random)
-    if res.candidate is None:
-        return ParamChoice(public, "public", selection={"runs": 0, "note": "no run happened"})
-    return ParamChoice(
-        dict(res.candidate),
-        "private",
-        model=res.model,
-        selection={
-            "release": {"name": plan.name, "epsilon": plan.epsilon, "delta": plan.delta},
-            "event": plan.event,
-            "per_fit_epsilon": eps_fit,
-            "candidates": len(candidates),
-            "runs": res.runs,
-            "chosen": res.index,
-            "validation": "each user's last training event; score: sum of NDCG@10 + noise",
-        },
-    )
-
-
-def evaluate(
-    model: Recommender, train: InteractionDataset, test: InteractionDataset, protocol: str
-) -> dict[str, float]:
-    """NDCG@10 (and HR@10 for leave-one-out) under the protocol."""
-    if protocol == "loo":
-        r = evaluate_loo(model, train, test, metrics=("ndcg@10", "hr@10"))
-    else:
-        r = evaluate_ranking(
-            model, train, test, metrics=("ndcg@10", "map@10", "precision@10", "recall@10")
-        )
-    return {k: float(v) for k, v in r.items() if "@" in k}
-
-
-def run_frontier(
-    train: InteractionDataset,
-    test: InteractionDataset,
-    *,
-    dataset_name: str,
-    protocol: str = "loo",
-    roster: Mapping[str, ParamsFor] | None = None,
-    epsilons: Sequence[float] = EPSILONS,
-    audit_dataset: InteractionDataset | None = None,
-    audit: bool = True,
-    audit_kwargs: Mapping[str, Any] | None = None,
-    ledger: PrivacyLedger | None = None,
-    seed: int = 42,
-    on_point: Callable[[FrontierPoint], None] | None = None,
-    tuning: str = "public",
-    grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-) -> list[FrontierPoint]:
-    """Train and measure every roster model at every epsilon.
-
-    Args:
-        train / test: the split (shared vocabularies).
-        dataset_name: label of the points.
-        protocol: "loo" (one held-out item per user) or "ranking" (every test item relevant).
-        roster: model name -> function of epsilon giving its parameters (DEFAULT_ROSTER).
-        epsilons: the privacy levels (math.inf for the same model without noise).
-        audit_dataset: what the membership audit draws users from (default: `train`).
-        audit: run the membership audit at each point.
-        audit_kwargs: passed to `membership_audit` (e.g. repeats, max_eval_users).
-        ledger: charged with every DP release of the frontier's models (not of the audit's
-            target/shadow models, which are experiments on disjoint user subsets).
-        seed: passed to every fit and the audit.
-        on_point: called with each point as soon as it is measured (progress output).
-        tuning: "public" (the roster's fixed values) or "private" (a charged private selection
-            over `grids` whose whole cost is the point's epsilon; see `choose_params`).
-        grids: the private candidates per model (PRIVATE_GRIDS).
-    """
-    roster = DEFAULT_ROSTER if roster is None else roster
-    if tuning not in TUNING_MODES:
-        raise ConfigError(f"tuning: {tuning!r} is not one of {', '.join(TUNING_MODES)}")
-    points = []
-    for name in roster:
-        for eps in epsilons:
-            t0 = time.perf_counter()
-            choice = choose_params(
-                name,
-                float(eps),
-                train,
-                tuning=tuning,
-                roster=roster,
-                grids=grids,
-                ledger=ledger,
-                seed=seed,
-            )
-            params = choice.params
-            if choice.model is not None:
-                model = choice.model  # the selected run: no further fit, no further release
-            else:
-                model = create_model(name, **params)
-                _fit(model, train, seed, ledger)
-            fit_s = time.perf_counter() - t0
-            metrics = evaluate(model, train, test, protocol)
-            auc = tpr = std = None
-            if audit:
-                res = membership_audit(
-                    functools.partial(create_model, name, **params),
-                    audit_dataset or train,
-                    seed=seed,
-                    **dict(audit_kwargs or {}),
-                )
-                auc, tpr, std = res.auc, res.tpr_at_1pct_fpr, res.auc_std
-            pt = FrontierPoint(
-                dataset=dataset_name,
-                model=name,
-                epsilon=float(eps),
-                delta=(
-                    float(choice.selection["release"]["delta"])
-                    if choice.selection and "release" in choice.selection
-                    else (model.privacy.delta if model.privacy else None)
-                ),
-                ndcg_at_10=metrics["ndcg@10"],
-                metrics=metrics,
-                attack_auc=auc,
-                attack_tpr_at_1pct_fpr=tpr,
-                attack_auc_std=std,
-                fit_seconds=round(fit_s, 3),
-                params={
-                    k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
-                    for k, v in params.items()
-                },
-                privacy=model.privacy.to_dict() if model.privacy else None,
-                tuning={"mode": choice.tuning, **(choice.selection or {})},
-            )
-            points.append(pt)
-            if on_point:
-                on_point(pt)
-    return points
 
 
 # ---- the figure ----------------------------------------------------------------------------------
@@ -522,7 +224,7 @@ def write_privacy_report(
         audit: run the membership audit at each point (and for the baseline) when measuring.
         on_point: called with each measured point (progress display).
         tuning: how DP hyper-parameters are chosen when measuring ("public" or "private"; see
-            the module docstring).
+            `privacy_tuning`).
 
     Returns:
         {"png": path, "html": path, "json": path}.

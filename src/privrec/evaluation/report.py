@@ -2,25 +2,30 @@
 
 The HTML page has no external references (no CDN, no web fonts): plots are PNG files written
 beside it and embedded as base64 data URIs, so the page works offline and can be mailed as one
-file. `render_table` gives the same comparison as a rich table for the CLI.
+file. `render_table` gives the same comparison as a rich table for the CLI. This module renders;
+the figures and their JSON form live in `report_results`, the charts in `report_plots`.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 import privrec
+from privrec.evaluation.report_plots import bar_chart, chart_file_name, chart_keys
+from privrec.evaluation.report_results import (
+    ModelResult,
+    anchor_metrics,
+    best_per_metric,
+    is_number,
+    metric_keys,
+    report_document,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -34,19 +39,6 @@ __all__ = [
     "render_table",
     "write_report",
 ]
-
-# Keys of an evaluation result that are not metrics.
-_NON_METRIC = {
-    "n_users",
-    "k",
-    "eval_seconds",
-    "fit_seconds",
-    "train_seconds",
-    "fold",
-    "users",
-    "per_user",
-    "n_ratings",
-}
 
 PROTOCOL_FULL_RANKING = (
     "Full ranking: every test user is scored against every item in the catalogue; the user's "
@@ -150,126 +142,12 @@ BEAUTY_LOO_FULL_RANKING: list[dict[str, Any]] = [
 ]
 
 
-@dataclass
-class ModelResult:
-    """One model's figures for a report.
-
-    Attributes:
-        model: display name.
-        metrics: metric key -> value (e.g. "ndcg@10" -> 0.41).
-        train_seconds / eval_seconds: wall-clock times, when measured.
-        n_users: users evaluated.
-        params: hyper-parameters used.
-        privacy: the training's privacy guarantee as a dict (epsilon, delta, unit, ...), or None.
-        notes: free text shown in the JSON.
-    """
-
-    model: str
-    metrics: dict[str, float]
-    train_seconds: float | None = None
-    eval_seconds: float | None = None
-    n_users: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    privacy: dict[str, Any] | None = None
-    notes: str = ""
-
-    @classmethod
-    def from_eval(
-        cls,
-        model: str,
-        result: Mapping[str, Any],
-        *,
-        train_seconds: float | None = None,
-        params: Mapping[str, Any] | None = None,
-        privacy: Any = None,
-        notes: str = "",
-    ) -> ModelResult:
-        """Build from an `evaluate_ranking` / `evaluate_loo` / `evaluate_rating` result dict."""
-        mets = {k: float(v) for k, v in result.items() if k not in _NON_METRIC and _is_number(v)}
-        if privacy is not None and hasattr(privacy, "to_dict"):
-            privacy = privacy.to_dict()
-        return cls(
-            model=model,
-            metrics=mets,
-            train_seconds=train_seconds if train_seconds is not None else result.get("fit_seconds"),
-            eval_seconds=result.get("eval_seconds"),
-            n_users=result.get("n_users"),
-            params=dict(params or {}),
-            privacy=dict(privacy) if privacy else None,
-            notes=notes,
-        )
-
-    @classmethod
-    def coerce(cls, obj: ModelResult | Mapping[str, Any]) -> ModelResult:
-        """Accept a ModelResult, a dict with a "metrics" mapping or a flat dict of metric values."""
-        if isinstance(obj, ModelResult):
-            return obj
-        d = dict(obj)
-        if "model" not in d:
-            raise ValueError("results: every entry needs a 'model' name")
-        if "metrics" in d:
-            known = {f for f in cls.__dataclass_fields__}
-            return cls(**{k: v for k, v in d.items() if k in known})
-        return cls.from_eval(
-            str(d.pop("model")),
-            d,
-            train_seconds=d.get("train_seconds"),
-            params=d.get("params"),
-            privacy=d.get("privacy"),
-            notes=str(d.get("notes", "")),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return _jsonable(asdict(self))
-
-
-def _is_number(v: Any) -> TypeGuard[float | np.integer | np.floating]:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _is_value(v: Any) -> bool:
-    """A metric value: a number or a published (low, high) range."""
-    return _is_number(v) or (
-        isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v)
-    )
-
-
-def _anchor_metrics(a: Mapping[str, Any]) -> dict[str, Any]:
-    if "metrics" in a:
-        return dict(a["metrics"])
-    skip = {"model", "source", "train_seconds", "notes", "eval_seconds", "n_users"}
-    return {k: v for k, v in a.items() if k not in skip and _is_value(v)}
-
-
-def _jsonable(x: Any) -> Any:
-    """Plain JSON types; NaN/inf become null; tuples become lists; numpy scalars become Python."""
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_jsonable(v) for v in x.tolist()]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        f = float(x)
-        return f if math.isfinite(f) else None
-    if x is None or isinstance(x, str):
-        return x
-    if hasattr(x, "to_dict"):
-        return _jsonable(x.to_dict())
-    return str(x)
-
-
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "–"
     if isinstance(v, (tuple, list)) and len(v) == 2:
         return f"{_fmt(v[0], digits)}–{_fmt(v[1], digits)}"
-    if _is_number(v):
+    if is_number(v):
         f = float(v)
         if not math.isfinite(f):
             return "–"
@@ -298,114 +176,6 @@ def _fmt_privacy(p: Mapping[str, Any] | None) -> str:
     if unit:
         parts.append(f"per {unit}")
     return ", ".join(parts) if parts else "yes"
-
-
-def _metric_keys(
-    results: Sequence[ModelResult],
-    anchors: Sequence[Mapping[str, Any]],
-    metrics: Sequence[str] | None,
-) -> list[str]:
-    if metrics is not None:
-        return list(metrics)
-    keys: list[str] = []
-    for r in results:
-        for k in r.metrics:
-            if k not in keys:
-                keys.append(k)
-    for a in anchors:
-        for k in _anchor_metrics(a):
-            if k not in keys:
-                keys.append(k)
-    return keys
-
-
-def _higher_is_better(key: str) -> bool:
-    return key.split("@")[0] not in ("rmse", "mae")
-
-
-def _best_per_metric(results: Sequence[ModelResult], keys: Sequence[str]) -> dict[str, float]:
-    best: dict[str, float] = {}
-    for key in keys:
-        vals = [
-            float(r.metrics[key])
-            for r in results
-            if _is_number(r.metrics.get(key)) and math.isfinite(float(r.metrics[key]))
-        ]
-        if vals:
-            best[key] = max(vals) if _higher_is_better(key) else min(vals)
-    return best
-
-
-def _chart_keys(keys: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
-    if wanted is not None:
-        return [k for k in wanted if k in keys]
-    out = []
-    for prefix in ("ndcg@", "recall@"):
-        hit = [k for k in keys if k.startswith(prefix)]
-        if hit:
-            out.append(hit[0])
-    if not any(k.startswith("recall@") for k in out):
-        out += [k for k in keys if k.startswith("hr@")][:1]
-    return out
-
-
-def _bar_chart(
-    key: str, results: Sequence[ModelResult], anchors: Sequence[Mapping[str, Any]]
-) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    names, vals, errs, colors, hatches = [], [], [], [], []
-    for r in results:
-        v = r.metrics.get(key)
-        if _is_number(v) and math.isfinite(float(v)):
-            names.append(r.model)
-            vals.append(float(v))
-            errs.append((0.0, 0.0))
-            colors.append("#3b6ea8")
-            hatches.append("")
-    for a in anchors:
-        v = _anchor_metrics(a).get(key)
-        if v is None:
-            continue
-        if isinstance(v, (tuple, list)):
-            lo, hi = float(v[0]), float(v[1])
-            mid = (lo + hi) / 2
-            vals.append(mid)
-            errs.append((mid - lo, hi - mid))
-        else:
-            vals.append(float(v))
-            errs.append((0.0, 0.0))
-        names.append(f"{a['model']} (published)")
-        colors.append("#b8b8b8")
-        hatches.append("//")
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(names) + 2.0), 3.8), dpi=110)
-    x = np.arange(len(names))
-    bars = ax.bar(x, vals, color=colors, edgecolor="#555555", linewidth=0.6)
-    for bar, h in zip(bars, hatches, strict=True):
-        bar.set_hatch(h)
-    e = np.array(errs).T if errs else None
-    if e is not None and e.size and e.max() > 0:
-        ax.errorbar(x, vals, yerr=e, fmt="none", ecolor="#333333", capsize=3, linewidth=0.8)
-    for xi, v in zip(x, vals, strict=True):
-        ax.text(float(xi), v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(key)
-    ax.set_title(f"{key} per model")
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    # no Software metadata: the PNG then holds no URL and no version string
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
 
 
 def write_report(
@@ -447,14 +217,14 @@ def write_report(
             raise ValueError("anchors: every entry needs a 'model' name")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keys = _metric_keys(res, anc, metrics)
-    best = _best_per_metric(res, keys)
+    keys = metric_keys(res, anc, metrics)
+    best = best_per_metric(res, keys)
     generated = datetime.now(UTC).replace(microsecond=0).isoformat()
 
     charts = []
-    for key in _chart_keys(keys, chart_metrics):
-        png = _bar_chart(key, res, anc)
-        fname = f"{name}-{_safe_name(key)}.png"
+    for key in chart_keys(keys, chart_metrics):
+        png = bar_chart(key, res, anc)
+        fname = chart_file_name(name, key)
         (out / fname).write_bytes(png)
         charts.append(
             {
@@ -470,7 +240,7 @@ def write_report(
         for key in keys:
             v = r.metrics.get(key)
             is_best = (
-                _is_number(v)
+                is_number(v)
                 and key in best
                 and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15)
             )
@@ -488,7 +258,7 @@ def write_report(
         )
     sources: list[str] = []
     for a in anc:
-        am = _anchor_metrics(a)
+        am = anchor_metrics(a)
         rows.append(
             {
                 "model": a["model"],
@@ -504,29 +274,18 @@ def write_report(
         if src and src not in sources:
             sources.append(str(src))
 
-    doc = {
-        "title": title,
-        "generated_at": generated,
-        "privrec_version": privrec.__version__,
-        "dataset": dict(dataset_info),
-        "protocol": protocol,
-        "metrics": keys,
-        "results": [r.to_dict() for r in res],
-        "anchors": [
-            {
-                "model": a["model"],
-                "metrics": _anchor_metrics(a),
-                "train_seconds": a.get("train_seconds"),
-                "source": a.get("source"),
-            }
-            for a in anc
-        ],
-        "charts": [{"metric": c["metric"], "file": c["file"]} for c in charts],
-    }
-    json_path = out / f"{name}.json"
-    json_path.write_text(
-        json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    doc = report_document(
+        title=title,
+        generated_at=generated,
+        dataset_info=dataset_info,
+        protocol=protocol,
+        metrics=keys,
+        results=res,
+        anchors=anc,
+        charts=[{"metric": c["metric"], "file": c["file"]} for c in charts],
     )
+    json_path = out / f"{name}.json"
+    json_path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("privrec.evaluation", "templates"),
@@ -564,8 +323,8 @@ def render_table(
 
     res = [ModelResult.coerce(r) for r in results]
     anc = [dict(a) for a in (anchors or [])]
-    keys = _metric_keys(res, anc, metrics)
-    best = _best_per_metric(res, keys)
+    keys = metric_keys(res, anc, metrics)
+    best = best_per_metric(res, keys)
     table = Table(title=title)
     table.add_column("model", style="bold")
     for key in keys:
@@ -580,7 +339,7 @@ def render_table(
             text = _fmt(v)
             if (
                 len(res) > 1
-                and _is_number(v)
+                and is_number(v)
                 and key in best
                 and math.isclose(float(v), best[key], rel_tol=1e-12, abs_tol=1e-15)
             ):
@@ -596,7 +355,7 @@ def render_table(
     if anc:
         table.add_section()
     for a in anc:
-        am = _anchor_metrics(a)
+        am = anchor_metrics(a)
         table.add_row(
             f"{a['model']} (published)",
             *[_fmt(am.get(k), 3) for k in keys],

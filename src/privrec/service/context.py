@@ -72,8 +72,10 @@ class ServiceContext:
 
     @property
     def key_dir(self) -> Path:
-        """The key directory (`Settings.key_dir`, default DATA_DIR/keys), mode 0700."""
-        return private_dir(key_dir(self.settings))
+        """The key directory (`Settings.key_dir`, default DATA_DIR/keys), made with mode 0700."""
+        d = key_dir(self.settings)
+        # an existing one is left as it is: it may be a read-only mount of a secret store
+        return d if d.is_dir() else private_dir(d)
 
     @property
     def sidecar_key(self) -> bytes:

@@ -22,7 +22,6 @@ from privrec.data.synthetic import generate_shop
 from privrec.data.vocab import Vocabulary
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
-from privrec.privacy.audit_log import AuditLog
 from privrec.service import RecSys
 from tests.conftest import assert_no_raw_ids
 
@@ -71,7 +70,8 @@ def _ev(user: str, item: str, typ: str, i: int = 0) -> dict[str, Any]:
 def _active(rs: RecSys, name: str) -> tuple[Recommender, Vocabulary]:
     version = rs.registry.models()[name].active
     path = rs.models_dir / name / version
-    return Recommender.load(path), Vocabulary(json.loads((path / "items.json").read_text()))
+    model = Recommender.load(path, key=rs.ctx.sidecar_key)
+    return model, Vocabulary(json.loads((path / "items.json").read_text()))
 
 
 def _retrained(rs: RecSys, name: str, items: Vocabulary) -> tuple[Recommender, InteractionDataset]:
@@ -194,7 +194,7 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
         assert len(receipts) == 3 and len({r["pseudonym"] for r in receipts}) == 3
         assert (
             rs.ctx.audit_log().verify() == (True, None)
-            and len(AuditLog(rs.data_dir).entries("erase")) == 3
+            and len(rs.ctx.audit_log().entries("erase")) == 3
         )
         r = receipts[-1]
         assert r["events_deleted"] > 0 and r["deleted"]["events"] == r["events_deleted"]
@@ -212,7 +212,7 @@ def test_forget_downdates_exact_models_like_a_retrain(data_dir: Path, batch: boo
         # EASE's B is written after forget returns; then the version is complete
         rs.wait_for_erasures()
         ease_dir = rs.models_dir / "ease" / rs.registry.models()["ease"].active
-        assert (ease_dir / "derived.safetensors").exists() and not (
+        assert (ease_dir / "derived.safetensors.sealed").exists() and not (
             ease_dir / "derived.pending"
         ).exists()
 

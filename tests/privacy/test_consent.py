@@ -24,7 +24,6 @@ from privrec.privacy.consent import (
     DEFAULT_LEVEL,
     LEVEL_TEXTS,
     ConsentLevel,
-    ConsentStore,
     allowed_types,
     describe,
     enrolled_in_experiments,
@@ -34,6 +33,7 @@ from privrec.privacy.consent import (
     served_types,
     uses,
 )
+from privrec.privacy.consent_store import ConsentStore
 from privrec.privacy.sealed import SealedDataError
 
 ALL = frozenset({"view", "search", "cart", "favorite", "purchase", "rating"})
@@ -208,7 +208,7 @@ def test_an_erased_record_is_gone_from_the_file(
         con.execute("PRAGMA secure_delete=OFF")  # a SQLite build whose default is off
         return con
 
-    monkeypatch.setattr(consent.sqlite3, "connect", connect_insecure)
+    monkeypatch.setattr(sqlite3, "connect", connect_insecure)
     store = ConsentStore(tmp_path)
     ps = [f"{i:x}" * 32 for i in range(5)]
     for p in ps:

@@ -11,7 +11,7 @@ import pytest
 
 from privrec.privacy import keys
 from privrec.privacy.audit_log import AuditLog
-from privrec.privacy.consent import ConsentStore
+from privrec.privacy.consent_store import ConsentStore
 from privrec.privacy.dp import Release
 from privrec.privacy.ledger import Budget, PrivacyLedger
 

@@ -10,6 +10,9 @@ import pytest
 
 from privrec.core.errors import ValidationError
 from privrec.core.settings import Settings
+from privrec.events.rejects import REJECTS_AAD
+from privrec.privacy.keys import key_dir, sidecar_key
+from privrec.privacy.sealed import unseal_line
 from privrec.service import RecSys
 
 GOOD = "{user},item-{i},view,{ts}\n"
@@ -17,8 +20,9 @@ TS = 1_700_000_000
 
 
 def _lines(d: Path) -> list[dict]:
+    key = sidecar_key(key_dir(d))  # rejects lines are sealed with the sidecar key
     return [
-        json.loads(x)
+        unseal_line(x, key, aad=REJECTS_AAD)
         for f in sorted((d / "rejects").glob("*.rejects.jsonl"))
         for x in f.read_text().splitlines()
     ]

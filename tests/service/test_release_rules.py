@@ -10,6 +10,7 @@ import pytest
 from privrec.core.errors import ConflictError
 from privrec.core.settings import Settings
 from privrec.data.synthetic import generate_shop
+from privrec.privacy.sealed import read_sealed, write_sealed
 from privrec.service import RecSys
 
 
@@ -33,10 +34,10 @@ def test_epsilon_infinity_is_never_served_as_the_dp_release(rs: RecSys) -> None:
 
 def test_a_version_with_reproducible_noise_cannot_be_activated(rs: RecSys) -> None:
     v = rs.train("dp_popularity", params={"epsilon": 1.0}, activate=False).version
-    cfg = rs.models_dir / "dp_popularity" / v / "config.json"
-    doc = json.loads(cfg.read_text())
+    cfg = rs.models_dir / "dp_popularity" / v / "config.json.sealed"
+    doc = json.loads(read_sealed(cfg, rs.ctx.sidecar_key))
     doc["reproducible_noise"] = True  # what a fit with a fixed noise seed records
-    cfg.write_text(json.dumps(doc))
+    write_sealed(cfg, json.dumps(doc).encode(), rs.ctx.sidecar_key)
     with pytest.raises(ConflictError, match="not a differentially private release"):
         rs.registry.activate("dp_popularity", v)
 

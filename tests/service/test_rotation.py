@@ -17,9 +17,9 @@ from privrec.core.errors import ConfigError, StoreError
 from privrec.core.settings import Settings
 from privrec.events import maintenance, rejects
 from privrec.experiments import store as experiment_store
-from privrec.privacy import consent as consent_mod
-from privrec.privacy.audit_log import AuditLog
+from privrec.privacy import consent_store as consent_store_mod
 from privrec.privacy.pseudonym import KEY_FILE, Pseudonymiser
+from privrec.privacy.sealed import unseal_line
 from privrec.service import RecSys
 
 USERS = [f"shopper-{i:03d}" for i in range(40)]
@@ -78,7 +78,7 @@ def _state(rs: RecSys) -> dict[str, Any]:
             "events": len(rs.store.events(user=p)),
             "variant": exp.variant_of(p).name,
             "exposures": len(rs.experiments.records_of(p)),
-            "rejects": len(rejects.lines_of(rs.data_dir, [p])),
+            "rejects": len(rejects.lines_of(rs.data_dir, [p], key=rs.ctx.sidecar_key)),
         }
     return out
 
@@ -110,7 +110,11 @@ def test_consent_and_experiments_survive_rotation(tmp_path: Path) -> None:
         assert rs.consent("shopper-000") == "anonymous"
         assert rs.consent("shopper-001") == "purchases_only"
         # nothing names an old pseudonym any more
-        text = "".join(f.read_text() for f in (d / "rejects").glob("*.rejects.jsonl"))
+        text = "".join(
+            str(unseal_line(x, rs.ctx.sidecar_key, aad=rejects.REJECTS_AAD))
+            for f in (d / "rejects").glob("*.rejects.jsonl")
+            for x in f.read_text().splitlines()
+        )
         assert old["shopper-010"] not in text
         assert rs.consent_book.levels([old["shopper-000"]])  # no error on a stale pseudonym
     with RecSys(Settings(data_dir=d)) as rs:  # and after a restart
@@ -162,7 +166,7 @@ def test_store_held_by_another_process_changes_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "target",
     [
-        (consent_mod.ConsentStore, "stage_rekey"),
+        (consent_store_mod.ConsentStore, "stage_rekey"),
         (experiment_store.ExperimentStore, "stage_rekey"),
         (rejects, "stage_rekey"),
         (maintenance, "_rekey_rows"),
@@ -217,7 +221,7 @@ def test_a_failure_after_the_commit_point_is_finished(
         assert rs.rotate_key() == 110  # finishes the interrupted rotation
         assert rs.ctx.pseudonymiser.generation == 1
         assert _state(rs) == before
-        entry = AuditLog(d).entries("rotate-key")[-1]
+        entry = rs.ctx.audit_log().entries("rotate-key")[-1]
         assert entry["resumed"] is True and entry["generation"] == 1
     with RecSys(Settings(data_dir=d)) as rs:
         assert rs.ctx.pseudonymiser.generation == 1

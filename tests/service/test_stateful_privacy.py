@@ -172,8 +172,9 @@ class ShopMachine(RuleBasedStateMachine):
             if info is None or info.active is None or info.quarantined or not len(events):
                 continue
             served, items = self.rs.registry.load(name, info.active)
-            record = self.rs.registry.path(name, info.active) / "training.json"
-            trained = json.loads(record.read_text())["events"]
+            record = self.rs.registry.training_record(name, info.active)
+            assert record is not None
+            trained = len(record.event_ids)
             if trained != len(events):
                 continue  # trained on less than the store holds (events arrived since)
             fresh = create_model(name, **self.rs.registry.config_of(name, info.active)["config"])

@@ -42,7 +42,7 @@ from typing import Protocol
 from privrec.core.errors import StoreError
 from privrec.events import rejects
 from privrec.events.store import EventStore
-from privrec.privacy.consent import ConsentStore
+from privrec.privacy.consent_store import ConsentStore
 from privrec.privacy.pseudonym import Pseudonymiser
 
 __all__ = ["RotationReport", "StagePart", "Staged", "rotate"]

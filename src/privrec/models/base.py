@@ -323,6 +323,10 @@ class Recommender(ABC):
         """
         return {}
 
+    def _top_level(self) -> dict[str, Any]:
+        """Fields a subclass adds at the top level of config.json (markers the service reads)."""
+        return {}
+
     def save(self, path: str | Path, *, derived: bool = True, key: bytes | None = None) -> Path:
         """Save to directory `path` (config.json + state.safetensors [+ derived.safetensors]).
 
@@ -347,6 +351,7 @@ class Recommender(ABC):
             "privacy": self.privacy.to_dict() if self.privacy else None,
             "meta": self._meta(),
         }
+        doc.update(self._top_level())
         text = json.dumps(doc, indent=2, sort_keys=True)
         if key is None:
             (path / CONFIG_FILE).write_text(text)

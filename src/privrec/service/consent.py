@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from privrec.privacy import consent as policy
+from privrec.privacy.consent_store import ConsentStore
 
 _MAX_CACHED = 500_000
 
@@ -31,16 +32,16 @@ class ConsentBook:
     def __init__(self, data_dir: Path, *, key: bytes | None = None) -> None:
         self._data_dir = data_dir
         self._key = key
-        self._opened: policy.ConsentStore | None = None
+        self._opened: ConsentStore | None = None
         self._cache: dict[str, policy.ConsentLevel] = {}
         self._lock = threading.Lock()
 
     @property
-    def _store(self) -> policy.ConsentStore:
+    def _store(self) -> ConsentStore:
         # opened on first use: no error if it cannot be opened and is never needed, and an
         # error (never a silent default level) when it is
         if self._opened is None:
-            self._opened = policy.ConsentStore.open(self._data_dir, key=self._key)
+            self._opened = ConsentStore.open(self._data_dir, key=self._key)
         return self._opened
 
     def level(self, pseudonym: str) -> policy.ConsentLevel:

@@ -88,7 +88,7 @@ def load_version(
     # copies from the page cache instead of holding the GIL through the disk reads, so
     # requests keep flowing while a large model (EASE: about 1 GB) loads for a hot swap.
     buf = bytearray(_READ_CHUNK)
-    for f in path.glob("*.safetensors"):
+    for f in path.glob("*.safetensors*"):
         with open(f, "rb", buffering=0) as fh:
             while fh.readinto(buf):
                 time.sleep(0)

@@ -32,6 +32,7 @@ from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
 from privrec.privacy import consent as policy
 from privrec.privacy.audit_log import erasure_receipt
+from privrec.privacy.consent_store import ConsentStore
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.registry import ModelRegistry
@@ -525,7 +526,7 @@ class Rights:
             self.ctx.data_dir,
             lambda: self.ctx.pseudonymiser,
             store,
-            policy.ConsentStore.open(self.ctx.data_dir, key=self.ctx.sidecar_key),
+            ConsentStore.open(self.ctx.data_dir, key=self.ctx.sidecar_key),
             parts=parts,
             env_key=key.get_secret_value() if key else None,
             rejects_key=self.ctx.sidecar_key,

@@ -24,12 +24,10 @@ as no DP release (`privacy` None, `"reproducible_noise": true` in its saved conf
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -197,15 +195,12 @@ class DPArtifact:
 
     reproducible_noise: bool = False
 
-    def save(self, path: str | Path, *, derived: bool = True) -> Path:
-        """`Recommender.save`, then the marker at the top level of config.json."""
-        out: Path = super().save(path, derived=derived)  # type: ignore[misc]
-        doc = json.loads((out / "config.json").read_text())
-        doc[REPRODUCIBLE_KEY] = bool(self.reproducible_noise)
+    def _top_level(self) -> dict[str, Any]:
+        """The marker at the top level of config.json (sealed or not, as `save` writes it)."""
+        doc: dict[str, Any] = {REPRODUCIBLE_KEY: bool(self.reproducible_noise)}
         if self.reproducible_noise:
             doc["privacy"] = None  # never a guarantee, whatever the model held
-        (out / "config.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
-        return out
+        return doc
 
     def _marker_meta(self) -> dict[str, Any]:
         return {REPRODUCIBLE_KEY: bool(self.reproducible_noise)}

@@ -149,6 +149,15 @@ def _quoted(table: ItemTable, i: int) -> str:
     return f"'{_short_titles(table)[int(i)]}'"
 
 
+def popular(table: ItemTable, i: int) -> ItemExplanation:
+    """The explanation of an item ranked by a popularity release: its category only.
+
+    For a list ranked by a DP release this is the only honest wording that reads no exact
+    statistic (whether an item was ever touched is one: "new arrival" would tell).
+    """
+    return _popular(table, i)
+
+
 def _popular(table: ItemTable, i: int) -> ItemExplanation:
     cat = table.category_name(i)
     if cat:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from privrec.core.errors import NotFoundError, ValidationError
 from privrec.core.types import EVENT_CODE, EVENT_TYPES, UserHistory
-from privrec.explain.explanations import explain_items
+from privrec.explain.explanations import explain_items, popular
 from privrec.privacy import consent as policy
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
@@ -310,9 +310,11 @@ class Serving:
                 filled=res.filled,
                 context_item=ctx,
             )
+        elif base_scores is not None:  # the DP release: nothing exact may shape the reply
+            res = apply_rules(base_scores, k, rules, table, purchased=purchased, seen=seen)
+            exps = [popular(table, i) for i in res.items.tolist()]
         else:
-            pop = base_scores if base_scores is not None else table.popularity
-            ranking = None if base_scores is not None else loaded.pop_ranking
+            pop, ranking = table.popularity, loaded.pop_ranking
             res = apply_rules(pop, k, rules, table, purchased=purchased, seen=seen, ranking=ranking)
             exps = explain_items(None, history, res.items, table, personalized=False)
         items = [

@@ -266,11 +266,11 @@ def test_keys_file_created_0600_and_used(shop_dir: Path) -> None:
     from privrec.server.security import load_or_create_keys
     from privrec.server.settings import ServerSettings
 
-    keys, created = load_or_create_keys(shop_dir)
+    keys, created = load_or_create_keys(shop_dir / "keys")
     assert created and {r for r, _ in keys} == {"client", "admin"}
     path = shop_dir / "keys" / "api-keys.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_or_create_keys(shop_dir) == (keys, False)
+    assert load_or_create_keys(shop_dir / "keys") == (keys, False)
     app = create_app(Settings(data_dir=shop_dir), server=ServerSettings(pages="off"))
     with TestClient(app) as c:
         key = dict(keys)["client"]

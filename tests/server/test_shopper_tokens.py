@@ -300,7 +300,7 @@ def test_cli_prints_a_token_the_server_accepts(shop_dir: Path) -> None:
     assert r.exit_code == 0, r.output
     token = r.output.strip()
     assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token)
-    assert verify_shopper_token(load_or_create_secret(shop_dir), token) == ALICE
+    assert verify_shopper_token(load_or_create_secret(shop_dir / "keys"), token) == ALICE
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 120
     with TestClient(make_app(shop_dir, pages="off")) as c:

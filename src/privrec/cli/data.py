@@ -20,6 +20,7 @@ from privrec.cli.common import (
     settings_of,
 )
 from privrec.core.files import write_private
+from privrec.privacy.keys import key_dir
 
 
 @app.command()
@@ -224,7 +225,7 @@ def shopper_token(
     with errors():
         settings = settings_of(data_dir)
         server = ServerSettings()
-        secret = shopper_token_secret(Path(settings.data_dir), server.shopper_token_secret)
+        secret = shopper_token_secret(key_dir(settings), server.shopper_token_secret)
         token = issue_shopper_token(secret, user, ttl or server.shopper_token_ttl)
     # plain stdout, never wrapped, so that scripts can capture it
     typer.echo(token)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from privrec.cli.common import (
     errors,
     settings_of,
 )
+from privrec.privacy.keys import key_dir
 
 
 @app.command()
@@ -47,8 +47,8 @@ def serve(
         settings = settings_of(data_dir)
         server = ServerSettings()
         if server.api_keys is None:
-            _keys, created = load_or_create_keys(Path(settings.data_dir))
-            where = Path(settings.data_dir) / "keys" / "api-keys.json"
+            _keys, created = load_or_create_keys(key_dir(settings))
+            where = key_dir(settings) / "api-keys.json"
             # never printed: a service's stdout ends up in logs that others read
             state = "created" if created else "in"
             console.print(f"API keys {state} {where} (mode 0600; read them from there)")

@@ -93,6 +93,7 @@ def rotate(
     parts: Mapping[str, StagePart] | None = None,
     env_key: str | None = None,
     rejects_key: bytes | None = None,
+    key_dir: Path | None = None,
 ) -> RotationReport:
     """Rotate the pseudonym key and re-key every record keyed by pseudonym, as one unit.
 
@@ -109,13 +110,14 @@ def rotate(
         parts: further stores by name, staged first and committed first.
         env_key: PRIVREC_PSEUDONYM_KEY, if the base key comes from the environment.
         rejects_key: the sidecar key the rejects lines are sealed with (None: plaintext).
+        key_dir: where the key chain lives (default `data_dir/keys`).
 
     Raises:
         StoreError: a store refused its re-keying (then nothing changed), or committing failed
             and could not be finished at once (then run the rotation again to finish it).
     """
     parts = dict(parts or {})
-    pending = Pseudonymiser.load_pending(data_dir, env_key)
+    pending = Pseudonymiser.load_pending(data_dir, env_key, key_dir=key_dir)
     if pending is not None:
         logger.warning("rotate-key: finishing an interrupted rotation")
         report = _finish(data_dir, pending, store, consent, parts, rejects_key)

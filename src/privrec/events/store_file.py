@@ -99,7 +99,7 @@ def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _resolve_key(data_dir: Path, key: str | bytes | None) -> str:
+def _resolve_key(data_dir: Path, key: str | bytes | None, key_dir: Path | None = None) -> str:
     """The store key as hex: given, from PRIVREC_STORE_KEY, or from (or into) keys/store.key."""
     try:
         if isinstance(key, bytes):
@@ -111,7 +111,8 @@ def _resolve_key(data_dir: Path, key: str | bytes | None) -> str:
         elif os.environ.get("PRIVREC_STORE_KEY"):
             raw = parse_hex_key(os.environ["PRIVREC_STORE_KEY"], "PRIVREC_STORE_KEY")
         else:
-            raw = load_or_create_keys(data_dir / "keys" / STORE_KEY_FILE)[0]
+            keys = Path(key_dir) if key_dir else data_dir / "keys"
+            raw = load_or_create_keys(keys / STORE_KEY_FILE)[0]
     except ConfigError as err:
         raise StoreError(f"cannot open the event store: {err}") from None
     return raw.hex()
@@ -151,6 +152,7 @@ class StoreFile:
         *,
         threads: int | None = None,
         insert_threads: int | None = 1,
+        key_dir: str | Path | None = None,
     ) -> Self:
         """Open (or create) the store in `data_dir`.
 
@@ -161,6 +163,7 @@ class StoreFile:
             threads: DuckDB worker threads (default: DuckDB's choice, all cores).
             insert_threads: DuckDB threads while appending (default 1, the cheapest per event;
                 None uses `threads`).
+            key_dir: where the key file lives (default `data_dir/keys`).
 
         Raises:
             StoreError: wrong key, a file in use by another process, a newer store format, or
@@ -169,7 +172,7 @@ class StoreFile:
         data_dir = Path(data_dir)
         if not data_dir.exists():
             data_dir.mkdir(parents=True, mode=0o700)
-        key_hex = _resolve_key(data_dir, key)
+        key_hex = _resolve_key(data_dir, key, Path(key_dir) if key_dir else None)
         ext = httpfs_extension_path()
         tmp = data_dir / "tmp"
         tmp.mkdir(mode=0o700, exist_ok=True)

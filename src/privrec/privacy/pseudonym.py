@@ -94,8 +94,10 @@ class Pseudonymiser:
         self._fast: list[_PaddedMac] | None = None
 
     @classmethod
-    def from_data_dir(cls, data_dir: Path, env_key: str | None = None) -> Pseudonymiser:
-        """Load (or create, mode 0600) the key chain in `data_dir/keys`.
+    def from_data_dir(
+        cls, data_dir: Path, env_key: str | None = None, *, key_dir: Path | None = None
+    ) -> Pseudonymiser:
+        """Load (or create, mode 0600) the key chain in `key_dir` (default `data_dir/keys`).
 
         With `env_key` (PRIVREC_PSEUDONYM_KEY) the first key comes from the environment and only
         rotation keys are kept in the file.
@@ -104,7 +106,7 @@ class Pseudonymiser:
             ConfigError: a key file is unreadable, or a key rotation was interrupted after its
                 commit point (finish it with `privrec rotate-key`).
         """
-        path = Path(data_dir) / "keys" / KEY_FILE
+        path = (Path(key_dir) if key_dir else Path(data_dir) / "keys") / KEY_FILE
         if (path.parent / PENDING_FILE).exists():
             raise ConfigError(
                 f"{PENDING_FILE}: a key rotation was interrupted after the stores began to "
@@ -113,13 +115,15 @@ class Pseudonymiser:
         return cls._load(path, env_key)
 
     @classmethod
-    def load_pending(cls, data_dir: Path, env_key: str | None = None) -> Pseudonymiser | None:
+    def load_pending(
+        cls, data_dir: Path, env_key: str | None = None, *, key_dir: Path | None = None
+    ) -> Pseudonymiser | None:
         """The staged chain of an interrupted rotation (None when no rotation is pending).
 
         Raises:
             ConfigError: the pending chain does not extend the current chain by one key.
         """
-        keys_dir = Path(data_dir) / "keys"
+        keys_dir = Path(key_dir) if key_dir else Path(data_dir) / "keys"
         pending = keys_dir / PENDING_FILE
         if not pending.exists():
             return None

@@ -379,7 +379,7 @@ def create_app(
     keys = (
         parse_keys(server.api_keys.get_secret_value())
         if server.api_keys
-        else load_or_create_keys(rs.data_dir)[0]
+        else load_or_create_keys(rs.ctx.key_dir)[0]
     )
     rs.serving.configure(cache_entries=server.cache_entries)
     stop = threading.Event()

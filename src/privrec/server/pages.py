@@ -55,9 +55,9 @@ _env = jinja2.Environment(
 )
 
 
-def _secret(data_dir: Path) -> bytes:
-    """The key that signs cookies, created once (mode 0600) in the keys directory."""
-    path = data_dir / "keys" / "session.key"
+def _secret(keys: Path) -> bytes:
+    """The key that signs cookies, created once (mode 0600) in the key directory."""
+    path = keys / "session.key"
     if path.exists():
         return bytes.fromhex(path.read_text().strip())
     private_dir(path.parent)
@@ -387,6 +387,6 @@ async def ops_file(request: Request, name: str) -> Response:
 
 def install(app: FastAPI) -> None:
     """Add the pages and their static files to `app`."""
-    app.state.page_secret = _secret(app.state.rs.data_dir)
+    app.state.page_secret = _secret(app.state.rs.ctx.key_dir)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(router)

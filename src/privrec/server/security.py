@@ -78,13 +78,13 @@ def new_key(role: str) -> str:
     return f"prk_{role}_{secrets.token_urlsafe(24)}"
 
 
-def load_or_create_keys(data_dir: Path) -> tuple[list[tuple[str, str]], bool]:
-    """The keys file's keys, creating it (mode 0600) with one key per role if absent.
+def load_or_create_keys(keys_dir: Path) -> tuple[list[tuple[str, str]], bool]:
+    """The API keys file of key directory `keys_dir`, created (mode 0600) with one key per role.
 
     Returns:
         (keys, created): `created` is True the one time the file was written.
     """
-    path = private_dir(data_dir / "keys") / KEYS_FILE
+    path = private_dir(Path(keys_dir)) / KEYS_FILE
     if path.exists():
         return _read_keys(path), False
     keys = [(role, new_key(role)) for role in ROLES]

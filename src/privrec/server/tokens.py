@@ -45,9 +45,9 @@ _CHALLENGE = {"WWW-Authenticate": f'ShopperToken realm="privrec", header="{HEADE
 _lock = threading.Lock()
 
 
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """The data directory's shopper-token secret, created once (mode 0600) if absent."""
-    path = private_dir(Path(data_dir) / "keys") / SECRET_FILE
+def load_or_create_secret(keys: Path) -> bytes:
+    """The shopper-token secret in key directory `keys`, created once (mode 0600) if absent."""
+    path = private_dir(Path(keys)) / SECRET_FILE
     if not path.exists():
         # create-once: workers starting together must verify with one secret
         with contextlib.suppress(FileExistsError):
@@ -61,14 +61,14 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     return text.encode()
 
 
-def shopper_token_secret(data_dir: Path, configured: SecretStr | str | None = None) -> bytes:
-    """The HMAC key of shopper tokens: `configured` (the environment's) or the data directory's.
+def shopper_token_secret(keys: Path, configured: SecretStr | str | None = None) -> bytes:
+    """The HMAC key of shopper tokens: `configured` (the environment's) or key directory's.
 
     Raises:
         ConfigError: the configured secret is too short to be safe.
     """
     if configured is None:
-        return load_or_create_secret(data_dir)
+        return load_or_create_secret(keys)
     value = configured.get_secret_value() if isinstance(configured, SecretStr) else configured
     if len(value) < MIN_SECRET_CHARS:
         raise ConfigError(
@@ -189,7 +189,7 @@ def app_secret(state: Any) -> bytes:
             if secret is None:
                 server = getattr(state, "server_settings", None)
                 configured = getattr(server, "shopper_token_secret", None)
-                secret = shopper_token_secret(state.rs.data_dir, configured)
+                secret = shopper_token_secret(state.rs.ctx.key_dir, configured)
                 state.shopper_token_secret = secret
     return secret
 

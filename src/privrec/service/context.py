@@ -42,7 +42,9 @@ class ServiceContext:
         if self._pseudonymiser is None:
             key = self.settings.pseudonym_key
             env = key.get_secret_value() if key else None
-            self._pseudonymiser = Pseudonymiser.from_data_dir(self.data_dir, env_key=env)
+            self._pseudonymiser = Pseudonymiser.from_data_dir(
+                self.data_dir, env_key=env, key_dir=self.key_dir
+            )
         return self._pseudonymiser
 
     def pseudonymise(self, user_id: str) -> str:
@@ -62,7 +64,7 @@ class ServiceContext:
         """The encrypted event store (opened on first use)."""
         if self._store is None:
             key = self.settings.store_key.get_secret_value() if self.settings.store_key else None
-            self._store = EventStore.open(self.data_dir, key=key)
+            self._store = EventStore.open(self.data_dir, key=key, key_dir=self.key_dir)
         return self._store
 
     @property

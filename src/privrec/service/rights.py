@@ -530,6 +530,7 @@ class Rights:
             parts=parts,
             env_key=key.get_secret_value() if key else None,
             rejects_key=self.ctx.sidecar_key,
+            key_dir=self.ctx.key_dir,
         )
         self.ctx.replace_pseudonymiser(report.pseudonymiser)
         self.serving.reload_history()

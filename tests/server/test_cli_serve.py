@@ -34,3 +34,20 @@ def test_serve_creates_keys_and_never_prints_them(
     second = runner.invoke(app, ["serve", "--data-dir", str(shop_dir)])
     flat = second.output.replace("\n", "")
     assert second.exit_code == 0 and "prk_" not in flat and "api-keys.json" in flat
+
+
+def test_access_log_lines_are_written_once(shop_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import uvicorn
+
+    from privrec.cli import app
+
+    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: None)
+    log = logging.getLogger("privrec.server.access")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "propagate", True)
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(shop_dir), "--access-log"])
+    assert result.exit_code == 0, result.output
+    # its own handler writes each line; passing it on to the root handler would write it twice
+    assert len(log.handlers) == 1 and log.propagate is False

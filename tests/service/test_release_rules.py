@@ -74,3 +74,20 @@ def test_a_dp_list_is_explained_without_exact_statistics(rs: RecSys) -> None:
     out = rs.recommend("shopper-00003", 60)
     assert out.model == "dp_popularity"
     assert {i["explanation"]["kind"] for i in out.items} == {"popular"}
+
+
+def test_an_experiment_replay_of_a_dp_variant_is_charged(rs: RecSys) -> None:
+    rs.train("dp_popularity", params={"epsilon": 1.0})
+    before = len(rs.ctx.ledger.entries())
+    rs.experiments.create(
+        {
+            "name": "pop-vs-dp",
+            "variants": [
+                {"name": "a", "model": "popularity"},
+                {"name": "b", "model": "dp_popularity"},
+            ],
+        }
+    )
+    rs.replay_experiment("pop-vs-dp", k=5, max_users=30)
+    # refitting the DP variant on the shop's data is a release like any other
+    assert len(rs.ctx.ledger.entries()) == before + 1

@@ -6,11 +6,26 @@ and written in batches by `flush`, so serving never waits on the disk. Outcomes 
 purchase carrying a recommendation id) are attributed to the exposure with that id. No raw user
 id and no pseudonym is stored: the unit id is a salted hash that only the experiment uses; on
 erasure the service recomputes it and deletes the shopper's rows.
+
+With a key (the sidecar key) what the file holds about shoppers is sealed, as in the consent
+table: the recommendation id and unit id columns hold keyed hashes (HMAC-SHA-256), which is all
+that lookups, erasure and rotation need, and each row's recommendation id, time, item keys and
+outcome values are sealed (AES-256-GCM) in its ``doc``; a rotation's pins (unit id -> variant)
+are sealed inside the experiment's definition. The definitions themselves (names, variants,
+salts, status) stay plaintext: they are the shop's configuration, not data about a shopper, and
+a salt finds no row without the key. Each row's variant stays plaintext too: anyone holding the
+salt can compute it from a pseudonym, and the report counts by it. Without a key (pure tests)
+the same columns hold the plain values. Rows of older versions (the ``exposures`` and
+``outcomes`` tables, and plain rows a key-less store wrote) are moved in, sealed, when the store
+is opened with a key.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import sqlite3
 import threading
@@ -23,40 +38,65 @@ from typing import Any
 from privrec.core.errors import NotFoundError, ValidationError
 from privrec.core.files import ensure_private
 from privrec.experiments.assignment import Experiment, assign, unit_id
+from privrec.privacy.sealed import SealedDataError, seal, unseal
 
 __all__ = ["OUTCOME_TYPES", "ExperimentStore", "StagedExperimentRekey"]
 
 OUTCOME_TYPES = ("click", "cart", "purchase")
 _DDL = (
     "CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS exposures (rec_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, "
-    "variant TEXT NOT NULL, "
-    "unit TEXT NOT NULL, ts REAL NOT NULL, items TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS exposures_exp ON exposures (experiment)",
-    "CREATE INDEX IF NOT EXISTS exposures_unit ON exposures (unit)",
-    "CREATE TABLE IF NOT EXISTS outcomes (rec_id TEXT NOT NULL, type TEXT NOT NULL, "
-    "item TEXT NOT NULL, value REAL, ts REAL NOT NULL, "
-    "PRIMARY KEY (rec_id, type, item))",
+    "CREATE TABLE IF NOT EXISTS exposure_log (rec TEXT PRIMARY KEY, experiment TEXT NOT NULL, "
+    "variant TEXT NOT NULL, unit TEXT NOT NULL, doc BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS exposure_log_unit ON exposure_log (experiment, unit)",
+    "CREATE TABLE IF NOT EXISTS outcome_log (k TEXT PRIMARY KEY, rec TEXT NOT NULL, "
+    "doc BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS outcome_log_rec ON outcome_log (rec)",
 )
+# HMAC domains: one key hashes several columns, so equal strings in two of them stay unlinked
+_REC = b"privrec:experiment-rec:"
+_UNIT = b"privrec:experiment-unit:"
+_OUTCOME = b"privrec:experiment-outcome:"
+EXPOSURE_AAD = b"privrec:experiment-exposure:"
+OUTCOME_AAD = b"privrec:experiment-outcome-row:"
+PINS_AAD = b"privrec:experiment-pins:"
+_PLAIN = "substr(doc, 1, 1) = X'7B'"  # a plaintext doc is a JSON object; a sealed one is not
 
 
 class ExperimentStore:
-    """Experiments and their exposures and outcomes in `<data_dir>/experiments.sqlite`."""
+    """Experiments and their exposures and outcomes in `<data_dir>/experiments.sqlite`.
 
-    def __init__(self, path: str | Path) -> None:
+    Args:
+        path: the SQLite file.
+        key: the sidecar key that hashes the lookup columns and seals the rows (None: plain
+            values, as versions before sealing stored them).
+
+    Raises:
+        SealedDataError: the rows are sealed and `key` is None or another key.
+    """
+
+    def __init__(self, path: str | Path, key: bytes | None = None) -> None:
         self.path = Path(path)
+        self._key = key
         # created 0600 before SQLite opens it (its WAL and shared-memory files copy that mode)
         ensure_private(self.path)
         self._con = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[tuple[str, str, str, str, float, list[str]]] = []
         self._pending_lock = threading.Lock()
-        with self._lock:
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute("PRAGMA synchronous=NORMAL")
-            for ddl in _DDL:
-                self._con.execute(ddl)
-        self._cache: dict[str, Experiment] = {e.name: e for e in self._load_all()}
+        try:
+            with self._lock:
+                self._con.execute("PRAGMA journal_mode=WAL")
+                self._con.execute("PRAGMA synchronous=NORMAL")
+                # erased and migrated rows are overwritten in the file, not only unlinked
+                self._con.execute("PRAGMA secure_delete=ON")
+                for ddl in _DDL:
+                    self._con.execute(ddl)
+                self._migrate()
+                self._check_key()
+            self._cache: dict[str, Experiment] = {e.name: e for e in self._load_all()}
+        except BaseException:
+            self._con.close()
+            raise
 
     def close(self) -> None:
         """Flush and close."""
@@ -64,11 +104,138 @@ class ExperimentStore:
         with self._lock:
             self._con.close()
 
+    # ---- sealing -----------------------------------------------------------------------------
+    def _hash(self, domain: bytes, value: str) -> str:
+        """A lookup column's value: a keyed hash with the key, else `value` itself."""
+        if self._key is None:
+            return value
+        return hmac.new(self._key, domain + value.encode(), hashlib.sha256).hexdigest()
+
+    def _pack(self, obj: Mapping[str, Any], aad: bytes) -> bytes:
+        data = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+        return data if self._key is None else seal(data, self._key, aad=aad)
+
+    def _unpack(self, doc: bytes | str, aad: bytes) -> dict[str, Any]:
+        """A row's ``doc``: plain JSON, or sealed (SealedDataError without the right key)."""
+        raw = doc.encode() if isinstance(doc, str) else bytes(doc)
+        if raw[:1] == b"{":
+            return dict(json.loads(raw))
+        where = f"{self.path} (experiment row)"
+        if self._key is None:
+            raise SealedDataError(f"{where}: rows are sealed; give the sidecar key")
+        return dict(json.loads(unseal(raw, self._key, aad=aad, where=where)))
+
+    def _exposure_row(
+        self, rec_id: str, experiment: str, variant: str, unit: str, ts: float, items: list[str]
+    ) -> tuple[str, str, str, str, bytes]:
+        rec = self._hash(_REC, rec_id)
+        doc = self._pack({"r": rec_id, "t": ts, "i": items}, EXPOSURE_AAD + rec.encode())
+        return rec, experiment, variant, self._hash(_UNIT, unit), doc
+
+    def _outcome_row(
+        self, rec_id: str, kind: str, item: str, value: float, ts: float
+    ) -> tuple[str, str, bytes]:
+        # the dedup key: one row per (list, type, item), whatever its value and time
+        k = self._hash(_OUTCOME, json.dumps([rec_id, kind, item]))
+        doc = {"r": rec_id, "y": kind, "i": item, "v": value, "t": ts}
+        return k, self._hash(_REC, rec_id), self._pack(doc, OUTCOME_AAD + k.encode())
+
+    def _exposure_doc(self, rec: str, doc: bytes | str) -> dict[str, Any]:
+        return self._unpack(doc, EXPOSURE_AAD + rec.encode())
+
+    def _outcome_doc(self, k: str, doc: bytes | str) -> dict[str, Any]:
+        return self._unpack(doc, OUTCOME_AAD + k.encode())
+
+    def _definition(self, exp: Experiment) -> str:
+        """The ``experiments.doc`` value: plaintext, with the pins sealed when there is a key."""
+        d = exp.to_dict()
+        pins = d.pop("pins", None)
+        if pins and self._key is not None:
+            aad = PINS_AAD + exp.name.encode()
+            sealed = seal(json.dumps(pins, sort_keys=True).encode(), self._key, aad=aad)
+            d["sealed_pins"] = base64.b64encode(sealed).decode("ascii")
+        elif pins:
+            d["pins"] = pins
+        return json.dumps(d)
+
+    def _parse_definition(self, text: str) -> Experiment:
+        d = json.loads(text)
+        sealed = d.pop("sealed_pins", None)
+        if sealed is not None:
+            where = f"{self.path} (pins of experiment {d.get('name')!r})"
+            if self._key is None:
+                raise SealedDataError(f"{where}: sealed; give the sidecar key")
+            aad = PINS_AAD + str(d["name"]).encode()
+            d["pins"] = json.loads(
+                unseal(base64.b64decode(sealed), self._key, aad=aad, where=where)
+            )
+        return Experiment.from_dict(d)
+
+    def _migrate(self) -> None:
+        """Move older versions' rows in (and seal plain ones when there is a key)."""
+        con = self._con
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        legacy = tables & {"exposures", "outcomes"}
+        ex: list[tuple[str, str, str, str, bytes]] = []
+        oc: list[tuple[str, str, bytes]] = []
+        if "exposures" in legacy:
+            q = "SELECT rec_id, experiment, variant, unit, ts, items FROM exposures"
+            for r, e, v, u, ts, items in con.execute(q).fetchall():
+                ex.append(self._exposure_row(r, e, v, u, ts, list(json.loads(items))))
+        if "outcomes" in legacy:
+            q = "SELECT rec_id, type, item, value, ts FROM outcomes"
+            for r, t, i, val, ts in con.execute(q).fetchall():
+                oc.append(self._outcome_row(r, t, i, float(val or 0.0), ts))
+        plain_ex: list[list[str]] = []
+        plain_oc: list[list[str]] = []
+        defs: list[tuple[str, str]] = []
+        if self._key is not None:  # rows and pins a key-less store wrote in place
+            q = f"SELECT rec, experiment, variant, unit, doc FROM exposure_log WHERE {_PLAIN}"
+            for r, e, v, u, doc in con.execute(q).fetchall():
+                d = json.loads(doc)
+                ex.append(self._exposure_row(d["r"], e, v, u, d["t"], d["i"]))
+                plain_ex.append([r])
+            for k, doc in con.execute(f"SELECT k, doc FROM outcome_log WHERE {_PLAIN}").fetchall():
+                d = json.loads(doc)
+                oc.append(self._outcome_row(d["r"], d["y"], d["i"], d["v"], d["t"]))
+                plain_oc.append([k])
+            for name, text in con.execute("SELECT name, doc FROM experiments").fetchall():
+                if "pins" in json.loads(text):
+                    defs.append((self._definition(self._parse_definition(text)), name))
+        if not (legacy or plain_ex or plain_oc or defs):
+            return
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany("DELETE FROM exposure_log WHERE rec = ?", plain_ex)
+            con.executemany("DELETE FROM outcome_log WHERE k = ?", plain_oc)
+            con.executemany("INSERT OR IGNORE INTO exposure_log VALUES (?, ?, ?, ?, ?)", ex)
+            con.executemany("INSERT OR IGNORE INTO outcome_log VALUES (?, ?, ?)", oc)
+            con.executemany("UPDATE experiments SET doc = ? WHERE name = ?", defs)
+            for table in sorted(legacy):
+                con.execute(f"DROP TABLE {table}")
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        # the plaintext pages may still sit in the WAL: fold it into the file and empty it
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _check_key(self) -> None:
+        """Refuse sealed rows without the key or with another one.
+
+        Rows are found by keyed hashes: with a wrong key every lookup would silently find
+        nothing, and an erasure would report that there was nothing to erase.
+        """
+        row = self._con.execute("SELECT rec, doc FROM exposure_log LIMIT 1").fetchone()
+        if row is not None:
+            self._exposure_doc(row[0], row[1])
+
     # ---- experiments -------------------------------------------------------------------------
     def _load_all(self) -> list[Experiment]:
         with self._lock:
             rows = self._con.execute("SELECT doc FROM experiments ORDER BY name").fetchall()
-        return [Experiment.from_dict(json.loads(r[0])) for r in rows]
+        return [self._parse_definition(r[0]) for r in rows]
 
     def create(self, experiment: Experiment) -> Experiment:
         """Save a new experiment (ValidationError if the name is taken)."""
@@ -79,11 +246,11 @@ class ExperimentStore:
                 "it first",
             )
         if not experiment.created_at:
-            experiment = Experiment.from_dict({**experiment.to_dict(), "created_at": time.time()})
+            experiment = replace(experiment, created_at=time.time())
         with self._lock:
             self._con.execute(
                 "INSERT INTO experiments VALUES (?, ?)",
-                [experiment.name, json.dumps(experiment.to_dict())],
+                [experiment.name, self._definition(experiment)],
             )
         self._cache[experiment.name] = experiment
         return experiment
@@ -106,7 +273,7 @@ class ExperimentStore:
         exp = Experiment.from_dict({**self.get(name).to_dict(), "status": status})
         with self._lock:
             self._con.execute(
-                "UPDATE experiments SET doc = ? WHERE name = ?", [json.dumps(exp.to_dict()), name]
+                "UPDATE experiments SET doc = ? WHERE name = ?", [self._definition(exp), name]
             )
         self._cache[name] = exp
         return exp
@@ -115,23 +282,24 @@ class ExperimentStore:
     def record_exposure(
         self, rec_id: str, experiment: str, variant: str, unit: str, items: Sequence[str]
     ) -> None:
-        """Buffer one exposure (written by the next `flush`)."""
-        row = (rec_id, experiment, variant, unit, time.time(), json.dumps(list(items)))
+        """Buffer one exposure (hashed, sealed and written by the next `flush`)."""
+        row = (rec_id, experiment, variant, unit, time.time(), [str(i) for i in items])
         with self._pending_lock:
             self._pending.append(row)
 
     def flush(self) -> int:
         """Write buffered exposures; returns how many."""
         with self._pending_lock:
-            rows, self._pending = self._pending, []
-        if rows:
+            pending, self._pending = self._pending, []
+        if pending:
+            rows = [self._exposure_row(*p) for p in pending]  # sealed here, off the serving path
             with self._lock:
                 self._con.execute("BEGIN")
                 self._con.executemany(
-                    "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, ?, ?)", rows
+                    "INSERT OR IGNORE INTO exposure_log VALUES (?, ?, ?, ?, ?)", rows
                 )
                 self._con.execute("COMMIT")
-        return len(rows)
+        return len(pending)
 
     def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> int:
         """Attribute outcomes {rec_id, type, item, value}; returns how many were attributed.
@@ -145,50 +313,53 @@ class ExperimentStore:
         self.flush()
         n = 0
         with self._lock:
-            ids = sorted({str(o["rec_id"]) for o in rows})
+            recs = {self._hash(_REC, str(o["rec_id"])) for o in rows}
+            ids = sorted(recs)
             shown: dict[str, set[str]] = {}
             for chunk in range(0, len(ids), 500):
                 part = ids[chunk : chunk + 500]
                 marks = ",".join("?" * len(part))
-                q = f"SELECT rec_id, items FROM exposures WHERE rec_id IN ({marks})"
-                for rid, items in self._con.execute(q, part).fetchall():
-                    shown[rid] = set(json.loads(items))
+                q = f"SELECT rec, doc FROM exposure_log WHERE rec IN ({marks})"
+                for rec, doc in self._con.execute(q, part).fetchall():
+                    shown[rec] = set(self._exposure_doc(rec, doc)["i"])
             self._con.execute("BEGIN")
             for o in rows:
-                items = shown.get(str(o["rec_id"]))
-                if items is None or str(o["item"]) not in items:
+                rid, item = str(o["rec_id"]), str(o["item"])
+                items = shown.get(self._hash(_REC, rid))
+                if items is None or item not in items:
                     continue
+                value = float(o.get("value") or 0.0)
                 cur = self._con.execute(
-                    "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?)",
-                    [
-                        str(o["rec_id"]),
-                        str(o["type"]),
-                        str(o["item"]),
-                        float(o.get("value") or 0.0),
-                        time.time(),
-                    ],
+                    "INSERT OR IGNORE INTO outcome_log VALUES (?, ?, ?)",
+                    self._outcome_row(rid, str(o["type"]), item, value, time.time()),
                 )
                 n += cur.rowcount
             self._con.execute("COMMIT")
         return n
 
     def records(self, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(exposures, outcomes) of one experiment."""
+        """(exposures {rec_id, variant, unit}, outcomes {rec_id, type, item, value}) of one
+        experiment, for its report.
+
+        In a sealed store ``rec_id`` and ``unit`` are their keyed hashes: enough to count units
+        and join outcomes to exposures, which is all a report does.
+        """
         self.get(name)
         self.flush()
         with self._lock:
             ex = self._con.execute(
-                "SELECT rec_id, variant, unit FROM exposures WHERE experiment = ?", [name]
+                "SELECT rec, variant, unit FROM exposure_log WHERE experiment = ?", [name]
             ).fetchall()
             oc = self._con.execute(
-                "SELECT o.rec_id, o.type, o.item, o.value FROM outcomes AS o "
-                "JOIN exposures AS e ON e.rec_id = o.rec_id WHERE e.experiment = ?",
+                "SELECT o.k, o.rec, o.doc FROM outcome_log AS o "
+                "JOIN exposure_log AS e ON e.rec = o.rec WHERE e.experiment = ?",
                 [name],
             ).fetchall()
-        return (
-            [{"rec_id": r, "variant": v, "unit": u} for r, v, u in ex],
-            [{"rec_id": r, "type": t, "item": i, "value": val} for r, t, i, val in oc],
-        )
+        outcomes = []
+        for k, rec, doc in oc:
+            d = self._outcome_doc(k, doc)
+            outcomes.append({"rec_id": rec, "type": d["y"], "item": d["i"], "value": d["v"]})
+        return [{"rec_id": r, "variant": v, "unit": u} for r, v, u in ex], outcomes
 
     def unit_records(self, units: Mapping[str, str]) -> list[dict[str, Any]]:
         """Exposures (with outcomes) of one shopper ({experiment: unit id}), for access requests."""
@@ -197,26 +368,32 @@ class ExperimentStore:
         with self._lock:
             for exp, unit in units.items():
                 rows = self._con.execute(
-                    "SELECT rec_id, variant, ts, items FROM exposures "
-                    "WHERE experiment = ? AND unit = ? ORDER BY ts",
-                    [exp, unit],
+                    "SELECT rec, variant, doc FROM exposure_log WHERE experiment = ? AND unit = ?",
+                    [exp, self._hash(_UNIT, unit)],
                 ).fetchall()
-                for rec_id, variant, ts, items in rows:
-                    oc = self._con.execute(
-                        "SELECT type, item, value, ts FROM outcomes WHERE rec_id = ?", [rec_id]
-                    ).fetchall()
-                    out.append(
+                found = []
+                for rec, variant, doc in rows:
+                    d = self._exposure_doc(rec, doc)
+                    oc = [
+                        self._outcome_doc(k, odoc)
+                        for k, odoc in self._con.execute(
+                            "SELECT k, doc FROM outcome_log WHERE rec = ?", [rec]
+                        )
+                    ]
+                    found.append(
                         {
                             "experiment": exp,
                             "variant": variant,
-                            "recommendation_id": rec_id,
-                            "ts": ts,
-                            "items": items,
+                            "recommendation_id": d["r"],
+                            "ts": d["t"],
+                            "items": json.dumps(d["i"]),  # as versions before sealing gave it
                             "outcomes": [
-                                {"type": t, "item": i, "value": v, "ts": ots} for t, i, v, ots in oc
+                                {"type": o["y"], "item": o["i"], "value": o["v"], "ts": o["t"]}
+                                for o in oc
                             ],
                         }
                     )
+                out.extend(sorted(found, key=lambda r: float(r["ts"])))
         return out
 
     def erase_units(self, units: Mapping[str, str]) -> int:
@@ -226,21 +403,21 @@ class ExperimentStore:
         with self._lock:
             self._con.execute("BEGIN")
             for exp, unit in units.items():
+                where = [exp, self._hash(_UNIT, unit)]
                 ids = [
                     r[0]
                     for r in self._con.execute(
-                        "SELECT rec_id FROM exposures WHERE experiment = ? AND unit = ?",
-                        [exp, unit],
+                        "SELECT rec FROM exposure_log WHERE experiment = ? AND unit = ?", where
                     )
                 ]
                 for chunk in range(0, len(ids), 500):
                     part = ids[chunk : chunk + 500]
                     marks = ",".join("?" * len(part))
                     n += self._con.execute(
-                        f"DELETE FROM outcomes WHERE rec_id IN ({marks})", part
+                        f"DELETE FROM outcome_log WHERE rec IN ({marks})", part
                     ).rowcount
                 n += self._con.execute(
-                    "DELETE FROM exposures WHERE experiment = ? AND unit = ?", [exp, unit]
+                    "DELETE FROM exposure_log WHERE experiment = ? AND unit = ?", where
                 ).rowcount
             self._con.execute("COMMIT")
         return n
@@ -300,7 +477,7 @@ class ExperimentStore:
         exposed = {
             r[0]
             for r in con.execute(
-                "SELECT DISTINCT unit FROM exposures WHERE experiment = ?", [exp.name]
+                "SELECT DISTINCT unit FROM exposure_log WHERE experiment = ?", [exp.name]
             )
         }
         unpinned = replace(exp, pins={})
@@ -308,15 +485,17 @@ class ExperimentStore:
         pins: dict[str, str] = {}
         for old, new in pseudonyms.items():
             before = assign(exp, old).name  # honours the pins of earlier rotations
-            old_unit, new_unit = unit_id(exp.salt, old), unit_id(exp.salt, new)
-            if old_unit in exposed:
-                moved[old_unit] = new_unit
+            new_unit = unit_id(exp.salt, new)
+            old_row = self._hash(_UNIT, unit_id(exp.salt, old))  # the column holds the hash
+            if old_row in exposed:
+                moved[old_row] = self._hash(_UNIT, new_unit)
             if assign(unpinned, new).name != before:
-                pins[new_unit] = before
+                pins[new_unit] = before  # assign looks the raw unit id up; sealed when stored
         con.execute("DELETE FROM rekey_units")
         con.executemany("INSERT INTO rekey_units VALUES (?, ?)", moved.items())
         staged.count += con.execute(
-            "UPDATE exposures SET unit = (SELECT new FROM rekey_units WHERE old = exposures.unit) "
+            "UPDATE exposure_log SET unit = "
+            "(SELECT new FROM rekey_units WHERE old = exposure_log.unit) "
             "WHERE experiment = ? AND unit IN (SELECT old FROM rekey_units)",
             [exp.name],
         ).rowcount
@@ -324,7 +503,7 @@ class ExperimentStore:
         new_exp = Experiment.from_dict({**exp.to_dict(), "pins": pins})
         con.execute(
             "UPDATE experiments SET doc = ? WHERE name = ?",
-            [json.dumps(new_exp.to_dict()), exp.name],
+            [self._definition(new_exp), exp.name],
         )
         return new_exp
 

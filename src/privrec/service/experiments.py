@@ -2,7 +2,9 @@
 
 The experiment store (``experiments.sqlite``) is opened on first use; exposures and outcomes
 are keyed by a unit id derived from the shopper's pseudonym and the experiment's salt, so the
-rows can be exported and erased per shopper without storing the pseudonym itself.
+rows can be exported and erased per shopper without storing the pseudonym itself. With the
+sidecar key those unit ids are stored as keyed hashes and the rows are sealed
+(`privrec.experiments.store`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ class Experiments:
     Args:
         data_dir: the data directory.
         registry: the model registry (variants must name models with an active version).
+        key: the sidecar key that seals what the store holds about shoppers (None: plaintext).
     """
 
-    def __init__(self, data_dir: Path, registry: ModelRegistry) -> None:
+    def __init__(self, data_dir: Path, registry: ModelRegistry, key: bytes | None = None) -> None:
         self.path = data_dir / EXPERIMENTS_FILE
         self.registry = registry
+        self._key = key
         self._store: ExperimentStore | None = None
         self._lock = threading.Lock()
 
@@ -46,7 +50,7 @@ class Experiments:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    self._store = ExperimentStore(self.path)
+                    self._store = ExperimentStore(self.path, key=self._key)
         return self._store
 
     @property

@@ -54,7 +54,7 @@ class RecSys:
         """Build the service parts over the context (again after `reset`)."""
         self.registry = ModelRegistry(self.ctx.models_dir, key=self.ctx.sidecar_key)
         self.consent_book = ConsentBook(self.data_dir, key=self.ctx.sidecar_key)
-        self.experiments = Experiments(self.data_dir, self.registry)
+        self.experiments = Experiments(self.data_dir, self.registry, key=self.ctx.sidecar_key)
         self.serving = Serving(self.ctx, self.registry, self.consent_book, self.experiments)
         self.ingestion = Ingestion(self.ctx, self.consent_book, self.serving)
         pending = PendingRetrains(self.data_dir)

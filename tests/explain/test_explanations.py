@@ -121,3 +121,10 @@ def test_describe_words_a_model_explanation() -> None:
     assert describe(cold, titles) == "new here: because you interacted with 'A'"
     assert describe(Explanation(item=4, kind="popular", text="popular")) == "popular"
     assert action_phrase("favorite", "'A'") == "saved 'A'"
+
+
+def test_a_search_event_is_never_worded_as_the_query() -> None:
+    from privrec.explain.explanations import action_phrase
+
+    text = action_phrase("search", "'Tinker Town Robot Kit'")
+    assert "searched for" not in text and "found 'Tinker Town Robot Kit'" in text

@@ -48,7 +48,9 @@ _ACTIONS: dict[str, str] = {
     "favorite": "saved {t}",
     "cart": "added {t} to your cart",
     "rating": "rated {t}",
-    "search": "searched for {t}",
+    # a search event names the product found through the search, never the query (which is not
+    # stored): "searched for 'Lipstick'" would show a product title as if it were the search
+    "search": "found {t} through a search",
     "view": "viewed {t}",
 }
 _UNKNOWN_ACTION = "interacted with {t}"

@@ -85,3 +85,12 @@ def test_ingest_of_a_file_without_events_fails_with_a_message(
     result = runner.invoke(app, ["ingest", str(f), "--data-dir", str(data_dir)])
     assert result.exit_code == 2
     assert "holds no events" in result.output
+
+
+def test_cli_output_turns_no_text_into_emoji() -> None:
+    from privrec.cli.common import console, err
+
+    with console.capture() as cap:
+        console.print("model :train: v1")
+    assert ":train:" in cap.get()
+    assert err._emoji is False

@@ -32,8 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)  # ":train:" in a name must print as it is
+err = Console(stderr=True, emoji=False)
 
 DataDir = Annotated[
     Path | None,

@@ -115,6 +115,7 @@ def test_shopper_journey_in_chromium(live_server: str, tmp_path: Path) -> None:
             page.screenshot(path=str(shots / "3-not-personalised.png"), full_page=True)
 
             page.get_by_test_id("privacy-link").click()
+            page.get_by_test_id("confirm-delete").check()
             page.get_by_test_id("delete").click()
             receipt = page.get_by_test_id("receipt")
             receipt.wait_for()

@@ -29,8 +29,13 @@ def test_storefront_privacy_centre_and_receipt(client) -> None:
     assert 'data-testid="not-personalized"' in client.get("/").text
     # anonymous: the stored events are deleted at once
     assert client.get("/privacy/export").json()["n_events"] == 0
-    rec = client.post("/privacy/delete", data={"csrf": _csrf(r.text)})
+    # one stray click deletes nothing: the confirmation box must be ticked
+    again = client.post("/privacy/delete", data={"csrf": _csrf(r.text)})
+    assert "Tick the box to confirm" in again.text and 'data-testid="receipt"' not in again.text
+    rec = client.post("/privacy/delete", data={"csrf": _csrf(r.text), "confirm": "delete"})
     assert 'data-testid="receipt"' in rec.text
+    assert 'data-testid="who"' not in rec.text  # signed out with the data
+    assert 'data-testid="who"' not in client.get("/").text
     assert re.search(r'data-testid="events-deleted">0<', rec.text)
     assert client.get("/privacy/export").json()["n_events"] == 0
 

@@ -383,6 +383,6 @@ def test_page_actions_use_the_token_s_shopper(client) -> None:
             "/v1/admin/users/export", json={"user": ALICE}, headers={"X-API-Key": ADMIN_KEY}
         ).json()["pseudonym"]
     )
-    rec = client.post("/privacy/delete", data={"csrf": _csrf(r.text)})
+    rec = client.post("/privacy/delete", data={"csrf": _csrf(r.text), "confirm": "delete"})
     assert 'data-testid="receipt"' in rec.text
     assert _stored(client, ALICE) == (0, "personalized") and _stored(client, BOB) == bob_before

@@ -234,7 +234,11 @@ async def signout(request: Request, csrf: str = Form("")) -> Response:
 
 # ---- privacy centre ----------------------------------------------------------------------------
 @router.get("/privacy", response_class=HTMLResponse)
-async def privacy(request: Request, saved: int = Query(default=0, ge=0, le=1)) -> Response:
+async def privacy(
+    request: Request,
+    saved: int = Query(default=0, ge=0, le=1),
+    confirm: int = Query(default=0, ge=0, le=1),
+) -> Response:
     user = _shopper(request)
     if not user:
         return _signed_out(request)
@@ -249,7 +253,11 @@ async def privacy(request: Request, saved: int = Query(default=0, ge=0, le=1)) -
         levels=CONSENT_TEXT,
         n_events=doc["n_events"],
         dp=doc["privacy_ledger"],
-        message="Saved: your choice applies from your next page view." if saved else None,
+        message="Saved: your choice applies from your next page view."
+        if saved
+        else "Tick the box to confirm the deletion: it cannot be undone."
+        if confirm
+        else None,
     )
 
 
@@ -280,13 +288,20 @@ async def export(request: Request) -> Response:
 
 
 @router.post("/privacy/delete", response_class=HTMLResponse)
-async def delete(request: Request, csrf: str = Form("")) -> Response:
+async def delete(request: Request, csrf: str = Form(""), confirm: str = Form("")) -> Response:
     _check_csrf(request, csrf)
     user = _shopper(request)
     if not user:
         return _signed_out(request)
+    if confirm != "delete":  # erasure cannot be undone: never on one stray click
+        return RedirectResponse("/privacy?confirm=1", status_code=303)
     receipt = await run_in_threadpool(request.app.state.rs.forget, user, background=True)
-    return _render(request, "receipt.html.j2", title="Your data was deleted", receipt=receipt)
+    # the shopper is gone: the page (and the session) must not say "signed in" any more
+    resp = _render(
+        request, "receipt.html.j2", title="Your data was deleted", receipt=receipt, shopper=None
+    )
+    resp.delete_cookie(SHOPPER, path="/")
+    return resp
 
 
 # ---- operator dashboard --------------------------------------------------------------------------

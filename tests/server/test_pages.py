@@ -35,6 +35,8 @@ def test_storefront_privacy_centre_and_receipt(client) -> None:
     rec = client.post("/privacy/delete", data={"csrf": _csrf(r.text), "confirm": "delete"})
     assert 'data-testid="receipt"' in rec.text
     assert 'data-testid="who"' not in rec.text  # signed out with the data
+    # the shop's models unlearn exactly: none is listed as waiting for a retrain
+    assert 'data-testid="retrain-deadline"' not in rec.text
     assert 'data-testid="who"' not in client.get("/").text
     assert re.search(r'data-testid="events-deleted">0<', rec.text)
     assert client.get("/privacy/export", follow_redirects=False).status_code == 303
@@ -64,3 +66,12 @@ def test_operator_dashboard_needs_admin_key(client) -> None:
         and "Privacy budget" in ok.text
         and "Experiments" in ok.text
     )
+
+
+def test_a_receipt_never_lists_a_model_as_both_updating_and_awaiting_a_retrain(client) -> None:
+    home = client.get("/")
+    client.post("/signin", data={"user": "shopper-00006", "csrf": _csrf(home.text)})
+    priv = client.get("/privacy")
+    rec = client.post("/privacy/delete", data={"csrf": _csrf(priv.text), "confirm": "delete"})
+    assert "Models being updated now" in rec.text  # popularity and item-kNN, on the worker
+    assert 'data-testid="retrain-deadline"' not in rec.text

@@ -75,3 +75,16 @@ def test_a_receipt_never_lists_a_model_as_both_updating_and_awaiting_a_retrain(c
     rec = client.post("/privacy/delete", data={"csrf": _csrf(priv.text), "confirm": "delete"})
     assert "Models being updated now" in rec.text  # popularity and item-kNN, on the worker
     assert 'data-testid="retrain-deadline"' not in rec.text
+
+
+def test_the_dashboard_shows_the_privacy_report_plot(client, shop_dir) -> None:
+    plot = shop_dir / "reports" / "privacy" / "frontier.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)  # where privacy-report writes it
+    page = client.get("/ops")
+    client.post("/ops/signin", data={"key": ADMIN_KEY, "csrf": _csrf(page.text)})
+    ops = client.get("/ops")
+    assert 'src="/ops/files/privacy-frontier.png"' in ops.text
+    got = client.get("/ops/files/privacy-frontier.png")
+    assert got.status_code == 200 and got.content.startswith(b"\x89PNG")
+    assert client.get("/ops/files/..%2Fkeys%2Fstore.key").status_code == 404

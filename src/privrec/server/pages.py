@@ -305,14 +305,23 @@ async def delete(request: Request, csrf: str = Form(""), confirm: str = Form("")
 
 
 # ---- operator dashboard --------------------------------------------------------------------------
-def _plots(reports: Path) -> list[str]:
+def _report_files(reports: Path) -> dict[str, Path]:
+    """The report files the dashboard may serve, by the flat name it links them under."""
+    files: dict[str, Path] = {}
     if not reports.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in reports.glob("*.png")
-        if "privacy" in p.name.lower() and "utility" in p.name.lower()
-    )
+        return files
+    if (reports / "report.html").exists():
+        files["report.html"] = reports / "report.html"
+    files.update({p.name: p for p in reports.glob("report-*.png")})
+    # where `privrec privacy-report` writes its plot (DATA_DIR/reports/privacy/frontier.png)
+    frontier = reports / "privacy" / "frontier.png"
+    if frontier.exists():
+        files["privacy-frontier.png"] = frontier
+    return files
+
+
+def _plots(reports: Path) -> list[str]:
+    return sorted(n for n in _report_files(reports) if n.startswith("privacy-"))
 
 
 @router.get("/ops", response_class=HTMLResponse)
@@ -389,15 +398,10 @@ async def ops_activate(
 async def ops_file(request: Request, name: str) -> Response:
     if not _operator(request):
         raise ProblemError(401, "sign in with an admin key first", slug="operator-sign-in")
-    reports = request.app.state.rs.reports_dir
-    allowed = (
-        {"report.html", *_plots(reports)} | {p.name for p in reports.glob("report-*.png")}
-        if reports.is_dir()
-        else set()
-    )
+    allowed = _report_files(request.app.state.rs.reports_dir)
     if name not in allowed:
         raise NotFoundError(f"report file {name!r} does not exist")
-    return FileResponse(reports / name)
+    return FileResponse(allowed[name])
 
 
 def install(app: FastAPI) -> None:

@@ -55,6 +55,65 @@ ROSTERS: dict[str, list[ModelSpec]] = {
     ],
 }
 
+# Models outside the rosters, with small parameters so that `privrec evaluate` finishes in
+# seconds on a shop; a user who wants the published settings passes them to `privrec train`.
+SMALL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "apr": {"embedding_size": 32, "epochs": 5},
+    "sasrec": {"embedding_size": 32, "epochs": 5, "max_len": 50},
+    "bert4rec": {"embedding_size": 32, "epochs": 5, "max_len": 50},
+    "content": {},
+    "hybrid": {},
+    "dp_popularity": {"epsilon": 1.0},
+    "dp_itemknn": {"epsilon": 1.0},
+    "dp_ease": {"epsilon": 1.0},
+    "dp_bpr": {"epsilon": 1.0, "embedding_size": 32, "epochs": 3},
+    "dp_sasrec": {"epsilon": 1.0, "embedding_size": 32, "epochs": 3, "max_len": 50},
+    "dp_hybrid": {"epsilon": 1.0},
+}
+
+# What `privrec evaluate --tune` tries per model (on a validation split of the training part).
+# DP models are left out: every fit of a grid point would spend privacy budget.
+TUNE_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "itemknn": {"k": [50, 100, 200], "shrink": [0.0, 10.0]},
+    "ease": {"reg": [50.0, 200.0, 500.0]},
+    "als": {"reg": [1.0, 10.0], "alpha": [2.0, 20.0]},
+    "bpr": {"epochs": [5, 10, 20]},
+    "apr": {"epochs": [5, 10]},
+    "sasrec": {"epochs": [5, 10]},
+    "bert4rec": {"epochs": [5, 10]},
+    "popularity": {"half_life_days": [None, 30.0]},
+}
+
+
+def roster_key(fmt: str, protocol: str) -> str:
+    """Which roster a dataset of format `fmt` under `protocol` uses."""
+    return fmt if fmt in ROSTERS else ("loo" if protocol == "loo" else "shop")
+
+
+def roster_for(key: str, names: Sequence[str] | None) -> list[ModelSpec]:
+    """The specs of `names` in the given order (None: the roster `key`).
+
+    A roster model keeps its tuned parameters; any other registered model gets SMALL_DEFAULTS.
+    Raises ValidationError naming the unknown models and the known ones.
+    """
+    from privrec.models.zoo import available_models
+
+    if names is None:
+        return list(ROSTERS[key])
+    known = available_models()
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValidationError(
+            "models",
+            f"unknown model(s) {', '.join(repr(n) for n in unknown) or '(none given)'}; "
+            f"known: {', '.join(known)}",
+        )
+    by_name = {s.name: s for s in ROSTERS[key]}
+    out: list[ModelSpec] = []
+    for n in dict.fromkeys(names):  # a name given twice is evaluated once
+        out.append(by_name.get(n) or ModelSpec(n, dict(SMALL_DEFAULTS.get(n, {}))))
+    return out
+
 
 @dataclass
 class DemoResult:

@@ -1,4 +1,4 @@
-"""Commands on the shop's data: ingest, train, evaluate, recommend, and shoppers' rights."""
+"""Commands on the shop's data: ingest, train, recommend, and shoppers' rights."""
 
 from __future__ import annotations
 
@@ -65,61 +65,6 @@ def train(
         markup=True,
         emoji=False,
     )
-
-
-@app.command()
-def evaluate(
-    dataset: Annotated[
-        Path | None, typer.Option("--dataset", help="A dataset folder (default: the store).")
-    ] = None,
-    models: Annotated[
-        str | None, typer.Option("--models", help="Comma-separated model names (default: all).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")
-    ] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Compare models under the dataset's standard protocol; print a table, write HTML + JSON."""
-    from privrec.data.loaders import detect_format, load_dataset
-    from privrec.evaluation.compare import compare_models
-    from privrec.evaluation.report import render_table, write_report
-    from privrec.pipeline import ROSTERS, split_for
-
-    wanted = [m.strip() for m in models.split(",")] if models else None
-    with errors(), open_recsys(data_dir) as rs:
-        if dataset is not None:
-            fmt = detect_format(dataset)
-            ds = load_dataset(dataset, gate=rs.ctx.gate())
-        else:
-            fmt, ds = "shop", rs.dataset()
-        train_ds, test_ds, protocol, description = split_for(ds, fmt)
-        key = fmt if fmt in ROSTERS else ("loo" if protocol == "loo" else "shop")
-        roster = [s for s in ROSTERS[key] if wanted is None or s.name in wanted]
-        with progress() as prog:
-            task = prog.add_task("models", total=2 * len(roster))
-            results, _ = compare_models(
-                roster,
-                train_ds,
-                test_ds,
-                protocol=protocol,
-                on_step=lambda m, step: prog.update(task, advance=1, description=f"{step} {m}"),
-            )
-            prog.update(task, completed=2 * len(roster), description="done")
-        html, js = write_report(
-            results,
-            out or rs.reports_dir,
-            title=f"privrec: {ds.name}",
-            dataset_info={
-                "name": ds.name,
-                "users": ds.n_users,
-                "items": ds.n_items,
-                "events": ds.n_events,
-                "protocol": description,
-            },
-        )
-    console.print(render_table(results))
-    console.print(f"report: {html}\njson:   {js}")
 
 
 @app.command()

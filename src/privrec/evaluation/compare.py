@@ -10,10 +10,14 @@ from typing import Any
 import numpy as np
 
 from privrec.data.dataset import InteractionDataset
+from privrec.data.splitters import user_kfold_holdout
+from privrec.evaluation.metric_spec import default_ranking_metrics, parse_metric
 from privrec.evaluation.protocol import evaluate_loo, evaluate_ranking
 from privrec.evaluation.report import ModelResult
+from privrec.evaluation.scoring import binary_csr, train_item_counts
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
+from privrec.privacy.ledger import PrivacyLedger
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ def compare_models(
     metrics: Sequence[str] | None = None,
     seed: int = 42,
     on_step: Callable[[str, str], None] | None = None,
+    ledger: PrivacyLedger | None = None,
 ) -> tuple[list[ModelResult], dict[str, Recommender]]:
     """Fit every spec on `train`, evaluate on `test` with full ranking, and time both.
 
@@ -61,6 +66,7 @@ def compare_models(
         metrics: metric names (the protocol's defaults when None).
         seed: passed to every `fit`.
         on_step: called with (model label, "fit" | "evaluate") before each step (progress bars).
+        ledger: charged with every DP model's release (passed to each `fit`).
 
     Returns:
         (results in spec order, fitted models by label).
@@ -72,7 +78,7 @@ def compare_models(
             on_step(spec.display, "fit")
         model = create_model(spec.name, **dict(spec.params))
         t0 = time.perf_counter()
-        model.fit(train, rng=seed)
+        model.fit(train, rng=seed, ledger=ledger)
         fit_s = time.perf_counter() - t0
         if on_step:
             on_step(spec.display, "evaluate")
@@ -93,3 +99,63 @@ def compare_models(
         )
         fitted[spec.display] = model
     return results, fitted
+
+
+def cross_validate_models(
+    specs: Sequence[ModelSpec],
+    dataset: InteractionDataset,
+    folds: int,
+    *,
+    k: int = 10,
+    seed: int = 42,
+    ledger: PrivacyLedger | None = None,
+    on_step: Callable[[str, int], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """User k-fold cross-validation of every spec on the same folds (as `cross_validate`).
+
+    Each fold fits a fresh model on the other users' events (DP releases charged to `ledger`,
+    which `cross_validate` cannot do) and ranks every item for the fold's users from their
+    fold-in history, judged on their held-out latest events.
+
+    Args:
+        specs: the models.
+        dataset: all events.
+        folds: number of user folds (at least 2).
+        k: the cut-off of the default ranking metrics.
+        seed: fold assignment and every fit.
+        ledger: charged with every DP model's release.
+        on_step: called with (model label, fold number) before each fold's fit.
+
+    Returns:
+        label -> {"mean": {metric: mean}, "std": {metric: sample std}, "folds": [per fold]}.
+    """
+    if folds < 2:
+        raise ValueError(f"folds: {folds} is fewer than 2")
+    splits = list(user_kfold_holdout(dataset, folds, seed=seed))
+    keys = [parse_metric(m, k).key for m in default_ranking_metrics(k)]
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        per_fold: list[dict[str, Any]] = []
+        for f, (train, fold_in, held_out) in enumerate(splits):
+            if on_step:
+                on_step(spec.display, f)
+            model = create_model(spec.name, **dict(spec.params))
+            t0 = time.perf_counter()
+            model.fit(train, rng=seed, ledger=ledger)
+            fit_s = time.perf_counter() - t0
+            res = evaluate_ranking(
+                model,
+                fold_in,
+                held_out,
+                k=k,
+                item_counts=train_item_counts(binary_csr(train)),
+            )
+            per_fold.append({"fold": f, "fit_seconds": fit_s, **{m: res[m] for m in keys}})
+        out[spec.display] = {
+            "mean": {m: float(np.mean([r[m] for r in per_fold])) for m in keys},
+            # the sample spread across folds: how much the figure moves with the users drawn
+            "std": {m: float(np.std([r[m] for r in per_fold], ddof=1)) for m in keys},
+            "folds": per_fold,
+            "params": dict(spec.params),
+        }
+    return out

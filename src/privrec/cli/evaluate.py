@@ -1,0 +1,276 @@
+"""`privrec evaluate`: compare any registered models, once or by k-fold cross-validation.
+
+The report is written to a temporary folder beside the target and moved into place only when
+every model has been evaluated, so a failed or refused run leaves the previous report as it was.
+DP models are charged to an evaluation ledger written beside the report, never to the data
+directory's ledger: these models are measured, not served.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from privrec.cli.common import DataDir, app, console, errors, open_recsys, progress
+
+if TYPE_CHECKING:
+    from privrec.data.dataset import InteractionDataset
+    from privrec.evaluation.compare import ModelSpec
+    from privrec.privacy.ledger import PrivacyLedger
+
+EVAL_LEDGER = "evaluation-ledger.jsonl"
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="A dataset folder (default: the store).")
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated registered model names (default: roster)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/reports).")
+    ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option("--folds", help="Run user k-fold cross-validation with K >= 2 folds.", min=2),
+    ] = None,
+    tune: Annotated[
+        bool,
+        typer.Option("--tune", help="Choose hyper-parameters on a validation split of the train."),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Compare models under the dataset's protocol or k-fold CV; print a table, write HTML+JSON."""
+    from privrec.core.errors import ValidationError
+    from privrec.data.loaders import detect_format, load_dataset
+    from privrec.pipeline import roster_for, roster_key, split_for
+
+    wanted = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
+    with errors(), open_recsys(data_dir) as rs:
+        if wanted is not None:
+            # checked before any data is read, so a typo costs nothing and changes nothing
+            roster_for("shop", wanted)
+        if dataset is not None:
+            fmt = detect_format(dataset)
+            ds = load_dataset(dataset, gate=rs.ctx.gate())
+        else:
+            fmt, ds = "shop", rs.dataset()
+        if ds.n_events == 0:
+            raise ValidationError("store", "holds no events; ingest some first or give --dataset")
+        train_ds, test_ds, protocol, description = split_for(ds, fmt)
+        key = roster_key(fmt, protocol)
+        specs = roster_for(key, wanted)
+        target = Path(out or rs.reports_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=target.parent))
+        try:
+            ledger = _eval_ledger(tmp)
+            tuning: dict[str, Any] = {}
+            if tune:
+                specs, tuning = _tune(specs, train_ds, fmt, protocol)
+            extra: dict[str, Any] = {}
+            if tuning:
+                extra["tuning"] = tuning
+            if folds is not None:
+                results, cv = _cross_validate(specs, ds, folds, ledger)
+                description = (
+                    f"user {folds}-fold cross-validation (latest 20% of each user held out)"
+                )
+                extra["cross_validation"] = {"folds": folds, "models": cv}
+            else:
+                results = _compare(specs, train_ds, test_ds, protocol, ledger)
+            info: dict[str, Any] = {
+                "name": ds.name,
+                "users": ds.n_users,
+                "items": ds.n_items,
+                "events": ds.n_events,
+                "protocol": description,
+            }
+            if ledger.entries():
+                info["privacy ledger"] = (
+                    f"DP models charged to {EVAL_LEDGER} beside this report "
+                    "(not the data directory's ledger)"
+                )
+                extra["evaluation_ledger"] = {"file": EVAL_LEDGER, **ledger.summary()}
+            else:
+                ledger.path.unlink(missing_ok=True)
+            html, js = _write(results, tmp, ds.name, info, extra)
+            _move_into_place(tmp, target)
+            if "evaluation_ledger" not in extra:
+                # an earlier run's ledger would sit beside a report that no longer speaks of it
+                (target / EVAL_LEDGER).unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    from privrec.evaluation.report import render_table
+
+    console.print(render_table(results))
+    if folds is not None:
+        _print_spread(extra["cross_validation"]["models"])
+    for name, choice in tuning.items():
+        console.print(f"tuned {name}: {json.dumps(choice['chosen'])}", markup=False)
+    if "evaluation_ledger" in extra:
+        console.print(f"DP releases charged to the evaluation ledger: {target / EVAL_LEDGER}")
+    console.print(f"report: {target / html.name}\njson:   {target / js.name}")
+
+
+def _eval_ledger(folder: Path) -> PrivacyLedger:
+    """A fresh ledger with no cap: the evaluation records its releases, it does not ration them."""
+    from privrec.privacy.ledger import Budget, PrivacyLedger
+
+    return PrivacyLedger(folder / EVAL_LEDGER, Budget(math.inf, 0.99))
+
+
+def _compare(
+    specs: list[ModelSpec],
+    train: InteractionDataset,
+    test: InteractionDataset,
+    protocol: str,
+    ledger: PrivacyLedger,
+) -> list[Any]:
+    from privrec.evaluation.compare import compare_models
+
+    with progress() as prog:
+        task = prog.add_task("models", total=2 * len(specs))
+        results, _ = compare_models(
+            specs,
+            train,
+            test,
+            protocol=protocol,
+            ledger=ledger,
+            on_step=lambda m, step: prog.update(task, advance=1, description=f"{step} {m}"),
+        )
+        prog.update(task, completed=2 * len(specs), description="done")
+    return results
+
+
+def _cross_validate(
+    specs: list[ModelSpec], ds: InteractionDataset, folds: int, ledger: PrivacyLedger
+) -> tuple[list[Any], dict[str, Any]]:
+    from privrec.evaluation.compare import cross_validate_models
+    from privrec.evaluation.report import ModelResult
+
+    with progress() as prog:
+        task = prog.add_task("folds", total=folds * len(specs))
+        cv = cross_validate_models(
+            specs,
+            ds,
+            folds,
+            ledger=ledger,
+            on_step=lambda m, f: prog.update(task, advance=1, description=f"{m} fold {f + 1}"),
+        )
+    results = [
+        ModelResult(
+            model=name,
+            metrics=dict(r["mean"]),
+            train_seconds=float(sum(f["fit_seconds"] for f in r["folds"]) / len(r["folds"])),
+            params=dict(r["params"]),
+            notes=f"mean over {folds} user folds; spread in cross_validation",
+        )
+        for name, r in cv.items()
+    ]
+    return results, cv
+
+
+def _tune(
+    specs: list[ModelSpec], train: InteractionDataset, fmt: str, protocol: str
+) -> tuple[list[ModelSpec], dict[str, Any]]:
+    """Each spec with parameters chosen on a validation split carved from `train` only."""
+    from privrec.evaluation.compare import ModelSpec
+    from privrec.evaluation.tuning import grid_search
+    from privrec.models.zoo import create_model
+    from privrec.pipeline import TUNE_GRIDS, split_for
+
+    fit_part, valid, _, how = split_for(train, fmt)
+    tuned: list[ModelSpec] = []
+    report: dict[str, Any] = {}
+    for spec in specs:
+        grid = TUNE_GRIDS.get(spec.name)
+        if grid is None:
+            why = (
+                "DP model: each grid point would spend privacy budget"
+                if spec.name.startswith("dp_")
+                else "no grid for this model"
+            )
+            report[spec.display] = {"chosen": dict(spec.params), "tuned": False, "note": why}
+            tuned.append(spec)
+            continue
+        fixed = {k: v for k, v in spec.params.items() if k not in grid}
+        name = spec.name
+        best, table = grid_search(
+            lambda _n=name, **p: create_model(_n, **p),
+            grid,
+            fit_part,
+            valid,
+            protocol=protocol,
+            fixed=fixed,
+        )
+        chosen = {**fixed, **best}
+        report[spec.display] = {
+            "chosen": chosen,
+            "tuned": True,
+            "grid": grid,
+            "validation": how,
+            "metric": "ndcg@10",
+            "scores": [float(v) for v in table["ndcg@10"]],
+        }
+        tuned.append(ModelSpec(spec.name, chosen, spec.label))
+    return tuned, report
+
+
+def _write(
+    results: list[Any], folder: Path, name: str, info: dict[str, Any], extra: dict[str, Any]
+) -> tuple[Path, Path]:
+    from privrec.evaluation.report import write_report
+
+    html, js = write_report(results, folder, title=f"privrec: {name}", dataset_info=info)
+    if extra:
+        doc = json.loads(js.read_text(encoding="utf-8"))
+        doc.update(_json_safe(extra))
+        js.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return html, js
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with every non-finite float as its text ("inf"): strict JSON has no infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _move_into_place(tmp: Path, target: Path) -> list[Path]:
+    """Move every file written to `tmp` into `target` (same filesystem: each move is atomic)."""
+    target.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for f in sorted(tmp.iterdir()):
+        dest = target / f.name
+        os.replace(f, dest)
+        moved.append(dest)
+    return moved
+
+
+def _print_spread(cv: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    first = next(iter(cv.values()))
+    keys = list(first["mean"])
+    table = Table(title="cross-validation: mean ± spread (sample std across folds)")
+    table.add_column("model")
+    for k in keys:
+        table.add_column(k)
+    for name, r in cv.items():
+        table.add_row(name, *(f"{r['mean'][k]:.4f} ± {r['std'][k]:.4f}" for k in keys))
+    console.print(table)

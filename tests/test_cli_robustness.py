@@ -57,5 +57,7 @@ def test_robustness_report_from_the_store(tmp_path: Path, data_dir: Path) -> Non
         and (out / "robustness.html").exists()
         and (out / "attacks.png").exists()
     )
+    page = (out / "robustness.html").read_text()
+    assert "<table>" in page and "<pre>" not in page  # tables, not raw Markdown
     bad = runner.invoke(app, ["robustness-report", "--data-dir", dd, "--defences", "prayer"])
     assert bad.exit_code != 0 and "defences" in bad.output

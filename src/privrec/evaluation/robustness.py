@@ -453,10 +453,19 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     imgs = "".join(
         f'<p><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"></p>' for p in pngs
     )
-    # a minimal HTML view: the markdown tables as preformatted text plus the charts
+    # the Markdown rendered as HTML tables (markdown-it, raw HTML in the text disabled) + charts
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto}"
+        "table{border-collapse:collapse;margin:1rem 0}"
+        "th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}"
+    )
     paths["html"].write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>privrec robustness "
-        f"report</title></head><body><pre>{html.escape(md)}</pre>{imgs}</body></html>"
+        f"report</title><style>{style}</style></head><body>{body}{imgs}</body></html>"
     )
     for p in pngs:
         paths[p.stem] = p

@@ -19,6 +19,7 @@ from privrec.core.settings import Settings
 from privrec.data.dataset import InteractionDataset
 from privrec.events.ingest import BatchReport
 from privrec.privacy.consent import parse_level
+from privrec.service.catalogue import Catalogue
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.experiments import Experiments
@@ -57,6 +58,7 @@ class RecSys:
         self.experiments = Experiments(self.data_dir, self.registry, key=self.ctx.sidecar_key)
         self.serving = Serving(self.ctx, self.registry, self.consent_book, self.experiments)
         self.ingestion = Ingestion(self.ctx, self.consent_book, self.serving)
+        self.catalogue = Catalogue(self.ctx, self.serving)
         pending = PendingRetrains(self.data_dir)
         self.rights = Rights(self.ctx, self.registry, self.consent_book, self.serving, pending)
         self.training = Training(self.ctx, self.registry, self.consent_book, self.serving, pending)

@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +209,27 @@ class Serving:
         for loaded in list(self.loaded.values()):
             loaded.table.popularity[:] = self.history.popularity_for(loaded.table.keys)
             loaded.pop_ranking = loaded.table.popularity_ranking()
+
+    def refresh_catalogue(self, deleted: Collection[str] = ()) -> list[str]:
+        """Recompile every loaded version's catalogue from the store after a catalogue change.
+
+        Titles, prices and stock are read again, the artifacts are not; items in `deleted` are
+        kept out of lists (see `catalogue.recompiled`). Returns each "name@version" recompiled.
+        """
+        from privrec.service.catalogue import recompiled
+
+        catalogue = self.ctx.store.items()
+        done = []
+        with self._swap_lock:
+            for key, old in list(self._versions.items()):
+                pop = self.history.popularity_for(old.items.keys)
+                new = recompiled(old, catalogue, pop, deleted)
+                self._versions[key] = new
+                if self.loaded.get(key[0]) is old:
+                    self.loaded[key[0]] = new  # one reference assignment: atomic for readers
+                done.append(f"{key[0]}@{key[1]}")
+            self.cache.clear()
+        return done
 
     # ---- shoppers' data in memory -------------------------------------------------------------
     def add_events(self, accepted: pd.DataFrame) -> None:

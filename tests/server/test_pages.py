@@ -88,3 +88,13 @@ def test_the_dashboard_shows_the_privacy_report_plot(client, shop_dir) -> None:
     got = client.get("/ops/files/privacy-frontier.png")
     assert got.status_code == 200 and got.content.startswith(b"\x89PNG")
     assert client.get("/ops/files/..%2Fkeys%2Fstore.key").status_code == 404
+
+
+def test_the_operator_page_has_no_shopper_header_and_a_sign_out(client) -> None:
+    home = client.get("/")
+    client.post("/signin", data={"user": "shopper-00004", "csrf": _csrf(home.text)})
+    page = client.get("/ops")
+    ops = client.post("/ops/signin", data={"key": ADMIN_KEY, "csrf": _csrf(page.text)})
+    assert "Operator dashboard" in ops.text and 'data-testid="who"' not in ops.text
+    out = client.post("/ops/signout", data={"csrf": _csrf(ops.text)})
+    assert "Operator sign-in" in out.text and "Operator dashboard" not in out.text

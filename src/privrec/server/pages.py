@@ -327,7 +327,7 @@ def _plots(reports: Path) -> list[str]:
 @router.get("/ops", response_class=HTMLResponse)
 async def ops(request: Request) -> Response:
     if not _operator(request):
-        return _render(request, "ops_signin.html.j2", title="Operator sign-in")
+        return _render(request, "ops_signin.html.j2", title="Operator sign-in", shopper=None)
     rs = request.app.state.rs
 
     def gather() -> dict[str, Any]:
@@ -352,8 +352,18 @@ async def ops(request: Request) -> Response:
         title="Operator dashboard",
         report=(reports / "report.html").exists(),
         plots=_plots(reports),
+        shopper=None,  # the operator's page is no shopper's: no shopper header on it
+        operator=True,
         **ctx,
     )
+
+
+@router.post("/ops/signout")
+async def ops_signout(request: Request, csrf: str = Form("")) -> Response:
+    _check_csrf(request, csrf)
+    resp = RedirectResponse("/ops", status_code=303)
+    resp.delete_cookie(OPERATOR, path="/")
+    return resp
 
 
 @router.post("/ops/signin")

@@ -4,7 +4,7 @@
 commands on it when imported.
 """
 
-from privrec.cli import data, evaluate, reports, serve
+from privrec.cli import data, evaluate, items, reports, serve
 from privrec.cli.common import app
 
-__all__ = ["app", "data", "evaluate", "reports", "serve"]
+__all__ = ["app", "data", "evaluate", "items", "reports", "serve"]

@@ -103,9 +103,20 @@ def test_tune_reports_the_chosen_parameters(shop_dir: Path, tmp_path: Path) -> N
     assert isinstance(tuning, dict)
     ease = tuning["ease"]
     assert ease["tuned"] is True and ease["chosen"]["reg"] in (50.0, 200.0, 500.0)
-    assert len(ease["scores"]) == 3
+    assert [p["reg"] for p in ease["grid"]] == [50.0, 200.0, 500.0]
+    assert all(0.0 <= p["ndcg@10"] <= 1.0 for p in ease["grid"])
+    assert "carved from the training part" in ease["validation"]
     assert tuning["dp_popularity"]["tuned"] is False
     assert "privacy budget" in tuning["dp_popularity"]["note"]
     assert "tuned ease:" in text
     params = {r["model"]: r["params"] for r in doc["results"]}  # type: ignore[union-attr]
     assert params["ease"]["reg"] == ease["chosen"]["reg"]
+
+
+def test_tune_with_folds_chooses_inside_each_fold(shop_dir: Path, tmp_path: Path) -> None:
+    text, doc = _ok(shop_dir, tmp_path, "--models", "ease", "--folds", "2", "--tune")
+    per_fold = doc["tuning"]["ease"]["per_fold"]  # type: ignore[index]
+    assert len(per_fold) == 2 and all(f["tuned"] for f in per_fold)
+    folds = doc["cross_validation"]["models"]["ease"]["folds"]  # type: ignore[index]
+    assert [f["params"]["reg"] for f in folds] == [f["chosen"]["reg"] for f in per_fold]
+    assert "tuned ease (fold 2):" in text

@@ -76,19 +76,26 @@ def evaluate(
         try:
             ledger = _eval_ledger(tmp)
             tuning: dict[str, Any] = {}
-            if tune:
-                specs, tuning = _tune(specs, train_ds, fmt, protocol)
+            if tune and folds is None:
+                specs, tuning = _tune(specs, train_ds, fmt)
             extra: dict[str, Any] = {}
-            if tuning:
-                extra["tuning"] = tuning
             if folds is not None:
-                results, cv = _cross_validate(specs, ds, folds, ledger)
+                # tuned inside each fold, on that fold's training users only: parameters chosen
+                # on the whole data would have seen the held-out events they are judged on
+                results, cv = _cross_validate(specs, ds, folds, ledger, fmt if tune else None)
+                if tune:
+                    tuning = {
+                        name: {"per_fold": [f["tuning"] for f in r["folds"]]}
+                        for name, r in cv.items()
+                    }
                 description = (
                     f"user {folds}-fold cross-validation (latest 20% of each user held out)"
                 )
                 extra["cross_validation"] = {"folds": folds, "models": cv}
             else:
                 results = _compare(specs, train_ds, test_ds, protocol, ledger)
+            if tuning:
+                extra["tuning"] = tuning
             info: dict[str, Any] = {
                 "name": ds.name,
                 "users": ds.n_users,
@@ -117,7 +124,9 @@ def evaluate(
     if folds is not None:
         _print_spread(extra["cross_validation"]["models"])
     for name, choice in tuning.items():
-        console.print(f"tuned {name}: {json.dumps(choice['chosen'])}", markup=False)
+        for n, one in enumerate(choice.get("per_fold", [choice])):
+            where = f" (fold {n + 1})" if "per_fold" in choice else ""
+            console.print(f"tuned {name}{where}: {json.dumps(one['chosen'])}", markup=False)
     if "evaluation_ledger" in extra:
         console.print(f"DP releases charged to the evaluation ledger: {target / EVAL_LEDGER}")
     console.print(f"report: {target / html.name}\njson:   {target / js.name}")
@@ -154,7 +163,11 @@ def _compare(
 
 
 def _cross_validate(
-    specs: list[ModelSpec], ds: InteractionDataset, folds: int, ledger: PrivacyLedger
+    specs: list[ModelSpec],
+    ds: InteractionDataset,
+    folds: int,
+    ledger: PrivacyLedger,
+    tune_fmt: str | None,
 ) -> tuple[list[Any], dict[str, Any]]:
     from privrec.evaluation.compare import cross_validate_models
     from privrec.evaluation.report import ModelResult
@@ -167,6 +180,7 @@ def _cross_validate(
             folds,
             ledger=ledger,
             on_step=lambda m, f: prog.update(task, advance=1, description=f"{m} fold {f + 1}"),
+            choose=None if tune_fmt is None else (lambda s, t: _tune_one(s, t, tune_fmt)),
         )
     results = [
         ModelResult(
@@ -182,49 +196,56 @@ def _cross_validate(
 
 
 def _tune(
-    specs: list[ModelSpec], train: InteractionDataset, fmt: str, protocol: str
+    specs: list[ModelSpec], train: InteractionDataset, fmt: str
 ) -> tuple[list[ModelSpec], dict[str, Any]]:
     """Each spec with parameters chosen on a validation split carved from `train` only."""
-    from privrec.evaluation.compare import ModelSpec
-    from privrec.evaluation.tuning import grid_search
-    from privrec.models.zoo import create_model
-    from privrec.pipeline import TUNE_GRIDS, split_for
-
-    fit_part, valid, _, how = split_for(train, fmt)
     tuned: list[ModelSpec] = []
     report: dict[str, Any] = {}
     for spec in specs:
-        grid = TUNE_GRIDS.get(spec.name)
-        if grid is None:
-            why = (
-                "DP model: each grid point would spend privacy budget"
-                if spec.name.startswith("dp_")
-                else "no grid for this model"
-            )
-            report[spec.display] = {"chosen": dict(spec.params), "tuned": False, "note": why}
-            tuned.append(spec)
-            continue
-        fixed = {k: v for k, v in spec.params.items() if k not in grid}
-        name = spec.name
-        best, table = grid_search(
-            lambda _n=name, **p: create_model(_n, **p),
-            grid,
-            fit_part,
-            valid,
-            protocol=protocol,
-            fixed=fixed,
-        )
-        chosen = {**fixed, **best}
-        report[spec.display] = {
-            "chosen": chosen,
-            "tuned": True,
-            "grid": grid,
-            "validation": how,
-            "metric": "ndcg@10",
-            "scores": [float(v) for v in table["ndcg@10"]],
-        }
-        tuned.append(ModelSpec(spec.name, chosen, spec.label))
+        new, info = _tune_one(spec, train, fmt)
+        tuned.append(new)
+        report[spec.display] = info
     return tuned, report
+
+
+def _tune_one(
+    spec: ModelSpec, train: InteractionDataset, fmt: str
+) -> tuple[ModelSpec, dict[str, Any]]:
+    """`spec` with the grid point that scores best (NDCG@10) on a validation split of `train`."""
+    from privrec.evaluation.compare import ModelSpec
+    from privrec.evaluation.tuning import grid_search, iter_grid
+    from privrec.models.zoo import create_model
+    from privrec.pipeline import TUNE_GRIDS, split_for
+
+    grid = TUNE_GRIDS.get(spec.name)
+    if grid is None:
+        why = (
+            "DP model: each grid point would spend privacy budget"
+            if spec.name.startswith("dp_")
+            else "no grid for this model"
+        )
+        return spec, {"chosen": dict(spec.params), "tuned": False, "note": why}
+    fit_part, valid, protocol, how = split_for(train, fmt)
+    fixed = {k: v for k, v in spec.params.items() if k not in grid}
+    name = spec.name
+    best, table = grid_search(
+        lambda _n=name, **p: create_model(_n, **p),
+        grid,
+        fit_part,
+        valid,
+        protocol=protocol,
+        fixed=fixed,
+    )
+    chosen = {**fixed, **best}
+    scores = [float(v) for v in table["ndcg@10"]]
+    info = {
+        "chosen": chosen,
+        "tuned": True,
+        "validation": f"carved from the training part only: {how}",
+        "metric": "ndcg@10",
+        "grid": [{**p, "ndcg@10": v} for p, v in zip(iter_grid(grid), scores, strict=True)],
+    }
+    return ModelSpec(spec.name, chosen, spec.label), info
 
 
 def _write(

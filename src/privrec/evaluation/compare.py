@@ -110,6 +110,8 @@ def cross_validate_models(
     seed: int = 42,
     ledger: PrivacyLedger | None = None,
     on_step: Callable[[str, int], None] | None = None,
+    choose: Callable[[ModelSpec, InteractionDataset], tuple[ModelSpec, dict[str, Any]]]
+    | None = None,
 ) -> dict[str, dict[str, Any]]:
     """User k-fold cross-validation of every spec on the same folds (as `cross_validate`).
 
@@ -125,9 +127,12 @@ def cross_validate_models(
         seed: fold assignment and every fit.
         ledger: charged with every DP model's release.
         on_step: called with (model label, fold number) before each fold's fit.
+        choose: given (spec, the fold's training part), the spec to fit and what was chosen
+            (hyper-parameter tuning inside each fold, so it never sees the fold's held-out users).
 
     Returns:
-        label -> {"mean": {metric: mean}, "std": {metric: sample std}, "folds": [per fold]}.
+        label -> {"mean": {metric: mean}, "std": {metric: sample std}, "folds": [per fold],
+        "params": the spec's parameters}; with `choose`, each fold holds "params" and "tuning".
     """
     if folds < 2:
         raise ValueError(f"folds: {folds} is fewer than 2")
@@ -139,7 +144,8 @@ def cross_validate_models(
         for f, (train, fold_in, held_out) in enumerate(splits):
             if on_step:
                 on_step(spec.display, f)
-            model = create_model(spec.name, **dict(spec.params))
+            fold_spec, chosen = choose(spec, train) if choose else (spec, None)
+            model = create_model(fold_spec.name, **dict(fold_spec.params))
             t0 = time.perf_counter()
             model.fit(train, rng=seed, ledger=ledger)
             fit_s = time.perf_counter() - t0
@@ -150,7 +156,11 @@ def cross_validate_models(
                 k=k,
                 item_counts=train_item_counts(binary_csr(train)),
             )
-            per_fold.append({"fold": f, "fit_seconds": fit_s, **{m: res[m] for m in keys}})
+            row: dict[str, Any] = {"fold": f, "fit_seconds": fit_s, **{m: res[m] for m in keys}}
+            if chosen is not None:
+                row["params"] = dict(fold_spec.params)
+                row["tuning"] = chosen
+            per_fold.append(row)
         out[spec.display] = {
             "mean": {m: float(np.mean([r[m] for r in per_fold])) for m in keys},
             # the sample spread across folds: how much the figure moves with the users drawn

@@ -447,6 +447,7 @@ def create_app(
     app.state.not_ready_reason = None
 
     from privrec.server.routers import (
+        catalogue,
         consent,
         events,
         experiments,
@@ -465,6 +466,7 @@ def create_app(
         events,
         recommendations,
         items,
+        catalogue,
         explanations,
         consent,
         users,

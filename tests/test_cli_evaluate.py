@@ -109,6 +109,7 @@ def test_tune_reports_the_chosen_parameters(shop_dir: Path, tmp_path: Path) -> N
     assert tuning["dp_popularity"]["tuned"] is False
     assert "privacy budget" in tuning["dp_popularity"]["note"]
     assert "tuned ease:" in text
+    assert "dp_popularity not tuned" in " ".join(text.split())
     params = {r["model"]: r["params"] for r in doc["results"]}  # type: ignore[union-attr]
     assert params["ease"]["reg"] == ease["chosen"]["reg"]
 
@@ -120,3 +121,21 @@ def test_tune_with_folds_chooses_inside_each_fold(shop_dir: Path, tmp_path: Path
     folds = doc["cross_validation"]["models"]["ease"]["folds"]  # type: ignore[index]
     assert [f["params"]["reg"] for f in folds] == [f["chosen"]["reg"] for f in per_fold]
     assert "tuned ease (fold 2):" in text
+
+
+def test_a_run_that_fails_midway_leaves_the_old_report(
+    shop_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import privrec.evaluation.compare as compare
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("the fit ran out of memory")
+
+    monkeypatch.setattr(compare, "compare_models", broken)
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "report.json").write_bytes(b"old")
+    code, _ = _invoke(shop_dir, out, "--models", "ease")
+    assert code != 0
+    assert (out / "report.json").read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["reports"]

@@ -123,10 +123,7 @@ def evaluate(
     console.print(render_table(results))
     if folds is not None:
         _print_spread(extra["cross_validation"]["models"])
-    for name, choice in tuning.items():
-        for n, one in enumerate(choice.get("per_fold", [choice])):
-            where = f" (fold {n + 1})" if "per_fold" in choice else ""
-            console.print(f"tuned {name}{where}: {json.dumps(one['chosen'])}", markup=False)
+    _print_tuning(tuning)
     if "evaluation_ledger" in extra:
         console.print(f"DP releases charged to the evaluation ledger: {target / EVAL_LEDGER}")
     console.print(f"report: {target / html.name}\njson:   {target / js.name}")
@@ -281,6 +278,19 @@ def _move_into_place(tmp: Path, target: Path) -> list[Path]:
         os.replace(f, dest)
         moved.append(dest)
     return moved
+
+
+def _print_tuning(tuning: dict[str, Any]) -> None:
+    """One line per tuned model (per fold under --folds); untuned ones say why, once."""
+    for name, choice in tuning.items():
+        runs = choice.get("per_fold", [choice])
+        if not any(one["tuned"] for one in runs):
+            kept = json.dumps(runs[0]["chosen"])
+            console.print(f"{name} not tuned ({runs[0]['note']}); kept {kept}", markup=False)
+            continue
+        for n, one in enumerate(runs):
+            where = f" (fold {n + 1})" if "per_fold" in choice else ""
+            console.print(f"tuned {name}{where}: {json.dumps(one['chosen'])}", markup=False)
 
 
 def _print_spread(cv: dict[str, Any]) -> None:

@@ -81,6 +81,8 @@ def test_delete_removes_from_lists_and_upsert_revives(data_dir: Path) -> None:
             rs.catalogue.patch("p3", {"title": "x"})
         with pytest.raises(NotFoundError):
             rs.catalogue.delete("p3")
+    with RecSys(Settings(data_dir=data_dir)) as rs:  # a restart: the in_stock rule still holds
+        assert "p3" not in _ids(rs, "newcomer", in_stock=True)
         rs.catalogue.upsert([{"item": "p3", "title": "Back"}])
         assert "p3" in _ids(rs, "newcomer")
 

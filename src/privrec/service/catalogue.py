@@ -5,8 +5,11 @@ never the value), written to the store's item table, and then every loaded model
 compiled catalogue is rebuilt (`Serving.refresh_catalogue`) so the next request sees the new
 titles, prices and stock.
 
-A deleted item's row is emptied and its id kept in the store's metadata: the trained models
-still know the item, so serving keeps it out of lists instead of forgetting it.
+A deleted item's row is emptied (and marked out of stock) and its id kept in the store's
+metadata: the trained models still know the item, so serving keeps it out of lists instead of
+forgetting it. That mask is applied by `Serving.refresh_catalogue`, i.e. after a catalogue
+change in this process; a version loaded later (a restart, a new version) shows it again until
+the next change, except under the in_stock rule.
 """
 
 from __future__ import annotations
@@ -128,7 +131,9 @@ class Catalogue:
             NotFoundError: the item is not in the catalogue.
         """
         self._row(item)
-        frame = pd.DataFrame([{"item": item}], columns=list(STORE_COLUMNS))
+        # out of stock in the store too: a process that loads a model before the next
+        # catalogue change (a restart, a new version) still drops it under the in_stock rule
+        frame = pd.DataFrame([{"item": item, "in_stock": False}], columns=list(STORE_COLUMNS))
         self.ctx.store.upsert_items(_typed(frame))
         gone = self.deleted() | {item}
         self.ctx.store.set_meta(DELETED_META_KEY, json.dumps(sorted(gone)))

@@ -110,3 +110,22 @@ def test_upsert_report_numbers_records(data_dir: Path) -> None:
             (3, "item"),
         ]
         assert "EURO" not in json.dumps(report)
+
+
+def test_a_deleted_item_stays_out_after_a_restart_and_from_the_dp_release(
+    data_dir: Path,
+) -> None:
+    with _shop(data_dir) as rs:
+        rs.catalogue.upsert([{"item": f"p{i}", "title": f"Thing {i}"} for i in range(6)])
+        rs.train("dp_popularity", params={"epsilon": 0.05})  # noise: any item may come first
+        rs.catalogue.delete("p1")
+        rs.set_consent("u5", "anonymous")
+        assert "p1" not in [r["item"] for r in rs.recommend("u5", 6).items]
+    with RecSys(Settings(data_dir=data_dir)) as rs:  # a new process loads the versions again
+        for user in ("u1", "u2", "newcomer"):
+            assert "p1" not in _ids(rs, user)
+        anonymous = rs.recommend("u5", 6)
+        assert anonymous.model == "dp_popularity"
+        assert "p1" not in [r["item"] for r in anonymous.items]
+        rs.serving.refresh_popularity()  # the server's periodic recount
+        assert "p1" not in _ids(rs, "newcomer")

@@ -14,7 +14,6 @@ the next change, except under the in_stock rule.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from collections.abc import Collection, Iterable, Mapping
@@ -25,8 +24,6 @@ import numpy as np
 import pandas as pd
 
 from privrec.core.errors import NotFoundError, ValidationError
-from privrec.core.types import UserHistory
-from privrec.data.catalogue import ItemTable
 from privrec.data.catalogue_import import (
     CATALOGUE_FIELDS,
     STORE_COLUMNS,
@@ -35,9 +32,8 @@ from privrec.data.catalogue_import import (
     validate_records,
     validate_row,
 )
-from privrec.data.dataset import InteractionDataset
 from privrec.service.context import ServiceContext
-from privrec.service.loaded import LoadedModel
+from privrec.service.loaded import LoadedModel, compile_catalogue
 
 __all__ = ["DELETED_META_KEY", "Catalogue", "recompiled"]
 
@@ -179,33 +175,17 @@ def _public(row: Mapping[str, Any]) -> dict[str, Any]:
 def recompiled(
     old: LoadedModel, catalogue: pd.DataFrame, popularity: np.ndarray, deleted: Collection[str]
 ) -> LoadedModel:
-    """`old` with its catalogue compiled again from `catalogue`; `deleted` items kept out.
+    """`old` with its catalogue compiled again from `catalogue`; `deleted` items hidden.
 
-    A deleted item is marked out of stock, ranked last by popularity (non-personal lists rank
-    by it) and scored -inf by the served copy of the model (personal lists rank by the model).
+    The serving path never lists a hidden item, whatever the model or a release scores it;
+    it is also out of stock and last by popularity (see `loaded.compile_catalogue`).
     """
-    meta = InteractionDataset._align_meta(old.items, catalogue)
-    table = ItemTable.from_meta(meta, popularity=popularity)
-    drop = np.array(sorted(old.index[k] for k in set(deleted) if k in old.index), np.int64)
-    model = copy.copy(old.model)
-    vars(model).pop("score", None)  # the mask of an earlier refresh
-    if len(drop):
-        table.in_stock[drop] = False
-        table.popularity[drop] = -np.inf
-        inner = model.score
-
-        def masked(history: UserHistory, _inner: Any = inner, _drop: Any = drop) -> Any:
-            s = np.array(_inner(history), copy=True)
-            s[_drop] = -np.inf
-            return s
-
-        # an instance attribute on a copy: the artifact shared with other versions stays as is
-        setattr(model, "score", masked)  # noqa: B010
+    table, hidden = compile_catalogue(old.items, catalogue, popularity, deleted)
     return dataclasses.replace(
         old,
-        model=model,
         table=table,
         pop_ranking=table.popularity_ranking(),
+        hidden=hidden,
         _titles=None,
         _static=None,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ class LoadedModel:
     index: dict[str, int]
     pop_ranking: np.ndarray
     load_seconds: float
+    # items deleted from the catalogue: never in a list, whatever a model or release scores
+    hidden: np.ndarray | None = None
     _titles: list[str] | None = field(default=None, repr=False)
     _static: list[dict[str, Any] | None] | None = field(default=None, repr=False)
 
@@ -80,8 +83,10 @@ def load_version(
     version: str,
     catalogue: pd.DataFrame,
     history: HistoryIndex,
+    deleted: Collection[str] = (),
 ) -> LoadedModel:
-    """Load a saved version with its catalogue compiled (popularity from `history`)."""
+    """Load a saved version with its catalogue compiled (popularity from `history`); items in
+    `deleted` (removed from the catalogue) are hidden from every list."""
     t0 = time.perf_counter()
     path = registry.path(name, version)
     # Read the artifact once in chunks first (file reads release the GIL): the loader then
@@ -93,8 +98,7 @@ def load_version(
             while fh.readinto(buf):
                 time.sleep(0)
     model, items = registry.load(name, version)
-    meta = InteractionDataset._align_meta(items, catalogue)
-    table = ItemTable.from_meta(meta, popularity=history.popularity_for(items.keys))
+    table, hidden = compile_catalogue(items, catalogue, history.popularity_for(items.keys), deleted)
     return LoadedModel(
         name=name,
         version=version,
@@ -104,4 +108,30 @@ def load_version(
         index={k: i for i, k in enumerate(items.keys)},
         pop_ranking=table.popularity_ranking(),
         load_seconds=round(time.perf_counter() - t0, 3),
+        hidden=hidden,
     )
+
+
+def compile_catalogue(
+    items: Vocabulary,
+    catalogue: pd.DataFrame,
+    popularity: np.ndarray,
+    deleted: Collection[str] = (),
+) -> tuple[ItemTable, np.ndarray | None]:
+    """A version's catalogue compiled from the store, and the mask of its deleted items.
+
+    A deleted item is also out of stock and last by popularity, so even a list that skipped
+    the mask would not show it first.
+    """
+    meta = InteractionDataset._align_meta(items, catalogue)
+    table = ItemTable.from_meta(meta, popularity=popularity)
+    index = items.keys
+    gone = set(deleted)
+    if not gone:
+        return table, None
+    hidden = np.fromiter((k in gone for k in index), dtype=bool, count=len(index))
+    if not hidden.any():
+        return table, None
+    table.in_stock[hidden] = False
+    table.popularity[hidden] = -np.inf
+    return table, hidden

@@ -9,6 +9,7 @@ shopper's history generation. The store is only read at start-up (and on demand 
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -28,6 +29,7 @@ from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.experiments import Experiments
 from privrec.service.history import PRELOAD_MAX_EVENTS, HistoryIndex, ListCache
+from privrec.service.lists import check_k, visible, with_context
 from privrec.service.loaded import LoadedModel, load_version
 from privrec.service.registry import ModelRegistry
 from privrec.service.results import ExplainedItem, RecommendationList, SearchResult
@@ -37,16 +39,8 @@ from privrec.service.rules import apply_rules
 logger = logging.getLogger(__name__)
 
 DP_POPULARITY = "dp_popularity"
-MAX_K = 1000
 _PURCHASE = EVENT_CODE["purchase"]
-_VIEW = EVENT_CODE["view"]
 _VERSIONS_KEPT = 2  # loaded versions kept per model, so a swap back is instant
-
-
-def check_k(k: int) -> None:
-    """ValidationError unless 1 <= k <= MAX_K."""
-    if k < 1 or k > MAX_K:
-        raise ValidationError("k", f"{k} is out of range; ask for 1 to {MAX_K} items")
 
 
 @dataclass(frozen=True)
@@ -138,7 +132,9 @@ class Serving:
             return got
         if not self.history.loaded:
             self.history.load(self.ctx.store)
-        got = load_version(self.registry, name, version, self.ctx.store.items(), self.history)
+        got = load_version(
+            self.registry, name, version, self.ctx.store.items(), self.history, self._deleted()
+        )
         self._versions[(name, version)] = got
         for key in [key for key in self._versions if key[0] == name][:-_VERSIONS_KEPT]:
             self._versions.pop(key, None)
@@ -204,10 +200,20 @@ class Serving:
             "models": {n: m.version for n, m in self.loaded.items()},
         }
 
+    def _deleted(self) -> set[str]:
+        """Items deleted from the catalogue (kept in the store's metadata)."""
+        from privrec.service.catalogue import DELETED_META_KEY
+
+        raw = self.ctx.store.meta().get(DELETED_META_KEY)
+        return set(json.loads(raw)) if raw else set()
+
     def refresh_popularity(self) -> None:
         """Recount item popularity from the in-memory histories (new events move it)."""
         for loaded in list(self.loaded.values()):
-            loaded.table.popularity[:] = self.history.popularity_for(loaded.table.keys)
+            pop = self.history.popularity_for(loaded.table.keys)
+            if loaded.hidden is not None:
+                pop[loaded.hidden] = -np.inf  # a deleted item stays last
+            loaded.table.popularity[:] = pop
             loaded.pop_ranking = loaded.table.popularity_ranking()
 
     def refresh_catalogue(self, deleted: Collection[str] = ()) -> list[str]:
@@ -318,9 +324,9 @@ class Serving:
         if personal or ctx is not None:
             h = history
             if ctx is not None:
-                h = _with_context(history, ctx, self.ctx.settings.event_weights)
+                h = with_context(history, ctx, self.ctx.settings.event_weights)
                 seen = np.append(seen if seen is not None else np.empty(0, np.int64), ctx)
-            s = self.scores(loaded, h)
+            s = visible(self.scores(loaded, h), loaded.hidden)
             res = apply_rules(s, k, rules, table, purchased=purchased, seen=seen)
             exps = explain_items(
                 loaded.model,
@@ -332,7 +338,8 @@ class Serving:
                 context_item=ctx,
             )
         elif base_scores is not None:  # the DP release: nothing exact may shape the reply
-            res = apply_rules(base_scores, k, rules, table, purchased=purchased, seen=seen)
+            dp = visible(base_scores, loaded.hidden)
+            res = apply_rules(dp, k, rules, table, purchased=purchased, seen=seen)
             exps = [popular(table, i) for i in res.items.tolist()]
         else:
             pop, ranking = table.popularity, loaded.pop_ranking
@@ -567,15 +574,3 @@ class Serving:
             version=loaded.version,
             items=items,
         )
-
-
-def _with_context(history: UserHistory, ctx: int, weights: Mapping[str, float]) -> UserHistory:
-    """The history plus the item the shopper is looking at, weighted like a purchase."""
-    n = len(history)
-    w = history.weights if history.weights is not None else np.ones(n, np.float32)
-    t = history.event_types if history.event_types is not None else np.zeros(n, np.int8)
-    return UserHistory(
-        items=np.append(history.items, ctx).astype(np.int64),
-        weights=np.append(w, float(weights.get("purchase", 5.0))).astype(np.float32),
-        event_types=np.append(t, _VIEW).astype(np.int8),
-    )

@@ -129,3 +129,11 @@ def test_a_deleted_item_stays_out_after_a_restart_and_from_the_dp_release(
         assert "p1" not in [r["item"] for r in anonymous.items]
         rs.serving.refresh_popularity()  # the server's periodic recount
         assert "p1" not in _ids(rs, "newcomer")
+
+
+def test_search_never_finds_a_deleted_item(data_dir: Path) -> None:
+    with _shop(data_dir) as rs:
+        rs.catalogue.upsert([{"item": f"p{i}", "title": f"Blue lamp {i}"} for i in range(6)])
+        rs.catalogue.delete("p2")
+        found = [r["item"] for r in rs.search("blue lamp", 6).items]
+        assert found and "p2" not in found

@@ -544,7 +544,7 @@ class Serving:
         history = self.history_for(loaded, p, level)
         personal = len(history) > 0
         spec = {**dict(rules or {}), "exclude_seen": False, "exclude_purchased": False}
-        s = np.where(match > 0, match, -np.inf).astype(np.float32)
+        s = visible(np.where(match > 0, match, -np.inf), loaded.hidden)
         hit = match > 0
         if personal and hit.any():
             ps = self.scores(loaded, history)

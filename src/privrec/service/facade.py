@@ -18,6 +18,7 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.core.settings import Settings
 from privrec.data.dataset import InteractionDataset
 from privrec.events.ingest import BatchReport
+from privrec.events.store import EventStore
 from privrec.privacy.consent import parse_level
 from privrec.service.catalogue import Catalogue
 from privrec.service.consent import ConsentBook
@@ -66,7 +67,7 @@ class RecSys:
 
     # ---- plumbing ---------------------------------------------------------------------------
     @property
-    def store(self) -> Any:
+    def store(self) -> EventStore:
         """The encrypted event store (opened on first use)."""
         return self.ctx.store
 

@@ -301,3 +301,15 @@ def test_items_catalogue_and_parquet_export(data_dir: Path, gate: Gate, tmp_path
         assert store.export_parquet(out) == 42
         exported = pd.read_parquet(out)
         assert len(exported) == 42 and set(exported["user"]) == set(store.users())
+
+
+@pytest.mark.parametrize("rule", [30, {"rating": 365}, {"view": 35, "purchase": None}])
+def test_expired_lists_exactly_what_retention_deletes(
+    data_dir: Path, gate: Gate, rule: int | dict[str, int | None]
+) -> None:
+    with EventStore.open(data_dir) as store:
+        ingest_records(_records(), gate, store)
+        before = set(store.events()["event_id"])
+        listed = set(store.expired(rule, now=NOW)["event_id"])
+        assert store.retention(rule, now=NOW) == len(listed)
+        assert before - set(store.events()["event_id"]) == listed

@@ -102,29 +102,10 @@ class StoreMaintenance(StoreFile):
         Returns:
             The number of events deleted.
         """
-        now = time.time() if now is None else float(now)
-        limits: list[tuple[str | None, float]] = []
-        if isinstance(days, Mapping):
-            for t, d in days.items():
-                if t not in EVENT_TYPES:
-                    raise StoreError(
-                        f"retention: {t!r} is not an event type; use one of "
-                        f"{', '.join(EVENT_TYPES)}"
-                    )
-                if d is not None:
-                    limits.append((t, _check_days(d)))
-        else:
-            limits.append((None, _check_days(days)))
         deleted = 0
         with self._tx() as con:
-            for etype, limit in limits:
-                cutoff = now - limit * 86_400.0
-                if etype is None:
-                    deleted += scalar(con, "DELETE FROM events WHERE ts < ?", [cutoff])
-                else:
-                    deleted += scalar(
-                        con, "DELETE FROM events WHERE type = ? AND ts < ?", [etype, cutoff]
-                    )
+            for where, params in retention_rule(days, now):
+                deleted += scalar(con, f"DELETE FROM events WHERE {where}", params)
         logger.info("retention deleted=%d", deleted)
         if deleted and compact:
             self.compact()
@@ -285,6 +266,36 @@ def _rekey_rows(con: duckdb.DuckDBPyConnection, pseudonymiser: Pseudonymiser) ->
     finally:
         con.unregister("_rekeyed")
     return n
+
+
+def retention_rule(
+    days: int | Mapping[str, int | None], now: float | None = None
+) -> list[tuple[str, list[Any]]]:
+    """The SQL conditions (one per limit) of a retention rule: what `retention` deletes.
+
+    Raises:
+        StoreError: an unknown event type or a bad number of days.
+    """
+    now = time.time() if now is None else float(now)
+    limits: list[tuple[str | None, float]] = []
+    if isinstance(days, Mapping):
+        for t, d in days.items():
+            if t not in EVENT_TYPES:
+                raise StoreError(
+                    f"retention: {t!r} is not an event type; use one of {', '.join(EVENT_TYPES)}"
+                )
+            if d is not None:
+                limits.append((t, _check_days(d)))
+    else:
+        limits.append((None, _check_days(days)))
+    out: list[tuple[str, list[Any]]] = []
+    for etype, limit in limits:
+        cutoff = now - limit * 86_400.0
+        if etype is None:
+            out.append(("ts < ?", [cutoff]))
+        else:
+            out.append(("type = ? AND ts < ?", [etype, cutoff]))
+    return out
 
 
 def _check_days(d: Any) -> float:

@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 
 from privrec.core.errors import StoreError
 from privrec.core.types import EVENT_TYPES
-from privrec.events.maintenance import StagedRekey, StoreMaintenance
+from privrec.events.maintenance import StagedRekey, StoreMaintenance, retention_rule
 from privrec.events.schema import EVENT_COLUMNS, ITEM_COLUMNS
 from privrec.events.store_file import (
     STORE_FILE,
@@ -206,6 +207,19 @@ class EventStore(StoreMaintenance):
                 f'{_SELECT_EVENTS} WHERE "user" = ? ORDER BY ts, rowid', [str(user)]
             )
         return _events_frame(table)
+
+    def expired(
+        self, days: int | Mapping[str, int | None], now: float | None = None
+    ) -> pd.DataFrame:
+        """The events `retention(days, now)` would delete (read first, to unlearn them)."""
+        rule = retention_rule(days, now)
+        if not rule:
+            return _events_frame(self._arrow(f"{_SELECT_EVENTS} WHERE false"))
+        where = " OR ".join(f"({w})" for w, _ in rule)
+        params = [p for _, ps in rule for p in ps]
+        return _events_frame(
+            self._arrow(f"{_SELECT_EVENTS} WHERE {where} ORDER BY ts, rowid", params)
+        )
 
     def users(self) -> list[str]:
         """The distinct pseudonyms with stored events, sorted."""

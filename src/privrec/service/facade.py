@@ -25,6 +25,7 @@ from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.experiments import Experiments
 from privrec.service.ingestion import Ingestion
+from privrec.service.pending import PendingRetrains, now_iso
 from privrec.service.registry import ModelRegistry
 from privrec.service.reports import Reports
 from privrec.service.results import (
@@ -34,7 +35,7 @@ from privrec.service.results import (
     SearchResult,
     TrainResult,
 )
-from privrec.service.rights import PendingRetrains, Rights, now_iso
+from privrec.service.rights import Rights
 from privrec.service.serving import Serving
 from privrec.service.training import Training
 

@@ -17,8 +17,8 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.data.dataset import InteractionDataset
 from privrec.privacy.ledger import Budget, PrivacyLedger
 from privrec.service.context import ServiceContext
+from privrec.service.pending import PendingRetrains
 from privrec.service.registry import ModelRegistry
-from privrec.service.rights import PendingRetrains
 
 PUBLIC_DATASETS: dict[str, str] = {"ml100k": "movielens-100k", "beauty": "amazon-beauty"}
 

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from privrec.core.errors import StoreError, ValidationError
-from privrec.core.files import write_private
 from privrec.core.types import EVENT_TYPES
 from privrec.data.dataset import InteractionDataset
 from privrec.events import rejects, rotation
@@ -35,82 +34,14 @@ from privrec.privacy.audit_log import erasure_receipt
 from privrec.privacy.consent_store import ConsentStore
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
+from privrec.service.pending import PendingRetrains, now_iso
 from privrec.service.registry import ModelRegistry
 from privrec.service.serving import Serving
 
 logger = logging.getLogger(__name__)
 
-PENDING_RETRAINS_FILE = "pending-retrains.json"
 _UNLEARN_THREADS = 4
-
-
-def now_iso() -> str:
-    """The current UTC time, ISO 8601 to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-class PendingRetrains:
-    """Models that still carry erased shoppers' influence: {model: {deadline, since, erasures}}.
-
-    Args:
-        data_dir: the data directory (the file is ``pending-retrains.json``, mode 0600).
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / PENDING_RETRAINS_FILE
-        self._lock = threading.Lock()
-
-    def read(self) -> dict[str, dict[str, Any]]:
-        """The current entries."""
-        if not self.path.exists():
-            return {}
-        try:
-            return dict(json.loads(self.path.read_text()))
-        except ValueError:
-            raise ValidationError(
-                PENDING_RETRAINS_FILE, "is not valid JSON; retrain every model, then delete it"
-            ) from None
-
-    def _write(self, doc: dict[str, dict[str, Any]]) -> None:
-        write_private(self.path, json.dumps(doc, indent=2, sort_keys=True))
-
-    def add(self, models: Iterable[str], deadline: str, token: str) -> None:
-        """Erasure `token` leaves `models` owing a retrain before `deadline`."""
-        with self._lock:
-            doc = self.read()
-            for m in models:
-                cur = doc.get(m)
-                if cur is None:
-                    doc[m] = {
-                        "deadline": deadline,
-                        "since": now_iso(),
-                        "erasures": 1,
-                        "erasure_ids": [token],
-                    }
-                else:  # the earliest deadline stands: a retrain clears every erasure before it
-                    cur["erasures"] = int(cur.get("erasures", 0)) + 1
-                    cur["erasure_ids"] = [*cur.get("erasure_ids", []), token]
-            self._write(doc)
-
-    def settle(self, name: str, token: str) -> None:
-        """Erasure `token`'s claim on `name` is settled (updated exactly)."""
-        with self._lock:
-            doc = self.read()
-            cur = doc.get(name)
-            if cur is None or token not in cur.get("erasure_ids", []):
-                return
-            cur["erasure_ids"] = [t for t in cur["erasure_ids"] if t != token]
-            cur["erasures"] = max(0, int(cur.get("erasures", 1)) - 1)
-            if not cur["erasure_ids"]:
-                doc.pop(name)
-            self._write(doc)
-
-    def clear(self, name: str) -> None:
-        """`name` was retrained on the current store: it owes nothing."""
-        with self._lock:
-            doc = self.read()
-            if doc.pop(name, None) is not None:
-                self._write(doc)
+_PER_USER_READS = 64  # above this many shoppers one read of the store is cheaper
 
 
 class Rights:
@@ -450,8 +381,7 @@ class Rights:
         if len(events):
             generation = self.ctx.store.pseudonym_generation
             users = set(events["user"].astype(str))
-            left = self.ctx.store.events()
-            left = left[left["user"].astype(str).isin(users)] if len(left) else left
+            left = self._events_of(users)
             exact = whole_users or not len(left)
             if whole_users and len(left):
                 events = pd.concat([events, left], ignore_index=True)
@@ -469,6 +399,15 @@ class Rights:
         self.ctx.audit_log().append(action, **audit, **out)
         return out
 
+    def _events_of(self, users: set[str]) -> pd.DataFrame:
+        """The stored events of `users`: one query each for a few (a consent change, on the
+        request path), one read of the store for many (a retention run)."""
+        store = self.ctx.store
+        if len(users) <= _PER_USER_READS:
+            return pd.concat([store.events(user=u) for u in sorted(users)], ignore_index=True)
+        every = store.events()
+        return every[every["user"].astype(str).isin(users)] if len(every) else every
+
     def retention(self, days: int | None = None) -> dict[str, Any]:
         """Delete events older than `days` (or the per-type retention of the settings) and take
         them out of the models like an erasure; returns what was deleted and updated."""
@@ -480,7 +419,7 @@ class Rights:
                 raise ValidationError("days", "give --days N or set retention_days in privrec.toml")
         now = time.time()
         store = self.ctx.store
-        expired = _expired(store.events(), spec, now)  # read first: what leaves the models
+        expired = store.expired(spec, now)  # read first (the store's own rule): what leaves models
         n = store.retention(spec, now=now)
         self.serving.reload_history()
         done = self._remove(expired, "retention", whole_users=False, rule=spec)
@@ -548,20 +487,6 @@ _PARTIAL = (
     "part of some shoppers' histories was deleted: an exact update takes out whole shoppers, "
     "so the model is retrained instead"
 )
-
-
-def _expired(events: pd.DataFrame, spec: int | dict[str, int], now: float) -> pd.DataFrame:
-    """The events a retention rule deletes (the store's rule: older than the limit, per type)."""
-    if not len(events):
-        return events
-    ts = events["ts"].to_numpy(np.float64)
-    if isinstance(spec, int):
-        return events[ts < now - spec * 86_400.0]
-    types = events["type"].astype(str).to_numpy(dtype=object)
-    old = np.zeros(len(events), bool)
-    for t, days in spec.items():
-        old |= (types == t) & (ts < now - days * 86_400.0)
-    return events[old]
 
 
 def _accumulated(summary: dict[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from privrec.models.dp.release import in_public_item_order
 from privrec.models.zoo import create_model
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
+from privrec.service.pending import PendingRetrains
 from privrec.service.registry import ModelRegistry, TrainingRecord
 from privrec.service.results import TrainResult
-from privrec.service.rights import PendingRetrains
 from privrec.service.serving import Serving
 
 

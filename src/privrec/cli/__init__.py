@@ -4,7 +4,7 @@
 commands on it when imported.
 """
 
-from privrec.cli import data, evaluate, items, reports, serve
+from privrec.cli import audit, data, evaluate, items, reports, serve
 from privrec.cli.common import app
 
-__all__ = ["app", "data", "evaluate", "items", "reports", "serve"]
+__all__ = ["app", "audit", "data", "evaluate", "items", "reports", "serve"]

@@ -156,11 +156,6 @@ class ConsentStore:
             [(self._row(p), self._stored(p, ConsentLevel(lv)), r) for r, p, lv in rows],
         )
 
-    @classmethod
-    def from_data_dir(cls, data_dir: str | Path) -> ConsentStore:
-        """Same as `open` (the name the service used before `open`)."""
-        return cls.open(data_dir)
-
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection for one transaction (committed on success), always closed."""

@@ -157,10 +157,6 @@ def popular(table: ItemTable, i: int) -> ItemExplanation:
     For a list ranked by a DP release this is the only honest wording that reads no exact
     statistic (whether an item was ever touched is one: "new arrival" would tell).
     """
-    return _popular(table, i)
-
-
-def _popular(table: ItemTable, i: int) -> ItemExplanation:
     cat = table.category_name(i)
     if cat:
         leaf = cat.split(">")[-1].strip()
@@ -292,7 +288,7 @@ def explain_items(
             parts = [action_phrase(actions.get(j, "view"), quoted(j)) for j, _ in reasons]
             out.append(ItemExplanation("history", _history_text(parts), because))
             continue
-        out.append(_popular(table, i))
+        out.append(popular(table, i))
     return out
 
 

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
             the exact count) that the default budget delta follows.
         retrain_deadline_days: after an erasure, models that cannot unlearn exactly must be
             retrained within this many days (the receipt names the deadline).
+        attribution_window_hours: an outcome (click, cart, purchase) counts for a served list
+            when it happens within this many hours after the list was shown.
+        feedback_retention_days: served lists and their outcomes (the feedback log) are kept
+            this many days, then deleted.
     """
 
     model_config = SettingsConfigDict(
@@ -62,6 +66,8 @@ class Settings(BaseSettings):
     privacy_budget_delta: float = Field(default=1e-6, ge=0.0, lt=1.0)
     expected_users: int = Field(default=100_000, ge=1)
     retrain_deadline_days: float = Field(default=30.0, gt=0.0)
+    attribution_window_hours: float = Field(default=24.0, gt=0.0, le=24.0 * 90)
+    feedback_retention_days: int = Field(default=90, ge=1)
 
     @model_validator(mode="after")
     def _delta_follows_expected_users(self) -> Settings:

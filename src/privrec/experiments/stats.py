@@ -235,3 +235,137 @@ def counts_from_records(
         )
         for n in names
     ]
+
+
+# ---- always-valid sequential statistics (mSPRT) -------------------------------------------------
+# Johari, Pekelis, Walsh (2017), "Peeking at A/B Tests: Why it matters, and what to do about it",
+# KDD '17 (and Johari, Koomen, Pekelis, Walsh, "Always Valid Inference: Continuous Monitoring of
+# A/B Tests", Operations Research 70(3), 2022). The mixture sequential probability ratio test
+# (mSPRT) mixes the likelihood ratio of H1: theta != 0 over a normal prior N(0, tau^2) on the
+# effect theta. With the normal approximation of the difference of two means, whose estimate is
+# theta_hat with variance V at a look, the mixture likelihood ratio is
+#     Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 * theta_hat^2 / (2 V (V + tau^2))),
+# a nonnegative martingale under H0, so by Ville's inequality P(sup_n Lambda_n >= 1/alpha) <= alpha:
+# the p-value min(1, 1 / max Lambda) is valid however often it is looked at and whenever the
+# test is stopped. Inverting the test gives the always-valid confidence sequence
+#     theta_hat +- sqrt(V (V + tau^2) / tau^2 * (log((V + tau^2) / V) - 2 log alpha)),
+# intersected over the looks.
+
+DEFAULT_TAU2 = 1e-4  # effects of about one percentage point on a conversion rate
+MIN_LOOK_UNITS = 100  # the normal approximation needs this many units per arm at a look
+
+
+def msprt_lambda(theta: np.ndarray, var: np.ndarray, tau2: float) -> np.ndarray:
+    """The mSPRT mixture likelihood ratio at each look (1 where the variance is 0).
+
+    Args:
+        theta: the estimated effect (treatment minus control) at each look.
+        var: the variance of that estimate at each look.
+        tau2: the mixing variance of the normal prior on the effect.
+    """
+    theta = np.asarray(theta, np.float64)
+    var = np.asarray(var, np.float64)
+    out = np.ones_like(theta)
+    ok = var > 0
+    v = var[ok]
+    log_l = 0.5 * np.log(v / (v + tau2)) + tau2 * theta[ok] ** 2 / (2.0 * v * (v + tau2))
+    out[ok] = np.exp(np.minimum(log_l, 700.0))
+    return out
+
+
+def _proportion_looks(
+    n_a: np.ndarray, x_a: np.ndarray, n_b: np.ndarray, x_b: np.ndarray, min_units: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(theta, variance) of the difference p_b - p_a at each look (variance 0: not a look)."""
+    n_a = np.asarray(n_a, np.float64)
+    n_b = np.asarray(n_b, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pa = np.where(n_a > 0, np.asarray(x_a, np.float64) / n_a, 0.0)
+        pb = np.where(n_b > 0, np.asarray(x_b, np.float64) / n_b, 0.0)
+        var = pa * (1 - pa) / n_a + pb * (1 - pb) / n_b
+    var = np.where((n_a >= min_units) & (n_b >= min_units) & np.isfinite(var), var, 0.0)
+    return pb - pa, var
+
+
+def sequential_test(
+    theta: np.ndarray, var: np.ndarray, *, alpha: float = 0.05, tau2: float = DEFAULT_TAU2
+) -> dict[str, Any]:
+    """The always-valid test of theta = 0 over a sequence of looks (oldest first).
+
+    Returns:
+        `p_value` (always valid: min over the looks of 1 / Lambda), `concluded` (p <= alpha),
+        `effect` (the last estimate), `ci` (the always-valid confidence sequence at the last
+        look: the running intersection), `lambda` (the last mixture ratio), `looks` and the
+        settings (`alpha`, `tau2`, the method and its reference).
+    """
+    theta = np.asarray(theta, np.float64)
+    var = np.asarray(var, np.float64)
+    lam = msprt_lambda(theta, var, tau2)
+    looks = int(np.count_nonzero(var > 0))
+    p = float(min(1.0, 1.0 / float(lam.max()))) if len(lam) else 1.0
+    lo, hi = -math.inf, math.inf
+    ok = var > 0
+    if ok.any():
+        v = var[ok]
+        half = np.sqrt(v * (v + tau2) / tau2 * (np.log((v + tau2) / v) - 2.0 * math.log(alpha)))
+        lo = float(np.max(theta[ok] - half))
+        hi = float(np.min(theta[ok] + half))
+    effect = float(theta[-1]) if len(theta) else None
+    return {
+        "method": "mSPRT (normal mixture, tau^2 prior), always-valid p-value",
+        "reference": "Johari, Pekelis, Walsh (2017), Peeking at A/B tests, KDD",
+        "alpha": alpha,
+        "tau2": tau2,
+        "looks": looks,
+        "effect": effect if looks else None,
+        "ci": [_finite(lo), _finite(hi)] if looks else [None, None],
+        "lambda": float(lam[-1]) if len(lam) else 1.0,
+        "p_value": p,
+        "concluded": bool(p <= alpha),
+    }
+
+
+def sequential_proportions(
+    n_a: np.ndarray,
+    x_a: np.ndarray,
+    n_b: np.ndarray,
+    x_b: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    tau2: float = DEFAULT_TAU2,
+    min_units: int = MIN_LOOK_UNITS,
+) -> dict[str, Any]:
+    """Always-valid test of p_b - p_a = 0 from cumulative counts at each look.
+
+    Args:
+        n_a / x_a: units and successes of the control (A) at each look, cumulative.
+        n_b / x_b: the same for the treatment (B).
+        alpha: the level.
+        tau2: the mixing variance on the difference of the rates.
+        min_units: looks where an arm has fewer units are skipped (normal approximation).
+    """
+    theta, var = _proportion_looks(n_a, x_a, n_b, x_b, min_units)
+    out = sequential_test(theta, var, alpha=alpha, tau2=tau2)
+    out["units"] = [int(np.asarray(n_a)[-1]), int(np.asarray(n_b)[-1])] if len(theta) else [0, 0]
+    return out
+
+
+def looks_from_times(
+    exposed: np.ndarray, converted: np.ndarray, arm_is_b: np.ndarray, looks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative (n_a, x_a, n_b, x_b) at each look time from per-unit times.
+
+    Args:
+        exposed: when each unit was first exposed.
+        converted: when it first succeeded (inf: not yet); what happened after a look is not
+            counted at that look, so each look sees only the data it could have seen.
+        arm_is_b: whether each unit is in the treatment.
+        looks: the look times, ascending.
+    """
+    out = []
+    for mask in (~arm_is_b, arm_is_b):
+        e = np.sort(np.asarray(exposed, np.float64)[mask])
+        c = np.sort(np.asarray(converted, np.float64)[mask])
+        out.append(np.searchsorted(e, looks, side="right"))
+        out.append(np.searchsorted(c, looks, side="right"))
+    return out[0], out[1], out[2], out[3]

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
             when it happens within this many hours after the list was shown.
         feedback_retention_days: served lists and their outcomes (the feedback log) are kept
             this many days, then deleted.
+        search_personal_weight: how much a consenting shopper's own model score re-ranks search
+            hits (times the spread of the retrieval scores; 0: no re-rank).
+        search_query_history: the most recent stored query embeddings a shopper's history
+            carries into the content and hybrid models (0: none).
     """
 
     model_config = SettingsConfigDict(
@@ -68,6 +72,8 @@ class Settings(BaseSettings):
     retrain_deadline_days: float = Field(default=30.0, gt=0.0)
     attribution_window_hours: float = Field(default=24.0, gt=0.0, le=24.0 * 90)
     feedback_retention_days: int = Field(default=90, ge=1)
+    search_personal_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    search_query_history: int = Field(default=20, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _delta_follows_expected_users(self) -> Settings:

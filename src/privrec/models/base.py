@@ -21,12 +21,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from safetensors.numpy import load, load_file, save, save_file
 
 from privrec.core.errors import ConfigError, NotFittedError, ValidationError
-from privrec.core.types import Explanation, UserHistory, strongest, strongest_actions
+from privrec.core.types import (
+    EVENT_CODE,
+    Explanation,
+    UserHistory,
+    strongest,
+    strongest_actions,
+)
 from privrec.data.dataset import InteractionDataset
+from privrec.models.imbalance import check_type_weights, type_weight_table
 from privrec.privacy.guarantee import PrivacyGuarantee
 from privrec.privacy.sealed import FILE_SUFFIX, read_sealed, write_sealed
 
@@ -63,6 +70,18 @@ class InputConfig(ModelConfig):
     use_ratings: bool = False
     event_weights: dict[str, float] | None = None
     aggregate: Literal["max", "sum"] = "max"
+
+    @field_validator("event_weights")
+    @classmethod
+    def _check_event_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return check_type_weights(v, "event_weights")
+
+    @model_validator(mode="after")
+    def _weights_need_values(self) -> Self:
+        if self.event_weights is not None and self.binary:
+            # a 0/1 matrix ignores the weights: say so rather than train something else
+            raise ValueError("event_weights: has no effect with binary=true; set binary=false too")
+        return self
 
 
 def register(cls: type[Recommender]) -> type[Recommender]:
@@ -169,7 +188,7 @@ class Recommender(ABC):
         """Stack histories into a CSR matrix (max weight per item, 1.0 when unweighted)."""
         rows, cols, vals = [], [], []
         for r, h in enumerate(histories):
-            w = h.weights if h.weights is not None else np.ones(len(h), np.float32)
+            w = self._entry_weights(h)
             rows.append(np.full(len(h), r, dtype=np.int64))
             cols.append(np.asarray(h.items, dtype=np.int64))
             vals.append(w)
@@ -194,11 +213,7 @@ class Recommender(ABC):
         a share computed per distinct item can be attributed to one history entry.
         """
         items = np.asarray(history.items, dtype=np.int64)
-        w = (
-            np.ones(len(items), np.float32)
-            if history.weights is None
-            else np.asarray(history.weights, dtype=np.float32)
-        )
+        w = self._entry_weights(history)
         inside = np.flatnonzero((items >= 0) & (items < self.n_items))
         it, w, pos = strongest(items[inside], w[inside])
         keep = w != 0  # an explicit zero weight is no event at all
@@ -206,6 +221,25 @@ class Recommender(ABC):
         if getattr(self.config, "binary", False):
             w = np.ones_like(w)
         return it, w.astype(np.float64), pos
+
+    def _entry_weights(self, history: UserHistory) -> np.ndarray:
+        """float32 weight of each history entry: the config's `event_weights` of its event type
+        where the config sets them (as the model trained), else the history's own weights (1.0
+        when it has none). A rating keeps its value under `use_ratings`."""
+        c = self.config
+        own = (
+            np.ones(len(history), np.float32)
+            if history.weights is None
+            else np.asarray(history.weights, dtype=np.float32)
+        )
+        table = getattr(c, "event_weights", None)
+        if table is None or history.event_types is None or getattr(c, "binary", False):
+            return own
+        codes = np.asarray(history.event_types, dtype=np.int64)
+        w = type_weight_table(table)[codes]
+        if getattr(c, "use_ratings", False) and history.weights is not None:
+            w = np.where(codes == EVENT_CODE["rating"], own, w).astype(np.float32)
+        return w
 
     def score(self, history: UserHistory, items: np.ndarray | None = None) -> np.ndarray:
         """Scores of all items (or of `items`) for one user's history."""

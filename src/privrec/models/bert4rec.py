@@ -64,17 +64,26 @@ class BERT4Rec(SequentialRecommender):
         return np.concatenate([recent + 1, [self._mask_token()]]).astype(np.int64)
 
     def _make_batches(
-        self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator
+        self,
+        seqs: list[np.ndarray],
+        n_items: int,
+        gen: np.random.Generator,
+        types: list[np.ndarray] | None = None,
     ) -> Iterator[TrainBatch]:
         c = self.config
         mask_id = n_items + 1
-        wins = [
-            w
-            for s in seqs
-            if len(s) >= 1
-            for w in windows(s, c.max_len, c.long_sequences)
-            if len(w) >= 1
-        ]
+
+        def wins_of(rows: list[np.ndarray]) -> list[np.ndarray]:
+            return [
+                w
+                for s in rows
+                if len(s) >= 1
+                for w in windows(s, c.max_len, c.long_sequences)
+                if len(w) >= 1
+            ]
+
+        wins = wins_of(seqs)
+        twins = wins_of(types) if types is not None else None
         lengths = np.array([len(w) for w in wins], dtype=np.int64)
         for idx in batch_order(lengths, c.batch_size, c.length_pool, gen):
             chosen = [wins[i] for i in idx]
@@ -88,7 +97,19 @@ class BERT4Rec(SequentialRecommender):
             target = np.where(masked, tokens, PAD)
             seq = np.where(masked, mask_id, tokens)
             negatives = sample_negatives(target, n_items, c.loss, c.n_negatives, gen)
-            yield TrainBatch(seq, target, negatives)
+            tt = None
+            if twins is not None:
+                tt = np.where(masked, pad_left([twins[i] + 1 for i in idx]), PAD)
+            yield TrainBatch(seq, target, negatives, tt)
+
+    def _anchored(self, prefix: np.ndarray, item: int) -> tuple[np.ndarray, np.ndarray]:
+        # the request-time task: [MASK] after the latest max_len - 1 items
+        keep = self.config.max_len - 1
+        recent = prefix[-keep:] if keep > 0 else prefix[:0]
+        seq = np.concatenate([recent + 1, [self.n_items + 1]]).astype(np.int64)
+        target = np.zeros_like(seq)
+        target[-1] = item + 1
+        return seq, target
 
 
 __all__ = ["BERT4Rec", "BERT4RecConfig"]

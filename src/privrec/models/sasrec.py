@@ -43,23 +43,40 @@ class SASRec(SequentialRecommender):
     causal = True
 
     def _make_batches(
-        self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator
+        self,
+        seqs: list[np.ndarray],
+        n_items: int,
+        gen: np.random.Generator,
+        types: list[np.ndarray] | None = None,
     ) -> Iterator[TrainBatch]:
         c = self.config
-        wins = [
-            w
-            for s in seqs
-            if len(s) >= 2
-            for w in windows(s, c.max_len + 1, c.long_sequences, step=c.max_len)
-            if len(w) >= 2
-        ]
+
+        def wins_of(rows: list[np.ndarray]) -> list[np.ndarray]:
+            return [
+                w
+                for s in rows
+                if len(s) >= 2
+                for w in windows(s, c.max_len + 1, c.long_sequences, step=c.max_len)
+                if len(w) >= 2
+            ]
+
+        wins = wins_of(seqs)
+        # the types' windows line up with the items' (same lengths, same cuts)
+        twins = wins_of(types) if types is not None else None
         lengths = np.array([len(w) for w in wins], dtype=np.int64)
         for idx in batch_order(lengths, c.batch_size, c.length_pool, gen):
             chosen = [wins[i] for i in idx]
             seq = pad_left([w[:-1] + 1 for w in chosen])
             target = pad_left([w[1:] + 1 for w in chosen])
             negatives = sample_negatives(target, n_items, c.loss, c.n_negatives, gen)
-            yield TrainBatch(seq, target, negatives)
+            tt = None if twins is None else pad_left([twins[i][1:] + 1 for i in idx])
+            yield TrainBatch(seq, target, negatives, tt)
+
+    def _anchored(self, prefix: np.ndarray, item: int) -> tuple[np.ndarray, np.ndarray]:
+        seq = prefix[-self.config.max_len :] + 1
+        target = np.zeros_like(seq)
+        target[-1] = item + 1  # the output at the latest history item predicts `item`
+        return seq, target
 
 
 __all__ = ["PAD", "SASRec", "SASRecConfig"]

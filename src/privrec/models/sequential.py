@@ -20,22 +20,32 @@ go): the network is no sum over history entries, so `contributions` stays None.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
-from privrec.core.types import Explanation, UserHistory
+from privrec.core.errors import ConfigError
+from privrec.core.types import EVENT_CODE, Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import ModelConfig, Recommender, history_explanation, seed_from
+from privrec.models.imbalance import anchors_of, resampled_batches, type_weight_table
 from privrec.models.nn.runtime import DistInfo, resolve_device, torch_threads
+from privrec.models.nn.tokens import PAD
 from privrec.models.sequential_config import (
     SequentialConfig,
     build_sequence_net,
     item_text_matrix,
 )
-from privrec.models.sequential_data import TrainBatch, order_matrix, pad_left, validation_pairs
+from privrec.models.sequential_data import (
+    TrainBatch,
+    order_matrix,
+    pad_left,
+    sample_negatives,
+    type_sequences,
+    validation_pairs,
+)
 from privrec.models.sequential_train import next_item_metrics, train_epochs, zero_unseen_ids
 from privrec.privacy.ledger import PrivacyLedger
 
@@ -69,6 +79,9 @@ class SequentialRecommender(Recommender):
         self.train_log: list[dict[str, float]] = []
         self.best_epoch: int = 0
         self.train_seconds: float = 0.0
+        # purchase-oriented training only: event types and anchored examples of the running fit
+        self._fit_types: list[np.ndarray] | None = None
+        self._anchors: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     # ---- training -----------------------------------------------------------------------------
     def fit(
@@ -97,6 +110,7 @@ class SequentialRecommender(Recommender):
             ledger=ledger,
             validation=validation_pairs(dataset, validation) if validation is not None else None,
             item_text_embeddings=item_text_embeddings,
+            event_types=type_sequences(dataset) if self.config.by_event_type else None,
         )
 
     def fit_sequences(
@@ -108,12 +122,18 @@ class SequentialRecommender(Recommender):
         ledger: PrivacyLedger | None = None,
         validation: tuple[list[np.ndarray], np.ndarray] | None = None,
         item_text_embeddings: np.ndarray | None = None,
+        event_types: Sequence[np.ndarray] | None = None,
     ) -> SequentialRecommender:
-        """Train on item-index sequences (oldest first); `validation` = (histories, next items)."""
+        """Train on item-index sequences (oldest first); `validation` = (histories, next items).
+
+        `event_types` (type codes aligned with `sequences`) is needed, and only read, when
+        `target_weights` or `resample_ratio` is set (purchase-oriented training).
+        """
         import torch
 
         c = self.config
         seed = seed_from(rng, c.seed)
+        self._fit_types = self._checked_types(sequences, event_types)
         text = item_text_matrix(c, item_text_embeddings, n_items)
         info = DistInfo.current()
         device = resolve_device(c.device, info.local_rank)
@@ -130,15 +150,93 @@ class SequentialRecommender(Recommender):
         net.eval()
         self.net = net
         self._table = None
+        self._fit_types = None
         self.train_seconds = time.perf_counter() - t0
         self._mark_fitted(n_items)
         return self
 
+    def _checked_types(
+        self, sequences: Sequence[np.ndarray], event_types: Sequence[np.ndarray] | None
+    ) -> list[np.ndarray] | None:
+        """The event types training reads (None unless purchase-oriented training is on)."""
+        c = self.config
+        if not c.by_event_type:
+            return None
+        field = "target_weights" if c.target_weights is not None else "resample_ratio"
+        if event_types is None:
+            raise ConfigError(
+                f"{field}: needs each training event's type; fit on an InteractionDataset "
+                "or pass fit_sequences(event_types=...)"
+            )
+        types = [np.asarray(t, dtype=np.int64) for t in event_types]
+        if len(types) != len(sequences) or any(
+            len(t) != len(s) for t, s in zip(types, sequences, strict=False)
+        ):
+            raise ConfigError(f"{field}: event_types must align with the sequences, one per item")
+        return types
+
     def _make_batches(
-        self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator
+        self,
+        seqs: list[np.ndarray],
+        n_items: int,
+        gen: np.random.Generator,
+        types: list[np.ndarray] | None = None,
     ) -> Iterator[TrainBatch]:
-        """One epoch of global batches (subclasses define the task)."""
+        """One epoch of global batches (subclasses define the task); with `types`, each batch
+        also carries its targets' event types (`TrainBatch.target_types`)."""
         raise NotImplementedError
+
+    def _anchored(self, prefix: np.ndarray, item: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input tokens, target tokens) of one example predicting `item` after `prefix` only."""
+        raise NotImplementedError
+
+    def _epoch_batches(
+        self, seqs: list[np.ndarray], n_items: int, gen: np.random.Generator
+    ) -> Iterable[TrainBatch]:
+        """One epoch: `_make_batches`, with target weights and resampling when configured."""
+        types = self._fit_types
+        if types is None:  # the default path: exactly the batches (and random draws) as before
+            return self._make_batches(seqs, n_items, gen)
+        return self._imbalance_batches(seqs, types, n_items, gen)
+
+    def _imbalance_batches(
+        self,
+        seqs: list[np.ndarray],
+        types: list[np.ndarray],
+        n_items: int,
+        gen: np.random.Generator,
+    ) -> Iterator[TrainBatch]:
+        c = self.config
+        batches: Iterable[TrainBatch] = self._make_batches(seqs, n_items, gen, types)
+        if c.resample_ratio is not None:
+            code = EVENT_CODE[c.resample_type]
+            if self._anchors is None:
+                self._anchors = anchors_of(seqs, types, code, self._anchored)
+
+            def make(examples: list[tuple[np.ndarray, np.ndarray]]) -> TrainBatch:
+                seq = pad_left([e[0] for e in examples])
+                target = pad_left([e[1] for e in examples], seq.shape[1])
+                neg = sample_negatives(target, n_items, c.loss, c.n_negatives, gen)
+                return TrainBatch(seq, target, neg, np.where(target != PAD, code + 1, PAD))
+
+            batches = resampled_batches(  # type: ignore[assignment]
+                list(batches),
+                lambda b: b.target_types,  # type: ignore[attr-defined]
+                self._anchors,
+                code=code,
+                ratio=c.resample_ratio,
+                batch_size=c.batch_size,
+                gen=gen,
+                make=make,
+            )
+        table = type_weight_table(c.target_weights) if c.target_weights is not None else None
+        for b in batches:
+            if table is not None and b.target_types is not None:
+                tt = b.target_types
+                b.weights = np.where(tt != PAD, table[np.maximum(tt - 1, 0)], 0.0).astype(
+                    np.float32
+                )
+            yield b
 
     def _train(
         self,
@@ -169,9 +267,10 @@ class SequentialRecommender(Recommender):
                 mask_history=self.config.eval_mask_history,
             )
 
+        self._anchors = None
         outcome = train_epochs(
             net,
-            lambda: self._make_batches(seqs, n_items, gen),
+            lambda: self._epoch_batches(seqs, n_items, gen),
             self.config,
             device,
             info,

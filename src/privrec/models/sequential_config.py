@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from privrec.core.errors import ConfigError
 from privrec.core.rng import DEFAULT_SEED
 from privrec.models.base import ModelConfig
+from privrec.models.imbalance import check_event_type, check_type_weights
 
 if TYPE_CHECKING:
     from privrec.models.nn.sequence import SequenceNet
@@ -76,6 +77,13 @@ class SequentialConfig(ModelConfig):
             step also takes the loss with the table moved by eps along its row-normalised
             gradient (0: off). Not for DP-SGD (its per-sample gradients) or DDP runs.
         adv_reg: weight of that adversarial loss.
+        target_weights: purchase-oriented training: the loss weight of a training target by the
+            event type being predicted, e.g. {"view": 1, "purchase": 10} (types left out weigh
+            1; None: every target weighs 1, as before). See `models.imbalance`.
+        resample_ratio: purchase-oriented training: each epoch adds examples ending at a
+            `resample_type` event (drawn with replacement) until those events make up this share
+            of the targets (None: no resampling).
+        resample_type: the event type that `resample_ratio` oversamples.
     """
 
     embedding_size: int = Field(default=64, ge=1)
@@ -106,6 +114,24 @@ class SequentialConfig(ModelConfig):
     seed: int = DEFAULT_SEED
     adv_eps: float = Field(default=0.0, ge=0.0)
     adv_reg: float = Field(default=1.0, ge=0.0)
+    target_weights: dict[str, float] | None = None
+    resample_ratio: float | None = Field(default=None, gt=0.0, lt=1.0)
+    resample_type: str = "purchase"
+
+    @field_validator("target_weights")
+    @classmethod
+    def _check_target_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return check_type_weights(v, "target_weights")
+
+    @field_validator("resample_type")
+    @classmethod
+    def _check_resample_type(cls, v: str) -> str:
+        return check_event_type(v, "resample_type")
+
+    @property
+    def by_event_type(self) -> bool:
+        """Whether training reads each event's type (target weights or resampling are on)."""
+        return self.target_weights is not None or self.resample_ratio is not None
 
 
 # ---- item text --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "order_matrix",
     "pad_left",
     "sample_negatives",
+    "type_sequences",
     "validation_pairs",
     "windows",
 ]
@@ -38,11 +39,17 @@ __all__ = [
 
 @dataclass
 class TrainBatch:
-    """One global step: left-padded inputs and targets (0 = no target) and the negatives."""
+    """One global step: left-padded inputs and targets (0 = no target) and the negatives.
+
+    `target_types` (each target's event type code + 1, 0 = no target) and `weights` (each target's
+    loss weight) are set only by purchase-oriented training (`models.imbalance`); None otherwise.
+    """
 
     seq: np.ndarray
     target: np.ndarray
     negatives: np.ndarray
+    target_types: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
 
 def pad_left(seqs: Sequence[np.ndarray], length: int | None = None) -> np.ndarray:
@@ -137,3 +144,9 @@ def validation_pairs(
     users = np.nonzero(np.diff(off) > 0)[0]
     targets = valid.item_idx[off[users]].astype(np.int64)
     return [seqs[u] for u in users], targets
+
+
+def type_sequences(dataset: InteractionDataset) -> list[np.ndarray]:
+    """Per user, the event type codes aligned with `dataset.sequences()`."""
+    off = dataset.user_offsets()
+    return [dataset.event_type[off[u] : off[u + 1]] for u in range(dataset.n_users)]

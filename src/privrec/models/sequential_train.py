@@ -130,7 +130,7 @@ def train_epochs(
     best, best_state, bad = -1.0, None, 0
     for epoch in range(1, c.epochs + 1):
         net.train()
-        total, count = 0.0, 0
+        total, count = 0.0, 0.0
         for batch in epoch_batches():
             rows = info.share(batch.seq.shape[0])
             if info.world_size > 1 and batch.seq.shape[0] < info.world_size:
@@ -145,15 +145,26 @@ def train_epochs(
                 owner = np.repeat(np.arange(batch.seq.shape[0]), (batch.target != PAD).sum(axis=1))
                 neg = neg[np.isin(owner, rows)]
             negt = torch.from_numpy(neg).to(device)
-            norm = torch.tensor(n_targets / info.world_size, dtype=torch.float32, device=device)
-            loss = model(seq, tgt, negt, norm)
+            if batch.weights is None:
+                norm = torch.tensor(n_targets / info.world_size, dtype=torch.float32, device=device)
+                loss = model(seq, tgt, negt, norm)
+            else:
+                # weighted targets: the loss is the weighted mean over the global batch, so the
+                # weights move emphasis between targets, not the step size
+                wsum = float(batch.weights[batch.target != PAD].sum())
+                if wsum <= 0:
+                    continue
+                norm = torch.tensor(wsum / info.world_size, dtype=torch.float32, device=device)
+                w = torch.from_numpy(batch.weights[rows]).to(device)
+                loss = model(seq, tgt, negt, norm, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if c.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
             opt.step()
             total += float(loss.detach()) * float(norm)
-            count += n_targets
+            # the log's mean loss: per target, or per unit of weight when targets are weighted
+            count += n_targets if batch.weights is None else wsum
         entry: dict[str, float] = {
             "epoch": epoch,
             "loss": total / max(count, 1) * info.world_size,

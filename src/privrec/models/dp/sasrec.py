@@ -111,6 +111,11 @@ class DPSASRecConfig(SASRecConfig):
                 "adv_eps: adversarial training is not available with DP-SGD "
                 "(per-user gradients); set 0"
             )
+        if self.by_event_type:
+            raise ValueError(
+                "target_weights / resample_ratio: not available with DP-SGD (one example per "
+                "user, its own loss); leave them unset"
+            )
         return self
 
 

@@ -246,9 +246,14 @@ class SequenceNet(nn.Module):
         target: torch.Tensor,
         negatives: torch.Tensor,
         norm: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Training loss: sum over this batch's targets / `norm` (global target count / world)."""
-        loss = self._loss(seq, target, negatives, norm)
+        """Training loss: sum over this batch's targets / `norm` (global target count / world).
+
+        With `weights` (shaped like `target`), each target's loss is multiplied by its weight and
+        `norm` is the global weight sum / world (purchase-oriented training, `models.imbalance`).
+        """
+        loss = self._loss(seq, target, negatives, norm, weights)
         if self.adv_eps > 0.0 and self.adv_reg > 0.0 and self.training and self.items.use_id:
             # APR: the fast-gradient perturbation of the ID table, held constant (no gradient
             # through it), row-wise normalised so each touched item moves by adv_eps
@@ -258,7 +263,7 @@ class SequenceNet(nn.Module):
                 self.adv_eps * g.detach() / g.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
             )
             try:
-                loss = loss + self.adv_reg * self._loss(seq, target, negatives, norm)
+                loss = loss + self.adv_reg * self._loss(seq, target, negatives, norm, weights)
             finally:
                 self.items.delta = None
         return loss
@@ -269,6 +274,7 @@ class SequenceNet(nn.Module):
         target: torch.Tensor,
         negatives: torch.Tensor,
         norm: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hid = self.hidden(seq)
         sel = target != PAD
@@ -276,17 +282,24 @@ class SequenceNet(nn.Module):
         tgt = target[sel]
         if self.loss_kind == "full_softmax":
             logits = hsel @ self.items.table().T
-            loss = F.cross_entropy(logits, tgt - 1, reduction="sum")
+            if weights is None:
+                loss = F.cross_entropy(logits, tgt - 1, reduction="sum")
+            else:
+                per = F.cross_entropy(logits, tgt - 1, reduction="none")
         elif self.loss_kind == "sampled_softmax":
             pos_logit = (hsel * self.items(tgt)).sum(-1, keepdim=True)
             neg_logit = hsel @ self.items(negatives).T
             neg_logit = neg_logit.masked_fill(negatives[None, :] == tgt[:, None], float("-inf"))
             logits = torch.cat([pos_logit, neg_logit], dim=1)
-            loss = (torch.logsumexp(logits, dim=1) - logits[:, 0]).sum()
+            per = torch.logsumexp(logits, dim=1) - logits[:, 0]
+            loss = per.sum()
         else:  # bce: negatives holds one negative per target
             pos_logit = (hsel * self.items(tgt)).sum(-1)
             neg_logit = (hsel * self.items(negatives)).sum(-1)
-            loss = -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit)).sum()
+            per = -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit))
+            loss = per.sum()
+        if weights is not None:  # per-target weights (targets in the same order as `per`)
+            loss = (per * weights[sel].to(per.dtype)).sum()
         return loss / norm
 
 

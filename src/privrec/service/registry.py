@@ -15,7 +15,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,10 @@ TRAINED_EVENTS_FILE = "trained_events.npy"
 # serving until the retrain deadline if it is the active one, but can never be activated again.
 QUARANTINE_FILE = "QUARANTINED"
 TRAINING_FILE = "training.json"
+# ``models/<name>/HISTORY``: the versions activated, oldest first (what a rollback goes back on);
+# ``ROLLED_BACK`` in a version: why it was rolled back (a rollback never goes back to it)
+HISTORY_FILE = "HISTORY"
+ROLLED_BACK_FILE = "ROLLED_BACK"
 
 
 @dataclass(frozen=True)
@@ -263,9 +267,80 @@ class ModelRegistry:
                 f"be activated again; retrain it (`privrec train --model {name}`)"
             )
         base = path.parent
+        previous = self.active(name)
         tmp = base / f".{ACTIVE_FILE}.tmp"
         tmp.write_text(version)
         tmp.replace(base / ACTIVE_FILE)
+        if previous != version:
+            self._remember(name, version)
+        (path / ROLLED_BACK_FILE).unlink(missing_ok=True)  # activated on purpose: good again
+
+    # ---- activation history and rollback --------------------------------------------------------
+    def history(self, name: str) -> list[str]:
+        """The versions of `name` activated so far, oldest first (some may be gone since)."""
+        f = self.models_dir / name / HISTORY_FILE
+        if not f.exists():
+            return []
+        try:
+            return [str(v) for v in json.loads(f.read_text())]
+        except ValueError:
+            return []
+
+    def _remember(self, name: str, version: str) -> None:
+        versions = [*self.history(name), version][-100:]
+        write_private(self.models_dir / name / HISTORY_FILE, json.dumps(versions))
+
+    def rolled_back(self, name: str, version: str) -> str | None:
+        """Why `version` was rolled back, or None."""
+        f = self.models_dir / name / version / ROLLED_BACK_FILE
+        return f.read_text() if f.exists() else None
+
+    def previous_good(self, name: str) -> str | None:
+        """The version a rollback of `name` returns to: the latest earlier-activated version
+        that still exists, is not quarantined, was not rolled back and is not the active one."""
+        active = self.active(name)
+        for v in reversed(self.history(name)):
+            path = self.models_dir / name / v
+            if v == active or not has_artifact(path):
+                continue
+            if (path / QUARANTINE_FILE).exists() or (path / ROLLED_BACK_FILE).exists():
+                continue
+            return v
+        return None
+
+    def rollback(
+        self,
+        name: str,
+        *,
+        reason: str = "rolled back by the operator",
+        activate: Callable[[str, str], Any] | None = None,
+    ) -> dict[str, Any]:
+        """Go back to `name`'s previous good version and mark the current one rolled back.
+
+        Args:
+            name: the model.
+            reason: recorded in the rolled-back version (a later rollback skips it).
+            activate: how to switch (default `activate`, the pointer; the serving layer passes
+                its hot swap so that requests get the old version at once).
+
+        Returns:
+            {"model", "active", "previous", "reason"}.
+
+        Raises:
+            ConflictError: there is no earlier good version (older versions are deleted when an
+                erasure reaches a model, and the first version has none).
+        """
+        current = self.require_active(name)
+        target = self.previous_good(name)
+        if target is None:
+            raise ConflictError(
+                f"model {name!r}: no earlier good version to roll back to (versions deleted by "
+                "an erasure or never activated are not candidates); activate one with "
+                f"`privrec activate {name} VERSION` or retrain it"
+            )
+        (activate or self.activate)(name, target)
+        write_private(self.models_dir / name / current / ROLLED_BACK_FILE, reason)
+        return {"model": name, "active": target, "previous": current, "reason": reason}
 
     def active(self, name: str) -> str | None:
         """The active version of `name`, or None."""

@@ -25,6 +25,7 @@ from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.experiments import Experiments
 from privrec.service.ingestion import Ingestion
+from privrec.service.jobs import JobHistory
 from privrec.service.pending import PendingRetrains, now_iso
 from privrec.service.registry import ModelRegistry
 from privrec.service.reports import Reports
@@ -36,6 +37,7 @@ from privrec.service.results import (
     TrainResult,
 )
 from privrec.service.rights import Rights
+from privrec.service.scheduler import Scheduler
 from privrec.service.serving import Serving
 from privrec.service.training import Training
 
@@ -65,6 +67,16 @@ class RecSys:
         self.rights = Rights(self.ctx, self.registry, self.consent_book, self.serving, pending)
         self.training = Training(self.ctx, self.registry, self.consent_book, self.serving, pending)
         self.reports = Reports(self.ctx, self.registry, pending)
+        # the job history and the retrain scheduler (`privrec serve` starts it; see scheduler.py)
+        self.jobs = JobHistory(self.data_dir, key=self.ctx.sidecar_key, budget=self._budget_used)
+        self.scheduler = Scheduler(
+            self.ctx, self.registry, self.training, self.serving, pending, self.jobs
+        )
+
+    def _budget_used(self) -> tuple[float, float]:
+        """(epsilon spent, epsilon budget) of the privacy ledger, for a refused job's reason."""
+        spent = self.ctx.ledger.spent()
+        return spent.epsilon, spent.budget.epsilon
 
     # ---- plumbing ---------------------------------------------------------------------------
     @property

@@ -62,6 +62,7 @@ class RecSys:
         self.experiments = Experiments(self.data_dir, self.registry, key=self.ctx.sidecar_key)
         self.serving = Serving(self.ctx, self.registry, self.consent_book, self.experiments)
         self.ingestion = Ingestion(self.ctx, self.consent_book, self.serving)
+        self.serving.search_indexes.attach(self.ingestion)  # a shopper's searches pass its gate
         self.catalogue = Catalogue(self.ctx, self.serving)
         pending = PendingRetrains(self.data_dir)
         self.rights = Rights(self.ctx, self.registry, self.consent_book, self.serving, pending)
@@ -180,9 +181,11 @@ class RecSys:
         *,
         user_id: str | None = None,
         rules: Mapping[str, Any] | None = None,
+        mode: str = "hybrid",
     ) -> SearchResult:
-        """Product search, re-ranked for a shopper who consented to personalisation."""
-        return self.serving.search(query, k, user_id=user_id, rules=rules)
+        """Product search (hybrid, lexical or dense), re-ranked for a shopper who consented to
+        personalisation."""
+        return self.serving.search(query, k, user_id=user_id, rules=rules, mode=mode)
 
     # ---- consent and rights ----------------------------------------------------------------------
     def consent(self, user_id: str) -> str:

@@ -6,6 +6,7 @@ explanation): they are cached and sent as they are, which keeps the hot path che
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,7 +47,8 @@ class RecommendationList:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """Items matching a search query, with how they were matched."""
+    """Items matching a search query, with how they were matched (`mode`: hybrid, lexical or
+    dense; `note` says why a mode fell back)."""
 
     query: str
     mode: str
@@ -55,6 +57,10 @@ class SearchResult:
     model: str
     version: str
     items: list[dict[str, Any]]
+    # the typo-corrected query the results answer ("Showing results for ..."), if corrected
+    corrected_query: str | None = None
+    # the list id (random, unguessable): outcome events send it back as recommendation_id
+    recommendation_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

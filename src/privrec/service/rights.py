@@ -93,6 +93,7 @@ class Rights:
             "consent_record": self.consent.record(p),
             "experiments": self.serving.experiments.records_of(p),
             "rejected_rows": rejects.lines_of(self.ctx.data_dir, [p], key=self.ctx.sidecar_key),
+            "query_embeddings": self.serving.search_indexes.memory.export(p),
             "audit_log": audit,
             "models": "models hold no per-user state: a user's vector is derived from these "
             "events at request time; aggregate model statistics are not personal records "
@@ -174,9 +175,11 @@ class Rights:
         return receipts
 
     def _forget_state(self, p: str) -> dict[str, Any]:
-        """Delete a pseudonym's consent record, history, cached lists, experiment rows, rejects."""
+        """Delete a pseudonym's consent record, query embeddings, history, cached lists,
+        experiment rows, rejects."""
         return {
             "consent_record_deleted": self.consent.delete(p),
+            "query_embeddings_deleted": self.serving.search_indexes.memory.forget(p),
             "cached_results_deleted": self.serving.forget(p),
             "experiment_rows_deleted": self.serving.experiments.erase(p),
             "rejected_rows_deleted": rejects.erase_users(

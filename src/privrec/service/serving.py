@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privrec.core.errors import NotFoundError, ValidationError
+from privrec.core.errors import NotFoundError
 from privrec.core.types import EVENT_CODE, EVENT_TYPES, UserHistory
 from privrec.explain.explanations import explain_items, popular
 from privrec.privacy import consent as policy
@@ -35,6 +35,7 @@ from privrec.service.registry import ModelRegistry
 from privrec.service.results import ExplainedItem, RecommendationList, SearchResult
 from privrec.service.rule_spec import freeze, rules_from
 from privrec.service.rules import apply_rules
+from privrec.service.search import SearchIndexes, run_search, text_model
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Serving:
         self._default: str | None = None
         self._load_lock = threading.Lock()
         self._swap_lock = threading.Lock()
+        self.search_indexes = SearchIndexes(ctx)  # the search index of each version's catalogue
         weight_of = ctx.settings.event_weights
         # weight of each event type code, for building histories without a lookup per event
         self._weights = np.array([float(weight_of.get(t, 1.0)) for t in EVENT_TYPES], np.float32)
@@ -233,6 +235,7 @@ class Serving:
                 self._versions[key] = new
                 if self.loaded.get(key[0]) is old:
                     self.loaded[key[0]] = new  # one reference assignment: atomic for readers
+                self.search_indexes.catalogue_changed(new)  # re-embeds changed text only
                 done.append(f"{key[0]}@{key[1]}")
             self.cache.clear()
         return done
@@ -244,16 +247,22 @@ class Serving:
 
     def reload_history(self) -> None:
         """Re-read the histories from the store on next use (after a bulk ingest)."""
+        # query embeddings live only as long as their search events (retention, consent, keys)
+        self.search_indexes.memory.sweep(self.ctx.store)
         if self.history.loaded:
             self.history = HistoryIndex()
             self.cache.clear()
 
     def consent_changed(self, pseudonym: str) -> None:
         """Invalidate a shopper's cached lists after a consent change."""
+        if "search" not in policy.allowed_types(self.consent.level(pseudonym)):
+            self.search_indexes.memory.forget(pseudonym)
         self.history.bump(pseudonym)
 
     def forget(self, pseudonym: str) -> bool:
-        """Drop a shopper's in-memory history and cached lists; whether anything was held."""
+        """Drop a shopper's in-memory history, cached lists and query embeddings; whether any
+        history was held."""
+        self.search_indexes.memory.forget(pseudonym)
         return self.history.drop(pseudonym)
 
     # ---- the pipeline ---------------------------------------------------------------------------
@@ -272,7 +281,16 @@ class Serving:
         idx = np.fromiter((loaded.index.get(k, -1) for k in keys), np.int64, count=len(keys))
         keep = (idx >= 0) & policy.uses(level, codes)
         weights = self._weights[codes[keep]]
-        return UserHistory(items=idx[keep], weights=weights, event_types=codes[keep])
+        tm = text_model(loaded.model)  # a text-space model also reads the shopper's queries
+        queries = None
+        if tm is not None and policy.uses(level, np.asarray([EVENT_CODE["search"]], np.int8))[0]:
+            n_q = self.ctx.settings.search_query_history
+            queries = self.search_indexes.memory.recent(
+                pseudonym, n_q, dim=int(np.shape(tm.item_embeddings)[1])
+            )
+        return UserHistory(
+            items=idx[keep], weights=weights, event_types=codes[keep], query_embeddings=queries
+        )
 
     @staticmethod
     def scores(loaded: LoadedModel, history: UserHistory) -> np.ndarray:
@@ -416,10 +434,20 @@ class Serving:
             loaded = self.model(model)
         ranked = self._ranked(loaded, p, level, k, rules, context_item, base_scores=base_scores)
         rec_id = secrets.token_hex(8)
+        shown = [r["item"] for r in ranked.items]
         if exp is not None and variant is not None:
-            self.experiments.log_exposure(
-                rec_id, exp, variant, p, [r["item"] for r in ranked.items]
-            )
+            self.experiments.log_exposure(rec_id, exp, variant, p, shown)
+        self.experiments.feedback.log(  # the impression, logged where the list is served
+            rec_id,
+            kind="recommend",
+            shopper=p,
+            model=loaded.name,
+            version=loaded.version,
+            items=shown,
+            experiment=exp.name if exp is not None else None,
+            arm=variant,
+            tracked=level is not policy.ConsentLevel.ANONYMOUS,
+        )
         used = loaded.name if ranked.by_model or base_scores is not None else "popularity"
         return RecommendationList(
             recommendation_id=rec_id,
@@ -448,12 +476,36 @@ class Serving:
             raise NotFoundError(f"item: {item!r} is not in the catalogue of model {loaded.name!r}")
         spec = {**dict(rules or {}), "exclude_items": [item]}
         ranked = self._ranked(loaded, None, policy.ConsentLevel.ANONYMOUS, k, spec, item)
+        rec_id = secrets.token_hex(8)
+        self.experiments.feedback.log(
+            rec_id,
+            kind="similar",
+            shopper=None,
+            model=loaded.name,
+            version=loaded.version,
+            items=[r["item"] for r in ranked.items],
+        )
         return {
+            "recommendation_id": rec_id,
             "item": item,
             "model": loaded.name,
             "version": loaded.version,
             "items": ranked.items,
         }
+
+    def log_search(self, result: SearchResult, user_id: str | None) -> None:
+        """Log a served search result as an impression (its list id is `recommendation_id`)."""
+        p = self.ctx.pseudonymise(user_id) if user_id else None
+        level = self.consent.level(p) if p else None
+        self.experiments.feedback.log(
+            result.recommendation_id,
+            kind="search",
+            shopper=p,
+            model=result.model,
+            version=result.version,
+            items=[r["item"] for r in result.items],
+            tracked=level is not policy.ConsentLevel.ANONYMOUS,
+        )
 
     def explain(self, user_id: str, item: str, *, model: str | None = None) -> ExplainedItem:
         """Why `item` would be shown to this shopper: their score, rank and the explanation."""
@@ -531,46 +583,9 @@ class Serving:
         *,
         user_id: str | None = None,
         rules: Mapping[str, Any] | None = None,
+        mode: str = "hybrid",
     ) -> SearchResult:
-        """Product search by title words; re-ranked by the shopper's model scores with consent."""
-        query = (query or "").strip()
-        if not query:
-            raise ValidationError("query", "is empty; type what you are looking for")
-        check_k(k)
-        loaded = self.model()
-        match = loaded.title_match(query)
-        p = self.ctx.pseudonymise(user_id) if user_id else None
-        level = self.consent.level(p) if p else policy.ConsentLevel.ANONYMOUS
-        history = self.history_for(loaded, p, level)
-        personal = len(history) > 0
-        spec = {**dict(rules or {}), "exclude_seen": False, "exclude_purchased": False}
-        s = visible(np.where(match > 0, match, -np.inf), loaded.hidden)
-        hit = match > 0
-        if personal and hit.any():
-            ps = self.scores(loaded, history)
-            lo, hi = float(ps[hit].min()), float(ps[hit].max())
-            if hi > lo:
-                s[hit] += 0.5 * (ps[hit] - lo) / (hi - lo)
-        res = apply_rules(s, k, rules_from(spec, loaded.index), loaded.table, floor=-np.inf)
-        exps = explain_items(
-            loaded.model if personal else None,
-            history,
-            res.items,
-            loaded.table,
-            personalized=personal,
-            query=query,
-            matched=match[res.items] > 0,
-        )
-        items = [
-            loaded.item_dict(i, sc, e.to_dict())
-            for i, sc, e in zip(res.items.tolist(), res.scores.tolist(), exps, strict=True)
-        ]
-        return SearchResult(
-            query=query,
-            mode="substring",
-            note="title substring search",
-            personalized=personal,
-            model=loaded.name,
-            version=loaded.version,
-            items=items,
-        )
+        """Product search: hybrid (lexical + semantic) retrieval of visible items, re-ranked by
+        the shopper's own model scores with consent, shop rules, explanations (see
+        `privrec.service.search.run_search`); `mode` is hybrid, lexical or dense."""
+        return run_search(self, query, k, user_id=user_id, rules=rules, mode=mode)

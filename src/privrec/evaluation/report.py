@@ -23,6 +23,7 @@ from privrec.evaluation.report_results import (
     anchor_metrics,
     best_per_metric,
     is_number,
+    jsonable,
     metric_keys,
     report_document,
 )
@@ -189,6 +190,8 @@ def write_report(
     metrics: Sequence[str] | None = None,
     chart_metrics: Sequence[str] | None = None,
     name: str = "report",
+    appendix_html: str = "",
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write `<name>.json` and `<name>.html` (plus one PNG per chart) into `out_dir`.
 
@@ -204,11 +207,15 @@ def write_report(
         chart_metrics: which metrics get a bar chart (default: the first NDCG@k and Recall@k, or
             HR@k).
         name: file stem.
+        appendix_html: further sections, already rendered and escaped (e.g. the main job's
+            search, privacy and explanation sections), placed before the protocol.
+        extra: further top-level keys of the JSON document (JSON-ready values).
 
     Returns:
         (html_path, json_path).
     """
     import jinja2
+    import markupsafe
 
     res = [ModelResult.coerce(r) for r in results]
     anc = [dict(a) for a in (anchors or [])]
@@ -284,6 +291,8 @@ def write_report(
         anchors=anc,
         charts=[{"metric": c["metric"], "file": c["file"]} for c in charts],
     )
+    if extra:
+        doc.update(jsonable(dict(extra)))
     json_path = out / f"{name}.json"
     json_path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
@@ -305,6 +314,7 @@ def write_report(
         anchor_sources=sources,
         charts=charts,
         protocol=protocol,
+        appendix=markupsafe.Markup(appendix_html),
     )
     html_path = out / f"{name}.html"
     html_path.write_text(html, encoding="utf-8")

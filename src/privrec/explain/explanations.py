@@ -3,6 +3,8 @@ item data only.
 
 Kinds, in the order they are tried for one item:
 
+- "rule": a shop rule placed the item (a pin): "placed by a shop rule", and nothing personal,
+  since the shopper's history did not put it there.
 - "search": the item matched the shopper's query ("matches your search 'q'").
 - "context": the shopper is looking at an item that drives this one ("because you are looking
   at 'X'").
@@ -34,11 +36,13 @@ from privrec.data.catalogue import ItemTable
 from privrec.models.base import Recommender
 
 __all__ = [
+    "RULE_TEXT",
     "ItemExplanation",
     "action_phrase",
     "describe",
     "explain_items",
     "history_contributions",
+    "placed_by_rule",
     "strongest_actions",
 ]
 
@@ -117,7 +121,7 @@ class ItemExplanation:
     """Why one item is shown.
 
     Attributes:
-        kind: search, context, cold_item, history or popular.
+        kind: rule, search, context, cold_item, history or popular.
         text: one short sentence.
         because: the history or catalogue items it rests on: {"item", "title", "action"}.
     """
@@ -151,6 +155,14 @@ def _quoted(table: ItemTable, i: int) -> str:
     return f"'{_short_titles(table)[int(i)]}'"
 
 
+RULE_TEXT = "placed by a shop rule"
+
+
+def placed_by_rule() -> ItemExplanation:
+    """The explanation of an item a shop rule placed (a pin): no personal evidence named."""
+    return ItemExplanation("rule", RULE_TEXT, [])
+
+
 def popular(table: ItemTable, i: int) -> ItemExplanation:
     """The explanation of an item ranked by a popularity release: its category only.
 
@@ -176,6 +188,7 @@ def explain_items(
     filled: Sequence[bool] | np.ndarray | None = None,
     context_item: int | None = None,
     n_reasons: int = 2,
+    pinned: Sequence[bool] | np.ndarray | None = None,
 ) -> list[ItemExplanation]:
     """One explanation per item in `items` (see the module docstring for the kinds).
 
@@ -190,11 +203,13 @@ def explain_items(
         filled: per item, whether it was chosen by popularity because the model had no signal.
         context_item: the item the shopper is looking at, if any.
         n_reasons: history items named per explanation.
+        pinned: per item, whether a shop rule placed it (explained as such, never by history).
     """
     idx = np.asarray(items, dtype=np.int64)
     k = len(idx)
     filled_a = [False] * k if filled is None else np.asarray(filled, dtype=bool).tolist()
     matched_a = [False] * k if matched is None else np.asarray(matched, dtype=bool).tolist()
+    pinned_a = [False] * k if pinned is None else np.asarray(pinned, dtype=bool).tolist()
     pop_l = table.popularity[idx].tolist()
     out: list[ItemExplanation] = []
     use_history = personalized and model is not None and len(history) > 0
@@ -223,6 +238,10 @@ def explain_items(
         hist_l = contrib[0].tolist()
         mat_l = contrib[1].tolist()
     for r, i in enumerate(idx.tolist()):
+        if pinned_a[r]:
+            # the rule, not the shopper's history, put it here: naming history would be false
+            out.append(placed_by_rule())
+            continue
         reasons: list[tuple[int, float]] = []
         if use_history and model is not None:
             if contrib is not None:

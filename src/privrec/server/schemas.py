@@ -40,6 +40,12 @@ class RulesIn(Strict):
     category_cap: int | None = Field(
         default=None, ge=1, le=1000, description="at most this many items per category"
     )
+    pin_items: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="item ids placed first, in this order, where the other rules allow them "
+        "(explained as 'placed by a shop rule')",
+    )
 
 
 class RecommendIn(Strict):
@@ -96,16 +102,35 @@ class SearchIn(Strict):
     )
     k: int = Field(default=10, ge=1, le=100)
     rules: RulesIn | None = None
+    mode: Literal["hybrid", "lexical", "dense"] = Field(
+        default="hybrid",
+        description="hybrid: words (BM25, typo-tolerant) and meaning (MiniLM) fused; lexical: "
+        "words only; dense: meaning only",
+    )
+
+
+class SearchMatchOut(BaseModel):
+    lexical: bool | None = None
+    semantic: float | None = Field(default=None, description="cosine of query and item text")
+
+
+class SearchItemOut(ItemOut):
+    match: SearchMatchOut | None = None
 
 
 class SearchOut(BaseModel):
     query: str
-    mode: Literal["semantic", "substring"]
-    note: str | None
+    mode: Literal["hybrid", "lexical", "dense"] = Field(
+        description="how the items were retrieved (lexical when the semantic index is unavailable)"
+    )
+    note: str | None = Field(description="why the mode differs from the one asked for, if it does")
+    corrected_query: str | None = Field(
+        default=None, description="the typo-corrected query the results answer, if corrected"
+    )
     personalized: bool
     model: str
     version: str
-    items: list[ItemOut]
+    items: list[SearchItemOut]
 
 
 class ExplainIn(Strict):
@@ -226,3 +251,6 @@ class JobOut(BaseModel):
     created_at: float
     result: Any = None
     error: str | None = None
+    progress: dict[str, Any] | None = Field(
+        default=None, description="latest progress of a job that reports it: stage, done, total"
+    )

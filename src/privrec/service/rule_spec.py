@@ -19,6 +19,7 @@ RULE_FIELDS: tuple[str, ...] = (
     "price_max",
     "diversity",
     "category_cap",
+    "pin_items",
 )
 
 
@@ -33,7 +34,8 @@ def rules_from(spec: Mapping[str, Any], index: Mapping[str, int] | None = None) 
     """`Rules` from request fields; `exclude_items` keys are mapped through `index`.
 
     Raises ValidationError naming the first unknown field. Without `index` (validating an
-    experiment's variant before any catalogue is known) excluded items are checked for form only.
+    experiment's variant before any catalogue is known) excluded and pinned items are checked for
+    form only; item ids not in the catalogue are ignored.
     """
     unknown = sorted(set(spec) - set(RULE_FIELDS))
     if unknown:
@@ -42,7 +44,7 @@ def rules_from(spec: Mapping[str, Any], index: Mapping[str, int] | None = None) 
     for key, v in spec.items():
         if v is None:
             continue
-        if key == "exclude_items":
+        if key in ("exclude_items", "pin_items"):
             keys = [str(x) for x in v]
             found = (index.get(x, -1) for x in keys) if index is not None else ()
             kw[key] = tuple(i for i in found if i >= 0)

@@ -2,11 +2,13 @@
 
 A model ranks every item; the shop then says what may be shown: never what the shopper already
 bought, never the items on an exclude list, only some categories (or not these), only items in
-stock, only a price range; and it wants variety: maximal marginal relevance (MMR, Carbonell &
-Goldstein 1998) and at most N items per category. `apply_rules` does all of it and still returns
-k items whenever the catalogue holds k allowed ones: items the model gives no signal about are
-ranked by popularity behind the scored ones, and a cap or MMR that cuts the candidate pool short
-widens the pool until k items are found or the catalogue is exhausted.
+stock, only a price range; it may pin items to the top of a list (a promotion: such an item is
+explained as "placed by a shop rule", never by the shopper's history); and it wants variety:
+maximal marginal relevance (MMR, Carbonell & Goldstein 1998) and at most N items per category.
+`apply_rules` does all of it and still returns k items whenever the catalogue holds k allowed
+ones: items the model gives no signal about are ranked by popularity behind the scored ones, and
+a cap or MMR that cuts the candidate pool short widens the pool until k items are found or the
+catalogue is exhausted.
 
 The catalogue they read is `privrec.data.catalogue.ItemTable`.
 """
@@ -38,6 +40,8 @@ class Rules:
         price_min / price_max: price range; items without a price fail a price rule.
         diversity: MMR trade-off in [0, 1]: 0 is pure relevance, 1 maximal variety.
         category_cap: at most this many items per category (None: no cap).
+        pin_items: item indices placed first, in this order, where the other rules allow them
+            (a pinned item is still dropped by a filter, an exclusion or the shopper's history).
     """
 
     exclude_items: tuple[int, ...] = ()
@@ -50,6 +54,7 @@ class Rules:
     price_max: float | None = None
     diversity: float = 0.0
     category_cap: int | None = None
+    pin_items: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.diversity <= 1.0:
@@ -164,12 +169,14 @@ class RuleResult:
         filled: True where the model gave no signal (score <= the floor) and the item was chosen by
             popularity to still return k items.
         allowed: how many items the rules allowed in the whole catalogue.
+        pinned: True where a pin rule placed the item (not the model's ranking); None: no pins.
     """
 
     items: np.ndarray
     scores: np.ndarray
     filled: np.ndarray
     allowed: int
+    pinned: np.ndarray | None = None
 
 
 def category_similarity(table: ItemTable) -> Callable[[np.ndarray], np.ndarray]:
@@ -317,7 +324,12 @@ def apply_rules(
     n_allowed = int(np.count_nonzero(finite))
     if n_allowed < n:
         s[~finite] = -np.inf  # a model's NaN is never returned either
-    k_eff = max(0, min(k, n_allowed))
+    pins = _pins(rules.pin_items, finite, k)
+    if len(pins):
+        # placed by the rule: out of the model's ranking, which fills the places after them
+        s[pins] = -np.inf
+        finite = np.isfinite(s)
+    k_eff = max(0, min(k, n_allowed) - len(pins))
     if not rules.reorders and ranking is not None:
         ok = finite[ranking]
         out = ranking[ok][:k_eff].astype(np.int64) if k_eff else np.empty(0, np.int64)
@@ -340,13 +352,33 @@ def apply_rules(
                 out = _mmr(cands, rel, rules.diversity, k_eff, sim, table, rules.category_cap)
             else:
                 out = _capped(cands, table, int(rules.category_cap or k), k_eff)
-            if len(out) >= k_eff or len(cands) >= n_allowed:
+            if len(out) >= k_eff or len(cands) >= n_allowed - len(pins):
                 break
             m *= 4
+    pinned = None
+    if len(pins):
+        out = np.concatenate([pins, out]).astype(np.int64)
+        pinned = np.zeros(len(out), dtype=bool)
+        pinned[: len(pins)] = True
     sc = scores[out] if len(out) else np.empty(0, np.float64)
+    filled = np.asarray(sc <= floor, dtype=bool)
+    if pinned is not None:
+        filled &= ~pinned
     return RuleResult(
         items=out,
         scores=np.asarray(sc, dtype=np.float64),
-        filled=np.asarray(sc <= floor, dtype=bool),
+        filled=filled,
         allowed=n_allowed,
+        pinned=pinned,
     )
+
+
+def _pins(pin_items: tuple[int, ...], allowed: np.ndarray, k: int) -> np.ndarray:
+    """The pinned indices the other rules allow, first occurrence kept, at most k."""
+    out: list[int] = []
+    for i in pin_items:
+        if 0 <= i < len(allowed) and allowed[i] and i not in out:
+            out.append(int(i))
+            if len(out) == k:
+                break
+    return np.asarray(out, dtype=np.int64)

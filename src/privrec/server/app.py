@@ -482,6 +482,9 @@ def create_app(
         from privrec.server import pages
 
         pages.install(app)
+    from privrec.server import docs
+
+    docs.install(app)  # the API reference at /docs, rendered offline from the OpenAPI document
     _install_handlers(app)
     _custom_openapi(app)
     app.add_middleware(Gatekeeper, server=server, metrics=app.state.metrics, state=app.state)

@@ -1,0 +1,231 @@
+"""What the operator console shows, gathered and shaped for the templates (no routes here).
+
+Numbers are formatted for people here (`fmt_number`: never 3.3322225924691766e-05) and the
+charts are server-side SVG (`privrec.server.charts`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from privrec.core.errors import PrivrecError
+from privrec.server.charts import bar_chart, fmt_number, gauge, line_chart
+from privrec.service.report_index import ReportFile
+
+# report files linked under the flat names older pages used (bookmarks keep working)
+LEGACY_NAMES = {"privacy/frontier.png": "privacy-frontier.png"}
+# routes whose latency says nothing about serving
+_SKIP_ROUTES = frozenset({"unmatched", "/static", "/metrics"})
+
+
+def ledger_rows(entries: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The privacy ledger as table rows with readable numbers, newest first."""
+    rows = []
+    for e in reversed(entries):
+        when = str(e.get("time") or "")
+        rows.append(
+            {
+                "date": when.replace("T", " ").replace("Z", " UTC") if when else "–",
+                "release": str(e.get("release") or "–"),
+                "model": str(e.get("model") or "–"),
+                "epsilon": fmt_number(float(e.get("epsilon", math.nan))),
+                "delta": fmt_number(float(e.get("delta", math.nan))),
+                "mechanism": str(e.get("mechanism") or "–"),
+                "unit": str(e.get("unit") or "user"),
+                "accountant": str(e.get("accountant") or "–"),
+            }
+        )
+    return rows
+
+
+def epsilon_words(epsilon: float, delta: float, releases: int) -> str:
+    """What the spent epsilon means for one shopper, in plain words."""
+    if releases == 0 or not math.isfinite(epsilon):
+        return (
+            "No statistic has been released from shoppers' data with differential privacy yet, "
+            "so no privacy budget is spent."
+        )
+    factor = math.exp(epsilon)
+    ratio = f"{factor:,.1f}" if factor < 1e6 else f"{factor:.1e}"
+    return (
+        f"All {releases} release{'s' if releases != 1 else ''} together spend ε = "
+        f"{fmt_number(epsilon)}: whatever else they know, an observer who sees every one of them "
+        f"can be at most e^ε ≈ {ratio} times more (or less) confident that a given shopper's data "
+        f"was used than if it had not been, except with a probability of at most δ = "
+        f"{fmt_number(delta)}. Smaller ε is more private; ε ≤ 1 is strong protection."
+    )
+
+
+def budget_view(budget: dict[str, Any]) -> dict[str, Any]:
+    """The privacy budget panel: gauge, sentence, ledger rows, model guarantees."""
+    led = budget.get("ledger") or {}
+    spent = float(led.get("epsilon_spent") or 0.0)
+    total = float(led.get("budget_epsilon") or 0.0)
+    releases = int(led.get("releases") or 0)
+    delta = float(led.get("delta_spent") or 0.0)
+    chart = None
+    if total > 0 and math.isfinite(total):
+        chart = gauge(
+            spent,
+            total,
+            title="Privacy budget spent",
+            unit="ε",
+            note=f"{releases} release{'s' if releases != 1 else ''}; "
+            f"δ {fmt_number(delta)} of {fmt_number(float(led.get('budget_delta') or 0.0))}",
+        )
+    return {
+        "gauge": chart,
+        "words": epsilon_words(spent, delta, releases),
+        "rows": ledger_rows(list(led.get("entries") or [])),
+        "spent": fmt_number(spent),
+        "left": fmt_number(float(led.get("epsilon_left") or 0.0)),
+        "total": fmt_number(total),
+        "composition": led.get("composition") or "",
+        "note": budget.get("ledger_note"),
+        "pending": budget.get("pending_retrains") or {},
+    }
+
+
+def model_privacy(privacy: dict[str, Any] | None) -> str:
+    """A model's DP guarantee in one short phrase."""
+    if not privacy:
+        return "no DP guarantee"
+    eps = fmt_number(float(privacy.get("epsilon", math.nan)))
+    delta = fmt_number(float(privacy.get("delta", math.nan)))
+    return f"ε = {eps}, δ = {delta} per {privacy.get('unit') or 'user'}"
+
+
+def events_chart(per_day: dict[str, Any]) -> Any:
+    """Events per day and type as a line chart (dates shortened to MM-DD)."""
+    return line_chart(
+        per_day["series"],
+        [d[5:] for d in per_day["days"]],
+        title="Events per day, by type",
+        y_label="events",
+        x_label="day (UTC)",
+        empty_note="no events stored yet",
+    )
+
+
+def _quantile(buckets: list[tuple[float, float]], count: float, q: float) -> float:
+    """A quantile from cumulative histogram buckets (linear inside the bucket)."""
+    want = q * count
+    prev_bound, prev_cum = 0.0, 0.0
+    for bound, cum in buckets:
+        if cum >= want:
+            if math.isinf(bound):
+                return prev_bound  # beyond the last finite bucket: its lower edge
+            inside = cum - prev_cum
+            frac = (want - prev_cum) / inside if inside > 0 else 1.0
+            return prev_bound + frac * (bound - prev_bound)
+        prev_bound, prev_cum = bound, cum
+    return prev_bound
+
+
+def latency(registry: Any, top: int = 10) -> list[dict[str, Any]]:
+    """Per route: requests, mean, median and 95th percentile latency (ms), busiest first."""
+    buckets: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    counts: dict[tuple[str, str], float] = {}
+    sums: dict[tuple[str, str], float] = {}
+    for fam in registry.collect():
+        if fam.name != "privrec_request_seconds":
+            continue
+        for s in fam.samples:
+            key = (s.labels.get("method", ""), s.labels.get("route", ""))
+            if key[1] in _SKIP_ROUTES:
+                continue
+            if s.name.endswith("_bucket"):
+                buckets[key].append((float(s.labels["le"]), float(s.value)))
+            elif s.name.endswith("_count"):
+                counts[key] = float(s.value)
+            elif s.name.endswith("_sum"):
+                sums[key] = float(s.value)
+    rows: list[dict[str, Any]] = []
+    for key, n in counts.items():
+        if n <= 0:
+            continue
+        b = sorted(buckets[key])
+        rows.append(
+            {
+                "route": f"{key[0]} {key[1]}",
+                "requests": int(n),
+                "mean_ms": 1000 * sums.get(key, 0.0) / n,
+                "p50_ms": 1000 * _quantile(b, n, 0.5),
+                "p95_ms": 1000 * _quantile(b, n, 0.95),
+            }
+        )
+    rows.sort(key=lambda r: (-r["requests"], r["route"]))
+    return rows[:top]
+
+
+def serving_view(stats: dict[str, Any], registry: Any) -> dict[str, Any]:
+    """Cache hit ratio gauge and the latency chart."""
+    hits, misses = int(stats.get("cache_hits", 0)), int(stats.get("cache_misses", 0))
+    cache = (
+        gauge(hits, hits + misses, title="Cache hit ratio", unit="hits", note=f"{misses} misses")
+        if hits + misses
+        else None
+    )
+    rows = latency(registry)
+    chart = bar_chart(
+        [r["route"] for r in rows],
+        [r["p50_ms"] for r in rows],
+        intervals=[(r["p50_ms"], r["p95_ms"]) for r in rows],
+        title="Latency by route: median (bar) to 95th percentile (whisker)",
+        x_label="milliseconds",
+        empty_note="no request served yet",
+    )
+    return {"cache": cache, "latency": chart, "latency_rows": rows, "stats": stats}
+
+
+def experiment_chart(report: dict[str, Any]) -> Any:
+    """An experiment's click-through rate per variant with its 95% interval."""
+    labels, values, intervals = [], [], []
+    for v in report.get("variants") or []:
+        ctr = v.get("ctr") or {}
+        val = ctr.get("value")
+        labels.append(str(v.get("variant")))
+        values.append(float(val) if val is not None else math.nan)
+        ci = ctr.get("ci")
+        intervals.append((float(ci[0]), float(ci[1])) if ci and val is not None else None)
+    name = (report.get("experiment") or {}).get("name", "")
+    return bar_chart(
+        labels,
+        values,
+        intervals=intervals,
+        title=f"{name}: click-through rate per variant (95% CI)",
+        x_label="clicks per shown list",
+        empty_note="no exposure logged yet",
+    )
+
+
+def experiments_view(rs: Any) -> list[dict[str, Any]]:
+    """Every experiment's report (or its bare record when the report cannot be made yet)."""
+    out = []
+    for e in rs.experiments.all():
+        try:
+            rep = rs.experiments.report(e["name"])
+        except PrivrecError:
+            rep = {"experiment": e, "variants": [], "srm": {}}
+        rep["chart"] = experiment_chart(rep)
+        out.append(rep)
+    return out
+
+
+def plots(files: list[ReportFile]) -> list[dict[str, str]]:
+    """The current report images, grouped by what they show."""
+    out = []
+    for f in files:
+        if f.archived or f.kind != "image":
+            continue
+        group = (
+            "privacy-utility frontier"
+            if f.name.startswith("privacy/")
+            else "robustness"
+            if f.name.startswith("robustness/")
+            else "evaluation"
+        )
+        out.append({"name": LEGACY_NAMES.get(f.name, f.name), "group": group})
+    return out

@@ -12,7 +12,7 @@ def _wait(client, job_id: str, timeout: float = 60.0) -> dict:
     t0 = time.time()
     while time.time() - t0 < timeout:
         j = client.get(f"/v1/jobs/{job_id}", headers=A).json()
-        if j["status"] in ("done", "failed"):
+        if j["status"] in ("succeeded", "failed", "refused", "gated"):
             return j
         time.sleep(0.1)
     raise AssertionError("job did not finish")
@@ -23,7 +23,7 @@ def test_train_then_hot_swap_without_failed_requests(client) -> None:
     job = client.post("/v1/models/itemknn/train", json={"params": {"k": 20}}, headers=A)
     assert job.status_code == 202
     done = _wait(client, job.json()["id"])
-    assert done["status"] == "done", done
+    assert done["status"] == "succeeded", done
     new = done["result"]["version"]
     assert new != old and client.get("/health/ready").json()["models"]["itemknn"] == new
 

@@ -441,7 +441,7 @@ def create_app(
     app.state.server_settings = server
     app.state.keyring = KeyRing(keys)
     app.state.limiter = RateLimiter({"client": server.rate_client, "admin": server.rate_admin})
-    app.state.jobs = JobRunner()
+    app.state.jobs = JobRunner(rs.jobs)  # persistent: the history the scheduler writes too
     app.state.metrics = Metrics(rs)
     app.state.ready = False
     app.state.not_ready_reason = None
@@ -458,6 +458,7 @@ def create_app(
         models,
         privacy,
         recommendations,
+        schedule,
         tokens,
         users,
     )
@@ -474,6 +475,7 @@ def create_app(
         privacy,
         models,
         experiments,
+        schedule,  # retrain policies, job history, rollback; starts the scheduler
         health,
         metrics,
     ):

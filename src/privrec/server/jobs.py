@@ -1,72 +1,87 @@
-"""Background jobs (training, offline replay) that run while the server keeps serving."""
+"""Background jobs (training, offline replay, fine-tuning) that run while the server serves.
+
+Every job is recorded in the data directory's persistent job history
+(`privrec.service.jobs.JobHistory`: queued, running, then succeeded, failed, refused or gated,
+with the reason), the same history the retrain scheduler and the CLI write, so `GET /v1/jobs`
+and the operator console show every job whoever started it, also after a restart. Jobs run one
+at a time on one worker thread; the scheduler's ticks take their turn on it too
+(`run_exclusive`), so a scheduled retrain never trains beside an HTTP one.
+"""
 
 from __future__ import annotations
 
-import logging
-import secrets
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
-from privrec.core.errors import NotFoundError, PrivrecError
+from privrec.service.jobs import JobHistory
 
-logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class JobRunner:
-    """One worker thread; jobs are kept (bounded) so their result can be fetched."""
+    """One worker thread over the persistent job history.
 
-    def __init__(self, max_jobs: int = 200) -> None:
+    Args:
+        history: the job history jobs are recorded in (`RecSys.jobs`).
+    """
+
+    def __init__(self, history: JobHistory) -> None:
+        self.history = history
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privrec-job")
-        self._jobs: dict[str, dict[str, Any]] = {}
+        # the latest progress of running jobs: shown by `get`, not persisted (it changes often)
+        self._progress: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self.max_jobs = max_jobs
 
-    def submit(self, kind: str, fn: Callable[[], Any]) -> dict[str, Any]:
-        """Queue `fn`; returns the job record."""
-        job_id = secrets.token_hex(6)
-        rec: dict[str, Any] = {
-            "id": job_id,
-            "kind": kind,
-            "status": "queued",
-            "created_at": time.time(),
-            "result": None,
-            "error": None,
-        }
-        with self._lock:
-            self._jobs[job_id] = rec
-            while len(self._jobs) > self.max_jobs:
-                self._jobs.pop(next(iter(self._jobs)))
+    def submit(
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        *,
+        model: str | None = None,
+        with_progress: bool = False,
+    ) -> dict[str, Any]:
+        """Queue `fn` as a job of `kind` (on `model`); returns its queued record.
+
+        With `with_progress`, `fn` is called with a reporter `report(stage, done, total)` whose
+        latest call the job record shows as `progress` ({stage, done, total, fraction}).
+        """
+        job = self.history.new(kind, model=model, trigger="api")
+        job_id = job["id"]
+
+        def report(stage: str, done: int, total: int) -> None:
+            frac = round(done / total, 4) if total else None
+            with self._lock:
+                self._progress[job_id] = {
+                    "stage": stage,
+                    "done": done,
+                    "total": total,
+                    "fraction": frac,
+                }
 
         def run() -> None:
-            rec["status"] = "running"
-            rec["started_at"] = time.time()
-            try:
-                rec["result"] = fn()
-                rec["status"] = "done"
-            except PrivrecError as exc:
-                rec["status"], rec["error"] = "failed", str(exc)
-            except Exception as exc:
-                rec["status"], rec["error"] = (
-                    "failed",
-                    f"internal error ({type(exc).__name__}); see the server log",
-                )
-                logger.error("job failed kind=%s job=%s error=%s", kind, job_id, type(exc).__name__)
-            rec["finished_at"] = time.time()
+            self.history.run(job, (lambda: fn(report)) if with_progress else fn)
+            with self._lock:
+                last = self._progress.pop(job_id, None)
+            if last is not None:
+                self.history.update(job_id, progress=last)
 
         self._pool.submit(run)
-        return dict(rec)
+        return job
+
+    def run_exclusive(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the job thread, after the jobs queued before it, and return its result."""
+        return self._pool.submit(fn).result()
 
     def get(self, job_id: str) -> dict[str, Any]:
-        """A job's record (NotFoundError if unknown)."""
-        rec = self._jobs.get(job_id)
-        if rec is None:
-            raise NotFoundError(
-                f"job: no job with id {job_id!r} (jobs are kept for the last {self.max_jobs} only)"
-            )
-        return dict(rec)
+        """A job's record with its latest progress (NotFoundError if unknown)."""
+        rec = self.history.get(job_id)
+        with self._lock:
+            progress = self._progress.get(job_id)
+        if progress is not None:
+            rec["progress"] = progress
+        return rec
 
     def shutdown(self) -> None:
         """Stop accepting jobs; running ones finish in the background."""

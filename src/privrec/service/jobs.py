@@ -184,6 +184,26 @@ class JobHistory:
         ]
         return out[: max(0, int(limit))]
 
+    def interrupted(self) -> int:
+        """Mark jobs left queued or running by a process that stopped as failed; how many.
+
+        Call it when the one process that runs jobs starts (the server or the worker).
+        """
+        with self._lock:
+            stale = [r for r in self._load().values() if r["status"] in ("queued", "running")]
+            for rec in stale:
+                reason = "interrupted: the process stopped before the job finished"
+                self._append(
+                    {
+                        **rec,
+                        "status": "failed",
+                        "reason": reason,
+                        "error": reason,
+                        "finished_at": time.time(),
+                    }
+                )
+        return len(stale)
+
     def reload(self) -> None:
         """Forget the cached records (another process may have appended)."""
         with self._lock:

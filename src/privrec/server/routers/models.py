@@ -44,7 +44,7 @@ async def train(rs: RS, request: Request, body: TrainIn, name: str = ModelName) 
         )
     create_model(name, **body.params)  # validates the parameters now, not in the background
     job = request.app.state.jobs.submit(
-        "train", lambda: rs.train(name, params=body.params).to_dict()
+        "train", lambda: rs.train(name, params=body.params).to_dict(), model=name
     )
     return JSON(job, status_code=202)
 

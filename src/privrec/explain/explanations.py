@@ -43,6 +43,8 @@ __all__ = [
     "explain_items",
     "history_contributions",
     "placed_by_rule",
+    "popular",
+    "rule_placed",
     "strongest_actions",
 ]
 
@@ -161,6 +163,16 @@ RULE_TEXT = "placed by a shop rule"
 def placed_by_rule() -> ItemExplanation:
     """The explanation of an item a shop rule placed (a pin): no personal evidence named."""
     return ItemExplanation("rule", RULE_TEXT, [])
+
+
+def rule_placed(
+    explanations: list[ItemExplanation], pinned: Sequence[bool] | np.ndarray | None
+) -> list[ItemExplanation]:
+    """`explanations` with each pinned item's replaced by "placed by a shop rule" (the one
+    place every serving branch, the DP release's included, words a pin)."""
+    if pinned is None:
+        return explanations
+    return [placed_by_rule() if bool(p) else e for e, p in zip(explanations, pinned, strict=True)]
 
 
 def popular(table: ItemTable, i: int) -> ItemExplanation:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from privrec.core.errors import NotFoundError
 from privrec.core.types import EVENT_CODE, EVENT_TYPES, UserHistory
-from privrec.explain.explanations import explain_items, popular
+from privrec.explain.explanations import explain_items, popular, rule_placed
 from privrec.privacy import consent as policy
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
@@ -363,6 +363,7 @@ class Serving:
             pop, ranking = table.popularity, loaded.pop_ranking
             res = apply_rules(pop, k, rules, table, purchased=purchased, seen=seen, ranking=ranking)
             exps = explain_items(None, history, res.items, table, personalized=False)
+        exps = rule_placed(exps, res.pinned)  # a pin is the shop's doing, never the shopper's
         items = [
             loaded.item_dict(i, sc, e.to_dict())
             for i, sc, e in zip(res.items.tolist(), res.scores.tolist(), exps, strict=True)
@@ -506,6 +507,13 @@ class Serving:
             items=[r["item"] for r in result.items],
             tracked=level is not policy.ConsentLevel.ANONYMOUS,
         )
+
+    def catalogue_size(self) -> int | None:
+        """Items in the default model's catalogue (None before any model is trained)."""
+        try:
+            return int(self.model().table.n_items)
+        except NotFoundError:
+            return None
 
     def explain(self, user_id: str, item: str, *, model: str | None = None) -> ExplainedItem:
         """Why `item` would be shown to this shopper: their score, rank and the explanation."""

@@ -25,6 +25,13 @@ from privrec.core.errors import ValidationError
 __all__ = ["Experiment", "Variant", "assign", "bucket", "unit_id"]
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+STATUSES = ("running", "stopped", "promoted")
+GUARDRAIL_METRICS = ("revenue_per_shopper", "coverage", "ctr", "conversion")
+# a promotion is blocked when the winner loses more than this against the control
+DEFAULT_GUARDRAILS: tuple[Mapping[str, Any], ...] = (
+    {"metric": "revenue_per_shopper", "max_drop": 0.05},
+    {"metric": "coverage", "max_drop": 0.2},
+)
 
 
 def _digest(salt: str, pseudonym: str) -> bytes:
@@ -80,6 +87,11 @@ class Experiment:
         description: free text.
         pins: unit id -> variant name, for shoppers whose variant a key rotation kept (see the
             module docstring); stored with the salt, never shown in public views.
+        primary: the metric the sequential test decides on ("conversion" or "ctr").
+        alpha: the level of the always-valid sequential test.
+        tau2: the mixing variance of the mSPRT (the expected squared effect on the rate).
+        guardrails: metrics that must not drop, {metric, max_drop} (max_drop a fraction).
+        promoted: after a promotion: the arm, model and version made the default, and when.
     """
 
     name: str
@@ -89,6 +101,11 @@ class Experiment:
     created_at: float = 0.0
     description: str = ""
     pins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    primary: str = "conversion"
+    alpha: float = 0.05
+    tau2: float = 1e-4
+    guardrails: tuple[Mapping[str, Any], ...] = DEFAULT_GUARDRAILS
+    promoted: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -113,8 +130,24 @@ class Experiment:
                 raise ValidationError(
                     "variants.weight", f"variant {v.name!r} needs a positive weight"
                 )
-        if self.status not in ("running", "stopped"):
-            raise ValidationError("status", "must be 'running' or 'stopped'")
+        if self.status not in STATUSES:
+            raise ValidationError("status", f"must be one of {', '.join(STATUSES)}")
+        if self.primary not in ("conversion", "ctr"):
+            raise ValidationError("primary", "must be 'conversion' or 'ctr'")
+        if not 0.0 < self.alpha < 0.5:
+            raise ValidationError("alpha", "must be between 0 and 0.5 (e.g. 0.05)")
+        if not 0.0 < self.tau2 < 1.0:
+            raise ValidationError("tau2", "must be between 0 and 1 (e.g. 0.0001)")
+        for g in self.guardrails:
+            if g.get("metric") not in GUARDRAIL_METRICS:
+                raise ValidationError(
+                    "guardrails.metric", f"must be one of {', '.join(GUARDRAIL_METRICS)}"
+                )
+            drop = g.get("max_drop")
+            if not isinstance(drop, int | float) or not 0.0 <= float(drop) < 1.0:
+                raise ValidationError(
+                    "guardrails.max_drop", "must be a fraction in [0, 1) (0.05 = five per cent)"
+                )
         if self.pins and not set(self.pins.values()) <= set(names):
             raise ValidationError("pins", "name a variant the experiment does not have")
 
@@ -136,6 +169,11 @@ class Experiment:
             "status": self.status,
             "created_at": self.created_at,
             "description": self.description,
+            "primary": self.primary,
+            "alpha": self.alpha,
+            "tau2": self.tau2,
+            "guardrails": [dict(g) for g in self.guardrails],
+            "promoted": dict(self.promoted) if self.promoted else None,
         }
         if with_salt:
             d["salt"] = self.salt
@@ -156,9 +194,17 @@ class Experiment:
             for v in d.get("variants", [])
         )
         kw: dict[str, Any] = {"name": str(d["name"]), "variants": variants}
-        for key in ("salt", "status", "created_at", "description"):
+        for key in ("salt", "status", "created_at", "description", "primary", "promoted"):
             if d.get(key) is not None:
                 kw[key] = d[key]
+        for key in ("alpha", "tau2"):
+            if d.get(key) is not None:
+                kw[key] = float(d[key])
+        if d.get("guardrails") is not None:
+            kw["guardrails"] = tuple(
+                {"metric": str(g.get("metric")), "max_drop": g.get("max_drop")}
+                for g in d["guardrails"]
+            )
         if d.get("pins"):
             kw["pins"] = {str(u): str(v) for u, v in dict(d["pins"]).items()}
         return cls(**kw)

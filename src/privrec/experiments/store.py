@@ -268,9 +268,9 @@ class ExperimentStore:
         """All experiments, by name."""
         return [self._cache[k] for k in sorted(self._cache)]
 
-    def set_status(self, name: str, status: str) -> Experiment:
-        """Stop or restart an experiment."""
-        exp = Experiment.from_dict({**self.get(name).to_dict(), "status": status})
+    def set_status(self, name: str, status: str, **changes: Any) -> Experiment:
+        """Stop, restart or promote an experiment (`changes`: other fields to set with it)."""
+        exp = Experiment.from_dict({**self.get(name).to_dict(), **changes, "status": status})
         with self._lock:
             self._con.execute(
                 "UPDATE experiments SET doc = ? WHERE name = ?", [self._definition(exp), name]

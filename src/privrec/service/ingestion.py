@@ -139,7 +139,16 @@ class Ingestion:
             if rid is not None and rec.get("type") in OUTCOME_OF:
                 outcome = OUTCOME_OF[rec["type"]]
                 item = str(rec.get("item"))
-                outcomes.append({"rec_id": str(rid), "type": outcome, "item": item, "value": value})
+                outcomes.append(
+                    {
+                        "rec_id": str(rid),
+                        "type": outcome,
+                        "item": item,
+                        "value": value,
+                        "ts": rec.get("timestamp"),  # the attribution window counts from it
+                        "shopper": pseudo[user] if user else None,  # only their own lists
+                    }
+                )
             keep.append(rec)
             lines.append(line)
         result = None
@@ -170,17 +179,20 @@ class Ingestion:
         }
 
     def _attribute(self, outcomes: list[dict[str, Any]]) -> int:
-        """Record outcomes against their lists; a purchase without a value is worth its price."""
+        """Record outcomes against their lists (the feedback log, and the experiment log where
+        the list was served in an experiment); a purchase without a value is worth its price.
+
+        Returns the outcomes attributed to a list (by either log).
+        """
         experiments = self.serving.experiments
-        if not experiments.exists:
-            return 0
         cat = self.serving.model() if self.serving.registry.default_name() else None
         for o in outcomes:
             if o["value"] is None and cat is not None and o["type"] == "purchase":
                 i = cat.index.get(o["item"], -1)
                 price = float(cat.table.price[i]) if i >= 0 else float("nan")
                 o["value"] = price if np.isfinite(price) else 0.0
-        return experiments.log_outcomes(outcomes)
+        fed = experiments.feedback.record_outcomes(outcomes)
+        return max(fed, experiments.log_outcomes(outcomes) if experiments.exists else 0)
 
 
 def _user_of(rec: Any) -> str:

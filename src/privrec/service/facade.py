@@ -59,8 +59,11 @@ class RecSys:
         """Build the service parts over the context (again after `reset`)."""
         self.registry = ModelRegistry(self.ctx.models_dir, key=self.ctx.sidecar_key)
         self.consent_book = ConsentBook(self.data_dir, key=self.ctx.sidecar_key)
-        self.experiments = Experiments(self.data_dir, self.registry, key=self.ctx.sidecar_key)
+        self.experiments = Experiments(
+            self.data_dir, self.registry, key=self.ctx.sidecar_key, settings=self.settings
+        )
         self.serving = Serving(self.ctx, self.registry, self.consent_book, self.experiments)
+        self.experiments.feedback.catalogue_size = self.serving.catalogue_size  # coverage
         self.ingestion = Ingestion(self.ctx, self.consent_book, self.serving)
         self.serving.search_indexes.attach(self.ingestion)  # a shopper's searches pass its gate
         self.catalogue = Catalogue(self.ctx, self.serving)
@@ -185,7 +188,9 @@ class RecSys:
     ) -> SearchResult:
         """Product search (hybrid, lexical or dense), re-ranked for a shopper who consented to
         personalisation."""
-        return self.serving.search(query, k, user_id=user_id, rules=rules, mode=mode)
+        result = self.serving.search(query, k, user_id=user_id, rules=rules, mode=mode)
+        self.serving.log_search(result, user_id)  # the impression
+        return result
 
     # ---- consent and rights ----------------------------------------------------------------------
     def consent(self, user_id: str) -> str:

@@ -43,6 +43,8 @@ DONE = {
     "training": "Training started in the background; the new version is activated when done.",
     "experiment-created": "Experiment created and running.",
     "experiment-stopped": "Experiment stopped; its data stays for the report.",
+    "rolled-back": "Rolled back: the previous good version serves from the next request.",
+    "scheduled": "Retrain policy saved; the scheduler applies it at its next tick.",
 }
 
 
@@ -84,6 +86,8 @@ def _gather(request: Request) -> dict[str, Any]:
         "events": ops_data.events_chart(state.insights.events_per_day(30)),
         "plots": ops_data.plots(files),
         "reports": files,
+        "jobs": ops_data.jobs_view(rs.jobs.recent(25)),
+        "schedule": rs.scheduler.status(),
         "report": any(f.name == "report.html" for f in files),
     }
 
@@ -184,7 +188,9 @@ async def ops_train(
             raise ValidationError("model", f"{model!r} is not a known model")
         p = _params(params)
         create_model(model, **p)  # refuse bad parameters now, not in the background
-        request.app.state.jobs.submit("train", lambda: rs.train(model, params=p).to_dict())
+        request.app.state.jobs.submit(
+            "train", lambda: rs.train(model, params=p).to_dict(), model=model
+        )
 
     return await _control(request, start, "training")
 
@@ -238,3 +244,54 @@ async def ops_experiment_stop(
     require_operator(request, csrf)
     rs = request.app.state.rs
     return await _control(request, lambda: rs.experiments.stop(name), "experiment-stopped")
+
+
+@router.post("/ops/rollback")
+async def ops_rollback(
+    request: Request,
+    model: str = Form(..., max_length=64, pattern=NAME),
+    reason: str = Form("rolled back by the operator", min_length=1, max_length=300),
+    csrf: str = Form(""),
+) -> Response:
+    """Serve the model's previous good version (as POST /v1/models/{name}/rollback)."""
+    require_operator(request, csrf)
+    rs = request.app.state.rs
+    return await _control(
+        request, lambda: rs.scheduler.rollback(model, reason=reason), "rolled-back"
+    )
+
+
+@router.post("/ops/schedule")
+async def ops_schedule(
+    request: Request,
+    model: str = Form(..., max_length=64, pattern=NAME),
+    every_events: str = Form("", max_length=12),
+    every_hours: str = Form("", max_length=12),
+    gate: str = Form(""),
+    enabled: str = Form(""),
+    csrf: str = Form(""),
+) -> Response:
+    """Set one model's retrain policy (the scheduler's `set_policy`, as PUT /v1/schedule)."""
+    require_operator(request, csrf)
+    rs = request.app.state.rs
+
+    def number(field: str, text: str, kind: type) -> Any:
+        if not text.strip():
+            return None
+        try:
+            return kind(text.strip())
+        except ValueError:
+            raise ValidationError(field, f"must be a {kind.__name__} or empty") from None
+
+    def save() -> None:
+        rs.scheduler.set_policy(
+            model,
+            {
+                "every_events": number("every_events", every_events, int),
+                "every_hours": number("every_hours", every_hours, float),
+                "gate": gate == "on",
+                "enabled": enabled == "on",
+            },
+        )
+
+    return await _control(request, save, "scheduled")

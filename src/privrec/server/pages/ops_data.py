@@ -7,6 +7,7 @@ charts are server-side SVG (`privrec.server.charts`).
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -229,3 +230,35 @@ def plots(files: list[ReportFile]) -> list[dict[str, str]]:
         )
         out.append({"name": LEGACY_NAMES.get(f.name, f.name), "group": group})
     return out
+
+
+def _when(ts: Any) -> str:
+    if not isinstance(ts, (int, float)):
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(ts)))
+
+
+def jobs_view(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The job history's records as table rows (times in UTC, durations in seconds)."""
+    rows = []
+    for j in jobs:
+        start, end = j.get("started_at"), j.get("finished_at")
+        took = (
+            fmt_number(float(end) - float(start))
+            if isinstance(start, (int, float)) and isinstance(end, (int, float))
+            else "–"
+        )
+        rows.append(
+            {
+                "id": j.get("id"),
+                "created": _when(j.get("created_at")),
+                "kind": j.get("kind") or "–",
+                "model": j.get("model") or "–",
+                "trigger": j.get("trigger") or "–",
+                "status": j.get("status") or "–",
+                "version": j.get("version") or "–",
+                "took": took,
+                "reason": j.get("reason") or j.get("error") or "",
+            }
+        )
+    return rows

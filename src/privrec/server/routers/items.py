@@ -59,8 +59,14 @@ async def similar(
     "/search", response_model=SearchOut, responses=problem_responses(401, 403, 413, 422, 429, 503)
 )
 async def search(rs: RS, body: SearchIn) -> JSON:
-    """Product search by title words (the response's `mode` says how items matched);
-    re-ranked for a shopper who consented to personalisation."""
+    """Product search: words (BM25, typo-tolerant) and meaning (MiniLM) fused over the items
+    that may be listed, then re-ranked for a shopper who consented to personalisation, with
+    the shop rules and an explanation per item. The response's `mode` says how items were
+    retrieved (lexical, with a `note`, when the semantic index is unavailable) and
+    `corrected_query` the query a typo was corrected to. A consenting shopper's search is kept
+    as a search event (query text only where the shop keeps it) and its embedding, sealed."""
     rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
-    found = await run_in_threadpool(rs.search, body.query, body.k, user_id=body.user, rules=rules)
+    found = await run_in_threadpool(
+        rs.search, body.query, body.k, user_id=body.user, rules=rules, mode=body.mode
+    )
     return JSON(found.to_dict())

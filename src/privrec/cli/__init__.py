@@ -4,7 +4,9 @@
 commands on it when imported.
 """
 
-from privrec.cli import audit, data, evaluate, items, reports, serve
+from privrec.cli import audit, data, evaluate, items, remote, reports, schedule, serve
 from privrec.cli.common import app
 
-__all__ = ["app", "audit", "data", "evaluate", "items", "reports", "serve"]
+remote.install(app)  # last: commands go through a running server's HTTP API (cli/remote.py)
+
+__all__ = ["app", "audit", "data", "evaluate", "items", "remote", "reports", "schedule", "serve"]

@@ -51,9 +51,12 @@ def settings_of(data_dir: Path | None) -> Settings:
 def open_recsys(data_dir: Path | None) -> RecSys:
     """The service over the data directory."""
     # imported here: `privrec --help` should not pay for loading the models' libraries
+    from privrec.cli.remote import refuse_if_served
     from privrec.service import RecSys
 
-    return RecSys(settings_of(data_dir))
+    settings = settings_of(data_dir)
+    refuse_if_served(settings.data_dir)  # a running server holds the store: say so clearly
+    return RecSys(settings)
 
 
 @contextmanager

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -39,19 +42,33 @@ def serve(
     """
     import uvicorn
 
+    from privrec.cli.remote import client_url, live_server, remove_runtime
+    from privrec.core.errors import ConflictError
     from privrec.server.app import create_app
-    from privrec.server.security import load_or_create_keys
+    from privrec.server.security import key_id, load_or_create_keys, parse_keys
     from privrec.server.settings import ServerSettings
 
     with errors():
         settings = settings_of(data_dir)
+        running = live_server(settings.data_dir)  # a stale file of a dead server is removed
+        if running is not None:
+            raise ConflictError(
+                f"a privrec server (pid {running.pid}, {running.url}) already serves "
+                f"{settings.data_dir}; the embedded store admits one writer process"
+            )
         server = ServerSettings()
         if server.api_keys is None:
-            _keys, created = load_or_create_keys(key_dir(settings))
+            keys, created = load_or_create_keys(key_dir(settings))
             where = key_dir(settings) / "api-keys.json"
             # never printed: a service's stdout ends up in logs that others read
             state = "created" if created else "in"
             console.print(f"API keys {state} {where} (mode 0600; read them from there)")
+            key_ref = {"source": "file", "path": str(where.resolve())}
+        else:
+            keys = parse_keys(server.api_keys.get_secret_value())
+            key_ref = {"source": "env", "var": "PRIVREC_API_KEYS"}
+        # the runtime file names where the admin key is, never the key (CLI beside the server)
+        key_ref["key_id"] = next((key_id(k) for role, k in keys if role == "admin"), "")
         application = create_app(settings, server=server)
     logging.getLogger("privrec.server.access").setLevel(
         logging.INFO if access_log else logging.WARNING
@@ -63,12 +80,38 @@ def serve(
     console.print(
         f"serving on http://{host}:{port}/  (API: /v1, schema: /v1/openapi.json, operator: /ops)"
     )
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        loop="auto",
-        http="auto",
-    )
+    _announce(application, settings.data_dir, client_url(host, port), key_ref)
+    try:
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+            loop="auto",
+            http="auto",
+        )
+    finally:
+        remove_runtime(settings.data_dir)  # a kill -9 leaves it: the pid check finds it stale
+
+
+def _announce(application: Any, data_dir: Path, url: str, key_ref: dict[str, str]) -> None:
+    """Write the runtime file once the app has started and remove it when the app stops.
+
+    Inside the app's lifespan, not around `uvicorn.run`: uvicorn re-raises SIGTERM after its
+    graceful shutdown, so code after `run` never runs when the server is stopped that way.
+    """
+    from privrec.cli.remote import remove_runtime, write_runtime
+
+    inner = application.router.lifespan_context
+
+    @asynccontextmanager
+    async def announced(app: Any) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            write_runtime(data_dir, url=url, key_ref=key_ref)
+            try:
+                yield state
+            finally:
+                remove_runtime(data_dir)
+
+    application.router.lifespan_context = announced

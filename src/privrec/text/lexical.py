@@ -7,7 +7,8 @@ query against every item is one sparse row sum, well under a millisecond for 12k
 
 Typo tolerance works on surface words: a query word that is neither a catalogue word nor has a
 stem the index knows is replaced by the closest catalogue word within a Levenshtein distance
-bounded by the word's length (rapidfuzz); ties go to the word found in more items. Words shorter
+bounded by the word's length (one edit below `typo_long_len` letters, else `typo_max_edits`;
+rapidfuzz); ties go to the word found in more items. Words shorter
 than `typo_min_len` are never corrected (too many near neighbours: "gel" -> "gem").
 
 bm25s has no incremental update: `LexicalIndex.set_texts` re-tokenizes only the changed items and
@@ -70,16 +71,24 @@ class LexicalIndex:
         k1: BM25 term-frequency saturation.
         b: BM25 length normalisation.
         typo_min_len: shortest query word that may be corrected.
-        typo_max_edits: most character edits of a correction (words of 5 letters or fewer: 1).
+        typo_max_edits: most character edits of a correction of a long word.
+        typo_long_len: words shorter than this get at most 1 edit ("kitten" is not "kitchen").
     """
 
     def __init__(
-        self, *, k1: float = 1.2, b: float = 0.75, typo_min_len: int = 4, typo_max_edits: int = 2
+        self,
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        typo_min_len: int = 4,
+        typo_max_edits: int = 2,
+        typo_long_len: int = 8,
     ) -> None:
         self.k1 = float(k1)
         self.b = float(b)
         self.typo_min_len = int(typo_min_len)
         self.typo_max_edits = int(typo_max_edits)
+        self.typo_long_len = int(typo_long_len)
         self._stop = _stopwords()
         self._stem = _stemmer()
         self._stem_memo: dict[str, str] = {}
@@ -165,7 +174,7 @@ class LexicalIndex:
             ):
                 out.append(w)
                 continue
-            max_d = 1 if len(w) <= 5 else self.typo_max_edits
+            max_d = 1 if len(w) < self.typo_long_len else self.typo_max_edits
             lo = int(self._len_start[min(max(len(w) - max_d, 0), 65)])
             hi = (
                 int(self._len_start[min(len(w) + max_d + 1, 65)])

@@ -55,7 +55,8 @@ class SearchConfig(BaseModel):
         k1 / b: BM25 term saturation and length normalisation.
         typo: correct query words the catalogue does not know.
         typo_min_len: shortest word that is corrected.
-        typo_max_edits: most edits of a correction (words of at most 5 letters: 1).
+        typo_max_edits: most edits of a correction of a word of `typo_long_len` letters or more.
+        typo_long_len: shorter words get at most one edit ("kitten" must not become "kitchen").
         ann: "auto" (usearch HNSW from `ann_min_items` items, else exact), "exact" or "usearch".
         ann_min_items: catalogue size from which "auto" builds an approximate index.
         ann_connectivity / ann_expansion_add / ann_expansion_search: HNSW M, efConstruction, ef.
@@ -76,6 +77,7 @@ class SearchConfig(BaseModel):
     typo: bool = True
     typo_min_len: int = Field(default=4, ge=2)
     typo_max_edits: int = Field(default=2, ge=1, le=3)
+    typo_long_len: int = Field(default=8, ge=2)
     ann: Literal["auto", "exact", "usearch"] = "auto"
     ann_min_items: int = Field(default=5000, ge=1)
     ann_connectivity: int = Field(default=16, ge=4, le=128)
@@ -136,6 +138,7 @@ class SearchIndex:
             b=config.b,
             typo_min_len=config.typo_min_len,
             typo_max_edits=config.typo_max_edits,
+            typo_long_len=config.typo_long_len,
         )
         self.vector_index: VectorIndex | None = None
         self.model_id: str | None = None

@@ -240,7 +240,7 @@ def _fields(
         "holdout_days": holdout_days,
         "enabled": enabled,
     }
-    out = {k: v for k, v in given.items() if v is not None}
+    out: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if param:
         out["params"] = parse_params(param)
     return out

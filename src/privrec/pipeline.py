@@ -1,16 +1,30 @@
-"""The main job (layer 7): build a shop's data, train every model, compare them, write the report.
+"""The main job (layer 7): build a shop's data, train the models, compare them, write the report.
 
-`run_demo()` with no dataset generates the seeded demo shop, sends it through the privacy gate into
-the encrypted store, trains and evaluates every classic model, writes the report and saves the
-models for serving. With a dataset folder it does the same on real data, each dataset under the
-protocol its published numbers use.
+`run_demo()` with no dataset shows the product on the seeded demo shop, the way a shop would use
+it: the catalogue is written as a JSONL file and imported through `privrec items import`'s code
+path, the events pass the privacy gate into the encrypted store, and then it trains and evaluates
+the CF baselines, the hybrid (MiniLM content + EASE + a small SASRec, cold-start routes) and one
+DP model (DP EASE, its evaluation release charged to an evaluation ledger beside the report),
+runs a short membership audit (LiRA and canaries, `privrec audit`'s code), serves the hybrid
+(the default afterwards) and the DP model (charged to the data directory's ledger), runs example
+searches and a labelled query set through the service's search, collects explanation examples
+(one with a pinned item: "placed by a shop rule"), and writes one report: `report.html`,
+`report.json` and `report.md`. Item embeddings are cached under `DATA_DIR/cache/embeddings` and
+survive the demo's fresh start, so a second run does not encode the catalogue again.
+
+With a dataset folder it trains and compares the classic models on real data, each dataset under
+the protocol its published numbers use, and serves the best.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +36,9 @@ from privrec.data.splitters import leave_one_out_test, stratified_split, tempora
 from privrec.data.synthetic import generate_shop
 from privrec.evaluation.compare import ModelSpec, compare_models, drop_seen_test_items
 from privrec.evaluation.report import ModelResult, write_report
+from privrec.evaluation.showcase_report import showcase_html, showcase_markdown
 from privrec.service import RecSys
+from privrec.service import showcase as show
 
 DEMO_MARKER = "DEMO"
 
@@ -115,6 +131,41 @@ def roster_for(key: str, names: Sequence[str] | None) -> list[ModelSpec]:
     return out
 
 
+# The demo's hybrid: EASE + a small SASRec + MiniLM content + popularity. Item-item CF also
+# serves shoppers with one or two items (on the demo shop it beats content + popularity alone
+# for them on the validation split).
+DEMO_HYBRID: dict[str, Any] = {
+    "cf": "ease",
+    "cf_params": {"reg": 200.0},
+    "sequential": "sasrec",
+    "sequential_params": {"embedding_size": 32, "epochs": 5, "max_len": 50},
+    "cold_components": ["cf", "content", "popularity"],
+}
+DEMO_DP = ModelSpec("dp_ease", {"epsilon": 1.0})
+DEMO_DP_TWIN = "ease"  # the non-private model the DP one is compared with
+EVAL_LEDGER = "evaluation-ledger.jsonl"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo's steps are: `make demo` uses the defaults, tests a small shop.
+
+    Attributes:
+        n_users / n_items: the demo shop.
+        sasrec_epochs: epochs of the hybrid's SASRec.
+        audit_shadows / audit_runs / audit_canaries / audit_users: the membership audit (LiRA
+            models, canary runs, canary shoppers, shoppers attacked; see `privrec audit`).
+    """
+
+    n_users: int = 3000
+    n_items: int = 3000
+    sasrec_epochs: int = 5
+    audit_shadows: int = 8
+    audit_runs: int = 8
+    audit_canaries: int = 32
+    audit_users: int | None = 500
+
+
 @dataclass
 class DemoResult:
     """What the main job produced."""
@@ -128,6 +179,26 @@ class DemoResult:
     ingest: dict[str, Any] = field(default_factory=dict)
     sample: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    report_md: Path | None = None
+    default_model: str = ""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    showcase: dict[str, Any] = field(default_factory=dict)
+    catalogue: dict[str, Any] = field(default_factory=dict)
+
+
+class _Stages:
+    """Names each stage (for progress) and times it (for the report)."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None) -> None:
+        self.on_stage = on_stage or (lambda _s: None)
+        self.done: list[dict[str, Any]] = []
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.on_stage(name)
+        t0 = time.perf_counter()
+        yield
+        self.done.append({"stage": name, "seconds": round(time.perf_counter() - t0, 2)})
 
 
 def split_for(
@@ -169,29 +240,212 @@ def run_demo(
     n_users: int = 3000,
     n_items: int = 3000,
     models: Sequence[str] | None = None,
+    size: DemoSize | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_step: Callable[[str, str], None] | None = None,
     on_models: Callable[[int], None] | None = None,
 ) -> DemoResult:
-    """Run the main job; see the module docstring."""
+    """Run the main job; see the module docstring.
+
+    Args:
+        rs: the data directory (the demo owns it: it starts clean).
+        dataset: a real dataset folder instead of the demo shop.
+        out_dir: the report folder (default: DATA_DIR/reports).
+        seed: the shop's and the models' seed.
+        n_users / n_items: the demo shop's size (overridden by `size` when given).
+        models: on the demo shop, the CF baselines to compare (the hybrid, the DP model and
+            its twin EASE always run); on a dataset, the roster's models to compare.
+        size: the demo's step sizes (default: `DemoSize(n_users, n_items)`).
+        on_stage: called with each stage's name as it starts.
+        on_step / on_models: model progress (see `compare_models`).
+    """
+    if dataset is not None:
+        return _run_dataset(rs, dataset, out_dir, seed, models, on_stage, on_step, on_models)
+    sz = size or DemoSize(n_users=n_users, n_items=n_items)
     t_start = time.perf_counter()
-    stage = on_stage or (lambda _s: None)
-    ingest_info: dict[str, Any] = {}
-    if dataset is None:
-        _prepare_demo_dir(rs)
-        stage("generating the demo shop")
-        events, catalogue = generate_shop(n_items=n_items, n_users=n_users, seed=seed)
-        stage("ingesting through the privacy gate into the encrypted store")
-        rs.add_items(catalogue)
-        report = rs.ingest_frame(events)
-        ingest_info = report.to_dict()
-        stage("building the interaction dataset")
+    stage = _Stages(on_stage)
+    out = Path(out_dir or rs.reports_dir)
+    cache = _prepare_demo_dir(rs)
+    with stage("generating the demo shop"):
+        events, catalogue = generate_shop(n_items=sz.n_items, n_users=sz.n_users, seed=seed)
+    with stage("importing the catalogue (privrec items import)"):
+        cat_info = show.import_catalogue(rs, catalogue, rs.data_dir / "demo-catalogue.jsonl")
+    with stage("ingesting events through the privacy gate into the encrypted store"):
+        ingest_info = rs.ingest_frame(events).to_dict()
         ds = rs.dataset(name="demo-shop")
-        fmt, roster_key = "shop", "shop"
-    else:
-        fmt = detect_format(dataset)
-        _prepare_demo_dir(rs)
-        stage(f"loading {fmt} from {dataset} through the privacy gate into the encrypted store")
+    train, test, protocol, description = split_for(ds, "shop")
+    hybrid = _demo_hybrid(sz, cache)
+    roster = [s for s in ROSTERS["shop"] if models is None or s.name in models]
+    if not any(s.name == DEMO_DP_TWIN for s in roster):
+        roster.append(next(s for s in ROSTERS["shop"] if s.name == DEMO_DP_TWIN))
+    roster += [ModelSpec("hybrid", hybrid), DEMO_DP]
+    out.mkdir(parents=True, exist_ok=True)
+    eval_ledger = _eval_ledger(out)
+    with stage(f"training and evaluating {len(roster)} models"):
+        if on_models:
+            on_models(len(roster))
+        results, fitted = compare_models(
+            roster,
+            train,
+            test,
+            protocol=protocol,
+            k=10,
+            seed=seed,
+            on_step=on_step,
+            ledger=eval_ledger,
+        )
+    best = max(results, key=lambda r: r.metrics.get("ndcg@10", float("-inf")))
+    with stage("training the hybrid and DP EASE on all data for serving"):
+        # the route weights found on the training part's validation split are kept: the
+        # hybrid is fitted once more, not searched again
+        h = fitted["hybrid"]
+        fixed = {
+            **hybrid,
+            "weights": dict(h.weights),  # type: ignore[attr-defined]
+            "cold_weights": dict(h.cold_weights),  # type: ignore[attr-defined]
+            "cold_item_boost": float(h.item_boost),  # type: ignore[attr-defined]
+        }
+        rs.train(DEMO_DP.name, params=dict(DEMO_DP.params), seed=seed)
+        rs.train("hybrid", params=fixed, seed=seed)
+        rs.registry.set_default("hybrid")
+        rs.serving.forget_default()
+    with stage("membership audit (LiRA and canaries)"):
+        audit = show.audit_rows(
+            [(DEMO_DP_TWIN, _params_of(roster, DEMO_DP_TWIN)), (DEMO_DP.name, DEMO_DP.params)],
+            ds,
+            shadows=sz.audit_shadows,
+            runs=sz.audit_runs,
+            canaries=sz.audit_canaries,
+            max_users=sz.audit_users,
+            seed=seed,
+        )
+    with stage("search: example queries and the labelled query set"):
+        search = show.search_showcase(rs, catalogue)
+    with stage("explanation examples"):
+        explanations = show.explanation_examples(rs, _example_shoppers(rs, catalogue))
+    guarantee = fitted[DEMO_DP.name].privacy
+    privacy = show.privacy_point(
+        results,
+        dp_model=DEMO_DP.name,
+        baseline=DEMO_DP_TWIN,
+        guarantee=guarantee.to_dict() if guarantee is not None else None,
+        ledger_summary=rs.ctx.ledger.summary(),
+        audit=audit,
+    )
+    default = rs.registry.default_name() or ""
+    serving = {
+        "default": default,
+        "active": {n: v for n in ("hybrid", DEMO_DP.name) if (v := rs.registry.active(n))},
+    }
+    info = {
+        "name": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "events": ds.n_events,
+        "train_events": train.n_events,
+        "test_events": test.n_events,
+        "protocol": description,
+        "catalogue": f"{cat_info['accepted']} products imported from {cat_info['file']}",
+        "privacy ledger": f"the DP evaluation release is charged to {EVAL_LEDGER} beside "
+        "this report; the served DP model to the data directory's ledger",
+    }
+    with stage("writing the report"):
+        showcase: dict[str, Any] = {
+            "search": search,
+            "privacy": privacy,
+            "explanations": explanations,
+            "serving": serving,
+            "stages": list(stage.done),
+        }
+        title = f"privrec: {ds.name}"
+        html, js = write_report(
+            results,
+            out,
+            title=title,
+            dataset_info=info,
+            appendix_html=showcase_html(showcase),
+            extra={
+                "showcase": showcase,
+                "catalogue_import": cat_info,
+                "ingest": ingest_info,
+                "evaluation_ledger": {"file": EVAL_LEDGER, **eval_ledger.summary()},
+            },
+        )
+        md = out / "report.md"
+        md.write_text(
+            showcase_markdown(title=title, dataset_info=info, results=results, showcase=showcase),
+            encoding="utf-8",
+        )
+    sample = {"user": "shopper-00001", **rs.recommend("shopper-00001", 5).to_dict()}
+    return DemoResult(
+        dataset=ds.name,
+        protocol=description,
+        results=results,
+        report_html=Path(html),
+        report_json=Path(js),
+        best_model=best.model,
+        ingest=ingest_info,
+        sample=sample,
+        seconds=time.perf_counter() - t_start,
+        report_md=md,
+        default_model=default,
+        stages=stage.done,
+        showcase=showcase,
+        catalogue=cat_info,
+    )
+
+
+def _demo_hybrid(sz: DemoSize, cache: Path) -> dict[str, Any]:
+    seq = {**DEMO_HYBRID["sequential_params"], "epochs": sz.sasrec_epochs}
+    return {**DEMO_HYBRID, "sequential_params": seq, "content_params": {"cache_dir": str(cache)}}
+
+
+def _params_of(roster: Sequence[ModelSpec], name: str) -> dict[str, Any]:
+    return dict(next(s for s in roster if s.name == name).params)
+
+
+def _eval_ledger(folder: Path) -> Any:
+    """A ledger with no cap beside the report: evaluation releases are recorded, not rationed."""
+    from privrec.privacy.ledger import Budget, PrivacyLedger
+
+    path = folder / EVAL_LEDGER
+    path.unlink(missing_ok=True)  # an earlier run's releases are not this report's
+    return PrivacyLedger(path, Budget(math.inf, 0.99))
+
+
+def _example_shoppers(rs: RecSys, catalogue: Any) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """Two shoppers, the first again with a promotion pinned, and a first-time visitor."""
+    first = rs.recommend("shopper-00001", 5)
+    shown = {it["item"] for it in first.items}
+    cats = {it.get("category") for it in first.items}
+    # a product the shopper's list does not hold, from a category it does not show
+    stock = catalogue[catalogue["in_stock"].fillna(False).astype(bool)]
+    other = stock[~stock["category"].isin(cats) & ~stock["item"].isin(shown)]
+    pin = str((other if len(other) else stock)["item"].iloc[-1])
+    return [
+        ("shopper 1", "shopper-00001", None),
+        ("shopper 2", "shopper-00002", None),
+        ("shopper 1 with a promotion pinned", "shopper-00001", {"pin_items": [pin]}),
+        ("a first-time visitor", "visitor-first-time", None),
+    ]
+
+
+def _run_dataset(
+    rs: RecSys,
+    dataset: Path,
+    out_dir: Path | None,
+    seed: int,
+    models: Sequence[str] | None,
+    on_stage: Callable[[str], None] | None,
+    on_step: Callable[[str, str], None] | None,
+    on_models: Callable[[int], None] | None,
+) -> DemoResult:
+    """The main job on a real dataset folder: the classic models under its protocol."""
+    t_start = time.perf_counter()
+    stage = _Stages(on_stage)
+    fmt = detect_format(dataset)
+    _prepare_demo_dir(rs)
+    with stage(f"loading {fmt} from {dataset} through the privacy gate into the encrypted store"):
         gate = _StoringGate(rs)
         ds = load_dataset(dataset, gate=gate)  # type: ignore[arg-type]
         rs.add_items(ds.item_meta)
@@ -200,53 +454,43 @@ def run_demo(
             "duplicates": gate.duplicates,
             "rejected": int(ds.n_rejects),
         }
-        roster_key = (
-            fmt if fmt in ROSTERS else ("loo" if fmt in ("amazon-s3rec", "unisrec") else "shop")
-        )
+    key = fmt if fmt in ROSTERS else ("loo" if fmt in ("amazon-s3rec", "unisrec") else "shop")
     train, test, protocol, description = split_for(ds, fmt)
-    roster = [s for s in ROSTERS[roster_key] if models is None or s.name in models]
+    roster = [s for s in ROSTERS[key] if models is None or s.name in models]
     if not roster:
         raise ValidationError("models", f"none of {list(models or [])} is in the roster")
-    stage(f"training and evaluating {len(roster)} models")
-    if on_models:
-        on_models(len(roster))
-    results, _fitted = compare_models(
-        roster, train, test, protocol=protocol, k=10, seed=seed, on_step=on_step
-    )
-    key = "ndcg@10"
-    best = max(results, key=lambda r: r.metrics.get(key, float("-inf")))
-    stage("writing the report")
-    out = out_dir or rs.reports_dir
-    html, js = write_report(
-        results,
-        out,
-        title=f"privrec: {ds.name}",
-        dataset_info={
-            "name": ds.name,
-            "users": ds.n_users,
-            "items": ds.n_items,
-            "events": ds.n_events,
-            "train_events": train.n_events,
-            "test_events": test.n_events,
-            "protocol": description,
-        },
-    )
-    stage(f"training {best.model} on all data for serving")
-    spec = next(s for s in roster if s.display == best.model)
-    from privrec.models.zoo import create_model
+    with stage(f"training and evaluating {len(roster)} models"):
+        if on_models:
+            on_models(len(roster))
+        results, _fitted = compare_models(
+            roster, train, test, protocol=protocol, k=10, seed=seed, on_step=on_step
+        )
+    best = max(results, key=lambda r: r.metrics.get("ndcg@10", float("-inf")))
+    with stage("writing the report"):
+        html, js = write_report(
+            results,
+            out_dir or rs.reports_dir,
+            title=f"privrec: {ds.name}",
+            dataset_info={
+                "name": ds.name,
+                "users": ds.n_users,
+                "items": ds.n_items,
+                "events": ds.n_events,
+                "train_events": train.n_events,
+                "test_events": test.n_events,
+                "protocol": description,
+            },
+        )
+    with stage(f"training {best.model} on all data for serving"):
+        spec = next(s for s in roster if s.display == best.model)
+        from privrec.models.zoo import create_model
 
-    if dataset is None:
-        # the store holds exactly `ds`: train through the service, so the version records what it
-        # was trained on and `forget` can later take a shopper out of it exactly
-        final_name = rs.train(spec.name, params=dict(spec.params), seed=seed).model
-    else:
         final = create_model(spec.name, **dict(spec.params)).fit(ds, rng=seed)
         version = rs.registry.save(final, ds.items)
         rs.registry.activate(final.name, version.name)
-        final_name = final.name
-    rs.registry.set_default(final_name)
-    rs.serving.forget_default()
-    user = "shopper-00001" if dataset is None else _first_raw_user(dataset, fmt)
+        rs.registry.set_default(final.name)
+        rs.serving.forget_default()
+    user = _first_raw_user(dataset, fmt)
     sample: dict[str, Any] = {}
     if user is not None:
         sample = {"user": user, **rs.recommend(user, 5).to_dict()}
@@ -260,6 +504,8 @@ def run_demo(
         ingest=ingest_info,
         sample=sample,
         seconds=time.perf_counter() - t_start,
+        default_model=final.name,
+        stages=stage.done,
     )
 
 
@@ -297,8 +543,12 @@ class _StoringGate:
         return getattr(self._gate, name)
 
 
-def _prepare_demo_dir(rs: RecSys) -> None:
-    """The demo owns its data directory: start clean, but never wipe a directory with real data."""
+def _prepare_demo_dir(rs: RecSys) -> Path:
+    """The demo owns its data directory: start clean, but never wipe a directory with real data.
+
+    The item-embedding cache (public catalogue text only, no personal data) is kept across the
+    fresh start, so a second run encodes nothing twice. Returns the cache folder.
+    """
     marker = rs.data_dir / DEMO_MARKER
     has_store = (rs.data_dir / "events.duckdb").exists()
     if has_store and not marker.exists():
@@ -307,5 +557,14 @@ def _prepare_demo_dir(rs: RecSys) -> None:
             f"{rs.data_dir} holds a store that the demo did not create; "
             "use another --data-dir for the demo",
         )
+    cache = rs.data_dir / "cache" / "embeddings"
+    kept = rs.data_dir.parent / f".{rs.data_dir.name}.embeddings-kept"
+    shutil.rmtree(kept, ignore_errors=True)
+    if cache.is_dir():
+        os.replace(cache, kept)
     rs.reset()
+    if kept.is_dir():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(kept, cache)
     marker.write_text(json.dumps({"created": time.time()}))
+    return cache

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import warnings
 from typing import Annotated
 
 import typer
@@ -34,9 +32,8 @@ def audit(
     Public datasets only: the audit trains many models and publishes what they reveal, which
     on a shop's own data would be further releases of it.
     """
-    from privrec.evaluation.canary import empirical_epsilon
-    from privrec.evaluation.lira import lira_audit
-    from privrec.models.zoo import available_models, create_model
+    from privrec.evaluation.audit_suite import run_audit
+    from privrec.models.zoo import available_models
 
     params = parse_params(param or [])
     if model not in available_models():
@@ -46,16 +43,11 @@ def audit(
         )
     with errors(), open_recsys(data_dir) as rs:
         ds = rs.reports.public_dataset(dataset)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # low power is reported in the result itself
-            lira = lira_audit(
-                functools.partial(create_model, model, **params), ds, shadows=shadows, seed=seed
-            )
-        canary = empirical_epsilon(
-            model, params, ds, canaries=canaries, runs=runs, seed=seed, item_pool="popular"
+        result = run_audit(
+            model, params, ds, shadows=shadows, runs=runs, canaries=canaries, seed=seed
         )
-    out = {"model": model, "dataset": ds.name, "lira": lira.to_dict(), "canary": canary.to_dict()}
-    print(json.dumps(out, default=str))
+    lira, canary = result.lira, result.canary
+    print(json.dumps(result.to_dict(), default=str))
     console.print(
         f"LiRA AUC {lira.auc:.3f}; canary epsilon lower bound {canary.epsilon_lb:.3f} "
         f"(claimed {canary.to_dict()['claimed_epsilon']})",

@@ -177,16 +177,20 @@ def demo(
     ] = 3000,
     data_dir: DataDir = None,
 ) -> None:
-    """The main job: demo shop (or --dataset) -> gate -> store -> train -> evaluate -> report."""
+    """The main job: demo catalogue and shop -> gate -> store -> hybrid, DP and CF models ->
+    evaluation, audit, search, explanations -> one report; the hybrid is served afterwards."""
     from privrec.evaluation.report import render_table
     from privrec.pipeline import run_demo
 
     with errors(), open_recsys(data_dir) as rs, progress() as prog:
-        stages = prog.add_task("main job", total=None)
+        current: list[Any] = []
         models_task = prog.add_task("models", total=None, visible=False)
 
         def on_stage(text: str) -> None:
-            prog.update(stages, description=text)
+            # one line per stage: a finished stage keeps its own elapsed time
+            if current:
+                prog.update(current[-1], total=1, completed=1)
+            current.append(prog.add_task(text, total=1))
 
         def on_models(n: int) -> None:
             prog.update(models_task, visible=True, total=2 * n, completed=0)
@@ -214,17 +218,75 @@ def demo(
         prog.update(
             models_task, completed=prog.tasks[models_task].total or 0, description="models done"
         )
-        prog.update(stages, total=1, completed=1, description="main job done")
+        if current:
+            prog.update(current[-1], total=1, completed=1)
     console.print(render_table(result.results))
     if result.ingest:
         console.print(f"gate: {json.dumps(result.ingest)}")
+    if result.catalogue:
+        console.print(
+            f"catalogue: {result.catalogue['accepted']} products imported from "
+            f"{result.catalogue['file']}"
+        )
     console.print(f"protocol: {result.protocol}")
-    console.print(f"best model: [bold]{result.best_model}[/] (now serving)")
+    _print_showcase(result.showcase)
+    console.print(
+        f"best model by NDCG@10: [bold]{result.best_model}[/]; "
+        f"serving: [bold]{result.default_model}[/] (the default for `privrec serve`)"
+    )
     if result.sample:
         console.print(f"sample recommendations for {result.sample['user']}:")
         for r in result.sample["items"]:
             why = r.get("explanation", {}).get("text", "")
             console.print(f"  - {r['title'] or r['item']}  ({why})", markup=False, emoji=False)
+    _print_stages(result.stages)
+    md = f"\nmarkdown: {result.report_md}" if result.report_md else ""
     console.print(
-        f"report: {result.report_html}\njson:   {result.report_json}\ntook {result.seconds:.1f}s"
+        f"report: {result.report_html}\njson:   {result.report_json}{md}\n"
+        f"took {result.seconds:.1f}s"
     )
+
+
+def _print_showcase(show: dict[str, Any]) -> None:
+    """The search, privacy and audit figures of the main job, a line each."""
+    if not show:
+        return
+    search = show["search"]
+    q = search.get("quality")
+    if q:
+        console.print(
+            f"search ({search['mode_summary']}): {q['queries']} category queries, "
+            f"nDCG@10 {q['ndcg@10']:.3f}, Recall@10 {q['recall@10']:.3f}",
+            markup=False,
+        )
+    for ex in search["examples"]:
+        titles = "; ".join(i["title"] for i in ex["items"][:3]) or "nothing found"
+        console.print(f"  {ex['query']!r} [{ex['mode']}]: {titles}", markup=False, emoji=False)
+    p = show["privacy"]
+    console.print(
+        f"privacy: {p['model']} at epsilon={p['epsilon']} reaches NDCG@10 {p['ndcg']:.4f}, "
+        f"{100 * p['ratio']:.0f}% of {p['baseline']} ({p['baseline_ndcg']:.4f}); "
+        f"{p['ledger_text']}",
+        markup=False,
+    )
+    for a in (p.get("audit") or {}).get("models", []):
+        console.print(
+            f"  audit {a['model']}: LiRA AUC {a['lira_auc']:.3f}, canary epsilon lower bound "
+            f"{a['epsilon_lb']:.2f} (claimed {a['claimed_epsilon']})",
+            markup=False,
+        )
+
+
+def _print_stages(stages: list[dict[str, Any]]) -> None:
+    """Seconds per stage of the main job, as a table."""
+    from rich.table import Table
+
+    if not stages:
+        return
+    table = Table(title="stages")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for s in stages:
+        table.add_row(s["stage"], f"{s['seconds']:.1f}")
+    table.add_row("total", f"{sum(s['seconds'] for s in stages):.1f}", style="bold")
+    console.print(table)

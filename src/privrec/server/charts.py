@@ -57,7 +57,7 @@ def fmt_number(v: float, digits: int = 3) -> str:
     if a >= 1e-3:
         s = f"{v:.{digits}g}"
         return s if "e" not in s else f"{v:,.0f}"
-    return f"{v:.{max(digits - 1, 1)}e}".replace("e-0", "e-")
+    return f"{v:.{digits}g}".replace("e-0", "e-")  # 3.33e-5, 1e-6
 
 
 def _tx(
@@ -137,7 +137,9 @@ def line_chart(
     finite = [float(v) for vs in series.values() for v in vs if math.isfinite(float(v))]
     if not finite or not x_labels:
         return _empty(parts, width, height, empty_note)
-    left, right, top, bottom = 58.0, width - 12.0, 48.0, height - (44.0 if x_label else 30.0)
+    legend_rows = -(-len(series) // 4)
+    left, right = 58.0, width - 12.0
+    top, bottom = 34.0 + 12 * legend_rows + 10, height - (44.0 if x_label else 30.0)
     ticks = nice_ticks(min(0.0, min(finite)), max(finite))
     y0, y1 = ticks[0], ticks[-1]
 
@@ -153,8 +155,10 @@ def line_chart(
     parts.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="{_AXIS}"/>')
     every = max(1, math.ceil(n / 8))  # at most ~8 x labels so they never overlap
     for i, lab in enumerate(x_labels):
-        if i % every == 0 or i == n - 1:
-            parts.append(_tx(x_of(i), bottom + 14, lab, size=10, fill=_AXIS))
+        # the last label always shows; a regular one too close before it does not
+        if i == n - 1 or (i % every == 0 and n - 1 - i >= max(every // 2, 1)):
+            edge = "end" if i == n - 1 and n > 1 else "start" if i == 0 and n > 1 else "middle"
+            parts.append(_tx(x_of(i), bottom + 14, lab, anchor=edge, size=10, fill=_AXIS))
     if x_label:
         parts.append(_tx((left + right) / 2, height - 8, x_label, size=11, fill=_AXIS))
     for s, (name, values) in enumerate(series.items()):

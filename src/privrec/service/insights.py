@@ -26,7 +26,7 @@ __all__ = ["MIN_SHOPPERS", "Insights"]
 
 # Fewest distinct shoppers behind a bought-together pair before it is shown to anyone.
 MIN_SHOPPERS = 3
-# Store-wide aggregates are recomputed at most this often (and whenever the event count changes).
+# Store-wide aggregates are recomputed when the event count changed, at most this often.
 _REFRESH_SECONDS = 30.0
 
 
@@ -101,10 +101,9 @@ class Insights:
         with self._lock:
             count = store.count()
             now = time.monotonic()
-            if (
-                self._key is not None
-                and self._key[0] == count
-                and now - self._key[1] < _REFRESH_SECONDS
+            # reading every event costs: at most once per _REFRESH_SECONDS, and only on change
+            if self._key is not None and (
+                self._key[0] == count or now - self._key[1] < _REFRESH_SECONDS
             ):
                 return
             ev = store.events()
@@ -138,8 +137,11 @@ class Insights:
         daily = self._daily
         if daily is None or daily.empty:
             return {"days": [], "series": {}, "total": 0}
-        # a continuous run of days (days without events count 0) ending at the last event
-        full = pd.date_range(end=pd.Timestamp(daily.index[-1]), periods=days, freq="D")
+        # a continuous run of days (days without events count 0) ending at the last event,
+        # from the first event's day when that is more recent (at least a week is shown)
+        first, last = pd.Timestamp(daily.index[0]), pd.Timestamp(daily.index[-1])
+        span = min(days, max((last - first).days + 1, min(7, days)))
+        full = pd.date_range(end=last, periods=span, freq="D")
         labels = [d.strftime("%Y-%m-%d") for d in full]
         frame = daily.reindex(labels, fill_value=0)
         return {

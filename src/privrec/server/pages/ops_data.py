@@ -50,9 +50,10 @@ def epsilon_words(epsilon: float, delta: float, releases: int) -> str:
         )
     factor = math.exp(epsilon)
     ratio = f"{factor:,.1f}" if factor < 1e6 else f"{factor:.1e}"
+    spend = "The one release spends" if releases == 1 else f"All {releases} releases together spend"
     return (
-        f"All {releases} release{'s' if releases != 1 else ''} together spend ε = "
-        f"{fmt_number(epsilon)}: whatever else they know, an observer who sees every one of them "
+        f"{spend} ε = "
+        f"{fmt_number(epsilon)}: whatever else they know, an observer who sees all of it "
         f"can be at most e^ε ≈ {ratio} times more (or less) confident that a given shopper's data "
         f"was used than if it had not been, except with a probability of at most δ = "
         f"{fmt_number(delta)}. Smaller ε is more private; ε ≤ 1 is strong protection."
@@ -165,7 +166,7 @@ def serving_view(stats: dict[str, Any], registry: Any) -> dict[str, Any]:
     """Cache hit ratio gauge and the latency chart."""
     hits, misses = int(stats.get("cache_hits", 0)), int(stats.get("cache_misses", 0))
     cache = (
-        gauge(hits, hits + misses, title="Cache hit ratio", unit="hits", note=f"{misses} misses")
+        gauge(hits, hits + misses, title="Cache hit ratio", note=f"{hits} hits, {misses} misses")
         if hits + misses
         else None
     )

@@ -51,7 +51,7 @@ def settings_of(data_dir: Path | None) -> Settings:
 def open_recsys(data_dir: Path | None) -> RecSys:
     """The service over the data directory."""
     # imported here: `privrec --help` should not pay for loading the models' libraries
-    from privrec.cli.remote import refuse_if_served
+    from privrec.cli.runtime import refuse_if_served
     from privrec.service import RecSys
 
     settings = settings_of(data_dir)

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from privrec.cli.common import DataDir, app, console, errors, open_recsys, parse_params
-from privrec.cli.remote import Server, remote
+from privrec.cli.remote import remote
+from privrec.cli.runtime import Server
 
 schedule_app = typer.Typer(
     help="Retrain policies: every N new events, every T hours, before erasure deadlines.",

@@ -42,7 +42,7 @@ def serve(
     """
     import uvicorn
 
-    from privrec.cli.remote import client_url, live_server, remove_runtime
+    from privrec.cli.runtime import client_url, live_server, remove_runtime
     from privrec.core.errors import ConflictError
     from privrec.server.app import create_app
     from privrec.server.security import key_id, load_or_create_keys, parse_keys
@@ -101,7 +101,7 @@ def _announce(application: Any, data_dir: Path, url: str, key_ref: dict[str, str
     Inside the app's lifespan, not around `uvicorn.run`: uvicorn re-raises SIGTERM after its
     graceful shutdown, so code after `run` never runs when the server is stopped that way.
     """
-    from privrec.cli.remote import remove_runtime, write_runtime
+    from privrec.cli.runtime import remove_runtime, write_runtime
 
     inner = application.router.lifespan_context
 

@@ -134,9 +134,9 @@ class Experiments:
 
     def records_of(self, pseudonym: str) -> list[dict[str, Any]]:
         """Every experiment row about one shopper (right of access), then the lists served to
-        them from the feedback log (``kind`` "feedback")."""
+        them from the feedback log (``source`` "feedback")."""
         rows = self.store.unit_records(self._units(pseudonym)) if self.exists else []
-        return rows + [{"kind": "feedback", **r} for r in self.feedback.records_of(pseudonym)]
+        return rows + [{"source": "feedback", **r} for r in self.feedback.records_of(pseudonym)]
 
     def erase(self, pseudonym: str) -> int:
         """Delete every experiment and feedback row about one shopper; returns the rows."""

@@ -143,6 +143,12 @@ class FeedbackLog:
         """Whether the log holds or buffers anything (nothing is created to find out)."""
         return self._con is not None or bool(self._pending) or self.path.exists()
 
+    def _ready(self) -> bool:
+        """Write what is buffered (waiting for a background write in progress); whether the log
+        holds anything."""
+        self.flush()
+        return self.exists
+
     def _hash(self, domain: bytes, value: str) -> str:
         if self._key is None:
             return value
@@ -398,7 +404,7 @@ class FeedbackLog:
             revenue, revenue_per_shopper, items_shown, coverage}; a rate is None where its
             denominator is 0 (see `privrec.experiments.online`).
         """
-        if not self.exists:
+        if not self._ready():
             return []
         data = self._rows(self._since(days), experiment=experiment, kind=kind)
         return daily(by, *data, catalogue_size=self.catalogue_size())
@@ -412,21 +418,21 @@ class FeedbackLog:
         kind: str | None = None,
     ) -> list[dict[str, Any]]:
         """The same metrics per group over the whole window (distinct shoppers and items)."""
-        if not self.exists:
+        if not self._ready():
             return []
         data = self._rows(self._since(days), experiment=experiment, kind=kind)
         return totals(by, *data, catalogue_size=self.catalogue_size())
 
     def experiment_rows(self, experiment: str) -> tuple[list[ListRow], list[OutcomeRow]]:
         """Every tracked list of one experiment and its outcomes (for sequential tests)."""
-        if not self.exists:
+        if not self._ready():
             return [], []
         _, lists, outcomes, _ = self._rows("0000-00-00", experiment=experiment)
         return lists, outcomes
 
     def served_version(self, experiment: str, arm: str) -> tuple[str, str] | None:
         """(model, version) that served the arm's most recent list, or None."""
-        if not self.exists:
+        if not self._ready():
             return None
         self.flush()
         with self._lock:
@@ -440,7 +446,7 @@ class FeedbackLog:
     # ---- data rights and retention -----------------------------------------------------------
     def records_of(self, pseudonym: str) -> list[dict[str, Any]]:
         """Every list shown to one shopper with its outcomes (right of access)."""
-        if not self.exists:
+        if not self._ready():
             return []
         self.flush()
         s = self._hash(_SHOPPER, pseudonym)
@@ -479,7 +485,7 @@ class FeedbackLog:
 
     def erase(self, pseudonym: str) -> int:
         """Delete every list shown to one shopper and every outcome they sent; returns rows."""
-        if not self.exists:
+        if not self._ready():
             return 0
         self.flush()
         s = self._hash(_SHOPPER, pseudonym)

@@ -102,3 +102,37 @@ def test_http_train_route_takes_the_same_params(shop_dir: Path, tmp_path: Path) 
             time.sleep(0.2)
         assert j["status"] == "succeeded", json.dumps(j)
     assert _active_config(d, "sasrec")["target_weights"] == {"purchase": 4.0}
+
+
+def test_evaluate_compares_a_model_with_and_without_event_weights(
+    shop_dir: Path, tmp_path: Path
+) -> None:
+    args = ["evaluate", "--data-dir", str(shop_dir), "--out", str(tmp_path)]
+    args += ["--models", "itemknn,itemknn@buy", "-p", "itemknn@buy.binary=false"]
+    args += ["-p", 'itemknn@buy.event_weights={"view": 1, "purchase": 10}']
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "report.json").read_text())
+    rows = {r["model"]: r for r in doc["results"]}
+    assert set(rows) == {"itemknn", "itemknn@buy"}
+    assert rows["itemknn@buy"]["params"]["event_weights"] == {"view": 1, "purchase": 10}
+    assert "event_weights" not in rows["itemknn"]["params"]
+
+
+@pytest.mark.parametrize(
+    ("param", "field"),
+    [
+        ('itemknn@buy.event_weights={"buy": 1}', "event_weights"),
+        ("itemknn@buy.resample_ratio=0.5", "resample_ratio"),  # not an item-kNN setting
+        ("nosuch.k=5", "param"),
+    ],
+)
+def test_evaluate_refuses_a_bad_param_before_reading_data(
+    shop_dir: Path, tmp_path: Path, param: str, field: str
+) -> None:
+    args = ["evaluate", "--data-dir", str(shop_dir), "--out", str(tmp_path)]
+    args += ["--models", "itemknn,itemknn@buy", "-p", "itemknn@buy.binary=false", "-p", param]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert field in result.output
+    assert not (tmp_path / "report.json").exists()

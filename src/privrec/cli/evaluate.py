@@ -48,6 +48,16 @@ def evaluate(
         bool,
         typer.Option("--tune", help="Choose hyper-parameters on a validation split of the train."),
     ] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="MODEL.NAME=VALUE: a hyper-parameter of one model of --models (JSON value). "
+            "A model may be given twice as NAME@LABEL to compare settings, e.g. "
+            "--models sasrec,sasrec@buy -p 'sasrec@buy.target_weights={\"purchase\": 5}'.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Compare models under the dataset's protocol or k-fold CV; print a table, write HTML+JSON."""
@@ -57,9 +67,13 @@ def evaluate(
 
     wanted = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
     with errors(), open_recsys(data_dir) as rs:
+        overrides: dict[str, dict[str, Any]] = {}
         if wanted is not None:
             # checked before any data is read, so a typo costs nothing and changes nothing
-            roster_for("shop", wanted)
+            roster_for("shop", [w.split("@", 1)[0] for w in wanted])
+            overrides = _overrides(param or [], wanted)
+        elif param:
+            raise ValidationError("param", "name the models with --models to set their parameters")
         if dataset is not None:
             fmt = detect_format(dataset)
             ds = load_dataset(dataset, gate=rs.ctx.gate())
@@ -69,7 +83,7 @@ def evaluate(
             raise ValidationError("store", "holds no events; ingest some first or give --dataset")
         train_ds, test_ds, protocol, description = split_for(ds, fmt)
         key = roster_key(fmt, protocol)
-        specs = roster_for(key, wanted)
+        specs = roster_for(key, wanted) if wanted is None else _variants(key, wanted, overrides)
         target = Path(out or rs.reports_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=target.parent))
@@ -127,6 +141,43 @@ def evaluate(
     if "evaluation_ledger" in extra:
         console.print(f"DP releases charged to the evaluation ledger: {target / EVAL_LEDGER}")
     console.print(f"report: {target / html.name}\njson:   {target / js.name}")
+
+
+def _overrides(items: list[str], wanted: list[str]) -> dict[str, dict[str, Any]]:
+    """`-p MODEL.NAME=VALUE` options per model of `wanted`, each model's config checked."""
+    from privrec.cli.common import parse_params
+    from privrec.core.errors import ConfigError, ValidationError
+    from privrec.models.zoo import model_class
+
+    out: dict[str, dict[str, Any]] = {w: {} for w in wanted}
+    for key, value in parse_params(items).items():
+        model, _, name = key.rpartition(".")
+        if model not in out or not name:
+            raise ValidationError(
+                "param",
+                f"{key!r}: expected MODEL.NAME=VALUE with MODEL one of {', '.join(wanted)}",
+            )
+        out[model][name] = value
+    for w, params in out.items():
+        cls = model_class(w.split("@", 1)[0])
+        try:
+            cls.Config(**params)
+        except Exception as exc:  # pydantic's message names the field
+            raise ConfigError(f"{w}: {exc}") from exc
+    return out
+
+
+def _variants(key: str, wanted: list[str], overrides: dict[str, dict[str, Any]]) -> list[ModelSpec]:
+    """The specs of `wanted` (NAME or NAME@LABEL), each with its `-p` parameters on top."""
+    from privrec.evaluation.compare import ModelSpec
+    from privrec.pipeline import roster_for
+
+    out = []
+    for w in dict.fromkeys(wanted):
+        base = roster_for(key, [w.split("@", 1)[0]])[0]
+        params = {**base.params, **overrides.get(w, {})}
+        out.append(ModelSpec(base.name, params, w if "@" in w else base.label))
+    return out
 
 
 def _eval_ledger(folder: Path) -> PrivacyLedger:

@@ -4,9 +4,20 @@
 commands on it when imported.
 """
 
-from privrec.cli import audit, data, evaluate, items, remote, reports, schedule, serve
+from privrec.cli import audit, data, evaluate, items, remote, reports, schedule, search, serve
 from privrec.cli.common import app
 
 remote.install(app)  # last: commands go through a running server's HTTP API (cli/remote.py)
 
-__all__ = ["app", "audit", "data", "evaluate", "items", "remote", "reports", "schedule", "serve"]
+__all__ = [
+    "app",
+    "audit",
+    "data",
+    "evaluate",
+    "items",
+    "remote",
+    "reports",
+    "schedule",
+    "search",
+    "serve",
+]

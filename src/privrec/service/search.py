@@ -472,7 +472,7 @@ def run_search(
     if loaded.hidden is not None:
         s[loaded.hidden] = -np.inf
     spec = {**dict(rules or {}), "exclude_seen": False, "exclude_purchased": False}
-    res = apply_rules(s, k, rules_from(spec, loaded.index), loaded.table, floor=-np.inf)
+    res = apply_rules(s, k, _rules(spec, loaded.index), loaded.table, floor=-np.inf)
     exps = explain_items(
         loaded.model if personal else None,
         history,
@@ -504,6 +504,24 @@ def run_search(
         items=out,
         corrected_query=hits.corrected_query,
     )
+
+
+def _rules(spec: Mapping[str, Any], index: Mapping[str, int]) -> Any:
+    """`rules_from`, with a value of the wrong type named as a ValidationError (the CLI's
+    --rule values are not checked by a schema as the HTTP API's are)."""
+    try:
+        return rules_from(spec, index)
+    except ValidationError:
+        raise
+    except (TypeError, ValueError):
+        for key, value in spec.items():
+            try:
+                rules_from({key: value}, index)
+            except ValidationError:
+                raise
+            except (TypeError, ValueError):
+                raise ValidationError(key, "has a value of the wrong type for this rule") from None
+        raise
 
 
 def _match_of(hits: Any) -> dict[int, dict[str, Any]]:

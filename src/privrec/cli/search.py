@@ -83,7 +83,8 @@ def show(out: dict[str, Any], *, as_json: bool) -> None:
 def _install_remote() -> None:
     """While `privrec serve` holds the store, search through its HTTP API (cli/remote.py)."""
     try:
-        from privrec.cli.remote import Server, remote
+        from privrec.cli.remote import remote
+        from privrec.cli.runtime import Server
     except ImportError:  # no remote forms in this build: the local path only
         return
 

@@ -273,3 +273,49 @@ def test_docs_are_served_offline_with_every_asset_local(client) -> None:
         got = client.get(url)
         assert got.status_code == 200, url
     assert client.get("/docs/style.css").headers["content-type"].startswith("text/css")
+
+
+def test_the_loop_through_the_pages_reaches_the_console_and_promotion(client) -> None:
+    html = _operator(client)
+    form = {"name": "loop", "control": "popularity", "treatment": "itemknn", "csrf": _csrf(html)}
+    assert "Experiment created" in client.post("/ops/experiments", data=form).text
+    rs = client.app.state.rs
+    bought = 0
+    for n in range(4, 12):
+        home = _shopper(client, f"shopper-{n:05d}")
+        link = re.search(r'href="(/item/[^"?]+\?rec=[0-9a-f]+)" data-testid="item-link"', home)
+        assert link, "a recommended item links back with its list id"
+        page = client.get(link.group(1).replace("&amp;", "&"))
+        assert page.status_code == 200
+        rec = re.search(r'name="rec" value="([0-9a-f]+)"', page.text)
+        item = re.search(r'data-testid="product" data-item="([^"]+)"', page.text).group(1)
+        if rec and 'data-testid="purchase"' in page.text:
+            done = client.post(
+                "/item/action",
+                data={
+                    "item": item,
+                    "action": "purchase",
+                    "rec": rec.group(1),
+                    "csrf": _csrf(page.text),
+                },
+            )
+            assert "Thank you for your order" in done.text
+            bought += 1
+    assert bought >= 1
+    rs.experiments.feedback.flush()
+    rs.experiments.flush()
+    html = _operator(client)
+    online = re.search(r'data-testid="online-table">(.*?)</table>', html, re.S).group(1)
+    assert "itemknn" in online or "popularity" in online
+    ctr = re.search(r'data-testid="ctr-chart">(.*?)</figure>', html, re.S).group(1)
+    assert re.search(r'data-value="[0-9.]+"', ctr), "a daily CTR point is plotted"
+    exp = html.split('data-name="loop"', 1)[1]
+    assert 'data-testid="decision"' in exp and 'data-testid="sequential"' in exp
+    # not concluded on eight shoppers: promotion needs the override, and says so
+    refused = client.post("/ops/experiments/promote", data={"name": "loop", "csrf": _csrf(html)})
+    assert refused.status_code == 409 and "cannot be promoted yet" in refused.text
+    r = client.post(
+        "/ops/experiments/promote", data={"name": "loop", "force": "on", "csrf": _csrf(html)}
+    )
+    assert "Experiment promoted" in r.text and "forced over" in r.text
+    assert rs.experiments.get("loop")["status"] == "promoted"

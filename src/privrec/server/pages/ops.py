@@ -21,7 +21,7 @@ from fastapi import APIRouter, Form, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from privrec.core.errors import PrivrecError, ValidationError
+from privrec.core.errors import ConflictError, NotFoundError, PrivrecError, ValidationError
 from privrec.server.pages import ops_data
 from privrec.server.pages.common import (
     OPERATOR,
@@ -43,6 +43,7 @@ DONE = {
     "training": "Training started in the background; the new version is activated when done.",
     "experiment-created": "Experiment created and running.",
     "experiment-stopped": "Experiment stopped; its data stays for the report.",
+    "promoted": "Experiment promoted: the winning arm's model version now serves as the default.",
     "rolled-back": "Rolled back: the previous good version serves from the next request.",
     "scheduled": "Retrain policy saved; the scheduler applies it at its next tick.",
 }
@@ -87,6 +88,7 @@ def _gather(request: Request) -> dict[str, Any]:
         "plots": ops_data.plots(files),
         "reports": files,
         "jobs": ops_data.jobs_view(rs.jobs.recent(25)),
+        "online": ops_data.feedback_view(rs.experiments.feedback),
         "schedule": rs.scheduler.status(),
         "report": any(f.name == "report.html" for f in files),
     }
@@ -153,7 +155,14 @@ async def _control(request: Request, fn: Any, done: str) -> Response:
     try:
         await run_in_threadpool(fn)
     except PrivrecError as exc:
-        return await _console(request, 409 if "budget" in str(exc) else 422, f"Refused: {exc}")
+        status = (
+            409
+            if isinstance(exc, ConflictError)
+            else 404
+            if isinstance(exc, NotFoundError)
+            else 422
+        )
+        return await _console(request, status, f"Refused: {exc}")
     return RedirectResponse(f"/ops?done={done}", status_code=303)
 
 
@@ -295,3 +304,21 @@ async def ops_schedule(
         )
 
     return await _control(request, save, "scheduled")
+
+
+@router.post("/ops/experiments/promote")
+async def ops_experiment_promote(
+    request: Request,
+    name: str = Form(..., max_length=64, pattern=NAME),
+    force: str = Form(""),
+    csrf: str = Form(""),
+) -> Response:
+    """Promote the winning arm (as POST /v1/experiments/{name}/promote); `force` overrides an
+    unconcluded test or a breached guardrail, and the result records that it did."""
+    require_operator(request, csrf)
+    rs = request.app.state.rs
+    return await _control(
+        request,
+        lambda: rs.experiments.promote_served(rs.serving, name, force=force == "on"),
+        "promoted",
+    )

@@ -212,6 +212,8 @@ def experiments_view(rs: Any) -> list[dict[str, Any]]:
         except PrivrecError:
             rep = {"experiment": e, "variants": [], "srm": {}}
         rep["chart"] = experiment_chart(rep)
+        rep["arm_chart"] = arm_chart(rep) if rep.get("daily") else None
+        rep["tests"] = sequential_rows(rep)
         out.append(rep)
     return out
 
@@ -263,3 +265,93 @@ def jobs_view(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _daily_chart(
+    rows: list[dict[str, Any]], group: Any, metric: str, title: str, y_label: str
+) -> Any:
+    """A line per group of one daily metric (None: a gap) from feedback-log rows."""
+    days = sorted({str(r["day"]) for r in rows})
+    series: dict[str, list[float]] = {}
+    at = {d: i for i, d in enumerate(days)}
+    for r in rows:
+        values = series.setdefault(group(r), [math.nan] * len(days))
+        v = r.get(metric)
+        values[at[str(r["day"])]] = float(v) if v is not None else math.nan
+    return line_chart(
+        series,
+        [d[5:] for d in days],
+        title=title,
+        y_label=y_label,
+        x_label="day (UTC)",
+        empty_note="no list served and logged yet",
+    )
+
+
+def feedback_view(feedback: Any, days: int = 14) -> dict[str, Any]:
+    """Online metrics per model version from the feedback log: daily CTR chart and totals."""
+    rows = feedback.metrics("version", days)
+    totals = feedback.summary("version", days)
+
+    def label(r: dict[str, Any]) -> str:
+        return f"{r.get('model')} {r.get('version')}"
+
+    table = [
+        {
+            "model": r.get("model"),
+            "version": r.get("version"),
+            "impressions": int(r.get("impressions") or 0),
+            "shoppers": int(r.get("shoppers") or 0),
+            "ctr": fmt_number(r["ctr"]) if r.get("ctr") is not None else "–",
+            "conversion": fmt_number(r["conversion"]) if r.get("conversion") is not None else "–",
+            "revenue": fmt_number(r["revenue_per_shopper"])
+            if r.get("revenue_per_shopper") is not None
+            else "–",
+            "coverage": fmt_number(r["coverage"]) if r.get("coverage") is not None else "–",
+        }
+        for r in totals
+    ]
+    return {
+        "ctr_chart": _daily_chart(
+            rows, label, "ctr", "Click-through rate per model version, by day", "CTR"
+        ),
+        "conversion_chart": _daily_chart(
+            rows, label, "conversion", "Conversion per model version, by day", "conversion"
+        ),
+        "table": table,
+        "days": days,
+    }
+
+
+def sequential_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The always-valid tests of an experiment's report as table rows."""
+    out = []
+    for arm, tests in (report.get("sequential") or {}).items():
+        for metric, t in tests.items():
+            ci = t.get("ci") or [None, None]
+            out.append(
+                {
+                    "arm": arm,
+                    "metric": metric,
+                    "effect": fmt_number(t["effect"]) if t.get("effect") is not None else "–",
+                    "ci": "["
+                    + ", ".join(fmt_number(c) if c is not None else "–" for c in ci)
+                    + "]",
+                    "p": fmt_number(float(t.get("p_value", 1.0))),
+                    "concluded": bool(t.get("concluded")),
+                    "units": t.get("units") or [0, 0],
+                }
+            )
+    return out
+
+
+def arm_chart(report: dict[str, Any]) -> Any:
+    """An experiment's daily CTR per arm (from the feedback log)."""
+    name = (report.get("experiment") or {}).get("name", "")
+    return _daily_chart(
+        list(report.get("daily") or []),
+        lambda r: str(r.get("arm")),
+        "ctr",
+        f"{name}: click-through rate per arm, by day",
+        "CTR",
+    )

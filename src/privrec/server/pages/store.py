@@ -9,6 +9,7 @@ for that one shopper and keeps it in the signed session cookie.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -62,8 +63,13 @@ async def store(
     ended = bool(request.cookies.get(SHOPPER)) and user is None
     recs = None
     if user and not q:
-        served = await run_in_threadpool(rs.recommend, user, 8, rules={"in_stock": True})
-        recs = served.to_dict()
+        # the demo shop's front enrols its shoppers in the newest running experiment
+        served = await run_in_threadpool(
+            lambda: rs.recommend(
+                user, 8, rules={"in_stock": True}, experiment=_running_experiment(rs)
+            )
+        )
+        recs = _tagged(served.to_dict())
     results = None
     if q:
         results = (await run_in_threadpool(rs.search, q, 24, user_id=user)).to_dict()
@@ -187,6 +193,39 @@ async def delete(request: Request, csrf: str = Form(""), confirm: str = Form("")
     return resp
 
 
+# ---- the loop: lists carry their id; views, carts and purchases answer it ---------------------
+REC_ID = r"^[0-9a-f]{8,64}$"
+DONE = {"cart": "Added to your cart.", "purchase": "Thank you for your order."}
+
+
+def _running_experiment(rs: Any) -> str | None:
+    """The newest running experiment's name, or None."""
+    running = [e for e in rs.experiments.all() if e.get("status") == "running"]
+    if not running:
+        return None
+    return str(max(running, key=lambda e: e.get("created_at") or 0)["name"])
+
+
+def _tagged(served: dict[str, Any]) -> dict[str, Any]:
+    """A served list whose items carry the list id, so a click on one is its outcome."""
+    rid = served.get("recommendation_id")
+    if rid:
+        served["items"] = [{**it, "list_id": rid} for it in served.get("items", [])]
+    return served
+
+
+def _record(rs: Any, user: str, item: str, kind: str, rec: str | None, value: Any = None) -> None:
+    """One event of the signed-in shopper through the gate (as POST /v1/events does)."""
+    import time
+
+    event: dict[str, Any] = {"user": user, "item": item, "type": kind, "timestamp": time.time()}
+    if rec:
+        event["recommendation_id"] = rec
+    if value is not None:
+        event["value"] = float(value)
+    rs.ingestion.batch([event])
+
+
 # ---- item pages and the "why?" view --------------------------------------------------------------
 def _similar_models(rs: Any) -> list[tuple[str, str]]:
     """(model, heading) for the item page's similar lists: one collaborative, one by content."""
@@ -210,17 +249,29 @@ def _missing(request: Request, what: str) -> HTMLResponse:
 
 
 @router.get("/item/{item:path}", response_class=HTMLResponse)
-async def item_page(request: Request, item: str) -> Response:
-    """One product: its facts and image, similar items (CF and content), bought together."""
+async def item_page(
+    request: Request,
+    item: str,
+    rec: str | None = Query(default=None, pattern=REC_ID),
+    done: str | None = Query(default=None, max_length=20),
+) -> Response:
+    """One product: its facts and image, similar items (CF and content), bought together.
+
+    A signed-in shopper's visit is stored as a view (through the gate and their consent); when
+    they came from a served list (`rec`), it is that list's click.
+    """
     rs = request.app.state.rs
     if not request.app.state.ready or len(item) > 256:
         return _missing(request, "this product")
+    user = shopper(request)
 
     def gather() -> dict[str, Any] | None:
         try:
             facts = rs.serving.item(item)
         except NotFoundError:
             return None
+        if user and not done:
+            _record(rs, user, item, "view", rec)
         similar = []
         for name, heading in _similar_models(rs):
             try:
@@ -228,6 +279,7 @@ async def item_page(request: Request, item: str) -> Response:
             except PrivrecError:  # this model does not know the item (or is not ready)
                 continue
             if got["items"]:
+                got = _tagged(got)
                 similar.append({"heading": heading, "model": name, "items": got["items"]})
         together = request.app.state.insights.bought_together(item, 6)
         return {"it": facts, "similar": similar, "together": together["items"]}
@@ -235,7 +287,42 @@ async def item_page(request: Request, item: str) -> Response:
     ctx = await run_in_threadpool(gather)
     if ctx is None:
         return _missing(request, f"product {item!r}")
-    return render(request, "item.html.j2", title=ctx["it"]["title"] or item, **ctx)
+    return render(
+        request,
+        "item.html.j2",
+        title=ctx["it"]["title"] or item,
+        rec=rec,
+        message=DONE.get(done or ""),
+        **ctx,
+    )
+
+
+@router.post("/item/action")
+async def item_action(
+    request: Request,
+    item: str = Form(..., min_length=1, max_length=256),
+    action: str = Form(..., pattern="^(cart|purchase)$"),
+    rec: str = Form("", max_length=64),
+    csrf: str = Form(""),
+) -> Response:
+    """Add to cart or buy (the demo shop's checkout): a cart or purchase event through the
+    gate, at the catalogue price, attributed to the list the shopper came from."""
+    from urllib.parse import quote
+
+    check_csrf(request, csrf)
+    user = shopper(request)
+    if not user:
+        return signed_out(request)
+    rs = request.app.state.rs
+    rid = rec if re.fullmatch(REC_ID, rec or "") else None
+
+    def go() -> None:
+        price = rs.serving.item(item).get("price")
+        _record(rs, user, item, action, rid, price if action == "purchase" else None)
+
+    await run_in_threadpool(go)
+    back = f"/item/{quote(item, safe='')}?done={action}" + (f"&rec={rid}" if rid else "")
+    return RedirectResponse(back, status_code=303)
 
 
 @router.get("/why/{item:path}", response_class=HTMLResponse)

@@ -452,6 +452,7 @@ def create_app(
         events,
         experiments,
         explanations,
+        feedback,
         health,
         items,
         metrics,
@@ -476,6 +477,7 @@ def create_app(
         models,
         experiments,
         schedule,  # retrain policies, job history, rollback; starts the scheduler
+        feedback,  # online metrics of served lists (GET /v1/metrics/online)
         health,
         metrics,
     ):

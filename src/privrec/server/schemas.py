@@ -232,10 +232,24 @@ class VariantIn(Strict):
     params: RulesIn | None = None
 
 
+class GuardrailIn(Strict):
+    metric: Literal["revenue_per_shopper", "coverage", "ctr", "conversion"]
+    max_drop: float = Field(ge=0.0, lt=1.0, description="largest allowed relative drop (0.05 = 5%)")
+
+
 class ExperimentIn(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=500)
     variants: list[VariantIn] = Field(min_length=2, max_length=10)
+    primary: Literal["conversion", "ctr"] = "conversion"
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    tau2: float = Field(default=1e-4, gt=0.0, lt=1.0, description="mSPRT mixing variance")
+    guardrails: list[GuardrailIn] | None = Field(default=None, max_length=10)
+
+
+class PromoteIn(Strict):
+    force: bool = False
+    arm: str | None = Field(default=None, pattern=NAME_PATTERN)
 
 
 class ReplayIn(Strict):

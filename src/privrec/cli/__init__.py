@@ -4,7 +4,18 @@
 commands on it when imported.
 """
 
-from privrec.cli import audit, data, evaluate, items, remote, reports, schedule, search, serve
+from privrec.cli import (
+    audit,
+    data,
+    evaluate,
+    experiments,
+    items,
+    remote,
+    reports,
+    schedule,
+    search,
+    serve,
+)
 from privrec.cli.common import app
 
 remote.install(app)  # last: commands go through a running server's HTTP API (cli/remote.py)
@@ -14,6 +25,7 @@ __all__ = [
     "audit",
     "data",
     "evaluate",
+    "experiments",
     "items",
     "remote",
     "reports",

@@ -202,3 +202,15 @@ def test_a_guardrail_breach_blocks_promotion_unless_forced(rs: RecSys) -> None:
         rs.experiments.promote_served(rs.serving, "guarded")
     forced = rs.experiments.promote_served(rs.serving, "guarded", force=True)
     assert forced["promoted"]["forced"] and forced["promoted"]["arm"] == "pop"
+
+
+def test_a_key_rotation_keeps_the_shoppers_lists_findable(rs: RecSys) -> None:
+    known = "shopper-00025"  # has stored events: the rotation knows them
+    assert len(rs.ctx.store.events(user=rs.ctx.pseudonymise(known)))
+    out = rs.recommend(known, k=3)
+    rs.recommend("only-shown-lists", k=3)  # no stored event: the rotation cannot know them
+    rs.rotate_key()
+    mine = [r for r in rs.export_user(known)["experiments"] if r.get("source") == "feedback"]
+    assert [r["recommendation_id"] for r in mine] == [out.recommendation_id]
+    assert rs.forget(known)["experiment_rows_deleted"] >= 1
+    assert rs.experiments.feedback.records_of(rs.ctx.pseudonymise(known)) == []

@@ -69,7 +69,7 @@ _DDL = (
 )
 # HMAC domains, so equal strings in two columns stay unlinked
 _LIST = b"privrec:feedback-list:"
-_SHOPPER = b"privrec:feedback-shopper:"
+_SHOPPER = SHOPPER_DOMAIN = b"privrec:feedback-shopper:"
 _OUTCOME = b"privrec:feedback-outcome:"
 _LIST_AAD = b"privrec:feedback-list-row:"
 _OUTCOME_AAD = b"privrec:feedback-outcome-row:"

@@ -34,6 +34,7 @@ from privrec.privacy.audit_log import erasure_receipt
 from privrec.privacy.consent_store import ConsentStore
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
+from privrec.service.feedback_rotation import stage_rekey as stage_feedback_rekey
 from privrec.service.pending import PendingRetrains, now_iso
 from privrec.service.registry import ModelRegistry
 from privrec.service.serving import Serving
@@ -462,6 +463,10 @@ class Rights:
         if experiments.exists:
             parts["experiment_units"] = lambda rotated, known: experiments.store.stage_rekey(
                 known, rotated.generation
+            )
+        if experiments.feedback.exists:  # the lists shown to shoppers follow them too
+            parts["feedback_shoppers"] = lambda rotated, known: stage_feedback_rekey(
+                experiments.feedback, known, rotated.generation
             )
         key = self.ctx.settings.pseudonym_key
         report = rotation.rotate(

@@ -38,6 +38,13 @@ def test_schedule_put_get_and_validation(client) -> None:
     )
     assert bad.status_code == 422
     assert "every_events" in bad.json()["detail"]
+    for policy, field in (
+        ({"gate_metric": "bogus@10"}, "gate_metric"),
+        ({"params": {"k": "many"}}, "params"),
+        ({"every_hours": 1, "surprise": 1}, "surprise"),
+    ):
+        bad = client.put("/v1/schedule", json={"policies": {"itemknn": policy}}, headers=A)
+        assert bad.status_code == 422 and field in bad.json()["detail"], bad.text
     unknown = client.put("/v1/schedule", json={"policies": {"nosuch": {}}}, headers=A)
     assert unknown.status_code == 404 and "nosuch" in unknown.json()["detail"]
     # a refused PUT changed nothing

@@ -42,7 +42,7 @@ import pydantic
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from privrec.core.errors import ConflictError, NotFoundError, ValidationError
+from privrec.core.errors import ConflictError, NotFoundError, PrivrecError, ValidationError
 from privrec.core.rng import DEFAULT_SEED
 from privrec.data.splitters import temporal_split
 from privrec.evaluation.full_ranking import evaluate_ranking
@@ -102,8 +102,16 @@ def policy_from(name: str, fields: Mapping[str, Any]) -> RetrainPolicy:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "policy"
         raise ValidationError(f"schedule.{name}.{where}", first["msg"]) from None
-    parse_metric(policy.gate_metric)  # an unknown metric is refused now, not at the first retrain
-    create_model(name, **policy.params)  # so are parameters the model does not take
+    # an unknown metric or parameter is refused now, not at the first retrain
+    try:
+        parse_metric(policy.gate_metric)
+    except ValueError as exc:
+        raise ValidationError(f"schedule.{name}.gate_metric", str(exc)) from None
+    try:
+        create_model(name, **policy.params)
+    except (PrivrecError, ValueError, TypeError) as exc:
+        problem = " ".join(str(exc).split())[:300]
+        raise ValidationError(f"schedule.{name}.params", problem) from None
     return policy
 
 

@@ -54,10 +54,12 @@ def test_good_row_becomes_store_row() -> None:
         "price",
         "in_stock",
         "text",
+        "image_url",
     ]
+    assert row["image_url"] == "https://cdn.example.com/1.jpg"
     assert row["category"] == "Home > Kitchen > Mugs"
     assert row["text"] == "A mug" and row["price"] == 12.5 and bool(row["in_stock"]) is True
-    assert res.dropped == ["attributes", "currency", "image_url"]
+    assert res.dropped == ["attributes", "currency"]  # image_url is stored
 
 
 @pytest.mark.parametrize(("rec", "field"), BAD)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import ADMIN_KEY
+from tests.server.conftest import ADMIN_KEY, A
 
 
 def _csrf(html: str) -> str:
@@ -319,3 +319,22 @@ def test_the_loop_through_the_pages_reaches_the_console_and_promotion(client) ->
     )
     assert "Experiment promoted" in r.text and "forced over" in r.text
     assert rs.experiments.get("loop")["status"] == "promoted"
+
+
+def test_catalogue_images_are_stored_and_shown(client) -> None:
+    from privrec.core.errors import ValidationError
+    from privrec.data.catalogue_import import validate_row
+
+    item = _some_item(client)
+    url = "https://cdn.example.com/p/1.jpg"
+    r = client.patch(f"/v1/items/{item}", json={"image_url": url}, headers=A)
+    assert r.status_code == 200, r.text
+    assert client.app.state.rs.store.items().set_index("item").loc[item, "image_url"] == url
+    page = client.get(f"/item/{item}")
+    assert f'src="{url}"' in page.text and 'data-testid="product-image"' in page.text
+    assert "https:" in page.headers["content-security-policy"]  # img-src allows https pictures
+    for bad in ("http://cdn.example.com/1.jpg", "javascript:alert(1)", "//cdn.example.com/x"):
+        with pytest.raises(ValidationError, match="image_url"):
+            validate_row({"item": "x", "image_url": bad})
+    bad = client.patch(f"/v1/items/{item}", json={"image_url": "http://x.example/1.jpg"}, headers=A)
+    assert bad.status_code == 422 and "image_url" in bad.text

@@ -7,9 +7,10 @@ Good rows become the frame `EventStore.upsert_items` takes: columns item, title,
 brand, price, in_stock and text.
 
 Fields accepted: item (required), title, description, category ("A > B > C"), brand, price,
-currency, in_stock / stock, image_url and attributes. The store holds no currency, image or
-attributes columns, so those are validated and then dropped (`CatalogueImport.dropped` names
-them); description becomes `text`, and a stock count becomes in_stock (count > 0).
+currency, in_stock / stock, image_url and attributes. The store holds no currency or attributes
+columns, so those are validated and then dropped (`CatalogueImport.dropped` names them);
+description becomes `text`, a stock count becomes in_stock (count > 0), and image_url (https
+only: the shop's pages load it in shoppers' browsers) is kept.
 """
 
 from __future__ import annotations
@@ -52,8 +53,17 @@ CATALOGUE_FIELDS: tuple[str, ...] = (
     "attributes",
 )
 # validated, but the store has no column for them
-DROPPED_FIELDS: tuple[str, ...] = ("currency", "image_url", "attributes")
-STORE_COLUMNS: tuple[str, ...] = ("item", "title", "category", "brand", "price", "in_stock", "text")
+DROPPED_FIELDS: tuple[str, ...] = ("currency", "attributes")
+STORE_COLUMNS: tuple[str, ...] = (
+    "item",
+    "title",
+    "category",
+    "brand",
+    "price",
+    "in_stock",
+    "text",
+    "image_url",
+)
 MAX_ID_LEN = 256
 MAX_TEXT_LEN = {"title": 500, "brand": 200, "category": 500, "description": 20_000}
 MAX_URL_LEN = 2048
@@ -182,10 +192,11 @@ def _in_stock(name: str, v: Any) -> bool:
 
 def _url(v: Any) -> str:
     if not isinstance(v, str) or len(v) > MAX_URL_LEN:
-        raise ValidationError("image_url", f"must be an http(s) URL of at most {MAX_URL_LEN} chars")
+        raise ValidationError("image_url", f"must be an https URL of at most {MAX_URL_LEN} chars")
     parts = urlsplit(v.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValidationError("image_url", "must be an absolute http or https URL")
+    # https only: a plain-http picture would be mixed content on the shop's https pages
+    if parts.scheme.lower() != "https" or not parts.netloc:
+        raise ValidationError("image_url", "must be an absolute https URL")
     return v.strip()
 
 
@@ -231,7 +242,7 @@ def validate_row(rec: Any) -> dict[str, Any]:
         if not _blank(rec.get(name)):
             row["in_stock"] = _in_stock(name, rec[name])
     if not _blank(rec.get("image_url")):
-        _url(rec["image_url"])
+        row["image_url"] = _url(rec["image_url"])
     if not _blank(rec.get("attributes")):
         _attributes(rec["attributes"])
     return row

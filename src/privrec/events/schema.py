@@ -35,7 +35,16 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "session",
 )
 # Columns of the item catalogue (public shop data, no personal data).
-ITEM_COLUMNS: tuple[str, ...] = ("item", "title", "category", "brand", "price", "in_stock", "text")
+ITEM_COLUMNS: tuple[str, ...] = (
+    "item",
+    "title",
+    "category",
+    "brand",
+    "price",
+    "in_stock",
+    "text",
+    "image_url",  # an https URL of the product's picture (public catalogue data)
+)
 # Field names that producers often use instead of ours; an error names them with a hint. Any other
 # unknown field name is never echoed (see describe_error): the first row of a CSV file without a
 # header, or a key of a malformed record, may itself be a raw user id.

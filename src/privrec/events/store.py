@@ -60,6 +60,7 @@ ITEM_SCHEMA = pa.schema(
         ("price", pa.float64()),
         ("in_stock", pa.bool_()),
         ("text", pa.string()),
+        ("image_url", pa.string()),
     ]
 )
 
@@ -228,7 +229,7 @@ class EventStore(StoreMaintenance):
     def items(self) -> pd.DataFrame:
         """The item catalogue (columns ITEM_COLUMNS), ordered by item."""
         out = self._arrow("SELECT * FROM items ORDER BY item").to_pandas()
-        for c in ("title", "category", "brand", "text"):
+        for c in ("title", "category", "brand", "text", "image_url"):
             out[c] = out[c].astype(object).where(out[c].notna(), None)
         out["item"] = out["item"].astype("str")
         out["in_stock"] = out["in_stock"].astype("boolean")

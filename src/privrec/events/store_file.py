@@ -64,7 +64,7 @@ _DDL = (
         session VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS items (
         item VARCHAR NOT NULL, title VARCHAR, category VARCHAR, brand VARCHAR,
-        price DOUBLE, in_stock BOOLEAN, text VARCHAR)""",
+        price DOUBLE, in_stock BOOLEAN, text VARCHAR, image_url VARCHAR)""",
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR NOT NULL, value VARCHAR)",
 )
 
@@ -214,6 +214,8 @@ class StoreFile:
         with self._tx() as con:
             for ddl in _DDL:
                 con.execute(ddl)
+            # stores made before the catalogue had images: the column is added, last
+            con.execute("ALTER TABLE items ADD COLUMN IF NOT EXISTS image_url VARCHAR")
             version = self._meta_get(con, "format_version")
             if version is None:
                 self._meta_set(con, "format_version", str(STORE_FORMAT_VERSION))

@@ -69,7 +69,8 @@ _API_HEADERS = [(b"cache-control", b"no-store")]
 _PAGE_HEADERS = [
     (
         b"content-security-policy",
-        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
+        # https: images: product pictures from the catalogue's image_url (https only)
+        b"default-src 'self'; img-src 'self' data: https:; style-src 'self'; script-src 'none'; "
         b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     ),
     (b"x-frame-options", b"DENY"),

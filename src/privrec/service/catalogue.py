@@ -47,6 +47,7 @@ _PATCH_COLUMN = {
     "price": "price",
     "in_stock": "in_stock",
     "stock": "in_stock",
+    "image_url": "image_url",
 }
 
 

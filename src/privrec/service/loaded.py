@@ -54,6 +54,9 @@ class LoadedModel:
                 "price": price if np.isfinite(price) else None,
                 "in_stock": bool(t.in_stock[i]),
             }
+            images = t.extras.get("image_url")
+            if isinstance(images, list) and images[i]:
+                base["image_url"] = images[i]
         d = dict(base)
         if score is not None:
             d["score"] = round(float(score), 6)
@@ -125,6 +128,10 @@ def compile_catalogue(
     """
     meta = InteractionDataset._align_meta(items, catalogue)
     table = ItemTable.from_meta(meta, popularity=popularity)
+    if "image_url" in meta and meta["image_url"].notna().any():
+        table.extras["image_url"] = [
+            v if isinstance(v, str) and v else None for v in meta["image_url"].tolist()
+        ]
     index = items.keys
     gone = set(deleted)
     if not gone:

@@ -338,3 +338,19 @@ def test_catalogue_images_are_stored_and_shown(client) -> None:
             validate_row({"item": "x", "image_url": bad})
     bad = client.patch(f"/v1/items/{item}", json={"image_url": "http://x.example/1.jpg"}, headers=A)
     assert bad.status_code == 422 and "image_url" in bad.text
+
+
+def test_the_same_insights_over_http(client) -> None:
+    from tests.server.conftest import C
+
+    item = _some_item(client)
+    r = client.get(f"/v1/items/{item}/bought-together?k=3", headers=C)
+    assert r.status_code == 200 and r.json()["min_shoppers"] >= 2
+    assert client.get(f"/v1/items/{item}/bought-together").status_code == 401
+    assert client.get("/v1/items/nope/bought-together", headers=C).status_code == 404
+    home = _shopper(client)
+    target = re.search(r'href="/why/([^"]+)" data-testid="why-detail"', home).group(1)
+    body = {"user": "shopper-00004", "item": target}
+    got = client.post("/v1/explanations/contributions", json=body, headers=C).json()
+    assert got["personalized"] and got["contributors"]
+    assert got == client.app.state.insights.contributions("shopper-00004", target)

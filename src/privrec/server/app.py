@@ -455,6 +455,7 @@ def create_app(
         explanations,
         feedback,
         health,
+        insights,
         items,
         metrics,
         models,
@@ -469,6 +470,7 @@ def create_app(
         events,
         recommendations,
         items,
+        insights,  # bought together; how much each of a shopper's items counted
         catalogue,
         explanations,
         consent,

@@ -26,7 +26,8 @@ __all__ = ["install"]
 def install(app: FastAPI) -> None:
     """Add the pages and their static files to `app`."""
     app.state.page_secret = page_secret(app.state.rs.ctx.key_dir)
-    app.state.insights = Insights(app.state.rs.serving)
+    if getattr(app.state, "insights", None) is None:
+        app.state.insights = Insights(app.state.rs.serving)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (store, ops, reports):
         app.include_router(module.router)

@@ -1,0 +1,50 @@
+"""Item-page widgets and the detailed "why?": items bought together, and how much each of a
+shopper's items counted for one item (the same service code the pages use)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from privrec.server.deps import client
+from privrec.server.problems import problem_responses
+from privrec.server.responses import JSON
+from privrec.server.schemas import ExplainIn
+from privrec.service.insights import Insights
+
+router = APIRouter(prefix="/v1", tags=["items"], dependencies=[Depends(client)])
+
+
+def insights_of(request: Request) -> Insights:
+    """The app's one `Insights` (its aggregates are cached), made on first use."""
+    state = request.app.state
+    got = getattr(state, "insights", None)
+    if got is None:
+        got = state.insights = Insights(state.rs.serving)
+    return got
+
+
+@router.get(
+    "/items/{item}/bought-together", responses=problem_responses(401, 403, 404, 422, 429, 503)
+)
+async def bought_together(
+    request: Request,
+    item: str = Path(min_length=1, max_length=256),
+    k: int = Query(default=6, ge=1, le=100),
+) -> JSON:
+    """Items that shoppers who bought `item` also bought, most buyers first; only pairs that
+    several distinct shoppers bought (`min_shoppers`) are listed, and no count is given."""
+    ins = insights_of(request)
+    return JSON(await run_in_threadpool(ins.bought_together, item, k))
+
+
+@router.post(
+    "/explanations/contributions", responses=problem_responses(401, 403, 404, 413, 422, 429, 503)
+)
+async def contributions(request: Request, body: ExplainIn) -> JSON:
+    """How much each of the shopper's own items counted for `item`'s score: contributors with
+    their action and share (0..1, largest first), from their history as their consent allows."""
+    ins = insights_of(request)
+    return JSON(
+        await run_in_threadpool(lambda: ins.contributions(body.user, body.item, model=body.model))
+    )

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from privrec.core.errors import ValidationError
+from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
 from privrec.events.gate import Gate
@@ -58,7 +59,7 @@ from privrec.text.cache import EmbeddingCache
 from privrec.text.encoder import SentenceEncoder
 
 if TYPE_CHECKING:
-    from privrec.service.serving import Serving
+    from privrec.service.consent import ConsentBook
     from privrec.text.search import SearchIndex
 
 __all__ = [
@@ -83,6 +84,32 @@ class HasLiveGate(Protocol):
     @property
     def live_gate(self) -> Gate:
         """The server's gate."""
+        ...
+
+
+class Serving(Protocol):
+    """What the search path needs of serving (`service.serving.Serving`; no import cycle)."""
+
+    ctx: ServiceContext
+    consent: ConsentBook
+    search_indexes: SearchIndexes
+
+    def model(self, name: str | None = None) -> LoadedModel:
+        """The active version of the default model."""
+        ...
+
+    def history_for(
+        self, loaded: LoadedModel, pseudonym: str | None, level: policy.ConsentLevel
+    ) -> UserHistory:
+        """The shopper's history as their consent allows it used."""
+        ...
+
+    def scores(self, loaded: LoadedModel, history: UserHistory) -> np.ndarray:
+        """The model's score of every item."""
+        ...
+
+    def add_events(self, accepted: pd.DataFrame) -> None:
+        """Gated, stored events reach the in-memory histories."""
         ...
 
 

@@ -20,7 +20,8 @@ from the chronological order, and `score_matrix` reads row values as final weigh
 
 Training reads no interactions at all (only item text), so the model holds no personal data and
 an erasure changes nothing in it (`can_forget` is True and `forget` has nothing to do); user
-profiles exist only at request time.
+profiles exist only at request time. With a LoRA adapter (trained on shoppers' co-interactions)
+that no longer holds: the model then cannot forget exactly and owes a retrain after an erasure.
 
 Without search queries the score is a sum over history entries, cos(p, e_i) =
 sum_j w_j (e_j . e_i) / ||p||, so `contributions` gives each entry's exact share.
@@ -483,9 +484,11 @@ class ContentRecommender(Recommender):
     def can_forget(self) -> bool:
         """True: training reads item text only, so no user is in the model.
 
-        A subclass that fits differently does not inherit this: it must say so itself.
+        False with a LoRA adapter: the adapter was trained on shoppers' co-interactions and
+        cannot unlearn them, so an erasure makes the model owe a retrain (with a refitted
+        adapter). A subclass that fits differently does not inherit this: it must say so itself.
         """
-        return type(self).fit is ContentRecommender.fit
+        return type(self).fit is ContentRecommender.fit and self.config.adapter is None
 
     def forget(self, removed: InteractionDataset) -> UnlearningResult:
         """Nothing to remove: the item vectors depend on item text only."""

@@ -24,6 +24,7 @@ from privrec.service.catalogue import Catalogue
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.experiments import Experiments
+from privrec.service.finetune import FinetuneOptions, FinetuneResult, Finetuning, StageProgress
 from privrec.service.ingestion import Ingestion
 from privrec.service.jobs import JobHistory
 from privrec.service.pending import PendingRetrains, now_iso
@@ -70,6 +71,7 @@ class RecSys:
         pending = PendingRetrains(self.data_dir)
         self.rights = Rights(self.ctx, self.registry, self.consent_book, self.serving, pending)
         self.training = Training(self.ctx, self.registry, self.consent_book, self.serving, pending)
+        self.finetuning = Finetuning(self.training, self.registry)
         self.reports = Reports(self.ctx, self.registry, pending)
         # the job history and the retrain scheduler (`privrec serve` starts it; see scheduler.py)
         self.jobs = JobHistory(self.data_dir, key=self.ctx.sidecar_key, budget=self._budget_used)
@@ -151,6 +153,15 @@ class RecSys:
     ) -> TrainResult:
         """Fit `model_name` on the store, save it as a new version and activate it."""
         return self.training.train(model_name, params=params, activate=activate, seed=seed)
+
+    def finetune(
+        self,
+        options: FinetuneOptions | None = None,
+        *,
+        progress: StageProgress | None = None,
+    ) -> FinetuneResult:
+        """Fine-tune the content encoder on the store's co-interactions; deploy it if better."""
+        return self.finetuning.run(options, progress=progress)
 
     def set_default_model(self, name: str) -> None:
         """The model served when a request names none."""

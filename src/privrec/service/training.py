@@ -17,6 +17,7 @@ from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
 from privrec.models.dp.release import in_public_item_order
 from privrec.models.zoo import create_model
+from privrec.service.adapters import AdapterStore
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.pending import PendingRetrains
@@ -49,10 +50,15 @@ class Training:
         self.consent = consent
         self.serving = serving
         self.pending = pending
+        self.adapters = AdapterStore(ctx, registry)
 
     def dataset(self, name: str = "store") -> InteractionDataset:
         """Everything in the store that the users' consent allows, as an InteractionDataset."""
         return self._dataset(name)[0]
+
+    def dataset_with_events(self, name: str = "store") -> tuple[InteractionDataset, Any]:
+        """`dataset` and the usable events it was built from (their event ids name them)."""
+        return self._dataset(name)
 
     def _dataset(self, name: str) -> tuple[InteractionDataset, Any]:
         store = self.ctx.store
@@ -90,7 +96,11 @@ class Training:
             raise ValidationError(
                 "store", "holds no events; ingest some first (`privrec ingest FILE`)"
             )
-        model = create_model(model_name, **dict(params or {}))
+        # text models keep adapters and embedding caches in this data directory, never the cwd
+        model = create_model(model_name, **self.adapters.with_paths(model_name, params))
+        adapter = _adapter_of(model)
+        if adapter is not None:  # an adapter that still holds erased events is never used again
+            self.adapters.check_fresh(adapter, events)
         if "epsilon" in type(model.config).model_fields:
             # a DP release: its arrays follow the public catalogue, in sorted order, and events
             # on items outside it (whose existence is not public) are left out
@@ -101,6 +111,9 @@ class Training:
         record = TrainingRecord.of(
             events, self.ctx.store.pseudonym_generation, self.ctx.settings.event_weights
         )
+        if adapter is not None and model.name == "content":
+            # the content model reads item text only: the adapter's events are all it holds
+            record = self.adapters.record(adapter) or record
         path = self.registry.save(model, ds.items, training=record)
         if model.can_forget:  # kept in memory, so an erasure need not load it first
             self.registry.keep_live(model.name, path.name, model)
@@ -126,3 +139,12 @@ class Training:
             previous=previous,
             load_seconds=swap.get("load_seconds"),
         )
+
+
+def _adapter_of(model: Any) -> str | None:
+    """The LoRA adapter a text model (or a hybrid's content part) encodes with, if any."""
+    cfg = model.config
+    name = getattr(cfg, "adapter", None)
+    if name is None:
+        name = dict(getattr(cfg, "content_params", None) or {}).get("adapter")
+    return None if name is None else str(name)

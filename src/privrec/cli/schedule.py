@@ -133,12 +133,13 @@ def _print_jobs(jobs: list[dict[str, Any]], as_json: bool) -> None:
         print(json.dumps(jobs, sort_keys=True, default=str))
         return
     table = Table(title=f"jobs (newest first, {len(jobs)})")
-    for col in ("id", "created (UTC)", "kind", "model", "trigger", "status", "version", "reason"):
-        table.add_column(col)
+    for col in ("id", "created (UTC)", "kind", "model", "trigger", "status", "version"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("reason")
     for j in jobs:
         table.add_row(
             j["id"],
-            _when(j.get("created_at")),
+            _when(j.get("created_at"))[5:],
             j.get("kind") or "",
             j.get("model") or "",
             j.get("trigger") or "",

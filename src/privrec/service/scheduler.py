@@ -521,6 +521,10 @@ class Scheduler:
             except Exception as exc:  # keep the schedule alive; the job history has the details
                 logger.warning("scheduler tick failed error=%s", type(exc).__name__)
 
+        # a tick skipped because a retrain is still running is expected, not a warning
+        aps_log = logging.getLogger("apscheduler.scheduler")
+        if aps_log.level == logging.NOTSET:
+            aps_log.setLevel(logging.ERROR)
         aps = BackgroundScheduler(daemon=True, timezone="UTC")
         aps.add_job(
             job,

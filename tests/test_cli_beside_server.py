@@ -116,6 +116,9 @@ def test_cli_commands_go_through_the_running_server(
 
     code, out = _cli("privacy-budget", *dd)
     assert code == 0 and "ledger" in json.loads(out), out
+    code, out = _cli("consent", "shopper-00003", "--set", "purchases_only", *dd)
+    assert code == 0 and json.loads(out)["previous"] == "personalized", out
+    assert _cli("consent", "shopper-00003", *dd) == (0, '{\n  "level": "purchases_only"\n}\n')
     code, out = _cli("forget", "shopper-00002", *dd)
     assert code == 0 and json.loads(out)["events_deleted"] > 0, out
 
@@ -146,6 +149,7 @@ def test_cli_commands_go_through_the_running_server(
     local = json.loads(rec_local)
     assert local["version"] == json.loads(rec_remote)["version"]
     assert [(i["item"], i["score"]) for i in local["items"]] == remote_items
+    assert _cli("consent", "shopper-00003", *dd) == (0, '{\n  "level": "purchases_only"\n}\n')
     code, out = _cli("worker", "--once", *dd)
     assert code == 0, out
 

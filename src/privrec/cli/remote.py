@@ -8,7 +8,7 @@ file, checks that the pid lives and the server answers (a stale file is removed)
 
 - read and write commands that have an HTTP route run through it, printing what they print
   locally (`recommend`, `train`, `forget`, `export-user`, `models`, `activate`, `rollback`,
-  `jobs`, `schedule`, `privacy-budget`);
+  `jobs`, `schedule`, `privacy-budget`, `consent`);
 - the others stop with "stop the server or use the HTTP API: <route>" (or "stop the server
   first" where no route exists), instead of failing on the store's lock.
 """

@@ -107,11 +107,21 @@ class Server:
                 return key
         raise ConfigError(f"no admin key matching the running server's ({ref.get('key_id')})")
 
-    def call(self, method: str, path: str, body: Any = None, *, timeout: float = 120.0) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> Any:
         """One API call with the admin key; a problem answer is raised as the matching error."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.admin_key()}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:

@@ -111,6 +111,37 @@ def _rollback_remote(srv: Server, *, model: str, reason: str, **_: Any) -> None:
     _print_switch(out, "rolled back to")
 
 
+# ---- a shopper's consent ---
+@app.command()
+def consent(
+    user: Annotated[str, typer.Argument(help="The shop's user id.")],
+    set_level: Annotated[
+        str | None,
+        typer.Option("--set", help="New level: personalized, purchases_only or anonymous."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A shopper's consent level, or set it (it applies from the next request on)."""
+    with errors(), open_recsys(data_dir) as rs:
+        if set_level is None:
+            doc: dict[str, Any] = {"level": rs.consent(user)}
+        else:
+            doc = rs.set_consent(user, set_level).to_dict()
+    console.print_json(json.dumps(doc))
+
+
+@remote("consent")
+def _consent_remote(srv: Server, *, user: str, set_level: str | None, **_: Any) -> None:
+    # acting for the shopper: a one-minute shopper token from the admin route, then /v1/me
+    token = srv.call("POST", "/v1/admin/shopper-tokens", {"user": user, "ttl_seconds": 60})
+    headers = {"X-Shopper-Token": token["token"]}
+    if set_level is None:
+        doc = {"level": srv.call("GET", "/v1/me/consent", headers=headers)["level"]}
+    else:
+        doc = srv.call("PUT", "/v1/me/consent", {"level": set_level}, headers=headers)
+    console.print_json(json.dumps(doc))
+
+
 # ---- privacy budget ---
 @app.command("privacy-budget")
 def privacy_budget(data_dir: DataDir = None) -> None:

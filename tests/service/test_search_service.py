@@ -8,6 +8,7 @@ shopper's query embeddings are kept sealed, feed the content model and leave wit
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,23 @@ def test_without_an_encoder_search_is_lexical_and_says_so(
         assert _ids(found)[0] == "bean"
         assert rs.serving.search_indexes.memory.count() == 0  # no embedding: nothing kept
         assert np.isfinite([r["score"] for r in found.items]).all()
+
+
+def test_a_large_catalogue_is_lexical_until_its_index_is_built(data_dir: Path) -> None:
+    with _shop(data_dir) as rs:
+        rs.serving.search_indexes.sync_max_items = 3  # "large": encoded in the background
+        first = rs.search(QUERY, 3)
+        assert first.mode == "lexical" and "being built" in (first.note or "")
+        rs.serving.search_indexes.wait()
+        later = rs.search(QUERY, 3)
+        assert later.mode == "hybrid" and later.note is None and _ids(later)[0] == "bed"
+
+
+def test_indexes_of_deleted_versions_are_removed(data_dir: Path) -> None:
+    with _shop(data_dir) as rs:
+        rs.search("tea", 1)
+        old = rs.serving.model().version
+        assert (data_dir / "search" / "itemknn" / old / "catalogue.json").exists()
+        shutil.rmtree(data_dir / "models" / "itemknn" / old)  # as a retrain after erasure does
+        assert rs.serving.search_indexes.drop_unused() == 1
+        assert not (data_dir / "search" / "itemknn" / old).exists()

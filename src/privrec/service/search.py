@@ -285,6 +285,7 @@ class SearchIndexes:
         entry = _Entry(index, hashes, encoder, why)
         self._hide(loaded, entry)
         self._save(loaded, entry)
+        self.drop_unused()  # a new version's index: those of deleted versions go
         return entry
 
     def _background(
@@ -307,9 +308,12 @@ class SearchIndexes:
                 return
             entry = _Entry(index, hashes, encoder, None)
             self._hide(loaded, entry)
-            self._save(loaded, entry)
             with self._lock:
                 self._entries[key] = entry
+            # catalogue changes made while it was built (else saves it unchanged)
+            now_titles, now_texts = catalogue_text(loaded.items, self.ctx.store.items())
+            self._refresh(loaded, entry, now_titles, now_texts, _hashes(now_titles, now_texts))
+            self._save(loaded, entry)
             logger.info("search index ready model=%s version=%s", *key)
 
         t = threading.Thread(target=work, name="privrec-search-index", daemon=True)
@@ -391,14 +395,16 @@ class SearchIndexes:
             if changed or hidden.any():
                 self._save(loaded, entry)
 
-    def drop_unused(self, keep: set[tuple[str, str]]) -> None:
-        """Delete saved indexes of versions that no longer exist (their folders)."""
-        root = self.ctx.data_dir / "search"
-        for folder in root.glob("*/*"):
-            if folder.name == "queries" or folder.parent.name == "queries":
-                continue
-            if (folder.parent.name, folder.name) not in keep and (folder / _META).exists():
+    def drop_unused(self) -> int:
+        """Delete the saved indexes of model versions that no longer exist (an erasure deletes
+        old versions); returns how many were deleted."""
+        n = 0
+        for meta in (self.ctx.data_dir / "search").glob(f"*/*/{_META}"):
+            folder = meta.parent
+            if not (self.ctx.models_dir / folder.parent.name / folder.name).is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
+                n += 1
+        return n
 
     # ---- recording a shopper's search -----------------------------------------------------
     def record(

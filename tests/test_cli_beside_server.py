@@ -130,6 +130,8 @@ def test_cli_commands_go_through_the_running_server(
     assert code == 2 and "stop the server first" in out, out
     code, out = _cli("serve", *dd)
     assert code == 2 and "already" in out, out
+    code, out = _cli("worker", "--once", *dd)
+    assert code == 2 and "runs the retrain scheduler itself" in out, out
 
     code, models_remote = _cli("models", *dd)
     assert code == 0 and "itemknn" in models_remote and "popularity" in models_remote

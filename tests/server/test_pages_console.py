@@ -354,3 +354,13 @@ def test_the_same_insights_over_http(client) -> None:
     got = client.post("/v1/explanations/contributions", json=body, headers=C).json()
     assert got["personalized"] and got["contributors"]
     assert got == client.app.state.insights.contributions("shopper-00004", target)
+
+
+def test_fine_tune_control_is_offered_to_the_operator_only(client) -> None:
+    html = _operator(client)
+    assert 'data-testid="finetune-control"' in html and 'action="/ops/finetune"' in html
+    client.post("/ops/signout", data={"csrf": _csrf(html)})
+    page = client.get("/ops")
+    r = client.post("/ops/finetune", data={"epochs": "1", "csrf": _csrf(page.text)})
+    assert r.status_code == 401  # nothing started without an operator session
+    assert not [j for j in client.app.state.rs.jobs.recent(10) if j["kind"] == "finetune"]

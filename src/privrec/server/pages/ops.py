@@ -43,6 +43,7 @@ DONE = {
     "training": "Training started in the background; the new version is activated when done.",
     "experiment-created": "Experiment created and running.",
     "experiment-stopped": "Experiment stopped; its data stays for the report.",
+    "finetuning": "Fine-tuning started in the background; the job history shows its progress.",
     "promoted": "Experiment promoted: the winning arm's model version now serves as the default.",
     "rolled-back": "Rolled back: the previous good version serves from the next request.",
     "scheduled": "Retrain policy saved; the scheduler applies it at its next tick.",
@@ -81,6 +82,7 @@ def _gather(request: Request) -> dict[str, Any]:
     return {
         "models": versions,
         "trainable": available_models(),
+        "can_finetune": hasattr(rs, "finetuning"),
         "budget": ops_data.budget_view(rs.privacy_budget()),
         "experiments": ops_data.experiments_view(rs),
         "serving": ops_data.serving_view(rs.serving.stats(), state.metrics.registry),
@@ -322,3 +324,32 @@ async def ops_experiment_promote(
         lambda: rs.experiments.promote_served(rs.serving, name, force=force == "on"),
         "promoted",
     )
+
+
+@router.post("/ops/finetune")
+async def ops_finetune(
+    request: Request,
+    epochs: int = Form(1, ge=1, le=20),
+    force: str = Form(""),
+    csrf: str = Form(""),
+) -> Response:
+    """Fine-tune the content encoder (as POST /v1/models/content/finetune): the data are
+    checked now (too few co-interactions: refused with the number needed), the training, the
+    held-out evaluation and the deployment (only if better, or with `force`) run as a job."""
+    require_operator(request, csrf)
+    rs = request.app.state.rs
+    if not hasattr(rs, "finetuning"):
+        return await _console(request, 404, "Refused: fine-tuning is not available here.")
+    from privrec.service.finetune import FinetuneOptions
+
+    opts = FinetuneOptions(epochs=epochs, force=force == "on")
+
+    def start() -> None:
+        rs.finetuning.prepare(opts)  # refuse now, not in the background
+        request.app.state.jobs.submit(
+            "finetune",
+            lambda report: rs.finetuning.run(opts, progress=report).to_dict(),
+            with_progress=True,
+        )
+
+    return await _control(request, start, "finetuning")

@@ -224,3 +224,20 @@ def test_indexes_of_deleted_versions_are_removed(data_dir: Path) -> None:
         shutil.rmtree(data_dir / "models" / "itemknn" / old)  # as a retrain after erasure does
         assert rs.serving.search_indexes.drop_unused() == 1
         assert not (data_dir / "search" / "itemknn" / old).exists()
+
+
+def test_a_key_rotation_drops_query_embeddings_and_new_searches_use_the_new_key(
+    data_dir: Path,
+) -> None:
+    with _shop(data_dir, model="content") as rs:
+        rs.search(QUERY, 2, user_id="u1")
+        memory = rs.serving.search_indexes.memory
+        assert memory.count() == 1
+        rs.rotate_key()
+        assert memory.count() == 0  # pseudonyms and event ids changed: nothing is carried over
+        rs.search("coffee", 2, user_id="u1")
+        p = rs.ctx.pseudonymise("u1")
+        assert memory.recent(p) is not None and len(memory.export(p)) == 1
+        loaded = rs.serving.model()
+        history = rs.serving.history_for(loaded, p, rs.serving.consent.level(p))
+        assert history.query_embeddings is not None and len(history.query_embeddings) == 1

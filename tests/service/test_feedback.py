@@ -101,8 +101,7 @@ def test_export_erase_and_retention(rs: RecSys, data_dir: Path) -> None:
     out = rs.recommend("erin", k=3)
     rs.ingestion.batch([_outcome("erin", out.items[0]["item"], out.recommendation_id)])
     rs.recommend("frank", k=3)
-    exported = rs.export_user("erin")["experiments"]
-    (mine,) = [r for r in exported if r.get("source") == "feedback"]
+    (mine,) = rs.export_user("erin")["served_lists"]
     assert mine["recommendation_id"] == out.recommendation_id
     assert mine["items"] == [i["item"] for i in out.items]
     assert mine["outcomes"][0]["type"] == "click" and mine["outcomes"][0]["position"] == 0
@@ -139,6 +138,7 @@ def test_promotion_waits_for_the_sequential_test_and_activates_the_winner(rs: Re
             {"name": "control", "model": "itemknn"},
             {"name": "pop", "model": "popularity"},
         ],
+        "tau2": 0.01,  # the mixing variance of the large effects these tests simulate
         "guardrails": [{"metric": "revenue_per_shopper", "max_drop": 0.05}],
     }
     rs.experiments.create(spec)
@@ -182,6 +182,7 @@ def test_a_guardrail_breach_blocks_promotion_unless_forced(rs: RecSys) -> None:
             {"name": "pop", "model": "popularity"},
         ],
         # pop converts more shoppers but earns less per shopper than the control
+        "tau2": 0.01,  # the mixing variance of the large effects these tests simulate
         "guardrails": [{"metric": "revenue_per_shopper", "max_drop": 0.0}],
     }
     rs.experiments.create(spec)
@@ -210,7 +211,7 @@ def test_a_key_rotation_keeps_the_shoppers_lists_findable(rs: RecSys) -> None:
     out = rs.recommend(known, k=3)
     rs.recommend("only-shown-lists", k=3)  # no stored event: the rotation cannot know them
     rs.rotate_key()
-    mine = [r for r in rs.export_user(known)["experiments"] if r.get("source") == "feedback"]
+    mine = rs.export_user(known)["served_lists"]
     assert [r["recommendation_id"] for r in mine] == [out.recommendation_id]
     assert rs.forget(known)["experiment_rows_deleted"] >= 1
     assert rs.experiments.feedback.records_of(rs.ctx.pseudonymise(known)) == []

@@ -133,10 +133,9 @@ class Experiments:
         return {e.name: unit_id(e.salt, pseudonym) for e in self.store.all()}
 
     def records_of(self, pseudonym: str) -> list[dict[str, Any]]:
-        """Every experiment row about one shopper (right of access), then the lists served to
-        them from the feedback log (``source`` "feedback")."""
-        rows = self.store.unit_records(self._units(pseudonym)) if self.exists else []
-        return rows + [{"source": "feedback", **r} for r in self.feedback.records_of(pseudonym)]
+        """Every experiment row about one shopper (right of access; the lists served to them
+        are in `feedback.records_of`)."""
+        return self.store.unit_records(self._units(pseudonym)) if self.exists else []
 
     def erase(self, pseudonym: str) -> int:
         """Delete every experiment and feedback row about one shopper; returns the rows."""

@@ -364,3 +364,34 @@ def test_fine_tune_control_is_offered_to_the_operator_only(client) -> None:
     r = client.post("/ops/finetune", data={"epochs": "1", "csrf": _csrf(page.text)})
     assert r.status_code == 401  # nothing started without an operator session
     assert not [j for j in client.app.state.rs.jobs.recent(10) if j["kind"] == "finetune"]
+
+
+def test_docs_are_served_with_the_pages_off(shop_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.server.conftest import make_app
+
+    with TestClient(make_app(shop_dir, pages="off")) as c:
+        assert c.get("/ops").status_code == 404
+        page = c.get("/docs")
+        assert page.status_code == 200 and "/v1/events" in page.text
+        assert c.get("/docs/style.css").status_code == 200
+
+
+def test_reports_present_at_start_are_archived(shop_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.server.conftest import make_app
+
+    reports = shop_dir / "reports"
+    reports.mkdir(exist_ok=True)
+    (reports / "report.json").write_text('{"run": 1}')
+    make_app(shop_dir)  # the server starts: the current report is kept
+    (reports / "report.json").write_text('{"run": 2}')  # a later run overwrites it
+    kept = list((reports / "archive").glob("*-report.json"))
+    assert len(kept) == 1 and kept[0].read_text() == '{"run": 1}'
+    with TestClient(make_app(shop_dir)) as c:
+        _operator(c)
+        view = c.get("/ops/reports").text
+        rows = re.findall(r'data-archived="(yes|no)">\s*<td><a href="[^"]*report\.json"', view)
+        assert sorted(rows) == ["no", "yes"]  # the current one and the older one

@@ -13,12 +13,17 @@ Sessions, cookies and CSRF are in `common`.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from privrec.server.pages import ops, reports, store
 from privrec.server.pages.common import HERE, page_secret
 from privrec.service.insights import Insights
+from privrec.service.report_index import archive
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["install"]
 
@@ -28,6 +33,10 @@ def install(app: FastAPI) -> None:
     app.state.page_secret = page_secret(app.state.rs.ctx.key_dir)
     if getattr(app.state, "insights", None) is None:
         app.state.insights = Insights(app.state.rs.serving)
+    try:  # keep what the reports folder holds now, before a later run overwrites it
+        archive(app.state.rs.reports_dir)
+    except OSError as exc:  # a read-only or full disk must not stop the server
+        logger.warning("report archive failed error=%s", type(exc).__name__)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (store, ops, reports):
         app.include_router(module.router)

@@ -150,7 +150,7 @@ def test_console_item_page_and_docs_in_chromium(console_server: str, tmp_path: P
             # phone width: nothing scrolls sideways
             phone = browser.new_page()
             phone.set_viewport_size({"width": 390, "height": 844})
-            for path in ("/", "/ops", "/ops/reports", "/docs"):
+            for path in ("/", "/privacy", "/ops", "/ops/reports", "/docs"):
                 phone.goto(base + path)
                 _no_overflow(phone, 390)
             item = page.evaluate("location.origin")  # same origin, any item page
@@ -159,6 +159,13 @@ def test_console_item_page_and_docs_in_chromium(console_server: str, tmp_path: P
             phone.get_by_test_id("product-title").wait_for()
             _no_overflow(phone, 390)
             assert item == base
+            phone.goto(base + "/")
+            why = phone.locator("[data-testid=why-detail]").first
+            phone.locator("[data-testid=recs] [data-testid=why] summary").first.click()
+            why.click()
+            phone.get_by_test_id("contributors").wait_for()
+            _no_overflow(phone, 390)
+            phone.screenshot(path=str(shots / "6b-phone-why.png"), full_page=True)
             phone.screenshot(path=str(shots / "6-phone-item.png"), full_page=True)
             phone.goto(base + "/ops")
             _no_overflow(phone, 390)

@@ -160,10 +160,10 @@ class DemoSize:
     n_users: int = 3000
     n_items: int = 3000
     sasrec_epochs: int = 5
-    audit_shadows: int = 8
-    audit_runs: int = 8
-    audit_canaries: int = 32
-    audit_users: int | None = 500
+    audit_shadows: int = 4
+    audit_runs: int = 4
+    audit_canaries: int = 16
+    audit_users: int | None = 400
 
 
 @dataclass

@@ -26,18 +26,33 @@ import numpy as np
 
 from privrec.evaluation.report_results import ModelResult, metric_keys
 
-__all__ = ["leaf_queries", "search_metrics", "showcase_html", "showcase_markdown"]
+__all__ = ["leaf_queries", "misspelt", "search_metrics", "showcase_html", "showcase_markdown"]
 
 LEAF_QUERY_METHOD = (
-    "one query per leaf category, the leaf's name in lower case (e.g. 'cat supplies'); the "
-    "relevant items are that leaf's products; binary gain, ideal list of min(relevant, 10) hits"
+    "two queries per leaf category: the leaf's name in lower case (e.g. 'cat supplies') and a "
+    "misspelt copy (the middle letter of its longest word dropped: 'cat suppies'); the relevant "
+    "items are that leaf's products; binary gain, ideal list of min(relevant, 10) hits (so "
+    "Recall@10 is at most 10 / the leaf's size)"
 )
+
+
+def misspelt(query: str) -> str:
+    """`query` with the middle letter of its longest word dropped (a typo a shopper makes)."""
+    words = query.split()
+    if not words:
+        return query
+    j = max(range(len(words)), key=lambda n: len(words[n]))
+    w = words[j]
+    if len(w) >= 4:
+        words[j] = w[: len(w) // 2] + w[len(w) // 2 + 1 :]
+    return " ".join(words)
 
 
 def leaf_queries(
     categories: Sequence[str | None], items: Sequence[str]
 ) -> list[tuple[str, set[str]]]:
-    """(query, relevant item ids) per leaf category: the leaf's name finds the leaf's products.
+    """(query, relevant item ids): per leaf category, its name and a misspelt copy of it
+    (`misspelt`) should find the leaf's products.
 
     Args:
         categories: the category path of each item ("Grocery > Tea"; None: no category).
@@ -50,7 +65,13 @@ def leaf_queries(
         leaf = str(cat).split(">")[-1].strip().lower()
         if leaf:
             by_leaf.setdefault(leaf, set()).add(str(item))
-    return sorted(by_leaf.items())
+    out: list[tuple[str, set[str]]] = []
+    for leaf, rel in sorted(by_leaf.items()):
+        out.append((leaf, rel))
+        typo = misspelt(leaf)
+        if typo != leaf:
+            out.append((typo, rel))
+    return out
 
 
 def search_metrics(

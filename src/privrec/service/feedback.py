@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from privrec.core.files import ensure_private
 from privrec.events.schema import coerce_timestamp
 from privrec.experiments.online import ListRow, OutcomeRow, daily, totals
@@ -155,7 +157,7 @@ class FeedbackLog:
         return hmac.new(self._key, domain + value.encode(), hashlib.sha256).hexdigest()
 
     def _pack(self, obj: Any, aad: bytes) -> bytes:
-        data = json.dumps(obj, separators=(",", ":")).encode()
+        data = orjson.dumps(obj)  # in the background write, per row: the fast encoder
         return data if self._key is None else seal(data, self._key, aad=aad)
 
     def _unpack(self, doc: bytes, aad: bytes) -> Any:
@@ -239,17 +241,23 @@ class FeedbackLog:
     def _write(self, pending: list[_Pending]) -> None:
         lists: list[tuple[Any, ...]] = []
         counts: dict[tuple[str, ...], tuple[int, int]] = {}
-        shown: set[tuple[str, ...]] = set()
+        shown: dict[tuple[str, ...], set[str]] = {}
+        days: dict[int, str] = {}  # per-batch caches: most lists share a day and a shopper
+        shoppers: dict[str, str] = {}
         for list_id, shopper, tracked, ts, kind, model, version, exp, arm, items in pending:
-            day = day_of(ts)
+            day = days.get(int(ts // 86400.0)) or days.setdefault(int(ts // 86400.0), day_of(ts))
             n, anon = counts.get((day, kind, model, version, exp, arm), (0, 0))
             counts[(day, kind, model, version, exp, arm)] = (n + 1, anon + (not tracked))
-            shown.update((day, model, version, exp, arm, i) for i in items)
+            shown.setdefault((day, model, version, exp, arm), set()).update(items)
             if not tracked:
                 continue  # anonymous: counted, never recorded
             h = self._hash(_LIST, list_id)
             doc = self._pack({"r": list_id, "i": items}, _LIST_AAD + h.encode())
-            s = self._hash(_SHOPPER, shopper) if shopper else None
+            s = None
+            if shopper:
+                s = shoppers.get(shopper) or shoppers.setdefault(
+                    shopper, self._hash(_SHOPPER, shopper)
+                )
             lists.append((h, s, ts, day, kind, model, version, exp, arm, doc))
         con = self.con
         with self._lock:
@@ -263,7 +271,10 @@ class FeedbackLog:
                     "lists = lists + excluded.lists, anonymous = anonymous + excluded.anonymous",
                     [(*k, n, a) for k, (n, a) in counts.items()],
                 )
-                con.executemany("INSERT OR IGNORE INTO shown VALUES (?, ?, ?, ?, ?, ?)", shown)
+                con.executemany(
+                    "INSERT OR IGNORE INTO shown VALUES (?, ?, ?, ?, ?, ?)",
+                    [(*k, i) for k, items in shown.items() for i in items],
+                )
                 con.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

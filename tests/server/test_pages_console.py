@@ -395,3 +395,18 @@ def test_reports_present_at_start_are_archived(shop_dir: Path) -> None:
         view = c.get("/ops/reports").text
         rows = re.findall(r'data-archived="(yes|no)">\s*<td><a href="[^"]*report\.json"', view)
         assert sorted(rows) == ["no", "yes"]  # the current one and the older one
+
+
+def test_report_lookup_finds_only_listed_files(tmp_path: Path) -> None:
+    from privrec.service.report_index import find
+
+    reports = tmp_path / "reports"
+    (reports / "privacy").mkdir(parents=True)
+    (reports / "privacy" / "frontier.png").write_bytes(b"png")
+    (reports / ".hidden.md").write_text("x")
+    (reports / "notes.txt").write_text("x")
+    (tmp_path / "secret.md").write_text("x")
+    (reports / "link.md").symlink_to(tmp_path / "secret.md")
+    assert find(reports, "privacy/frontier.png").kind == "image"
+    for bad in ("../secret.md", "/etc/passwd", ".hidden.md", "notes.txt", "link.md", "", "."):
+        assert find(reports, bad) is None, bad

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ARCHIVE", "REPORT_SUFFIXES", "ReportFile", "archive", "index"]
+__all__ = ["ARCHIVE", "REPORT_SUFFIXES", "ReportFile", "archive", "find", "index"]
 
 ARCHIVE = "archive"
 REPORT_SUFFIXES = frozenset({".html", ".md", ".json", ".jsonl", ".csv", ".png", ".svg"})
@@ -149,3 +149,32 @@ def index(reports: Path, *, keep: bool = True) -> list[ReportFile]:
                 )
             )
     return out
+
+
+def find(reports: Path, name: str) -> ReportFile | None:
+    """The report file listed under `name` (a path relative to the reports folder), or None.
+
+    Only what `index` would list is found: a report suffix, no hidden part, no link, nothing
+    outside the folder (``..`` and absolute names find nothing).
+    """
+    rel = Path(name)
+    if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts):
+        return None
+    if any(p.startswith(".") for p in rel.parts) or rel.suffix.lower() not in REPORT_SUFFIXES:
+        return None
+    path = reports / rel
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        path.resolve().relative_to(reports.resolve())
+    except (OSError, ValueError):
+        return None
+    st = path.stat()
+    return ReportFile(
+        name=rel.as_posix(),
+        path=path,
+        kind=_KINDS[rel.suffix.lower()],
+        modified=_iso(st.st_mtime),
+        size=st.st_size,
+        archived=rel.parts[0] == ARCHIVE,
+    )

@@ -22,7 +22,7 @@ from privrec.core.errors import NotFoundError
 from privrec.server.pages.common import operator, render
 from privrec.server.pages.ops_data import LEGACY_NAMES
 from privrec.server.problems import ProblemError
-from privrec.service.report_index import ReportFile, index
+from privrec.service.report_index import ReportFile, find, index
 
 router = APIRouter(include_in_schema=False)
 _ALIASES = {flat: name for name, flat in LEGACY_NAMES.items()}
@@ -32,10 +32,10 @@ _MAX_VIEW_BYTES = 5_000_000
 def _lookup(reports: Path, name: str) -> ReportFile:
     """The report file served under `name`: only names the index lists (no path tricks)."""
     name = _ALIASES.get(name, name)
-    for f in index(reports, keep=False):
-        if f.name == name:
-            return f
-    raise NotFoundError(f"report file {name!r} does not exist")
+    got = find(reports, name)
+    if got is None:
+        raise NotFoundError(f"report file {name!r} does not exist")
+    return got
 
 
 def _need_operator(request: Request) -> None:

@@ -66,7 +66,7 @@ class RecommendIn(Strict):
 
 
 class ExplanationOut(BaseModel):
-    kind: Literal["history", "search", "context", "cold_item", "popular"]
+    kind: Literal["rule", "history", "search", "context", "cold_item", "popular"]
     text: str
     because: list[dict[str, Any]]
 

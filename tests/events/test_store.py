@@ -1,10 +1,15 @@
-"""The encrypted event store: nothing readable on disk, erasure, retention, re-keying, atomicity."""
+"""The event store: nothing readable on disk, erasure, retention, re-keying, atomicity.
+
+Tests taking `open_event_store` run against both implementations (embedded DuckDB and
+PostgreSQL, see conftest.py); the others test the encrypted DuckDB file itself.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -18,6 +23,7 @@ from privrec.events import store_file
 from privrec.events.gate import Gate
 from privrec.events.ingest import ingest_file, ingest_records
 from privrec.events.store import EventStore
+from privrec.events.store_api import EventStoreAPI
 from privrec.privacy.pseudonym import Pseudonymiser
 
 RAW_USERS = ("alice.secret-7781@example.com", "bob.private-5520@example.org")
@@ -160,16 +166,19 @@ def test_store_in_use_and_missing_extension(
         EventStore.open(data_dir)
 
 
-def test_erase_user_leaves_no_row(data_dir: Path, gate: Gate) -> None:
+def test_erase_user_leaves_no_row(
+    open_event_store: Callable[[], EventStoreAPI], data_dir: Path, gate: Gate
+) -> None:
     p = gate.pseudonymiser
     alice, bob = (p.pseudonymise(u) for u in RAW_USERS)
-    with EventStore.open(data_dir) as store:
+    with open_event_store() as store:
         ingest_records(_records(), gate, store)
         assert set(store.users()) == {alice, bob}
         n_bob = len(store.events(user=bob))
-        before = os.stat(store.path).st_ino
+        before = os.stat(store.path).st_ino if isinstance(store, EventStore) else None
         assert store.erase_user(alice) == 21
-        assert os.stat(store.path).st_ino != before  # compacted into a fresh file
+        if isinstance(store, EventStore):
+            assert os.stat(store.path).st_ino != before  # compacted into a fresh file
         assert (
             store.events(user=alice).empty
             and store.users() == [bob]
@@ -178,12 +187,14 @@ def test_erase_user_leaves_no_row(data_dir: Path, gate: Gate) -> None:
         assert store.erase_user(alice) == 0
         with pytest.raises(StoreError, match="32 hex"):
             store.erase_user(RAW_USERS[1])
-    with EventStore.open(data_dir) as store:  # still gone after reopening
+    with open_event_store() as store:  # still gone after reopening
         assert store.events(user=alice).empty and store.count() == n_bob
 
 
-def test_retention_all_types_and_per_type(data_dir: Path, gate: Gate) -> None:
-    with EventStore.open(data_dir) as store:
+def test_retention_all_types_and_per_type(
+    open_event_store: Callable[[], EventStoreAPI], data_dir: Path, gate: Gate
+) -> None:
+    with open_event_store() as store:
         ingest_records(_records(), gate, store)
         assert store.retention({"rating": 365}, now=NOW) == 1
         assert (store.events()["type"] == "rating").sum() == 0
@@ -199,10 +210,13 @@ def test_retention_all_types_and_per_type(data_dir: Path, gate: Gate) -> None:
 
 
 def test_append_is_idempotent_and_atomic(
-    data_dir: Path, gate: Gate, monkeypatch: pytest.MonkeyPatch
+    open_event_store: Callable[[], EventStoreAPI],
+    data_dir: Path,
+    gate: Gate,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     acc = gate.process_records(_records()).accepted
-    with EventStore.open(data_dir) as store:
+    with open_event_store() as store:
         assert store.append(acc) == (42, 0)
         assert store.append(acc) == (0, 42)
         assert store.append(pd.concat([acc.iloc[:2], acc.iloc[:2]])) == (0, 4)
@@ -236,11 +250,13 @@ def test_append_is_idempotent_and_atomic(
         pd.testing.assert_frame_equal(store.events(), before)
 
 
-def test_rotate_key_rekeys_everything(data_dir: Path, tmp_path: Path) -> None:
+def test_rotate_key_rekeys_everything(
+    open_event_store: Callable[[], EventStoreAPI], data_dir: Path, tmp_path: Path
+) -> None:
     p0 = Pseudonymiser.from_data_dir(data_dir)
     src = tmp_path / "events.csv"
     pd.DataFrame(_records()).to_csv(src, index=False)
-    with EventStore.open(data_dir) as store:
+    with open_event_store() as store:
         ingest_file(src, Gate(p0), store)
         old = store.events()
         p1 = p0.rotate()
@@ -271,8 +287,10 @@ def test_rotate_key_rekeys_everything(data_dir: Path, tmp_path: Path) -> None:
             store.rekey(p1)
 
 
-def test_items_catalogue_and_parquet_export(data_dir: Path, gate: Gate, tmp_path: Path) -> None:
-    with EventStore.open(data_dir) as store:
+def test_items_catalogue_and_parquet_export(
+    open_event_store: Callable[[], EventStoreAPI], data_dir: Path, gate: Gate, tmp_path: Path
+) -> None:
+    with open_event_store() as store:
         assert (
             store.upsert_items(
                 pd.DataFrame({"item": ["a", "b"], "title": ["Tea", "Cup"], "price": [3.5, None]})
@@ -305,9 +323,12 @@ def test_items_catalogue_and_parquet_export(data_dir: Path, gate: Gate, tmp_path
 
 @pytest.mark.parametrize("rule", [30, {"rating": 365}, {"view": 35, "purchase": None}])
 def test_expired_lists_exactly_what_retention_deletes(
-    data_dir: Path, gate: Gate, rule: int | dict[str, int | None]
+    open_event_store: Callable[[], EventStoreAPI],
+    data_dir: Path,
+    gate: Gate,
+    rule: int | dict[str, int | None],
 ) -> None:
-    with EventStore.open(data_dir) as store:
+    with open_event_store() as store:
         ingest_records(_records(), gate, store)
         before = set(store.events()["event_id"])
         listed = set(store.expired(rule, now=NOW)["event_id"])

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
         pseudonym_key: hex HMAC key; if unset, one is generated into data_dir/keys with mode 0600.
         store_key: hex AES key of the event store; if unset, generated like the pseudonym key.
         key_dir: where key files live (None: data_dir/keys); keep it outside the data directory.
+        store_url: None for the embedded, encrypted DuckDB store in data_dir; a
+            `postgresql://...` URL (PRIVREC_STORE_URL) for the PostgreSQL store. Secret: it may
+            hold a password.
         event_weights: weight of each event type in the user x item matrix.
         retention_days: per event type, how long events are kept (None = forever).
         keep_query_text: store search query text (otherwise only its embedding/hash is kept).
@@ -58,6 +61,7 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     store_key: SecretStr | None = None
     key_dir: Path | None = None
+    store_url: SecretStr | None = None
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     retention_days: dict[str, int | None] = Field(default_factory=dict)
     keep_query_text: bool = False

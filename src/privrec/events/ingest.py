@@ -30,7 +30,7 @@ from privrec.core.errors import NotFoundError, ValidationError
 from privrec.events.gate import Gate, GateResult
 from privrec.events.readers import FORMATS, READERS, RawBatch, detect_format
 from privrec.events.rejects import REJECTS_DIR, RejectWriter
-from privrec.events.store import EventStore
+from privrec.events.store_api import EventStoreAPI
 
 __all__ = [
     "FORMATS",
@@ -93,7 +93,7 @@ class BatchReport:
 def ingest_file(
     path: str | Path,
     gate: Gate,
-    store: EventStore,
+    store: EventStoreAPI,
     *,
     rejects_path: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -149,7 +149,7 @@ def ingest_file(
 def ingest_records(
     records: Iterable[Mapping[str, Any]],
     gate: Gate,
-    store: EventStore,
+    store: EventStoreAPI,
     *,
     rejects_path: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -185,7 +185,7 @@ def ingest_records(
 def ingest_frame(
     frame: pd.DataFrame,
     gate: Gate,
-    store: EventStore,
+    store: EventStoreAPI,
     *,
     line_numbers: np.ndarray | list[int] | None = None,
     rejects_path: str | Path | None = None,
@@ -232,7 +232,7 @@ def _check_batch_size(batch_size: int) -> int:
 def _run(
     batches: Iterable[RawBatch],
     gate: Gate,
-    store: EventStore,
+    store: EventStoreAPI,
     rejects_path: Path | None,
     progress: Progress | None,
     consent: ConsentFilter | None = None,
@@ -338,7 +338,7 @@ def _prefetch(batches: Iterable[RawBatch]) -> Generator[RawBatch, None, None]:
 class _Writer(threading.Thread):
     """Appends gated batches to the store in order, one at a time, off the gating thread."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStoreAPI) -> None:
         super().__init__(name="privrec-ingest-writer", daemon=True)
         self._store = store
         self._queue: queue.Queue[pd.DataFrame | None] = queue.Queue(maxsize=1)  # bounds memory

@@ -41,7 +41,7 @@ from typing import Protocol
 
 from privrec.core.errors import StoreError
 from privrec.events import rejects
-from privrec.events.store import EventStore
+from privrec.events.store_api import EventStoreAPI
 from privrec.privacy.consent_store import ConsentStore
 from privrec.privacy.pseudonym import Pseudonymiser
 
@@ -87,7 +87,7 @@ class RotationReport:
 def rotate(
     data_dir: Path,
     current: Callable[[], Pseudonymiser],
-    store: EventStore,
+    store: EventStoreAPI,
     consent: ConsentStore,
     *,
     parts: Mapping[str, StagePart] | None = None,
@@ -151,7 +151,7 @@ def rotate(
 def _stage(
     data_dir: Path,
     rotated: Pseudonymiser,
-    store: EventStore,
+    store: EventStoreAPI,
     consent: ConsentStore,
     parts: Mapping[str, StagePart],
     *,
@@ -223,7 +223,7 @@ def _rollback(staged: Mapping[str, Staged]) -> None:
 def _finish(
     data_dir: Path,
     rotated: Pseudonymiser,
-    store: EventStore,
+    store: EventStoreAPI,
     consent: ConsentStore,
     parts: Mapping[str, StagePart],
     rejects_key: bytes | None = None,

@@ -150,41 +150,7 @@ class EventStore(StoreMaintenance):
         Returns:
             The number of distinct items written.
         """
-        if "item" not in frame.columns:
-            raise StoreError("upsert_items: the catalogue needs an 'item' column")
-        extra = [str(c) for c in frame.columns if c not in ITEM_COLUMNS]
-        if extra:
-            raise StoreError(
-                f"upsert_items: unknown column(s) {', '.join(extra)}; the columns are "
-                f"{', '.join(ITEM_COLUMNS)}"
-            )
-        if frame["item"].isna().any():
-            raise StoreError(
-                "upsert_items: item is missing in some rows; every catalogue row needs its item id"
-            )
-        f = frame.drop_duplicates("item", keep="last")
-        cols: dict[str, Any] = {}
-        for c in ITEM_COLUMNS:
-            s = f[c] if c in f.columns else pd.Series([None] * len(f), index=f.index)
-            try:
-                if c == "price":
-                    cols[c] = pa.array(
-                        pd.to_numeric(s, errors="raise").astype(np.float64).to_numpy(),
-                        type=pa.float64(),
-                        from_pandas=True,
-                    )
-                elif c == "in_stock":
-                    cols[c] = pa.array(s.astype("boolean"), type=pa.bool_())
-                else:
-                    obj = s.astype(object)
-                    cols[c] = pa.array(
-                        [None if _null(v) else str(v) for v in obj.tolist()], type=pa.string()
-                    )
-            except (ValueError, TypeError, pa.ArrowException):
-                raise StoreError(
-                    f"upsert_items: column {c} holds values of the wrong type"
-                ) from None
-        table = pa.table(cols, schema=ITEM_SCHEMA)
+        table = items_table(frame)
         with self._tx() as con:
             con.register("_items", table)
             try:
@@ -228,12 +194,7 @@ class EventStore(StoreMaintenance):
 
     def items(self) -> pd.DataFrame:
         """The item catalogue (columns ITEM_COLUMNS), ordered by item."""
-        out = self._arrow("SELECT * FROM items ORDER BY item").to_pandas()
-        for c in ("title", "category", "brand", "text", "image_url"):
-            out[c] = out[c].astype(object).where(out[c].notna(), None)
-        out["item"] = out["item"].astype("str")
-        out["in_stock"] = out["in_stock"].astype("boolean")
-        return out
+        return items_frame(self._arrow("SELECT * FROM items ORDER BY item"))
 
     def export_parquet(self, path: str | Path) -> int:
         """Write all events to a Parquet file (pseudonymous; not encrypted) for Spark / DuckDB.
@@ -250,6 +211,57 @@ class EventStore(StoreMaintenance):
                 "(FORMAT parquet)"
             )
         return n
+
+
+def items_table(frame: pd.DataFrame) -> pa.Table:
+    """A catalogue frame as an Arrow table (ITEM_SCHEMA), one row per item (the last wins).
+
+    Raises:
+        StoreError: no item column, an unknown column, a missing item or a wrongly typed value.
+    """
+    if "item" not in frame.columns:
+        raise StoreError("upsert_items: the catalogue needs an 'item' column")
+    extra = [str(c) for c in frame.columns if c not in ITEM_COLUMNS]
+    if extra:
+        raise StoreError(
+            f"upsert_items: unknown column(s) {', '.join(extra)}; the columns are "
+            f"{', '.join(ITEM_COLUMNS)}"
+        )
+    if frame["item"].isna().any():
+        raise StoreError(
+            "upsert_items: item is missing in some rows; every catalogue row needs its item id"
+        )
+    f = frame.drop_duplicates("item", keep="last")
+    cols: dict[str, Any] = {}
+    for c in ITEM_COLUMNS:
+        s = f[c] if c in f.columns else pd.Series([None] * len(f), index=f.index)
+        try:
+            if c == "price":
+                cols[c] = pa.array(
+                    pd.to_numeric(s, errors="raise").astype(np.float64).to_numpy(),
+                    type=pa.float64(),
+                    from_pandas=True,
+                )
+            elif c == "in_stock":
+                cols[c] = pa.array(s.astype("boolean"), type=pa.bool_())
+            else:
+                obj = s.astype(object)
+                cols[c] = pa.array(
+                    [None if _null(v) else str(v) for v in obj.tolist()], type=pa.string()
+                )
+        except (ValueError, TypeError, pa.ArrowException):
+            raise StoreError(f"upsert_items: column {c} holds values of the wrong type") from None
+    return pa.table(cols, schema=ITEM_SCHEMA)
+
+
+def items_frame(table: pa.Table) -> pd.DataFrame:
+    """Stored catalogue rows (ITEM_SCHEMA) as the frame `items()` gives."""
+    out = table.to_pandas()
+    for c in ("title", "category", "brand", "text", "image_url"):
+        out[c] = out[c].astype(object).where(out[c].notna(), None)
+    out["item"] = out["item"].astype("str")
+    out["in_stock"] = out["in_stock"].astype("boolean")
+    return out
 
 
 def _null(v: Any) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from privrec.core.files import private_dir, write_private
 from privrec.core.settings import Settings
 from privrec.events.gate import Gate
-from privrec.events.store import EventStore
+from privrec.events.store_api import EventStoreAPI, open_store
 from privrec.privacy.audit_log import AUDIT_KEY_FILE, AuditLog
 from privrec.privacy.keys import key_dir, sidecar_key
 from privrec.privacy.ledger import Budget, PrivacyLedger
@@ -33,7 +33,7 @@ class ServiceContext:
         self.settings = settings or Settings()
         self.data_dir = private_dir(Path(self.settings.data_dir))
         self._pseudonymiser: Pseudonymiser | None = None
-        self._store: EventStore | None = None
+        self._store: EventStoreAPI | None = None
         self._sidecar_key: bytes | None = None
 
     @property
@@ -60,11 +60,12 @@ class ServiceContext:
         return Gate.from_settings(self.settings, self.pseudonymiser)
 
     @property
-    def store(self) -> EventStore:
-        """The encrypted event store (opened on first use)."""
+    def store(self) -> EventStoreAPI:
+        """The event store (opened on first use): embedded DuckDB, or PostgreSQL by store_url."""
         if self._store is None:
             key = self.settings.store_key.get_secret_value() if self.settings.store_key else None
-            self._store = EventStore.open(self.data_dir, key=key, key_dir=self.key_dir)
+            url = self.settings.store_url.get_secret_value() if self.settings.store_url else None
+            self._store = open_store(self.data_dir, store_url=url, key=key, key_dir=self.key_dir)
         return self._store
 
     @property

@@ -18,7 +18,8 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.core.settings import Settings
 from privrec.data.dataset import InteractionDataset
 from privrec.events.ingest import BatchReport
-from privrec.events.store import EventStore
+from privrec.events.store_api import EventStoreAPI
+from privrec.privacy import consent as policy
 from privrec.privacy.consent import parse_level
 from privrec.service.catalogue import Catalogue
 from privrec.service.consent import ConsentBook
@@ -86,7 +87,7 @@ class RecSys:
 
     # ---- plumbing ---------------------------------------------------------------------------
     @property
-    def store(self) -> EventStore:
+    def store(self) -> EventStoreAPI:
         """The encrypted event store (opened on first use)."""
         return self.ctx.store
 
@@ -219,6 +220,8 @@ class RecSys:
         previous = self.consent_book.set(p, new)
         self.serving.consent_changed(p)
         removed = self.rights.lower_consent(p, new)
+        if not policy.enrolled_in_experiments(new):  # anonymous: no per-shopper record stays
+            self.experiments.erase(p)
         return ConsentChange(
             level=new.value,
             previous=previous.value,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from privrec.core.types import EVENT_CODE
-from privrec.events.store import EventStore
+from privrec.events.store_api import EventStoreAPI
 
 # Above this many events a server reads histories on demand instead of preloading them.
 PRELOAD_MAX_EVENTS = 5_000_000
@@ -30,7 +30,7 @@ class HistoryIndex:
         self._gen: dict[str, int] = {}
         self._pop: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._store: EventStore | None = None
+        self._store: EventStoreAPI | None = None
         self.preloaded = False
         self.loaded = False
         self.n_events = 0
@@ -40,7 +40,7 @@ class HistoryIndex:
         """Users held in memory."""
         return len(self._users)
 
-    def load(self, store: EventStore, *, preload_max_events: int = PRELOAD_MAX_EVENTS) -> None:
+    def load(self, store: EventStoreAPI, *, preload_max_events: int = PRELOAD_MAX_EVENTS) -> None:
         """Read every history from the store (or, above the limit, read users on demand)."""
         with self._lock:
             if self.loaded:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from privrec.core.files import private_dir
-from privrec.events.store import EventStore
+from privrec.events.store_api import EventStoreAPI
 from privrec.privacy.sealed import FILE_SUFFIX, read_sealed, write_sealed
 
 __all__ = ["MAX_PER_SHOPPER", "QueryMemory"]
@@ -178,7 +178,7 @@ class QueryMemory:
             return n
 
     # ---- housekeeping ----------------------------------------------------------------------
-    def sweep(self, store: EventStore) -> int:
+    def sweep(self, store: EventStoreAPI) -> int:
         """Drop every entry whose search event is no longer stored under the same pseudonym
         (retention, a consent change, erasure, a key rotation); returns the entries dropped."""
         with self._lock:

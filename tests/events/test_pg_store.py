@@ -1,0 +1,205 @@
+"""The PostgreSQL event store: migrations, monthly partitions, idempotent COPY ingest under a
+killed writer and concurrent writers, transactional re-keying, and the service over it.
+
+The behaviour both stores share is tested in test_store.py against each; these tests cover what
+only the PostgreSQL store has. They skip when no PostgreSQL binaries are found (conftest.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from privrec.core.errors import ConfigError, StoreError
+from privrec.core.settings import Settings
+from privrec.events.gate import Gate
+from privrec.events.pg_store import PgEventStore
+from privrec.events.store_api import EventStoreAPI, open_store
+from privrec.privacy.pseudonym import Pseudonymiser
+from privrec.service import RecSys
+
+NOW = 1_700_000_000.0  # 2023-11-14
+DAY = 86_400.0
+
+
+def _records(n: int, users: int = 7, offset: int = 0) -> list[dict[str, object]]:
+    return [
+        {
+            "user": f"shopper-{i % users}",
+            "item": f"sku-{i % 13}",
+            "type": "view" if i % 3 else "purchase",
+            "timestamp": NOW - (i + offset) * 3 * DAY,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture()
+def gate(data_dir: Path) -> Gate:
+    return Gate(Pseudonymiser.from_data_dir(data_dir))
+
+
+def test_migrations_are_versioned_and_applied_once(pg_url: str, data_dir: Path) -> None:
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        assert isinstance(store, EventStoreAPI)
+    PgEventStore.open(pg_url, data_dir=data_dir).close()  # a second open applies nothing
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        rows = con.execute("SELECT version, name FROM schema_version ORDER BY 1").fetchall()
+        assert rows == [(1, "0001_init.sql")]
+        con.execute("INSERT INTO schema_version (version, name) VALUES (9999, 'future.sql')")
+    with pytest.raises(StoreError, match="schema version 9999 is newer"):
+        PgEventStore.open(pg_url, data_dir=data_dir)
+
+
+def test_events_land_in_month_partitions(pg_url: str, data_dir: Path, gate: Gate) -> None:
+    acc = gate.process_records(_records(40)).accepted  # 120 days back from mid-November
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        assert store.append(acc) == (40, 0)
+        months = sorted({pd.Timestamp(t, unit="s").strftime("%Y%m") for t in acc["ts"]})
+        assert len(months) >= 4
+        assert store.partitions() == ["events_other", *(f"events_p{m}" for m in months)]
+        with psycopg.connect(pg_url) as con:
+            per = con.execute(
+                "SELECT tableoid::regclass::text, count(*) FROM events GROUP BY 1"
+            ).fetchall()
+        assert sum(n for _, n in per) == 40 and "events_other" not in dict(per)
+        # A batch that fails keeps no partition it created (and the store still creates it later)
+        bad = gate.process_records(
+            [{"user": "x", "item": "i", "type": "view", "timestamp": NOW + 400 * DAY}]
+        ).accepted
+        bad["item"] = bad["item"].astype(object)
+        bad.loc[0, "item"] = None
+        with pytest.raises(StoreError, match="item is missing"):
+            store.append(bad)
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+                        "$$ BEGIN RAISE EXCEPTION 'injected'; END $$")  # fmt: skip
+            con.execute(
+                "CREATE TRIGGER boom BEFORE INSERT ON event_ids "
+                "FOR EACH ROW EXECUTE FUNCTION boom()"
+            )
+        later = gate.process_records(
+            [{"user": "x", "item": "i", "type": "view", "timestamp": NOW + 400 * DAY}]
+        ).accepted
+        with pytest.raises(StoreError, match="rolled back"):
+            store.append(later)
+        assert "events_p202412" not in store.partitions() and store.count() == 40
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute("DROP TRIGGER boom ON event_ids")
+        assert store.append(later) == (1, 0)
+        assert "events_p202412" in store.partitions()
+
+
+def test_a_writer_killed_mid_copy_loses_nothing_and_a_replay_duplicates_nothing(
+    pg_url: str, data_dir: Path, gate: Gate, tmp_path: Path
+) -> None:
+    first = gate.process_records(_records(30)).accepted
+    batch = gate.process_records(_records(60, offset=30)).accepted
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        store.append(first)
+    batch.to_parquet(tmp_path / "batch.parquet")
+    # The child sends half of the batch's COPY data, then is SIGKILLed (no cleanup runs).
+    child = textwrap.dedent(
+        f"""
+        import os, signal
+        import pandas as pd
+        from privrec.events import pg_io, pg_store
+        real = pg_io.copy_in
+        def half_then_die(cur, target, data):
+            with cur.copy(f"COPY {{target}} FROM STDIN (FORMAT csv)") as cp:
+                cp.write(data[: len(data) // 2])
+                os.kill(os.getpid(), signal.SIGKILL)
+        pg_store.copy_in = half_then_die
+        store = pg_store.PgEventStore.open({pg_url!r}, data_dir={str(data_dir)!r})
+        store.append(pd.read_parquet({str(tmp_path / "batch.parquet")!r}))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        assert store.count() == 30  # nothing of the killed batch, nothing stored before lost
+        assert store.append(batch) == (60, 0)  # the batch re-sent
+        assert store.append(batch) == (0, 60)  # and once more: duplicates only
+        assert store.append(pd.concat([first, batch])) == (0, 90)
+        ev = store.events()
+        assert len(ev) == 90 and ev["event_id"].is_unique
+
+
+def test_concurrent_writers_store_each_event_once(pg_url: str, data_dir: Path, gate: Gate) -> None:
+    acc = gate.process_records(_records(400)).accepted
+    halves = [acc.iloc[:300], acc.iloc[100:]]  # 200 events in both
+    stores = [PgEventStore.open(pg_url, data_dir=data_dir) for _ in halves]
+    results: list[tuple[int, int]] = []
+    threads = [
+        threading.Thread(target=lambda s=s, h=h: results.append(s.append(h)))
+        for s, h in zip(stores, halves, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(i for i, _ in results) == 400 and sum(d for _, d in results) == 200
+    assert stores[0].count() == 400
+    for s in stores:
+        s.close()
+
+
+def test_a_staged_rekey_rolled_back_changes_nothing(
+    pg_url: str, data_dir: Path, gate: Gate
+) -> None:
+    p0 = gate.pseudonymiser
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        store.bind_generation(p0.generation)
+        store.append(gate.process_records(_records(50)).accepted)
+        before = store.events()
+        p1 = p0.rotate()
+        staged = store.stage_rekey(p1)
+        assert staged.count == 50
+        # Another connection sees the old rows while the re-keying waits for its commit.
+        other = PgEventStore.open(pg_url, data_dir=data_dir)
+        staged.rollback()
+        pd.testing.assert_frame_equal(store.events(), before)
+        assert store.pseudonym_generation == 0
+        assert store.rekey(p1) == 50
+        after = other.events()
+        assert after["user"].tolist() == [p1.rekey(u) for u in before["user"]]
+        assert set(after["event_id"]).isdisjoint(before["event_id"])
+        other.close()
+        # the ledger of ids moved too: the old batch re-keyed by the gate is all duplicates
+        assert store.append(Gate(p1).process_records(_records(50)).accepted) == (0, 50)
+
+
+def test_the_service_over_postgres(pg_url: str, tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    settings = Settings(data_dir=d, store_url=SecretStr(pg_url))
+    frame = pd.DataFrame(_records(70))
+    with RecSys(settings) as rs:
+        assert isinstance(rs.store, PgEventStore)
+        assert rs.ingest_frame(frame).accepted == 70
+        gone = rs.ctx.pseudonymise("shopper-3")
+        receipt = rs.forget("shopper-3")
+        assert receipt["events_deleted"] == 10
+        assert rs.store.events(user=gone).empty and rs.store.count() == 60
+        assert rs.rotate_key() == 60
+        assert rs.store.pseudonym_generation == 1
+        report = rs.ingest_frame(frame[frame["user"] != "shopper-3"])
+        assert (report.accepted, report.duplicates) == (0, 60)
+    assert not (d / "events.duckdb").exists()  # the embedded store was never opened
+    with RecSys(settings) as rs:  # after a restart
+        assert rs.store.count() == 60 and rs.store.pseudonym_generation == 1
+
+
+def test_a_bad_store_url_names_the_setting(data_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"store_url.*'mysql'"):
+        open_store(data_dir, store_url="mysql://u:secret@h/db")
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL") as err:
+        open_store(data_dir, store_url="postgresql://u:pw-9931@/db?host=/nonexistent-dir")
+    assert "pw-9931" not in str(err.value)

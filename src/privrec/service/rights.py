@@ -4,7 +4,8 @@ Erasure deletes a shopper's events, consent record, in-memory history, cached li
 experiment rows at once, then takes their trained events out of every active model that can
 unlearn exactly (`Recommender.can_forget`): the downdated state is saved as a new active version
 and every older version, which still holds the shopper, is deleted. Models that cannot unlearn
-exactly are recorded as owing a retrain before the deadline the receipt names.
+exactly are recorded as owing a retrain before the deadline the receipt names; so are the
+content encoder's LoRA adapters trained on the removed events (`privrec.service.adapters`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from privrec.models.zoo import create_model
 from privrec.privacy import consent as policy
 from privrec.privacy.audit_log import erasure_receipt
 from privrec.privacy.consent_store import ConsentStore
+from privrec.service.adapters import AdapterStore
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.feedback_rotation import stage_rekey as stage_feedback_rekey
@@ -69,6 +71,7 @@ class Rights:
         self.consent = consent
         self.serving = serving
         self.pending = pending
+        self.adapters = AdapterStore(ctx, registry)
         self._jobs: list[threading.Thread] = []
         self._derived_writers: dict[str, threading.Thread] = {}
         self._unlearn_lock = threading.Lock()  # one model update at a time: they work in place
@@ -131,6 +134,7 @@ class Rights:
             compaction = pool.submit(store.compact) if any(deleted) and not background else None
             with self._unlearn_lock:
                 models = self._unlearn(erased, plan_only=background, generation=generation)
+                models += self.adapters.unlearn(erased)  # LoRA adapters cannot forget
             if compaction is not None:
                 compaction.result()  # raises what the compaction raised
         exact = [m["model"] for m in models if m["status"] in ("exact", "unaffected")]
@@ -392,6 +396,7 @@ class Rights:
                 events = pd.concat([events, left], ignore_index=True)
             with self._unlearn_lock:
                 out["models"] = self._unlearn(events, generation=generation, exact=exact)
+                out["models"] += self.adapters.unlearn(events)
             owing = [m["model"] for m in out["models"] if m["status"] == "retrain"]
             if owing:
                 days = self.ctx.settings.retrain_deadline_days

@@ -43,7 +43,7 @@ class VectorIndex:
         use_ann: bool,
         connectivity: int = 16,
         expansion_add: int = 128,
-        expansion_search: int = 64,
+        expansion_search: int = 128,
     ) -> None:
         self.dim = int(dim)
         self.use_ann = bool(use_ann)
@@ -115,13 +115,18 @@ class VectorIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if self._index is not None and self.use_ann and n_ok > 4 * n:
             # ask for more than n so that a mask excluding some rows still leaves n
-            want = min(int(n * len(self.live) / n_ok) * 2 + 10, len(self.live))
+            # (by the share of rows excluded, plus a margin); unmasked queries ask for n + 10
+            want = min(int(np.ceil(n * len(self.live) / n_ok * 1.2)) + 10, len(self.live))
+            if n_ok == len(self.live):
+                want = n + 10
             m = self._index.search(q, want, threads=1)  # type: ignore[attr-defined]
             keys = np.asarray(m.keys, dtype=np.int64)
             keys = keys[mask[keys]]
             if len(keys) >= n:
                 keys = keys[:n]
-                return keys, self.similarities(q, keys)
+                sims = self.similarities(q, keys)
+                order = np.lexsort((keys, -sims))
+                return keys[order], sims[order]
         # exact: a small catalogue, or a mask that excludes most of the approximate candidates
         ok = np.flatnonzero(mask)
         sims = self.vectors[ok] @ q

@@ -17,6 +17,7 @@ re-indexes the token lists, which takes about 0.1 s for 12k items.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -95,10 +96,12 @@ class LexicalIndex:
         self._doc_tokens: list[list[str]] = []
         self._doc_words: list[set[str]] = []
         self._word_df: Counter[str] = Counter()
+        self._token_df: Counter[str] = Counter()
         self._cands: list[str] = []
         self._len_start = np.zeros(66, dtype=np.int64)
         self._retriever: object | None = None
         self._vocab: frozenset[str] = frozenset()
+        self._n_live = 0
 
     # ---- tokens -----------------------------------------------------------------------------
     def _stem_word(self, w: str) -> str:
@@ -131,13 +134,22 @@ class LexicalIndex:
             self._word_df.subtract(old - new)
             self._word_df.update(new - old)
             self._doc_words[r] = new
-            self._doc_tokens[r] = self.tokens(ws)
+            toks = self.tokens(ws)
+            self._token_df.subtract(set(self._doc_tokens[r]) - set(toks))
+            self._token_df.update(set(toks) - set(self._doc_tokens[r]))
+            self._doc_tokens[r] = toks
         self._reindex()
 
     def _reindex(self) -> None:
         import bm25s
 
+        # bm25s sets its own logger to DEBUG on import, so every re-index would log a line
+        # through the application's handlers; only its warnings are of interest here.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+
         self._word_df = +self._word_df  # drop words no item has any more
+        self._token_df = +self._token_df
+        self._n_live = sum(1 for t in self._doc_tokens if t)
         # correction candidates sorted by length, so those within d edits of a word's length
         # are one contiguous slice
         cands = sorted((w for w in self._word_df if not w.isdigit()), key=lambda w: (len(w), w))
@@ -195,6 +207,19 @@ class LexicalIndex:
                 out.append(best[2])
                 changed = True
         return TypoCorrection(tuple(out), changed)
+
+    def idf(self, token: str) -> float:
+        """Lucene's BM25 idf of a token (a token no item has gets the highest idf)."""
+        df = self._token_df.get(token, 0)
+        n = self._n_live
+        return float(np.log1p((n - df + 0.5) / (df + 0.5)))
+
+    def query_weight(self, query_words: Sequence[str]) -> float:
+        """Sum of the idf of the query's tokens: about the BM25 score of an item of average
+        length holding each query token once. Dividing by it measures how much of the query an
+        item covers: an item matching only "hair" of "dry my hair after a shower" scores low
+        (stopwords aside; 0 when the query has no token)."""
+        return float(sum(self.idf(t) for t in dict.fromkeys(self.tokens(query_words))))
 
     def scores(self, query_words: Sequence[str]) -> np.ndarray:
         """BM25 score of every item for the query words (float32, zeros where nothing matches)."""

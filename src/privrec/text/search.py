@@ -62,6 +62,9 @@ class SearchConfig(BaseModel):
         ann_connectivity / ann_expansion_add / ann_expansion_search: HNSW M, efConstruction, ef.
         fusion: "blend" (normalised score blend) or "rrf" (reciprocal-rank fusion).
         lexical_weight: weight of the normalised BM25 score in the blend (dense gets the rest).
+        lexical_norm: BM25 divided by the query's own weight (sum of its tokens' idf: how much
+            of the query an item covers) or by the best BM25 score of this query ("max").
+        dense_norm: cosine min-max scaled over the fused candidates, or the raw cosine.
         rrf_k: the constant of reciprocal-rank fusion, 1 / (rrf_k + rank).
         candidates: how many items each retriever passes to the fusion.
         rerank_weight: weight the service gives the shopper's own model score when it re-ranks
@@ -82,9 +85,11 @@ class SearchConfig(BaseModel):
     ann_min_items: int = Field(default=5000, ge=1)
     ann_connectivity: int = Field(default=16, ge=4, le=128)
     ann_expansion_add: int = Field(default=128, ge=8)
-    ann_expansion_search: int = Field(default=64, ge=8)
+    ann_expansion_search: int = Field(default=128, ge=8)
     fusion: Literal["blend", "rrf"] = "blend"
     lexical_weight: float = Field(default=0.5, ge=0, le=1)
+    lexical_norm: Literal["query", "max"] = "query"
+    dense_norm: Literal["minmax", "raw"] = "minmax"
     rrf_k: int = Field(default=60, ge=1)
     candidates: int = Field(default=100, ge=1, le=10_000)
     rerank_weight: float = Field(default=0.0, ge=0, le=1)
@@ -289,7 +294,7 @@ class SearchIndex:
                     d_sims.astype(np.float32),
                     corrected,
                 )
-            return self._fuse(lex, d_rows, d_sims, qv, k, corrected)
+            return self._fuse(lex, d_rows, qv, k, corrected, corr.words)
 
     def _lexical_hits(
         self, lex: np.ndarray, k: int, qv: np.ndarray | None, corrected: str | None
@@ -307,10 +312,10 @@ class SearchIndex:
         self,
         lex: np.ndarray,
         d_rows: np.ndarray,
-        d_sims: np.ndarray,
         qv: np.ndarray,
         k: int,
         corrected: str | None,
+        query_words: Sequence[str],
     ) -> SearchHits:
         cfg = self.config
         assert self.vector_index is not None
@@ -327,10 +332,16 @@ class SearchIndex:
                     w = cfg.lexical_weight if ranked is l_rows else 1.0 - cfg.lexical_weight
                     score[pos[r]] += 2.0 * w / (cfg.rrf_k + rank + 1)
         else:
-            top_lex = float(lex_c.max()) if lex_c.size else 0.0
+            if cfg.lexical_norm == "query":
+                top_lex = self.lexical_index.query_weight(query_words)
+            else:
+                top_lex = float(lex_c.max()) if lex_c.size else 0.0
             lex_n = lex_c / top_lex if top_lex > 0 else np.zeros_like(lex_c)
-            lo, hi = (float(dense_c.min()), float(dense_c.max())) if dense_c.size else (0.0, 0.0)
-            dense_n = (dense_c - lo) / (hi - lo) if hi > lo else np.ones_like(dense_c)
+            if cfg.dense_norm == "raw":
+                dense_n = dense_c
+            else:
+                lo, hi = (float(dense_c.min()), float(dense_c.max())) if dense_c.size else (0, 0)
+                dense_n = (dense_c - lo) / (hi - lo) if hi > lo else np.ones_like(dense_c)
             score = cfg.lexical_weight * lex_n + (1.0 - cfg.lexical_weight) * dense_n
         order = _top(score, rows, k)
         return SearchHits(

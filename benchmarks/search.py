@@ -1,0 +1,587 @@
+"""Product search: BM25 vs MiniLM dense vs the fused hybrid, on Amazon Beauty and Scientific.
+
+Data: ../shared/data/amazon-beauty (beauty_items.jsonl: title, category paths; 12,101 items) and
+../shared/data/amazon-scientific-unisrec (Scientific.text: "title. categories. brand."; 4,385
+items). Item text for BM25 and MiniLM: Beauty "title. Beauty > Makeup > ... > leaf" (every path),
+Scientific the given text.
+
+The labelled query set (seed 42, rebuilt identically on every run; `build_queries`):
+  - category (Beauty): every category path with at least 5 items; query = its leaf name
+    (lower-cased, "&" and "," dropped), with the parent's name in front when several paths end in
+    the same leaf ("hair oils"); relevant = the items under that path.
+  - brand (Scientific): brands (the text's last field) with at least 3 items, at most 150 sampled;
+    query = the brand; relevant = its items.
+  - title (both): 300 sampled items per dataset whose titles have at least 3 words without digits;
+    query = 60% of those words (2 to 6), shuffled, each word found in the small synonym table
+    below replaced with probability 1/2 ("shampoo" -> "hair wash"); relevant = the items with the
+    same title (duplicates).
+  - typo variant of each query above ("<kind>+typo"): one word of 5+ letters (two when the query
+    has three such words) gets one random character edit (delete, swap adjacent, replace, insert);
+    same relevant items.
+  - natural (Beauty, reported apart and not used for tuning): 12 hand-written shopper queries
+    (`NATURAL`), each labelled with category leaves; relevant = the items of those leaves, and every
+    item of those leaves that shares a word (stemmed, stopwords aside) with the query is taken out
+    of the ranking (`allowed` mask), so each relevant item shares no word with the query.
+Each base query goes to the validation split with probability 0.3 (its typo variant with it); the
+fusion (blend or RRF) and its lexical weight are chosen on the validation queries of both datasets
+(mean nDCG@10) and every figure below is on the test split.
+
+Metrics at 10: nDCG@10 with binary relevance and Recall@10 = hits / min(|relevant|, 10) (so a
+category with 700 items can reach 1).
+
+Also measured on Beauty: the ANN libraries (hnswlib, usearch, faiss-cpu HNSW with the same M=16,
+efConstruction=128, ef 64 and 128, single-threaded): build time, single-query latency and
+recall@10 against exact search on the test queries' MiniLM vectors, and exact matrix-product search;
+and the end-to-end latency of one query at a time (warm) for each mode, the MiniLM query encoding
+included, with its share reported apart. Torch runs on `--torch-threads` threads (1: one short
+query gains nothing from more on this machine).
+
+Run: nice .venv/bin/python benchmarks/search.py [--cache-dir DIR] [--quick]
+(JSON on the last line; also benchmarks/results/search.json; tee the output to results/search.log).
+Item vectors are cached in --cache-dir (default ~/.cache/privrec/embeddings), never in the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import REPO, emit, machine, shared_data
+from privrec.text.cache import EmbeddingCache
+from privrec.text.encoder import SentenceEncoder
+from privrec.text.lexical import LexicalIndex, words
+from privrec.text.search import SearchIndex
+
+SEED = 42
+K = 10
+MODES = ("lexical", "dense", "hybrid")
+
+SYNONYMS = {
+    "shampoo": "hair wash",
+    "conditioner": "hair softener",
+    "lotion": "cream",
+    "cream": "lotion",
+    "moisturizer": "hydrating cream",
+    "moisturizing": "hydrating",
+    "fragrance": "scent",
+    "perfume": "scent",
+    "cleanser": "face wash",
+    "lipstick": "lip colour",
+    "polish": "lacquer",
+    "lacquer": "polish",
+    "eyeliner": "eye pencil",
+    "brush": "applicator",
+    "serum": "concentrate",
+    "mask": "masque",
+    "women": "ladies",
+    "woman": "lady",
+    "men": "gents",
+    "black": "dark",
+    "large": "big",
+    "small": "mini",
+    "pack": "set",
+    "set": "kit",
+    "kit": "set",
+    "glue": "adhesive",
+    "screw": "fastener",
+    "gloves": "mitts",
+    "bottle": "flask",
+    "tube": "pipe",
+    "cutter": "cutting tool",
+    "magnet": "magnetic",
+    "wire": "cable",
+    "professional": "pro",
+    "spray": "mist",
+    "hair": "hair",
+    "nail": "fingernail",
+    "skin": "complexion",
+    "face": "facial",
+    "eye": "eyes",
+    "body": "body",
+    "oil": "oils",
+    "soap": "wash",
+    "dryer": "blower",
+    "iron": "straightener",
+    "clear": "transparent",
+    "aluminum": "aluminium",
+    "steel": "metal",
+    "measuring": "measurement",
+    "digital": "electronic",
+}
+
+# Hand-written shopper queries, labelled with Beauty category leaves (see the module docstring).
+NATURAL: list[tuple[str, list[str]]] = [
+    ("make my eyelashes look longer", ["Mascara"]),
+    ("paint for fingernails", ["Nail Polish"]),
+    ("smell nice for a date night", ["Eau de Parfum", "Eau de Toilette", "Cologne"]),
+    ("look tanned without sunbathing", ["Self-Tanners & Bronzers"]),
+    ("hide blemishes and spots", ["Concealers & Neutralizers"]),
+    ("wash my hair", ["Shampoos"]),
+    ("dry my hair quickly after a shower", ["Hair Dryers"]),
+    ("colour my grey roots at home", ["Chemical Hair Dyes"]),
+    ("smooth rough heels", ["Foot Rasps"]),
+    ("give my cheeks a rosy glow", ["Blush"]),
+    ("stop sunburn at the beach", ["Sunscreens", "Skin Protection"]),
+    ("red colour for my mouth", ["Lipstick", "Lip Stains"]),
+]
+
+
+# ---- data ---------------------------------------------------------------------------------
+def load_beauty(folder: Path) -> dict[str, Any]:
+    titles, texts, paths = [], [], []
+    with open(folder / "beauty_items.jsonl", encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            titles.append(d["title"])
+            ps = [tuple(p) for p in d["categories"]]
+            paths.append(ps)
+            texts.append(d["title"] + ". " + ". ".join(" > ".join(p) for p in ps))
+    return {"name": "beauty", "titles": titles, "texts": texts, "paths": paths}
+
+
+def load_scientific(folder: Path) -> dict[str, Any]:
+    titles, texts, brands = [], [], []
+    with open(folder / "Scientific.text", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            text = line.rstrip("\n").split("\t", 1)[1].strip()
+            title, _cats, brand = text.rstrip(".").rsplit(". ", 2)
+            titles.append(title.strip())
+            texts.append(text)
+            brands.append(brand.strip())
+    return {"name": "scientific", "titles": titles, "texts": texts, "brands": brands}
+
+
+# ---- queries ------------------------------------------------------------------------------
+def _leaf_query(name: str) -> str:
+    return " ".join(words(name.replace("&", " ").replace(",", " ")))
+
+
+def _paraphrase(title: str, rng: np.random.Generator, stop: frozenset[str]) -> str | None:
+    ws = [w for w in words(title) if len(w) > 1 and not any(c.isdigit() for c in w)]
+    ws = [w for w in dict.fromkeys(ws) if w not in stop]
+    if len(ws) < 3:
+        return None
+    m = int(min(6, max(2, round(0.6 * len(ws)))))
+    pick = [ws[i] for i in rng.permutation(len(ws))[:m]]
+    out = [SYNONYMS[w] if w in SYNONYMS and rng.random() < 0.5 else w for w in pick]
+    return " ".join(out)
+
+
+def _misspell(query: str, rng: np.random.Generator) -> str | None:
+    ws = query.split()
+    long_ = [i for i, w in enumerate(ws) if len(w) >= 5]
+    if not long_:
+        return None
+    n_edit = 2 if len(long_) >= 3 else 1
+    for i in rng.permutation(long_)[:n_edit].tolist():
+        w = list(ws[i])
+        j = int(rng.integers(1, len(w) - 1))  # keep the first letter, as most typos do
+        op = int(rng.integers(4))
+        letter = chr(ord("a") + int(rng.integers(26)))
+        if op == 0:
+            del w[j]
+        elif op == 1:
+            w[j], w[j + 1] = w[j + 1], w[j]
+        elif op == 2:
+            w[j] = letter if letter != w[j] else chr((ord(letter) - 96) % 26 + 97)
+        else:
+            w.insert(j, letter)
+        ws[i] = "".join(w)
+    return " ".join(ws)
+
+
+def build_queries(ds: dict[str, Any], n_titles: int, n_brands: int) -> list[dict[str, Any]]:
+    """The labelled queries of one dataset (see the module docstring), seeded."""
+    rng = np.random.default_rng([SEED, len(ds["titles"])])
+    stop = LexicalIndex()._stop
+    base: list[dict[str, Any]] = []
+    if "paths" in ds:
+        by_path: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, ps in enumerate(ds["paths"]):
+            for p in ps:
+                by_path[p].append(i)
+        leaf_count = Counter(p[-1] for p in by_path)
+        for p, items in sorted(by_path.items()):
+            if len(items) < 5 or len(p) < 2:
+                continue
+            q = _leaf_query(p[-1])
+            if leaf_count[p[-1]] > 1:
+                q = _leaf_query(p[-2]) + " " + q
+            base.append({"kind": "category", "query": q, "relevant": sorted(set(items))})
+    if "brands" in ds:
+        by_brand: dict[str, list[int]] = defaultdict(list)
+        for i, b in enumerate(ds["brands"]):
+            if b:
+                by_brand[b].append(i)
+        brands = sorted(b for b, items in by_brand.items() if len(items) >= 3)
+        for j in rng.permutation(len(brands))[:n_brands].tolist():
+            base.append({"kind": "brand", "query": brands[j], "relevant": by_brand[brands[j]]})
+    by_title: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(ds["titles"]):
+        by_title[t.lower()].append(i)
+    n_done = 0
+    for i in rng.permutation(len(ds["titles"])).tolist():
+        if n_done >= n_titles:
+            break
+        q = _paraphrase(ds["titles"][i], rng, stop)
+        if q is None:
+            continue
+        base.append({"kind": "title", "query": q, "relevant": by_title[ds["titles"][i].lower()]})
+        n_done += 1
+    out: list[dict[str, Any]] = []
+    for b in base:
+        split = "valid" if rng.random() < 0.3 else "test"
+        out.append({**b, "split": split})
+        typo = _misspell(b["query"], rng)
+        if typo is not None and typo != b["query"]:
+            out.append({**b, "kind": b["kind"] + "+typo", "query": typo, "split": split})
+    return out
+
+
+def natural_queries(ds: dict[str, Any], lex: LexicalIndex) -> list[dict[str, Any]]:
+    """The hand-written queries with their relevant items and the items taken out of ranking."""
+    out = []
+    n = len(ds["titles"])
+    for q, leaves in NATURAL:
+        q_stems = set(lex.tokens(words(q)))
+        rel, hide = [], []
+        for i, ps in enumerate(ds["paths"]):
+            if any(p[-1] in leaves for p in ps):
+                if q_stems & set(lex.tokens(words(ds["texts"][i]))):
+                    hide.append(i)
+                else:
+                    rel.append(i)
+        if not rel:
+            print(f"natural query {q!r}: every item of {leaves} shares a word with it; dropped")
+            continue
+        allowed = np.ones(n, dtype=bool)
+        allowed[hide] = False
+        out.append(
+            {
+                "kind": "natural",
+                "query": q,
+                "leaves": leaves,
+                "relevant": rel,
+                "allowed": allowed,
+                "hidden": len(hide),
+                "split": "test",
+            }
+        )
+    return out
+
+
+# ---- metrics ------------------------------------------------------------------------------
+def ndcg_recall(ranked: np.ndarray, relevant: set[int]) -> tuple[float, float]:
+    gains = np.array([1.0 if int(r) in relevant else 0.0 for r in ranked[:K]])
+    disc = 1.0 / np.log2(np.arange(2, K + 2))
+    ideal = disc[: min(len(relevant), K)].sum()
+    dcg = float((gains * disc[: len(gains)]).sum())
+    return dcg / ideal if ideal > 0 else 0.0, float(gains.sum()) / min(len(relevant), K)
+
+
+def evaluate(
+    ix: SearchIndex, queries: list[dict[str, Any]], qvecs: np.ndarray, mode: str
+) -> list[tuple[float, float]]:
+    out = []
+    for q, v in zip(queries, qvecs, strict=True):
+        hits = ix.search(q["query"], K, mode=mode, query_vector=v, allowed=q.get("allowed"))  # type: ignore[arg-type]
+        out.append(ndcg_recall(hits.items, set(q["relevant"])))
+    return out
+
+
+def summarise(queries: list[dict[str, Any]], res: list[tuple[float, float]]) -> dict[str, Any]:
+    by: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for q, r in zip(queries, res, strict=True):
+        by[q["kind"]].append(r)
+        by["all"].append(r)
+    return {
+        kind: {
+            "n": len(v),
+            "ndcg@10": float(np.mean([a for a, _ in v])),
+            "recall@10": float(np.mean([b for _, b in v])),
+        }
+        for kind, v in sorted(by.items())
+    }
+
+
+# ---- ANN libraries ------------------------------------------------------------------------
+def compare_ann(items: np.ndarray, queries: np.ndarray) -> list[dict[str, Any]]:
+    """Build time, single-query latency and recall@10 vs exact of each ANN library (1 thread)."""
+    exact = np.argsort(-(queries @ items.T), axis=1)[:, :K]
+    rows = []
+
+    def run(name: str, build: Any, search: Any) -> None:
+        try:
+            t0 = time.perf_counter()
+            index = build()
+        except ImportError as exc:
+            rows.append({"library": name, "skipped": f"not installed: {exc}"})
+            return
+        build_s = time.perf_counter() - t0
+        for q in queries[:20]:
+            search(index, q)
+        lat, rec = [], []
+        for q, ex in zip(queries, exact, strict=True):
+            t = time.perf_counter()
+            got = search(index, q)
+            lat.append(time.perf_counter() - t)
+            rec.append(len(set(np.asarray(got).tolist()) & set(ex.tolist())) / K)
+        rows.append(
+            {
+                "library": name,
+                "build_s": round(build_s, 2),
+                "p50_ms": round(1e3 * float(np.percentile(lat, 50)), 3),
+                "p99_ms": round(1e3 * float(np.percentile(lat, 99)), 3),
+                "recall@10_vs_exact": round(float(np.mean(rec)), 4),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    ids = np.arange(len(items))
+
+    def b_exact() -> np.ndarray:
+        return items
+
+    def s_exact(ix: np.ndarray, q: np.ndarray) -> np.ndarray:
+        s = ix @ q
+        top = np.argpartition(-s, K)[:K]
+        return top[np.argsort(-s[top])]
+
+    def b_hnswlib(ef: int) -> Any:
+        import hnswlib
+
+        ix = hnswlib.Index(space="ip", dim=items.shape[1])
+        ix.init_index(max_elements=len(items), ef_construction=128, M=16, random_seed=SEED)
+        ix.set_num_threads(1)
+        ix.add_items(items, ids)
+        ix.set_ef(ef)
+        return ix
+
+    def b_usearch(ef: int) -> Any:
+        from usearch.index import Index
+
+        ix = Index(
+            ndim=items.shape[1],
+            metric="ip",
+            dtype="f32",
+            connectivity=16,
+            expansion_add=128,
+            expansion_search=ef,
+        )
+        ix.add(ids, items, threads=1)
+        return ix
+
+    def b_faiss(ef: int) -> Any:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        ix = faiss.IndexHNSWFlat(items.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+        ix.hnsw.efConstruction = 128
+        ix.hnsw.efSearch = ef
+        ix.add(items)
+        return ix
+
+    run("exact (numpy matmul)", b_exact, s_exact)
+    for ef in (64, 128):
+        run(
+            f"hnswlib ef={ef}",
+            lambda ef=ef: b_hnswlib(ef),
+            lambda ix, q: ix.knn_query(q, k=K)[0][0],
+        )
+        run(
+            f"usearch ef={ef}",
+            lambda ef=ef: b_usearch(ef),
+            lambda ix, q: ix.search(q, K, threads=1).keys,
+        )
+        run(
+            f"faiss-cpu HNSWFlat ef={ef}",
+            lambda ef=ef: b_faiss(ef),
+            lambda ix, q: ix.search(q[None, :], K)[1][0],
+        )
+    return rows
+
+
+def latency(ix: SearchIndex, queries: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """p50/p99 of one query at a time, warm, the MiniLM encoding included (except "search only")."""
+    qs = [q["query"] for q in queries[:n]]
+    for q in qs[:20]:
+        ix.search(q, K)
+    out: dict[str, Any] = {"n_queries": len(qs)}
+    enc: list[float] = []
+    vecs = []
+    for q in qs:
+        t = time.perf_counter()
+        vecs.append(ix.query_vector(q))
+        enc.append(time.perf_counter() - t)
+    out["encode"] = _pct(enc)
+    for mode in MODES:
+        lat = []
+        for q in qs:
+            t = time.perf_counter()
+            ix.search(q, K, mode=mode)  # type: ignore[arg-type]
+            lat.append(time.perf_counter() - t)
+        out[mode] = _pct(lat)
+    lat = []
+    for q, v in zip(qs, vecs, strict=True):
+        t = time.perf_counter()
+        ix.search(q, K, mode="hybrid", query_vector=v)
+        lat.append(time.perf_counter() - t)
+    out["hybrid search only (vector given)"] = _pct(lat)
+    return out
+
+
+def _pct(x: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(1e3 * float(np.percentile(x, 50)), 2),
+        "p99_ms": round(1e3 * float(np.percentile(x, 99)), 2),
+    }
+
+
+# ---- main ---------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "privrec" / "embeddings"))
+    ap.add_argument("--quick", action="store_true", help="fewer queries: a smoke run")
+    ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--latency-queries", type=int, default=300)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    t_start = time.perf_counter()
+    data = shared_data()
+    enc = SentenceEncoder(device="cpu", cache=EmbeddingCache(args.cache_dir))
+    n_titles, n_brands = (60, 30) if args.quick else (300, 150)
+    datasets = [
+        load_beauty(data / "amazon-beauty"),
+        load_scientific(data / "amazon-scientific-unisrec"),
+    ]
+    grid: list[dict[str, Any]] = [
+        {"fusion": "blend", "lexical_norm": ln, "dense_norm": dn, "lexical_weight": w}
+        for ln in ("query", "max")
+        for dn in ("minmax", "raw")
+        for w in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+    ] + [{"fusion": "rrf", "lexical_weight": w} for w in (0.5, 0.7, 0.9)]
+    prepared = []
+    for ds in datasets:
+        t0 = time.perf_counter()
+        vecs = enc.encode(ds["texts"], batch_size=64)
+        embed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ix = SearchIndex.build(ds["titles"], ds["texts"], enc, vectors=vecs)
+        build_s = time.perf_counter() - t0
+        queries = build_queries(ds, n_titles, n_brands)
+        if "paths" in ds:
+            queries += natural_queries(ds, ix.lexical_index)
+        qv = enc.encode([q["query"] for q in queries], use_cache=False)
+        prepared.append((ds, ix, queries, qv))
+        print(
+            f"{ds['name']}: {len(ds['titles'])} items, {len(queries)} queries, embed "
+            f"{embed_s:.1f}s (cache), index build {build_s:.2f}s, "
+            f"ann={ix.vector_index.use_ann if ix.vector_index else None}",
+            flush=True,
+        )
+    # ---- tuning on the validation queries of both datasets
+    tuning = []
+    for params in grid:
+        scores = []
+        for _ds, ix, queries, qv in prepared:
+            ix.config = ix.config.model_copy(update=params)
+            val = [i for i, q in enumerate(queries) if q["split"] == "valid"]
+            res = evaluate(ix, [queries[i] for i in val], qv[val], "hybrid")
+            scores += [a for a, _ in res]
+        tuning.append({**params, "valid_ndcg@10": float(np.mean(scores))})
+        print(json.dumps(tuning[-1]), flush=True)
+    for mode in ("lexical", "dense"):
+        scores = []
+        for _ds, ix, queries, qv in prepared:
+            val = [i for i, q in enumerate(queries) if q["split"] == "valid"]
+            scores += [a for a, _ in evaluate(ix, [queries[i] for i in val], qv[val], mode)]
+        print(f"valid {mode} alone: ndcg@10 {np.mean(scores):.4f}", flush=True)
+        tuning.append({"fusion": f"{mode} alone", "valid_ndcg@10": float(np.mean(scores))})
+    best = max((r for r in tuning if "lexical_weight" in r), key=lambda r: r["valid_ndcg@10"])
+    # ---- test
+    results: dict[str, Any] = {}
+    for ds, ix, queries, qv in prepared:
+        chosen = {k: v for k, v in best.items() if k != "valid_ndcg@10"}
+        ix.config = ix.config.model_copy(update=chosen)
+        test = [i for i, q in enumerate(queries) if q["split"] == "test"]
+        tq, tv = [queries[i] for i in test], qv[test]
+        main_q = [i for i, q in enumerate(tq) if q["kind"] != "natural"]
+        nat_q = [i for i, q in enumerate(tq) if q["kind"] == "natural"]
+        results[ds["name"]] = {}
+        for mode in MODES:
+            res = evaluate(ix, [tq[i] for i in main_q], tv[main_q], mode)
+            summ = summarise([tq[i] for i in main_q], res)
+            if nat_q:
+                nres = evaluate(ix, [tq[i] for i in nat_q], tv[nat_q], mode)
+                summ["natural"] = summarise([tq[i] for i in nat_q], nres)["all"]
+            results[ds["name"]][mode] = summ
+            print(
+                ds["name"],
+                mode,
+                json.dumps({k: round(v["ndcg@10"], 4) for k, v in summ.items()}),
+                flush=True,
+            )
+    _, beauty_ix, beauty_q, beauty_v = prepared[0]
+    test_idx = [i for i, q in enumerate(beauty_q) if q["split"] == "test"]
+    ann = compare_ann(beauty_ix.vector_index.vectors, beauty_v[test_idx])  # type: ignore[union-attr]
+    rng = np.random.default_rng(SEED)
+    lat_q = [beauty_q[i] for i in rng.permutation(test_idx)]
+    lat = latency(beauty_ix, lat_q, args.latency_queries)
+    print("latency", json.dumps(lat), flush=True)
+    accept = {
+        ds: all(
+            r["hybrid"]["all"]["ndcg@10"] > r[m]["all"]["ndcg@10"] for m in ("lexical", "dense")
+        )
+        for ds, r in results.items()
+    }
+    summary = {
+        "benchmark": "search",
+        "method": "see benchmarks/search.py docstring and RESULTS.md",
+        "seed": SEED,
+        "quick": args.quick,
+        "queries": {
+            ds["name"]: dict(Counter(f"{q['kind']}/{q['split']}" for q in qs))
+            for ds, _ix, qs, _v in prepared
+        },
+        "natural_queries": [
+            {
+                "query": q["query"],
+                "leaves": q["leaves"],
+                "relevant": len(q["relevant"]),
+                "hidden_sharing_a_word": q["hidden"],
+            }
+            for q in beauty_q
+            if q["kind"] == "natural"
+        ],
+        "tuning": tuning,
+        "chosen": best,
+        "test": results,
+        "hybrid_beats_both_on_ndcg@10": accept,
+        "ann_libraries_beauty": ann,
+        "latency_beauty": lat,
+        "latency_p99_ok": lat["hybrid"]["p99_ms"] <= 25.0,
+        "torch_threads": args.torch_threads,
+        "load_average": os.getloadavg(),
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "machine": machine(),
+    }
+    out = REPO / "benchmarks" / "results" / "search.json"
+    out.write_text(json.dumps(summary, indent=2, default=float))
+    emit(summary)
+
+
+if __name__ == "__main__":
+    main()

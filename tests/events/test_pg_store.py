@@ -14,17 +14,19 @@ import threading
 from pathlib import Path
 
 import pandas as pd
-import psycopg
 import pytest
 from pydantic import SecretStr
 
 from privrec.core.errors import ConfigError, StoreError
 from privrec.core.settings import Settings
+from privrec.events import pg_local
 from privrec.events.gate import Gate
 from privrec.events.pg_store import PgEventStore
 from privrec.events.store_api import EventStoreAPI, open_store
 from privrec.privacy.pseudonym import Pseudonymiser
 from privrec.service import RecSys
+
+psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg")
 
 NOW = 1_700_000_000.0  # 2023-11-14
 DAY = 86_400.0
@@ -203,3 +205,9 @@ def test_a_bad_store_url_names_the_setting(data_dir: Path) -> None:
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL") as err:
         open_store(data_dir, store_url="postgresql://u:pw-9931@/db?host=/nonexistent-dir")
     assert "pw-9931" not in str(err.value)
+
+
+def test_no_postgres_binaries_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pg_local, "pg_bindir", lambda: None)
+    with pytest.raises(ConfigError, match=r"no server binaries.*install the Debian package"):
+        pg_local.LocalPostgres()

@@ -215,3 +215,15 @@ def test_a_key_rotation_keeps_the_shoppers_lists_findable(rs: RecSys) -> None:
     assert [r["recommendation_id"] for r in mine] == [out.recommendation_id]
     assert rs.forget(known)["experiment_rows_deleted"] >= 1
     assert rs.experiments.feedback.records_of(rs.ctx.pseudonymise(known)) == []
+
+
+def test_becoming_anonymous_deletes_the_shoppers_served_lists(rs: RecSys) -> None:
+    rs.recommend("gina", k=3)
+    p = rs.ctx.pseudonymise("gina")
+    assert len(rs.experiments.feedback.records_of(p)) == 1
+    rs.set_consent("gina", "purchases_only")
+    assert len(rs.experiments.feedback.records_of(p)) == 1
+    rs.set_consent("gina", "anonymous")
+    assert rs.experiments.feedback.records_of(p) == []
+    (row,) = rs.experiments.feedback.summary(by="version", days=1)
+    assert row["impressions"] == 1  # the count stays: it is not about anyone

@@ -73,7 +73,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODES = ("hybrid", "lexical", "dense")
-SYNC_MAX_ITEMS = 2_000  # above this many texts to encode, the dense part is built in background
+SYNC_MAX_ITEMS = 500  # above this many texts to encode, the dense part is built in background
 _MIN_CANDIDATES = 50
 _META = "catalogue.json"
 

@@ -310,10 +310,14 @@ class SearchIndexes:
             self._hide(loaded, entry)
             with self._lock:
                 self._entries[key] = entry
-            # catalogue changes made while it was built (else saves it unchanged)
-            now_titles, now_texts = catalogue_text(loaded.items, self.ctx.store.items())
-            self._refresh(loaded, entry, now_titles, now_texts, _hashes(now_titles, now_texts))
-            self._save(loaded, entry)
+            if not self.ctx.store_is_open:  # the service closed meanwhile: never reopen it
+                return
+            try:  # catalogue changes made while it was built (else saves it unchanged)
+                now_titles, now_texts = catalogue_text(loaded.items, self.ctx.store.items())
+                self._refresh(loaded, entry, now_titles, now_texts, _hashes(now_titles, now_texts))
+                self._save(loaded, entry)
+            except Exception as exc:
+                logger.warning("search index not refreshed error=%s", type(exc).__name__)
             logger.info("search index ready model=%s version=%s", *key)
 
         t = threading.Thread(target=work, name="privrec-search-index", daemon=True)

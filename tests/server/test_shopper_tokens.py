@@ -328,7 +328,7 @@ def test_page_sign_in_keeps_a_shopper_token(client) -> None:
     home = client.get("/")
     client.post("/signin", data={"user": ALICE, "csrf": _csrf(home.text)})
     cookie = client.cookies.get(pages.SHOPPER)
-    token = pages._unsign(client.app.state.page_secret, cookie)
+    token = pages.unsign(client.app.state.page_secret, cookie)
     assert token and token != ALICE and ALICE not in cookie
     assert verify_shopper_token(_secret(client), token) == ALICE
     assert 'data-testid="consent-level">personalized<' in client.get("/privacy").text
@@ -337,7 +337,7 @@ def test_page_sign_in_keeps_a_shopper_token(client) -> None:
 def _forge(client, token: str) -> None:
     from privrec.server import pages
 
-    client.cookies.set(pages.SHOPPER, pages._sign(client.app.state.page_secret, token))
+    client.cookies.set(pages.SHOPPER, pages.sign(client.app.state.page_secret, token))
 
 
 def test_pages_refuse_a_session_whose_token_does_not_verify(client) -> None:

@@ -19,13 +19,13 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from privrec.server.pages import ops, reports, store
-from privrec.server.pages.common import HERE, page_secret
+from privrec.server.pages.common import HERE, OPERATOR, SHOPPER, page_secret, sign, unsign
 from privrec.service.insights import Insights
 from privrec.service.report_index import archive
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["install"]
+__all__ = ["OPERATOR", "SHOPPER", "install", "sign", "unsign"]
 
 
 def install(app: FastAPI) -> None:

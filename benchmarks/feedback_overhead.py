@@ -76,7 +76,9 @@ def main() -> None:
             "rounds": args.rounds,
             "cached_recommend_us_with_impression_log": round(statistics.median(with_log), 2),
             "cached_recommend_us_without": round(statistics.median(without), 2),
-            "overhead_us_per_list": round(statistics.median(with_log) - statistics.median(without), 2),
+            "overhead_us_per_list": round(
+                statistics.median(with_log) - statistics.median(without), 2
+            ),
             "all_rounds_with": [round(x, 2) for x in with_log],
             "all_rounds_without": [round(x, 2) for x in without],
             "background_flush_ms": round(flush_ms, 2),

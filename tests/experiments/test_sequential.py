@@ -4,6 +4,7 @@ real effect is found."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import stats as sps
 
 from privrec.experiments.stats import (
@@ -81,3 +82,39 @@ def test_looks_from_times_see_only_what_happened_before_each_look() -> None:
     n_a, x_a, n_b, x_b = looks_from_times(exposed, converted, arm_b, np.array([3.0, 6.0]))
     assert n_a.tolist() == [2, 2] and x_a.tolist() == [0, 1]
     assert n_b.tolist() == [1, 2] and x_b.tolist() == [0, 1]
+
+
+def _rows(arm: str, n: int, buyers: int, t0: float) -> tuple[list, list]:
+    from privrec.experiments.online import ListRow, OutcomeRow
+
+    lists = [
+        ListRow(f"{arm}-l{u}", f"{arm}-s{u}", t0 + u, "2026-12-07", "m", "v", "exp", arm)
+        for u in range(n)
+    ]
+    outs = [OutcomeRow(f"{arm}-l{u}", "purchase", t0 + u + 1, 10.0) for u in range(buyers)]
+    return lists, outs
+
+
+def test_decide_names_the_control_when_the_treatment_is_worse_and_waits_otherwise() -> None:
+    from privrec.experiments.assignment import Experiment, Variant
+    from privrec.experiments.decision import decide
+    from privrec.experiments.online import totals
+
+    exp = Experiment("exp", (Variant("control"), Variant("b")), tau2=0.01, guardrails=())
+    for b_buyers, winner in ((20, "control"), (118, None), (240, "b")):
+        la, oa = _rows("control", 400, 120, 0.0)
+        lb, ob = _rows("b", 400, b_buyers, 0.5)
+        online = totals("arm", [], la + lb, oa + ob, [])
+        d = decide(exp, la + lb, oa + ob, online, now=1e6)
+        assert d["decision"]["winner"] == winner, d["sequential"]
+        assert d["decision"]["ready"] == (winner is not None)
+
+
+def test_guardrails_breach_only_past_the_allowed_drop() -> None:
+    from privrec.experiments.online import check_guardrails
+
+    rails = [{"metric": "coverage", "max_drop": 0.1}, {"metric": "ctr", "max_drop": 0.1}]
+    got = check_guardrails({"coverage": 0.5, "ctr": None}, {"coverage": 0.44, "ctr": 0.2}, rails)
+    assert got[0]["breached"] and got[0]["change"] == pytest.approx(-0.12)
+    assert not got[1]["breached"] and not got[1]["judged"]  # no control value yet
+    assert not check_guardrails({"coverage": 0.5}, {"coverage": 0.46}, rails[:1])[0]["breached"]

@@ -447,7 +447,11 @@ class FeedbackLog:
             return None
         self.flush()
         with self._lock:
-            row = self.con.execute(
+            row = self.con.execute(  # the latest list; the day's counts when none was tracked
+                "SELECT model, version FROM lists WHERE experiment = ? AND arm = ? "
+                "ORDER BY ts DESC LIMIT 1",
+                [experiment, arm],
+            ).fetchone() or self.con.execute(
                 "SELECT model, version FROM counts WHERE experiment = ? AND arm = ? "
                 "ORDER BY day DESC LIMIT 1",
                 [experiment, arm],

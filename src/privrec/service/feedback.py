@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -43,6 +44,8 @@ from privrec.core.files import ensure_private
 from privrec.events.schema import coerce_timestamp
 from privrec.experiments.online import ListRow, OutcomeRow, daily, totals
 from privrec.privacy.sealed import SealedDataError, seal, unseal
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["FEEDBACK_FILE", "OUTCOME_TYPES", "FeedbackLog"]
 
@@ -224,7 +227,13 @@ class FeedbackLog:
     def _flush_in_background(self) -> None:
         if self._flushing.locked():
             return
-        threading.Thread(target=self.flush, name="privrec-feedback-flush", daemon=True).start()
+        threading.Thread(target=self._flush_logged, name="privrec-feedback", daemon=True).start()
+
+    def _flush_logged(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # a background write must not pass silently, nor crash
+            logger.warning("feedback log write failed error=%s", type(exc).__name__)
 
     def flush(self) -> int:
         """Write buffered impressions in one transaction; returns how many."""
@@ -447,15 +456,18 @@ class FeedbackLog:
             return None
         self.flush()
         with self._lock:
-            row = self.con.execute(  # the latest list; the day's counts when none was tracked
-                "SELECT model, version FROM lists WHERE experiment = ? AND arm = ? "
-                "ORDER BY ts DESC LIMIT 1",
-                [experiment, arm],
-            ).fetchone() or self.con.execute(
-                "SELECT model, version FROM counts WHERE experiment = ? AND arm = ? "
-                "ORDER BY day DESC LIMIT 1",
-                [experiment, arm],
-            ).fetchone()
+            row = (
+                self.con.execute(  # the latest list; the day's counts when none was tracked
+                    "SELECT model, version FROM lists WHERE experiment = ? AND arm = ? "
+                    "ORDER BY ts DESC LIMIT 1",
+                    [experiment, arm],
+                ).fetchone()
+                or self.con.execute(
+                    "SELECT model, version FROM counts WHERE experiment = ? AND arm = ? "
+                    "ORDER BY day DESC LIMIT 1",
+                    [experiment, arm],
+                ).fetchone()
+            )
         return (str(row[0]), str(row[1])) if row else None
 
     # ---- data rights and retention -----------------------------------------------------------

@@ -241,3 +241,11 @@ def test_a_key_rotation_drops_query_embeddings_and_new_searches_use_the_new_key(
         loaded = rs.serving.model()
         history = rs.serving.history_for(loaded, p, rs.serving.consent.level(p))
         assert history.query_embeddings is not None and len(history.query_embeddings) == 1
+
+
+def test_a_pinned_item_is_placed_by_the_rule_not_by_the_search(data_dir: Path) -> None:
+    with _shop(data_dir) as rs:
+        found = rs.search(QUERY, 3, rules={"pin_items": ["pen"]})
+        assert _ids(found)[:2] == ["pen", "bed"]
+        assert found.items[0]["explanation"]["kind"] == "rule"
+        assert found.items[1]["explanation"]["kind"] == "search"

@@ -45,7 +45,7 @@ from privrec.core.types import UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
 from privrec.events.gate import Gate
-from privrec.explain.explanations import explain_items
+from privrec.explain.explanations import explain_items, rule_placed
 from privrec.models.base import Recommender
 from privrec.privacy import consent as policy
 from privrec.service.context import ServiceContext
@@ -519,6 +519,7 @@ def run_search(
         query=query,
         matched=np.ones(len(res.items), bool),
     )
+    exps = rule_placed(exps, res.pinned)  # a pinned item is the shop's doing, not a match
     match = _match_of(hits)
     out = []
     for i, sc, e in zip(res.items.tolist(), res.scores.tolist(), exps, strict=True):

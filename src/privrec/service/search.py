@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from privrec.core.errors import ValidationError
-from privrec.core.types import UserHistory
+from privrec.core.types import EVENT_CODE, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
 from privrec.events.gate import Gate
@@ -76,6 +76,7 @@ MODES = ("hybrid", "lexical", "dense")
 SYNC_MAX_ITEMS = 500  # above this many texts to encode, the dense part is built in background
 _MIN_CANDIDATES = 50
 _META = "catalogue.json"
+_SEARCH_CODE = EVENT_CODE["search"]
 
 
 class HasLiveGate(Protocol):
@@ -409,6 +410,17 @@ class SearchIndexes:
                 shutil.rmtree(folder, ignore_errors=True)
                 n += 1
         return n
+
+    def queries_of(
+        self, model: Recommender, pseudonym: str, level: policy.ConsentLevel
+    ) -> np.ndarray | None:
+        """The shopper's recent query embeddings for a text-space model (content, hybrid) where
+        their consent lets serving use searches; None otherwise."""
+        tm = text_model(model)
+        if tm is None or not policy.uses(level, np.asarray([_SEARCH_CODE], np.int8))[0]:
+            return None
+        dim = int(np.shape(tm.item_embeddings)[1])
+        return self.memory.recent(pseudonym, self.ctx.settings.search_query_history, dim=dim)
 
     # ---- recording a shopper's search -----------------------------------------------------
     def record(

@@ -35,7 +35,7 @@ from privrec.service.registry import ModelRegistry
 from privrec.service.results import ExplainedItem, RecommendationList, SearchResult
 from privrec.service.rule_spec import freeze, rules_from
 from privrec.service.rules import apply_rules
-from privrec.service.search import SearchIndexes, run_search, text_model
+from privrec.service.search import SearchIndexes, run_search
 
 logger = logging.getLogger(__name__)
 
@@ -281,13 +281,8 @@ class Serving:
         idx = np.fromiter((loaded.index.get(k, -1) for k in keys), np.int64, count=len(keys))
         keep = (idx >= 0) & policy.uses(level, codes)
         weights = self._weights[codes[keep]]
-        tm = text_model(loaded.model)  # a text-space model also reads the shopper's queries
-        queries = None
-        if tm is not None and policy.uses(level, np.asarray([EVENT_CODE["search"]], np.int8))[0]:
-            n_q = self.ctx.settings.search_query_history
-            queries = self.search_indexes.memory.recent(
-                pseudonym, n_q, dim=int(np.shape(tm.item_embeddings)[1])
-            )
+        # a text-space model (content, hybrid) also reads the shopper's recent queries
+        queries = self.search_indexes.queries_of(loaded.model, pseudonym, level)
         return UserHistory(
             items=idx[keep], weights=weights, event_types=codes[keep], query_embeddings=queries
         )

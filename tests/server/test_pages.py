@@ -61,7 +61,7 @@ def test_operator_dashboard_needs_admin_key(client) -> None:
     assert bad.status_code == 401
     ok = client.post("/ops/signin", data={"key": ADMIN_KEY, "csrf": _csrf(page.text)})
     assert (
-        "Operator dashboard" in ok.text
+        "Operator console" in ok.text
         and "itemknn" in ok.text
         and "Privacy budget" in ok.text
         and "Experiments" in ok.text
@@ -95,6 +95,6 @@ def test_the_operator_page_has_no_shopper_header_and_a_sign_out(client) -> None:
     client.post("/signin", data={"user": "shopper-00004", "csrf": _csrf(home.text)})
     page = client.get("/ops")
     ops = client.post("/ops/signin", data={"key": ADMIN_KEY, "csrf": _csrf(page.text)})
-    assert "Operator dashboard" in ops.text and 'data-testid="who"' not in ops.text
+    assert "Operator console" in ops.text and 'data-testid="who"' not in ops.text
     out = client.post("/ops/signout", data={"csrf": _csrf(ops.text)})
-    assert "Operator sign-in" in out.text and "Operator dashboard" not in out.text
+    assert "Operator sign-in" in out.text and "Operator console" not in out.text

@@ -19,7 +19,7 @@ def _csrf(html: str) -> str:
 def _operator(client) -> str:
     page = client.get("/ops")
     ops = client.post("/ops/signin", data={"key": ADMIN_KEY, "csrf": _csrf(page.text)})
-    assert ops.status_code == 200 and "Operator dashboard" in ops.text
+    assert ops.status_code == 200 and "Operator console" in ops.text
     return ops.text
 
 

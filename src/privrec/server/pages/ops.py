@@ -102,7 +102,7 @@ async def _console(request: Request, status: int = 200, message: str | None = No
         request,
         "ops.html.j2",
         status,
-        title="Operator dashboard",
+        title="Operator console",
         shopper=None,  # the operator's page is no shopper's: no shopper header on it
         operator=True,
         message=message,

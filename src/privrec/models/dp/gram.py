@@ -24,6 +24,7 @@ from privrec.models.dp.release import (
     DEFAULT_EXPECTED_USERS,
     DPArtifact,
     GramRelease,
+    GramStatistics,
     release_gram,
     selected_above_rest,
     start_private_fit,
@@ -98,6 +99,24 @@ class PrivateGramRecommender(DPArtifact, Recommender):
             noise_seed: tests and benchmarks only: reproducible noise, and then the model is no
                 DP release (`privacy` None, saved with `"reproducible_noise": true`).
         """
+        return self.fit_from_statistics(
+            dataset, None, rng=rng, ledger=ledger, noise_seed=noise_seed
+        )
+
+    def fit_from_statistics(
+        self,
+        dataset: InteractionDataset,
+        stats: GramStatistics | None,
+        *,
+        rng: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
+        noise_seed: int | None = None,
+    ) -> PrivateGramRecommender:
+        """`fit` with the exact sums supplied by `stats` (e.g. reduced once from user shards).
+
+        The release is the same: the ledger is charged first and the noise is added once, to
+        the reduced sums (`release.release_gram`). `stats` None computes them in this process.
+        """
         warn_unless_public_order(dataset, self.name)
         c = self.config
         x = self.input_matrix(dataset).astype(np.float64)
@@ -119,6 +138,7 @@ class PrivateGramRecommender(DPArtifact, Recommender):
             selection_share=c.selection_share,
             ledger=ledger,
             window=self._window(),
+            stats=stats,
         )
         self.noisy_gram = rel.gram
         self.noise_std = rel.noise_std

@@ -28,7 +28,7 @@ import logging
 import math
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,11 +65,15 @@ __all__ = [
     "REPRODUCIBLE_KEY",
     "DPArtifact",
     "GramRelease",
+    "GramStatistics",
+    "LocalGramStatistics",
     "PrivateFit",
     "active_users",
     "auto_top_items",
     "in_public_item_order",
     "most_recent_items",
+    "noised_item_counts",
+    "noised_user_count",
     "noisy_item_counts",
     "noisy_user_count",
     "release_gram",
@@ -77,6 +81,8 @@ __all__ = [
     "select_items",
     "selected_above_rest",
     "start_private_fit",
+    "unit_column_sums",
+    "unit_gram",
     "unit_rows",
     "warn_unless_public_order",
     "window_pairs",
@@ -302,7 +308,12 @@ def noisy_user_count(x: sp.csr_matrix, noise_multiplier: float | None, noise: No
 
     `noise_multiplier` None gives the exact count (no release: epsilon = inf only).
     """
-    n = float(active_users(x))
+    return noised_user_count(active_users(x), noise_multiplier, noise)
+
+
+def noised_user_count(n_users: int, noise_multiplier: float | None, noise: NoiseSource) -> float:
+    """An exact user count (however it was summed) plus N(0, z^2), at least 1 (None: exact)."""
+    n = float(n_users)
     if noise_multiplier is not None:
         n = float(
             GaussianMechanism(float(noise_multiplier), 1.0).add_noise(np.array([n]), noise)[0]
@@ -317,7 +328,25 @@ def noisy_item_counts(
 
     `noise_multiplier` None gives the exact sums (no release: epsilon = inf only).
     """
-    counts = np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
+    return noised_item_counts(unit_column_sums(x), noise_multiplier, noise)
+
+
+def unit_column_sums(x: sp.csr_matrix) -> np.ndarray:
+    """Column sums of the unit-norm rows of `x` (float64): the exact selection statistic."""
+    return np.asarray(unit_rows(x).sum(axis=0), dtype=np.float64).ravel()
+
+
+def unit_gram(x: sp.csr_matrix, selected: np.ndarray) -> np.ndarray:
+    """sum_u x_u^T x_u over the selected columns, each row re-normalised to unit norm (dense)."""
+    xs = unit_rows(x[:, selected])
+    return np.asarray((xs.T @ xs).toarray(), dtype=np.float64)
+
+
+def noised_item_counts(
+    counts: np.ndarray, noise_multiplier: float | None, noise: NoiseSource
+) -> np.ndarray:
+    """Exact unit-row column sums plus N(0, z^2) per item (None: exact, epsilon = inf only)."""
+    counts = np.asarray(counts, dtype=np.float64)
     if noise_multiplier is None:
         return counts
     return GaussianMechanism(float(noise_multiplier), 1.0).add_noise(counts, noise)
@@ -361,6 +390,55 @@ def auto_top_items(n_users: float, noise_multiplier: float, n_items: int, cap: i
 
 
 # ---- the item-item release shared by DP item-kNN and DP EASE ----------------------------------
+class GramStatistics(Protocol):
+    """The exact statistics `release_gram` noises, however they are computed.
+
+    Each is a sum over users, so it can be computed per user shard and summed once
+    (`models/sharded.py`); the release adds its noise after that one sum, exactly as on the
+    single-process path (`LocalGramStatistics`).
+    """
+
+    def active_users(self) -> int:
+        """Users with at least one interaction."""
+        ...
+
+    def unit_column_sums(self) -> np.ndarray:
+        """Column sums of the unit-norm user rows (see `unit_column_sums`)."""
+        ...
+
+    def unit_gram(self, selected: np.ndarray) -> np.ndarray:
+        """The Gram matrix of the unit-norm rows over `selected` (see `unit_gram`)."""
+        ...
+
+    def window_pairs(self, selected: np.ndarray, window: int) -> np.ndarray:
+        """The window co-occurrence of `window_pairs`, dense."""
+        ...
+
+
+@dataclass
+class LocalGramStatistics:
+    """`GramStatistics` of one in-memory user x item matrix (the single-process path)."""
+
+    dataset: InteractionDataset
+    x: sp.csr_matrix
+
+    def active_users(self) -> int:
+        """Users with at least one interaction."""
+        return active_users(self.x)
+
+    def unit_column_sums(self) -> np.ndarray:
+        """Column sums of the unit-norm user rows."""
+        return unit_column_sums(self.x)
+
+    def unit_gram(self, selected: np.ndarray) -> np.ndarray:
+        """The Gram matrix of the unit-norm rows over `selected`."""
+        return unit_gram(self.x, selected)
+
+    def window_pairs(self, selected: np.ndarray, window: int) -> np.ndarray:
+        """The window co-occurrence, dense."""
+        return np.asarray(window_pairs(self.dataset, selected, window).toarray())
+
+
 @dataclass
 class GramRelease:
     """The outcome of `release_gram`: DP item selection and one noisy item-item matrix.
@@ -428,6 +506,7 @@ def release_gram(
     selection_share: float,
     ledger: PrivacyLedger | None,
     window: int | None = None,
+    stats: GramStatistics | None = None,
 ) -> GramRelease:
     """DP item selection and one noisy item-item matrix, calibrated together.
 
@@ -444,8 +523,12 @@ def release_gram(
     The Gaussian releases get fixed shares of the budget (selection `selection_share` of what the
     count leaves); dp-accounting's PLD accountant calibrates them together to (epsilon, delta).
     The ledger is charged once, before any noise is drawn. With epsilon = inf nothing is noised.
+    `stats` (default: computed from `x` in this process) supplies the exact sums, e.g. reduced
+    once from user shards (`models/sharded.py`); the noise is the same either way.
     """
     n_items = x.shape[1]
+    if stats is None:
+        stats = LocalGramStatistics(dataset, x)
     auto = top_items is None
     if not (0 < selection_share < 1):
         raise ConfigError(f"selection_share: {selection_share} is not in (0, 1)")
@@ -488,17 +571,16 @@ def release_gram(
     run.charge(ledger, release, model)
     exact = not run.private
     if auto:
-        n_hat = noisy_user_count(x, None if exact else z_count, run.noise)
+        n_hat = noised_user_count(stats.active_users(), None if exact else z_count, run.noise)
         top = n_items if exact else auto_top_items(n_hat, z_gram, n_items, max_items_auto)
     else:
         top = int(top_items or n_items)
-    counts = noisy_item_counts(x, None if exact else z_sel, run.noise)
+    counts = noised_item_counts(stats.unit_column_sums(), None if exact else z_sel, run.noise)
     selected = select_items(counts, top, n_items)
     if window:
-        g = window_pairs(dataset, selected, window).toarray()
+        g = np.array(stats.window_pairs(selected, window), dtype=np.float64)
     else:
-        xs = unit_rows(x[:, selected])
-        g = np.asarray((xs.T @ xs).toarray(), dtype=np.float64)
+        g = np.array(stats.unit_gram(selected), dtype=np.float64)
     mech = GaussianMechanism(z_gram, sens)
     mech.add_symmetric_noise(g, run.noise, out=g)
     if window:

@@ -249,3 +249,12 @@ def test_a_pinned_item_is_placed_by_the_rule_not_by_the_search(data_dir: Path) -
         assert _ids(found)[:2] == ["pen", "bed"]
         assert found.items[0]["explanation"]["kind"] == "rule"
         assert found.items[1]["explanation"]["kind"] == "search"
+
+
+def test_a_shop_that_keeps_query_text_stores_it_with_the_search_event(data_dir: Path) -> None:
+    with _shop(data_dir, keep_query_text=True) as rs:
+        rs.search(QUERY, 2, user_id="u1")
+        p = rs.ctx.pseudonymise("u1")
+        searches = rs.store.events(user=p).query("type == 'search'")
+        assert searches["query"].tolist() == [QUERY]
+        assert len(rs.serving.search_indexes.memory.export(p)) == 1

@@ -138,6 +138,15 @@ class EASE(Recommender):
         self._mark_fitted(dataset.n_items)
         return self
 
+    def fit_from_statistics(self, gram: sp.spmatrix, n_items: int) -> EASE:
+        """`fit` from G = X^T X summed elsewhere (e.g. over user shards, `models/sharded.py`)."""
+        if gram.shape != (n_items, n_items):
+            raise PrivrecError(f"gram: shape {gram.shape} is not ({n_items}, {n_items})")
+        self.gram = canonical_gram(gram)
+        self.weights, self.p_diag = ease_solution(self.gram, self.config.reg)
+        self._mark_fitted(n_items)
+        return self
+
     def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
         """h B for each history row."""
         h = self._history_input(histories)
@@ -232,8 +241,14 @@ class EASE(Recommender):
 
 def gram_of(x: sp.spmatrix) -> sp.csr_matrix:
     """G = X^T X as canonical CSR float32 (summed in float64: exact for counts and weights)."""
+    return canonical_gram(gram64_of(x))
+
+
+def gram64_of(x: sp.spmatrix) -> sp.csr_matrix:
+    """X^T X in float64 (CSR), before `canonical_gram`: a sum over users (rows of X), so the
+    sums of row blocks add up to it (`models/sharded.py`)."""
     x = sp.csr_matrix(x, dtype=np.float64)
-    return canonical_gram(x.T @ x)
+    return sp.csr_matrix(x.T @ x)
 
 
 def canonical_gram(g: sp.spmatrix) -> sp.csr_matrix:

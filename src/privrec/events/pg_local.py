@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -52,11 +53,23 @@ class LocalPostgres:
 
     Use as a context manager, or call `start` and `stop`.
 
+    Args:
+        bindir: the server binaries (default: `pg_bindir()`).
+        fsync: keep PostgreSQL's fsync on (benchmarks: durable commits as in production);
+            off by default for tests.
+        settings: further server settings (name -> value), e.g. {"shared_buffers": "512MB"}.
+
     Raises:
         ConfigError: no server binaries, or running as root without a `postgres` user.
     """
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(
+        self,
+        bindir: Path | None = None,
+        *,
+        fsync: bool = False,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         found = bindir or pg_bindir()
         if found is None:
             raise ConfigError(
@@ -64,6 +77,8 @@ class LocalPostgres:
                 "or on PATH; install the Debian package postgresql or set PRIVREC_PG_BINDIR"
             )
         self.bindir = found
+        self.fsync = fsync
+        self.settings = dict(settings or {})
         self.as_root = os.geteuid() == 0
         # The system temp folder: the postgres user must reach it, and a socket path must stay
         # under ~100 bytes.
@@ -96,7 +111,11 @@ class LocalPostgres:
         )  # fmt: skip
         if r.returncode:
             raise StoreError(f"PostgreSQL: initdb failed: {r.stderr.strip()[-2000:]}")
-        opts = f"-k {self.root} -c listen_addresses='' -F -c max_connections=40"
+        opts = f"-k {self.root} -c listen_addresses='' -c max_connections=40"
+        if not self.fsync:
+            opts += " -F"
+        for name, value in self.settings.items():
+            opts += f" -c {name}={value}"
         log = self.root / "log"
         r = self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(log), "-w", "start")
         if r.returncode:
@@ -114,6 +133,11 @@ class LocalPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's main process id (from postmaster.pid)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def url(self, db: str = "postgres") -> str:
         """A libpq URL of database `db` on this cluster."""

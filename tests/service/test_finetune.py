@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,7 +116,16 @@ def test_not_better_is_kept_not_deployed_then_forced_and_erasure_reaches_it(
     assert {"content", PENDING_PREFIX + "forced"} <= set(pending)
     with pytest.raises(ConflictError, match="refitted"):
         rs.train("content", params={"adapter": "forced"})
-    rs.train("content")  # the frozen encoder: the content model owes nothing any more
+    # the scheduler meets the erasure deadline with the frozen encoder; it never "retrains" an
+    # adapter (a refit is `privrec finetune`'s)
+    due = {m for m, _, _ in rs.scheduler.due(now=time.time() + 400 * 86_400)}
+    assert "content" in due and PENDING_PREFIX + "forced" not in due
+    job = rs.scheduler.retrain("content", trigger="deadline")
+    assert job["status"] == "succeeded", job
+    active = rs.registry.active("content")
+    assert (
+        active != version and rs.registry.config_of("content", active)["config"]["adapter"] is None
+    )
     assert "content" not in rs.training.pending.read()
     # the stale adapter, now unused, goes at the next fine-tuning run and its debt with it
     assert rs.finetuning.prune(rs.training.dataset_with_events()[1]) == ["forced"]

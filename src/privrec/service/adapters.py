@@ -12,7 +12,8 @@ retention or consent change) that removes one of those events makes the adapter 
 an adapter that an active model version uses stays (the version serves until it is retrained,
 like every model that cannot forget) and is listed as `adapter:<name>` in the pending retrains;
 one that nothing uses is deleted at once. A stale adapter is never deployed or trained with
-again (`check_fresh`).
+again (`check_fresh`); the scheduler meets the erasure deadline of a model that used one with the
+frozen encoder (`drop_stale`), and the next fine-tuning run deletes stale adapters nothing uses.
 """
 
 from __future__ import annotations
@@ -128,6 +129,20 @@ class AdapterStore:
                 f"adapter: {name!r} must be refitted before use: {why}; run `privrec finetune` "
                 "(or train without the adapter)"
             )
+
+    def drop_stale(self, params: Mapping[str, Any], events: pd.DataFrame) -> dict[str, Any]:
+        """`params` without an adapter that may no longer be used (the frozen encoder instead):
+        a retrain for an erasure deadline must not wait for a refit."""
+        out = dict(params)
+        a = out.get("adapter")
+        if a is not None and self.stale_reason(str(a), events) is not None:
+            out["adapter"] = None
+        inner = dict(out.get("content_params") or {})
+        a = inner.get("adapter")
+        if a is not None and self.stale_reason(str(a), events) is not None:
+            inner["adapter"] = None
+            out["content_params"] = inner
+        return out
 
     # ---- use and erasure -------------------------------------------------------------------------
     def in_use(self) -> dict[str, list[str]]:

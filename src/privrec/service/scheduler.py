@@ -50,6 +50,7 @@ from privrec.evaluation.metric_spec import parse_metric
 from privrec.models.dp.release import in_public_item_order
 from privrec.models.zoo import available_models, create_model
 from privrec.privacy.sealed import FILE_SUFFIX, read_sealed, write_sealed
+from privrec.service.adapters import PENDING_PREFIX as ADAPTER_PENDING
 from privrec.service.context import ServiceContext
 from privrec.service.jobs import JobHistory, JobOutcome
 from privrec.service.pending import PendingRetrains
@@ -273,6 +274,8 @@ class Scheduler:
         doc = self._read()
         out: dict[str, tuple[str, str]] = {}
         for name, entry in self.pending.read().items():
+            if name.startswith(ADAPTER_PENDING):
+                continue  # an adapter is refitted by `privrec finetune`, not retrained here
             p = doc["policies"].get(name)
             margin = RetrainPolicy.model_validate(p).deadline_margin_hours if p else 24.0
             deadline = _deadline_ts(str(entry["deadline"]))
@@ -355,6 +358,10 @@ class Scheduler:
         if active is not None:
             params = {**self.registry.config_of(name, active).get("config", {}), **params}
         if trigger == "deadline":
+            # the deadline is met with the frozen encoder where an adapter awaits its refit
+            params = self.training.adapters.drop_stale(
+                params, self.training.dataset_with_events()[1]
+            )
             gate: dict[str, Any] = {
                 "skipped": "erasure deadline: the version holding erased shoppers must be replaced"
             }

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privrec.core.errors import StoreError
+from privrec.core.errors import StoreError, ValidationError
 from privrec.events import store as store_mod
 from privrec.events import store_file
 from privrec.events.gate import Gate
@@ -334,3 +334,30 @@ def test_expired_lists_exactly_what_retention_deletes(
         listed = set(store.expired(rule, now=NOW)["event_id"])
         assert store.retention(rule, now=NOW) == len(listed)
         assert before - set(store.events()["event_id"]) == listed
+
+
+def test_daily_counts_is_a_per_day_aggregate(
+    open_event_store: Callable[[], EventStoreAPI], data_dir: Path, gate: Gate
+) -> None:
+    with open_event_store() as store:
+        assert store.daily_counts(7).empty  # no events: no rows (not an error)
+        ingest_records(_records(), gate, store)
+        ev = store.events()
+        days = pd.to_datetime(ev["ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+        want = (
+            pd.DataFrame({"date": days, "type": ev["type"]})
+            .groupby(["date", "type"])
+            .size()
+            .reset_index(name="count")
+        )
+        for n in (1, 3, 30, 500):
+            got = store.daily_counts(n)
+            last = pd.Timestamp(want["date"].max())
+            cut = (last - pd.Timedelta(days=n - 1)).strftime("%Y-%m-%d")
+            expect = want[want["date"] >= cut].reset_index(drop=True)
+            assert got["date"].tolist() == expect["date"].tolist()
+            assert got["type"].tolist() == expect["type"].tolist()
+            assert got["count"].tolist() == expect["count"].tolist()
+        assert store.daily_counts(1)["count"].sum() == 2  # the last day: a view and a search
+        with pytest.raises(ValidationError, match="days"):
+            store.daily_counts(0)

@@ -383,6 +383,14 @@ class PgEventStore:
             self._arrow(f"{_SELECT_EVENTS} WHERE {where} ORDER BY ts, seq", EVENT_SCHEMA, params)
         )
 
+    def daily_counts(self, days: int = 30) -> pd.DataFrame:
+        """Stored events per UTC day and type over the `days` days ending at the last event's.
+
+        The same aggregate as `EventStore.daily_counts` (columns date, type, count).
+        """
+        sql = duck.DAILY_COUNTS_SQL.replace("?", "%s")
+        return duck.daily_frame(self._rows(sql, [duck._days_back(days)]))
+
     def users(self) -> list[str]:
         """The distinct pseudonyms with stored events, sorted."""
         return [str(r[0]) for r in self._rows('SELECT DISTINCT "user" FROM events ORDER BY 1')]

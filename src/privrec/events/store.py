@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from privrec.core.errors import StoreError
+from privrec.core.errors import StoreError, ValidationError
 from privrec.core.types import EVENT_TYPES
 from privrec.events.maintenance import StagedRekey, StoreMaintenance, retention_rule
 from privrec.events.schema import EVENT_COLUMNS, ITEM_COLUMNS
@@ -175,6 +175,20 @@ class EventStore(StoreMaintenance):
             )
         return _events_frame(table)
 
+    def daily_counts(self, days: int = 30) -> pd.DataFrame:
+        """Stored events per UTC day and type over the `days` days ending at the last event's.
+
+        One aggregate in the database (no event row leaves it), for the console's chart.
+
+        Returns:
+            Columns date ("YYYY-MM-DD"), type, count; ordered by date then type; only days
+            and types with events.
+
+        Raises:
+            ValidationError: `days` is below 1.
+        """
+        return daily_frame(self._rows(DAILY_COUNTS_SQL, [_days_back(days)]))
+
     def expired(
         self, days: int | Mapping[str, int | None], now: float | None = None
     ) -> pd.DataFrame:
@@ -211,6 +225,35 @@ class EventStore(StoreMaintenance):
                 "(FORMAT parquet)"
             )
         return n
+
+
+# Events per UTC day and type from the first second of the day `?` days before the last event's
+# day; a range on ts (not a function of it) in WHERE, so PostgreSQL prunes month partitions.
+DAILY_COUNTS_SQL = (
+    "SELECT CAST(floor(ts / 86400) AS BIGINT) AS day, type, count(*) AS n FROM events "
+    "WHERE ts >= (SELECT (floor(max(ts) / 86400) - ?) * 86400 FROM events) "
+    "GROUP BY 1, 2 ORDER BY 1, 2"
+)
+
+
+def _days_back(days: int) -> int:
+    """Days before the last event's day that `daily_counts(days)` reaches (checked)."""
+    if isinstance(days, bool) or not isinstance(days, int | np.integer) or days < 1:
+        raise ValidationError("days", f"must be a whole number of at least 1, got {days!r}")
+    return int(days) - 1
+
+
+def daily_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """(day number since the epoch, type, count) rows as columns date, type, count."""
+    day = np.asarray([int(r[0]) for r in rows], dtype="int64")
+    dates = pd.to_datetime(day, unit="D", utc=True).strftime("%Y-%m-%d")
+    return pd.DataFrame(
+        {
+            "date": pd.Series(list(dates), dtype=object),
+            "type": pd.Series([str(r[1]) for r in rows], dtype=object),
+            "count": np.asarray([int(r[2]) for r in rows], dtype="int64"),
+        }
+    )
 
 
 def items_table(frame: pd.DataFrame) -> pa.Table:

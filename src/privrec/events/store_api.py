@@ -99,6 +99,11 @@ class EventStoreAPI(Protocol):
         """The distinct pseudonyms with stored events, sorted."""
         ...
 
+    def daily_counts(self, days: int = 30) -> pd.DataFrame:
+        """Events per UTC day and type over the `days` days ending at the last event's day
+        (columns date, type, count), aggregated in the database."""
+        ...
+
     def items(self) -> pd.DataFrame:
         """The item catalogue, ordered by item."""
         ...

@@ -37,6 +37,7 @@ class Insights:
         self.serving = serving
         self._lock = threading.Lock()
         self._key: tuple[int, float] | None = None
+        self._daily_key: tuple[int, int] | None = None
         self._daily: pd.DataFrame | None = None
         self._pairs: dict[str, Counter[str]] = {}
 
@@ -96,7 +97,7 @@ class Insights:
 
     # ---- store-wide aggregates ------------------------------------------------------------------
     def _refresh(self) -> None:
-        """Recompute the aggregates when the store changed or they are older than a while."""
+        """Recompute the bought-together pairs when the store changed, at most every 30 s."""
         store = self.serving.ctx.store
         with self._lock:
             count = store.count()
@@ -107,14 +108,6 @@ class Insights:
             ):
                 return
             ev = store.events()
-            ts = pd.to_datetime(ev["ts"], utc=True)
-            daily = (
-                pd.DataFrame({"day": ts.dt.strftime("%Y-%m-%d"), "type": ev["type"]})
-                .groupby(["day", "type"])
-                .size()
-                .unstack(fill_value=0)
-                .sort_index()
-            )
             bought = ev.loc[ev["type"] == "purchase", ["user", "item"]].drop_duplicates()
             pairs: dict[str, Counter[str]] = {}
             for items in bought.groupby("user")["item"].agg(list):
@@ -123,7 +116,25 @@ class Insights:
                 for a in items:
                     c = pairs.setdefault(a, Counter())
                     c.update(b for b in items if b != a)
-            self._daily, self._pairs, self._key = daily, pairs, (count, now)
+            self._pairs, self._key = pairs, (count, now)
+
+    def _daily_counts(self, days: int) -> pd.DataFrame:
+        """Events per day (rows) and type (columns) from the store's own aggregate, cached
+        until the event count changes (no event row is read here)."""
+        store = self.serving.ctx.store
+        with self._lock:
+            key = (store.count(), days)
+            if self._daily is None or self._daily_key != key:
+                rows = store.daily_counts(days)
+                self._daily = (
+                    rows.pivot_table(index="date", columns="type", values="count", fill_value=0)
+                    .astype("int64")
+                    .sort_index()
+                    if len(rows)
+                    else pd.DataFrame()
+                )
+                self._daily_key = key
+            return self._daily
 
     def events_per_day(self, days: int = 30) -> dict[str, Any]:
         """Stored events per UTC day and type over the last `days` days with events.
@@ -133,9 +144,8 @@ class Insights:
         """
         if not 1 <= days <= 3660:
             raise ValidationError("days", "must be between 1 and 3660")
-        self._refresh()
-        daily = self._daily
-        if daily is None or daily.empty:
+        daily = self._daily_counts(days)
+        if daily.empty:
             return {"days": [], "series": {}, "total": 0}
         # a continuous run of days (days without events count 0) ending at the last event,
         # from the first event's day when that is more recent (at least a week is shown)

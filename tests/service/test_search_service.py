@@ -245,10 +245,13 @@ def test_a_key_rotation_drops_query_embeddings_and_new_searches_use_the_new_key(
 
 def test_a_pinned_item_is_placed_by_the_rule_not_by_the_search(data_dir: Path) -> None:
     with _shop(data_dir) as rs:
-        found = rs.search(QUERY, 3, rules={"pin_items": ["pen"]})
+        found = rs.search(QUERY, 3, user_id="u1", rules={"pin_items": ["pen"]})
         assert _ids(found)[:2] == ["pen", "bed"]
         assert found.items[0]["explanation"]["kind"] == "rule"
         assert found.items[1]["explanation"]["kind"] == "search"
+        # the stored search event names what the search found, not what the rule placed
+        searches = rs.store.events(user=rs.ctx.pseudonymise("u1")).query("type == 'search'")
+        assert searches["item"].tolist() == ["bed"]
 
 
 def test_a_shop_that_keeps_query_text_stores_it_with_the_search_event(data_dir: Path) -> None:

@@ -539,9 +539,11 @@ def run_search(
         if i in match:
             d["match"] = match[i]
         out.append(d)
-    if p is not None and qv is not None and out and "search" in policy.allowed_types(level):
-        try:
-            indexes.record(serving, str(user_id), p, out[0]["item"], query, qv)
+    pinned = res.pinned if res.pinned is not None else np.zeros(len(out), bool)
+    found = [d["item"] for d, pin in zip(out, pinned.tolist(), strict=True) if not pin]
+    if p is not None and qv is not None and found and "search" in policy.allowed_types(level):
+        try:  # the event names the item the search found first (never one a rule placed)
+            indexes.record(serving, str(user_id), p, found[0], query, qv)
         except Exception as exc:  # the search is answered even if it cannot be kept
             logger.warning("search event not stored error=%s", type(exc).__name__)
     return SearchResult(

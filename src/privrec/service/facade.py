@@ -19,6 +19,7 @@ from privrec.core.settings import Settings
 from privrec.data.dataset import InteractionDataset
 from privrec.events.ingest import BatchReport
 from privrec.events.store_api import EventStoreAPI
+from privrec.models.sharded import ShardedFit
 from privrec.privacy import consent as policy
 from privrec.privacy.consent import parse_level
 from privrec.service.catalogue import Catalogue
@@ -29,6 +30,7 @@ from privrec.service.finetune import FinetuneOptions, FinetuneResult, Finetuning
 from privrec.service.ingestion import Ingestion
 from privrec.service.jobs import JobHistory
 from privrec.service.pending import PendingRetrains, now_iso
+from privrec.service.precompute import Precompute, PrecomputeResult
 from privrec.service.registry import ModelRegistry
 from privrec.service.reports import Reports
 from privrec.service.results import (
@@ -151,9 +153,21 @@ class RecSys:
         params: Mapping[str, Any] | None = None,
         activate: bool = True,
         seed: int = DEFAULT_SEED,
+        sharded: ShardedFit | None = None,
     ) -> TrainResult:
         """Fit `model_name` on the store, save it as a new version and activate it."""
-        return self.training.train(model_name, params=params, activate=activate, seed=seed)
+        return self.training.train(
+            model_name, params=params, activate=activate, seed=seed, sharded=sharded
+        )
+
+    def precompute(
+        self, k: int = 50, *, model: str | None = None, sharded: ShardedFit | None = None
+    ) -> PrecomputeResult:
+        """Every shopper's top-k list of the active `model` (None: the default), written sealed
+        to the data directory; users scored in shards (Ray tasks with a Ray runner)."""
+        return Precompute(self.ctx, self.registry, self.training).run(
+            k, model=model, sharded=sharded
+        )
 
     def finetune(
         self,

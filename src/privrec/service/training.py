@@ -16,6 +16,7 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.data.dataset import InteractionDataset
 from privrec.data.vocab import Vocabulary
 from privrec.models.dp.release import in_public_item_order
+from privrec.models.sharded import ShardedFit
 from privrec.models.zoo import create_model
 from privrec.service.adapters import AdapterStore
 from privrec.service.consent import ConsentBook
@@ -85,11 +86,13 @@ class Training:
         params: Mapping[str, Any] | None = None,
         activate: bool = True,
         seed: int = DEFAULT_SEED,
+        sharded: ShardedFit | None = None,
     ) -> TrainResult:
         """Fit `model_name` on the store, save it as a new version and (by default) activate it.
 
         The new version is hot-swapped in where this process serves the model. The first model
-        trained in a data directory becomes its default.
+        trained in a data directory becomes its default. `sharded`: fit from statistics summed
+        over user shards (Ray tasks with a Ray runner; `models/sharded.py`), the same model.
         """
         ds, events = self._dataset("store")
         if ds.n_events == 0:
@@ -106,7 +109,10 @@ class Training:
             # on items outside it (whose existence is not public) are left out
             ds = in_public_item_order(ds)
         t0 = time.perf_counter()
-        model.fit(ds, rng=seed, ledger=self.ctx.ledger)
+        if sharded is None:
+            model.fit(ds, rng=seed, ledger=self.ctx.ledger)
+        else:
+            sharded.fit(model, ds, rng=seed, ledger=self.ctx.ledger)
         secs = time.perf_counter() - t0
         record = TrainingRecord.of(
             events, self.ctx.store.pseudonym_generation, self.ctx.settings.event_weights

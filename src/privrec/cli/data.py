@@ -19,6 +19,7 @@ from privrec.cli.common import (
     progress,
     settings_of,
 )
+from privrec.cli.scale import RayAddress, RayFlag, Shards, sharded_plan
 from privrec.core.files import write_private
 from privrec.privacy.keys import key_dir
 
@@ -51,13 +52,22 @@ def train(
         list[str] | None,
         typer.Option("--param", "-p", help="Hyper-parameter NAME=VALUE (JSON value)."),
     ] = None,
+    use_ray: RayFlag = False,
+    shards: Shards = None,
+    ray_address: RayAddress = None,
     data_dir: DataDir = None,
 ) -> None:
     """Train a model on everything in the store and make it the active version."""
     params = parse_params(param or [])
+    # --ray / --shards: statistics summed over user shards (ease, dp_ease, dp_itemknn)
+    plan = sharded_plan(use_ray, shards, ray_address)
     with errors(), open_recsys(data_dir) as rs, progress() as prog:
         task = prog.add_task(f"training {model}", total=None)
-        res = rs.train(model, params=params)
+        try:
+            res = rs.train(model, params=params, sharded=plan)
+        finally:
+            if plan is not None:
+                plan.runner.close()
         prog.update(task, total=1, completed=1)
     console.print(
         f"trained [bold]{res.model}[/] in {res.train_seconds:.1f}s -> version {res.version}"

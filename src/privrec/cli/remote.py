@@ -45,6 +45,7 @@ ROUTES: dict[str, str | None] = {
     "audit": None,
     "finetune": "POST /v1/models/content/finetune",
     "worker": None,
+    "precompute": None,
     "serve": None,
 }
 """Commands with no remote form: the HTTP route to use instead (None: none exists)."""
@@ -149,7 +150,9 @@ def _recommend(
 
 
 @remote("train")
-def _train(srv: Server, *, model: str, param: list[str] | None, **_: Any) -> None:
+def _train(srv: Server, *, model: str, param: list[str] | None, **kw: Any) -> None:
+    if kw.get("use_ray") or kw.get("shards") or kw.get("ray_address"):
+        raise PrivrecError("--ray/--shards: a sharded fit runs without a server; stop it first")
     params = parse_params(param or [])
     job = srv.call("POST", f"/v1/models/{model}/train", {"params": params})
     done = srv.wait_job(job["id"])

@@ -10,9 +10,13 @@ usearch above `ann_min_items` items). A query is
 2. scored by BM25 over every allowed item (the `candidates` best kept) and encoded by MiniLM,
    whose `candidates` nearest allowed items are found;
 3. fused over the union of both candidate lists: by default a blend
-   `w * bm25 / max(bm25) + (1 - w) * minmax(cosine)` (`fusion="blend"`, w = `lexical_weight`),
-   or reciprocal-rank fusion (`fusion="rrf"`). The defaults were tuned on the validation queries
-   of `benchmarks/search.py`, and judged on separate test queries.
+   `w * bm25 / idf(query) + (1 - w) * cosine` (`fusion="blend"`, w = `lexical_weight`), where
+   idf(query), the sum of the query tokens' idf, is about the score of an item holding every
+   query word once, so the BM25 part measures how much of the query an item covers; or
+   reciprocal-rank fusion (`fusion="rrf"`). The defaults (blend, w = 0.9) were chosen on the
+   validation queries of `benchmarks/search.py` and judged on separate test queries: BM25 leads,
+   the cosine orders items that match equally well and brings items that match no word at all
+   (see `benchmarks/RESULTS.md`, "Semantic product search").
 
 Query text is personal data: it is encoded without the embedding cache and never stored; only
 item vectors go through `privrec.text.cache.EmbeddingCache` (the encoder's cache).
@@ -87,9 +91,9 @@ class SearchConfig(BaseModel):
     ann_expansion_add: int = Field(default=128, ge=8)
     ann_expansion_search: int = Field(default=128, ge=8)
     fusion: Literal["blend", "rrf"] = "blend"
-    lexical_weight: float = Field(default=0.5, ge=0, le=1)
+    lexical_weight: float = Field(default=0.9, ge=0, le=1)
     lexical_norm: Literal["query", "max"] = "query"
-    dense_norm: Literal["minmax", "raw"] = "minmax"
+    dense_norm: Literal["minmax", "raw"] = "raw"
     rrf_k: int = Field(default=60, ge=1)
     candidates: int = Field(default=100, ge=1, le=10_000)
     rerank_weight: float = Field(default=0.0, ge=0, le=1)

@@ -8,7 +8,8 @@ its test queries: recall@10 against exact search 0.977 / 0.977 / 0.976, single-q
 budget, where the MiniLM query encoding costs about 60 ms on that machine. usearch is chosen
 because it is kept up to date and ships wheels (hnswlib's last release, 2023, compiles from
 source on install, which needs a C++ compiler), and, unlike faiss's HNSW, it removes and replaces
-single vectors, which catalogue updates and deletions need. Its index file is its own format (no pickle).
+single vectors, which catalogue updates and deletions need. Its index file is its own format
+(no pickle).
 
 Why exact below `ann_min_items` (5,000 by default): a matrix-vector product over a few thousand
 384-d vectors is exact, needs no build and costs a few milliseconds at most; a graph pays off on

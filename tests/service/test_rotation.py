@@ -15,7 +15,7 @@ import pytest
 
 from privrec.core.errors import ConfigError, StoreError
 from privrec.core.settings import Settings
-from privrec.events import maintenance, rejects
+from privrec.events import maintenance, pg_store, rejects
 from privrec.experiments import store as experiment_store
 from privrec.privacy import consent_store as consent_store_mod
 from privrec.privacy.pseudonym import KEY_FILE, Pseudonymiser
@@ -46,9 +46,14 @@ def _events() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _shop(d: Path, tmp: Path) -> RecSys:
+def _settings(d: Path, store_url: str | None = None) -> Settings:
+    """The shop's settings: the embedded store, or PostgreSQL at `store_url`."""
+    return Settings(data_dir=d, store_url=store_url)
+
+
+def _shop(d: Path, tmp: Path, store_url: str | None = None) -> RecSys:
     """A shop with events, consent levels, an experiment with exposures and a rejects file."""
-    rs = RecSys(Settings(data_dir=d))
+    rs = RecSys(_settings(d, store_url))
     rs.ingest_frame(_events())
     for u, level in LEVELS.items():
         rs.set_consent(u, level)
@@ -96,9 +101,9 @@ def _files(d: Path) -> dict[str, str]:
     return out
 
 
-def test_consent_and_experiments_survive_rotation(tmp_path: Path) -> None:
+def test_consent_and_experiments_survive_rotation(tmp_path: Path, store_url: str | None) -> None:
     d = tmp_path / "d"
-    with _shop(d, tmp_path) as rs:
+    with _shop(d, tmp_path, store_url) as rs:
         before = _state(rs)
         old = {u: rs.ctx.pseudonymise(u) for u in USERS}
         assert before["shopper-010"]["rejects"] == 1
@@ -117,7 +122,7 @@ def test_consent_and_experiments_survive_rotation(tmp_path: Path) -> None:
         )
         assert old["shopper-010"] not in text
         assert rs.consent_book.levels([old["shopper-000"]])  # no error on a stale pseudonym
-    with RecSys(Settings(data_dir=d)) as rs:  # and after a restart
+    with RecSys(_settings(d, store_url)) as rs:  # and after a restart
         assert _state(rs) == before
         # ingesting again with the new key lands on the same shoppers
         report = rs.ingest_frame(_events())
@@ -174,11 +179,14 @@ def test_store_held_by_another_process_changes_nothing(tmp_path: Path) -> None:
     ],
     ids=["consent", "experiments", "rejects", "events", "commit-point"],
 )
+@pytest.mark.parametrize("store_url", ["duckdb", "postgresql"], indirect=True)
 def test_a_failure_while_staging_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: tuple[Any, str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: tuple[Any, str], store_url: str | None
 ) -> None:
+    if store_url and target[0] is maintenance:
+        target = (pg_store, "_rekey_rows")  # the PostgreSQL store's re-keying of events
     d = tmp_path / "d"
-    with _shop(d, tmp_path) as rs:
+    with _shop(d, tmp_path, store_url) as rs:
         before = _state(rs)
         files_before = _files(d)
         events_before = rs.store.events()
@@ -197,33 +205,34 @@ def test_a_failure_while_staging_changes_nothing(
         assert not list((d / "rejects").glob(".*"))
         assert not (d / "keys" / (KEY_FILE + ".pending")).exists()
     assert _files(d) == files_before
-    with RecSys(Settings(data_dir=d)) as rs:
+    with RecSys(_settings(d, store_url)) as rs:
         assert _state(rs) == before
         rs.rotate_key()  # and a later rotation succeeds
         assert _state(rs) == before
 
 
 def test_a_failure_after_the_commit_point_is_finished(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str | None
 ) -> None:
     d = tmp_path / "d"
-    with _shop(d, tmp_path) as rs:
+    staged_class = pg_store.PgStagedRekey if store_url else maintenance.StagedRekey
+    with _shop(d, tmp_path, store_url) as rs:
         before = _state(rs)
         # the event store's commit fails every time: consent and experiments have committed
         with monkeypatch.context() as m:
-            m.setattr(maintenance.StagedRekey, "commit", _failing_commit)
+            m.setattr(staged_class, "commit", _failing_commit)
             with pytest.raises(StoreError, match="run privrec rotate-key again"):
                 rs.rotate_key()
         # fail closed: nothing loads the old key while the stores disagree
         with pytest.raises(ConfigError, match="interrupted"):
             Pseudonymiser.from_data_dir(d)
-    with RecSys(Settings(data_dir=d)) as rs:
+    with RecSys(_settings(d, store_url)) as rs:
         assert rs.rotate_key() == 110  # finishes the interrupted rotation
         assert rs.ctx.pseudonymiser.generation == 1
         assert _state(rs) == before
         entry = rs.ctx.audit_log().entries("rotate-key")[-1]
         assert entry["resumed"] is True and entry["generation"] == 1
-    with RecSys(Settings(data_dir=d)) as rs:
+    with RecSys(_settings(d, store_url)) as rs:
         assert rs.ctx.pseudonymiser.generation == 1
         assert _state(rs) == before
 
@@ -256,7 +265,7 @@ def _fail() -> None:
     raise StoreError("injected commit failure")
 
 
-def _failing_commit(self: maintenance.StagedRekey) -> None:
+def _failing_commit(self: maintenance.StagedRekey | pg_store.PgStagedRekey) -> None:
     """A commit that fails as a real one does: rolled back, lock released, StoreError."""
     self.rollback()
     _fail()

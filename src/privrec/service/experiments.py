@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,8 @@ class Experiments:
                     f"variant {v.name!r} names model {v.model!r}, which has no active version",
                 )
             rules_from(v.params)  # validates the params
+        # started on the loop's clock, like its lists and outcomes (a fast-time run moves it)
+        exp = replace(exp, created_at=self.feedback.clock())
         return self.store.create(exp).to_dict(with_salt=False)
 
     def all(self) -> list[dict[str, Any]]:

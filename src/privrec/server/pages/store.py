@@ -216,9 +216,10 @@ def _tagged(served: dict[str, Any]) -> dict[str, Any]:
 
 def _record(rs: Any, user: str, item: str, kind: str, rec: str | None, value: Any = None) -> None:
     """One event of the signed-in shopper through the gate (as POST /v1/events does)."""
-    import time
-
-    event: dict[str, Any] = {"user": user, "item": item, "type": kind, "timestamp": time.time()}
+    # stamped by the feedback loop's clock (the wall clock unless a simulation runs the shop in
+    # fast time), so a visit's click and purchase fall in the window of the list it came from
+    now = rs.experiments.feedback.clock()
+    event: dict[str, Any] = {"user": user, "item": item, "type": kind, "timestamp": now}
     if rec:
         event["recommendation_id"] = rec
     if value is not None:

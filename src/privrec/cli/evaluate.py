@@ -8,6 +8,7 @@ directory's ledger: these models are measured, not served.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -84,6 +85,11 @@ def evaluate(
         train_ds, test_ds, protocol, description = split_for(ds, fmt)
         key = roster_key(fmt, protocol)
         specs = roster_for(key, wanted) if wanted is None else _variants(key, wanted, overrides)
+        # text models keep their adapters and embedding cache in the data directory, not the cwd
+        specs = [
+            dataclasses.replace(s, params=rs.training.adapters.with_paths(s.name, s.params))
+            for s in specs
+        ]
         target = Path(out or rs.reports_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=target.parent))
@@ -321,8 +327,12 @@ def _json_safe(value: Any) -> Any:
 
 
 def _move_into_place(tmp: Path, target: Path) -> list[Path]:
-    """Move every file written to `tmp` into `target` (same filesystem: each move is atomic)."""
+    """Move every file written to `tmp` into `target` (same filesystem: each move is atomic);
+    the report files they replace are archived first."""
+    from privrec.evaluation.report_archive import keep_previous
+
     target.mkdir(parents=True, exist_ok=True)
+    keep_previous(target)
     moved = []
     for f in sorted(tmp.iterdir()):
         dest = target / f.name

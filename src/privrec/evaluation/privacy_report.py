@@ -49,6 +49,7 @@ from privrec.evaluation.privacy_tuning import (
     choose_params,
     per_fit_epsilon,
 )
+from privrec.evaluation.report_archive import keep_previous
 from privrec.models.zoo import create_model
 from privrec.privacy.ledger import PrivacyLedger
 
@@ -231,6 +232,7 @@ def write_privacy_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    keep_previous(out)  # the last run's report stays in the archive
     if points is None:
         if dataset is None:
             raise ValueError("give either measured points or a dataset to measure")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import privrec
+from privrec.evaluation.report_archive import keep_previous
 from privrec.evaluation.report_plots import bar_chart, chart_file_name, chart_keys
 from privrec.evaluation.report_results import (
     ModelResult,
@@ -224,6 +225,7 @@ def write_report(
             raise ValueError("anchors: every entry needs a 'model' name")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    keep_previous(out)  # the last run's report (and its report.md) stays in the archive
     keys = metric_keys(res, anc, metrics)
     best = best_per_metric(res, keys)
     generated = datetime.now(UTC).replace(microsecond=0).isoformat()

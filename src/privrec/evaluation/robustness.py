@@ -40,6 +40,7 @@ from privrec.evaluation.attacks import (
 )
 from privrec.evaluation.detection import DetectionResult, detect_fake_profiles, precision_recall
 from privrec.evaluation.protocol import evaluate_loo, evaluate_ranking, recommend_top_k
+from privrec.evaluation.report_archive import keep_previous
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
 
@@ -441,6 +442,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    keep_previous(out)  # the last run's report stays in the archive
     paths = {
         "json": out / "robustness.json",
         "markdown": out / "robustness.md",

@@ -1,26 +1,28 @@
 """The index of report files in the reports folder, and an archive that never loses one
 (layer 7).
 
-The report writers (`privrec evaluate`, `privacy-report`, `robustness-report`, the demo) write
-fixed file names and overwrite the previous run. `archive` copies every report file whose
-content it has not kept yet into `reports/archive/` under its modification time and a content
-hash, so an older report survives the next run as long as the index was built in between (the
-console builds it each time it is opened, and `privrec` commands may call it before writing).
-`index` lists the current files and every archived one with its date.
+Every report writer archives the files it is about to overwrite
+(`privrec.evaluation.report_archive.keep_previous`), and `index` archives whatever is current
+before it lists (a file written by other means is kept from then on). `index` lists the current
+files and every archived one with its date.
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from privrec.evaluation.report_archive import (
+    ARCHIVE,
+    REPORT_SUFFIXES,
+    archive,
+    content_digest,
+    report_files,
+)
+
 __all__ = ["ARCHIVE", "REPORT_SUFFIXES", "ReportFile", "archive", "find", "index"]
 
-ARCHIVE = "archive"
-REPORT_SUFFIXES = frozenset({".html", ".md", ".json", ".jsonl", ".csv", ".png", ".svg"})
 _KINDS = {
     ".html": "HTML",
     ".md": "Markdown",
@@ -30,7 +32,6 @@ _KINDS = {
     ".png": "image",
     ".svg": "image",
 }
-_MAX_FILES = 2000  # a runaway folder must not make the console list forever
 
 
 @dataclass(frozen=True)
@@ -58,61 +59,6 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
-def _files(reports: Path, *, archived: bool) -> list[Path]:
-    if not reports.is_dir():
-        return []
-    base = reports / ARCHIVE if archived else reports
-    if not base.is_dir():
-        return []
-    out: list[Path] = []
-    for p in sorted(base.rglob("*")):
-        if len(out) >= _MAX_FILES:
-            break
-        if not p.is_file() or p.is_symlink() or p.suffix.lower() not in REPORT_SUFFIXES:
-            continue
-        rel = p.relative_to(reports)
-        if not archived and rel.parts[0] == ARCHIVE:
-            continue
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        out.append(p)
-    return out
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
-def archive(reports: Path) -> list[Path]:
-    """Keep a copy of every current report file whose content is not archived yet.
-
-    Returns:
-        the copies made now.
-    """
-    made: list[Path] = []
-    current = _files(reports, archived=False)
-    if not current:
-        return made
-    dest_dir = reports / ARCHIVE
-    for p in current:
-        rel = p.relative_to(reports)
-        digest = _digest(p)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(p.stat().st_mtime))
-        folder = dest_dir / rel.parent
-        # one copy per content: the same bytes under a later date are not a new report
-        if folder.is_dir() and any(folder.glob(f"*-{digest}-{rel.name}")):
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{stamp}-{digest}-{rel.name}"
-        shutil.copy2(p, target)
-        made.append(target)
-    return made
-
-
 def index(reports: Path, *, keep: bool = True) -> list[ReportFile]:
     """Every report file, current ones first (newest first), then the archived copies.
 
@@ -124,12 +70,12 @@ def index(reports: Path, *, keep: bool = True) -> list[ReportFile]:
         archive(reports)
     # an archived copy of what is current is not an older report: list it once
     same = {
-        (p.relative_to(reports).parent / f"{_digest(p)}-{p.name}").as_posix()
-        for p in _files(reports, archived=False)
+        (p.relative_to(reports).parent / f"{content_digest(p)}-{p.name}").as_posix()
+        for p in report_files(reports, archived=False)
     }
     out: list[ReportFile] = []
     for archived in (False, True):
-        files = _files(reports, archived=archived)
+        files = report_files(reports, archived=archived)
         files.sort(key=lambda p: (-p.stat().st_mtime, str(p)))
         for p in files:
             if archived:

@@ -55,3 +55,24 @@ def test_finetune_errors_exit_2_with_the_reason(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--holdout" in r.output
     r = runner.invoke(app, ["finetune", "--data-dir", str(data), "--name", "a/b"])
     assert r.exit_code == 2 and "--name" in r.output
+
+
+def test_evaluate_and_train_of_text_models_write_only_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    _store(data, n_users=40)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("PRIVREC_DATA_DIR", raising=False)
+    monkeypatch.delenv("PRIVREC_TEXT_CACHE_DIR", raising=False)
+    out = tmp_path / "report"
+    r = runner.invoke(
+        app, ["evaluate", "--models", "content", "--out", str(out), "--data-dir", str(data)]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "--model", "content", "--data-dir", str(data)])
+    assert r.exit_code == 0, r.output
+    assert (data / "cache" / "embeddings" / "vectors.sqlite").exists()
+    assert not list(cwd.iterdir()), "nothing may be written under the working directory"

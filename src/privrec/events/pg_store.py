@@ -307,11 +307,11 @@ class PgEventStore:
             months = self._ensure_partitions(cur, table["ts"].to_numpy())
             copy_in(cur, f"_batch ({_EVENT_COLS}, ord)", data)
             cur.execute(
-                "WITH fresh AS (INSERT INTO event_ids (event_id) SELECT event_id FROM _batch "
+                "WITH fresh AS (INSERT INTO event_ids (event_id) SELECT event_id::uuid FROM _batch "
                 "ON CONFLICT DO NOTHING RETURNING event_id) "
                 f'INSERT INTO events ({_EVENT_COLS}) SELECT b.event_id, b."user", b.item, '
                 "b.type, b.ts, b.rating, b.query, b.session FROM _batch AS b "
-                "JOIN fresh USING (event_id) ORDER BY b.ord"
+                "JOIN fresh ON fresh.event_id = b.event_id::uuid ORDER BY b.ord"
             )
             inserted = int(cur.rowcount)
         # Cached only once committed: a rolled-back batch takes its new partitions with it.
@@ -418,7 +418,7 @@ class PgEventStore:
         with self._tx() as cur:
             cur.execute(
                 f"WITH d AS (DELETE FROM events WHERE {where} RETURNING event_id) "
-                "DELETE FROM event_ids WHERE event_id IN (SELECT event_id FROM d)",
+                "DELETE FROM event_ids WHERE event_id IN (SELECT event_id::uuid FROM d)",
                 list(params),
             )
             return int(cur.rowcount)
@@ -573,5 +573,5 @@ def _rekey_rows(cur: Any, pseudonymiser: Pseudonymiser) -> int:
         "FROM _rekeyed AS r WHERE events.event_id = r.old_id"
     )
     cur.execute("TRUNCATE event_ids")
-    cur.execute("INSERT INTO event_ids (event_id) SELECT event_id FROM _rekeyed")
+    cur.execute("INSERT INTO event_ids (event_id) SELECT event_id::uuid FROM _rekeyed")
     return n

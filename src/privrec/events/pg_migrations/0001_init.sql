@@ -3,9 +3,10 @@
 
 -- The idempotency ledger: one row per stored event id, across every partition of `events`
 -- (a unique index on a table partitioned by time must include the time column, and a shop's own
--- event ids do not fix the time, so the global uniqueness lives here).
+-- event ids do not fix the time, so the global uniqueness lives here). An id is 128 bits
+-- (32 hex digits), kept as uuid: half the key size of the text and cheaper comparisons.
 CREATE TABLE event_ids (
-    event_id text PRIMARY KEY
+    event_id uuid PRIMARY KEY
 );
 
 -- Arrival order: ties in ts are returned in the order they were stored.
@@ -27,7 +28,9 @@ CREATE TABLE events (
 
 CREATE TABLE events_other PARTITION OF events DEFAULT;
 
-CREATE INDEX events_user_idx ON events ("user");
+-- Only equality lookups by user (one shopper's history, erasure, consent downgrades): a hash
+-- index costs about a third less per insert than a B-tree on random pseudonyms.
+CREATE INDEX events_user_idx ON events USING hash ("user");
 
 CREATE TABLE items (
     item text PRIMARY KEY,

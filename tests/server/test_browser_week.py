@@ -153,8 +153,9 @@ def _simulated_day(http: Any, day: int, clock: Clock, rng: np.random.Generator) 
     return per_arm
 
 
-def _browse(page: Any, base: str, shopper: str, shots: list[Path] | None = None) -> str:
-    """One shopper's visit: storefront, a recommended item by its list id, cart, buy."""
+def _browse(page: Any, base: str, shopper: str, rank: int, shots: list[Path] | None = None) -> str:
+    """One shopper's visit: storefront, the recommended item at `rank` (0: the first) by its
+    list id, add to cart, buy."""
     page.context.clear_cookies()  # yesterday's shopper (and the operator) signed out
     page.goto(base + "/")
     page.get_by_test_id("user-input").fill(shopper)
@@ -163,7 +164,7 @@ def _browse(page: Any, base: str, shopper: str, shots: list[Path] | None = None)
     assert page.locator("[data-testid=recs] [data-testid=item]").count() >= 3
     if shots:
         _shot(page, shots, "1-storefront.png")
-    link = page.locator("[data-testid=recs] [data-testid=item-link]").first
+    link = page.locator("[data-testid=recs] [data-testid=item-link]").nth(rank)
     href = link.get_attribute("href") or ""
     rid = re.search(r"[?&]rec=([0-9a-f]+)", href)
     assert rid, f"a recommended item links without its list id: {href}"
@@ -274,7 +275,8 @@ def test_a_week_of_the_demo_shop_in_chromium(
             retrains: list[dict[str, Any]] = []
             for day in range(1, 7):
                 clock.t += DAY
-                rid = _browse(shop, base, f"shopper-{day:05d}", shots if day == 1 else None)
+                shots_today = shots if day == 1 else None
+                rid = _browse(shop, base, f"shopper-{day:05d}", day % 3, shots_today)
                 assert rid
                 for arm, n in _simulated_day(client, day, clock, rng).items():
                     lists[arm] += n

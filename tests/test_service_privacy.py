@@ -83,8 +83,8 @@ def _retrained(rs: RecSys, name: str, items: Vocabulary) -> tuple[Recommender, I
 
 
 # ---- consent -------------------------------------------------------------------------------------
-def test_consent_applies_to_every_ingestion_path(tmp_path: Path) -> None:
-    with RecSys(Settings(data_dir=tmp_path / "d")) as rs:
+def test_consent_applies_to_every_ingestion_path(tmp_path: Path, store_url: str | None) -> None:
+    with RecSys(Settings(data_dir=tmp_path / "d", store_url=store_url)) as rs:
         rs.set_consent("anon", "anonymous")
         rs.set_consent("buyer", "purchases_only")
         rows = [
@@ -368,8 +368,12 @@ def test_no_raw_user_id_anywhere_in_the_data_dir(
     assert_no_raw_ids(d, users)
 
 
-def test_settings_retention_per_event_type(tmp_path: Path) -> None:
-    s = Settings(data_dir=tmp_path / "d", retention_days={"view": 30, "purchase": None})
+def test_settings_retention_per_event_type(tmp_path: Path, store_url: str | None) -> None:
+    s = Settings(
+        data_dir=tmp_path / "d",
+        retention_days={"view": 30, "purchase": None},
+        store_url=store_url,
+    )
     with RecSys(s) as rs:
         day = 86400
         import time

@@ -186,9 +186,14 @@ def test_the_service_over_postgres(pg_url: str, tmp_path: Path) -> None:
     with RecSys(settings) as rs:
         assert isinstance(rs.store, PgEventStore)
         assert rs.ingest_frame(frame).accepted == 70
+        for name in ("popularity", "ease"):
+            rs.train(name)
         gone = rs.ctx.pseudonymise("shopper-3")
         receipt = rs.forget("shopper-3")
         assert receipt["events_deleted"] == 10
+        # the erasure reaches the models trained from the PostgreSQL store
+        assert set(receipt["models_updated_exactly"]) == {"popularity", "ease"}
+        rs.wait_for_erasures()
         assert rs.store.events(user=gone).empty and rs.store.count() == 60
         assert rs.rotate_key() == 60
         assert rs.store.pseudonym_generation == 1

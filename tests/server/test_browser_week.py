@@ -326,6 +326,7 @@ def test_a_week_of_the_demo_shop_in_chromium(
             assert "Experiment promoted" in _message(ops)
             exp = ops.locator(f"[data-testid=experiment][data-name={EXPERIMENT}]")
             assert "Promoted: arm treatment (ease" in exp.inner_text()
+            assert exp.get_by_test_id("decision").count() == 0  # no "Ready to promote" now
             assert "default" in ops.locator("tr[data-model=ease]").first.inner_text()
             good = ops.locator("tr[data-model=ease]").get_by_test_id("active-version").inner_text()
             served = client.post("/v1/recommendations", json={"user": "shopper-00001", "k": 5})

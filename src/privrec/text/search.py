@@ -10,13 +10,15 @@ usearch above `ann_min_items` items). A query is
 2. scored by BM25 over every allowed item (the `candidates` best kept) and encoded by MiniLM,
    whose `candidates` nearest allowed items are found;
 3. fused over the union of both candidate lists: by default a blend
-   `w * bm25 / idf(query) + (1 - w) * cosine` (`fusion="blend"`, w = `lexical_weight`), where
-   idf(query), the sum of the query tokens' idf, is about the score of an item holding every
-   query word once, so the BM25 part measures how much of the query an item covers; or
-   reciprocal-rank fusion (`fusion="rrf"`). The defaults (blend, w = 0.9) were chosen on the
-   validation queries of `benchmarks/search.py` and judged on separate test queries: BM25 leads,
-   the cosine orders items that match equally well and brings items that match no word at all
-   (see `benchmarks/RESULTS.md`, "Semantic product search").
+   `w * (bm25 / idf(query)) ** 3 + (1 - w) * cosine` (`fusion="blend"`, w = `lexical_weight`),
+   where idf(query), the sum of the query tokens' idf, is about the score of an item holding
+   every query word once, so the BM25 part measures how much of the query an item covers, and
+   the cube makes an item that covers a small part of it (one common word of a sentence) count
+   for little; or reciprocal-rank fusion (`fusion="rrf"`). The defaults (blend, w = 0.9, power
+   3) were chosen on the validation queries of `benchmarks/search.py` and judged on separate
+   test queries: BM25 leads where most of the query matches, the cosine orders items that match
+   equally well and ranks items that match no word at all (see `benchmarks/RESULTS.md`,
+   "Semantic product search").
 
 Query text is personal data: it is encoded without the embedding cache and never stored; only
 item vectors go through `privrec.text.cache.EmbeddingCache` (the encoder's cache).
@@ -69,6 +71,9 @@ class SearchConfig(BaseModel):
         lexical_norm: BM25 divided by the query's own weight (sum of its tokens' idf: how much
             of the query an item covers) or by the best BM25 score of this query ("max").
         dense_norm: cosine min-max scaled over the fused candidates, or the raw cosine.
+        lexical_power: the normalised BM25 score is raised to this power before blending, so
+            an item matching a small part of the query (one word of a long sentence) counts
+            for little and a semantic match can rank above it.
         rrf_k: the constant of reciprocal-rank fusion, 1 / (rrf_k + rank).
         candidates: how many items each retriever passes to the fusion.
         rerank_weight: weight the service gives the shopper's own model score when it re-ranks
@@ -94,6 +99,7 @@ class SearchConfig(BaseModel):
     lexical_weight: float = Field(default=0.9, ge=0, le=1)
     lexical_norm: Literal["query", "max"] = "query"
     dense_norm: Literal["minmax", "raw"] = "raw"
+    lexical_power: float = Field(default=3.0, gt=0, le=8)
     rrf_k: int = Field(default=60, ge=1)
     candidates: int = Field(default=100, ge=1, le=10_000)
     rerank_weight: float = Field(default=0.0, ge=0, le=1)
@@ -341,6 +347,8 @@ class SearchIndex:
             else:
                 top_lex = float(lex_c.max()) if lex_c.size else 0.0
             lex_n = lex_c / top_lex if top_lex > 0 else np.zeros_like(lex_c)
+            if cfg.lexical_power != 1.0:
+                lex_n = lex_n**cfg.lexical_power
             if cfg.dense_norm == "raw":
                 dense_n = dense_c
             else:

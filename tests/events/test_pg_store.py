@@ -216,3 +216,20 @@ def test_no_postgres_binaries_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(pg_local, "pg_bindir", lambda: None)
     with pytest.raises(ConfigError, match=r"no server binaries.*install the Debian package"):
         pg_local.LocalPostgres()
+
+
+def test_a_dropped_connection_fails_one_call_then_reconnects(
+    pg_url: str, data_dir: Path, gate: Gate
+) -> None:
+    acc = gate.process_records(_records(20)).accepted
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        store.append(acc.iloc[:10])
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # a server restart, in small
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(StoreError, match=r"rolled back|query failed"):
+            store.append(acc)
+        assert store.count() == 10  # a fresh session; nothing of the failed batch stored
+        assert store.append(acc) == (10, 10)

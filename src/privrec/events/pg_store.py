@@ -119,8 +119,9 @@ class PgEventStore:
     the same database: writes of the same event ids store each once.
     """
 
-    def __init__(self, con: Any, data_dir: Path) -> None:
+    def __init__(self, con: Any, data_dir: Path, url: str = "") -> None:
         self._con: Any = con
+        self._url = url  # to reconnect after the server dropped the connection
         self.data_dir = data_dir
         self._lock = threading.RLock()
         self._months: set[str] = set()
@@ -142,27 +143,15 @@ class PgEventStore:
         data_dir = Path(data_dir)
         if not data_dir.exists():
             data_dir.mkdir(parents=True, mode=0o700)
+        store = cls(_connect(url), data_dir, url)
         try:
-            con = pg.connect(url, autocommit=True)
-        except pg.Error as err:
-            raise StoreError(
-                f"event store: cannot connect to PostgreSQL ({problem(err)})"
-            ) from None
-        store = cls(con, data_dir)
-        try:
-            migrate(con)
+            migrate(store._con)
             with store._tx() as cur:
                 cur.execute(
                     "INSERT INTO meta VALUES ('format_version', %s), ('created_at', %s) "
                     "ON CONFLICT (key) DO NOTHING",
                     [str(STORE_FORMAT_VERSION), str(int(time.time()))],
                 )
-            # A per-session staging table for COPY; emptied at every commit.
-            con.execute(
-                'CREATE TEMP TABLE IF NOT EXISTS _batch (event_id text, "user" text, item text, '
-                "type text, ts double precision, rating double precision, query text, "
-                "session text, ord bigint) ON COMMIT DELETE ROWS"
-            )
         except BaseException as err:
             store.close()
             if isinstance(err, pg.Error):
@@ -196,6 +185,13 @@ class PgEventStore:
     def _conn(self) -> Any:
         if self._con is None:
             raise StoreError("the event store is closed; open it again")
+        if self._con.broken and self._url:
+            # The server dropped the connection (a restart, a failover): the failed call has
+            # raised already; the next one gets a fresh session.
+            logger.warning("event store: connection lost, reconnecting")
+            with contextlib.suppress(Exception):
+                self._con.close()
+            self._con = _connect(self._url)
         return self._con
 
     @contextmanager
@@ -533,6 +529,30 @@ class PgEventStore:
 
 
 # ---- module helpers ----------------------------------------------------------------------------
+def _connect(url: str) -> Any:
+    """A connection in autocommit mode with this session's staging table for COPY.
+
+    Raises:
+        StoreError: the database cannot be reached (the message never holds the URL).
+    """
+    pg = need_psycopg()
+    try:
+        con = pg.connect(url, autocommit=True)
+    except pg.Error as err:
+        raise StoreError(f"event store: cannot connect to PostgreSQL ({problem(err)})") from None
+    try:
+        # Per session, emptied at every commit: a batch killed half-way leaves nothing in it.
+        con.execute(
+            'CREATE TEMP TABLE IF NOT EXISTS _batch (event_id text, "user" text, item text, '
+            "type text, ts double precision, rating double precision, query text, "
+            "session text, ord bigint) ON COMMIT DELETE ROWS"
+        )
+    except pg.Error as err:
+        con.close()
+        raise StoreError(f"event store: cannot prepare the session ({problem(err)})") from None
+    return con
+
+
 def _check_pseudonym(pseudonym: Any, what: str) -> None:
     if not isinstance(pseudonym, str) or not _HEX32.fullmatch(pseudonym):
         raise StoreError(

@@ -23,6 +23,7 @@ Same arguments, same output (numpy Generators seeded from `seed`); the catalogue
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,14 @@ from privrec.data.synthetic_catalogue import STYLE_DIM, brand_names, generate_ca
 from privrec.events.gate import Gate
 from privrec.privacy.pseudonym import Pseudonymiser
 
-__all__ = ["END_TS", "SPAN_DAYS", "generate_shop", "generate_shop_dataset"]
+__all__ = [
+    "END_TS",
+    "SPAN_DAYS",
+    "ShopTruth",
+    "generate_shop",
+    "generate_shop_dataset",
+    "generate_shop_truth",
+]
 
 END_TS = 1_719_792_000  # 2024-07-01T00:00:00Z
 SPAN_DAYS = 90
@@ -56,6 +64,85 @@ def _query(rng: np.random.Generator, brand: str, adj: str, noun: str, variant: s
     return q.lower()
 
 
+# The funnel of `generate_shop`: P(cart | view) = min(CART_CAP, CART_RATE * boost) for an item in
+# stock, P(purchase | cart) = BUY_RATE, boost = exp(0.6 * clip(affinity - category mean, -2, 2)).
+CART_RATE, CART_CAP, BUY_RATE = 0.07, 0.6, 0.5
+
+
+@dataclass(frozen=True)
+class ShopTruth:
+    """The hidden tastes `generate_shop` drew its shoppers' events from (the generative truth).
+
+    Row u is the shopper "shopper-{u:05d}", column i the catalogue's item i.
+
+    Attributes:
+        items: the catalogue's item keys.
+        cat_of: each item's leaf category (ints; the catalogue is sorted by it).
+        in_stock: whether each item can be carted.
+        affinity: (n_users, n_items) affinity(user, item) as in the module docstring.
+        cat_pref: (n_users, n_cats) each shopper's category distribution (a view's category).
+    """
+
+    items: np.ndarray
+    cat_of: np.ndarray
+    in_stock: np.ndarray
+    affinity: np.ndarray
+    cat_pref: np.ndarray
+
+    def view_probabilities(
+        self, users: np.ndarray, available: np.ndarray | None = None
+    ) -> np.ndarray:
+        """P(one view of shopper u lands on item i): category by `cat_pref`, then the item by
+        softmax(affinity) inside the category, as `generate_shop` draws views.
+
+        Args:
+            users: shopper rows.
+            available: boolean mask of items that exist (None: all); the others get 0 and a
+                category with none left loses its share (the rest renormalised).
+        """
+        aff = self.affinity[np.asarray(users)]
+        mask = np.ones(aff.shape[1], bool) if available is None else np.asarray(available, bool)
+        w = np.where(mask, np.exp(aff - aff.max(axis=1, keepdims=True)), 0.0)
+        n_cats = self.cat_pref.shape[1]
+        per_cat = np.zeros((len(w), n_cats))
+        np.add.at(per_cat.T, self.cat_of, w.T)  # sum of weights per (user, category)
+        pref = np.where(per_cat > 0, self.cat_pref[np.asarray(users)], 0.0)
+        pref /= pref.sum(axis=1, keepdims=True)
+        share = np.divide(pref, per_cat, out=np.zeros_like(pref), where=per_cat > 0)
+        out: np.ndarray = w * share[:, self.cat_of]
+        return out
+
+    def cart_given_view(self, users: np.ndarray) -> np.ndarray:
+        """P(cart | the shopper views item i), `generate_shop`'s funnel (0 when out of stock)."""
+        aff = self.affinity[np.asarray(users)]
+        n_cats = self.cat_pref.shape[1]
+        sums = np.zeros((len(aff), n_cats))
+        np.add.at(sums.T, self.cat_of, aff.T)
+        counts = np.bincount(self.cat_of, minlength=n_cats).astype(np.float64)
+        mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+        boost = np.exp(0.6 * np.clip(aff - mean[:, self.cat_of], -2.0, 2.0))
+        out: np.ndarray = np.where(self.in_stock, np.minimum(CART_CAP, CART_RATE * boost), 0.0)
+        return out
+
+    def purchase_given_view(self, users: np.ndarray) -> np.ndarray:
+        """P(purchase | the shopper views item i): carted, then bought at the session's end."""
+        return self.cart_given_view(users) * BUY_RATE
+
+
+def generate_shop_truth(
+    n_items: int = 3000, n_users: int = 3000, seed: int = 7
+) -> tuple[pd.DataFrame, pd.DataFrame, ShopTruth]:
+    """`generate_shop`'s output (the same events and catalogue) and the truth it was drawn from.
+
+    The shoppers of `generate_shop(n_items, n, seed)` for n < n_users are the first n rows here
+    (each shopper's draws follow the earlier shoppers'), so a larger `n_users` adds shoppers
+    without changing the first ones.
+    """
+    events, catalogue, truth = _generate(n_items, n_users, seed, keep_tastes=True)
+    assert truth is not None  # keep_tastes=True always builds it
+    return events, catalogue, truth
+
+
 def generate_shop(
     n_items: int = 3000, n_users: int = 3000, seed: int = 7
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -72,8 +159,19 @@ def generate_shop(
         id, unrelated to the user id), event_id; sorted by timestamp. catalogue: one row per
         item with ITEM_META_COLUMNS (item, title, category, brand, price, in_stock, text).
     """
+    events, catalogue, _ = _generate(n_items, n_users, seed, keep_tastes=False)
+    return events, catalogue
+
+
+def _generate(
+    n_items: int, n_users: int, seed: int, *, keep_tastes: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, ShopTruth | None]:
+    """`generate_shop`'s body; with `keep_tastes`, also the shoppers' hidden tastes (the same
+    random draws either way, so the events do not depend on it)."""
     if n_items < 50 or n_users < 1:
         raise ValueError("generate_shop needs n_items >= 50 and n_users >= 1")
+    affinities: list[np.ndarray] = []
+    cat_prefs: list[np.ndarray] = []
     cat_seq, user_seq = np.random.SeedSequence(seed).spawn(2)
     catalogue, h = generate_catalogue(n_items, np.random.default_rng(cat_seq))
     rng = np.random.default_rng(user_seq)
@@ -121,6 +219,9 @@ def generate_shop(
             + 0.6 * (h["style"] @ style) / np.sqrt(STYLE_DIM)
             - price_sens * (h["log_rel_price"] - price_level) ** 2
         )
+        if keep_tastes:
+            affinities.append(affinity)
+            cat_prefs.append(cat_pref)
         cum = np.cumsum(np.exp(affinity - affinity.max()))  # sampling inside a category's slice
         cat_mean = np.zeros(n_cats)
         cat_mean[nonempty] = np.add.reduceat(affinity, starts[:-1][nonempty]) / cat_size[nonempty]
@@ -202,7 +303,16 @@ def generate_shop(
         }
     )
     events["event_id"] = [f"ev-{k:08d}" for k in range(len(events))]
-    return events, catalogue
+    truth = None
+    if keep_tastes:
+        truth = ShopTruth(
+            items=catalogue["item"].to_numpy(),
+            cat_of=np.asarray(cat_of),
+            in_stock=np.asarray(in_stock, dtype=bool),
+            affinity=np.vstack(affinities),
+            cat_pref=np.vstack(cat_prefs),
+        )
+    return events, catalogue, truth
 
 
 def generate_shop_dataset(

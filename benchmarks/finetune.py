@@ -15,6 +15,7 @@ Run: .venv/bin/python benchmarks/finetune.py [--max-pairs N] [--epochs N] [--ran
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -65,7 +66,7 @@ def main() -> None:
         "machine": machine(),
     }
     out.pop("path", None)
-    (REPO / "benchmarks" / "results" / args.out).write_text(__import__("json").dumps(out, indent=2))
+    (REPO / "benchmarks" / "results" / args.out).write_text(json.dumps(out, indent=2))
     emit(out)
 
 

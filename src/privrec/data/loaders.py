@@ -8,6 +8,8 @@ format has its own module and this one dispatches between them and re-exports th
 - `s3rec`: Amazon datasets in S3-Rec format (`load_amazon_s3rec`).
 - `unisrec`: UniSRec / RecBole processed datasets (`load_unisrec`, `load_unisrec_split`).
 - `taobao`: Taobao UserBehavior CSV (`load_taobao_userbehavior`).
+- `lightgcn`: LightGCN-style train/valid/test folders, e.g. MovieLens-1M of LightGCN++
+  (`load_lightgcn_split`).
 - `ingest`: the shared gate path (`dataset_from_raw_events`), the in-memory benchmark key
   (`benchmark_pseudonymiser`) and `SYNTHETIC_BASE_TS`, the start of the synthetic timestamps of
   the formats that have none (S3-Rec, UniSRec).
@@ -26,6 +28,7 @@ from privrec.data.ingest import (
     benchmark_pseudonymiser,
     dataset_from_raw_events,
 )
+from privrec.data.lightgcn import load_lightgcn_split
 from privrec.data.movielens import ML100K_GENRES, load_movielens_100k
 from privrec.data.s3rec import load_amazon_s3rec
 from privrec.data.taobao import TAOBAO_TYPES, load_taobao_userbehavior
@@ -44,6 +47,7 @@ __all__ = [
     "detect_format",
     "load_amazon_s3rec",
     "load_dataset",
+    "load_lightgcn_split",
     "load_movielens_100k",
     "load_taobao_userbehavior",
     "load_unisrec",

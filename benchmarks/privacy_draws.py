@@ -1,0 +1,335 @@
+"""The privacy frontier with independent noise draws per point (issue 16), MovieLens-1M first.
+
+Every DP figure comes from secure noise (`privacy.noise`, never seeded), user-level adjacency,
+delta = 1 / (10 x 100,000 expected shoppers) = 1e-6, and an honest tuning rule:
+
+- ``dp_ease`` (private): the Papernot-Steinke private selection of `evaluation.privacy_tuning`
+  over its small grid; the point's epsilon is the WHOLE selection's (every candidate fit and the
+  choice), charged to the ledger; the selected run's model is the point's model.
+- ``dp_ease`` (fixed) and ``dp_popularity``: parameters fixed in advance
+  (`privacy_tuning.DEFAULT_ROSTER`), never tuned on the data measured.
+
+Each point is measured over ``--draws`` independent releases (a fresh selection and fresh noise
+each): the mean, the sample std and a 95% Student-t interval of the mean.
+
+Beside them, under the same protocol:
+
+- the best non-private model: EASE, its ridge chosen on the validation split, refit on the
+  training part (for MovieLens-1M: fit on train, tune on valid, refit on train + valid);
+- the public-only baseline, what a shop can do without any private data: MovieLens has no usable
+  item text (ML-1M's LightGCN++ files cannot even be joined to titles), so it is a uniform
+  random ranking (its expectation is measured over 5 seeded permutations);
+- retention = DP / non-private and the share of the gap closed,
+  (DP - public-only) / (non-private - public-only).
+
+The membership attack of the frontier (`evaluation.membership`, shadow models, AUC) is run once
+per point on one release's settings (``--audit``); the canary audit's empirical epsilon bound
+is not part of this frontier (benchmarks/audit_power.py).
+
+Protocols: MovieLens-1M (LightGCN++ split, `../shared/data/movielens-1m-lightgcnpp/PROVENANCE.md`):
+all items ranked, train and valid items masked, Recall@20 / NDCG@20 over test users.
+MovieLens-100K: the frontier's protocol (stratified 75/25 by item, seed 42), NDCG@10.
+
+Run: nice -n 10 .venv/bin/python benchmarks/privacy_draws.py --datasets ml1m --draws 5
+(JSON on the last line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from _common import emit, machine, shared_data
+from privrec.data.dataset import InteractionDataset
+from privrec.data.loaders import load_lightgcn_split, load_movielens_100k
+from privrec.data.splitters import stratified_split, validation_split
+from privrec.evaluation.full_ranking import evaluate_ranking
+from privrec.evaluation.membership import membership_audit
+from privrec.evaluation.privacy_tuning import choose_params
+from privrec.models.base import Recommender
+from privrec.models.zoo import create_model
+from privrec.privacy.ledger import Budget, PrivacyLedger
+
+EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
+SEED = 42
+EASE_REGS = (100.0, 200.0, 500.0, 1000.0, 2000.0)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def union(a: InteractionDataset, b: InteractionDataset, name: str) -> InteractionDataset:
+    """The events of two parts of one dataset (shared vocabularies), sorted by (user, ts)."""
+    cat = {
+        f: np.concatenate([getattr(a, f), getattr(b, f)])
+        for f in ("user_idx", "item_idx", "event_type", "ts", "rating")
+    }
+    order = np.lexsort((cat["ts"], cat["user_idx"]))
+    return InteractionDataset(
+        users=a.users,
+        items=a.items,
+        **{f: v[order] for f, v in cat.items()},
+        item_meta=a.item_meta,
+        event_weights=dict(a.event_weights),
+        name=name,
+    )
+
+
+class Data:
+    """One dataset under its protocol: (fit, valid) for choosing, (train, test) for measuring."""
+
+    def __init__(self, name: str, users: int | None = None, seed: int = SEED) -> None:
+        self.name = name
+        if name == "ml1m":
+            tr, va, te = load_lightgcn_split(shared_data() / "movielens-1m-lightgcnpp")
+            self.k = 20
+            self.fit, self.valid, self.test = tr, va, te
+            self.train = union(tr, va, "ml1m:train+valid")
+        elif name == "ml100k":
+            ds = load_movielens_100k(shared_data() / "movielens-100k")
+            self.k = 10
+            self.train, self.test = stratified_split(ds, 0.75, filter_by="item", seed=42)
+            self.fit, self.valid = validation_split(
+                self.train, protocol="stratified", ratio=0.75, seed=43
+            )
+        else:
+            raise SystemExit(f"--datasets: unknown dataset {name!r} (ml1m, ml100k)")
+        if users is not None:
+            self.subsample(users, seed)
+
+    def subsample(self, n: int, seed: int) -> None:
+        """Keep `n` shoppers drawn at random (seeded) in every part (the scaling curve)."""
+        active = np.unique(self.train.user_idx)
+        if n > len(active):
+            raise SystemExit(f"--users: {n} > {len(active)} shoppers in {self.name}")
+        keep = np.random.default_rng(seed).choice(active, n, replace=False)
+        for part in ("fit", "valid", "train", "test"):
+            d = getattr(self, part)
+            setattr(self, part, d.subset(np.isin(d.user_idx, keep)))
+
+    @property
+    def n_users(self) -> int:
+        return len(np.unique(self.train.user_idx))
+
+    def metrics(
+        self,
+        model: Recommender | None,
+        train: InteractionDataset | None = None,
+        test: InteractionDataset | None = None,
+        scorer: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> dict[str, float]:
+        r = evaluate_ranking(
+            model,
+            self.train if train is None else train,
+            self.test if test is None else test,
+            k=self.k,
+            metrics=(f"ndcg@{self.k}", f"recall@{self.k}"),
+            scorer=scorer,
+        )
+        return {k: float(v) for k, v in r.items() if "@" in k}
+
+
+def nonprivate(data: Data) -> dict[str, Any]:
+    """EASE with its ridge chosen on (fit, valid), refit on train, measured once on test."""
+    key = f"ndcg@{data.k}"
+    table = []
+    for reg in EASE_REGS:
+        m = create_model("ease", reg=reg).fit(data.fit, rng=SEED)
+        table.append({"reg": reg, f"valid_{key}": data.metrics(m, data.fit, data.valid)[key]})
+    best = max(table, key=lambda r: r[f"valid_{key}"])
+    model = create_model("ease", reg=best["reg"]).fit(data.train, rng=SEED)
+    return {
+        "model": "ease",
+        "params": {"reg": best["reg"]},
+        "metrics": data.metrics(model),
+        "tuning": table,
+    }
+
+
+def public_only(data: Data, seeds: int = 5) -> dict[str, Any]:
+    """A uniform random ranking (no private data, no item text): mean over seeded permutations."""
+    runs = []
+    n_items = data.train.n_items
+    for s in range(seeds):
+        rng = np.random.default_rng(SEED + s)
+        runs.append(data.metrics(None, scorer=lambda u, r=rng: r.random((len(u), n_items))))
+    return {"model": "uniform random (public-only)", "metrics": mean_ci(runs)}
+
+
+def mean_ci(runs: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """Per metric: mean, sample std, 95% Student-t interval of the mean, and the draws."""
+    out: dict[str, Any] = {}
+    for k in runs[0]:
+        v = np.asarray([r[k] for r in runs], dtype=np.float64)
+        n = len(v)
+        sd = float(v.std(ddof=1)) if n > 1 else 0.0
+        half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else float("nan")
+        out[k] = {
+            "mean": float(v.mean()),
+            "std": sd,
+            "ci95": [float(v.mean() - half), float(v.mean() + half)],
+            "draws": [float(x) for x in v],
+        }
+    return out
+
+
+# (label, model, tuning): what each frontier row is
+ROWS: dict[str, tuple[str, str]] = {
+    "dp_popularity": ("dp_popularity", "public"),
+    "dp_ease (fixed)": ("dp_ease", "public"),
+    "dp_ease (private selection)": ("dp_ease", "private"),
+}
+
+
+def dp_point(
+    data: Data,
+    label: str,
+    eps: float,
+    draws: int,
+    ledger: PrivacyLedger,
+    audit: bool,
+    params_override: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`draws` independent releases of one row at one epsilon, measured on test."""
+    name, tuning = ROWS[label]
+    runs, chosen, fit_s = [], [], []
+    for _ in range(draws):
+        t = time.perf_counter()
+        choice = choose_params(name, eps, data.train, tuning=tuning, ledger=ledger, seed=SEED)
+        params = {**choice.params, **dict(params_override or {})}
+        model = choice.model
+        if model is None:
+            model = create_model(name, **params).fit(data.train, rng=SEED, ledger=ledger)
+        fit_s.append(time.perf_counter() - t)
+        runs.append(data.metrics(model))
+        chosen.append(
+            {
+                "params": params,
+                "selection": None
+                if choice.selection is None
+                else {k: choice.selection.get(k) for k in ("per_fit_epsilon", "runs", "chosen")},
+            }
+        )
+    out: dict[str, Any] = {
+        "row": label,
+        "epsilon": eps,
+        "metrics": mean_ci(runs),
+        "releases": chosen,
+        "seconds_per_release": round(float(np.mean(fit_s)), 2),
+    }
+    if audit:
+        t = time.perf_counter()
+        p = chosen[0]["params"]
+        res = membership_audit(
+            lambda: create_model(name, **p), data.train, seed=SEED, max_eval_users=1000
+        )
+        out["attack"] = {
+            "auc": res.auc,
+            "tpr@1%fpr": res.tpr_at_1pct_fpr,
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+    return out
+
+
+def summarise(points: list[dict[str, Any]], ref: float, floor: float, key: str) -> None:
+    """Adds retention and gap closed (on the mean and the interval's ends) to every point."""
+    for p in points:
+        m = p["metrics"][key]
+        p["retention"] = m["mean"] / ref
+        p["retention_ci95"] = [x / ref for x in m["ci95"]]
+        p["gap_closed"] = (m["mean"] - floor) / (ref - floor)
+
+
+def run(
+    name: str,
+    epsilons: Sequence[float],
+    draws: int,
+    rows: Sequence[str],
+    audit: bool,
+    ledger: PrivacyLedger,
+    users: int | None = None,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = Data(name, users)
+    key = f"ndcg@{data.k}"
+    log(
+        f"[{name}] shoppers {data.n_users}, items {data.train.n_items}, train events "
+        f"{data.train.n_events}, test events {data.test.n_events}"
+    )
+    ref = nonprivate(data)
+    log(f"  non-private EASE reg {ref['params']['reg']}: {ref['metrics']}")
+    pub = public_only(data)
+    log(f"  public-only (uniform random): {key} {pub['metrics'][key]['mean']:.4f}")
+    points = []
+    for label in rows:
+        for eps in epsilons:
+            pt = dp_point(data, label, eps, draws, ledger, audit)
+            points.append(pt)
+            m = pt["metrics"][key]
+            att = pt.get("attack", {}).get("auc")
+            log(
+                f"  {label:28s} eps {eps:>4}: {key} {m['mean']:.4f} "
+                f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] ({m['mean'] / ref['metrics'][key]:.0%})"
+                f"  {pt['seconds_per_release']}s/release"
+                + ("" if att is None else f"  attack AUC {att:.3f}")
+            )
+    summarise(points, ref["metrics"][key], pub["metrics"][key]["mean"], key)
+    return {
+        "dataset": name,
+        "shoppers": data.n_users,
+        "items": data.train.n_items,
+        "metric": key,
+        "nonprivate": ref,
+        "public_only": pub,
+        "points": points,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="ml1m")
+    ap.add_argument("--epsilons", default=",".join(f"{e:g}" for e in EPSILONS))
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--audit", action="store_true")
+    ap.add_argument("--users", type=int, default=None, help="subsample this many shoppers")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    # "item vocabulary not in public (sorted) order": the LightGCN files' item ids 0..n-1 are the
+    # public catalogue's own order (read from the files, not from shoppers' first interactions)
+    logging.getLogger("privrec.models.dp.release").setLevel(logging.ERROR)
+    # a fresh ledger per process (several runs side by side); its totals go into the JSON
+    path = Path(tempfile.mkdtemp(prefix="privacy-draws-")) / "ledger.jsonl"
+    # every point is an alternative release, not a sequence: the budget covers all of them
+    ledger = PrivacyLedger(path, Budget(epsilon=1e6, delta=0.5))
+    eps = [float(e) for e in args.epsilons.split(",")]
+    results = [
+        run(d, eps, args.draws, args.rows.split(","), args.audit, ledger, args.users)
+        for d in args.datasets.split(",")
+    ]
+    emit(
+        {
+            "benchmark": "privacy_draws",
+            "draws": args.draws,
+            "delta": 1e-6,
+            "datasets": results,
+            "ledger": {k: v for k, v in ledger.summary().items() if k != "entries"},
+            "machine": machine(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

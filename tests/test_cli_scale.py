@@ -73,6 +73,11 @@ def test_sharded_train_and_precompute(
     assert_no_raw_ids(data_dir, users)  # the lists hold pseudonyms, sealed
 
     _run("train", "--model", "als", "--shards", "2", "--data-dir", dd, code=2)
+    # a DP model through the sharded path: one release, charged once to the data dir's ledger
+    _run("train", "--model", "dp_ease", "-p", "top_items=40", "--shards", "2", "--data-dir", dd)
+    with RecSys(Settings(data_dir=data_dir)) as rs:
+        entries = rs.ctx.ledger.entries()
+    assert [e["model"] for e in entries] == ["dp_ease"]
     _run("precompute", "--k", "0", "--data-dir", dd, code=2)
 
     if pytest.importorskip("ray", reason="Ray is not installed") is not None:
@@ -82,6 +87,10 @@ def test_sharded_train_and_precompute(
             again = _read(rs, Path(str(res["path"])))
         assert np.array_equal(again["items"], lists["items"])
         assert np.array_equal(again["scores"], lists["scores"])
+        _run("train", "--model", "ease", "--ray", "--data-dir", dd)
+        with RecSys(Settings(data_dir=data_dir)) as rs:
+            c, _ = rs.registry.load("ease", rs.registry.history("ease")[-1])
+        assert isinstance(c, EASE) and np.array_equal(a.weights, c.weights)
 
 
 def _read(rs: RecSys, file: Path) -> dict[str, np.ndarray]:

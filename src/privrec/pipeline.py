@@ -550,7 +550,9 @@ def _prepare_demo_dir(rs: RecSys) -> Path:
     fresh start, so a second run encodes nothing twice. Returns the cache folder.
     """
     marker = rs.data_dir / DEMO_MARKER
-    has_store = (rs.data_dir / "events.duckdb").exists()
+    # A PostgreSQL store (PRIVREC_STORE_URL) has no file here: ask the store itself, so the demo
+    # never wipes a shop's database that it did not fill.
+    has_store = (rs.data_dir / "events.duckdb").exists() or rs.store.count() > 0
     if has_store and not marker.exists():
         raise ValidationError(
             "data_dir",

@@ -131,6 +131,7 @@ class ShopWorld:
         self.history = events.loc[keep].reset_index(drop=True)
         self._cart = truth.cart_given_view(np.arange(n_users))  # (users, items), fixed
         self.positions = 1.0 / np.log2(np.arange(c.k) + 2.0)
+        self._probs: dict[tuple[int, int], np.ndarray] = {}
 
     # ---- time ---------------------------------------------------------------------------------
     @staticmethod
@@ -148,7 +149,10 @@ class ShopWorld:
 
     # ---- visits -------------------------------------------------------------------------------
     def visits(self, day: int) -> list[Visit]:
-        """The day's visits, in time order, with their organic events and the list's draws."""
+        """The day's visits, in time order, with their organic events and the list's draws.
+
+        Call it before `respond` for the day's visits (it computes the shoppers' P_u).
+        """
         c = self.config
         joined = np.nonzero(self.join_day <= day)[0]
         pick = np.random.default_rng([c.seed, 2, day])
@@ -165,7 +169,8 @@ class ShopWorld:
             visit.organic = self._browse(rng, u, probs[j], ts)
             visit.u_click, visit.u_cart, visit.u_buy = rng.random((3, c.k))
             out.append(visit)
-        self._probs = dict(zip(users.tolist(), probs, strict=True))
+        # kept for `respond`: the day's P_u over the items that exist that day
+        self._probs = {(day, u): row for u, row in zip(users.tolist(), probs, strict=True)}
         return out
 
     def _browse(
@@ -201,12 +206,13 @@ class ShopWorld:
         list id (the caller adds it); the expected purchases are the truth's probability sum
         for this list, P(examine) * P(click) * P(cart) * P(buy) over its positions.
         """
-        p = self._probs[visit.user]
+        p = self._probs[(visit.day, visit.user)]
+        exists = self.available(visit.day)
         events: list[dict[str, object]] = []
         expected = 0.0
         for pos, key in enumerate(items[: self.config.k]):
             i = self.item_index.get(key)
-            if i is None or not self.available(visit.day)[i]:
+            if i is None or not exists[i]:
                 continue  # an item the world does not know cannot be wanted
             click = self.positions[pos] * min(1.0, self.config.interest_views * float(p[i]))
             cart = float(self._cart[visit.user, i])

@@ -38,7 +38,7 @@ and the end-to-end latency of one query at a time (warm) for each mode, the Mini
 included, with its share reported apart. Torch runs on `--torch-threads` threads (1: one short
 query gains nothing from more on this machine).
 
-Run: nice .venv/bin/python benchmarks/search.py [--cache-dir DIR] [--quick]
+Run: nice .venv/bin/python benchmarks/search.py [--cache-dir DIR] [--quick] [--latency-only]
 (JSON on the last line; also benchmarks/results/search.json; tee the output to results/search.log).
 Item vectors are cached in --cache-dir (default ~/.cache/privrec/embeddings), never in the repo.
 """
@@ -479,6 +479,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer queries: a smoke run")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--latency-queries", type=int, default=300)
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the Beauty latency with the default SearchConfig (results/search_latency.json)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -489,10 +494,9 @@ def main() -> None:
     data = shared_data()
     enc = SentenceEncoder(device="cpu", cache=EmbeddingCache(args.cache_dir))
     n_titles, n_brands = (60, 30) if args.quick else (300, 150)
-    datasets = [
-        load_beauty(data / "amazon-beauty"),
-        load_scientific(data / "amazon-scientific-unisrec"),
-    ]
+    datasets = [load_beauty(data / "amazon-beauty")]
+    if not args.latency_only:
+        datasets.append(load_scientific(data / "amazon-scientific-unisrec"))
     grid: list[dict[str, Any]] = [
         {
             "fusion": "blend",
@@ -525,6 +529,24 @@ def main() -> None:
             f"ann={ix.vector_index.use_ann if ix.vector_index else None}",
             flush=True,
         )
+    if args.latency_only:
+        _, ix, queries, _qv = prepared[0]
+        test_q = [q for q in queries if q["split"] == "test"]
+        lat_q = [test_q[i] for i in np.random.default_rng(SEED).permutation(len(test_q))]
+        lat = latency(ix, lat_q, args.latency_queries)
+        summary = {
+            "benchmark": "search_latency",
+            "config": ix.config.model_dump(),
+            "latency_beauty": lat,
+            "latency_p99_ok": lat["hybrid"]["p99_ms"] <= 25.0,
+            "torch_threads": args.torch_threads,
+            "load_average": os.getloadavg(),
+            "machine": machine(),
+        }
+        out = REPO / "benchmarks" / "results" / "search_latency.json"
+        out.write_text(json.dumps(summary, indent=2, default=float))
+        emit(summary)
+        return
     # ---- tuning on the validation queries of both datasets
     tuning = []
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from _common import REPO, emit, machine
 from privrec.evaluation.loop_world import ShopWorld, WorldConfig
@@ -88,34 +89,22 @@ def arm_summary(r: ArmResult, days: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--days", type=int, default=14)
-    ap.add_argument("--visits", type=int, default=300, help="visits per day")
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
-    ap.add_argument("--gate", action="store_true", help="run the retrain policy's gate")
-    ap.add_argument("--quick", action="store_true", help="a tiny run; writes no results")
-    args = ap.parse_args()
-    t_all = time.perf_counter()
-    if args.quick:
-        cfg = WorldConfig(
-            n_items=300, n_history_users=200, n_new_users=40, days=3, visits_per_day=40
-        )
-    else:
-        cfg = WorldConfig(days=args.days, visits_per_day=args.visits, seed=args.seed)
+def simulate(
+    cfg: WorldConfig, *, gate: bool, t_all: float
+) -> tuple[ShopWorld, dict[str, ArmResult]]:
+    """Build the world and run the three arms on it, one after another."""
     world = ShopWorld(cfg)
     print(
         f"world: {cfg.n_items} items ({int((world.launch_day > 0).sum())} launched during the "
         f"run), {cfg.n_history_users} shoppers with history + {cfg.n_new_users} joining, "
-        f"{len(world.history)} history events, {cfg.days} days x {cfg.visits_per_day} visits; "
-        f"{time.perf_counter() - t_all:.1f}s",
+        f"{len(world.history)} history events, {cfg.days} days x {cfg.visits_per_day} visits, "
+        f"seed {cfg.seed}; {time.perf_counter() - t_all:.1f}s",
         flush=True,
     )
     arms = [
         ArmSpec("popularity_static", "popularity"),
         ArmSpec("ease_static", "ease", EASE),
-        ArmSpec("ease_loop", "ease", EASE, retrain_every_hours=24.0, gate=args.gate),
+        ArmSpec("ease_loop", "ease", EASE, retrain_every_hours=24.0, gate=gate),
     ]
     results: dict[str, ArmResult] = {}
     for arm in arms:
@@ -124,20 +113,109 @@ def main() -> None:
                 world, arm, Path(d), progress=lambda line: print(line, flush=True)
             )
         print(f"{arm.name}: {results[arm.name].seconds:.1f}s", flush=True)
+    return world, results
+
+
+def lifts_of(results: dict[str, ArmResult], cfg: WorldConfig, *, n_boot: int) -> dict[str, Any]:
+    """The loop's lifts over both static arms, with paired bootstrap intervals."""
     loop = results["ease_loop"]
     late = loop.day > cfg.days // 2
     lifts: dict[str, Any] = {}
     for base in ("popularity_static", "ease_static"):
         b = results[base]
         lifts[f"loop_over_{base}"] = {
-            "expected_conversion": lift_ci(loop.expected, b.expected, n_boot=args.boot, seed=1),
+            "expected_conversion": lift_ci(loop.expected, b.expected, n_boot=n_boot, seed=1),
             "conversion": lift_ci(
-                loop.purchases.astype(float), b.purchases.astype(float), n_boot=args.boot, seed=2
+                loop.purchases.astype(float), b.purchases.astype(float), n_boot=n_boot, seed=2
             ),
             "expected_conversion_second_half": lift_ci(
-                loop.expected[late], b.expected[late], n_boot=args.boot, seed=3
+                loop.expected[late], b.expected[late], n_boot=n_boot, seed=3
             ),
         }
+    return lifts
+
+
+def across_seeds(args: argparse.Namespace, t_all: float) -> None:
+    """The same comparison on `args.seeds` independent worlds: a t interval over the worlds'
+    lifts (the world-to-world variation the one-world bootstrap leaves out)."""
+    per_seed = []
+    for s in range(args.seed, args.seed + args.seeds):
+        cfg = WorldConfig(days=args.days, visits_per_day=args.visits, seed=s)
+        _, results = simulate(cfg, gate=args.gate, t_all=t_all)
+        row: dict[str, Any] = {"seed": s}
+        for name, r in results.items():
+            row[name] = {
+                "conversion": float(r.purchases.mean()),
+                "expected_conversion": float(r.expected.mean()),
+            }
+        per_seed.append(row)
+        print(f"seed {s}: {json.dumps(row)}", flush=True)
+    lifts: dict[str, Any] = {}
+    for base in ("popularity_static", "ease_static"):
+        for metric in ("expected_conversion", "conversion"):
+            x = np.array(
+                [r["ease_loop"][metric] / r[base][metric] - 1.0 for r in per_seed], np.float64
+            )
+            half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+            lifts.setdefault(f"loop_over_{base}", {})[metric] = {
+                "mean_lift": round(float(x.mean()), 4),
+                "ci95": [round(float(x.mean()) - half, 4), round(float(x.mean()) + half, 4)],
+                "per_seed": [round(float(v), 4) for v in x],
+            }
+    summary = {
+        "benchmark": "closed_loop_seeds",
+        "days": args.days,
+        "visits_per_day": args.visits,
+        "seeds": list(range(args.seed, args.seed + args.seeds)),
+        "model": {"name": "ease", "params": EASE},
+        "retrain_policy": {"every_hours": 24.0, "gate": args.gate},
+        "ci": "95% t interval over the worlds' (seeds') lifts",
+        "per_seed": per_seed,
+        "lifts": lifts,
+        "seconds": round(time.perf_counter() - t_all, 1),
+        "machine": machine(),
+    }
+    for name, lift in lifts.items():
+        e, c = lift["expected_conversion"], lift["conversion"]
+        print(
+            f"{name}: expected conversion {e['mean_lift']:+.1%} [{e['ci95'][0]:+.1%}, "
+            f"{e['ci95'][1]:+.1%}]; simulated {c['mean_lift']:+.1%} [{c['ci95'][0]:+.1%}, "
+            f"{c['ci95'][1]:+.1%}]",
+            flush=True,
+        )
+    out = REPO / "benchmarks" / "results" / "closed_loop_seeds.json"
+    out.write_text(json.dumps(summary, indent=2, default=float))
+    emit(summary)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--visits", type=int, default=300, help="visits per day")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    ap.add_argument("--gate", action="store_true", help="run the retrain policy's gate")
+    ap.add_argument("--quick", action="store_true", help="a tiny run; writes no results")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="N > 1: run N worlds (seeds seed..seed+N-1) and report a t interval over them "
+        "(closed_loop_seeds.json)",
+    )
+    args = ap.parse_args()
+    t_all = time.perf_counter()
+    if args.seeds > 1:
+        across_seeds(args, t_all)
+        return
+    if args.quick:
+        cfg = WorldConfig(
+            n_items=300, n_history_users=200, n_new_users=40, days=3, visits_per_day=40
+        )
+    else:
+        cfg = WorldConfig(days=args.days, visits_per_day=args.visits, seed=args.seed)
+    world, results = simulate(cfg, gate=args.gate, t_all=t_all)
+    lifts = lifts_of(results, cfg, n_boot=args.boot)
     summary = {
         "benchmark": "closed_loop",
         "world": {

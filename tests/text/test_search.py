@@ -60,7 +60,7 @@ def test_typo_query_finds_the_item(index: SearchIndex) -> None:
         assert hits.corrected_query == "lipstick"
         assert hits.lexical[0]
     assert index.search("mascara", k=3).corrected_query is None
-    # short words are not "corrected" into other words
+    # with typo correction off the misspelt word finds nothing
     off = SearchIndex.build(TITLES, TEXTS, None, config=SearchConfig(typo=False))
     assert len(off.search("lipstik", mode="lexical")) == 0
 
@@ -74,6 +74,18 @@ def test_dense_only_hit_found_by_hybrid(index: SearchIndex) -> None:
     assert hits.dense[0] > 0.2
     assert index.search("grind beans for my morning espresso", k=3).items[0] == 2  # Coffee Grinder
     assert index.search("something to keep my teeth clean", k=3).items[0] == 10  # Toothbrush
+
+
+def test_one_shared_word_does_not_beat_a_semantic_match(encoder: SentenceEncoder) -> None:
+    titles = [*TITLES, "Cat Scratching Post"]
+    texts = [*TEXTS, "Cat Scratching Post. PetCo. Pets > Furniture > Scratchers"]
+    query = "something for my cat to sleep on"
+    hits = SearchIndex.build(titles, texts, encoder).search(query, k=2)
+    assert hits.items.tolist() == [1, 12]  # the pet bed, then the post that shares "cat"
+    assert hits.lexical.tolist() == [False, True]
+    # with BM25 coverage not cubed (lexical_power=1), the one shared word wins
+    linear = SearchIndex.build(titles, texts, encoder, config=SearchConfig(lexical_power=1.0))
+    assert linear.search(query, k=2).items.tolist() == [12, 1]
 
 
 def test_allowed_mask_respected(index: SearchIndex) -> None:

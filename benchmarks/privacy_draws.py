@@ -37,6 +37,7 @@ Run: nice -n 10 .venv/bin/python benchmarks/privacy_draws.py --datasets ml1m --d
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import tempfile
@@ -259,6 +260,8 @@ def run(
     audit: bool,
     ledger: PrivacyLedger,
     users: int | None = None,
+    points_out: Path | None = None,
+    reference: bool = True,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = Data(name, users)
@@ -267,24 +270,31 @@ def run(
         f"[{name}] shoppers {data.n_users}, items {data.train.n_items}, train events "
         f"{data.train.n_events}, test events {data.test.n_events}"
     )
-    ref = nonprivate(data)
-    log(f"  non-private EASE reg {ref['params']['reg']}: {ref['metrics']}")
-    pub = public_only(data)
-    log(f"  public-only (uniform random): {key} {pub['metrics'][key]['mean']:.4f}")
+    ref = pub = None
+    if reference:
+        ref = nonprivate(data)
+        log(f"  non-private EASE reg {ref['params']['reg']}: {ref['metrics']}")
+        pub = public_only(data)
+        log(f"  public-only (uniform random): {key} {pub['metrics'][key]['mean']:.4f}")
     points = []
     for label in rows:
         for eps in epsilons:
             pt = dp_point(data, label, eps, draws, ledger, audit)
             points.append(pt)
+            if points_out is not None:  # each point as soon as it is measured
+                with open(points_out, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"dataset": name, "users": users, **pt}) + "\n")
             m = pt["metrics"][key]
             att = pt.get("attack", {}).get("auc")
             log(
                 f"  {label:28s} eps {eps:>4}: {key} {m['mean']:.4f} "
-                f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] ({m['mean'] / ref['metrics'][key]:.0%})"
-                f"  {pt['seconds_per_release']}s/release"
+                f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+                + ("" if ref is None else f" ({m['mean'] / ref['metrics'][key]:.0%})")
+                + f"  {pt['seconds_per_release']}s/release"
                 + ("" if att is None else f"  attack AUC {att:.3f}")
             )
-    summarise(points, ref["metrics"][key], pub["metrics"][key]["mean"], key)
+    if ref is not None and pub is not None:
+        summarise(points, ref["metrics"][key], pub["metrics"][key]["mean"], key)
     return {
         "dataset": name,
         "shoppers": data.n_users,
@@ -305,6 +315,8 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--audit", action="store_true")
     ap.add_argument("--users", type=int, default=None, help="subsample this many shoppers")
+    ap.add_argument("--points-out", default=None, help="append each point to this JSONL file")
+    ap.add_argument("--no-reference", action="store_true", help="skip EASE and public-only")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     # "item vocabulary not in public (sorted) order": the LightGCN files' item ids 0..n-1 are the
@@ -316,7 +328,17 @@ def main() -> None:
     ledger = PrivacyLedger(path, Budget(epsilon=1e6, delta=0.5))
     eps = [float(e) for e in args.epsilons.split(",")]
     results = [
-        run(d, eps, args.draws, args.rows.split(","), args.audit, ledger, args.users)
+        run(
+            d,
+            eps,
+            args.draws,
+            args.rows.split(","),
+            args.audit,
+            ledger,
+            args.users,
+            None if args.points_out is None else Path(args.points_out),
+            not args.no_reference,
+        )
         for d in args.datasets.split(",")
     ]
     emit(

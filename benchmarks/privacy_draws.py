@@ -40,6 +40,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -52,8 +53,13 @@ from scipy import stats
 
 from _common import emit, machine, shared_data
 from privrec.data.dataset import InteractionDataset
-from privrec.data.loaders import load_lightgcn_split, load_movielens_100k
-from privrec.data.splitters import stratified_split, validation_split
+from privrec.data.loaders import load_amazon_s3rec, load_lightgcn_split, load_movielens_100k
+from privrec.data.splitters import (
+    leave_one_out,
+    leave_one_out_test,
+    stratified_split,
+    validation_split,
+)
 from privrec.evaluation.full_ranking import evaluate_ranking
 from privrec.evaluation.membership import membership_audit
 from privrec.evaluation.privacy_tuning import choose_params
@@ -104,8 +110,13 @@ class Data:
             self.fit, self.valid = validation_split(
                 self.train, protocol="stratified", ratio=0.75, seed=43
             )
+        elif name == "beauty":
+            ds = load_amazon_s3rec(shared_data() / "amazon-beauty")
+            self.k = 10
+            self.fit, self.valid, _ = leave_one_out(ds)
+            self.train, self.test = leave_one_out_test(ds)
         else:
-            raise SystemExit(f"--datasets: unknown dataset {name!r} (ml1m, ml100k)")
+            raise SystemExit(f"--datasets: unknown dataset {name!r} (ml1m, ml100k, beauty)")
         if users is not None:
             self.subsample(users, seed)
 
@@ -145,7 +156,8 @@ def nonprivate(data: Data) -> dict[str, Any]:
     """EASE with its ridge chosen on (fit, valid), refit on train, measured once on test."""
     key = f"ndcg@{data.k}"
     table = []
-    for reg in EASE_REGS:
+    # Beauty: 12,101 items, one inverse each: the ridge benchmarks/beauty.py chose on valid
+    for reg in (50.0,) if data.name == "beauty" else EASE_REGS:
         m = create_model("ease", reg=reg).fit(data.fit, rng=SEED)
         table.append({"reg": reg, f"valid_{key}": data.metrics(m, data.fit, data.valid)[key]})
     best = max(table, key=lambda r: r[f"valid_{key}"])
@@ -166,6 +178,13 @@ def public_only(data: Data, seeds: int = 5) -> dict[str, Any]:
         rng = np.random.default_rng(SEED + s)
         runs.append(data.metrics(None, scorer=lambda u, r=rng: r.random((len(u), n_items))))
     return {"model": "uniform random (public-only)", "metrics": mean_ci(runs)}
+
+
+def content_only(data: Data) -> dict[str, Any]:
+    """The public-only model where items have text: MiniLM content similarity, no private data."""
+    extra = {"recency_half_life": 1.0} if data.name == "beauty" else {"binary": True}
+    model = create_model("content", cache_dir=TEXT_CACHE, **extra).fit(data.train, rng=SEED)
+    return {"model": "content (item text only)", "metrics": mean_ci([data.metrics(model)])}
 
 
 def mean_ci(runs: Sequence[Mapping[str, float]]) -> dict[str, Any]:
@@ -190,6 +209,38 @@ ROWS: dict[str, tuple[str, str]] = {
     "dp_popularity": ("dp_popularity", "public"),
     "dp_ease (fixed)": ("dp_ease", "public"),
     "dp_ease (private selection)": ("dp_ease", "private"),
+    "dp_hybrid (fixed)": ("dp_hybrid", "public"),
+    "dp_hybrid (fixed, beauty)": ("dp_hybrid", "public"),
+}
+# item text (MiniLM, public) + DP EASE: the settings of the secure frontier's ML-100K dp_hybrid row
+# (chosen in earlier rounds on ML-100K's public validation split, so mildly optimistic there)
+TEXT_CACHE = os.environ.get("PRIVREC_TEXT_CACHE_DIR")
+ROW_PARAMS: dict[str, Any] = {
+    "dp_hybrid (fixed)": {
+        "cf": "dp_ease",
+        "cf_params": {"top_items": 80, "selection_share": 0.3, "reg": 60.0, "reg_noise": 0.0},
+        "content_params": {"binary": True, "cache_dir": TEXT_CACHE},
+        "content_weight": 0.1,
+        "cf_weight": 1.0,
+        "popularity_weight": 0.0,
+    },
+    # Beauty: item text (recency half-life 1 event) + DP window co-occurrence, the secure
+    # frontier's first candidate (benchmarks/privacy_frontier.py)
+    "dp_hybrid (fixed, beauty)": lambda e: {
+        "cf": "dp_itemknn",
+        "content_params": {"recency_half_life": 1.0, "cache_dir": TEXT_CACHE},
+        "cf_params": {
+            "top_items": 300 if e < 4 else 1000,
+            "k": 100,
+            "window": 3,
+            "similarity": "cooccurrence",
+            "selection_share": 0.15,
+            "threshold": 2.0,
+        },
+        "content_weight": 1.0,
+        "cf_weight": 0.1,
+        "popularity_weight": 0.0,
+    },
 }
 
 
@@ -204,11 +255,14 @@ def dp_point(
 ) -> dict[str, Any]:
     """`draws` independent releases of one row at one epsilon, measured on test."""
     name, tuning = ROWS[label]
+    fixed = ROW_PARAMS.get(label, {})
+    fixed = fixed(eps) if callable(fixed) else fixed
+    params_override = {**fixed, **dict(params_override or {})}
     runs, chosen, fit_s = [], [], []
     for _ in range(draws):
         t = time.perf_counter()
         choice = choose_params(name, eps, data.train, tuning=tuning, ledger=ledger, seed=SEED)
-        params = {**choice.params, **dict(params_override or {})}
+        params = {**choice.params, **params_override}
         model = choice.model
         if model is None:
             model = create_model(name, **params).fit(data.train, rng=SEED, ledger=ledger)
@@ -243,6 +297,36 @@ def dp_point(
     return out
 
 
+def audit_points(points_in: Path, points_out: Path) -> None:
+    """The frontier's membership attack for measured points that lack one (first draw's params)."""
+    data: dict[tuple[str, int | None], Data] = {}
+    for line in points_in.read_text(encoding="utf-8").splitlines():
+        pt = json.loads(line)
+        if "attack" in pt:
+            continue
+        key = (pt["dataset"], pt.get("users"))
+        if key not in data:
+            data[key] = Data(*key)
+        name = ROWS[pt["row"]][0]
+        p = {k: v for k, v in pt["releases"][0]["params"].items() if k != "delta"}
+        t = time.perf_counter()
+        res = membership_audit(
+            lambda n=name, q=p: create_model(n, **q),
+            data[key].train,
+            seed=SEED,
+            max_eval_users=1000,
+        )
+        pt["attack"] = {
+            "auc": res.auc,
+            "tpr@1%fpr": res.tpr_at_1pct_fpr,
+            "seconds": round(time.perf_counter() - t, 1),
+            "params": p,
+        }
+        log(f"  {pt['row']} eps {pt['epsilon']}: attack AUC {res.auc:.3f}")
+        with open(points_out, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(pt) + "\n")
+
+
 def summarise(points: list[dict[str, Any]], ref: float, floor: float, key: str) -> None:
     """Adds retention and gap closed (on the mean and the interval's ends) to every point."""
     for p in points:
@@ -262,6 +346,7 @@ def run(
     users: int | None = None,
     points_out: Path | None = None,
     reference: bool = True,
+    content: bool = False,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = Data(name, users)
@@ -276,6 +361,10 @@ def run(
         log(f"  non-private EASE reg {ref['params']['reg']}: {ref['metrics']}")
         pub = public_only(data)
         log(f"  public-only (uniform random): {key} {pub['metrics'][key]['mean']:.4f}")
+        if content:
+            pub_text = content_only(data)
+            log(f"  public-only (item text): {key} {pub_text['metrics'][key]['mean']:.4f}")
+            pub["content"] = pub_text
     points = []
     for label in rows:
         for eps in epsilons:
@@ -317,6 +406,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=None, help="subsample this many shoppers")
     ap.add_argument("--points-out", default=None, help="append each point to this JSONL file")
     ap.add_argument("--no-reference", action="store_true", help="skip EASE and public-only")
+    ap.add_argument("--content", action="store_true", help="also the item-text public baseline")
+    ap.add_argument(
+        "--audit-from",
+        default=None,
+        help="only run the attack for the points of this JSONL that lack one (to --points-out)",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     # "item vocabulary not in public (sorted) order": the LightGCN files' item ids 0..n-1 are the
@@ -326,6 +421,9 @@ def main() -> None:
     path = Path(tempfile.mkdtemp(prefix="privacy-draws-")) / "ledger.jsonl"
     # every point is an alternative release, not a sequence: the budget covers all of them
     ledger = PrivacyLedger(path, Budget(epsilon=1e6, delta=0.5))
+    if args.audit_from:
+        audit_points(Path(args.audit_from), Path(args.points_out))
+        return
     eps = [float(e) for e in args.epsilons.split(",")]
     results = [
         run(
@@ -338,6 +436,7 @@ def main() -> None:
             args.users,
             None if args.points_out is None else Path(args.points_out),
             not args.no_reference,
+            args.content,
         )
         for d in args.datasets.split(",")
     ]

@@ -8,6 +8,9 @@ delta = 1 / (10 x 100,000 expected shoppers) = 1e-6, and an honest tuning rule:
   choice), charged to the ledger; the selected run's model is the point's model.
 - ``dp_ease`` (fixed) and ``dp_popularity``: parameters fixed in advance
   (`privacy_tuning.DEFAULT_ROSTER`), never tuned on the data measured.
+- ``dp_hybrid`` (fixed; ML-100K and Beauty): public item text + one DP release, the settings of
+  the secure frontier's dp_hybrid rows (`ROW_PARAMS`; chosen in earlier rounds on these public
+  datasets' validation splits, so mildly optimistic there).
 
 Each point is measured over ``--draws`` independent releases (a fresh selection and fresh noise
 each): the mean, the sample std and a 95% Student-t interval of the mean.
@@ -16,9 +19,10 @@ Beside them, under the same protocol:
 
 - the best non-private model: EASE, its ridge chosen on the validation split, refit on the
   training part (for MovieLens-1M: fit on train, tune on valid, refit on train + valid);
-- the public-only baseline, what a shop can do without any private data: MovieLens has no usable
-  item text (ML-1M's LightGCN++ files cannot even be joined to titles), so it is a uniform
-  random ranking (its expectation is measured over 5 seeded permutations);
+- the public-only baseline, what a shop can do without any private data: a uniform random
+  ranking (5 seeded permutations), the only one for ML-1M (its LightGCN++ files have no item
+  text and cannot be joined to titles); with ``--content`` also the content model on item text
+  alone (ML-100K titles, Beauty product text; MiniLM, cached in $PRIVREC_TEXT_CACHE_DIR);
 - retention = DP / non-private and the share of the gap closed,
   (DP - public-only) / (non-private - public-only).
 
@@ -29,6 +33,8 @@ is not part of this frontier (benchmarks/audit_power.py).
 Protocols: MovieLens-1M (LightGCN++ split, `../shared/data/movielens-1m-lightgcnpp/PROVENANCE.md`):
 all items ranked, train and valid items masked, Recall@20 / NDCG@20 over test users.
 MovieLens-100K: the frontier's protocol (stratified 75/25 by item, seed 42), NDCG@10.
+Amazon Beauty: leave-one-out, full ranking, NDCG@10 (EASE's ridge 50 from benchmarks/beauty.py).
+``--audit-from POINTS --points-out OUT`` runs only the attack for measured points lacking one.
 
 Run: nice -n 10 .venv/bin/python benchmarks/privacy_draws.py --datasets ml1m --draws 5
 (JSON on the last line).

@@ -216,7 +216,7 @@ ROWS: dict[str, tuple[str, str]] = {
     "dp_ease (fixed)": ("dp_ease", "public"),
     "dp_ease (private selection)": ("dp_ease", "private"),
     "dp_hybrid (fixed)": ("dp_hybrid", "public"),
-    "dp_hybrid (fixed, beauty)": ("dp_hybrid", "public"),
+    "dp_hybrid (fixed; beauty)": ("dp_hybrid", "public"),
 }
 # item text (MiniLM, public) + DP EASE: the settings of the secure frontier's ML-100K dp_hybrid row
 # (chosen in earlier rounds on ML-100K's public validation split, so mildly optimistic there)
@@ -232,7 +232,7 @@ ROW_PARAMS: dict[str, Any] = {
     },
     # Beauty: item text (recency half-life 1 event) + DP window co-occurrence, the secure
     # frontier's first candidate (benchmarks/privacy_frontier.py)
-    "dp_hybrid (fixed, beauty)": lambda e: {
+    "dp_hybrid (fixed; beauty)": lambda e: {
         "cf": "dp_itemknn",
         "content_params": {"recency_half_life": 1.0, "cache_dir": TEXT_CACHE},
         "cf_params": {

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from privrec.core.errors import ConflictError, ValidationError
@@ -19,14 +20,31 @@ from privrec.service.scheduler import SCHEDULE_FILE, Scheduler
 HOUR = 3600.0
 
 
-def _shop(data_dir: Path, **settings: object) -> RecSys:
+def _shop(
+    data_dir: Path, *, held_back: list[pd.DataFrame] | None = None, **settings: object
+) -> RecSys:
+    """The test shop; with `held_back`, its newest 15% of events are left out and put there."""
     from privrec.data.synthetic import generate_shop
 
     events, catalogue = generate_shop(n_items=240, n_users=160, seed=5)
     rs = RecSys(Settings(data_dir=data_dir, **settings))
     rs.add_items(catalogue)
+    if held_back is not None:
+        late = events["timestamp"] > events["timestamp"].quantile(0.85)
+        held_back.append(events[late])
+        events = events[~late]
     rs.ingest_frame(events)
     return rs
+
+
+@pytest.fixture()
+def recent(data_dir: Path) -> Iterator[tuple[RecSys, pd.DataFrame]]:
+    """An item-kNN shop whose newest events arrive after the active version was trained."""
+    later: list[pd.DataFrame] = []
+    r = _shop(data_dir, held_back=later)
+    r.train("itemknn", params={"k": 50, "shrink": 5.0})
+    yield r, later[0]
+    r.close()
 
 
 @pytest.fixture()
@@ -79,8 +97,11 @@ def test_every_t_hours(rs: RecSys) -> None:
     assert rs.scheduler.tick(now + 7 * HOUR) == []
 
 
-def test_a_worse_model_is_gated_and_kept_inactive(rs: RecSys) -> None:
-    """k=1 neighbour is honestly worse on the last week's events than k=50: not activated."""
+def test_a_worse_model_is_gated_and_kept_inactive(recent: tuple[RecSys, pd.DataFrame]) -> None:
+    """k=1 neighbour is honestly worse than the active k=50 version on events that neither has
+    seen: not activated."""
+    rs, later = recent
+    rs.ingest_frame(later)
     now = time.time()
     before = rs.registry.active("itemknn")
     rs.scheduler.set_policy("itemknn", {"every_hours": 1, "params": {"k": 1}}, now=now)
@@ -88,10 +109,29 @@ def test_a_worse_model_is_gated_and_kept_inactive(rs: RecSys) -> None:
     assert job["status"] == "gated", job
     gate = job["gate"]
     assert gate["passed"] is False and gate["candidate"] < gate["active"] * 0.98
+    assert gate["compared_with"] == "the active version's saved artifact"
     assert "kept inactive" in job["reason"] and "worse than" in job["reason"]
     assert rs.registry.active("itemknn") == before  # still serving the good one
     assert job["version"] in rs.registry.models()["itemknn"].versions  # kept, inactive
     assert rs.registry.config_of("itemknn", job["version"])["config"]["k"] == 1
+
+
+def test_the_gate_scores_the_active_artifact_not_a_refit(
+    recent: tuple[RecSys, pd.DataFrame],
+) -> None:
+    """Unchanged settings: the candidate has the newer events, the active version is scored as
+    saved, so the two numbers differ (a refit of the same settings on one split would tie)."""
+    rs, later = recent
+    rs.scheduler.set_policy("itemknn", {"every_hours": 1, "gate_tolerance": 0.99})
+    (job,) = [rs.scheduler.retrain("itemknn")]
+    assert "has not seen" in job["gate"]["skipped"]  # nothing new: nothing to compare on
+    rs.ingest_frame(later)
+    active = rs.registry.active("itemknn")
+    (job,) = [rs.scheduler.retrain("itemknn")]
+    gate = job["gate"]
+    assert gate["active_version"] == active and gate["candidate"] != gate["active"], gate
+    assert gate["test_users"] > 0 and gate["passed"] is True
+    assert job["status"] == "succeeded"
 
 
 def test_erasure_deadline_triggers_a_retrain_before_it(rs: RecSys) -> None:

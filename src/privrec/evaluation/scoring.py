@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from privrec.data.dataset import InteractionDataset
+from privrec.data.vocab import Vocabulary
 from privrec.models.base import Recommender
 
 __all__ = [
@@ -200,3 +201,22 @@ def recommend_top_k(
         out[pos : pos + rows.shape[0]] = np.where(valid, top, -1)
         pos += rows.shape[0]
     return u, out
+
+
+def mapped_scorer(model: Recommender, vocab: Vocabulary, data: InteractionDataset) -> Scorer:
+    """Scores of a saved version for `data`'s users over `data`'s items (its own vocabulary
+    mapped; an item the version does not know cannot be recommended by it: -inf)."""
+    to_art = np.array([vocab.index(k) if k in vocab else -1 for k in data.items.keys], np.int64)
+    known = np.flatnonzero(to_art >= 0)
+    move = sp.csr_matrix(
+        (np.ones(len(known)), (known, to_art[known])), shape=(data.n_items, len(vocab))
+    )
+    rows = sp.csr_matrix(model.input_matrix(data) @ move)
+
+    def score(users: np.ndarray) -> np.ndarray:
+        art = np.asarray(model.score_matrix(rows[users]), dtype=np.float64)
+        out = np.full((len(users), data.n_items), -np.inf)
+        out[:, known] = art[:, to_art[known]]
+        return out
+
+    return score

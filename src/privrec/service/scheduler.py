@@ -10,14 +10,15 @@ Why inside the server: the embedded DuckDB store admits one writer process. Whil
 serve` runs, no other process can open the store, so the scheduler runs in the server itself;
 `privrec worker` runs it on its own only when no server is running.
 
-The evaluation gate: a scheduled retrain fits the candidate (the active version's
-hyper-parameters, overridden by the policy's ``params``) and the active version's
-hyper-parameters on the events before the last ``holdout_days`` days, scores both on those
-recent days (a temporal split; full-ranking `evaluate_ranking`) and activates the new version
-(fitted on everything) only if its metric is at least ``(1 - gate_tolerance)`` times the active
-one's. Otherwise the version is saved inactive and the job is ``gated`` with the reason. A
-differentially private model is not gated: an exact comparison on shoppers' held-out events
-would itself be a release outside the ledger, so a DP retrain is charged once. A retrain
+The evaluation gate compares a retrain with the active version ITSELF (its saved artifact) on
+events neither has seen: the events of the last ``holdout_days`` days that the active version's
+training record does not hold are split in time at their midpoint; the candidate (the active
+version's hyper-parameters, overridden by the policy's ``params``) is fitted on everything before
+it, both are scored on the events after it (full-ranking `evaluate_ranking`), and the new version
+(fitted on everything) is activated only if its metric is at least ``(1 - gate_tolerance)`` times
+the active one's. Otherwise the version is saved inactive and the job is ``gated`` with the
+reason. A differentially private model is not gated: an exact comparison on shoppers' held-out
+events would itself be a release outside the ledger, so a DP retrain is charged once. A retrain
 owed to an erasure deadline is never gated: the version holding erased shoppers must go.
 
 After an activation, post-activation checks run (the artifact reloads from disk and scores
@@ -47,7 +48,7 @@ from privrec.core.rng import DEFAULT_SEED
 from privrec.data.splitters import temporal_split
 from privrec.evaluation.full_ranking import evaluate_ranking
 from privrec.evaluation.metric_spec import parse_metric
-from privrec.models.dp.release import in_public_item_order
+from privrec.evaluation.scoring import mapped_scorer
 from privrec.models.zoo import available_models, create_model
 from privrec.privacy.sealed import FILE_SUFFIX, read_sealed, write_sealed
 from privrec.service.adapters import PENDING_PREFIX as ADAPTER_PENDING
@@ -416,43 +417,55 @@ class Scheduler:
     def evaluate_gate(
         self, name: str, params: Mapping[str, Any], policy: RetrainPolicy, active: str
     ) -> dict[str, Any]:
-        """Compare the candidate's hyper-parameters with the active version's on recent events.
+        """Compare a retrain with the ACTIVE VERSION ITSELF on events neither has seen.
 
-        Both are fitted on the events before the last `policy.holdout_days` days and scored on
-        those days (full ranking, shoppers seen before the cut). DP fits are charged.
+        The events the active version was not trained on (its training record) within the last
+        `policy.holdout_days` days are split in time at their midpoint: the candidate (these
+        hyper-parameters) is fitted on everything before the midpoint, so it has the newer data
+        the active version lacks, and both are scored on the events after it (full ranking,
+        shoppers seen before). Comparing two fits of hyper-parameters on one split instead
+        would pass every retrain with unchanged settings, whatever its new data did.
         """
         ds = self.training.dataset("store")
-        if _is_dp(name, params):
-            ds = in_public_item_order(ds)
         if ds.n_events == 0:
             raise ValidationError("store", "holds no events; ingest some first")
-        cutoff = float(ds.ts.max()) - policy.holdout_days * 86400
+        since = float(ds.ts.max()) - policy.holdout_days * 86400
+        record = self.registry.training_record(name, active)
+        if record is not None:
+            events = self.ctx.store.events()
+            seen = record.contains(events["event_id"].astype(str))
+            if seen.any():
+                since = max(since, float(events["ts"].to_numpy()[seen].max()))
+        new_ts = ds.ts[ds.ts > since]
+        if len(new_ts) < 2:
+            return {"skipped": "no events that the active version has not seen"}
+        cutoff = float(np.quantile(new_ts, 0.5))
         train, test = temporal_split(ds, cutoff_ts=cutoff, drop_unseen=True)
         spec = parse_metric(policy.gate_metric)
         if train.n_events == 0 or test.n_events == 0:
-            return {"skipped": f"no events on both sides of the last {policy.holdout_days:g} days"}
-        active_cfg = self.registry.config_of(name, active).get("config", {})
-        scores = {}
-        for label, cfg in (("candidate", params), ("active", active_cfg)):
-            model = create_model(name, **dict(cfg)).fit(
-                train, rng=self.seed, ledger=self.ctx.ledger
-            )
-            got = evaluate_ranking(model, train, test, k=spec.k or 10, metrics=[spec.key])
-            scores[label] = float(got[spec.key])
-            n_users = int(got["n_users"])
-        cand, act = scores["candidate"], scores["active"]
+            return {"skipped": "too few new events to compare on"}
+        k = spec.k or 10
+        candidate = create_model(name, **dict(params)).fit(train, rng=self.seed)
+        got = evaluate_ranking(candidate, train, test, k=k, metrics=[spec.key])
+        cand, n_users = float(got[spec.key]), int(got["n_users"])
+        model, vocab = self.registry.load(name, active)
+        act_got = evaluate_ranking(
+            None, train, test, k=k, metrics=[spec.key], scorer=mapped_scorer(model, vocab, train)
+        )
+        act = float(act_got[spec.key])
         tol = policy.gate_tolerance
         passed = bool(math.isfinite(cand) and cand >= act * (1 - tol) - 1e-12)
         rel = "not worse than" if passed else "worse than"
         reason = (
-            f"{spec.key} {cand:.4f} on the last {policy.holdout_days:g} days is {rel} the active "
-            f"version {active}'s {act:.4f} (tolerance {tol:.0%})"
+            f"{spec.key} {cand:.4f} on events the active version has not seen is {rel} the "
+            f"active version {active}'s {act:.4f} (tolerance {tol:.0%})"
         )
         return {
             "metric": spec.key,
             "candidate": round(cand, 6),
             "active": round(act, 6),
             "active_version": active,
+            "compared_with": "the active version's saved artifact",
             "tolerance": tol,
             "holdout_days": policy.holdout_days,
             "test_users": n_users,

@@ -407,7 +407,8 @@ def main() -> None:
     ap.add_argument("--datasets", default="ml1m")
     ap.add_argument("--epsilons", default=",".join(f"{e:g}" for e in EPSILONS))
     ap.add_argument("--draws", type=int, default=5)
-    ap.add_argument("--rows", default=",".join(ROWS))
+    # the hybrid rows need item text (ML-100K, Beauty): name them with --rows
+    ap.add_argument("--rows", default="dp_popularity,dp_ease (fixed),dp_ease (private selection)")
     ap.add_argument("--audit", action="store_true")
     ap.add_argument("--users", type=int, default=None, help="subsample this many shoppers")
     ap.add_argument("--points-out", default=None, help="append each point to this JSONL file")

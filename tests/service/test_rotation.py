@@ -215,12 +215,11 @@ def test_a_failure_after_the_commit_point_is_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str | None
 ) -> None:
     d = tmp_path / "d"
-    staged_class = pg_store.PgStagedRekey if store_url else maintenance.StagedRekey
     with _shop(d, tmp_path, store_url) as rs:
         before = _state(rs)
         # the event store's commit fails every time: consent and experiments have committed
         with monkeypatch.context() as m:
-            m.setattr(staged_class, "commit", _failing_commit)
+            m.setattr(maintenance.StagedRekey, "commit", _failing_commit)
             with pytest.raises(StoreError, match="run privrec rotate-key again"):
                 rs.rotate_key()
         # fail closed: nothing loads the old key while the stores disagree
@@ -265,7 +264,7 @@ def _fail() -> None:
     raise StoreError("injected commit failure")
 
 
-def _failing_commit(self: maintenance.StagedRekey | pg_store.PgStagedRekey) -> None:
+def _failing_commit(self: maintenance.StagedRekey) -> None:
     """A commit that fails as a real one does: rolled back, lock released, StoreError."""
     self.rollback()
     _fail()

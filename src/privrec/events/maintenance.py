@@ -12,8 +12,8 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -31,8 +31,17 @@ logger = logging.getLogger(__name__)
 _HEX32 = re.compile(rf"[0-9a-f]{{{PSEUDONYM_HEX_LEN}}}")
 
 
+class _Transactional(Protocol):
+    """What a staged re-keying needs of its store: the connection and the store's lock."""
+
+    _lock: Any
+
+    def _conn(self) -> Any: ...
+
+
 class StagedRekey:
-    """A re-keying of the event store held in an open transaction.
+    """A re-keying of an event store held in an open transaction (the embedded store's and,
+    with `errors`/`describe` of its driver, the PostgreSQL store's).
 
     Nothing of it is visible to other connections or durable until `commit`; `rollback` (or a
     crash) leaves the store as it was. The store stays locked to other threads meanwhile, and
@@ -43,10 +52,20 @@ class StagedRekey:
         generation: the key generation the store holds after `commit`.
     """
 
-    def __init__(self, store: StoreMaintenance | None, count: int, generation: int) -> None:
+    def __init__(
+        self,
+        store: _Transactional | None,
+        count: int,
+        generation: int,
+        *,
+        errors: tuple[type[BaseException], ...] = (duckdb.Error,),
+        describe: Callable[[BaseException], str] = first_line,
+    ) -> None:
         self._store = store
         self.count = count
         self.generation = generation
+        self._errors = errors
+        self._describe = describe
 
     def commit(self) -> None:
         """Make the re-keying durable.
@@ -59,11 +78,11 @@ class StagedRekey:
             return
         try:
             store._conn().execute("COMMIT")
-        except duckdb.Error as err:
-            with contextlib.suppress(duckdb.Error):
+        except self._errors as err:
+            with contextlib.suppress(*self._errors):
                 store._conn().execute("ROLLBACK")
             raise StoreError(
-                f"rekey: commit failed, the store is unchanged ({first_line(err)})"
+                f"rekey: commit failed, the store is unchanged ({self._describe(err)})"
             ) from None
         finally:
             store._lock.release()
@@ -75,7 +94,7 @@ class StagedRekey:
         if store is None:
             return
         try:
-            with contextlib.suppress(duckdb.Error, StoreError):
+            with contextlib.suppress(StoreError, *self._errors):
                 store._conn().execute("ROLLBACK")
         finally:
             store._lock.release()

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from privrec.core.errors import StoreError
 from privrec.core.types import EVENT_TYPES
 from privrec.events import store as duck  # the shared frame checks and conversions
-from privrec.events.maintenance import _rekey_column, retention_rule
+from privrec.events.maintenance import StagedRekey, _rekey_column, retention_rule
 from privrec.events.pg_io import copy_in, copy_out, csv_bytes, migrate, need_psycopg, problem
 from privrec.events.store import EVENT_SCHEMA, ITEM_SCHEMA, STORE_FORMAT_VERSION
 from privrec.privacy.pseudonym import PSEUDONYM_HEX_LEN, Pseudonymiser
@@ -53,7 +53,7 @@ try:
 except ImportError:  # pragma: no cover - the embedded store needs no psycopg
     psycopg = None  # type: ignore[assignment]
 
-__all__ = ["PgEventStore", "PgStagedRekey"]
+__all__ = ["PgEventStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,52 +63,6 @@ _LOCK_GENERATION = 0x70726976_0003  # binding the pseudonym key generation
 _EPOCH_END = datetime(2200, 1, 1, tzinfo=UTC).timestamp()  # beyond: the DEFAULT partition
 _EVENT_COLS = 'event_id, "user", item, type, ts, rating, query, session'
 _SELECT_EVENTS = f"SELECT {_EVENT_COLS} FROM events"
-
-
-class PgStagedRekey:
-    """A re-keying of the PostgreSQL store held in an open transaction (see `StagedRekey`).
-
-    Attributes:
-        count: the events re-keyed.
-        generation: the key generation the store holds after `commit`.
-    """
-
-    def __init__(self, store: PgEventStore | None, count: int, generation: int) -> None:
-        self._store = store
-        self.count = count
-        self.generation = generation
-
-    def commit(self) -> None:
-        """Make the re-keying durable.
-
-        Raises:
-            StoreError: the commit failed; the store holds the old pseudonyms.
-        """
-        store, self._store = self._store, None
-        if store is None:
-            return
-        try:
-            store._conn().execute("COMMIT")
-        except Exception as err:
-            with contextlib.suppress(Exception):
-                store._conn().execute("ROLLBACK")
-            raise StoreError(
-                f"rekey: commit failed, the store is unchanged ({problem(err)})"
-            ) from None
-        finally:
-            store._lock.release()
-        logger.info("rekey events=%d generation=%d", self.count, self.generation)
-
-    def rollback(self) -> None:
-        """Drop the re-keying: the store keeps the old pseudonyms (a no-op after `commit`)."""
-        store, self._store = self._store, None
-        if store is None:
-            return
-        try:
-            with contextlib.suppress(Exception):
-                store._conn().execute("ROLLBACK")
-        finally:
-            store._lock.release()
 
 
 class PgEventStore:
@@ -463,7 +417,7 @@ class PgEventStore:
             except psycopg.Error as err:
                 raise StoreError(f"compact failed ({problem(err)})") from None
 
-    def stage_rekey(self, pseudonymiser: Pseudonymiser) -> PgStagedRekey:
+    def stage_rekey(self, pseudonymiser: Pseudonymiser) -> StagedRekey:
         """Re-key stored user, session and event ids in a transaction left open.
 
         Same contract as `EventStore.stage_rekey`: commit or roll back on this thread.
@@ -475,7 +429,7 @@ class PgEventStore:
         gen = self.pseudonym_generation
         target = pseudonymiser.generation
         if gen == target:
-            return PgStagedRekey(None, 0, target)
+            return StagedRekey(None, 0, target)
         if gen is not None and gen + 1 != target:
             raise StoreError(
                 f"rekey: the store holds key generation {gen} but the pseudonymiser is at "
@@ -488,7 +442,7 @@ class PgEventStore:
         except BaseException:
             self._lock.release()
             raise
-        staged = PgStagedRekey(self, 0, target)
+        staged = StagedRekey(self, 0, target, errors=(Exception,), describe=problem)
         try:
             # No writer may add old-key rows while the re-keyed ones wait for the commit.
             cur.execute("LOCK TABLE events, event_ids IN EXCLUSIVE MODE")

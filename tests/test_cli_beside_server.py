@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -21,13 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.server.browser import free_port
 from tests.server.conftest import build_shop
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def served(shop: Path, tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[
     shutil.copytree(shop, data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRIVREC_")}
     env["HF_HUB_OFFLINE"] = "1"
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).parent / "privrec"
     proc = subprocess.Popen(
         [str(exe), "serve", "--data-dir", str(data), "--port", str(port)],

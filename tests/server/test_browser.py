@@ -7,66 +7,22 @@ temporary folder (printed; kept by pytest's tmp_path retention).
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.server.browser import ARGS, CHROMIUM, playwright_or_skip, serve
 from tests.server.conftest import make_app
-
-CHROMIUM = Path(os.environ.get("PRIVREC_CHROMIUM", "/usr/bin/chromium"))
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
 def live_server(shop_dir: Path):
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(shop_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False
-        )
-    )
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    t0 = time.time()
-    while not server.started:
-        if time.time() - t0 > 60:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(timeout=10)
+    with serve(make_app(shop_dir)) as url:
+        yield url
 
 
 def test_shopper_journey_in_chromium(live_server: str, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) "
-            "to run the browser test"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright Python package is not installed"
-    )
+    sync_api = playwright_or_skip()
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print(f"screenshots: {shots}")

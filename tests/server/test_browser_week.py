@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +36,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.server.browser import ARGS, CHROMIUM, playwright_or_skip, serve
 from tests.server.conftest import ADMIN_KEY, CLIENT_KEY, make_app
-from tests.server.test_browser import ARGS, CHROMIUM, _free_port
 
 DAY = 86_400.0
 EXPERIMENT = "itemknn-vs-ease"
@@ -71,26 +70,12 @@ def week_server(
     shop_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[str, Any, Clock]]:
     """The app on a free port; returns (base URL, app, clock)."""
-    import uvicorn
-
     monkeypatch.setenv("PRIVREC_SCHEDULER_ENABLED", "false")  # ticks come from the test's clock
     app = make_app(shop_dir)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    t0 = time.time()
-    while not server.started:
-        if time.time() - t0 > 60:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    clock = Clock(time.time() - 6 * DAY - 3 * 3600)
-    app.state.rs.experiments.feedback.clock = clock
-    yield f"http://127.0.0.1:{port}", app, clock
-    server.should_exit = True
-    t.join(timeout=10)
+    with serve(app) as url:
+        clock = Clock(time.time() - 6 * DAY - 3 * 3600)
+        app.state.rs.experiments.feedback.clock = clock
+        yield url, app, clock
 
 
 def _shot(page: Any, shots: list[Path], name: str, part: Any = None) -> None:
@@ -203,14 +188,7 @@ def _points(page: Any, chart: str) -> list[float]:
 def test_a_week_of_the_demo_shop_in_chromium(
     week_server: tuple[str, Any, Clock], tmp_path: Path
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) "
-            "to run the browser test"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright Python package is not installed"
-    )
+    sync_api = playwright_or_skip()
     import httpx
 
     base, app, clock = week_server

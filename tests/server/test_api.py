@@ -81,7 +81,8 @@ def test_explanation_endpoint(client) -> None:
     item = client.post("/v1/recommendations", json={"user": U, "k": 1}, headers=C).json()["items"][
         0
     ]["item"]
-    r = client.post("/v1/explanations", json={"user": U, "item": item}, headers=C).json()
+    h = shopper_headers(client, U)  # an explanation reads the shopper's history: their token
+    r = client.post("/v1/me/explanations", json={"item": item}, headers=h).json()
     assert r["rank"] >= 1 and r["explanation"]["text"]
 
 

@@ -229,19 +229,21 @@ def test_item_page_shows_facts_similar_and_bought_together(client) -> None:
     assert client.get("/item/no-such-item").status_code == 404
 
 
-def test_bought_together_needs_several_shoppers(client) -> None:
-    from privrec.service.insights import MIN_SHOPPERS
-
+def test_bought_together_is_a_dp_release_charged_once(client) -> None:
     insights = client.app.state.insights
-    ev = client.app.state.rs.store.events()
-    bought = ev[ev["type"] == "purchase"][["user", "item"]].drop_duplicates()
-    by_user = bought.groupby("user")["item"].agg(set)
-    item = bought["item"].value_counts().index[0]
+    ledger = client.app.state.rs.ctx.ledger
+    before = len(ledger.entries())
+    item = _some_item(client)
     got = insights.bought_together(item, 10)
-    for other in got["items"]:
-        both = sum(1 for s in by_user if item in s and other["item"] in s)
-        assert both >= MIN_SHOPPERS
+    entries = ledger.entries()
+    assert len(entries) == before + 1 and entries[-1]["release"] == "bought_together:pairs"
+    assert entries[-1]["event"]["kind"] == "thresholded"
+    assert got["privacy"]["epsilon"] == entries[-1]["epsilon"]
     assert all("count" not in o for o in got["items"])
+    # the test shop's pairs have a handful of buyers each: far below the threshold
+    assert got["items"] == []
+    insights.bought_together(item, 3)  # the same release serves until events change
+    assert len(ledger.entries()) == before + 1
 
 
 def test_why_view_splits_the_score_by_the_shoppers_items(client) -> None:
@@ -341,17 +343,17 @@ def test_catalogue_images_are_stored_and_shown(client) -> None:
 
 
 def test_the_same_insights_over_http(client) -> None:
-    from tests.server.conftest import C
+    from tests.server.conftest import C, shopper_headers
 
     item = _some_item(client)
     r = client.get(f"/v1/items/{item}/bought-together?k=3", headers=C)
-    assert r.status_code == 200 and r.json()["min_shoppers"] >= 2
+    assert r.status_code == 200 and r.json()["privacy"]["epsilon"] > 0
     assert client.get(f"/v1/items/{item}/bought-together").status_code == 401
     assert client.get("/v1/items/nope/bought-together", headers=C).status_code == 404
     home = _shopper(client)
     target = re.search(r'href="/why/([^"]+)" data-testid="why-detail"', home).group(1)
-    body = {"user": "shopper-00004", "item": target}
-    got = client.post("/v1/explanations/contributions", json=body, headers=C).json()
+    h = shopper_headers(client, "shopper-00004")  # the shopper's own history: their token
+    got = client.post("/v1/me/explanations/contributions", json={"item": target}, headers=h).json()
     assert got["personalized"] and got["contributors"]
     assert got == client.app.state.insights.contributions("shopper-00004", target)
 

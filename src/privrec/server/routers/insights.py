@@ -1,5 +1,5 @@
-"""Item-page widgets and the detailed "why?": items bought together, and how much each of a
-shopper's items counted for one item (the same service code the pages use)."""
+"""Item-page widgets: items bought together (the same service code the pages use). How much each
+of a shopper's items counted for one item is in `routers.explanations` (it reads their history)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 from privrec.server.deps import client
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
-from privrec.server.schemas import ExplainIn
 from privrec.service.insights import Insights
 
 router = APIRouter(prefix="/v1", tags=["items"], dependencies=[Depends(client)])
@@ -36,15 +35,3 @@ async def bought_together(
     several distinct shoppers bought (`min_shoppers`) are listed, and no count is given."""
     ins = insights_of(request)
     return JSON(await run_in_threadpool(ins.bought_together, item, k))
-
-
-@router.post(
-    "/explanations/contributions", responses=problem_responses(401, 403, 404, 413, 422, 429, 503)
-)
-async def contributions(request: Request, body: ExplainIn) -> JSON:
-    """How much each of the shopper's own items counted for `item`'s score: contributors with
-    their action and share (0..1, largest first), from their history as their consent allows."""
-    ins = insights_of(request)
-    return JSON(
-        await run_in_threadpool(lambda: ins.contributions(body.user, body.item, model=body.model))
-    )

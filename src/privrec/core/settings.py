@@ -51,6 +51,12 @@ class Settings(BaseSettings):
             hits (times the spread of the retrieval scores; 0: no re-rank).
         search_query_history: the most recent stored query embeddings a shopper's history
             carries into the content and hybrid models (0: none).
+        bought_together_epsilon: the epsilon of each DP release of the items-bought-together
+            pairs shown on item pages (charged to the ledger; 0 turns the widget off).
+        bought_together_max_pairs: pairs one shopper's purchases count in a release (the
+            contribution bound: more pairs per shopper means more noise and a higher threshold).
+        bought_together_refresh_days: the least time between two releases (a new one is made
+            only when events changed).
     """
 
     model_config = SettingsConfigDict(
@@ -78,6 +84,9 @@ class Settings(BaseSettings):
     feedback_retention_days: int = Field(default=90, ge=1)
     search_personal_weight: float = Field(default=0.5, ge=0.0, le=10.0)
     search_query_history: int = Field(default=20, ge=0, le=1000)
+    bought_together_epsilon: float = Field(default=1.0, ge=0.0, le=10.0)
+    bought_together_max_pairs: int = Field(default=2, ge=1, le=100)
+    bought_together_refresh_days: float = Field(default=30.0, gt=0.0)
 
     @model_validator(mode="after")
     def _delta_follows_expected_users(self) -> Settings:

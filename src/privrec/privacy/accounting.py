@@ -10,9 +10,15 @@ so the spec alone fixes the privacy loss):
     {"kind": "composed", "events": [...]}
     {"kind": "epsilon_delta", "epsilon": e, "delta": d}
     {"kind": "repeat_and_select", "mean": m, "shape": s, "event": {...}}
+    {"kind": "thresholded", "delta": d, "event": {...}}
 
-The last one is privrec's extension for private hyper-parameter selection (Papernot & Steinke,
-ICLR 2022: run a mechanism a random number of times, drawn with this mean from a truncated
+`thresholded` is a mechanism whose output is released only where a noisy value passes a
+threshold (the Gaussian sparse histogram of `privacy.partition`): the inner event is the noise on
+the values every neighbour shares, `delta` the probability that a value only one user
+contributed passes; `compose` adds that delta by the basic rule.
+
+`repeat_and_select` is privrec's extension for private hyper-parameter selection (Papernot &
+Steinke, ICLR 2022: run a mechanism a random number of times, drawn with this mean from a truncated
 negative binomial of this shape, keep the best run; shape 0 logarithmic, 1 geometric, inf
 Poisson). `event_from_spec` / `spec_from_event` translate to and from `dp_accounting` events;
 `epsilon_delta` has no dp_accounting event (it is a bare guarantee, not a mechanism) and is
@@ -99,12 +105,31 @@ def event_from_spec(spec: Mapping[str, Any]) -> dp_accounting.DpEvent:
             )
         inner = event_from_spec(spec.get("event", {}))
         return dp_accounting.dp_event.RepeatAndSelectDpEvent(inner, mean, shape)
-    if kind == "epsilon_delta":
+    if kind in ("epsilon_delta", "thresholded"):
+        # inside another spec their delta would be lost: only compose() (top level) reads them
         raise ConfigError(
-            "event spec epsilon_delta: a bare (epsilon, delta) guarantee has no dp_accounting "
-            "event; compose() adds it by the basic rule"
+            f"event spec {kind}: its delta has no dp_accounting event; give it as a release's "
+            "whole spec (compose() adds the delta by the basic rule)"
         )
     raise ConfigError(f"event spec: unknown kind {kind!r}")
+
+
+def check_spec(spec: Mapping[str, Any]) -> None:
+    """Raise ConfigError unless `spec` is a valid release spec (any kind `compose` reads)."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"event spec: {spec!r} is not a JSON object")
+    kind = spec.get("kind")
+    if kind == "epsilon_delta":
+        e, d = _num(spec, "epsilon"), _num(spec, "delta")
+        if not (e >= 0 and 0 <= d < 1):
+            raise ConfigError(f"event spec epsilon_delta: invalid ({e}, {d})")
+    elif kind == "thresholded":
+        d = _num(spec, "delta")
+        if not 0 <= d < 1:
+            raise ConfigError(f"event spec thresholded: delta={d} is not in [0, 1)")
+        event_from_spec(spec.get("event", {}))
+    else:
+        event_from_spec(spec)
 
 
 def spec_from_event(event: dp_accounting.DpEvent) -> Spec:
@@ -191,6 +216,8 @@ def compose(specs: Iterable[Mapping[str, Any]], *, delta: float) -> float:
       (e.g. `repeat_and_select`) are composed by its RDP accountant instead, and the two parts
       are joined by the basic rule, their delta split at the best of a few fixed shares.
     - At delta 0 (pure DP) only Laplace specs have a finite epsilon: the sum of 1 / b.
+    - `thresholded` specs: the inner event joins the mechanisms, the threshold's delta the bare
+      guarantees below (as epsilon 0, delta d).
     - `epsilon_delta` specs are joined by the basic rule: with (e_i, d_i) their guarantees, the
       accountants get the remaining delta `delta - sum d_i` and the result is their epsilon plus
       `sum e_i`. The whole is then (epsilon, delta)-DP by basic composition of the parts.
@@ -212,6 +239,12 @@ def compose(specs: Iterable[Mapping[str, Any]], *, delta: float) -> float:
             if not (e >= 0 and 0 <= d < 1):
                 raise ConfigError(f"event spec epsilon_delta: invalid ({e}, {d})")
             bare.append((e, d))
+        elif isinstance(s, Mapping) and s.get("kind") == "thresholded":
+            d = _num(s, "delta")
+            if not 0 <= d < 1:
+                raise ConfigError(f"event spec thresholded: delta={d} is not in [0, 1)")
+            bare.append((0.0, d))
+            mechanisms.append(s.get("event", {}))
         else:
             mechanisms.append(s)
     bare_eps = math.fsum(e for e, _ in bare)

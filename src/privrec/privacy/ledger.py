@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from privrec.core.errors import BudgetExceededError, ConfigError
 from privrec.core.files import open_private_append
-from privrec.privacy.accounting import basic_sum, compose, epsilon_delta_spec, event_from_spec
+from privrec.privacy.accounting import basic_sum, check_spec, compose, epsilon_delta_spec
 from privrec.privacy.sealed import seal_line, unseal_line
 
 LEDGER_FILE = "privacy-ledger.jsonl"
@@ -275,8 +275,7 @@ class PrivacyLedger:
             spec = epsilon_delta_spec(release.epsilon, release.delta)
         else:
             spec = json.loads(json.dumps(dict(event)))  # a plain JSON copy, as it will be read
-            if spec.get("kind") != "epsilon_delta":
-                event_from_spec(spec)  # refuse a malformed spec before anything is written
+            check_spec(spec)  # refuse a malformed spec before anything is written
         with self._locked() as fh:
             fh.seek(0)
             entries = self._parse(fh.read())

@@ -2,32 +2,49 @@
 item, items bought together, and the store's events per day for the operator console.
 
 The three share the serving state (`Serving`), so the pages, the API and the CLI see the same
-numbers. Bought-together lists only pairs that at least `MIN_SHOPPERS` distinct shoppers bought
-(and never print a count): a pair bought by one shopper would tell any visitor what that one
-shopper bought.
+numbers.
+
+Bought-together is shown to every visitor, so it is a differentially private release (user-level,
+`privacy.partition`): each shopper counts at most `bought_together_max_pairs` pairs of items they
+bought, the pair counts get Gaussian noise and only pairs above a calibrated threshold are kept
+(a pair bought by one shopper stays hidden except with a probability of about 1e-9). A plain
+"at least 3 buyers" rule would not do: an attacker who watches the list before and after one
+shopper's purchase sees the pair that shopper completed. The release is charged to the privacy
+ledger before its noise is drawn, kept (sealed) beside the store and renewed at most every
+`bought_together_refresh_days` when events changed; a refused charge keeps the previous release.
+Being DP, a release needs no change when a shopper is erased.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from privrec.core.errors import NotFoundError, ValidationError
+from privrec.core.errors import BudgetExceededError, NotFoundError, ValidationError
+from privrec.core.rng import DEFAULT_SEED
 from privrec.core.types import strongest_actions
 from privrec.explain.explanations import history_contributions
+from privrec.privacy.partition import SparseHistogram, bound_contributions
+from privrec.privacy.sealed import read_sealed, write_sealed
 from privrec.service.serving import Serving
 
-__all__ = ["MIN_SHOPPERS", "Insights"]
+__all__ = ["BOUGHT_TOGETHER_FILE", "Insights"]
 
-# Fewest distinct shoppers behind a bought-together pair before it is shown to anyone.
-MIN_SHOPPERS = 3
-# Store-wide aggregates are recomputed when the event count changed, at most this often.
-_REFRESH_SECONDS = 30.0
+logger = logging.getLogger(__name__)
+
+BOUGHT_TOGETHER_FILE = "bought-together.sealed"
+RELEASE_NAME = "bought_together:pairs"
+# The threshold's share of delta per release: the ledger subtracts it from the budget's delta by
+# the basic rule, so it is kept far below it (each release uses a thousandth).
+_THRESHOLD_DELTA_SHARE = 1e-3
+# A shopper who bought more items than this is a bulk buyer: their pairs say nothing.
+_MAX_BASKET = 500
 
 
 class Insights:
@@ -36,10 +53,9 @@ class Insights:
     def __init__(self, serving: Serving) -> None:
         self.serving = serving
         self._lock = threading.Lock()
-        self._key: tuple[int, float] | None = None
         self._daily_key: tuple[int, int] | None = None
         self._daily: pd.DataFrame | None = None
-        self._pairs: dict[str, Counter[str]] = {}
+        self._release: dict[str, Any] | None = None
 
     # ---- one shopper, one item ------------------------------------------------------------------
     def contributions(
@@ -96,27 +112,78 @@ class Insights:
         return out
 
     # ---- store-wide aggregates ------------------------------------------------------------------
+    def _release_path(self) -> Any:
+        return self.serving.ctx.data_dir / BOUGHT_TOGETHER_FILE
+
+    def _load_release(self) -> None:
+        path = self._release_path()
+        if self._release is not None or not path.exists():
+            return
+        try:
+            self._release = json.loads(read_sealed(path, self.serving.ctx.sidecar_key))
+        except Exception as exc:  # unreadable: a new release replaces it at the next refresh
+            logger.warning("bought-together release unreadable error=%s", type(exc).__name__)
+
     def _refresh(self) -> None:
-        """Recompute the bought-together pairs when the store changed, at most every 30 s."""
-        store = self.serving.ctx.store
+        """A new DP release when none exists, or events changed and the last one is old enough."""
+        ctx = self.serving.ctx
+        st = ctx.settings
         with self._lock:
-            count = store.count()
-            now = time.monotonic()
-            # reading every event costs: at most once per _REFRESH_SECONDS, and only on change
-            if self._key is not None and (
-                self._key[0] == count or now - self._key[1] < _REFRESH_SECONDS
+            if st.bought_together_epsilon <= 0:  # turned off: nothing is shown
+                self._release = None
+                return
+            self._load_release()
+            count = ctx.store.count()
+            old = self._release
+            if old is not None and (
+                old.get("events") == count
+                or time.time() - float(old["time"]) < st.bought_together_refresh_days * 86400.0
             ):
                 return
-            ev = store.events()
+            delta = st.privacy_budget_delta
+            hist = SparseHistogram.calibrated(
+                st.bought_together_epsilon,
+                delta / 2.0,
+                delta * _THRESHOLD_DELTA_SHARE,
+                st.bought_together_max_pairs,
+            )
+            ev = ctx.store.events()
             bought = ev.loc[ev["type"] == "purchase", ["user", "item"]].drop_duplicates()
-            pairs: dict[str, Counter[str]] = {}
-            for items in bought.groupby("user")["item"].agg(list):
-                if len(items) < 2 or len(items) > 500:  # a bulk buyer says nothing about pairs
-                    continue
-                for a in items:
-                    c = pairs.setdefault(a, Counter())
-                    c.update(b for b in items if b != a)
-            self._pairs, self._key = pairs, (count, now)
+            baskets = [
+                sorted(items)
+                for items in bought.groupby("user")["item"].agg(list)
+                if 2 <= len(items) <= _MAX_BASKET
+            ]
+            pairs_per_user = (
+                [(a, b) for i, a in enumerate(items) for b in items[i + 1 :]] for items in baskets
+            )
+            counts = bound_contributions(
+                pairs_per_user, hist.max_keys, np.random.default_rng(DEFAULT_SEED)
+            )
+            try:  # charged before any noise is drawn; a refusal keeps the previous release
+                ctx.ledger.charge(hist.describe(RELEASE_NAME), model="bought_together")
+            except BudgetExceededError as exc:
+                logger.warning("bought-together not renewed: %s", exc)
+                return
+            released = hist.release(counts)  # fresh OS entropy, never seeded
+            partners: dict[str, list[tuple[str, float]]] = {}
+            for (a, b), noisy in released.items():
+                partners.setdefault(str(a), []).append((str(b), noisy))
+                partners.setdefault(str(b), []).append((str(a), noisy))
+            rel = {
+                "time": time.time(),
+                "events": count,
+                "epsilon": hist.epsilon,
+                "delta": hist.delta,
+                "max_pairs_per_shopper": hist.max_keys,
+                # only the order is kept: the noisy counts are not needed to rank
+                "partners": {
+                    a: [b for b, _ in sorted(lst, key=lambda t: (-t[1], t[0]))]
+                    for a, lst in partners.items()
+                },
+            }
+            write_sealed(self._release_path(), json.dumps(rel).encode(), ctx.sidecar_key)
+            self._release = rel
 
     def _daily_counts(self, days: int) -> pd.DataFrame:
         """Events per day (rows) and type (columns) from the store's own aggregate, cached
@@ -161,10 +228,14 @@ class Insights:
         }
 
     def bought_together(self, item: str, k: int = 6) -> dict[str, Any]:
-        """Catalogue items that shoppers who bought `item` also bought, most shoppers first.
+        """Catalogue items that shoppers who bought `item` also bought, from the DP release.
 
-        Only pairs with at least `MIN_SHOPPERS` distinct buyers count, deleted and unknown items
-        are left out, and no count is returned.
+        Deleted and unknown items are left out and no count is returned.
+
+        Returns:
+            {"item", "items": [item dicts], "privacy": {"epsilon", "delta", "released_at",
+            "max_pairs_per_shopper"} or None while no release exists (disabled, or the budget
+            refused the first one)}.
         """
         if not 1 <= k <= 100:
             raise ValidationError("k", "must be between 1 and 100")
@@ -172,16 +243,22 @@ class Insights:
         if loaded.index.get(item, -1) < 0:
             raise NotFoundError(f"item: {item!r} is not in the catalogue")
         self._refresh()
-        counts = self._pairs.get(item, Counter())
+        rel = self._release
         hidden = loaded.hidden
         picked: list[dict[str, Any]] = []
-        for other, c in sorted(counts.items(), key=lambda t: (-t[1], t[0])):
-            if c < MIN_SHOPPERS:
-                break
+        for other in (rel or {}).get("partners", {}).get(item, []):
             j = loaded.index.get(other, -1)
             if j < 0 or (hidden is not None and bool(hidden[j])):
                 continue
             picked.append(loaded.item_dict(j))
             if len(picked) == k:
                 break
-        return {"item": item, "min_shoppers": MIN_SHOPPERS, "items": picked}
+        privacy = None
+        if rel is not None:
+            privacy = {
+                "epsilon": rel["epsilon"],
+                "delta": rel["delta"],
+                "max_pairs_per_shopper": rel["max_pairs_per_shopper"],
+                "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rel["time"])),
+            }
+        return {"item": item, "items": picked, "privacy": privacy}

@@ -31,7 +31,8 @@ async def bought_together(
     item: str = Path(min_length=1, max_length=256),
     k: int = Query(default=6, ge=1, le=100),
 ) -> JSON:
-    """Items that shoppers who bought `item` also bought, most buyers first; only pairs that
-    several distinct shoppers bought (`min_shoppers`) are listed, and no count is given."""
+    """Items that shoppers who bought `item` also bought, from a user-level DP release (noisy pair
+    counts, only pairs above a calibrated threshold; `privacy` gives its epsilon and delta); no
+    count is given."""
     ins = insights_of(request)
     return JSON(await run_in_threadpool(ins.bought_together, item, k))

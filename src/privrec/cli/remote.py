@@ -46,9 +46,9 @@ ROUTES: dict[str, str | None] = {
     "finetune": "POST /v1/models/content/finetune",
     "worker": None,
     "precompute": None,
-    "serve": None,
 }
-"""Commands with no remote form: the HTTP route to use instead (None: none exists)."""
+"""Commands with no remote form: the HTTP route to use instead (None: none exists). `serve`
+checks for itself: over PostgreSQL several servers may share a data directory."""
 
 
 def remote(name: str) -> Callable[[Handler], Handler]:

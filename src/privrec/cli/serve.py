@@ -34,6 +34,16 @@ def serve(
             help="Log one line per request (route templates and key ids only).",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="API worker processes on the one port (more than 1 needs PostgreSQL: "
+            "PRIVREC_STORE_URL=postgresql://...).",
+            min=1,
+            max=64,
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (/v1, OpenAPI at /v1/openapi.json), the web pages and /metrics.
 
@@ -43,15 +53,22 @@ def serve(
     import uvicorn
 
     from privrec.cli.runtime import client_url, live_server, remove_runtime
-    from privrec.core.errors import ConflictError
+    from privrec.core.errors import ConfigError, ConflictError
     from privrec.server.app import create_app
     from privrec.server.security import key_id, load_or_create_keys, parse_keys
     from privrec.server.settings import ServerSettings
 
     with errors():
         settings = settings_of(data_dir)
+        shared = _postgres(settings)
+        if workers > 1 and not shared:
+            raise ConfigError(
+                f"--workers: {workers} workers need the PostgreSQL store "
+                "(PRIVREC_STORE_URL=postgresql://...); the embedded DuckDB store admits one "
+                "writer process, so serve it with --workers 1"
+            )
         running = live_server(settings.data_dir)  # a stale file of a dead server is removed
-        if running is not None:
+        if running is not None and not shared:
             raise ConflictError(
                 f"a privrec server (pid {running.pid}, {running.url}) already serves "
                 f"{settings.data_dir}; the embedded store admits one writer process"
@@ -69,6 +86,9 @@ def serve(
             key_ref = {"source": "env", "var": "PRIVREC_API_KEYS"}
         # the runtime file names where the admin key is, never the key (CLI beside the server)
         key_ref["key_id"] = next((key_id(k) for role, k in keys if role == "admin"), "")
+        if workers > 1:
+            _serve_workers(settings.data_dir, host, port, workers, access_log, key_ref)
+            return
         application = create_app(settings, server=server)
     logging.getLogger("privrec.server.access").setLevel(
         logging.INFO if access_log else logging.WARNING
@@ -115,3 +135,70 @@ def _announce(application: Any, data_dir: Path, url: str, key_ref: dict[str, str
                 remove_runtime(data_dir)
 
     application.router.lifespan_context = announced
+
+
+def _postgres(settings: Any) -> bool:
+    from privrec.events.store_api import is_postgres_url
+
+    url = settings.store_url.get_secret_value() if settings.store_url else None
+    return is_postgres_url(url)
+
+
+def _serve_workers(
+    data_dir: Path, host: str, port: int, workers: int, access_log: bool, key_ref: dict[str, str]
+) -> None:
+    """Run `workers` processes of the app on one port (uvicorn's process supervisor).
+
+    Why uvicorn's workers and not SO_REUSEPORT: the supervisor binds one listening socket that
+    every worker accepts from, so a connection waiting in the queue is taken by whichever worker
+    is alive (with SO_REUSEPORT each worker has its own queue, and the connections queued on a
+    worker that dies are reset); and it starts a new worker when one dies. Each worker builds
+    its app from the environment (`privrec.server.worker_app.app_factory`); the retrain scheduler
+    runs in the one that wins a PostgreSQL advisory lock (`PRIVREC_SCHEDULER_ELECT`).
+    """
+    import os
+    import threading
+    import urllib.request
+
+    import uvicorn
+
+    from privrec.cli.runtime import client_url, remove_runtime, write_runtime
+    from privrec.server.workers import ACCESS_LOG_ENV
+
+    os.environ["PRIVREC_DATA_DIR"] = str(data_dir)
+    os.environ[ACCESS_LOG_ENV] = "1" if access_log else "0"
+    if os.environ.get("PRIVREC_SCHEDULER_ENABLED", "true").lower() not in ("0", "false", "no"):
+        os.environ["PRIVREC_SCHEDULER_ENABLED"] = "false"  # not in every worker: in the leader
+        os.environ["PRIVREC_SCHEDULER_ELECT"] = "true"
+    url = client_url(host, port)
+    stop = threading.Event()
+
+    def announce() -> None:
+        # the runtime file (the CLI beside the server) once a worker answers; the pid is this
+        # supervisor's, which outlives any one worker
+        while not stop.wait(0.25):
+            try:
+                with urllib.request.urlopen(f"{url}/health/live", timeout=1):
+                    write_runtime(data_dir, url=url, key_ref=key_ref)
+                    return
+            except OSError:
+                continue
+
+    threading.Thread(target=announce, name="privrec-announce", daemon=True).start()
+    console.print(
+        f"serving on http://{host}:{port}/ with {workers} workers over PostgreSQL "
+        "(API: /v1, schema: /v1/openapi.json, operator: /ops)"
+    )
+    try:
+        uvicorn.run(
+            "privrec.server.worker_app:app_factory",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+        )
+    finally:
+        stop.set()
+        remove_runtime(data_dir)

@@ -505,4 +505,7 @@ def create_app(
             # the shopper is named only by a signed token; a bare X-User-Id is not accepted
             allow_headers=["Authorization", "X-API-Key", "X-Shopper-Token", "Content-Type"],
         )
+    from privrec.server import workers
+
+    workers.install(app)  # a PostgreSQL store: limits and changes shared by every API worker
     return app

@@ -71,6 +71,15 @@ class ConsentBook:
             self._cache[pseudonym] = new
         return previous
 
+    def invalidate(self, pseudonym: str | None = None) -> None:
+        """Read a pseudonym's level (None: every level) from the store again on next use:
+        another API worker changed it."""
+        with self._lock:
+            if pseudonym is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(pseudonym, None)
+
     def record(self, pseudonym: str) -> dict[str, Any] | None:
         """The stored consent record (level and time of the change), or None."""
         return self._store.record(pseudonym)

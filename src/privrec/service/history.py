@@ -121,6 +121,25 @@ class HistoryIndex:
             self.n_events -= len(got[0])
             return True
 
+    def replace(self, pseudonym: str, keys: list[str], types: list[int]) -> None:
+        """Set a pseudonym's whole history (read again from the store after another process
+        changed it; empty lists: none left) and invalidate their cached lists. Only for a
+        loaded index: an unloaded one reads everything when it loads."""
+        with self._lock:
+            if not self.loaded:
+                return
+            old = self._users.pop(pseudonym, None)
+            if old is not None:
+                for k in set(old[0]):
+                    self._pop[k] = max(0, self._pop.get(k, 0) - 1)
+                self.n_events -= len(old[0])
+            if keys and (self.preloaded or old is not None):  # on demand: read on next use
+                self._users[pseudonym] = (list(keys), list(types))
+                for k in set(keys):
+                    self._pop[k] = self._pop.get(k, 0) + 1
+                self.n_events += len(keys)
+            self._gen[pseudonym] = self._gen.get(pseudonym, 0) + 1
+
     def bump(self, pseudonym: str) -> None:
         """Invalidate a pseudonym's cached lists (consent changed)."""
         with self._lock:
@@ -134,6 +153,21 @@ class HistoryIndex:
         """Distinct users per item key."""
         pop = self._pop
         return np.fromiter((pop.get(k, 0) for k in keys), dtype=np.float64, count=len(keys))
+
+
+class Peers:
+    """Who else must hear when this process changes its serving memory: the other API workers
+    of a shared store. This no-op is the one-process case; `privrec.service.coordination`'s
+    `Coordinator` tells the other workers (PostgreSQL LISTEN/NOTIFY)."""
+
+    def shoppers(self, pseudonyms: list[str], why: str) -> None:
+        """These shoppers' events, consent or erasure changed (`why`: events, consent, erase)."""
+
+    def histories(self) -> None:
+        """Every history changed (a bulk ingest, retention, a key rotation)."""
+
+    def catalogue(self) -> None:
+        """The catalogue changed (titles, prices, stock, deleted items)."""
 
 
 class ListCache:

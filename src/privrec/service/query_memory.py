@@ -114,6 +114,22 @@ class QueryMemory:
             return True
         return False
 
+    def reread(self, pseudonym: str | None = None) -> None:
+        """Drop what this process holds of one shopper's entries (None: everyone's), so they are
+        read from disk again: another API worker changed them."""
+        with self._lock:
+            if pseudonym is None:
+                self._names = None
+                self._cache.clear()
+                return
+            name = self._name(pseudonym)
+            self._cache.pop(name, None)
+            if self._names is not None:
+                if self._path(name).exists():
+                    self._names.add(name)
+                else:
+                    self._names.discard(name)
+
     # ---- the shopper's entries ---------------------------------------------------------------
     def add(self, pseudonym: str, event_id: str, ts: float, vector: np.ndarray) -> None:
         """Keep the embedding of one stored search event (the oldest beyond the cap go)."""

@@ -166,6 +166,9 @@ class ModelRegistry:
         # exactly without loading it first
         self.live: dict[tuple[str, str], Recommender] = {}
         self._deleters: list[threading.Thread] = []
+        # told the model's name after each activation or default change (the other API workers
+        # of a shared store hear of it through `privrec.service.coordination`)
+        self.on_change: list[Callable[[str], None]] = []
 
     # ---- versions ---------------------------------------------------------------------------
     def path(self, name: str, version: str) -> Path:
@@ -274,6 +277,11 @@ class ModelRegistry:
         if previous != version:
             self._remember(name, version)
         (path / ROLLED_BACK_FILE).unlink(missing_ok=True)  # activated on purpose: good again
+        self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        for tell in self.on_change:
+            tell(name)
 
     # ---- activation history and rollback --------------------------------------------------------
     def history(self, name: str) -> list[str]:
@@ -368,6 +376,7 @@ class ModelRegistry:
         tmp = self.models_dir / f".{DEFAULT_FILE}.tmp"
         tmp.write_text(name)
         tmp.replace(self.models_dir / DEFAULT_FILE)
+        self._changed(name)
 
     def models(self) -> dict[str, ModelInfo]:
         """Every saved model with its versions, the active one and its privacy guarantee."""

@@ -28,7 +28,7 @@ from privrec.privacy import consent as policy
 from privrec.service.consent import ConsentBook
 from privrec.service.context import ServiceContext
 from privrec.service.experiments import Experiments
-from privrec.service.history import PRELOAD_MAX_EVENTS, HistoryIndex, ListCache
+from privrec.service.history import PRELOAD_MAX_EVENTS, HistoryIndex, ListCache, Peers
 from privrec.service.lists import check_k, visible, with_context
 from privrec.service.loaded import LoadedModel, load_version
 from privrec.service.registry import ModelRegistry
@@ -76,6 +76,7 @@ class Serving:
         self.experiments = experiments
         self.history = HistoryIndex()
         self.cache = ListCache()
+        self.peers = Peers()  # the other API workers of a shared store (coordination.py)
         self.loaded: dict[str, LoadedModel] = {}
         self._versions: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._default: str | None = None
@@ -238,12 +239,14 @@ class Serving:
                 self.search_indexes.catalogue_changed(new)  # re-embeds changed text only
                 done.append(f"{key[0]}@{key[1]}")
             self.cache.clear()
+        self.peers.catalogue()
         return done
 
     # ---- shoppers' data in memory -------------------------------------------------------------
     def add_events(self, accepted: pd.DataFrame) -> None:
         """Gated, stored events reach the in-memory histories (their lists are invalidated)."""
         self.history.add(accepted)
+        self.peers.shoppers(accepted["user"].astype(str).unique().tolist(), "events")
 
     def reload_history(self) -> None:
         """Re-read the histories from the store on next use (after a bulk ingest)."""
@@ -252,17 +255,20 @@ class Serving:
         if self.history.loaded:
             self.history = HistoryIndex()
             self.cache.clear()
+        self.peers.histories()
 
     def consent_changed(self, pseudonym: str) -> None:
         """Invalidate a shopper's cached lists after a consent change."""
         if "search" not in policy.allowed_types(self.consent.level(pseudonym)):
             self.search_indexes.memory.forget(pseudonym)
         self.history.bump(pseudonym)
+        self.peers.shoppers([pseudonym], "consent")
 
     def forget(self, pseudonym: str) -> bool:
         """Drop a shopper's in-memory history, cached lists and query embeddings; whether any
         history was held."""
         self.search_indexes.memory.forget(pseudonym)
+        self.peers.shoppers([pseudonym], "erase")
         return self.history.drop(pseudonym)
 
     # ---- the pipeline ---------------------------------------------------------------------------

@@ -67,6 +67,8 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "dp_popularity": {"epsilon": float("inf")},
     "dp_itemknn": {"k": 10, "epsilon": float("inf")},
     "dp_ease": {"reg": 5.0, "epsilon": float("inf")},
+    "dp_ease_prior": {"reg": 5.0, "epsilon": float("inf"), "content_params": {"cache": False}},
+    "dp_als": {"embedding_size": 4, "epochs": 6, "epsilon": float("inf")},
     "dp_bpr": {"epochs": 60, "sample_rate": 1.0, "epsilon": float("inf")},
     "dp_hybrid": {
         "epsilon": float("inf"),

@@ -28,6 +28,8 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.dp.bpr",
     "privrec.models.dp.sasrec",
     "privrec.models.dp.hybrid",
+    "privrec.models.dp.als",
+    "privrec.models.dp.prior",
 )
 
 for _module in MODEL_MODULES:

@@ -29,10 +29,14 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from privrec.core.errors import ConfigError
+from privrec.data.dataset import InteractionDataset
 from privrec.models.base import register
 from privrec.models.dp.gram import PrivateGramConfig, PrivateGramRecommender
-from privrec.models.dp.release import GramRelease
+from privrec.models.dp.release import GramRelease, GramStatistics, PrivateFit
+from privrec.models.dp.weighted import RowBound, release_weighted_gram
 from privrec.models.ease import ease_weights
+from privrec.privacy.ledger import PrivacyLedger
 
 
 class DPEASEConfig(PrivateGramConfig):
@@ -42,11 +46,19 @@ class DPEASEConfig(PrivateGramConfig):
         denoise: "spectral" (low-rank shrinkage, see the module docstring) or "none".
         reg: ridge of EASE on the unit-row Gram matrix (its trace is the number of users).
         reg_noise: extra ridge per unit of the noise edge 2 s sqrt(m).
+        max_user_items: at most this many items per shopper (uniform sample; `dp.weighted`).
+        row_scale: "unit" (rows to unit L2 norm) or "uniform" (1/sqrt(max_user_items) each).
+        frequency_exponent: a > 0 spends more of each shopper's norm on rare items (columns
+            x (noisy count / max)^-a before the row scaling; undone after the release).
     """
 
     denoise: str = Field(default="spectral", pattern="^(spectral|none)$")
     reg: float = Field(default=3.0, gt=0.0)
     reg_noise: float = Field(default=0.2, ge=0.0)
+    # issue 16 item 4 (`dp.weighted`): contribution caps and frequency-aware weights
+    max_user_items: int | None = Field(default=None, ge=1)
+    row_scale: str = Field(default="unit", pattern="^(unit|uniform)$")
+    frequency_exponent: float = Field(default=0.0, ge=0.0, le=2.0)
 
 
 def spectral_denoise(g: np.ndarray, noise_std: float) -> tuple[np.ndarray, int]:
@@ -84,9 +96,50 @@ class DPEASE(PrivateGramRecommender):
         self.weights = np.zeros((0, 0), np.float32)  # B on the selected items
         self.rank = 0
         self.ridge = 0.0
+        self.item_scale: np.ndarray | None = None  # d of `dp.weighted` (None: all ones)
+
+    def row_bound(self) -> RowBound:
+        """The contribution bound of the release (`dp.weighted`)."""
+        c = self.config
+        return RowBound(c.max_user_items, c.row_scale, c.frequency_exponent, c.seed)
+
+    def _release(
+        self,
+        dataset: InteractionDataset,
+        x: sp.csr_matrix,
+        run: PrivateFit,
+        ledger: PrivacyLedger | None,
+        stats: GramStatistics | None,
+    ) -> GramRelease:
+        bound = self.row_bound()
+        self.item_scale = None
+        if bound.is_default:
+            return super()._release(dataset, x, run, ledger, stats)
+        if stats is not None:
+            raise ConfigError(
+                "max_user_items / row_scale / frequency_exponent: not supported on sharded "
+                "statistics; fit in one process"
+            )
+        c = self.config
+        rel, d = release_weighted_gram(
+            x,
+            bound,
+            model=self.name,
+            run=run,
+            top_items=c.top_items,
+            max_items_auto=c.max_items_auto,
+            selection_share=c.selection_share,
+            ledger=ledger,
+        )
+        self.item_scale = d
+        return rel
 
     def _fit_released(self, rel: GramRelease, private: bool) -> None:
-        """Spectral denoising (when private), then EASE with the noise-adapted ridge."""
+        """Spectral denoising (when private), then EASE with the noise-adapted ridge.
+
+        With item scales d (frequency-aware rows) both happen in the scaled space, where the
+        noise is homogeneous, and B is mapped back: B_ij = d_i B'_ij / d_j.
+        """
         c = self.config
         g = rel.gram
         if c.denoise == "spectral" and private:
@@ -95,7 +148,14 @@ class DPEASE(PrivateGramRecommender):
             self.rank = g.shape[0]
         m = g.shape[0]
         self.ridge = c.reg + c.reg_noise * 2.0 * rel.noise_std * math.sqrt(m)
-        self.weights = ease_weights(g, self.ridge)
+        self.weights = self._solve(g, self.ridge)
+        d = self.item_scale
+        if d is not None and not np.all(d == 1.0):
+            self.weights = (d[:, None] * self.weights / d[None, :]).astype(np.float32)
+
+    def _solve(self, gram: np.ndarray, ridge: float) -> np.ndarray:
+        """B from the (denoised) released Gram; subclasses may shrink towards a prior."""
+        return ease_weights(gram, ridge)
 
     def selected_scores(self, histories: sp.csr_matrix) -> np.ndarray:
         """h B: scores of the selected items only (columns in `selected` order), float64."""

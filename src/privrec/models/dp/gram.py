@@ -25,6 +25,7 @@ from privrec.models.dp.release import (
     DPArtifact,
     GramRelease,
     GramStatistics,
+    PrivateFit,
     release_gram,
     selected_above_rest,
     start_private_fit,
@@ -128,7 +129,27 @@ class PrivateGramRecommender(DPArtifact, Recommender):
             seed=c.seed,
             noise_seed=noise_seed,
         )
-        rel = release_gram(
+        rel = self._release(dataset, x, run, ledger, stats)
+        self.noisy_gram = rel.gram
+        self.noise_std = rel.noise_std
+        self.selected = rel.selected
+        self.popularity = np.maximum(rel.counts, 0.0).astype(np.float32)
+        self._fit_released(rel, run.private)
+        run.record(self, rel.release)
+        self._mark_fitted(dataset.n_items)
+        return self
+
+    def _release(
+        self,
+        dataset: InteractionDataset,
+        x: sp.csr_matrix,
+        run: PrivateFit,
+        ledger: PrivacyLedger | None,
+        stats: GramStatistics | None,
+    ) -> GramRelease:
+        """The one DP release (`release.release_gram`); a subclass may bound rows differently."""
+        c = self.config
+        return release_gram(
             dataset,
             x,
             model=self.name,
@@ -140,14 +161,6 @@ class PrivateGramRecommender(DPArtifact, Recommender):
             window=self._window(),
             stats=stats,
         )
-        self.noisy_gram = rel.gram
-        self.noise_std = rel.noise_std
-        self.selected = rel.selected
-        self.popularity = np.maximum(rel.counts, 0.0).astype(np.float32)
-        self._fit_released(rel, run.private)
-        run.record(self, rel.release)
-        self._mark_fitted(dataset.n_items)
-        return self
 
     def _fit_released(self, rel: GramRelease, private: bool) -> None:
         """Turn the released matrix into the model's weights (post-processing only)."""

@@ -2,13 +2,15 @@
 
 A signed-in shopper types a query that shares no word with the product's title and finds it
 (words and meaning fused; the same service path as POST /v1/search), opens "why?", and a
-misspelt query shows "Showing results for ...". Screenshots go to a temporary folder.
+misspelt query shows "Showing results for ...". Searching stores no event; opening the second
+result stores the search naming that product. Screenshots go to a temporary folder.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,16 +24,25 @@ QUERY = "footwear for jogging"  # the demo shop's "... Running Shoes ..." share 
 
 @pytest.fixture()
 def search_server(shop_dir: Path):
-    with serve(make_app(shop_dir)) as url:
-        yield url
+    app = make_app(shop_dir)
+    with serve(app) as url:
+        yield url, app
 
 
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def test_the_search_box_finds_by_meaning(search_server: str, tmp_path: Path) -> None:
+def test_the_search_box_finds_by_meaning(search_server: tuple[str, Any], tmp_path: Path) -> None:
     sync_api = playwright_or_skip()
+    url, app = search_server
+    rs = app.state.rs
+    p = rs.ctx.pseudonymise("shopper-00005")
+
+    def searches() -> list[str]:
+        ev = rs.store.events(user=p)
+        return ev[ev["type"].astype(str) == "search"]["item"].tolist()
+
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print(f"screenshots: {shots}")
@@ -46,10 +57,11 @@ def test_the_search_box_finds_by_meaning(search_server: str, tmp_path: Path) -> 
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             page.set_default_timeout(60_000)  # the first search builds the index (MiniLM)
-            page.goto(search_server + "/")
+            page.goto(url + "/")
             page.get_by_test_id("user-input").fill("shopper-00005")
             page.get_by_test_id("signin").click()
             page.get_by_test_id("recs").wait_for()
+            before = searches()
 
             box = page.locator("form[role=search] input[name=q]")
             box.fill(QUERY)
@@ -67,6 +79,12 @@ def test_the_search_box_finds_by_meaning(search_server: str, tmp_path: Path) -> 
             assert why.inner_text() == f"matches your search '{QUERY}'"
             assert page.get_by_test_id("corrected").count() == 0
             page.screenshot(path=str(shots / "1-search-by-meaning.png"), full_page=True)
+            assert searches() == before  # a search chooses nothing: no event
+            second = results.get_by_test_id("item").nth(1)
+            chosen = second.get_attribute("data-item")
+            second.get_by_test_id("item-link").click()  # opens the product from the results
+            page.get_by_test_id("product").wait_for()
+            assert sorted(searches()) == sorted([*before, chosen])
 
             box = page.locator("form[role=search] input[name=q]")
             box.fill("lipstik")

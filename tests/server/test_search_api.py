@@ -1,7 +1,10 @@
 """POST /v1/search end to end (the demo shop, the real MiniLM): modes, typo correction,
-explanations, clear 422s, and a consenting shopper's search kept as an event."""
+explanations, clear 422s, and a consenting shopper's search kept as a query embedding, stored
+as a search event only for the result they click."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -62,11 +65,22 @@ def test_a_consenting_shoppers_search_is_kept_without_its_text(client) -> None:
     rs = client.app.state.rs
     p = rs.ctx.pseudonymise(U)
     before = set(rs.store.events(user=p)["event_id"])
-    assert _post(client, query=JOGGING, k=3, user=U)["personalized"]
-    after = rs.store.events(user=p)
-    new = after[~after["event_id"].isin(before)]
-    assert new["type"].tolist() == ["search"] and new["query"].isna().all()
+    doc = _post(client, query=JOGGING, k=3, user=U)
+    assert doc["personalized"]
+    # searching stores no event (it chose nothing), only the sealed query embedding
+    assert set(rs.store.events(user=p)["event_id"]) == before
     assert len(rs.serving.search_indexes.memory.export(p)) == 1
+    # the click on result 2 (sent back with the list's id) stores the search naming that item
+    chosen = doc["items"][1]["item"]
+    click = {"user": U, "item": chosen, "type": "view", "timestamp": time.time()}
+    r = client.post(
+        "/v1/events", json={**click, "recommendation_id": doc["recommendation_id"]}, headers=C
+    )
+    assert r.status_code == 200 and r.json()["outcomes_attributed"] == 1, r.text
+    after = rs.store.events(user=p)
+    new = after[~after["event_id"].isin(before)].sort_values("type")
+    assert new["type"].tolist() == ["search", "view"]
+    assert new["item"].tolist() == [chosen, chosen] and new["query"].isna().all()
     # the shopper's own export shows the kept embedding; an anonymous shopper keeps nothing
     h = shopper_headers(client, U)
     assert len(client.get("/v1/me/data", headers=h).json()["query_embeddings"]) == 1

@@ -9,6 +9,7 @@ shopper's query embeddings are kept sealed, feed the content model and leave wit
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,8 @@ def test_a_content_model_lends_its_vectors_and_learns_from_queries(data_dir: Pat
         p = rs.ctx.pseudonymise("u1")
         history = rs.serving.history_for(loaded, p, rs.serving.consent.level(p))
         assert history.query_embeddings is not None and history.query_embeddings.shape == (1, 384)
-        # the stored search event names the item found first, never the query text
-        searches = rs.store.events(user=p).query("type == 'search'")
-        assert len(searches) == 1 and searches["item"].iloc[0] == "bed"
-        assert searches["query"].isna().all()
+        # a search chooses nothing: no search event until the shopper acts on a result
+        assert not len(rs.store.events(user=p).query("type == 'search'"))
 
 
 def test_query_embeddings_are_sealed_exported_and_erased(data_dir: Path) -> None:
@@ -181,12 +180,22 @@ def test_query_embeddings_are_sealed_exported_and_erased(data_dir: Path) -> None
         assert rs.serving.search_indexes.memory.recent(p) is None
 
 
-def test_retention_takes_query_embeddings_with_their_events(data_dir: Path) -> None:
+def test_retention_takes_query_embeddings_by_the_rule_of_search_events(data_dir: Path) -> None:
     with _shop(data_dir) as rs:
+        memory = rs.serving.search_indexes.memory
         rs.search(QUERY, 3, user_id="u4")
-        assert rs.serving.search_indexes.memory.count() == 1
-        rs.retention(days=0)  # every event is older than now
-        assert rs.serving.search_indexes.memory.count() == 0
+        assert memory.count() == 1
+        rs.retention(days=1)  # a search made now is younger than a day: kept
+        assert memory.count() == 1
+        rs.ctx.settings.retention_days = {"view": 0}  # a rule for other types only: kept
+        rs.retention()
+        assert memory.count() == 1
+        rs.ctx.settings.retention_days = {"search": 0}  # the rule of searches: gone
+        rs.retention()
+        assert memory.count() == 0
+        rs.search(QUERY, 3, user_id="u4")
+        rs.retention(days=0)  # one limit for every type
+        assert memory.count() == 0
 
 
 def test_without_an_encoder_search_is_lexical_and_says_so(
@@ -249,15 +258,18 @@ def test_a_pinned_item_is_placed_by_the_rule_not_by_the_search(data_dir: Path) -
         assert _ids(found)[:2] == ["pen", "bed"]
         assert found.items[0]["explanation"]["kind"] == "rule"
         assert found.items[1]["explanation"]["kind"] == "search"
-        # the stored search event names what the search found, not what the rule placed
+        # neither what the rule placed nor what the search found first became a search event
         searches = rs.store.events(user=rs.ctx.pseudonymise("u1")).query("type == 'search'")
-        assert searches["item"].tolist() == ["bed"]
+        assert not len(searches)
 
 
 def test_a_shop_that_keeps_query_text_stores_it_with_the_search_event(data_dir: Path) -> None:
     with _shop(data_dir, keep_query_text=True) as rs:
-        rs.search(QUERY, 2, user_id="u1")
+        found = rs.search(QUERY, 2, user_id="u1")
         p = rs.ctx.pseudonymise("u1")
+        assert rs.serving.search_indexes.memory.export(p)[0]["query"] == QUERY
+        chosen = _ids(found)[1]
+        click = {"user": "u1", "item": chosen, "type": "view", "timestamp": time.time()}
+        rs.ingestion.batch([{**click, "recommendation_id": found.recommendation_id}])
         searches = rs.store.events(user=p).query("type == 'search'")
-        assert searches["query"].tolist() == [QUERY]
-        assert len(rs.serving.search_indexes.memory.export(p)) == 1
+        assert searches["item"].tolist() == [chosen] and searches["query"].tolist() == [QUERY]

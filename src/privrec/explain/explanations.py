@@ -54,8 +54,9 @@ _ACTIONS: dict[str, str] = {
     "favorite": "saved {t}",
     "cart": "added {t} to your cart",
     "rating": "rated {t}",
-    # a search event names the product found through the search, never the query (which is not
-    # stored): "searched for 'Lipstick'" would show a product title as if it were the search
+    # a search event names the product the shopper chose from a search's results (a search
+    # alone stores none), never the query (not stored): "searched for 'Lipstick'" would show a
+    # product title as if it were the search
     "search": "found {t} through a search",
     "view": "viewed {t}",
 }

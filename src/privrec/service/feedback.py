@@ -11,7 +11,8 @@ never waits on the disk.
 Outcomes (click = a view, cart, purchase with an optional value) arrive as ordinary events
 through the privacy gate with the list id (`POST /v1/events` with ``recommendation_id``); they
 count for a list when the item was on it, the shopper is the one it was shown to, and the event
-happened within ``attribution_window_hours`` after the impression.
+happened within ``attribution_window_hours`` after the impression. The first outcome of an item
+on a search list is the shopper's choice: `on_search_choice` stores it as their `search` event.
 
 Privacy: the shopper is stored as a keyed hash of their pseudonym (HMAC-SHA-256 with the
 sidecar key), never the pseudonym or raw id; each row's items and outcome values are sealed
@@ -115,6 +116,8 @@ class FeedbackLog:
         self.retention_s = float(retention_days) * 86400.0
         self.clock = clock
         self.catalogue_size: Callable[[], int | None] = lambda: None
+        # called with the choices made from search lists (see `record_outcomes`)
+        self.on_search_choice: Callable[[list[dict[str, Any]]], Any] | None = None
         self._key = key
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
@@ -298,6 +301,10 @@ class FeedbackLog:
         pseudonym; None: not checked) is the one it was shown to, and its time (``ts``: Unix
         seconds or ISO text; default now) falls within the attribution window after the
         impression. Repeats of the same (list, type, item) count once.
+
+        The first outcome of an item on a search list, sent by the shopper it was shown to, is
+        passed to `on_search_choice` as {rec_id, item, user, shopper, ts} (`user`: the outcome's
+        raw id, in memory only; `ts`: when the search was made).
         """
         rows = [o for o in outcomes if o.get("rec_id") and o.get("type") in OUTCOME_TYPES]
         if not rows:
@@ -306,18 +313,21 @@ class FeedbackLog:
         con = self.con
         ids = sorted({self._hash(_LIST, str(o["rec_id"])) for o in rows})
         shown: dict[str, tuple[str | None, float, list[str]]] = {}
+        searches: set[str] = set()
         with self._lock:
             for s in range(0, len(ids), 500):
                 part = ids[s : s + 500]
                 marks = ",".join("?" * len(part))
-                q = f"SELECT list, shopper, ts, doc FROM lists WHERE list IN ({marks})"
-                for h, shopper, ts, doc in con.execute(q, part).fetchall():
+                q = f"SELECT list, shopper, ts, doc, kind FROM lists WHERE list IN ({marks})"
+                for h, shopper, ts, doc, kind in con.execute(q, part).fetchall():
                     shown[h] = (
                         shopper,
                         float(ts),
                         list(self._unpack(doc, _LIST_AAD + h.encode())["i"]),
                     )
-        new = []
+                    if kind == "search":
+                        searches.add(h)
+        new, chosen = [], []
         now = self.clock()
         for o in rows:
             rid, item, kind = str(o["rec_id"]), str(o.get("item")), str(o["type"])
@@ -332,6 +342,9 @@ class FeedbackLog:
             if not (-CLOCK_SKEW_S <= ts - hit[1] <= self.window_s):
                 continue
             k = self._hash(_OUTCOME, json.dumps([rid, kind, item]))
+            if h in searches and shopper is not None and shopper == hit[0]:
+                c = {"rec_id": rid, "item": item, "user": o.get("user"), "shopper": o["shopper"]}
+                chosen.append({**c, "ts": hit[1]})
             value = float(o.get("value") or 0.0)
             doc = self._pack(
                 {"i": item, "v": value, "p": hit[2].index(item)}, _OUTCOME_AAD + k.encode()
@@ -340,6 +353,7 @@ class FeedbackLog:
         if not new:
             return 0
         with self._lock:
+            chosen = self._first_choices(chosen)
             con.execute("BEGIN")
             n = 0
             for r in new:
@@ -347,7 +361,24 @@ class FeedbackLog:
                     "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", r
                 ).rowcount
             con.execute("COMMIT")
+        if chosen and self.on_search_choice is not None:
+            try:
+                self.on_search_choice(chosen)
+            except Exception as exc:  # the outcome counts even if its search cannot be stored
+                logger.warning("search choice not stored error=%s", type(exc).__name__)
         return n
+
+    def _first_choices(self, chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The choices whose item had no outcome on its list yet (one per list and item)."""
+        out, done = [], set()
+        for c in chosen:
+            rid, item = c["rec_id"], c["item"]
+            ks = [self._hash(_OUTCOME, json.dumps([rid, t, item])) for t in OUTCOME_TYPES]
+            q = f"SELECT 1 FROM outcomes WHERE k IN ({','.join('?' * len(ks))}) LIMIT 1"
+            if (rid, item) not in done and self.con.execute(q, ks).fetchone() is None:
+                done.add((rid, item))
+                out.append(c)
+        return out
 
     # ---- reading -----------------------------------------------------------------------------
     def _rows(

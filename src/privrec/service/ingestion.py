@@ -147,6 +147,7 @@ class Ingestion:
                         "value": value,
                         "ts": rec.get("timestamp"),  # the attribution window counts from it
                         "shopper": pseudo[user] if user else None,  # only their own lists
+                        "user": user or None,  # a search choice passes the gate (memory only)
                     }
                 )
             keep.append(rec)

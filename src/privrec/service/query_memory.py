@@ -1,23 +1,28 @@
 """Shoppers' search-query embeddings, sealed at rest: the content models' query signal.
 
 "Query embeddings are kept; query text only where the shop opts in." When a shopper who
-consented to personalisation searches, the search is stored as a `search` event through the
-gate (its text dropped unless `keep_query_text`) and the query's embedding is kept here, beside
-the event store, so `UserHistory.query_embeddings` can use it.
+consented to personalisation searches, the query's embedding is kept here (no event is stored
+then: a search chooses nothing), so `UserHistory.query_embeddings` can use it. When they act on
+a result (an outcome with the search list's `recommendation_id`), the search is stored as a
+`search` event naming the item they chose (`SearchIndexes.record_choices`); where the shop keeps
+query text (`keep_query_text`), the entry holds it until then.
 
-Layout: one sealed file per pseudonym, `<data_dir>/search/queries/<name>.sealed`, where `name`
-is a keyed hash of the pseudonym (HMAC-SHA256 with the sidecar key), so a file name says
-nothing about who searched. The file is AES-256-GCM sealed (`privacy.sealed`, its name
-authenticated) and holds an `.npz` (no pickle) of the stored search events' ids, their times
-and the float32 unit vectors, newest last, at most `MAX_PER_SHOPPER`.
+Layout: one sealed file per pseudonym, `<data_dir>/search/queries/g<generation>-<name>.sealed`,
+where `name` is a keyed hash of the pseudonym (HMAC-SHA256 with the sidecar key), so a file name
+says nothing about who searched, and `generation` is the pseudonym key's generation (how many
+rotations it has had). The file is AES-256-GCM sealed (`privacy.sealed`, its name authenticated)
+and holds an `.npz` (no pickle) of the searches' list ids (`recommendation_id`), their times,
+the float32 unit vectors and the kept query texts ("" when not kept), newest last, at most
+`MAX_PER_SHOPPER`.
 
-Every entry names the `search` event it came with, and lives only as long as that event:
+An entry has its own expiry, like the events it stands beside:
 
 - erasure (`forget`) and a consent level without personalisation delete the shopper's file;
-- `sweep` (after retention, a consent change, a key rotation or a bulk ingest) keeps only the
-  entries whose event is still in the store under the same pseudonym. A key rotation re-keys
-  pseudonyms and event ids, so the sweep drops every entry then: query embeddings are
-  re-learnt from new searches rather than carried across keys.
+- retention (`expire`) applies the rule of the `search` events (one limit, or the per-type one);
+- `sweep` (after retention, a consent change, a key rotation or a bulk ingest) deletes every
+  file of another key generation: a rotation re-keys pseudonyms, so query embeddings are
+  re-learnt from new searches rather than carried across keys. Files of the older layout
+  (entries tied to a stored search event that named the first item found) are dropped too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,10 @@ logger = logging.getLogger(__name__)
 MAX_PER_SHOPPER = 50  # older searches say little next to recent ones; bounds the file
 _CACHE = 10_000  # shoppers' vectors held in memory
 _NAME_DOMAIN = b"privrec:query-embeddings:"
+_DAY = 86_400.0
+
+# one file's entries: list ids, times, vectors (rows), kept query texts ("" when not kept)
+Entries = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 class QueryMemory:
@@ -52,58 +62,79 @@ class QueryMemory:
     Args:
         data_dir: the data directory.
         key: the sidecar key (32 bytes) that seals the files and keys their names.
+        generation: the pseudonym key's current generation (None: always 0).
     """
 
-    def __init__(self, data_dir: Path, key: bytes) -> None:
+    def __init__(
+        self, data_dir: Path, key: bytes, *, generation: Callable[[], int] | None = None
+    ) -> None:
         self.directory = Path(data_dir) / "search" / "queries"
         self._key = key
+        self._generation = generation or (lambda: 0)
         self._lock = threading.RLock()
         self._names: set[str] | None = None  # files on disk (listed once)
-        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[str, Entries] = OrderedDict()
 
     # ---- files -----------------------------------------------------------------------------
+    def _prefix(self) -> str:
+        return f"g{int(self._generation())}-"
+
     def _name(self, pseudonym: str) -> str:
         mac = hmac.new(self._key, _NAME_DOMAIN + pseudonym.encode(), hashlib.sha256)
-        return mac.hexdigest()[:32]
+        return self._prefix() + mac.hexdigest()[:32]
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}{FILE_SUFFIX}"
 
     def _known(self) -> set[str]:
         if self._names is None:
-            self._names = (
+            names = (
                 {p.name[: -len(FILE_SUFFIX)] for p in self.directory.glob(f"*{FILE_SUFFIX}")}
                 if self.directory.is_dir()
                 else set()
             )
+            # another key generation's files (an interrupted rotation) or the older layout's:
+            # no current pseudonym reaches them, so an erasure could not either; they go now
+            prefix = self._prefix()
+            for name in [n for n in names if not n.startswith(prefix)]:
+                self._path(name).unlink(missing_ok=True)
+                names.discard(name)
+            self._names = names
         return self._names
 
-    def _read(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _read(self, name: str) -> Entries:
         got = self._cache.get(name)
         if got is not None:
             return got
         raw = read_sealed(self._path(name), self._key)
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            got = (z["event_ids"].astype(str), z["ts"].astype(np.float64), z["vectors"])
+            got = (
+                z["ids"].astype(str),
+                z["ts"].astype(np.float64),
+                z["vectors"],
+                z["queries"].astype(str),
+            )
         self._remember(name, got)
         return got
 
-    def _remember(self, name: str, got: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def _remember(self, name: str, got: Entries) -> None:
         self._cache[name] = got
         self._cache.move_to_end(name)
         while len(self._cache) > _CACHE:
             self._cache.popitem(last=False)
 
-    def _write(self, name: str, ids: np.ndarray, ts: np.ndarray, vectors: np.ndarray) -> None:
+    def _write(self, name: str, entries: Entries) -> None:
+        ids, ts, vectors, queries = entries
         if not len(ids):
             self._delete(name)
             return
+        got = (ids.astype(str), ts.astype(np.float64), vectors, queries.astype(str))
         buf = io.BytesIO()
-        np.savez(buf, event_ids=ids.astype(str), ts=ts.astype(np.float64), vectors=vectors)
+        np.savez(buf, ids=got[0], ts=got[1], vectors=got[2], queries=got[3])
         private_dir(self.directory)
         write_sealed(self._path(name), buf.getvalue(), self._key)
         self._known().add(name)
-        self._remember(name, (ids.astype(str), ts.astype(np.float64), vectors))
+        self._remember(name, got)
 
     def _delete(self, name: str) -> bool:
         self._cache.pop(name, None)
@@ -131,23 +162,62 @@ class QueryMemory:
                     self._names.discard(name)
 
     # ---- the shopper's entries ---------------------------------------------------------------
-    def add(self, pseudonym: str, event_id: str, ts: float, vector: np.ndarray) -> None:
-        """Keep the embedding of one stored search event (the oldest beyond the cap go)."""
+    def add(
+        self,
+        pseudonym: str,
+        search_id: str,
+        ts: float,
+        vector: np.ndarray,
+        *,
+        query: str | None = None,
+    ) -> None:
+        """Keep the embedding of one search (the oldest beyond the cap go).
+
+        Args:
+            pseudonym: the shopper.
+            search_id: the search list's id (its `recommendation_id`).
+            ts: when the search was made (Unix seconds).
+            vector: the query's embedding.
+            query: the query text, only where the shop keeps query text (None: not kept).
+        """
         vec = np.asarray(vector, np.float32).reshape(1, -1)
         with self._lock:
             name = self._name(pseudonym)
             if name in self._known():
-                ids, times, vecs = self._read(name)
+                ids, times, vecs, texts = self._read(name)
                 if vecs.shape[1] != vec.shape[1]:  # a new encoder: old vectors are not comparable
-                    ids, times, vecs = ids[:0], times[:0], vecs[:0, : vec.shape[1]]
+                    ids, times, vecs, texts = (
+                        ids[:0],
+                        times[:0],
+                        vecs[:0, : vec.shape[1]],
+                        texts[:0],
+                    )
             else:
-                ids = np.zeros(0, str)
-                times = np.zeros(0, np.float64)
+                ids, times, texts = np.zeros(0, str), np.zeros(0, np.float64), np.zeros(0, str)
                 vecs = np.zeros((0, vec.shape[1]), np.float32)
-            ids = np.append(ids, str(event_id))[-MAX_PER_SHOPPER:]
-            times = np.append(times, float(ts))[-MAX_PER_SHOPPER:]
-            vecs = np.vstack([vecs, vec]).astype(np.float32)[-MAX_PER_SHOPPER:]
-            self._write(name, ids, times, vecs)
+            cap = slice(-MAX_PER_SHOPPER, None)
+            self._write(
+                name,
+                (
+                    np.append(ids, str(search_id))[cap],
+                    np.append(times, float(ts))[cap],
+                    np.vstack([vecs, vec]).astype(np.float32)[cap],
+                    np.append(texts, query or "")[cap],
+                ),
+            )
+
+    def search_of(self, pseudonym: str, search_id: str) -> tuple[float, str | None] | None:
+        """(time, kept query text or None) of one kept search of the shopper, or None."""
+        with self._lock:
+            name = self._name(pseudonym)
+            if name not in self._known():
+                return None
+            ids, ts, _, texts = self._read(name)
+        hit = np.flatnonzero(ids == str(search_id))
+        if not len(hit):
+            return None
+        j = int(hit[-1])
+        return float(ts[j]), (str(texts[j]) or None)
 
     def recent(self, pseudonym: str, n: int = 20, *, dim: int | None = None) -> np.ndarray | None:
         """The shopper's `n` most recent query embeddings (rows, oldest first), or None.
@@ -163,22 +233,27 @@ class QueryMemory:
             name = self._name(pseudonym)
             if name not in self._known():
                 return None
-            _, _, vecs = self._read(name)
+            vecs = self._read(name)[2]
         if not len(vecs) or (dim is not None and vecs.shape[1] != dim):
             return None
         return vecs[-n:]
 
     def export(self, pseudonym: str) -> list[dict[str, Any]]:
-        """Right of access: each kept query embedding with its event id and time."""
+        """Right of access: each kept query embedding with its search's list id (the
+        `recommendation_id` of the search in `served_lists`), its time and any kept text."""
         with self._lock:
             name = self._name(pseudonym)
             if name not in self._known():
                 return []
-            ids, ts, vecs = self._read(name)
-        return [
-            {"event_id": e, "ts": float(t), "embedding": [round(float(x), 6) for x in v]}
-            for e, t, v in zip(ids.tolist(), ts.tolist(), vecs, strict=True)
-        ]
+            ids, ts, vecs, texts = self._read(name)
+        out = []
+        for e, t, v, q in zip(ids.tolist(), ts.tolist(), vecs, texts.tolist(), strict=True):
+            d: dict[str, Any] = {"recommendation_id": e, "ts": float(t)}
+            if q:
+                d["query"] = q
+            d["embedding"] = [round(float(x), 6) for x in v]
+            out.append(d)
+        return out
 
     def forget(self, pseudonym: str) -> int:
         """Erase every query embedding of the shopper; returns how many were deleted."""
@@ -194,38 +269,46 @@ class QueryMemory:
             return n
 
     # ---- housekeeping ----------------------------------------------------------------------
-    def sweep(self, store: EventStoreAPI) -> int:
-        """Drop every entry whose search event is no longer stored under the same pseudonym
-        (retention, a consent change, erasure, a key rotation); returns the entries dropped."""
+    def expire(self, days: int | float | Mapping[str, int | None], now: float) -> int:
+        """Retention: drop the entries older than the rule of `search` events (one limit for
+        every type, or {type: days} whose `search` entry applies); returns the entries dropped."""
+        limit = days.get("search") if isinstance(days, Mapping) else days
+        if limit is None:
+            return 0
+        cut = float(now) - float(limit) * _DAY
+        dropped = 0
         with self._lock:
-            names = set(self._known())
-            if not names:
-                return 0
-            ev = store.events()
-            searches = ev[ev["type"].astype(str) == "search"] if len(ev) else ev
-            live: dict[str, set[str]] = {}
-            for user, eid in zip(
-                searches["user"].astype(str), searches["event_id"].astype(str), strict=True
-            ):
-                live.setdefault(self._name(user), set()).add(eid)
-            dropped = 0
-            for name in names:
-                keep_ids = live.get(name)
-                if not keep_ids:
-                    try:
-                        dropped += len(self._read(name)[0])
-                    except Exception:
-                        dropped += 1
+            for name in sorted(self._known()):
+                try:
+                    ids, ts, vecs, texts = self._read(name)
+                except Exception:  # unreadable: nothing in it can be used; it goes
                     self._delete(name)
+                    dropped += 1
                     continue
-                ids, ts, vecs = self._read(name)
-                keep = np.fromiter((e in keep_ids for e in ids.tolist()), bool, count=len(ids))
+                keep = ts >= cut
                 if not keep.all():
                     dropped += int((~keep).sum())
-                    self._write(name, ids[keep], ts[keep], vecs[keep])
-            if dropped:
-                logger.info("query embeddings swept dropped=%d", dropped)
-            return dropped
+                    self._write(name, (ids[keep], ts[keep], vecs[keep], texts[keep]))
+        if dropped:
+            logger.info("query embeddings expired dropped=%d", dropped)
+        return dropped
+
+    def sweep(self, store: EventStoreAPI | None = None) -> int:
+        """Delete every file of another pseudonym-key generation (a key rotation re-keyed the
+        shoppers) or of the older layout; returns the files deleted.
+
+        Args:
+            store: unused (entries no longer depend on stored events); kept for callers.
+        """
+        del store
+        with self._lock:
+            prefix = self._prefix()
+            stale = [n for n in self._known() if not n.startswith(prefix)]
+            for name in stale:
+                self._delete(name)
+        if stale:
+            logger.info("query embeddings swept files=%d", len(stale))
+        return len(stale)
 
     def count(self) -> int:
         """Shoppers with kept query embeddings (a metric; no personal data)."""

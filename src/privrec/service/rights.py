@@ -431,6 +431,8 @@ class Rights:
         store = self.ctx.store
         expired = store.expired(spec, now)  # read first (the store's own rule): what leaves models
         n = store.retention(spec, now=now)
+        # query embeddings have no event of their own: the rule of search events applies
+        self.serving.search_indexes.memory.expire(spec, now)
         self.serving.reload_history()
         done = self._remove(expired, "retention", whole_users=False, rule=spec)
         return {"deleted": int(n), **done}

@@ -9,9 +9,13 @@ call `Serving.search`, which runs `run_search` here:
    (`search_personal_weight` x the min-max normalised score among the hits);
 3. the shop rules (`apply_rules`), and an explanation per item ("matches your search 'q'": the
    query the shopper just typed is theirs to see; no product title is ever shown as a search);
-4. for that same shopper, the search is stored as a `search` event through the gate (query text
-   dropped unless the shop keeps it) and its embedding kept sealed (`query_memory`), so the
-   content and hybrid models' `UserHistory.query_embeddings` learn from it. Anonymous and
+4. for that same shopper, the query's embedding is kept sealed (`query_memory`), so the content
+   and hybrid models' `UserHistory.query_embeddings` learn from it. No event is stored then: a
+   search shows items, it does not choose one. When the shopper acts on a result (a click, cart
+   or purchase sent with the list's `recommendation_id`), the feedback log hands the choice to
+   `SearchIndexes.record_choices`, which stores the `search` event naming the item they chose,
+   through the gate (pseudonyms, consent; query text only where the shop keeps it), so that
+   history and "found X through a search" only ever name chosen items. Anonymous and
    purchases-only shoppers leave nothing behind.
 
 The index belongs to a model version's catalogue (the items its vocabulary knows) and lives at
@@ -32,7 +36,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,11 +59,14 @@ from privrec.service.query_memory import QueryMemory
 from privrec.service.results import SearchResult
 from privrec.service.rule_spec import rules_from
 from privrec.service.rules import apply_rules
+from privrec.service.search_events import store_choices
 from privrec.text.cache import EmbeddingCache
 from privrec.text.encoder import SentenceEncoder
 
 if TYPE_CHECKING:
     from privrec.service.consent import ConsentBook
+    from privrec.service.experiments import Experiments
+    from privrec.service.history import HistoryIndex
     from privrec.text.search import SearchIndex
 
 __all__ = [
@@ -87,6 +94,11 @@ class HasLiveGate(Protocol):
         """The server's gate."""
         ...
 
+    @property
+    def serving(self) -> Serving:
+        """The serving memory that new events reach."""
+        ...
+
 
 class Serving(Protocol):
     """What the search path needs of serving (`service.serving.Serving`; no import cycle)."""
@@ -94,6 +106,8 @@ class Serving(Protocol):
     ctx: ServiceContext
     consent: ConsentBook
     search_indexes: SearchIndexes
+    experiments: Experiments
+    history: HistoryIndex
 
     def model(self, name: str | None = None) -> LoadedModel:
         """The active version of the default model."""
@@ -179,15 +193,19 @@ class SearchIndexes:
     def __init__(self, ctx: ServiceContext, *, sync_max_items: int = SYNC_MAX_ITEMS) -> None:
         self.ctx = ctx
         self.sync_max_items = sync_max_items
-        self.memory = QueryMemory(ctx.data_dir, ctx.sidecar_key)
+        self.memory = QueryMemory(
+            ctx.data_dir, ctx.sidecar_key, generation=lambda: ctx.pseudonymiser.generation
+        )
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
         self._builders: dict[tuple[str, str], threading.Thread] = {}
         self._ingestion: HasLiveGate | None = None
 
     def attach(self, ingestion: HasLiveGate) -> None:
-        """The ingestion whose gate stores shoppers' search events."""
+        """The ingestion whose gate stores shoppers' search events; the feedback log hands it the
+        choices shoppers make from search lists."""
         self._ingestion = ingestion
+        ingestion.serving.experiments.feedback.on_search_choice = self.record_choices
 
     # ---- where and with what --------------------------------------------------------------
     def directory(self, name: str, version: str) -> Path:
@@ -422,38 +440,19 @@ class SearchIndexes:
         dim = int(np.shape(tm.item_embeddings)[1])
         return self.memory.recent(pseudonym, self.ctx.settings.search_query_history, dim=dim)
 
-    # ---- recording a shopper's search -----------------------------------------------------
-    def record(
-        self,
-        serving: Serving,
-        user_id: str,
-        pseudonym: str,
-        item: str,
-        query: str,
-        vector: np.ndarray,
-    ) -> bool:
-        """Store a `search` event (through the gate) and keep the query's embedding sealed."""
+    # ---- a shopper's searches -------------------------------------------------------------
+    def remember(self, pseudonym: str, search_id: str, query: str, vector: np.ndarray) -> None:
+        """Keep a consenting shopper's query embedding sealed (the text only where the shop keeps
+        query text); no event: the search has not chosen an item."""
+        keep = query if self.ctx.settings.keep_query_text else None
+        self.memory.add(pseudonym, search_id, time.time(), vector, query=keep)
+
+    def record_choices(self, choices: Sequence[Mapping[str, Any]]) -> int:
+        """Store the `search` event of each item a shopper chose from a search list (the
+        feedback log's `on_search_choice`; see `search_events.store_choices`)."""
         if self._ingestion is None:
-            return False
-        rec = {
-            "user": user_id,
-            "item": item,
-            "type": "search",
-            "timestamp": time.time(),
-            "query": query,
-            "event_id": secrets.token_hex(16),
-        }
-        gate = self._ingestion.live_gate
-        result = gate.process_frame(pd.DataFrame([rec]), line_numbers=np.asarray([1], np.int64))
-        if not len(result.accepted):
-            return False
-        row = result.accepted.iloc[0]
-        # the embedding first: the event makes the shopper's lists stale, and their next list
-        # must already see the query
-        self.memory.add(pseudonym, str(row["event_id"]), float(row["ts"]), vector)
-        self.ctx.store.append(result.accepted)
-        serving.add_events(result.accepted)
-        return True
+            return 0
+        return store_choices(self._ingestion, self.memory, self.ctx.store, choices)
 
 
 def _mode(mode: str) -> str:
@@ -539,13 +538,13 @@ def run_search(
         if i in match:
             d["match"] = match[i]
         out.append(d)
-    pinned = res.pinned if res.pinned is not None else np.zeros(len(out), bool)
-    found = [d["item"] for d, pin in zip(out, pinned.tolist(), strict=True) if not pin]
-    if p is not None and qv is not None and found and "search" in policy.allowed_types(level):
-        try:  # the event names the item the search found first (never one a rule placed)
-            indexes.record(serving, str(user_id), p, found[0], query, qv)
+    rec_id = secrets.token_hex(8)  # the list id; a click on a result sends it back
+    if p is not None and qv is not None and out and "search" in policy.allowed_types(level):
+        try:  # only the embedding: the event waits for the shopper's choice (record_choices)
+            indexes.remember(p, rec_id, query, qv)
+            serving.history.bump(p)  # their next list must see the query (content, hybrid)
         except Exception as exc:  # the search is answered even if it cannot be kept
-            logger.warning("search event not stored error=%s", type(exc).__name__)
+            logger.warning("search query not kept error=%s", type(exc).__name__)
     return SearchResult(
         query=query,
         mode=used,
@@ -555,6 +554,7 @@ def run_search(
         version=loaded.version,
         items=out,
         corrected_query=hits.corrected_query,
+        recommendation_id=rec_id,
     )
 
 

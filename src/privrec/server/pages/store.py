@@ -72,7 +72,8 @@ async def store(
         recs = _tagged(served.to_dict())
     results = None
     if q:
-        results = (await run_in_threadpool(rs.search, q, 24, user_id=user)).to_dict()
+        # tagged like "recommended for you": opening a result is the choice the search records
+        results = _tagged((await run_in_threadpool(rs.search, q, 24, user_id=user)).to_dict())
     per_page = 24
     browse = (
         None

@@ -231,6 +231,21 @@ def test_dp_als_composes_to_epsilon_and_noises_b_with_the_calibrated_std(
     assert scores.shape == (4, shop.n_items) and np.isfinite(scores).all()
 
 
+def test_dp_als_private_initialisation_is_one_more_charged_gaussian(
+    shop: InteractionDataset,
+) -> None:
+    eps = 2.0
+    m = DPALS(epsilon=eps, epochs=2, embedding_size=4, top_items=30, init_share=0.4).fit(shop)
+    det = m.release.details
+    zs = [e["noise_multiplier"] for e in m.release.event["events"]]
+    assert len(zs) == 4 and det["noise_multiplier_init_gram"] in zs
+    assert det["sensitivity_l2_init_gram"] == pytest.approx(1 / math.sqrt(2))
+    assert pld_epsilon(zs, DELTA) == pytest.approx(eps, rel=0.02)
+    # shares 0.85 x 0.4 (init) and 0.85 x 0.6 / 2 (each epoch): multipliers ~ 1/sqrt(share)
+    ratio = det["noise_multiplier_item_statistics"] / det["noise_multiplier_init_gram"]
+    assert ratio == pytest.approx(math.sqrt(0.4 / 0.3), rel=1e-6)
+
+
 def test_dp_als_without_noise_learns_the_structure(shop: InteractionDataset) -> None:
     m = DPALS(epsilon=math.inf, epochs=4, embedding_size=8).fit(shop)
     assert m.privacy is None

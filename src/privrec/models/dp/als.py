@@ -49,6 +49,7 @@ from privrec.models.dp.release import (
     selected_above_rest,
     start_private_fit,
     unit_column_sums,
+    unit_gram,
     warn_unless_public_order,
 )
 from privrec.models.dp.weighted import cap_rows
@@ -82,6 +83,10 @@ class DPALSConfig(InputConfig):
         unobserved_weight: alpha, weight of every unobserved (user, item) pair.
         max_user_items: at most this many items per shopper (uniform sample; None: all).
         top_items, max_items_auto, selection_share: DP item selection (as DP EASE).
+        init_share: 0 starts from a seeded random V; > 0 spends this share of what the
+            selection leaves on one noisy unit-row Gram of the selected items whose top
+            eigenvectors (shrunk as DP EASE's spectral denoising) start V (Chien et al.'s
+            private initialisation, one noisy power-iteration step from the full Gram).
         seed: seeds the initial V and the per-shopper sample (never the noise).
     """
 
@@ -98,6 +103,7 @@ class DPALSConfig(InputConfig):
     top_items: int | None = Field(default=None, ge=1)
     max_items_auto: int = Field(default=2000, ge=10)
     selection_share: float = Field(default=0.15, gt=0.0, lt=1.0)
+    init_share: float = Field(default=0.0, ge=0.0, lt=1.0)
     seed: int = DEFAULT_SEED
     binary: bool = True
 
@@ -189,7 +195,9 @@ class DPALS(DPArtifact, Recommender):
             noise_seed=noise_seed,
         )
         auto = c.top_items is None
-        shares = [c.selection_share] + [(1 - c.selection_share) / c.epochs] * c.epochs
+        rest = 1 - c.selection_share
+        init = [rest * c.init_share] if c.init_share > 0 else []
+        shares = [c.selection_share, *init] + [rest * (1 - c.init_share) / c.epochs] * c.epochs
         if auto:
             shares = [COUNT_SHARE] + [(1 - COUNT_SHARE) * s for s in shares]
         zs = (
@@ -199,7 +207,10 @@ class DPALS(DPArtifact, Recommender):
         )
         z_count = zs[0] if auto else None
         z_sel, z_als = zs[1 if auto else 0], zs[-1]
+        z_init = zs[(2 if auto else 1)] if c.init_share > 0 else None
         release = self._describe(run, zs, z_count, z_sel, z_als)
+        release.details["noise_multiplier_init_gram"] = z_init
+        release.details["sensitivity_l2_init_gram"] = 1 / math.sqrt(2) if z_init else None
         run.charge(ledger, release, self.name)
         exact = not run.private
         x = cap_rows(x, c.max_user_items, c.seed)
@@ -215,6 +226,8 @@ class DPALS(DPArtifact, Recommender):
         xs = sp.csr_matrix(x[:, self.selected])
         m, d = self.selected.size, c.embedding_size
         v = np.random.default_rng(c.seed).normal(0.0, 1.0 / math.sqrt(d), (m, d))
+        if z_init is not None:
+            v = self._initial_factors(xs, v, GaussianMechanism(z_init, 1 / math.sqrt(2)), run)
         mech = GaussianMechanism(z_als, ALS_SENSITIVITY)
         self.noise_std = mech.sigma
         # the noise edge of a d x d GOE matrix of off-diagonal std sigma
@@ -233,6 +246,40 @@ class DPALS(DPArtifact, Recommender):
         run.record(self, release)
         self._mark_fitted(dataset.n_items)
         return self
+
+    @staticmethod
+    def _initial_factors(
+        xs: sp.csr_matrix, v: np.ndarray, mech: GaussianMechanism, run: PrivateFit
+    ) -> np.ndarray:
+        """V from the top eigenpairs of one noisy unit-row Gram (random V where none survive).
+
+        Each shopper's unit row moves the Gram's upper triangle (diagonal over sqrt 2) by at
+        most 1/sqrt(2): the mechanism's sensitivity. Eigenvalues are shrunk as in
+        `dp.ease.spectral_denoise`; V is scaled so its median item norm is 1 (post-processing).
+        """
+        from scipy.linalg import eigh
+
+        m, d = v.shape
+        g = unit_gram(xs, np.arange(m))
+        if run.private:
+            mech.add_symmetric_noise(g, run.noise, out=g)
+        s = mech.sigma if run.private else 0.0
+        w, q = eigh(g, subset_by_index=(max(m - d, 0), m - 1))
+        w, q = w[::-1], q[:, ::-1]
+        edge = 2.0 * s * math.sqrt(m)
+        theta = np.zeros_like(w)
+        ok = w > edge
+        lam = w[ok]
+        th = (lam + np.sqrt(np.maximum(lam * lam - edge * edge, 0.0))) / 2.0
+        theta[ok] = np.maximum(th - s * s * m / np.maximum(th, 1e-12), 0.0)
+        out = v * 1e-3
+        k = int(np.count_nonzero(theta > 0))
+        if k == 0:
+            return v
+        out[:, :k] = q[:, :k] * np.sqrt(theta[:k])
+        norms = np.linalg.norm(out, axis=1)
+        med = float(np.median(norms[norms > 0])) if np.any(norms > 0) else 1.0
+        return out / med
 
     def _describe(
         self,

@@ -182,10 +182,11 @@ def killed(url: str, data_dir: Path, csv: Path, batch: int, reference: set[str])
             row = mon.execute(
                 "SELECT state, left(query, 40) FROM pg_stat_activity WHERE datname = "
                 "current_database() AND pid <> pg_backend_pid() AND state = 'active' "
-                "AND (query LIKE 'COPY _batch%' OR query LIKE 'WITH fresh%')"
+                "AND (query LIKE 'COPY event%' OR query LIKE 'COPY _ids%' "
+                "OR query LIKE 'COPY (INSERT%')"
             ).fetchone()
-            # Kill once a batch has committed and the next one is being written (its COPY or
-            # its INSERT running inside the batch's transaction).
+            # Kill once a batch has committed and the next one is being written (one of its
+            # COPYs running inside the batch's transaction).
             if committed and row is not None:
                 child.send_signal(signal.SIGKILL)
                 committed_at_kill, in_tx, query = int(committed), True, str(row[1])

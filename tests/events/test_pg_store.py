@@ -55,7 +55,7 @@ def test_migrations_are_versioned_and_applied_once(pg_url: str, data_dir: Path) 
     PgEventStore.open(pg_url, data_dir=data_dir).close()  # a second open applies nothing
     with psycopg.connect(pg_url, autocommit=True) as con:
         rows = con.execute("SELECT version, name FROM schema_version ORDER BY 1").fetchall()
-        assert rows == [(1, "0001_init.sql")]
+        assert rows == [(1, "0001_init.sql"), (2, "0002_user_btree.sql")]
         con.execute("INSERT INTO schema_version (version, name) VALUES (9999, 'future.sql')")
     with pytest.raises(StoreError, match="schema version 9999 is newer"):
         PgEventStore.open(pg_url, data_dir=data_dir)
@@ -108,18 +108,22 @@ def test_a_writer_killed_mid_copy_loses_nothing_and_a_replay_duplicates_nothing(
     with PgEventStore.open(pg_url, data_dir=data_dir) as store:
         store.append(first)
     batch.to_parquet(tmp_path / "batch.parquet")
-    # The child sends half of the batch's COPY data, then is SIGKILLed (no cleanup runs).
+    # The child COPYs the batch's ids into the ledger, sends half of its events' COPY data,
+    # then is SIGKILLed (no cleanup runs).
     child = textwrap.dedent(
         f"""
         import os, signal
         import pandas as pd
         from privrec.events import pg_io, pg_store
-        real = pg_io.copy_in
-        def half_then_die(cur, target, data):
-            with cur.copy(f"COPY {{target}} FROM STDIN (FORMAT csv)") as cp:
+        real = pg_io.copy_binary
+        def half_then_die(cur, target, chunks):
+            if not target.startswith("events "):
+                return real(cur, target, chunks)
+            data = b"".join(chunks)
+            with cur.copy(f"COPY {{target}} FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(data[: len(data) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
-        pg_store.copy_in = half_then_die
+        pg_store.copy_binary = half_then_die
         store = pg_store.PgEventStore.open({pg_url!r}, data_dir={str(data_dir)!r})
         store.append(pd.read_parquet({str(tmp_path / "batch.parquet")!r}))
         """
@@ -133,6 +137,40 @@ def test_a_writer_killed_mid_copy_loses_nothing_and_a_replay_duplicates_nothing(
         assert store.append(pd.concat([first, batch])) == (0, 90)
         ev = store.events()
         assert len(ev) == 90 and ev["event_id"].is_unique
+
+
+def test_a_batch_with_some_stored_ids_stores_only_the_new_ones_exactly(
+    pg_url: str, data_dir: Path
+) -> None:
+    gate = Gate(Pseudonymiser.from_data_dir(data_dir), keep_query_text=True)
+    recs = _records(50)
+    for i, r in enumerate(recs):  # nulls, non-ASCII text, ratings and queries round-trip
+        if i % 4 == 0:
+            r.update(type="rating", rating=1 + i % 5)
+        if i % 5 == 0:
+            r.update(type="search", query=f"grüner tee ☕ {i}", session=f"s-{i % 3}")
+        r["item"] = f"sku-é{i % 13}"
+    acc = gate.process_records(recs).accepted
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        assert store.append(acc.iloc[:20]) == (20, 0)
+    # A fresh writer (no hint that duplicates come): its ledger COPY hits a stored id, the batch
+    # rolls back to the savepoint and de-duplicates, in the same transaction.
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        assert store.append(acc.iloc[10:]) == (30, 10)
+        assert store.append(acc) == (0, 50)
+        got = store.events().sort_values("event_id").reset_index(drop=True)
+    want = acc.sort_values("event_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+    assert got["rating"].isna().sum() == want["rating"].isna().sum() > 0
+    assert got["query"].str.contains("☕").sum() == 10
+    # An id repeated inside one frame: the first row with it is stored, once.
+    more = gate.process_records(_records(3, offset=100)).accepted
+    twice = pd.concat([more, more.assign(item="sku-other")], ignore_index=True).iloc[::-1]
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        assert store.append(twice.reset_index(drop=True)) == (3, 3)
+        ev = store.events()
+        assert list(ev.loc[ev["event_id"].isin(more["event_id"]), "item"]) == ["sku-other"] * 3
+        assert store.count() == 53
 
 
 def test_concurrent_writers_store_each_event_once(pg_url: str, data_dir: Path, gate: Gate) -> None:

@@ -5,10 +5,15 @@ the same frames with the same dtypes:
 
 - Pseudonyms only: `append` refuses any frame that is not the privacy gate's output (the same
   checks as `EventStore.append`); raw ids never reach the database.
-- Idempotent event ids: a batch is COPY'd into a temporary table and moved with
-  `INSERT ... ON CONFLICT DO NOTHING` against `event_ids`, a ledger of every stored id, in one
-  transaction. A worker killed mid-batch leaves nothing of that batch; re-sending it stores
-  every event once, and concurrent writers of the same ids store each id once.
+- Idempotent event ids: `event_ids` is a ledger of every stored id (uuid primary key). A batch
+  is one transaction: its ids are COPY'd into the ledger (sorted: the B-tree is then filled
+  page by page) and its rows COPY'd into `events`, both in PostgreSQL's binary format. When an
+  id is already stored the ledger's COPY fails on the key; the batch then rolls back to a
+  savepoint and takes the de-duplicating path (ids into a temporary table, `INSERT ... ON
+  CONFLICT DO NOTHING RETURNING` into the ledger, and only the ids it returns COPY'd into
+  `events`), which it keeps while batches bring duplicates. A worker killed mid-batch leaves
+  nothing of that batch; re-sending it stores every event once, and concurrent writers of the
+  same ids store each id once (ON CONFLICT waits for the other writer's transaction).
 - Events are partitioned by month on `ts` (declarative range partitioning); the month
   partitions a batch needs are created in the batch's transaction.
 - Erasure, retention, consent downgrades and key rotation each run in one transaction
@@ -44,7 +49,19 @@ from privrec.core.errors import StoreError
 from privrec.core.types import EVENT_TYPES
 from privrec.events import store as duck  # the shared frame checks and conversions
 from privrec.events.maintenance import StagedRekey, _rekey_column, retention_rule
-from privrec.events.pg_io import copy_in, copy_out, csv_bytes, migrate, need_psycopg, problem
+from privrec.events.pg_io import (
+    binary_rows,
+    copy_binary,
+    copy_in,
+    copy_out,
+    csv_bytes,
+    first_of_each_id,
+    fresh_rows,
+    ledger_rows,
+    migrate,
+    need_psycopg,
+    problem,
+)
 from privrec.events.store import EVENT_SCHEMA, ITEM_SCHEMA, STORE_FORMAT_VERSION
 from privrec.privacy.pseudonym import PSEUDONYM_HEX_LEN, Pseudonymiser
 
@@ -79,6 +96,9 @@ class PgEventStore:
         self.data_dir = data_dir
         self._lock = threading.RLock()
         self._months: set[str] = set()
+        # Set when a batch held stored ids: the next batch de-duplicates first (a re-sent file
+        # brings duplicates in runs); cleared by a batch that turns out all new.
+        self._dups_likely = False
 
     # ---- opening and closing ---------------------------------------------------------------
     @classmethod
@@ -236,7 +256,7 @@ class PgEventStore:
 
     # ---- writing -----------------------------------------------------------------------------
     def append(self, frame: pd.DataFrame) -> tuple[int, int]:
-        """Insert gated events, skipping event_ids already stored (idempotent; COPY + ON CONFLICT).
+        """Insert gated events, skipping event_ids already stored (idempotent; binary COPY).
 
         Returns:
             (inserted, duplicates): duplicates were already stored or repeated in `frame`.
@@ -248,22 +268,24 @@ class PgEventStore:
         if n == 0:
             return 0, 0
         table = duck._events_table(frame)  # the embedded store's checks: pseudonyms only
-        first = ~frame["event_id"].duplicated().to_numpy(dtype=bool)
-        if not first.all():
-            table = table.filter(pa.array(first))
-        table = table.append_column("ord", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        data = csv_bytes(table)
+        table, ids, sorted_ids = first_of_each_id(table)
+        # Encoded before the transaction (keeps it short), unless duplicates are expected.
+        rows = None if self._dups_likely else list(binary_rows(_event_columns(table)))
         with self._tx() as cur:
             months = self._ensure_partitions(cur, table["ts"].to_numpy())
-            copy_in(cur, f"_batch ({_EVENT_COLS}, ord)", data)
-            cur.execute(
-                "WITH fresh AS (INSERT INTO event_ids (event_id) SELECT event_id::uuid FROM _batch "
-                "ON CONFLICT DO NOTHING RETURNING event_id) "
-                f'INSERT INTO events ({_EVENT_COLS}) SELECT b.event_id, b."user", b.item, '
-                "b.type, b.ts, b.rating, b.query, b.session FROM _batch AS b "
-                "JOIN fresh ON fresh.event_id = b.event_id::uuid ORDER BY b.ord"
-            )
-            inserted = int(cur.rowcount)
+            keep: np.ndarray | None
+            if rows is None:
+                keep = fresh_rows(cur, sorted_ids, ids)
+            else:
+                keep = ledger_rows(cur, sorted_ids, ids)
+            if keep is not None:
+                self._dups_likely = not keep.all()
+                if not keep.all():
+                    table, rows = table.filter(pa.array(keep)), None
+            if table.num_rows:
+                chunks = rows if rows is not None else binary_rows(_event_columns(table))
+                copy_binary(cur, f"events ({_EVENT_COLS})", chunks)
+            inserted = int(table.num_rows)
         # Cached only once committed: a rolled-back batch takes its new partitions with it.
         self._months.update(months)
         return inserted, n - inserted
@@ -496,15 +518,16 @@ def _connect(url: str) -> Any:
         raise StoreError(f"event store: cannot connect to PostgreSQL ({problem(err)})") from None
     try:
         # Per session, emptied at every commit: a batch killed half-way leaves nothing in it.
-        con.execute(
-            'CREATE TEMP TABLE IF NOT EXISTS _batch (event_id text, "user" text, item text, '
-            "type text, ts double precision, rating double precision, query text, "
-            "session text, ord bigint) ON COMMIT DELETE ROWS"
-        )
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS _ids (event_id uuid) ON COMMIT DELETE ROWS")
     except pg.Error as err:
         con.close()
         raise StoreError(f"event store: cannot prepare the session ({problem(err)})") from None
     return con
+
+
+def _event_columns(table: pa.Table) -> list[pa.Array]:
+    """The columns of `_EVENT_COLS`, in its order, for `binary_rows`."""
+    return [table[c.strip('"')] for c in _EVENT_COLS.split(", ")]
 
 
 def _check_pseudonym(pseudonym: Any, what: str) -> None:

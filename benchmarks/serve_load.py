@@ -48,12 +48,45 @@ PARAMS = {
     "ease": {"reg": 50.0},
     "itemknn": {"k": 200, "shrink": 10.0},
 }  # benchmarks/beauty.py's tuned values
+# The served hybrid (benchmarks/serve_hybrid.py): EASE (reg 50) + a small SASRec (10 epochs of
+# sequential_beauty.py's settings) + MiniLM content + popularity, with the blend weights that
+# sequential_beauty.py's validation fit chose (fixed here, so one fit of each component).
+HYBRID_PARAMS: dict[str, Any] = {
+    "cf": "ease",
+    "cf_params": {"reg": 50.0, "binary": True},
+    "sequential": "sasrec",
+    "sequential_params": {
+        "embedding_size": 64,
+        "num_blocks": 1,
+        "num_heads": 1,
+        "max_len": 50,
+        "dropout": 0.5,
+        "loss": "sampled_softmax",
+        "n_negatives": 1024,
+        "batch_size": 256,
+        "learning_rate": 0.002,
+        "epochs": 10,
+    },
+    "weights": {"cf": 0.04, "sequential": 0.40, "content": 0.40, "popularity": 0.15},
+    "cold_weights": {"content": 0.857, "popularity": 0.143},
+    "cold_item_boost": 1.0,
+    "seed": 42,
+}
+PARAMS["hybrid"] = {**HYBRID_PARAMS, "candidates": 100}
 TARGET_RPS, TARGET_P99_MS, TARGET_EVENTS_PER_S = 1000.0, 25.0, 20000.0
 
 
 # ---- data ---------------------------------------------------------------------------------------
-def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
-    """Ingest Beauty through the gate into the store, train `model`, save it as two versions."""
+def prepare(
+    data_dir: Path,
+    model: str,
+    beauty: Path,
+    *,
+    params: dict[str, Any] | None = None,
+    versions: int = 2,
+) -> dict[str, Any]:
+    """Ingest Beauty through the gate into the store, train `model` (with `params`, default
+    PARAMS[model]), save it as `versions` versions (2: the swap phase needs a second)."""
     import pandas as pd
 
     from privrec.core.settings import Settings
@@ -63,11 +96,11 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
     info: dict[str, Any] = {}
     with RecSys(Settings(data_dir=data_dir)) as rs:
         known = rs.registry.models().get(model)
-        versions = known.versions if known is not None else []
-        if len(versions) >= 2:
+        have = known.versions if known is not None else []
+        if len(have) >= versions:
             info["reused"] = True
             rs.registry.activate(
-                model, versions[0]
+                model, have[0]
             )  # the swap phase then loads the other version cold
             rs.set_default_model(model)
             return info
@@ -93,13 +126,15 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
             )
             info["ingest"] = rs.ingest_frame(frame).to_dict()
         info["prepare_ingest_s"] = round(time.perf_counter() - t0, 1)
-        if not versions:
-            res = rs.train(model, params=PARAMS[model])
+        if not have:
+            res = rs.train(model, params=params if params is not None else PARAMS[model])
             path = rs.models_dir / model / res.version
             info["train_s"] = round(res.train_seconds, 1)
         else:
-            path = rs.models_dir / model / versions[-1]
+            path = rs.models_dir / model / have[-1]
         rs.set_default_model(model)
+        if versions < 2:
+            return info
         # the same fitted artifact saved again: a second version to swap to
         from privrec.models.base import Recommender
 

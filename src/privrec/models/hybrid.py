@@ -74,6 +74,13 @@ from privrec.models.hybrid_routes import (
     is_new_item,
     item_routes,
 )
+from privrec.models.hybrid_serving import (
+    RequestView,
+    ServingState,
+    ViewComponents,
+    ViewMemo,
+    score_view,
+)
 from privrec.models.hybrid_tuning import WeightSearch
 
 if TYPE_CHECKING:
@@ -109,6 +116,9 @@ class HybridRecommender(Recommender):
         self.item_boost = 0.0  # added to new items' scores (config.cold_item_boost or fitted)
         self.item_events = np.zeros(0, np.int64)  # training interactions per item (0: a new item)
         self.tuning: dict[str, Any] = {}
+        # serving state (never saved): see `privrec.models.hybrid_serving`
+        self._views = ViewMemo()
+        self._serving: ServingState | None = None
 
     @property
     def content(self) -> ContentRecommender:
@@ -216,9 +226,43 @@ class HybridRecommender(Recommender):
         return self._score(self.history_matrix(histories), histories)
 
     def score(self, history: UserHistory, items: np.ndarray | None = None) -> np.ndarray:
-        """Hybrid scores of all items (or of `items`) for one history."""
-        s = self.score_histories([history])[0]
+        """Hybrid scores of all items (or of `items`) for one history: the serving path.
+
+        With `config.candidates` unset every item is scored (the same numbers as
+        `score_histories`); with it set, the candidates are scored exactly and the rest placed
+        below them (`privrec.models.hybrid_serving`). The scoring is kept for this thread's
+        explanations of the same history object.
+        """
+        s = self.serve_view(history).scores
         return s if items is None else s[np.asarray(items, dtype=np.int64)]
+
+    def serve_view(self, history: UserHistory) -> RequestView:
+        """Score one history for serving (see `score`) and keep the view for its explanations."""
+        self._check_fitted()
+        view = score_view(self, history, self._serving_state(), self.config.candidates)
+        self._views.put(view)
+        return view
+
+    def _serving_state(self) -> ServingState | None:
+        """Candidate scoring's state (None when candidates are off), rebuilt when the content
+        model's item vectors or the sequential network were replaced."""
+        if self.config.candidates is None:
+            return None
+        got = self._serving
+        if got is None or not got.valid_for(self):
+            got = self._serving = ServingState(self)
+        return got
+
+    def prepare_serving(self) -> None:
+        """Build candidate scoring's state and graphs now rather than on the first request."""
+        state = self._serving_state()
+        if state is not None:
+            state.content.index()
+
+    def reset_serving(self) -> None:
+        """Drop the serving state (call after item vectors were changed in place)."""
+        self._serving = None
+        self._views.clear()
 
     # ---- routes -------------------------------------------------------------------------------
     def route_for(self, history: UserHistory, item: int | None = None) -> str:
@@ -266,6 +310,15 @@ class HybridRecommender(Recommender):
         """The route (kind "cold_user", "cold_item" or the strongest component's kind) and why."""
         self._check_fitted()
         item = int(item)
+        view = self._views.get(history)
+        if view is not None and view.explainable and 0 <= item < self.n_items:
+            # the same request's scoring: no second pass over the components (same results)
+            route = view.route
+            if route == "warm" and self.is_new_item(item):
+                route = "cold_item-boost"
+            parts = {n: float(w * view.z(n, item)) for n, w in view.weights.items() if w}
+            comps = ViewComponents(self, view, self._serving)
+            return explain_route(route, parts, comps, history, item)
         route = self.route_for(history, item)
         weights = self.cold_weights if route == "cold_user" else self.weights
         h = self.history_matrix([history])

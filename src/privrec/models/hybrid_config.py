@@ -41,6 +41,11 @@ class HybridConfig(ModelConfig):
         rounds: passes of the coordinate search.
         refit: refit the components on all training data after the weight search.
         seed: sampling of validation users (and the components' seed when fit() gets none).
+        candidates: serving only (`score`, one history at a time): score exactly only the top
+            `candidates` items of each component (content's through a nearest-neighbour graph)
+            and place the others below them (`privrec.models.hybrid_serving`); None: score
+            every item. `score_matrix` / `score_histories` (evaluation) always score every item.
+        candidate_ann: content candidates from a usearch HNSW graph (False: an exact product).
     """
 
     cf: str | None = "ease"
@@ -61,6 +66,8 @@ class HybridConfig(ModelConfig):
     rounds: int = Field(default=2, ge=1)
     refit: bool = True
     seed: int = 42
+    candidates: int | None = Field(default=None, ge=1)
+    candidate_ann: bool = True
 
     @field_validator("grid")
     @classmethod

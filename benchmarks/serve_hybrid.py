@@ -1,0 +1,296 @@
+"""The best model served under load: the hybrid (MiniLM content + EASE + a small SASRec +
+popularity) per request on CPU over HTTP, list cache OFF, on the Amazon Beauty catalogue.
+
+Two parts (both by default; `--part offline|serve`):
+  offline  Beauty leave-one-out (test = each shopper's last item, history masked), the hybrid
+           trained once on the training part (fixed blend weights from `sequential_beauty.py`'s
+           validation fit, a small SASRec) and cached under --cache-dir. For a seeded sample of
+           test shoppers it scores every item (`config.candidates` unset, the evaluation path)
+           and scores candidates only (`candidates` = N, the serving path): NDCG@10 / HR@10 of
+           both, the recall@10 of the candidate lists against the full lists, and the largest
+           difference of a candidate's score from its full score.
+  serve    a data directory (Beauty through the gate into the encrypted store, the hybrid trained
+           by the service with `candidates` = N, cached under --cache-dir), served by the app
+           `privrec serve` runs (uvicorn, one process, list cache OFF), driven by
+           `serve_load.py`'s load generator in another process on the same 2 cores: an open loop
+           at --rate (latency from each request's scheduled time) and a closed loop (saturation).
+           Reports throughput, p50/p99, server CPU ms per request and the load average.
+
+`hybrid_serving_figures()` is the entry point `benchmarks/scale.py` calls (the same figures as
+the serve part, as a dict). The last line of the output is the figures as JSON.
+
+Usage: python benchmarks/serve_hybrid.py [--part offline|serve|both] [--candidates 100]
+    [--rate 500] [--seconds 10] [--users 3000] [--cache-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from serve_load import (  # noqa: E402
+    HYBRID_PARAMS,
+    _free_port,
+    beauty_users,
+    prepare,
+    run_phase,
+    serve,
+    wait_ready,
+)
+
+TARGET_RPS, TARGET_P99_MS = 500.0, 50.0
+DEFAULT_CACHE = Path(os.environ.get("PRIVREC_BENCH_CACHE", "/tmp/privrec-serve-hybrid"))
+CANDIDATES = 100
+
+
+def _text_cache() -> str | None:
+    """An embedding cache that already holds the Beauty vectors, when there is one."""
+    env = os.environ.get("PRIVREC_TEXT_CACHE_DIR")
+    if env:
+        return env
+    home = Path.home() / ".cache" / "privrec" / "embeddings"
+    return str(home) if home.is_dir() else None
+
+
+def hybrid_params(candidates: int | None) -> dict[str, Any]:
+    """The served hybrid's training parameters (see serve_load.HYBRID_PARAMS)."""
+    p = {**HYBRID_PARAMS, "candidates": candidates}
+    cache = _text_cache()
+    if cache:
+        p["content_params"] = {"cache_dir": cache}
+    return p
+
+
+# ---- offline: candidate lists against full scoring -------------------------------------------
+def offline(cache_dir: Path, candidates: int, n_users: int, seed: int = 0) -> dict[str, Any]:
+    """NDCG@10 / HR@10 with and without candidates, recall@10 of the candidate lists."""
+    import privrec.models.zoo  # noqa: F401  (registers every model)
+    from _common import shared_data
+    from privrec.core.types import UserHistory
+    from privrec.data.loaders import load_amazon_s3rec
+    from privrec.data.splitters import leave_one_out_test
+    from privrec.models.base import Recommender
+    from privrec.models.zoo import create_model
+
+    ds = load_amazon_s3rec(shared_data() / "amazon-beauty")
+    train, test = leave_one_out_test(ds)
+    path = cache_dir / "offline-hybrid"
+    t0 = time.perf_counter()
+    if (path / "config.json").exists():
+        model = Recommender.load(path)
+        fit_s = None
+    else:
+        model = create_model("hybrid", **hybrid_params(None)).fit(train, rng=42)
+        model.save(path)
+        fit_s = round(time.perf_counter() - t0, 1)
+    seqs = train.sequences()
+    target = np.full(ds.n_users, -1, np.int64)
+    target[test.user_idx] = test.item_idx
+    eligible = np.flatnonzero(target >= 0)
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.choice(eligible, min(n_users, len(eligible)), replace=False))
+    out: dict[str, Any] = {"users": len(users), "candidates": candidates, "fit_s": fit_s}
+    lists: dict[str, list[np.ndarray]] = {}
+    worst = 0.0
+    for mode, n in (("full", None), ("candidates", candidates)):
+        model.config = model.config.model_copy(update={"candidates": n})
+        model.prepare_serving()
+        hits, ndcg, tops = [], [], []
+        t = time.process_time()
+        for u in users.tolist():
+            h = UserHistory.of(seqs[u])
+            s = model.score(h).astype(np.float64)
+            if n is not None:  # the exactly scored items against full scoring
+                view = model._views.get(h)
+                assert view is not None and view.candidates is not None
+                model.config = model.config.model_copy(update={"candidates": None})
+                ref = model.score(h)[view.candidates]
+                model.config = model.config.model_copy(update={"candidates": n})
+                worst = max(worst, float(np.abs(ref - s[view.candidates]).max()))
+            s[h.items] = -np.inf  # masked: the shopper's own items are not recommended
+            top = np.argsort(-s, kind="stable")[:10]
+            tops.append(top)
+            r = np.flatnonzero(top == target[u])
+            hits.append(1.0 if r.size else 0.0)
+            ndcg.append(1.0 / np.log2(r[0] + 2) if r.size else 0.0)
+        cpu = time.process_time() - t
+        lists[mode] = tops
+        out[mode] = {
+            "ndcg@10": round(float(np.mean(ndcg)), 5),
+            "hr@10": round(float(np.mean(hits)), 5),
+            "cpu_ms_per_user": round(cpu * 1000 / len(users), 3),
+        }
+    out["recall@10_vs_full"] = round(
+        float(
+            np.mean(
+                [
+                    len(set(a.tolist()) & set(b.tolist())) / 10
+                    for a, b in zip(lists["full"], lists["candidates"], strict=True)
+                ]
+            )
+        ),
+        5,
+    )
+    out["same_top10_share"] = round(
+        float(
+            np.mean(
+                [
+                    np.array_equal(a, b)
+                    for a, b in zip(lists["full"], lists["candidates"], strict=True)
+                ]
+            )
+        ),
+        5,
+    )
+    out["max_abs_score_diff_on_candidates"] = worst
+    return out
+
+
+# ---- serving under load ------------------------------------------------------------------------
+def drive(
+    port: int,
+    users: list[str],
+    *,
+    rate: float | None,
+    seconds: float,
+    connections: int,
+    server_pid: int | None = None,
+) -> dict[str, Any]:
+    """One phase of POST /v1/recommendations k=10 against a running server (open loop at `rate`
+    requests/s, or closed loop when `rate` is None); figures as serve_load.run_phase gives them."""
+    spec: dict[str, Any] = {
+        "port": port,
+        "connections": connections,
+        "users": users,
+        "seconds": seconds,
+        "kind": "recs",
+    }
+    if rate is not None:
+        spec["rate"] = rate
+    res = run_phase(spec, server_pid=server_pid)
+    res["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    return res
+
+
+def hybrid_serving_figures(
+    *,
+    data_dir: Path | None = None,
+    candidates: int = CANDIDATES,
+    rate: float = TARGET_RPS,
+    seconds: float = 10.0,
+    connections: int = 64,
+    closed: bool = True,
+) -> dict[str, Any]:
+    """The acceptance figures: the hybrid served with the list cache off at `rate` req/s.
+
+    Prepares (or reuses) a data directory with the hybrid trained with `candidates`, starts the
+    server (one uvicorn process, list cache off), warms it up, drives an open loop at `rate` and
+    (with `closed`) a closed loop of 16 connections, and returns throughput, p50/p99, server CPU
+    ms per request, the load average and whether the targets (>= 500 req/s, p99 <= 50 ms) hold.
+    """
+    from _common import shared_data
+
+    beauty = shared_data() / "amazon-beauty"
+    data_dir = data_dir or DEFAULT_CACHE / f"data-c{candidates}"
+    t0 = time.perf_counter()
+    prep = prepare(data_dir, "hybrid", beauty, params=hybrid_params(candidates), versions=1)
+    prep["prepare_s"] = round(time.perf_counter() - t0, 1)
+    users = beauty_users(beauty)
+    out: dict[str, Any] = {
+        "model": "hybrid",
+        "candidates": candidates,
+        "prepare": prep,
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    server = ctx.Process(target=serve, args=(str(data_dir), port, 0))
+    t0 = time.perf_counter()
+    server.start()
+    try:
+        out["ready"] = wait_ready(f"http://127.0.0.1:{port}", server)
+        out["server_start_s"] = round(time.perf_counter() - t0, 1)
+        drive(port, users, rate=None, seconds=3.0, connections=8)  # warm-up
+        out["open_loop"] = drive(
+            port,
+            users,
+            rate=rate,
+            seconds=seconds,
+            connections=connections,
+            server_pid=server.pid,
+        )
+        if closed:
+            out["closed_loop"] = drive(
+                port, users, rate=None, seconds=seconds, connections=16, server_pid=server.pid
+            )
+    finally:
+        server.terminate()
+        server.join(timeout=30)
+    o = out["open_loop"]
+    out["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["targets"] = {
+        f"hybrid_req_per_s>={rate:g}_p99_ms<={TARGET_P99_MS:g}_cache_off": bool(
+            o["req_per_s"] >= rate * 0.99
+            and o["failed"] == 0
+            and o["not_sent"] == 0
+            and (o["p99_ms"] or 1e9) <= TARGET_P99_MS
+        )
+    }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--part", choices=("offline", "serve", "both"), default="both")
+    ap.add_argument("--candidates", type=int, default=CANDIDATES)
+    ap.add_argument("--rate", type=float, default=TARGET_RPS)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--users", type=int, default=3000, help="offline: test shoppers sampled")
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--no-closed", action="store_true", help="serve: skip the closed loop")
+    args = ap.parse_args()
+    from _common import machine
+
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"benchmark": "serve_hybrid", "machine": machine()}
+    if args.part in ("offline", "both"):
+        print("offline: full scoring against candidates ...", flush=True)
+        results["offline"] = offline(args.cache_dir, args.candidates, args.users)
+        print(json.dumps(results["offline"]), flush=True)
+    if args.part in ("serve", "both"):
+        print("serve: preparing and driving load ...", flush=True)
+        results["serve"] = hybrid_serving_figures(
+            data_dir=args.cache_dir / f"data-c{args.candidates}",
+            candidates=args.candidates,
+            rate=args.rate,
+            seconds=args.seconds,
+            closed=not args.no_closed,
+        )
+        for name in ("open_loop", "closed_loop"):
+            r = results["serve"].get(name)
+            if r:
+                print(
+                    f"{name:12} {r['req_per_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} "
+                    f"ms  failed {r['failed']}  not sent {r['not_sent']}  server CPU "
+                    f"{r.get('server_cpu_ms_per_request')} ms/request "
+                    f"({r.get('server_cpu_share')} cores)  load {r['load_avg_1m']}",
+                    flush=True,
+                )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

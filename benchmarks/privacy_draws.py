@@ -224,6 +224,18 @@ ROWS: dict[str, tuple[str, str]] = {
     "dp_ease frequency a=0.25": ("dp_ease", "public"),
     "dp_als (fixed)": ("dp_als", "public"),
     "dp_ease_prior (text; fixed)": ("dp_ease_prior", "public"),
+    "dp_ease_prior (text; hybrid's DP settings)": ("dp_ease_prior", "public"),
+    "dp_ease_prior (text; tuned on ML-1M)": ("dp_ease_prior", "public"),
+}
+# DP EASE settings per epsilon chosen on MovieLens-1M subsampled to 943 shoppers, treated as
+# public (benchmarks/privacy_transfer_tuning.py, results/privacy_transfer_tuning*.log): used
+# unchanged on MovieLens-100K. (top_items, selection_share); every best had reg 60, reg_noise 0
+TUNED_ON_ML1M: dict[float, tuple[int, float]] = {
+    0.5: (80, 0.3),
+    1.0: (50, 0.3),
+    2.0: (50, 0.3),
+    4.0: (150, 0.15),
+    8.0: (150, 0.15),
 }
 # Chien et al. 2021 caps (k = 100: best of {30, 100, 300} x {unit, 1/sqrt k} on ML-100K validation,
 # 3 seeded draws, eps 1 / 2 / 8), AdaDPALS-style frequency weights (a = 0.25: best of
@@ -269,6 +281,21 @@ ROW_PARAMS: dict[str, Any] = {
     "dp_ease cap k=100 (1/sqrt k)": {"max_user_items": 100, "row_scale": "uniform"},
     "dp_ease frequency a=0.25": {"frequency_exponent": 0.25},
     "dp_ease_prior (text; fixed)": {"content_params": {"cache_dir": TEXT_CACHE}},
+    "dp_ease_prior (text; tuned on ML-1M)": lambda e: {
+        "top_items": TUNED_ON_ML1M[e][0],
+        "selection_share": TUNED_ON_ML1M[e][1],
+        "reg": 60.0,
+        "reg_noise": 0.0,
+        "content_params": {"cache_dir": TEXT_CACHE},
+    },
+    # the DP EASE part of the dp_hybrid (fixed) row (chosen earlier on ML-100K's validation)
+    "dp_ease_prior (text; hybrid's DP settings)": {
+        "top_items": 80,
+        "selection_share": 0.3,
+        "reg": 60.0,
+        "reg_noise": 0.0,
+        "content_params": {"cache_dir": TEXT_CACHE},
+    },
 }
 
 
@@ -296,6 +323,11 @@ def dp_point(
             model = create_model(name, **params).fit(data.train, rng=SEED, ledger=ledger)
         fit_s.append(time.perf_counter() - t)
         runs.append(data.metrics(model))
+        plain = getattr(model, "plain_weights", None)
+        if plain is not None:  # dp_ease_prior: plain DP EASE from the SAME release (paired)
+            prior_w, model.weights = model.weights, plain  # type: ignore[attr-defined]
+            runs[-1].update({f"paired_plain_{k}": v for k, v in data.metrics(model).items()})
+            model.weights = prior_w  # type: ignore[attr-defined]
         chosen.append(
             {
                 "params": params,

@@ -91,6 +91,8 @@ class DPEASEPrior(DPEASE):
     def __init__(self, config: DPEASEPriorConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
         self._vectors: np.ndarray | None = None  # every item's text vector (fit only)
+        # B without the prior from the same release (in memory only): a paired diagnostic
+        self.plain_weights: np.ndarray | None = None
 
     def fit(
         self,
@@ -123,4 +125,8 @@ class DPEASEPrior(DPEASE):
         d = self.item_scale
         if d is not None:  # the solve is in the item-scaled space: B' = D^-1 B D
             s = s * d[None, :] / d[:, None]
+        self.plain_weights = ease_weights(gram, ridge)
+        d = self.item_scale
+        if d is not None and not np.all(d == 1.0):
+            self.plain_weights = (d[:, None] * self.plain_weights / d[None, :]).astype(np.float32)
         return ease_towards_prior(gram, ridge, s)

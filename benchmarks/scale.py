@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -461,11 +462,13 @@ def stats_part() -> dict[str, Any]:
     from scale_stats import RESULTS as STATS_RESULTS
     from scale_stats import ml1m
 
+    tracemalloc.start()  # scale_stats.measured reads the traced numpy peak
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out: dict[str, Any] = {"ml1m": ml1m(ray)}
     finally:
         ray.shutdown()
+        tracemalloc.stop()
     if STATS_RESULTS.exists():
         prev = json.loads(STATS_RESULTS.read_text())
         out["projection_from_results_scale_stats_json"] = prev.get("projection")

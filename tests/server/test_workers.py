@@ -46,7 +46,7 @@ def _call(url: str, method: str, path: str, body: Any = None, key: str = ADMIN) 
         return e.code, {"retry_after": e.headers.get("Retry-After"), "body": e.read()}
 
 
-def _wait_live(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+def _wait_live(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
@@ -59,7 +59,9 @@ def _wait_live(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) ->
         except OSError:
             pass
         time.sleep(0.2)
-    raise AssertionError("the server did not become ready")
+    _stop(proc)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    raise AssertionError(f"the server did not become ready: {out[-2000:]}")
 
 
 def _env(pg_url: str) -> dict[str, str]:
@@ -282,3 +284,21 @@ def test_serve_refuses_several_workers_on_the_embedded_store(
     flat = res.output.replace("\n", "")
     assert res.exit_code == 2
     assert "--workers" in flat and "PostgreSQL" in flat and "one writer" in flat
+
+
+def test_the_shared_limiter_serves_from_leases_and_refuses_past_the_limit(pg_url: str) -> None:
+    from privrec.events.pg_notify import PgWindowCounter
+    from privrec.server.security import Principal
+    from privrec.server.workers import SharedRateLimiter
+
+    who = Principal("client", "key-abc")
+    # a one-hour window: the test cannot cross into the next one
+    one = SharedRateLimiter({"client": 640 / 3600}, PgWindowCounter(pg_url), window_seconds=3600)
+    two = SharedRateLimiter({"client": 640 / 3600}, PgWindowCounter(pg_url), window_seconds=3600)
+    assert one.limit("client") == 640
+    allowed = sum(lim.take(who) == 0.0 for _ in range(500) for lim in (one, two))
+    assert allowed == 640
+    assert one.claims + two.claims <= 640 // 10 + 4  # leases of 10: far fewer round trips
+    assert 0 < one.take(who) <= 3600  # refused: the seconds until the window ends
+    one.counter.close()
+    two.counter.close()

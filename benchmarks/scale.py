@@ -7,6 +7,8 @@ Parts (each bounded in time; PostgreSQL is a throwaway local cluster, fsync on, 
                C connections for S seconds. Throughput, latency, and CPU ms per request of the
                server processes (the supervisor and its workers) and of PostgreSQL. The load
                generator is another process on the same 2 cores: its CPU is reported too.
+               Each worker count runs `--repeats` times, alternated (medians reported), and the
+               CPU per request gives the rate 2 dedicated cores would allow (`cpu_bound_req_per_s`).
   kill         two workers under the same closed loop; one worker is SIGKILLed mid-run. Failed
                requests are split into those in flight at the kill (sent before it, on the dead
                worker's connections) and those sent after it; the client reuses a keep-alive
@@ -24,8 +26,8 @@ Parts (each bounded in time; PostgreSQL is a throwaway local cluster, fsync on, 
                one process vs 2 Ray workers, exactly equal or not; the projection to 10 million
                shoppers is quoted from its last full run (results/scale_stats.json).
 
-Usage: nice python benchmarks/scale.py [--seconds 8] [--connections 16] [--ingest-events 200000]
-       [--skip ingest,stats]
+Usage: nice python benchmarks/scale.py [--seconds 8] [--connections 16] [--repeats 2]
+       [--ingest-events N] [--skip ingest,stats]
 The last line of the output is the figures as JSON (also written to results/scale.json).
 """
 
@@ -483,6 +485,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--model", default="ease", choices=["ease", "itemknn"])
     ap.add_argument("--ingest-events", type=int, default=200_000)
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each worker count")
     ap.add_argument(
         "--skip", default="", help="comma list of: workers,kill,coordination,ingest,stats"
     )
@@ -517,13 +520,33 @@ def main() -> None:
             print("prepared", out["prepare"], flush=True)
             users = beauty_users(beauty)
             if "workers" not in skip:
-                for n in (1, 2):
-                    out[f"workers_{n}"] = throughput(
-                        data_dir, url, n, users, args, pg.postmaster_pid
-                    )
-                    print(f"workers_{n}", json.dumps(out[f"workers_{n}"]), flush=True)
+                runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+                for _ in range(args.repeats):  # alternated: the machine's load drifts
+                    for n in (1, 2):
+                        runs[n].append(throughput(data_dir, url, n, users, args, pg.postmaster_pid))
+                        print(f"workers_{n}", json.dumps(runs[n][-1]), flush=True)
+                for n, rs in runs.items():
+                    out[f"workers_{n}"] = {
+                        f"{k}_median": float(np.median([r[k] for r in rs]))
+                        for k in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request",
+                                  "server_cpu_share", "postgres_cpu_ms_per_request",
+                                  "loadgen_cpu_ms_per_request", "load_avg_1m")
+                    } | {"failed": sum(r["failed"] for r in rs), "runs": rs}  # fmt: skip
                 one, two = out["workers_1"], out["workers_2"]
-                out["speedup_2_vs_1"] = round(two["req_per_s"] / max(1e-9, one["req_per_s"]), 2)
+                out["speedup_2_vs_1"] = round(
+                    two["req_per_s_median"] / max(1e-9, one["req_per_s_median"]), 2
+                )
+                # what the CPU per request allows on 2 dedicated cores: one worker uses at most
+                # one core; two workers and the load generator share both
+                c1, c2 = (
+                    one["server_cpu_ms_per_request_median"],
+                    two["server_cpu_ms_per_request_median"],
+                )
+                gen = two["loadgen_cpu_ms_per_request_median"]
+                out["cpu_bound_req_per_s"] = {
+                    "one_worker": round(min(1000 / c1, 2000 / (c1 + gen)), 0),
+                    "two_workers": round(2000 / (c2 + gen), 0),
+                }
             if "kill" not in skip:
                 out["kill_one_of_two"] = kill_under_load(data_dir, url, users, args)
                 print("kill", json.dumps(out["kill_one_of_two"]), flush=True)

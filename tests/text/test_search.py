@@ -77,15 +77,58 @@ def test_dense_only_hit_found_by_hybrid(index: SearchIndex) -> None:
 
 
 def test_one_shared_word_does_not_beat_a_semantic_match(encoder: SentenceEncoder) -> None:
+    titles = [*TITLES, "Cat Scratching Post", "Silk Sleep Mask"]
+    texts = [
+        *TEXTS,
+        "Cat Scratching Post. PetCo. Pets > Furniture > Scratchers",
+        "Silk Sleep Mask. Slip. Beauty > Eye Masks",
+    ]
+    query = "something for my cat to sleep on"
+    ix = SearchIndex.build(titles, texts, encoder)
+    hits = ix.search(query, k=3)
+    # no item holds most of the query's catalogue words ("cat", "sleep"): a partial query, so
+    # the pet bed, which shares no word, ranks above the post that shares "cat"
+    assert hits.match_share < ix.config.match_share
+    assert hits.items.tolist()[0] == 1
+    assert hits.lexical.tolist()[0] is False
+    assert hits.items.tolist().index(12) > 0
+    # with the partial pair's power 1 instead of 4, the one shared word wins
+    linear = SearchIndex.build(titles, texts, encoder, config=SearchConfig(partial_power=1.0))
+    assert linear.search(query, k=1).items.tolist() != [1]
+
+
+def test_words_the_catalogue_lacks_do_not_count_in_the_share(encoder: SentenceEncoder) -> None:
+    # "sleep", "something" and "my" are no catalogue word here (they may be misspellings), so
+    # the post holds every known word of the query: a matched query, BM25 leads
     titles = [*TITLES, "Cat Scratching Post"]
     texts = [*TEXTS, "Cat Scratching Post. PetCo. Pets > Furniture > Scratchers"]
-    query = "something for my cat to sleep on"
-    hits = SearchIndex.build(titles, texts, encoder).search(query, k=2)
-    assert hits.items.tolist() == [1, 12]  # the pet bed, then the post that shares "cat"
-    assert hits.lexical.tolist() == [False, True]
-    # with BM25 coverage not cubed (lexical_power=1), the one shared word wins
-    linear = SearchIndex.build(titles, texts, encoder, config=SearchConfig(lexical_power=1.0))
-    assert linear.search(query, k=2).items.tolist() == [12, 1]
+    hits = SearchIndex.build(titles, texts, encoder).search("something for my cat to sleep on")
+    assert hits.match_share == 1.0
+    assert hits.items.tolist()[0] == 12
+
+
+def test_matched_and_partial_queries_get_their_own_blend(encoder: SentenceEncoder) -> None:
+    # matched pair: BM25 alone (weight 1); partial pair: the cosine alone (weight 0)
+    cfg = SearchConfig(match_share=0.6, lexical_weight=1.0, partial_weight=0.0)
+    ix = SearchIndex.build(TITLES, TEXTS, encoder, config=cfg)
+    matched = ix.search("waterproof mascara", k=5)
+    assert matched.match_share == 1.0
+    assert matched.items.tolist()[0] == 6
+    # the cosine has no weight: items without a query word score 0
+    assert matched.lexical.tolist() == [True, False, False, False, False]
+    assert matched.scores[0] > 0 and not matched.scores[1:].any()
+    # each of these words is in a different item: no item holds more than about a third
+    partial = ix.search("vanilla yoga knife", k=5)
+    assert partial.match_share < 0.5
+    dense = ix.search("vanilla yoga knife", k=5, mode="dense")
+    assert partial.items.tolist() == dense.items.tolist()
+    np.testing.assert_allclose(partial.scores, dense.scores, rtol=1e-5)
+    # match_share 0: every query is matched, so the same query is ranked by BM25 alone
+    every = SearchIndex.build(
+        TITLES, TEXTS, encoder, config=cfg.model_copy(update={"match_share": 0.0})
+    )
+    lexical = every.search("vanilla yoga knife", k=3, mode="lexical")
+    assert every.search("vanilla yoga knife", k=3).items.tolist() == lexical.items.tolist()
 
 
 def test_allowed_mask_respected(index: SearchIndex) -> None:
@@ -195,3 +238,6 @@ def test_bad_input_names_the_field(index: SearchIndex) -> None:
         assert err.value.field == field
     with pytest.raises(pydantic.ValidationError, match="bm25_k1"):
         SearchConfig(bm25_k1=1.0)  # type: ignore[call-arg]
+    for field, bad in (("match_share", 1.5), ("partial_power", 0.0), ("partial_weight", -0.1)):
+        with pytest.raises(pydantic.ValidationError, match=field):
+            SearchConfig(**{field: bad})

@@ -221,6 +221,24 @@ class LexicalIndex:
         (stopwords aside; 0 when the query has no token)."""
         return float(sum(self.idf(t) for t in dict.fromkeys(self.tokens(query_words))))
 
+    def match_share(self, query_words: Sequence[str], rows: np.ndarray) -> float:
+        """The largest share of the query's weight that one of `rows` holds: the sum of the idf
+        of the query tokens found in the item over the sum for every query token the catalogue
+        knows (unknown tokens, often misspellings left uncorrected, are not counted; 0 when the
+        query has no known token)."""
+        toks = [t for t in dict.fromkeys(self.tokens(query_words)) if t in self._vocab]
+        idf = {t: self.idf(t) for t in toks}
+        total = sum(idf.values())
+        if total <= 0:
+            return 0.0
+        best = 0.0
+        for r in np.asarray(rows, dtype=np.int64).tolist():
+            have = set(self._doc_tokens[r]) if 0 <= r < len(self._doc_tokens) else set()
+            best = max(best, sum(v for t, v in idf.items() if t in have) / total)
+            if best >= 1.0 - 1e-9:
+                return 1.0
+        return min(best, 1.0)
+
     def scores(self, query_words: Sequence[str]) -> np.ndarray:
         """BM25 score of every item for the query words (float32, zeros where nothing matches)."""
         toks = [t for t in dict.fromkeys(self.tokens(query_words)) if t in self._vocab]

@@ -9,16 +9,17 @@ usearch above `ann_min_items` items). A query is
    ("lipstik" -> "lipstick"; rapidfuzz, edit distance bounded by the word's length);
 2. scored by BM25 over every allowed item (the `candidates` best kept) and encoded by MiniLM,
    whose `candidates` nearest allowed items are found;
-3. fused over the union of both candidate lists: by default a blend
-   `w * (bm25 / idf(query)) ** 3 + (1 - w) * cosine` (`fusion="blend"`, w = `lexical_weight`),
-   where idf(query), the sum of the query tokens' idf, is about the score of an item holding
-   every query word once, so the BM25 part measures how much of the query an item covers, and
-   the cube makes an item that covers a small part of it (one common word of a sentence) count
-   for little; or reciprocal-rank fusion (`fusion="rrf"`). The defaults (blend, w = 0.9, power
-   3) were chosen on the validation queries of `benchmarks/search.py` and judged on separate
-   test queries: BM25 leads where most of the query matches, the cosine orders items that match
-   equally well and ranks items that match no word at all (see `benchmarks/RESULTS.md`,
-   "Semantic product search").
+3. fused over the union of both candidate lists (`privrec.text.fusion`): by default a blend
+   `w * (bm25 / idf(query)) ** p + (1 - w) * cosine` (`fusion="blend"`), where idf(query), the
+   sum of the query tokens' idf, scales BM25 to how much of the query an item covers, and
+   (p, w) depend on the query: when some candidate holds most of the query's words (a share
+   `match_share` of their idf, counting the words the catalogue knows) BM25 leads
+   (`lexical_power` 1, `lexical_weight` 0.9) and the cosine orders items that match equally
+   well; otherwise the shopper described the product in other words and the coverage is raised
+   to `partial_power` 4, so an item sharing one word of a sentence counts for little and a
+   semantic match can rank above it. Or reciprocal-rank fusion (`fusion="rrf"`). The defaults
+   were chosen on the validation queries of `benchmarks/search.py` and judged on separate test
+   queries (see `benchmarks/RESULTS.md`, "Semantic product search").
 
 Query text is personal data: it is encoded without the embedding cache and never stored; only
 item vectors go through `privrec.text.cache.EmbeddingCache` (the encoder's cache).
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from privrec.core.errors import ConfigError, NotFoundError, ValidationError
 from privrec.text.ann import VectorIndex
 from privrec.text.encoder import SentenceEncoder
+from privrec.text.fusion import blend, choose_blend, rrf, top_k
 from privrec.text.lexical import LexicalIndex, TypoCorrection, words
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,18 @@ class SearchConfig(BaseModel):
         ann_min_items: catalogue size from which "auto" builds an approximate index.
         ann_connectivity / ann_expansion_add / ann_expansion_search: HNSW M, efConstruction, ef.
         fusion: "blend" (normalised score blend) or "rrf" (reciprocal-rank fusion).
-        lexical_weight: weight of the normalised BM25 score in the blend (dense gets the rest).
+        lexical_weight: weight of the normalised BM25 score in the blend of a matched query
+            (dense gets the rest); in "rrf", the weight of the lexical ranking.
         lexical_norm: BM25 divided by the query's own weight (sum of its tokens' idf: how much
             of the query an item covers) or by the best BM25 score of this query ("max").
         dense_norm: cosine min-max scaled over the fused candidates, or the raw cosine.
-        lexical_power: the normalised BM25 score is raised to this power before blending, so
-            an item matching a small part of the query (one word of a long sentence) counts
-            for little and a semantic match can rank above it.
+        lexical_power: the normalised BM25 score of a matched query is raised to this power.
+        match_share: a query is matched when one fused candidate holds at least this share of
+            its weight (the idf of its tokens that the catalogue knows); 0: every query is.
+        partial_power / partial_weight: power and weight of a query that is not matched (a
+            product described in other words): a high power makes an item matching a small
+            part of the query (one word of a sentence) count for little, so a semantic match
+            can rank above it.
         rrf_k: the constant of reciprocal-rank fusion, 1 / (rrf_k + rank).
         candidates: how many items each retriever passes to the fusion.
         rerank_weight: weight the service gives the shopper's own model score when it re-ranks
@@ -99,7 +106,10 @@ class SearchConfig(BaseModel):
     lexical_weight: float = Field(default=0.9, ge=0, le=1)
     lexical_norm: Literal["query", "max"] = "query"
     dense_norm: Literal["minmax", "raw"] = "raw"
-    lexical_power: float = Field(default=3.0, gt=0, le=8)
+    lexical_power: float = Field(default=1.0, gt=0, le=8)
+    match_share: float = Field(default=0.6, ge=0, le=1)
+    partial_power: float = Field(default=4.0, gt=0, le=8)
+    partial_weight: float = Field(default=0.9, ge=0, le=1)
     rrf_k: int = Field(default=60, ge=1)
     candidates: int = Field(default=100, ge=1, le=10_000)
     rerank_weight: float = Field(default=0.0, ge=0, le=1)
@@ -118,6 +128,8 @@ class SearchHits:
         dense: per hit, the cosine of query and item vector (nan when no query vector was made,
             as in lexical mode without `query_vector`, or when the index has no vectors).
         corrected_query: the typo-corrected query when it differs from the input, else None.
+        match_share: in a hybrid blend, the largest share of the query's weight one candidate
+            held (see `SearchConfig.match_share`); nan otherwise.
     """
 
     items: np.ndarray
@@ -125,18 +137,10 @@ class SearchHits:
     lexical: np.ndarray
     dense: np.ndarray
     corrected_query: str | None
+    match_share: float = float("nan")
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-def _top(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k highest `scores`, best first, ties broken by the smaller row."""
-    if len(scores) > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(len(scores))
-    return part[np.lexsort((rows[part], -scores[part]))]
 
 
 class SearchIndex:
@@ -310,7 +314,7 @@ class SearchIndex:
         self, lex: np.ndarray, k: int, qv: np.ndarray | None, corrected: str | None
     ) -> SearchHits:
         rows = np.flatnonzero(lex > 0)
-        order = _top(lex[rows], rows, k)
+        order = top_k(lex[rows], rows, k)
         rows = rows[order]
         if qv is not None and self.vector_index is not None:
             dense = self.vector_index.similarities(qv, rows).astype(np.float32)
@@ -330,38 +334,41 @@ class SearchIndex:
         cfg = self.config
         assert self.vector_index is not None
         l_rows = np.flatnonzero(lex > 0)
-        l_rows = l_rows[_top(lex[l_rows], l_rows, max(k, cfg.candidates))]
+        l_rows = l_rows[top_k(lex[l_rows], l_rows, max(k, cfg.candidates))]
         rows = np.union1d(l_rows, d_rows)
         lex_c = lex[rows]
         dense_c = self.vector_index.similarities(qv, rows).astype(np.float32)
+        share = float("nan")
         if cfg.fusion == "rrf":
-            score = np.zeros(len(rows), dtype=np.float64)
-            pos = {int(r): i for i, r in enumerate(rows.tolist())}
-            for ranked in (l_rows, d_rows):
-                for rank, r in enumerate(ranked.tolist()):
-                    w = cfg.lexical_weight if ranked is l_rows else 1.0 - cfg.lexical_weight
-                    score[pos[r]] += 2.0 * w / (cfg.rrf_k + rank + 1)
+            score = rrf(rows, l_rows, d_rows, cfg.lexical_weight, cfg.rrf_k)
         else:
             if cfg.lexical_norm == "query":
                 top_lex = self.lexical_index.query_weight(query_words)
             else:
                 top_lex = float(lex_c.max()) if lex_c.size else 0.0
-            lex_n = lex_c / top_lex if top_lex > 0 else np.zeros_like(lex_c)
-            if cfg.lexical_power != 1.0:
-                lex_n = lex_n**cfg.lexical_power
             if cfg.dense_norm == "raw":
                 dense_n = dense_c
             else:
                 lo, hi = (float(dense_c.min()), float(dense_c.max())) if dense_c.size else (0, 0)
                 dense_n = (dense_c - lo) / (hi - lo) if hi > lo else np.ones_like(dense_c)
-            score = cfg.lexical_weight * lex_n + (1.0 - cfg.lexical_weight) * dense_n
-        order = _top(score, rows, k)
+            share = self.lexical_index.match_share(query_words, rows[lex_c > 0])
+            params = choose_blend(
+                share,
+                match_share=cfg.match_share,
+                lexical_power=cfg.lexical_power,
+                lexical_weight=cfg.lexical_weight,
+                partial_power=cfg.partial_power,
+                partial_weight=cfg.partial_weight,
+            )
+            score = blend(lex_c, dense_n, top_lex, params)
+        order = top_k(score, rows, k)
         return SearchHits(
             rows[order],
             score[order].astype(np.float32),
             lex_c[order] > 0,
             dense_c[order],
             corrected,
+            share,
         )
 
     # ---- changes ----------------------------------------------------------------------------

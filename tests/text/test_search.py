@@ -202,6 +202,21 @@ def test_save_load_round_trip(encoder: SentenceEncoder, tmp_path: Path, ann: str
     assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "ix").iterdir())
 
 
+def test_index_saved_before_the_per_query_blend_gets_todays_fusion(tmp_path: Path) -> None:
+    import json
+
+    old = SearchIndex.build(TITLES, TEXTS, None, config=SearchConfig(k1=1.5, lexical_power=3.0))
+    old.save(tmp_path / "ix")
+    meta_path = tmp_path / "ix" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("match_share", "partial_power", "partial_weight"):
+        del meta["config"][key]  # as written before those settings existed
+    meta_path.write_text(json.dumps(meta))
+    back = SearchIndex.load(tmp_path / "ix", None)
+    assert back.config.lexical_power == SearchConfig().lexical_power
+    assert back.config.k1 == 1.5  # the index's own settings are kept
+
+
 def test_ann_fallback_when_mask_excludes_most(encoder: SentenceEncoder) -> None:
     ix = SearchIndex.build(TITLES, TEXTS, encoder, config=SearchConfig(ann="usearch"))
     exact = SearchIndex.build(TITLES, TEXTS, encoder, config=SearchConfig(ann="exact"))

@@ -483,7 +483,13 @@ class SearchIndex:
                 f"encoder: the index's vectors come from {meta['model_id']!r}, not "
                 f"{encoder.model_id!r}; rebuild the index or load it with that encoder"
             )
-        index = cls(SearchConfig.model_validate(meta["config"]), encoder)
+        saved = dict(meta["config"])
+        if "match_share" not in saved:
+            # saved before the per-query blend: the fusion is a query-time setting, so such an
+            # index gets today's fusion defaults (its BM25, typo and ANN settings are kept)
+            for key in ("fusion", "lexical_weight", "lexical_norm", "dense_norm", "lexical_power"):
+                saved.pop(key, None)
+        index = cls(SearchConfig.model_validate(saved), encoder)
         items = json.loads((directory / "items.json").read_text(encoding="utf-8"))
         index.titles = list(items["titles"])
         index.texts = list(items["texts"])

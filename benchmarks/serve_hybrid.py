@@ -1,7 +1,7 @@
 """The best model served under load: the hybrid (MiniLM content + EASE + a small SASRec +
 popularity) per request on CPU over HTTP, list cache OFF, on the Amazon Beauty catalogue.
 
-Two parts (both by default; `--part offline|serve`):
+Parts (offline and serve by default; `--part offline|batching|serve|both`):
   offline  Beauty leave-one-out (test = each shopper's last item, history masked), the hybrid
            trained once on the training part (fixed blend weights from `sequential_beauty.py`'s
            validation fit, a small SASRec) and cached under --cache-dir. For a seeded sample of
@@ -15,6 +15,8 @@ Two parts (both by default; `--part offline|serve`):
            `serve_load.py`'s load generator in another process on the same 2 cores: an open loop
            at --rate (latency from each request's scheduled time) and a closed loop (saturation).
            Reports throughput, p50/p99, server CPU ms per request and the load average.
+  batching SASRec's forward-pass CPU per request when 1/2/4/8 concurrent requests share a pass,
+           against a worker-thread round trip (whether batching requests would pay).
 
 `hybrid_serving_figures()` is the entry point `benchmarks/scale.py` calls (the same figures as
 the serve part, as a dict). The last line of the output is the figures as JSON.
@@ -87,6 +89,7 @@ def offline(cache_dir: Path, candidates: int, n_users: int, seed: int = 0) -> di
     train, test = leave_one_out_test(ds)
     path = cache_dir / "offline-hybrid"
     t0 = time.perf_counter()
+    model: Any
     if (path / "config.json").exists():
         model = Recommender.load(path)
         fit_s = None
@@ -107,10 +110,12 @@ def offline(cache_dir: Path, candidates: int, n_users: int, seed: int = 0) -> di
         model.config = model.config.model_copy(update={"candidates": n})
         model.prepare_serving()
         hits, ndcg, tops = [], [], []
-        t = time.process_time()
+        cpu = 0.0
         for u in users.tolist():
             h = UserHistory.of(seqs[u])
+            t = time.process_time()
             s = model.score(h).astype(np.float64)
+            cpu += time.process_time() - t
             if n is not None:  # the exactly scored items against full scoring
                 view = model._views.get(h)
                 assert view is not None and view.candidates is not None
@@ -124,12 +129,11 @@ def offline(cache_dir: Path, candidates: int, n_users: int, seed: int = 0) -> di
             r = np.flatnonzero(top == target[u])
             hits.append(1.0 if r.size else 0.0)
             ndcg.append(1.0 / np.log2(r[0] + 2) if r.size else 0.0)
-        cpu = time.process_time() - t
         lists[mode] = tops
         out[mode] = {
             "ndcg@10": round(float(np.mean(ndcg)), 5),
             "hr@10": round(float(np.mean(hits)), 5),
-            "cpu_ms_per_user": round(cpu * 1000 / len(users), 3),
+            "score_cpu_ms_per_user": round(cpu * 1000 / len(users), 3),
         }
     out["recall@10_vs_full"] = round(
         float(
@@ -154,6 +158,56 @@ def offline(cache_dir: Path, candidates: int, n_users: int, seed: int = 0) -> di
         5,
     )
     out["max_abs_score_diff_on_candidates"] = worst
+    return out
+
+
+# ---- does batching SASRec's forward passes across requests pay? ------------------------------
+def batching(cache_dir: Path, n_requests: int = 400, seed: int = 0) -> dict[str, Any]:
+    """CPU per request of the SASRec forward pass (a request's rows: its history and the
+    occlusion variants its explanations need) when 1, 2, 4 or 8 concurrent requests share one
+    pass, against the cost of handing a request to a worker thread and back (what batching
+    requests in a synchronous pipeline needs: `anyio.to_thread.run_sync`, as Starlette's
+    `run_in_threadpool`)."""
+    import anyio
+    import torch
+
+    import privrec.models.zoo  # noqa: F401
+    from _common import shared_data
+    from privrec.data.loaders import load_amazon_s3rec
+    from privrec.models.base import Recommender
+    from privrec.models.hybrid_serving import sequence_hidden
+
+    torch.set_num_threads(1)
+    model = Recommender.load(cache_dir / "offline-hybrid")
+    comp = model.components["sequential"]  # type: ignore[attr-defined]
+    seqs = load_amazon_s3rec(shared_data() / "amazon-beauty").sequences()
+    rng = np.random.default_rng(seed)
+
+    def rows_of(x: np.ndarray) -> list[np.ndarray]:
+        last = x[-comp.config.max_len :]
+        return [last] + [last[last != j] for j in np.unique(last)]
+
+    reqs = [rows_of(seqs[u]) for u in rng.choice(len(seqs), n_requests).tolist()]
+    out: dict[str, Any] = {"rows_per_request": round(float(np.mean([len(r) for r in reqs])), 2)}
+    for k in (1, 2, 4, 8):
+        groups = [[r for q in reqs[i : i + k] for r in q] for i in range(0, n_requests, k)]
+        for g in groups[:5]:
+            sequence_hidden(comp, g)
+        t = time.process_time()
+        for g in groups:
+            sequence_hidden(comp, g)
+        out[f"forward_cpu_ms_per_request_{k}_per_pass"] = round(
+            (time.process_time() - t) * 1000 / n_requests, 3
+        )
+
+    async def hops(n: int) -> float:
+        t = time.process_time()
+        for _ in range(n):
+            await anyio.to_thread.run_sync(lambda: None)
+        return (time.process_time() - t) * 1000 / n
+
+    out["thread_round_trip_cpu_ms"] = round(anyio.run(hops, 2000), 3)
+    out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -254,7 +308,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--part", choices=("offline", "serve", "both"), default="both")
+    ap.add_argument("--part", choices=("offline", "batching", "serve", "both"), default="both")
     ap.add_argument("--candidates", type=int, default=CANDIDATES)
     ap.add_argument("--rate", type=float, default=TARGET_RPS)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -270,6 +324,9 @@ def main() -> None:
         print("offline: full scoring against candidates ...", flush=True)
         results["offline"] = offline(args.cache_dir, args.candidates, args.users)
         print(json.dumps(results["offline"]), flush=True)
+    if args.part == "batching":
+        results["batching"] = batching(args.cache_dir)
+        print(json.dumps(results["batching"]), flush=True)
     if args.part in ("serve", "both"):
         print("serve: preparing and driving load ...", flush=True)
         results["serve"] = hybrid_serving_figures(

@@ -186,8 +186,8 @@ class ServingState:
         self.content = LinearScores(model.content.item_embeddings, ann=ann)
         seq = model.components.get("sequential")
         self.seq: LinearScores | None = None
-        self.seq_net = None
-        if seq is not None and plain_sequential(seq) and seq.net is not None:
+        self.seq_net: Any = None
+        if isinstance(seq, SequentialRecommender) and plain_sequential(seq) and seq.net is not None:
             self.seq_net = seq.net
             self.seq = LinearScores(seq._item_table().float().cpu().numpy(), ann=False)
         self.pop_z: np.ndarray | None = None
@@ -207,7 +207,7 @@ class ServingState:
         return (
             self.content.source is emb
             and self.content.emb.shape == emb.shape
-            and (self.seq_net is None or (seq is not None and seq.net is self.seq_net))
+            and (self.seq_net is None or getattr(seq, "net", None) is self.seq_net)
         )
 
     def pop_top(self, n: int) -> np.ndarray:
@@ -238,6 +238,7 @@ class RequestView:
         linear: per linear component scored on candidates, (scores, vector, (mean, std)).
         hidden: SASRec's outputs for the history and each occlusion variant (row 0: the history).
         memo: per-component explanation helpers.
+        row: the history's row as the content component builds it (before `_history_input`).
     """
 
     history: UserHistory
@@ -252,6 +253,7 @@ class RequestView:
     )
     hidden: np.ndarray | None = None
     memo: dict[str, Any] = field(default_factory=dict)
+    row: sp.csr_matrix | None = None
 
     def z(self, name: str, item: int) -> float:
         """Component `name`'s z-score of `item` (exact also outside the candidates)."""
@@ -286,8 +288,8 @@ def score_view(
             s += np.float32(w) * z
         if model.item_boost:
             s[ev == 0] += np.float32(model.item_boost)
-        return RequestView(history, route, explainable, dict(weights), s, None, zs)
-    view = RequestView(history, route, explainable, dict(weights), np.empty(0, np.float32))
+        return RequestView(history, route, explainable, dict(weights), s, None, zs, row=raw)
+    view = RequestView(history, route, explainable, dict(weights), np.empty(0, np.float32), row=raw)
     part = np.zeros(n, np.float32)  # the parts scored over every item
     picks: list[np.ndarray] = []
     linear: list[tuple[str, float, LinearScores, np.ndarray]] = []
@@ -299,6 +301,7 @@ def score_view(
             picks.append(state.content.nearest(p, n_candidates))
             continue
         if name == "sequential" and state.seq is not None:
+            assert isinstance(comp, SequentialRecommender)
             seq_items = comp._clean(history.items)
             if len(seq_items):
                 rows = [seq_items]
@@ -398,10 +401,12 @@ class _ContentExplainer:
     """`ContentRecommender.explain` with the profile built once per history (without the pandas
     group-by of `history_matrix`); the same explanation, field for field."""
 
-    def __init__(self, comp: ContentRecommender, history: UserHistory) -> None:
+    def __init__(
+        self, comp: ContentRecommender, history: UserHistory, row: sp.csr_matrix | None
+    ) -> None:
         self.comp = comp
         e = comp.item_embeddings
-        h = comp._history_input(history_row(comp, history))
+        h = comp._history_input(row if row is not None else history_row(comp, history))
         raw = np.asarray(h @ e, dtype=np.float64)[0]
         part = float(np.linalg.norm(raw))
         q_w = 0.0
@@ -464,7 +469,7 @@ class _Plain:
         self.comp = comp
 
     def explain(self, history: UserHistory, item: int) -> Explanation:
-        return self.comp.explain(history, item)  # type: ignore[no-any-return]
+        return self.comp.explain(history, item)
 
 
 class ViewComponents(dict):  # type: ignore[type-arg]
@@ -485,8 +490,8 @@ class ViewComponents(dict):  # type: ignore[type-arg]
             if name == "sequential" and plain_sequential(comp):
                 table = self.state.seq if self.state is not None else None
                 got = _SequentialExplainer(comp, self.view, table)
-            elif name == "content" and type(comp).explain is _CONTENT_EXPLAIN:
-                got = _ContentExplainer(comp, self.view.history)
+            elif isinstance(comp, ContentRecommender) and type(comp).explain is _CONTENT_EXPLAIN:
+                got = _ContentExplainer(comp, self.view.history, self.view.row)
             else:
                 got = _Plain(comp)
             memo[name] = got

@@ -75,6 +75,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
         "cf_params": {"k": 10},
         "content_params": {"cache": False},
     },
+    "dp_textknn": {"epsilon": float("inf"), "neighbours": 10, "content_params": {"cache": False}},
     "dp_sasrec": {
         "embedding_size": 16,
         "epochs": 100,

@@ -30,6 +30,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "privrec.models.dp.hybrid",
     "privrec.models.dp.als",
     "privrec.models.dp.prior",
+    "privrec.models.dp.textknn",
 )
 
 for _module in MODEL_MODULES:

@@ -12,6 +12,12 @@ delta = 1 / (10 x 100,000 expected shoppers) = 1e-6, and an honest tuning rule:
   the secure frontier's dp_hybrid rows (`ROW_PARAMS`; chosen in earlier rounds on these public
   datasets' validation splits, so mildly optimistic there).
 
+- issue 16 item 4, methods from the literature (``--rows lit``: contribution caps, 1/sqrt(k)
+  rows, frequency-aware rows, dp_als; plus the dp_ease_prior rows on ML-100K: DP EASE shrunk
+  towards a MiniLM title prior, each draw also scoring plain DP EASE from the same release as a
+  paired difference); settings in `ROW_PARAMS` / `LIT_ROWS` / `TUNED_ON_ML1M` (the last from
+  benchmarks/privacy_transfer_tuning.py, ML-1M treated as public for ML-100K).
+
 Each point is measured over ``--draws`` independent releases (a fresh selection and fresh noise
 each): the mean, the sample std and a 95% Student-t interval of the mean.
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from serve_load import (  # noqa: E402
     HYBRID_PARAMS,
+    PARAMS,
     _free_port,
     beauty_users,
     prepare,
@@ -158,6 +159,33 @@ def offline(cache_dir: Path, candidates: int, n_users: int, seed: int = 0) -> di
         5,
     )
     out["max_abs_score_diff_on_candidates"] = worst
+    sample = [UserHistory.of(seqs[u]) for u in users[:150].tolist()]
+    out["list_cpu_ms"] = list_cost(model, sample, candidates)
+    return out
+
+
+def list_cost(model: Any, hists: list[Any], candidates: int) -> dict[str, float]:
+    """CPU ms per list of 10 with its explanations, three ways: every explanation scoring the
+    history again (how the hybrid explained before serving views), explanations reusing the
+    request's full scoring, and candidate scoring."""
+    out = {}
+    for label, n, reuse in (
+        ("rescoring_per_explanation", None, False),
+        ("full_scoring_reused", None, True),
+        (f"candidates_{candidates}_reused", candidates, True),
+    ):
+        model.config = model.config.model_copy(update={"candidates": n})
+        model.reset_serving()
+        model.prepare_serving()
+        t = time.process_time()
+        for h in hists:
+            s = model.score(h).astype(np.float64)
+            s[h.items] = -np.inf
+            for i in np.argpartition(-s, 10)[:10].tolist():
+                if not reuse:
+                    model._views.clear()
+                model.explain(h, int(i))
+        out[label] = round((time.process_time() - t) * 1000 / len(hists), 2)
     return out
 
 
@@ -245,6 +273,7 @@ def hybrid_serving_figures(
     seconds: float = 10.0,
     connections: int = 64,
     closed: bool = True,
+    model: str = "hybrid",
 ) -> dict[str, Any]:
     """The acceptance figures: the hybrid served with the list cache off at `rate` req/s.
 
@@ -252,18 +281,20 @@ def hybrid_serving_figures(
     server (one uvicorn process, list cache off), warms it up, drives an open loop at `rate` and
     (with `closed`) a closed loop of 16 connections, and returns throughput, p50/p99, server CPU
     ms per request, the load average and whether the targets (>= 500 req/s, p99 <= 50 ms) hold.
+    `model="ease"` runs the same phases with EASE (the baseline under the same machine load).
     """
     from _common import shared_data
 
     beauty = shared_data() / "amazon-beauty"
-    data_dir = data_dir or DEFAULT_CACHE / f"data-c{candidates}"
+    data_dir = data_dir or DEFAULT_CACHE / (f"data-c{candidates}" if model == "hybrid" else model)
+    params = hybrid_params(candidates) if model == "hybrid" else PARAMS[model]
     t0 = time.perf_counter()
-    prep = prepare(data_dir, "hybrid", beauty, params=hybrid_params(candidates), versions=1)
+    prep = prepare(data_dir, model, beauty, params=params, versions=1)
     prep["prepare_s"] = round(time.perf_counter() - t0, 1)
     users = beauty_users(beauty)
     out: dict[str, Any] = {
-        "model": "hybrid",
-        "candidates": candidates,
+        "model": model,
+        "candidates": candidates if model == "hybrid" else None,
         "prepare": prep,
         "load_avg_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -294,7 +325,7 @@ def hybrid_serving_figures(
     o = out["open_loop"]
     out["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     out["targets"] = {
-        f"hybrid_req_per_s>={rate:g}_p99_ms<={TARGET_P99_MS:g}_cache_off": bool(
+        f"{model}_req_per_s>={rate:g}_p99_ms<={TARGET_P99_MS:g}_cache_off": bool(
             o["req_per_s"] >= rate * 0.99
             and o["failed"] == 0
             and o["not_sent"] == 0
@@ -315,6 +346,11 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=3000, help="offline: test shoppers sampled")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--no-closed", action="store_true", help="serve: skip the closed loop")
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="serve: the same phases with EASE too (the baseline under the same machine load)",
+    )
     args = ap.parse_args()
     from _common import machine
 
@@ -336,12 +372,22 @@ def main() -> None:
             seconds=args.seconds,
             closed=not args.no_closed,
         )
-        for name in ("open_loop", "closed_loop"):
-            r = results["serve"].get(name)
+        if args.baseline:
+            print("serve: EASE baseline ...", flush=True)
+            results["serve_ease"] = hybrid_serving_figures(
+                data_dir=args.cache_dir / "data-ease",
+                rate=args.rate,
+                seconds=args.seconds,
+                closed=not args.no_closed,
+                model="ease",
+            )
+        for key, name in [(k, n) for k in ("serve", "serve_ease") for n in ("open", "closed")]:
+            r = results.get(key, {}).get(f"{name}_loop")
             if r:
                 print(
-                    f"{name:12} {r['req_per_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} "
-                    f"ms  failed {r['failed']}  not sent {r['not_sent']}  server CPU "
+                    f"{key:10} {name:6} {r['req_per_s']:>8} req/s  p50 {r['p50_ms']} ms  "
+                    f"p99 {r['p99_ms']} ms  failed {r['failed']}  not sent {r['not_sent']}  "
+                    "server CPU "
                     f"{r.get('server_cpu_ms_per_request')} ms/request "
                     f"({r.get('server_cpu_share')} cores)  load {r['load_avg_1m']}",
                     flush=True,

@@ -66,7 +66,7 @@ from privrec.text.encoder import SentenceEncoder
 if TYPE_CHECKING:
     from privrec.service.consent import ConsentBook
     from privrec.service.experiments import Experiments
-    from privrec.service.history import HistoryIndex
+    from privrec.service.history import HistoryIndex, Peers
     from privrec.text.search import SearchIndex
 
 __all__ = [
@@ -108,6 +108,7 @@ class Serving(Protocol):
     search_indexes: SearchIndexes
     experiments: Experiments
     history: HistoryIndex
+    peers: Peers
 
     def model(self, name: str | None = None) -> LoadedModel:
         """The active version of the default model."""
@@ -543,6 +544,7 @@ def run_search(
         try:  # only the embedding: the event waits for the shopper's choice (record_choices)
             indexes.remember(p, rec_id, query, qv)
             serving.history.bump(p)  # their next list must see the query (content, hybrid)
+            serving.peers.shoppers([p], "events")  # and so must the other API workers'
         except Exception as exc:  # the search is answered even if it cannot be kept
             logger.warning("search query not kept error=%s", type(exc).__name__)
     return SearchResult(

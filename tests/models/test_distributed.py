@@ -71,6 +71,8 @@ def test_two_processes_match_one_process(chain: InteractionDataset) -> None:
     # validation is shared out over the ranks and summed: the same figures, the same best epoch
     for e1, e2 in zip(single_sas.train_log, ddp_sas.train_log, strict=True):  # type: ignore[attr-defined]
         assert e1["ndcg@10"] == pytest.approx(e2["ndcg@10"], abs=1e-9)
+        # the logged loss is the global batches' mean (summed over the ranks), not rank 0's share
+        assert e1["loss"] == pytest.approx(e2["loss"], rel=1e-5)
     assert single_sas.best_epoch == ddp_sas.best_epoch  # type: ignore[attr-defined]
 
 

@@ -1,8 +1,10 @@
-"""Jobs beyond one process: `privrec precompute`, and the `--ray` options of `privrec train`.
+"""Jobs beyond one process: `privrec precompute`, `privrec train-sequential`, and the `--ray`
+options of `privrec train`.
 
-Both go through the service (`RecSys.train(sharded=...)`, `RecSys.precompute`); the shards run as
-Ray tasks on a local cluster started for the job, or on a running one (`--ray-address`, see the
-README's "Several machines with Ray").
+All go through the service (`RecSys.train(sharded=...)`, `RecSys.precompute`); the shards run as
+Ray tasks, and SASRec / BERT4Rec train with DDP on Ray Train workers (`models.ray_train`), on a
+local cluster started for the job or on a running one (`--ray-address`, see the README's
+"Several machines with Ray").
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from privrec.cli.common import DataDir, app, console, errors, open_recsys, progress
+from privrec.cli.common import DataDir, app, console, errors, open_recsys, parse_params, progress
 from privrec.models.sharded import ShardedFit, ShardRunner
 
 RayFlag = Annotated[
@@ -60,3 +62,55 @@ def precompute(
             plan.runner.close()
         prog.update(task, total=1, completed=1)
     console.print_json(json.dumps(res.to_dict()))
+
+
+@app.command("train-sequential")
+def train_sequential(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="sasrec or bert4rec (or a sharded model).")
+    ] = "sasrec",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Hyper-parameter NAME=VALUE (JSON value)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, help="Ray Train workers (DDP ranks).")
+    ] = 2,
+    seed: Annotated[int | None, typer.Option("--seed", help="Training seed.")] = None,
+    ray_address: RayAddress = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Ray Train's run storage: on several machines a folder every node reaches "
+            "(NFS) or s3://...; default: a temporary folder.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Train SASRec / BERT4Rec with DDP on Ray Train workers and make it the active version."""
+    from privrec.models.ray_train import RayTrainFit
+
+    params = parse_params(param or [])
+    plan = RayTrainFit(workers, ShardRunner(use_ray=True, address=ray_address), storage)
+    with errors(), open_recsys(data_dir) as rs, progress() as prog:
+        task = prog.add_task(f"training {model} on {workers} Ray Train workers", total=None)
+        try:
+            if seed is None:
+                res = rs.train(model, params=params, sharded=plan)
+            else:
+                res = rs.train(model, params=params, sharded=plan, seed=seed)
+        finally:
+            plan.runner.close()
+        prog.update(task, total=1, completed=1)
+    last = plan.last
+    summary = {
+        "model": res.model,
+        "version": res.version,
+        "active": res.active,
+        "workers": workers,
+        "seconds": round(last.seconds, 2) if last else None,
+        "train_seconds": round(res.train_seconds, 2),
+        "loss_per_epoch": [round(float(e["loss"]), 6) for e in last.train_log] if last else [],
+    }
+    console.print_json(json.dumps(summary))

@@ -18,6 +18,8 @@ The process-group helpers themselves (`DistInfo`, `init_process_group`, `free_po
 
 `fit_local(...)` runs the same thing in N local processes (torch.multiprocessing, gloo on
 127.0.0.1 and a free port): the tests use it, and it is handy on a many-core box.
+`models.ray_train.fit_ray(job)` runs the same `Job` on Ray Train workers (`TorchTrainer`), on a
+local or a multi-machine Ray cluster (`privrec train-sequential`).
 """
 
 from __future__ import annotations

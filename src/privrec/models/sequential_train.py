@@ -165,9 +165,16 @@ def train_epochs(
             total += float(loss.detach()) * float(norm)
             # the log's mean loss: per target, or per unit of weight when targets are weighted
             count += n_targets if batch.weights is None else wsum
+        if info.world_size > 1:
+            # each rank summed its own rows' losses: the log shows the global batches' mean
+            import torch.distributed as dist
+
+            summed = torch.tensor([total], dtype=torch.float64, device=device)
+            dist.all_reduce(summed)
+            total = float(summed.item())
         entry: dict[str, float] = {
             "epoch": epoch,
-            "loss": total / max(count, 1) * info.world_size,
+            "loss": total / max(count, 1),
             "seconds": time.perf_counter() - t0,
         }
         out_of_time = c.time_budget_s is not None and time.perf_counter() - t0 > c.time_budget_s

@@ -17,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.types import Receive, Scope, Send
 
 from privrec.core.errors import PrivrecError
+from privrec.server import personal
 from privrec.server.problems import ProblemError, problem_body
 from privrec.server.schemas import RecommendIn
 from privrec.server.security import authorize
@@ -89,16 +90,10 @@ async def handle(
         except PydanticValidationError as exc:
             detail, errs = validation_errors(exc.errors(include_input=False, include_url=False))
             raise ProblemError(422, detail, slug="invalid-request", errors=errs) from None
-        rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
-        out = state.rs.recommend(
-            body.user,
-            body.k,
-            model=body.model,
-            rules=rules,
-            context_item=body.context_item,
-            experiment=body.experiment,
-        )
-        payload = orjson.dumps(out.to_dict())
+        # the route's one serving function: it decides by the caller what of the shopper's
+        # own data the answer may name (explanations redacted without their token)
+        token = _Headers(scope["headers"]).get("x-shopper-token")
+        payload = orjson.dumps(personal.recommendations(state, principal, token, body))
         await send(
             {
                 "type": "http.response.start",

@@ -34,6 +34,12 @@ class ServerSettings(BaseSettings):
             first use, so that no error echoes it); if unset, the data directory's
             `keys/shopper-token.key` (created with mode 0600 on first use).
         shopper_token_ttl: default lifetime of a shopper token in seconds (at most 24 h).
+        shopper_token_required: strict mode (`PRIVREC_SHOPPER_TOKEN_REQUIRED`, default off):
+            POST /v1/recommendations and POST /v1/search with a client key personalise only
+            for a valid shopper token naming the body's user; without one the caller gets the
+            anonymous shopper's list (`personalized: false`), not an error. Off, a client key
+            alone gets the shopper's ranking with every explanation redacted of their items
+            (see `privrec.server.personal`). Turn it on where the client key is public.
     """
 
     model_config = SettingsConfigDict(env_prefix="PRIVREC_", extra="ignore")
@@ -52,3 +58,4 @@ class ServerSettings(BaseSettings):
     fast_path: bool = True
     shopper_token_secret: SecretStr | None = None
     shopper_token_ttl: int = Field(default=15 * 60, ge=1, le=24 * 3600)
+    shopper_token_required: bool = False

@@ -193,10 +193,18 @@ class RecSys:
         rules: Mapping[str, Any] | None = None,
         context_item: str | None = None,
         experiment: str | None = None,
+        anonymous: bool = False,
     ) -> RecommendationList:
-        """Top-k for a shopper with business rules, explanations and A/B assignment."""
+        """Top-k for a shopper with business rules, explanations and A/B assignment
+        (`anonymous`: the list of an anonymous shopper, for a caller that could not show who)."""
         return self.serving.recommend(
-            user_id, k, model=model, rules=rules, context_item=context_item, experiment=experiment
+            user_id,
+            k,
+            model=model,
+            rules=rules,
+            context_item=context_item,
+            experiment=experiment,
+            anonymous=anonymous,
         )
 
     def explain(self, user_id: str, item: str, *, model: str | None = None) -> ExplainedItem:

@@ -395,6 +395,7 @@ class Serving:
         rules: Mapping[str, Any] | None = None,
         context_item: str | None = None,
         experiment: str | None = None,
+        anonymous: bool = False,
     ) -> RecommendationList:
         """Top-k for a raw user id with business rules, explanations and A/B assignment.
 
@@ -405,10 +406,11 @@ class Serving:
             rules: request rule fields (see `rule_spec.RULE_FIELDS`).
             context_item: the item the shopper is looking at.
             experiment: a running experiment's name: the variant decides model and rules.
+            anonymous: serve the list of an anonymous shopper (the caller could not show who).
         """
         check_k(k)
-        p = self.ctx.pseudonymise(user_id)
-        level = self.consent.level(p)
+        p = None if anonymous else self.ctx.pseudonymise(user_id)
+        level = self.consent.level(p) if p else policy.ConsentLevel.ANONYMOUS
         rules = dict(rules or {})
         exp = None
         variant = None
@@ -417,7 +419,7 @@ class Serving:
             exp = self.experiments.running(experiment)
             if exp is None:
                 note = "experiment is stopped; serving the default"
-            elif not policy.enrolled_in_experiments(level):
+            elif p is None or not policy.enrolled_in_experiments(level):
                 note = "shoppers at this consent level are not enrolled in experiments"
                 exp = None
             else:
@@ -440,7 +442,7 @@ class Serving:
         ranked = self._ranked(loaded, p, level, k, rules, context_item, base_scores=base_scores)
         rec_id = secrets.token_hex(8)
         shown = [r["item"] for r in ranked.items]
-        if exp is not None and variant is not None:
+        if exp is not None and variant is not None and p is not None:
             self.experiments.log_exposure(rec_id, exp, variant, p, shown)
         self.experiments.feedback.log(  # the impression, logged where the list is served
             rec_id,

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from privrec.server.deps import RS, client
+from privrec.server.personal import Access, access_of, redact_items
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import SearchIn, SearchOut
+from privrec.server.security import Principal
+from privrec.server.tokens import HEADER
 
 router = APIRouter(prefix="/v1", tags=["items"], dependencies=[Depends(client)])
 ItemId = Path(min_length=1, max_length=256)
+Caller = Annotated[Principal, Depends(client)]
+Token = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="a shopper token naming the body's user (from the shop's backend): with a "
+        "client key, explanations name the shopper's own items only with it",
+    ),
+]
 
 
 @router.get("/items", responses=problem_responses(401, 403, 422, 429, 503))
@@ -58,15 +72,30 @@ async def similar(
 @router.post(
     "/search", response_model=SearchOut, responses=problem_responses(401, 403, 413, 422, 429, 503)
 )
-async def search(rs: RS, body: SearchIn) -> JSON:
+async def search(
+    request: Request, rs: RS, body: SearchIn, caller: Caller, token: Token = None
+) -> JSON:
     """Product search: words (BM25, typo-tolerant) and meaning (MiniLM) fused over the items
     that may be listed, then re-ranked for a shopper who consented to personalisation, with
     the shop rules and an explanation per item. The response's `mode` says how items were
     retrieved (lexical, with a `note`, when the semantic index is unavailable) and
-    `corrected_query` the query a typo was corrected to. A consenting shopper's search is kept
-    as a search event (query text only where the shop keeps it) and its embedding, sealed."""
+    `corrected_query` the query a typo was corrected to. A consenting shopper's query is kept
+    as its embedding, sealed; the search event is stored when they act on a result.
+
+    With a `user`, what the caller sees of that shopper's own data depends on who calls: the
+    admin key, or a client key with an `X-Shopper-Token` naming `user`: full explanations
+    ("matches your search 'q'; because you bought X"); a client key alone: the order is still
+    the shopper's, but explanations keep only "matches your search 'q'" (`because` empty);
+    with `PRIVREC_SHOPPER_TOKEN_REQUIRED=true`, a client key alone gets the search of an
+    anonymous shopper (`personalized: false`, nothing kept); a token naming another shopper:
+    403 `not-this-shopper`; a bad or expired one: 401."""
+    access = access_of(request.app.state, caller, token, body.user)
+    user = None if access is Access.ANONYMOUS else body.user
     rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
     found = await run_in_threadpool(
-        rs.search, body.query, body.k, user_id=body.user, rules=rules, mode=body.mode
+        rs.search, body.query, body.k, user_id=user, rules=rules, mode=body.mode
     )
-    return JSON(found.to_dict())
+    out = found.to_dict()
+    if access is Access.REDACTED:
+        out["items"] = redact_items(out["items"], query=found.query)
+    return JSON(out)

@@ -1,37 +1,60 @@
-"""Recommendations for a shopper (the hot path: computed inline, cached per user)."""
+"""Recommendations for a shopper (the hot path: computed inline, cached per user).
+
+With the fast path on (the default) `server.fastpath` answers this route without FastAPI's
+routing; both serve through `server.personal.recommendations`, which decides what the caller
+may see of the shopper's own data.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
 
-from privrec.server.deps import RS, client
+from fastapi import APIRouter, Depends, Header, Request
+
+from privrec.server import personal
+from privrec.server.deps import client
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import RecommendationOut, RecommendIn
+from privrec.server.security import Principal
+from privrec.server.tokens import HEADER
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+Caller = Annotated[Principal, Depends(client)]
+Token = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="a shopper token naming the body's user (from the shop's backend): with a "
+        "client key, explanations name the shopper's own items only with it",
+    ),
+]
 
 
 @router.post(
     "/recommendations",
     response_model=RecommendationOut,
     responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
-    dependencies=[Depends(client)],
 )
-async def recommend(rs: RS, body: RecommendIn) -> JSON:
+async def recommend(
+    request: Request, body: RecommendIn, caller: Caller, token: Token = None
+) -> JSON:
     """Top-k items for a shopper, each with its explanation, under the request's business rules.
+
+    What the caller sees of the shopper's own data depends on who calls:
+
+    - admin key, or client key with an `X-Shopper-Token` naming the body's `user`: full
+      explanations ("because you bought X", with `because` naming the shopper's items);
+    - client key alone: the list is still ranked for the shopper, but each explanation is
+      redacted of their items and actions (`because` is empty; "Picked for you" instead of
+      the history; rule, popular, new-arrival and context-item texts stay);
+    - client key alone on a server with `PRIVREC_SHOPPER_TOKEN_REQUIRED=true`: the anonymous
+      shopper's list, `personalized: false`, with a `note` saying why;
+    - a token naming another shopper: 403 `not-this-shopper`; a bad or expired one: 401.
 
     With `experiment`, the shopper's variant (deterministic from their pseudonym and the
     experiment's salt) decides the model and rules; the response names the experiment, the
     variant and a `recommendation_id` to send back with outcome events.
     """
-    rules = body.rules.model_dump(exclude_defaults=True) if body.rules is not None else None
-    out = rs.recommend(
-        body.user,
-        body.k,
-        model=body.model,
-        rules=rules,
-        context_item=body.context_item,
-        experiment=body.experiment,
-    )
-    return JSON(out.to_dict())
+    return JSON(personal.recommendations(request.app.state, caller, token, body))

@@ -2,8 +2,8 @@
 
 Phases, on one seeded synthetic shop log (benchmarks/ingest.py's generator, CSV):
   gate_only    the CSV read into frames, then only the gate (validate, pseudonymise, event ids)
-  copy_only    the gated frames appended to an empty PostgreSQL store (COPY into a temporary
-               table, INSERT ... ON CONFLICT DO NOTHING against the event-id ledger)
+  copy_only    the gated frames appended to an empty PostgreSQL store (binary COPY of the
+               sorted ids into the event-id ledger and of the rows into the month partitions)
   end_to_end   `ingest_file` from the CSV into an empty PostgreSQL store (read, gate and append,
                the append on a writer thread), then the same file again (every row a duplicate)
   killed       a child process ingesting the file is SIGKILLed while one of its batches is in
@@ -16,7 +16,9 @@ this machine, sharing its cores with the client; CPU seconds of the client and o
 processes are reported beside the wall-clock rates.
 
 Usage: python benchmarks/scale_ingest.py [--events N] [--batch-size N] [--kill-batch-size N]
+       [--phases gate_only,copy_only,end_to_end,killed]
 The last line of the output is the figures as JSON (also written to results/scale_ingest.json).
+`measure(...)` returns the same figures to a caller (benchmarks/scale.py).
 """
 
 from __future__ import annotations
@@ -224,29 +226,58 @@ def killed(url: str, data_dir: Path, csv: Path, batch: int, reference: set[str])
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--batch-size", type=int, default=200_000)
-    ap.add_argument("--kill-batch-size", type=int, default=50_000)
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        url, d, csv, batch = args.child
-        ingest_child(url, d, csv, int(batch))
-        return
+def _derived(phase: dict) -> None:
+    """Rates per CPU second, the server's share of the CPU, and how many cores were busy."""
+    cpu = phase["client_cpu_s"] + phase.get("server_cpu_s", 0.0)
+    n = phase.get("rows", phase.get("read", 0))
+    # Wall-clock rates depend on what else runs; events per CPU second (client + server) do not.
+    phase["events_per_cpu_s"] = rate(n, cpu)
+    if "server_cpu_s" in phase and cpu > 0:
+        phase["server_cpu_share"] = round(phase["server_cpu_s"] / cpu, 3)
+    if phase.get("seconds"):
+        # below 2 on 2 cores: other jobs had the rest (or a thread waited on disk or the GIL)
+        phase["cores_busy"] = round(cpu / phase["seconds"], 2)
 
+
+def measure(
+    events: int = 1_000_000,
+    batch_size: int = 200_000,
+    kill_batch_size: int = 50_000,
+    *,
+    phases: tuple[str, ...] = ("gate_only", "copy_only", "end_to_end", "killed"),
+    verbose: bool = False,
+) -> dict:
+    """The ingest figures (importable: `benchmarks/scale.py` calls it), on a throwaway cluster.
+
+    Args:
+        events: rows of the seeded shop log (about 0.1% of them malformed).
+        batch_size: rows per batch (one transaction each) in every phase but `killed`.
+        kill_batch_size: rows per batch of the killed writer.
+        phases: which of gate_only, copy_only, end_to_end, killed to run.
+        verbose: print each phase's figures as it ends.
+
+    Returns:
+        The figures: per phase wall seconds, events/s, client and server CPU seconds, the
+        server's share of the CPU, cores busy, the 1-minute load average when the phase began;
+        `meets_target_end_to_end` and `killed_mid_batch_ok` when those phases ran.
+    """
     from privrec.events.pg_local import LocalPostgres
 
     out: dict = {
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "cpus": os.cpu_count(),
-        "events": args.events,
-        "batch_size": args.batch_size,
+        "events": events,
+        "batch_size": batch_size,
         "load_avg_1m_before": round(os.getloadavg()[0], 2),
     }
+
+    def note(name: str) -> None:
+        if verbose:
+            print(name, out[name], flush=True)
+
+    def load() -> float:
+        return round(os.getloadavg()[0], 2)
+
     with (
         tempfile.TemporaryDirectory(prefix="privrec-scale-") as tmp,
         LocalPostgres(fsync=True) as pg,
@@ -254,37 +285,73 @@ def main() -> None:
         root = Path(tmp)
         csv = root / "events.csv"
         t0 = time.perf_counter()
-        generate_csv(csv, args.events)
+        generate_csv(csv, events)
         out["generate_s"] = round(time.perf_counter() - t0, 2)
         data_dir = root / "data"  # one pseudonym key for every phase: the same event ids
         data_dir.mkdir(mode=0o700)
         pm = pg.postmaster_pid
         out["server_version"] = pg.bindir.parent.name
 
-        out["gate_only"], frames = gate_only(csv, data_dir, args.batch_size)
-        print("gate_only", out["gate_only"], flush=True)
+        la = load()
+        gate, frames = gate_only(csv, data_dir, batch_size)
         reference = {e for f in frames for e in f["event_id"]}
-        out["copy_only"] = copy_only(pg.url(pg.create_db()), data_dir, frames, pm)
-        print("copy_only", out["copy_only"], flush=True)
+        if "gate_only" in phases:
+            out["gate_only"] = gate | {"load_avg_1m": la}
+            note("gate_only")
+        if "copy_only" in phases:
+            la = load()
+            out["copy_only"] = copy_only(pg.url(pg.create_db()), data_dir, frames, pm)
+            out["copy_only"]["load_avg_1m"] = la
+            note("copy_only")
         del frames
-        out["end_to_end"] = end_to_end(pg.url(pg.create_db()), data_dir, csv, args.batch_size, pm)
-        print("end_to_end", out["end_to_end"], flush=True)
-        out["killed"] = killed(
-            pg.url(pg.create_db()), data_dir, csv, args.kill_batch_size, reference
+        if "end_to_end" in phases:
+            la = load()
+            out["end_to_end"] = end_to_end(pg.url(pg.create_db()), data_dir, csv, batch_size, pm)
+            out["end_to_end"]["load_avg_1m"] = la
+            note("end_to_end")
+        if "killed" in phases:
+            out["killed"] = killed(
+                pg.url(pg.create_db()), data_dir, csv, kill_batch_size, reference
+            )
+            note("killed")
+    out["load_avg_1m_after"] = load()
+    for name in ("gate_only", "copy_only"):
+        if name in out:
+            _derived(out[name])
+    if "end_to_end" in out:
+        for phase in out["end_to_end"].values():
+            if isinstance(phase, dict):
+                _derived(phase)
+        e2e = out["end_to_end"]["first"]["events_per_s"]
+        out["meets_target_end_to_end"] = e2e >= TARGET_EVENTS_PER_S
+    if "killed" in out:
+        k = out["killed"]
+        out["killed_mid_batch_ok"] = bool(
+            k["killed_with_a_transaction_open"] and k["no_loss"] and k["no_duplicate"]
         )
-        print("killed", out["killed"], flush=True)
-    out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
-    # Wall-clock rates depend on what else runs; events per CPU second (client + server) do not.
-    for phase in (out["gate_only"], out["copy_only"], *out["end_to_end"].values()):
-        if isinstance(phase, dict):
-            cpu = phase["client_cpu_s"] + phase.get("server_cpu_s", 0.0)
-            n = phase.get("rows", phase.get("read", 0))
-            phase["events_per_cpu_s"] = rate(n, cpu)
-    e2e = out["end_to_end"]["first"]["events_per_s"]
-    out["meets_target_end_to_end"] = e2e >= TARGET_EVENTS_PER_S
-    k = out["killed"]
-    out["killed_mid_batch_ok"] = bool(
-        k["killed_with_a_transaction_open"] and k["no_loss"] and k["no_duplicate"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=200_000)
+    ap.add_argument("--kill-batch-size", type=int, default=50_000)
+    ap.add_argument("--phases", default="gate_only,copy_only,end_to_end,killed", help="comma list")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        url, d, csv, batch = args.child
+        ingest_child(url, d, csv, int(batch))
+        return
+    out = measure(
+        args.events,
+        args.batch_size,
+        args.kill_batch_size,
+        phases=tuple(p for p in args.phases.split(",") if p),
+        verbose=True,
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")

@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from privrec.core.types import Explanation, UserHistory, strongest_actions
 from privrec.models.base import history_explanation
 from privrec.models.content import ContentRecommender
+from privrec.models.ease import EASE
 from privrec.models.hybrid_blend import component_z, zscore
 from privrec.models.sequential import SequentialRecommender
 
@@ -199,6 +200,10 @@ class ServingState:
                 0
             ]
         self._top: dict[int, np.ndarray] = {}
+        self.new_items = np.flatnonzero(model.item_events == 0)
+        cf = model.components.get("cf")
+        # EASE's row straight from B (h B with the row's values), without its CSR copies
+        self.ease = cf if isinstance(cf, EASE) and type(cf).score_matrix is _EASE_SCORE else None
 
     def valid_for(self, model: HybridRecommender) -> bool:
         """Whether the state still matches the model's arrays (no item added, same network)."""
@@ -216,6 +221,20 @@ class ServingState:
         if got is None and self.pop_z is not None:
             got = self._top[n] = _top_n(self.pop_z, n)
         return got if got is not None else np.zeros(0, np.int64)
+
+
+def ease_row(ease: EASE, h: sp.csr_matrix) -> np.ndarray:
+    """`ease.score_matrix(h)[0]` for one history row, as the sum of the rows of B of its items
+    (the row's values as EASE reads them), without the CSR copies of the matrix product."""
+    b = ease.weights
+    cols = h.indices
+    if not len(cols):
+        return np.zeros(b.shape[1], np.float32)
+    vals = np.ones(len(cols), np.float32) if ease.config.binary else h.data.astype(np.float32)
+    out = b[int(cols[0])] * vals[0]
+    for j, v in zip(cols[1:].tolist(), vals[1:].tolist(), strict=True):
+        out += b[j] * np.float32(v) if v != 1.0 else b[j]
+    return np.asarray(out, np.float32)
 
 
 def _top_n(z: np.ndarray, n: int) -> np.ndarray:
@@ -239,6 +258,7 @@ class RequestView:
         hidden: SASRec's outputs for the history and each occlusion variant (row 0: the history).
         memo: per-component explanation helpers.
         row: the history's row as the content component builds it (before `_history_input`).
+        cand_z: per linear component, its z-scores of the candidates (sorted like them).
     """
 
     history: UserHistory
@@ -254,11 +274,17 @@ class RequestView:
     hidden: np.ndarray | None = None
     memo: dict[str, Any] = field(default_factory=dict)
     row: sp.csr_matrix | None = None
+    cand_z: dict[str, np.ndarray] = field(default_factory=dict)
 
     def z(self, name: str, item: int) -> float:
         """Component `name`'s z-score of `item` (exact also outside the candidates)."""
         if name in self.full_z:
             return float(self.full_z[name][item])
+        got = self.cand_z.get(name)
+        if got is not None and self.candidates is not None:
+            at = int(np.searchsorted(self.candidates, item))
+            if at < len(self.candidates) and self.candidates[at] == item:
+                return float(got[at])
         lin, v, st = self.linear[name]
         return float(lin.z(v, np.asarray([item], np.int64), st)[0])
 
@@ -314,11 +340,15 @@ def score_view(
                 # 64 numbers per item: the product with every item costs less than a graph
                 # search (0.19 against 0.26 ms on Beauty), so SASRec is scored over all items
                 z = zscore((state.seq.emb @ hid[0])[None, :])[0]
-                z[ev == 0] = 0.0
+                z[state.new_items] = 0.0
                 picks.append(_top_n(z, n_candidates))
             else:
                 z = component_z(name, comp, h, hs, ev, n)[0]
                 picks.append(_top_n(z, n_candidates))
+        elif name == "cf" and state.ease is not None:
+            z = zscore(ease_row(state.ease, h)[None, :])[0]
+            z[state.new_items] = 0.0
+            picks.append(_top_n(z, n_candidates))
         elif name == "popularity" and state.pop_z is not None:
             z = state.pop_z
             picks.append(state.pop_top(n_candidates))
@@ -328,7 +358,7 @@ def score_view(
         view.full_z[name] = z
         part += np.float32(w) * z
     if model.item_boost:
-        part[ev == 0] += np.float32(model.item_boost)
+        part[state.new_items] += np.float32(model.item_boost)
     cand = np.unique(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
     s_cand = part[cand]
     for name, w, lin, v in linear:
@@ -337,13 +367,11 @@ def score_view(
         z = lin.z(v, cand, st)
         if name != "content":
             z[ev[cand] == 0] = 0.0  # as `component_z`: no opinion on a new item
+        view.cand_z[name] = z
         s_cand = s_cand + np.float32(w) * z
-    out = part.copy()
-    if len(cand) < n and len(cand):
-        others = np.ones(n, bool)
-        others[cand] = False
-        # outside the candidates: their fully scored parts, kept in order, below every exact score
-        out[others] += np.float32(s_cand.min() - part[others].max() - 1.0)
+    # outside the candidates: their fully scored parts, kept in order, below every exact score
+    shift = np.float32(s_cand.min() - part.max() - 1.0) if len(cand) else np.float32(0.0)
+    out = part + shift
     out[cand] = s_cand
     view.scores, view.candidates = out, cand
     return view
@@ -499,3 +527,4 @@ class ViewComponents(dict):  # type: ignore[type-arg]
 
 
 _CONTENT_EXPLAIN = ContentRecommender.explain
+_EASE_SCORE = EASE.score_matrix

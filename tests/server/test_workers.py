@@ -223,6 +223,35 @@ def test_a_consent_change_on_worker_a_reaches_worker_b(workers: tuple[str, str])
     _until(anonymous, BOUND_S)
 
 
+def test_an_erasure_on_worker_a_reaches_worker_b(workers: tuple[str, str]) -> None:
+    a, b = workers
+    body = {"user": "shopper-00013", "k": 5}
+    status, doc = _call(b, "POST", "/v1/recommendations", body)
+    assert status == 200 and doc["personalized"]
+    status, receipt = _call(a, "POST", "/v1/admin/users/erase", {"user": "shopper-00013"})
+    assert status == 200 and receipt["events_deleted"] > 0, receipt
+
+    def forgotten() -> bool:
+        _, got = _call(b, "POST", "/v1/recommendations", body)
+        return not got["personalized"]
+
+    _until(forgotten, BOUND_S)
+
+
+def test_a_catalogue_change_on_worker_a_reaches_worker_b(workers: tuple[str, str]) -> None:
+    a, b = workers
+    status, doc = _call(b, "POST", "/v1/recommendations", {"user": "shopper-00017", "k": 3})
+    item = doc["items"][0]["item"]
+    status, out = _call(a, "PATCH", f"/v1/items/{item}", {"title": "Renamed on worker A"})
+    assert status == 200, out
+
+    def renamed() -> bool:
+        _, got = _call(b, "GET", f"/v1/items/{item}")
+        return bool(got.get("title") == "Renamed on worker A")
+
+    _until(renamed, BOUND_S)
+
+
 def test_the_rate_limit_holds_across_two_workers(workers: tuple[str, str]) -> None:
     a, b = workers
     if time.time() % 60 > 45:  # keep the burst inside one aligned minute

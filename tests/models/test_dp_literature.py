@@ -20,6 +20,7 @@ from privrec.data.synthetic import generate_shop_dataset
 from privrec.models.dp.als import ALS_SENSITIVITY, DPALS, item_statistics, solve_users
 from privrec.models.dp.ease import DPEASE
 from privrec.models.dp.prior import DPEASEPrior, ease_towards_prior, text_prior
+from privrec.models.dp.release import LocalGramStatistics
 from privrec.models.dp.weighted import (
     RowBound,
     cap_rows,
@@ -175,6 +176,13 @@ def test_weighted_dp_ease_is_charged_before_any_noise(
         with pytest.raises(BudgetExceededError):
             cls(epsilon=1.0, top_items=30, **params).fit(shop, ledger=ledger)
     assert drawn == [] and ledger.entries() == []
+
+
+def test_weighted_options_refuse_sharded_statistics(shop: InteractionDataset) -> None:
+    m = DPEASE(epsilon=1.0, top_items=20, max_user_items=5)
+    stats = LocalGramStatistics(shop, m.input_matrix(shop).astype(np.float64))
+    with pytest.raises(ConfigError, match="sharded"):
+        m.fit_from_statistics(shop, stats)
 
 
 def test_weighted_options_are_reachable_by_name(shop: InteractionDataset) -> None:

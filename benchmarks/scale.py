@@ -19,7 +19,7 @@ Parts (each bounded in time; PostgreSQL is a throwaway local cluster, fsync on, 
                delivery latency between two processes' connections, one rate-limit claim (an
                UPSERT) and a request's rate-limit check with leases (`SharedRateLimiter`) next to
                the in-process bucket.
-  ingest       benchmarks/scale_ingest.py's own measurements (imported, not copied): `end_to_end`
+  ingest       benchmarks/scale_ingest.py's own measurement (`measure`, imported): `end_to_end`
                ingest of its seeded CSV through the gate into an empty PostgreSQL store, and
                `killed` (a writer SIGKILLed mid-batch; counted before and after).
   stats        benchmarks/scale_stats.py's `ml1m` (imported): the statistics job on MovieLens-1M in
@@ -426,36 +426,11 @@ def coordination_costs(url: str) -> dict[str, Any]:
 
 
 # ---- the other engineers' parts, imported ------------------------------------------------------
-def ingest_part(pg: Any, root: Path, events: int) -> dict[str, Any]:
-    from ingest import generate_csv
-    from scale_ingest import TARGET_EVENTS_PER_S, end_to_end, killed
+def ingest_part(events: int) -> dict[str, Any]:
+    """scale_ingest's own measurement (its throwaway cluster): end to end, and a killed writer."""
+    from scale_ingest import measure
 
-    csv = root / "events.csv"
-    generate_csv(csv, events)
-    data_dir = root / "ingest-data"
-    data_dir.mkdir(mode=0o700)
-    e2e = end_to_end(pg.url(pg.create_db()), data_dir, csv, 200_000, pg.postmaster_pid)
-    ids = _gate_ids(csv, data_dir)
-    kill = killed(pg.url(pg.create_db()), data_dir, csv, 50_000, ids)
-    return {
-        "events": events,
-        "end_to_end": e2e,
-        "killed": kill,
-        "target_events_per_s": TARGET_EVENTS_PER_S,
-        "meets_target": e2e["first"]["events_per_s"] >= TARGET_EVENTS_PER_S,
-        "killed_mid_batch_ok": bool(
-            kill.get("killed_with_a_transaction_open")
-            and kill.get("no_loss")
-            and kill.get("no_duplicate")
-        ),
-    }
-
-
-def _gate_ids(csv: Path, data_dir: Path) -> set[str]:
-    from scale_ingest import gate_only
-
-    _, frames = gate_only(csv, data_dir, 200_000)
-    return {e for f in frames for e in f["event_id"]}
+    return measure(events, phases=("end_to_end", "killed"))
 
 
 def stats_part() -> dict[str, Any]:
@@ -553,9 +528,9 @@ def main() -> None:
         if "coordination" not in skip:
             out["coordination"] = coordination_costs(url)
             print("coordination", json.dumps(out["coordination"]), flush=True)
-        if "ingest" not in skip:
-            out["ingest"] = ingest_part(pg, root, args.ingest_events)
-            print("ingest", json.dumps(out["ingest"]), flush=True)
+    if "ingest" not in skip:
+        out["ingest"] = ingest_part(args.ingest_events)
+        print("ingest", json.dumps(out["ingest"]), flush=True)
     if "stats" not in skip:
         out["stats"] = stats_part()
         print("stats", json.dumps(out["stats"]["ml1m"]), flush=True)

@@ -39,9 +39,14 @@ Saving: one `state.safetensors` holds every component's arrays under "<component
 config.json each component's model name, config and metadata (`models.hybrid_components`), so
 `Recommender.load` restores the whole hybrid.
 
+Serving (`score`, one history per request): `config.candidates` = N scores only the components'
+top N exactly (None, the default: every item, the same numbers as `score_histories`), and the
+request's scoring is kept for its explanations (`hybrid_serving`).
+
 Where the parts live: settings in `hybrid_config`, building / fitting / saving the components in
 `hybrid_components`, z-scores and the weighted sum in `hybrid_blend`, the weight search in
-`hybrid_tuning`, routes and their explanations in `hybrid_routes`; this module holds the model.
+`hybrid_tuning`, routes and their explanations in `hybrid_routes`, per-request serving in
+`hybrid_serving`; this module holds the model.
 """
 
 from __future__ import annotations

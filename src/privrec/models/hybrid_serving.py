@@ -1,34 +1,36 @@
 """Serving the hybrid per request: exact scores on a candidate set, and one scoring per request
 that the request's explanations reuse.
 
-Candidates (`HybridConfig.candidates` = N; None: every item is scored, as offline). The z-score of
-a component needs the mean and standard deviation of its row over ALL items, but two of the
-components are cheap over all items and the expensive one is linear:
-    cf, sequential, popularity  scored over every item as in the full path (EASE: a sum of a few
-                                rows of B; SASRec: one forward pass, then a 64-wide product;
-                                popularity: constant); their top-N items are candidates;
-    content                     s = E p (E: unit item text vectors, p: the user's unit profile),
-                                so mean(s) = mean(E) . p and mean(s^2) = p' (E'E / n) p are exact
-                                from a 384-wide vector and a 384 x 384 matrix; its candidates are
-                                the N nearest items to p in a usearch HNSW graph
-                                (`privrec.text.ann.VectorIndex`), and only the candidates' rows of
-                                E are read (the full product reads all 12,101 x 384 floats).
-So every candidate gets exactly the score full scoring gives it (to float rounding: the moments
-are summed in another order); an item outside the candidates gets its cheap components' part,
-shifted below the lowest candidate (never above an exactly scored item). Recall of the
-candidate lists against full scoring is measured in `benchmarks/serve_hybrid.py`.
+Candidates (`HybridConfig.candidates` = N; None: every item is scored, as offline). A component's
+z-score needs the mean and standard deviation of its row over ALL items; three components are
+cheap over all items and the costly one is linear:
+    cf, sequential, popularity  scored over every item as in the full path (EASE: the sum of the
+                                history's rows of B; SASRec: one forward pass, then a 64-wide
+                                product, cheaper than a graph search; popularity: a constant row,
+                                z-scored once); each gives its top N items as candidates;
+    content                     s = E p (E: unit item text vectors, p: the shopper's unit
+                                profile), so mean(s) = mean(E) . p and mean(s^2) = p' (E'E / n) p
+                                are exact from a 384-wide vector and a 384 x 384 matrix; its top N
+                                come from a usearch HNSW graph (half precision), and only the
+                                candidates' rows of E are read (the full product reads all
+                                12,101 x 384 floats).
+So every candidate gets the score full scoring gives it (to float rounding: the moments are summed
+in another order); an item outside the candidates keeps its fully scored parts, shifted below the
+lowest candidate (never above an exactly scored item). The recall of candidate lists against full
+scoring is measured in `benchmarks/serve_hybrid.py`.
 
 Explanations: `HybridRecommender.explain` is called once per listed item with the same history
-object right after `score`; the request's view (route, weights, z-scores, the content profile and
-SASRec's occlusion scores) is kept per thread for that history, so ten explanations cost one
-scoring instead of eleven. The results are the same as without it (tests compare them).
+object right after `score`; the request's view (route, weights, z-scores, the content profile,
+SASRec's outputs for the occlusion variants, computed in the scoring forward pass when candidates
+are on) is kept per thread for that history object, so ten explanations cost one scoring instead
+of eleven. The results are the same as without it (tests compare them field for field).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,8 +42,9 @@ from privrec.models.ease import EASE
 from privrec.models.hybrid_blend import component_z, zscore
 from privrec.models.sequential import SequentialRecommender
 
-if TYPE_CHECKING:
-    from privrec.models.hybrid import HybridRecommender
+# The hybrid model (`privrec.models.hybrid.HybridRecommender`, which imports this module): typed
+# loosely here so that the two modules do not import each other.
+HybridRecommender = Any
 
 __all__ = [
     "LinearScores",

@@ -138,9 +138,7 @@ class Serving:
         got = load_version(
             self.registry, name, version, self.ctx.store.items(), self.history, self._deleted()
         )
-        prepare = getattr(got.model, "prepare_serving", None)
-        if callable(prepare):
-            prepare()  # e.g. the hybrid's candidate graph: built here, not on a first request
+        getattr(got.model, "prepare_serving", lambda: None)()  # e.g. the hybrid's ANN graph
         self._versions[(name, version)] = got
         for key in [key for key in self._versions if key[0] == name][:-_VERSIONS_KEPT]:
             self._versions.pop(key, None)

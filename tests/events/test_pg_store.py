@@ -163,6 +163,18 @@ def test_a_batch_with_some_stored_ids_stores_only_the_new_ones_exactly(
     pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
     assert got["rating"].isna().sum() == want["rating"].isna().sum() > 0
     assert got["query"].str.contains("☕").sum() == 10
+    # A NUL character (the gate lets it through; PostgreSQL text cannot hold it): a clear
+    # error naming the field, nothing of the batch stored.
+    nul = gate.process_records([{"user": "z", "item": "a\x00b", "type": "view", "timestamp": NOW}])
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        with pytest.raises(StoreError, match="item holds a NUL character"):
+            store.append(
+                pd.concat(
+                    [gate.process_records(_records(2, offset=200)).accepted, nul.accepted],
+                    ignore_index=True,
+                )
+            )
+        assert store.count() == 50
     # An id repeated inside one frame: the first row with it is stored, once.
     more = gate.process_records(_records(3, offset=100)).accepted
     twice = pd.concat([more, more.assign(item="sku-other")], ignore_index=True).iloc[::-1]

@@ -43,6 +43,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from privrec.core.errors import StoreError
@@ -268,6 +269,12 @@ class PgEventStore:
         if n == 0:
             return 0, 0
         table = duck._events_table(frame)  # the embedded store's checks: pseudonyms only
+        for c in ("item", "query"):  # the other text columns are checked hex or event types
+            if pc.any(pc.match_substring(table[c], "\x00")).as_py():
+                raise StoreError(
+                    f"append: {c} holds a NUL character, which PostgreSQL text cannot store; "
+                    "remove it from the source data (nothing of this batch was stored)"
+                )
         table, ids, sorted_ids = first_of_each_id(table)
         # Encoded before the transaction (keeps it short), unless duplicates are expected.
         rows = None if self._dups_likely else list(binary_rows(_event_columns(table)))

@@ -15,7 +15,10 @@ U = "shopper-00001"
 
 
 def test_recommendations_carry_explanations_and_ids(client) -> None:
-    r = client.post("/v1/recommendations", json={"user": U, "k": 5}, headers=C)
+    # the shopper's own token: a client key alone gets their explanations redacted
+    # (tests/server/test_personal_evidence.py)
+    h = shopper_headers(client, U)
+    r = client.post("/v1/recommendations", json={"user": U, "k": 5}, headers=h)
     assert r.status_code == 200
     doc = r.json()
     assert len(doc["items"]) == 5 and doc["personalized"] and len(doc["recommendation_id"]) == 16

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from privrec.cli import app as cli
 from privrec.core.settings import Settings
 from privrec.data.synthetic import generate_shop
+from privrec.server.personal import redact_items
 from privrec.service import RecSys
-from tests.server.conftest import C, make_app
+from tests.server.conftest import C, make_app, shopper_headers
 
 runner = CliRunner()
 
@@ -89,9 +90,15 @@ def test_cli_and_http_serve_identical_lists(shop: tuple[Path, str], with_dp: boo
                 body["rules"] = rules
             if ctx:
                 body["context_item"] = ctx
-            r = http.post("/v1/recommendations", json=body, headers=C)
+            # the shopper's own token: the same list as the CLI, explanations and all
+            r = http.post("/v1/recommendations", json=body, headers=shopper_headers(http, user))
             assert r.status_code == 200, r.text
             from_http.append(_comparable(r.json()))
+            # a client key alone: the same list with the one redaction applied on the way out
+            alone = http.post("/v1/recommendations", json=body, headers=C)
+            assert alone.status_code == 200, alone.text
+            want = {**from_http[-1], "items": redact_items(from_http[-1]["items"])}
+            assert _comparable(alone.json()) == want
 
     for case, a, b in zip(cases, from_cli, from_http, strict=True):
         assert a == b, f"CLI and HTTP disagree for {case}"

@@ -276,29 +276,58 @@ def test_the_rate_limit_holds_across_two_workers(workers: tuple[str, str]) -> No
     assert status == 200
 
 
+def _coordination(url: str) -> tuple[int, int]:
+    """(sessions listening on the channel, holders of the scheduler's leader lock)."""
+    import psycopg
+
+    from privrec.service.coordination import LEAD_LOCK
+
+    with psycopg.connect(url, autocommit=True) as con:
+        listening = con.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+            "(query LIKE 'LISTEN privrec%' OR query LIKE 'SELECT pg_try_advisory_lock%')"
+        ).fetchone()
+        leaders = con.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s",
+            (LEAD_LOCK >> 32, LEAD_LOCK & 0xFFFFFFFF),
+        ).fetchone()
+    return int(listening[0]), int(leaders[0])
+
+
 def test_serve_with_two_workers_serves_and_replaces_a_killed_worker(
     shop: tuple[Path, str],
 ) -> None:
     data, url = shop
-    base, proc = _serve(data, _env(url), "--workers", "2")
+    before, _ = _coordination(url)
+    env = _env(url)
+    env["PRIVREC_SCHEDULER_ENABLED"] = "true"  # `serve --workers` runs it in one elected worker
+    base, proc = _serve(data, env, "--workers", "2")
     try:
         _wait_live(base, proc)
 
-        def children() -> list[int]:
+        def workers() -> list[int]:
             out = subprocess.run(
-                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+                ["pgrep", "-f", "-P", str(proc.pid), "spawn_main"],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             return [int(x) for x in out.stdout.split()]
 
-        _until(lambda: len(children()) >= 2, 60)
-        kids = children()
+        _until(lambda: len(workers()) == 2, 60)
+        # both workers listen for the others' changes; exactly one runs the scheduler
+        _until(lambda: _coordination(url) == (before + 2, 1), 60)
+        kids = workers()
         status, doc = _call(base, "POST", "/v1/recommendations", {"user": "shopper-00002"})
         assert status == 200 and doc["items"]
         os.kill(kids[0], signal.SIGKILL)
-        # the other worker goes on answering at once; the supervisor starts a new one
+        # the other worker goes on answering at once; the supervisor starts a new one, which
+        # joins the coordination; the scheduler still runs in exactly one worker
         status, doc = _call(base, "POST", "/v1/recommendations", {"user": "shopper-00002"})
         assert status == 200
-        _until(lambda: len(set(children()) - {kids[0]}) >= 2, 60)
+        _until(lambda: len(set(workers()) - {kids[0]}) == 2, 60)
+        _until(lambda: _coordination(url) == (before + 2, 1), 120)
     finally:
         _stop(proc)
 

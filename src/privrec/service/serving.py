@@ -533,11 +533,7 @@ class Serving:
         s = float(scores[i])
         rank = int(np.count_nonzero(scores > s)) + 1
         exp = explain_items(
-            loaded.model if personal else None,
-            history,
-            [i],
-            loaded.table,
-            personalized=personal,
+            loaded.model if personal else None, history, [i], loaded.table, personalized=personal
         )[0]
         return ExplainedItem(
             item=item,

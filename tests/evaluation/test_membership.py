@@ -12,7 +12,13 @@ import pytest
 from privrec.data.dataset import InteractionDataset
 from privrec.data.splitters import leave_one_out_test
 from privrec.data.synthetic import generate_shop_dataset
-from privrec.evaluation.membership import membership_audit, roc_auc, tpr_at_fpr
+from privrec.evaluation.membership import (
+    AttackTrials,
+    attack_epsilon_bound,
+    membership_audit,
+    roc_auc,
+    tpr_at_fpr,
+)
 from privrec.evaluation.privacy_report import run_frontier, write_privacy_report
 from privrec.models.zoo import create_model
 from privrec.privacy.ledger import Budget, PrivacyLedger
@@ -97,3 +103,60 @@ def test_frontier_and_report(shop: InteractionDataset, tmp_path: Path) -> None:
     assert "Privacy-budget ledger" in page
     doc = json.loads(paths["json"].read_text())
     assert len(doc["points"]) == 4 and doc["ledger"]["releases"] == 2
+
+
+def test_trials_are_kept_only_when_asked(shop: InteractionDataset) -> None:
+    a = membership_audit(lambda: create_model("itemknn", k=20), shop, seed=3, max_eval_users=60)
+    assert a.trials is None and "trials" not in a.to_dict()  # the old result, unchanged
+    b = membership_audit(
+        lambda: create_model("itemknn", k=20),
+        shop,
+        seed=3,
+        max_eval_users=60,
+        keep_trials=True,
+        repeats=2,
+    )
+    t = b.trials
+    assert t is not None and b.per_repeat[0] == a.auc  # keeping them changes nothing measured
+    assert len(t.labels) == len(t.scores) == len(t.repeat) == 2 * 2 * 60
+    assert sum(t.labels) == 2 * 60 and sorted(set(t.repeat)) == [0, 1]
+    assert len(t.shadow_labels) == len(t.shadow_scores) == 2 * 2 * 60
+    first = np.asarray(t.repeat) == 0
+    assert roc_auc(np.asarray(t.labels)[first], np.asarray(t.scores)[first]) == b.per_repeat[0]
+    assert json.loads(json.dumps(b.to_dict()))["trials"]["labels"] == t.labels
+
+
+def _trials(n: int, shift: float, seed: int) -> AttackTrials:
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.ones(n), np.zeros(n)].astype(int)
+    return AttackTrials(
+        labels=y.tolist(),
+        scores=(rng.standard_normal(2 * n) + shift * y).tolist(),
+        shadow_labels=y.tolist(),
+        shadow_scores=(rng.standard_normal(2 * n) + shift * y).tolist(),
+    )
+
+
+def test_the_bound_is_chosen_on_other_trials_than_it_is_measured_on() -> None:
+    from privrec.evaluation.canary import epsilon_at_threshold, epsilon_lower_bound
+
+    # members and non-members indistinguishable: the best of all thresholds on the same
+    # trials can still show a positive bound; a threshold chosen elsewhere is (here) 0
+    null = _trials(500, 0.0, seed=5)
+    naive = epsilon_lower_bound(null.labels, null.scores, delta=1e-6).epsilon_lb
+    for select in ("shadow", "split"):
+        b = attack_epsilon_bound(null, delta=1e-6, select=select)  # type: ignore[arg-type]
+        assert b.epsilon_lb <= naive and b.epsilon_lb < 0.2
+    # a strong attack: both selections find a bound well above 0, below the naive one
+    strong = _trials(500, 4.0, seed=6)
+    shadow = attack_epsilon_bound(strong, delta=1e-6, select="shadow")
+    split = attack_epsilon_bound(strong, delta=1e-6, select="split", seed=1)
+    best = epsilon_lower_bound(strong.labels, strong.scores, delta=1e-6).epsilon_lb
+    assert 1.5 < shadow.epsilon_lb <= best and 1.0 < split.epsilon_lb <= best
+    assert shadow.n_positives == 500 and split.n_positives == 250
+    # "shadow" is the shadow trials' best threshold, evaluated once on all target trials
+    thr = epsilon_lower_bound(strong.shadow_labels, strong.shadow_scores, delta=1e-6).threshold
+    again = epsilon_at_threshold(strong.labels, strong.scores, thr, delta=1e-6)
+    assert shadow.epsilon_lb == again.epsilon_lb and shadow.threshold == thr
+    with pytest.raises(ValueError, match="select"):
+        attack_epsilon_bound(strong, delta=1e-6, select="best")  # type: ignore[arg-type]

@@ -30,6 +30,12 @@ and a TPR at 1% FPR that rests on a handful of negatives. `evaluation.lira` cali
 on many shadow models and gives the TPR at 0.1% / 1% FPR with confidence intervals;
 `evaluation.canary` turns a canary attack into an empirical lower bound on a DP model's epsilon
 (and catches noise that replays).
+
+With `keep_trials=True` the result also carries every attacked shopper's IN/OUT label and attack
+score (`AttackTrials`, target and shadow), and `attack_epsilon_bound` turns them into the same
+Clopper-Pearson lower bound on epsilon as the canary audit, with the threshold chosen on trials
+other than the ones it is evaluated on (the shadow model's, or one half of the target's), so the
+bound is not the optimistic best of many thresholds.
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender
+
+if TYPE_CHECKING:
+    from privrec.evaluation.canary import EpsilonBound
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,26 @@ FEATURES_FIXED = (
     "recs_popularity",
     "log_history",
 )
+
+
+@dataclass
+class AttackTrials:
+    """Every attacked shopper's label and attack score (all repeats, in order).
+
+    Attributes:
+        labels: 1 for a target member (IN), 0 for a target non-member (OUT).
+        scores: the attack's probability of IN for each target shopper (higher: "IN").
+        shadow_labels, shadow_scores: the same for the shadow shoppers the attack was trained on
+            (scored in-sample); they never depend on the target's membership, so a threshold
+            chosen on them can be evaluated on the target trials without optimism.
+        repeat: the repeat each target trial belongs to.
+    """
+
+    labels: list[int]
+    scores: list[float]
+    shadow_labels: list[int]
+    shadow_scores: list[float]
+    repeat: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +104,7 @@ class AttackResult:
         classifier: "logistic" or "gbm".
         seconds: wall time.
         per_repeat: AUC of each repeat.
+        trials: per attacked shopper, label and score (only with `keep_trials=True`).
     """
 
     auc: float
@@ -87,10 +117,14 @@ class AttackResult:
     classifier: str
     seconds: float
     per_repeat: list[float] = field(default_factory=list)
+    trials: AttackTrials | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form (without `trials` when they were not kept, as before they existed)."""
+        out = asdict(self)
+        if self.trials is None:
+            del out["trials"]
+        return out
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -287,6 +321,7 @@ def membership_audit(
     classifier: str = "logistic",
     repeats: int = 1,
     seed: int = 0,
+    keep_trials: bool = False,
 ) -> AttackResult:
     """Train target and shadow models on disjoint users and attack the target (see the module doc).
 
@@ -302,15 +337,18 @@ def membership_audit(
         classifier: "logistic" or "gbm".
         repeats: independent splits to average.
         seed: seeds the splits, the models' training and the attack.
+        keep_trials: also return every attacked shopper's label and score (`AttackTrials`),
+            what `attack_epsilon_bound` needs.
 
     Returns:
-        AttackResult with AUC, TPR at 1% FPR and the shadow AUC.
+        AttackResult with AUC, TPR at 1% FPR and the shadow AUC (and the trials if asked).
     """
     t0 = time.perf_counter()
     counts = np.bincount(dataset.user_idx, minlength=dataset.n_users)
     eligible = np.nonzero(counts >= min_history)[0]
     aucs, tprs, shadow_aucs = [], [], []
     n_in = n_out = 0
+    kept: dict[str, list[Any]] = {k: [] for k in ("y", "s", "sy", "ss", "rep")}
     for rep in range(int(repeats)):
         rng = np.random.default_rng(seed + 1000 * rep)
         users = rng.permutation(eligible)
@@ -354,6 +392,12 @@ def membership_audit(
         tprs.append(tpr_at_fpr(y_test, p_test, 0.01))
         shadow_aucs.append(roc_auc(y_train, p_train))
         n_in, n_out = e, e
+        if keep_trials:
+            kept["y"] += [int(v) for v in y_test]
+            kept["s"] += [float(v) for v in p_test]
+            kept["sy"] += [int(v) for v in y_train]
+            kept["ss"] += [float(v) for v in p_train]
+            kept["rep"] += [rep] * len(y_test)
         log.info(
             "membership audit repeat=%d auc=%.4f shadow_auc=%.4f users=%d",
             rep,
@@ -372,4 +416,64 @@ def membership_audit(
         classifier=classifier,
         seconds=time.perf_counter() - t0,
         per_repeat=[float(a) for a in aucs],
+        trials=AttackTrials(kept["y"], kept["s"], kept["sy"], kept["ss"], kept["rep"])
+        if keep_trials
+        else None,
     )
+
+
+def attack_epsilon_bound(
+    trials: AttackTrials,
+    *,
+    delta: float,
+    confidence: float = 0.95,
+    select: Literal["shadow", "split"] = "shadow",
+    seed: int = 0,
+) -> EpsilonBound:
+    """Empirical lower bound on epsilon from the attack's trials (`canary.epsilon_lower_bound`).
+
+    The best of all thresholds on the same trials is optimistic, so the threshold is chosen on
+    other trials and evaluated once (`canary.epsilon_at_threshold`) on the held-out ones:
+
+    - ``"shadow"``: the threshold with the best bound on the shadow trials, evaluated on every
+      target trial (the attacker's own data picks it; the target's labels never do);
+    - ``"split"``: the target trials are split in two seeded, stratified halves; the best
+      threshold of one half is evaluated on the other (half the trials, so less power).
+
+    Caveat: the trials of one repeat share a model, so Clopper-Pearson's independence holds only
+    approximately (as in the canary audit).
+
+    Args:
+        trials: from `membership_audit(..., keep_trials=True)`.
+        delta: the model's delta.
+        confidence: of each two-sided Clopper-Pearson interval.
+        select: where the threshold is chosen ("shadow" or "split").
+        seed: seeds the split.
+
+    Raises:
+        ValueError: ``select`` is unknown, or the trials lack IN or OUT shoppers.
+    """
+    # canary imports this module (roc_auc): imported here to keep the import graph acyclic
+    from privrec.evaluation.canary import epsilon_at_threshold, epsilon_lower_bound
+
+    y = np.asarray(trials.labels, dtype=bool)
+    s = np.asarray(trials.scores, dtype=np.float64)
+    if select == "shadow":
+        chosen = epsilon_lower_bound(
+            np.asarray(trials.shadow_labels, dtype=bool),
+            np.asarray(trials.shadow_scores, dtype=np.float64),
+            delta=delta,
+            confidence=confidence,
+        )
+        return epsilon_at_threshold(y, s, chosen.threshold, delta=delta, confidence=confidence)
+    if select == "split":
+        rng = np.random.default_rng(seed)
+        pick = np.zeros(y.size, dtype=bool)
+        for cls in (True, False):  # stratified: each half keeps half of the IN and of the OUT
+            idx = rng.permutation(np.nonzero(y == cls)[0])
+            pick[idx[: idx.size // 2]] = True
+        chosen = epsilon_lower_bound(y[pick], s[pick], delta=delta, confidence=confidence)
+        return epsilon_at_threshold(
+            y[~pick], s[~pick], chosen.threshold, delta=delta, confidence=confidence
+        )
+    raise ValueError(f"select: {select!r} is not 'shadow' or 'split'")

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from privacy_draws import ROWS, SEED, TEXT_CACHE, Data, log
+from privrec.evaluation.attack_bound import attack_epsilon_bound
 from privrec.evaluation.canary import epsilon_lower_bound
-from privrec.evaluation.membership import attack_epsilon_bound, membership_audit
+from privrec.evaluation.membership import membership_audit
 from privrec.models.base import Recommender
 from privrec.models.zoo import create_model
 

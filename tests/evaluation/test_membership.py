@@ -12,9 +12,9 @@ import pytest
 from privrec.data.dataset import InteractionDataset
 from privrec.data.splitters import leave_one_out_test
 from privrec.data.synthetic import generate_shop_dataset
+from privrec.evaluation.attack_bound import attack_epsilon_bound
 from privrec.evaluation.membership import (
     AttackTrials,
-    attack_epsilon_bound,
     membership_audit,
     roc_auc,
     tpr_at_fpr,

@@ -32,7 +32,7 @@ on many shadow models and gives the TPR at 0.1% / 1% FPR with confidence interva
 (and catches noise that replays).
 
 With `keep_trials=True` the result also carries every attacked shopper's IN/OUT label and attack
-score (`AttackTrials`, target and shadow), and `attack_epsilon_bound` turns them into the same
+score (`AttackTrials`, target and shadow), and `evaluation.attack_bound` turns them into the same
 Clopper-Pearson lower bound on epsilon as the canary audit, with the threshold chosen on trials
 other than the ones it is evaluated on (the shadow model's, or one half of the target's), so the
 bound is not the optimistic best of many thresholds.
@@ -44,16 +44,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender
-
-if TYPE_CHECKING:
-    from privrec.evaluation.canary import EpsilonBound
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +335,7 @@ def membership_audit(
         repeats: independent splits to average.
         seed: seeds the splits, the models' training and the attack.
         keep_trials: also return every attacked shopper's label and score (`AttackTrials`),
-            what `attack_epsilon_bound` needs.
+            what `attack_bound.attack_epsilon_bound` needs.
 
     Returns:
         AttackResult with AUC, TPR at 1% FPR and the shadow AUC (and the trials if asked).
@@ -420,60 +417,3 @@ def membership_audit(
         if keep_trials
         else None,
     )
-
-
-def attack_epsilon_bound(
-    trials: AttackTrials,
-    *,
-    delta: float,
-    confidence: float = 0.95,
-    select: Literal["shadow", "split"] = "shadow",
-    seed: int = 0,
-) -> EpsilonBound:
-    """Empirical lower bound on epsilon from the attack's trials (`canary.epsilon_lower_bound`).
-
-    The best of all thresholds on the same trials is optimistic, so the threshold is chosen on
-    other trials and evaluated once (`canary.epsilon_at_threshold`) on the held-out ones:
-
-    - ``"shadow"``: the threshold with the best bound on the shadow trials, evaluated on every
-      target trial (the attacker's own data picks it; the target's labels never do);
-    - ``"split"``: the target trials are split in two seeded, stratified halves; the best
-      threshold of one half is evaluated on the other (half the trials, so less power).
-
-    Caveat: the trials of one repeat share a model, so Clopper-Pearson's independence holds only
-    approximately (as in the canary audit).
-
-    Args:
-        trials: from `membership_audit(..., keep_trials=True)`.
-        delta: the model's delta.
-        confidence: of each two-sided Clopper-Pearson interval.
-        select: where the threshold is chosen ("shadow" or "split").
-        seed: seeds the split.
-
-    Raises:
-        ValueError: ``select`` is unknown, or the trials lack IN or OUT shoppers.
-    """
-    # canary imports this module (roc_auc): imported here to keep the import graph acyclic
-    from privrec.evaluation.canary import epsilon_at_threshold, epsilon_lower_bound
-
-    y = np.asarray(trials.labels, dtype=bool)
-    s = np.asarray(trials.scores, dtype=np.float64)
-    if select == "shadow":
-        chosen = epsilon_lower_bound(
-            np.asarray(trials.shadow_labels, dtype=bool),
-            np.asarray(trials.shadow_scores, dtype=np.float64),
-            delta=delta,
-            confidence=confidence,
-        )
-        return epsilon_at_threshold(y, s, chosen.threshold, delta=delta, confidence=confidence)
-    if select == "split":
-        rng = np.random.default_rng(seed)
-        pick = np.zeros(y.size, dtype=bool)
-        for cls in (True, False):  # stratified: each half keeps half of the IN and of the OUT
-            idx = rng.permutation(np.nonzero(y == cls)[0])
-            pick[idx[: idx.size // 2]] = True
-        chosen = epsilon_lower_bound(y[pick], s[pick], delta=delta, confidence=confidence)
-        return epsilon_at_threshold(
-            y[~pick], s[~pick], chosen.threshold, delta=delta, confidence=confidence
-        )
-    raise ValueError(f"select: {select!r} is not 'shadow' or 'split'")

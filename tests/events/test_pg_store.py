@@ -283,3 +283,34 @@ def test_a_dropped_connection_fails_one_call_then_reconnects(
             store.append(acc)
         assert store.count() == 10  # a fresh session; nothing of the failed batch stored
         assert store.append(acc) == (10, 10)
+
+
+def test_binary_copy_rows_round_trip_through_postgres(pg_url: str) -> None:
+    """`pg_io.binary_rows`: every supported type, nulls, and more rows than one chunk holds."""
+    import numpy as np
+    import pyarrow as pa
+
+    from privrec.events import pg_io
+
+    n = pg_io._ROWS_PER_CHUNK + 7
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    text = pa.array([None if i % 5 == 0 else f"é{i}☕" for i in range(n)], pa.string())
+    num = pa.array([None if i % 7 == 0 else i * 0.5 for i in range(n)], pa.float64())
+    big = pa.array([None if i % 3 == 0 else 2**40 + i for i in range(n)], pa.int64())
+    uid = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(ids)])
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("CREATE TABLE t (u uuid, s text, f double precision, b bigint)")
+        with con.cursor() as cur:
+            pg_io.copy_binary(cur, "t (u, s, f, b)", pg_io.binary_rows([uid, text, num, big]))
+        rows = con.execute("SELECT u, s, f, b FROM t").fetchall()
+        assert len(rows) == n
+        got = {r[0].bytes: r[1:] for r in rows}
+        for i in (0, 1, 5, 21, n - 1):
+            assert got[ids[i].tobytes()] == (text[i].as_py(), num[i].as_py(), big[i].as_py())
+        sql = "SELECT u FROM t ORDER BY u"
+        with con.cursor() as cur:
+            back = pg_io.copy_out_uuids(cur, sql)
+    assert np.array_equal(back, ids[np.lexsort(ids.T[::-1])])
+    with pytest.raises(TypeError, match="no encoding"):
+        list(pg_io.binary_rows([pa.array([True])]))

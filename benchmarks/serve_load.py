@@ -99,9 +99,7 @@ def prepare(
         have = known.versions if known is not None else []
         if len(have) >= versions:
             info["reused"] = True
-            rs.registry.activate(
-                model, have[0]
-            )  # the swap phase then loads the other version cold
+            rs.registry.activate(model, have[0])  # the swap phase then loads the other version cold
             rs.set_default_model(model)
             return info
         t0 = time.perf_counter()

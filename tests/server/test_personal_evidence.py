@@ -11,6 +11,7 @@ fast path and the FastAPI route are checked, and the list cache in both orders o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,6 +134,24 @@ def test_a_token_for_someone_else_is_refused(serve, fast_path: bool) -> None:
     h = shopper_headers(client, OTHER)
     del h["Authorization"]
     assert client.post("/v1/recommendations", json={"user": OTHER}, headers=h).status_code == 401
+
+
+@FAST
+def test_a_token_that_expires_stops_working(serve, fast_path: bool) -> None:
+    """A verified token is remembered only until it expires (with the 30 s leeway)."""
+    from privrec.server.tokens import LEEWAY, app_secret, issue_shopper_token
+
+    client = serve(fast_path=fast_path)
+    now = int(time.time())
+    # valid for 3 more seconds: expired 27 s ago, within the clock leeway
+    token = issue_shopper_token(app_secret(client.app.state), OTHER, 1, now=now - LEEWAY + 2)
+    h = {**C, "X-Shopper-Token": token}
+    body = {"user": OTHER, "k": 5}
+    assert client.post("/v1/recommendations", json=body, headers=h).status_code == 200
+    assert client.post("/v1/recommendations", json=body, headers=h).status_code == 200
+    time.sleep(max(0.0, now + 3.2 - time.time()))
+    r = client.post("/v1/recommendations", json=body, headers=h)
+    assert r.status_code == 401 and r.json()["type"].endswith("expired-shopper-token"), r.text
 
 
 @FAST

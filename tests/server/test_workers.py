@@ -144,11 +144,12 @@ def _served(url: str, model: str) -> str | None:
     return served
 
 
-def _until(check: Any, bound: float) -> float:
-    """Seconds until `check()` is true; fails past `bound`."""
+def _until(check: Any, bound: float, show: Any = None) -> float:
+    """Seconds until `check()` is true; fails past `bound` (with `show()` in the message)."""
     t0 = time.perf_counter()
     while not check():
-        assert time.perf_counter() - t0 < bound, f"not seen within {bound} s"
+        seen = show() if show is not None else ""
+        assert time.perf_counter() - t0 < bound, f"not seen within {bound} s {seen}"
         time.sleep(0.02)
     return time.perf_counter() - t0
 
@@ -285,6 +286,7 @@ def _coordination(url: str) -> tuple[int, int]:
     with psycopg.connect(url, autocommit=True) as con:
         listening = con.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+            "datname = current_database() AND "
             "(query LIKE 'LISTEN privrec%' OR query LIKE 'SELECT pg_try_advisory_lock%')"
         ).fetchone()
         leaders = con.execute(
@@ -315,9 +317,13 @@ def test_serve_with_two_workers_serves_and_replaces_a_killed_worker(
             )
             return [int(x) for x in out.stdout.split()]
 
+        # a loaded machine: the second worker may take minutes to import and start
+        def joined() -> bool:
+            return _coordination(url) == (before + 2, 1)
+
         _until(lambda: len(workers()) == 2, 60)
         # both workers listen for the others' changes; exactly one runs the scheduler
-        _until(lambda: _coordination(url) == (before + 2, 1), 60)
+        _until(joined, 300, lambda: (before, _coordination(url)))
         kids = workers()
         status, doc = _call(base, "POST", "/v1/recommendations", {"user": "shopper-00002"})
         assert status == 200 and doc["items"]
@@ -327,7 +333,7 @@ def test_serve_with_two_workers_serves_and_replaces_a_killed_worker(
         status, doc = _call(base, "POST", "/v1/recommendations", {"user": "shopper-00002"})
         assert status == 200
         _until(lambda: len(set(workers()) - {kids[0]}) == 2, 60)
-        _until(lambda: _coordination(url) == (before + 2, 1), 120)
+        _until(joined, 300, lambda: (before, _coordination(url)))
     finally:
         _stop(proc)
 

@@ -667,7 +667,7 @@ def tune(prepared: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any], dic
     for r in sorted(tuning, key=lambda r: -r["valid_macro_ndcg@10"])[:15]:
         print(json.dumps(r), flush=True)
     # kept in the JSON: the single-pair grid (match_share 0), the best row of each match_share,
-    # the 30 best rows, RRF and each retriever alone (the full table has 5,000 rows)
+    # the 30 best rows, RRF and each retriever alone (the full table has 4,400 rows)
     top30 = sorted(cands, key=lambda r: -r["valid_macro_ndcg@10"])[:30]
     per_tau = [
         max((r for r in cands if r.get("match_share") == t), key=lambda r: r["valid_macro_ndcg@10"])

@@ -114,6 +114,23 @@ def with_full_size(rows: list[dict[str, Any]], points: Path, row: str) -> list[d
 
 BEAUTY_FULL = 22363
 BEAUTY_FULL_EASE = 0.04446129994549466  # privacy_draws.py --datasets beauty (reg 50, test)
+BEAUTY_FULL_CONTENT = 0.03503861227520863  # the text-only model, all shoppers (privacy_draws.py)
+
+
+def log_trend(sizes: list[int], values: list[float]) -> dict[str, Any]:
+    """value = a + b ln(n), least squares, with its projections (no cap: gains and NDCG)."""
+    x = np.log(np.asarray(sizes, dtype=np.float64))
+    y = np.asarray(values, dtype=np.float64)
+    b, a = np.polyfit(x, y, 1)
+    pred = a + b * x
+    return {
+        "a": float(a),
+        "b_per_ln_users": float(b),
+        "rmse": float(math.sqrt(float(np.mean((y - pred) ** 2)))),
+        "projection": {str(n): float(a + b * math.log(n)) for n in PROJECT_TO},
+    }
+
+
 BEAUTY_ASSUMPTIONS = (
     "retention = DP / EASE (reg 50) of the same size; Beauty's 12,101-item catalogue and "
     "per-shopper activity at every size; fixed settings (dp_textknn chosen on Amazon Scientific, "
@@ -145,6 +162,7 @@ def beauty_full_points(paths: list[Path], rows: list[str]) -> list[dict[str, Any
                     "dp_ci95": m["ci95"],
                     "retention": m["mean"] / BEAUTY_FULL_EASE,
                     "retention_ci95": [v / BEAUTY_FULL_EASE for v in m["ci95"]],
+                    "public_only": BEAUTY_FULL_CONTENT,
                     "from": path.name,
                 }
             )
@@ -192,9 +210,17 @@ def beauty(args: argparse.Namespace) -> None:
                 key=lambda x: x["shoppers"],
             )
             if len(r) >= 2:
-                t = trend([x["shoppers"] for x in r], [x["retention"] for x in r])
+                n = [x["shoppers"] for x in r]
+                t = trend(n, [x["retention"] for x in r])
+                # the DP part's gain over the text-only model of the same size: what the release
+                # adds (the retention against EASE falls with n here: EASE grows faster)
+                t["gain_over_text"] = log_trend(n, [x["dp_mean"] - x["public_only"] for x in r])
+                t["ndcg"] = log_trend(n, [x["dp_mean"] for x in r])
                 trends[f"{row} eps {eps:g}"] = t
                 log(f"{row} eps {eps:g}: {[round(x['retention'], 3) for x in r]} trend {t}")
+    eases = sorted({(x["shoppers"], x["ease"]) for x in rows if x.get("ease")})
+    if len(eases) >= 2:
+        trends["ease"] = log_trend([e[0] for e in eases], [e[1] for e in eases])
     emit(
         {
             "benchmark": "privacy_scaling",

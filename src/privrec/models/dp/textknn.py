@@ -32,6 +32,7 @@ model is no DP release (`privacy` None); at epsilon = inf nothing is noised.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -78,6 +79,8 @@ __all__ = [
 ]
 
 _BLOCK = 2048  # rows of text similarities computed at once (bounded memory on large catalogues)
+_PATTERNS: dict[tuple[bytes, int], np.ndarray] = {}  # public pattern per (text vectors, k)
+_MAX_PATTERNS = 4
 
 
 class DPTextKNNConfig(ModelConfig):
@@ -128,13 +131,24 @@ def text_neighbour_pattern(vectors: np.ndarray, neighbours: int) -> np.ndarray:
     """Sorted keys lo * n + hi (lo < hi) of the pairs where one item is among the other's
     `neighbours` nearest by cosine of its unit text vector (public data only).
 
-    Ties are broken by the lower item index, so the pattern is a function of the text alone.
+    Ties are broken by the lower item index, so the pattern is a function of the text alone; it
+    is kept in memory for the same vectors (public data: refits and repeated releases reuse it).
     """
-    e = np.asarray(vectors, dtype=np.float32)
+    e = np.ascontiguousarray(vectors, dtype=np.float32)
     n = e.shape[0]
     k = min(int(neighbours), n - 1)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
+    key = (hashlib.sha256(e.tobytes()).digest(), k)
+    if key not in _PATTERNS:
+        if len(_PATTERNS) >= _MAX_PATTERNS:
+            _PATTERNS.pop(next(iter(_PATTERNS)))
+        _PATTERNS[key] = _neighbour_keys(e, k)
+    return _PATTERNS[key].copy()
+
+
+def _neighbour_keys(e: np.ndarray, k: int) -> np.ndarray:
+    n = e.shape[0]
     rows, cols = [], []
     for a in range(0, n, _BLOCK):
         b = min(n, a + _BLOCK)

@@ -15,10 +15,12 @@ item covers). The pair (p, w) is chosen per query:
 
 Tokens the catalogue does not know do not count in the share: such a word is most often a
 misspelling that typo correction could not fix, and it should not turn a brand query into a
-"described in other words" one. The per-query switch follows the query-dependent fusion weights
-of the hybrid-retrieval literature (a convex combination of theoretically normalised scores,
-Bruch et al. 2023, with the weight set by how well the lexical side matched); the thresholds and
-pairs were chosen on validation queries (`benchmarks/search.py`, `benchmarks/RESULTS.md`).
+"described in other words" one. The blend is a convex combination of scores normalised by a
+bound known in advance rather than by the candidates' own range, the form Bruch et al. (2023, "An
+analysis of fusion functions for hybrid retrieval") found better than reciprocal-rank fusion;
+choosing its power and weight per query from how well the lexical side matched is this module's
+own addition. The threshold and both pairs were chosen on validation queries
+(`benchmarks/search.py`, `benchmarks/RESULTS.md`).
 
 `rrf` is reciprocal-rank fusion, kept as an alternative.
 """

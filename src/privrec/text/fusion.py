@@ -15,11 +15,11 @@ item covers). The pair (p, w) is chosen per query:
 
 Tokens the catalogue does not know do not count in the share: such a word is most often a
 misspelling that typo correction could not fix, and it should not turn a brand query into a
-"described in other words" one. The blend is a convex combination of scores normalised by a
-bound known in advance rather than by the candidates' own range, the form Bruch et al. (2023, "An
-analysis of fusion functions for hybrid retrieval") found better than reciprocal-rank fusion;
-choosing its power and weight per query from how well the lexical side matched is this module's
-own addition. The threshold and both pairs were chosen on validation queries
+"described in other words" one. The blend is a convex combination of a lexical and a semantic
+score, the fusion Bruch et al. (2023, "An analysis of fusion functions for hybrid retrieval")
+found better than reciprocal-rank fusion in and out of domain, and little affected by how the
+scores are normalised; the power on the lexical part and choosing (power, weight) per query from
+how well the lexical side matched are this module's own additions. The threshold and both pairs were chosen on validation queries
 (`benchmarks/search.py`, `benchmarks/RESULTS.md`).
 
 `rrf` is reciprocal-rank fusion, kept as an alternative.

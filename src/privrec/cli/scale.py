@@ -38,6 +38,11 @@ def sharded_plan(use_ray: bool, shards: int | None, address: str | None) -> Shar
         return None
     use_ray = use_ray or address is not None
     n = shards if shards is not None else (2 if use_ray else 1)
+    if use_ray:
+        # with Ray, sasrec / bert4rec train on n Ray Train workers; the others as before
+        from privrec.models.ray_train import RayTrainFit
+
+        return RayTrainFit(n, ShardRunner(use_ray=True, address=address))
     return ShardedFit(n, ShardRunner(use_ray=use_ray, address=address))
 
 

@@ -242,8 +242,11 @@ def _run(
     report = BatchReport(rejects_path=None if rejects_path is None else str(rejects_path))
     store.bind_generation(gate.pseudonymiser.generation)
     # The store appends batch k on a writer thread (DuckDB releases the GIL) while this thread
-    # reads and gates batch k+1: on two cores that hides most of the store's time.
-    writer = _Writer(store)
+    # reads and gates batch k+1: on two cores that hides most of the store's time. A store that
+    # takes concurrent appends (PostgreSQL: `extra_writers`, one more connection) gets a second
+    # writer once a second batch comes, so one batch's COPY runs on the server while the next
+    # is encoded and sent.
+    writer = _Writer(store, getattr(store, "extra_writers", None))
     writer.start()
     try:
         with (
@@ -335,39 +338,77 @@ def _prefetch(batches: Iterable[RawBatch]) -> Generator[RawBatch, None, None]:
         t.join()
 
 
-class _Writer(threading.Thread):
-    """Appends gated batches to the store in order, one at a time, off the gating thread."""
+class _Writer:
+    """Appends gated batches to the store off the gating thread, in order, one at a time; with
+    `extra` (a store's `extra_writers`), a second handle on its own thread joins once a second
+    batch comes. Each batch is whole, in its own transaction; with two writers batches may
+    commit out of order (event ids keep every event stored once)."""
 
-    def __init__(self, store: EventStoreAPI) -> None:
-        super().__init__(name="privrec-ingest-writer", daemon=True)
-        self._store = store
+    def __init__(
+        self, store: EventStoreAPI, extra: Callable[[int], list[Any]] | None = None
+    ) -> None:
         self._queue: queue.Queue[pd.DataFrame | None] = queue.Queue(maxsize=1)  # bounds memory
+        self._extra_factory = extra
+        self._extra: list[Any] = []  # handles opened here, closed by finish()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
         self._error: BaseException | None = None
+        self._puts = 0
+        self._done = False
         self.inserted = 0
         self.duplicates = 0
+        self._add(store)
 
-    def run(self) -> None:
+    def _add(self, store: EventStoreAPI) -> None:
+        t = threading.Thread(
+            target=self._run,
+            args=(store,),
+            name=f"privrec-ingest-writer-{len(self._threads)}",
+            daemon=True,
+        )
+        self._threads.append(t)
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def _run(self, store: EventStoreAPI) -> None:
         while (frame := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain after a failure; the error is raised by finish()
             try:
-                ins, dup = self._store.append(frame)
+                ins, dup = store.append(frame)
+            except BaseException as err:  # re-raised in the calling thread
+                with self._lock:
+                    self._error = self._error or err
+                continue
+            with self._lock:
                 self.inserted += ins
                 self.duplicates += dup
-            except BaseException as err:  # re-raised in the calling thread
-                self._error = err
 
     def put(self, frame: pd.DataFrame) -> None:
         if self._error is not None:
             self.finish()
-        if len(frame):
-            self._queue.put(frame)
+        if not len(frame):
+            return
+        self._puts += 1
+        if self._puts == 2 and self._extra_factory is not None:
+            self._extra = list(self._extra_factory(1))
+            for other in self._extra:
+                self._add(other)
+                self._threads[-1].start()
+        self._queue.put(frame)
 
     def finish(self) -> tuple[int, int]:
         """Wait for every queued batch; re-raise a store error here."""
-        if self.is_alive():
-            self._queue.put(None)
-            self.join()
+        if not self._done:
+            self._done = True
+            for _ in self._threads:
+                self._queue.put(None)
+            for t in self._threads:
+                t.join()
+            for other in self._extra:
+                other.close()
         if self._error is not None:
             err, self._error = self._error, None
             raise err

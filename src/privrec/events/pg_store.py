@@ -297,6 +297,16 @@ class PgEventStore:
         self._months.update(months)
         return inserted, n - inserted
 
+    def extra_writers(self, n: int) -> list[PgEventStore]:
+        """`n` more handles on this database for concurrent appends (the caller closes them).
+
+        `privrec.events.ingest` appends alternate batches through them: each batch stays one
+        transaction and the ledger stores every id once, whichever commits first.
+        """
+        if not self._url:
+            return []
+        return [PgEventStore.open(self._url, data_dir=self.data_dir) for _ in range(n)]
+
     def _ensure_partitions(self, cur: Any, ts: np.ndarray) -> list[str]:
         """Create the month partitions these times need (events beyond 2200 go to DEFAULT)."""
         ok = ts[(ts >= 0) & (ts < _EPOCH_END)]

@@ -46,6 +46,9 @@ from privrec.models.zoo import create_model
 # the non-private references' ridges (chosen on validation, `privacy_draws.nonprivate`)
 NONPRIVATE_REG = {"ml100k": 500.0, "ml1m": 1000.0, "beauty": 50.0}
 
+# privacy_beauty.py's rows that are not a model's name (the diagnostic sets popularity_weight 0)
+OTHER_ROWS = {"dp_textknn_nopop": "dp_textknn"}
+
 
 def read_points(path: Path) -> Iterator[dict[str, Any]]:
     """Every point of a points JSONL file or of a `privacy_draws.py` JSON result."""
@@ -79,7 +82,7 @@ def point_setting(pt: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     else:  # privacy_beauty.py's points: one parameter set per point
         params = {**pt["params"], "epsilon": pt["epsilon"]}
     params.pop("delta", None)  # the model's default delta (1e-6 here), as the frontier's attack
-    name = ROWS[pt["row"]][0] if pt["row"] in ROWS else pt.get("model", pt["row"])
+    name = ROWS[pt["row"]][0] if pt["row"] in ROWS else OTHER_ROWS.get(pt["row"], pt["row"])
     return name, _cache(params)
 
 
@@ -165,6 +168,8 @@ def main() -> None:
     n = 0
     for src in args.inputs:
         for pt in read_points(Path(src)):
+            if not float(pt["epsilon"]) < float("inf"):  # exact statistics: no DP claim
+                continue
             k = key_of(pt)
             where = {"source": Path(src).name, "row": pt["row"], "epsilon": pt["epsilon"]}
             if k in done:

@@ -51,7 +51,7 @@ OTHER_ROWS = {"dp_textknn_nopop": "dp_textknn"}
 
 
 def read_points(path: Path) -> Iterator[dict[str, Any]]:
-    """Every point of a points JSONL file or of a `privacy_draws.py` JSON result."""
+    """Every point of a points JSONL file, a `privacy_draws.py` or a `privacy_scaling.py` result."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         for line in text.splitlines():
@@ -59,6 +59,10 @@ def read_points(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
         return
     doc = json.loads(text)
+    if doc.get("benchmark") == "privacy_scaling":  # its subsampled points (seed 42, as there)
+        for row in doc["rows"]:
+            yield {"dataset": doc["dataset"].split()[0], "users": row["shoppers"], **row["point"]}
+        return
     for ds in doc["datasets"]:
         for pt in ds["points"]:
             yield {"dataset": ds["dataset"], "users": None, **pt}
@@ -191,8 +195,9 @@ def main() -> None:
             with open(out, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
             flag = "  EXCEEDS CLAIM" if rec["exceeds_claim"] else ""
+            users = "" if pt.get("users") is None else f" ({pt['users']} shoppers)"
             log(
-                f"{pt['dataset']} {pt['row']} eps {pt['epsilon']}: AUC {rec['auc']:.3f} "
+                f"{pt['dataset']}{users} {pt['row']} eps {pt['epsilon']}: AUC {rec['auc']:.3f} "
                 f"eps_lb {rec['eps_lb']:.3f} (split {rec['eps_lb_split']:.3f}, best-of-all "
                 f"{rec['eps_lb_best_of_all']:.3f}) claimed {rec['claimed_epsilon']:.3g} "
                 f"{rec['seconds']}s{flag}"

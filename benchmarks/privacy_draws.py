@@ -33,8 +33,10 @@ Beside them, under the same protocol:
   (DP - public-only) / (non-private - public-only).
 
 The membership attack of the frontier (`evaluation.membership`, shadow models, AUC) is run once
-per point on one release's settings (``--audit``); the canary audit's empirical epsilon bound
-is not part of this frontier (benchmarks/audit_power.py).
+per point on one release's settings (``--audit``); the empirical epsilon lower bound beside each
+point comes from `benchmarks/privacy_audit_points.py` (the same attack with its trials kept,
+threshold chosen on the shadow trials, Clopper-Pearson), the canary audit's from
+`benchmarks/audit_power.py`.
 
 Protocols: MovieLens-1M (LightGCN++ split, `../shared/data/movielens-1m-lightgcnpp/PROVENANCE.md`):
 all items ranked, train and valid items masked, Recall@20 / NDCG@20 over test users.

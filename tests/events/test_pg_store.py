@@ -314,3 +314,29 @@ def test_binary_copy_rows_round_trip_through_postgres(pg_url: str) -> None:
     assert np.array_equal(back, ids[np.lexsort(ids.T[::-1])])
     with pytest.raises(TypeError, match="no encoding"):
         list(pg_io.binary_rows([pa.array([True])]))
+
+
+def test_ingest_writes_batches_on_two_connections_and_stores_each_event_once(
+    pg_url: str, data_dir: Path, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privrec.events.ingest import ingest_records
+
+    opened: list[int] = []
+    real = PgEventStore.extra_writers
+
+    def counting(self: PgEventStore, n: int) -> list[PgEventStore]:
+        out = real(self, n)
+        opened.append(len(out))
+        return out
+
+    monkeypatch.setattr(PgEventStore, "extra_writers", counting)
+    recs = _records(90)
+    recs += recs[10:40]  # repeated in later batches (some of them in flight at the same time)
+    with PgEventStore.open(pg_url, data_dir=data_dir) as store:
+        report = ingest_records(recs, gate, store, batch_size=8)
+        assert opened == [1]  # a second writer joined once a second batch came
+        assert (report.read, report.accepted, report.duplicates) == (120, 90, 30)
+        ev = store.events()
+        assert len(ev) == 90 and ev["event_id"].is_unique
+        one = ingest_records(recs[:5], gate, store, batch_size=8)  # one batch: no second writer
+        assert opened == [1] and (one.accepted, one.duplicates) == (0, 5)

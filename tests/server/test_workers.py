@@ -255,7 +255,7 @@ def test_a_catalogue_change_on_worker_a_reaches_worker_b(workers: tuple[str, str
 
 def test_the_rate_limit_holds_across_two_workers(workers: tuple[str, str]) -> None:
     a, b = workers
-    if time.time() % 60 > 45:  # keep the burst inside one aligned minute
+    if time.time() % 60 > 20:  # keep the burst inside one aligned minute, even on a busy machine
         time.sleep(61 - time.time() % 60)
     t0 = time.time()
     codes: dict[str, list[int]] = {a: [], b: []}
@@ -321,7 +321,7 @@ def test_serve_with_two_workers_serves_and_replaces_a_killed_worker(
         def joined() -> bool:
             return _coordination(url) == (before + 2, 1)
 
-        _until(lambda: len(workers()) == 2, 60)
+        _until(lambda: len(workers()) == 2, 180)
         # both workers listen for the others' changes; exactly one runs the scheduler
         _until(joined, 300, lambda: (before, _coordination(url)))
         kids = workers()
@@ -332,7 +332,7 @@ def test_serve_with_two_workers_serves_and_replaces_a_killed_worker(
         # joins the coordination; the scheduler still runs in exactly one worker
         status, doc = _call(base, "POST", "/v1/recommendations", {"user": "shopper-00002"})
         assert status == 200
-        _until(lambda: len(set(workers()) - {kids[0]}) == 2, 60)
+        _until(lambda: len(set(workers()) - {kids[0]}) == 2, 180)
         _until(joined, 300, lambda: (before, _coordination(url)))
     finally:
         _stop(proc)

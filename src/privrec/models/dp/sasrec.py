@@ -11,9 +11,19 @@ To let Opacus compute per-user gradients, the network's modules are called batch
 once per step (`nn.sequence.PerUserNextItemLoss`): the input, target and negative tokens go
 through the item embedding in one call, and the position embedding gets a (batch, length) index.
 The trained network is the SASRec
-network, so scoring, explanations and persistence are SASRec's. Only ID item representations
-and the "bce" loss are supported; there is no early stopping on validation data (it would be a
-further use of private data).
+network, so scoring, explanations and persistence are SASRec's. Only the "bce" loss is
+supported; there is no early stopping on validation data (it would be a further use of private
+data).
+
+Item vectors (`item_repr`): "id" learns an embedding per item (most of the parameters that take
+the noise); "text" replaces that table by FROZEN public item text vectors (MiniLM of the
+catalogue text, a buffer: never a parameter, so it gets neither gradient nor noise) through a
+small trainable linear adaptor (t -> embedding_size), tied for input and output (scores =
+sequence state . adapted item vectors). Only the adaptor, the position table and the
+transformer are trained, so with 1 block and 1 head far fewer parameters share the noise. The
+text vectors are given to `fit`, read from `item_text_embeddings`, or else encoded from the
+dataset's item text with the content model's encoder (`text_cache_dir`: its cache). "id+text"
+is refused: it zeroes the ID rows of items absent from training, a data-dependent step.
 """
 
 from __future__ import annotations
@@ -77,6 +87,9 @@ class DPSASRecConfig(SASRecConfig):
             epoch).
         accountant: Opacus accountant, "rdp" or "prv".
         grad_sample_mode: "hooks" (per-user gradients materialised) or "ghost" (norms only).
+        item_repr: "id" (learned table) or "text" (frozen public text vectors + adaptor).
+        text_cache_dir: embedding cache of the text encoder when "text" vectors are encoded
+            from the dataset (None: the content model's default cache).
     """
 
     epsilon: float = Field(default=8.0, gt=0.0)
@@ -92,6 +105,7 @@ class DPSASRecConfig(SASRecConfig):
     num_blocks: int = Field(default=1, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     learning_rate: float = Field(default=1e-3, gt=0.0)
+    text_cache_dir: str | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> DPSASRecConfig:
@@ -99,8 +113,13 @@ class DPSASRecConfig(SASRecConfig):
             raise ValueError(
                 "loss: dp_sasrec supports 'bce' only (per-user losses with per-row negatives)"
             )
-        if self.item_repr != "id":
-            raise ValueError("item_repr: dp_sasrec supports 'id' only")
+        if self.item_repr not in ("id", "text"):
+            raise ValueError(
+                "item_repr: dp_sasrec supports 'id' or 'text' ('id+text' zeroes the ID rows of "
+                "items absent from the private training data, a data-dependent step)"
+            )
+        if self.item_repr == "text" and self.text_adaptor != "linear":
+            raise ValueError("text_adaptor: dp_sasrec supports 'linear' only")
         if self.long_sequences != "last":
             raise ValueError(
                 "long_sequences: dp_sasrec trains on each user's last window only "
@@ -158,6 +177,7 @@ class DPSASRec(DPArtifact, SASRec):
         rng: int | np.random.Generator | None = None,
         ledger: PrivacyLedger | None = None,
         noise_seed: int | None = None,
+        item_text_embeddings: np.ndarray | None = None,
     ) -> DPSASRec:
         """Train with DP-SGD on the users' latest windows (the ledger is charged before any noise).
 
@@ -169,11 +189,16 @@ class DPSASRec(DPArtifact, SASRec):
             ledger: charged before any noise is drawn.
             noise_seed: tests and benchmarks only: reproducible noise and Poisson sampling, and
                 then the model is no DP release (`privacy` None, `"reproducible_noise": true`).
+            item_text_embeddings: (n_items, t) public item text vectors for item_repr "text"
+                (None: the configured file, else the dataset's item text encoded).
         """
         warn_unless_public_order(dataset, self.name)
+        c = self.config
+        if c.item_repr == "text" and item_text_embeddings is None and not c.item_text_embeddings:
+            item_text_embeddings = public_text_vectors(dataset, c.text_cache_dir)
         self._noise_seed = noise_seed
         try:
-            super().fit(dataset, rng=rng, ledger=ledger)
+            super().fit(dataset, rng=rng, ledger=ledger, item_text_embeddings=item_text_embeddings)
         finally:
             self._noise_seed = None
         if not math.isinf(self.config.epsilon):
@@ -240,6 +265,7 @@ class DPSASRec(DPArtifact, SASRec):
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
+        from privrec.models.dp.sasrec_text import PerUserTextLoss
         from privrec.models.nn.sequence import PerUserNextItemLoss
 
         c = self.config
@@ -266,7 +292,9 @@ class DPSASRec(DPArtifact, SASRec):
             return
         seq = torch.from_numpy(pad_left([w[:-1] + 1 for w in wins], c.max_len))
         tgt = torch.from_numpy(pad_left([w[1:] + 1 for w in wins], c.max_len))
-        module: Any = PerUserNextItemLoss(net).to(device)
+        module: Any = (
+            PerUserNextItemLoss(net) if c.item_repr == "id" else PerUserTextLoss(net)
+        ).to(device)
         optimizer = torch.optim.Adam(
             [p for p in module.parameters() if p.requires_grad], lr=c.learning_rate
         )
@@ -326,6 +354,18 @@ class DPSASRec(DPArtifact, SASRec):
         super()._set_state(arrays, meta)
         self.noise_multiplier = float(meta.get("noise_multiplier", 0.0))
         self._read_marker(meta)
+
+
+def public_text_vectors(dataset: InteractionDataset, cache_dir: str | None) -> np.ndarray:
+    """(n_items, 384) MiniLM vectors of the items' catalogue text (public data: no budget)."""
+    from privrec.models.content import ContentRecommender
+
+    return ContentRecommender(cache_dir=cache_dir).fit(dataset).item_embeddings
+
+
+def trainable_parameters(net: torch.nn.Module) -> int:
+    """Number of parameters that DP-SGD trains (and so that share its noise)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 def noisy_user_count_of(n: int, noise_multiplier: float, run: PrivateFit) -> float:

@@ -140,3 +140,33 @@ def test_text_vectors_are_encoded_from_the_item_text(tmp_path: Path) -> None:
     want = ContentRecommender(cache_dir=cache).fit(ds).item_embeddings
     assert want.shape == (ds.n_items, 384)
     np.testing.assert_array_equal(m.net.items.text[1 : ds.n_items + 1].numpy(), want)
+
+
+def test_reachable_from_privrec_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`privrec evaluate -p dp_sasrec.item_repr="text"` trains and reports the text variant."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from privrec.cli import app
+    from privrec.core.settings import Settings
+    from privrec.data.synthetic import generate_shop
+    from privrec.service import RecSys
+
+    for var in ("PRIVREC_PSEUDONYM_KEY", "PRIVREC_STORE_KEY", "PRIVREC_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    data = tmp_path / "privrec-data"
+    events, catalogue = generate_shop(n_items=60, n_users=60, seed=3)
+    with RecSys(Settings(data_dir=data)) as rs:
+        rs.add_items(catalogue)
+        rs.ingest_frame(events)
+    out = tmp_path / "reports"
+    p = ['item_repr="text"', "epochs=1", "embedding_size=8", "max_len=8", "sample_rate=0.5"]
+    p.append(f"text_cache_dir={json.dumps(str(tmp_path / 'cache'))}")
+    args = ["evaluate", "--data-dir", str(data), "--out", str(out), "--models", "dp_sasrec"]
+    for x in p:
+        args += ["-p", f"dp_sasrec.{x}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert '"item_repr": "text"' in json.dumps(report)

@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--item-repr", choices=["id", "text"], default="id")
     ap.add_argument("--embedding-size", type=int, default=32)
     ap.add_argument("--draws", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=42, help="init/negatives of the first draw")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     ds = load_amazon_s3rec(shared_data() / "amazon-beauty")
@@ -59,7 +60,7 @@ def main() -> None:
     draws = []
     for draw in range(args.draws):
         t = time.perf_counter()
-        model = create_model("dp_sasrec", **params).fit(train, rng=42 + draw)
+        model = create_model("dp_sasrec", **params).fit(train, rng=args.seed + draw)
         fit_s = time.perf_counter() - t
         metrics = evaluate_loo(model, train, test, metrics=["hr@10", "ndcg@10"])
         n_train = trainable_parameters(model.net)

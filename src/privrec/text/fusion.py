@@ -19,8 +19,8 @@ misspelling that typo correction could not fix, and it should not turn a brand q
 score, the fusion Bruch et al. (2023, "An analysis of fusion functions for hybrid retrieval")
 found better than reciprocal-rank fusion in and out of domain, and little affected by how the
 scores are normalised; the power on the lexical part and choosing (power, weight) per query from
-how well the lexical side matched are this module's own additions. The threshold and both pairs were chosen on validation queries
-(`benchmarks/search.py`, `benchmarks/RESULTS.md`).
+how well the lexical side matched are this module's own additions. The threshold and both pairs
+were chosen on validation queries (`benchmarks/search.py`, `benchmarks/RESULTS.md`).
 
 `rrf` is reciprocal-rank fusion, kept as an alternative.
 """

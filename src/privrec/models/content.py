@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,45 @@ log = logging.getLogger(__name__)
 __all__ = ["ContentConfig", "ContentRecommender", "recency_decay"]
 
 _TITLE_CHARS = 80
+
+
+def text_explanation(
+    item: int,
+    hist_items: np.ndarray,
+    contrib: np.ndarray,
+    query_part: float,
+    titles: Sequence[str],
+    did: Mapping[int, str],
+) -> Explanation:
+    """The content explanation from each history item's contribution to `item`'s score.
+
+    The three largest positive contributors (ties by item index) are named; kind "search" when
+    the shopper's kept searches contribute at least as much as the first of them. Shared by the
+    content model and the hybrid's serving path, which computes the contributions its own way.
+    """
+    order = [j for j in np.lexsort((hist_items, -contrib)) if contrib[j] > 0][:3]
+    contributors = [(int(hist_items[j]), float(contrib[j])) for j in order]
+    actions = {i: did[i] for i, _ in contributors if i in did}
+    if query_part > 0 and (not contributors or query_part >= contributors[0][1]):
+        return Explanation(
+            item=item,
+            kind="search",
+            text="matches your recent searches",
+            contributors=contributors,
+            actions=actions,
+        )
+    if not contributors:
+        return Explanation(
+            item=item, kind="model", text="no item in your history points to this one"
+        )
+    names = " and ".join(f"'{titles[i]}'" for i, _ in contributors[:2])
+    return Explanation(
+        item=item,
+        kind="history",
+        text=f"similar to {names} from your history",
+        contributors=contributors,
+        actions=actions,
+    )
 
 
 class ContentConfig(InputConfig):
@@ -449,29 +488,8 @@ class ContentRecommender(Recommender):
                 .mean(axis=0)
             )
             query_part = float(q_w * (qm @ e) / norm)
-        order = [j for j in np.lexsort((hist_items, -contrib)) if contrib[j] > 0][:3]
-        contributors = [(int(hist_items[j]), float(contrib[j])) for j in order]
-        did = strongest_actions(history)
-        actions = {i: did[i] for i, _ in contributors if i in did}
-        if query_part > 0 and (not contributors or query_part >= contributors[0][1]):
-            return Explanation(
-                item=item,
-                kind="search",
-                text="matches your recent searches",
-                contributors=contributors,
-                actions=actions,
-            )
-        if not contributors:
-            return Explanation(
-                item=item, kind="model", text="no item in your history points to this one"
-            )
-        titles = " and ".join(f"'{self.item_titles[i]}'" for i, _ in contributors[:2])
-        return Explanation(
-            item=item,
-            kind="history",
-            text=f"similar to {titles} from your history",
-            contributors=contributors,
-            actions=actions,
+        return text_explanation(
+            item, hist_items, contrib, query_part, self.item_titles, strongest_actions(history)
         )
 
     def explain_search(self, query: str, item: int) -> Explanation:

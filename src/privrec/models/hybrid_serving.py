@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from privrec.core.types import Explanation, UserHistory, strongest_actions
 from privrec.models.base import history_explanation
-from privrec.models.content import ContentRecommender
+from privrec.models.content import ContentRecommender, text_explanation
 from privrec.models.ease import EASE
 from privrec.models.hybrid_blend import component_z, zscore
 from privrec.models.sequential import SequentialRecommender
@@ -470,28 +470,8 @@ class _ContentExplainer:
                 .mean(axis=0)
             )
             query_part = float(self.q_w * (qm @ e) / self.norm)
-        order = [j for j in np.lexsort((hist_items, -contrib)) if contrib[j] > 0][:3]
-        contributors = [(int(hist_items[j]), float(contrib[j])) for j in order]
-        actions = {i: self.actions[i] for i, _ in contributors if i in self.actions}
-        if query_part > 0 and (not contributors or query_part >= contributors[0][1]):
-            return Explanation(
-                item=item,
-                kind="search",
-                text="matches your recent searches",
-                contributors=contributors,
-                actions=actions,
-            )
-        if not contributors:
-            return Explanation(
-                item=item, kind="model", text="no item in your history points to this one"
-            )
-        titles = " and ".join(f"'{comp.item_titles[i]}'" for i, _ in contributors[:2])
-        return Explanation(
-            item=item,
-            kind="history",
-            text=f"similar to {titles} from your history",
-            contributors=contributors,
-            actions=actions,
+        return text_explanation(
+            item, hist_items, contrib, query_part, comp.item_titles, self.actions
         )
 
 

@@ -133,12 +133,14 @@ class Insights:
                 self._release = None
                 return
             self._load_release()
-            count = ctx.store.count()
             old = self._release
+            # the age first: an item page within the refresh period costs no store query
             if old is not None and (
-                old.get("events") == count
-                or time.time() - float(old["time"]) < st.bought_together_refresh_days * 86400.0
+                time.time() - float(old["time"]) < st.bought_together_refresh_days * 86400.0
             ):
+                return
+            count = ctx.store.count()
+            if old is not None and old.get("events") == count:
                 return
             delta = st.privacy_budget_delta
             hist = SparseHistogram.calibrated(

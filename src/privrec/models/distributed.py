@@ -60,7 +60,8 @@ def _fit_worker(rank: int, world_size: int, port: int, jobs: list[Job], outs: li
     os.environ.update(
         {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_RANK": str(rank)}
     )
-    init_process_group("gloo", rank=rank, world_size=world_size)
+    store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False)
+    init_process_group("gloo", rank=rank, world_size=world_size, store=store)
     try:
         for job, out in zip(jobs, outs, strict=True):
             model = create_model(job.model, **job.params)
@@ -78,15 +79,20 @@ def fit_local(jobs: Job | list[Job], *, world_size: int = 2) -> list[Recommender
     The processes start once for all jobs (starting them is the slow part); rank 0 saves each model
     to a temporary folder and this process loads them back. Settings default to device="cpu".
     """
+    import torch.distributed as dist
     import torch.multiprocessing as mp
 
     jobs = [jobs] if isinstance(jobs, Job) else list(jobs)
     for job in jobs:
         job.params = {"device": "cpu", **job.params}
+    # This process hosts the rendezvous store, as torchrun's agent does. When rank 0 hosted it,
+    # rank 0 could exit while rank 1 was still tearing its group down, and rank 1 then aborted
+    # in native code now and then (SIGABRT, "terminate called without an active exception").
+    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False)
     with tempfile.TemporaryDirectory() as tmp:
         outs = [str(Path(tmp) / f"model{i}") for i in range(len(jobs))]
         mp.spawn(
-            _fit_worker, args=(world_size, free_port(), jobs, outs), nprocs=world_size, join=True
+            _fit_worker, args=(world_size, store.port, jobs, outs), nprocs=world_size, join=True
         )
         return [Recommender.load(o) for o in outs]
 

@@ -90,11 +90,16 @@ def free_port() -> int:
 
 
 def init_process_group(
-    backend: str = "auto", *, rank: int | None = None, world_size: int | None = None
+    backend: str = "auto",
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    store: Any = None,
 ) -> DistInfo:
     """Join the default process group (torchrun's env:// variables unless rank/world_size given).
 
-    backend "auto": NCCL when CUDA is available, else gloo.
+    backend "auto": NCCL when CUDA is available, else gloo. `store`: a rendezvous store (e.g. a
+    `torch.distributed.TCPStore` client) to use instead of the env:// one.
     """
     import torch
     import torch.distributed as dist
@@ -105,6 +110,8 @@ def init_process_group(
         kwargs: dict[str, Any] = {}
         if rank is not None:
             kwargs = {"rank": rank, "world_size": world_size}
+        if store is not None:
+            kwargs["store"] = store
         dist.init_process_group(backend=backend, **kwargs)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", dist.get_rank())))

@@ -43,18 +43,19 @@ def test_small_demo_end_to_end(data_dir: Path, tmp_path: Path) -> None:
         assert result.ingest["accepted"] > 0 and result.ingest["rejected"] == 0
 
         by = {r.model: r for r in result.results}
-        assert set(by) == {"popularity", "ease", "hybrid", "dp_ease"}
+        # the demo shop has item text: its DP model is DP EASE with the text prior (issue 16)
+        assert set(by) == {"popularity", "ease", "hybrid", "dp_ease_prior"}
         assert by["ease"].metrics["ndcg@10"] > by["popularity"].metrics["ndcg@10"]
         assert by["hybrid"].metrics["ndcg@10"] > by["popularity"].metrics["ndcg@10"]
-        assert by["dp_ease"].privacy and by["dp_ease"].privacy["epsilon"] == 1.0
+        assert by["dp_ease_prior"].privacy and by["dp_ease_prior"].privacy["epsilon"] == 1.0
 
         # the served DP model is charged to the data directory's ledger
         releases = rs.ctx.ledger.entries()
-        assert [e["model"] for e in releases] == ["dp_ease"]
+        assert [e["model"] for e in releases] == ["dp_ease_prior"]
         assert releases[0]["epsilon"] == pytest.approx(1.0)
         # `privrec serve` afterwards serves the hybrid
         assert result.default_model == "hybrid" == rs.registry.default_name()
-        assert rs.registry.active("hybrid") and rs.registry.active("dp_ease")
+        assert rs.registry.active("hybrid") and rs.registry.active("dp_ease_prior")
         assert rs.recommend("shopper-00001", 3).model == "hybrid"
         # item embeddings are cached under the data directory
         assert (data_dir / "cache" / "embeddings" / "vectors.sqlite").is_file()
@@ -86,11 +87,11 @@ def test_small_demo_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     assert show["search"]["examples"] and show["search"]["quality"]["queries"] > 0
     assert all(e["mode"] for e in show["search"]["examples"])
     privacy = show["privacy"]
-    assert privacy["model"] == "dp_ease" and privacy["baseline"] == "ease"
+    assert privacy["model"] == "dp_ease_prior" and privacy["baseline"] == "ease"
     audited = {a["model"]: a for a in privacy["audit"]["models"]}
-    assert set(audited) == {"ease", "dp_ease"}
+    assert set(audited) == {"ease", "dp_ease_prior"}
     # the non-private model is visibly attackable on this small shop; the DP one is not
-    assert audited["ease"]["lira_auc"] > audited["dp_ease"]["lira_auc"]
+    assert audited["ease"]["lira_auc"] > audited["dp_ease_prior"]["lira_auc"]
     pinned = [e for e in show["explanations"] if e["rules"]]
     assert pinned and pinned[0]["items"][0]["kind"] == "rule"
     assert pinned[0]["items"][0]["because"] == []

@@ -4,7 +4,8 @@
 it: the catalogue is written as a JSONL file and imported through `privrec items import`'s code
 path, the events pass the privacy gate into the encrypted store, and then it trains and evaluates
 the CF baselines, the hybrid (MiniLM content + EASE + a small SASRec, cold-start routes) and one
-DP model (DP EASE, its evaluation release charged to an evaluation ledger beside the report),
+DP model (DP EASE shrunk towards the item-text prior, plain DP EASE for a shop without item
+text; its evaluation release charged to an evaluation ledger beside the report),
 runs a short membership audit (LiRA and canaries, `privrec audit`'s code), serves the hybrid
 (the default afterwards) and the DP model (charged to the data directory's ledger), runs example
 searches and a labelled query set through the service's search, collects explanation examples
@@ -82,6 +83,7 @@ SMALL_DEFAULTS: dict[str, dict[str, Any]] = {
     "dp_popularity": {"epsilon": 1.0},
     "dp_itemknn": {"epsilon": 1.0},
     "dp_ease": {"epsilon": 1.0},
+    "dp_ease_prior": {"epsilon": 1.0},
     "dp_bpr": {"epsilon": 1.0, "embedding_size": 32, "epochs": 3},
     "dp_sasrec": {"epsilon": 1.0, "embedding_size": 32, "epochs": 3, "max_len": 50},
     "dp_hybrid": {"epsilon": 1.0},
@@ -141,7 +143,7 @@ DEMO_HYBRID: dict[str, Any] = {
     "sequential_params": {"embedding_size": 32, "epochs": 5, "max_len": 50},
     "cold_components": ["cf", "content", "popularity"],
 }
-DEMO_DP = ModelSpec("dp_ease", {"epsilon": 1.0})
+DEMO_DP = ModelSpec("dp_ease", {"epsilon": 1.0})  # without item text; see `demo_dp_spec`
 DEMO_DP_TWIN = "ease"  # the non-private model the DP one is compared with
 EVAL_LEDGER = "evaluation-ledger.jsonl"
 
@@ -278,7 +280,8 @@ def run_demo(
     roster = [s for s in ROSTERS["shop"] if models is None or s.name in models]
     if not any(s.name == DEMO_DP_TWIN for s in roster):
         roster.append(next(s for s in ROSTERS["shop"] if s.name == DEMO_DP_TWIN))
-    roster += [ModelSpec("hybrid", hybrid), DEMO_DP]
+    dp = demo_dp_spec(ds, cache)
+    roster += [ModelSpec("hybrid", hybrid), dp]
     out.mkdir(parents=True, exist_ok=True)
     eval_ledger = _eval_ledger(out)
     with stage(f"training and evaluating {len(roster)} models"):
@@ -295,7 +298,7 @@ def run_demo(
             ledger=eval_ledger,
         )
     best = max(results, key=lambda r: r.metrics.get("ndcg@10", float("-inf")))
-    with stage("training the hybrid and DP EASE on all data for serving"):
+    with stage(f"training the hybrid and {dp.name} on all data for serving"):
         # the route weights found on the training part's validation split are kept: the
         # hybrid is fitted once more, not searched again
         h = fitted["hybrid"]
@@ -305,13 +308,13 @@ def run_demo(
             "cold_weights": dict(h.cold_weights),  # type: ignore[attr-defined]
             "cold_item_boost": float(h.item_boost),  # type: ignore[attr-defined]
         }
-        rs.train(DEMO_DP.name, params=dict(DEMO_DP.params), seed=seed)
+        rs.train(dp.name, params=dict(dp.params), seed=seed)
         rs.train("hybrid", params=fixed, seed=seed)
         rs.registry.set_default("hybrid")
         rs.serving.forget_default()
     with stage("membership audit (LiRA and canaries)"):
         audit = show.audit_rows(
-            [(DEMO_DP_TWIN, _params_of(roster, DEMO_DP_TWIN)), (DEMO_DP.name, DEMO_DP.params)],
+            [(DEMO_DP_TWIN, _params_of(roster, DEMO_DP_TWIN)), (dp.name, dp.params)],
             ds,
             shadows=sz.audit_shadows,
             runs=sz.audit_runs,
@@ -323,10 +326,10 @@ def run_demo(
         search = show.search_showcase(rs, catalogue)
     with stage("explanation examples"):
         explanations = show.explanation_examples(rs, _example_shoppers(rs, catalogue))
-    guarantee = fitted[DEMO_DP.name].privacy
+    guarantee = fitted[dp.name].privacy
     privacy = show.privacy_point(
         results,
-        dp_model=DEMO_DP.name,
+        dp_model=dp.name,
         baseline=DEMO_DP_TWIN,
         guarantee=guarantee.to_dict() if guarantee is not None else None,
         ledger_summary=rs.ctx.ledger.summary(),
@@ -335,7 +338,7 @@ def run_demo(
     default = rs.registry.default_name() or ""
     serving = {
         "default": default,
-        "active": {n: v for n in ("hybrid", DEMO_DP.name) if (v := rs.registry.active(n))},
+        "active": {n: v for n in ("hybrid", dp.name) if (v := rs.registry.active(n))},
     }
     info = {
         "name": ds.name,
@@ -398,6 +401,17 @@ def run_demo(
 def _demo_hybrid(sz: DemoSize, cache: Path) -> dict[str, Any]:
     seq = {**DEMO_HYBRID["sequential_params"], "epochs": sz.sasrec_epochs}
     return {**DEMO_HYBRID, "sequential_params": seq, "content_params": {"cache_dir": str(cache)}}
+
+
+def demo_dp_spec(ds: InteractionDataset, cache: Path) -> ModelSpec:
+    """The demo's DP model: the default DP model for `ds` (text prior where items have text)."""
+    from privrec.evaluation.privacy_tuning import DEFAULT_DP_MODEL, default_dp_model
+
+    if default_dp_model(ds) != DEFAULT_DP_MODEL:
+        return DEMO_DP
+    return ModelSpec(
+        DEFAULT_DP_MODEL, {**DEMO_DP.params, "content_params": {"cache_dir": str(cache)}}
+    )
 
 
 def _params_of(roster: Sequence[ModelSpec], name: str) -> dict[str, Any]:

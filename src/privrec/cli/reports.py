@@ -108,7 +108,12 @@ def privacy_report(
         ),
     ] = None,
     models: Annotated[
-        str | None, typer.Option("--models", help="Comma-separated DP models (default: all).")
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated DP models (default: all, one DP EASE: with the item-text "
+            "prior where items have text).",
+        ),
     ] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="loo or ranking.")] = "loo",
     audit: Annotated[

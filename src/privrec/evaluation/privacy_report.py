@@ -38,8 +38,10 @@ from privrec.data.dataset import InteractionDataset
 from privrec.evaluation.membership import membership_audit
 from privrec.evaluation.privacy_frontier import EPSILONS, FrontierPoint, evaluate, run_frontier
 from privrec.evaluation.privacy_tuning import (
+    DEFAULT_DP_MODEL,
     DEFAULT_EXPECTED_USERS,
     DEFAULT_ROSTER,
+    FALLBACK_DP_MODEL,
     HYPERPARAMETER_RULE,
     PRIVATE_GRIDS,
     SCORE_NOISE_RATIO,
@@ -47,6 +49,9 @@ from privrec.evaluation.privacy_tuning import (
     ParamChoice,
     ParamsFor,
     choose_params,
+    default_dp_model,
+    default_roster,
+    has_item_text,
     per_fit_epsilon,
 )
 from privrec.evaluation.report_archive import keep_previous
@@ -55,9 +60,11 @@ from privrec.privacy.ledger import PrivacyLedger
 
 # the frontier's and the tuning's names stay importable from here, where callers found them first
 __all__ = [
+    "DEFAULT_DP_MODEL",
     "DEFAULT_EXPECTED_USERS",
     "DEFAULT_ROSTER",
     "EPSILONS",
+    "FALLBACK_DP_MODEL",
     "HYPERPARAMETER_RULE",
     "PRIVATE_GRIDS",
     "SCORE_NOISE_RATIO",
@@ -66,7 +73,10 @@ __all__ = [
     "ParamChoice",
     "ParamsFor",
     "choose_params",
+    "default_dp_model",
+    "default_roster",
     "evaluate",
+    "has_item_text",
     "per_fit_epsilon",
     "plot_frontier",
     "run_frontier",

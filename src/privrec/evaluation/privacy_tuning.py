@@ -40,8 +40,10 @@ from privrec.privacy.selection import (
 )
 
 __all__ = [
+    "DEFAULT_DP_MODEL",
     "DEFAULT_EXPECTED_USERS",
     "DEFAULT_ROSTER",
+    "FALLBACK_DP_MODEL",
     "HYPERPARAMETER_RULE",
     "PRIVATE_GRIDS",
     "SCORE_NOISE_RATIO",
@@ -49,6 +51,9 @@ __all__ = [
     "ParamChoice",
     "ParamsFor",
     "choose_params",
+    "default_dp_model",
+    "default_roster",
+    "has_item_text",
     "per_fit_epsilon",
 ]
 
@@ -58,10 +63,20 @@ DEFAULT_ROSTER: dict[str, ParamsFor] = {
     "dp_popularity": lambda eps: {"epsilon": eps},
     "dp_itemknn": lambda eps: {"epsilon": eps, "k": 100, "selection_share": 0.15},
     "dp_ease": lambda eps: {"epsilon": eps, "selection_share": 0.15},
+    # DP EASE's release, its ridge shrunk towards a public item-text prior (needs item text);
+    # the model's own defaults, as measured in benchmarks/RESULTS.md ("dp_ease_prior (fixed)")
+    "dp_ease_prior": lambda eps: {"epsilon": eps},
     "dp_bpr": lambda eps: {"epsilon": eps},
     # public item text + one DP co-occurrence release (needs item text; encodes it once, cached)
     "dp_hybrid": lambda eps: {"epsilon": eps},
 }
+
+# The DP model a shop gets by default (issue 16): where the catalogue has item text, DP EASE
+# shrunk towards the text prior; it beat plain DP EASE from the same release on MovieLens-100K
+# (every epsilon) and on Amazon Beauty's validation split (benchmarks/RESULTS.md); without item
+# text there is no prior, so plain DP EASE.
+DEFAULT_DP_MODEL = "dp_ease_prior"
+FALLBACK_DP_MODEL = "dp_ease"
 
 TUNING_MODES = ("public", "private")
 HYPERPARAMETER_RULE = (
@@ -83,6 +98,22 @@ PRIVATE_GRIDS: dict[str, list[dict[str, Any]]] = {
 # score noise multiplier over the fit's: the noisy score takes 1/10 of a run's Gaussian budget
 SCORE_NOISE_RATIO = 3.0
 DEFAULT_EXPECTED_USERS = 100_000  # the delta of a tuned point: 1 / (10 x expected users)
+
+
+def has_item_text(dataset: InteractionDataset) -> bool:
+    """Whether any item of `dataset` has public text (title, category, brand or description)."""
+    return any(t.strip() for t in dataset.item_text())
+
+
+def default_dp_model(dataset: InteractionDataset) -> str:
+    """The default DP model for `dataset`: DEFAULT_DP_MODEL with item text, else the fallback."""
+    return DEFAULT_DP_MODEL if has_item_text(dataset) else FALLBACK_DP_MODEL
+
+
+def default_roster(dataset: InteractionDataset) -> dict[str, ParamsFor]:
+    """DEFAULT_ROSTER with one DP EASE: the one `default_dp_model` picks for `dataset`."""
+    other = FALLBACK_DP_MODEL if default_dp_model(dataset) == DEFAULT_DP_MODEL else DEFAULT_DP_MODEL
+    return {name: params for name, params in DEFAULT_ROSTER.items() if name != other}
 
 
 @dataclass

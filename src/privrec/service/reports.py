@@ -101,7 +101,8 @@ class Reports:
             from_store: whether `dataset` is the store's data (then the data directory's
                 ledger is included in the report).
             epsilons: the privacy levels (default 0.5, 1, 2, 4, 8, inf).
-            models: DP models of the roster to run (default: all of them).
+            models: DP models of the roster to run (default: `default_roster(dataset)`: all,
+                with one DP EASE, the text prior where items have text).
             protocol: "loo" (leave-one-out) or "ranking" (stratified 75/25 split).
             audit: run the membership-inference audit at each point.
             audit_users: at most this many users in each audit (bounds its cost).
@@ -111,6 +112,7 @@ class Reports:
         from privrec.evaluation.privacy_report import (
             DEFAULT_ROSTER,
             EPSILONS,
+            default_roster,
             write_privacy_report,
         )
 
@@ -121,8 +123,11 @@ class Reports:
             raise ValidationError(
                 "epsilons", "give one or more positive numbers (inf for the non-private model)"
             )
+        # by default one DP EASE: with the text prior where the items have text (issue 16)
         wanted = (
-            list(DEFAULT_ROSTER) if models is None else [m.strip() for m in models if m.strip()]
+            list(default_roster(dataset))
+            if models is None
+            else [m.strip() for m in models if m.strip()]
         )
         unknown = [m for m in wanted if m not in DEFAULT_ROSTER]
         if unknown or not wanted:

@@ -16,16 +16,17 @@ as no DP release (`privacy` None, `"reproducible_noise": true` in its saved conf
 - `noisy_user_count`, `noisy_item_counts` (Gaussian noise on the column sums of unit-norm user
   rows), `select_items` (keeps the largest).
 - `release_gram`: DP item selection composed with one noisy item-item matrix (DP item-kNN,
-  DP EASE, and through them DP hybrid).
+  DP EASE, and through them DP hybrid); `plan_gram_release`: its budget split and ledger record.
 - `DPArtifact`: the marker every DP model writes into its saved config.json.
-- `in_public_item_order`: the dataset over the public catalogue in sorted key order, so that
-  neither a DP artifact nor the item list saved beside it carries the first-interaction order.
+- `in_public_item_order` (in `item_order`): the dataset over the public catalogue in sorted key
+  order, so that no DP artifact or item list saved beside it carries the first-interaction order.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ import scipy.sparse as sp
 from privrec.core.errors import ConfigError
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import Recommender, seed_from
+from privrec.models.dp.item_order import in_public_item_order
 from privrec.privacy.dp import (
     GaussianMechanism,
     Release,
@@ -64,6 +66,7 @@ __all__ = [
     "PLD_ACCOUNTANT",
     "REPRODUCIBLE_KEY",
     "DPArtifact",
+    "GramPlan",
     "GramRelease",
     "GramStatistics",
     "LocalGramStatistics",
@@ -76,6 +79,7 @@ __all__ = [
     "noised_user_count",
     "noisy_item_counts",
     "noisy_user_count",
+    "plan_gram_release",
     "release_gram",
     "resolve_delta",
     "select_items",
@@ -216,50 +220,6 @@ class DPArtifact:
 
 
 # ---- the public item order ---------------------------------------------------------------------
-def in_public_item_order(dataset: InteractionDataset) -> InteractionDataset:
-    """`dataset` re-encoded over the public catalogue, its item keys sorted.
-
-    `InteractionDataset.from_events` numbers items in order of first interaction, then the
-    catalogue items nobody touched: that order (and which items come first) depends on the
-    shoppers, and adding one shopper can change it. A DP model's artifact and the item list saved
-    beside it must not: fit and save DP models on this dataset. The catalogue is
-    `item_meta` where it lists items (events on items outside it are dropped: their existence is
-    not public); without one, every key of the vocabulary, sorted.
-    """
-    from dataclasses import replace
-
-    from privrec.data.vocab import Vocabulary
-
-    meta = dataset.item_meta
-    old_keys = dataset.items.keys
-    listed = meta["item"].astype(str).tolist() if "item" in meta else old_keys
-    public = set(listed)
-    if "title" in meta.columns or "category" in meta.columns or "text" in meta.columns:
-        # rows with catalogue data are the catalogue; rows padded for event-only items are not
-        known = meta.drop(columns=["item"]).notna().any(axis=1).to_numpy()
-        if known.any():
-            public = {k for k, ok in zip(listed, known, strict=True) if ok}
-    keys = sorted(public)
-    vocab = Vocabulary(keys)
-    old_to_new = np.array([vocab.get(k) for k in old_keys], dtype=np.int64)
-    new_idx = old_to_new[dataset.item_idx]
-    keep = new_idx >= 0
-    order = np.full(len(keys), -1, dtype=np.int64)
-    order[old_to_new[old_to_new >= 0]] = np.flatnonzero(old_to_new >= 0)
-    new_meta = meta.iloc[order].reset_index(drop=True)
-    return replace(
-        dataset,
-        items=vocab,
-        user_idx=dataset.user_idx[keep],
-        item_idx=new_idx[keep].astype(np.int32),
-        event_type=dataset.event_type[keep],
-        ts=dataset.ts[keep],
-        rating=dataset.rating[keep],
-        item_meta=new_meta,
-        arrival=dataset.arrival[keep] if dataset.arrival is not None else None,
-    )
-
-
 def warn_unless_public_order(dataset: InteractionDataset, model: str) -> None:
     """Log a warning when the item vocabulary is not sorted (likely first-interaction order).
 
@@ -495,6 +455,95 @@ def window_pairs(dataset: InteractionDataset, selected: np.ndarray, window: int)
     return sp.csr_matrix(upper + upper.T)
 
 
+def plan_gram_release(
+    *,
+    model: str,
+    run: PrivateFit,
+    top_items: int | None,
+    selection_share: float,
+    row_bound: dict[str, Any],
+    matrix: str = "gram",
+    sensitivity: float = 1.0 / math.sqrt(2.0),
+) -> GramPlan:
+    """The budget split, calibration and ledger record of a selection + matrix release.
+
+    Fixed budget shares: a noisy user count (COUNT_SHARE, only when `top_items` is None), the
+    selection (`selection_share` of the rest) and the matrix; dp-accounting's PLD accountant
+    calibrates them together to (epsilon, delta). Nothing is noised or charged here.
+
+    Args:
+        row_bound: the details' "row_bound" (in words), then that bound's settings if any.
+        matrix: the released matrix, in the release's name.
+        sensitivity: the matrix's L2 sensitivity (the selection counts' is 1).
+    """
+    if not (0 < selection_share < 1):
+        raise ConfigError(f"selection_share: {selection_share} is not in (0, 1)")
+    auto = top_items is None
+    shares = [selection_share, 1 - selection_share]
+    if auto:
+        shares = [COUNT_SHARE] + [(1 - COUNT_SHARE) * s for s in shares]
+    zs = [0.0] * len(shares)
+    if run.private:
+        zs = calibrate_gaussians(split_ratios(shares), run.epsilon, run.delta)
+    release = Release(
+        name=f"{model}:{'count+' if auto else ''}selection+{matrix}",
+        epsilon=run.epsilon,
+        delta=run.delta,
+        mechanism=f"gaussian x{len(zs)} (composed)",
+        accountant=PLD_ACCOUNTANT,
+        details={
+            "noise_multiplier_count": zs[0] if auto else None,
+            "noise_multiplier_selection": zs[-2],
+            "noise_multiplier_matrix": zs[-1],
+            "sensitivity_l2_count": 1.0 if auto else None,
+            "sensitivity_l2_selection": 1.0,
+            "sensitivity_l2_matrix": sensitivity,
+            "top_items": "auto: noisy users / (4 z_matrix)" if auto else int(top_items or 0),
+            "selection_share": selection_share,
+            "count_share": COUNT_SHARE if auto else 0.0,
+            **row_bound,
+            "unit": "user",
+            "adjacency": ADJACENCY,
+            "expected_users": run.expected_users,
+        },
+        event=composed_spec([gaussian_spec(z) for z in zs]),
+    )
+    return GramPlan(run, release, zs[0] if auto else None, zs[-2], zs[-1], sensitivity)
+
+
+@dataclass(frozen=True)
+class GramPlan:
+    """A calibrated release before any noise: charge `release`, then call `top_items`,
+    `noisy_counts` and `finish` in that order (the order the noise is drawn in)."""
+
+    run: PrivateFit
+    release: Release
+    z_count: float | None
+    z_selection: float
+    z_matrix: float
+    sensitivity: float
+
+    def top_items(self, active: Callable[[], int], top: int | None, n_items: int, cap: int) -> int:
+        """`top`, or when None n_users / (4 z_matrix) from a noisy count of `active()` users."""
+        if top is not None:
+            return int(top or n_items)
+        exact = not self.run.private
+        n_hat = noised_user_count(active(), None if exact else self.z_count, self.run.noise)
+        return n_items if exact else auto_top_items(n_hat, self.z_matrix, n_items, cap)
+
+    def noisy_counts(self, column_sums: np.ndarray) -> np.ndarray:
+        """The exact selection statistic plus its noise (exact at epsilon = inf)."""
+        z = self.z_selection if self.run.private else None
+        return noised_item_counts(column_sums, z, self.run.noise)
+
+    def finish(self, selected: np.ndarray, counts: np.ndarray, matrix: np.ndarray) -> GramRelease:
+        """`matrix` (float64, exact, over `selected`) noised in place; the whole release."""
+        mech = GaussianMechanism(self.z_matrix, self.sensitivity)
+        mech.add_symmetric_noise(matrix, self.run.noise, out=matrix)
+        multipliers = {"count": self.z_count, "selection": self.z_selection, "gram": self.z_matrix}
+        return GramRelease(selected, counts, matrix, mech.sigma, multipliers, self.release)
+
+
 def release_gram(
     dataset: InteractionDataset,
     x: sp.csr_matrix,
@@ -520,76 +569,32 @@ def release_gram(
        upper-triangle sensitivity is 1/sqrt(2)), or the window co-occurrence of `window_pairs`
        (sensitivity 1).
 
-    The Gaussian releases get fixed shares of the budget (selection `selection_share` of what the
-    count leaves); dp-accounting's PLD accountant calibrates them together to (epsilon, delta).
-    The ledger is charged once, before any noise is drawn. With epsilon = inf nothing is noised.
+    Budget split and calibration: `plan_gram_release`. The ledger is charged once, before any
+    noise is drawn. With epsilon = inf nothing is noised.
     `stats` (default: computed from `x` in this process) supplies the exact sums, e.g. reduced
     once from user shards (`models/sharded.py`); the noise is the same either way.
     """
     n_items = x.shape[1]
     if stats is None:
         stats = LocalGramStatistics(dataset, x)
-    auto = top_items is None
-    if not (0 < selection_share < 1):
-        raise ConfigError(f"selection_share: {selection_share} is not in (0, 1)")
-    shares = [selection_share, 1 - selection_share]
-    if auto:
-        shares = [COUNT_SHARE] + [(1 - COUNT_SHARE) * s for s in shares]
-    if run.private:
-        zs = calibrate_gaussians(split_ratios(shares), run.epsilon, run.delta)
-    else:
-        zs = [0.0] * len(shares)
-    z_count = zs[0] if auto else None
-    z_sel, z_gram = zs[-2], zs[-1]
-    sens = 1.0 if window else 1.0 / math.sqrt(2.0)
-    matrix = "window-cooccurrence" if window else "gram"
-    events = [gaussian_spec(z) for z in zs]
-    release = Release(
-        name=f"{model}:{'count+' if auto else ''}selection+{matrix}",
-        epsilon=run.epsilon,
-        delta=run.delta,
-        mechanism=f"gaussian x{len(zs)} (composed)",
-        accountant=PLD_ACCOUNTANT,
-        details={
-            "noise_multiplier_count": z_count,
-            "noise_multiplier_selection": z_sel,
-            "noise_multiplier_matrix": z_gram,
-            "sensitivity_l2_count": 1.0 if auto else None,
-            "sensitivity_l2_selection": 1.0,
-            "sensitivity_l2_matrix": sens,
-            "top_items": "auto: noisy users / (4 z_matrix)" if auto else int(top_items or 0),
-            "selection_share": selection_share,
-            "count_share": COUNT_SHARE if auto else 0.0,
-            "row_bound": "unit L2 norm per user",
-            "window": window,
-            "unit": "user",
-            "adjacency": ADJACENCY,
-            "expected_users": run.expected_users,
-        },
-        event=composed_spec(events),
+    plan = plan_gram_release(
+        model=model,
+        run=run,
+        top_items=top_items,
+        selection_share=selection_share,
+        row_bound={"row_bound": "unit L2 norm per user", "window": window},
+        matrix="window-cooccurrence" if window else "gram",
+        sensitivity=1.0 if window else 1.0 / math.sqrt(2.0),
     )
-    run.charge(ledger, release, model)
-    exact = not run.private
-    if auto:
-        n_hat = noised_user_count(stats.active_users(), None if exact else z_count, run.noise)
-        top = n_items if exact else auto_top_items(n_hat, z_gram, n_items, max_items_auto)
-    else:
-        top = int(top_items or n_items)
-    counts = noised_item_counts(stats.unit_column_sums(), None if exact else z_sel, run.noise)
+    run.charge(ledger, plan.release, model)
+    top = plan.top_items(stats.active_users, top_items, n_items, max_items_auto)
+    counts = plan.noisy_counts(stats.unit_column_sums())
     selected = select_items(counts, top, n_items)
     if window:
         g = np.array(stats.window_pairs(selected, window), dtype=np.float64)
     else:
         g = np.array(stats.unit_gram(selected), dtype=np.float64)
-    mech = GaussianMechanism(z_gram, sens)
-    mech.add_symmetric_noise(g, run.noise, out=g)
+    out = plan.finish(selected, counts, g)
     if window:
-        np.fill_diagonal(g, 0.0)  # no signal there (post-processing)
-    return GramRelease(
-        selected,
-        counts,
-        g,
-        mech.sigma,
-        {"count": z_count, "selection": z_sel, "gram": z_gram},
-        release,
-    )
+        np.fill_diagonal(out.gram, 0.0)  # no signal there (post-processing)
+    return out

@@ -28,31 +28,19 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from privrec.core.errors import ConfigError
 from privrec.models.dp.release import (
-    COUNT_SHARE,
-    PLD_ACCOUNTANT,
     GramRelease,
     PrivateFit,
     active_users,
-    auto_top_items,
-    noised_item_counts,
-    noised_user_count,
+    plan_gram_release,
     select_items,
 )
-from privrec.privacy.dp import (
-    GaussianMechanism,
-    Release,
-    calibrate_gaussians,
-    composed_spec,
-    gaussian_spec,
-    split_ratios,
-)
-from privrec.privacy.guarantee import ADJACENCY
 from privrec.privacy.ledger import PrivacyLedger
 
 __all__ = [
@@ -117,6 +105,15 @@ class RowBound:
             else ""
         )
         return f"{cap} per user (uniform sample), {scale}{freq}; row L2 norm <= 1"
+
+    def details(self) -> dict[str, Any]:
+        """The bound as the release's details record it (see `release.plan_gram_release`)."""
+        return {
+            "row_bound": self.describe(),
+            "max_user_items": self.max_user_items,
+            "row_scale": self.row_scale,
+            "frequency_exponent": self.frequency_exponent,
+        }
 
     def floor(self) -> float:
         """The norm below which a row is not scaled up ("uniform": sqrt(k); "unit": 0)."""
@@ -195,69 +192,23 @@ def release_weighted_gram(
     selected items (ones without a frequency exponent): d_i d_j G_ij is what was noised.
     """
     n_items = x.shape[1]
-    if not (0 < selection_share < 1):
-        raise ConfigError(f"selection_share: {selection_share} is not in (0, 1)")
-    auto = top_items is None
-    shares = [selection_share, 1 - selection_share]
-    if auto:
-        shares = [COUNT_SHARE] + [(1 - COUNT_SHARE) * s for s in shares]
-    zs = (
-        calibrate_gaussians(split_ratios(shares), run.epsilon, run.delta)
-        if run.private
-        else [0.0] * len(shares)
+    # the matrix's sensitivity is the plan's default 1/sqrt(2): the upper triangle of
+    # sum_u x_u^T x_u, every row's norm <= 1 (see the module docstring)
+    plan = plan_gram_release(
+        model=model,
+        run=run,
+        top_items=top_items,
+        selection_share=selection_share,
+        row_bound=bound.details(),
+        matrix="gram (weighted rows)",
     )
-    z_count = zs[0] if auto else None
-    z_sel, z_gram = zs[-2], zs[-1]
-    sens = 1.0 / math.sqrt(2.0)  # upper triangle of sum_u x_u^T x_u, ||x_u|| <= 1
-    release = Release(
-        name=f"{model}:{'count+' if auto else ''}selection+gram (weighted rows)",
-        epsilon=run.epsilon,
-        delta=run.delta,
-        mechanism=f"gaussian x{len(zs)} (composed)",
-        accountant=PLD_ACCOUNTANT,
-        details={
-            "noise_multiplier_count": z_count,
-            "noise_multiplier_selection": z_sel,
-            "noise_multiplier_matrix": z_gram,
-            "sensitivity_l2_count": 1.0 if auto else None,
-            "sensitivity_l2_selection": 1.0,
-            "sensitivity_l2_matrix": sens,
-            "top_items": "auto: noisy users / (4 z_matrix)" if auto else int(top_items or 0),
-            "selection_share": selection_share,
-            "count_share": COUNT_SHARE if auto else 0.0,
-            "row_bound": bound.describe(),
-            "max_user_items": bound.max_user_items,
-            "row_scale": bound.row_scale,
-            "frequency_exponent": bound.frequency_exponent,
-            "unit": "user",
-            "adjacency": ADJACENCY,
-            "expected_users": run.expected_users,
-        },
-        event=composed_spec([gaussian_spec(z) for z in zs]),
-    )
-    run.charge(ledger, release, model)
-    exact = not run.private
+    run.charge(ledger, plan.release, model)
     capped = cap_rows(x, bound.max_user_items, bound.seed)
-    if auto:
-        n_hat = noised_user_count(active_users(capped), None if exact else z_count, run.noise)
-        top = n_items if exact else auto_top_items(n_hat, z_gram, n_items, max_items_auto)
-    else:
-        top = int(top_items or n_items)
+    top = plan.top_items(lambda: active_users(capped), top_items, n_items, max_items_auto)
     rows = scale_rows(capped, bound.floor())
-    col_sums = np.asarray(rows.sum(axis=0), dtype=np.float64).ravel()
-    counts = noised_item_counts(col_sums, None if exact else z_sel, run.noise)
+    counts = plan.noisy_counts(np.asarray(rows.sum(axis=0), dtype=np.float64).ravel())
     selected = select_items(counts, top, n_items)
     d = frequency_scales(np.maximum(counts[selected], 0.0), bound.frequency_exponent)
     xs = scale_rows(sp.csr_matrix(capped[:, selected] @ sp.diags(d)), bound.floor())
     g = np.asarray((xs.T @ xs).toarray(), dtype=np.float64)
-    mech = GaussianMechanism(z_gram, sens)
-    mech.add_symmetric_noise(g, run.noise, out=g)
-    rel = GramRelease(
-        selected,
-        counts,
-        g,
-        mech.sigma,
-        {"count": z_count, "selection": z_sel, "gram": z_gram},
-        release,
-    )
-    return rel, d
+    return plan.finish(selected, counts, g), d

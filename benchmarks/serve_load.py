@@ -153,6 +153,7 @@ def serve(data_dir: str, port: int, cache_entries: int) -> None:
 
     import uvicorn
 
+    from privrec.core.native_threads import serving_blas_threads
     from privrec.core.settings import Settings
     from privrec.server.app import create_app
     from privrec.server.settings import ServerSettings
@@ -167,6 +168,7 @@ def serve(data_dir: str, port: int, cache_entries: int) -> None:
         max_batch_events=20000,
     )
     app = create_app(Settings(data_dir=Path(data_dir)), server=server)
+    serving_blas_threads(server.blas_threads)  # as `privrec serve` does, in the main thread
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -332,3 +332,28 @@ def test_a_record_copied_over_another_shoppers_row_is_refused(tmp_path: Path) ->
     con.close()
     with pytest.raises(SealedDataError, match="another shopper"):
         store.get("b" * 32)
+
+
+def test_the_kept_read_connection_sees_every_committed_change_and_a_replaced_file(
+    tmp_path: Path,
+) -> None:
+    """Lookups reuse one connection per thread: a write by another store object (another
+    process, the erasure) is seen at once, and a file replaced by a restore is reopened."""
+    import shutil
+
+    from privrec.privacy.consent_store import ConsentStore
+
+    reader = ConsentStore(tmp_path, default="anonymous")
+    writer = ConsentStore(tmp_path, default="anonymous")
+    assert reader.get("p1") is ConsentLevel.ANONYMOUS
+    writer.set("p1", "personalized")
+    assert reader.get("p1") is ConsentLevel.PERSONALIZED
+    assert reader.levels(["p1", "p2"])["p1"] is ConsentLevel.PERSONALIZED
+    writer.set("p1", "purchases_only")  # the reader holds no lock that would block this
+    assert reader.levels(["p1"])["p1"] is ConsentLevel.PURCHASES_ONLY
+    backup = tmp_path / "backup.sqlite"
+    shutil.copy(reader.path, backup)
+    writer.set("p1", "anonymous")
+    assert reader.get("p1") is ConsentLevel.ANONYMOUS
+    backup.replace(reader.path)  # restored: a new file under the same name
+    assert reader.get("p1") is ConsentLevel.PURCHASES_ONLY

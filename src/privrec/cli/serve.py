@@ -54,6 +54,7 @@ def serve(
 
     from privrec.cli.runtime import client_url, live_server, remove_runtime
     from privrec.core.errors import ConfigError, ConflictError
+    from privrec.core.native_threads import serving_blas_threads
     from privrec.server.app import create_app
     from privrec.server.security import key_id, load_or_create_keys, parse_keys
     from privrec.server.settings import ServerSettings
@@ -101,6 +102,7 @@ def serve(
         f"serving on http://{host}:{port}/  (API: /v1, schema: /v1/openapi.json, operator: /ops)"
     )
     _announce(application, settings.data_dir, client_url(host, port), key_ref)
+    serving_blas_threads(server.blas_threads)  # this (main) thread, before it serves
     try:
         uvicorn.run(
             application,

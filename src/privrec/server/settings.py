@@ -40,6 +40,11 @@ class ServerSettings(BaseSettings):
             anonymous shopper's list (`personalized: false`), not an error. Off, a client key
             alone gets the shopper's ranking with every explanation redacted of their items
             (see `privrec.server.personal`). Turn it on where the client key is public.
+        blas_threads: BLAS threads of the serving process (`PRIVREC_BLAS_THREADS`, default 1;
+            0 leaves the library's default). A request's arithmetic is too small to share out
+            and idle BLAS threads spin: one thread halves the hybrid's CPU a request at the same
+            latency. Process-wide: a job training in the server gets one too
+            (`privrec.core.native_threads` says why and when to set 0).
     """
 
     model_config = SettingsConfigDict(env_prefix="PRIVREC_", extra="ignore")
@@ -59,3 +64,4 @@ class ServerSettings(BaseSettings):
     shopper_token_secret: SecretStr | None = None
     shopper_token_ttl: int = Field(default=15 * 60, ge=1, le=24 * 3600)
     shopper_token_required: bool = False
+    blas_threads: int = Field(default=1, ge=0)

@@ -13,8 +13,10 @@ import os
 
 from fastapi import FastAPI
 
+from privrec.core.native_threads import serving_blas_threads
 from privrec.core.settings import Settings
 from privrec.server.app import create_app
+from privrec.server.settings import ServerSettings
 from privrec.server.workers import ACCESS_LOG_ENV
 
 __all__ = ["app_factory"]
@@ -29,4 +31,6 @@ def app_factory() -> FastAPI:
         log.propagate = False  # the root handler would write every line a second time
     else:
         log.setLevel(logging.WARNING)
-    return create_app(Settings())
+    server = ServerSettings()
+    serving_blas_threads(server.blas_threads)  # the worker's main thread, before it serves
+    return create_app(Settings(), server=server)

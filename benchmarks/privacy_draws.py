@@ -234,6 +234,7 @@ ROWS: dict[str, tuple[str, str]] = {
     "dp_ease_prior (text; fixed)": ("dp_ease_prior", "public"),
     "dp_ease_prior (text; hybrid's DP settings)": ("dp_ease_prior", "public"),
     "dp_ease_prior (text; tuned on ML-1M)": ("dp_ease_prior", "public"),
+    "dp_ease_prior (text; fine grid on ML-1M)": ("dp_ease_prior", "public"),
 }
 # DP EASE settings per epsilon chosen on MovieLens-1M subsampled to 943 shoppers, treated as
 # public (benchmarks/privacy_transfer_tuning.py, results/privacy_transfer_tuning*.log): used
@@ -245,6 +246,10 @@ TUNED_ON_ML1M: dict[float, tuple[int, float]] = {
     4.0: (150, 0.15),
     8.0: (150, 0.15),
 }
+# the second attempt at ML-100K epsilon 1: the best of a finer grid on the same ML-1M subsample
+# (63 candidates x 8 draws; `privacy_transfer_tuning.py --grid fine`,
+# results/privacy_transfer_tuning_fine_eps1.{log,json}): (top_items, selection_share), reg 60
+FINE_ON_ML1M: dict[float, tuple[int, float]] = {1.0: (50, 0.4)}
 # Chien et al. 2021 caps (k = 100: best of {30, 100, 300} x {unit, 1/sqrt k} on ML-100K validation,
 # 3 seeded draws, eps 1 / 2 / 8), AdaDPALS-style frequency weights (a = 0.25: best of
 # {0.25, 0.5, 1} there, all within the draws' spread), DP-ALS with its defaults (set before any
@@ -292,6 +297,13 @@ ROW_PARAMS: dict[str, Any] = {
     "dp_ease_prior (text; tuned on ML-1M)": lambda e: {
         "top_items": TUNED_ON_ML1M[e][0],
         "selection_share": TUNED_ON_ML1M[e][1],
+        "reg": 60.0,
+        "reg_noise": 0.0,
+        "content_params": {"cache_dir": TEXT_CACHE},
+    },
+    "dp_ease_prior (text; fine grid on ML-1M)": lambda e: {
+        "top_items": FINE_ON_ML1M[e][0],
+        "selection_share": FINE_ON_ML1M[e][1],
         "reg": 60.0,
         "reg_noise": 0.0,
         "content_params": {"cache_dir": TEXT_CACHE},

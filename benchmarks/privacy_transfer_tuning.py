@@ -39,6 +39,13 @@ GRID: dict[str, list[Any]] = {
     "selection_share": [0.15, 0.3],
     "ridge": [(3.0, 0.2), (60.0, 0.0)],  # (reg, reg_noise): the roster's and dp_hybrid's
 }
+# `--grid fine` (the second attempt at ML-100K epsilon 1): a finer grid around the first round's
+# best settings at epsilon <= 2 (top 50-80, share 0.3, ridge 60), each with more draws
+GRID_FINE: dict[str, list[Any]] = {
+    "top_items": [30, 40, 50, 65, 80, 100, 120],
+    "selection_share": [0.2, 0.3, 0.4],
+    "ridge": [(30.0, 0.0), (60.0, 0.0), (120.0, 0.0)],
+}
 
 
 def prior_check(draws: int) -> None:
@@ -64,6 +71,7 @@ def main() -> None:
     ap.add_argument("--epsilons", default="1,2,8")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--prior-check", action="store_true", help="the text prior on Beauty")
+    ap.add_argument("--grid", choices=("first", "fine"), default="first", help="GRID or GRID_FINE")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     logging.getLogger("privrec.models.dp.release").setLevel(logging.ERROR)
@@ -77,7 +85,8 @@ def main() -> None:
     out: dict[str, Any] = {"epsilons": {}}
     for eps in (float(e) for e in args.epsilons.split(",")):
         table = []
-        for top, share, (reg, reg_noise) in itertools.product(*GRID.values()):
+        grid = GRID_FINE if args.grid == "fine" else GRID
+        for top, share, (reg, reg_noise) in itertools.product(*grid.values()):
             params = {
                 "epsilon": eps,
                 "top_items": top,
@@ -99,6 +108,7 @@ def main() -> None:
             "benchmark": "privacy_transfer_tuning",
             "source": f"ml1m subsampled to {args.users} shoppers (seed 42), train -> valid",
             "draws": args.draws,
+            "grid": args.grid,
             **out,
             "seconds": round(time.perf_counter() - t0, 1),
             "machine": machine(),

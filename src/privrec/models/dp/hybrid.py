@@ -36,6 +36,7 @@ from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import ModelConfig, Recommender, register, seed_from
 from privrec.models.content import ContentRecommender
+from privrec.models.dp.blend import ContentDPBlend, row_scaled
 from privrec.models.dp.ease import DPEASE
 from privrec.models.dp.itemknn import DPItemKNN
 from privrec.models.dp.release import DPArtifact
@@ -104,7 +105,7 @@ class DPHybridConfig(ModelConfig):
 
 
 @register
-class DPHybrid(DPArtifact, Recommender):
+class DPHybrid(DPArtifact, ContentDPBlend):
     """Content (public item text) + one DP collaborative release (see the module docstring)."""
 
     name = "dp_hybrid"
@@ -154,61 +155,23 @@ class DPHybrid(DPArtifact, Recommender):
         self._mark_fitted(dataset.n_items)
         return self
 
-    # ---- history rows: the content component's (recency- and event-weighted) ---------------------
-    def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
-        """History rows as the content component weighs them (the DP part only sees presence)."""
-        return self.content.history_matrix(histories)
+    # ---- the DP part and the popularity prior (the blend: `blend.ContentDPBlend`) ---------------
+    def _cf_scores(self, h: sp.csr_matrix) -> np.ndarray:
+        cf = np.zeros((h.shape[0], self.n_items))
+        cf[:, self.cf.selected] = row_scaled(self.cf.selected_scores(h))
+        return cf
 
-    def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
-        """Every user's history row as the content component weighs it."""
-        return self.content.input_matrix(dataset)
+    def _explain_cf(self, history: UserHistory, item: int, h: sp.csr_matrix) -> Explanation:
+        return self.cf.explain(history, item)
 
-    # ---- scoring ---------------------------------------------------------------------------------
-    def _parts(self, histories: sp.csr_matrix) -> dict[str, np.ndarray]:
-        h = self._history_input(histories)
-        c = self.config
-        parts: dict[str, np.ndarray] = {}
-        if c.content_weight:
-            parts["content"] = c.content_weight * self.content.score_matrix(h).astype(np.float64)
-        if c.cf_weight:
-            sel = self.cf.selected_scores(h)
-            top = (
-                np.abs(sel).max(axis=1, keepdims=True) if sel.shape[1] else np.ones((h.shape[0], 1))
-            )
-            cf = np.zeros((h.shape[0], self.n_items))
-            cf[:, self.cf.selected] = sel / np.where(top > 0, top, 1.0)
-            parts["cf"] = c.cf_weight * cf
-        if c.popularity_weight:
-            p = np.maximum(self.cf.popularity.astype(np.float64), 0.0)
-            p = p / p.max() if p.size and p.max() > 0 else p
-            parts["popularity"] = np.broadcast_to(
-                c.popularity_weight * np.log1p(_POP_SCALE * p) / math.log1p(_POP_SCALE),
-                (h.shape[0], self.n_items),
-            )
-        return parts
-
-    def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
-        """The weighted blend of the three parts (see the module docstring)."""
-        parts = self._parts(histories)
-        if not parts:
-            raise ConfigError(f"{self.name}: every weight is 0; give at least one positive weight")
-        return sum(parts.values()).astype(np.float32)  # type: ignore[union-attr]
-
-    def explain(self, history: UserHistory, item: int) -> Explanation:
-        """The explanation of the part that contributes most to the item's score."""
-        self._check_fitted()
-        parts = self._parts(self.history_matrix([history]))
-        best = max(parts, key=lambda n: float(parts[n][0, int(item)])) if parts else "popularity"
-        if best == "popularity":
-            return Explanation(item=int(item), kind="popular", text="popular")
-        return (self.content if best == "content" else self.cf).explain(history, int(item))
+    def _popularity(self, weight: float) -> np.ndarray:
+        p = np.maximum(self.cf.popularity.astype(np.float64), 0.0)
+        p = p / p.max() if p.size and p.max() > 0 else p
+        return np.asarray(weight * np.log1p(_POP_SCALE * p) / math.log1p(_POP_SCALE))
 
     # ---- persistence --------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         return components_state(self.components)
-
-    def _derived(self) -> dict[str, np.ndarray]:
-        return components_state(self.components, derived=True)
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         comps = restore_components(arrays, meta["components"])

@@ -46,6 +46,7 @@ from privrec.core.types import Explanation, UserHistory
 from privrec.data.dataset import InteractionDataset
 from privrec.models.base import ModelConfig, Recommender, history_explanation, register
 from privrec.models.content import ContentRecommender
+from privrec.models.dp.blend import ContentDPBlend, row_scaled
 from privrec.models.dp.release import (
     DEFAULT_EXPECTED_USERS,
     PLD_ACCOUNTANT,
@@ -219,7 +220,7 @@ def pattern_pairs(
 
 # ---- the model ---------------------------------------------------------------------------------
 @register
-class DPTextKNN(DPArtifact, Recommender):
+class DPTextKNN(DPArtifact, ContentDPBlend):
     """Public text pattern + one user-level DP release of its pair counts and popularity."""
 
     name = "dp_textknn"
@@ -317,61 +318,21 @@ class DPTextKNN(DPArtifact, Recommender):
         self._mark_fitted(n)
         return self
 
-    # ---- history rows: the content component's (recency-weighted) --------------------------------
-    def history_matrix(self, histories: list[UserHistory]) -> sp.csr_matrix:
-        """History rows as the content component weighs them."""
-        return self.content.history_matrix(histories)
+    # ---- the DP part and the popularity prior (the blend: `blend.ContentDPBlend`) ---------------
+    def _cf_scores(self, h: sp.csr_matrix) -> np.ndarray:
+        return row_scaled(np.asarray((h @ self.pairs).todense(), dtype=np.float64))
 
-    def input_matrix(self, dataset: InteractionDataset) -> sp.csr_matrix:
-        """Every user's history row as the content component weighs it."""
-        return self.content.input_matrix(dataset)
+    def _explain_cf(self, history: UserHistory, item: int, h: sp.csr_matrix) -> Explanation:
+        hh = self._history_input(h)
+        col = np.asarray(self.pairs[:, item].todense()).ravel()
+        items = hh.indices.astype(np.int64)
+        return history_explanation(history, item, items, hh.data.astype(np.float64) * col[items])
 
-    # ---- scoring ---------------------------------------------------------------------------------
-    def _pair_scores(self, h: sp.csr_matrix) -> np.ndarray:
-        s = np.asarray((h @ self.pairs).todense(), dtype=np.float64)
-        top = np.abs(s).max(axis=1, keepdims=True) if s.shape[1] else np.ones((s.shape[0], 1))
-        return s / np.where(top > 0, top, 1.0)
-
-    def _parts(self, histories: sp.csr_matrix) -> dict[str, np.ndarray]:
-        h = self._history_input(histories)
-        c = self.config
-        parts: dict[str, np.ndarray] = {}
-        if c.content_weight:
-            parts["content"] = c.content_weight * self.content.score_matrix(h).astype(np.float64)
-        if c.cf_weight:
-            parts["cf"] = c.cf_weight * self._pair_scores(h)
-        if c.popularity_weight:
-            p = self.popularity.astype(np.float64)
-            top = math.log1p(float(p.max())) if p.size else 0.0
-            lp = np.log1p(p) / top if top > 0 else np.zeros_like(p)
-            parts["popularity"] = np.broadcast_to(
-                c.popularity_weight * lp, (h.shape[0], self.n_items)
-            )
-        return parts
-
-    def score_matrix(self, histories: sp.csr_matrix) -> np.ndarray:
-        """The weighted blend of the three parts (see the module docstring)."""
-        parts = self._parts(histories)
-        if not parts:
-            raise ConfigError(f"{self.name}: every weight is 0; give at least one positive weight")
-        return sum(parts.values()).astype(np.float32)  # type: ignore[union-attr]
-
-    def explain(self, history: UserHistory, item: int) -> Explanation:
-        """The explanation of the part that contributes most to the item's score."""
-        self._check_fitted()
-        h = self.history_matrix([history])
-        parts = self._parts(h)
-        best = max(parts, key=lambda n: float(parts[n][0, int(item)])) if parts else "popularity"
-        if best == "content":
-            return self.content.explain(history, int(item))
-        if best == "cf":
-            hh = self._history_input(h)
-            col = np.asarray(self.pairs[:, int(item)].todense()).ravel()
-            items = hh.indices.astype(np.int64)
-            return history_explanation(
-                history, int(item), items, hh.data.astype(np.float64) * col[items]
-            )
-        return Explanation(item=int(item), kind="popular", text="popular")
+    def _popularity(self, weight: float) -> np.ndarray:
+        p = self.popularity.astype(np.float64)
+        top = math.log1p(float(p.max())) if p.size else 0.0
+        lp = np.log1p(p) / top if top > 0 else np.zeros_like(p)
+        return np.asarray(weight * lp)
 
     # ---- persistence -----------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
@@ -383,9 +344,6 @@ class DPTextKNN(DPArtifact, Recommender):
             "pairs_indices": s.indices.astype(np.int32),
             "pairs_indptr": s.indptr.astype(np.int64),
         }
-
-    def _derived(self) -> dict[str, np.ndarray]:
-        return components_state(self.components, derived=True)
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         comps = restore_components(

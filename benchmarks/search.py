@@ -24,7 +24,7 @@ The labelled query set (seed 42, rebuilt identically on every run; `build_querie
     of the ranking (`allowed` mask), so each relevant item shares no word with the query.
 Each base query goes to the validation split with probability 0.3 (its typo variant with it), and
 half the hand-written ones (seeded). The validation split also gets extra queries that never reach
-the test split (`extra_validation_queries`, a separate seeded stream, so the base set and its
+the test split (`build_queries(..., exclude=)`, a separate seeded stream, so the base set and its
 test split are unchanged): 600 more title queries per dataset from titles the base set does not
 use, 250 more Scientific brands, their typo variants, and 24 more hand-written Beauty sentences
 (`NATURAL_EXTRA_VALID`; those whose every item shares a word with them are dropped as above).
@@ -249,12 +249,33 @@ def _misspell(query: str, rng: np.random.Generator) -> str | None:
     return " ".join(ws)
 
 
-def build_queries(ds: dict[str, Any], n_titles: int, n_brands: int) -> list[dict[str, Any]]:
-    """The labelled queries of one dataset (see the module docstring), seeded."""
-    rng = np.random.default_rng([SEED, len(ds["titles"])])
+def build_queries(
+    ds: dict[str, Any],
+    n_titles: int,
+    n_brands: int,
+    *,
+    exclude: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The labelled queries of one dataset (see the module docstring), seeded.
+
+    Without `exclude`: the base set (categories, brands, titles and their typo variants), each
+    base query in the validation split with probability 0.3. With `exclude` (the base set): the
+    extra validation queries, from titles and brands `exclude` does not use, from a separate
+    seeded stream so that the base set and its test split are unchanged (they only make the
+    choice of the fusion less noisy); every one in the validation split.
+    """
+    n = len(ds["titles"])
+    rng = np.random.default_rng([SEED, n] if exclude is None else [SEED, 7, n])
     stop = LexicalIndex()._stop
+    extra = exclude is not None
+    # extra: no title is used twice (nor one of the base set's); the base set may repeat one
+    used_titles: set[str] | None = None
+    used_brands: set[str] = set()
+    if exclude is not None:
+        used_titles = {q["query_title"] for q in exclude if "query_title" in q}
+        used_brands = {q["query"] for q in exclude if q["kind"] == "brand"}
     base: list[dict[str, Any]] = []
-    if "paths" in ds:
+    if "paths" in ds and not extra:
         by_path: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for i, ps in enumerate(ds["paths"]):
             for p in ps:
@@ -272,7 +293,9 @@ def build_queries(ds: dict[str, Any], n_titles: int, n_brands: int) -> list[dict
         for i, b in enumerate(ds["brands"]):
             if b:
                 by_brand[b].append(i)
-        brands = sorted(b for b, items in by_brand.items() if len(items) >= 3)
+        brands = sorted(
+            b for b, items in by_brand.items() if len(items) >= 3 and b not in used_brands
+        )
         for j in rng.permutation(len(brands))[:n_brands].tolist():
             base.append({"kind": "brand", "query": brands[j], "relevant": by_brand[brands[j]]})
     by_title: dict[str, list[int]] = defaultdict(list)
@@ -282,70 +305,26 @@ def build_queries(ds: dict[str, Any], n_titles: int, n_brands: int) -> list[dict
     for i in rng.permutation(len(ds["titles"])).tolist():
         if n_done >= n_titles:
             break
+        title = ds["titles"][i].lower()
+        if used_titles is not None and title in used_titles:
+            continue
         q = _paraphrase(ds["titles"][i], rng, stop)
         if q is None:
             continue
-        base.append(
-            {
-                "kind": "title",
-                "query": q,
-                "relevant": by_title[ds["titles"][i].lower()],
-                "query_title": ds["titles"][i].lower(),
-            }
-        )
+        entry = {"kind": "title", "query": q, "relevant": by_title[title]}
+        if used_titles is None:
+            entry["query_title"] = title
+        else:
+            used_titles.add(title)
+        base.append(entry)
         n_done += 1
     out: list[dict[str, Any]] = []
     for b in base:
-        split = "valid" if rng.random() < 0.3 else "test"
+        split = "valid" if extra or rng.random() < 0.3 else "test"
         out.append({**b, "split": split})
         typo = _misspell(b["query"], rng)
         if typo is not None and typo != b["query"]:
             out.append({**b, "kind": b["kind"] + "+typo", "query": typo, "split": split})
-    return out
-
-
-def extra_validation_queries(
-    ds: dict[str, Any], base: list[dict[str, Any]], n_titles: int, n_brands: int
-) -> list[dict[str, Any]]:
-    """More validation queries (titles and brands the base set does not use, with their typo
-    variants), from a separate seeded stream so that the base set and its test split are
-    unchanged; they only make the choice of the fusion less noisy."""
-    rng = np.random.default_rng([SEED, 7, len(ds["titles"])])
-    stop = LexicalIndex()._stop
-    used_titles = {q["query_title"] for q in base if "query_title" in q}
-    used_brands = {q["query"] for q in base if q["kind"] == "brand"}
-    extra: list[dict[str, Any]] = []
-    if "brands" in ds:
-        by_brand: dict[str, list[int]] = defaultdict(list)
-        for i, b in enumerate(ds["brands"]):
-            if b:
-                by_brand[b].append(i)
-        brands = sorted(
-            b for b, items in by_brand.items() if len(items) >= 3 and b not in used_brands
-        )
-        for j in rng.permutation(len(brands))[:n_brands].tolist():
-            extra.append({"kind": "brand", "query": brands[j], "relevant": by_brand[brands[j]]})
-    by_title: dict[str, list[int]] = defaultdict(list)
-    for i, t in enumerate(ds["titles"]):
-        by_title[t.lower()].append(i)
-    n_done = 0
-    for i in rng.permutation(len(ds["titles"])).tolist():
-        if n_done >= n_titles:
-            break
-        if ds["titles"][i].lower() in used_titles:
-            continue
-        q = _paraphrase(ds["titles"][i], rng, stop)
-        if q is None:
-            continue
-        used_titles.add(ds["titles"][i].lower())
-        extra.append({"kind": "title", "query": q, "relevant": by_title[ds["titles"][i].lower()]})
-        n_done += 1
-    out: list[dict[str, Any]] = []
-    for b in extra:
-        out.append({**b, "split": "valid"})
-        typo = _misspell(b["query"], rng)
-        if typo is not None and typo != b["query"]:
-            out.append({**b, "kind": b["kind"] + "+typo", "query": typo, "split": "valid"})
     return out
 
 
@@ -754,7 +733,7 @@ def main() -> None:
         ix = SearchIndex.build(ds["titles"], ds["texts"], enc, vectors=vecs)
         build_s = time.perf_counter() - t0
         queries = build_queries(ds, n_titles, n_brands)
-        queries += extra_validation_queries(ds, queries, n_extra_titles, n_extra_brands)
+        queries += build_queries(ds, n_extra_titles, n_extra_brands, exclude=queries)
         if "paths" in ds:
             queries += natural_queries(ds, ix.lexical_index)
         qv = enc.encode([q["query"] for q in queries], use_cache=False)

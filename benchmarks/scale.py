@@ -9,6 +9,10 @@ Parts (each bounded in time; PostgreSQL is a throwaway local cluster, fsync on, 
                generator is another process on the same 2 cores: its CPU is reported too.
                Each worker count runs `--repeats` times, alternated (medians reported), and the
                CPU per request gives the rate 2 dedicated cores would allow (`cpu_bound_req_per_s`).
+               `--model hybrid` serves the best model instead (serve_hybrid.py's hybrid with
+               candidate scoring, N = 100); `--rate R` adds, before each closed loop, an open
+               loop at R requests/s over 64 connections (the hybrid's acceptance: 500 req/s,
+               p99 <= 50 ms, latency from each request's scheduled time).
   kill         two workers under the same closed loop; one worker is SIGKILLed mid-run. Failed
                requests are split into those in flight at the kill (sent before it, on the dead
                worker's connections) and those sent after it; the client reuses a keep-alive
@@ -27,8 +31,11 @@ Parts (each bounded in time; PostgreSQL is a throwaway local cluster, fsync on, 
                shoppers is quoted from its last full run (results/scale_stats.json).
 
 Usage: nice python benchmarks/scale.py [--seconds 8] [--connections 16] [--repeats 2]
-       [--ingest-events N] [--skip ingest,stats]
-The last line of the output is the figures as JSON (also written to results/scale.json).
+       [--ingest-events N] [--skip ingest,stats] [--model ease|hybrid] [--rate 500]
+       [--workers 1,2] [--out results/scale.json] [--connect-spacing-ms 0]
+The hybrid's acceptance run: scale.py --model hybrid --rate 500
+    --skip kill,coordination,ingest,stats --out benchmarks/results/scale_hybrid.json
+The last line of the output is the figures as JSON (also written to --out).
 """
 
 from __future__ import annotations
@@ -67,7 +74,18 @@ from serve_load import (  # noqa: E402
 )
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
+OPEN_KEYS = ("req_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "load_avg_1m")
 TARGET_RPS, TARGET_P99_MS = 500.0, 50.0  # the hybrid's target with the list cache off (issue 15)
+
+
+def model_params(model: str) -> dict[str, Any]:
+    """The trained model's settings: serve_load's, and for the hybrid serve_hybrid's (with
+    candidate scoring, N = 100, and the shared MiniLM vector cache when there is one)."""
+    if model == "hybrid":
+        from serve_hybrid import CANDIDATES, hybrid_params
+
+        return hybrid_params(CANDIDATES)
+    return dict(PARAMS[model])
 
 
 def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
@@ -98,7 +116,7 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
         rs.add_items(ds.item_meta[["item", "title", "category", "text"]])
         report = rs.ingest_frame(frame).to_dict()
         ingest_s = time.perf_counter() - t0
-        res = rs.train(model, params=PARAMS[model])
+        res = rs.train(model, params=model_params(model))
         rs.set_default_model(model)
     return {
         "events": report.get("accepted"),
@@ -219,8 +237,40 @@ def throughput(
     started = round(time.time() - t0, 1)
     try:
         port = int(base.rsplit(":", 1)[1])
-        common = {"port": port, "connections": args.connections, "users": users, "kind": "recs"}
+        common = {
+            "port": port,
+            "connections": args.connections,
+            "users": users,
+            "kind": "recs",
+            "connect_spacing_s": args.connect_spacing_ms / 1000,
+        }
         run_phase({**common, "seconds": 3.0})  # warm-up: every worker loads its model
+        opened: dict[str, Any] | None = None
+        if args.rate:
+            # the acceptance's phase: an open loop at the target rate (latency from each
+            # request's scheduled time, so a queue shows), before the closed loop
+            s0, g0 = tree_cpu(proc.pid), _reaped_cpu()
+            w0 = {p: cpu_seconds(p) or 0.0 for p in children(proc.pid)}
+            opened = run_phase(
+                {**common, "connections": 64, "rate": args.rate, "seconds": args.seconds}
+            )
+            n = max(1, opened["requests"])
+            opened.update(
+                server_cpu_ms_per_request=round((tree_cpu(proc.pid) - s0) * 1000 / n, 3),
+                loadgen_cpu_ms_per_request=round((_reaped_cpu() - g0) * 1000 / n, 3),
+                load_avg_1m=round(os.getloadavg()[0], 2),
+                # how the work split over the worker processes (cores used by each)
+                worker_cpu_shares=sorted(
+                    round(((cpu_seconds(p) or 0.0) - c) / opened["seconds"], 2)
+                    for p, c in w0.items()
+                ),
+                meets_target=bool(
+                    opened["req_per_s"] >= args.rate * 0.99
+                    and opened["failed"] == 0
+                    and opened["not_sent"] == 0
+                    and (opened["p99_ms"] or 1e9) <= TARGET_P99_MS
+                ),
+            )
         s0, p0, g0 = tree_cpu(proc.pid), server_cpu(postmaster), _reaped_cpu()
         load0 = os.getloadavg()[0]
         res = run_phase({**common, "seconds": args.seconds})
@@ -237,6 +287,8 @@ def throughput(
             # the load generator (a child process of this script, reaped after the phase)
             loadgen_cpu_ms_per_request=round((g1 - g0) * 1000 / n, 3),
         )
+        if opened is not None:
+            res["open_loop"] = opened
         return res
     finally:
         stop_server(proc)
@@ -458,8 +510,27 @@ def main() -> None:
     )
     ap.add_argument("--seconds", type=float, default=8.0, help="each throughput phase")
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--model", default="ease", choices=["ease", "itemknn"])
+    ap.add_argument("--model", default="ease", choices=["ease", "itemknn", "hybrid"])
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help=f"also an open loop at this many requests/s per worker count (the hybrid's "
+        f"acceptance: {TARGET_RPS:g}, p99 <= {TARGET_P99_MS:g} ms)",
+    )
+    ap.add_argument(
+        "--workers",
+        default="1,2",
+        help="worker counts to run, comma separated (alternated --repeats times)",
+    )
     ap.add_argument("--ingest-events", type=int, default=200_000)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    ap.add_argument(
+        "--connect-spacing-ms",
+        type=float,
+        default=0.0,
+        help="open the load generator's connections this far apart (0: all at once)",
+    )
     ap.add_argument("--repeats", type=int, default=2, help="runs of each worker count")
     ap.add_argument(
         "--skip", default="", help="comma list of: workers,kill,coordination,ingest,stats"
@@ -495,9 +566,10 @@ def main() -> None:
             print("prepared", out["prepare"], flush=True)
             users = beauty_users(beauty)
             if "workers" not in skip:
-                runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+                counts = [int(x) for x in args.workers.split(",") if x.strip()]
+                runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
                 for _ in range(args.repeats):  # alternated: the machine's load drifts
-                    for n in (1, 2):
+                    for n in counts:
                         runs[n].append(throughput(data_dir, url, n, users, args, pg.postmaster_pid))
                         print(f"workers_{n}", json.dumps(runs[n][-1]), flush=True)
                 for n, rs in runs.items():
@@ -507,6 +579,20 @@ def main() -> None:
                                   "server_cpu_share", "postgres_cpu_ms_per_request",
                                   "loadgen_cpu_ms_per_request", "load_avg_1m")
                     } | {"failed": sum(r["failed"] for r in rs), "runs": rs}  # fmt: skip
+                    opened = [r["open_loop"] for r in rs if "open_loop" in r]
+                    if opened:
+                        out[f"workers_{n}"]["open_loop"] = {
+                            "rate": args.rate,
+                            **{
+                                f"{k}_median": float(np.median([o[k] for o in opened]))
+                                for k in OPEN_KEYS
+                            },
+                            "failed": sum(o["failed"] for o in opened),
+                            "not_sent": sum(o["not_sent"] for o in opened),
+                            "runs_meeting_target": sum(o["meets_target"] for o in opened),
+                            "runs": len(opened),
+                        }
+            if "workers" not in skip and {1, 2} <= set(runs):
                 one, two = out["workers_1"], out["workers_2"]
                 out["speedup_2_vs_1"] = round(
                     two["req_per_s_median"] / max(1e-9, one["req_per_s_median"]), 2
@@ -535,8 +621,8 @@ def main() -> None:
         out["stats"] = stats_part()
         print("stats", json.dumps(out["stats"]["ml1m"]), flush=True)
     out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))
 
 

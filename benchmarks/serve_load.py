@@ -297,7 +297,13 @@ async def _phase(spec: dict[str, Any]) -> dict[str, Any]:
     t_end = t_start + seconds
     rate = spec.get("rate")
 
-    async def worker(queue: asyncio.Queue | None) -> None:
+    spacing = float(spec.get("connect_spacing_s", 0.0))
+
+    async def worker(queue: asyncio.Queue | None, nth: int = 0) -> None:
+        # connect_spacing_s: connections opened one by one, as a client pool grows, instead of
+        # in one burst (a burst lands on whichever worker process accepts first)
+        if spacing:
+            await asyncio.sleep(nth * spacing)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
         except OSError:
@@ -330,10 +336,10 @@ async def _phase(spec: dict[str, Any]) -> dict[str, Any]:
             writer.close()
 
     if rate is None:
-        await asyncio.gather(*(worker(None) for _ in range(conns)))
+        await asyncio.gather(*(worker(None, i) for i in range(conns)))
     else:
         q: asyncio.Queue = asyncio.Queue()
-        tasks = [asyncio.create_task(worker(q)) for _ in range(conns)]
+        tasks = [asyncio.create_task(worker(q, i)) for i in range(conns)]
         interval = 1.0 / rate
         n = 0
         while True:

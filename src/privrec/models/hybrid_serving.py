@@ -40,6 +40,7 @@ from privrec.models.base import history_explanation
 from privrec.models.content import ContentRecommender, text_explanation
 from privrec.models.ease import EASE
 from privrec.models.hybrid_blend import component_z, zscore
+from privrec.models.nn.numpy_infer import NumpyLastHidden
 from privrec.models.sequential import SequentialRecommender
 
 # The hybrid model (`privrec.models.hybrid.HybridRecommender`, which imports this module): typed
@@ -165,9 +166,14 @@ def plain_sequential(comp: Any) -> bool:
     )
 
 
-def sequence_hidden(comp: SequentialRecommender, sequences: list[np.ndarray]) -> np.ndarray:
+def sequence_hidden(
+    comp: SequentialRecommender,
+    sequences: list[np.ndarray],
+    fast: NumpyLastHidden | None = None,
+) -> np.ndarray:
     """(len(sequences), d) float32: the network's output at the latest position of each
-    item-index sequence (already cleaned): `_score_tokens` without its product with every item."""
+    item-index sequence (already cleaned): `_score_tokens` without its product with every item
+    (computed by `fast`, the NumPy forward of the same network, where given)."""
     import torch
 
     from privrec.models.nn.runtime import torch_threads
@@ -176,6 +182,8 @@ def sequence_hidden(comp: SequentialRecommender, sequences: list[np.ndarray]) ->
     net = comp.net
     assert net is not None
     toks = [comp._inference_tokens(np.asarray(x, dtype=np.int64)) for x in sequences]
+    if fast is not None:
+        return fast(pad_left(toks))
     with torch.inference_mode(), torch_threads(comp.config.num_threads):
         seq = torch.from_numpy(pad_left(toks)).to(comp._device())
         return net.last_hidden(seq).float().cpu().numpy()
@@ -191,9 +199,12 @@ class ServingState:
         seq = model.components.get("sequential")
         self.seq: LinearScores | None = None
         self.seq_net: Any = None
+        self.seq_np: NumpyLastHidden | None = None
         if isinstance(seq, SequentialRecommender) and plain_sequential(seq) and seq.net is not None:
             self.seq_net = seq.net
             self.seq = LinearScores(seq._item_table().float().cpu().numpy(), ann=False)
+            # a request's pass is ~10 short rows: NumPy's per-call cost is below PyTorch's
+            self.seq_np = NumpyLastHidden.for_net(seq.net)
         self.pop_z: np.ndarray | None = None
         pop = model.components["popularity"]
         if not getattr(pop.config, "by_category", False):
@@ -338,7 +349,7 @@ def score_view(
                     # the occlusion variants of `explain` in the same forward pass
                     last = seq_items[-comp.config.max_len :]
                     rows = [last] + [last[last != j] for j in np.unique(last)]
-                hid = sequence_hidden(comp, rows)
+                hid = sequence_hidden(comp, rows, state.seq_np)
                 view.hidden = hid if route == "warm" else None
                 # 64 numbers per item: the product with every item costs less than a graph
                 # search (0.19 against 0.26 ms on Beauty), so SASRec is scored over all items

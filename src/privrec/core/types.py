@@ -7,6 +7,7 @@ Also the two history helpers every layer shares: the strongest value per key (`s
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -128,6 +129,9 @@ def strongest(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndar
     return keys[pos], values[pos], pos
 
 
+_actions_memo = threading.local()
+
+
 def strongest_actions(history: UserHistory) -> dict[int, str]:
     """Per history item, the strongest-intent event type the user had with it (INTENT_ORDER).
 
@@ -136,9 +140,15 @@ def strongest_actions(history: UserHistory) -> dict[int, str]:
     types = history.event_types
     if types is None or len(types) != len(history):
         return {}
+    # a request asks this of the same history once per explained item: kept per thread for
+    # the latest history object (with the same arrays), handed out as copies
+    last = getattr(_actions_memo, "last", None)
+    if last is not None and last[0] is history and last[1] is history.items and last[2] is types:
+        return dict(last[3])
     out: dict[int, str] = {}
     for it, code in zip(history.items.tolist(), np.asarray(types).tolist(), strict=True):
         name = EVENT_TYPES[int(code)] if 0 <= int(code) < len(EVENT_TYPES) else "view"
         if it not in out or _INTENT_RANK[name] < _INTENT_RANK[out[it]]:
             out[it] = name
+    _actions_memo.last = (history, history.items, types, dict(out))
     return out

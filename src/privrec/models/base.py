@@ -537,6 +537,9 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+_SMALL = 256  # history_explanation: up to this many entries, summed in Python
+
+
 def history_explanation(
     history: UserHistory,
     item: int,
@@ -559,14 +562,23 @@ def history_explanation(
     """
     items = np.asarray(items, dtype=np.int64)
     contributions = np.asarray(contributions, dtype=np.float64)
-    if items.size:
-        uniq, inv = np.unique(items, return_inverse=True)
-        total = np.bincount(inv.ravel(), weights=contributions, minlength=uniq.size)
+    if items.size <= _SMALL and np.isfinite(contributions).all():
+        # a served request's few history items: the same sums (in entry order, as bincount
+        # adds them) and order (largest first, ties by item), without NumPy's per-call cost
+        sums: dict[int, float] = {}
+        for i, c in zip(items.ravel().tolist(), contributions.ravel().tolist(), strict=True):
+            sums[i] = sums.get(i, 0.0) + c
+        ranked = sorted(sums.items(), key=lambda kv: (-kv[1], kv[0]))
+        contributors = [(i, c) for i, c in ranked if c > 0][:n]
     else:
-        uniq, total = items, contributions
-    order = np.lexsort((uniq, -total))
-    picked = [j for j in order.tolist() if total[j] > 0][:n]
-    contributors = [(int(uniq[j]), float(total[j])) for j in picked]
+        if items.size:
+            uniq, inv = np.unique(items, return_inverse=True)
+            total = np.bincount(inv.ravel(), weights=contributions, minlength=uniq.size)
+        else:
+            uniq, total = items, contributions
+        order = np.lexsort((uniq, -total))
+        picked = [j for j in order.tolist() if total[j] > 0][:n]
+        contributors = [(int(uniq[j]), float(total[j])) for j in picked]
     if not contributors:
         return Explanation(
             item=int(item), kind="model", text="no item in your history points to this one"

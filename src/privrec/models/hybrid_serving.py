@@ -457,9 +457,10 @@ class _ContentExplainer:
             raw, _, _, q_w = comp._profile(history)  # rare: searches kept with consent
         self.raw, self.q_w, self.part = raw, q_w, part
         self.norm = float(np.linalg.norm(raw))
-        self.hist_items = h.indices.astype(np.int64)[np.argsort(h.indices, kind="stable")]
-        row = h.toarray()[0]
-        self.row_w = row[self.hist_items].astype(np.float64)
+        order = np.argsort(h.indices, kind="stable")
+        self.hist_items = h.indices.astype(np.int64)[order]
+        # the row's values of those items (`_history_input` summed duplicates: one entry each)
+        self.row_w = h.data[order].astype(np.float64)
         self.hist_emb = e[self.hist_items].astype(np.float64)
         self.actions = strongest_actions(history)
 

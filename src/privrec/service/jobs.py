@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,41 @@ JOBS_FILE = "jobs.log"
 STATUSES = ("queued", "running", "succeeded", "failed", "refused", "gated")
 FINISHED = ("succeeded", "failed", "refused", "gated")
 _AAD = b"privrec:jobs"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot; None: no such process or no /proc).
+
+    With the pid it names one process: a pid reused after the process ended has another start.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the command name
+    except (IndexError, ValueError):
+        return None
+
+
+def process_identity() -> dict[str, Any]:
+    """This process: host name, pid and start time (what `process_alive` checks)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _start_ticks(pid)}
+
+
+def process_alive(owner: Any) -> bool:
+    """Whether the process a job record names may still run it.
+
+    True for a live process of this host with the same start time, and for any process of
+    another host (it cannot be checked from here); False for a stopped one or a missing owner.
+    """
+    if not isinstance(owner, dict) or "pid" not in owner:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True
+    started = _start_ticks(int(owner["pid"]))
+    return started is not None and started == owner.get("started")
 
 
 class JobOutcome(Exception):
@@ -141,6 +177,8 @@ class JobHistory:
             "gate": None,
             "result": None,
             "error": None,
+            # the process that runs it: `interrupted` fails only the jobs of a stopped process
+            "owner": process_identity(),
         }
         with self._lock:
             self._append(rec)
@@ -187,10 +225,18 @@ class JobHistory:
     def interrupted(self) -> int:
         """Mark jobs left queued or running by a process that stopped as failed; how many.
 
-        Call it when the one process that runs jobs starts (the server or the worker).
+        Call it when a process that runs jobs starts (the server, each API worker, the
+        scheduler worker). A job whose owning process still runs (another API worker over the
+        same data directory) is left alone; so is one owned on another host, which this host
+        cannot check. A record without an owner (written before owners were kept) counts as
+        stopped.
         """
         with self._lock:
-            stale = [r for r in self._load().values() if r["status"] in ("queued", "running")]
+            stale = [
+                r
+                for r in self._load().values()
+                if r["status"] in ("queued", "running") and not process_alive(r.get("owner"))
+            ]
             for rec in stale:
                 reason = "interrupted: the process stopped before the job finished"
                 self._append(

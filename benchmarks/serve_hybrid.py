@@ -17,6 +17,8 @@ Parts (offline and serve by default; `--part offline|batching|serve|both`):
            Reports throughput, p50/p99, server CPU ms per request and the load average.
   batching SASRec's forward-pass CPU per request when 1/2/4/8 concurrent requests share a pass,
            against a worker-thread round trip (whether batching requests would pay).
+  inproc   CPU and wall ms per recommendation in this process (list cache off) with BLAS at
+           the library's thread count or one thread, SASRec's pass by PyTorch or NumPy.
 
 `hybrid_serving_figures()` is the entry point `benchmarks/scale.py` calls (the same figures as
 the serve part, as a dict). The last line of the output is the figures as JSON.
@@ -335,11 +337,57 @@ def hybrid_serving_figures(
     return out
 
 
+# ---- in process: what the serving process's settings cost a request ------------------------
+def inproc(data_dir: Path, n_requests: int = 600, seed: int = 0) -> dict[str, Any]:
+    """CPU and wall ms per `RecSys.recommend` (k 10, explanations, list cache off) in this
+    process, on the served hybrid, four ways: BLAS at the library's thread count or at one
+    (`PRIVREC_BLAS_THREADS`), and SASRec's pass by PyTorch or by the NumPy forward."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from privrec.core.settings import Settings
+    from privrec.service.facade import RecSys
+
+    beauty_dir = __import__("_common").shared_data() / "amazon-beauty"
+    users = beauty_users(beauty_dir)
+    rng = np.random.default_rng(seed)
+    pick = [users[i] for i in rng.integers(0, len(users), n_requests)]
+    default = max(
+        (int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"), default=1
+    )
+    out: dict[str, Any] = {"requests": n_requests, "blas_default_threads": default}
+    with RecSys(Settings(data_dir=data_dir)) as rs:
+        rs.serving.configure(cache_entries=0)
+        for u in pick[:50]:  # warm-up: the model, the graph, the histories
+            rs.recommend(u, 10)
+        model = rs.serving.model(rs.serving.default_model_name()).model
+        state = model._serving
+        fast = getattr(state, "seq_np", None)
+        for blas in (default, 1):
+            for seq in ("torch", "numpy"):
+                if seq == "numpy" and fast is None:
+                    continue
+                state.seq_np = fast if seq == "numpy" else None
+                with threadpool_limits(limits=blas, user_api="blas"):
+                    t, w = time.process_time(), time.perf_counter()
+                    for u in pick:
+                        rs.recommend(u, 10)
+                    cpu, wall = time.process_time() - t, time.perf_counter() - w
+                out[f"blas{blas}_{seq}"] = {
+                    "cpu_ms_per_request": round(cpu * 1000 / n_requests, 3),
+                    "wall_ms_per_request": round(wall * 1000 / n_requests, 3),
+                }
+        state.seq_np = fast
+    out["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--part", choices=("offline", "batching", "serve", "both"), default="both")
+    ap.add_argument(
+        "--part", choices=("offline", "batching", "serve", "inproc", "both"), default="both"
+    )
     ap.add_argument("--candidates", type=int, default=CANDIDATES)
     ap.add_argument("--rate", type=float, default=TARGET_RPS)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -363,6 +411,14 @@ def main() -> None:
     if args.part == "batching":
         results["batching"] = batching(args.cache_dir)
         print(json.dumps(results["batching"]), flush=True)
+    if args.part == "inproc":
+        data_dir = args.cache_dir / f"data-c{args.candidates}"
+        from _common import shared_data
+
+        prepare(data_dir, "hybrid", shared_data() / "amazon-beauty",
+                params=hybrid_params(args.candidates), versions=1)  # fmt: skip
+        results["inproc"] = inproc(data_dir)
+        print(json.dumps(results["inproc"]), flush=True)
     if args.part in ("serve", "both"):
         print("serve: preparing and driving load ...", flush=True)
         results["serve"] = hybrid_serving_figures(

@@ -2,9 +2,9 @@
 
 Why: a request's arithmetic (a few rows of EASE's matrix, a 384 x 384 product, z-scores over
 12,101 items) is too small to share out, and OpenBLAS's idle threads spin on the cores after
-each call. On the served hybrid (Beauty, list cache off, in process on 2 cores) the library's
-default of 2 threads cost 6.6 ms of CPU a request for 3.3 ms of wall time; one thread cost
-3.4 ms of CPU for the same wall time (`benchmarks/serve_hybrid.py --part threads`).
+each call. On the served hybrid (Beauty, list cache off, in process on 2 cores) the
+library's default of 2 threads cost 6.1 ms of CPU a request for 3.1 ms of wall time; one thread
+cost 3.3 ms of CPU for the same wall time (`benchmarks/serve_hybrid.py --part inproc`).
 
 The limit is process-wide (threadpoolctl sets the library's count), so a job that trains
 inside the server (the job thread, the retrain scheduler) also gets one BLAS thread: the EASE

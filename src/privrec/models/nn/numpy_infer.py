@@ -3,7 +3,7 @@
 Why: a served request runs the network on about ten short rows (the history and the occlusion
 variants its explanations need); at that size PyTorch's per-operator dispatch is most of the
 cost. The same arithmetic as NumPy calls is measured in `benchmarks/serve_hybrid.py`
-(`--part numpy`); outputs agree with PyTorch's to float32 rounding (tested in
+(`--part inproc`); outputs agree with PyTorch's to float32 rounding (tested in
 tests/models/test_numpy_infer.py). Only the ID item encoder is mirrored; `for_net` returns None
 for any other network, which is then run by PyTorch as before.
 """

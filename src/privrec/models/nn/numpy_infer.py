@@ -45,7 +45,7 @@ class NumpyLastHidden:
         self.emb = arr(net.items.id_emb.weight)
         self.pos = arr(net.pos.weight)
         self.ln = (arr(net.ln.weight), arr(net.ln.bias), float(net.ln.eps))
-        self.blocks = []
+        self.blocks: list[dict[str, Any]] = []
         for blk in net.blocks:
             self.blocks.append(
                 {

@@ -126,19 +126,14 @@ def prepare(data_dir: Path, model: str, beauty: Path) -> dict[str, Any]:
 
 
 # ---- the server ---------------------------------------------------------------------------------
-def start_server(data_dir: Path, url: str, workers: int) -> tuple[str, subprocess.Popen[bytes]]:
-    """`privrec serve --workers N` as a real command over the PostgreSQL store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRIVREC_")}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        PRIVREC_STORE_URL=url,
-        PRIVREC_API_KEYS=f"client:{CLIENT_KEY},admin:{ADMIN_KEY}",
-        PRIVREC_RATE_CLIENT="1e9",  # the shared limiter still runs: one claim per 1/64 of this
-        PRIVREC_RATE_ADMIN="1e9",
-        PRIVREC_CACHE_ENTRIES="0",  # the list cache off: every request computes
-        PRIVREC_PAGES="off",
-        PRIVREC_SCHEDULER_ENABLED="false",
-    )
+def start_server(
+    data_dir: Path, url: str, workers: int, proxy: str | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """`privrec serve --workers N` as a real command over the PostgreSQL store (with `proxy`
+    "nginx": N single-process `privrec serve` behind nginx, see `start_proxied`)."""
+    if proxy == "nginx":
+        return start_proxied(data_dir, url, workers)
+    env = _server_env(url)
     port = _free_port()
     exe = Path(sys.executable).parent / "privrec"
     proc = subprocess.Popen(
@@ -158,21 +153,101 @@ def start_server(data_dir: Path, url: str, workers: int) -> tuple[str, subproces
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    t0 = time.time()
+    _wait_ready(base, proc, lambda: len(workers_of(proc.pid)) >= (workers if workers > 1 else 0))
+    return base, proc
+
+
+def start_proxied(data_dir: Path, url: str, n: int) -> tuple[str, subprocess.Popen[bytes]]:
+    """N single-process `privrec serve` over the PostgreSQL store behind nginx (one worker,
+    `least_conn`, keep-alive to the upstreams): each request goes to the server with the fewest
+    requests in flight, instead of staying with the process that accepted its connection. One
+    process group (a shell that waits on them), so its CPU is counted as the server's."""
+    import shlex
+    import shutil
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise SystemExit(
+            "--proxy nginx: nginx is not installed (Debian: apt-get install nginx-light)"
+        )
+    ports = [_free_port() for _ in range(n)]
+    front = _free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="privrec-nginx-"))
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in ports)
+    temp_paths = " ".join(
+        f"{k}_temp_path {tmp / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp / "nginx.conf").write_text(
+        f"""worker_processes 1;
+error_log {tmp / "error.log"} warn;
+pid {tmp / "nginx.pid"};
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  {temp_paths}
+  upstream privrec {{ least_conn; {servers} keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{front};
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://privrec;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+    )
+    exe = shlex.quote(str(Path(sys.executable).parent / "privrec"))
+    cmds = [f"{exe} serve --data-dir {shlex.quote(str(data_dir))} --port {p} &" for p in ports]
+    cmds.append(f"{nginx} -p {tmp} -c {tmp / 'nginx.conf'} -g 'daemon off;' &")
+    proc = subprocess.Popen(
+        ["bash", "-c", " ".join(cmds) + " wait"],
+        env=_server_env(url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    for p in ports:
+        _wait_ready(f"http://127.0.0.1:{p}", proc, lambda: True)
+    base = f"http://127.0.0.1:{front}"
+    _wait_ready(base, proc, lambda: True)
+    return base, proc
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], extra: Any) -> None:
     import urllib.request
 
+    t0 = time.time()
     while time.time() - t0 < 900:
         if proc.poll() is not None:
-            raise RuntimeError(f"privrec serve --workers {workers} exited ({proc.returncode})")
+            raise RuntimeError(f"the server exited ({proc.returncode})")
         try:
             with urllib.request.urlopen(base + "/health/ready", timeout=5) as r:
-                if r.status == 200 and len(workers_of(proc.pid)) >= (workers if workers > 1 else 0):
+                if r.status == 200 and extra():
                     settle(proc.pid)
-                    return base, proc
+                    return
         except OSError:
             pass
         time.sleep(0.5)
     raise RuntimeError("the server did not become ready")
+
+
+def _server_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRIVREC_")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        PRIVREC_STORE_URL=url,
+        PRIVREC_API_KEYS=f"client:{CLIENT_KEY},admin:{ADMIN_KEY}",
+        PRIVREC_RATE_CLIENT="1e9",  # the shared limiter still runs: one claim per 1/64 of this
+        PRIVREC_RATE_ADMIN="1e9",
+        PRIVREC_CACHE_ENTRIES="0",  # the list cache off: every request computes
+        PRIVREC_PAGES="off",
+        PRIVREC_SCHEDULER_ENABLED="false",
+    )
+    return env
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -200,10 +275,10 @@ def workers_of(pid: int) -> list[int]:
 def settle(pid: int, timeout: float = 300) -> None:
     """Wait until every process of the server is idle (each worker has loaded its model)."""
     t0 = time.time()
-    last = {p: cpu_seconds(p) or 0.0 for p in [pid, *children(pid)]}
+    last = {p: cpu_seconds(p) or 0.0 for p in [pid, *descendants(pid)]}
     while time.time() - t0 < timeout:
         time.sleep(1.0)
-        now = {p: cpu_seconds(p) or 0.0 for p in [pid, *children(pid)]}
+        now = {p: cpu_seconds(p) or 0.0 for p in [pid, *descendants(pid)]}
         if all(now[p] - last.get(p, 0.0) < 0.1 for p in now):
             return
         last = now
@@ -221,9 +296,19 @@ def _reaped_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (nginx's workers are its master's children)."""
+    out, todo = [], children(pid)
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo += children(c)
+    return out
+
+
 def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its live children."""
-    return sum(cpu_seconds(p) or 0.0 for p in [pid, *children(pid)])
+    """CPU seconds of a process and every live process below it."""
+    return sum(cpu_seconds(p) or 0.0 for p in [pid, *descendants(pid)])
 
 
 # ---- one vs two workers -------------------------------------------------------------------------
@@ -233,7 +318,7 @@ def throughput(
     from scale_ingest import server_cpu
 
     t0 = time.time()
-    base, proc = start_server(data_dir, url, workers)
+    base, proc = start_server(data_dir, url, workers, args.proxy)
     started = round(time.time() - t0, 1)
     try:
         port = int(base.rsplit(":", 1)[1])
@@ -278,7 +363,8 @@ def throughput(
         n = max(1, res["requests"])
         res.update(
             workers=workers,
-            processes=1 + len(children(proc.pid)) if workers > 1 else 1,
+            processes=1 + len(descendants(proc.pid)) if workers > 1 or args.proxy else 1,
+            proxy=args.proxy,
             server_start_s=started,
             server_cpu_ms_per_request=round((s1 - s0) * 1000 / n, 3),
             server_cpu_share=round((s1 - s0) / res["seconds"], 2),
@@ -525,6 +611,13 @@ def main() -> None:
     )
     ap.add_argument("--ingest-events", type=int, default=200_000)
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    ap.add_argument(
+        "--proxy",
+        choices=["nginx"],
+        default=None,
+        help="workers: N single-process servers behind nginx (least_conn) instead of "
+        "`serve --workers N` (nginx from Debian's nginx-light)",
+    )
     ap.add_argument(
         "--connect-spacing-ms",
         type=float,

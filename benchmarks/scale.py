@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import multiprocessing as mp
 import os
@@ -173,6 +174,7 @@ def start_proxied(data_dir: Path, url: str, n: int) -> tuple[str, subprocess.Pop
     ports = [_free_port() for _ in range(n)]
     front = _free_port()
     tmp = Path(tempfile.mkdtemp(prefix="privrec-nginx-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     servers = " ".join(f"server 127.0.0.1:{p};" for p in ports)
     temp_paths = " ".join(
         f"{k}_temp_path {tmp / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")

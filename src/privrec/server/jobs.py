@@ -62,10 +62,14 @@ class JobRunner:
 
         def run() -> None:
             self.history.run(job, (lambda: fn(report)) if with_progress else fn)
+            # persisted before it leaves memory: `get` merges the in-memory progress until
+            # then, so no reader sees the finished job without it
             with self._lock:
-                last = self._progress.pop(job_id, None)
+                last = self._progress.get(job_id)
             if last is not None:
                 self.history.update(job_id, progress=last)
+            with self._lock:
+                self._progress.pop(job_id, None)
 
         self._pool.submit(run)
         return job

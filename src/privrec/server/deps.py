@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from privrec.server.security import Principal, authorize
+from privrec.server.tokens import HEADER
 from privrec.service import RecSys
 
 
@@ -37,3 +38,17 @@ async def admin(request: Request) -> Principal:
     p = authorize(st.keyring, st.limiter, request.headers, "admin")
     request.scope["privrec.key"] = p.key_id
     return p
+
+
+Caller = Annotated[Principal, Depends(client)]
+"""A route parameter that receives the calling client (or admin) key's principal."""
+
+ShopperToken = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="a shopper token naming the body's user (from the shop's backend): with a "
+        "client key, answers name the shopper's own items only with it",
+    ),
+]
+"""A route parameter that receives the X-Shopper-Token header, if sent."""

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from privrec.server.deps import RS, client
+from privrec.server.deps import RS, Caller, ShopperToken, client
 from privrec.server.problems import ProblemError, problem_responses
 from privrec.server.responses import JSON
 from privrec.server.routers.insights import insights_of
@@ -31,7 +31,6 @@ from privrec.service import RecSys
 
 router = APIRouter(prefix="/v1", tags=["explanations"])
 Shopper = Annotated[str, Depends(shopper)]
-Caller = Annotated[Principal, Depends(client)]
 
 NOT_YOURS = (
     "a client key cannot read a shopper's explanation: it is made from their history. Send "
@@ -63,15 +62,6 @@ def _check_owner(request: Request, caller: Principal, token: str | None, user: s
     if verify_shopper_token(app_secret(request.app.state), token) != user:
         raise ProblemError(403, OTHER_SHOPPER, slug="not-this-shopper")
     return user
-
-
-Token = Annotated[
-    str | None,
-    Header(
-        alias=HEADER,
-        description="with a client key: a shopper token naming the body's user",
-    ),
-]
 
 
 @router.post(
@@ -106,7 +96,7 @@ async def contributions_mine(request: Request, body: MyExplainIn, user: Shopper)
     responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
 )
 async def explain(
-    request: Request, rs: RS, body: ExplainIn, caller: Caller, token: Token = None
+    request: Request, rs: RS, body: ExplainIn, caller: Caller, token: ShopperToken = None
 ) -> JSON:
     """The explanation of `item` for the body's user: admin key, or a client key with that
     shopper's token (a client key alone is refused, 403; shoppers use /v1/me/explanations)."""
@@ -119,7 +109,7 @@ async def explain(
     responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
 )
 async def contributions(
-    request: Request, body: ExplainIn, caller: Caller, token: Token = None
+    request: Request, body: ExplainIn, caller: Caller, token: ShopperToken = None
 ) -> JSON:
     """Contributions for the body's user: admin key, or a client key with that shopper's token
     (a client key alone is refused, 403; shoppers use /v1/me/explanations/contributions)."""

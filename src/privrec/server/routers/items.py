@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from privrec.server.deps import RS, client
+from privrec.server.deps import RS, Caller, ShopperToken, client
 from privrec.server.personal import Access, access_of, redact_items
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import SearchIn, SearchOut
-from privrec.server.security import Principal
-from privrec.server.tokens import HEADER
 
 router = APIRouter(prefix="/v1", tags=["items"], dependencies=[Depends(client)])
 ItemId = Path(min_length=1, max_length=256)
-Caller = Annotated[Principal, Depends(client)]
-Token = Annotated[
-    str | None,
-    Header(
-        alias=HEADER,
-        description="a shopper token naming the body's user (from the shop's backend): with a "
-        "client key, explanations name the shopper's own items only with it",
-    ),
-]
 
 
 @router.get("/items", responses=problem_responses(401, 403, 422, 429, 503))
@@ -73,7 +60,7 @@ async def similar(
     "/search", response_model=SearchOut, responses=problem_responses(401, 403, 413, 422, 429, 503)
 )
 async def search(
-    request: Request, rs: RS, body: SearchIn, caller: Caller, token: Token = None
+    request: Request, rs: RS, body: SearchIn, caller: Caller, token: ShopperToken = None
 ) -> JSON:
     """Product search: words (BM25, typo-tolerant) and meaning (MiniLM) fused over the items
     that may be listed, then re-ranked for a shopper who consented to personalisation, with

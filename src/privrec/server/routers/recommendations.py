@@ -7,29 +7,15 @@ may see of the shopper's own data.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 
 from privrec.server import personal
-from privrec.server.deps import client
+from privrec.server.deps import Caller, ShopperToken
 from privrec.server.problems import problem_responses
 from privrec.server.responses import JSON
 from privrec.server.schemas import RecommendationOut, RecommendIn
-from privrec.server.security import Principal
-from privrec.server.tokens import HEADER
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-
-Caller = Annotated[Principal, Depends(client)]
-Token = Annotated[
-    str | None,
-    Header(
-        alias=HEADER,
-        description="a shopper token naming the body's user (from the shop's backend): with a "
-        "client key, explanations name the shopper's own items only with it",
-    ),
-]
 
 
 @router.post(
@@ -38,7 +24,7 @@ Token = Annotated[
     responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
 )
 async def recommend(
-    request: Request, body: RecommendIn, caller: Caller, token: Token = None
+    request: Request, body: RecommendIn, caller: Caller, token: ShopperToken = None
 ) -> JSON:
     """Top-k items for a shopper, each with its explanation, under the request's business rules.
 
